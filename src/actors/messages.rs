@@ -1,0 +1,118 @@
+//! The protocol between the actors, top to bottom in the order an incident uses it:
+//! Monitor → Archiver (bundle), Monitor → Healer (restart), Monitor → Notifier (alerts),
+//! Healer's report → Archiver (heal log into the bundle), Supervisor → everyone (reload, drain).
+//!
+//! Archive, Heal and Notify carry the incident id and are idempotent on it: a replacement
+//! Monitor that re-sends them after a crash gets the first result back, never a second action.
+
+use crate::config::TargetConfig;
+use crate::notify::Notice;
+use crate::probe::ProbeFailure;
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Write the forensic bundle for an incident (once per incident id).
+#[derive(Message, Clone)]
+#[rtype(result = "Result<ArchiveReport, String>")]
+pub struct Archive {
+    /// The incident, as the bundle's manifest records it.
+    pub incident: IncidentFacts,
+    /// The target's configuration (file patterns, endpoint).
+    pub target: Arc<TargetConfig>,
+}
+
+/// What the manifest says about an incident.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentFacts {
+    pub incident_id: String,
+    pub target: String,
+    /// The sortable UTC stamp shared by every file of the bundle.
+    pub stamp: String,
+    pub endpoint: String,
+    pub failure: ProbeFailure,
+    pub hard_failure: bool,
+    pub first_failure_at: DateTime<Utc>,
+    pub declared_at: DateTime<Utc>,
+}
+
+/// Where a bundle went and what it holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArchiveReport {
+    /// Directory (or later URL) of the bundle.
+    pub location: String,
+    /// Files copied, with sizes and hashes.
+    pub files: Vec<crate::archive::FileEntry>,
+    /// Patterns that matched nothing or files that could not be read.
+    pub missing: Vec<crate::archive::Missing>,
+}
+
+/// Restart a target (once per incident id), retrying a failed start until recovery_timeout.
+#[derive(Message, Clone)]
+#[rtype(result = "HealReport")]
+pub struct Heal {
+    pub incident_id: String,
+    pub target: Arc<TargetConfig>,
+}
+
+/// What the heal did.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealReport {
+    /// The server accepts connections (or is starting up) after the last attempt.
+    pub success: bool,
+    pub attempts: Vec<HealAttempt>,
+    /// The combined output of every attempt.
+    #[serde(skip)]
+    pub log_path: Option<PathBuf>,
+}
+
+/// One run of the heal command.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealAttempt {
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    /// Exit code, when the command ran to completion.
+    pub exit_code: Option<i32>,
+    /// What was concluded: "accepting connections", "exit 1", "still refusing", "timed out".
+    pub verdict: String,
+}
+
+/// Add the heal's log and report to the incident's bundle.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachHeal {
+    pub incident_id: String,
+    pub report: HealReport,
+}
+
+/// Deliver a notice on every channel (once per incident, kind and reason).
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Notify(pub Notice);
+
+/// Finish in-flight work before `deadline`; answers how many items were left undone.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Drain {
+    pub deadline: Duration,
+}
+
+/// Stop a Monitor for good (target removed or changed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+/// Re-read the registry (SIGHUP).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reload;
+
+/// Stop probing, drain, and finish (SIGTERM/SIGINT).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    pub signal: &'static str,
+}

@@ -1,0 +1,502 @@
+//! The Monitor: one per target. Probes on the target's cadence, watches the postmaster, and
+//! walks an incident through archive → heal → alert → recovery by messages to the shared
+//! actors. All state that must outlive this actor lives in the target's [`SharedRecord`].
+//!
+//! Decisions are made under the record's lock and returned as [`Step`]s; the steps (messages,
+//! timers) run after the lock is released.
+
+use super::archiver::Archiver;
+use super::healer::Healer;
+use super::messages::{Archive, AttachHeal, Heal, HealReport, IncidentFacts, Notify, Retire};
+use super::notifier::Notifier;
+use crate::config::TargetConfig;
+use crate::incident::{Incident, Phase, SharedRecord, TargetRecord};
+use crate::notify::{EscalationReason, Notice, NoticeKind};
+use crate::pidwatch::PidWatch;
+use crate::probe::{FailureClass, ProbeFailure, ProbeOutcome, Prober};
+use actix::prelude::*;
+use chrono::Utc;
+use slog::{debug, error, info, warn, Logger};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The shared actors a Monitor talks to.
+#[derive(Clone)]
+pub struct Peers {
+    pub archiver: Addr<Archiver>,
+    pub healer: Addr<Healer>,
+    pub notifier: Addr<Notifier>,
+}
+
+/// Something to do once the record's lock is released.
+enum Step {
+    Archive(IncidentFacts),
+    Heal(String),
+    Notify(Notice),
+    RecoveryTimer(String, Duration),
+    ProbeSoon,
+}
+
+pub struct Monitor {
+    target: Arc<TargetConfig>,
+    log: Logger,
+    record: SharedRecord,
+    peers: Peers,
+    /// None while a probe is in flight: probes never overlap.
+    prober: Option<Prober>,
+    next_probe: Option<SpawnHandle>,
+    /// Run another probe as soon as the one in flight ends.
+    probe_again: bool,
+    watch: Option<SpawnHandle>,
+    /// The pid watch saw the postmaster exit and no probe has passed since.
+    process_dead: bool,
+    retired: bool,
+}
+
+/// While an incident is open, probe this often to see recovery quickly.
+const FAST_PROBE: Duration = Duration::from_millis(100);
+
+impl Monitor {
+    pub fn new(target: Arc<TargetConfig>, record: SharedRecord, peers: Peers, log: &Logger) -> Self {
+        let log = log.new(slog::o!("actor" => "monitor", "target" => target.name.clone()));
+        let prober = Prober::new(&target);
+        Self { target, log, record, peers, prober: Some(prober), next_probe: None, probe_again: false, watch: None, process_dead: false, retired: false }
+    }
+
+    fn schedule_probe(&mut self, ctx: &mut Context<Self>, delay: Duration) {
+        if let Some(h) = self.next_probe.take() {
+            ctx.cancel_future(h);
+        }
+        self.next_probe = Some(ctx.run_later(delay, |act, ctx| {
+            act.next_probe = None;
+            act.probe_now(ctx);
+        }));
+    }
+
+    fn probe_now(&mut self, ctx: &mut Context<Self>) {
+        if self.retired {
+            return;
+        }
+        let Some(mut prober) = self.prober.take() else {
+            self.probe_again = true;
+            return;
+        };
+        if self.process_dead {
+            // A backend orphaned by a dead postmaster can still answer on the old connection.
+            prober.reset();
+        }
+        let fut = async move {
+            let out = prober.probe().await;
+            (prober, out)
+        };
+        ctx.spawn(fut.into_actor(self).map(|(prober, out), act, ctx| {
+            act.prober = Some(prober);
+            act.on_probe(out, ctx);
+            let delay = if std::mem::take(&mut act.probe_again) { Duration::ZERO } else { act.cadence() };
+            act.schedule_probe(ctx, delay);
+        }));
+    }
+
+    fn cadence(&self) -> Duration {
+        match self.record.lock().phase {
+            Phase::Archiving | Phase::Healing | Phase::Recovering => FAST_PROBE.min(self.target.probe.interval),
+            _ => self.target.probe.interval,
+        }
+    }
+
+    fn on_probe(&mut self, out: ProbeOutcome, ctx: &mut Context<Self>) {
+        let steps = {
+            let mut rec = self.record.lock();
+            rec.last_probe = Some((Utc::now(), out.latency));
+            match out.result {
+                Ok(()) => {
+                    debug!(self.log, "probe ok"; "event" => "probe_ok", "latency_ms" => out.latency.as_millis() as u64);
+                    self.process_dead = false;
+                    self.on_success(&mut rec)
+                }
+                Err(f) if f.class == FailureClass::Recovering => {
+                    // 57P03: starting up or in crash recovery. Alive, not failed: never restarted for.
+                    info!(self.log, "server is starting up or in recovery; waiting"; "event" => "probe_recovering",
+                        "sqlstate" => f.sqlstate.as_deref().unwrap_or(""), "phase" => rec.phase.label());
+                    vec![]
+                }
+                Err(f) => self.on_failure(&mut rec, f),
+            }
+        };
+        self.run_steps(steps, ctx);
+        if !self.process_dead {
+            self.arm_watch(ctx);
+        }
+    }
+
+    fn on_success(&self, rec: &mut TargetRecord) -> Vec<Step> {
+        let mut steps = vec![];
+        rec.failures = 0;
+        rec.first_failure = None;
+        rec.quiet_until = None;
+        match rec.phase {
+            Phase::Healthy => {}
+            Phase::Suspect => info!(self.log, "transient failure cleared; no action taken"; "event" => "transient_cleared"),
+            _ => {
+                if let Some(inc) = rec.incident.take() {
+                    let downtime = inc.first_failure_instant.elapsed().as_secs_f64();
+                    let ttr = inc.declared_instant.elapsed().as_secs_f64();
+                    info!(self.log, "target recovered"; "event" => "target_recovered", "incident" => &inc.id,
+                        "downtime_s" => format!("{downtime:.3}"), "ttr_s" => format!("{ttr:.3}"), "restarted" => inc.heal_started.is_some());
+                    if inc.alerted {
+                        let summary = match inc.heal_started {
+                            Some(_) => format!("Probe passes again after the restart; down {downtime:.1} s, recovered {ttr:.1} s after detection."),
+                            None => format!("Probe passes again (no restart by sentinel-remedy); down {downtime:.1} s."),
+                        };
+                        let mut n = self.notice(NoticeKind::Recovery, &inc, summary);
+                        n.downtime_seconds = Some(downtime);
+                        n.time_to_recovery_seconds = Some(ttr);
+                        steps.push(Step::Notify(n));
+                    }
+                }
+            }
+        }
+        rec.phase = Phase::Healthy;
+        steps
+    }
+
+    fn on_failure(&self, rec: &mut TargetRecord, f: ProbeFailure) -> Vec<Step> {
+        let now = Instant::now();
+        if rec.first_failure.is_none() {
+            rec.first_failure = Some((Utc::now(), now));
+        }
+        rec.failures += 1;
+        let threshold = self.target.probe.failure_threshold;
+        match rec.phase {
+            Phase::Healthy | Phase::Suspect => {
+                warn!(self.log, "probe failed"; "event" => "probe_failed", "class" => f.class.label(),
+                    "sqlstate" => f.sqlstate.as_deref().unwrap_or(""), "detail" => &f.detail,
+                    "failures" => rec.failures, "threshold" => threshold, "process_dead" => self.process_dead);
+                if self.process_dead || rec.failures >= threshold {
+                    let hard = self.process_dead;
+                    let f = if hard && f.class == FailureClass::ConnectionRefused {
+                        ProbeFailure::new(FailureClass::ProcessExited, format!("postmaster exited; {}", f.detail))
+                    } else {
+                        f
+                    };
+                    return self.declare(rec, f, hard);
+                }
+                rec.phase = Phase::Suspect;
+                vec![]
+            }
+            Phase::Held => {
+                debug!(self.log, "probe failed while held"; "class" => f.class.label());
+                if rec.budget_allows(&self.target.budget, now) {
+                    info!(self.log, "restart budget allows a restart again"; "event" => "budget_available");
+                    return self.start_heal(rec);
+                }
+                vec![]
+            }
+            Phase::Escalated => {
+                if rec.quiet_until.is_some_and(|q| now >= q) {
+                    let id = rec.incident.take().map(|i| i.id).unwrap_or_default();
+                    warn!(self.log, "escalated incident closed unrecovered; the next failure opens a new incident";
+                        "event" => "incident_closed_unrecovered", "incident" => id);
+                    rec.phase = Phase::Suspect;
+                    rec.failures = 0;
+                    rec.quiet_until = None;
+                }
+                vec![]
+            }
+            _ => {
+                debug!(self.log, "probe failed during incident"; "class" => f.class.label(), "phase" => rec.phase.label());
+                vec![]
+            }
+        }
+    }
+
+    fn declare(&self, rec: &mut TargetRecord, f: ProbeFailure, hard: bool) -> Vec<Step> {
+        let first = rec.first_failure.unwrap_or((Utc::now(), Instant::now()));
+        let inc = Incident::new(&self.target.name, f, hard, first);
+        error!(self.log, "target declared failing"; "event" => "incident_declared", "incident" => &inc.id,
+            "class" => inc.failure.class.label(), "hard" => hard, "failures" => rec.failures,
+            "detect_ms" => inc.first_failure_instant.elapsed().as_millis() as u64);
+        let facts = self.facts(&inc);
+        rec.incident = Some(inc);
+        rec.phase = Phase::Archiving;
+        vec![Step::Archive(facts)]
+    }
+
+    /// Archive finished (or failed): decide about the restart.
+    fn on_archived(&mut self, id: &str, outcome: Result<String, String>, ctx: &mut Context<Self>) {
+        let steps = {
+            let mut rec = self.record.lock();
+            let phase = rec.phase;
+            match rec.incident.as_mut().filter(|i| i.id == id) {
+                Some(inc) => {
+                    inc.archive = Some(outcome);
+                    if phase == Phase::Archiving {
+                        self.start_heal(&mut rec)
+                    } else {
+                        vec![]
+                    }
+                }
+                None => {
+                    info!(self.log, "target recovered before the restart; none issued"; "event" => "recovered_before_heal", "incident" => id);
+                    vec![]
+                }
+            }
+        };
+        crate::faults::maybe_panic(&self.target.name, "archived");
+        self.run_steps(steps, ctx);
+    }
+
+    /// Restart if the budget allows, else hold and escalate once for this incident.
+    fn start_heal(&self, rec: &mut TargetRecord) -> Vec<Step> {
+        let now = Instant::now();
+        if self.target.heal.is_none() {
+            rec.phase = Phase::Unhealed;
+            let Some(inc) = rec.incident.as_mut() else { return vec![] };
+            inc.alerted = true;
+            let mut n = self.notice(NoticeKind::Escalation, inc, "The target failed and has no heal action configured: a person must restart it.".into());
+            n.reason = Some(EscalationReason::NoHealAction);
+            n.failure = Some(inc.failure.clone());
+            return vec![Step::Notify(n)];
+        }
+        if !rec.budget_allows(&self.target.budget, now) {
+            let first_hold = rec.phase != Phase::Held;
+            rec.phase = Phase::Held;
+            let budget = self.target.budget.clone();
+            let Some(inc) = rec.incident.as_mut() else { return vec![] };
+            if first_hold && !inc.alerted {
+                inc.alerted = true;
+                error!(self.log, "restart budget exhausted; not restarting"; "event" => "budget_exhausted", "incident" => &inc.id,
+                    "max_restarts" => budget.max_restarts, "window" => crate::config::duration::format_duration(budget.window));
+                let mut n = self.notice(NoticeKind::Escalation, inc, format!(
+                    "Manual intervention needed: {} restarts in {} already used; sentinel-remedy will not restart it again until the window allows.",
+                    budget.max_restarts, crate::config::duration::format_duration(budget.window)));
+                n.reason = Some(EscalationReason::RestartBudgetExhausted);
+                n.failure = Some(inc.failure.clone());
+                return vec![Step::Notify(n)];
+            }
+            return vec![];
+        }
+        rec.restarts.push_back(now);
+        rec.budget_alerted = false;
+        rec.phase = Phase::Healing;
+        let Some(inc) = rec.incident.as_mut() else { return vec![] };
+        inc.heal_started = Some(now);
+        inc.alerted = true;
+        info!(self.log, "heal issued"; "event" => "heal_issued", "incident" => &inc.id,
+            "restarts_in_window" => rec.restarts.len(), "since_detection_ms" => inc.declared_instant.elapsed().as_millis() as u64);
+        let summary = format!(
+            "{}. Forensics archived; restart issued{}.",
+            if inc.hard { "The postmaster died" } else { "Probes failed past the threshold" },
+            if inc.archive.as_ref().is_some_and(|a| a.is_err()) { " (the archive FAILED, see below)" } else { "" }
+        );
+        let mut n = self.notice(NoticeKind::Failure, inc, summary);
+        n.failure = Some(inc.failure.clone());
+        vec![Step::Heal(inc.id.clone()), Step::Notify(n), Step::RecoveryTimer(inc.id.clone(), self.target.recovery_timeout)]
+    }
+
+    fn on_healed(&mut self, id: &str, report: HealReport, ctx: &mut Context<Self>) {
+        self.peers.archiver.do_send(AttachHeal { incident_id: id.to_string(), report: report.clone() });
+        let steps = {
+            let mut rec = self.record.lock();
+            let healing = rec.phase == Phase::Healing && rec.incident.as_ref().is_some_and(|i| i.id == id);
+            if !healing {
+                vec![]
+            } else if report.success {
+                if let Some(inc) = rec.incident.as_mut() {
+                    inc.heal_succeeded = Some(true);
+                }
+                rec.phase = Phase::Recovering;
+                self.process_dead = false;
+                vec![Step::ProbeSoon]
+            } else {
+                if let Some(inc) = rec.incident.as_mut() {
+                    inc.heal_succeeded = Some(false);
+                }
+                self.escalate(&mut rec, "The heal action kept failing until recovery_timeout.")
+            }
+        };
+        self.run_steps(steps, ctx);
+    }
+
+    fn on_recovery_deadline(&mut self, id: &str, ctx: &mut Context<Self>) {
+        let steps = {
+            let mut rec = self.record.lock();
+            let open = matches!(rec.phase, Phase::Healing | Phase::Recovering) && rec.incident.as_ref().is_some_and(|i| i.id == id);
+            if open {
+                self.escalate(&mut rec, "No passing probe within recovery_timeout after the restart.")
+            } else {
+                vec![]
+            }
+        };
+        self.run_steps(steps, ctx);
+    }
+
+    fn escalate(&self, rec: &mut TargetRecord, why: &str) -> Vec<Step> {
+        let window = self.target.budget.window;
+        let Some(inc) = rec.incident.as_mut() else { return vec![] };
+        if inc.escalated_at.is_some() {
+            return vec![];
+        }
+        inc.escalated_at = Some(Instant::now());
+        inc.alerted = true;
+        error!(self.log, "not recovered; escalating"; "event" => "escalation", "incident" => &inc.id, "why" => why);
+        let mut n = self.notice(NoticeKind::Escalation, inc, format!("Manual intervention needed: {why} No further restart for this incident."));
+        n.reason = Some(EscalationReason::RecoveryTimeout);
+        n.failure = Some(inc.failure.clone());
+        rec.phase = Phase::Escalated;
+        rec.quiet_until = Some(Instant::now() + window);
+        vec![Step::Notify(n)]
+    }
+
+    fn run_steps(&mut self, steps: Vec<Step>, ctx: &mut Context<Self>) {
+        for step in steps {
+            match step {
+                Step::Archive(facts) => {
+                    let id = facts.incident_id.clone();
+                    let req = self.peers.archiver.send(Archive { incident: facts, target: self.target.clone() });
+                    ctx.spawn(req.into_actor(self).map(move |res, act, ctx| {
+                        let outcome = match res {
+                            Ok(Ok(report)) => Ok(report.location),
+                            Ok(Err(e)) => Err(e),
+                            Err(e) => Err(format!("archiver unavailable: {e}")),
+                        };
+                        act.on_archived(&id, outcome, ctx);
+                    }));
+                }
+                Step::Heal(id) => {
+                    let req = self.peers.healer.send(Heal { incident_id: id.clone(), target: self.target.clone() });
+                    crate::faults::maybe_panic(&self.target.name, "heal_issued");
+                    ctx.spawn(req.into_actor(self).map(move |res, act, ctx| match res {
+                        Ok(report) => act.on_healed(&id, report, ctx),
+                        Err(e) => error!(act.log, "healer unavailable"; "incident" => &id, "error" => %e),
+                    }));
+                }
+                Step::Notify(n) => self.peers.notifier.do_send(Notify(n)),
+                Step::RecoveryTimer(id, after) => {
+                    ctx.run_later(after, move |act, ctx| act.on_recovery_deadline(&id, ctx));
+                }
+                Step::ProbeSoon => self.schedule_probe(ctx, Duration::ZERO),
+            }
+        }
+    }
+
+    /// Re-issues the work of an incident that was open when the previous Monitor died. The
+    /// shared actors answer repeats from their first result, so nothing happens twice.
+    fn resume(&mut self, ctx: &mut Context<Self>) {
+        let steps = {
+            let rec = self.record.lock();
+            match (&rec.incident, rec.phase) {
+                (Some(inc), Phase::Archiving) => vec![Step::Archive(self.facts(inc))],
+                (Some(inc), Phase::Healing | Phase::Recovering) => {
+                    let left = inc.heal_started.map(|t| self.target.recovery_timeout.saturating_sub(t.elapsed())).unwrap_or_default();
+                    let mut s = vec![Step::RecoveryTimer(inc.id.clone(), left)];
+                    if rec.phase == Phase::Healing {
+                        s.push(Step::Heal(inc.id.clone()));
+                    }
+                    s
+                }
+                _ => vec![],
+            }
+        };
+        if !steps.is_empty() {
+            warn!(self.log, "resuming the open incident"; "event" => "incident_resumed", "phase" => self.record.lock().phase.label());
+        }
+        self.run_steps(steps, ctx);
+    }
+
+    fn arm_watch(&mut self, ctx: &mut Context<Self>) {
+        if self.watch.is_some() {
+            return;
+        }
+        let Some(path) = &self.target.pid_file else { return };
+        let watch = match PidWatch::from_pid_file(path) {
+            Ok(w) => w,
+            Err(e) => {
+                debug!(self.log, "postmaster not watchable yet"; "pid_file" => %path.display(), "error" => %e);
+                return;
+            }
+        };
+        let pid = watch.pid();
+        debug!(self.log, "watching postmaster"; "pid" => pid);
+        let fut = async move {
+            watch.exited().await;
+            pid
+        };
+        self.watch = Some(ctx.spawn(fut.into_actor(self).map(|pid, act, ctx| {
+            act.watch = None;
+            act.process_dead = true;
+            warn!(act.log, "postmaster exited"; "event" => "process_exited", "pid" => pid);
+            act.schedule_probe(ctx, Duration::ZERO);
+        })));
+    }
+
+    fn facts(&self, inc: &Incident) -> IncidentFacts {
+        IncidentFacts {
+            incident_id: inc.id.clone(),
+            target: inc.target.clone(),
+            stamp: inc.stamp.clone(),
+            endpoint: self.target.dsn.endpoint(),
+            failure: inc.failure.clone(),
+            hard_failure: inc.hard,
+            first_failure_at: inc.first_failure_at,
+            declared_at: inc.declared_at,
+        }
+    }
+
+    fn notice(&self, kind: NoticeKind, inc: &Incident, summary: String) -> Notice {
+        Notice {
+            kind,
+            target: self.target.name.clone(),
+            endpoint: self.target.dsn.endpoint(),
+            incident_id: inc.id.clone(),
+            timestamp: Utc::now(),
+            failure: None,
+            archive: inc.archive_text(),
+            reason: None,
+            downtime_seconds: None,
+            time_to_recovery_seconds: None,
+            summary,
+        }
+    }
+}
+
+impl Actor for Monitor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.retired {
+            ctx.stop();
+            return;
+        }
+        info!(self.log, "monitoring"; "event" => "monitor_started", "endpoint" => self.target.dsn.endpoint(),
+            "interval" => crate::config::duration::format_duration(self.target.probe.interval),
+            "threshold" => self.target.probe.failure_threshold, "pid_watch" => self.target.pid_file.is_some(),
+            "heal" => self.target.heal.is_some());
+        self.resume(ctx);
+        self.arm_watch(ctx);
+        self.schedule_probe(ctx, Duration::ZERO);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        info!(self.log, "monitor stopped"; "event" => "monitor_stopped");
+    }
+}
+
+impl actix::Supervised for Monitor {
+    /// Stopped but not retired: start over from the shared record.
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        warn!(self.log, "monitor restarting"; "event" => "monitor_restarting");
+        self.prober = Some(Prober::new(&self.target));
+        self.next_probe = None;
+        self.watch = None;
+        self.probe_again = false;
+    }
+}
+
+impl Handler<Retire> for Monitor {
+    type Result = ();
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        self.retired = true;
+        ctx.stop();
+    }
+}

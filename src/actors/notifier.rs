@@ -1,0 +1,155 @@
+//! The Notifier: one queue and worker per channel, so a slow or dead webhook delays nothing
+//! but itself, and notices on one channel arrive in order (an alert before its recovery).
+//! Each notice is delivered once per channel; a delivery given up is logged at ERROR.
+
+use super::messages::{Drain, Notify};
+use crate::backoff::Backoff;
+use crate::config::NotifyConfig;
+use crate::notify::delivery::{self, Endpoint, Policy};
+use crate::notify::{console, discord, slack, webhook, EscalationReason, Notice, NoticeKind};
+use actix::prelude::*;
+use slog::{error, info, Logger};
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Payload format of a channel.
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    Slack,
+    Discord,
+    Webhook,
+}
+
+struct Channel {
+    tx: mpsc::UnboundedSender<Notice>,
+}
+
+/// Replace the channels (registry reload). Queued notices on old channels are still delivered.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetChannels(pub NotifyConfig);
+
+pub struct Notifier {
+    log: Logger,
+    client: reqwest::Client,
+    channels: Vec<Channel>,
+    console: bool,
+    sent: HashSet<(String, NoticeKind, Option<EscalationReason>)>,
+    sent_order: VecDeque<(String, NoticeKind, Option<EscalationReason>)>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Notifier {
+    pub fn new(log: Logger, cfg: &NotifyConfig) -> Self {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("sentinel-remedy/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("HTTP client with default TLS settings builds");
+        let mut n = Self {
+            log: log.new(slog::o!("actor" => "notifier")),
+            client,
+            channels: Vec::new(),
+            console: false,
+            sent: HashSet::new(),
+            sent_order: VecDeque::new(),
+            pending: Arc::default(),
+        };
+        n.configure(cfg);
+        n
+    }
+
+    fn configure(&mut self, cfg: &NotifyConfig) {
+        let policy = Policy {
+            max_attempts: cfg.max_attempts,
+            backoff: Backoff::new(Duration::from_millis(500).min(cfg.max_backoff), cfg.max_backoff)
+                .unwrap_or_else(|_| Backoff::new(Duration::from_millis(500), Duration::from_secs(30)).expect("static bounds")),
+            request_timeout: Duration::from_secs(10),
+        };
+        let mut endpoints = Vec::new();
+        if let Some(s) = &cfg.slack {
+            endpoints.push((Format::Slack, Endpoint { channel: "slack".into(), url: s.url.clone(), headers: Default::default() }));
+        }
+        if let Some(d) = &cfg.discord {
+            endpoints.push((Format::Discord, Endpoint { channel: "discord".into(), url: d.url.clone(), headers: Default::default() }));
+        }
+        for (i, w) in cfg.webhooks.iter().enumerate() {
+            endpoints.push((Format::Webhook, Endpoint { channel: format!("webhook[{i}]"), url: w.url.clone(), headers: w.headers.clone() }));
+        }
+        self.console = cfg.console;
+        self.channels = endpoints.into_iter().map(|(format, ep)| self.spawn_worker(format, ep, policy)).collect();
+    }
+
+    fn spawn_worker(&self, format: Format, ep: Endpoint, policy: Policy) -> Channel {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Notice>();
+        let client = self.client.clone();
+        let pending = self.pending.clone();
+        let log = self.log.new(slog::o!("channel" => ep.channel.clone(), "host" => crate::redact::url_host(ep.url.expose())));
+        actix_rt::spawn(async move {
+            while let Some(n) = rx.recv().await {
+                let body = match format {
+                    Format::Slack => slack::payload(&n),
+                    Format::Discord => discord::payload(&n),
+                    Format::Webhook => webhook::payload(&n),
+                };
+                match delivery::deliver(&client, &ep, &body, policy).await {
+                    Ok(attempts) => info!(log, "notification delivered"; "event" => "notification_sent", "kind" => n.kind.label(),
+                        "target" => &n.target, "incident" => &n.incident_id, "attempts" => attempts),
+                    Err(e) => error!(log, "notification NOT delivered; giving up"; "event" => "notification_failed", "kind" => n.kind.label(),
+                        "target" => &n.target, "incident" => &n.incident_id, "error" => %e, "error_kind" => e.kind()),
+                }
+                pending.fetch_sub(1, Ordering::SeqCst);
+            }
+        });
+        Channel { tx }
+    }
+}
+
+impl Actor for Notifier {
+    type Context = Context<Self>;
+}
+
+impl Handler<Notify> for Notifier {
+    type Result = ();
+
+    fn handle(&mut self, Notify(n): Notify, _: &mut Self::Context) {
+        let key = n.key();
+        if !self.sent.insert(key.clone()) {
+            return; // already queued for this incident: never twice
+        }
+        self.sent_order.push_back(key);
+        while self.sent_order.len() > 10_000 {
+            if let Some(old) = self.sent_order.pop_front() {
+                self.sent.remove(&old);
+            }
+        }
+        info!(self.log, "notice queued"; "event" => "notice_queued", "kind" => n.kind.label(), "target" => &n.target,
+            "incident" => &n.incident_id, "channels" => self.channels.len() + usize::from(self.console));
+        if self.console {
+            println!("{}", console::line(&n));
+        }
+        for ch in &self.channels {
+            self.pending.fetch_add(1, Ordering::SeqCst);
+            if ch.tx.send(n.clone()).is_err() {
+                self.pending.fetch_sub(1, Ordering::SeqCst);
+                error!(self.log, "notification channel worker is gone; notice not delivered"; "event" => "notification_failed", "incident" => &n.incident_id);
+            }
+        }
+    }
+}
+
+impl Handler<SetChannels> for Notifier {
+    type Result = ();
+    fn handle(&mut self, msg: SetChannels, _: &mut Self::Context) {
+        self.configure(&msg.0);
+    }
+}
+
+impl Handler<Drain> for Notifier {
+    type Result = ResponseFuture<usize>;
+    fn handle(&mut self, msg: Drain, _: &mut Self::Context) -> Self::Result {
+        Box::pin(super::wait_for_zero(self.pending.clone(), msg.deadline))
+    }
+}

@@ -1,0 +1,110 @@
+//! The local-directory sink: `{dir}/{stamp}-{target}/` with each matched file copied whole.
+//! Copies stream through a fixed buffer while hashing, so a large log never sits in memory.
+
+use super::manifest::Manifest;
+use super::{FileEntry, Missing};
+use crate::actors::messages::{ArchiveReport, HealReport, IncidentFacts};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Why a bundle could not be written at all (single unreadable files are only `Missing`).
+#[derive(Debug, thiserror::Error)]
+pub enum LocalArchiveError {
+    #[error("cannot create bundle directory {dir}: {source}")]
+    CreateDir { dir: String, source: io::Error },
+    #[error("cannot write {file}: {source}")]
+    Write { file: String, source: io::Error },
+}
+
+/// The bundle directory for an incident.
+pub fn bundle_dir(root: &Path, facts: &IncidentFacts) -> PathBuf {
+    root.join(format!("{}-{}", facts.stamp, facts.target))
+}
+
+/// Writes the bundle: every file matched by `patterns`, then `manifest.json`.
+pub fn write_bundle(root: &Path, facts: &IncidentFacts, patterns: &[String]) -> Result<ArchiveReport, LocalArchiveError> {
+    let dir = bundle_dir(root, facts);
+    std::fs::create_dir_all(&dir).map_err(|source| LocalArchiveError::CreateDir { dir: dir.display().to_string(), source })?;
+    let mut files = Vec::new();
+    let mut missing = Vec::new();
+    let mut used = HashSet::from(["manifest.json".to_string(), "heal.log".to_string()]);
+    for pattern in patterns {
+        let matches: Vec<PathBuf> = match glob::glob(pattern) {
+            Ok(paths) => paths.filter_map(Result::ok).filter(|p| p.is_file()).collect(),
+            Err(e) => {
+                missing.push(Missing { pattern: pattern.clone(), reason: e.to_string() });
+                continue;
+            }
+        };
+        if matches.is_empty() {
+            missing.push(Missing { pattern: pattern.clone(), reason: "no file matched".into() });
+        }
+        for src in matches {
+            let name = unique_name(&src, &mut used);
+            match copy_hashed(&src, &dir.join(&name)) {
+                Ok((size, sha256)) => files.push(FileEntry { name, source: src.display().to_string(), size, sha256 }),
+                Err(e) => missing.push(Missing { pattern: src.display().to_string(), reason: e.to_string() }),
+            }
+        }
+    }
+    let manifest = Manifest::new(facts, files.clone(), missing.clone());
+    manifest
+        .write(&dir)
+        .map_err(|source| LocalArchiveError::Write { file: dir.join("manifest.json").display().to_string(), source })?;
+    Ok(ArchiveReport { location: dir.display().to_string(), files, missing })
+}
+
+/// Adds `heal.log` and the heal report to a written bundle.
+pub fn attach_heal(bundle: &Path, facts: &IncidentFacts, report: &ArchiveReport, heal: &HealReport) -> Result<(), LocalArchiveError> {
+    let mut files = report.files.clone();
+    if let Some(log) = &heal.log_path {
+        let dest = bundle.join("heal.log");
+        match copy_hashed(log, &dest) {
+            Ok((size, sha256)) => files.push(FileEntry { name: "heal.log".into(), source: log.display().to_string(), size, sha256 }),
+            Err(source) => return Err(LocalArchiveError::Write { file: dest.display().to_string(), source }),
+        }
+    }
+    let mut manifest = Manifest::new(facts, files, report.missing.clone());
+    manifest.heal = Some(heal.clone());
+    manifest
+        .write(bundle)
+        .map_err(|source| LocalArchiveError::Write { file: bundle.join("manifest.json").display().to_string(), source })
+}
+
+/// The file's name, prefixed with its parent directory's when two sources share a name.
+fn unique_name(src: &Path, used: &mut HashSet<String>) -> String {
+    let base = src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
+    let mut name = base.clone();
+    let mut n = 1;
+    while used.contains(&name) {
+        let parent = src.parent().and_then(|p| p.file_name()).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        name = if n == 1 && !parent.is_empty() { format!("{parent}__{base}") } else { format!("{n}__{base}") };
+        n += 1;
+    }
+    used.insert(name.clone());
+    name
+}
+
+/// Copies `src` to `dest` through a 64 KiB buffer, returning size and SHA-256 of what was
+/// written (a growing log is captured as it was when read).
+pub fn copy_hashed(src: &Path, dest: &Path) -> io::Result<(u64, String)> {
+    let mut input = File::open(src)?;
+    let mut output = File::create(dest)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        output.write_all(&buf[..n])?;
+        size += n as u64;
+    }
+    output.sync_all()?;
+    Ok((size, hex::encode(hasher.finalize())))
+}

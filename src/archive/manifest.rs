@@ -1,0 +1,58 @@
+//! `manifest.json`: what a bundle holds and why it exists. Written after the files, and again
+//! after the heal, always through a rename so a reader never sees half a manifest.
+
+use super::{FileEntry, Missing};
+use crate::actors::messages::{HealReport, IncidentFacts};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+
+/// The manifest's content.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    pub incident_id: String,
+    pub target: String,
+    pub endpoint: String,
+    pub failure: crate::probe::ProbeFailure,
+    pub failure_class: &'static str,
+    pub hard_failure: bool,
+    pub first_failure_at: DateTime<Utc>,
+    pub declared_at: DateTime<Utc>,
+    pub archived_at: DateTime<Utc>,
+    pub files: Vec<FileEntry>,
+    pub missing: Vec<Missing>,
+    /// Filled in once the heal has run.
+    pub heal: Option<HealReport>,
+    pub sentinel_version: &'static str,
+}
+
+impl Manifest {
+    pub fn new(facts: &IncidentFacts, files: Vec<FileEntry>, missing: Vec<Missing>) -> Self {
+        Self {
+            incident_id: facts.incident_id.clone(),
+            target: facts.target.clone(),
+            endpoint: facts.endpoint.clone(),
+            failure: facts.failure.clone(),
+            failure_class: facts.failure.class.label(),
+            hard_failure: facts.hard_failure,
+            first_failure_at: facts.first_failure_at,
+            declared_at: facts.declared_at,
+            archived_at: Utc::now(),
+            files,
+            missing,
+            heal: None,
+            sentinel_version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+
+    /// Writes `manifest.json` into `dir` atomically.
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let tmp = dir.join(".manifest.json.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        serde_json::to_writer_pretty(&mut f, self).map_err(std::io::Error::other)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join("manifest.json"))
+    }
+}

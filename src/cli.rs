@@ -1,0 +1,152 @@
+//! The command line: `run`, `check-config`, `demo`. Exit statuses: 0 done, 64 bad
+//! configuration (EX_USAGE), 69 a required program is missing (EX_UNAVAILABLE), 1 anything else.
+
+use crate::actors::supervisor::{Supervisor, SupervisorSettings};
+use crate::config::{self, duration::parse_duration, Registry, VarSource};
+use crate::logging::{self, LogFormat};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub const EX_USAGE: u8 = 64;
+pub const EX_UNAVAILABLE: u8 = 69;
+
+#[derive(Parser, Debug)]
+#[command(name = "sentinel-remedy", version, about = "Self-healing daemon for PostgreSQL fleets")]
+pub struct Cli {
+    /// Log format: json for machines, term for people.
+    #[arg(long, env = "SENTINEL_LOG_FORMAT", value_enum, default_value = "term", global = true)]
+    pub log_format: LogFormat,
+    /// Least severe level logged: error, warning, info, debug.
+    #[arg(long, env = "SENTINEL_LOG_LEVEL", default_value = "info", global = true)]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Watch and heal the targets of a registry (or of the sidecar variables).
+    Run {
+        /// The YAML target registry.
+        #[arg(long, short, env = "SENTINEL_CONFIG")]
+        config: Option<PathBuf>,
+        /// Where heal logs and other state are kept.
+        #[arg(long, env = "SENTINEL_STATE_DIR", default_value = "./sentinel-state")]
+        state_dir: PathBuf,
+        /// How long shutdown waits for archives and notifications in flight.
+        #[arg(long, env = "SENTINEL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration_arg)]
+        shutdown_timeout: Duration,
+    },
+    /// Validate a registry without starting anything; lists every problem found.
+    CheckConfig {
+        #[arg(long, short, env = "SENTINEL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Start a throwaway PostgreSQL and heal it when you crash it.
+    Demo {
+        /// Where the demo's forensic bundles go.
+        #[arg(long, default_value = "./incidents")]
+        incidents: PathBuf,
+    },
+}
+
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+}
+
+fn level(s: &str) -> Result<slog::Level, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "error" => Ok(slog::Level::Error),
+        "warn" | "warning" => Ok(slog::Level::Warning),
+        "info" => Ok(slog::Level::Info),
+        "debug" => Ok(slog::Level::Debug),
+        "trace" => Ok(slog::Level::Trace),
+        other => Err(format!("--log-level / SENTINEL_LOG_LEVEL: '{other}' is not a level (use error, warning, info or debug)")),
+    }
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match level(&cli.log_level) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sentinel-remedy: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let vars = VarSource::from_env_and_dotenv(&std::env::current_dir().unwrap_or_default());
+    match cli.command {
+        Command::CheckConfig { config } => match config::load(config.as_deref(), &vars) {
+            Ok(r) => {
+                println!("{}: OK, {} target{}", r.source, r.targets.len(), if r.targets.len() == 1 { "" } else { "s" });
+                for t in &r.targets {
+                    println!("  {} {} every {} (threshold {}){}", t.name, t.dsn.endpoint(),
+                        config::duration::format_duration(t.probe.interval), t.probe.failure_threshold,
+                        if t.heal.is_none() { ", alert only (no heal action)" } else { "" });
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EX_USAGE)
+            }
+        },
+        Command::Run { config, state_dir, shutdown_timeout } => {
+            let registry = match config::load(config.as_deref(), &vars) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            let (log, _guard) = logging::root(cli.log_format, level);
+            run(log, SupervisorSettings { registry, config_path: config, state_dir, shutdown_timeout })
+        }
+        Command::Demo { incidents } => {
+            let demo = match crate::demo::prepare(incidents) {
+                Ok(d) => d,
+                Err(crate::pgcluster::ClusterError::Missing(m)) => {
+                    eprintln!("sentinel-remedy demo: {m}");
+                    return ExitCode::from(EX_UNAVAILABLE);
+                }
+                Err(e) => {
+                    eprintln!("sentinel-remedy demo: could not start the demo cluster: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            println!("{}", crate::demo::instructions(&demo));
+            let (log, guard) = logging::root(cli.log_format, level);
+            let state_dir = std::env::temp_dir().join(format!("sentinel-demo-state-{}", std::process::id()));
+            let code = run(log, SupervisorSettings { registry: demo.registry.clone(), config_path: None, state_dir, shutdown_timeout: Duration::from_secs(5) });
+            drop(guard);
+            crate::demo::cleanup(&demo);
+            code
+        }
+    }
+}
+
+/// Runs the actor system until a shutdown signal has been handled.
+pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
+    if let Err(e) = std::fs::create_dir_all(&settings.state_dir) {
+        eprintln!("sentinel-remedy: cannot create state dir {}: {e} (set --state-dir or SENTINEL_STATE_DIR to a writable directory)", settings.state_dir.display());
+        return ExitCode::from(EX_USAGE);
+    }
+    let system = actix_rt::System::new();
+    let ok = system.block_on(async move {
+        let (sup, done) = Supervisor::launch(log.clone(), settings);
+        if let Err(e) = crate::signals::forward(sup) {
+            slog::error!(log, "cannot install signal handlers"; "error" => %e);
+            return false;
+        }
+        done.await.is_ok()
+    });
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Validates a registry for callers that embed the daemon (tests, tools).
+pub fn load_registry(path: &std::path::Path) -> Result<Registry, config::ConfigError> {
+    config::load(Some(path), &VarSource::from_env_and_dotenv(&std::env::current_dir().unwrap_or_default()))
+}

@@ -1,0 +1,162 @@
+//! Env-only mode: the seed's sidecar variables (DB_HOST, DB_PORT, ...) describe one target, so
+//! the daemon drops into a compose file with no registry file. Read through the `config` crate,
+//! with `.env` underneath the process environment.
+
+use super::error::{ConfigError, Problems};
+use super::expand::VarSource;
+use super::load::build;
+use super::model::{Registry, Source};
+use super::raw::*;
+use serde::Deserialize;
+use super::duration::RawDuration;
+
+/// The variables env-only mode reads, lower-cased by the `config` crate.
+#[derive(Debug, Default, Deserialize)]
+struct SeedEnv {
+    db_host: Option<String>,
+    db_port: Option<String>,
+    db_name: Option<String>,
+    db_user: Option<String>,
+    db_password: Option<String>,
+    health_check_interval: Option<String>,
+    health_check_timeout: Option<String>,
+    failure_threshold: Option<String>,
+    health_check_query: Option<String>,
+    slack_webhook_url: Option<String>,
+    discord_webhook_url: Option<String>,
+    webhook_url: Option<String>,
+    target_name: Option<String>,
+    archive_dir: Option<String>,
+    heal_command: Option<String>,
+    pg_pid_file: Option<String>,
+    forensics_files: Option<String>,
+    max_restarts: Option<String>,
+    restart_window: Option<String>,
+    recovery_timeout: Option<String>,
+}
+
+/// Whether the sidecar variables are present (DB_HOST decides).
+pub fn present(vars: &VarSource) -> bool {
+    vars.get("DB_HOST").is_some_and(|h| !h.trim().is_empty())
+}
+
+/// Builds a one-target registry from the sidecar variables.
+pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
+    let file = "environment".to_string();
+    let all = vars.all();
+    let seed: SeedEnv = config::Config::builder()
+        .add_source(config::Environment::default().source(Some(all)).try_parsing(false))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| ConfigError::Invalid {
+            file: file.clone(),
+            problems: vec![super::error::Problem::new("(environment)", e.to_string(), "check the variables listed in .env.template")],
+        })?;
+    let mut problems = Problems::default();
+
+    let host = seed.db_host.clone().unwrap_or_default();
+    let port: u16 = match seed.db_port.as_deref().map(str::trim) {
+        None | Some("") => 5432,
+        Some(p) => p.parse().unwrap_or_else(|_| {
+            problems.push("DB_PORT", format!("'{p}' is not a port number"), "set DB_PORT to a number such as 5432");
+            5432
+        }),
+    };
+    let user = seed.db_user.clone().unwrap_or_else(|| "postgres".into());
+    let db = seed.db_name.clone().unwrap_or_else(|| "postgres".into());
+    let mut dsn = url::Url::parse("postgres://localhost").expect("static URL parses");
+    let host_ok = dsn.set_host(Some(&host)).is_ok();
+    if !host_ok {
+        problems.push("DB_HOST", format!("'{host}' is not a host name or address"), "set DB_HOST to the database's host, e.g. postgres");
+    }
+    let _ = dsn.set_port(Some(port));
+    let _ = dsn.set_username(&user);
+    if let Some(pw) = seed.db_password.as_deref().filter(|p| !p.is_empty()) {
+        let _ = dsn.set_password(Some(pw));
+    }
+    dsn.set_path(&format!("/{db}"));
+
+    let threshold = seed.failure_threshold.as_deref().map(|t| match t.trim().parse::<i64>() {
+        Ok(n) => n,
+        Err(_) => {
+            problems.push("FAILURE_THRESHOLD", format!("'{t}' is not a number"), "set FAILURE_THRESHOLD to 1 or more");
+            3
+        }
+    });
+    let rename = |p: &mut Problems, before: usize| {
+        // Problems found by the shared validation name YAML keys; point them at the variables.
+        for pr in p.0.iter_mut().skip(before) {
+            pr.path = match pr.path.as_str() {
+                "targets[0].probe.interval" => "HEALTH_CHECK_INTERVAL".into(),
+                "targets[0].probe.timeout" => "HEALTH_CHECK_TIMEOUT".into(),
+                "targets[0].probe.failure_threshold" => "FAILURE_THRESHOLD".into(),
+                "targets[0].probe.query" => "HEALTH_CHECK_QUERY".into(),
+                "targets[0].heal.command" => "HEAL_COMMAND".into(),
+                "targets[0].restart_budget.max_restarts" => "MAX_RESTARTS".into(),
+                "targets[0].restart_budget.window" => "RESTART_WINDOW".into(),
+                "targets[0].recovery_timeout" => "RECOVERY_TIMEOUT".into(),
+                "targets[0].dsn" => "DB_HOST/DB_PORT/DB_NAME/DB_USER".into(),
+                "targets[0].name" => "TARGET_NAME".into(),
+                "notify.slack.webhook_url" => "SLACK_WEBHOOK_URL".into(),
+                "notify.discord.webhook_url" => "DISCORD_WEBHOOK_URL".into(),
+                "notify.webhooks[0].url" => "WEBHOOK_URL".into(),
+                other => other.to_string(),
+            };
+        }
+    };
+    let max_restarts = seed.max_restarts.as_deref().map(|t| t.trim().parse::<i64>().unwrap_or_else(|_| {
+        problems.push("MAX_RESTARTS", format!("'{t}' is not a number"), "set MAX_RESTARTS to 0 or more");
+        3
+    }));
+    let heal = seed.heal_command.as_deref().filter(|c| !c.trim().is_empty()).map(|c| RawHeal {
+        command: split_command(c),
+        timeout: None,
+    });
+    let nonempty = |o: &Option<String>| o.clone().filter(|s| !s.trim().is_empty());
+    let target = RawTarget {
+        name: seed.target_name.clone().unwrap_or_else(|| db.clone()),
+        dsn: dsn.to_string(),
+        probe: Some(RawProbe {
+            query: seed.health_check_query.clone(),
+            interval: seed.health_check_interval.clone().map(RawDuration),
+            timeout: seed.health_check_timeout.clone().map(RawDuration),
+            failure_threshold: threshold,
+            expect: None,
+        }),
+        restart_budget: Some(RawBudget { max_restarts, window: seed.restart_window.clone().map(RawDuration) }),
+        recovery_timeout: seed.recovery_timeout.clone().map(RawDuration),
+        forensics: Some(RawForensics {
+            files: seed.forensics_files.as_deref().map(|f| f.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()).unwrap_or_default(),
+        }),
+        heal,
+        process: nonempty(&seed.pg_pid_file).map(|pid_file| RawProcess { pid_file }),
+    };
+    let notify = RawNotify {
+        slack: nonempty(&seed.slack_webhook_url).map(|webhook_url| RawChatWebhook { webhook_url }),
+        discord: nonempty(&seed.discord_webhook_url).map(|webhook_url| RawChatWebhook { webhook_url }),
+        webhooks: nonempty(&seed.webhook_url).map(|url| vec![RawGenericWebhook { url, headers: Default::default() }]),
+        console: None,
+        max_attempts: None,
+        max_backoff: None,
+    };
+    let archive = RawArchive { local: nonempty(&seed.archive_dir).map(|dir| RawLocalArchive { dir }) };
+    let before = problems.0.len();
+    let registry = build(Source::Environment, RawDefaults::default(), archive, notify, vec![(0, target)], &mut problems);
+    rename(&mut problems, before);
+    if problems.0.is_empty() {
+        Ok(registry)
+    } else {
+        Err(ConfigError::Invalid { file, problems: problems.0 })
+    }
+}
+
+/// Splits HEAL_COMMAND: a JSON array (`["pg_ctl","-D","/data","start"]`) or words split on
+/// whitespace.
+fn split_command(c: &str) -> Vec<String> {
+    if c.trim_start().starts_with('[') {
+        if let Ok(v) = serde_json::from_str::<Vec<String>>(c) {
+            return v;
+        }
+    }
+    c.split_whitespace().map(str::to_string).collect()
+}

@@ -1,0 +1,344 @@
+//! Registry file → validated [`Registry`]: parse YAML, expand `${VAR}`, deserialize each section
+//! on its own (so one typo does not hide the next), then check values.
+
+use super::duration::{parse_duration, RawDuration, DURATION_HINT};
+use super::error::{ConfigError, Problems};
+use super::expand::{expand, VarSource};
+use super::model::*;
+use super::raw::*;
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const TOP_LEVEL_KEYS: &[&str] = &["defaults", "archive", "notify", "targets"];
+
+/// Reads and validates a registry file.
+pub fn load_file(path: &Path, vars: &VarSource) -> Result<Registry, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Unreadable { file: file.clone(), source })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    load_str(&text, Source::File(path.to_path_buf()), &base, vars)
+}
+
+/// Validates registry text. Relative paths (the archive dir) resolve against the process's
+/// working directory, like every other path a user types.
+pub fn load_str(
+    text: &str,
+    source: Source,
+    _base: &Path,
+    vars: &VarSource,
+) -> Result<Registry, ConfigError> {
+    let file = source.to_string();
+    let invalid = |problems: Problems| ConfigError::Invalid { file: file.clone(), problems: problems.0 };
+    let mut problems = Problems::default();
+
+    let mut doc: Value = match serde_yaml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            problems.push("(document)", format!("not valid YAML: {e}"), "fix the YAML syntax at the position shown");
+            return Err(invalid(problems));
+        }
+    };
+    expand_tree(&mut doc, "", vars, &mut problems);
+
+    let Value::Mapping(map) = doc else {
+        problems.push("(document)", "the registry must be a mapping with a `targets:` list", "start from targets.yaml.example");
+        return Err(invalid(problems));
+    };
+    for key in map.keys() {
+        let k = key.as_str().unwrap_or("?");
+        if !TOP_LEVEL_KEYS.contains(&k) {
+            problems.push(k, format!("unknown key `{k}`"), format!("remove it or use one of: {}", TOP_LEVEL_KEYS.join(", ")));
+        }
+    }
+    let defaults: RawDefaults = section(&map, "defaults", &mut problems).unwrap_or_default();
+    let archive: RawArchive = section(&map, "archive", &mut problems).unwrap_or_default();
+    let notify: RawNotify = section(&map, "notify", &mut problems).unwrap_or_default();
+
+    let mut targets_raw = Vec::new();
+    match map.get("targets") {
+        None | Some(Value::Null) => {
+            problems.push("targets", "no targets are listed", "add at least one entry under `targets:` with a name and a dsn");
+        }
+        Some(Value::Sequence(seq)) => {
+            for (i, item) in seq.iter().enumerate() {
+                if let Some(t) = typed::<RawTarget>(item.clone(), &format!("targets[{i}]"), &mut problems) {
+                    targets_raw.push((i, t));
+                }
+            }
+        }
+        Some(_) => problems.push("targets", "`targets` must be a list", "write each target as a `- name: ...` entry"),
+    }
+
+    let registry = build(source.clone(), defaults, archive, notify, targets_raw, &mut problems);
+    if problems.0.is_empty() {
+        Ok(registry)
+    } else {
+        Err(invalid(problems))
+    }
+}
+
+/// Builds the registry from raw sections, pushing every value problem found.
+pub(crate) fn build(
+    source: Source,
+    defaults: RawDefaults,
+    archive: RawArchive,
+    notify: RawNotify,
+    targets_raw: Vec<(usize, RawTarget)>,
+    problems: &mut Problems,
+) -> Registry {
+    let base_probe = merge_probe(&ProbeConfig::default(), defaults.probe.as_ref(), "defaults.probe", problems);
+    let base_budget = merge_budget(&BudgetConfig::default(), defaults.restart_budget.as_ref(), "defaults.restart_budget", problems);
+    let base_recovery = defaults
+        .recovery_timeout
+        .as_ref()
+        .and_then(|d| duration(d, "defaults.recovery_timeout", problems))
+        .unwrap_or(Duration::from_secs(120));
+
+    let mut names = HashSet::new();
+    let mut targets = Vec::new();
+    for (i, t) in targets_raw {
+        let at = format!("targets[{i}]");
+        if t.name.trim().is_empty() || !t.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            problems.push(format!("{at}.name"), format!("'{}' is not a usable target name", t.name), "use letters, digits, '-', '_' or '.' (it becomes part of file names)");
+        } else if !names.insert(t.name.clone()) {
+            problems.push(format!("{at}.name"), format!("duplicate target name '{}'", t.name), "give every target a unique name");
+        }
+        let dsn = match Dsn::parse(&t.dsn) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                problems.push(format!("{at}.dsn"), format!("malformed DSN '{}': {e}", crate::redact::redact_dsn(&t.dsn)), "use postgres://user:password@host:5432/dbname or 'host=... port=... dbname=...'");
+                None
+            }
+        };
+        let probe = merge_probe(&base_probe, t.probe.as_ref(), &format!("{at}.probe"), problems);
+        let budget = merge_budget(&base_budget, t.restart_budget.as_ref(), &format!("{at}.restart_budget"), problems);
+        let recovery_timeout = t
+            .recovery_timeout
+            .as_ref()
+            .and_then(|d| duration(d, &format!("{at}.recovery_timeout"), problems))
+            .unwrap_or(base_recovery);
+        let heal = t.heal.as_ref().and_then(|h| {
+            let timeout = h
+                .timeout
+                .as_ref()
+                .and_then(|d| duration(d, &format!("{at}.heal.timeout"), problems))
+                .unwrap_or(Duration::from_secs(60));
+            if h.command.is_empty() || h.command[0].trim().is_empty() {
+                problems.push(format!("{at}.heal.command"), "the heal command is empty", "give the program and its arguments, e.g. [\"pg_ctl\", \"-D\", \"/path/to/data\", \"start\"], or remove `heal:` to alert only");
+                None
+            } else {
+                Some(HealAction::Command { argv: h.command.clone(), timeout })
+            }
+        });
+        let forensic_files = t.forensics.as_ref().map(|f| f.files.clone()).unwrap_or_default();
+        for (j, pattern) in forensic_files.iter().enumerate() {
+            if let Err(e) = glob::Pattern::new(pattern) {
+                problems.push(format!("{at}.forensics.files[{j}]"), format!("'{pattern}' is not a valid glob: {e}"), "escape '[' and ']' or fix the pattern");
+            }
+        }
+        let pid_file = t.process.as_ref().map(|p| PathBuf::from(&p.pid_file));
+        if let Some(p) = &pid_file {
+            if p.as_os_str().is_empty() {
+                problems.push(format!("{at}.process.pid_file"), "the pid file path is empty", "give the cluster's postmaster.pid path or remove `process:`");
+            }
+        }
+        if let Some(dsn) = dsn {
+            targets.push(TargetConfig {
+                name: t.name.clone(),
+                dsn,
+                probe,
+                budget,
+                recovery_timeout,
+                forensic_files,
+                heal,
+                pid_file,
+            });
+        }
+    }
+
+    let local_dir = archive.local.map(|l| PathBuf::from(l.dir)).unwrap_or_else(|| PathBuf::from("./incidents"));
+    let notify = build_notify(notify, problems);
+    Registry { source, archive: ArchiveConfig { local_dir }, notify, targets }
+}
+
+fn build_notify(raw: RawNotify, problems: &mut Problems) -> NotifyConfig {
+    let mut n = NotifyConfig { console: raw.console.unwrap_or(false), ..NotifyConfig::default() };
+    if let Some(s) = raw.slack {
+        if webhook_url(&s.webhook_url, "notify.slack.webhook_url", problems) {
+            n.slack = Some(ChatWebhook { url: Secret::new(s.webhook_url) });
+        }
+    }
+    if let Some(d) = raw.discord {
+        if webhook_url(&d.webhook_url, "notify.discord.webhook_url", problems) {
+            n.discord = Some(ChatWebhook { url: Secret::new(d.webhook_url) });
+        }
+    }
+    for (i, w) in raw.webhooks.unwrap_or_default().into_iter().enumerate() {
+        if webhook_url(&w.url, &format!("notify.webhooks[{i}].url"), problems) {
+            let headers: BTreeMap<_, _> = w.headers.into_iter().map(|(k, v)| (k, Secret::new(v))).collect();
+            n.webhooks.push(GenericWebhook { url: Secret::new(w.url), headers });
+        }
+    }
+    if let Some(a) = raw.max_attempts {
+        if !(1..=100).contains(&a) {
+            problems.push("notify.max_attempts", format!("{a} is out of range"), "use a number from 1 to 100");
+        } else {
+            n.max_attempts = a as u32;
+        }
+    }
+    if let Some(d) = raw.max_backoff.as_ref().and_then(|d| duration(d, "notify.max_backoff", problems)) {
+        n.max_backoff = d;
+    }
+    n
+}
+
+/// Checks a webhook URL; the message shows only scheme and host, since the path is the secret.
+fn webhook_url(text: &str, path: &str, problems: &mut Problems) -> bool {
+    let fix = "use a full http(s) URL such as https://hooks.slack.com/services/...";
+    if text.trim().is_empty() {
+        problems.push(path, "the URL is empty", format!("{fix}, or remove the channel (an unset ${{VAR}} expands to nothing only if you set it to empty)"));
+        return false;
+    }
+    match url::Url::parse(text) {
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host_str().is_some() => true,
+        Ok(u) => {
+            problems.push(path, format!("'{}://…' is not an http(s) URL with a host", u.scheme()), fix);
+            false
+        }
+        Err(e) => {
+            problems.push(path, format!("not a URL ({e})"), fix);
+            false
+        }
+    }
+}
+
+fn merge_probe(base: &ProbeConfig, over: Option<&RawProbe>, at: &str, problems: &mut Problems) -> ProbeConfig {
+    let mut p = base.clone();
+    let Some(o) = over else { return p };
+    if let Some(q) = &o.query {
+        if q.trim().is_empty() {
+            problems.push(format!("{at}.query"), "the probe query is empty", "use a cheap query such as SELECT 1");
+        } else {
+            p.query = q.clone();
+        }
+    }
+    if let Some(d) = o.interval.as_ref().and_then(|d| duration(d, &format!("{at}.interval"), problems)) {
+        if d.is_zero() {
+            problems.push(format!("{at}.interval"), "an interval of 0 would probe in a busy loop", "use at least 100ms");
+        } else {
+            p.interval = d;
+        }
+    }
+    if let Some(d) = o.timeout.as_ref().and_then(|d| duration(d, &format!("{at}.timeout"), problems)) {
+        if d.is_zero() {
+            problems.push(format!("{at}.timeout"), "a timeout of 0 fails every probe", "use at least 100ms");
+        } else {
+            p.timeout = d;
+        }
+    }
+    if let Some(n) = o.failure_threshold {
+        if n < 1 || n > 1000 {
+            problems.push(format!("{at}.failure_threshold"), format!("{n} is not a usable threshold"), "use 1 or more (1 acts on the first failure)");
+        } else {
+            p.failure_threshold = n as u32;
+        }
+    }
+    if o.expect.is_some() {
+        p.expect = o.expect.clone();
+    }
+    p
+}
+
+fn merge_budget(base: &BudgetConfig, over: Option<&RawBudget>, at: &str, problems: &mut Problems) -> BudgetConfig {
+    let mut b = base.clone();
+    let Some(o) = over else { return b };
+    if let Some(n) = o.max_restarts {
+        if !(0..=1000).contains(&n) {
+            problems.push(format!("{at}.max_restarts"), format!("{n} is out of range"), "use 0 (never restart) up to 1000");
+        } else {
+            b.max_restarts = n as u32;
+        }
+    }
+    if let Some(d) = o.window.as_ref().and_then(|d| duration(d, &format!("{at}.window"), problems)) {
+        if d.is_zero() {
+            problems.push(format!("{at}.window"), "a window of 0 would allow unlimited restarts", "use a window such as 1h");
+        } else {
+            b.window = d;
+        }
+    }
+    b
+}
+
+fn duration(raw: &RawDuration, at: &str, problems: &mut Problems) -> Option<Duration> {
+    match parse_duration(&raw.0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            problems.push(at, e, DURATION_HINT);
+            None
+        }
+    }
+}
+
+/// Deserializes one top-level section, recording a problem (with its key path) on failure.
+fn section<T: DeserializeOwned>(map: &serde_yaml::Mapping, key: &str, problems: &mut Problems) -> Option<T> {
+    match map.get(key) {
+        None | Some(Value::Null) => None,
+        Some(v) => typed(v.clone(), key, problems),
+    }
+}
+
+fn typed<T: DeserializeOwned>(v: Value, at: &str, problems: &mut Problems) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(v) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let path = if inner == "." || inner.is_empty() { at.to_string() } else { format!("{at}.{inner}") };
+            let msg = e.inner().to_string();
+            let fix = if msg.starts_with("unknown field") {
+                "remove the key or correct its spelling (see targets.yaml.example)".to_string()
+            } else if msg.starts_with("missing field") {
+                "add the key (see targets.yaml.example)".to_string()
+            } else {
+                "give a value of the type shown (see targets.yaml.example)".to_string()
+            };
+            problems.push(path, msg, fix);
+            None
+        }
+    }
+}
+
+/// Expands `${VAR}` in every string of the document, recording each missing variable.
+fn expand_tree(v: &mut Value, at: &str, vars: &VarSource, problems: &mut Problems) {
+    match v {
+        Value::String(s) => match expand(s, vars) {
+            Ok(e) => *s = e,
+            Err(missing) => {
+                for name in missing {
+                    problems.push(
+                        if at.is_empty() { "(document)" } else { at },
+                        format!("environment variable {name} is not set"),
+                        format!("export {name}=... or add it to .env in the working directory"),
+                    );
+                }
+            }
+        },
+        Value::Sequence(seq) => {
+            for (i, item) in seq.iter_mut().enumerate() {
+                expand_tree(item, &format!("{at}[{i}]"), vars, problems);
+            }
+        }
+        Value::Mapping(m) => {
+            for (k, item) in m.iter_mut() {
+                let key = k.as_str().unwrap_or("?");
+                let path = if at.is_empty() { key.to_string() } else { format!("{at}.{key}") };
+                expand_tree(item, &path, vars, problems);
+            }
+        }
+        Value::Tagged(t) => expand_tree(&mut t.value, at, vars, problems),
+        _ => {}
+    }
+}

@@ -1,0 +1,196 @@
+//! The validated registry the daemon runs on. Everything here has been checked; durations are
+//! durations and the DSN parses.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A secret string: compares and clones like a string, prints as `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A parsed PostgreSQL connection string. Debug and Display show it with the password redacted.
+#[derive(Clone)]
+pub struct Dsn {
+    raw: Secret,
+    parsed: tokio_postgres::Config,
+}
+
+impl Dsn {
+    pub fn parse(raw: &str) -> Result<Self, tokio_postgres::Error> {
+        let parsed = tokio_postgres::Config::from_str(raw)?;
+        Ok(Self { raw: Secret::new(raw), parsed })
+    }
+    /// The connection settings for tokio-postgres.
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.parsed
+    }
+    /// `host:port/dbname` for logs and alerts.
+    pub fn endpoint(&self) -> String {
+        crate::redact::endpoint(&self.parsed)
+    }
+}
+
+impl PartialEq for Dsn {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+
+impl fmt::Debug for Dsn {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&crate::redact::redact_dsn(self.raw.expose()))
+    }
+}
+
+impl fmt::Display for Dsn {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&crate::redact::redact_dsn(self.raw.expose()))
+    }
+}
+
+/// Probe settings for one target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeConfig {
+    pub query: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub failure_threshold: u32,
+    pub expect: Option<String>,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            query: "SELECT 1".into(),
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(5),
+            failure_threshold: 3,
+            expect: None,
+        }
+    }
+}
+
+/// At most `max_restarts` per sliding `window`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetConfig {
+    pub max_restarts: u32,
+    pub window: Duration,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self { max_restarts: 3, window: Duration::from_secs(3600) }
+    }
+}
+
+/// How a target is restarted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HealAction {
+    /// Run a program (argv, no shell): pg_ctl, systemctl, a script.
+    Command { argv: Vec<String>, timeout: Duration },
+}
+
+/// One watched database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetConfig {
+    pub name: String,
+    pub dsn: Dsn,
+    pub probe: ProbeConfig,
+    pub budget: BudgetConfig,
+    pub recovery_timeout: Duration,
+    /// Glob patterns of files copied into each bundle.
+    pub forensic_files: Vec<String>,
+    /// None: alert only, never restart.
+    pub heal: Option<HealAction>,
+    /// The postmaster's pid file, when the database runs on this host.
+    pub pid_file: Option<PathBuf>,
+}
+
+/// Local archive settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchiveConfig {
+    pub local_dir: PathBuf,
+}
+
+/// A chat webhook (Slack or Discord).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatWebhook {
+    pub url: Secret,
+}
+
+/// A generic JSON webhook.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenericWebhook {
+    pub url: Secret,
+    pub headers: BTreeMap<String, Secret>,
+}
+
+/// Alert channels and delivery policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyConfig {
+    pub slack: Option<ChatWebhook>,
+    pub discord: Option<ChatWebhook>,
+    pub webhooks: Vec<GenericWebhook>,
+    pub console: bool,
+    pub max_attempts: u32,
+    pub max_backoff: Duration,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            slack: None,
+            discord: None,
+            webhooks: Vec::new(),
+            console: false,
+            max_attempts: 6,
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where the registry came from, for messages.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    File(PathBuf),
+    Environment,
+    Generated(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Environment => f.write_str("environment"),
+            Source::Generated(what) => f.write_str(what),
+        }
+    }
+}
+
+/// The whole validated registry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registry {
+    pub source: Source,
+    pub archive: ArchiveConfig,
+    pub notify: NotifyConfig,
+    pub targets: Vec<TargetConfig>,
+}

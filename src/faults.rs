@@ -1,0 +1,16 @@
+//! Fault injection for the test suite: `SENTINEL_FAULT_PANIC=<target>:<point>` makes that
+//! target's Monitor panic once at `<point>` (`archived` or `heal_issued`), to prove that the
+//! Supervisor replaces it and the open incident is neither lost nor repeated. Unset in
+//! production, where it costs one environment lookup per incident.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static FIRED: AtomicBool = AtomicBool::new(false);
+
+/// Panics if the fault for `target` at `point` is requested and has not fired yet.
+pub fn maybe_panic(target: &str, point: &str) {
+    let Ok(spec) = std::env::var("SENTINEL_FAULT_PANIC") else { return };
+    if spec == format!("{target}:{point}") && !FIRED.swap(true, Ordering::SeqCst) {
+        panic!("injected fault: monitor for {target} panics at {point}");
+    }
+}

@@ -1,0 +1,3 @@
+//! Heal actions: how a target is restarted. One file per backend.
+
+pub mod command;

@@ -1,0 +1,199 @@
+//! Incidents and the per-target record that outlives any one Monitor actor.
+//!
+//! The Supervisor owns a [`TargetRecord`] per target and hands it to each Monitor incarnation,
+//! so a Monitor that panics mid-incident is replaced by one that resumes the same incident:
+//! nothing is lost, and the shared actors' per-incident deduplication keeps anything from
+//! happening twice.
+
+use crate::config::BudgetConfig;
+use crate::probe::ProbeFailure;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// Where a target is in the healing loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Probes pass.
+    Healthy,
+    /// Some probes failed, fewer than the threshold; no action yet.
+    Suspect,
+    /// Declared failing; the forensic bundle is being written.
+    Archiving,
+    /// The heal action is running.
+    Healing,
+    /// The heal action finished; waiting for a passing probe.
+    Recovering,
+    /// Restart budget spent: probing and waiting for a person (or the window).
+    Held,
+    /// No recovery within recovery_timeout: escalated, no more restarts for this incident.
+    Escalated,
+    /// Failing, and the target has no heal action: alerted, waiting.
+    Unhealed,
+}
+
+impl Phase {
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Healthy => "healthy",
+            Phase::Suspect => "suspect",
+            Phase::Archiving => "archiving",
+            Phase::Healing => "healing",
+            Phase::Recovering => "recovering",
+            Phase::Held => "held",
+            Phase::Escalated => "escalated",
+            Phase::Unhealed => "unhealed",
+        }
+    }
+}
+
+/// A sortable UTC stamp used in incident ids and bundle paths: `20261125T033401.123Z`.
+pub fn stamp(t: DateTime<Utc>) -> String {
+    t.format("%Y%m%dT%H%M%S%.3fZ").to_string()
+}
+
+/// One incident: from declaration to recovery or escalation.
+#[derive(Debug, Clone)]
+pub struct Incident {
+    /// `{stamp}-{target}`: also the bundle's directory name.
+    pub id: String,
+    pub target: String,
+    pub stamp: String,
+    pub first_failure_at: DateTime<Utc>,
+    pub first_failure_instant: Instant,
+    pub declared_at: DateTime<Utc>,
+    pub declared_instant: Instant,
+    pub failure: ProbeFailure,
+    /// Declared without waiting for the threshold (the postmaster was seen to die).
+    pub hard: bool,
+    /// Where the bundle went, once written (path or URL), or why it could not be.
+    pub archive: Option<Result<String, String>>,
+    /// When the heal action was issued (the restart counted against the budget).
+    pub heal_started: Option<Instant>,
+    /// The heal action finished and reported success.
+    pub heal_succeeded: Option<bool>,
+    /// The failure alert was handed to the notifier.
+    pub alerted: bool,
+    pub escalated_at: Option<Instant>,
+}
+
+impl Incident {
+    pub fn new(target: &str, failure: ProbeFailure, hard: bool, first_failure: (DateTime<Utc>, Instant)) -> Self {
+        let now = Utc::now();
+        let stamp = stamp(now);
+        Self {
+            id: format!("{stamp}-{target}"),
+            target: target.to_string(),
+            stamp,
+            first_failure_at: first_failure.0,
+            first_failure_instant: first_failure.1,
+            declared_at: now,
+            declared_instant: Instant::now(),
+            failure,
+            hard,
+            archive: None,
+            heal_started: None,
+            heal_succeeded: None,
+            alerted: false,
+            escalated_at: None,
+        }
+    }
+
+    /// The archive location for alerts: the path or URL, or the reason it is missing.
+    pub fn archive_text(&self) -> Option<String> {
+        self.archive.as_ref().map(|a| match a {
+            Ok(loc) => loc.clone(),
+            Err(e) => format!("archive failed: {e}"),
+        })
+    }
+}
+
+/// Everything the daemon knows about one target that must survive a Monitor restart.
+#[derive(Debug)]
+pub struct TargetRecord {
+    pub phase: Phase,
+    /// Consecutive failed probes.
+    pub failures: u32,
+    /// When the current run of failures began.
+    pub first_failure: Option<(DateTime<Utc>, Instant)>,
+    pub incident: Option<Incident>,
+    /// Restarts inside the budget window, oldest first.
+    pub restarts: VecDeque<Instant>,
+    /// The budget-exhausted alert went out for the current exhaustion.
+    pub budget_alerted: bool,
+    /// Escalated and waiting: no new incident until recovery or the window elapses.
+    pub quiet_until: Option<Instant>,
+    pub last_probe: Option<(DateTime<Utc>, std::time::Duration)>,
+}
+
+impl Default for TargetRecord {
+    fn default() -> Self {
+        Self {
+            phase: Phase::Healthy,
+            failures: 0,
+            first_failure: None,
+            incident: None,
+            restarts: VecDeque::new(),
+            budget_alerted: false,
+            quiet_until: None,
+            last_probe: None,
+        }
+    }
+}
+
+impl TargetRecord {
+    /// Whether another restart fits in the budget now (forgets restarts older than the window).
+    pub fn budget_allows(&mut self, budget: &BudgetConfig, now: Instant) -> bool {
+        while let Some(&oldest) = self.restarts.front() {
+            if now.duration_since(oldest) >= budget.window {
+                self.restarts.pop_front();
+            } else {
+                break;
+            }
+        }
+        (self.restarts.len() as u32) < budget.max_restarts
+    }
+}
+
+/// The record shared between the Supervisor and the target's current Monitor. Never held
+/// across an await.
+#[derive(Debug, Clone, Default)]
+pub struct SharedRecord(Arc<Mutex<TargetRecord>>);
+
+impl SharedRecord {
+    /// Locks the record. A Monitor that panicked while holding it leaves it usable: every
+    /// update is a few field assignments, so the last consistent state is what we want.
+    pub fn lock(&self) -> MutexGuard<'_, TargetRecord> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn budget_counts_inside_the_window_only() {
+        let b = BudgetConfig { max_restarts: 2, window: Duration::from_secs(60) };
+        let mut r = TargetRecord::default();
+        let t0 = Instant::now();
+        assert!(r.budget_allows(&b, t0));
+        r.restarts.push_back(t0);
+        r.restarts.push_back(t0 + Duration::from_secs(1));
+        assert!(!r.budget_allows(&b, t0 + Duration::from_secs(30)));
+        assert!(r.budget_allows(&b, t0 + Duration::from_secs(60)));
+        assert_eq!(r.restarts.len(), 1);
+    }
+
+    #[test]
+    fn stamps_sort_like_time() {
+        let a = stamp("2026-01-02T03:04:05.006Z".parse().unwrap());
+        let b = stamp("2026-01-02T03:04:05.100Z".parse().unwrap());
+        assert_eq!(a, "20260102T030405.006Z");
+        assert!(a < b);
+    }
+}

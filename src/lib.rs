@@ -1,0 +1,33 @@
+//! SentinelRemedy: an autonomous reliability engine for PostgreSQL fleets.
+//!
+//! # Layout
+//! - `cli`: command line (`run`, `check-config`, `demo`) and exit statuses.
+//! - `config`: the YAML target registry (or sidecar variables) → validated `Registry`.
+//! - `actors`: Supervisor, one Monitor per target, shared Archiver, Healer, Notifier;
+//!   `actors::messages` is the protocol between them.
+//! - `incident`: incidents and the per-target record that outlives a Monitor.
+//! - `probe`: SQL probes and failure classification (SQLSTATE kept).
+//! - `pidwatch`: instant postmaster-death detection through a pidfd.
+//! - `archive`: forensic bundles (local directory sink, manifest).
+//! - `heal`: heal actions (command).
+//! - `notify`: notices and the Slack, Discord, webhook and console formats; delivery retries.
+//! - `backoff`, `redact`, `logging`, `signals`: small shared pieces.
+//! - `pgcluster`, `demo`: throwaway local clusters for the demo, tests and benchmarks.
+//! - `faults`: test-only fault injection (a Monitor panic at a chosen point).
+
+pub mod actors;
+pub mod archive;
+pub mod backoff;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod faults;
+pub mod heal;
+pub mod incident;
+pub mod logging;
+pub mod notify;
+pub mod pgcluster;
+pub mod pidwatch;
+pub mod probe;
+pub mod redact;
+pub mod signals;

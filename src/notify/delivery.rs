@@ -1,0 +1,88 @@
+//! Delivery with retries: 5xx, 429 and network errors back off (honouring Retry-After and
+//! Discord's `retry_after`), other 4xx fail at once; either way the caller learns the outcome.
+
+use crate::backoff::Backoff;
+use crate::config::Secret;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A destination for JSON payloads.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Channel label for logs: "slack", "discord", "webhook[0]".
+    pub channel: String,
+    pub url: Secret,
+    pub headers: BTreeMap<String, Secret>,
+}
+
+/// Retry policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub request_timeout: Duration,
+}
+
+/// Why a delivery was given up.
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum DeliveryError {
+    /// The receiver refused the payload (4xx other than 429): retrying cannot help.
+    #[error("rejected with HTTP {status}: {body}")]
+    Rejected { status: u16, body: String },
+    /// Every attempt failed with a retryable error.
+    #[error("gave up after {attempts} attempts, last: {last}")]
+    Exhausted { attempts: u32, last: String },
+}
+
+impl DeliveryError {
+    /// Stable label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DeliveryError::Rejected { .. } => "rejected",
+            DeliveryError::Exhausted { .. } => "exhausted",
+        }
+    }
+}
+
+/// Posts `body` until it is accepted or the policy says stop. Returns the attempts used.
+pub async fn deliver(client: &reqwest::Client, ep: &Endpoint, body: &serde_json::Value, policy: Policy) -> Result<u32, DeliveryError> {
+    let mut last = String::new();
+    for attempt in 1..=policy.max_attempts {
+        let mut req = client.post(ep.url.expose()).timeout(policy.request_timeout).json(body);
+        for (k, v) in &ep.headers {
+            req = req.header(k, v.expose());
+        }
+        let wait = match req.send().await {
+            Ok(resp) if resp.status().is_success() => return Ok(attempt),
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let header_wait = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|s| s.trim().parse::<f64>().ok())
+                    .map(Duration::from_secs_f64);
+                let text = resp.text().await.unwrap_or_default();
+                let body_wait = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("retry_after").and_then(|r| r.as_f64()))
+                    .map(Duration::from_secs_f64);
+                if status != 429 && !(500..600).contains(&status) {
+                    return Err(DeliveryError::Rejected { status, body: crate::notify::clip(&text, 200) });
+                }
+                last = format!("HTTP {status}");
+                header_wait.or(body_wait)
+            }
+            Err(e) => {
+                // reqwest errors name the URL; keep only the kind, since the URL is a secret.
+                last = if e.is_timeout() { "timed out".into() } else if e.is_connect() { "connection failed".into() } else { "request failed".into() };
+                None
+            }
+        };
+        if attempt < policy.max_attempts {
+            let delay = wait.map(|w| w.min(Duration::from_secs(300))).unwrap_or_else(|| policy.backoff.delay(attempt - 1));
+            tokio::time::sleep(delay).await;
+        }
+    }
+    Err(DeliveryError::Exhausted { attempts: policy.max_attempts, last })
+}

@@ -1,0 +1,34 @@
+//! Discord webhook payload: `content` plus one embed coloured by severity.
+
+use super::{clip, Notice, NoticeKind};
+use serde_json::{json, Value};
+
+pub const RED: u32 = 0xE7_4C_3C;
+pub const GREEN: u32 = 0x2E_CC_71;
+pub const ORANGE: u32 = 0xE6_7E_22;
+
+/// Discord's limits: content 2000, title 256, description 4096, field name 256, value 1024.
+pub fn payload(n: &Notice) -> Value {
+    let color = match n.kind {
+        NoticeKind::Failure => RED,
+        NoticeKind::Recovery => GREEN,
+        NoticeKind::Escalation => ORANGE,
+    };
+    let fields: Vec<Value> = n
+        .facts()
+        .into_iter()
+        .take(25)
+        .map(|(k, v)| json!({ "name": clip(k, 256), "value": clip(&v, 1024), "inline": false }))
+        .collect();
+    json!({
+        "content": clip(&n.title(), 2000),
+        "embeds": [{
+            "title": clip(&n.title(), 256),
+            "description": clip(&n.summary, 4096),
+            "color": color,
+            "fields": fields,
+            "timestamp": n.timestamp.to_rfc3339(),
+            "footer": { "text": "sentinel-remedy" }
+        }]
+    })
+}

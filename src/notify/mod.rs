@@ -1,0 +1,123 @@
+//! Notices and their channels. A [`Notice`] is channel-neutral; each channel module turns it
+//! into the payload its service accepts; [`delivery`] sends with retries.
+
+pub mod console;
+pub mod delivery;
+pub mod discord;
+pub mod slack;
+pub mod webhook;
+
+use crate::probe::ProbeFailure;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// What a notice announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    /// The target failed; the bundle is archived and the heal issued.
+    Failure,
+    /// A probe passes again.
+    Recovery,
+    /// A person must act: recovery timed out, or the restart budget is spent.
+    Escalation,
+}
+
+impl NoticeKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            NoticeKind::Failure => "failure",
+            NoticeKind::Recovery => "recovery",
+            NoticeKind::Escalation => "escalation",
+        }
+    }
+}
+
+/// Why an escalation was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscalationReason {
+    RecoveryTimeout,
+    RestartBudgetExhausted,
+    NoHealAction,
+}
+
+impl EscalationReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            EscalationReason::RecoveryTimeout => "recovery_timeout",
+            EscalationReason::RestartBudgetExhausted => "restart_budget_exhausted",
+            EscalationReason::NoHealAction => "no_heal_action",
+        }
+    }
+}
+
+/// One announcement about one incident.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notice {
+    pub kind: NoticeKind,
+    pub target: String,
+    /// `host:port/db`, never with credentials.
+    pub endpoint: String,
+    pub incident_id: String,
+    pub timestamp: DateTime<Utc>,
+    pub failure: Option<ProbeFailure>,
+    /// Bundle location, or why it is missing.
+    pub archive: Option<String>,
+    pub reason: Option<EscalationReason>,
+    pub downtime_seconds: Option<f64>,
+    pub time_to_recovery_seconds: Option<f64>,
+    /// One human sentence on what happened and what the daemon did.
+    pub summary: String,
+}
+
+impl Notice {
+    /// Deduplication key: one delivery per incident, kind and reason.
+    pub fn key(&self) -> (String, NoticeKind, Option<EscalationReason>) {
+        (self.incident_id.clone(), self.kind, self.reason)
+    }
+
+    /// A short title, e.g. "🔴 orders failed: connection_refused".
+    pub fn title(&self) -> String {
+        match self.kind {
+            NoticeKind::Failure => format!(
+                "🔴 {} failed: {}",
+                self.target,
+                self.failure.as_ref().map(|f| f.class.label()).unwrap_or("unknown")
+            ),
+            NoticeKind::Recovery => format!("🟢 {} recovered", self.target),
+            NoticeKind::Escalation => format!("🚨 {} needs manual intervention", self.target),
+        }
+    }
+
+    /// Key facts as (label, value) pairs, shared by the chat formats.
+    pub fn facts(&self) -> Vec<(&'static str, String)> {
+        let mut v = vec![("Target", format!("{} ({})", self.target, self.endpoint)), ("Incident", self.incident_id.clone())];
+        if let Some(f) = &self.failure {
+            v.push(("Failure", f.to_string()));
+        }
+        if let Some(r) = self.reason {
+            v.push(("Reason", r.label().to_string()));
+        }
+        if let Some(a) = &self.archive {
+            v.push(("Archive", a.clone()));
+        }
+        if let Some(d) = self.downtime_seconds {
+            v.push(("Downtime", format!("{d:.1} s")));
+        }
+        if let Some(t) = self.time_to_recovery_seconds {
+            v.push(("Time to recovery", format!("{t:.1} s")));
+        }
+        v
+    }
+}
+
+/// Truncates to at most `max` characters, marking the cut (chat services reject long fields).
+pub fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}

@@ -1,0 +1,108 @@
+//! What a failed probe means. The class decides what the daemon does; the SQLSTATE is kept
+//! because some answers (57P03, starting up) mean "recovering", not "failed".
+
+use serde::Serialize;
+use std::fmt;
+
+/// How a probe failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// Nothing listens on the address (server down).
+    ConnectionRefused,
+    /// Connecting or the query took longer than the probe timeout (hang, overload).
+    Timeout,
+    /// The server rejected the credentials (28P01, 28000).
+    Authentication,
+    /// The server is starting up or in crash recovery (57P03): recovering, never restarted for.
+    Recovering,
+    /// The query failed with an SQL error.
+    QueryError,
+    /// The query answered something other than `expect`.
+    UnexpectedResult,
+    /// An established connection dropped mid-probe.
+    ConnectionLost,
+    /// The postmaster process is gone (seen by the pid watch).
+    ProcessExited,
+}
+
+impl FailureClass {
+    /// Stable short label for logs, metrics and payloads.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureClass::ConnectionRefused => "connection_refused",
+            FailureClass::Timeout => "timeout",
+            FailureClass::Authentication => "authentication",
+            FailureClass::Recovering => "recovering",
+            FailureClass::QueryError => "query_error",
+            FailureClass::UnexpectedResult => "unexpected_result",
+            FailureClass::ConnectionLost => "connection_lost",
+            FailureClass::ProcessExited => "process_exited",
+        }
+    }
+}
+
+impl fmt::Display for FailureClass {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// One failed probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProbeFailure {
+    pub class: FailureClass,
+    /// SQLSTATE when the server answered with an error.
+    pub sqlstate: Option<String>,
+    /// Human detail (never contains the password).
+    pub detail: String,
+}
+
+impl ProbeFailure {
+    pub fn new(class: FailureClass, detail: impl Into<String>) -> Self {
+        Self { class, sqlstate: None, detail: detail.into() }
+    }
+
+    /// Classifies a tokio-postgres error from connect or query.
+    pub fn from_pg(err: &tokio_postgres::Error) -> Self {
+        if let Some(db) = err.as_db_error() {
+            let code = db.code().code().to_string();
+            let class = match code.as_str() {
+                "57P03" => FailureClass::Recovering,
+                "28P01" | "28000" => FailureClass::Authentication,
+                "57014" => FailureClass::Timeout, // statement_timeout cancelled the query
+                "57P01" | "57P02" => FailureClass::ConnectionLost, // admin or crash shutdown
+                _ => FailureClass::QueryError,
+            };
+            return Self { class, sqlstate: Some(code), detail: db.message().to_string() };
+        }
+        if err.is_closed() {
+            return Self::new(FailureClass::ConnectionLost, "connection closed");
+        }
+        let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+        while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                use std::io::ErrorKind::*;
+                let class = match io.kind() {
+                    ConnectionRefused | NotFound | AddrNotAvailable => FailureClass::ConnectionRefused,
+                    TimedOut => FailureClass::Timeout,
+                    _ => FailureClass::ConnectionLost,
+                };
+                return Self::new(class, io.to_string());
+            }
+            source = s.source();
+        }
+        let text = err.to_string();
+        let class = if text.contains("timeout") { FailureClass::Timeout } else { FailureClass::ConnectionLost };
+        Self::new(class, text)
+    }
+}
+
+impl fmt::Display for ProbeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match &self.sqlstate {
+            Some(code) => write!(f, "{} (SQLSTATE {code}): {}", self.class, self.detail),
+            None => write!(f, "{}: {}", self.class, self.detail),
+        }
+    }
+}
