@@ -78,6 +78,9 @@ pub struct Incident {
     /// The failure alert was handed to the notifier.
     pub alerted: bool,
     pub escalated_at: Option<Instant>,
+    /// Every notice issued for this incident, recorded before it is sent: a replacement
+    /// Monitor re-sends them all and the Notifier drops the ones it already has.
+    pub notices: Vec<crate::notify::Notice>,
 }
 
 impl Incident {
@@ -99,7 +102,14 @@ impl Incident {
             heal_succeeded: None,
             alerted: false,
             escalated_at: None,
+            notices: Vec::new(),
         }
+    }
+
+    /// Records the notice in the incident and returns the step that sends it.
+    pub(crate) fn queue_notice(&mut self, n: crate::notify::Notice) -> crate::notify::Notice {
+        self.notices.push(n.clone());
+        n
     }
 
     /// The archive location for alerts: the path or URL, or the reason it is missing.

@@ -3,6 +3,7 @@
 //! lost silently.
 
 use slog::{Drain, Level, Logger};
+use std::io::Write as _;
 
 /// Output format of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -16,7 +17,7 @@ pub enum LogFormat {
 pub fn root(format: LogFormat, level: Level) -> (Logger, slog_async::AsyncGuard) {
     let (drain, guard) = match format {
         LogFormat::Json => {
-            let d = slog_json::Json::new(std::io::stderr()).add_default_keys().set_flush(true).build().fuse();
+            let d = slog_json::Json::new(LineAtATime::default()).add_default_keys().set_flush(true).build().fuse();
             async_drain(d, level)
         }
         LogFormat::Term => {
@@ -38,4 +39,24 @@ where
         .thread_name("log".into())
         .build_with_guard();
     (slog::LevelFilter::new(d, level).fuse(), guard)
+}
+
+/// Standard error written one whole record per `write(2)`: a record never interleaves with
+/// another writer (a panic message, a child process) in the middle of a line.
+#[derive(Default)]
+struct LineAtATime {
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for LineAtATime {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let mut err = std::io::stderr().lock();
+        let r = err.write_all(&self.buf).and_then(|_| err.flush());
+        self.buf.clear();
+        r
+    }
 }

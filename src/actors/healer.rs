@@ -97,7 +97,7 @@ async fn heal(log: Logger, target: Arc<TargetConfig>, log_path: PathBuf) -> Heal
         return HealReport { success: false, attempts: vec![], log_path: None };
     };
     let deadline = Instant::now() + target.recovery_timeout;
-    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10)).expect("static bounds are valid");
+    let backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2)).expect("static bounds are valid");
     let verify_for = target.probe.timeout.max(Duration::from_secs(5));
     let mut attempts = Vec::new();
     for n in 0u32.. {

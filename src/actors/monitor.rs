@@ -256,7 +256,7 @@ impl Monitor {
             let mut n = self.notice(NoticeKind::Escalation, inc, "The target failed and has no heal action configured: a person must restart it.".into());
             n.reason = Some(EscalationReason::NoHealAction);
             n.failure = Some(inc.failure.clone());
-            return vec![Step::Notify(n)];
+            return vec![Step::Notify(inc.queue_notice(n))];
         }
         if !rec.budget_allows(&self.target.budget, now) {
             let first_hold = rec.phase != Phase::Held;
@@ -272,7 +272,7 @@ impl Monitor {
                     budget.max_restarts, crate::config::duration::format_duration(budget.window)));
                 n.reason = Some(EscalationReason::RestartBudgetExhausted);
                 n.failure = Some(inc.failure.clone());
-                return vec![Step::Notify(n)];
+                return vec![Step::Notify(inc.queue_notice(n))];
             }
             return vec![];
         }
@@ -291,7 +291,7 @@ impl Monitor {
         );
         let mut n = self.notice(NoticeKind::Failure, inc, summary);
         n.failure = Some(inc.failure.clone());
-        vec![Step::Heal(inc.id.clone()), Step::Notify(n), Step::RecoveryTimer(inc.id.clone(), self.target.recovery_timeout)]
+        vec![Step::Heal(inc.id.clone()), Step::Notify(inc.queue_notice(n)), Step::RecoveryTimer(inc.id.clone(), self.target.recovery_timeout)]
     }
 
     fn on_healed(&mut self, id: &str, report: HealReport, ctx: &mut Context<Self>) {
@@ -344,6 +344,7 @@ impl Monitor {
         n.reason = Some(EscalationReason::RecoveryTimeout);
         n.failure = Some(inc.failure.clone());
         rec.phase = Phase::Escalated;
+        let n = inc.queue_notice(n);
         rec.quiet_until = Some(Instant::now() + window);
         vec![Step::Notify(n)]
     }
@@ -385,7 +386,7 @@ impl Monitor {
     fn resume(&mut self, ctx: &mut Context<Self>) {
         let steps = {
             let rec = self.record.lock();
-            match (&rec.incident, rec.phase) {
+            let mut s = match (&rec.incident, rec.phase) {
                 (Some(inc), Phase::Archiving) => vec![Step::Archive(self.facts(inc))],
                 (Some(inc), Phase::Healing | Phase::Recovering) => {
                     let left = inc.heal_started.map(|t| self.target.recovery_timeout.saturating_sub(t.elapsed())).unwrap_or_default();
@@ -396,7 +397,10 @@ impl Monitor {
                     s
                 }
                 _ => vec![],
-            }
+            };
+            // Notices issued before the previous Monitor died may not have been sent.
+            s.extend(rec.incident.iter().flat_map(|i| i.notices.iter().cloned()).map(Step::Notify));
+            s
         };
         if !steps.is_empty() {
             warn!(self.log, "resuming the open incident"; "event" => "incident_resumed", "phase" => self.record.lock().phase.label());

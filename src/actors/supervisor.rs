@@ -35,6 +35,8 @@ struct Slot {
 
 pub struct Supervisor {
     log: Logger,
+    /// The root logger: monitors get their own `actor` key, not the supervisor's.
+    root: Logger,
     settings: SupervisorSettings,
     peers: Peers,
     slots: BTreeMap<String, Slot>,
@@ -51,6 +53,7 @@ impl Supervisor {
         let (tx, rx) = oneshot::channel();
         let sup = Supervisor {
             log: log.new(slog::o!("actor" => "supervisor")),
+            root: log,
             settings,
             peers: Peers { archiver, healer, notifier },
             slots: BTreeMap::new(),
@@ -62,7 +65,7 @@ impl Supervisor {
 
     fn spawn_monitor(&self, cfg: Arc<TargetConfig>, record: SharedRecord) -> Addr<Monitor> {
         let peers = self.peers.clone();
-        let log = self.log.clone();
+        let log = self.root.clone();
         actix::Supervisor::start(move |_| Monitor::new(cfg, record, peers, &log))
     }
 
@@ -170,7 +173,9 @@ impl Handler<Shutdown> for Supervisor {
         self.stopping = true;
         info!(self.log, "shutting down: monitors stop, in-flight work drains"; "event" => "shutdown_started", "signal" => msg.signal,
             "deadline_s" => self.settings.shutdown_timeout.as_secs_f64());
-        for slot in self.slots.values() {
+        // Dropping the slots drops the only addresses of the monitors: actix's Supervisor then
+        // lets a retired monitor stay stopped instead of restarting it.
+        for slot in std::mem::take(&mut self.slots).into_values() {
             slot.addr.do_send(Retire);
         }
         let deadline = self.settings.shutdown_timeout;

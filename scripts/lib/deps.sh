@@ -1,0 +1,36 @@
+# Shared install steps for the scripts: each checks first and installs only what is missing.
+
+apt_install() {
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    if [ -z "${SENTINEL_APT_UPDATED:-}" ]; then
+        $sudo apt-get update -qq
+        export SENTINEL_APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# PostgreSQL server binaries (initdb, pg_ctl, postgres, psql): the tests start real clusters.
+ensure_postgres() {
+    if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then
+        return
+    fi
+    echo "== installing PostgreSQL server binaries"
+    apt_install postgresql postgresql-client
+    # Debian's package starts a cluster of its own; the tests do not need it.
+    if command -v pg_ctlcluster >/dev/null 2>&1; then
+        for c in /etc/postgresql/*/main; do
+            [ -d "$c" ] || continue
+            v=$(basename "$(dirname "$c")")
+            pg_ctlcluster "$v" main stop >/dev/null 2>&1 || true
+        done
+    fi
+}
+
+ensure_nextest() {
+    if cargo nextest --version >/dev/null 2>&1; then
+        return
+    fi
+    echo "== installing cargo-nextest"
+    cargo install --locked cargo-nextest
+}

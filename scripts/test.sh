@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh machine: installs what the tests need (PostgreSQL server
+# binaries from Debian's packages, cargo-nextest when missing), then runs every test.
+# Usage: scripts/test.sh [extra nextest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/deps.sh
+
+ensure_postgres
+ensure_nextest
+
+# A target dir outside the clone is reused when it exists (faster CI); it is never required.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/sentinel-remedy-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "== build"
+cargo build --locked --all-targets
+echo "== tests"
+cargo nextest run --locked --no-fail-fast "$@"

@@ -1,0 +1,359 @@
+//! Shared fixtures for the black-box tests: real PostgreSQL clusters on free ports, the real
+//! daemon binary with JSON logs, and real HTTP receivers that check what Slack and Discord
+//! would accept. Nothing here imitates a component the daemon integrates with.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+pub mod receiver;
+
+use serde_json::Value;
+use sentinel_remedy::pgcluster::Cluster;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use receiver::Receiver;
+
+/// The daemon binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sentinel-remedy")
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics with `what` after `limit`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > end {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A throwaway cluster in a temp dir; stopped and removed on drop.
+pub struct Pg {
+    pub cluster: Cluster,
+    _dir: tempfile::TempDir,
+}
+
+impl Pg {
+    /// initdb + start, with a password unique to this cluster (tests grep for it).
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("sentinel-pg-").tempdir().expect("temp dir");
+        let password = format!("pw-{:016x}", rand::random::<u64>());
+        let cluster = Cluster::init(dir.path(), &password).expect("initdb");
+        cluster.start().expect("pg_ctl start");
+        Self { cluster, _dir: dir }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.cluster.postmaster_pid().expect("postmaster.pid readable")
+    }
+
+    /// SIGKILL the postmaster, as the OOM killer would.
+    pub fn kill9(&self) -> i32 {
+        let pid = self.pid();
+        // SAFETY: kill with a pid we read from the cluster's own pid file.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        pid
+    }
+
+    pub fn psql(&self, sql: &str) -> String {
+        self.cluster.psql(sql).unwrap_or_else(|e| panic!("psql {sql}: {e}"))
+    }
+
+    /// Whether the server answers SQL now.
+    pub fn answers(&self) -> bool {
+        self.cluster.psql("SELECT 1").map(|o| o == "1").unwrap_or(false)
+    }
+
+    /// Writes a unique line into the server log through the server itself.
+    pub fn log_marker(&self) -> String {
+        let marker = format!("sentinel-marker-{:x}", rand::random::<u64>());
+        self.psql(&format!("DO $$BEGIN RAISE LOG '{marker}'; END$$"));
+        marker
+    }
+
+    pub fn password(&self) -> &str {
+        &self.cluster.password
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        self.cluster.stop_quietly();
+    }
+}
+
+/// How one target of a test registry is written.
+pub struct TargetSpec<'a> {
+    pub name: &'a str,
+    pub pg: &'a Pg,
+    pub interval: &'a str,
+    pub timeout: &'a str,
+    pub threshold: u32,
+    pub pid_watch: bool,
+    pub query: &'a str,
+    pub max_restarts: u32,
+    pub recovery_timeout: &'a str,
+}
+
+impl<'a> TargetSpec<'a> {
+    pub fn new(name: &'a str, pg: &'a Pg) -> Self {
+        Self { name, pg, interval: "200ms", timeout: "1s", threshold: 3, pid_watch: true, query: "SELECT 1", max_restarts: 3, recovery_timeout: "60s" }
+    }
+
+    pub fn yaml(&self) -> String {
+        let c = &self.pg.cluster;
+        let argv = serde_json::to_string(&c.start_argv()).expect("argv");
+        let process = if self.pid_watch { format!("\n    process: {{ pid_file: \"{}\" }}", c.pid_file().display()) } else { String::new() };
+        format!(
+            r#"
+  - name: {name}
+    dsn: "{dsn}"
+    probe: {{ query: "{query}", interval: {interval}, timeout: {timeout}, failure_threshold: {threshold} }}
+    restart_budget: {{ max_restarts: {max}, window: 1h }}
+    recovery_timeout: {rt}{process}
+    forensics:
+      files: ["{log}", "{data}/pg_hba.conf", "{data}/postgresql.conf"]
+    heal:
+      command: {argv}
+"#,
+            name = self.name,
+            dsn = c.dsn(),
+            query = self.query,
+            interval = self.interval,
+            timeout = self.timeout,
+            threshold = self.threshold,
+            max = self.max_restarts,
+            rt = self.recovery_timeout,
+            log = c.root.join("log").join("*.log").display(),
+            data = c.data.display(),
+        )
+    }
+}
+
+/// A working directory for one daemon: registry, incidents and state dir.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Self { dir: tempfile::Builder::new().prefix("sentinel-ws-").tempdir().expect("temp dir") }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn config(&self) -> PathBuf {
+        self.path().join("targets.yaml")
+    }
+    pub fn incidents(&self) -> PathBuf {
+        self.path().join("incidents")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.path().join("state")
+    }
+
+    /// Writes the registry: local archive in this workspace, the given notify section and targets.
+    pub fn write_registry(&self, notify: &str, targets: &[TargetSpec]) -> PathBuf {
+        let body: String = targets.iter().map(TargetSpec::yaml).collect();
+        let text = format!("archive:\n  local: {{ dir: \"{}\" }}\nnotify:\n{notify}\ntargets:{body}", self.incidents().display());
+        std::fs::write(self.config(), text).expect("write registry");
+        self.config()
+    }
+
+    /// The incident bundles written so far (directories under incidents/).
+    pub fn bundles(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.incidents())
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+/// `notify:` lines pointing Slack, Discord and a generic webhook at one receiver.
+pub fn notify_all(r: &Receiver) -> String {
+    format!(
+        "  slack: {{ webhook_url: \"{0}/slack\" }}\n  discord: {{ webhook_url: \"{0}/discord\" }}\n  webhooks: [ {{ url: \"{0}/hook\" }} ]\n  max_backoff: 1s\n",
+        r.base()
+    )
+}
+
+/// The daemon running as a child process, its JSON log collected line by line.
+pub struct Daemon {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+    raw: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    /// `sentinel-remedy run --config <ws config> --state-dir <ws state>`.
+    pub fn run(ws: &Workspace, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(bin());
+        cmd.args(["--log-format", "json", "--log-level", "debug", "run", "--config"]).arg(ws.config()).arg("--state-dir").arg(ws.state());
+        cmd.current_dir(ws.path());
+        Self::spawn(cmd, env)
+    }
+
+    /// Any command line, with JSON logs at debug level.
+    pub fn spawn(mut cmd: Command, env: &[(&str, &str)]) -> Self {
+        cmd.env("SENTINEL_LOG_FORMAT", "json").env("SENTINEL_LOG_LEVEL", "debug").env_remove("SENTINEL_CONFIG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn daemon");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let raw = Arc::new(Mutex::new(String::new()));
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let err = child.stderr.take().expect("stderr");
+        let (l, r) = (lines.clone(), raw.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                r.lock().unwrap().push_str(&line);
+                r.lock().unwrap().push('\n');
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    l.lock().unwrap().push(v);
+                }
+            }
+        });
+        let out = child.stdout.take().expect("stdout");
+        let o = stdout.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                o.lock().unwrap().push_str(&line);
+                o.lock().unwrap().push('\n');
+            }
+        });
+        Self { child, lines, raw, stdout }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Every log record so far.
+    pub fn records(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Everything written to standard error, JSON or not.
+    pub fn log_text(&self) -> String {
+        self.raw.lock().unwrap().clone()
+    }
+
+    pub fn stdout_text(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Records with this `event` (and this `target`, when given).
+    pub fn events(&self, event: &str, target: Option<&str>) -> Vec<Value> {
+        self.records()
+            .into_iter()
+            .filter(|r| r["event"] == event && target.map_or(true, |t| r["target"] == t))
+            .collect()
+    }
+
+    pub fn count(&self, event: &str, target: Option<&str>) -> usize {
+        self.events(event, target).len()
+    }
+
+    /// Waits until `n` records of `event` exist; on timeout, panics showing the log.
+    pub fn wait_events(&self, event: &str, target: Option<&str>, n: usize, limit: Duration) -> Vec<Value> {
+        let end = Instant::now() + limit;
+        loop {
+            let found = self.events(event, target);
+            if found.len() >= n {
+                return found;
+            }
+            if Instant::now() > end {
+                panic!("timed out after {limit:?} waiting for {n} x {event} ({target:?}); log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_event(&self, event: &str, target: Option<&str>, limit: Duration) -> Value {
+        self.wait_events(event, target, 1, limit).remove(0)
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                // Give the reader threads a moment to drain the pipes.
+                std::thread::sleep(Duration::from_millis(100));
+                return st;
+            }
+            if Instant::now() > end {
+                panic!("daemon did not exit within {limit:?}; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a short command of the binary to completion: (status, stdout, stderr).
+pub fn run_cli(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).current_dir(cwd).env_remove("SENTINEL_CONFIG").stdin(Stdio::null());
+    for k in ["DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD"] {
+        cmd.env_remove(k);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run binary");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Asserts that `secret` appears nowhere in the log, the payloads received or the bundles.
+pub fn assert_secret_absent(secret: &str, d: &Daemon, r: Option<&Receiver>, ws: &Workspace) {
+    assert!(!d.log_text().contains(secret), "the password leaked into the daemon's log");
+    assert!(!d.stdout_text().contains(secret), "the password leaked into the daemon's stdout");
+    if let Some(r) = r {
+        for h in r.hits() {
+            assert!(!h.raw.contains(secret), "the password leaked into a payload to {}", h.path);
+        }
+    }
+    for f in files_under(&ws.incidents()).into_iter().chain(files_under(&ws.state())) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&bytes).contains(secret), "the password leaked into {}", f.display());
+    }
+}
