@@ -3,7 +3,6 @@
 //! lost silently.
 
 use slog::{Drain, Level, Logger};
-use std::io::Write as _;
 
 /// Output format of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 /// initdb and pg_ctl could not be found.
 #[derive(Debug, thiserror::Error)]
-#[error("PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in /usr/lib/postgresql/*/bin: install them (Debian: apt-get install postgresql) or add their directory to PATH")]
+#[error("PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in /usr/lib/postgresql/*/bin (or SENTINEL_PG_BIN_GLOB): install them (Debian: apt-get install postgresql) or add their directory to PATH")]
 pub struct MissingPostgres;
 
 /// A cluster operation failed.
@@ -34,7 +34,9 @@ pub fn find_bin_dir() -> Result<PathBuf, MissingPostgres> {
             }
         }
     }
-    let mut found: Vec<PathBuf> = glob::glob("/usr/lib/postgresql/*/bin").map_err(|_| MissingPostgres)?.filter_map(Result::ok)
+    // Other layouts (RHEL's /usr/pgsql-*/bin, say) can be named with SENTINEL_PG_BIN_GLOB.
+    let pattern = std::env::var("SENTINEL_PG_BIN_GLOB").unwrap_or_else(|_| "/usr/lib/postgresql/*/bin".into());
+    let mut found: Vec<PathBuf> = glob::glob(&pattern).map_err(|_| MissingPostgres)?.filter_map(Result::ok)
         .filter(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file()).collect();
     found.sort_by_key(|p| p.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0));
     found.pop().ok_or(MissingPostgres)

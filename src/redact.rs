@@ -16,6 +16,9 @@ pub fn redact_dsn(dsn: &str) -> String {
         }
         return u.to_string();
     }
+    if let Some(r) = redact_unparsable_url(dsn) {
+        return r;
+    }
     // key=value form: replace the value after `password=`, quoted or not.
     let mut out = String::new();
     let mut rest = dsn;
@@ -98,5 +101,25 @@ mod tests {
     #[test]
     fn webhook_only_shows_host() {
         assert_eq!(url_host("https://hooks.slack.com/services/T/B/secret"), "https://hooks.slack.com");
+    }
+}
+
+/// A URL-shaped DSN that the URL parser rejects (a bad port, say) still hides its password:
+/// everything between the first ':' of the user info and the last '@' is masked.
+fn redact_unparsable_url(dsn: &str) -> Option<String> {
+    let scheme_end = dsn.find("://")? + 3;
+    let rest = &dsn[scheme_end..];
+    let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let at = rest[..auth_end].rfind('@')?;
+    let colon = rest[..at].find(':')?;
+    Some(format!("{}{}:***{}", &dsn[..scheme_end], &rest[..colon], &rest[at..]))
+}
+
+#[cfg(test)]
+mod unparsable_tests {
+    #[test]
+    fn a_dsn_the_url_parser_rejects_still_hides_its_password() {
+        assert_eq!(super::redact_dsn("postgres://u:s3cret@h:99999/db"), "postgres://u:***@h:99999/db");
+        assert_eq!(super::redact_dsn("postgresql://u:p@ss@w@h:x/db"), "postgresql://u:***@h:x/db");
     }
 }

@@ -64,6 +64,15 @@ pub fn load_str(
             problems.push("targets", "no targets are listed", "add at least one entry under `targets:` with a name and a dsn");
         }
         Some(Value::Sequence(seq)) => {
+            // Duplicates are found on the raw names, so a target with another error still counts.
+            let mut names = HashSet::new();
+            for (i, item) in seq.iter().enumerate() {
+                if let Some(name) = item.get("name").and_then(Value::as_str) {
+                    if !names.insert(name) {
+                        problems.push(format!("targets[{i}].name"), format!("duplicate target name '{name}'"), "give every target a unique name");
+                    }
+                }
+            }
             for (i, item) in seq.iter().enumerate() {
                 if let Some(t) = typed::<RawTarget>(item.clone(), &format!("targets[{i}]"), &mut problems) {
                     targets_raw.push((i, t));
@@ -98,14 +107,11 @@ pub(crate) fn build(
         .and_then(|d| duration(d, "defaults.recovery_timeout", problems))
         .unwrap_or(Duration::from_secs(120));
 
-    let mut names = HashSet::new();
     let mut targets = Vec::new();
     for (i, t) in targets_raw {
         let at = format!("targets[{i}]");
         if t.name.trim().is_empty() || !t.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             problems.push(format!("{at}.name"), format!("'{}' is not a usable target name", t.name), "use letters, digits, '-', '_' or '.' (it becomes part of file names)");
-        } else if !names.insert(t.name.clone()) {
-            problems.push(format!("{at}.name"), format!("duplicate target name '{}'", t.name), "give every target a unique name");
         }
         let dsn = match Dsn::parse(&t.dsn) {
             Ok(d) => Some(d),
@@ -198,7 +204,13 @@ fn build_notify(raw: RawNotify, problems: &mut Problems) -> NotifyConfig {
 
 /// Checks a webhook URL; the message shows only scheme and host, since the path is the secret.
 fn webhook_url(text: &str, path: &str, problems: &mut Problems) -> bool {
-    let fix = "use a full http(s) URL such as https://hooks.slack.com/services/...";
+    let fix = if path.contains("slack") {
+        "use the full https URL Slack gave for the incoming webhook (https://hooks.slack.com/services/...)"
+    } else if path.contains("discord") {
+        "use the full https URL Discord gave for the webhook (https://discord.com/api/webhooks/...)"
+    } else {
+        "use a full http(s) URL such as https://ops.example.com/hook"
+    };
     if text.trim().is_empty() {
         problems.push(path, "the URL is empty", format!("{fix}, or remove the channel (an unset ${{VAR}} expands to nothing only if you set it to empty)"));
         return false;
