@@ -1,1 +1,193 @@
-fn main() {}
+//! Recovery benchmark: how fast a crashed PostgreSQL is detected and back, next to the floor
+//! (the same cluster restarted by a bare script), and what watching costs in memory and CPU.
+//! Run through `scripts/bench.sh`. Prints figures; asserts nothing about time.
+//!
+//! Knobs (environment): BENCH_RUNS (5), BENCH_WINDOW (seconds of each resource sample, 60),
+//! BENCH_TARGETS ("1,10,50").
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use chrono::{DateTime, Utc};
+use sentinel_remedy::pgcluster::Cluster;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::{Daemon, Pg, TargetSpec, Workspace};
+
+const LONG: Duration = Duration::from_secs(90);
+
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    Kill9,
+    ImmediateStop,
+}
+
+impl Fault {
+    fn label(self) -> &'static str {
+        match self {
+            Fault::Kill9 => "kill -9",
+            Fault::ImmediateStop => "stop -m immediate",
+        }
+    }
+
+    /// Injects the fault; returns the wall-clock time it happened. The postmaster is reaped
+    /// at once if it is our child (we are a subreaper, as a good init would be).
+    fn inject(self, pg: &Pg) -> DateTime<Utc> {
+        let pid = pg.pid();
+        let at = Utc::now();
+        match self {
+            // SAFETY: the postmaster of our own cluster.
+            Fault::Kill9 => unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            },
+            // --no-wait: a supervisor may restart the server before pg_ctl would see it gone.
+            Fault::ImmediateStop => pg.cluster.stop_nowait("immediate").expect("pg_ctl stop -m immediate"),
+        }
+        // SAFETY: waitpid on one pid; ECHILD at once when it is not our child.
+        std::thread::spawn(move || unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) });
+        at
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+fn env_num(key: &str, default: u64) -> u64 {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The floor: a script that starts the server again as soon as it can, no supervisor, no
+/// probe. Retries `pg_ctl start` the way any restart script must right after a crash.
+fn floor_once(pg: &Pg, fault: Fault) -> f64 {
+    let t0 = Instant::now();
+    fault.inject(pg);
+    loop {
+        if pg.cluster.start().is_ok() && pg.answers() {
+            return t0.elapsed().as_secs_f64();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(t0.elapsed() < LONG, "the floor script could not restart the cluster");
+    }
+}
+
+fn ts(r: &serde_json::Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(r["ts"].as_str().expect("ts")).expect("rfc3339").with_timezone(&Utc)
+}
+
+/// One supervised incident: (seconds to detect, seconds to recover), from the fault.
+fn supervised_once(d: &Daemon, pg: &Pg, fault: Fault, n: usize) -> (f64, f64) {
+    let at = fault.inject(pg);
+    let declared = d.wait_events("incident_declared", Some("bench"), n, LONG).pop().expect("declared");
+    let recovered = d.wait_events("target_recovered", Some("bench"), n, LONG).pop().expect("recovered");
+    let secs = |t: DateTime<Utc>| (t - at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+    let out = (secs(ts(&declared)), secs(ts(&recovered)));
+    // Let the target settle back into its healthy cadence before the next fault.
+    support::wait_for(LONG, "answers again", || pg.answers().then_some(()));
+    std::thread::sleep(Duration::from_millis(1500));
+    out
+}
+
+fn recovery_section(runs: usize) {
+    let pg = Pg::start();
+    // The floor on this host as it is: the killed postmaster is reaped by the host's init.
+    let mut init_floor: Vec<f64> = (0..runs).map(|_| floor_once(&pg, Fault::Kill9)).collect();
+    let init_floor = median(&mut init_floor);
+    // From here on the bench adopts the servers its scripts start and reaps them at once, as
+    // the daemon does with the servers it restarts.
+    sentinel_remedy::reaper::become_subreaper().expect("PR_SET_CHILD_SUBREAPER");
+    pg.cluster.stop("fast").expect("stop");
+    pg.cluster.start().expect("start adopted");
+    println!("\n## Recovery (interval 1s, threshold 3, median of {runs})\n");
+    println!("Floor with this host's init reaping the dead postmaster (kill -9): {init_floor:.3} s.");
+    println!("Below, the floor is a bare restart script whose dead postmaster is reaped at once.\n");
+    println!("| fault | floor (script restart) | pid watch | detect | recover | recover - floor | goal |");
+    println!("|---|---|---|---|---|---|---|");
+    for fault in [Fault::Kill9, Fault::ImmediateStop] {
+        let mut floor: Vec<f64> = (0..runs).map(|_| floor_once(&pg, fault)).collect();
+        let floor = median(&mut floor);
+        for pid_watch in [true, false] {
+            let ws = Workspace::new();
+            ws.write_registry("  console: false\n", &[TargetSpec {
+                interval: "1s",
+                timeout: "1s",
+                threshold: 3,
+                pid_watch,
+                max_restarts: 1000,
+                ..TargetSpec::new("bench", &pg)
+            }]);
+            let d = Daemon::run(&ws, &[]);
+            d.wait_event("probe_ok", Some("bench"), LONG);
+            std::thread::sleep(Duration::from_millis(1200));
+            let (mut det, mut rec): (Vec<f64>, Vec<f64>) = (1..=runs).map(|n| supervised_once(&d, &pg, fault, n)).unzip();
+            let (det, rec) = (median(&mut det), median(&mut rec));
+            let allowance = if pid_watch { 0.5 } else { 0.5 + 3.0 };
+            let goal = if rec - floor <= allowance { "met" } else { "MISSED" };
+            println!("| {} | {floor:.3} s | {} | {det:.3} s | {rec:.3} s | {:+.3} s | within {allowance:.1} s: {goal} |",
+                fault.label(), if pid_watch { "on" } else { "off" }, rec - floor);
+            drop(d);
+        }
+    }
+}
+
+/// utime+stime of a process in clock ticks, and its resident set in KiB.
+fn proc_usage(pid: i32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let rss = status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (ticks, rss)
+}
+
+fn resource_section(counts: &[usize], window: Duration) {
+    // A few clusters shared by all targets: the daemon's cost does not depend on which server
+    // a connection goes to.
+    let clusters: Vec<Pg> = (0..5).map(|_| Pg::start()).collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    println!("\n## Cost of watching healthy targets (interval 1s, pid watch on, log level info, {} s window)\n", window.as_secs());
+    println!("| targets | resident memory | CPU (% of one core) | CPU seconds per minute | goal (< 15 MiB, < 0.5 %) |");
+    println!("|---|---|---|---|---|");
+    for &n in counts {
+        let ws = Workspace::new();
+        let names: Vec<String> = (0..n).map(|i| format!("t{i:03}")).collect();
+        let specs: Vec<TargetSpec> = names.iter().enumerate().map(|(i, name)| TargetSpec { interval: "1s", ..TargetSpec::new(name, &clusters[i % clusters.len()]) }).collect();
+        ws.write_registry("  console: false\n", &specs);
+        let mut cmd = Command::new(support::bin());
+        cmd.args(["--log-format", "json", "run", "--config"]).arg(ws.config()).arg("--state-dir").arg(ws.state());
+        let d = Daemon::spawn(cmd, &[("SENTINEL_LOG_LEVEL", "info")]);
+        d.wait_events("monitor_started", None, n, LONG);
+        std::thread::sleep(Duration::from_secs(5)); // connections made, allocator warmed up
+        let (t0, _) = proc_usage(d.pid());
+        let start = Instant::now();
+        std::thread::sleep(window);
+        let (t1, rss) = proc_usage(d.pid());
+        let cpu_s = (t1 - t0) as f64 / hz;
+        let share = cpu_s / start.elapsed().as_secs_f64() * 100.0;
+        let mib = rss as f64 / 1024.0;
+        let goal = if mib < 15.0 && share < 0.5 { "met" } else { "MISSED" };
+        println!("| {n} | {mib:.1} MiB | {share:.3} % | {:.3} | {goal} |", cpu_s * 60.0 / start.elapsed().as_secs_f64());
+        assert_eq!(d.count("probe_failed", None), 0, "targets stayed healthy during the sample");
+    }
+    drop(clusters);
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` would pass nothing useful either.
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let runs = env_num("BENCH_RUNS", 5) as usize;
+    let window = Duration::from_secs(env_num("BENCH_WINDOW", 60));
+    let counts: Vec<usize> = std::env::var("BENCH_TARGETS").unwrap_or_else(|_| "1,10,50".into()).split(',').filter_map(|s| s.trim().parse().ok()).collect();
+    println!("# sentinel-remedy recovery benchmark");
+    println!("PostgreSQL: {}", Cluster::version().unwrap_or_else(|_| "unknown".into()));
+    recovery_section(runs);
+    resource_section(&counts, window);
+}

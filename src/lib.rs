@@ -8,6 +8,7 @@
 //! - `incident`: incidents and the per-target record that outlives a Monitor.
 //! - `probe`: SQL probes and failure classification (SQLSTATE kept).
 //! - `pidwatch`: instant postmaster-death detection through a pidfd.
+//! - `reaper`: adopts and reaps the postmasters heal commands start (no lingering zombies).
 //! - `archive`: forensic bundles (local directory sink, manifest).
 //! - `heal`: heal actions (command).
 //! - `notify`: notices and the Slack, Discord, webhook and console formats; delivery retries.
@@ -29,5 +30,6 @@ pub mod notify;
 pub mod pgcluster;
 pub mod pidwatch;
 pub mod probe;
+pub mod reaper;
 pub mod redact;
 pub mod signals;

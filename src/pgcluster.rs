@@ -107,6 +107,12 @@ impl Cluster {
         Ok(c)
     }
 
+    /// `postgres --version` of the binaries in use.
+    pub fn version() -> Result<String, ClusterError> {
+        let out = Command::new(find_bin_dir()?.join("postgres")).arg("--version").output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
     /// The argv that starts this cluster: also its heal command.
     pub fn start_argv(&self) -> Vec<String> {
         let mut v = self.prefix.clone();
@@ -124,6 +130,11 @@ impl Cluster {
     /// `pg_ctl stop -m <mode>` (fast, immediate, smart).
     pub fn stop(&self, mode: &str) -> Result<(), ClusterError> {
         self.run("pg_ctl", &["-D", &self.data.display().to_string(), "-m", mode, "-w", "stop"])
+    }
+
+    /// `pg_ctl stop -m <mode> --no-wait`: signals the postmaster and returns at once.
+    pub fn stop_nowait(&self, mode: &str) -> Result<(), ClusterError> {
+        self.run("pg_ctl", &["-D", &self.data.display().to_string(), "-m", mode, "-W", "stop"])
     }
 
     /// Stops the server if it runs; errors are ignored (cleanup).

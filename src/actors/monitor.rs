@@ -429,6 +429,8 @@ impl Monitor {
         self.watch = Some(ctx.spawn(fut.into_actor(self).map(|pid, act, ctx| {
             act.watch = None;
             act.process_dead = true;
+            // If we adopted it (we started it), reap it now: its zombie would block the restart.
+            crate::reaper::sweep();
             warn!(act.log, "postmaster exited"; "event" => "process_exited", "pid" => pid);
             act.schedule_probe(ctx, Duration::ZERO);
         })));
