@@ -284,3 +284,30 @@ fn sigterm_stops_cleanly_with_status_0() {
     assert_eq!(d.count("shutdown_complete", None), 1);
     assert!(pg.answers(), "stopping the daemon leaves the database alone");
 }
+
+#[test]
+fn a_server_answering_57p03_is_recovering_and_never_restarted() {
+    let pg = Pg::start();
+    // A standby with hot_standby off and no primary: a real server that answers every
+    // connection with 57P03 ("the database system is starting up") for as long as it runs.
+    pg.cluster.stop("fast").unwrap();
+    std::fs::write(pg.cluster.data.join("standby.signal"), "").unwrap();
+    let conf = pg.cluster.data.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("hot_standby = off\n");
+    std::fs::write(&conf, text).unwrap();
+    pg.cluster.start().expect("standby starts");
+    let pid = pg.pid();
+
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    ws.write_registry(&notify_all(&rx), &[TargetSpec { threshold: 1, interval: "200ms", ..TargetSpec::new("standby", &pg) }]);
+    let d = Daemon::run(&ws, &[]);
+    let rec = d.wait_event("probe_recovering", Some("standby"), LONG);
+    assert_eq!(rec["sqlstate"], "57P03", "{rec}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(d.count("incident_declared", None), 0, "57P03 is not a failure");
+    assert_eq!(d.count("heal_issued", None), 0);
+    assert_eq!(pg.pid(), pid, "the recovering server was left alone");
+    assert!(rx.hits().is_empty());
+}

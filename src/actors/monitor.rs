@@ -51,6 +51,8 @@ pub struct Monitor {
     /// The pid watch saw the postmaster exit and no probe has passed since.
     process_dead: bool,
     retired: bool,
+    /// The last probe answered 57P03 (logged at info only when that starts).
+    recovering: bool,
 }
 
 /// While an incident is open, probe this often to see recovery quickly.
@@ -60,7 +62,7 @@ impl Monitor {
     pub fn new(target: Arc<TargetConfig>, record: SharedRecord, peers: Peers, log: &Logger) -> Self {
         let log = log.new(slog::o!("actor" => "monitor", "target" => target.name.clone()));
         let prober = Prober::new(&target);
-        Self { target, log, record, peers, prober: Some(prober), next_probe: None, probe_again: false, watch: None, process_dead: false, retired: false }
+        Self { target, log, record, peers, prober: Some(prober), next_probe: None, probe_again: false, watch: None, process_dead: false, retired: false, recovering: false }
     }
 
     fn schedule_probe(&mut self, ctx: &mut Context<Self>, delay: Duration) {
@@ -112,15 +114,26 @@ impl Monitor {
                 Ok(()) => {
                     debug!(self.log, "probe ok"; "event" => "probe_ok", "latency_ms" => out.latency.as_millis() as u64);
                     self.process_dead = false;
+                    self.recovering = false;
                     self.on_success(&mut rec)
                 }
                 Err(f) if f.class == FailureClass::Recovering => {
                     // 57P03: starting up or in crash recovery. Alive, not failed: never restarted for.
-                    info!(self.log, "server is starting up or in recovery; waiting"; "event" => "probe_recovering",
-                        "sqlstate" => f.sqlstate.as_deref().unwrap_or(""), "phase" => rec.phase.label());
+                    // Said once at info when it starts, then at debug on every probe.
+                    if self.recovering {
+                        debug!(self.log, "server still starting up or in recovery"; "event" => "probe_recovering",
+                            "sqlstate" => f.sqlstate.as_deref().unwrap_or(""), "phase" => rec.phase.label());
+                    } else {
+                        info!(self.log, "server is starting up or in recovery; waiting"; "event" => "probe_recovering",
+                            "sqlstate" => f.sqlstate.as_deref().unwrap_or(""), "phase" => rec.phase.label());
+                    }
+                    self.recovering = true;
                     vec![]
                 }
-                Err(f) => self.on_failure(&mut rec, f),
+                Err(f) => {
+                    self.recovering = false;
+                    self.on_failure(&mut rec, f)
+                }
             }
         };
         self.run_steps(steps, ctx);
