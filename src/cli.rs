@@ -136,7 +136,8 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
     }
     let system = actix_rt::System::new();
     let ok = system.block_on(async move {
-        let (sup, done) = Supervisor::launch(log.clone(), settings);
+        let uploader = Supervisor::uploader(&log, &settings).await;
+        let (sup, done) = Supervisor::launch(log.clone(), settings, uploader);
         if let Err(e) = crate::signals::forward(sup) {
             slog::error!(log, "cannot install signal handlers"; "error" => %e);
             return false;

@@ -137,6 +137,8 @@ pub struct TargetRecord {
     /// Escalated and waiting: no new incident until recovery or the window elapses.
     pub quiet_until: Option<Instant>,
     pub last_probe: Option<(DateTime<Utc>, std::time::Duration)>,
+    /// What SQL could tell when this run of failures began (for the bundle).
+    pub snapshot: Option<crate::probe::snapshot::SqlSnapshot>,
 }
 
 impl Default for TargetRecord {
@@ -150,6 +152,7 @@ impl Default for TargetRecord {
             budget_alerted: false,
             quiet_until: None,
             last_probe: None,
+            snapshot: None,
         }
     }
 }

@@ -22,6 +22,12 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ("missing variable", "notify:\n  discord: { webhook_url: \"${SENTINEL_TEST_UNSET_VAR}\" }\ntargets:\n{T}", "notify.discord.webhook_url", "SENTINEL_TEST_UNSET_VAR is not set"),
     ("broken YAML", "targets:\n  - name: [\n", "(document)", "not valid YAML"),
     ("no targets", "defaults: {}\n", "targets", "no targets"),
+    ("bad bucket name", "archive:\n  s3: { bucket: My_Bucket }\ntargets:\n{T}", "archive.s3.bucket", "not a valid bucket name"),
+    ("bad sse", "archive:\n  s3: { bucket: b-1, sse: rot13 }\ntargets:\n{T}", "archive.s3.sse", "not a server-side encryption mode"),
+    ("part size too small", "archive:\n  s3: { bucket: b-1, part_size: 1MiB }\ntargets:\n{T}", "archive.s3.part_size", "outside S3's part limits"),
+    ("bad size", "archive:\n  max_file_size: lots\ntargets:\n{T}", "archive.max_file_size", "not a size"),
+    ("bad endpoint", "archive:\n  s3: { bucket: b-1, endpoint: \"minio:9000\" }\ntargets:\n{T}", "archive.s3.endpoint", "not an http(s) URL"),
+    ("unknown s3 key", "archive:\n  s3: { bucket: b-1, buckit: x }\ntargets:\n{T}", "archive.s3.buckit", "unknown field"),
     ("zero budget window", "targets:\n{T}    restart_budget: { window: 0 }\n", "targets[0].restart_budget.window", "unlimited restarts"),
 ];
 

@@ -34,3 +34,15 @@ ensure_nextest() {
     echo "== installing cargo-nextest"
     cargo install --locked cargo-nextest
 }
+
+# A real S3-API server for the archive tests: moto's server mode. Pinned: 5.2.x answers
+# CompleteMultipartUpload with a root element real S3 never sends.
+MOTO_VERSION=5.0.28
+ensure_moto() {
+    if command -v moto_server >/dev/null 2>&1 && python3 -c "import moto,sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+        return
+    fi
+    echo "== installing moto[server]==$MOTO_VERSION (S3 test server)"
+    python3 -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+}

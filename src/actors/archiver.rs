@@ -1,8 +1,14 @@
 //! The Archiver: writes one forensic bundle per incident, off the actor's thread, and adds the
 //! heal log afterwards. A repeated request for the same incident gets the first result.
+//! With S3 configured, the bundle is written locally first (the local sink, or the spool's
+//! staging dir) and then uploaded; the reply waits for the upload at most `archive.timeout`,
+//! after which the upload goes on in the background and the heal proceeds.
 
 use super::messages::{Archive, ArchiveReport, AttachHeal, Drain, IncidentFacts};
 use crate::archive::local;
+use crate::archive::spool::{PendingUpload, Spool};
+use crate::archive::uploader::{UploadState, Uploader};
+use crate::config::ArchiveConfig;
 use actix::prelude::*;
 use slog::{error, info, warn, Logger};
 use std::collections::HashMap;
@@ -18,22 +24,32 @@ enum Slot {
     Done(Outcome, IncidentFacts),
 }
 
-/// Change where bundles go (registry reload).
+/// Change where bundles go (registry reload); a new uploader when the S3 sink changed.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SetArchiveDir(pub PathBuf);
+pub struct SetArchive(pub ArchiveConfig, pub Option<Arc<Uploader>>);
 
 pub struct Archiver {
     log: Logger,
-    root: PathBuf,
+    cfg: ArchiveConfig,
+    spool: Spool,
+    uploader: Option<Arc<Uploader>>,
     slots: HashMap<String, Slot>,
     /// Bundles (and heal attachments) being written now; shutdown waits for them.
     pending: Arc<AtomicUsize>,
 }
 
 impl Archiver {
-    pub fn new(log: Logger, root: PathBuf) -> Self {
-        Self { log: log.new(slog::o!("actor" => "archiver")), root, slots: HashMap::new(), pending: Arc::default() }
+    pub fn new(log: Logger, cfg: ArchiveConfig, spool: Spool, uploader: Option<Arc<Uploader>>) -> Self {
+        Self { log: log.new(slog::o!("actor" => "archiver")), cfg, spool, uploader, slots: HashMap::new(), pending: Arc::default() }
+    }
+
+    /// Where bundles are written on this host.
+    fn root(&self) -> (PathBuf, bool) {
+        match &self.cfg.local_dir {
+            Some(d) => (d.clone(), false),
+            None => (self.spool.staging_root(), true),
+        }
     }
 
     /// Keeps the dedup table bounded: finished incidents older than the newest 1000 go.
@@ -68,15 +84,35 @@ impl Handler<Archive> for Archiver {
             None => {
                 self.slots.insert(id.clone(), Slot::InFlight(vec![tx]));
                 self.pending.fetch_add(1, Ordering::SeqCst);
-                let root = self.root.clone();
+                let (root, staged) = self.root();
                 let facts = msg.incident.clone();
                 let patterns = msg.target.forensic_files.clone();
-                let work = tokio::task::spawn_blocking(move || local::write_bundle(&root, &facts, &patterns));
+                let (cap, wait) = (self.cfg.max_file_size, self.cfg.timeout);
+                let uploader = self.uploader.clone();
+                let target = msg.target.clone();
+                let snapshot = msg.snapshot;
+                let log = self.log.clone();
+                let work = async move {
+                    // Nothing captured while suspect (threshold 1): ask now, within the probe timeout.
+                    let snapshot = match snapshot {
+                        Some(s) => s,
+                        None => crate::probe::snapshot::capture(&target).await,
+                    };
+                    let f = facts.clone();
+                    let mut report = tokio::task::spawn_blocking(move || local::write_bundle(&root, &f, &patterns, cap, Some(&snapshot)))
+                        .await
+                        .map_err(|e| format!("archive task failed: {e}"))?
+                        .map_err(|e| e.to_string())?;
+                    if let Some(up) = uploader {
+                        report.location = upload(&up, &facts, &report, staged, wait, &log).await;
+                    }
+                    Ok(report)
+                };
                 let facts = msg.incident;
                 ctx.spawn(work.into_actor(self).map(move |res, act, _| {
                     act.pending.fetch_sub(1, Ordering::SeqCst);
                     let outcome: Outcome = match res {
-                        Ok(Ok(report)) => {
+                        Ok(report) => {
                             info!(act.log, "forensic bundle written"; "event" => "archive_written", "target" => &facts.target,
                                 "incident" => &facts.incident_id, "location" => &report.location, "files" => report.files.len(),
                                 "missing" => report.missing.len());
@@ -86,8 +122,7 @@ impl Handler<Archive> for Archiver {
                             }
                             Ok(report)
                         }
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(e) => Err(format!("archive task failed: {e}")),
+                        Err(e) => Err(e),
                     };
                     if let Err(e) = &outcome {
                         error!(act.log, "forensic bundle could not be written; healing goes ahead without it";
@@ -115,12 +150,21 @@ impl Handler<AttachHeal> for Archiver {
             return; // no bundle to attach to (archive failed, or it was pruned)
         };
         let (report, facts) = (report.clone(), facts.clone());
-        let dir = PathBuf::from(&report.location);
+        let dir = report.dir.clone();
+        let staged = self.cfg.local_dir.is_none();
         self.pending.fetch_add(1, Ordering::SeqCst);
-        let work = tokio::task::spawn_blocking(move || local::attach_heal(&dir, &facts, &report, &msg.report));
+        let f = facts.clone();
+        let work = tokio::task::spawn_blocking(move || local::attach_heal(&dir, &f, &report, &msg.report));
         let id = msg.incident_id;
         ctx.spawn(work.into_actor(self).map(move |res, act, _| {
             act.pending.fetch_sub(1, Ordering::SeqCst);
+            if let (Some(up), Some(Slot::Done(Ok(report), _))) = (&act.uploader, act.slots.get(&id)) {
+                // The heal log and the new manifest follow the bundle to S3 (in the background).
+                let rec = PendingUpload { incident_id: id.clone(), target: facts.target.clone(), bundle_dir: report.dir.clone(), staged, complete: true, uploaded: Default::default() };
+                if let Err(e) = up.submit(rec) {
+                    error!(act.log, "cannot spool the heal log for upload"; "incident" => &id, "error" => %e);
+                }
+            }
             match res {
                 Ok(Ok(())) => info!(act.log, "heal log added to bundle"; "event" => "heal_log_archived", "incident" => &id),
                 Ok(Err(e)) => error!(act.log, "heal log not added to bundle"; "incident" => &id, "error" => %e),
@@ -130,16 +174,51 @@ impl Handler<AttachHeal> for Archiver {
     }
 }
 
-impl Handler<SetArchiveDir> for Archiver {
+impl Handler<SetArchive> for Archiver {
     type Result = ();
-    fn handle(&mut self, msg: SetArchiveDir, _: &mut Self::Context) {
-        self.root = msg.0;
+    fn handle(&mut self, msg: SetArchive, _: &mut Self::Context) {
+        self.cfg = msg.0;
+        self.uploader = msg.1;
+    }
+}
+
+/// Spools the bundle for S3 and waits for the upload at most `wait`; returns the location
+/// text for the alert.
+async fn upload(up: &Arc<Uploader>, facts: &IncidentFacts, report: &ArchiveReport, staged: bool, wait: std::time::Duration, log: &Logger) -> String {
+    let url = up.url_for(&facts.incident_id);
+    let rec = PendingUpload { incident_id: facts.incident_id.clone(), target: facts.target.clone(), bundle_dir: report.dir.clone(), staged, complete: false, uploaded: Default::default() };
+    let mut rx = match up.submit(rec) {
+        Ok(rx) => rx,
+        Err(e) => {
+            error!(log, "cannot write the spool record; the bundle is only on local disk"; "event" => "archive_upload_failed",
+                "incident" => &facts.incident_id, "error_kind" => "local_file", "error" => %e);
+            return format!("{} (NOT uploaded to {url}: spool unwritable: {e})", report.dir.display());
+        }
+    };
+    let done = tokio::time::timeout(wait, rx.wait_for(|s| matches!(s, UploadState::Done(_)))).await.map(|r| r.is_ok()).unwrap_or(false);
+    match done {
+        true if staged => url,
+        true => format!("{url} (local copy: {})", report.dir.display()),
+        _ => {
+            let why = match &*rx.borrow() {
+                UploadState::Failing(kind, _) => format!(", last error: {}", kind.label()),
+                _ => String::new(),
+            };
+            warn!(log, "S3 upload not finished within archive.timeout; the heal goes ahead, the upload continues in the background";
+                "event" => "archive_upload_pending", "incident" => &facts.incident_id, "timeout_s" => wait.as_secs_f64());
+            format!("{} (upload to {url} pending{why})", report.dir.display())
+        }
     }
 }
 
 impl Handler<Drain> for Archiver {
     type Result = ResponseFuture<usize>;
     fn handle(&mut self, msg: Drain, _: &mut Self::Context) -> Self::Result {
+        let uploads = self.uploader.as_ref().map_or(0, |u| u.in_progress());
+        if uploads > 0 {
+            warn!(self.log, "uploads still pending stay in the spool and resume at the next start"; "event" => "archive_uploads_spooled",
+                "count" => uploads, "spool" => %self.spool.staging_root().parent().map(|p| p.display().to_string()).unwrap_or_default());
+        }
         Box::pin(super::wait_for_zero(self.pending.clone(), msg.deadline))
     }
 }

@@ -23,6 +23,9 @@ pub struct Archive {
     pub incident: IncidentFacts,
     /// The target's configuration (file patterns, endpoint).
     pub target: Arc<TargetConfig>,
+    /// What SQL could still tell while the target was suspect (None: not captured yet; the
+    /// Archiver then tries itself unless the postmaster is known dead).
+    pub snapshot: Option<crate::probe::snapshot::SqlSnapshot>,
 }
 
 /// What the manifest says about an incident.
@@ -42,12 +45,17 @@ pub struct IncidentFacts {
 /// Where a bundle went and what it holds.
 #[derive(Debug, Clone, Serialize)]
 pub struct ArchiveReport {
-    /// Directory (or later URL) of the bundle.
+    /// Where the bundle is, for people: the S3 URL, the local directory, or both, or the spool
+    /// path while the upload is pending.
     pub location: String,
+    /// The bundle's directory on this host (local sink, or the spool's staging copy).
+    pub dir: std::path::PathBuf,
     /// Files copied, with sizes and hashes.
     pub files: Vec<crate::archive::FileEntry>,
     /// Patterns that matched nothing or files that could not be read.
     pub missing: Vec<crate::archive::Missing>,
+    /// Whether the SQL snapshot was taken and answered.
+    pub sql_snapshot: Option<crate::archive::manifest::SnapshotSummary>,
 }
 
 /// Restart a target (once per incident id), retrying a failed start until recovery_timeout.

@@ -30,6 +30,8 @@ pub struct Peers {
 
 /// Something to do once the record's lock is released.
 enum Step {
+    /// Capture what SQL can still tell, while the target is only suspect.
+    Snapshot,
     Archive(IncidentFacts),
     Heal(String),
     Notify(Notice),
@@ -170,6 +172,7 @@ impl Monitor {
             }
         }
         rec.phase = Phase::Healthy;
+        rec.snapshot = None;
         steps
     }
 
@@ -194,8 +197,9 @@ impl Monitor {
                     };
                     return self.declare(rec, f, hard);
                 }
+                let first = rec.phase == Phase::Healthy;
                 rec.phase = Phase::Suspect;
-                vec![]
+                if first { vec![Step::Snapshot] } else { vec![] }
             }
             Phase::Held => {
                 debug!(self.log, "probe failed while held"; "class" => f.class.label());
@@ -365,9 +369,23 @@ impl Monitor {
     fn run_steps(&mut self, steps: Vec<Step>, ctx: &mut Context<Self>) {
         for step in steps {
             match step {
+                Step::Snapshot => {
+                    let target = self.target.clone();
+                    let work = async move { crate::probe::snapshot::capture(&target).await };
+                    ctx.spawn(work.into_actor(self).map(|snap, act, _| {
+                        let mut rec = act.record.lock();
+                        if rec.phase != Phase::Healthy && rec.snapshot.is_none() {
+                            debug!(act.log, "SQL snapshot captured"; "answered" => snap.answered);
+                            rec.snapshot = Some(snap);
+                        }
+                    }));
+                }
                 Step::Archive(facts) => {
                     let id = facts.incident_id.clone();
-                    let req = self.peers.archiver.send(Archive { incident: facts, target: self.target.clone() });
+                    let snapshot = self.record.lock().snapshot.take().or_else(|| {
+                        facts.hard_failure.then(|| crate::probe::snapshot::SqlSnapshot::not_taken("the postmaster had exited: no server left to ask"))
+                    });
+                    let req = self.peers.archiver.send(Archive { incident: facts, target: self.target.clone(), snapshot });
                     ctx.spawn(req.into_actor(self).map(move |res, act, ctx| {
                         let outcome = match res {
                             Ok(Ok(report)) => Ok(report.location),

@@ -3,7 +3,10 @@
 //! down in order: monitors first, then drain the archiver, healer and notifier under one
 //! deadline.
 
-use super::archiver::{Archiver, SetArchiveDir};
+use super::archiver::{Archiver, SetArchive};
+use crate::archive::s3::S3Sink;
+use crate::archive::spool::Spool;
+use crate::archive::uploader::Uploader;
 use super::healer::Healer;
 use super::messages::{Drain, Reload, Retire, Shutdown};
 use super::monitor::{Monitor, Peers};
@@ -45,9 +48,22 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
+    /// Builds the S3 uploader when the registry has an S3 sink, and resumes what the spool
+    /// holds from an earlier run.
+    pub async fn uploader(log: &Logger, settings: &SupervisorSettings) -> Option<Arc<Uploader>> {
+        let s3 = settings.registry.archive.s3.as_ref()?;
+        let sink = S3Sink::new(s3).await;
+        let up = Uploader::new(sink, Spool::new(&settings.state_dir), log.new(slog::o!("actor" => "uploader")));
+        let resumed = up.resume_all();
+        info!(log, "S3 archive configured"; "event" => "s3_configured", "bucket" => &s3.bucket, "prefix" => &s3.prefix,
+            "endpoint" => s3.endpoint.as_deref().unwrap_or("AWS"), "resumed_uploads" => resumed);
+        Some(up)
+    }
+
     /// Starts the shared actors and the Supervisor; `done` fires once shutdown has finished.
-    pub fn launch(log: Logger, settings: SupervisorSettings) -> (Addr<Supervisor>, oneshot::Receiver<()>) {
-        let archiver = Archiver::new(log.clone(), settings.registry.archive.local_dir.clone()).start();
+    pub fn launch(log: Logger, settings: SupervisorSettings, uploader: Option<Arc<Uploader>>) -> (Addr<Supervisor>, oneshot::Receiver<()>) {
+        let spool = Spool::new(&settings.state_dir);
+        let archiver = Archiver::new(log.clone(), settings.registry.archive.clone(), spool, uploader).start();
         let healer = Healer::new(log.clone(), settings.state_dir.clone()).start();
         let notifier = Notifier::new(log.clone(), &settings.registry.notify).start();
         let (tx, rx) = oneshot::channel();
@@ -127,7 +143,15 @@ impl Supervisor {
             self.add(t.clone(), SharedRecord::default());
         }
         if new.archive != self.settings.registry.archive {
-            self.peers.archiver.do_send(SetArchiveDir(new.archive.local_dir.clone()));
+            let archiver = self.peers.archiver.clone();
+            let cfg = new.archive.clone();
+            let log = self.root.clone();
+            let state_dir = self.settings.state_dir.clone();
+            actix_rt::spawn(async move {
+                let settings = SupervisorSettings { registry: Registry { archive: cfg.clone(), ..Registry::empty() }, config_path: None, state_dir, shutdown_timeout: Duration::ZERO };
+                let up = Supervisor::uploader(&log, &settings).await;
+                archiver.do_send(SetArchive(cfg, up));
+            });
         }
         if new.notify != self.settings.registry.notify {
             self.peers.notifier.do_send(SetChannels(new.notify.clone()));
@@ -144,7 +168,7 @@ impl Actor for Supervisor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let targets = self.settings.registry.targets.clone();
         info!(self.log, "starting"; "event" => "daemon_started", "registry" => %self.settings.registry.source,
-            "targets" => targets.len(), "archive_dir" => %self.settings.registry.archive.local_dir.display(),
+            "targets" => targets.len(), "archive_dir" => self.settings.registry.archive.local_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_else(|| "(S3 only)".into()),
             "version" => env!("CARGO_PKG_VERSION"));
         for t in targets {
             self.add(t, SharedRecord::default());

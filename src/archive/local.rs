@@ -4,6 +4,8 @@
 use super::manifest::Manifest;
 use super::{FileEntry, Missing};
 use crate::actors::messages::{ArchiveReport, HealReport, IncidentFacts};
+use crate::probe::snapshot::SqlSnapshot;
+use super::manifest::SnapshotSummary;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::fs::File;
@@ -24,13 +26,14 @@ pub fn bundle_dir(root: &Path, facts: &IncidentFacts) -> PathBuf {
     root.join(format!("{}-{}", facts.stamp, facts.target))
 }
 
-/// Writes the bundle: every file matched by `patterns`, then `manifest.json`.
-pub fn write_bundle(root: &Path, facts: &IncidentFacts, patterns: &[String]) -> Result<ArchiveReport, LocalArchiveError> {
+/// Writes the bundle: every file matched by `patterns` (each cut to its newest `cap` bytes),
+/// the SQL snapshot, then `manifest.json`.
+pub fn write_bundle(root: &Path, facts: &IncidentFacts, patterns: &[String], cap: u64, snapshot: Option<&SqlSnapshot>) -> Result<ArchiveReport, LocalArchiveError> {
     let dir = bundle_dir(root, facts);
     std::fs::create_dir_all(&dir).map_err(|source| LocalArchiveError::CreateDir { dir: dir.display().to_string(), source })?;
     let mut files = Vec::new();
     let mut missing = Vec::new();
-    let mut used = HashSet::from(["manifest.json".to_string(), "heal.log".to_string()]);
+    let mut used = HashSet::from(["manifest.json".to_string(), "heal.log".to_string(), "sql-snapshot.json".to_string()]);
     for pattern in patterns {
         let matches: Vec<PathBuf> = match glob::glob(pattern) {
             Ok(paths) => paths.filter_map(Result::ok).filter(|p| p.is_file()).collect(),
@@ -44,17 +47,28 @@ pub fn write_bundle(root: &Path, facts: &IncidentFacts, patterns: &[String]) -> 
         }
         for src in matches {
             let name = unique_name(&src, &mut used);
-            match copy_hashed(&src, &dir.join(&name)) {
-                Ok((size, sha256)) => files.push(FileEntry { name, source: src.display().to_string(), size, sha256 }),
+            match copy_tail(&src, &dir.join(&name), cap) {
+                Ok(c) => files.push(FileEntry { name, source: src.display().to_string(), size: c.size, sha256: c.sha256,
+                    truncated: c.original_size.is_some(), original_size: c.original_size }),
                 Err(e) => missing.push(Missing { pattern: src.display().to_string(), reason: e.to_string() }),
             }
         }
     }
-    let manifest = Manifest::new(facts, files.clone(), missing.clone());
+    let mut sql = None;
+    if let Some(snap) = snapshot {
+        let path = dir.join("sql-snapshot.json");
+        let body = serde_json::to_vec_pretty(snap).expect("snapshot serializes");
+        std::fs::write(&path, &body).map_err(|source| LocalArchiveError::Write { file: path.display().to_string(), source })?;
+        let sha256 = hex::encode(Sha256::digest(&body));
+        files.push(FileEntry { name: "sql-snapshot.json".into(), source: "SQL".into(), size: body.len() as u64, sha256, truncated: false, original_size: None });
+        sql = Some(SnapshotSummary { answered: snap.answered, captured_at: snap.captured_at, error: snap.error.clone() });
+    }
+    let mut manifest = Manifest::new(facts, files.clone(), missing.clone());
+    manifest.sql_snapshot = sql.clone();
     manifest
         .write(&dir)
         .map_err(|source| LocalArchiveError::Write { file: dir.join("manifest.json").display().to_string(), source })?;
-    Ok(ArchiveReport { location: dir.display().to_string(), files, missing })
+    Ok(ArchiveReport { location: dir.display().to_string(), dir: dir.clone(), files, missing, sql_snapshot: sql })
 }
 
 /// Adds `heal.log` and the heal report to a written bundle.
@@ -63,12 +77,13 @@ pub fn attach_heal(bundle: &Path, facts: &IncidentFacts, report: &ArchiveReport,
     if let Some(log) = &heal.log_path {
         let dest = bundle.join("heal.log");
         match copy_hashed(log, &dest) {
-            Ok((size, sha256)) => files.push(FileEntry { name: "heal.log".into(), source: log.display().to_string(), size, sha256 }),
+            Ok((size, sha256)) => files.push(FileEntry { name: "heal.log".into(), source: log.display().to_string(), size, sha256, truncated: false, original_size: None }),
             Err(source) => return Err(LocalArchiveError::Write { file: dest.display().to_string(), source }),
         }
     }
     let mut manifest = Manifest::new(facts, files, report.missing.clone());
     manifest.heal = Some(heal.clone());
+    manifest.sql_snapshot = report.sql_snapshot.clone();
     manifest
         .write(bundle)
         .map_err(|source| LocalArchiveError::Write { file: bundle.join("manifest.json").display().to_string(), source })
@@ -107,4 +122,59 @@ pub fn copy_hashed(src: &Path, dest: &Path) -> io::Result<(u64, String)> {
     }
     output.sync_all()?;
     Ok((size, hex::encode(hasher.finalize())))
+}
+
+/// What [`copy_tail`] copied.
+pub struct Copied {
+    pub size: u64,
+    pub sha256: String,
+    /// Set when the source was larger than the cap.
+    pub original_size: Option<u64>,
+}
+
+/// Copies at most the last `cap` bytes of `src`: for a huge log, the end is what explains the
+/// crash. Streams through a fixed buffer like [`copy_hashed`].
+pub fn copy_tail(src: &Path, dest: &Path, cap: u64) -> io::Result<Copied> {
+    let mut input = File::open(src)?;
+    let len = input.metadata()?.len();
+    let original_size = (len > cap).then_some(len);
+    if len > cap {
+        io::Seek::seek(&mut input, io::SeekFrom::Start(len - cap))?;
+    }
+    let mut output = File::create(dest)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    let mut limited = Read::take(&mut input, cap);
+    loop {
+        let n = limited.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        output.write_all(&buf[..n])?;
+        size += n as u64;
+    }
+    output.sync_all()?;
+    Ok(Copied { size, sha256: hex::encode(hasher.finalize()), original_size })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_over_the_cap_keeps_its_newest_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("big.log");
+        let text: String = (0..1000).map(|i| format!("line {i:04}\n")).collect();
+        std::fs::write(&src, &text).unwrap();
+        let c = copy_tail(&src, &dir.path().join("out"), 100).unwrap();
+        assert_eq!(c.size, 100);
+        assert_eq!(c.original_size, Some(text.len() as u64));
+        let out = std::fs::read_to_string(dir.path().join("out")).unwrap();
+        assert!(out.ends_with("line 0999\n") && text.ends_with(&out));
+        let c = copy_tail(&src, &dir.path().join("out2"), 1 << 20).unwrap();
+        assert_eq!((c.size, c.original_size), (text.len() as u64, None));
+    }
 }

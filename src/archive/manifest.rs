@@ -8,6 +8,16 @@ use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
 
+/// The manifest's word on the SQL snapshot.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SnapshotSummary {
+    /// The server answered SQL (sections may still hold per-section errors).
+    pub answered: bool,
+    pub captured_at: DateTime<Utc>,
+    /// Why the server could not answer.
+    pub error: Option<String>,
+}
+
 /// The manifest's content.
 #[derive(Debug, Clone, Serialize)]
 pub struct Manifest {
@@ -24,6 +34,8 @@ pub struct Manifest {
     pub missing: Vec<Missing>,
     /// Filled in once the heal has run.
     pub heal: Option<HealReport>,
+    /// Whether the server could still answer SQL while suspect (`sql-snapshot.json`).
+    pub sql_snapshot: Option<SnapshotSummary>,
     pub sentinel_version: &'static str,
 }
 
@@ -42,6 +54,7 @@ impl Manifest {
             files,
             missing,
             heal: None,
+            sql_snapshot: None,
             sentinel_version: env!("CARGO_PKG_VERSION"),
         }
     }

@@ -2,6 +2,9 @@
 
 pub mod local;
 pub mod manifest;
+pub mod s3;
+pub mod spool;
+pub mod uploader;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +17,12 @@ pub struct FileEntry {
     pub source: String,
     pub size: u64,
     pub sha256: String,
+    /// The source was larger than `archive.max_file_size`: only its newest bytes were kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// The source's size when it was truncated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_size: Option<u64>,
 }
 
 /// A pattern that matched nothing, or a file that could not be read.

@@ -33,6 +33,12 @@ struct SeedEnv {
     max_restarts: Option<String>,
     restart_window: Option<String>,
     recovery_timeout: Option<String>,
+    s3_bucket_name: Option<String>,
+    s3_prefix: Option<String>,
+    s3_endpoint_url: Option<String>,
+    s3_force_path_style: Option<String>,
+    aws_region: Option<String>,
+    archive_timeout: Option<String>,
 }
 
 /// Whether the sidecar variables are present (DB_HOST decides).
@@ -97,6 +103,10 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
                 "targets[0].recovery_timeout" => "RECOVERY_TIMEOUT".into(),
                 "targets[0].dsn" => "DB_HOST/DB_PORT/DB_NAME/DB_USER".into(),
                 "targets[0].name" => "TARGET_NAME".into(),
+                "archive.s3.bucket" => "S3_BUCKET_NAME".into(),
+                "archive.s3.endpoint" => "S3_ENDPOINT_URL".into(),
+                "archive.timeout" => "ARCHIVE_TIMEOUT".into(),
+                "archive.local.dir" => "ARCHIVE_DIR".into(),
                 "notify.slack.webhook_url" => "SLACK_WEBHOOK_URL".into(),
                 "notify.discord.webhook_url" => "DISCORD_WEBHOOK_URL".into(),
                 "notify.webhooks[0].url" => "WEBHOOK_URL".into(),
@@ -139,7 +149,28 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
         max_attempts: None,
         max_backoff: None,
     };
-    let archive = RawArchive { local: nonempty(&seed.archive_dir).map(|dir| RawLocalArchive { dir }) };
+    // AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are read by the AWS credential chain itself.
+    let s3 = nonempty(&seed.s3_bucket_name).map(|bucket| RawS3Archive {
+        bucket,
+        prefix: nonempty(&seed.s3_prefix),
+        region: nonempty(&seed.aws_region),
+        endpoint: nonempty(&seed.s3_endpoint_url),
+        // S3-compatible stores behind a custom endpoint nearly always want path-style keys.
+        force_path_style: Some(match nonempty(&seed.s3_force_path_style) {
+            Some(v) => matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"),
+            None => seed.s3_endpoint_url.as_deref().is_some_and(|e| !e.trim().is_empty()),
+        }),
+        sse: None,
+        sse_kms_key_id: None,
+        storage_class: None,
+        part_size: None,
+    });
+    let archive = RawArchive {
+        local: nonempty(&seed.archive_dir).map(|dir| RawLocalArchive { dir }),
+        s3,
+        timeout: nonempty(&seed.archive_timeout).map(RawDuration),
+        max_file_size: None,
+    };
     let before = problems.0.len();
     let registry = build(Source::Environment, RawDefaults::default(), archive, notify, vec![(0, target)], &mut problems);
     rename(&mut problems, before);

@@ -166,9 +166,93 @@ pub(crate) fn build(
         }
     }
 
-    let local_dir = archive.local.map(|l| PathBuf::from(l.dir)).unwrap_or_else(|| PathBuf::from("./incidents"));
+    let archive = build_archive(archive, problems);
     let notify = build_notify(notify, problems);
-    Registry { source, archive: ArchiveConfig { local_dir }, notify, targets }
+    Registry { source, archive, notify, targets }
+}
+
+fn size(raw: &RawSize, at: &str, problems: &mut Problems) -> Option<u64> {
+    let parsed = match raw {
+        RawSize::Bytes(n) => Ok(*n),
+        RawSize::Text(t) => crate::config::size::parse_size(t),
+    };
+    parsed.map_err(|e| problems.push(at, e, "use 512KiB, 8MiB, 1GiB or a number of bytes")).ok()
+}
+
+fn build_archive(raw: RawArchive, problems: &mut Problems) -> ArchiveConfig {
+    let mut a = ArchiveConfig::default();
+    if raw.s3.is_some() && raw.local.is_none() {
+        a.local_dir = None;
+    }
+    if let Some(l) = raw.local {
+        if l.dir.trim().is_empty() {
+            problems.push("archive.local.dir", "the directory is empty", "give a directory such as ./incidents");
+        }
+        a.local_dir = Some(PathBuf::from(l.dir));
+    }
+    if let Some(t) = raw.timeout.as_ref().and_then(|d| duration(d, "archive.timeout", problems)) {
+        if t.is_zero() {
+            problems.push("archive.timeout", "a timeout of 0 would never wait for S3", "use a duration such as 30s");
+        }
+        a.timeout = t;
+    }
+    if let Some(n) = raw.max_file_size.as_ref().and_then(|s| size(s, "archive.max_file_size", problems)) {
+        if n < 4096 {
+            problems.push("archive.max_file_size", format!("{n} bytes would keep almost nothing of a log"), "use at least 4KiB (default 64MiB)");
+        }
+        a.max_file_size = n;
+    }
+    if let Some(s3) = raw.s3 {
+        let at = "archive.s3";
+        if !valid_bucket(&s3.bucket) {
+            problems.push(format!("{at}.bucket"), format!("'{}' is not a valid bucket name", s3.bucket),
+                "use 3 to 63 lowercase letters, digits, '.' or '-', starting and ending with a letter or digit");
+        }
+        if let Some(e) = &s3.endpoint {
+            match url::Url::parse(e) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+                _ => problems.push(format!("{at}.endpoint"), format!("'{e}' is not an http(s) URL"), "use the store's URL, e.g. https://minio.internal:9000, or remove it for AWS"),
+            }
+        }
+        if let Some(sse) = &s3.sse {
+            if sse != "AES256" && sse != "aws:kms" {
+                problems.push(format!("{at}.sse"), format!("'{sse}' is not a server-side encryption mode"), "use AES256 or aws:kms");
+            }
+        }
+        if s3.sse_kms_key_id.is_some() && s3.sse.as_deref() != Some("aws:kms") {
+            problems.push(format!("{at}.sse_kms_key_id"), "a KMS key is set but sse is not aws:kms", "set sse: aws:kms or remove sse_kms_key_id");
+        }
+        if let Some(c) = &s3.storage_class {
+            const CLASSES: &[&str] = &["STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "EXPRESS_ONEZONE"];
+            if !CLASSES.contains(&c.as_str()) {
+                problems.push(format!("{at}.storage_class"), format!("'{c}' is not an S3 storage class"), format!("use one of {}", CLASSES.join(", ")));
+            }
+        }
+        let part_size = s3.part_size.as_ref().and_then(|s| size(s, &format!("{at}.part_size"), problems)).unwrap_or(8 << 20);
+        if !(5 << 20..=5 << 30).contains(&part_size) {
+            problems.push(format!("{at}.part_size"), format!("{part_size} bytes is outside S3's part limits"), "use 5MiB to 5GiB (default 8MiB)");
+        }
+        a.s3 = Some(S3Config {
+            bucket: s3.bucket,
+            prefix: s3.prefix.unwrap_or_else(|| "incidents".into()).trim_matches('/').to_string(),
+            region: s3.region.filter(|r| !r.is_empty()),
+            endpoint: s3.endpoint.filter(|e| !e.is_empty()),
+            force_path_style: s3.force_path_style.unwrap_or(false),
+            sse: s3.sse,
+            sse_kms_key_id: s3.sse_kms_key_id,
+            storage_class: s3.storage_class,
+            part_size,
+        });
+    }
+    a
+}
+
+/// S3's bucket naming rules (the common subset).
+fn valid_bucket(b: &str) -> bool {
+    (3..=63).contains(&b.len())
+        && b.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && b.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && b.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 fn build_notify(raw: RawNotify, problems: &mut Problems) -> NotifyConfig {

@@ -6,6 +6,7 @@ pub mod error;
 pub mod expand;
 mod load;
 pub mod model;
+pub mod size;
 mod raw;
 
 pub use error::{ConfigError, Problem};

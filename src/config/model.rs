@@ -125,10 +125,53 @@ pub struct TargetConfig {
     pub pid_file: Option<PathBuf>,
 }
 
-/// Local archive settings.
+/// Where bundles go and how.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArchiveConfig {
-    pub local_dir: PathBuf,
+    /// The local sink; None when only S3 is configured (bundles are then staged in the spool).
+    pub local_dir: Option<PathBuf>,
+    pub s3: Option<S3Config>,
+    /// Longest the heal waits for the S3 upload.
+    pub timeout: Duration,
+    /// Per-file cap; the newest bytes are kept.
+    pub max_file_size: u64,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        Self { local_dir: Some(PathBuf::from("./incidents")), s3: None, timeout: Duration::from_secs(30), max_file_size: 64 << 20 }
+    }
+}
+
+/// The S3 sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Without leading or trailing slashes; may be empty.
+    pub prefix: String,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub force_path_style: bool,
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
+    pub storage_class: Option<String>,
+    pub part_size: u64,
+}
+
+impl S3Config {
+    /// `s3://bucket/prefix/{id}/`.
+    pub fn url_for(&self, bundle: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.key_for(bundle, ""))
+    }
+
+    /// The object key of `file` in the bundle (`file` empty: the bundle's key prefix).
+    pub fn key_for(&self, bundle: &str, file: &str) -> String {
+        if self.prefix.is_empty() {
+            format!("{bundle}/{file}")
+        } else {
+            format!("{}/{bundle}/{file}", self.prefix)
+        }
+    }
 }
 
 /// A chat webhook (Slack or Discord).
@@ -193,4 +236,11 @@ pub struct Registry {
     pub archive: ArchiveConfig,
     pub notify: NotifyConfig,
     pub targets: Vec<TargetConfig>,
+}
+
+impl Registry {
+    /// No targets, default sinks.
+    pub fn empty() -> Self {
+        Self { source: Source::Generated("empty".into()), archive: ArchiveConfig::default(), notify: NotifyConfig::default(), targets: vec![] }
+    }
 }

@@ -50,6 +50,46 @@ pub struct RawBudget {
 pub struct RawArchive {
     /// A local directory sink.
     pub local: Option<RawLocalArchive>,
+    /// An S3 (or S3-compatible) sink; with `local` too, bundles go to both (local first).
+    pub s3: Option<RawS3Archive>,
+    /// Longest the heal waits for the S3 upload (default 30s); after it, the bundle stays in
+    /// the spool and is uploaded in the background.
+    pub timeout: Option<RawDuration>,
+    /// Per-file byte cap (default 64MiB): bigger files keep their newest bytes.
+    pub max_file_size: Option<RawSize>,
+}
+
+/// `archive.s3:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawS3Archive {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix; bundles go to `{prefix}/{timestamp}-{target}/` (default `incidents`).
+    pub prefix: Option<String>,
+    /// AWS region (default: the AWS chain's, else us-east-1).
+    pub region: Option<String>,
+    /// Endpoint URL of an S3-compatible store (MinIO, Ceph, a local test server).
+    pub endpoint: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by most S3-compatible stores.
+    pub force_path_style: Option<bool>,
+    /// Server-side encryption: `AES256` or `aws:kms`.
+    pub sse: Option<String>,
+    /// KMS key for `sse: aws:kms` (default: the bucket's AWS-managed key).
+    pub sse_kms_key_id: Option<String>,
+    /// Storage class, e.g. STANDARD, STANDARD_IA, INTELLIGENT_TIERING.
+    pub storage_class: Option<String>,
+    /// Files of this size or more go up in multipart uploads of this part size (default 8MiB,
+    /// at least 5MiB); memory per upload stays at one part.
+    pub part_size: Option<RawSize>,
+}
+
+/// A byte size: a bare integer of bytes, or `512KiB`, `8MiB`, `1GiB` (also KB, MB, GB).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(u64),
+    Text(String),
 }
 
 /// `archive.local:`

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod receiver;
+pub mod s3server;
 
 use serde_json::Value;
 use sentinel_remedy::pgcluster::Cluster;
@@ -100,16 +101,19 @@ pub struct TargetSpec<'a> {
     pub query: &'a str,
     pub max_restarts: u32,
     pub recovery_timeout: &'a str,
+    /// Write the heal command (false: alert only).
+    pub heal: bool,
 }
 
 impl<'a> TargetSpec<'a> {
     pub fn new(name: &'a str, pg: &'a Pg) -> Self {
-        Self { name, pg, interval: "200ms", timeout: "1s", threshold: 3, pid_watch: true, query: "SELECT 1", max_restarts: 3, recovery_timeout: "60s" }
+        Self { name, pg, interval: "200ms", timeout: "1s", threshold: 3, pid_watch: true, query: "SELECT 1", max_restarts: 3, recovery_timeout: "60s", heal: true }
     }
 
     pub fn yaml(&self) -> String {
         let c = &self.pg.cluster;
         let argv = serde_json::to_string(&c.start_argv()).expect("argv");
+        let heal = if self.heal { format!("\n    heal:\n      command: {argv}") } else { String::new() };
         let process = if self.pid_watch { format!("\n    process: {{ pid_file: \"{}\" }}", c.pid_file().display()) } else { String::new() };
         format!(
             r#"
@@ -119,9 +123,7 @@ impl<'a> TargetSpec<'a> {
     restart_budget: {{ max_restarts: {max}, window: 1h }}
     recovery_timeout: {rt}{process}
     forensics:
-      files: ["{log}", "{data}/pg_hba.conf", "{data}/postgresql.conf"]
-    heal:
-      command: {argv}
+      files: ["{log}", "{data}/pg_hba.conf", "{data}/postgresql.conf"]{heal}
 "#,
             name = self.name,
             dsn = c.dsn(),
@@ -161,8 +163,18 @@ impl Workspace {
 
     /// Writes the registry: local archive in this workspace, the given notify section and targets.
     pub fn write_registry(&self, notify: &str, targets: &[TargetSpec]) -> PathBuf {
+        self.write_registry_with(&self.local_archive(), notify, targets)
+    }
+
+    /// `  local: { dir: <workspace>/incidents }` for an `archive:` section.
+    pub fn local_archive(&self) -> String {
+        format!("  local: {{ dir: \"{}\" }}\n", self.incidents().display())
+    }
+
+    /// Writes the registry with the given `archive:` lines (indented by two spaces).
+    pub fn write_registry_with(&self, archive: &str, notify: &str, targets: &[TargetSpec]) -> PathBuf {
         let body: String = targets.iter().map(TargetSpec::yaml).collect();
-        let text = format!("archive:\n  local: {{ dir: \"{}\" }}\nnotify:\n{notify}\ntargets:{body}", self.incidents().display());
+        let text = format!("archive:\n{archive}notify:\n{notify}\ntargets:{body}");
         std::fs::write(self.config(), text).expect("write registry");
         self.config()
     }

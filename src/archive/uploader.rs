@@ -1,0 +1,179 @@
+//! Background uploads to S3 that never give up: each bundle is uploaded by one task that
+//! retries with backoff (1 s doubling to 5 min) until it is all up. Each error kind is logged
+//! once per incident at ERROR (`archive_upload_failed`), so a missing bucket is one clear
+//! line, not a storm; the success is `archive_uploaded`.
+
+use super::s3::{upload_order, S3ErrorKind, S3Sink};
+use super::spool::{PendingUpload, Spool};
+use crate::backoff::Backoff;
+use sha2::{Digest, Sha256};
+use slog::{debug, error, info, warn, Logger};
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Where one bundle's upload stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UploadState {
+    Pending,
+    /// The last attempt failed this way; retrying.
+    Failing(S3ErrorKind, String),
+    Done(String),
+}
+
+struct Job {
+    state: watch::Sender<UploadState>,
+    /// New files arrived while the job ran: upload once more before finishing.
+    again: bool,
+}
+
+/// Runs the uploads.
+pub struct Uploader {
+    sink: Arc<S3Sink>,
+    pub spool: Spool,
+    log: Logger,
+    jobs: Mutex<HashMap<String, Job>>,
+}
+
+impl Uploader {
+    pub fn new(sink: S3Sink, spool: Spool, log: Logger) -> Arc<Self> {
+        Arc::new(Self { sink: Arc::new(sink), spool, log, jobs: Mutex::new(HashMap::new()) })
+    }
+
+    /// `s3://bucket/prefix/{id}/`.
+    pub fn url_for(&self, id: &str) -> String {
+        self.sink.cfg.url_for(id)
+    }
+
+    /// Records the bundle in the spool (durably, first) and makes sure a task uploads it.
+    /// The receiver reports progress; callers may wait on it as long as they choose.
+    pub fn submit(self: &Arc<Self>, rec: PendingUpload) -> std::io::Result<watch::Receiver<UploadState>> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        // Keep what earlier attempts uploaded.
+        let mut rec = rec;
+        if let Some(old) = self.spool.load(&rec.incident_id) {
+            rec.uploaded = old.uploaded;
+        }
+        self.spool.save(&rec)?;
+        if let Some(job) = jobs.get_mut(&rec.incident_id) {
+            job.again = true;
+            let _ = job.state.send(UploadState::Pending);
+            return Ok(job.state.subscribe());
+        }
+        let (tx, rx) = watch::channel(UploadState::Pending);
+        jobs.insert(rec.incident_id.clone(), Job { state: tx, again: false });
+        let me = self.clone();
+        let id = rec.incident_id.clone();
+        actix_rt::spawn(async move { me.run(id).await });
+        Ok(rx)
+    }
+
+    /// Re-submits every bundle left in the spool (a previous run was stopped or killed).
+    pub fn resume_all(self: &Arc<Self>) -> usize {
+        let pending = self.spool.load_all();
+        for rec in &pending {
+            info!(self.log, "resuming upload left in the spool"; "event" => "archive_upload_resumed", "incident" => &rec.incident_id,
+                "target" => &rec.target, "bundle" => %rec.bundle_dir.display());
+            if let Err(e) = self.submit(PendingUpload { complete: true, ..rec.clone() }) {
+                error!(self.log, "cannot resume upload"; "incident" => &rec.incident_id, "error" => %e);
+            }
+        }
+        pending.len()
+    }
+
+    /// Uploads still running or retrying.
+    pub fn in_progress(&self) -> usize {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    async fn run(self: Arc<Self>, id: String) {
+        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300)).expect("static bounds");
+        let mut reported: HashSet<S3ErrorKind> = HashSet::new();
+        let mut attempts = 0u32;
+        loop {
+            let Some(mut rec) = self.spool.load(&id) else {
+                warn!(self.log, "spool record vanished; upload abandoned"; "incident" => &id);
+                break;
+            };
+            attempts += 1;
+            match self.upload_once(&mut rec).await {
+                Ok(()) => {
+                    let again = {
+                        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+                        let job = jobs.get_mut(&id).expect("job registered");
+                        std::mem::take(&mut job.again)
+                    };
+                    if again {
+                        continue; // new files (the heal log) arrived meanwhile
+                    }
+                    let url = self.url_for(&id);
+                    // Re-read: a submit may have marked it complete while we uploaded.
+                    let latest = self.spool.load(&id).unwrap_or(rec);
+                    if latest.uploaded.len() < upload_order(&latest.bundle_dir).map(|f| f.len()).unwrap_or(0) {
+                        continue;
+                    }
+                    if let Err(e) = self.spool.finish(&latest) {
+                        warn!(self.log, "uploaded, but the spool record could not be removed"; "incident" => &id, "error" => %e);
+                    }
+                    info!(self.log, "bundle uploaded to S3"; "event" => "archive_uploaded", "incident" => &id, "target" => &latest.target,
+                        "url" => &url, "attempts" => attempts, "files" => latest.uploaded.len());
+                    let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(job) = jobs.remove(&id) {
+                        let _ = job.state.send(UploadState::Done(url));
+                    }
+                    break;
+                }
+                Err(e) => {
+                    if reported.insert(e.kind) {
+                        error!(self.log, "bundle upload to S3 failed; kept in the spool and retried"; "event" => "archive_upload_failed",
+                            "incident" => &id, "target" => &rec.target, "error_kind" => e.kind.label(), "error" => %e,
+                            "fix" => e.kind.fix(), "spool" => %rec.bundle_dir.display());
+                    } else {
+                        debug!(self.log, "upload retry failed"; "incident" => &id, "error_kind" => e.kind.label(), "attempt" => attempts);
+                    }
+                    if let Some(job) = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+                        let _ = job.state.send(UploadState::Failing(e.kind, e.to_string()));
+                    }
+                    tokio::time::sleep(backoff.delay(attempts.saturating_sub(1))).await;
+                }
+            }
+        }
+    }
+
+    /// Uploads the files not yet up (or changed), manifest last, recording each as it lands.
+    async fn upload_once(&self, rec: &mut PendingUpload) -> Result<(), super::s3::S3Error> {
+        let (bucket, id) = (self.sink.cfg.bucket.clone(), rec.incident_id.clone());
+        let local = |m: String| super::s3::S3Error { kind: S3ErrorKind::LocalFile, op: "spool", bucket: bucket.clone(), key: id.clone(), message: m };
+        let files = upload_order(&rec.bundle_dir).map_err(|e| local(format!("cannot list {}: {e}", rec.bundle_dir.display())))?;
+        for path in files {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let p = path.clone();
+            let sha = tokio::task::spawn_blocking(move || sha256_file(&p)).await.map_err(|e| local(e.to_string()))?.map_err(|e| local(format!("cannot read {}: {e}", path.display())))?;
+            if rec.uploaded.get(&name) == Some(&sha) {
+                continue;
+            }
+            self.sink.upload_file(&rec.incident_id, &path, &sha).await?;
+            // Merge with the record on disk: a submit may have changed `complete` meanwhile.
+            let mut latest = self.spool.load(&rec.incident_id).unwrap_or_else(|| rec.clone());
+            latest.uploaded.insert(name, sha);
+            self.spool.save(&latest).map_err(|e| local(format!("cannot update the spool record: {e}")))?;
+            *rec = latest;
+        }
+        Ok(())
+    }
+}
+
+fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
+}

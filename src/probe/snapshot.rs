@@ -1,0 +1,96 @@
+//! What SQL can still tell about a struggling server, captured while the target is suspect:
+//! sessions, locks with their blockers, database counters, non-default settings, version and
+//! uptime. Bounded by the probe timeout; each section is best effort, and a server that
+//! cannot answer is said so. Secrets are masked (passwords in query text and conninfo).
+
+use crate::config::TargetConfig;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use std::time::Duration;
+use tokio_postgres::NoTls;
+use super::ProbeFailure;
+
+/// The captured evidence, stored as `sql-snapshot.json`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SqlSnapshot {
+    pub captured_at: DateTime<Utc>,
+    /// Whether the server answered at all.
+    pub answered: bool,
+    /// Why it did not, or why a section is missing.
+    pub error: Option<String>,
+    /// Section name → rows (JSON), or an error string for that section.
+    pub sections: serde_json::Map<String, Value>,
+}
+
+impl SqlSnapshot {
+    /// A snapshot that was not attempted (the postmaster is gone).
+    pub fn not_taken(reason: impl Into<String>) -> Self {
+        Self { captured_at: Utc::now(), answered: false, error: Some(reason.into()), sections: Default::default() }
+    }
+}
+
+/// Each section: (name, query returning one JSON value). Query text is cut to 2000 chars and
+/// `PASSWORD '...'` literals are masked before they leave the server.
+const SECTIONS: &[(&str, &str)] = &[
+    ("server", "SELECT json_build_object('version', version(), 'started_at', pg_postmaster_start_time(), \
+        'uptime_seconds', extract(epoch FROM now() - pg_postmaster_start_time()), 'in_recovery', pg_is_in_recovery(), \
+        'now', now())"),
+    ("activity", "SELECT coalesce(json_agg(a), '[]') FROM (SELECT pid, usename, datname, application_name, client_addr, \
+        backend_type, state, wait_event_type, wait_event, backend_start, xact_start, query_start, state_change, \
+        pg_blocking_pids(pid) AS blocked_by, \
+        left(regexp_replace(query, '(password\\s*)''[^'']*''', '\\1''***''', 'gi'), 2000) AS query \
+        FROM pg_stat_activity WHERE pid <> pg_backend_pid()) a"),
+    ("locks", "SELECT coalesce(json_agg(l), '[]') FROM (SELECT l.locktype, l.database, l.relation::regclass::text AS relation, \
+        l.mode, l.granted, l.pid, pg_blocking_pids(l.pid) AS blocked_by, a.state, a.xact_start, \
+        left(regexp_replace(a.query, '(password\\s*)''[^'']*''', '\\1''***''', 'gi'), 2000) AS query \
+        FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+        WHERE NOT l.granted OR l.pid IN (SELECT unnest(pg_blocking_pids(w.pid)) FROM pg_stat_activity w)) l"),
+    ("databases", "SELECT coalesce(json_agg(d), '[]') FROM (SELECT datname, numbackends, xact_commit, xact_rollback, \
+        blks_read, blks_hit, tup_inserted, tup_updated, tup_deleted, conflicts, temp_files, temp_bytes, deadlocks, \
+        stats_reset FROM pg_stat_database WHERE datname IS NOT NULL) d"),
+    ("settings", "SELECT coalesce(json_agg(s), '[]') FROM (SELECT name, \
+        CASE WHEN name ~ '(conninfo|password|passphrase)' THEN '***' ELSE setting END AS setting, unit, source \
+        FROM pg_settings WHERE source NOT IN ('default', 'override')) s"),
+];
+
+/// Captures a snapshot within `target.probe.timeout` in all.
+pub async fn capture(target: &TargetConfig) -> SqlSnapshot {
+    let limit = target.probe.timeout;
+    match tokio::time::timeout(limit, capture_inner(target, limit)).await {
+        Ok(s) => s,
+        Err(_) => SqlSnapshot {
+            captured_at: Utc::now(),
+            answered: false,
+            error: Some(format!("no answer within the probe timeout ({})", crate::config::duration::format_duration(limit))),
+            sections: Default::default(),
+        },
+    }
+}
+
+async fn capture_inner(target: &TargetConfig, limit: Duration) -> SqlSnapshot {
+    let mut cfg = target.dsn.config().clone();
+    cfg.application_name("sentinel-remedy-forensics").connect_timeout(limit);
+    let mut snap = SqlSnapshot { captured_at: Utc::now(), answered: false, error: None, sections: Default::default() };
+    let (client, conn) = match cfg.connect(NoTls).await {
+        Ok(c) => c,
+        Err(e) => {
+            snap.error = Some(format!("could not connect: {}", ProbeFailure::from_pg(&e).detail));
+            return snap;
+        }
+    };
+    actix_rt::spawn(async move {
+        let _ = conn.await;
+    });
+    let ms = limit.as_millis().max(1);
+    let _ = client.batch_execute(&format!("SET statement_timeout = {ms}; SET lock_timeout = {ms}")).await;
+    snap.answered = true;
+    for (name, sql) in SECTIONS {
+        let v = match client.query_one(*sql, &[]).await {
+            Ok(row) => row.try_get::<_, Value>(0).unwrap_or_else(|e| Value::String(format!("unreadable: {e}"))),
+            Err(e) => Value::String(format!("error: {}", ProbeFailure::from_pg(&e).detail)),
+        };
+        snap.sections.insert((*name).to_string(), v);
+    }
+    snap
+}
