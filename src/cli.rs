@@ -67,8 +67,19 @@ fn level(s: &str) -> Result<slog::Level, String> {
     }
 }
 
+/// Compose passes an unset `${AWS_ACCESS_KEY_ID:-}` as an empty variable; the AWS chain would
+/// take the empty key instead of moving on to the instance or container role.
+fn drop_empty_aws_credentials() {
+    for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION"] {
+        if std::env::var_os(k).is_some_and(|v| v.is_empty()) {
+            std::env::remove_var(k);
+        }
+    }
+}
+
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
+    drop_empty_aws_credentials();
     let cli = Cli::parse();
     let level = match level(&cli.log_level) {
         Ok(l) => l,

@@ -46,3 +46,13 @@ ensure_moto() {
     python3 -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
     command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 }
+
+# Static checks of terraform/ (Terraform itself is not needed): python-hcl2 and checkov.
+ensure_tf_tools() {
+    if command -v checkov >/dev/null 2>&1 && python3 -c "import hcl2" 2>/dev/null; then
+        return
+    fi
+    echo "== installing checkov and python-hcl2 (Terraform static checks)"
+    python3 -m pip install --quiet --disable-pip-version-check "checkov==3.3.30" "python-hcl2==8.1.4"
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+}
