@@ -145,10 +145,32 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
         eprintln!("sentinel-remedy: cannot create state dir {}: {e} (set --state-dir or SENTINEL_STATE_DIR to a writable directory)", settings.state_dir.display());
         return ExitCode::from(EX_USAGE);
     }
+    let store = match crate::store::Store::open(&settings.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sentinel-remedy: {e} (check that --state-dir / SENTINEL_STATE_DIR is a writable local directory)");
+            return ExitCode::FAILURE;
+        }
+    };
     let system = actix_rt::System::new();
     let ok = system.block_on(async move {
         let uploader = Supervisor::uploader(&log, &settings).await;
-        let (sup, done) = Supervisor::launch(log.clone(), settings, uploader);
+        let server = settings.registry.server.clone();
+        let source = settings.registry.source.to_string();
+        let (sup, done) = Supervisor::launch(log.clone(), settings, uploader.clone(), Some(store.clone()));
+        if let Some(server) = server {
+            let state = crate::api::ApiState { supervisor: sup.clone(), store: Some(store), uploader, token: server.token.clone(),
+                registry_source: source, started_at: chrono::Utc::now() };
+            match crate::api::serve(&server, state) {
+                Ok(_) => slog::info!(log, "HTTP API listening"; "event" => "api_listening", "listen" => %server.listen,
+                    "mutating_endpoints" => if server.token.is_some() { "on (bearer token)" } else { "off (no token)" }),
+                Err(e) => {
+                    slog::error!(log, "cannot listen for the HTTP API; stopping"; "event" => "api_bind_failed", "listen" => %server.listen, "error" => %e);
+                    eprintln!("sentinel-remedy: cannot listen on {} (server.listen): {e}", server.listen);
+                    return false;
+                }
+            }
+        }
         if let Err(e) = crate::signals::forward(sup) {
             slog::error!(log, "cannot install signal handlers"; "error" => %e);
             return false;

@@ -8,13 +8,13 @@
 use crate::config::BudgetConfig;
 use crate::probe::ProbeFailure;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 /// Where a target is in the healing loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Probes pass.
@@ -36,6 +36,12 @@ pub enum Phase {
 }
 
 impl Phase {
+    pub fn from_label(s: &str) -> Option<Self> {
+        [Phase::Healthy, Phase::Suspect, Phase::Archiving, Phase::Healing, Phase::Recovering, Phase::Held, Phase::Escalated, Phase::Unhealed]
+            .into_iter()
+            .find(|p| p.label() == s)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Phase::Healthy => "healthy",
@@ -51,6 +57,12 @@ impl Phase {
 }
 
 /// A sortable UTC stamp used in incident ids and bundle paths: `20261125T033401.123Z`.
+/// The monotonic instant that corresponds to a past wall-clock time.
+pub fn instant_at(t: DateTime<Utc>) -> Instant {
+    let ago = (Utc::now() - t).to_std().unwrap_or_default();
+    Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
+}
+
 pub fn stamp(t: DateTime<Utc>) -> String {
     t.format("%Y%m%dT%H%M%S%.3fZ").to_string()
 }
@@ -106,6 +118,32 @@ impl Incident {
         }
     }
 
+    /// Rebuilds an open incident that a previous run of the daemon stored.
+    pub fn restore(row: &crate::store::IncidentRow) -> Self {
+        let stamp = row.id.strip_suffix(&format!("-{}", row.target)).unwrap_or(&row.id).to_string();
+        let class = serde_json::from_value(serde_json::Value::String(row.class.clone())).unwrap_or(crate::probe::FailureClass::ConnectionRefused);
+        Self {
+            id: row.id.clone(),
+            target: row.target.clone(),
+            stamp,
+            first_failure_at: row.first_failure_at,
+            first_failure_instant: instant_at(row.first_failure_at),
+            declared_at: row.declared_at,
+            declared_instant: instant_at(row.declared_at),
+            failure: ProbeFailure { class, sqlstate: row.sqlstate.clone(), detail: row.detail.clone() },
+            hard: row.hard,
+            archive: row.archive.clone().map(|a| match a.strip_prefix("archive failed: ") {
+                Some(e) => Err(e.to_string()),
+                None => Ok(a),
+            }),
+            heal_started: row.heal_issued_at.map(instant_at),
+            heal_succeeded: row.heal_succeeded,
+            alerted: row.alerted,
+            escalated_at: row.escalated_at.map(instant_at),
+            notices: row.notices.clone(),
+        }
+    }
+
     /// Records the notice in the incident and returns the step that sends it.
     pub(crate) fn queue_notice(&mut self, n: crate::notify::Notice) -> crate::notify::Notice {
         self.notices.push(n.clone());
@@ -139,6 +177,12 @@ pub struct TargetRecord {
     pub last_probe: Option<(DateTime<Utc>, std::time::Duration)>,
     /// What SQL could tell when this run of failures began (for the bundle).
     pub snapshot: Option<crate::probe::snapshot::SqlSnapshot>,
+    /// Probed and reported, but never archived, restarted or alerted until then.
+    pub maintenance_until: Option<DateTime<Utc>>,
+    /// The suppression during this maintenance was logged already.
+    pub maintenance_noted: bool,
+    /// Whether the last probe passed.
+    pub last_ok: Option<bool>,
 }
 
 impl Default for TargetRecord {
@@ -153,6 +197,9 @@ impl Default for TargetRecord {
             quiet_until: None,
             last_probe: None,
             snapshot: None,
+            maintenance_until: None,
+            maintenance_noted: false,
+            last_ok: None,
         }
     }
 }
@@ -177,6 +224,35 @@ impl TargetRecord {
 pub struct SharedRecord(Arc<Mutex<TargetRecord>>);
 
 impl SharedRecord {
+    pub fn new(rec: TargetRecord) -> Self {
+        Self(Arc::new(Mutex::new(rec)))
+    }
+
+    /// The record a previous run of the daemon left in the store: the restart budget, the
+    /// maintenance window and the open incident. An incident whose heal was already issued
+    /// resumes as recovering: it is never restarted a second time.
+    pub fn restore(store: &crate::store::Store, target: &str, budget: &BudgetConfig) -> Self {
+        let mut rec = TargetRecord::default();
+        let since = Utc::now() - chrono::Duration::from_std(budget.window).unwrap_or_default();
+        rec.restarts = store.restarts_since(target, since).unwrap_or_default().into_iter().map(instant_at).collect();
+        rec.maintenance_until = store.maintenance(target);
+        if let Some(row) = store.open_incident(target) {
+            let inc = Incident::restore(&row);
+            let phase = match Phase::from_label(&row.phase) {
+                Some(Phase::Healing) => Phase::Recovering,
+                Some(Phase::Healthy | Phase::Suspect) | None => Phase::Archiving,
+                Some(p) => p,
+            };
+            rec.first_failure = Some((inc.first_failure_at, inc.first_failure_instant));
+            if phase == Phase::Escalated {
+                rec.quiet_until = inc.escalated_at.map(|e| e + budget.window);
+            }
+            rec.phase = phase;
+            rec.incident = Some(inc);
+        }
+        Self::new(rec)
+    }
+
     /// Locks the record. A Monitor that panicked while holding it leaves it usable: every
     /// update is a few field assignments, so the last consistent state is what we want.
     pub fn lock(&self) -> MutexGuard<'_, TargetRecord> {

@@ -17,6 +17,7 @@
 //! - `faults`: test-only fault injection (a Monitor panic at a chosen point).
 
 pub mod actors;
+pub mod api;
 pub mod archive;
 pub mod backoff;
 pub mod cli;
@@ -33,3 +34,5 @@ pub mod probe;
 pub mod reaper;
 pub mod redact;
 pub mod signals;
+pub mod store;
+pub mod metrics;

@@ -124,6 +124,8 @@ impl Handler<Archive> for Archiver {
                         }
                         Err(e) => Err(e),
                     };
+                    let result = if outcome.is_ok() { "written" } else { "failed" };
+                    crate::metrics::global().inc("sentinel_archives_total", &[("target", facts.target.as_str()), ("result", result)]);
                     if let Err(e) = &outcome {
                         error!(act.log, "forensic bundle could not be written; healing goes ahead without it";
                             "event" => "archive_failed", "target" => &facts.target, "incident" => &facts.incident_id, "error" => e);
@@ -204,6 +206,7 @@ async fn upload(up: &Arc<Uploader>, facts: &IncidentFacts, report: &ArchiveRepor
                 UploadState::Failing(kind, _) => format!(", last error: {}", kind.label()),
                 _ => String::new(),
             };
+            crate::metrics::global().inc("sentinel_archives_total", &[("target", facts.target.as_str()), ("result", "upload_pending")]);
             warn!(log, "S3 upload not finished within archive.timeout; the heal goes ahead, the upload continues in the background";
                 "event" => "archive_upload_pending", "incident" => &facts.incident_id, "timeout_s" => wait.as_secs_f64());
             format!("{} (upload to {url} pending{why})", report.dir.display())

@@ -124,3 +124,35 @@ pub struct Reload;
 pub struct Shutdown {
     pub signal: &'static str,
 }
+
+/// What `/status` shows for one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetStatus {
+    pub name: String,
+    /// `host:port/db`.
+    pub endpoint: String,
+    /// healthy, suspect, archiving, healing, recovering, held, escalated, unhealed.
+    pub state: String,
+    pub up: Option<bool>,
+    pub last_probe_at: Option<DateTime<Utc>>,
+    pub last_probe_latency_ms: Option<f64>,
+    pub consecutive_failures: u32,
+    pub restarts_in_window: usize,
+    pub max_restarts: u32,
+    pub open_incident: Option<String>,
+    pub maintenance_until: Option<DateTime<Utc>>,
+    pub monitor_alive: bool,
+}
+
+/// Every target's status, in registry order.
+#[derive(Message)]
+#[rtype(result = "Vec<TargetStatus>")]
+pub struct GetStatus;
+
+/// Open (`until` set) or close a maintenance window; Err names an unknown target.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct SetMaintenance {
+    pub target: String,
+    pub until: Option<DateTime<Utc>>,
+}

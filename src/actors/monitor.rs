@@ -26,6 +26,8 @@ pub struct Peers {
     pub archiver: Addr<Archiver>,
     pub healer: Addr<Healer>,
     pub notifier: Addr<Notifier>,
+    /// The incident history; None only in tests that run without a state dir.
+    pub store: Option<crate::store::Store>,
 }
 
 /// Something to do once the record's lock is released.
@@ -65,6 +67,20 @@ impl Monitor {
         let log = log.new(slog::o!("actor" => "monitor", "target" => target.name.clone()));
         let prober = Prober::new(&target);
         Self { target, log, record, peers, prober: Some(prober), next_probe: None, probe_again: false, watch: None, process_dead: false, retired: false, recovering: false }
+    }
+
+    /// Writes the open incident (and a timeline step) to the store before its action runs.
+    fn persist(&self, rec: &TargetRecord, event: &str, detail: &str) {
+        let (Some(store), Some(inc)) = (&self.peers.store, &rec.incident) else { return };
+        let r = store.save_incident(inc, rec.phase, false, None).and_then(|_| store.event(&inc.id, event, detail));
+        if let Err(e) = r {
+            error!(self.log, "incident not written to the store; going on (a restarted daemon may not resume it)"; "event" => "store_failed", "error" => %e);
+        }
+    }
+
+    /// Whether a maintenance window is open for this target.
+    fn in_maintenance(rec: &TargetRecord) -> bool {
+        rec.maintenance_until.is_some_and(|u| u > Utc::now())
     }
 
     fn schedule_probe(&mut self, ctx: &mut Context<Self>, delay: Duration) {
@@ -112,6 +128,14 @@ impl Monitor {
         let steps = {
             let mut rec = self.record.lock();
             rec.last_probe = Some((Utc::now(), out.latency));
+            rec.last_ok = Some(out.result.is_ok());
+            let m = crate::metrics::global();
+            let t = self.target.name.as_str();
+            m.observe("sentinel_probe_duration_seconds", &[("target", t)], out.latency.as_secs_f64());
+            m.set("sentinel_target_up", &[("target", t)], if out.result.is_ok() { 1.0 } else { 0.0 });
+            if let Err(f) = &out.result {
+                m.inc("sentinel_probe_failures_total", &[("target", t), ("class", f.class.label())]);
+            }
             match out.result {
                 Ok(()) => {
                     debug!(self.log, "probe ok"; "event" => "probe_ok", "latency_ms" => out.latency.as_millis() as u64);
@@ -158,6 +182,14 @@ impl Monitor {
                     let ttr = inc.declared_instant.elapsed().as_secs_f64();
                     info!(self.log, "target recovered"; "event" => "target_recovered", "incident" => &inc.id,
                         "downtime_s" => format!("{downtime:.3}"), "ttr_s" => format!("{ttr:.3}"), "restarted" => inc.heal_started.is_some());
+                    crate::metrics::global().observe("sentinel_incident_recovery_seconds", &[("target", self.target.name.as_str())], ttr);
+                    if let Some(store) = &self.peers.store {
+                        let r = store.save_incident(&inc, Phase::Healthy, true, Some((downtime, ttr)))
+                            .and_then(|_| store.event(&inc.id, "recovered", &format!("probe passes; down {downtime:.3} s, recovered {ttr:.3} s after detection")));
+                        if let Err(e) = r {
+                            error!(self.log, "recovery not written to the store"; "event" => "store_failed", "error" => %e);
+                        }
+                    }
                     if inc.alerted {
                         let summary = match inc.heal_started {
                             Some(_) => format!("Probe passes again after the restart; down {downtime:.1} s, recovered {ttr:.1} s after detection."),
@@ -188,6 +220,15 @@ impl Monitor {
                 warn!(self.log, "probe failed"; "event" => "probe_failed", "class" => f.class.label(),
                     "sqlstate" => f.sqlstate.as_deref().unwrap_or(""), "detail" => &f.detail,
                     "failures" => rec.failures, "threshold" => threshold, "process_dead" => self.process_dead);
+                if (self.process_dead || rec.failures >= threshold) && Self::in_maintenance(rec) {
+                    if !rec.maintenance_noted {
+                        rec.maintenance_noted = true;
+                        warn!(self.log, "target failing during maintenance: no archive, restart or alert"; "event" => "maintenance_suppressed",
+                            "class" => f.class.label());
+                    }
+                    rec.phase = Phase::Suspect;
+                    return vec![];
+                }
                 if self.process_dead || rec.failures >= threshold {
                     let hard = self.process_dead;
                     let f = if hard && f.class == FailureClass::ConnectionRefused {
@@ -211,7 +252,11 @@ impl Monitor {
             }
             Phase::Escalated => {
                 if rec.quiet_until.is_some_and(|q| now >= q) {
-                    let id = rec.incident.take().map(|i| i.id).unwrap_or_default();
+                    let closed = rec.incident.take();
+                    if let (Some(store), Some(inc)) = (&self.peers.store, &closed) {
+                        let _ = store.save_incident(inc, Phase::Escalated, true, None).and_then(|_| store.event(&inc.id, "closed_unrecovered", "escalated and the quiet window passed"));
+                    }
+                    let id = closed.map(|i| i.id).unwrap_or_default();
                     warn!(self.log, "escalated incident closed unrecovered; the next failure opens a new incident";
                         "event" => "incident_closed_unrecovered", "incident" => id);
                     rec.phase = Phase::Suspect;
@@ -234,8 +279,11 @@ impl Monitor {
             "class" => inc.failure.class.label(), "hard" => hard, "failures" => rec.failures,
             "detect_ms" => inc.first_failure_instant.elapsed().as_millis() as u64);
         let facts = self.facts(&inc);
+        crate::metrics::global().inc("sentinel_incidents_total", &[("target", self.target.name.as_str()), ("class", inc.failure.class.label())]);
+        let detail = format!("{}: {}", inc.failure.class.label(), inc.failure.detail);
         rec.incident = Some(inc);
         rec.phase = Phase::Archiving;
+        self.persist(rec, "declared", &detail);
         vec![Step::Archive(facts)]
     }
 
@@ -246,8 +294,13 @@ impl Monitor {
             let phase = rec.phase;
             match rec.incident.as_mut().filter(|i| i.id == id) {
                 Some(inc) => {
+                    let detail = match &outcome {
+                        Ok(l) => l.clone(),
+                        Err(e) => format!("archive failed: {e}"),
+                    };
                     inc.archive = Some(outcome);
                     if phase == Phase::Archiving {
+                        self.persist(&rec, "archived", &detail);
                         self.start_heal(&mut rec)
                     } else {
                         vec![]
@@ -273,7 +326,10 @@ impl Monitor {
             let mut n = self.notice(NoticeKind::Escalation, inc, "The target failed and has no heal action configured: a person must restart it.".into());
             n.reason = Some(EscalationReason::NoHealAction);
             n.failure = Some(inc.failure.clone());
-            return vec![Step::Notify(inc.queue_notice(n))];
+            let step = Step::Notify(inc.queue_notice(n));
+            crate::metrics::global().inc("sentinel_escalations_total", &[("target", self.target.name.as_str())]);
+            self.persist(rec, "escalated", "no heal action configured");
+            return vec![step];
         }
         if !rec.budget_allows(&self.target.budget, now) {
             let first_hold = rec.phase != Phase::Held;
@@ -289,7 +345,10 @@ impl Monitor {
                     budget.max_restarts, crate::config::duration::format_duration(budget.window)));
                 n.reason = Some(EscalationReason::RestartBudgetExhausted);
                 n.failure = Some(inc.failure.clone());
-                return vec![Step::Notify(inc.queue_notice(n))];
+                let step = Step::Notify(inc.queue_notice(n));
+                crate::metrics::global().inc("sentinel_escalations_total", &[("target", self.target.name.as_str())]);
+                self.persist(rec, "held", "restart budget exhausted");
+                return vec![step];
             }
             return vec![];
         }
@@ -308,7 +367,16 @@ impl Monitor {
         );
         let mut n = self.notice(NoticeKind::Failure, inc, summary);
         n.failure = Some(inc.failure.clone());
-        vec![Step::Heal(inc.id.clone()), Step::Notify(inc.queue_notice(n)), Step::RecoveryTimer(inc.id.clone(), self.target.recovery_timeout)]
+        let steps = vec![Step::Heal(inc.id.clone()), Step::Notify(inc.queue_notice(n)), Step::RecoveryTimer(inc.id.clone(), self.target.recovery_timeout)];
+        crate::metrics::global().inc("sentinel_restarts_total", &[("target", self.target.name.as_str())]);
+        // Written before the heal runs: a restarted daemon must not restart again for this incident.
+        if let Some(store) = &self.peers.store {
+            if let Err(e) = store.restart(&self.target.name) {
+                error!(self.log, "restart not written to the store"; "event" => "store_failed", "error" => %e);
+            }
+        }
+        self.persist(rec, "heal_issued", "restart issued");
+        steps
     }
 
     fn on_healed(&mut self, id: &str, report: HealReport, ctx: &mut Context<Self>) {
@@ -323,12 +391,14 @@ impl Monitor {
                     inc.heal_succeeded = Some(true);
                 }
                 rec.phase = Phase::Recovering;
+                self.persist(&rec, "heal_succeeded", &format!("{} attempt(s)", report.attempts.len()));
                 self.process_dead = false;
                 vec![Step::ProbeSoon]
             } else {
                 if let Some(inc) = rec.incident.as_mut() {
                     inc.heal_succeeded = Some(false);
                 }
+                self.persist(&rec, "heal_failed", &format!("{} attempt(s)", report.attempts.len()));
                 self.escalate(&mut rec, "The heal action kept failing until recovery_timeout.")
             }
         };
@@ -363,6 +433,8 @@ impl Monitor {
         rec.phase = Phase::Escalated;
         let n = inc.queue_notice(n);
         rec.quiet_until = Some(Instant::now() + window);
+        crate::metrics::global().inc("sentinel_escalations_total", &[("target", self.target.name.as_str())]);
+        self.persist(rec, "escalated", why);
         vec![Step::Notify(n)]
     }
 

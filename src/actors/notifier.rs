@@ -40,10 +40,20 @@ pub struct Notifier {
     sent: HashSet<(String, NoticeKind, Option<EscalationReason>)>,
     sent_order: VecDeque<(String, NoticeKind, Option<EscalationReason>)>,
     pending: Arc<AtomicUsize>,
+    /// Delivery results persist here; a restarted daemon skips what was already delivered.
+    store: Option<crate::store::Store>,
+}
+
+/// The key a delivery is recorded under: the kind, and the escalation reason if any.
+fn store_kind(n: &Notice) -> String {
+    match n.reason {
+        Some(r) => format!("{}:{}", n.kind.label(), r.label()),
+        None => n.kind.label().to_string(),
+    }
 }
 
 impl Notifier {
-    pub fn new(log: Logger, cfg: &NotifyConfig) -> Self {
+    pub fn new(log: Logger, cfg: &NotifyConfig, store: Option<crate::store::Store>) -> Self {
         let client = reqwest::Client::builder()
             .user_agent(concat!("sentinel-remedy/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -56,6 +66,7 @@ impl Notifier {
             sent: HashSet::new(),
             sent_order: VecDeque::new(),
             pending: Arc::default(),
+            store,
         };
         n.configure(cfg);
         n
@@ -87,18 +98,38 @@ impl Notifier {
         let client = self.client.clone();
         let pending = self.pending.clone();
         let log = self.log.new(slog::o!("channel" => ep.channel.clone(), "host" => crate::redact::url_host(ep.url.expose())));
+        let store = self.store.clone();
         actix_rt::spawn(async move {
             while let Some(n) = rx.recv().await {
+                let kind = store_kind(&n);
+                if store.as_ref().is_some_and(|s| s.delivered(&n.incident_id, &kind, &ep.channel)) {
+                    info!(log, "notice already delivered before a restart; not sent again"; "event" => "notification_skipped",
+                        "kind" => n.kind.label(), "target" => &n.target, "incident" => &n.incident_id);
+                    pending.fetch_sub(1, Ordering::SeqCst);
+                    continue;
+                }
                 let body = match format {
                     Format::Slack => slack::payload(&n),
                     Format::Discord => discord::payload(&n),
                     Format::Webhook => webhook::payload(&n),
                 };
-                match delivery::deliver(&client, &ep, &body, policy).await {
-                    Ok(attempts) => info!(log, "notification delivered"; "event" => "notification_sent", "kind" => n.kind.label(),
-                        "target" => &n.target, "incident" => &n.incident_id, "attempts" => attempts),
-                    Err(e) => error!(log, "notification NOT delivered; giving up"; "event" => "notification_failed", "kind" => n.kind.label(),
-                        "target" => &n.target, "incident" => &n.incident_id, "error" => %e, "error_kind" => e.kind()),
+                let (result, attempts) = match delivery::deliver(&client, &ep, &body, policy).await {
+                    Ok(attempts) => {
+                        info!(log, "notification delivered"; "event" => "notification_sent", "kind" => n.kind.label(),
+                            "target" => &n.target, "incident" => &n.incident_id, "attempts" => attempts);
+                        ("sent", attempts)
+                    }
+                    Err(e) => {
+                        error!(log, "notification NOT delivered; giving up"; "event" => "notification_failed", "kind" => n.kind.label(),
+                            "target" => &n.target, "incident" => &n.incident_id, "error" => %e, "error_kind" => e.kind());
+                        ("failed", policy.max_attempts)
+                    }
+                };
+                crate::metrics::global().inc("sentinel_notifications_total", &[("target", n.target.as_str()), ("channel", channel_label(&ep.channel)), ("result", result)]);
+                if let Some(s) = &store {
+                    if let Err(e) = s.notification(&n.incident_id, &kind, &ep.channel, result, attempts) {
+                        error!(log, "delivery result not written to the store"; "event" => "store_failed", "error" => %e);
+                    }
                 }
                 pending.fetch_sub(1, Ordering::SeqCst);
             }
@@ -152,4 +183,9 @@ impl Handler<Drain> for Notifier {
     fn handle(&mut self, msg: Drain, _: &mut Self::Context) -> Self::Result {
         Box::pin(super::wait_for_zero(self.pending.clone(), msg.deadline))
     }
+}
+
+/// `webhook[3]` → `webhook`: metric labels stay low-cardinality.
+fn channel_label(channel: &str) -> &str {
+    channel.split('[').next().unwrap_or(channel)
 }

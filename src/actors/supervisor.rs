@@ -8,11 +8,12 @@ use crate::archive::s3::S3Sink;
 use crate::archive::spool::Spool;
 use crate::archive::uploader::Uploader;
 use super::healer::Healer;
-use super::messages::{Drain, Reload, Retire, Shutdown};
+use super::messages::{Drain, GetStatus, Reload, Retire, SetMaintenance, Shutdown, TargetStatus};
 use super::monitor::{Monitor, Peers};
 use super::notifier::{Notifier, SetChannels};
 use crate::config::{self, Registry, TargetConfig, VarSource};
 use crate::incident::SharedRecord;
+use crate::store::Store;
 use actix::prelude::*;
 use slog::{error, info, warn, Logger};
 use std::collections::{BTreeMap, HashMap};
@@ -61,17 +62,17 @@ impl Supervisor {
     }
 
     /// Starts the shared actors and the Supervisor; `done` fires once shutdown has finished.
-    pub fn launch(log: Logger, settings: SupervisorSettings, uploader: Option<Arc<Uploader>>) -> (Addr<Supervisor>, oneshot::Receiver<()>) {
+    pub fn launch(log: Logger, settings: SupervisorSettings, uploader: Option<Arc<Uploader>>, store: Option<Store>) -> (Addr<Supervisor>, oneshot::Receiver<()>) {
         let spool = Spool::new(&settings.state_dir);
         let archiver = Archiver::new(log.clone(), settings.registry.archive.clone(), spool, uploader).start();
         let healer = Healer::new(log.clone(), settings.state_dir.clone()).start();
-        let notifier = Notifier::new(log.clone(), &settings.registry.notify).start();
+        let notifier = Notifier::new(log.clone(), &settings.registry.notify, store.clone()).start();
         let (tx, rx) = oneshot::channel();
         let sup = Supervisor {
             log: log.new(slog::o!("actor" => "supervisor")),
             root: log,
             settings,
-            peers: Peers { archiver, healer, notifier },
+            peers: Peers { archiver, healer, notifier, store },
             slots: BTreeMap::new(),
             stopping: false,
             done: Some(tx),
@@ -89,6 +90,14 @@ impl Supervisor {
         let cfg = Arc::new(cfg);
         let addr = self.spawn_monitor(cfg.clone(), record.clone());
         self.slots.insert(cfg.name.clone(), Slot { cfg, record, addr });
+    }
+
+    /// A target's record: restored from the store (open incident, budget, maintenance).
+    fn record_for(&self, t: &TargetConfig) -> SharedRecord {
+        match &self.peers.store {
+            Some(store) => SharedRecord::restore(store, &t.name, &t.budget),
+            None => SharedRecord::default(),
+        }
     }
 
     /// Replaces Monitors that died; the new one resumes from the same record.
@@ -140,7 +149,11 @@ impl Supervisor {
         }
         for t in new.targets.iter().filter(|t| wanted.contains_key(&t.name)) {
             added.push(t.name.clone());
-            self.add(t.clone(), SharedRecord::default());
+            let record = self.record_for(t);
+            self.add(t.clone(), record);
+        }
+        for name in &removed {
+            crate::metrics::global().forget_target(name);
         }
         if new.archive != self.settings.registry.archive {
             let archiver = self.peers.archiver.clone();
@@ -171,7 +184,12 @@ impl Actor for Supervisor {
             "targets" => targets.len(), "archive_dir" => self.settings.registry.archive.local_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_else(|| "(S3 only)".into()),
             "version" => env!("CARGO_PKG_VERSION"));
         for t in targets {
-            self.add(t, SharedRecord::default());
+            let record = self.record_for(&t);
+            if let Some(inc) = &record.lock().incident {
+                warn!(self.log, "resuming an incident left open by the previous run"; "event" => "incident_restored", "target" => &t.name,
+                    "incident" => &inc.id, "phase" => record.lock().phase.label());
+            }
+            self.add(t, record);
         }
         ctx.run_interval(Duration::from_millis(250), |act, _| act.check_monitors());
     }
@@ -218,5 +236,67 @@ impl Handler<Shutdown> for Supervisor {
                 let _ = done.send(());
             }
         }));
+    }
+}
+
+impl Handler<GetStatus> for Supervisor {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        let now = std::time::Instant::now();
+        let out = self
+            .settings
+            .registry
+            .targets
+            .iter()
+            .filter_map(|t| self.slots.get(&t.name))
+            .map(|slot| {
+                let mut rec = slot.record.lock();
+                let in_window = rec.restarts.iter().filter(|r| now.duration_since(**r) < slot.cfg.budget.window).count();
+                let maintenance_until = rec.maintenance_until.filter(|u| *u > chrono::Utc::now());
+                if maintenance_until.is_none() {
+                    rec.maintenance_until = None;
+                }
+                TargetStatus {
+                    name: slot.cfg.name.clone(),
+                    endpoint: slot.cfg.dsn.endpoint(),
+                    state: if maintenance_until.is_some() && rec.phase == crate::incident::Phase::Healthy { "maintenance".into() } else { rec.phase.label().into() },
+                    up: rec.last_ok,
+                    last_probe_at: rec.last_probe.map(|p| p.0),
+                    last_probe_latency_ms: rec.last_probe.map(|p| p.1.as_secs_f64() * 1000.0),
+                    consecutive_failures: rec.failures,
+                    restarts_in_window: in_window,
+                    max_restarts: slot.cfg.budget.max_restarts,
+                    open_incident: rec.incident.as_ref().map(|i| i.id.clone()),
+                    maintenance_until,
+                    monitor_alive: slot.addr.connected(),
+                }
+            })
+            .collect();
+        MessageResult(out)
+    }
+}
+
+impl Handler<SetMaintenance> for Supervisor {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, msg: SetMaintenance, _: &mut Context<Self>) -> Self::Result {
+        let Some(slot) = self.slots.get(&msg.target) else {
+            return Err(format!("no target named '{}'", msg.target));
+        };
+        {
+            let mut rec = slot.record.lock();
+            rec.maintenance_until = msg.until;
+            rec.maintenance_noted = false;
+        }
+        if let Some(store) = &self.peers.store {
+            store.set_maintenance(&msg.target, msg.until).map_err(|e| e.to_string())?;
+        }
+        crate::metrics::global().set("sentinel_target_maintenance", &[("target", msg.target.as_str())], if msg.until.is_some() { 1.0 } else { 0.0 });
+        match msg.until {
+            Some(u) => warn!(self.log, "maintenance window opened: no archive, restart or alert"; "event" => "maintenance_started", "target" => &msg.target, "until" => %u),
+            None => info!(self.log, "maintenance ended: healing re-enabled"; "event" => "maintenance_ended", "target" => &msg.target),
+        }
+        Ok(())
     }
 }

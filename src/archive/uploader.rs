@@ -83,6 +83,17 @@ impl Uploader {
         pending.len()
     }
 
+    /// Uploads whose last attempt failed, with the error kind (for `/healthz`).
+    pub fn failing(&self) -> Vec<(String, S3ErrorKind)> {
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.iter()
+            .filter_map(|(id, j)| match &*j.state.borrow() {
+                UploadState::Failing(kind, _) => Some((id.clone(), *kind)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Uploads still running or retrying.
     pub fn in_progress(&self) -> usize {
         self.jobs.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -117,6 +128,7 @@ impl Uploader {
                     if let Err(e) = self.spool.finish(&latest) {
                         warn!(self.log, "uploaded, but the spool record could not be removed"; "incident" => &id, "error" => %e);
                     }
+                    crate::metrics::global().inc("sentinel_archives_total", &[("target", latest.target.as_str()), ("result", "uploaded")]);
                     info!(self.log, "bundle uploaded to S3"; "event" => "archive_uploaded", "incident" => &id, "target" => &latest.target,
                         "url" => &url, "attempts" => attempts, "files" => latest.uploaded.len());
                     let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
@@ -127,6 +139,7 @@ impl Uploader {
                 }
                 Err(e) => {
                     if reported.insert(e.kind) {
+                        crate::metrics::global().inc("sentinel_archives_total", &[("target", rec.target.as_str()), ("result", "upload_failed")]);
                         error!(self.log, "bundle upload to S3 failed; kept in the spool and retried"; "event" => "archive_upload_failed",
                             "incident" => &id, "target" => &rec.target, "error_kind" => e.kind.label(), "error" => %e,
                             "fix" => e.kind.fix(), "spool" => %rec.bundle_dir.display());

@@ -39,6 +39,8 @@ struct SeedEnv {
     s3_force_path_style: Option<String>,
     aws_region: Option<String>,
     archive_timeout: Option<String>,
+    sentinel_listen: Option<String>,
+    sentinel_api_token: Option<String>,
 }
 
 /// Whether the sidecar variables are present (DB_HOST decides).
@@ -107,6 +109,8 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
                 "archive.s3.endpoint" => "S3_ENDPOINT_URL".into(),
                 "archive.timeout" => "ARCHIVE_TIMEOUT".into(),
                 "archive.local.dir" => "ARCHIVE_DIR".into(),
+                "server.listen" => "SENTINEL_LISTEN".into(),
+                "server.token" => "SENTINEL_API_TOKEN".into(),
                 "notify.slack.webhook_url" => "SLACK_WEBHOOK_URL".into(),
                 "notify.discord.webhook_url" => "DISCORD_WEBHOOK_URL".into(),
                 "notify.webhooks[0].url" => "WEBHOOK_URL".into(),
@@ -172,7 +176,11 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
         max_file_size: None,
     };
     let before = problems.0.len();
-    let registry = build(Source::Environment, RawDefaults::default(), archive, notify, vec![(0, target)], &mut problems);
+    let server = nonempty(&seed.sentinel_listen).and_then(|listen| {
+        super::load::build_server(RawServer { listen, token: nonempty(&seed.sentinel_api_token) }, &mut problems)
+    });
+    let mut registry = build(Source::Environment, RawDefaults::default(), archive, notify, vec![(0, target)], &mut problems);
+    registry.server = server;
     rename(&mut problems, before);
     if problems.0.is_empty() {
         Ok(registry)

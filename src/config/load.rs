@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const TOP_LEVEL_KEYS: &[&str] = &["defaults", "archive", "notify", "targets"];
+const TOP_LEVEL_KEYS: &[&str] = &["defaults", "server", "archive", "notify", "targets"];
 
 /// Reads and validates a registry file.
 pub fn load_file(path: &Path, vars: &VarSource) -> Result<Registry, ConfigError> {
@@ -82,7 +82,9 @@ pub fn load_str(
         Some(_) => problems.push("targets", "`targets` must be a list", "write each target as a `- name: ...` entry"),
     }
 
-    let registry = build(source.clone(), defaults, archive, notify, targets_raw, &mut problems);
+    let server: Option<RawServer> = section(&map, "server", &mut problems);
+    let mut registry = build(source.clone(), defaults, archive, notify, targets_raw, &mut problems);
+    registry.server = server.and_then(|s| build_server(s, &mut problems));
     if problems.0.is_empty() {
         Ok(registry)
     } else {
@@ -168,7 +170,7 @@ pub(crate) fn build(
 
     let archive = build_archive(archive, problems);
     let notify = build_notify(notify, problems);
-    Registry { source, archive, notify, targets }
+    Registry { source, server: None, archive, notify, targets }
 }
 
 fn size(raw: &RawSize, at: &str, problems: &mut Problems) -> Option<u64> {
@@ -177,6 +179,28 @@ fn size(raw: &RawSize, at: &str, problems: &mut Problems) -> Option<u64> {
         RawSize::Text(t) => crate::config::size::parse_size(t),
     };
     parsed.map_err(|e| problems.push(at, e, "use 512KiB, 8MiB, 1GiB or a number of bytes")).ok()
+}
+
+pub(crate) fn build_server(raw: RawServer, problems: &mut Problems) -> Option<ServerConfig> {
+    let listen = match raw.listen.parse::<std::net::SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            problems.push("server.listen", format!("'{}' is not an address and port", raw.listen), "use e.g. 127.0.0.1:9187 (or 0.0.0.0:9187 inside a container)");
+            return None;
+        }
+    };
+    let token = match raw.token {
+        Some(t) if t.is_empty() => {
+            problems.push("server.token", "the token is empty", "set it (e.g. \"${SENTINEL_API_TOKEN}\") or remove `token` to turn the mutating endpoints off");
+            None
+        }
+        Some(t) if t.len() < 16 => {
+            problems.push("server.token", format!("the token has {} characters", t.len()), "use at least 16 random characters, e.g. openssl rand -hex 24");
+            None
+        }
+        t => t.map(Secret::new),
+    };
+    Some(ServerConfig { listen, token })
 }
 
 fn build_archive(raw: RawArchive, problems: &mut Problems) -> ArchiveConfig {

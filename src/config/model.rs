@@ -229,10 +229,19 @@ impl fmt::Display for Source {
     }
 }
 
+/// The HTTP API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub listen: std::net::SocketAddr,
+    /// None: the mutating endpoints are off.
+    pub token: Option<Secret>,
+}
+
 /// The whole validated registry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Registry {
     pub source: Source,
+    pub server: Option<ServerConfig>,
     pub archive: ArchiveConfig,
     pub notify: NotifyConfig,
     pub targets: Vec<TargetConfig>,
@@ -241,6 +250,6 @@ pub struct Registry {
 impl Registry {
     /// No targets, default sinks.
     pub fn empty() -> Self {
-        Self { source: Source::Generated("empty".into()), archive: ArchiveConfig::default(), notify: NotifyConfig::default(), targets: vec![] }
+        Self { source: Source::Generated("empty".into()), server: None, archive: ArchiveConfig::default(), notify: NotifyConfig::default(), targets: vec![] }
     }
 }

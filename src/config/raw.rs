@@ -185,3 +185,13 @@ pub struct RawProcess {
     /// The cluster's `postmaster.pid`; its first line is the postmaster's pid.
     pub pid_file: String,
 }
+
+/// `server:`: the HTTP status API and metrics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address to listen on, e.g. 127.0.0.1:9187 (keep it private: /status names your targets).
+    pub listen: String,
+    /// Bearer token for the mutating endpoints (maintenance); without it they are off.
+    pub token: Option<String>,
+}

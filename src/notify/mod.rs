@@ -9,10 +9,10 @@ pub mod webhook;
 
 use crate::probe::ProbeFailure;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What a notice announces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NoticeKind {
     /// The target failed; the bundle is archived and the heal issued.
@@ -34,7 +34,7 @@ impl NoticeKind {
 }
 
 /// Why an escalation was sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EscalationReason {
     RecoveryTimeout,
@@ -53,7 +53,7 @@ impl EscalationReason {
 }
 
 /// One announcement about one incident.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Notice {
     pub kind: NoticeKind,
     pub target: String,

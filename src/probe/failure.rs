@@ -1,11 +1,11 @@
 //! What a failed probe means. The class decides what the daemon does; the SQLSTATE is kept
 //! because some answers (57P03, starting up) mean "recovering", not "failed".
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// How a probe failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureClass {
     /// Nothing listens on the address (server down).
@@ -49,7 +49,7 @@ impl fmt::Display for FailureClass {
 }
 
 /// One failed probe.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeFailure {
     pub class: FailureClass,
     /// SQLSTATE when the server answered with an error.

@@ -1,0 +1,93 @@
+//! The status page at `/`: server-rendered HTML, no scripts or external assets, refreshed by
+//! the browser every 5 seconds. Everything shown is escaped.
+
+use crate::actors::messages::TargetStatus;
+use crate::store::IncidentRow;
+use std::fmt::Write;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+fn state_class(state: &str) -> &'static str {
+    match state {
+        "healthy" => "ok",
+        "suspect" | "maintenance" | "recovering" => "warn",
+        _ => "bad",
+    }
+}
+
+/// Renders the page.
+pub fn render(targets: &[TargetStatus], incidents: &[IncidentRow]) -> String {
+    let mut h = String::with_capacity(8192);
+    let down = targets.iter().filter(|t| t.state != "healthy").count();
+    let _ = write!(
+        h,
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+body{{font:14px/1.4 system-ui,sans-serif;margin:2rem;color:#1d2330;background:#f6f7f9}}
+h1{{font-size:1.4rem;margin:0 0 .2rem}} h2{{font-size:1.1rem;margin:2rem 0 .5rem}}
+.sub{{color:#5b6473;margin-bottom:1rem}}
+table{{border-collapse:collapse;width:100%;background:#fff;box-shadow:0 1px 2px #0002}}
+th,td{{text-align:left;padding:.45rem .7rem;border-bottom:1px solid #e3e6ea;vertical-align:top}}
+th{{background:#eef0f3;font-weight:600}}
+.state{{font-weight:700;padding:.1rem .5rem;border-radius:.6rem;display:inline-block}}
+.ok{{background:#d9f5e3;color:#146c34}} .warn{{background:#fff1cc;color:#7a5a00}} .bad{{background:#fde0e0;color:#9b1c1c}}
+code{{font-size:12px}}
+</style></head><body>
+<h1>SentinelRemedy</h1>
+<div class="sub">{n} target(s), {down} not healthy &middot; refreshed every 5 s &middot; <a href="/status">status JSON</a> &middot; <a href="/metrics">metrics</a> &middot; <a href="/incidents">incidents JSON</a></div>
+<h2>Targets</h2>
+<table id="targets"><thead><tr><th>Target</th><th>State</th><th>Endpoint</th><th>Last probe</th><th>Failures</th><th>Restarts in window</th><th>Open incident</th></tr></thead><tbody>
+"#,
+        title = if down > 0 { format!("{down} down - SentinelRemedy") } else { "All healthy - SentinelRemedy".into() },
+        n = targets.len(),
+    );
+    for t in targets {
+        let last = match (t.last_probe_at, t.last_probe_latency_ms) {
+            (Some(at), Some(ms)) => format!("{} ({ms:.1} ms)", at.format("%H:%M:%S")),
+            _ => "not yet".into(),
+        };
+        let maint = t.maintenance_until.map(|u| format!(" until {}", u.format("%Y-%m-%d %H:%M UTC"))).unwrap_or_default();
+        let _ = writeln!(
+            h,
+            r#"<tr data-target="{name}" data-state="{state}"><td>{name}</td><td><span class="state {cls}">{state}</span>{maint}</td><td><code>{ep}</code></td><td>{last}</td><td>{f}</td><td>{r} / {max}</td><td>{inc}</td></tr>"#,
+            name = esc(&t.name),
+            state = esc(&t.state),
+            cls = state_class(&t.state),
+            maint = esc(&maint),
+            ep = esc(&t.endpoint),
+            last = esc(&last),
+            f = t.consecutive_failures,
+            r = t.restarts_in_window,
+            max = t.max_restarts,
+            inc = t.open_incident.as_deref().map(|i| format!("<a href=\"/incidents/{0}\">{0}</a>", esc(i))).unwrap_or_else(|| "&ndash;".into()),
+        );
+    }
+    h.push_str("</tbody></table>\n<h2>Recent incidents</h2>\n<table id=\"incidents\"><thead><tr><th>Incident</th><th>Target</th><th>Failure</th><th>State</th><th>Time to recovery</th><th>Archive</th></tr></thead><tbody>\n");
+    if incidents.is_empty() {
+        h.push_str("<tr><td colspan=\"6\">No incidents recorded.</td></tr>\n");
+    }
+    for i in incidents {
+        let ttr = match i.time_to_recovery_seconds {
+            Some(s) => format!("{s:.1} s"),
+            None if i.closed => "closed unrecovered".into(),
+            None => "open".into(),
+        };
+        let _ = writeln!(
+            h,
+            r#"<tr><td><a href="/incidents/{id}">{id}</a></td><td>{target}</td><td>{class}</td><td>{phase}</td><td>{ttr}</td><td><code>{archive}</code></td></tr>"#,
+            id = esc(&i.id),
+            target = esc(&i.target),
+            class = esc(&i.class),
+            phase = esc(if i.closed && i.recovered_at.is_some() { "recovered" } else { &i.phase }),
+            ttr = esc(&ttr),
+            archive = esc(i.archive.as_deref().unwrap_or("")),
+        );
+    }
+    h.push_str("</tbody></table>\n</body></html>\n");
+    h
+}

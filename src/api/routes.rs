@@ -1,0 +1,187 @@
+//! Request handlers. Each answers from the Supervisor (live state), the store (history) or the
+//! metrics registry; none blocks the actors.
+
+use super::{page, token_matches, ApiState};
+use crate::actors::messages::{GetStatus, SetMaintenance, TargetStatus};
+use crate::config::duration::parse_duration;
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(index))
+        .route("/healthz", web::get().to(healthz))
+        .route("/status", web::get().to(status))
+        .route("/metrics", web::get().to(metrics))
+        .route("/incidents", web::get().to(incidents))
+        .route("/incidents/{id}", web::get().to(incident))
+        .route("/targets/{name}/maintenance", web::post().to(maintenance))
+        .route("/targets/{name}/resume", web::post().to(resume));
+}
+
+async fn statuses(st: &ApiState) -> Result<Vec<TargetStatus>, HttpResponse> {
+    match tokio::time::timeout(Duration::from_secs(2), st.supervisor.send(GetStatus)).await {
+        Ok(Ok(s)) => Ok(s),
+        _ => Err(HttpResponse::ServiceUnavailable().json(json!({"error": "the supervisor did not answer within 2 s"}))),
+    }
+}
+
+async fn index(st: web::Data<ApiState>) -> HttpResponse {
+    let targets = match statuses(&st).await {
+        Ok(t) => t,
+        Err(resp) => return resp,
+    };
+    let recent = st.store.as_ref().and_then(|s| s.list(None, None, 20).ok()).unwrap_or_default();
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(page::render(&targets, &recent))
+}
+
+async fn healthz(st: web::Data<ApiState>) -> HttpResponse {
+    let mut problems: Vec<String> = Vec::new();
+    let mut checks = serde_json::Map::new();
+    match statuses(&st).await {
+        Ok(targets) => {
+            let dead: Vec<&str> = targets.iter().filter(|t| !t.monitor_alive).map(|t| t.name.as_str()).collect();
+            checks.insert("actors".into(), json!({"targets": targets.len(), "monitors_dead": dead}));
+            if !dead.is_empty() {
+                problems.push(format!("monitors not running: {}", dead.join(", ")));
+            }
+        }
+        Err(_) => problems.push("the supervisor does not answer".into()),
+    }
+    checks.insert("registry".into(), json!(st.registry_source));
+    if let Some(store) = &st.store {
+        match store.list(None, None, 1) {
+            Ok(_) => {
+                checks.insert("store".into(), json!("ok"));
+            }
+            Err(e) => problems.push(format!("incident store: {e}")),
+        }
+    }
+    if let Some(up) = &st.uploader {
+        let failing = up.failing();
+        checks.insert("s3".into(), json!({"failing_uploads": failing.len(), "kinds": failing.iter().map(|f| f.1.label()).collect::<Vec<_>>()}));
+        if let Some((_, kind)) = failing.first() {
+            problems.push(format!("S3 uploads failing ({}): {}", kind.label(), kind.fix()));
+        }
+    }
+    let body = json!({"status": if problems.is_empty() { "ok" } else { "unhealthy" }, "problems": problems, "checks": checks,
+        "started_at": st.started_at, "version": env!("CARGO_PKG_VERSION")});
+    if problems.is_empty() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn status(st: web::Data<ApiState>) -> HttpResponse {
+    match statuses(&st).await {
+        Ok(t) => HttpResponse::Ok().json(json!({"targets": t})),
+        Err(resp) => resp,
+    }
+}
+
+async fn metrics(st: web::Data<ApiState>) -> HttpResponse {
+    if let Some(up) = &st.uploader {
+        crate::metrics::global().set("sentinel_archive_spool_pending", &[], up.in_progress() as f64);
+    }
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(crate::metrics::global().render())
+}
+
+#[derive(Deserialize)]
+struct IncidentQuery {
+    target: Option<String>,
+    /// A duration back from now, e.g. 7d, 24h.
+    since: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `7d`, `12h`, `30m`, or anything parse_duration takes.
+pub fn parse_since(s: &str) -> Result<Duration, String> {
+    if let Some(days) = s.strip_suffix('d') {
+        return days.parse::<u64>().map(|d| Duration::from_secs(d * 86_400)).map_err(|_| format!("'{s}' is not a duration (use 7d, 24h, 30m)"));
+    }
+    parse_duration(s)
+}
+
+async fn incidents(st: web::Data<ApiState>, q: web::Query<IncidentQuery>) -> HttpResponse {
+    let Some(store) = &st.store else {
+        return HttpResponse::ServiceUnavailable().json(json!({"error": "no incident store"}));
+    };
+    let since = match q.since.as_deref().map(parse_since) {
+        Some(Err(e)) => return HttpResponse::BadRequest().json(json!({"error": e})),
+        Some(Ok(d)) => Some(Utc::now() - chrono::Duration::from_std(d).unwrap_or_default()),
+        None => None,
+    };
+    match store.list(q.target.as_deref(), since, q.limit.unwrap_or(100).min(1000)) {
+        Ok(rows) => HttpResponse::Ok().json(json!({"incidents": rows})),
+        Err(e) => HttpResponse::InternalServerError().json(json!({"error": e.to_string()})),
+    }
+}
+
+async fn incident(st: web::Data<ApiState>, id: web::Path<String>) -> HttpResponse {
+    let Some(store) = &st.store else {
+        return HttpResponse::ServiceUnavailable().json(json!({"error": "no incident store"}));
+    };
+    match store.get(&id) {
+        Ok(Some(d)) => HttpResponse::Ok().json(d),
+        Ok(None) => HttpResponse::NotFound().json(json!({"error": format!("no incident '{id}'")})),
+        Err(e) => HttpResponse::InternalServerError().json(json!({"error": e.to_string()})),
+    }
+}
+
+/// The bearer token check: 403 when no token is configured, 401 when it is wrong.
+fn authorize(req: &HttpRequest, st: &ApiState) -> Result<(), HttpResponse> {
+    let Some(expected) = &st.token else {
+        return Err(HttpResponse::Forbidden().json(json!({"error": "mutating endpoints are off: set server.token (SENTINEL_API_TOKEN) to enable them"})));
+    };
+    let presented = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    if token_matches(presented.as_bytes(), expected.expose().as_bytes()) {
+        Ok(())
+    } else {
+        Err(HttpResponse::Unauthorized().insert_header((header::WWW_AUTHENTICATE, "Bearer")).json(json!({"error": "a valid bearer token is required"})))
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct MaintenanceBody {
+    duration: Option<String>,
+}
+
+async fn maintenance(req: HttpRequest, st: web::Data<ApiState>, name: web::Path<String>, q: web::Query<MaintenanceBody>, body: web::Bytes) -> HttpResponse {
+    if let Err(resp) = authorize(&req, &st) {
+        return resp;
+    }
+    let from_body: MaintenanceBody = if body.is_empty() { MaintenanceBody::default() } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return HttpResponse::BadRequest().json(json!({"error": format!("body must be JSON like {{\"duration\": \"30m\"}}: {e}")})),
+        }
+    };
+    let duration = match q.duration.clone().or(from_body.duration) {
+        None => None,
+        Some(d) => match parse_since(&d) {
+            Ok(d) => Some(d),
+            Err(e) => return HttpResponse::BadRequest().json(json!({"error": e})),
+        },
+    };
+    // Without a duration the window stays open until resumed.
+    let until = Utc::now() + chrono::Duration::from_std(duration.unwrap_or(Duration::from_secs(100 * 365 * 86_400))).unwrap_or_default();
+    set(&st, name.into_inner(), Some(until)).await
+}
+
+async fn resume(req: HttpRequest, st: web::Data<ApiState>, name: web::Path<String>) -> HttpResponse {
+    if let Err(resp) = authorize(&req, &st) {
+        return resp;
+    }
+    set(&st, name.into_inner(), None).await
+}
+
+async fn set(st: &ApiState, target: String, until: Option<chrono::DateTime<Utc>>) -> HttpResponse {
+    match st.supervisor.send(SetMaintenance { target: target.clone(), until }).await {
+        Ok(Ok(())) => HttpResponse::Ok().json(json!({"target": target, "maintenance_until": until})),
+        Ok(Err(e)) => HttpResponse::NotFound().json(json!({"error": e})),
+        Err(e) => HttpResponse::ServiceUnavailable().json(json!({"error": e.to_string()})),
+    }
+}
