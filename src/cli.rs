@@ -44,6 +44,28 @@ pub enum Command {
         #[arg(long, short, env = "SENTINEL_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Show every target of a running daemon (through its HTTP API).
+    Status {
+        /// The daemon's API address.
+        #[arg(long, env = "SENTINEL_URL", default_value = "http://127.0.0.1:9187")]
+        url: String,
+        /// Print the JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List incidents, newest first, with time to recovery and MTTR.
+    Incidents {
+        #[arg(long, env = "SENTINEL_URL", default_value = "http://127.0.0.1:9187")]
+        url: String,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// Only incidents declared in this past period, e.g. 7d, 24h, 30m.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Start a throwaway PostgreSQL and heal it when you crash it.
     Demo {
         /// Where the demo's forensic bundles go.
@@ -116,6 +138,24 @@ pub fn main() -> ExitCode {
             let (log, _guard) = logging::root(cli.log_format, level);
             run(log, SupervisorSettings { registry, config_path: config, state_dir, shutdown_timeout })
         }
+        Command::Status { url, json } => client_command(&url, "/status", json, crate::client::status_table),
+        Command::Incidents { url, target, since, json } => {
+            if let Some(s) = &since {
+                if let Err(e) = crate::api::parse_since(s) {
+                    eprintln!("sentinel-remedy: --since: {e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            }
+            let mut query: Vec<String> = Vec::new();
+            if let Some(t) = target {
+                query.push(format!("target={}", url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>()));
+            }
+            if let Some(s) = since {
+                query.push(format!("since={s}"));
+            }
+            let path = if query.is_empty() { "/incidents".to_string() } else { format!("/incidents?{}", query.join("&")) };
+            client_command(&url, &path, json, crate::client::incidents_table)
+        }
         Command::Demo { incidents } => {
             let demo = match crate::demo::prepare(incidents) {
                 Ok(d) => d,
@@ -135,6 +175,23 @@ pub fn main() -> ExitCode {
             drop(guard);
             crate::demo::cleanup(&demo);
             code
+        }
+    }
+}
+
+fn client_command(url: &str, path: &str, json: bool, table: fn(&serde_json::Value) -> String) -> ExitCode {
+    match crate::client::get(url, path) {
+        Ok(v) if json => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            print!("{}", table(&v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sentinel-remedy: {e}");
+            ExitCode::from(EX_UNAVAILABLE)
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Fault injection for the test suite: `SENTINEL_FAULT_PANIC=<target>:<point>` makes that
+//! Fault injection for the test suite. `SENTINEL_FAULT_PANIC=<target>:<point>` makes that
 //! target's Monitor panic once at `<point>` (`archived` or `heal_issued`), to prove that the
 //! Supervisor replaces it and the open incident is neither lost nor repeated. Unset in
 //! production, where it costs one environment lookup per incident.
@@ -12,5 +12,15 @@ pub fn maybe_panic(target: &str, point: &str) {
     let Ok(spec) = std::env::var("SENTINEL_FAULT_PANIC") else { return };
     if spec == format!("{target}:{point}") && !FIRED.swap(true, Ordering::SeqCst) {
         panic!("injected fault: monitor for {target} panics at {point}");
+    }
+}
+
+/// Kills the whole daemon with SIGKILL at `point` when `SENTINEL_FAULT_KILL=<target>:<point>`
+/// asks for it: a crash between two steps of an incident, which the store must survive.
+pub fn maybe_kill(target: &str, point: &str) {
+    let Ok(spec) = std::env::var("SENTINEL_FAULT_KILL") else { return };
+    if spec == format!("{target}:{point}") {
+        // SAFETY: signalling ourselves; SIGKILL cannot be caught, exactly like the OOM killer.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }
 }

@@ -229,17 +229,19 @@ impl SharedRecord {
     }
 
     /// The record a previous run of the daemon left in the store: the restart budget, the
-    /// maintenance window and the open incident. An incident whose heal was already issued
-    /// resumes as recovering: it is never restarted a second time.
-    pub fn restore(store: &crate::store::Store, target: &str, budget: &BudgetConfig) -> Self {
+    /// maintenance window and the open incident. An incident whose heal command already ran
+    /// (its heal log exists) resumes as recovering: it is never restarted a second time. One
+    /// whose heal was decided but never started (the daemon died in between) gets it now.
+    pub fn restore(store: &crate::store::Store, target: &str, budget: &BudgetConfig, heal_log_dir: &std::path::Path) -> Self {
         let mut rec = TargetRecord::default();
         let since = Utc::now() - chrono::Duration::from_std(budget.window).unwrap_or_default();
         rec.restarts = store.restarts_since(target, since).unwrap_or_default().into_iter().map(instant_at).collect();
         rec.maintenance_until = store.maintenance(target);
         if let Some(row) = store.open_incident(target) {
             let inc = Incident::restore(&row);
+            let heal_started = heal_log_dir.join(format!("{}.log", row.id)).exists();
             let phase = match Phase::from_label(&row.phase) {
-                Some(Phase::Healing) => Phase::Recovering,
+                Some(Phase::Healing) if heal_started => Phase::Recovering,
                 Some(Phase::Healthy | Phase::Suspect) | None => Phase::Archiving,
                 Some(p) => p,
             };

@@ -21,6 +21,7 @@ pub mod api;
 pub mod archive;
 pub mod backoff;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod faults;

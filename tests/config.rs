@@ -28,6 +28,8 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ("bad size", "archive:\n  max_file_size: lots\ntargets:\n{T}", "archive.max_file_size", "not a size"),
     ("bad endpoint", "archive:\n  s3: { bucket: b-1, endpoint: \"minio:9000\" }\ntargets:\n{T}", "archive.s3.endpoint", "not an http(s) URL"),
     ("unknown s3 key", "archive:\n  s3: { bucket: b-1, buckit: x }\ntargets:\n{T}", "archive.s3.buckit", "unknown field"),
+    ("bad listen address", "server: { listen: \"localhost\" }\ntargets:\n{T}", "server.listen", "not an address and port"),
+    ("short token", "server: { listen: \"127.0.0.1:9187\", token: \"abc\" }\ntargets:\n{T}", "server.token", "3 characters"),
     ("zero budget window", "targets:\n{T}    restart_budget: { window: 0 }\n", "targets[0].restart_budget.window", "unlimited restarts"),
 ];
 
@@ -93,7 +95,7 @@ fn the_shipped_example_registry_is_valid() {
     let ws = Workspace::new();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/targets.yaml.example");
     let env = [("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/x"), ("DISCORD_WEBHOOK_URL", "https://discord.com/api/webhooks/1/x"),
-        ("OPS_HOOK_TOKEN", "t"), ("ORDERS_DB_PASSWORD", "p"), ("BILLING_DB_PASSWORD", "p")];
+        ("OPS_HOOK_TOKEN", "t"), ("SENTINEL_API_TOKEN", "0123456789abcdef0123"), ("ORDERS_DB_PASSWORD", "p"), ("BILLING_DB_PASSWORD", "p")];
     let (code, out, err) = run_cli(&["check-config", "-c", example], ws.path(), &env);
     assert_eq!(code, 0, "{out}{err}");
 }

@@ -56,3 +56,21 @@ ensure_tf_tools() {
     python3 -m pip install --quiet --disable-pip-version-check "checkov==3.3.30" "python-hcl2==8.1.4"
     command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 }
+
+# The status-page test renders the page in a real headless Chromium; the metrics test parses
+# /metrics with the official Prometheus client's parser.
+ensure_chromium() {
+    if command -v chromium >/dev/null 2>&1; then
+        return
+    fi
+    echo "== installing chromium (status page test)"
+    apt_install chromium fonts-dejavu-core
+}
+
+ensure_prometheus_parser() {
+    if python3 -c "import prometheus_client.parser" 2>/dev/null; then
+        return
+    fi
+    echo "== installing prometheus_client (metrics parser for the tests)"
+    python3 -m pip install --quiet --disable-pip-version-check "prometheus_client==0.26.0"
+}

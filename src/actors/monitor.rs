@@ -301,6 +301,7 @@ impl Monitor {
                     inc.archive = Some(outcome);
                     if phase == Phase::Archiving {
                         self.persist(&rec, "archived", &detail);
+                        crate::faults::maybe_kill(&self.target.name, "archived");
                         self.start_heal(&mut rec)
                     } else {
                         vec![]
@@ -376,6 +377,7 @@ impl Monitor {
             }
         }
         self.persist(rec, "heal_issued", "restart issued");
+        crate::faults::maybe_kill(&self.target.name, "heal_issued");
         steps
     }
 
@@ -385,6 +387,12 @@ impl Monitor {
             let mut rec = self.record.lock();
             let healing = rec.phase == Phase::Healing && rec.incident.as_ref().is_some_and(|i| i.id == id);
             if !healing {
+                // Already recovered (a probe passed before the healer reported): the timeline
+                // still gets the heal's result.
+                if let Some(store) = &self.peers.store {
+                    let kind = if report.success { "heal_succeeded" } else { "heal_failed" };
+                    let _ = store.event(id, kind, &format!("{} attempt(s)", report.attempts.len()));
+                }
                 vec![]
             } else if report.success {
                 if let Some(inc) = rec.incident.as_mut() {

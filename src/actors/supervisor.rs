@@ -95,7 +95,7 @@ impl Supervisor {
     /// A target's record: restored from the store (open incident, budget, maintenance).
     fn record_for(&self, t: &TargetConfig) -> SharedRecord {
         match &self.peers.store {
-            Some(store) => SharedRecord::restore(store, &t.name, &t.budget),
+            Some(store) => SharedRecord::restore(store, &t.name, &t.budget, &self.settings.state_dir.join("heal-logs")),
             None => SharedRecord::default(),
         }
     }
@@ -185,9 +185,12 @@ impl Actor for Supervisor {
             "version" => env!("CARGO_PKG_VERSION"));
         for t in targets {
             let record = self.record_for(&t);
-            if let Some(inc) = &record.lock().incident {
-                warn!(self.log, "resuming an incident left open by the previous run"; "event" => "incident_restored", "target" => &t.name,
-                    "incident" => &inc.id, "phase" => record.lock().phase.label());
+            {
+                let rec = record.lock();
+                if let Some(inc) = &rec.incident {
+                    warn!(self.log, "resuming an incident left open by the previous run"; "event" => "incident_restored", "target" => &t.name,
+                        "incident" => &inc.id, "phase" => rec.phase.label());
+                }
             }
             self.add(t, record);
         }

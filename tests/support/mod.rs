@@ -5,6 +5,7 @@
 
 pub mod receiver;
 pub mod s3server;
+pub mod http;
 
 use serde_json::Value;
 use sentinel_remedy::pgcluster::Cluster;

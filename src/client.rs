@@ -1,0 +1,102 @@
+//! `sentinel-remedy status` and `sentinel-remedy incidents`: the HTTP API of a running daemon
+//! printed as tables for a terminal, or as JSON with `--json`.
+
+use serde_json::Value;
+use std::time::Duration;
+
+/// Why a client command failed; the CLI prints it and exits non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the daemon at {url}: {detail} (is it running with `server.listen`? set --url or SENTINEL_URL)")]
+    Unreachable { url: String, detail: String },
+    #[error("the daemon answered {status} for {url}: {body}")]
+    Status { url: String, status: u16, body: String },
+}
+
+/// GETs `path` from the daemon and parses the JSON.
+pub fn get(base: &str, path: &str) -> Result<Value, ClientError> {
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+        let resp = client.get(&url).send().await.map_err(|e| ClientError::Unreachable { url: url.clone(), detail: e.to_string() })?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        if !(200..300).contains(&status) {
+            return Err(ClientError::Status { url: url.clone(), status, body });
+        }
+        serde_json::from_str(&body).map_err(|e| ClientError::Status { url: url.clone(), status, body: format!("not JSON: {e}") })
+    })
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Lays out rows under headers, columns padded to their widest cell.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| -> String {
+        cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect::<Vec<_>>().join("  ").trim_end().to_string()
+    };
+    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r.clone()));
+        out.push('\n');
+    }
+    out
+}
+
+/// The `status` table.
+pub fn status_table(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            vec![
+                s(&t["name"]),
+                s(&t["state"]),
+                s(&t["endpoint"]),
+                t["last_probe_latency_ms"].as_f64().map(|m| format!("{m:.1} ms")).unwrap_or_else(|| "-".into()),
+                s(&t["consecutive_failures"]),
+                format!("{}/{}", s(&t["restarts_in_window"]), s(&t["max_restarts"])),
+                s(&t["open_incident"]),
+                if t["maintenance_until"].is_null() { "-".into() } else { format!("until {}", s(&t["maintenance_until"])) },
+            ]
+        })
+        .collect();
+    table(&["TARGET", "STATE", "ENDPOINT", "LATENCY", "FAILURES", "RESTARTS", "INCIDENT", "MAINTENANCE"], &rows)
+}
+
+/// The `incidents` table.
+pub fn incidents_table(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v["incidents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            let ttr = i["time_to_recovery_seconds"].as_f64().map(|t| format!("{t:.1} s")).unwrap_or_else(|| if i["closed"] == true { "unrecovered".into() } else { "open".into() });
+            vec![s(&i["id"]), s(&i["target"]), s(&i["class"]), s(&i["phase"]), ttr, s(&i["archive"])]
+        })
+        .collect();
+    let mut out = table(&["INCIDENT", "TARGET", "FAILURE", "STATE", "TTR", "ARCHIVE"], &rows);
+    let ttrs: Vec<f64> = v["incidents"].as_array().into_iter().flatten().filter_map(|i| i["time_to_recovery_seconds"].as_f64()).collect();
+    if !ttrs.is_empty() {
+        let mut sorted = ttrs.clone();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        out.push_str(&format!("\n{} incident(s), {} recovered; MTTR {:.1} s (median {:.1} s)\n", rows.len(), ttrs.len(),
+            ttrs.iter().sum::<f64>() / ttrs.len() as f64, sorted[sorted.len() / 2]));
+    }
+    out
+}
