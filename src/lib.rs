@@ -7,6 +7,7 @@
 //!   `actors::messages` is the protocol between them.
 //! - `incident`: incidents and the per-target record that outlives a Monitor.
 //! - `probe`: SQL probes and failure classification (SQLSTATE kept).
+//! - `policy`: what each failure class calls for (restart or alert), with diagnoses.
 //! - `pidwatch`: instant postmaster-death detection through a pidfd.
 //! - `reaper`: adopts and reaps the postmasters heal commands start (no lingering zombies).
 //! - `archive`: forensic bundles (local directory sink, manifest).
@@ -31,6 +32,7 @@ pub mod logging;
 pub mod notify;
 pub mod pgcluster;
 pub mod pidwatch;
+pub mod policy;
 pub mod probe;
 pub mod reaper;
 pub mod redact;

@@ -30,6 +30,10 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ("unknown s3 key", "archive:\n  s3: { bucket: b-1, buckit: x }\ntargets:\n{T}", "archive.s3.buckit", "unknown field"),
     ("bad listen address", "server: { listen: \"localhost\" }\ntargets:\n{T}", "server.listen", "not an address and port"),
     ("short token", "server: { listen: \"127.0.0.1:9187\", token: \"abc\" }\ntargets:\n{T}", "server.token", "3 characters"),
+    ("unknown failure class in policy", "defaults:\n  policy: { hang: restart }\ntargets:\n{T}", "defaults.policy.hang", "unknown failure class"),
+    ("restart on 57P03", "targets:\n{T}    policy: { recovering: restart }\n", "targets[0].policy.recovering", "never restarted"),
+    ("bad policy action", "targets:\n{T}    policy: { timeout: reboot }\n", "targets[0].policy.timeout", "not an action"),
+    ("bad probe role", "targets:\n{T}    probe: { role: leader }\n", "targets[0].probe.role", "not a role"),
     ("zero budget window", "targets:\n{T}    restart_budget: { window: 0 }\n", "targets[0].restart_budget.window", "unlimited restarts"),
 ];
 

@@ -40,6 +40,10 @@ pub struct IncidentFacts {
     pub hard_failure: bool,
     pub first_failure_at: DateTime<Utc>,
     pub declared_at: DateTime<Utc>,
+    /// What the failure class calls for: `restart` or `alert`.
+    pub action: &'static str,
+    /// What the failure means and what to do.
+    pub diagnosis: &'static str,
 }
 
 /// Where a bundle went and what it holds.

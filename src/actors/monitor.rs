@@ -317,9 +317,24 @@ impl Monitor {
         self.run_steps(steps, ctx);
     }
 
-    /// Restart if the budget allows, else hold and escalate once for this incident.
+    /// Restart if the failure class calls for it and the budget allows; else alert (with the
+    /// diagnosis) or hold and escalate once for this incident.
     fn start_heal(&self, rec: &mut TargetRecord) -> Vec<Step> {
         let now = Instant::now();
+        let class = rec.incident.as_ref().map(|i| i.failure.class);
+        if let Some(class) = class.filter(|c| self.target.policy.action(*c) == crate::policy::Action::Alert) {
+            rec.phase = Phase::Unhealed;
+            let Some(inc) = rec.incident.as_mut() else { return vec![] };
+            inc.alerted = true;
+            let diagnosis = crate::policy::diagnosis(class);
+            warn!(self.log, "failure class calls for an alert, not a restart"; "event" => "alert_only", "incident" => &inc.id,
+                "class" => class.label(), "sqlstate" => inc.failure.sqlstate.as_deref().unwrap_or(""));
+            let mut n = self.notice(NoticeKind::Failure, inc, format!("{diagnosis} Evidence archived; sentinel-remedy will not restart it."));
+            n.failure = Some(inc.failure.clone());
+            let step = Step::Notify(inc.queue_notice(n));
+            self.persist(rec, "alerted", &format!("{}: no restart by policy", class.label()));
+            return vec![step];
+        }
         if self.target.heal.is_none() {
             rec.phase = Phase::Unhealed;
             let Some(inc) = rec.incident.as_mut() else { return vec![] };
@@ -557,6 +572,8 @@ impl Monitor {
             hard_failure: inc.hard,
             first_failure_at: inc.first_failure_at,
             declared_at: inc.declared_at,
+            action: self.target.policy.action(inc.failure.class).label(),
+            diagnosis: crate::policy::diagnosis(inc.failure.class),
         }
     }
 

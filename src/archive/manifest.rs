@@ -27,6 +27,9 @@ pub struct Manifest {
     pub failure: crate::probe::ProbeFailure,
     pub failure_class: &'static str,
     pub hard_failure: bool,
+    /// `restart` or `alert`, by the target's policy for this failure class.
+    pub action: &'static str,
+    pub diagnosis: &'static str,
     pub first_failure_at: DateTime<Utc>,
     pub declared_at: DateTime<Utc>,
     pub archived_at: DateTime<Utc>,
@@ -48,6 +51,8 @@ impl Manifest {
             failure: facts.failure.clone(),
             failure_class: facts.failure.class.label(),
             hard_failure: facts.hard_failure,
+            action: facts.action,
+            diagnosis: facts.diagnosis,
             first_failure_at: facts.first_failure_at,
             declared_at: facts.declared_at,
             archived_at: Utc::now(),

@@ -136,6 +136,7 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
             timeout: seed.health_check_timeout.clone().map(RawDuration),
             failure_threshold: threshold,
             expect: None,
+            role: None,
         }),
         restart_budget: Some(RawBudget { max_restarts, window: seed.restart_window.clone().map(RawDuration) }),
         recovery_timeout: seed.recovery_timeout.clone().map(RawDuration),
@@ -144,6 +145,7 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
         }),
         heal,
         process: nonempty(&seed.pg_pid_file).map(|pid_file| RawProcess { pid_file }),
+        policy: None,
     };
     let notify = RawNotify {
         slack: nonempty(&seed.slack_webhook_url).map(|webhook_url| RawChatWebhook { webhook_url }),

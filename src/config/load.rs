@@ -108,6 +108,7 @@ pub(crate) fn build(
         .as_ref()
         .and_then(|d| duration(d, "defaults.recovery_timeout", problems))
         .unwrap_or(Duration::from_secs(120));
+    let base_policy = policy(defaults.policy.as_ref(), "defaults.policy", problems);
 
     let mut targets = Vec::new();
     for (i, t) in targets_raw {
@@ -123,6 +124,7 @@ pub(crate) fn build(
             }
         };
         let probe = merge_probe(&base_probe, t.probe.as_ref(), &format!("{at}.probe"), problems);
+        let target_policy = base_policy.merged(&policy(t.policy.as_ref(), &format!("{at}.policy"), problems));
         let budget = merge_budget(&base_budget, t.restart_budget.as_ref(), &format!("{at}.restart_budget"), problems);
         let recovery_timeout = t
             .recovery_timeout
@@ -164,6 +166,7 @@ pub(crate) fn build(
                 forensic_files,
                 heal,
                 pid_file,
+                policy: target_policy,
             });
         }
     }
@@ -369,6 +372,34 @@ fn merge_probe(base: &ProbeConfig, over: Option<&RawProbe>, at: &str, problems: 
     }
     if o.expect.is_some() {
         p.expect = o.expect.clone();
+    }
+    match o.role.as_deref() {
+        None => {}
+        Some("primary") => p.primary = true,
+        Some("any") => p.primary = false,
+        Some(other) => problems.push(format!("{at}.role"), format!("'{other}' is not a role"), "use primary (a standby answer is a failure) or any"),
+    }
+    p
+}
+
+fn policy(raw: Option<&BTreeMap<String, String>>, at: &str, problems: &mut Problems) -> crate::policy::Policy {
+    let mut p = crate::policy::Policy::default();
+    for (class, action) in raw.into_iter().flatten() {
+        let key = format!("{at}.{class}");
+        let Some(c) = crate::probe::FailureClass::from_label(class) else {
+            let all: Vec<&str> = crate::probe::FailureClass::ALL.iter().map(|c| c.label()).collect();
+            problems.push(key, format!("unknown failure class `{class}`"), format!("use one of {}", all.join(", ")));
+            continue;
+        };
+        match crate::policy::Action::from_label(action) {
+            Some(crate::policy::Action::Restart) if c == crate::probe::FailureClass::Recovering => {
+                problems.push(key, "a server answering 57P03 is recovering and is never restarted", "remove this key");
+            }
+            Some(a) => {
+                p.overrides.insert(class.clone(), a);
+            }
+            None => problems.push(key, format!("'{action}' is not an action"), "use restart or alert"),
+        }
     }
     p
 }

@@ -75,6 +75,8 @@ pub struct ProbeConfig {
     pub timeout: Duration,
     pub failure_threshold: u32,
     pub expect: Option<String>,
+    /// The target must be a primary (not in recovery).
+    pub primary: bool,
 }
 
 impl Default for ProbeConfig {
@@ -84,6 +86,7 @@ impl Default for ProbeConfig {
             interval: Duration::from_secs(30),
             timeout: Duration::from_secs(5),
             failure_threshold: 3,
+            primary: false,
             expect: None,
         }
     }
@@ -123,6 +126,8 @@ pub struct TargetConfig {
     pub heal: Option<HealAction>,
     /// The postmaster's pid file, when the database runs on this host.
     pub pid_file: Option<PathBuf>,
+    /// What each failure class calls for.
+    pub policy: crate::policy::Policy,
 }
 
 /// Where bundles go and how.

@@ -15,6 +15,8 @@ pub struct RawDefaults {
     pub restart_budget: Option<RawBudget>,
     /// How long after a heal starts a target may take to answer probes before escalation.
     pub recovery_timeout: Option<RawDuration>,
+    /// Action per failure class (`restart` or `alert`), e.g. `{ timeout: alert }`.
+    pub policy: Option<BTreeMap<String, String>>,
 }
 
 /// `probe:`: the SQL health check.
@@ -32,6 +34,8 @@ pub struct RawProbe {
     pub failure_threshold: Option<i64>,
     /// Expected text of the first column of the first row; any other answer is a failure.
     pub expect: Option<String>,
+    /// `primary`: a target answering as a standby (pg_is_in_recovery) is a `read_only` failure.
+    pub role: Option<String>,
 }
 
 /// `restart_budget:`: at most `max_restarts` restarts per `window`.
@@ -157,6 +161,8 @@ pub struct RawTarget {
     pub heal: Option<RawHeal>,
     /// The postmaster on this host, watched for instant death detection.
     pub process: Option<RawProcess>,
+    /// Action per failure class, over the defaults' policy.
+    pub policy: Option<BTreeMap<String, String>>,
 }
 
 /// `forensics:`

@@ -24,6 +24,17 @@ pub enum FailureClass {
     ConnectionLost,
     /// The postmaster process is gone (seen by the pid watch).
     ProcessExited,
+    /// 53300: every connection slot is taken.
+    TooManyConnections,
+    /// 53100: the disk is full.
+    DiskFull,
+    /// 53200: the server ran out of memory.
+    OutOfMemory,
+    /// 3D000: the database in the DSN does not exist.
+    DatabaseMissing,
+    /// A target that must be a primary answers as a standby (pg_is_in_recovery), or refuses
+    /// writes (25006).
+    ReadOnly,
 }
 
 impl FailureClass {
@@ -38,7 +49,24 @@ impl FailureClass {
             FailureClass::UnexpectedResult => "unexpected_result",
             FailureClass::ConnectionLost => "connection_lost",
             FailureClass::ProcessExited => "process_exited",
+            FailureClass::TooManyConnections => "too_many_connections",
+            FailureClass::DiskFull => "disk_full",
+            FailureClass::OutOfMemory => "out_of_memory",
+            FailureClass::DatabaseMissing => "database_missing",
+            FailureClass::ReadOnly => "read_only",
         }
+    }
+
+    /// Every class, for validation messages.
+    pub const ALL: [FailureClass; 13] = [
+        FailureClass::ConnectionRefused, FailureClass::Timeout, FailureClass::Authentication, FailureClass::Recovering,
+        FailureClass::QueryError, FailureClass::UnexpectedResult, FailureClass::ConnectionLost, FailureClass::ProcessExited,
+        FailureClass::TooManyConnections, FailureClass::DiskFull, FailureClass::OutOfMemory, FailureClass::DatabaseMissing,
+        FailureClass::ReadOnly,
+    ];
+
+    pub fn from_label(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.label() == s)
     }
 }
 
@@ -72,6 +100,11 @@ impl ProbeFailure {
                 "28P01" | "28000" => FailureClass::Authentication,
                 "57014" => FailureClass::Timeout, // statement_timeout cancelled the query
                 "57P01" | "57P02" => FailureClass::ConnectionLost, // admin or crash shutdown
+                "53300" => FailureClass::TooManyConnections,
+                "53100" => FailureClass::DiskFull,
+                "53200" => FailureClass::OutOfMemory,
+                "3D000" => FailureClass::DatabaseMissing,
+                "25006" => FailureClass::ReadOnly,
                 _ => FailureClass::QueryError,
             };
             return Self { class, sqlstate: Some(code), detail: db.message().to_string() };

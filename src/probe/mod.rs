@@ -80,6 +80,13 @@ impl Prober {
                 }
             }
         }
+        if self.probe.primary {
+            let rows = client.simple_query("SELECT pg_is_in_recovery()").await.map_err(|e| ProbeFailure::from_pg(&e))?;
+            let standby = rows.iter().any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("t")));
+            if standby {
+                return Err(ProbeFailure::new(FailureClass::ReadOnly, "expected a primary, but pg_is_in_recovery() is true (a standby, or a primary demoted by a failover)"));
+            }
+        }
         Ok(())
     }
 }

@@ -1,0 +1,102 @@
+//! Remediation by failure class: restart only when a restart can help. Defaults are what a
+//! DBA would choose; a registry may override them per class (`policy:` in defaults or on a
+//! target). A 57P03 answer (starting up, crash recovery) is never a reason to restart.
+
+use crate::probe::FailureClass;
+use std::collections::BTreeMap;
+
+/// What to do once a failure of a class is confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Archive, restart, alert (the core loop).
+    Restart,
+    /// Archive and alert with the diagnosis; never restart.
+    Alert,
+}
+
+impl Action {
+    pub fn label(self) -> &'static str {
+        match self {
+            Action::Restart => "restart",
+            Action::Alert => "alert",
+        }
+    }
+
+    pub fn from_label(s: &str) -> Option<Self> {
+        match s {
+            "restart" => Some(Action::Restart),
+            "alert" => Some(Action::Alert),
+            _ => None,
+        }
+    }
+}
+
+/// The default action for a class.
+pub fn default_action(class: FailureClass) -> Action {
+    use FailureClass::*;
+    match class {
+        ConnectionRefused | Timeout | ConnectionLost | ProcessExited => Action::Restart,
+        Authentication | TooManyConnections | DiskFull | OutOfMemory | DatabaseMissing | ReadOnly | QueryError | UnexpectedResult | Recovering => Action::Alert,
+    }
+}
+
+/// What the failure means and what a person should do, for the alert and the manifest.
+pub fn diagnosis(class: FailureClass) -> &'static str {
+    use FailureClass::*;
+    match class {
+        ConnectionRefused => "Nothing accepts connections on the address: the server is down.",
+        Timeout => "The server did not answer within the probe timeout: it hangs or is overloaded.",
+        ConnectionLost => "The connection dropped mid-probe: the server crashed or was shut down.",
+        ProcessExited => "The postmaster process is gone.",
+        Authentication => "The server rejects the probe's credentials (28P01/28000). A restart cannot fix this: check the password, pg_hba.conf and the role, which the bundle holds.",
+        TooManyConnections => "Every connection slot is taken (53300). A restart would cut off every client and the slots would fill again: find the leak or the pile-up in the bundle's sql-snapshot.json (pg_stat_activity) and raise max_connections or fix the pooler.",
+        DiskFull => "The disk is full (53100). A restart cannot free space: free it (old WAL, logs, bloated tables) or grow the volume.",
+        OutOfMemory => "The server is out of memory (53200). A restart only hides it: check work_mem, connection count and the host's memory.",
+        DatabaseMissing => "The database named in the DSN does not exist (3D000): it was dropped or the DSN is wrong. A restart cannot bring it back.",
+        ReadOnly => "The target should be a primary but answers as a standby or refuses writes: a failover or a promotion happened, or the cluster is in recovery. Check which node is primary.",
+        QueryError => "The probe query fails with an SQL error: check the query and the objects it uses. A restart would not change the answer.",
+        UnexpectedResult => "The probe query answers something other than `expect`: the data or the server's role changed. A restart would not change the answer.",
+        Recovering => "The server is starting up or in crash recovery (57P03): waiting, never restarting for it.",
+    }
+}
+
+/// The action per class for one target: defaults, then the registry's overrides.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Policy {
+    pub overrides: BTreeMap<String, Action>,
+}
+
+impl Policy {
+    pub fn action(&self, class: FailureClass) -> Action {
+        if class == FailureClass::Recovering {
+            return Action::Alert; // never a restart, whatever the registry says
+        }
+        self.overrides.get(class.label()).copied().unwrap_or_else(|| default_action(class))
+    }
+
+    /// The overrides of `over` on top of these.
+    pub fn merged(&self, over: &Policy) -> Policy {
+        let mut p = self.clone();
+        p.overrides.extend(over.overrides.iter().map(|(k, v)| (k.clone(), *v)));
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_only_where_they_help_and_overrides_apply() {
+        let p = Policy::default();
+        assert_eq!(p.action(FailureClass::ConnectionRefused), Action::Restart);
+        assert_eq!(p.action(FailureClass::TooManyConnections), Action::Alert);
+        assert_eq!(p.action(FailureClass::Authentication), Action::Alert);
+        let mut o = Policy::default();
+        o.overrides.insert("timeout".into(), Action::Alert);
+        o.overrides.insert("recovering".into(), Action::Restart);
+        let m = p.merged(&o);
+        assert_eq!(m.action(FailureClass::Timeout), Action::Alert);
+        assert_eq!(m.action(FailureClass::Recovering), Action::Alert, "57P03 is never restarted");
+    }
+}
