@@ -183,6 +183,10 @@ pub struct TargetRecord {
     pub maintenance_noted: bool,
     /// Whether the last probe passed.
     pub last_ok: Option<bool>,
+    /// Restarts in the current streak; the next waits `budget.backoff_after(step)`.
+    pub backoff_step: u32,
+    /// Passing probes since then (resets the backoff after `backoff_reset`).
+    pub healthy_since: Option<Instant>,
 }
 
 impl Default for TargetRecord {
@@ -200,6 +204,8 @@ impl Default for TargetRecord {
             maintenance_until: None,
             maintenance_noted: false,
             last_ok: None,
+            backoff_step: 0,
+            healthy_since: None,
         }
     }
 }
@@ -269,7 +275,7 @@ mod tests {
 
     #[test]
     fn budget_counts_inside_the_window_only() {
-        let b = BudgetConfig { max_restarts: 2, window: Duration::from_secs(60) };
+        let b = BudgetConfig { max_restarts: 2, window: Duration::from_secs(60), ..BudgetConfig::default() };
         let mut r = TargetRecord::default();
         let t0 = Instant::now();
         assert!(r.budget_allows(&b, t0));

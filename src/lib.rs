@@ -8,6 +8,7 @@
 //! - `incident`: incidents and the per-target record that outlives a Monitor.
 //! - `probe`: SQL probes and failure classification (SQLSTATE kept).
 //! - `policy`: what each failure class calls for (restart or alert), with diagnoses.
+//! - `fleet`: the fleet guard (many targets failing at once holds every restart).
 //! - `pidwatch`: instant postmaster-death detection through a pidfd.
 //! - `reaper`: adopts and reaps the postmasters heal commands start (no lingering zombies).
 //! - `archive`: forensic bundles (local directory sink, manifest).
@@ -26,6 +27,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod faults;
+pub mod fleet;
 pub mod heal;
 pub mod incident;
 pub mod logging;

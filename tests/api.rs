@@ -167,6 +167,7 @@ fn killed_between(point: &str) {
     let heal_logs = files_under(&ws.state().join("heal-logs"));
     assert_eq!(heal_logs.len(), 1, "{point}: one heal action: {heal_logs:?}");
     let succeeded = |d: &Daemon| d.events("heal_attempt", None).iter().filter(|e| e["verdict"] == "accepting connections").count();
+    wait_for(LONG, "the healer's verdict", || (succeeded(&second) >= 1).then_some(()));
     assert_eq!((succeeded(&first), succeeded(&second)), (0, 1), "{point}: restarted exactly once");
     if point == "heal_issued" {
         assert_eq!(second.count("heal_issued", None), 0, "the restart decided before the crash is carried out, not decided again");

@@ -9,16 +9,11 @@ use support::*;
 
 const LONG: Duration = Duration::from_secs(90);
 
-/// A psql session as `user` over the cluster's socket that sleeps, holding its connection.
+/// A psql session as `user` over the cluster's socket that sleeps, holding its connection
+/// until the child is killed.
 fn hold_connection(pg: &Pg, user: &str) -> Child {
     let psql = sentinel_remedy::pgcluster::find_bin_dir().unwrap().join("psql");
-    let mut cmd = if unsafe { libc::geteuid() } == 0 {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "nobody", "--"]).arg(&psql);
-        c
-    } else {
-        Command::new(&psql)
-    };
+    let mut cmd = Command::new(&psql);
     cmd.args(["-X", "-q", "-h"]).arg(pg.cluster.root.join("sock")).args(["-p", &pg.cluster.port.to_string(), "-U", user, "-d", "postgres", "-c", "SELECT pg_sleep(120)"]);
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("psql")
 }
@@ -68,7 +63,7 @@ fn exhausted_max_connections_is_alerted_not_restarted_and_recovery_is_noticed() 
     pg.cluster.start().unwrap();
     // Three slots for ordinary roles, all taken by sleeping sessions.
     let mut holders: Vec<Child> = (0..3).map(|_| hold_connection(&pg, "app")).collect();
-    wait_for(LONG, "the holders connected", || {
+    wait_for(LONG, "the three holders connected", || {
         (pg.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'") == "3").then_some(())
     });
     let dsn = format!("postgres://app:app-password-1@127.0.0.1:{}/postgres", pg.cluster.port);
@@ -80,7 +75,8 @@ fn exhausted_max_connections_is_alerted_not_restarted_and_recovery_is_noticed() 
         let _ = h.kill();
         let _ = h.wait();
     }
-    pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app'");
+    // A backend in pg_sleep does not notice its client is gone; end the sessions for real.
+    pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app' AND query LIKE '%pg_sleep%'");
     d.wait_event("target_recovered", Some("orders"), LONG);
     wait_for(LONG, "recovery notice", || (rx.hook_events("recovery").len() == 1).then_some(()));
     assert!(rx.hook_events("recovery")[0].body["summary"].as_str().unwrap().contains("no restart"));
@@ -110,4 +106,72 @@ fn a_primary_that_answers_as_a_standby_is_alerted_as_read_only() {
     let dsn = pg.cluster.dsn();
     let (_d, rx, _ws) = alerted_not_restarted(&pg, &dsn, "read_only", "", ", role: primary");
     assert!(rx.hook_events("failure")[0].body["failure"]["detail"].as_str().unwrap().contains("pg_is_in_recovery"));
+}
+
+fn ts(r: &serde_json::Value) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::parse_from_rfc3339(r["ts"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn restarts_of_a_crash_looping_target_back_off_exponentially() {
+    let pg = Pg::start();
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    ws.write_registry(&notify_all(&rx), &[TargetSpec { max_restarts: 10, ..TargetSpec::new("loop", &pg) }]);
+    let text = std::fs::read_to_string(ws.config()).unwrap().replace("window: 1h }", "window: 1h, backoff: 5s, backoff_max: 1m }");
+    std::fs::write(ws.config(), text).unwrap();
+    let d = Daemon::run(&ws, &[]);
+    d.wait_event("probe_ok", Some("loop"), LONG);
+    for n in 1..=3 {
+        pg.kill9();
+        d.wait_events("target_recovered", Some("loop"), n, LONG);
+    }
+    let heals: Vec<_> = d.events("heal_issued", Some("loop")).iter().map(ts).collect();
+    assert_eq!(heals.len(), 3, "{}", d.log_text().lines().filter(|l| ["restart_backoff", "heal_issued", "incident_declared", "target_recovered", "heal_attempt"].iter().any(|e| l.contains(&format!("\"event\":\"{e}\"")))).collect::<Vec<_>>().join("\n"));
+    let gap1 = (heals[1] - heals[0]).num_milliseconds();
+    let gap2 = (heals[2] - heals[1]).num_milliseconds();
+    assert!(gap1 >= 5000, "second restart only {gap1} ms after the first (backoff 5s)");
+    assert!(gap2 >= 10000, "third restart only {gap2} ms after the second (backoff doubled to 10s)");
+    assert_eq!(d.count("restart_backoff", Some("loop")), 2, "held twice, each time said once");
+    // Each incident still got exactly one alert, saying why the restart waited.
+    wait_for(LONG, "three recoveries", || (rx.hook_events("recovery").len() == 3).then_some(()));
+    let failures = rx.hook_events("failure");
+    assert_eq!(failures.len(), 3);
+    assert!(failures[1].body["summary"].as_str().unwrap().contains("backoff"), "{}", failures[1].body);
+}
+
+#[test]
+fn the_fleet_guard_holds_restarts_when_most_targets_fail_together() {
+    let pgs: Vec<Pg> = (0..4).map(|_| Pg::start()).collect();
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    let names = ["a", "b", "c", "d"];
+    // Probes only (no pid watch): a network cut or trouble on the daemon's host shows as
+    // failing probes across the fleet within a probe interval, which is what the guard is for.
+    let specs: Vec<TargetSpec> = names.iter().zip(&pgs).map(|(n, p)| TargetSpec { interval: "300ms", threshold: 3, pid_watch: false, ..TargetSpec::new(n, p) }).collect();
+    ws.write_registry(&notify_all(&rx), &specs);
+    let d = Daemon::run(&ws, &[]);
+    for n in names {
+        d.wait_event("probe_ok", Some(n), LONG);
+    }
+    // Three of four go down together (a network cut or this host's trouble, to the daemon).
+    for p in &pgs[..3] {
+        p.kill9();
+    }
+    d.wait_event("fleet_guard_tripped", None, LONG);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(d.count("heal_issued", None), 0, "no restart while most of the fleet is failing");
+    assert_eq!(d.count("fleet_guard_tripped", None), 1, "one fleet alert");
+    wait_for(LONG, "the fleet alert", || rx.hook_events("escalation").iter().any(|h| h.body["reason"] == "fleet_guard").then_some(()));
+    assert_eq!(rx.hook_events("escalation").len(), 1);
+    assert!(!pgs[0].answers() && !pgs[1].answers() && !pgs[2].answers(), "held: nothing restarted");
+
+    // One comes back by itself: 2 of 4 is not more than half, so the others are healed now.
+    pgs[0].cluster.start().unwrap();
+    d.wait_event("target_recovered", Some("b"), LONG);
+    d.wait_event("target_recovered", Some("c"), LONG);
+    d.wait_event("target_recovered", Some("a"), LONG);
+    assert_eq!(d.count("heal_issued", Some("a")), 0, "a came back without us");
+    assert_eq!(d.count("heal_issued", Some("b")) + d.count("heal_issued", Some("c")), 2);
+    assert!(pgs.iter().all(|p| p.answers()));
 }

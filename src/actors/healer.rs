@@ -2,7 +2,7 @@
 //! (non-zero exit, or the server still refusing) with backoff until recovery_timeout. Heals of
 //! different targets run side by side; a repeated request for one incident joins the first.
 
-use super::messages::{Drain, Heal, HealAttempt, HealReport};
+use super::messages::{Drain, Heal, HealAttempt, HealDone, HealReport};
 use crate::backoff::Backoff;
 use crate::config::{HealAction, TargetConfig};
 use crate::heal::command::{self, CommandResult};
@@ -28,11 +28,13 @@ pub struct Healer {
     log_dir: PathBuf,
     slots: HashMap<String, Slot>,
     pending: Arc<AtomicUsize>,
+    /// Stop flags of the heals in flight, by incident.
+    stops: HashMap<String, Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Healer {
     pub fn new(log: Logger, state_dir: PathBuf) -> Self {
-        Self { log: log.new(slog::o!("actor" => "healer")), log_dir: state_dir.join("heal-logs"), slots: HashMap::new(), pending: Arc::default() }
+        Self { log: log.new(slog::o!("actor" => "healer")), log_dir: state_dir.join("heal-logs"), slots: HashMap::new(), pending: Arc::default(), stops: HashMap::new() }
     }
 }
 
@@ -58,7 +60,10 @@ impl Handler<Heal> for Healer {
                 let log_path = self.log_dir.join(format!("{}.log", msg.incident_id));
                 let _ = std::fs::create_dir_all(&self.log_dir);
                 let id = msg.incident_id.clone();
-                ctx.spawn(heal(log, msg.target, log_path).into_actor(self).map(move |report, act, _| {
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                self.stops.insert(id.clone(), stop.clone());
+                ctx.spawn(heal(log, msg.target, log_path, stop).into_actor(self).map(move |report, act, _| {
+                    act.stops.remove(&id);
                     act.pending.fetch_sub(1, Ordering::SeqCst);
                     if let Some(Slot::InFlight(waiters)) = act.slots.remove(&id) {
                         for w in waiters {
@@ -91,8 +96,17 @@ impl Handler<Drain> for Healer {
     }
 }
 
-/// The retry loop of one heal.
-async fn heal(log: Logger, target: Arc<TargetConfig>, log_path: PathBuf) -> HealReport {
+impl Handler<HealDone> for Healer {
+    type Result = ();
+    fn handle(&mut self, msg: HealDone, _: &mut Self::Context) {
+        if let Some(stop) = self.stops.get(&msg.incident_id) {
+            stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The retry loop of one heal; `stop` ends it early (the incident closed meanwhile).
+async fn heal(log: Logger, target: Arc<TargetConfig>, log_path: PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) -> HealReport {
     let Some(HealAction::Command { argv, timeout }) = target.heal.clone() else {
         return HealReport { success: false, attempts: vec![], log_path: None };
     };
@@ -101,6 +115,10 @@ async fn heal(log: Logger, target: Arc<TargetConfig>, log_path: PathBuf) -> Heal
     let verify_for = target.probe.timeout.max(Duration::from_secs(5));
     let mut attempts = Vec::new();
     for n in 0u32.. {
+        if stop.load(Ordering::SeqCst) {
+            info!(log, "target recovered; no further heal attempt"; "event" => "heal_stopped", "attempts" => attempts.len());
+            return HealReport { success: false, attempts, log_path: Some(log_path) };
+        }
         let started_at = Utc::now();
         let t0 = Instant::now();
         let budget_left = deadline.saturating_duration_since(t0).max(Duration::from_secs(1));

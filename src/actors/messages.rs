@@ -160,3 +160,11 @@ pub struct SetMaintenance {
     pub target: String,
     pub until: Option<DateTime<Utc>>,
 }
+
+/// The incident closed (a probe passes): a heal still retrying for it stops, so it never
+/// restarts a server that a later incident is handling.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HealDone {
+    pub incident_id: String,
+}

@@ -28,6 +28,7 @@ pub struct Peers {
     pub notifier: Addr<Notifier>,
     /// The incident history; None only in tests that run without a state dir.
     pub store: Option<crate::store::Store>,
+    pub fleet: Arc<crate::fleet::FleetGuard>,
 }
 
 /// Something to do once the record's lock is released.
@@ -38,6 +39,8 @@ enum Step {
     Heal(String),
     Notify(Notice),
     RecoveryTimer(String, Duration),
+    /// A restart was held (backoff, fleet guard): decide again then.
+    RetryHeal(String, Duration),
     ProbeSoon,
 }
 
@@ -136,6 +139,16 @@ impl Monitor {
             if let Err(f) = &out.result {
                 m.inc("sentinel_probe_failures_total", &[("target", t), ("class", f.class.label())]);
             }
+            let failing = out.result.as_ref().is_err_and(|f| f.class != FailureClass::Recovering);
+            self.peers.fleet.report(t, failing);
+            if failing {
+                rec.healthy_since = None;
+            } else if out.result.is_ok() {
+                let since = *rec.healthy_since.get_or_insert_with(Instant::now);
+                if rec.backoff_step > 0 && since.elapsed() >= self.target.budget.backoff_reset {
+                    rec.backoff_step = 0;
+                }
+            }
             match out.result {
                 Ok(()) => {
                     debug!(self.log, "probe ok"; "event" => "probe_ok", "latency_ms" => out.latency.as_millis() as u64);
@@ -183,6 +196,9 @@ impl Monitor {
                     info!(self.log, "target recovered"; "event" => "target_recovered", "incident" => &inc.id,
                         "downtime_s" => format!("{downtime:.3}"), "ttr_s" => format!("{ttr:.3}"), "restarted" => inc.heal_started.is_some());
                     crate::metrics::global().observe("sentinel_incident_recovery_seconds", &[("target", self.target.name.as_str())], ttr);
+                    if inc.heal_started.is_some() {
+                        self.peers.healer.do_send(super::messages::HealDone { incident_id: inc.id.clone() });
+                    }
                     if let Some(store) = &self.peers.store {
                         let r = store.save_incident(&inc, Phase::Healthy, true, Some((downtime, ttr)))
                             .and_then(|_| store.event(&inc.id, "recovered", &format!("probe passes; down {downtime:.3} s, recovered {ttr:.3} s after detection")));
@@ -244,7 +260,8 @@ impl Monitor {
             }
             Phase::Held => {
                 debug!(self.log, "probe failed while held"; "class" => f.class.label());
-                if rec.budget_allows(&self.target.budget, now) {
+                // Backoff and fleet-guard holds decide again on their own timers.
+                if rec.budget_alerted && rec.budget_allows(&self.target.budget, now) {
                     info!(self.log, "restart budget allows a restart again"; "event" => "budget_available");
                     return self.start_heal(rec);
                 }
@@ -347,12 +364,17 @@ impl Monitor {
             self.persist(rec, "escalated", "no heal action configured");
             return vec![step];
         }
+        if let Some((failing, total)) = self.peers.fleet.tripped() {
+            return self.hold(rec, Duration::from_secs(2), "fleet_guard", format!(
+                "Restart held by the fleet guard: {failing} of {total} targets are failing at once, which points at the network or this host. Restarts resume when fewer fail."));
+        }
         if !rec.budget_allows(&self.target.budget, now) {
-            let first_hold = rec.phase != Phase::Held;
+            let first_hold = !rec.budget_alerted;
+            rec.budget_alerted = true;
             rec.phase = Phase::Held;
             let budget = self.target.budget.clone();
             let Some(inc) = rec.incident.as_mut() else { return vec![] };
-            if first_hold && !inc.alerted {
+            if first_hold && inc.escalated_at.is_none() {
                 inc.alerted = true;
                 error!(self.log, "restart budget exhausted; not restarting"; "event" => "budget_exhausted", "incident" => &inc.id,
                     "max_restarts" => budget.max_restarts, "window" => crate::config::duration::format_duration(budget.window));
@@ -368,7 +390,19 @@ impl Monitor {
             }
             return vec![];
         }
+        if rec.backoff_step > 0 {
+            if let Some(last) = rec.restarts.back().copied() {
+                let ready = last + self.target.budget.backoff_after(rec.backoff_step);
+                if now < ready {
+                    let wait = ready - now;
+                    return self.hold(rec, wait, "restart_backoff", format!(
+                        "Restarted {} time(s) recently: the next restart waits {:.0} s (backoff doubles up to {}).",
+                        rec.backoff_step, wait.as_secs_f64(), crate::config::duration::format_duration(self.target.budget.backoff_max)));
+                }
+            }
+        }
         rec.restarts.push_back(now);
+        rec.backoff_step += 1;
         rec.budget_alerted = false;
         rec.phase = Phase::Healing;
         let Some(inc) = rec.incident.as_mut() else { return vec![] };
@@ -393,6 +427,43 @@ impl Monitor {
         }
         self.persist(rec, "heal_issued", "restart issued");
         crate::faults::maybe_kill(&self.target.name, "heal_issued");
+        steps
+    }
+
+    /// Holds the restart for `wait` (backoff or fleet guard): the failure alert says why, and a
+    /// timer decides again. The fleet guard also sends its one fleet-wide alert.
+    fn hold(&self, rec: &mut TargetRecord, wait: Duration, why: &'static str, summary: String) -> Vec<Step> {
+        let entering = rec.phase != Phase::Held;
+        rec.phase = Phase::Held;
+        let Some(inc) = rec.incident.as_mut() else { return vec![] };
+        let id = inc.id.clone();
+        let mut steps = vec![Step::RetryHeal(id.clone(), wait.max(Duration::from_millis(100)))];
+        if entering {
+            warn!(self.log, "restart held"; "event" => why, "incident" => &id, "wait_s" => wait.as_secs_f64(), "why" => &summary);
+            inc.alerted = true;
+            let mut n = self.notice(NoticeKind::Failure, inc, summary);
+            n.failure = Some(inc.failure.clone());
+            steps.push(Step::Notify(inc.queue_notice(n)));
+            self.persist(rec, "held", why);
+        }
+        if why == "fleet_guard" && self.peers.fleet.take_alert() {
+            let (failing, total) = self.peers.fleet.tripped().unwrap_or((0, 0));
+            error!(self.log, "fleet guard tripped: restarts held fleet-wide"; "event" => "fleet_guard_tripped", "failing" => failing, "targets" => total);
+            let now = Utc::now();
+            steps.push(Step::Notify(Notice {
+                kind: NoticeKind::Escalation,
+                target: "fleet".into(),
+                endpoint: format!("{failing} of {total} targets"),
+                incident_id: format!("{}-fleet", crate::incident::stamp(now)),
+                timestamp: now,
+                failure: None,
+                archive: None,
+                reason: Some(EscalationReason::FleetGuard),
+                downtime_seconds: None,
+                time_to_recovery_seconds: None,
+                summary: format!("{failing} of {total} targets are failing at once. That points at the network or the daemon's own host, so every restart is held until fewer fail. Check connectivity first."),
+            }));
+        }
         steps
     }
 
@@ -499,6 +570,16 @@ impl Monitor {
                     }));
                 }
                 Step::Notify(n) => self.peers.notifier.do_send(Notify(n)),
+                Step::RetryHeal(id, after) => {
+                    ctx.run_later(after, move |act, ctx| {
+                        let steps = {
+                            let mut rec = act.record.lock();
+                            let same = rec.phase == Phase::Held && rec.incident.as_ref().is_some_and(|i| i.id == id);
+                            if same { act.start_heal(&mut rec) } else { vec![] }
+                        };
+                        act.run_steps(steps, ctx);
+                    });
+                }
                 Step::RecoveryTimer(id, after) => {
                     ctx.run_later(after, move |act, ctx| act.on_recovery_deadline(&id, ctx));
                 }

@@ -67,12 +67,13 @@ impl Supervisor {
         let archiver = Archiver::new(log.clone(), settings.registry.archive.clone(), spool, uploader).start();
         let healer = Healer::new(log.clone(), settings.state_dir.clone()).start();
         let notifier = Notifier::new(log.clone(), &settings.registry.notify, store.clone()).start();
+        let fleet = Arc::new(crate::fleet::FleetGuard::new(settings.registry.fleet_guard.clone(), settings.registry.targets.len()));
         let (tx, rx) = oneshot::channel();
         let sup = Supervisor {
             log: log.new(slog::o!("actor" => "supervisor")),
             root: log,
             settings,
-            peers: Peers { archiver, healer, notifier, store },
+            peers: Peers { archiver, healer, notifier, store, fleet },
             slots: BTreeMap::new(),
             stopping: false,
             done: Some(tx),
@@ -169,6 +170,8 @@ impl Supervisor {
         if new.notify != self.settings.registry.notify {
             self.peers.notifier.do_send(SetChannels(new.notify.clone()));
         }
+        let names: Vec<String> = new.targets.iter().map(|t| t.name.clone()).collect();
+        self.peers.fleet.reconfigure(new.fleet_guard.clone(), &names);
         self.settings.registry = new;
         info!(self.log, "registry reloaded"; "event" => "reload_applied", "added" => added.join(","), "removed" => removed.join(","),
             "changed" => changed.join(","), "unchanged" => unchanged);

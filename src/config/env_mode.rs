@@ -138,7 +138,7 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
             expect: None,
             role: None,
         }),
-        restart_budget: Some(RawBudget { max_restarts, window: seed.restart_window.clone().map(RawDuration) }),
+        restart_budget: Some(RawBudget { max_restarts, window: seed.restart_window.clone().map(RawDuration), backoff: None, backoff_max: None, backoff_reset: None }),
         recovery_timeout: seed.recovery_timeout.clone().map(RawDuration),
         forensics: Some(RawForensics {
             files: seed.forensics_files.as_deref().map(|f| f.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()).unwrap_or_default(),

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const TOP_LEVEL_KEYS: &[&str] = &["defaults", "server", "archive", "notify", "targets"];
+const TOP_LEVEL_KEYS: &[&str] = &["defaults", "server", "fleet_guard", "archive", "notify", "targets"];
 
 /// Reads and validates a registry file.
 pub fn load_file(path: &Path, vars: &VarSource) -> Result<Registry, ConfigError> {
@@ -85,6 +85,22 @@ pub fn load_str(
     let server: Option<RawServer> = section(&map, "server", &mut problems);
     let mut registry = build(source.clone(), defaults, archive, notify, targets_raw, &mut problems);
     registry.server = server.and_then(|s| build_server(s, &mut problems));
+    if let Some(g) = section::<RawFleetGuard>(&map, "fleet_guard", &mut problems) {
+        if let Some(s) = g.max_failing_share {
+            if !(0.0..1.0).contains(&s) {
+                problems.push("fleet_guard.max_failing_share", format!("{s} is not a share"), "use a fraction from 0 to 1, e.g. 0.5");
+            } else {
+                registry.fleet_guard.max_failing_share = s;
+            }
+        }
+        if let Some(n) = g.min_failing {
+            if n < 1 {
+                problems.push("fleet_guard.min_failing", format!("{n} is too small"), "use 1 or more (default 3)");
+            } else {
+                registry.fleet_guard.min_failing = n as usize;
+            }
+        }
+    }
     if problems.0.is_empty() {
         Ok(registry)
     } else {
@@ -173,7 +189,7 @@ pub(crate) fn build(
 
     let archive = build_archive(archive, problems);
     let notify = build_notify(notify, problems);
-    Registry { source, server: None, archive, notify, targets }
+    Registry { source, server: None, fleet_guard: FleetGuardConfig::default(), archive, notify, targets }
 }
 
 fn size(raw: &RawSize, at: &str, problems: &mut Problems) -> Option<u64> {
@@ -420,6 +436,18 @@ fn merge_budget(base: &BudgetConfig, over: Option<&RawBudget>, at: &str, problem
         } else {
             b.window = d;
         }
+    }
+    if let Some(d) = o.backoff.as_ref().and_then(|d| duration(d, &format!("{at}.backoff"), problems)) {
+        b.backoff = d;
+    }
+    if let Some(d) = o.backoff_max.as_ref().and_then(|d| duration(d, &format!("{at}.backoff_max"), problems)) {
+        b.backoff_max = d;
+    }
+    if let Some(d) = o.backoff_reset.as_ref().and_then(|d| duration(d, &format!("{at}.backoff_reset"), problems)) {
+        b.backoff_reset = d;
+    }
+    if b.backoff > b.backoff_max {
+        problems.push(format!("{at}.backoff"), "backoff is longer than backoff_max", "make backoff_max at least as long as backoff");
     }
     b
 }

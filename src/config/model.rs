@@ -97,11 +97,36 @@ impl Default for ProbeConfig {
 pub struct BudgetConfig {
     pub max_restarts: u32,
     pub window: Duration,
+    /// Kubernetes-style backoff between restarts of one target.
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+    pub backoff_reset: Duration,
+}
+
+impl BudgetConfig {
+    /// The wait after the `n`-th restart of a streak (n >= 1) before the next one.
+    pub fn backoff_after(&self, n: u32) -> Duration {
+        let factor = 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.backoff.checked_mul(factor).unwrap_or(self.backoff_max).min(self.backoff_max)
+    }
+}
+
+/// The fleet guard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetGuardConfig {
+    pub max_failing_share: f64,
+    pub min_failing: usize,
+}
+
+impl Default for FleetGuardConfig {
+    fn default() -> Self {
+        Self { max_failing_share: 0.5, min_failing: 3 }
+    }
 }
 
 impl Default for BudgetConfig {
     fn default() -> Self {
-        Self { max_restarts: 3, window: Duration::from_secs(3600) }
+        Self { max_restarts: 3, window: Duration::from_secs(3600), backoff: Duration::from_secs(10), backoff_max: Duration::from_secs(300), backoff_reset: Duration::from_secs(600) }
     }
 }
 
@@ -247,6 +272,7 @@ pub struct ServerConfig {
 pub struct Registry {
     pub source: Source,
     pub server: Option<ServerConfig>,
+    pub fleet_guard: FleetGuardConfig,
     pub archive: ArchiveConfig,
     pub notify: NotifyConfig,
     pub targets: Vec<TargetConfig>,
@@ -255,6 +281,6 @@ pub struct Registry {
 impl Registry {
     /// No targets, default sinks.
     pub fn empty() -> Self {
-        Self { source: Source::Generated("empty".into()), server: None, archive: ArchiveConfig::default(), notify: NotifyConfig::default(), targets: vec![] }
+        Self { source: Source::Generated("empty".into()), server: None, fleet_guard: FleetGuardConfig::default(), archive: ArchiveConfig::default(), notify: NotifyConfig::default(), targets: vec![] }
     }
 }

@@ -46,6 +46,23 @@ pub struct RawBudget {
     pub max_restarts: Option<i64>,
     /// Length of the sliding window.
     pub window: Option<RawDuration>,
+    /// Wait before a second restart of a failing target (default 10s), doubling each time...
+    pub backoff: Option<RawDuration>,
+    /// ...up to this (default 5m)...
+    pub backoff_max: Option<RawDuration>,
+    /// ...and back to `backoff` after this long healthy (default 10m).
+    pub backoff_reset: Option<RawDuration>,
+}
+
+/// `fleet_guard:`: when many targets fail at once the cause is likely the network or this
+/// host; restarts are held until the share drops.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleetGuard {
+    /// Hold restarts when more than this share of targets fails (default 0.5)...
+    pub max_failing_share: Option<f64>,
+    /// ...and at least this many (default 3).
+    pub min_failing: Option<i64>,
 }
 
 /// `archive:`: where forensic bundles go.

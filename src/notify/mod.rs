@@ -40,6 +40,8 @@ pub enum EscalationReason {
     RecoveryTimeout,
     RestartBudgetExhausted,
     NoHealAction,
+    /// Many targets failed at once: restarts are held fleet-wide.
+    FleetGuard,
 }
 
 impl EscalationReason {
@@ -48,6 +50,7 @@ impl EscalationReason {
             EscalationReason::RecoveryTimeout => "recovery_timeout",
             EscalationReason::RestartBudgetExhausted => "restart_budget_exhausted",
             EscalationReason::NoHealAction => "no_heal_action",
+            EscalationReason::FleetGuard => "fleet_guard",
         }
     }
 }
