@@ -9,6 +9,7 @@
 //! - `probe`: SQL probes and failure classification (SQLSTATE kept).
 //! - `policy`: what each failure class calls for (restart or alert), with diagnoses.
 //! - `fleet`: the fleet guard (many targets failing at once holds every restart).
+//! - `lease`: one restart per server across daemons (file leases; the backend seam).
 //! - `pidwatch`: instant postmaster-death detection through a pidfd.
 //! - `reaper`: adopts and reaps the postmasters heal commands start (no lingering zombies).
 //! - `archive`: forensic bundles (local directory sink, manifest).
@@ -30,6 +31,7 @@ pub mod faults;
 pub mod fleet;
 pub mod heal;
 pub mod incident;
+pub mod lease;
 pub mod logging;
 pub mod notify;
 pub mod pgcluster;

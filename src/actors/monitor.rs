@@ -17,6 +17,7 @@ use crate::probe::{FailureClass, ProbeFailure, ProbeOutcome, Prober};
 use actix::prelude::*;
 use chrono::Utc;
 use slog::{debug, error, info, warn, Logger};
+use crate::lease::LeaseRefusal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,10 @@ pub struct Peers {
     /// The incident history; None only in tests that run without a state dir.
     pub store: Option<crate::store::Store>,
     pub fleet: Arc<crate::fleet::FleetGuard>,
+    /// Restart leases shared with other daemons, and our owner id in them.
+    pub leases: Arc<dyn crate::lease::LeaseBackend>,
+    pub lease_owner: Arc<str>,
+    pub lease_ttl: Duration,
 }
 
 /// Something to do once the record's lock is released.
@@ -401,6 +406,21 @@ impl Monitor {
                 }
             }
         }
+        if let Some(inc) = rec.incident.as_ref() {
+            let (id, started) = (inc.id.clone(), inc.first_failure_at);
+            match self.peers.leases.acquire(&self.server_key(), &self.peers.lease_owner, self.peers.lease_ttl, &id, started, self.target.recovery_timeout) {
+                Ok(()) => {}
+                Err(refusal) => {
+                    let why = match refusal {
+                        LeaseRefusal::Held { .. } => "lease_held",
+                        LeaseRefusal::AlreadyRestarted { .. } => "lease_already_restarted",
+                        // Fail closed: without the lease there is no restart.
+                        LeaseRefusal::Store(_) => "lease_unavailable",
+                    };
+                    return self.hold(rec, Duration::from_secs(2), why, format!("Restart not made by this daemon: {refusal}."));
+                }
+            }
+        }
         rec.restarts.push_back(now);
         rec.backoff_step += 1;
         rec.budget_alerted = false;
@@ -467,7 +487,14 @@ impl Monitor {
         steps
     }
 
+    /// The lease key: the server, `host:port`, whatever the target is called.
+    fn server_key(&self) -> String {
+        let ep = self.target.dsn.endpoint();
+        ep.split('/').next().unwrap_or(&ep).to_string()
+    }
+
     fn on_healed(&mut self, id: &str, report: HealReport, ctx: &mut Context<Self>) {
+        self.peers.leases.release(&self.server_key(), &self.peers.lease_owner);
         self.peers.archiver.do_send(AttachHeal { incident_id: id.to_string(), report: report.clone() });
         let steps = {
             let mut rec = self.record.lock();

@@ -68,12 +68,21 @@ impl Supervisor {
         let healer = Healer::new(log.clone(), settings.state_dir.clone()).start();
         let notifier = Notifier::new(log.clone(), &settings.registry.notify, store.clone()).start();
         let fleet = Arc::new(crate::fleet::FleetGuard::new(settings.registry.fleet_guard.clone(), settings.registry.targets.len()));
+        let lease_dir = settings.registry.lease.dir.clone().unwrap_or_else(|| settings.state_dir.join("leases"));
+        let lease_ttl = settings.registry.lease.ttl;
+        let leases: Arc<dyn crate::lease::LeaseBackend> = match crate::lease::FileLeases::new(lease_dir.clone()) {
+            Ok(l) => Arc::new(l),
+            Err(e) => {
+                error!(log, "cannot create the lease directory: restarts will be refused (fail closed)"; "event" => "lease_unavailable", "dir" => %lease_dir.display(), "error" => %e);
+                Arc::new(crate::lease::FileLeases::unusable(lease_dir.clone()))
+            }
+        };
         let (tx, rx) = oneshot::channel();
         let sup = Supervisor {
             log: log.new(slog::o!("actor" => "supervisor")),
             root: log,
             settings,
-            peers: Peers { archiver, healer, notifier, store, fleet },
+            peers: Peers { archiver, healer, notifier, store, fleet, leases, lease_owner: crate::lease::owner_id().into(), lease_ttl },
             slots: BTreeMap::new(),
             stopping: false,
             done: Some(tx),

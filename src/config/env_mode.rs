@@ -40,6 +40,7 @@ struct SeedEnv {
     aws_region: Option<String>,
     archive_timeout: Option<String>,
     sentinel_listen: Option<String>,
+    lease_dir: Option<String>,
     sentinel_api_token: Option<String>,
 }
 
@@ -183,6 +184,7 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
     });
     let mut registry = build(Source::Environment, RawDefaults::default(), archive, notify, vec![(0, target)], &mut problems);
     registry.server = server;
+    registry.lease.dir = nonempty(&seed.lease_dir).map(std::path::PathBuf::from);
     rename(&mut problems, before);
     if problems.0.is_empty() {
         Ok(registry)

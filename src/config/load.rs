@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const TOP_LEVEL_KEYS: &[&str] = &["defaults", "server", "fleet_guard", "archive", "notify", "targets"];
+const TOP_LEVEL_KEYS: &[&str] = &["defaults", "server", "fleet_guard", "lease", "archive", "notify", "targets"];
 
 /// Reads and validates a registry file.
 pub fn load_file(path: &Path, vars: &VarSource) -> Result<Registry, ConfigError> {
@@ -85,6 +85,18 @@ pub fn load_str(
     let server: Option<RawServer> = section(&map, "server", &mut problems);
     let mut registry = build(source.clone(), defaults, archive, notify, targets_raw, &mut problems);
     registry.server = server.and_then(|s| build_server(s, &mut problems));
+    if let Some(l) = section::<RawLease>(&map, "lease", &mut problems) {
+        if let Some(d) = l.dir {
+            if d.trim().is_empty() {
+                problems.push("lease.dir", "the directory is empty", "give a directory every daemon watching these servers can lock, or remove it");
+            } else {
+                registry.lease.dir = Some(PathBuf::from(d));
+            }
+        }
+        if let Some(t) = l.ttl.as_ref().and_then(|d| duration(d, "lease.ttl", &mut problems)) {
+            registry.lease.ttl = t;
+        }
+    }
     if let Some(g) = section::<RawFleetGuard>(&map, "fleet_guard", &mut problems) {
         if let Some(s) = g.max_failing_share {
             if !(0.0..1.0).contains(&s) {
@@ -189,7 +201,7 @@ pub(crate) fn build(
 
     let archive = build_archive(archive, problems);
     let notify = build_notify(notify, problems);
-    Registry { source, server: None, fleet_guard: FleetGuardConfig::default(), archive, notify, targets }
+    Registry { source, server: None, fleet_guard: FleetGuardConfig::default(), lease: LeaseConfig::default(), archive, notify, targets }
 }
 
 fn size(raw: &RawSize, at: &str, problems: &mut Problems) -> Option<u64> {

@@ -111,6 +111,20 @@ impl BudgetConfig {
     }
 }
 
+/// Restart leases.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseConfig {
+    /// None: `{state_dir}/leases` (this daemon only).
+    pub dir: Option<PathBuf>,
+    pub ttl: Duration,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self { dir: None, ttl: Duration::from_secs(120) }
+    }
+}
+
 /// The fleet guard.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FleetGuardConfig {
@@ -273,6 +287,7 @@ pub struct Registry {
     pub source: Source,
     pub server: Option<ServerConfig>,
     pub fleet_guard: FleetGuardConfig,
+    pub lease: LeaseConfig,
     pub archive: ArchiveConfig,
     pub notify: NotifyConfig,
     pub targets: Vec<TargetConfig>,
@@ -281,6 +296,6 @@ pub struct Registry {
 impl Registry {
     /// No targets, default sinks.
     pub fn empty() -> Self {
-        Self { source: Source::Generated("empty".into()), server: None, fleet_guard: FleetGuardConfig::default(), archive: ArchiveConfig::default(), notify: NotifyConfig::default(), targets: vec![] }
+        Self { source: Source::Generated("empty".into()), server: None, fleet_guard: FleetGuardConfig::default(), lease: LeaseConfig::default(), archive: ArchiveConfig::default(), notify: NotifyConfig::default(), targets: vec![] }
     }
 }

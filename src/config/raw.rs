@@ -54,6 +54,17 @@ pub struct RawBudget {
     pub backoff_reset: Option<RawDuration>,
 }
 
+/// `lease:`: where restart leases are kept; daemons that share the directory never restart
+/// the same server twice.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLease {
+    /// Directory shared by every daemon that may watch the same servers (default: the state dir's `leases/`).
+    pub dir: Option<String>,
+    /// How long a restart holds the lease at most (default 2m).
+    pub ttl: Option<RawDuration>,
+}
+
 /// `fleet_guard:`: when many targets fail at once the cause is likely the network or this
 /// host; restarts are held until the share drops.
 #[derive(Debug, Clone, Deserialize)]
