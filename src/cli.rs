@@ -44,6 +44,11 @@ pub enum Command {
         #[arg(long, short, env = "SENTINEL_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Send a test message to every configured channel and report each result.
+    NotifyTest {
+        #[arg(long, short, env = "SENTINEL_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Show every target of a running daemon (through its HTTP API).
     Status {
         /// The daemon's API address.
@@ -138,6 +143,32 @@ pub fn main() -> ExitCode {
             let (log, _guard) = logging::root(cli.log_format, level);
             run(log, SupervisorSettings { registry, config_path: config, state_dir, shutdown_timeout })
         }
+        Command::NotifyTest { config } => {
+            let registry = match config::load(config.as_deref(), &vars) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let results = rt.block_on(crate::notify::send_test(&registry.notify));
+            if results.is_empty() {
+                eprintln!("sentinel-remedy: no notification channel is configured (notify.slack, notify.discord, notify.pagerduty, notify.webhooks)");
+                return ExitCode::from(EX_USAGE);
+            }
+            let mut failed = 0;
+            for (channel, r) in &results {
+                match r {
+                    Ok(attempts) => println!("{channel}: ok ({attempts} attempt{})", if *attempts == 1 { "" } else { "s" }),
+                    Err(e) => {
+                        failed += 1;
+                        println!("{channel}: FAILED: {e}");
+                    }
+                }
+            }
+            if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
         Command::Status { url, json } => client_command(&url, "/status", json, crate::client::status_table),
         Command::Incidents { url, target, since, json } => {
             if let Some(s) = &since {
@@ -214,6 +245,9 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
         let uploader = Supervisor::uploader(&log, &settings).await;
         let server = settings.registry.server.clone();
         let source = settings.registry.source.to_string();
+        if let Some(hb) = settings.registry.heartbeat.clone() {
+            crate::heartbeat::spawn(hb, log.clone());
+        }
         let (sup, done) = Supervisor::launch(log.clone(), settings, uploader.clone(), Some(store.clone()));
         if let Some(server) = server {
             let state = crate::api::ApiState { supervisor: sup.clone(), store: Some(store), uploader, token: server.token.clone(),

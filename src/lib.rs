@@ -30,6 +30,7 @@ pub mod demo;
 pub mod faults;
 pub mod fleet;
 pub mod heal;
+pub mod heartbeat;
 pub mod incident;
 pub mod lease;
 pub mod logging;

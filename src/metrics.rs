@@ -61,6 +61,7 @@ impl Metrics {
             add("sentinel_archives_total", "counter", "Forensic bundles by result (written, failed, uploaded, upload_pending).", &[]);
             add("sentinel_notifications_total", "counter", "Notifications by channel and result (sent, failed, suppressed).", &[]);
             add("sentinel_incident_recovery_seconds", "histogram", "Time from detection to a passing probe after an incident.", RECOVERY_BUCKETS);
+            add("sentinel_heartbeats_total", "counter", "Pings to the dead-man switch, by result.", &[]);
             add("sentinel_archive_spool_pending", "gauge", "Bundles waiting in the spool for their S3 upload.", &[]);
         }
         m

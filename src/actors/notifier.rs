@@ -6,9 +6,9 @@ use super::messages::{Drain, Notify};
 use crate::backoff::Backoff;
 use crate::config::NotifyConfig;
 use crate::notify::delivery::{self, Endpoint, Policy};
-use crate::notify::{console, discord, slack, webhook, EscalationReason, Notice, NoticeKind};
+use crate::notify::{console, EscalationReason, Notice, NoticeKind};
 use actix::prelude::*;
-use slog::{error, info, Logger};
+use slog::{error, info, warn, Logger};
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,12 +16,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Payload format of a channel.
-#[derive(Debug, Clone, Copy)]
-enum Format {
-    Slack,
-    Discord,
-    Webhook,
-}
 
 struct Channel {
     tx: mpsc::UnboundedSender<Notice>,
@@ -79,40 +73,36 @@ impl Notifier {
                 .unwrap_or_else(|_| Backoff::new(Duration::from_millis(500), Duration::from_secs(30)).expect("static bounds")),
             request_timeout: Duration::from_secs(10),
         };
-        let mut endpoints = Vec::new();
-        if let Some(s) = &cfg.slack {
-            endpoints.push((Format::Slack, Endpoint { channel: "slack".into(), url: s.url.clone(), headers: Default::default() }));
-        }
-        if let Some(d) = &cfg.discord {
-            endpoints.push((Format::Discord, Endpoint { channel: "discord".into(), url: d.url.clone(), headers: Default::default() }));
-        }
-        for (i, w) in cfg.webhooks.iter().enumerate() {
-            endpoints.push((Format::Webhook, Endpoint { channel: format!("webhook[{i}]"), url: w.url.clone(), headers: w.headers.clone() }));
-        }
+        let endpoints = crate::notify::endpoints(cfg);
         self.console = cfg.console;
         self.channels = endpoints.into_iter().map(|(format, ep)| self.spawn_worker(format, ep, policy)).collect();
     }
 
-    fn spawn_worker(&self, format: Format, ep: Endpoint, policy: Policy) -> Channel {
+    fn spawn_worker(&self, format: crate::notify::Format, ep: Endpoint, policy: Policy) -> Channel {
         let (tx, mut rx) = mpsc::unbounded_channel::<Notice>();
         let client = self.client.clone();
         let pending = self.pending.clone();
         let log = self.log.new(slog::o!("channel" => ep.channel.clone(), "host" => crate::redact::url_host(ep.url.expose())));
         let store = self.store.clone();
         actix_rt::spawn(async move {
+            // Set when the webhook answers 404/410: it is gone, and calling it again is noise.
+            let mut gone = false;
             while let Some(n) = rx.recv().await {
                 let kind = store_kind(&n);
+                if gone {
+                    warn!(log, "channel disabled (the webhook answered 404/410); notice not sent"; "event" => "notification_skipped_gone",
+                        "kind" => n.kind.label(), "target" => &n.target, "incident" => &n.incident_id);
+                    crate::metrics::global().inc("sentinel_notifications_total", &[("target", n.target.as_str()), ("channel", channel_label(&ep.channel)), ("result", "disabled")]);
+                    pending.fetch_sub(1, Ordering::SeqCst);
+                    continue;
+                }
                 if store.as_ref().is_some_and(|s| s.delivered(&n.incident_id, &kind, &ep.channel)) {
                     info!(log, "notice already delivered before a restart; not sent again"; "event" => "notification_skipped",
                         "kind" => n.kind.label(), "target" => &n.target, "incident" => &n.incident_id);
                     pending.fetch_sub(1, Ordering::SeqCst);
                     continue;
                 }
-                let body = match format {
-                    Format::Slack => slack::payload(&n),
-                    Format::Discord => discord::payload(&n),
-                    Format::Webhook => webhook::payload(&n),
-                };
+                let body = format.payload(&n);
                 let (result, attempts) = match delivery::deliver(&client, &ep, &body, policy).await {
                     Ok(attempts) => {
                         info!(log, "notification delivered"; "event" => "notification_sent", "kind" => n.kind.label(),
@@ -122,6 +112,10 @@ impl Notifier {
                     Err(e) => {
                         error!(log, "notification NOT delivered; giving up"; "event" => "notification_failed", "kind" => n.kind.label(),
                             "target" => &n.target, "incident" => &n.incident_id, "error" => %e, "error_kind" => e.kind());
+                        if matches!(e, crate::notify::delivery::DeliveryError::Gone { .. }) {
+                            gone = true;
+                            error!(log, "webhook is gone: this channel is disabled until the registry is reloaded"; "event" => "channel_disabled");
+                        }
                         ("failed", policy.max_attempts)
                     }
                 };

@@ -152,6 +152,7 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
         slack: nonempty(&seed.slack_webhook_url).map(|webhook_url| RawChatWebhook { webhook_url }),
         discord: nonempty(&seed.discord_webhook_url).map(|webhook_url| RawChatWebhook { webhook_url }),
         webhooks: nonempty(&seed.webhook_url).map(|url| vec![RawGenericWebhook { url, headers: Default::default() }]),
+        pagerduty: None,
         console: None,
         max_attempts: None,
         max_backoff: None,

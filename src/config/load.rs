@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const TOP_LEVEL_KEYS: &[&str] = &["defaults", "server", "fleet_guard", "lease", "archive", "notify", "targets"];
+const TOP_LEVEL_KEYS: &[&str] = &["defaults", "server", "fleet_guard", "lease", "heartbeat", "archive", "notify", "targets"];
 
 /// Reads and validates a registry file.
 pub fn load_file(path: &Path, vars: &VarSource) -> Result<Registry, ConfigError> {
@@ -85,6 +85,12 @@ pub fn load_str(
     let server: Option<RawServer> = section(&map, "server", &mut problems);
     let mut registry = build(source.clone(), defaults, archive, notify, targets_raw, &mut problems);
     registry.server = server.and_then(|s| build_server(s, &mut problems));
+    if let Some(h) = section::<RawHeartbeat>(&map, "heartbeat", &mut problems) {
+        let interval = h.interval.as_ref().and_then(|d| duration(d, "heartbeat.interval", &mut problems)).unwrap_or(Duration::from_secs(60));
+        if webhook_url(&h.url, "heartbeat.url", &mut problems) {
+            registry.heartbeat = Some(HeartbeatConfig { url: Secret::new(h.url), interval });
+        }
+    }
     if let Some(l) = section::<RawLease>(&map, "lease", &mut problems) {
         if let Some(d) = l.dir {
             if d.trim().is_empty() {
@@ -201,7 +207,7 @@ pub(crate) fn build(
 
     let archive = build_archive(archive, problems);
     let notify = build_notify(notify, problems);
-    Registry { source, server: None, fleet_guard: FleetGuardConfig::default(), lease: LeaseConfig::default(), archive, notify, targets }
+    Registry { source, server: None, fleet_guard: FleetGuardConfig::default(), lease: LeaseConfig::default(), heartbeat: None, archive, notify, targets }
 }
 
 fn size(raw: &RawSize, at: &str, problems: &mut Problems) -> Option<u64> {
@@ -326,6 +332,14 @@ fn build_notify(raw: RawNotify, problems: &mut Problems) -> NotifyConfig {
         if webhook_url(&w.url, &format!("notify.webhooks[{i}].url"), problems) {
             let headers: BTreeMap<_, _> = w.headers.into_iter().map(|(k, v)| (k, Secret::new(v))).collect();
             n.webhooks.push(GenericWebhook { url: Secret::new(w.url), headers });
+        }
+    }
+    if let Some(p) = raw.pagerduty {
+        let url = p.url.unwrap_or_else(|| "https://events.pagerduty.com/v2/enqueue".into());
+        if p.routing_key.trim().is_empty() {
+            problems.push("notify.pagerduty.routing_key", "the routing key is empty", "copy the Events API v2 integration key of the PagerDuty service");
+        } else if webhook_url(&url, "notify.pagerduty.url", problems) {
+            n.pagerduty = Some(PagerDutyConfig { routing_key: Secret::new(p.routing_key), url: Secret::new(url) });
         }
     }
     if let Some(a) = raw.max_attempts {

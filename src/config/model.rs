@@ -224,6 +224,20 @@ pub struct ChatWebhook {
     pub url: Secret,
 }
 
+/// PagerDuty Events v2.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PagerDutyConfig {
+    pub routing_key: Secret,
+    pub url: Secret,
+}
+
+/// The dead-man switch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatConfig {
+    pub url: Secret,
+    pub interval: Duration,
+}
+
 /// A generic JSON webhook.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenericWebhook {
@@ -237,6 +251,7 @@ pub struct NotifyConfig {
     pub slack: Option<ChatWebhook>,
     pub discord: Option<ChatWebhook>,
     pub webhooks: Vec<GenericWebhook>,
+    pub pagerduty: Option<PagerDutyConfig>,
     pub console: bool,
     pub max_attempts: u32,
     pub max_backoff: Duration,
@@ -248,6 +263,7 @@ impl Default for NotifyConfig {
             slack: None,
             discord: None,
             webhooks: Vec::new(),
+            pagerduty: None,
             console: false,
             max_attempts: 6,
             max_backoff: Duration::from_secs(30),
@@ -288,6 +304,7 @@ pub struct Registry {
     pub server: Option<ServerConfig>,
     pub fleet_guard: FleetGuardConfig,
     pub lease: LeaseConfig,
+    pub heartbeat: Option<HeartbeatConfig>,
     pub archive: ArchiveConfig,
     pub notify: NotifyConfig,
     pub targets: Vec<TargetConfig>,
@@ -296,6 +313,6 @@ pub struct Registry {
 impl Registry {
     /// No targets, default sinks.
     pub fn empty() -> Self {
-        Self { source: Source::Generated("empty".into()), server: None, fleet_guard: FleetGuardConfig::default(), lease: LeaseConfig::default(), archive: ArchiveConfig::default(), notify: NotifyConfig::default(), targets: vec![] }
+        Self { source: Source::Generated("empty".into()), server: None, fleet_guard: FleetGuardConfig::default(), lease: LeaseConfig::default(), heartbeat: None, archive: ArchiveConfig::default(), notify: NotifyConfig::default(), targets: vec![] }
     }
 }

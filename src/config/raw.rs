@@ -142,12 +142,34 @@ pub struct RawNotify {
     pub discord: Option<RawChatWebhook>,
     /// Generic JSON webhooks.
     pub webhooks: Option<Vec<RawGenericWebhook>>,
+    /// PagerDuty Events API v2.
+    pub pagerduty: Option<RawPagerDuty>,
     /// Print notices on standard output too (the demo turns this on).
     pub console: Option<bool>,
     /// Delivery attempts per notice before giving up (default 6).
     pub max_attempts: Option<i64>,
     /// Upper bound on the wait between attempts (default 30s).
     pub max_backoff: Option<RawDuration>,
+}
+
+/// `notify.pagerduty:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPagerDuty {
+    /// The integration's routing key (a secret).
+    pub routing_key: String,
+    /// Events API URL (default PagerDuty's v2 enqueue endpoint; EU accounts use their own).
+    pub url: Option<String>,
+}
+
+/// `heartbeat:`: pings to a dead-man switch, so the daemon's own death is noticed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeartbeat {
+    /// Any URL that alerts when pings stop (GET every interval).
+    pub url: String,
+    /// Default 60s.
+    pub interval: Option<RawDuration>,
 }
 
 /// A Slack or Discord webhook.

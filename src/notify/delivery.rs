@@ -29,6 +29,9 @@ pub enum DeliveryError {
     /// The receiver refused the payload (4xx other than 429): retrying cannot help.
     #[error("rejected with HTTP {status}: {body}")]
     Rejected { status: u16, body: String },
+    /// The webhook is gone (404/410): it is not called again until the registry is reloaded.
+    #[error("the webhook answers HTTP {status}: it no longer exists (check the URL); not calling it again until a reload")]
+    Gone { status: u16 },
     /// Every attempt failed with a retryable error.
     #[error("gave up after {attempts} attempts, last: {last}")]
     Exhausted { attempts: u32, last: String },
@@ -40,6 +43,7 @@ impl DeliveryError {
         match self {
             DeliveryError::Rejected { .. } => "rejected",
             DeliveryError::Exhausted { .. } => "exhausted",
+            DeliveryError::Gone { .. } => "gone",
         }
     }
 }
@@ -67,6 +71,9 @@ pub async fn deliver(client: &reqwest::Client, ep: &Endpoint, body: &serde_json:
                     .ok()
                     .and_then(|v| v.get("retry_after").and_then(|r| r.as_f64()))
                     .map(Duration::from_secs_f64);
+                if status == 404 || status == 410 {
+                    return Err(DeliveryError::Gone { status });
+                }
                 if status != 429 && !(500..600).contains(&status) {
                     return Err(DeliveryError::Rejected { status, body: crate::notify::clip(&text, 200) });
                 }

@@ -13,6 +13,7 @@ pub fn payload(n: &Notice) -> Value {
         NoticeKind::Failure => RED,
         NoticeKind::Recovery => GREEN,
         NoticeKind::Escalation => ORANGE,
+        NoticeKind::Test => GREEN,
     };
     let fields: Vec<Value> = n
         .facts()

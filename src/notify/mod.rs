@@ -4,12 +4,84 @@
 pub mod console;
 pub mod delivery;
 pub mod discord;
+pub mod pagerduty;
 pub mod slack;
 pub mod webhook;
 
+use crate::config::NotifyConfig;
 use crate::probe::ProbeFailure;
+use delivery::Endpoint;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+/// How a channel wants its payload.
+#[derive(Debug, Clone)]
+pub enum Format {
+    Slack,
+    Discord,
+    Webhook,
+    /// With the routing key.
+    PagerDuty(crate::config::Secret),
+}
+
+impl Format {
+    pub fn payload(&self, n: &Notice) -> serde_json::Value {
+        match self {
+            Format::Slack => slack::payload(n),
+            Format::Discord => discord::payload(n),
+            Format::Webhook => webhook::payload(n),
+            Format::PagerDuty(key) => pagerduty::payload(n, key.expose()),
+        }
+    }
+}
+
+/// Every configured channel, in a fixed order.
+pub fn endpoints(cfg: &NotifyConfig) -> Vec<(Format, Endpoint)> {
+    let mut out = Vec::new();
+    if let Some(s) = &cfg.slack {
+        out.push((Format::Slack, Endpoint { channel: "slack".into(), url: s.url.clone(), headers: Default::default() }));
+    }
+    if let Some(d) = &cfg.discord {
+        out.push((Format::Discord, Endpoint { channel: "discord".into(), url: d.url.clone(), headers: Default::default() }));
+    }
+    if let Some(p) = &cfg.pagerduty {
+        out.push((Format::PagerDuty(p.routing_key.clone()), Endpoint { channel: "pagerduty".into(), url: p.url.clone(), headers: Default::default() }));
+    }
+    for (i, w) in cfg.webhooks.iter().enumerate() {
+        out.push((Format::Webhook, Endpoint { channel: format!("webhook[{i}]"), url: w.url.clone(), headers: w.headers.clone() }));
+    }
+    out
+}
+
+/// `sentinel-remedy notify-test`: one test notice to every channel; each channel's result.
+pub async fn send_test(cfg: &NotifyConfig) -> Vec<(String, Result<u32, delivery::DeliveryError>)> {
+    let client = reqwest::Client::builder().user_agent(concat!("sentinel-remedy/", env!("CARGO_PKG_VERSION"))).build().expect("HTTP client");
+    let policy = delivery::Policy {
+        max_attempts: cfg.max_attempts.min(3),
+        backoff: crate::backoff::Backoff::new(std::time::Duration::from_millis(500), std::time::Duration::from_secs(5)).expect("static bounds"),
+        request_timeout: std::time::Duration::from_secs(10),
+    };
+    let now = Utc::now();
+    let notice = Notice {
+        kind: NoticeKind::Test,
+        target: "notify-test".into(),
+        endpoint: "-".into(),
+        incident_id: format!("{}-notify-test", crate::incident::stamp(now)),
+        timestamp: now,
+        failure: None,
+        archive: None,
+        reason: None,
+        downtime_seconds: None,
+        time_to_recovery_seconds: None,
+        summary: "This is a test message from sentinel-remedy notify-test: this channel works.".into(),
+    };
+    let mut out = Vec::new();
+    for (format, ep) in endpoints(cfg) {
+        let r = delivery::deliver(&client, &ep, &format.payload(&notice), policy).await;
+        out.push((ep.channel.clone(), r));
+    }
+    out
+}
 
 /// What a notice announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -21,6 +93,8 @@ pub enum NoticeKind {
     Recovery,
     /// A person must act: recovery timed out, or the restart budget is spent.
     Escalation,
+    /// `sentinel-remedy notify-test`: proves a channel works.
+    Test,
 }
 
 impl NoticeKind {
@@ -29,6 +103,7 @@ impl NoticeKind {
             NoticeKind::Failure => "failure",
             NoticeKind::Recovery => "recovery",
             NoticeKind::Escalation => "escalation",
+            NoticeKind::Test => "test",
         }
     }
 }
@@ -90,6 +165,7 @@ impl Notice {
             ),
             NoticeKind::Recovery => format!("🟢 {} recovered", self.target),
             NoticeKind::Escalation => format!("🚨 {} needs manual intervention", self.target),
+            NoticeKind::Test => "✅ SentinelRemedy test message".to_string(),
         }
     }
 

@@ -93,17 +93,19 @@ impl Receiver {
 async fn handle(req: HttpRequest, body: web::Bytes, data: web::Data<Arc<Mutex<Shared>>>) -> HttpResponse {
     let path = req.path().to_string();
     let raw = String::from_utf8_lossy(&body).to_string();
-    let (body, mut problems) = match serde_json::from_str::<Value>(&raw) {
+    let get = req.method() == actix_web::http::Method::GET;
+    let (body, mut problems) = if get { (Value::Null, vec![]) } else { match serde_json::from_str::<Value>(&raw) {
         Ok(v) => (v, vec![]),
         Err(e) => (Value::Null, vec![format!("not JSON: {e}")]),
-    };
-    if req.headers().get("content-type").and_then(|v| v.to_str().ok()).map_or(true, |ct| !ct.starts_with("application/json")) {
+    } };
+    if !get && req.headers().get("content-type").and_then(|v| v.to_str().ok()).map_or(true, |ct| !ct.starts_with("application/json")) {
         problems.push("content-type is not application/json".into());
     }
     if problems.is_empty() {
         problems = match path.as_str() {
             "/slack" => slack_problems(&body),
             "/discord" => discord_problems(&body),
+            "/pagerduty" => pagerduty_problems(&body),
             _ => vec![],
         };
     }
@@ -113,6 +115,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, data: web::Data<Arc<Mutex<Sh
         Some(s) => s,
         None if !problems.is_empty() => (400, None),
         None if path == "/discord" => (204, None),
+        None if path == "/pagerduty" => (202, None),
         None => (200, None),
     };
     shared.hits.push(Hit { path: path.clone(), raw, body, status, problems, at: Instant::now() });
@@ -122,9 +125,46 @@ async fn handle(req: HttpRequest, body: web::Bytes, data: web::Data<Arc<Mutex<Sh
     }
     match status {
         204 => resp.finish(),
+        202 if path == "/pagerduty" => resp.content_type("application/json").body(r#"{"status":"success","message":"Event processed"}"#),
         200 if path == "/slack" => resp.body("ok"),
         _ => resp.body(""),
     }
+}
+
+/// What PagerDuty's Events API v2 rejects: a missing routing key, an unknown event_action,
+/// a dedup_key over 255, and for `trigger` a payload without summary (max 1024), source or a
+/// valid severity, or with a timestamp that is not ISO 8601.
+pub fn pagerduty_problems(b: &Value) -> Vec<String> {
+    let mut p = vec![];
+    if text_len(&b["routing_key"]) == 0 {
+        p.push("routing_key is required".into());
+    }
+    let action = b["event_action"].as_str().unwrap_or("");
+    if !["trigger", "acknowledge", "resolve"].contains(&action) {
+        p.push(format!("event_action '{action}' is not trigger, acknowledge or resolve"));
+    }
+    if text_len(&b["dedup_key"]) > 255 || (action != "trigger" && text_len(&b["dedup_key"]) == 0) {
+        p.push("dedup_key must be 1..=255 characters (required unless triggering)".into());
+    }
+    if action == "trigger" {
+        let pl = &b["payload"];
+        let summary = text_len(&pl["summary"]);
+        if summary == 0 || summary > 1024 {
+            p.push("payload.summary must be 1..=1024 characters".into());
+        }
+        if text_len(&pl["source"]) == 0 {
+            p.push("payload.source is required".into());
+        }
+        if !["critical", "error", "warning", "info"].contains(&pl["severity"].as_str().unwrap_or("")) {
+            p.push("payload.severity must be critical, error, warning or info".into());
+        }
+        if let Some(ts) = pl.get("timestamp") {
+            if ts.as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()).is_none() {
+                p.push("payload.timestamp is not ISO 8601".into());
+            }
+        }
+    }
+    p
 }
 
 fn text_len(v: &Value) -> usize {
