@@ -187,6 +187,8 @@ pub struct TargetRecord {
     pub backoff_step: u32,
     /// Passing probes since then (resets the backoff after `backoff_reset`).
     pub healthy_since: Option<Instant>,
+    /// Another manager found on the server (e.g. Patroni): we never restart it.
+    pub managed_by: Option<String>,
 }
 
 impl Default for TargetRecord {
@@ -206,6 +208,7 @@ impl Default for TargetRecord {
             last_ok: None,
             backoff_step: 0,
             healthy_since: None,
+            managed_by: None,
         }
     }
 }

@@ -211,3 +211,60 @@ fn two_daemons_sharing_a_lease_restart_a_killed_cluster_once() {
     assert_eq!(refused, 1, "the other one was refused by the lease and said so");
     assert!(pg.answers());
 }
+
+#[test]
+fn a_server_managed_by_patroni_is_not_restarted() {
+    let pg = Pg::start();
+    let rx = Receiver::start();
+    // Patroni keeps sessions named "Patroni ..." on the servers it manages.
+    let psql = sentinel_remedy::pgcluster::find_bin_dir().unwrap().join("psql");
+    let mut patroni = Command::new(&psql)
+        .args(["-X", "-q", "-h"]).arg(pg.cluster.root.join("sock"))
+        .args(["-p", &pg.cluster.port.to_string(), "-U", "postgres", "-d", "postgres", "-c", "SELECT pg_sleep(120)"])
+        .env("PGAPPNAME", "Patroni heartbeat")
+        .stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null())
+        .spawn().unwrap();
+    wait_for(LONG, "the Patroni session", || (pg.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'Patroni%'") == "1").then_some(()));
+    let ws = Workspace::new();
+    ws.write_registry(&notify_all(&rx), &[TargetSpec::new("orders", &pg)]);
+    let d = Daemon::run(&ws, &[]);
+    d.wait_event("manager_detected", Some("orders"), LONG);
+    pg.kill9();
+    d.wait_event("manager_refused", Some("orders"), LONG);
+    wait_for(LONG, "the alert", || (rx.hook_events("failure").len() == 1).then_some(()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(d.count("heal_issued", None), 0, "no restart under another manager");
+    assert!(!pg.answers(), "left to Patroni");
+    assert!(rx.hook_events("failure")[0].body["summary"].as_str().unwrap().contains("Patroni"));
+    assert_eq!(ws.bundles().len(), 1, "the evidence is archived all the same");
+    let _ = patroni.kill();
+    let _ = patroni.wait();
+}
+
+#[test]
+fn a_server_held_in_slow_crash_recovery_after_the_restart_is_not_killed_again() {
+    let pg = Pg::start();
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    // The heal brings the server back in a recovery that does not end (a standby with no
+    // primary and hot_standby off answers 57P03 for as long as it runs).
+    let quoted: Vec<String> = pg.cluster.start_argv().iter().map(|a| format!("'{a}'")).collect();
+    let script = ws.path().join("heal.sh");
+    std::fs::write(&script, format!("#!/bin/sh\nset -e\ntouch '{d}/standby.signal'\ngrep -q '^hot_standby = off' '{d}/postgresql.conf' || echo 'hot_standby = off' >> '{d}/postgresql.conf'\nexec {}\n",
+        quoted.join(" "), d = pg.cluster.data.display())).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    ws.write_registry(&notify_all(&rx), &[TargetSpec { recovery_timeout: "6s", ..TargetSpec::new("orders", &pg) }]);
+    let argv = serde_json::to_string(&pg.cluster.start_argv()).unwrap();
+    let text = std::fs::read_to_string(ws.config()).unwrap().replace(&argv, &format!("[\"{}\"]", script.display()));
+    std::fs::write(ws.config(), text).unwrap();
+    let d = Daemon::run(&ws, &[]);
+    d.wait_event("probe_ok", Some("orders"), LONG);
+    pg.kill9();
+    d.wait_event("heal_issued", Some("orders"), LONG);
+    d.wait_event("probe_recovering", Some("orders"), LONG);
+    d.wait_event("escalation", Some("orders"), LONG);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(d.count("heal_issued", None), 1, "restarted once, never again while it recovers");
+    assert!(pg.cluster.postmaster_pid().is_some(), "the recovering server is still running");
+    wait_for(LONG, "the escalation alert", || (rx.hook_events("escalation").len() == 1).then_some(()));
+}

@@ -137,6 +137,15 @@ impl Monitor {
             let mut rec = self.record.lock();
             rec.last_probe = Some((Utc::now(), out.latency));
             rec.last_ok = Some(out.result.is_ok());
+            if let Some(found) = &out.manager {
+                if *found != rec.managed_by {
+                    match found {
+                        Some(m) => warn!(self.log, "another manager runs this server: restarts are left to it"; "event" => "manager_detected", "manager" => m),
+                        None => info!(self.log, "no other manager found on this server any more"; "event" => "manager_gone"),
+                    }
+                    rec.managed_by = found.clone();
+                }
+            }
             let m = crate::metrics::global();
             let t = self.target.name.as_str();
             m.observe("sentinel_probe_duration_seconds", &[("target", t)], out.latency.as_secs_f64());
@@ -344,6 +353,19 @@ impl Monitor {
     fn start_heal(&self, rec: &mut TargetRecord) -> Vec<Step> {
         let now = Instant::now();
         let class = rec.incident.as_ref().map(|i| i.failure.class);
+        if let Some(manager) = rec.managed_by.clone() {
+            // One manager at a time: restarting under Patroni would race its own failover.
+            rec.phase = Phase::Unhealed;
+            let Some(inc) = rec.incident.as_mut() else { return vec![] };
+            inc.alerted = true;
+            warn!(self.log, "server is managed by another tool: no restart"; "event" => "manager_refused", "incident" => &inc.id, "manager" => &manager);
+            let mut n = self.notice(NoticeKind::Failure, inc, format!(
+                "The server is managed by {manager} (seen in pg_stat_activity): sentinel-remedy archived the evidence and leaves the restart or failover to it."));
+            n.failure = Some(inc.failure.clone());
+            let step = Step::Notify(inc.queue_notice(n));
+            self.persist(rec, "alerted", &format!("managed by {manager}: no restart"));
+            return vec![step];
+        }
         if let Some(class) = class.filter(|c| self.target.policy.action(*c) == crate::policy::Action::Alert) {
             rec.phase = Phase::Unhealed;
             let Some(inc) = rec.incident.as_mut() else { return vec![] };

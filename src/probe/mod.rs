@@ -15,13 +15,24 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 pub struct ProbeOutcome {
     pub latency: Duration,
     pub result: Result<(), ProbeFailure>,
+    /// When this probe also looked for another manager of the server (every minute while
+    /// healthy): `Some(None)` none, `Some(Some(name))` found one.
+    pub manager: Option<Option<String>>,
 }
+
+/// How often a healthy target is checked for another manager (Patroni).
+const MANAGER_CHECK_EVERY: Duration = Duration::from_secs(60);
+
+/// Another manager that would race a restart, found through SQL: Patroni keeps sessions
+/// named "Patroni..." open on the servers it manages.
+const MANAGER_QUERY: &str = "SELECT coalesce(max(application_name), '') FROM pg_stat_activity WHERE application_name ILIKE 'patroni%'";
 
 /// Probes one target, keeping its connection between probes.
 pub struct Prober {
     pg: tokio_postgres::Config,
     probe: ProbeConfig,
     client: Option<Client>,
+    manager_checked: Option<Instant>,
 }
 
 impl Prober {
@@ -31,7 +42,7 @@ impl Prober {
             pg.application_name("sentinel-remedy");
         }
         pg.connect_timeout(target.probe.timeout);
-        Self { pg, probe: target.probe.clone(), client: None }
+        Self { pg, probe: target.probe.clone(), client: None, manager_checked: None }
     }
 
     /// Runs one probe: (re)connects if needed, then runs the query, all within the timeout.
@@ -49,7 +60,21 @@ impl Prober {
             // A failed connection may be half-dead; the next probe starts clean.
             self.client = None;
         }
-        ProbeOutcome { latency: start.elapsed(), result }
+        let latency = start.elapsed();
+        let mut manager = None;
+        if result.is_ok() && self.manager_checked.is_none_or(|t| t.elapsed() >= MANAGER_CHECK_EVERY) {
+            if let Some(client) = &self.client {
+                if let Ok(Ok(rows)) = tokio::time::timeout(timeout, client.simple_query(MANAGER_QUERY)).await {
+                    self.manager_checked = Some(Instant::now());
+                    let name = rows.iter().find_map(|m| match m {
+                        SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                        _ => None,
+                    });
+                    manager = Some(name.filter(|n| !n.is_empty()));
+                }
+            }
+        }
+        ProbeOutcome { latency, result, manager }
     }
 
     /// Drops the connection so the next probe reconnects (after a restart, for example).
