@@ -66,7 +66,8 @@ fn sigkill_is_archived_healed_alerted_and_recovered_once() {
     // One archive, one restart, one alert and one recovery notice per channel.
     assert_eq!(d.count("archive_written", Some("orders")), 1);
     assert_eq!(d.count("heal_issued", Some("orders")), 1);
-    wait_for(LONG, "recovery notices on all channels", || (rx.hook_events("recovery").len() == 1 && rx.accepted("/slack").len() == 2 && rx.accepted("/discord").len() == 2).then_some(()));
+    let discord_edits = || rx.hits().into_iter().filter(|h| h.path.starts_with("/discord/messages/") && h.status == 200).collect::<Vec<_>>();
+    wait_for(LONG, "recovery notices on all channels", || (rx.hook_events("recovery").len() == 1 && rx.accepted("/slack").len() == 2 && discord_edits().len() == 1).then_some(()));
     assert_eq!(rx.hook_events("failure").len(), 1);
     let failure = &rx.hook_events("failure")[0].body;
     assert_eq!(failure["target"], "orders");
@@ -77,9 +78,17 @@ fn sigkill_is_archived_healed_alerted_and_recovered_once() {
     rx.assert_all_well_formed();
     let slack = &rx.accepted("/slack")[0].body;
     assert!(slack["text"].as_str().unwrap().contains("orders"));
-    // Discord: red embed for the failure, green for the recovery.
-    let discord: Vec<u64> = rx.accepted("/discord").iter().map(|h| h.body["embeds"][0]["color"].as_u64().unwrap()).collect();
-    assert_eq!(discord, vec![0xE7_4C_3C, 0x2E_CC_71]);
+    // Discord: one message per incident, posted red with ?wait=true, then edited green with the
+    // whole timeline once recovered.
+    let posted = rx.accepted("/discord");
+    assert_eq!(posted.len(), 1);
+    assert_eq!(posted[0].body["embeds"][0]["color"].as_u64(), Some(0xE7_4C_3C));
+    let edit = &discord_edits()[0];
+    assert_eq!(edit.method, "PATCH");
+    assert_eq!(edit.path, "/discord/messages/0".replace('0', &rx.hits().iter().position(|h| h.path == "/discord").unwrap().to_string()));
+    assert_eq!(edit.body["embeds"][0]["color"].as_u64(), Some(0x2E_CC_71));
+    let timeline = edit.body["embeds"][0]["description"].as_str().unwrap();
+    assert!(timeline.contains("**failure**") && timeline.contains("**recovery**"), "{timeline}");
 
     // A little later, still nothing more: no second restart, no second alert.
     std::thread::sleep(Duration::from_secs(2));

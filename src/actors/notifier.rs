@@ -87,6 +87,8 @@ impl Notifier {
         actix_rt::spawn(async move {
             // Set when the webhook answers 404/410: it is gone, and calling it again is noise.
             let mut gone = false;
+            // Discord: the message of each open incident, edited as the incident moves.
+            let mut messages: std::collections::HashMap<String, (String, Vec<Notice>)> = Default::default();
             while let Some(n) = rx.recv().await {
                 let kind = store_kind(&n);
                 if gone {
@@ -102,8 +104,11 @@ impl Notifier {
                     pending.fetch_sub(1, Ordering::SeqCst);
                     continue;
                 }
-                let body = format.payload(&n);
-                let (result, attempts) = match delivery::deliver(&client, &ep, &body, policy).await {
+                let outcome = match format {
+                    crate::notify::Format::Discord if n.kind != NoticeKind::Test => discord_one_message(&client, &ep, &n, policy, &mut messages).await,
+                    _ => delivery::deliver(&client, &ep, &format.payload(&n), policy).await,
+                };
+                let (result, attempts) = match outcome {
                     Ok(attempts) => {
                         info!(log, "notification delivered"; "event" => "notification_sent", "kind" => n.kind.label(),
                             "target" => &n.target, "incident" => &n.incident_id, "attempts" => attempts);
@@ -182,4 +187,46 @@ impl Handler<Drain> for Notifier {
 /// `webhook[3]` → `webhook`: metric labels stay low-cardinality.
 fn channel_label(channel: &str) -> &str {
     channel.split('[').next().unwrap_or(channel)
+}
+
+/// Discord allows editing a webhook's message: the first notice of an incident is posted with
+/// `?wait=true` (the answer carries the message id), later ones PATCH that message with the
+/// whole timeline. If the edit fails (the message was deleted), a new message is posted.
+async fn discord_one_message(
+    client: &reqwest::Client,
+    ep: &Endpoint,
+    n: &Notice,
+    policy: Policy,
+    messages: &mut std::collections::HashMap<String, (String, Vec<Notice>)>,
+) -> Result<u32, delivery::DeliveryError> {
+    let Ok(base) = url::Url::parse(ep.url.expose()) else {
+        return delivery::deliver(client, ep, &crate::notify::discord::payload(n), policy).await;
+    };
+    let closing = n.kind == NoticeKind::Recovery;
+    if let Some((id, history)) = messages.get_mut(&n.incident_id) {
+        history.push(n.clone());
+        let mut url = base.clone();
+        url.set_path(&format!("{}/messages/{id}", base.path().trim_end_matches('/')));
+        let body = crate::notify::discord::edited_payload(history);
+        let r = delivery::send(client, reqwest::Method::PATCH, url.as_str(), ep, &body, policy).await;
+        if closing {
+            messages.remove(&n.incident_id);
+        }
+        match r {
+            Ok((attempts, _)) => return Ok(attempts),
+            Err(delivery::DeliveryError::Gone { .. }) => {} // the message is gone: post anew
+            Err(e) => return Err(e),
+        }
+    }
+    let mut url = base.clone();
+    url.query_pairs_mut().append_pair("wait", "true");
+    let (attempts, text) = delivery::send(client, reqwest::Method::POST, url.as_str(), ep, &crate::notify::discord::payload(n), policy).await?;
+    let id = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["id"].as_str().map(str::to_string));
+    if let (Some(id), false) = (id, closing) {
+        if messages.len() > 1000 {
+            messages.clear(); // bounded: very old incidents lose editing, nothing else
+        }
+        messages.insert(n.incident_id.clone(), (id, vec![n.clone()]));
+    }
+    Ok(attempts)
 }

@@ -50,14 +50,20 @@ impl DeliveryError {
 
 /// Posts `body` until it is accepted or the policy says stop. Returns the attempts used.
 pub async fn deliver(client: &reqwest::Client, ep: &Endpoint, body: &serde_json::Value, policy: Policy) -> Result<u32, DeliveryError> {
+    send(client, reqwest::Method::POST, ep.url.expose(), ep, body, policy).await.map(|(attempts, _)| attempts)
+}
+
+/// Sends `body` with `method` to `url` (the endpoint's, or one derived from it) with the same
+/// retry rules; returns the attempts used and the accepted response's body.
+pub async fn send(client: &reqwest::Client, method: reqwest::Method, url: &str, ep: &Endpoint, body: &serde_json::Value, policy: Policy) -> Result<(u32, String), DeliveryError> {
     let mut last = String::new();
     for attempt in 1..=policy.max_attempts {
-        let mut req = client.post(ep.url.expose()).timeout(policy.request_timeout).json(body);
+        let mut req = client.request(method.clone(), url).timeout(policy.request_timeout).json(body);
         for (k, v) in &ep.headers {
             req = req.header(k, v.expose());
         }
         let wait = match req.send().await {
-            Ok(resp) if resp.status().is_success() => return Ok(attempt),
+            Ok(resp) if resp.status().is_success() => return Ok((attempt, resp.text().await.unwrap_or_default())),
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let header_wait = resp

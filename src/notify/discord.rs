@@ -33,3 +33,16 @@ pub fn payload(n: &Notice) -> Value {
         }]
     })
 }
+
+/// The one message of an incident, edited as it moves: the latest state's colour and title,
+/// and every phase so far in the description (detected, archived, restarting, recovered).
+pub fn edited_payload(history: &[Notice]) -> Value {
+    let last = history.last().expect("an edit follows at least one notice");
+    let mut v = payload(last);
+    let timeline: Vec<String> = history
+        .iter()
+        .map(|n| format!("`{}` **{}**: {}", n.timestamp.format("%H:%M:%S"), n.kind.label(), n.summary))
+        .collect();
+    v["embeds"][0]["description"] = Value::String(clip(&timeline.join("\n"), 4096));
+    v
+}

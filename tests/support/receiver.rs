@@ -14,6 +14,8 @@ use std::time::Instant;
 pub struct Hit {
     /// `/slack`, `/discord`, `/hook`, ...
     pub path: String,
+    /// POST, PATCH, GET.
+    pub method: String,
     pub raw: String,
     pub body: Value,
     /// What we answered.
@@ -104,7 +106,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, data: web::Data<Arc<Mutex<Sh
     if problems.is_empty() {
         problems = match path.as_str() {
             "/slack" => slack_problems(&body),
-            "/discord" => discord_problems(&body),
+            p if p.starts_with("/discord") => discord_problems(&body),
             "/pagerduty" => pagerduty_problems(&body),
             _ => vec![],
         };
@@ -114,17 +116,20 @@ async fn handle(req: HttpRequest, body: web::Bytes, data: web::Data<Arc<Mutex<Sh
     let (status, retry_after) = match scripted {
         Some(s) => s,
         None if !problems.is_empty() => (400, None),
-        None if path == "/discord" => (204, None),
+        None if path == "/discord" && !req.query_string().contains("wait=true") => (204, None),
         None if path == "/pagerduty" => (202, None),
         None => (200, None),
     };
-    shared.hits.push(Hit { path: path.clone(), raw, body, status, problems, at: Instant::now() });
+    let message_id = shared.hits.len();
+    shared.hits.push(Hit { path: path.clone(), method: req.method().to_string(), raw, body, status, problems, at: Instant::now() });
     let mut resp = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status"));
     if let Some(s) = retry_after {
         resp.insert_header(("Retry-After", s.to_string()));
     }
     match status {
         204 => resp.finish(),
+        200 if path == "/discord" => resp.content_type("application/json").body(format!(r#"{{"id":"{message_id}"}}"#)),
+        200 if path.starts_with("/discord/messages/") => resp.content_type("application/json").body(format!(r#"{{"id":"{}"}}"#, path.rsplit('/').next().unwrap_or(""))),
         202 if path == "/pagerduty" => resp.content_type("application/json").body(r#"{"status":"success","message":"Event processed"}"#),
         200 if path == "/slack" => resp.body("ok"),
         _ => resp.body(""),
