@@ -85,7 +85,7 @@ fn a_log_larger_than_the_part_size_goes_up_in_parts_and_the_spool_is_cleaned() {
     }
     std::fs::write(pg.cluster.root.join("log").join("old.log"), &big).unwrap();
     let ws = Workspace::new();
-    ws.write_registry_with(&s3.yaml("big", ", part_size: 5MiB"), "  console: false\n", &[TargetSpec::new("orders", &pg)]);
+    ws.write_registry_with(&s3.yaml("big", ", part_size: 5MiB, sse: AES256, storage_class: STANDARD_IA"), "  console: false\n", &[TargetSpec::new("orders", &pg)]);
     let env = env_of(&s3);
     let d = Daemon::run(&ws, &borrowed(&env));
     d.wait_event("probe_ok", Some("orders"), LONG);
@@ -98,6 +98,10 @@ fn a_log_larger_than_the_part_size_goes_up_in_parts_and_the_spool_is_cleaned() {
     assert_eq!(sha(&old.body), sha(big.as_bytes()), "byte-identical after reassembly");
     assert!(old.etag.trim_matches('"').ends_with("-3"), "a multipart upload of 3 parts (etag {})", old.etag);
     assert_eq!(s3.open_multipart_uploads("big"), 0);
+    for o in &objects {
+        assert_eq!(o.sse.as_deref(), Some("AES256"), "{} is encrypted as configured", o.key);
+        assert_eq!(o.storage_class.as_deref(), Some("STANDARD_IA"), "{} has the configured storage class", o.key);
+    }
     // S3 only: the staging copy in the spool is gone once everything is up.
     wait_for(LONG, "spool emptied", || {
         files_under(&ws.state().join("spool")).is_empty().then_some(())

@@ -106,22 +106,7 @@ fn unique_name(src: &Path, used: &mut HashSet<String>) -> String {
 /// Copies `src` to `dest` through a 64 KiB buffer, returning size and SHA-256 of what was
 /// written (a growing log is captured as it was when read).
 pub fn copy_hashed(src: &Path, dest: &Path) -> io::Result<(u64, String)> {
-    let mut input = File::open(src)?;
-    let mut output = File::create(dest)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = input.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        output.write_all(&buf[..n])?;
-        size += n as u64;
-    }
-    output.sync_all()?;
-    Ok((size, hex::encode(hasher.finalize())))
+    copy_tail(src, dest, u64::MAX).map(|c| (c.size, c.sha256))
 }
 
 /// What [`copy_tail`] copied.

@@ -69,6 +69,24 @@ pub struct S3Error {
     pub message: String,
 }
 
+/// Applies the configured encryption and storage class to a PutObject or
+/// CreateMultipartUpload request (two builder types with the same setters).
+macro_rules! object_options {
+    ($req:expr, $cfg:expr) => {{
+        let mut req = $req;
+        if let Some(sse) = &$cfg.sse {
+            req = req.server_side_encryption(ServerSideEncryption::from(sse.as_str()));
+        }
+        if let Some(k) = &$cfg.sse_kms_key_id {
+            req = req.ssekms_key_id(k);
+        }
+        if let Some(c) = &$cfg.storage_class {
+            req = req.storage_class(StorageClass::from(c.as_str()));
+        }
+        req
+    }};
+}
+
 /// An S3 client bound to one bucket and prefix.
 pub struct S3Sink {
     client: aws_sdk_s3::Client,
@@ -124,33 +142,17 @@ impl S3Sink {
             self.multipart(&key, path, sha256).await
         } else {
             let body = ByteStream::from_path(path).await.map_err(|e| self.err("PutObject", &key, S3ErrorKind::LocalFile, e.to_string()))?;
-            let mut req = self.client.put_object().bucket(&self.cfg.bucket).key(&key).body(body).metadata("sha256", sha256)
+            let req = self.client.put_object().bucket(&self.cfg.bucket).key(&key).body(body).metadata("sha256", sha256)
                 .content_type(content_type(&name));
-            if let Some(sse) = &self.cfg.sse {
-                req = req.server_side_encryption(ServerSideEncryption::from(sse.as_str()));
-            }
-            if let Some(k) = &self.cfg.sse_kms_key_id {
-                req = req.ssekms_key_id(k);
-            }
-            if let Some(c) = &self.cfg.storage_class {
-                req = req.storage_class(StorageClass::from(c.as_str()));
-            }
+            let req = object_options!(req, self.cfg);
             req.send().await.map_err(|e| self.sdk_error("PutObject", &key, e))?;
             Ok(())
         }
     }
 
     async fn multipart(&self, key: &str, path: &Path, sha256: &str) -> Result<(), S3Error> {
-        let mut req = self.client.create_multipart_upload().bucket(&self.cfg.bucket).key(key).metadata("sha256", sha256).content_type("text/plain");
-        if let Some(sse) = &self.cfg.sse {
-            req = req.server_side_encryption(ServerSideEncryption::from(sse.as_str()));
-        }
-        if let Some(k) = &self.cfg.sse_kms_key_id {
-            req = req.ssekms_key_id(k);
-        }
-        if let Some(c) = &self.cfg.storage_class {
-            req = req.storage_class(StorageClass::from(c.as_str()));
-        }
+        let req = self.client.create_multipart_upload().bucket(&self.cfg.bucket).key(key).metadata("sha256", sha256).content_type("text/plain");
+        let req = object_options!(req, self.cfg);
         let created = req.send().await.map_err(|e| self.sdk_error("CreateMultipartUpload", key, e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
         match self.parts(key, path, &upload_id).await {

@@ -20,6 +20,8 @@ pub struct Object {
     pub body: Vec<u8>,
     pub etag: String,
     pub sha256_meta: Option<String>,
+    pub sse: Option<String>,
+    pub storage_class: Option<String>,
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -73,8 +75,10 @@ impl S3Server {
                 let got = c.get_object().bucket(bucket).key(&key).send().await.expect("get");
                 let sha256_meta = got.metadata().and_then(|m| m.get("sha256")).cloned();
                 let etag = got.e_tag().unwrap_or_default().to_string();
+                let sse = got.server_side_encryption().map(|s| s.as_str().to_string());
+                let storage_class = got.storage_class().map(|s| s.as_str().to_string());
                 let body = got.body.collect().await.expect("body").into_bytes().to_vec();
-                out.push(Object { key, body, etag, sha256_meta });
+                out.push(Object { key, body, etag, sha256_meta, sse, storage_class });
             }
             out.sort_by(|a, b| a.key.cmp(&b.key));
             out
