@@ -126,7 +126,9 @@ fn s3_hanging_during_an_incident_does_not_hold_the_restart_and_the_bundle_lands_
     d.wait_event("target_recovered", Some("orders"), LONG);
     let ts = |e: &str| chrono::DateTime::parse_from_rfc3339(d.events(e, Some("orders"))[0]["ts"].as_str().unwrap()).unwrap();
     let waited = (ts("heal_issued") - ts("incident_declared")).num_milliseconds();
-    assert!(waited < 2000 + 1500, "the heal waited {waited} ms for S3 (archive.timeout 2s)");
+    // S3 stays hung until resumed below: a heal at all proves it did not wait for S3, and the
+    // gap shows it waited about archive.timeout (2 s), not the upload's own timeouts (60 s).
+    assert!(waited < 2000 + 5000, "the heal waited {waited} ms for S3 (archive.timeout 2s)");
     assert_eq!(d.count("archive_upload_pending", None), 1);
     wait_for(LONG, "alert", || (rx.hook_events("failure").len() == 1).then_some(()));
     let archive = rx.hook_events("failure")[0].body["archive"].as_str().unwrap().to_string();
