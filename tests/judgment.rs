@@ -138,8 +138,9 @@ fn restarts_of_a_crash_looping_target_back_off_exponentially() {
     assert_eq!(heals.len(), 3, "{}", d.log_text().lines().filter(|l| ["restart_backoff", "heal_issued", "incident_declared", "target_recovered", "heal_attempt"].iter().any(|e| l.contains(&format!("\"event\":\"{e}\"")))).collect::<Vec<_>>().join("\n"));
     let gap1 = (heals[1] - heals[0]).num_milliseconds();
     let gap2 = (heals[2] - heals[1]).num_milliseconds();
-    assert!(gap1 >= 5000, "second restart only {gap1} ms after the first (backoff 5s)");
-    assert!(gap2 >= 10000, "third restart only {gap2} ms after the second (backoff doubled to 10s)");
+    // Log stamps come a few ms after the instant the backoff counts from (the store's fsync).
+    assert!(gap1 >= 4900, "second restart only {gap1} ms after the first (backoff 5s)");
+    assert!(gap2 >= 9900, "third restart only {gap2} ms after the second (backoff doubled to 10s)");
     assert_eq!(d.count("restart_backoff", Some("loop")), 2, "held twice, each time said once");
     // Each incident still got exactly one alert, saying why the restart waited.
     wait_for(LONG, "three recoveries", || (rx.hook_events("recovery").len() == 3).then_some(()));
