@@ -9,10 +9,8 @@ source scripts/lib/deps.sh
 
 ensure_postgres
 ensure_nextest
-ensure_moto
-ensure_tf_tools
+ensure_python_tools
 ensure_chromium
-ensure_prometheus_parser
 
 # A target dir outside the clone is reused when it exists (faster CI); it is never required.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/sentinel-remedy-target}"

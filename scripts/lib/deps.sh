@@ -38,27 +38,8 @@ ensure_nextest() {
 # A real S3-API server for the archive tests: moto's server mode. Pinned: 5.2.x answers
 # CompleteMultipartUpload with a root element real S3 never sends.
 MOTO_VERSION=5.0.28
-ensure_moto() {
-    if command -v moto_server >/dev/null 2>&1 && python3 -c "import moto,sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
-        return
-    fi
-    echo "== installing moto[server]==$MOTO_VERSION (S3 test server)"
-    python3 -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
-    command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
-}
 
-# Static checks of terraform/ (Terraform itself is not needed): python-hcl2 and checkov.
-ensure_tf_tools() {
-    if command -v checkov >/dev/null 2>&1 && python3 -c "import hcl2" 2>/dev/null; then
-        return
-    fi
-    echo "== installing checkov and python-hcl2 (Terraform static checks)"
-    python3 -m pip install --quiet --disable-pip-version-check "checkov==3.3.30" "python-hcl2==8.1.4"
-    command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
-}
-
-# The status-page test renders the page in a real headless Chromium; the metrics test parses
-# /metrics with the official Prometheus client's parser.
+# The status-page test renders the page in a real headless Chromium.
 ensure_chromium() {
     if command -v chromium >/dev/null 2>&1; then
         return
@@ -67,10 +48,15 @@ ensure_chromium() {
     apt_install chromium fonts-dejavu-core
 }
 
-ensure_prometheus_parser() {
-    if python3 -c "import prometheus_client.parser" 2>/dev/null; then
+# Every Python tool the tests use, pinned, installed in one resolver run so their dependencies
+# agree with each other.
+PYTHON_TOOLS=("moto[server]==$MOTO_VERSION" "checkov==3.3.30" "python-hcl2==8.1.4" "prometheus_client==0.26.0")
+ensure_python_tools() {
+    if command -v moto_server >/dev/null 2>&1 && command -v checkov >/dev/null 2>&1 \
+        && python3 -c "import moto, hcl2, prometheus_client.parser, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
         return
     fi
-    echo "== installing prometheus_client (metrics parser for the tests)"
-    python3 -m pip install --quiet --disable-pip-version-check "prometheus_client==0.26.0"
+    echo "== installing the Python test tools: ${PYTHON_TOOLS[*]}"
+    python3 -m pip install --quiet --disable-pip-version-check "${PYTHON_TOOLS[@]}"
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 }
