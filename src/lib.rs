@@ -1,7 +1,8 @@
 //! SentinelRemedy: an autonomous reliability engine for PostgreSQL fleets.
 //!
 //! # Layout
-//! - `cli`: command line (`run`, `check-config`, `demo`) and exit statuses.
+//! - `cli`: command line (`run`, `check-config`, `notify-test`, `status`, `incidents`,
+//!   `demo`) and exit statuses; `client` prints the API's answers as tables.
 //! - `config`: the YAML target registry (or sidecar variables) → validated `Registry`.
 //! - `actors`: Supervisor, one Monitor per target, shared Archiver, Healer, Notifier;
 //!   `actors::messages` is the protocol between them.
@@ -12,12 +13,17 @@
 //! - `lease`: one restart per server across daemons (file leases; the backend seam).
 //! - `pidwatch`: instant postmaster-death detection through a pidfd.
 //! - `reaper`: adopts and reaps the postmasters heal commands start (no lingering zombies).
-//! - `archive`: forensic bundles (local directory sink, manifest).
+//! - `archive`: forensic bundles (local sink, manifest, S3 sink, upload spool and retries).
+//! - `store`: incident history and budget state in SQLite, written before each action.
+//! - `api`: the HTTP API (status, metrics, incidents, maintenance) and the status page.
+//! - `metrics`: the Prometheus registry.
+//! - `heartbeat`: pings to a dead-man switch.
 //! - `heal`: heal actions (command).
-//! - `notify`: notices and the Slack, Discord, webhook and console formats; delivery retries.
+//! - `notify`: notices and the Slack, Discord, PagerDuty, webhook and console formats;
+//!   delivery retries.
 //! - `backoff`, `redact`, `logging`, `signals`: small shared pieces.
 //! - `pgcluster`, `demo`: throwaway local clusters for the demo, tests and benchmarks.
-//! - `faults`: test-only fault injection (a Monitor panic at a chosen point).
+//! - `faults`: test-only fault injection (a Monitor panic or a daemon SIGKILL at a chosen point).
 
 pub mod actors;
 pub mod api;
