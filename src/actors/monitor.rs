@@ -2,7 +2,7 @@
 //! walks an incident through archive → heal → alert → recovery by messages to the shared
 //! actors. All state that must outlive this actor lives in the target's [`SharedRecord`].
 //!
-//! Decisions are made under the record's lock and returned as [`Step`]s; the steps (messages,
+//! Decisions are made under the record's lock and returned as `Step`s; the steps (messages,
 //! timers) run after the lock is released.
 
 use super::archiver::Archiver;

@@ -9,7 +9,7 @@ use std::time::Duration;
 /// A destination for JSON payloads.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    /// Channel label for logs: "slack", "discord", "webhook[0]".
+    /// Channel label for logs: "slack", "discord", `webhook[0]`.
     pub channel: String,
     pub url: Secret,
     pub headers: BTreeMap<String, Secret>,
