@@ -41,7 +41,10 @@ impl Fault {
                 libc::kill(pid, libc::SIGKILL);
             },
             // --no-wait: a supervisor may restart the server before pg_ctl would see it gone.
-            Fault::ImmediateStop => pg.cluster.stop_nowait("immediate").expect("pg_ctl stop -m immediate"),
+            Fault::ImmediateStop => pg
+                .cluster
+                .stop_nowait("immediate")
+                .expect("pg_ctl stop -m immediate"),
         }
         // SAFETY: waitpid on one pid; ECHILD at once when it is not our child.
         std::thread::spawn(move || unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) });
@@ -58,7 +61,10 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn env_num(key: &str, default: u64) -> u64 {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// The floor: a script that starts the server again as soon as it can, no supervisor, no
@@ -71,19 +77,30 @@ fn floor_once(pg: &Pg, fault: Fault) -> f64 {
             return t0.elapsed().as_secs_f64();
         }
         std::thread::sleep(Duration::from_millis(20));
-        assert!(t0.elapsed() < LONG, "the floor script could not restart the cluster");
+        assert!(
+            t0.elapsed() < LONG,
+            "the floor script could not restart the cluster"
+        );
     }
 }
 
 fn ts(r: &serde_json::Value) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(r["ts"].as_str().expect("ts")).expect("rfc3339").with_timezone(&Utc)
+    DateTime::parse_from_rfc3339(r["ts"].as_str().expect("ts"))
+        .expect("rfc3339")
+        .with_timezone(&Utc)
 }
 
 /// One supervised incident: (seconds to detect, seconds to recover), from the fault.
 fn supervised_once(d: &Daemon, pg: &Pg, fault: Fault, n: usize) -> (f64, f64) {
     let at = fault.inject(pg);
-    let declared = d.wait_events("incident_declared", Some("bench"), n, LONG).pop().expect("declared");
-    let recovered = d.wait_events("target_recovered", Some("bench"), n, LONG).pop().expect("recovered");
+    let declared = d
+        .wait_events("incident_declared", Some("bench"), n, LONG)
+        .pop()
+        .expect("declared");
+    let recovered = d
+        .wait_events("target_recovered", Some("bench"), n, LONG)
+        .pop()
+        .expect("recovered");
     let secs = |t: DateTime<Utc>| (t - at).num_microseconds().unwrap_or(0) as f64 / 1e6;
     let out = (secs(ts(&declared)), secs(ts(&recovered)));
     // Let the target settle back into its healthy cadence before the next fault.
@@ -103,8 +120,12 @@ fn recovery_section(runs: usize) {
     pg.cluster.stop("fast").expect("stop");
     pg.cluster.start().expect("start adopted");
     println!("\n## Recovery (interval 1s, threshold 3, restart backoff off, median of {runs})\n");
-    println!("Floor with this host's init reaping the dead postmaster (kill -9): {init_floor:.3} s.");
-    println!("Below, the floor is a bare restart script whose dead postmaster is reaped at once.\n");
+    println!(
+        "Floor with this host's init reaping the dead postmaster (kill -9): {init_floor:.3} s."
+    );
+    println!(
+        "Below, the floor is a bare restart script whose dead postmaster is reaped at once.\n"
+    );
     println!("| fault | floor (script restart) | pid watch | detect | recover | recover - floor | goal |");
     println!("|---|---|---|---|---|---|---|");
     for fault in [Fault::Kill9, Fault::ImmediateStop] {
@@ -112,25 +133,36 @@ fn recovery_section(runs: usize) {
         let floor = median(&mut floor);
         for pid_watch in [true, false] {
             let ws = Workspace::new();
-            ws.write_registry("  console: false\n", &[TargetSpec {
-                interval: "1s",
-                timeout: "1s",
-                threshold: 3,
-                pid_watch,
-                max_restarts: 1000,
-                ..TargetSpec::new("bench", &pg)
-            }]);
+            ws.write_registry(
+                "  console: false\n",
+                &[TargetSpec {
+                    interval: "1s",
+                    timeout: "1s",
+                    threshold: 3,
+                    pid_watch,
+                    max_restarts: 1000,
+                    ..TargetSpec::new("bench", &pg)
+                }],
+            );
             // Five crashes in a row: restart backoff off, so each one measures a first restart
             // (with the default backoff, the second restart within 10 min waits 10 s on purpose).
-            let text = std::fs::read_to_string(ws.config()).expect("registry").replace("window: 1h }", "window: 1h, backoff: 0s }");
+            let text = std::fs::read_to_string(ws.config())
+                .expect("registry")
+                .replace("window: 1h }", "window: 1h, backoff: 0s }");
             std::fs::write(ws.config(), text).expect("registry");
             let d = Daemon::run(&ws, &[]);
             d.wait_event("probe_ok", Some("bench"), LONG);
             std::thread::sleep(Duration::from_millis(1200));
-            let (mut det, mut rec): (Vec<f64>, Vec<f64>) = (1..=runs).map(|n| supervised_once(&d, &pg, fault, n)).unzip();
+            let (mut det, mut rec): (Vec<f64>, Vec<f64>) = (1..=runs)
+                .map(|n| supervised_once(&d, &pg, fault, n))
+                .unzip();
             let (det, rec) = (median(&mut det), median(&mut rec));
             let allowance = if pid_watch { 0.5 } else { 0.5 + 3.0 };
-            let goal = if rec - floor <= allowance { "met" } else { "MISSED" };
+            let goal = if rec - floor <= allowance {
+                "met"
+            } else {
+                "MISSED"
+            };
             println!("| {} | {floor:.3} s | {} | {det:.3} s | {rec:.3} s | {:+.3} s | within {allowance:.1} s: {goal} |",
                 fault.label(), if pid_watch { "on" } else { "off" }, rec - floor);
             drop(d);
@@ -145,7 +177,12 @@ fn proc_usage(pid: i32) -> (u64, u64) {
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let rss = status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     (ticks, rss)
 }
 
@@ -161,10 +198,20 @@ fn resource_section(counts: &[usize], window: Duration) {
     for &n in counts {
         let ws = Workspace::new();
         let names: Vec<String> = (0..n).map(|i| format!("t{i:03}")).collect();
-        let specs: Vec<TargetSpec> = names.iter().enumerate().map(|(i, name)| TargetSpec { interval: "1s", ..TargetSpec::new(name, &clusters[i % clusters.len()]) }).collect();
+        let specs: Vec<TargetSpec> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| TargetSpec {
+                interval: "1s",
+                ..TargetSpec::new(name, &clusters[i % clusters.len()])
+            })
+            .collect();
         ws.write_registry("  console: false\n", &specs);
         let mut cmd = Command::new(support::bin());
-        cmd.args(["--log-format", "json", "run", "--config"]).arg(ws.config()).arg("--state-dir").arg(ws.state());
+        cmd.args(["--log-format", "json", "run", "--config"])
+            .arg(ws.config())
+            .arg("--state-dir")
+            .arg(ws.state());
         let d = Daemon::spawn(cmd, &[("SENTINEL_LOG_LEVEL", "info")]);
         d.wait_events("monitor_started", None, n, LONG);
         std::thread::sleep(Duration::from_secs(5)); // connections made, allocator warmed up
@@ -175,9 +222,20 @@ fn resource_section(counts: &[usize], window: Duration) {
         let cpu_s = (t1 - t0) as f64 / hz;
         let share = cpu_s / start.elapsed().as_secs_f64() * 100.0;
         let mib = rss as f64 / 1024.0;
-        let goal = if mib < 15.0 && share < 0.5 { "met" } else { "MISSED" };
-        println!("| {n} | {mib:.1} MiB | {share:.3} % | {:.3} | {goal} |", cpu_s * 60.0 / start.elapsed().as_secs_f64());
-        assert_eq!(d.count("probe_failed", None), 0, "targets stayed healthy during the sample");
+        let goal = if mib < 15.0 && share < 0.5 {
+            "met"
+        } else {
+            "MISSED"
+        };
+        println!(
+            "| {n} | {mib:.1} MiB | {share:.3} % | {:.3} | {goal} |",
+            cpu_s * 60.0 / start.elapsed().as_secs_f64()
+        );
+        assert_eq!(
+            d.count("probe_failed", None),
+            0,
+            "targets stayed healthy during the sample"
+        );
     }
     drop(clusters);
 }
@@ -189,9 +247,16 @@ fn main() {
     }
     let runs = env_num("BENCH_RUNS", 5) as usize;
     let window = Duration::from_secs(env_num("BENCH_WINDOW", 60));
-    let counts: Vec<usize> = std::env::var("BENCH_TARGETS").unwrap_or_else(|_| "1,10,50".into()).split(',').filter_map(|s| s.trim().parse().ok()).collect();
+    let counts: Vec<usize> = std::env::var("BENCH_TARGETS")
+        .unwrap_or_else(|_| "1,10,50".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
     println!("# sentinel-remedy recovery benchmark");
-    println!("PostgreSQL: {}", Cluster::version().unwrap_or_else(|_| "unknown".into()));
+    println!(
+        "PostgreSQL: {}",
+        Cluster::version().unwrap_or_else(|_| "unknown".into())
+    );
     recovery_section(runs);
     if !counts.is_empty() {
         resource_section(&counts, window);

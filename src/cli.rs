@@ -13,13 +13,28 @@ pub const EX_USAGE: u8 = 64;
 pub const EX_UNAVAILABLE: u8 = 69;
 
 #[derive(Parser, Debug)]
-#[command(name = "sentinel-remedy", version, about = "Self-healing daemon for PostgreSQL fleets")]
+#[command(
+    name = "sentinel-remedy",
+    version,
+    about = "Self-healing daemon for PostgreSQL fleets"
+)]
 pub struct Cli {
     /// Log format: json for machines, term for people.
-    #[arg(long, env = "SENTINEL_LOG_FORMAT", value_enum, default_value = "term", global = true)]
+    #[arg(
+        long,
+        env = "SENTINEL_LOG_FORMAT",
+        value_enum,
+        default_value = "term",
+        global = true
+    )]
     pub log_format: LogFormat,
     /// Least severe level logged: error, warning, info, debug.
-    #[arg(long, env = "SENTINEL_LOG_LEVEL", default_value = "info", global = true)]
+    #[arg(
+        long,
+        env = "SENTINEL_LOG_LEVEL",
+        default_value = "info",
+        global = true
+    )]
     pub log_level: String,
     #[command(subcommand)]
     pub command: Command,
@@ -97,7 +112,13 @@ fn level(s: &str) -> Result<slog::Level, String> {
 /// Compose passes an unset `${AWS_ACCESS_KEY_ID:-}` as an empty variable; the AWS chain would
 /// take the empty key instead of moving on to the instance or container role.
 fn drop_empty_aws_credentials() {
-    for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION"] {
+    for k in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_REGION",
+    ] {
         if std::env::var_os(k).is_some_and(|v| v.is_empty()) {
             std::env::remove_var(k);
         }
@@ -119,11 +140,25 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => match config::load(config.as_deref(), &vars) {
             Ok(r) => {
-                println!("{}: OK, {} target{}", r.source, r.targets.len(), if r.targets.len() == 1 { "" } else { "s" });
+                println!(
+                    "{}: OK, {} target{}",
+                    r.source,
+                    r.targets.len(),
+                    if r.targets.len() == 1 { "" } else { "s" }
+                );
                 for t in &r.targets {
-                    println!("  {} {} every {} (threshold {}){}", t.name, t.dsn.endpoint(),
-                        config::duration::format_duration(t.probe.interval), t.probe.failure_threshold,
-                        if t.heal.is_none() { ", alert only (no heal action)" } else { "" });
+                    println!(
+                        "  {} {} every {} (threshold {}){}",
+                        t.name,
+                        t.dsn.endpoint(),
+                        config::duration::format_duration(t.probe.interval),
+                        t.probe.failure_threshold,
+                        if t.heal.is_none() {
+                            ", alert only (no heal action)"
+                        } else {
+                            ""
+                        }
+                    );
                 }
                 ExitCode::SUCCESS
             }
@@ -132,7 +167,11 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EX_USAGE)
             }
         },
-        Command::Run { config, state_dir, shutdown_timeout } => {
+        Command::Run {
+            config,
+            state_dir,
+            shutdown_timeout,
+        } => {
             let registry = match config::load(config.as_deref(), &vars) {
                 Ok(r) => r,
                 Err(e) => {
@@ -141,7 +180,15 @@ pub fn main() -> ExitCode {
                 }
             };
             let (log, _guard) = logging::root(cli.log_format, level);
-            run(log, SupervisorSettings { registry, config_path: config, state_dir, shutdown_timeout })
+            run(
+                log,
+                SupervisorSettings {
+                    registry,
+                    config_path: config,
+                    state_dir,
+                    shutdown_timeout,
+                },
+            )
         }
         Command::NotifyTest { config } => {
             let registry = match config::load(config.as_deref(), &vars) {
@@ -151,7 +198,10 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(EX_USAGE);
                 }
             };
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             let results = rt.block_on(crate::notify::send_test(&registry.notify));
             if results.is_empty() {
                 eprintln!("sentinel-remedy: no notification channel is configured (notify.slack, notify.discord, notify.pagerduty, notify.webhooks)");
@@ -160,17 +210,31 @@ pub fn main() -> ExitCode {
             let mut failed = 0;
             for (channel, r) in &results {
                 match r {
-                    Ok(attempts) => println!("{channel}: ok ({attempts} attempt{})", if *attempts == 1 { "" } else { "s" }),
+                    Ok(attempts) => println!(
+                        "{channel}: ok ({attempts} attempt{})",
+                        if *attempts == 1 { "" } else { "s" }
+                    ),
                     Err(e) => {
                         failed += 1;
                         println!("{channel}: FAILED: {e}");
                     }
                 }
             }
-            if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
-        Command::Status { url, json } => client_command(&url, "/status", json, crate::client::status_table),
-        Command::Incidents { url, target, since, json } => {
+        Command::Status { url, json } => {
+            client_command(&url, "/status", json, crate::client::status_table)
+        }
+        Command::Incidents {
+            url,
+            target,
+            since,
+            json,
+        } => {
             if let Some(s) = &since {
                 if let Err(e) = crate::api::parse_since(s) {
                     eprintln!("sentinel-remedy: --since: {e}");
@@ -179,12 +243,19 @@ pub fn main() -> ExitCode {
             }
             let mut query: Vec<String> = Vec::new();
             if let Some(t) = target {
-                query.push(format!("target={}", url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>()));
+                query.push(format!(
+                    "target={}",
+                    url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>()
+                ));
             }
             if let Some(s) = since {
                 query.push(format!("since={s}"));
             }
-            let path = if query.is_empty() { "/incidents".to_string() } else { format!("/incidents?{}", query.join("&")) };
+            let path = if query.is_empty() {
+                "/incidents".to_string()
+            } else {
+                format!("/incidents?{}", query.join("&"))
+            };
             client_command(&url, &path, json, crate::client::incidents_table)
         }
         Command::Demo { incidents } => {
@@ -201,8 +272,17 @@ pub fn main() -> ExitCode {
             };
             println!("{}", crate::demo::instructions(&demo));
             let (log, guard) = logging::root(cli.log_format, level);
-            let state_dir = std::env::temp_dir().join(format!("sentinel-demo-state-{}", std::process::id()));
-            let code = run(log, SupervisorSettings { registry: demo.registry.clone(), config_path: None, state_dir, shutdown_timeout: Duration::from_secs(5) });
+            let state_dir =
+                std::env::temp_dir().join(format!("sentinel-demo-state-{}", std::process::id()));
+            let code = run(
+                log,
+                SupervisorSettings {
+                    registry: demo.registry.clone(),
+                    config_path: None,
+                    state_dir,
+                    shutdown_timeout: Duration::from_secs(5),
+                },
+            );
             drop(guard);
             crate::demo::cleanup(&demo);
             code
@@ -210,7 +290,12 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn client_command(url: &str, path: &str, json: bool, table: fn(&serde_json::Value) -> String) -> ExitCode {
+fn client_command(
+    url: &str,
+    path: &str,
+    json: bool,
+    table: fn(&serde_json::Value) -> String,
+) -> ExitCode {
     match crate::client::get(url, path) {
         Ok(v) if json => {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -268,10 +353,17 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
         }
         done.await.is_ok()
     });
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Validates a registry for callers that embed the daemon (tests, tools).
 pub fn load_registry(path: &std::path::Path) -> Result<Registry, config::ConfigError> {
-    config::load(Some(path), &VarSource::from_env_and_dotenv(&std::env::current_dir().unwrap_or_default()))
+    config::load(
+        Some(path),
+        &VarSource::from_env_and_dotenv(&std::env::current_dir().unwrap_or_default()),
+    )
 }

@@ -10,22 +10,47 @@ pub enum ClientError {
     #[error("cannot reach the daemon at {url}: {detail} (is it running with `server.listen`? set --url or SENTINEL_URL)")]
     Unreachable { url: String, detail: String },
     #[error("the daemon answered {status} for {url}: {body}")]
-    Status { url: String, status: u16, body: String },
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
 }
 
 /// GETs `path` from the daemon and parses the JSON.
 pub fn get(base: &str, path: &str) -> Result<Value, ClientError> {
     let url = format!("{}{path}", base.trim_end_matches('/'));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
-        let resp = client.get(&url).send().await.map_err(|e| ClientError::Unreachable { url: url.clone(), detail: e.to_string() })?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        let resp = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: url.clone(),
+                detail: e.to_string(),
+            })?;
         let status = resp.status().as_u16();
         let body = resp.text().await.unwrap_or_default();
         if !(200..300).contains(&status) {
-            return Err(ClientError::Status { url: url.clone(), status, body });
+            return Err(ClientError::Status {
+                url: url.clone(),
+                status,
+                body,
+            });
         }
-        serde_json::from_str(&body).map_err(|e| ClientError::Status { url: url.clone(), status, body: format!("not JSON: {e}") })
+        serde_json::from_str(&body).map_err(|e| ClientError::Status {
+            url: url.clone(),
+            status,
+            body: format!("not JSON: {e}"),
+        })
     })
 }
 
@@ -46,7 +71,14 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         }
     }
     let line = |cells: Vec<String>| -> String {
-        cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect::<Vec<_>>().join("  ").trim_end().to_string()
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
     };
     let mut out = line(headers.iter().map(|h| h.to_string()).collect());
     out.push('\n');
@@ -68,15 +100,34 @@ pub fn status_table(v: &Value) -> String {
                 s(&t["name"]),
                 s(&t["state"]),
                 s(&t["endpoint"]),
-                t["last_probe_latency_ms"].as_f64().map(|m| format!("{m:.1} ms")).unwrap_or_else(|| "-".into()),
+                t["last_probe_latency_ms"]
+                    .as_f64()
+                    .map(|m| format!("{m:.1} ms"))
+                    .unwrap_or_else(|| "-".into()),
                 s(&t["consecutive_failures"]),
                 format!("{}/{}", s(&t["restarts_in_window"]), s(&t["max_restarts"])),
                 s(&t["open_incident"]),
-                if t["maintenance_until"].is_null() { "-".into() } else { format!("until {}", s(&t["maintenance_until"])) },
+                if t["maintenance_until"].is_null() {
+                    "-".into()
+                } else {
+                    format!("until {}", s(&t["maintenance_until"]))
+                },
             ]
         })
         .collect();
-    table(&["TARGET", "STATE", "ENDPOINT", "LATENCY", "FAILURES", "RESTARTS", "INCIDENT", "MAINTENANCE"], &rows)
+    table(
+        &[
+            "TARGET",
+            "STATE",
+            "ENDPOINT",
+            "LATENCY",
+            "FAILURES",
+            "RESTARTS",
+            "INCIDENT",
+            "MAINTENANCE",
+        ],
+        &rows,
+    )
 }
 
 /// The `incidents` table.
@@ -86,17 +137,46 @@ pub fn incidents_table(v: &Value) -> String {
         .into_iter()
         .flatten()
         .map(|i| {
-            let ttr = i["time_to_recovery_seconds"].as_f64().map(|t| format!("{t:.1} s")).unwrap_or_else(|| if i["closed"] == true { "unrecovered".into() } else { "open".into() });
-            vec![s(&i["id"]), s(&i["target"]), s(&i["class"]), s(&i["phase"]), ttr, s(&i["archive"])]
+            let ttr = i["time_to_recovery_seconds"]
+                .as_f64()
+                .map(|t| format!("{t:.1} s"))
+                .unwrap_or_else(|| {
+                    if i["closed"] == true {
+                        "unrecovered".into()
+                    } else {
+                        "open".into()
+                    }
+                });
+            vec![
+                s(&i["id"]),
+                s(&i["target"]),
+                s(&i["class"]),
+                s(&i["phase"]),
+                ttr,
+                s(&i["archive"]),
+            ]
         })
         .collect();
-    let mut out = table(&["INCIDENT", "TARGET", "FAILURE", "STATE", "TTR", "ARCHIVE"], &rows);
-    let ttrs: Vec<f64> = v["incidents"].as_array().into_iter().flatten().filter_map(|i| i["time_to_recovery_seconds"].as_f64()).collect();
+    let mut out = table(
+        &["INCIDENT", "TARGET", "FAILURE", "STATE", "TTR", "ARCHIVE"],
+        &rows,
+    );
+    let ttrs: Vec<f64> = v["incidents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["time_to_recovery_seconds"].as_f64())
+        .collect();
     if !ttrs.is_empty() {
         let mut sorted = ttrs.clone();
         sorted.sort_by(|a, b| a.total_cmp(b));
-        out.push_str(&format!("\n{} incident(s), {} recovered; MTTR {:.1} s (median {:.1} s)\n", rows.len(), ttrs.len(),
-            ttrs.iter().sum::<f64>() / ttrs.len() as f64, sorted[sorted.len() / 2]));
+        out.push_str(&format!(
+            "\n{} incident(s), {} recovered; MTTR {:.1} s (median {:.1} s)\n",
+            rows.len(),
+            ttrs.len(),
+            ttrs.iter().sum::<f64>() / ttrs.len() as f64,
+            sorted[sorted.len() / 2]
+        ));
     }
     out
 }

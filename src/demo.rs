@@ -45,14 +45,29 @@ targets:
         log = cluster.log_file.display(),
         data = cluster.data.display(),
     );
-    let registry = config::load_str(&text, Source::Generated("demo registry".into()), &VarSource::fixed(HashMap::new()))
-        .map_err(|e| ClusterError::Command { what: "demo registry".into(), detail: e.to_string() })?;
-    Ok(Demo { cluster, registry, incidents_dir })
+    let registry = config::load_str(
+        &text,
+        Source::Generated("demo registry".into()),
+        &VarSource::fixed(HashMap::new()),
+    )
+    .map_err(|e| ClusterError::Command {
+        what: "demo registry".into(),
+        detail: e.to_string(),
+    })?;
+    Ok(Demo {
+        cluster,
+        registry,
+        incidents_dir,
+    })
 }
 
 /// What to print so a newcomer knows what to do next.
 pub fn instructions(d: &Demo) -> String {
-    let pid = d.cluster.postmaster_pid().map(|p| p.to_string()).unwrap_or_else(|| "<pid>".into());
+    let pid = d
+        .cluster
+        .postmaster_pid()
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "<pid>".into());
     format!(
         "\nsentinel-remedy demo\n====================\n\
          A throwaway PostgreSQL is running on 127.0.0.1:{port} (data in {data}).\n\

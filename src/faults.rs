@@ -9,7 +9,9 @@ static FIRED: AtomicBool = AtomicBool::new(false);
 
 /// Panics if the fault for `target` at `point` is requested and has not fired yet.
 pub fn maybe_panic(target: &str, point: &str) {
-    let Ok(spec) = std::env::var("SENTINEL_FAULT_PANIC") else { return };
+    let Ok(spec) = std::env::var("SENTINEL_FAULT_PANIC") else {
+        return;
+    };
     if spec == format!("{target}:{point}") && !FIRED.swap(true, Ordering::SeqCst) {
         panic!("injected fault: monitor for {target} panics at {point}");
     }
@@ -18,7 +20,9 @@ pub fn maybe_panic(target: &str, point: &str) {
 /// Kills the whole daemon with SIGKILL at `point` when `SENTINEL_FAULT_KILL=<target>:<point>`
 /// asks for it: a crash between two steps of an incident, which the store must survive.
 pub fn maybe_kill(target: &str, point: &str) {
-    let Ok(spec) = std::env::var("SENTINEL_FAULT_KILL") else { return };
+    let Ok(spec) = std::env::var("SENTINEL_FAULT_KILL") else {
+        return;
+    };
     if spec == format!("{target}:{point}") {
         // SAFETY: signalling ourselves; SIGKILL cannot be caught, exactly like the OOM killer.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };

@@ -20,7 +20,13 @@ pub struct FleetGuard {
 
 impl FleetGuard {
     pub fn new(cfg: FleetGuardConfig, targets: usize) -> Self {
-        Self { cfg: Mutex::new(cfg), state: Mutex::new(State { targets, ..Default::default() }) }
+        Self {
+            cfg: Mutex::new(cfg),
+            state: Mutex::new(State {
+                targets,
+                ..Default::default()
+            }),
+        }
     }
 
     fn st(&self) -> std::sync::MutexGuard<'_, State> {
@@ -51,7 +57,9 @@ impl FleetGuard {
     fn holding(&self, st: &State) -> bool {
         let cfg = self.cfg.lock().unwrap_or_else(|e| e.into_inner());
         let n = st.failing.len();
-        n >= cfg.min_failing && st.targets > 0 && n as f64 > cfg.max_failing_share * st.targets as f64
+        n >= cfg.min_failing
+            && st.targets > 0
+            && n as f64 > cfg.max_failing_share * st.targets as f64
     }
 
     /// `Some((failing, total))` while restarts are held.

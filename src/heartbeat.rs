@@ -7,16 +7,23 @@ use slog::{info, warn, Logger};
 use std::time::Duration;
 
 pub fn spawn(cfg: HeartbeatConfig, log: Logger) {
-    let log = log.new(slog::o!("actor" => "heartbeat", "host" => crate::redact::url_host(cfg.url.expose())));
+    let log = log
+        .new(slog::o!("actor" => "heartbeat", "host" => crate::redact::url_host(cfg.url.expose())));
     actix_rt::spawn(async move {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("HTTP client");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("HTTP client");
         let mut failing = false;
         let mut tick = tokio::time::interval(cfg.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let ok = matches!(client.get(cfg.url.expose()).send().await, Ok(r) if r.status().is_success());
-            crate::metrics::global().inc("sentinel_heartbeats_total", &[("result", if ok { "sent" } else { "failed" })]);
+            crate::metrics::global().inc(
+                "sentinel_heartbeats_total",
+                &[("result", if ok { "sent" } else { "failed" })],
+            );
             if !ok && !failing {
                 warn!(log, "heartbeat ping failed; the dead-man switch may alert"; "event" => "heartbeat_failed");
             } else if ok && failing {

@@ -37,9 +37,18 @@ pub enum Phase {
 
 impl Phase {
     pub fn from_label(s: &str) -> Option<Self> {
-        [Phase::Healthy, Phase::Suspect, Phase::Archiving, Phase::Healing, Phase::Recovering, Phase::Held, Phase::Escalated, Phase::Unhealed]
-            .into_iter()
-            .find(|p| p.label() == s)
+        [
+            Phase::Healthy,
+            Phase::Suspect,
+            Phase::Archiving,
+            Phase::Healing,
+            Phase::Recovering,
+            Phase::Held,
+            Phase::Escalated,
+            Phase::Unhealed,
+        ]
+        .into_iter()
+        .find(|p| p.label() == s)
     }
 
     pub fn label(self) -> &'static str {
@@ -96,7 +105,12 @@ pub struct Incident {
 }
 
 impl Incident {
-    pub fn new(target: &str, failure: ProbeFailure, hard: bool, first_failure: (DateTime<Utc>, Instant)) -> Self {
+    pub fn new(
+        target: &str,
+        failure: ProbeFailure,
+        hard: bool,
+        first_failure: (DateTime<Utc>, Instant),
+    ) -> Self {
         let now = Utc::now();
         let stamp = stamp(now);
         Self {
@@ -120,8 +134,13 @@ impl Incident {
 
     /// Rebuilds an open incident that a previous run of the daemon stored.
     pub fn restore(row: &crate::store::IncidentRow) -> Self {
-        let stamp = row.id.strip_suffix(&format!("-{}", row.target)).unwrap_or(&row.id).to_string();
-        let class = serde_json::from_value(serde_json::Value::String(row.class.clone())).unwrap_or(crate::probe::FailureClass::ConnectionRefused);
+        let stamp = row
+            .id
+            .strip_suffix(&format!("-{}", row.target))
+            .unwrap_or(&row.id)
+            .to_string();
+        let class = serde_json::from_value(serde_json::Value::String(row.class.clone()))
+            .unwrap_or(crate::probe::FailureClass::ConnectionRefused);
         Self {
             id: row.id.clone(),
             target: row.target.clone(),
@@ -130,12 +149,19 @@ impl Incident {
             first_failure_instant: instant_at(row.first_failure_at),
             declared_at: row.declared_at,
             declared_instant: instant_at(row.declared_at),
-            failure: ProbeFailure { class, sqlstate: row.sqlstate.clone(), detail: row.detail.clone() },
+            failure: ProbeFailure {
+                class,
+                sqlstate: row.sqlstate.clone(),
+                detail: row.detail.clone(),
+            },
             hard: row.hard,
-            archive: row.archive.clone().map(|a| match a.strip_prefix("archive failed: ") {
-                Some(e) => Err(e.to_string()),
-                None => Ok(a),
-            }),
+            archive: row
+                .archive
+                .clone()
+                .map(|a| match a.strip_prefix("archive failed: ") {
+                    Some(e) => Err(e.to_string()),
+                    None => Ok(a),
+                }),
             heal_started: row.heal_issued_at.map(instant_at),
             heal_succeeded: row.heal_succeeded,
             alerted: row.alerted,
@@ -241,10 +267,20 @@ impl SharedRecord {
     /// maintenance window and the open incident. An incident whose heal command already ran
     /// (its heal log exists) resumes as recovering: it is never restarted a second time. One
     /// whose heal was decided but never started (the daemon died in between) gets it now.
-    pub fn restore(store: &crate::store::Store, target: &str, budget: &BudgetConfig, heal_log_dir: &std::path::Path) -> Self {
+    pub fn restore(
+        store: &crate::store::Store,
+        target: &str,
+        budget: &BudgetConfig,
+        heal_log_dir: &std::path::Path,
+    ) -> Self {
         let mut rec = TargetRecord::default();
         let since = Utc::now() - chrono::Duration::from_std(budget.window).unwrap_or_default();
-        rec.restarts = store.restarts_since(target, since).unwrap_or_default().into_iter().map(instant_at).collect();
+        rec.restarts = store
+            .restarts_since(target, since)
+            .unwrap_or_default()
+            .into_iter()
+            .map(instant_at)
+            .collect();
         rec.maintenance_until = store.maintenance(target);
         if let Some(row) = store.open_incident(target) {
             let inc = Incident::restore(&row);
@@ -278,7 +314,11 @@ mod tests {
 
     #[test]
     fn budget_counts_inside_the_window_only() {
-        let b = BudgetConfig { max_restarts: 2, window: Duration::from_secs(60), ..BudgetConfig::default() };
+        let b = BudgetConfig {
+            max_restarts: 2,
+            window: Duration::from_secs(60),
+            ..BudgetConfig::default()
+        };
         let mut r = TargetRecord::default();
         let t0 = Instant::now();
         assert!(r.budget_allows(&b, t0));

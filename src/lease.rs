@@ -41,7 +41,15 @@ pub trait LeaseBackend: Send + Sync {
     /// Takes the lease on `key` for `ttl` and records a restart for `incident`, unless another
     /// owner holds it, or already restarted the server after `outage_started`, less than
     /// `settle` ago.
-    fn acquire(&self, key: &str, owner: &str, ttl: Duration, incident: &str, outage_started: DateTime<Utc>, settle: Duration) -> Result<(), LeaseRefusal>;
+    fn acquire(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+        incident: &str,
+        outage_started: DateTime<Utc>,
+        settle: Duration,
+    ) -> Result<(), LeaseRefusal>;
     /// Ends our lease early (the heal finished); the restart record stays.
     fn release(&self, key: &str, owner: &str);
 }
@@ -53,13 +61,27 @@ pub struct FileLeases {
 
 /// A unique owner id for this process.
 pub fn owner_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "host".into());
-    format!("{host}:{}:{:08x}", std::process::id(), rand::random::<u32>())
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!(
+        "{host}:{}:{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 /// `host:port` → a safe file name.
 fn file_key(key: &str) -> String {
-    key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect()
+    key.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 struct Locked {
@@ -68,7 +90,12 @@ struct Locked {
 
 impl Locked {
     fn open(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
         // SAFETY: flock on a descriptor we own; released when the file closes.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(std::io::Error::last_os_error());
@@ -109,18 +136,33 @@ impl FileLeases {
 }
 
 impl LeaseBackend for FileLeases {
-    fn acquire(&self, key: &str, owner: &str, ttl: Duration, incident: &str, outage_started: DateTime<Utc>, settle: Duration) -> Result<(), LeaseRefusal> {
-        let mut f = Locked::open(&self.path(key)).map_err(|e| LeaseRefusal::Store(format!("{}: {e}", self.path(key).display())))?;
+    fn acquire(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+        incident: &str,
+        outage_started: DateTime<Utc>,
+        settle: Duration,
+    ) -> Result<(), LeaseRefusal> {
+        let mut f = Locked::open(&self.path(key))
+            .map_err(|e| LeaseRefusal::Store(format!("{}: {e}", self.path(key).display())))?;
         let now = Utc::now();
         let current = f.read();
         if let Some(cur) = &current {
             if cur.owner != owner && cur.expires_at > now {
-                return Err(LeaseRefusal::Held { owner: cur.owner.clone(), until: cur.expires_at });
+                return Err(LeaseRefusal::Held {
+                    owner: cur.owner.clone(),
+                    until: cur.expires_at,
+                });
             }
             if let (Some(at), Some(inc)) = (cur.last_restart_at, &cur.last_incident) {
                 let recent = now - at < chrono::Duration::from_std(settle).unwrap_or_default();
                 if at >= outage_started && recent && inc != incident {
-                    return Err(LeaseRefusal::AlreadyRestarted { at, incident: inc.clone() });
+                    return Err(LeaseRefusal::AlreadyRestarted {
+                        at,
+                        incident: inc.clone(),
+                    });
                 }
             }
         }
@@ -130,7 +172,8 @@ impl LeaseBackend for FileLeases {
             last_restart_at: Some(now),
             last_incident: Some(incident.to_string()),
         };
-        f.write(&rec).map_err(|e| LeaseRefusal::Store(e.to_string()))
+        f.write(&rec)
+            .map_err(|e| LeaseRefusal::Store(e.to_string()))
     }
 
     fn release(&self, key: &str, owner: &str) {
@@ -156,12 +199,24 @@ mod tests {
         let outage = Utc::now() - chrono::Duration::seconds(1);
         let ttl = Duration::from_secs(60);
         let settle = Duration::from_secs(120);
-        l.acquire("db:5432", "a", ttl, "inc-a", outage, settle).unwrap();
-        assert!(matches!(l.acquire("db:5432", "b", ttl, "inc-b", outage, settle), Err(LeaseRefusal::Held { .. })));
+        l.acquire("db:5432", "a", ttl, "inc-a", outage, settle)
+            .unwrap();
+        assert!(matches!(
+            l.acquire("db:5432", "b", ttl, "inc-b", outage, settle),
+            Err(LeaseRefusal::Held { .. })
+        ));
         l.release("db:5432", "a");
-        assert!(matches!(l.acquire("db:5432", "b", ttl, "inc-b", outage, settle), Err(LeaseRefusal::AlreadyRestarted { .. })), "a restarted it for this outage");
+        assert!(
+            matches!(
+                l.acquire("db:5432", "b", ttl, "inc-b", outage, settle),
+                Err(LeaseRefusal::AlreadyRestarted { .. })
+            ),
+            "a restarted it for this outage"
+        );
         let later = Utc::now() + chrono::Duration::seconds(1);
-        l.acquire("db:5432", "b", ttl, "inc-b2", later, settle).expect("a new outage may be restarted");
-        l.acquire("other:5432", "a", ttl, "x", outage, settle).expect("other servers are independent");
+        l.acquire("db:5432", "b", ttl, "inc-b2", later, settle)
+            .expect("a new outage may be restarted");
+        l.acquire("other:5432", "a", ttl, "x", outage, settle)
+            .expect("other servers are independent");
     }
 }

@@ -16,7 +16,11 @@ pub enum LogFormat {
 pub fn root(format: LogFormat, level: Level) -> (Logger, slog_async::AsyncGuard) {
     let (drain, guard) = match format {
         LogFormat::Json => {
-            let d = slog_json::Json::new(LineAtATime::default()).add_default_keys().set_flush(true).build().fuse();
+            let d = slog_json::Json::new(LineAtATime::default())
+                .add_default_keys()
+                .set_flush(true)
+                .build()
+                .fuse();
             async_drain(d, level)
         }
         LogFormat::Term => {
@@ -28,7 +32,13 @@ pub fn root(format: LogFormat, level: Level) -> (Logger, slog_async::AsyncGuard)
     (Logger::root(drain, slog::o!()), guard)
 }
 
-fn async_drain<D>(d: D, level: Level) -> (slog::Fuse<slog::LevelFilter<slog_async::Async>>, slog_async::AsyncGuard)
+fn async_drain<D>(
+    d: D,
+    level: Level,
+) -> (
+    slog::Fuse<slog::LevelFilter<slog_async::Async>>,
+    slog_async::AsyncGuard,
+)
 where
     D: Drain<Ok = (), Err = slog::Never> + Send + 'static,
 {

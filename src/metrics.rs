@@ -7,9 +7,13 @@ use std::fmt::Write;
 use std::sync::{Mutex, OnceLock};
 
 /// Probe latency buckets (seconds).
-const PROBE_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const PROBE_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 /// Time-to-recovery buckets (seconds).
-const RECOVERY_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+const RECOVERY_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -45,31 +49,104 @@ fn labels(pairs: &[(&'static str, &str)]) -> Labels {
 
 impl Metrics {
     fn new() -> Self {
-        let m = Self { families: Mutex::new(BTreeMap::new()) };
+        let m = Self {
+            families: Mutex::new(BTreeMap::new()),
+        };
         {
             let mut f = m.families.lock().expect("fresh lock");
             let mut add = |name, kind, help, bounds: &'static [f64]| {
-                f.insert(name, Family { help, kind, counters: BTreeMap::new(), histograms: BTreeMap::new(), bounds });
+                f.insert(
+                    name,
+                    Family {
+                        help,
+                        kind,
+                        counters: BTreeMap::new(),
+                        histograms: BTreeMap::new(),
+                        bounds,
+                    },
+                );
             };
-            add("sentinel_probe_duration_seconds", "histogram", "Latency of SQL probes, failed ones included.", PROBE_BUCKETS);
-            add("sentinel_probe_failures_total", "counter", "Failed probes by failure class.", &[]);
-            add("sentinel_target_up", "gauge", "1 when the last probe passed, 0 when it failed.", &[]);
-            add("sentinel_target_maintenance", "gauge", "1 while the target is in maintenance (no archive, restart or alert).", &[]);
-            add("sentinel_incidents_total", "counter", "Incidents declared, by failure class.", &[]);
-            add("sentinel_restarts_total", "counter", "Restarts issued by the healer.", &[]);
-            add("sentinel_escalations_total", "counter", "Escalations sent (budget exhausted, heal failed, no recovery).", &[]);
-            add("sentinel_archives_total", "counter", "Forensic bundles by result (written, failed, uploaded, upload_pending).", &[]);
-            add("sentinel_notifications_total", "counter", "Notifications by channel and result (sent, failed, suppressed).", &[]);
-            add("sentinel_incident_recovery_seconds", "histogram", "Time from detection to a passing probe after an incident.", RECOVERY_BUCKETS);
-            add("sentinel_heartbeats_total", "counter", "Pings to the dead-man switch, by result.", &[]);
-            add("sentinel_archive_spool_pending", "gauge", "Bundles waiting in the spool for their S3 upload.", &[]);
+            add(
+                "sentinel_probe_duration_seconds",
+                "histogram",
+                "Latency of SQL probes, failed ones included.",
+                PROBE_BUCKETS,
+            );
+            add(
+                "sentinel_probe_failures_total",
+                "counter",
+                "Failed probes by failure class.",
+                &[],
+            );
+            add(
+                "sentinel_target_up",
+                "gauge",
+                "1 when the last probe passed, 0 when it failed.",
+                &[],
+            );
+            add(
+                "sentinel_target_maintenance",
+                "gauge",
+                "1 while the target is in maintenance (no archive, restart or alert).",
+                &[],
+            );
+            add(
+                "sentinel_incidents_total",
+                "counter",
+                "Incidents declared, by failure class.",
+                &[],
+            );
+            add(
+                "sentinel_restarts_total",
+                "counter",
+                "Restarts issued by the healer.",
+                &[],
+            );
+            add(
+                "sentinel_escalations_total",
+                "counter",
+                "Escalations sent (budget exhausted, heal failed, no recovery).",
+                &[],
+            );
+            add(
+                "sentinel_archives_total",
+                "counter",
+                "Forensic bundles by result (written, failed, uploaded, upload_pending).",
+                &[],
+            );
+            add(
+                "sentinel_notifications_total",
+                "counter",
+                "Notifications by channel and result (sent, failed, suppressed).",
+                &[],
+            );
+            add(
+                "sentinel_incident_recovery_seconds",
+                "histogram",
+                "Time from detection to a passing probe after an incident.",
+                RECOVERY_BUCKETS,
+            );
+            add(
+                "sentinel_heartbeats_total",
+                "counter",
+                "Pings to the dead-man switch, by result.",
+                &[],
+            );
+            add(
+                "sentinel_archive_spool_pending",
+                "gauge",
+                "Bundles waiting in the spool for their S3 upload.",
+                &[],
+            );
         }
         m
     }
 
     fn with<R>(&self, name: &'static str, f: impl FnOnce(&mut Family) -> R) -> R {
         let mut fams = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        f(fams.get_mut(name).unwrap_or_else(|| panic!("metric {name} is registered in Metrics::new")))
+        f(fams
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("metric {name} is registered in Metrics::new")))
     }
 
     /// Adds 1 to a counter.
@@ -88,7 +165,10 @@ impl Metrics {
     pub fn observe(&self, name: &'static str, l: &[(&'static str, &str)], v: f64) {
         self.with(name, |f| {
             let bounds = f.bounds;
-            let h = f.histograms.entry(labels(l)).or_insert_with(|| Histogram { buckets: vec![0; bounds.len()], ..Default::default() });
+            let h = f.histograms.entry(labels(l)).or_insert_with(|| Histogram {
+                buckets: vec![0; bounds.len()],
+                ..Default::default()
+            });
             for (i, b) in bounds.iter().enumerate() {
                 if v <= *b {
                     h.buckets[i] += 1;
@@ -103,8 +183,10 @@ impl Metrics {
     pub fn forget_target(&self, target: &str) {
         let mut fams = self.families.lock().unwrap_or_else(|e| e.into_inner());
         for f in fams.values_mut() {
-            f.counters.retain(|l, _| !l.iter().any(|(k, v)| *k == "target" && v == target));
-            f.histograms.retain(|l, _| !l.iter().any(|(k, v)| *k == "target" && v == target));
+            f.counters
+                .retain(|l, _| !l.iter().any(|(k, v)| *k == "target" && v == target));
+            f.histograms
+                .retain(|l, _| !l.iter().any(|(k, v)| *k == "target" && v == target));
         }
     }
 
@@ -120,10 +202,25 @@ impl Metrics {
             }
             for (l, h) in &f.histograms {
                 for (i, b) in f.bounds.iter().enumerate() {
-                    let _ = writeln!(out, "{name}_bucket{} {}", fmt_labels(l, Some(&fmt_value(*b))), h.buckets[i]);
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{} {}",
+                        fmt_labels(l, Some(&fmt_value(*b))),
+                        h.buckets[i]
+                    );
                 }
-                let _ = writeln!(out, "{name}_bucket{} {}", fmt_labels(l, Some("+Inf")), h.count);
-                let _ = writeln!(out, "{name}_sum{} {}", fmt_labels(l, None), fmt_value(h.sum));
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{} {}",
+                    fmt_labels(l, Some("+Inf")),
+                    h.count
+                );
+                let _ = writeln!(
+                    out,
+                    "{name}_sum{} {}",
+                    fmt_labels(l, None),
+                    fmt_value(h.sum)
+                );
                 let _ = writeln!(out, "{name}_count{} {}", fmt_labels(l, None), h.count);
             }
         }
@@ -140,11 +237,16 @@ fn fmt_value(v: f64) -> String {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn fmt_labels(l: &Labels, le: Option<&str>) -> String {
-    let mut parts: Vec<String> = l.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    let mut parts: Vec<String> = l
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
     if let Some(le) = le {
         parts.push(format!("le=\"{le}\""));
     }
@@ -162,12 +264,27 @@ mod tests {
     #[test]
     fn histograms_are_cumulative_and_labels_escaped() {
         let m = Metrics::new();
-        m.observe("sentinel_probe_duration_seconds", &[("target", "a\"b")], 0.003);
-        m.observe("sentinel_probe_duration_seconds", &[("target", "a\"b")], 0.3);
+        m.observe(
+            "sentinel_probe_duration_seconds",
+            &[("target", "a\"b")],
+            0.003,
+        );
+        m.observe(
+            "sentinel_probe_duration_seconds",
+            &[("target", "a\"b")],
+            0.3,
+        );
         m.inc("sentinel_restarts_total", &[("target", "x")]);
         let text = m.render();
-        assert!(text.contains("sentinel_probe_duration_seconds_bucket{target=\"a\\\"b\",le=\"0.005\"} 1"), "{text}");
-        assert!(text.contains("sentinel_probe_duration_seconds_bucket{target=\"a\\\"b\",le=\"0.5\"} 2"));
+        assert!(
+            text.contains(
+                "sentinel_probe_duration_seconds_bucket{target=\"a\\\"b\",le=\"0.005\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("sentinel_probe_duration_seconds_bucket{target=\"a\\\"b\",le=\"0.5\"} 2")
+        );
         assert!(text.contains("sentinel_probe_duration_seconds_count{target=\"a\\\"b\"} 2"));
         assert!(text.contains("sentinel_restarts_total{target=\"x\"} 1"));
         assert!(text.contains("# TYPE sentinel_restarts_total counter"));

@@ -29,16 +29,28 @@ pub fn find_bin_dir() -> Result<PathBuf, MissingPostgres> {
         for dir in std::env::split_paths(&paths) {
             if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
                 // Prefer the real directory: a symlink in /usr/local/bin may lack its siblings.
-                let real = std::fs::canonicalize(dir.join("pg_ctl")).ok().and_then(|p| p.parent().map(Path::to_path_buf));
+                let real = std::fs::canonicalize(dir.join("pg_ctl"))
+                    .ok()
+                    .and_then(|p| p.parent().map(Path::to_path_buf));
                 return Ok(real.unwrap_or(dir));
             }
         }
     }
     // Other layouts (RHEL's /usr/pgsql-*/bin, say) can be named with SENTINEL_PG_BIN_GLOB.
-    let pattern = std::env::var("SENTINEL_PG_BIN_GLOB").unwrap_or_else(|_| "/usr/lib/postgresql/*/bin".into());
-    let mut found: Vec<PathBuf> = glob::glob(&pattern).map_err(|_| MissingPostgres)?.filter_map(Result::ok)
-        .filter(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file()).collect();
-    found.sort_by_key(|p| p.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0));
+    let pattern = std::env::var("SENTINEL_PG_BIN_GLOB")
+        .unwrap_or_else(|_| "/usr/lib/postgresql/*/bin".into());
+    let mut found: Vec<PathBuf> = glob::glob(&pattern)
+        .map_err(|_| MissingPostgres)?
+        .filter_map(Result::ok)
+        .filter(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+        .collect();
+    found.sort_by_key(|p| {
+        p.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
     found.pop().ok_or(MissingPostgres)
 }
 
@@ -94,22 +106,48 @@ impl Cluster {
         if is_root() {
             give_to_nobody(&pwfile)?;
         }
-        let c = Self { root: root.to_path_buf(), data: data.clone(), log_file: logdir.join("postgresql.log"), port, password: password.into(), bin, prefix };
-        c.run("initdb", &["-D", &data.display().to_string(), "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256",
-            &format!("--pwfile={}", pwfile.display()), "--no-sync", "-E", "UTF8", "--locale=C"])?;
+        let c = Self {
+            root: root.to_path_buf(),
+            data: data.clone(),
+            log_file: logdir.join("postgresql.log"),
+            port,
+            password: password.into(),
+            bin,
+            prefix,
+        };
+        c.run(
+            "initdb",
+            &[
+                "-D",
+                &data.display().to_string(),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                &format!("--pwfile={}", pwfile.display()),
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        )?;
         let _ = std::fs::remove_file(&pwfile);
         let conf = format!(
             "\n# sentinel-remedy throwaway cluster\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nshared_buffers = 16MB\nmax_connections = 60\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nlog_line_prefix = '%m [%p] '\n",
             sock.display()
         );
-        let mut pc = std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf"))?;
+        let mut pc = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))?;
         io::Write::write_all(&mut pc, conf.as_bytes())?;
         Ok(c)
     }
 
     /// `postgres --version` of the binaries in use.
     pub fn version() -> Result<String, ClusterError> {
-        let out = Command::new(find_bin_dir()?.join("postgres")).arg("--version").output()?;
+        let out = Command::new(find_bin_dir()?.join("postgres"))
+            .arg("--version")
+            .output()?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
@@ -117,29 +155,73 @@ impl Cluster {
     pub fn start_argv(&self) -> Vec<String> {
         let mut v = self.prefix.clone();
         v.push(self.bin.join("pg_ctl").display().to_string());
-        v.extend(["-D".to_string(), self.data.display().to_string(), "-l".into(), self.log_file.display().to_string(), "-w".into(), "-t".into(), "60".into(), "start".into()]);
+        v.extend([
+            "-D".to_string(),
+            self.data.display().to_string(),
+            "-l".into(),
+            self.log_file.display().to_string(),
+            "-w".into(),
+            "-t".into(),
+            "60".into(),
+            "start".into(),
+        ]);
         v
     }
 
     pub fn start(&self) -> Result<(), ClusterError> {
         let argv = self.start_argv();
-        let out = Command::new(&argv[0]).args(&argv[1..]).stdin(std::process::Stdio::null()).output()?;
+        let out = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .output()?;
         check("pg_ctl start", out)
     }
 
     /// `pg_ctl stop -m <mode>` (fast, immediate, smart).
     pub fn stop(&self, mode: &str) -> Result<(), ClusterError> {
-        self.run("pg_ctl", &["-D", &self.data.display().to_string(), "-m", mode, "-w", "stop"])
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data.display().to_string(),
+                "-m",
+                mode,
+                "-w",
+                "stop",
+            ],
+        )
     }
 
     /// `pg_ctl stop -m <mode> --no-wait`: signals the postmaster and returns at once.
     pub fn stop_nowait(&self, mode: &str) -> Result<(), ClusterError> {
-        self.run("pg_ctl", &["-D", &self.data.display().to_string(), "-m", mode, "-W", "stop"])
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data.display().to_string(),
+                "-m",
+                mode,
+                "-W",
+                "stop",
+            ],
+        )
     }
 
     /// Stops the server if it runs; errors are ignored (cleanup).
     pub fn stop_quietly(&self) {
-        let _ = self.run("pg_ctl", &["-D", &self.data.display().to_string(), "-m", "immediate", "-w", "-t", "10", "stop"]);
+        let _ = self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data.display().to_string(),
+                "-m",
+                "immediate",
+                "-w",
+                "-t",
+                "10",
+                "stop",
+            ],
+        );
     }
 
     pub fn pid_file(&self) -> PathBuf {
@@ -153,21 +235,41 @@ impl Cluster {
 
     /// A DSN with the password (for the daemon's registry).
     pub fn dsn(&self) -> String {
-        format!("postgres://postgres:{}@127.0.0.1:{}/postgres", self.password, self.port)
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/postgres",
+            self.password, self.port
+        )
     }
 
     /// Runs SQL through psql over the unix socket (no password needed there).
     pub fn psql(&self, sql: &str) -> Result<String, ClusterError> {
         let psql = self.bin.join("psql");
-        let mut cmd = Command::new(self.prefix.first().map(String::as_str).unwrap_or(psql.to_str().unwrap_or("psql")));
+        let mut cmd = Command::new(
+            self.prefix
+                .first()
+                .map(String::as_str)
+                .unwrap_or(psql.to_str().unwrap_or("psql")),
+        );
         let mut args: Vec<String> = self.prefix.iter().skip(1).cloned().collect();
         if !self.prefix.is_empty() {
             args.push(psql.display().to_string());
         }
         args.extend(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h"].map(String::from));
         args.push(self.root.join("sock").display().to_string());
-        args.extend(["-p".to_string(), self.port.to_string(), "-U".into(), "postgres".into(), "-d".into(), "postgres".into(), "-c".into(), sql.into()]);
-        let out = cmd.args(&args).stdin(std::process::Stdio::null()).output()?;
+        args.extend([
+            "-p".to_string(),
+            self.port.to_string(),
+            "-U".into(),
+            "postgres".into(),
+            "-d".into(),
+            "postgres".into(),
+            "-c".into(),
+            sql.into(),
+        ]);
+        let out = cmd
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()?;
         let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
         check("psql", out)?;
         Ok(stdout)
@@ -178,7 +280,10 @@ impl Cluster {
         let mut argv = self.prefix.clone();
         argv.push(path.display().to_string());
         argv.extend(args.iter().map(|s| s.to_string()));
-        let out = Command::new(&argv[0]).args(&argv[1..]).stdin(std::process::Stdio::null()).output()?;
+        let out = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .output()?;
         check(tool, out)
     }
 }
@@ -189,6 +294,10 @@ fn check(what: &str, out: Output) -> Result<(), ClusterError> {
     }
     Err(ClusterError::Command {
         what: what.into(),
-        detail: format!("{}{}", String::from_utf8_lossy(&out.stderr).trim(), String::from_utf8_lossy(&out.stdout).trim()),
+        detail: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
     })
 }

@@ -13,7 +13,12 @@ pub fn read_pid_file(path: &Path) -> io::Result<i32> {
         .next()
         .and_then(|l| l.trim().parse::<i32>().ok())
         .filter(|p| *p > 0)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("{}: first line is not a pid", path.display())))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: first line is not a pid", path.display()),
+            )
+        })
 }
 
 /// A watch on one process.

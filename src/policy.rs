@@ -36,7 +36,8 @@ pub fn default_action(class: FailureClass) -> Action {
     use FailureClass::*;
     match class {
         ConnectionRefused | Timeout | ConnectionLost | ProcessExited => Action::Restart,
-        Authentication | TooManyConnections | DiskFull | OutOfMemory | DatabaseMissing | ReadOnly | QueryError | UnexpectedResult | Recovering => Action::Alert,
+        Authentication | TooManyConnections | DiskFull | OutOfMemory | DatabaseMissing
+        | ReadOnly | QueryError | UnexpectedResult | Recovering => Action::Alert,
     }
 }
 
@@ -71,13 +72,17 @@ impl Policy {
         if class == FailureClass::Recovering {
             return Action::Alert; // never a restart, whatever the registry says
         }
-        self.overrides.get(class.label()).copied().unwrap_or_else(|| default_action(class))
+        self.overrides
+            .get(class.label())
+            .copied()
+            .unwrap_or_else(|| default_action(class))
     }
 
     /// The overrides of `over` on top of these.
     pub fn merged(&self, over: &Policy) -> Policy {
         let mut p = self.clone();
-        p.overrides.extend(over.overrides.iter().map(|(k, v)| (k.clone(), *v)));
+        p.overrides
+            .extend(over.overrides.iter().map(|(k, v)| (k.clone(), *v)));
         p
     }
 }
@@ -97,6 +102,10 @@ mod tests {
         o.overrides.insert("recovering".into(), Action::Restart);
         let m = p.merged(&o);
         assert_eq!(m.action(FailureClass::Timeout), Action::Alert);
-        assert_eq!(m.action(FailureClass::Recovering), Action::Alert, "57P03 is never restarted");
+        assert_eq!(
+            m.action(FailureClass::Recovering),
+            Action::Alert,
+            "57P03 is never restarted"
+        );
     }
 }

@@ -38,7 +38,10 @@ pub fn spawn_owned(cmd: &mut tokio::process::Command) -> io::Result<tokio::proce
 /// Forgets a child registered by [`spawn_owned`].
 pub fn release(pid: Option<u32>) {
     if let Some(pid) = pid {
-        OWNED.lock().unwrap_or_else(|e| e.into_inner()).remove(&(pid as i32));
+        OWNED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(pid as i32));
     }
 }
 
@@ -63,7 +66,9 @@ pub fn sweep() -> usize {
 /// Pids of our children that have exited and wait to be reaped (a scan of /proc: the
 /// per-task `children` lists are not in every kernel).
 fn zombie_children(parent: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
         .filter(|&pid| stat_of(pid).is_some_and(|(state, ppid)| state == 'Z' && ppid == parent))
@@ -114,8 +119,14 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(200));
         assert!(is_zombie(stray.id() as i32));
         sweep();
-        assert!(!std::path::Path::new(&format!("/proc/{}", stray.id())).exists(), "stray child reaped");
-        assert!(is_zombie(owned.id() as i32), "owned child left for its waiter");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{}", stray.id())).exists(),
+            "stray child reaped"
+        );
+        assert!(
+            is_zombie(owned.id() as i32),
+            "owned child left for its waiter"
+        );
         release(Some(owned.id()));
         let mut owned = owned;
         owned.wait().unwrap();

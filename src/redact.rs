@@ -10,7 +10,11 @@ pub fn redact_dsn(dsn: &str) -> String {
         if pairs.iter().any(|(k, _)| k == "password") {
             u.query_pairs_mut().clear();
             for (k, v) in pairs {
-                let v = if k == "password" { "***".to_string() } else { v };
+                let v = if k == "password" {
+                    "***".to_string()
+                } else {
+                    v
+                };
                 u.query_pairs_mut().append_pair(&k, &v);
             }
         }
@@ -34,9 +38,18 @@ pub fn redact_dsn(dsn: &str) -> String {
                 let mut end = q.len();
                 let mut esc = false;
                 for (i, c) in q.char_indices() {
-                    if esc { esc = false; continue; }
-                    if c == '\\' { esc = true; continue; }
-                    if c == '\'' { end = i + 1; break; }
+                    if esc {
+                        esc = false;
+                        continue;
+                    }
+                    if c == '\\' {
+                        esc = true;
+                        continue;
+                    }
+                    if c == '\'' {
+                        end = i + 1;
+                        break;
+                    }
                 }
                 &q[end.min(q.len())..]
             } else {
@@ -95,12 +108,18 @@ mod tests {
     #[test]
     fn hides_query_passwords() {
         let r = redact_dsn("postgres://db/orders?password=hunter2&sslmode=disable");
-        assert!(!r.contains("hunter2") && r.contains("sslmode=disable"), "{r}");
+        assert!(
+            !r.contains("hunter2") && r.contains("sslmode=disable"),
+            "{r}"
+        );
     }
 
     #[test]
     fn webhook_only_shows_host() {
-        assert_eq!(url_host("https://hooks.slack.com/services/T/B/secret"), "https://hooks.slack.com");
+        assert_eq!(
+            url_host("https://hooks.slack.com/services/T/B/secret"),
+            "https://hooks.slack.com"
+        );
     }
 }
 
@@ -112,14 +131,25 @@ fn redact_unparsable_url(dsn: &str) -> Option<String> {
     let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let at = rest[..auth_end].rfind('@')?;
     let colon = rest[..at].find(':')?;
-    Some(format!("{}{}:***{}", &dsn[..scheme_end], &rest[..colon], &rest[at..]))
+    Some(format!(
+        "{}{}:***{}",
+        &dsn[..scheme_end],
+        &rest[..colon],
+        &rest[at..]
+    ))
 }
 
 #[cfg(test)]
 mod unparsable_tests {
     #[test]
     fn a_dsn_the_url_parser_rejects_still_hides_its_password() {
-        assert_eq!(super::redact_dsn("postgres://u:s3cret@h:99999/db"), "postgres://u:***@h:99999/db");
-        assert_eq!(super::redact_dsn("postgresql://u:p@ss@w@h:x/db"), "postgresql://u:***@h:x/db");
+        assert_eq!(
+            super::redact_dsn("postgres://u:s3cret@h:99999/db"),
+            "postgres://u:***@h:99999/db"
+        );
+        assert_eq!(
+            super::redact_dsn("postgresql://u:p@ss@w@h:x/db"),
+            "postgresql://u:***@h:x/db"
+        );
     }
 }

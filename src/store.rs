@@ -107,20 +107,38 @@ impl Store {
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
         let path = state_dir.join("sentinel.db");
         let p = path.display().to_string();
-        let err = |source| StoreError { path: p.clone(), source };
+        let err = |source| StoreError {
+            path: p.clone(),
+            source,
+        };
         let conn = Connection::open(&path).map_err(err)?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;").map_err(err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), path: p })
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: p,
+        })
     }
 
     fn with<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Result<R, StoreError> {
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        f(&conn).map_err(|source| StoreError { path: self.path.clone(), source })
+        f(&conn).map_err(|source| StoreError {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     /// Writes the incident as it stands now (insert or update).
-    pub fn save_incident(&self, inc: &Incident, phase: Phase, closed: bool, recovered: Option<(f64, f64)>) -> Result<(), StoreError> {
+    pub fn save_incident(
+        &self,
+        inc: &Incident,
+        phase: Phase,
+        closed: bool,
+        recovered: Option<(f64, f64)>,
+    ) -> Result<(), StoreError> {
         let notices = serde_json::to_string(&inc.notices).unwrap_or_else(|_| "[]".into());
         let archive = inc.archive_text();
         self.with(|c| {
@@ -144,28 +162,55 @@ impl Store {
 
     /// Appends a step to an incident's timeline.
     pub fn event(&self, incident_id: &str, kind: &str, detail: &str) -> Result<(), StoreError> {
-        self.with(|c| c.execute("INSERT INTO timeline VALUES (?1, ?2, ?3, ?4)", params![incident_id, Utc::now(), kind, detail]).map(|_| ()))
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO timeline VALUES (?1, ?2, ?3, ?4)",
+                params![incident_id, Utc::now(), kind, detail],
+            )
+            .map(|_| ())
+        })
     }
 
     /// Records a restart against the target's budget.
     pub fn restart(&self, target: &str) -> Result<(), StoreError> {
-        self.with(|c| c.execute("INSERT INTO restarts VALUES (?1, ?2)", params![target, Utc::now()]).map(|_| ()))
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO restarts VALUES (?1, ?2)",
+                params![target, Utc::now()],
+            )
+            .map(|_| ())
+        })
     }
 
     /// Restarts of `target` since `since`, oldest first.
-    pub fn restarts_since(&self, target: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>, StoreError> {
+    pub fn restarts_since(
+        &self,
+        target: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<DateTime<Utc>>, StoreError> {
         self.with(|c| {
-            let mut st = c.prepare("SELECT at FROM restarts WHERE target = ?1 AND at >= ?2 ORDER BY at")?;
+            let mut st =
+                c.prepare("SELECT at FROM restarts WHERE target = ?1 AND at >= ?2 ORDER BY at")?;
             let rows = st.query_map(params![target, since], |r| r.get(0))?;
             rows.collect()
         })
     }
 
     /// Records a delivery result.
-    pub fn notification(&self, incident_id: &str, kind: &str, channel: &str, result: &str, attempts: u32) -> Result<(), StoreError> {
+    pub fn notification(
+        &self,
+        incident_id: &str,
+        kind: &str,
+        channel: &str,
+        result: &str,
+        attempts: u32,
+    ) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute("INSERT INTO notifications VALUES (?1, ?2, ?3, ?4, ?5, ?6)", params![incident_id, kind, channel, result, attempts, Utc::now()])
-                .map(|_| ())
+            c.execute(
+                "INSERT INTO notifications VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![incident_id, kind, channel, result, attempts, Utc::now()],
+            )
+            .map(|_| ())
         })
     }
 
@@ -183,7 +228,11 @@ impl Store {
         .unwrap_or(false)
     }
 
-    pub fn set_maintenance(&self, target: &str, until: Option<DateTime<Utc>>) -> Result<(), StoreError> {
+    pub fn set_maintenance(
+        &self,
+        target: &str,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
         self.with(|c| match until {
             Some(u) => c.execute("INSERT INTO maintenance VALUES (?1, ?2) ON CONFLICT(target) DO UPDATE SET until = ?2", params![target, u]).map(|_| ()),
             None => c.execute("DELETE FROM maintenance WHERE target = ?1", params![target]).map(|_| ()),
@@ -191,19 +240,34 @@ impl Store {
     }
 
     pub fn maintenance(&self, target: &str) -> Option<DateTime<Utc>> {
-        self.with(|c| c.query_row("SELECT until FROM maintenance WHERE target = ?1", params![target], |r| r.get(0)).optional())
-            .ok()
-            .flatten()
-            .filter(|u: &DateTime<Utc>| *u > Utc::now())
+        self.with(|c| {
+            c.query_row(
+                "SELECT until FROM maintenance WHERE target = ?1",
+                params![target],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .ok()
+        .flatten()
+        .filter(|u: &DateTime<Utc>| *u > Utc::now())
     }
 
     /// The open incident of a target, if any (for a restarted daemon to resume).
     pub fn open_incident(&self, target: &str) -> Option<IncidentRow> {
-        self.list(Some(target), None, 1).ok()?.into_iter().find(|r| !r.closed)
+        self.list(Some(target), None, 1)
+            .ok()?
+            .into_iter()
+            .find(|r| !r.closed)
     }
 
     /// Incidents, newest first.
-    pub fn list(&self, target: Option<&str>, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<IncidentRow>, StoreError> {
+    pub fn list(
+        &self,
+        target: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<IncidentRow>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT id, target, class, hard, detail, sqlstate, phase, first_failure_at, declared_at, archive, heal_issued_at,

@@ -13,10 +13,19 @@ const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// Adds `server:` to the registry just written; returns the listen address.
 fn with_server(ws: &Workspace, token: Option<&str>) -> String {
-    let addr = format!("127.0.0.1:{}", sentinel_remedy::pgcluster::free_port().unwrap());
-    let token = token.map(|t| format!(", token: \"{t}\"")).unwrap_or_default();
+    let addr = format!(
+        "127.0.0.1:{}",
+        sentinel_remedy::pgcluster::free_port().unwrap()
+    );
+    let token = token
+        .map(|t| format!(", token: \"{t}\""))
+        .unwrap_or_default();
     let text = std::fs::read_to_string(ws.config()).unwrap();
-    std::fs::write(ws.config(), format!("server: {{ listen: \"{addr}\"{token} }}\n{text}")).unwrap();
+    std::fs::write(
+        ws.config(),
+        format!("server: {{ listen: \"{addr}\"{token} }}\n{text}"),
+    )
+    .unwrap();
     addr
 }
 
@@ -36,26 +45,91 @@ fn metrics_status_and_history_follow_an_incident() {
     d.wait_event("probe_ok", Some("orders"), LONG);
 
     let before = parse_metrics(&http::get(&addr, "/metrics").body);
-    assert_eq!(metric(&before, "sentinel_target_up", &[("target", "orders")]), Some(1.0));
-    assert!(metric(&before, "sentinel_probe_duration_seconds_count", &[("target", "orders")]).unwrap() >= 1.0);
-    assert_eq!(metric(&before, "sentinel_restarts_total", &[("target", "orders")]), None);
+    assert_eq!(
+        metric(&before, "sentinel_target_up", &[("target", "orders")]),
+        Some(1.0)
+    );
+    assert!(
+        metric(
+            &before,
+            "sentinel_probe_duration_seconds_count",
+            &[("target", "orders")]
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert_eq!(
+        metric(&before, "sentinel_restarts_total", &[("target", "orders")]),
+        None
+    );
     let health = http::get(&addr, "/healthz");
     assert_eq!(health.status, 200, "{}", health.body);
 
     pg.kill9();
     d.wait_event("target_recovered", Some("orders"), LONG);
-    wait_for(LONG, "alerts delivered", || (d.count("notification_sent", Some("orders")) == 2).then_some(()));
+    wait_for(LONG, "alerts delivered", || {
+        (d.count("notification_sent", Some("orders")) == 2).then_some(())
+    });
     d.wait_event("heal_log_archived", None, LONG);
     let resp = http::get(&addr, "/metrics");
-    assert!(resp.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(resp
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
     let after = parse_metrics(&resp.body);
-    assert_eq!(metric(&after, "sentinel_restarts_total", &[("target", "orders")]), Some(1.0));
-    assert_eq!(metric(&after, "sentinel_incidents_total", &[("target", "orders"), ("class", "process_exited")]), Some(1.0));
-    assert_eq!(metric(&after, "sentinel_archives_total", &[("target", "orders"), ("result", "written")]), Some(1.0));
-    assert_eq!(metric(&after, "sentinel_notifications_total", &[("target", "orders"), ("channel", "webhook"), ("result", "sent")]), Some(2.0));
-    assert_eq!(metric(&after, "sentinel_incident_recovery_seconds_count", &[("target", "orders")]), Some(1.0));
-    assert!(metric(&after, "sentinel_probe_failures_total", &[("target", "orders")]).unwrap() >= 1.0);
-    assert_eq!(metric(&after, "sentinel_target_up", &[("target", "orders")]), Some(1.0));
+    assert_eq!(
+        metric(&after, "sentinel_restarts_total", &[("target", "orders")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "sentinel_incidents_total",
+            &[("target", "orders"), ("class", "process_exited")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "sentinel_archives_total",
+            &[("target", "orders"), ("result", "written")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "sentinel_notifications_total",
+            &[
+                ("target", "orders"),
+                ("channel", "webhook"),
+                ("result", "sent")
+            ]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "sentinel_incident_recovery_seconds_count",
+            &[("target", "orders")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        metric(
+            &after,
+            "sentinel_probe_failures_total",
+            &[("target", "orders")]
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert_eq!(
+        metric(&after, "sentinel_target_up", &[("target", "orders")]),
+        Some(1.0)
+    );
 
     let status = http::get(&addr, "/status").json();
     let t = &status["targets"][0];
@@ -70,12 +144,22 @@ fn metrics_status_and_history_follow_an_incident() {
     assert!(inc["time_to_recovery_seconds"].as_f64().unwrap() > 0.0);
     let id = inc["id"].as_str().unwrap();
     let detail = http::get(&addr, &format!("/incidents/{id}")).json();
-    let mut kinds: Vec<&str> = detail["timeline"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let mut kinds: Vec<&str> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds[..3], ["declared", "archived", "heal_issued"]);
     // The healer's verdict and the first passing probe race; both orders are right.
     kinds[3..].sort();
     assert_eq!(kinds[3..], ["heal_succeeded", "recovered"], "{kinds:?}");
-    let notes: Vec<(&str, &str)> = detail["notifications"].as_array().unwrap().iter().map(|n| (n["kind"].as_str().unwrap(), n["result"].as_str().unwrap())).collect();
+    let notes: Vec<(&str, &str)> = detail["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["kind"].as_str().unwrap(), n["result"].as_str().unwrap()))
+        .collect();
     assert_eq!(notes, vec![("failure", "sent"), ("recovery", "sent")]);
     assert!(detail["archive"].as_str().unwrap().contains(id));
     assert_eq!(http::get(&addr, "/incidents/nope").status, 404);
@@ -84,12 +168,36 @@ fn metrics_status_and_history_follow_an_incident() {
     let url = format!("http://{addr}");
     let (code, out, err) = run_cli(&["status", "--url", &url], ws.path(), &[]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with("TARGET") && out.contains("orders") && out.contains("healthy") && out.contains("1/3"), "{out}");
-    let (code, out, _) = run_cli(&["incidents", "--url", &url, "--target", "orders", "--since", "1h"], ws.path(), &[]);
+    assert!(
+        out.starts_with("TARGET")
+            && out.contains("orders")
+            && out.contains("healthy")
+            && out.contains("1/3"),
+        "{out}"
+    );
+    let (code, out, _) = run_cli(
+        &[
+            "incidents",
+            "--url",
+            &url,
+            "--target",
+            "orders",
+            "--since",
+            "1h",
+        ],
+        ws.path(),
+        &[],
+    );
     assert_eq!(code, 0);
-    assert!(out.contains(id) && out.contains("process_exited") && out.contains("MTTR"), "{out}");
+    assert!(
+        out.contains(id) && out.contains("process_exited") && out.contains("MTTR"),
+        "{out}"
+    );
     let (_, out, _) = run_cli(&["incidents", "--url", &url, "--json"], ws.path(), &[]);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["incidents"][0]["id"], id);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["incidents"][0]["id"],
+        id
+    );
     let (code, _, err) = run_cli(&["status", "--url", "http://127.0.0.1:9"], ws.path(), &[]);
     assert_eq!(code, 69);
     assert!(err.contains("cannot reach the daemon"), "{err}");
@@ -100,7 +208,14 @@ fn maintenance_suppresses_the_heal_and_resume_re_enables_it() {
     let pg = Pg::start();
     let rx = Receiver::start();
     let ws = Workspace::new();
-    ws.write_registry(&hook_only(&rx), &[TargetSpec { pid_watch: false, threshold: 2, ..TargetSpec::new("orders", &pg) }]);
+    ws.write_registry(
+        &hook_only(&rx),
+        &[TargetSpec {
+            pid_watch: false,
+            threshold: 2,
+            ..TargetSpec::new("orders", &pg)
+        }],
+    );
     let addr = with_server(&ws, Some(TOKEN));
     let d = Daemon::run(&ws, &[]);
     d.wait_event("probe_ok", Some("orders"), LONG);
@@ -108,13 +223,38 @@ fn maintenance_suppresses_the_heal_and_resume_re_enables_it() {
     // Tokens are required and checked.
     let path = "/targets/orders/maintenance";
     assert_eq!(http::request(&addr, "POST", path, None, None).status, 401);
-    let wrong = http::request(&addr, "POST", path, Some("test-token-0123456789abcdeX"), None);
+    let wrong = http::request(
+        &addr,
+        "POST",
+        path,
+        Some("test-token-0123456789abcdeX"),
+        None,
+    );
     assert_eq!(wrong.status, 401);
     assert_eq!(wrong.header("www-authenticate"), Some("Bearer"));
-    assert_eq!(http::request(&addr, "POST", "/targets/nope/maintenance", Some(TOKEN), None).status, 404);
-    let ok = http::request(&addr, "POST", path, Some(TOKEN), Some(r#"{"duration": "1h"}"#));
+    assert_eq!(
+        http::request(
+            &addr,
+            "POST",
+            "/targets/nope/maintenance",
+            Some(TOKEN),
+            None
+        )
+        .status,
+        404
+    );
+    let ok = http::request(
+        &addr,
+        "POST",
+        path,
+        Some(TOKEN),
+        Some(r#"{"duration": "1h"}"#),
+    );
     assert_eq!(ok.status, 200, "{}", ok.body);
-    assert_eq!(http::get(&addr, "/status").json()["targets"][0]["state"], "maintenance");
+    assert_eq!(
+        http::get(&addr, "/status").json()["targets"][0]["state"],
+        "maintenance"
+    );
 
     pg.kill9();
     d.wait_event("maintenance_suppressed", Some("orders"), LONG);
@@ -124,11 +264,20 @@ fn maintenance_suppresses_the_heal_and_resume_re_enables_it() {
     assert!(rx.hits().is_empty(), "no alert during maintenance");
     assert!(ws.bundles().is_empty(), "no archive during maintenance");
     let st = http::get(&addr, "/status").json();
-    assert_eq!(st["targets"][0]["up"], false, "still probed and reported: {st}");
+    assert_eq!(
+        st["targets"][0]["up"], false,
+        "still probed and reported: {st}"
+    );
     let m = parse_metrics(&http::get(&addr, "/metrics").body);
-    assert_eq!(metric(&m, "sentinel_target_maintenance", &[("target", "orders")]), Some(1.0));
+    assert_eq!(
+        metric(&m, "sentinel_target_maintenance", &[("target", "orders")]),
+        Some(1.0)
+    );
 
-    assert_eq!(http::request(&addr, "POST", "/targets/orders/resume", Some(TOKEN), None).status, 200);
+    assert_eq!(
+        http::request(&addr, "POST", "/targets/orders/resume", Some(TOKEN), None).status,
+        200
+    );
     d.wait_event("target_recovered", Some("orders"), LONG);
     assert_eq!(d.count("heal_issued", Some("orders")), 1);
     assert!(pg.answers());
@@ -142,10 +291,20 @@ fn without_a_token_the_mutating_endpoints_are_off() {
     let addr = with_server(&ws, None);
     let d = Daemon::run(&ws, &[]);
     d.wait_event("api_listening", None, LONG);
-    let r = http::request(&addr, "POST", "/targets/orders/maintenance", Some(TOKEN), None);
+    let r = http::request(
+        &addr,
+        "POST",
+        "/targets/orders/maintenance",
+        Some(TOKEN),
+        None,
+    );
     assert_eq!(r.status, 403);
     assert!(r.body.contains("server.token"), "{}", r.body);
-    assert_eq!(http::get(&addr, "/status").status, 200, "read-only endpoints stay on");
+    assert_eq!(
+        http::get(&addr, "/status").status,
+        200,
+        "read-only endpoints stay on"
+    );
 }
 
 fn killed_between(point: &str) {
@@ -157,7 +316,11 @@ fn killed_between(point: &str) {
     first.wait_event("probe_ok", Some("orders"), LONG);
     pg.kill9();
     let st = first.wait_exit(LONG);
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(libc::SIGKILL), "the daemon was killed at {point}");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&st),
+        Some(libc::SIGKILL),
+        "the daemon was killed at {point}"
+    );
 
     let second = Daemon::run(&ws, &[]);
     let restored = second.wait_event("incident_restored", Some("orders"), LONG);
@@ -165,20 +328,52 @@ fn killed_between(point: &str) {
     assert!(pg.answers());
     // One restart: a single heal run (one heal log), which succeeded once, in the second daemon.
     let heal_logs = files_under(&ws.state().join("heal-logs"));
-    assert_eq!(heal_logs.len(), 1, "{point}: one heal action: {heal_logs:?}");
-    let succeeded = |d: &Daemon| d.events("heal_attempt", None).iter().filter(|e| e["verdict"] == "accepting connections").count();
-    wait_for(LONG, "the healer's verdict", || (succeeded(&second) >= 1).then_some(()));
-    assert_eq!((succeeded(&first), succeeded(&second)), (0, 1), "{point}: restarted exactly once");
+    assert_eq!(
+        heal_logs.len(),
+        1,
+        "{point}: one heal action: {heal_logs:?}"
+    );
+    let succeeded = |d: &Daemon| {
+        d.events("heal_attempt", None)
+            .iter()
+            .filter(|e| e["verdict"] == "accepting connections")
+            .count()
+    };
+    wait_for(LONG, "the healer's verdict", || {
+        (succeeded(&second) >= 1).then_some(())
+    });
+    assert_eq!(
+        (succeeded(&first), succeeded(&second)),
+        (0, 1),
+        "{point}: restarted exactly once"
+    );
     if point == "heal_issued" {
-        assert_eq!(second.count("heal_issued", None), 0, "the restart decided before the crash is carried out, not decided again");
+        assert_eq!(
+            second.count("heal_issued", None),
+            0,
+            "the restart decided before the crash is carried out, not decided again"
+        );
     }
-    assert_eq!(first.count("incident_declared", None) + second.count("incident_declared", None), 1, "one incident");
-    wait_for(LONG, "recovery notice", || (rx.hook_events("recovery").len() == 1).then_some(()));
+    assert_eq!(
+        first.count("incident_declared", None) + second.count("incident_declared", None),
+        1,
+        "one incident"
+    );
+    wait_for(LONG, "recovery notice", || {
+        (rx.hook_events("recovery").len() == 1).then_some(())
+    });
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(rx.hook_events("failure").len(), 1, "{point}: one alert");
-    assert_eq!(rx.hook_events("recovery").len(), 1, "{point}: one recovery notice");
+    assert_eq!(
+        rx.hook_events("recovery").len(),
+        1,
+        "{point}: one recovery notice"
+    );
     assert_eq!(ws.bundles().len(), 1, "{point}: one bundle");
-    assert_eq!(restored["incident"], rx.hook_events("failure")[0].body["incident_id"]);
+    assert_eq!(
+        restored["incident"],
+        rx.hook_events("failure")[0].body["incident_id"]
+    );
 }
 
 #[test]
@@ -196,10 +391,16 @@ fn the_status_page_renders_in_chromium_with_the_failed_target_shown() {
     let ok = Pg::start();
     let down = Pg::start();
     let ws = Workspace::new();
-    ws.write_registry("  console: false\n", &[
-        TargetSpec::new("billing", &ok),
-        TargetSpec { max_restarts: 0, ..TargetSpec::new("orders", &down) }, // budget 0: it stays down
-    ]);
+    ws.write_registry(
+        "  console: false\n",
+        &[
+            TargetSpec::new("billing", &ok),
+            TargetSpec {
+                max_restarts: 0,
+                ..TargetSpec::new("orders", &down)
+            }, // budget 0: it stays down
+        ],
+    );
     let addr = with_server(&ws, None);
     let d = Daemon::run(&ws, &[]);
     d.wait_event("probe_ok", Some("orders"), LONG);
@@ -209,7 +410,13 @@ fn the_status_page_renders_in_chromium_with_the_failed_target_shown() {
     let shot = ws.path().join("status-page.png");
     let chromium = |extra: &[&str]| {
         std::process::Command::new("chromium")
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1200,800"])
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--window-size=1200,800",
+            ])
             .args(extra)
             .arg(format!("http://{addr}/"))
             .env("HOME", ws.path())
@@ -218,18 +425,35 @@ fn the_status_page_renders_in_chromium_with_the_failed_target_shown() {
     };
     let dom = chromium(&["--dump-dom", "--virtual-time-budget=2000"]);
     let dom = String::from_utf8_lossy(&dom.stdout).to_string();
-    assert!(dom.contains(r#"data-target="orders" data-state="held""#), "the killed target is shown as held:\n{dom}");
-    assert!(dom.contains(r#"data-target="billing" data-state="healthy""#), "{dom}");
+    assert!(
+        dom.contains(r#"data-target="orders" data-state="held""#),
+        "the killed target is shown as held:\n{dom}"
+    );
+    assert!(
+        dom.contains(r#"data-target="billing" data-state="healthy""#),
+        "{dom}"
+    );
     assert!(dom.contains("1 down - SentinelRemedy"), "the title says it");
     assert!(dom.contains("process_exited"), "the incident is listed");
 
     let out = chromium(&[&format!("--screenshot={}", shot.display())]);
-    assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        shot.exists(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let png = std::fs::read(&shot).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    let (w, h) = (u32::from_be_bytes(png[16..20].try_into().unwrap()), u32::from_be_bytes(png[20..24].try_into().unwrap()));
+    let (w, h) = (
+        u32::from_be_bytes(png[16..20].try_into().unwrap()),
+        u32::from_be_bytes(png[20..24].try_into().unwrap()),
+    );
     assert_eq!((w, h), (1200, 800));
-    assert!(png.len() > 20_000, "a rendered page, not a blank one ({} bytes)", png.len());
+    assert!(
+        png.len() > 20_000,
+        "a rendered page, not a blank one ({} bytes)",
+        png.len()
+    );
     // Kept for people to look at.
     let keep = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     std::fs::copy(&shot, &keep).unwrap();

@@ -12,15 +12,18 @@ fn a_blocked_transaction_shows_in_the_sql_snapshot_with_its_blocker() {
     let pg = Pg::start();
     pg.psql("CREATE TABLE orders(id int); INSERT INTO orders VALUES (1)");
     let ws = Workspace::new();
-    ws.write_registry("  console: false\n", &[TargetSpec {
-        query: "SELECT count(*) FROM orders",
-        interval: "300ms",
-        timeout: "1s",
-        threshold: 3,
-        pid_watch: false,
-        heal: false, // alert only: the evidence is what this test is about
-        ..TargetSpec::new("orders", &pg)
-    }]);
+    ws.write_registry(
+        "  console: false\n",
+        &[TargetSpec {
+            query: "SELECT count(*) FROM orders",
+            interval: "300ms",
+            timeout: "1s",
+            threshold: 3,
+            pid_watch: false,
+            heal: false, // alert only: the evidence is what this test is about
+            ..TargetSpec::new("orders", &pg)
+        }],
+    );
     let d = Daemon::run(&ws, &[]);
     d.wait_event("probe_ok", Some("orders"), LONG);
 
@@ -30,38 +33,94 @@ fn a_blocked_transaction_shows_in_the_sql_snapshot_with_its_blocker() {
         cluster.psql("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT 'blocker-session', pg_sleep(8); COMMIT;")
     });
     // An application query queues behind it, as clients do in production.
-    wait_for(LONG, "blocker holds the lock", || pg.psql("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = 'orders'::regclass").eq("1").then_some(()));
+    wait_for(LONG, "blocker holds the lock", || {
+        pg.psql("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = 'orders'::regclass").eq("1").then_some(())
+    });
     let cluster = pg.cluster.clone();
-    let victim = std::thread::spawn(move || cluster.psql("SELECT 'victim-session', count(*) FROM orders"));
+    let victim =
+        std::thread::spawn(move || cluster.psql("SELECT 'victim-session', count(*) FROM orders"));
     d.wait_event("incident_declared", Some("orders"), LONG);
     d.wait_event("archive_written", Some("orders"), LONG);
     let bundle = ws.bundles().pop().expect("bundle");
-    let snap: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle.join("sql-snapshot.json")).expect("sql-snapshot.json")).unwrap();
+    let snap: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(bundle.join("sql-snapshot.json")).expect("sql-snapshot.json"),
+    )
+    .unwrap();
     assert_eq!(snap["answered"], true, "{snap}");
     let server = &snap["sections"]["server"];
-    assert!(server["version"].as_str().unwrap().starts_with("PostgreSQL"), "{server}");
+    assert!(
+        server["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("PostgreSQL"),
+        "{server}"
+    );
     assert!(server["uptime_seconds"].as_f64().unwrap() > 0.0);
 
     // The blocker's session is in pg_stat_activity, and the waiting lock names it.
-    let activity = snap["sections"]["activity"].as_array().expect("activity rows");
-    let blocker_pid = activity.iter().find(|a| a["query"].as_str().unwrap_or("").contains("blocker-session")).expect("blocker in activity")["pid"].as_i64().unwrap();
+    let activity = snap["sections"]["activity"]
+        .as_array()
+        .expect("activity rows");
+    let blocker_pid = activity
+        .iter()
+        .find(|a| {
+            a["query"]
+                .as_str()
+                .unwrap_or("")
+                .contains("blocker-session")
+        })
+        .expect("blocker in activity")["pid"]
+        .as_i64()
+        .unwrap();
     let locks = snap["sections"]["locks"].as_array().expect("lock rows");
     let waiting: Vec<_> = locks.iter().filter(|l| l["granted"] == false).collect();
     assert!(!waiting.is_empty(), "a waiting lock: {locks:?}");
-    assert!(waiting.iter().any(|l| l["query"].as_str().unwrap_or("").contains("victim-session")), "the victim waits: {waiting:?}");
-    assert!(waiting.iter().any(|l| l["blocked_by"].as_array().unwrap().iter().any(|p| p.as_i64() == Some(blocker_pid))), "blocked by the blocker: {waiting:?}");
-    assert!(locks.iter().any(|l| l["pid"].as_i64() == Some(blocker_pid) && l["granted"] == true && l["mode"] == "AccessExclusiveLock"));
-    assert!(snap["sections"]["databases"].as_array().unwrap().iter().any(|db| db["datname"] == "postgres"));
+    assert!(
+        waiting
+            .iter()
+            .any(|l| l["query"].as_str().unwrap_or("").contains("victim-session")),
+        "the victim waits: {waiting:?}"
+    );
+    assert!(
+        waiting.iter().any(|l| l["blocked_by"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_i64() == Some(blocker_pid))),
+        "blocked by the blocker: {waiting:?}"
+    );
+    assert!(locks.iter().any(|l| l["pid"].as_i64() == Some(blocker_pid)
+        && l["granted"] == true
+        && l["mode"] == "AccessExclusiveLock"));
+    assert!(snap["sections"]["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|db| db["datname"] == "postgres"));
     let settings = snap["sections"]["settings"].as_array().unwrap();
-    assert!(settings.iter().any(|s| s["name"] == "port"), "non-default settings listed");
+    assert!(
+        settings.iter().any(|s| s["name"] == "port"),
+        "non-default settings listed"
+    );
 
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["sql_snapshot"]["answered"], true);
-    assert!(manifest["files"].as_array().unwrap().iter().any(|f| f["name"] == "sql-snapshot.json"));
-    assert!(!String::from_utf8_lossy(&std::fs::read(bundle.join("sql-snapshot.json")).unwrap()).contains(pg.password()));
+    assert!(manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["name"] == "sql-snapshot.json"));
+    assert!(
+        !String::from_utf8_lossy(&std::fs::read(bundle.join("sql-snapshot.json")).unwrap())
+            .contains(pg.password())
+    );
     assert_eq!(d.count("heal_issued", None), 0);
     blocker.join().unwrap().expect("blocker ran");
-    victim.join().unwrap().expect("victim ran after the blocker committed");
+    victim
+        .join()
+        .unwrap()
+        .expect("victim ran after the blocker committed");
 }
 
 #[test]
@@ -71,7 +130,11 @@ fn a_log_over_the_cap_keeps_its_newest_bytes_and_the_manifest_says_so() {
     let text: String = (0..200_000).map(|i| format!("old line {i:06}\n")).collect();
     std::fs::write(&old, &text).unwrap();
     let ws = Workspace::new();
-    ws.write_registry_with(&format!("{}  max_file_size: 64KiB\n", ws.local_archive()), "  console: false\n", &[TargetSpec::new("orders", &pg)]);
+    ws.write_registry_with(
+        &format!("{}  max_file_size: 64KiB\n", ws.local_archive()),
+        "  console: false\n",
+        &[TargetSpec::new("orders", &pg)],
+    );
     let d = Daemon::run(&ws, &[]);
     d.wait_event("probe_ok", Some("orders"), LONG);
     pg.kill9();
@@ -79,9 +142,19 @@ fn a_log_over_the_cap_keeps_its_newest_bytes_and_the_manifest_says_so() {
     let bundle = ws.bundles().pop().unwrap();
     let kept = std::fs::read_to_string(bundle.join("old.log")).unwrap();
     assert_eq!(kept.len(), 64 * 1024);
-    assert!(text.ends_with(&kept) && kept.ends_with("old line 199999\n"), "the newest bytes are kept");
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
-    let entry = manifest["files"].as_array().unwrap().iter().find(|f| f["name"] == "old.log").unwrap().clone();
+    assert!(
+        text.ends_with(&kept) && kept.ends_with("old line 199999\n"),
+        "the newest bytes are kept"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+    let entry = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "old.log")
+        .unwrap()
+        .clone();
     assert_eq!(entry["truncated"], true);
     assert_eq!(entry["original_size"].as_u64(), Some(text.len() as u64));
     assert_eq!(entry["size"].as_u64(), Some(64 * 1024));

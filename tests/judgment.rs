@@ -12,42 +12,98 @@ const LONG: Duration = Duration::from_secs(90);
 /// A psql session as `user` over the cluster's socket that sleeps, holding its connection
 /// until the child is killed.
 fn hold_connection(pg: &Pg, user: &str) -> Child {
-    let psql = sentinel_remedy::pgcluster::find_bin_dir().unwrap().join("psql");
+    let psql = sentinel_remedy::pgcluster::find_bin_dir()
+        .unwrap()
+        .join("psql");
     let mut cmd = Command::new(&psql);
-    cmd.args(["-X", "-q", "-h"]).arg(pg.cluster.root.join("sock")).args(["-p", &pg.cluster.port.to_string(), "-U", user, "-d", "postgres", "-c", "SELECT pg_sleep(120)"]);
-    let errors = pg.cluster.root.join(format!("holder-{}.err", rand::random::<u32>()));
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(errors).unwrap()).spawn().expect("psql")
+    cmd.args(["-X", "-q", "-h"])
+        .arg(pg.cluster.root.join("sock"))
+        .args([
+            "-p",
+            &pg.cluster.port.to_string(),
+            "-U",
+            user,
+            "-d",
+            "postgres",
+            "-c",
+            "SELECT pg_sleep(120)",
+        ]);
+    let errors = pg
+        .cluster
+        .root
+        .join(format!("holder-{}.err", rand::random::<u32>()));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(errors).unwrap())
+        .spawn()
+        .expect("psql")
 }
 
 /// Runs the daemon on one target with this DSN until the incident is declared and alerted;
 /// checks that nothing was restarted. Returns the daemon, receiver and workspace for more checks.
-fn alerted_not_restarted(pg: &Pg, dsn: &str, class: &str, sqlstate: &str, probe_extra: &str) -> (Daemon, Receiver, Workspace) {
+fn alerted_not_restarted(
+    pg: &Pg,
+    dsn: &str,
+    class: &str,
+    sqlstate: &str,
+    probe_extra: &str,
+) -> (Daemon, Receiver, Workspace) {
     let rx = Receiver::start();
     let ws = Workspace::new();
-    ws.write_registry(&notify_all(&rx), &[TargetSpec { threshold: 2, pid_watch: false, ..TargetSpec::new("orders", pg) }]);
+    ws.write_registry(
+        &notify_all(&rx),
+        &[TargetSpec {
+            threshold: 2,
+            pid_watch: false,
+            ..TargetSpec::new("orders", pg)
+        }],
+    );
     // Point the target at the DSN under test (a role, password or database of its own).
-    let text = std::fs::read_to_string(ws.config()).unwrap().replace(&pg.cluster.dsn(), dsn);
-    let text = text.replace("failure_threshold: 2 }", &format!("failure_threshold: 2{probe_extra} }}"));
+    let text = std::fs::read_to_string(ws.config())
+        .unwrap()
+        .replace(&pg.cluster.dsn(), dsn);
+    let text = text.replace(
+        "failure_threshold: 2 }",
+        &format!("failure_threshold: 2{probe_extra} }}"),
+    );
     std::fs::write(ws.config(), text).unwrap();
     let pid = pg.pid();
     let d = Daemon::run(&ws, &[]);
     let declared = d.wait_event("incident_declared", Some("orders"), LONG);
     assert_eq!(declared["class"], class, "{declared}");
     d.wait_event("alert_only", Some("orders"), LONG);
-    wait_for(LONG, "the alert", || (rx.hook_events("failure").len() == 1).then_some(()));
+    wait_for(LONG, "the alert", || {
+        (rx.hook_events("failure").len() == 1).then_some(())
+    });
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(d.count("heal_issued", None), 0, "{class}: no restart");
     assert_eq!(pg.pid(), pid, "{class}: the server was not restarted");
     assert_eq!(rx.hook_events("failure").len(), 1, "{class}: one alert");
     let alert = &rx.hook_events("failure")[0].body;
     assert_eq!(alert["failure"]["class"], class);
-    assert_eq!(alert["failure"]["sqlstate"].as_str().unwrap_or(""), sqlstate);
-    assert!(alert["summary"].as_str().unwrap().contains("will not restart"), "{alert}");
+    assert_eq!(
+        alert["failure"]["sqlstate"].as_str().unwrap_or(""),
+        sqlstate
+    );
+    assert!(
+        alert["summary"]
+            .as_str()
+            .unwrap()
+            .contains("will not restart"),
+        "{alert}"
+    );
     rx.assert_all_well_formed();
-    let slack = rx.accepted("/slack")[0].body["text"].as_str().unwrap().to_string();
-    assert!(slack.contains(class), "the class is in the Slack text: {slack}");
+    let slack = rx.accepted("/slack")[0].body["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        slack.contains(class),
+        "the class is in the Slack text: {slack}"
+    );
     let bundle = ws.bundles().pop().expect("evidence archived");
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["action"], "alert");
     assert_eq!(manifest["failure_class"], class);
     assert!(manifest["diagnosis"].as_str().unwrap().len() > 30);
@@ -65,7 +121,11 @@ fn exhausted_max_connections_is_alerted_not_restarted_and_recovery_is_noticed() 
     // Three slots for ordinary roles, all taken by sleeping sessions (a holder that could not
     // get in, on a loaded machine, is started again).
     let mut holders: Vec<Child> = Vec::new();
-    let count = || pg.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'").parse::<usize>().unwrap_or(0);
+    let count = || {
+        pg.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'")
+            .parse::<usize>()
+            .unwrap_or(0)
+    };
     wait_for(LONG, "three holders connected", || {
         holders.retain_mut(|h| h.try_wait().ok().flatten().is_none());
         while holders.len() < 3 {
@@ -74,9 +134,15 @@ fn exhausted_max_connections_is_alerted_not_restarted_and_recovery_is_noticed() 
         std::thread::sleep(Duration::from_millis(300));
         (count() == 3).then_some(())
     });
-    let dsn = format!("postgres://app:app-password-1@127.0.0.1:{}/postgres", pg.cluster.port);
+    let dsn = format!(
+        "postgres://app:app-password-1@127.0.0.1:{}/postgres",
+        pg.cluster.port
+    );
     let (d, rx, _ws) = alerted_not_restarted(&pg, &dsn, "too_many_connections", "53300", "");
-    assert!(rx.hook_events("failure")[0].body["summary"].as_str().unwrap().contains("max_connections"));
+    assert!(rx.hook_events("failure")[0].body["summary"]
+        .as_str()
+        .unwrap()
+        .contains("max_connections"));
 
     // The sessions end: the probe passes and the recovery notice says no restart was made.
     for h in &mut holders {
@@ -86,22 +152,37 @@ fn exhausted_max_connections_is_alerted_not_restarted_and_recovery_is_noticed() 
     // A backend in pg_sleep does not notice its client is gone; end the sessions for real.
     pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app' AND query LIKE '%pg_sleep%'");
     d.wait_event("target_recovered", Some("orders"), LONG);
-    wait_for(LONG, "recovery notice", || (rx.hook_events("recovery").len() == 1).then_some(()));
-    assert!(rx.hook_events("recovery")[0].body["summary"].as_str().unwrap().contains("no restart"));
+    wait_for(LONG, "recovery notice", || {
+        (rx.hook_events("recovery").len() == 1).then_some(())
+    });
+    assert!(rx.hook_events("recovery")[0].body["summary"]
+        .as_str()
+        .unwrap()
+        .contains("no restart"));
 }
 
 #[test]
 fn a_wrong_password_is_alerted_not_restarted() {
     let pg = Pg::start();
-    let dsn = format!("postgres://postgres:not-the-password@127.0.0.1:{}/postgres", pg.cluster.port);
+    let dsn = format!(
+        "postgres://postgres:not-the-password@127.0.0.1:{}/postgres",
+        pg.cluster.port
+    );
     let (d, _rx, _ws) = alerted_not_restarted(&pg, &dsn, "authentication", "28P01", "");
-    assert!(!d.log_text().contains("not-the-password"), "the password is never logged");
+    assert!(
+        !d.log_text().contains("not-the-password"),
+        "the password is never logged"
+    );
 }
 
 #[test]
 fn a_missing_database_is_alerted_not_restarted() {
     let pg = Pg::start();
-    let dsn = format!("postgres://postgres:{}@127.0.0.1:{}/dropped_db", pg.password(), pg.cluster.port);
+    let dsn = format!(
+        "postgres://postgres:{}@127.0.0.1:{}/dropped_db",
+        pg.password(),
+        pg.cluster.port
+    );
     alerted_not_restarted(&pg, &dsn, "database_missing", "3D000", "");
 }
 
@@ -113,7 +194,10 @@ fn a_primary_that_answers_as_a_standby_is_alerted_as_read_only() {
     pg.cluster.start().unwrap();
     let dsn = pg.cluster.dsn();
     let (_d, rx, _ws) = alerted_not_restarted(&pg, &dsn, "read_only", "", ", role: primary");
-    assert!(rx.hook_events("failure")[0].body["failure"]["detail"].as_str().unwrap().contains("pg_is_in_recovery"));
+    assert!(rx.hook_events("failure")[0].body["failure"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("pg_is_in_recovery"));
 }
 
 fn ts(r: &serde_json::Value) -> chrono::DateTime<chrono::FixedOffset> {
@@ -125,8 +209,16 @@ fn restarts_of_a_crash_looping_target_back_off_exponentially() {
     let pg = Pg::start();
     let rx = Receiver::start();
     let ws = Workspace::new();
-    ws.write_registry(&notify_all(&rx), &[TargetSpec { max_restarts: 10, ..TargetSpec::new("loop", &pg) }]);
-    let text = std::fs::read_to_string(ws.config()).unwrap().replace("window: 1h }", "window: 1h, backoff: 5s, backoff_max: 1m }");
+    ws.write_registry(
+        &notify_all(&rx),
+        &[TargetSpec {
+            max_restarts: 10,
+            ..TargetSpec::new("loop", &pg)
+        }],
+    );
+    let text = std::fs::read_to_string(ws.config())
+        .unwrap()
+        .replace("window: 1h }", "window: 1h, backoff: 5s, backoff_max: 1m }");
     std::fs::write(ws.config(), text).unwrap();
     let d = Daemon::run(&ws, &[]);
     d.wait_event("probe_ok", Some("loop"), LONG);
@@ -134,19 +226,59 @@ fn restarts_of_a_crash_looping_target_back_off_exponentially() {
         pg.kill9();
         d.wait_events("target_recovered", Some("loop"), n, LONG);
     }
-    let heals: Vec<_> = d.events("heal_issued", Some("loop")).iter().map(ts).collect();
-    assert_eq!(heals.len(), 3, "{}", d.log_text().lines().filter(|l| ["restart_backoff", "heal_issued", "incident_declared", "target_recovered", "heal_attempt"].iter().any(|e| l.contains(&format!("\"event\":\"{e}\"")))).collect::<Vec<_>>().join("\n"));
+    let heals: Vec<_> = d
+        .events("heal_issued", Some("loop"))
+        .iter()
+        .map(ts)
+        .collect();
+    assert_eq!(
+        heals.len(),
+        3,
+        "{}",
+        d.log_text()
+            .lines()
+            .filter(|l| [
+                "restart_backoff",
+                "heal_issued",
+                "incident_declared",
+                "target_recovered",
+                "heal_attempt"
+            ]
+            .iter()
+            .any(|e| l.contains(&format!("\"event\":\"{e}\""))))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let gap1 = (heals[1] - heals[0]).num_milliseconds();
     let gap2 = (heals[2] - heals[1]).num_milliseconds();
     // Log stamps come a few ms after the instant the backoff counts from (the store's fsync).
-    assert!(gap1 >= 4900, "second restart only {gap1} ms after the first (backoff 5s)");
-    assert!(gap2 >= 9900, "third restart only {gap2} ms after the second (backoff doubled to 10s)");
-    assert_eq!(d.count("restart_backoff", Some("loop")), 2, "held twice, each time said once");
+    assert!(
+        gap1 >= 4900,
+        "second restart only {gap1} ms after the first (backoff 5s)"
+    );
+    assert!(
+        gap2 >= 9900,
+        "third restart only {gap2} ms after the second (backoff doubled to 10s)"
+    );
+    assert_eq!(
+        d.count("restart_backoff", Some("loop")),
+        2,
+        "held twice, each time said once"
+    );
     // Each incident still got exactly one alert, saying why the restart waited.
-    wait_for(LONG, "three recoveries", || (rx.hook_events("recovery").len() == 3).then_some(()));
+    wait_for(LONG, "three recoveries", || {
+        (rx.hook_events("recovery").len() == 3).then_some(())
+    });
     let failures = rx.hook_events("failure");
     assert_eq!(failures.len(), 3);
-    assert!(failures[1].body["summary"].as_str().unwrap().contains("backoff"), "{}", failures[1].body);
+    assert!(
+        failures[1].body["summary"]
+            .as_str()
+            .unwrap()
+            .contains("backoff"),
+        "{}",
+        failures[1].body
+    );
 }
 
 #[test]
@@ -157,7 +289,16 @@ fn the_fleet_guard_holds_restarts_when_most_targets_fail_together() {
     let names = ["a", "b", "c", "d"];
     // Probes only (no pid watch): a network cut or trouble on the daemon's host shows as
     // failing probes across the fleet within a probe interval, which is what the guard is for.
-    let specs: Vec<TargetSpec> = names.iter().zip(&pgs).map(|(n, p)| TargetSpec { interval: "300ms", threshold: 3, pid_watch: false, ..TargetSpec::new(n, p) }).collect();
+    let specs: Vec<TargetSpec> = names
+        .iter()
+        .zip(&pgs)
+        .map(|(n, p)| TargetSpec {
+            interval: "300ms",
+            threshold: 3,
+            pid_watch: false,
+            ..TargetSpec::new(n, p)
+        })
+        .collect();
     ws.write_registry(&notify_all(&rx), &specs);
     let d = Daemon::run(&ws, &[]);
     for n in names {
@@ -169,19 +310,38 @@ fn the_fleet_guard_holds_restarts_when_most_targets_fail_together() {
     }
     d.wait_event("fleet_guard_tripped", None, LONG);
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(d.count("heal_issued", None), 0, "no restart while most of the fleet is failing");
+    assert_eq!(
+        d.count("heal_issued", None),
+        0,
+        "no restart while most of the fleet is failing"
+    );
     assert_eq!(d.count("fleet_guard_tripped", None), 1, "one fleet alert");
-    wait_for(LONG, "the fleet alert", || rx.hook_events("escalation").iter().any(|h| h.body["reason"] == "fleet_guard").then_some(()));
+    wait_for(LONG, "the fleet alert", || {
+        rx.hook_events("escalation")
+            .iter()
+            .any(|h| h.body["reason"] == "fleet_guard")
+            .then_some(())
+    });
     assert_eq!(rx.hook_events("escalation").len(), 1);
-    assert!(!pgs[0].answers() && !pgs[1].answers() && !pgs[2].answers(), "held: nothing restarted");
+    assert!(
+        !pgs[0].answers() && !pgs[1].answers() && !pgs[2].answers(),
+        "held: nothing restarted"
+    );
 
     // One comes back by itself: 2 of 4 is not more than half, so the others are healed now.
     pgs[0].cluster.start().unwrap();
     d.wait_event("target_recovered", Some("b"), LONG);
     d.wait_event("target_recovered", Some("c"), LONG);
     d.wait_event("target_recovered", Some("a"), LONG);
-    assert_eq!(d.count("heal_issued", Some("a")), 0, "a came back without us");
-    assert_eq!(d.count("heal_issued", Some("b")) + d.count("heal_issued", Some("c")), 2);
+    assert_eq!(
+        d.count("heal_issued", Some("a")),
+        0,
+        "a came back without us"
+    );
+    assert_eq!(
+        d.count("heal_issued", Some("b")) + d.count("heal_issued", Some("c")),
+        2
+    );
     assert!(pgs.iter().all(|p| p.answers()));
 }
 
@@ -196,7 +356,11 @@ fn two_daemons_sharing_a_lease_restart_a_killed_cluster_once() {
         let ws = Workspace::new();
         ws.write_registry("  console: false\n", &[TargetSpec::new(name, &pg)]);
         let text = std::fs::read_to_string(ws.config()).unwrap();
-        std::fs::write(ws.config(), format!("lease: {{ dir: \"{}\" }}\n{text}", leases.path().display())).unwrap();
+        std::fs::write(
+            ws.config(),
+            format!("lease: {{ dir: \"{}\" }}\n{text}", leases.path().display()),
+        )
+        .unwrap();
         let d = Daemon::run(&ws, &[]);
         d.wait_event("probe_ok", Some(name), LONG);
         daemons.push(d);
@@ -208,8 +372,14 @@ fn two_daemons_sharing_a_lease_restart_a_killed_cluster_once() {
     std::thread::sleep(Duration::from_secs(2));
     let restarts: usize = daemons.iter().map(|d| d.count("heal_issued", None)).sum();
     assert_eq!(restarts, 1, "exactly one of the two daemons restarted it");
-    let refused: usize = daemons.iter().map(|d| d.count("lease_held", None) + d.count("lease_already_restarted", None)).sum();
-    assert_eq!(refused, 1, "the other one was refused by the lease and said so");
+    let refused: usize = daemons
+        .iter()
+        .map(|d| d.count("lease_held", None) + d.count("lease_already_restarted", None))
+        .sum();
+    assert_eq!(
+        refused, 1,
+        "the other one was refused by the lease and said so"
+    );
     assert!(pg.answers());
 }
 
@@ -218,26 +388,58 @@ fn a_server_managed_by_patroni_is_not_restarted() {
     let pg = Pg::start();
     let rx = Receiver::start();
     // Patroni keeps sessions named "Patroni ..." on the servers it manages.
-    let psql = sentinel_remedy::pgcluster::find_bin_dir().unwrap().join("psql");
+    let psql = sentinel_remedy::pgcluster::find_bin_dir()
+        .unwrap()
+        .join("psql");
     let mut patroni = Command::new(&psql)
-        .args(["-X", "-q", "-h"]).arg(pg.cluster.root.join("sock"))
-        .args(["-p", &pg.cluster.port.to_string(), "-U", "postgres", "-d", "postgres", "-c", "SELECT pg_sleep(120)"])
+        .args(["-X", "-q", "-h"])
+        .arg(pg.cluster.root.join("sock"))
+        .args([
+            "-p",
+            &pg.cluster.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            "SELECT pg_sleep(120)",
+        ])
         .env("PGAPPNAME", "Patroni heartbeat")
-        .stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null())
-        .spawn().unwrap();
-    wait_for(LONG, "the Patroni session", || (pg.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'Patroni%'") == "1").then_some(()));
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(LONG, "the Patroni session", || {
+        (pg.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'Patroni%'")
+            == "1")
+            .then_some(())
+    });
     let ws = Workspace::new();
     ws.write_registry(&notify_all(&rx), &[TargetSpec::new("orders", &pg)]);
     let d = Daemon::run(&ws, &[]);
     d.wait_event("manager_detected", Some("orders"), LONG);
     pg.kill9();
     d.wait_event("manager_refused", Some("orders"), LONG);
-    wait_for(LONG, "the alert", || (rx.hook_events("failure").len() == 1).then_some(()));
+    wait_for(LONG, "the alert", || {
+        (rx.hook_events("failure").len() == 1).then_some(())
+    });
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(d.count("heal_issued", None), 0, "no restart under another manager");
+    assert_eq!(
+        d.count("heal_issued", None),
+        0,
+        "no restart under another manager"
+    );
     assert!(!pg.answers(), "left to Patroni");
-    assert!(rx.hook_events("failure")[0].body["summary"].as_str().unwrap().contains("Patroni"));
-    assert_eq!(ws.bundles().len(), 1, "the evidence is archived all the same");
+    assert!(rx.hook_events("failure")[0].body["summary"]
+        .as_str()
+        .unwrap()
+        .contains("Patroni"));
+    assert_eq!(
+        ws.bundles().len(),
+        1,
+        "the evidence is archived all the same"
+    );
     let _ = patroni.kill();
     let _ = patroni.wait();
 }
@@ -249,14 +451,27 @@ fn a_server_held_in_slow_crash_recovery_after_the_restart_is_not_killed_again() 
     let ws = Workspace::new();
     // The heal brings the server back in a recovery that does not end (a standby with no
     // primary and hot_standby off answers 57P03 for as long as it runs).
-    let quoted: Vec<String> = pg.cluster.start_argv().iter().map(|a| format!("'{a}'")).collect();
+    let quoted: Vec<String> = pg
+        .cluster
+        .start_argv()
+        .iter()
+        .map(|a| format!("'{a}'"))
+        .collect();
     let script = ws.path().join("heal.sh");
     std::fs::write(&script, format!("#!/bin/sh\nset -e\ntouch '{d}/standby.signal'\ngrep -q '^hot_standby = off' '{d}/postgresql.conf' || echo 'hot_standby = off' >> '{d}/postgresql.conf'\nexec {}\n",
         quoted.join(" "), d = pg.cluster.data.display())).unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    ws.write_registry(&notify_all(&rx), &[TargetSpec { recovery_timeout: "6s", ..TargetSpec::new("orders", &pg) }]);
+    ws.write_registry(
+        &notify_all(&rx),
+        &[TargetSpec {
+            recovery_timeout: "6s",
+            ..TargetSpec::new("orders", &pg)
+        }],
+    );
     let argv = serde_json::to_string(&pg.cluster.start_argv()).unwrap();
-    let text = std::fs::read_to_string(ws.config()).unwrap().replace(&argv, &format!("[\"{}\"]", script.display()));
+    let text = std::fs::read_to_string(ws.config())
+        .unwrap()
+        .replace(&argv, &format!("[\"{}\"]", script.display()));
     std::fs::write(ws.config(), text).unwrap();
     let d = Daemon::run(&ws, &[]);
     d.wait_event("probe_ok", Some("orders"), LONG);
@@ -265,7 +480,16 @@ fn a_server_held_in_slow_crash_recovery_after_the_restart_is_not_killed_again() 
     d.wait_event("probe_recovering", Some("orders"), LONG);
     d.wait_event("escalation", Some("orders"), LONG);
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(d.count("heal_issued", None), 1, "restarted once, never again while it recovers");
-    assert!(pg.cluster.postmaster_pid().is_some(), "the recovering server is still running");
-    wait_for(LONG, "the escalation alert", || (rx.hook_events("escalation").len() == 1).then_some(()));
+    assert_eq!(
+        d.count("heal_issued", None),
+        1,
+        "restarted once, never again while it recovers"
+    );
+    assert!(
+        pg.cluster.postmaster_pid().is_some(),
+        "the recovering server is still running"
+    );
+    wait_for(LONG, "the escalation alert", || {
+        (rx.hook_events("escalation").len() == 1).then_some(())
+    });
 }

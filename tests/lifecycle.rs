@@ -14,17 +14,30 @@ fn sighup_applies_added_removed_and_changed_targets_and_keeps_unchanged_ones() {
     let p2 = Pg::start();
     let rx = Receiver::start();
     let ws = Workspace::new();
-    ws.write_registry(&notify_all(&rx), &[TargetSpec::new("keep", &p1), TargetSpec::new("change", &p1), TargetSpec::new("drop", &p2)]);
+    ws.write_registry(
+        &notify_all(&rx),
+        &[
+            TargetSpec::new("keep", &p1),
+            TargetSpec::new("change", &p1),
+            TargetSpec::new("drop", &p2),
+        ],
+    );
     let d = Daemon::run(&ws, &[]);
     for t in ["keep", "change", "drop"] {
         d.wait_event("probe_ok", Some(t), LONG);
     }
 
-    ws.write_registry(&notify_all(&rx), &[
-        TargetSpec::new("keep", &p1),
-        TargetSpec { interval: "300ms", ..TargetSpec::new("change", &p1) },
-        TargetSpec::new("new", &p2),
-    ]);
+    ws.write_registry(
+        &notify_all(&rx),
+        &[
+            TargetSpec::new("keep", &p1),
+            TargetSpec {
+                interval: "300ms",
+                ..TargetSpec::new("change", &p1)
+            },
+            TargetSpec::new("new", &p2),
+        ],
+    );
     d.signal(libc::SIGHUP);
     let applied = d.wait_event("reload_applied", None, LONG);
     assert_eq!(applied["added"], "new");
@@ -37,7 +50,11 @@ fn sighup_applies_added_removed_and_changed_targets_and_keeps_unchanged_ones() {
     let started: Vec<_> = d.events("monitor_started", Some("change"));
     assert_eq!(started.len(), 2, "the changed target's monitor restarted");
     assert_eq!(started[1]["interval"], "300ms");
-    assert_eq!(d.count("monitor_started", Some("keep")), 1, "the unchanged target's monitor was left alone");
+    assert_eq!(
+        d.count("monitor_started", Some("keep")),
+        1,
+        "the unchanged target's monitor was left alone"
+    );
 
     // The removed target is no longer probed.
     let before = d.count("probe_ok", Some("drop"));
@@ -48,7 +65,13 @@ fn sighup_applies_added_removed_and_changed_targets_and_keeps_unchanged_ones() {
     std::fs::write(ws.config(), "targets:\n  - name: [\n").unwrap();
     d.signal(libc::SIGHUP);
     let rejected = d.wait_event("reload_rejected", None, LONG);
-    assert!(rejected["error"].as_str().unwrap().contains("not valid YAML"), "{rejected}");
+    assert!(
+        rejected["error"]
+            .as_str()
+            .unwrap()
+            .contains("not valid YAML"),
+        "{rejected}"
+    );
     p2.kill9();
     d.wait_event("target_recovered", Some("new"), LONG);
     assert_eq!(d.count("heal_issued", Some("new")), 1);
@@ -69,13 +92,27 @@ fn sidecar_variables_alone_configure_a_target_that_is_healed() {
     let hook = format!("{}/hook", rx.base());
     let slack = format!("{}/slack", rx.base());
     let env = [
-        ("DB_HOST", "127.0.0.1"), ("DB_PORT", port.as_str()), ("DB_NAME", "postgres"), ("DB_USER", "postgres"), ("DB_PASSWORD", pg.password()),
-        ("TARGET_NAME", "sidecar-db"), ("HEALTH_CHECK_INTERVAL", "200ms"), ("HEALTH_CHECK_TIMEOUT", "1s"), ("FAILURE_THRESHOLD", "2"),
-        ("HEALTH_CHECK_QUERY", "SELECT 1"), ("HEAL_COMMAND", heal.as_str()), ("PG_PID_FILE", pid_file.as_str()),
-        ("FORENSICS_FILES", files.as_str()), ("ARCHIVE_DIR", archive.as_str()), ("WEBHOOK_URL", hook.as_str()), ("SLACK_WEBHOOK_URL", slack.as_str()),
+        ("DB_HOST", "127.0.0.1"),
+        ("DB_PORT", port.as_str()),
+        ("DB_NAME", "postgres"),
+        ("DB_USER", "postgres"),
+        ("DB_PASSWORD", pg.password()),
+        ("TARGET_NAME", "sidecar-db"),
+        ("HEALTH_CHECK_INTERVAL", "200ms"),
+        ("HEALTH_CHECK_TIMEOUT", "1s"),
+        ("FAILURE_THRESHOLD", "2"),
+        ("HEALTH_CHECK_QUERY", "SELECT 1"),
+        ("HEAL_COMMAND", heal.as_str()),
+        ("PG_PID_FILE", pid_file.as_str()),
+        ("FORENSICS_FILES", files.as_str()),
+        ("ARCHIVE_DIR", archive.as_str()),
+        ("WEBHOOK_URL", hook.as_str()),
+        ("SLACK_WEBHOOK_URL", slack.as_str()),
     ];
     let mut cmd = Command::new(bin());
-    cmd.args(["run", "--state-dir"]).arg(ws.state()).current_dir(ws.path());
+    cmd.args(["run", "--state-dir"])
+        .arg(ws.state())
+        .current_dir(ws.path());
     let d = Daemon::spawn(cmd, &env);
     let started = d.wait_event("monitor_started", Some("sidecar-db"), LONG);
     assert_eq!(started["threshold"], 2);
@@ -84,7 +121,9 @@ fn sidecar_variables_alone_configure_a_target_that_is_healed() {
 
     pg.kill9();
     d.wait_event("target_recovered", Some("sidecar-db"), LONG);
-    wait_for(LONG, "failure and recovery on the webhook", || (rx.hook_events("recovery").len() == 1).then_some(()));
+    wait_for(LONG, "failure and recovery on the webhook", || {
+        (rx.hook_events("recovery").len() == 1).then_some(())
+    });
     assert_eq!(rx.hook_events("failure").len(), 1);
     assert_eq!(ws.bundles().len(), 1);
     rx.assert_all_well_formed();
@@ -95,7 +134,9 @@ fn sidecar_variables_alone_configure_a_target_that_is_healed() {
 fn the_demo_heals_a_crashed_throwaway_cluster_and_cleans_up() {
     let ws = Workspace::new();
     let mut cmd = Command::new(bin());
-    cmd.args(["demo", "--incidents"]).arg(ws.incidents()).current_dir(ws.path());
+    cmd.args(["demo", "--incidents"])
+        .arg(ws.incidents())
+        .current_dir(ws.path());
     let mut d = Daemon::spawn(cmd, &[]);
     let pid: i32 = wait_for(LONG, "the demo's instructions", || {
         let out = d.stdout_text();
@@ -103,25 +144,45 @@ fn the_demo_heals_a_crashed_throwaway_cluster_and_cleans_up() {
         out[at + 8..].split_whitespace().next()?.parse().ok()
     });
     let out = d.stdout_text();
-    let data_dir = out.split("data in ").nth(1).and_then(|s| s.split(')').next()).expect("data dir printed").to_string();
+    let data_dir = out
+        .split("data in ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .expect("data dir printed")
+        .to_string();
     d.wait_event("probe_ok", Some("demo"), LONG);
     // SAFETY: the pid the demo printed is its own cluster's postmaster.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     d.wait_event("target_recovered", Some("demo"), LONG);
-    wait_for(LONG, "the console recovery notice", || d.stdout_text().to_lowercase().contains("recover").then_some(()));
+    wait_for(LONG, "the console recovery notice", || {
+        d.stdout_text()
+            .to_lowercase()
+            .contains("recover")
+            .then_some(())
+    });
     assert_eq!(ws.bundles().len(), 1, "the demo archived the crash");
 
     d.signal(libc::SIGINT);
     let st = d.wait_exit(Duration::from_secs(30));
     assert_eq!(st.code(), Some(0), "{}", d.log_text());
-    assert!(!std::path::Path::new(&data_dir).exists(), "the throwaway cluster was removed");
+    assert!(
+        !std::path::Path::new(&data_dir).exists(),
+        "the throwaway cluster was removed"
+    );
     assert_eq!(ws.bundles().len(), 1, "incidents are kept");
 }
 
 #[test]
 fn the_demo_says_clearly_when_postgresql_is_missing() {
     let ws = Workspace::new();
-    let (code, out, err) = run_cli(&["demo", "--incidents", "x"], ws.path(), &[("PATH", "/nonexistent"), ("SENTINEL_PG_BIN_GLOB", "/nonexistent/*/bin")]);
+    let (code, out, err) = run_cli(
+        &["demo", "--incidents", "x"],
+        ws.path(),
+        &[
+            ("PATH", "/nonexistent"),
+            ("SENTINEL_PG_BIN_GLOB", "/nonexistent/*/bin"),
+        ],
+    );
     assert_eq!(code, 69, "{out}{err}");
     assert!(err.contains("apt-get install postgresql"), "{err}");
     assert!(!ws.path().join("x").exists(), "nothing was created");

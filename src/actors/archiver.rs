@@ -40,8 +40,20 @@ pub struct Archiver {
 }
 
 impl Archiver {
-    pub fn new(log: Logger, cfg: ArchiveConfig, spool: Spool, uploader: Option<Arc<Uploader>>) -> Self {
-        Self { log: log.new(slog::o!("actor" => "archiver")), cfg, spool, uploader, slots: HashMap::new(), pending: Arc::default() }
+    pub fn new(
+        log: Logger,
+        cfg: ArchiveConfig,
+        spool: Spool,
+        uploader: Option<Arc<Uploader>>,
+    ) -> Self {
+        Self {
+            log: log.new(slog::o!("actor" => "archiver")),
+            cfg,
+            spool,
+            uploader,
+            slots: HashMap::new(),
+            pending: Arc::default(),
+        }
     }
 
     /// Where bundles are written on this host.
@@ -57,7 +69,12 @@ impl Archiver {
         if self.slots.len() <= 1000 {
             return;
         }
-        let mut done: Vec<String> = self.slots.iter().filter(|(_, s)| matches!(s, Slot::Done(..))).map(|(k, _)| k.clone()).collect();
+        let mut done: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| matches!(s, Slot::Done(..)))
+            .map(|(k, _)| k.clone())
+            .collect();
         done.sort(); // ids start with a sortable stamp
         for k in done.iter().take(self.slots.len() - 1000) {
             self.slots.remove(k);
@@ -99,10 +116,12 @@ impl Handler<Archive> for Archiver {
                         None => crate::probe::snapshot::capture(&target).await,
                     };
                     let f = facts.clone();
-                    let mut report = tokio::task::spawn_blocking(move || local::write_bundle(&root, &f, &patterns, cap, Some(&snapshot)))
-                        .await
-                        .map_err(|e| format!("archive task failed: {e}"))?
-                        .map_err(|e| e.to_string())?;
+                    let mut report = tokio::task::spawn_blocking(move || {
+                        local::write_bundle(&root, &f, &patterns, cap, Some(&snapshot))
+                    })
+                    .await
+                    .map_err(|e| format!("archive task failed: {e}"))?
+                    .map_err(|e| e.to_string())?;
                     if let Some(up) = uploader {
                         report.location = upload(&up, &facts, &report, staged, wait, &log).await;
                     }
@@ -156,7 +175,8 @@ impl Handler<AttachHeal> for Archiver {
         let staged = self.cfg.local_dir.is_none();
         self.pending.fetch_add(1, Ordering::SeqCst);
         let f = facts.clone();
-        let work = tokio::task::spawn_blocking(move || local::attach_heal(&dir, &f, &report, &msg.report));
+        let work =
+            tokio::task::spawn_blocking(move || local::attach_heal(&dir, &f, &report, &msg.report));
         let id = msg.incident_id;
         ctx.spawn(work.into_actor(self).map(move |res, act, _| {
             act.pending.fetch_sub(1, Ordering::SeqCst);
@@ -186,18 +206,38 @@ impl Handler<SetArchive> for Archiver {
 
 /// Spools the bundle for S3 and waits for the upload at most `wait`; returns the location
 /// text for the alert.
-async fn upload(up: &Arc<Uploader>, facts: &IncidentFacts, report: &ArchiveReport, staged: bool, wait: std::time::Duration, log: &Logger) -> String {
+async fn upload(
+    up: &Arc<Uploader>,
+    facts: &IncidentFacts,
+    report: &ArchiveReport,
+    staged: bool,
+    wait: std::time::Duration,
+    log: &Logger,
+) -> String {
     let url = up.url_for(&facts.incident_id);
-    let rec = PendingUpload { incident_id: facts.incident_id.clone(), target: facts.target.clone(), bundle_dir: report.dir.clone(), staged, complete: false, uploaded: Default::default() };
+    let rec = PendingUpload {
+        incident_id: facts.incident_id.clone(),
+        target: facts.target.clone(),
+        bundle_dir: report.dir.clone(),
+        staged,
+        complete: false,
+        uploaded: Default::default(),
+    };
     let mut rx = match up.submit(rec) {
         Ok(rx) => rx,
         Err(e) => {
             error!(log, "cannot write the spool record; the bundle is only on local disk"; "event" => "archive_upload_failed",
                 "incident" => &facts.incident_id, "error_kind" => "local_file", "error" => %e);
-            return format!("{} (NOT uploaded to {url}: spool unwritable: {e})", report.dir.display());
+            return format!(
+                "{} (NOT uploaded to {url}: spool unwritable: {e})",
+                report.dir.display()
+            );
         }
     };
-    let done = tokio::time::timeout(wait, rx.wait_for(|s| matches!(s, UploadState::Done(_)))).await.map(|r| r.is_ok()).unwrap_or(false);
+    let done = tokio::time::timeout(wait, rx.wait_for(|s| matches!(s, UploadState::Done(_))))
+        .await
+        .map(|r| r.is_ok())
+        .unwrap_or(false);
     match done {
         true if staged => url,
         true => format!("{url} (local copy: {})", report.dir.display()),
@@ -206,7 +246,13 @@ async fn upload(up: &Arc<Uploader>, facts: &IncidentFacts, report: &ArchiveRepor
                 UploadState::Failing(kind, _) => format!(", last error: {}", kind.label()),
                 _ => String::new(),
             };
-            crate::metrics::global().inc("sentinel_archives_total", &[("target", facts.target.as_str()), ("result", "upload_pending")]);
+            crate::metrics::global().inc(
+                "sentinel_archives_total",
+                &[
+                    ("target", facts.target.as_str()),
+                    ("result", "upload_pending"),
+                ],
+            );
             warn!(log, "S3 upload not finished within archive.timeout; the heal goes ahead, the upload continues in the background";
                 "event" => "archive_upload_pending", "incident" => &facts.incident_id, "timeout_s" => wait.as_secs_f64());
             format!("{} (upload to {url} pending{why})", report.dir.display())

@@ -11,13 +11,13 @@ use super::messages::{Archive, AttachHeal, Heal, HealReport, IncidentFacts, Noti
 use super::notifier::Notifier;
 use crate::config::TargetConfig;
 use crate::incident::{Incident, Phase, SharedRecord, TargetRecord};
+use crate::lease::LeaseRefusal;
 use crate::notify::{EscalationReason, Notice, NoticeKind};
 use crate::pidwatch::PidWatch;
 use crate::probe::{FailureClass, ProbeFailure, ProbeOutcome, Prober};
 use actix::prelude::*;
 use chrono::Utc;
 use slog::{debug, error, info, warn, Logger};
-use crate::lease::LeaseRefusal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,16 +71,37 @@ pub struct Monitor {
 const FAST_PROBE: Duration = Duration::from_millis(100);
 
 impl Monitor {
-    pub fn new(target: Arc<TargetConfig>, record: SharedRecord, peers: Peers, log: &Logger) -> Self {
+    pub fn new(
+        target: Arc<TargetConfig>,
+        record: SharedRecord,
+        peers: Peers,
+        log: &Logger,
+    ) -> Self {
         let log = log.new(slog::o!("actor" => "monitor", "target" => target.name.clone()));
         let prober = Prober::new(&target);
-        Self { target, log, record, peers, prober: Some(prober), next_probe: None, probe_again: false, watch: None, process_dead: false, retired: false, recovering: false }
+        Self {
+            target,
+            log,
+            record,
+            peers,
+            prober: Some(prober),
+            next_probe: None,
+            probe_again: false,
+            watch: None,
+            process_dead: false,
+            retired: false,
+            recovering: false,
+        }
     }
 
     /// Writes the open incident (and a timeline step) to the store before its action runs.
     fn persist(&self, rec: &TargetRecord, event: &str, detail: &str) {
-        let (Some(store), Some(inc)) = (&self.peers.store, &rec.incident) else { return };
-        let r = store.save_incident(inc, rec.phase, false, None).and_then(|_| store.event(&inc.id, event, detail));
+        let (Some(store), Some(inc)) = (&self.peers.store, &rec.incident) else {
+            return;
+        };
+        let r = store
+            .save_incident(inc, rec.phase, false, None)
+            .and_then(|_| store.event(&inc.id, event, detail));
         if let Err(e) = r {
             error!(self.log, "incident not written to the store; going on (a restarted daemon may not resume it)"; "event" => "store_failed", "error" => %e);
         }
@@ -120,14 +141,20 @@ impl Monitor {
         ctx.spawn(fut.into_actor(self).map(|(prober, out), act, ctx| {
             act.prober = Some(prober);
             act.on_probe(out, ctx);
-            let delay = if std::mem::take(&mut act.probe_again) { Duration::ZERO } else { act.cadence() };
+            let delay = if std::mem::take(&mut act.probe_again) {
+                Duration::ZERO
+            } else {
+                act.cadence()
+            };
             act.schedule_probe(ctx, delay);
         }));
     }
 
     fn cadence(&self) -> Duration {
         match self.record.lock().phase {
-            Phase::Archiving | Phase::Healing | Phase::Recovering => FAST_PROBE.min(self.target.probe.interval),
+            Phase::Archiving | Phase::Healing | Phase::Recovering => {
+                FAST_PROBE.min(self.target.probe.interval)
+            }
             _ => self.target.probe.interval,
         }
     }
@@ -140,20 +167,38 @@ impl Monitor {
             if let Some(found) = &out.manager {
                 if *found != rec.managed_by {
                     match found {
-                        Some(m) => warn!(self.log, "another manager runs this server: restarts are left to it"; "event" => "manager_detected", "manager" => m),
-                        None => info!(self.log, "no other manager found on this server any more"; "event" => "manager_gone"),
+                        Some(m) => {
+                            warn!(self.log, "another manager runs this server: restarts are left to it"; "event" => "manager_detected", "manager" => m)
+                        }
+                        None => {
+                            info!(self.log, "no other manager found on this server any more"; "event" => "manager_gone")
+                        }
                     }
                     rec.managed_by = found.clone();
                 }
             }
             let m = crate::metrics::global();
             let t = self.target.name.as_str();
-            m.observe("sentinel_probe_duration_seconds", &[("target", t)], out.latency.as_secs_f64());
-            m.set("sentinel_target_up", &[("target", t)], if out.result.is_ok() { 1.0 } else { 0.0 });
+            m.observe(
+                "sentinel_probe_duration_seconds",
+                &[("target", t)],
+                out.latency.as_secs_f64(),
+            );
+            m.set(
+                "sentinel_target_up",
+                &[("target", t)],
+                if out.result.is_ok() { 1.0 } else { 0.0 },
+            );
             if let Err(f) = &out.result {
-                m.inc("sentinel_probe_failures_total", &[("target", t), ("class", f.class.label())]);
+                m.inc(
+                    "sentinel_probe_failures_total",
+                    &[("target", t), ("class", f.class.label())],
+                );
             }
-            let failing = out.result.as_ref().is_err_and(|f| f.class != FailureClass::Recovering);
+            let failing = out
+                .result
+                .as_ref()
+                .is_err_and(|f| f.class != FailureClass::Recovering);
             self.peers.fleet.report(t, failing);
             if failing {
                 rec.healthy_since = None;
@@ -202,16 +247,24 @@ impl Monitor {
         rec.quiet_until = None;
         match rec.phase {
             Phase::Healthy => {}
-            Phase::Suspect => info!(self.log, "transient failure cleared; no action taken"; "event" => "transient_cleared"),
+            Phase::Suspect => {
+                info!(self.log, "transient failure cleared; no action taken"; "event" => "transient_cleared")
+            }
             _ => {
                 if let Some(inc) = rec.incident.take() {
                     let downtime = inc.first_failure_instant.elapsed().as_secs_f64();
                     let ttr = inc.declared_instant.elapsed().as_secs_f64();
                     info!(self.log, "target recovered"; "event" => "target_recovered", "incident" => &inc.id,
                         "downtime_s" => format!("{downtime:.3}"), "ttr_s" => format!("{ttr:.3}"), "restarted" => inc.heal_started.is_some());
-                    crate::metrics::global().observe("sentinel_incident_recovery_seconds", &[("target", self.target.name.as_str())], ttr);
+                    crate::metrics::global().observe(
+                        "sentinel_incident_recovery_seconds",
+                        &[("target", self.target.name.as_str())],
+                        ttr,
+                    );
                     if inc.heal_started.is_some() {
-                        self.peers.healer.do_send(super::messages::HealDone { incident_id: inc.id.clone() });
+                        self.peers.healer.do_send(super::messages::HealDone {
+                            incident_id: inc.id.clone(),
+                        });
                     }
                     if let Some(store) = &self.peers.store {
                         let r = store.save_incident(&inc, Phase::Healthy, true, Some((downtime, ttr)))
@@ -262,7 +315,10 @@ impl Monitor {
                 if self.process_dead || rec.failures >= threshold {
                     let hard = self.process_dead;
                     let f = if hard && f.class == FailureClass::ConnectionRefused {
-                        ProbeFailure::new(FailureClass::ProcessExited, format!("postmaster exited; {}", f.detail))
+                        ProbeFailure::new(
+                            FailureClass::ProcessExited,
+                            format!("postmaster exited; {}", f.detail),
+                        )
                     } else {
                         f
                     };
@@ -270,7 +326,11 @@ impl Monitor {
                 }
                 let first = rec.phase == Phase::Healthy;
                 rec.phase = Phase::Suspect;
-                if first { vec![Step::Snapshot] } else { vec![] }
+                if first {
+                    vec![Step::Snapshot]
+                } else {
+                    vec![]
+                }
             }
             Phase::Held => {
                 debug!(self.log, "probe failed while held"; "class" => f.class.label());
@@ -285,7 +345,15 @@ impl Monitor {
                 if rec.quiet_until.is_some_and(|q| now >= q) {
                     let closed = rec.incident.take();
                     if let (Some(store), Some(inc)) = (&self.peers.store, &closed) {
-                        let _ = store.save_incident(inc, Phase::Escalated, true, None).and_then(|_| store.event(&inc.id, "closed_unrecovered", "escalated and the quiet window passed"));
+                        let _ = store
+                            .save_incident(inc, Phase::Escalated, true, None)
+                            .and_then(|_| {
+                                store.event(
+                                    &inc.id,
+                                    "closed_unrecovered",
+                                    "escalated and the quiet window passed",
+                                )
+                            });
                     }
                     let id = closed.map(|i| i.id).unwrap_or_default();
                     warn!(self.log, "escalated incident closed unrecovered; the next failure opens a new incident";
@@ -310,7 +378,13 @@ impl Monitor {
             "class" => inc.failure.class.label(), "hard" => hard, "failures" => rec.failures,
             "detect_ms" => inc.first_failure_instant.elapsed().as_millis() as u64);
         let facts = self.facts(&inc);
-        crate::metrics::global().inc("sentinel_incidents_total", &[("target", self.target.name.as_str()), ("class", inc.failure.class.label())]);
+        crate::metrics::global().inc(
+            "sentinel_incidents_total",
+            &[
+                ("target", self.target.name.as_str()),
+                ("class", inc.failure.class.label()),
+            ],
+        );
         let detail = format!("{}: {}", inc.failure.class.label(), inc.failure.detail);
         rec.incident = Some(inc);
         rec.phase = Phase::Archiving;
@@ -356,7 +430,9 @@ impl Monitor {
         if let Some(manager) = rec.managed_by.clone() {
             // One manager at a time: restarting under Patroni would race its own failover.
             rec.phase = Phase::Unhealed;
-            let Some(inc) = rec.incident.as_mut() else { return vec![] };
+            let Some(inc) = rec.incident.as_mut() else {
+                return vec![];
+            };
             inc.alerted = true;
             warn!(self.log, "server is managed by another tool: no restart"; "event" => "manager_refused", "incident" => &inc.id, "manager" => &manager);
             let mut n = self.notice(NoticeKind::Failure, inc, format!(
@@ -366,28 +442,50 @@ impl Monitor {
             self.persist(rec, "alerted", &format!("managed by {manager}: no restart"));
             return vec![step];
         }
-        if let Some(class) = class.filter(|c| self.target.policy.action(*c) == crate::policy::Action::Alert) {
+        if let Some(class) =
+            class.filter(|c| self.target.policy.action(*c) == crate::policy::Action::Alert)
+        {
             rec.phase = Phase::Unhealed;
-            let Some(inc) = rec.incident.as_mut() else { return vec![] };
+            let Some(inc) = rec.incident.as_mut() else {
+                return vec![];
+            };
             inc.alerted = true;
             let diagnosis = crate::policy::diagnosis(class);
             warn!(self.log, "failure class calls for an alert, not a restart"; "event" => "alert_only", "incident" => &inc.id,
                 "class" => class.label(), "sqlstate" => inc.failure.sqlstate.as_deref().unwrap_or(""));
-            let mut n = self.notice(NoticeKind::Failure, inc, format!("{diagnosis} Evidence archived; sentinel-remedy will not restart it."));
+            let mut n = self.notice(
+                NoticeKind::Failure,
+                inc,
+                format!("{diagnosis} Evidence archived; sentinel-remedy will not restart it."),
+            );
             n.failure = Some(inc.failure.clone());
             let step = Step::Notify(inc.queue_notice(n));
-            self.persist(rec, "alerted", &format!("{}: no restart by policy", class.label()));
+            self.persist(
+                rec,
+                "alerted",
+                &format!("{}: no restart by policy", class.label()),
+            );
             return vec![step];
         }
         if self.target.heal.is_none() {
             rec.phase = Phase::Unhealed;
-            let Some(inc) = rec.incident.as_mut() else { return vec![] };
+            let Some(inc) = rec.incident.as_mut() else {
+                return vec![];
+            };
             inc.alerted = true;
-            let mut n = self.notice(NoticeKind::Escalation, inc, "The target failed and has no heal action configured: a person must restart it.".into());
+            let mut n = self.notice(
+                NoticeKind::Escalation,
+                inc,
+                "The target failed and has no heal action configured: a person must restart it."
+                    .into(),
+            );
             n.reason = Some(EscalationReason::NoHealAction);
             n.failure = Some(inc.failure.clone());
             let step = Step::Notify(inc.queue_notice(n));
-            crate::metrics::global().inc("sentinel_escalations_total", &[("target", self.target.name.as_str())]);
+            crate::metrics::global().inc(
+                "sentinel_escalations_total",
+                &[("target", self.target.name.as_str())],
+            );
             self.persist(rec, "escalated", "no heal action configured");
             return vec![step];
         }
@@ -400,7 +498,9 @@ impl Monitor {
             rec.budget_alerted = true;
             rec.phase = Phase::Held;
             let budget = self.target.budget.clone();
-            let Some(inc) = rec.incident.as_mut() else { return vec![] };
+            let Some(inc) = rec.incident.as_mut() else {
+                return vec![];
+            };
             if first_hold && inc.escalated_at.is_none() {
                 inc.alerted = true;
                 error!(self.log, "restart budget exhausted; not restarting"; "event" => "budget_exhausted", "incident" => &inc.id,
@@ -411,7 +511,10 @@ impl Monitor {
                 n.reason = Some(EscalationReason::RestartBudgetExhausted);
                 n.failure = Some(inc.failure.clone());
                 let step = Step::Notify(inc.queue_notice(n));
-                crate::metrics::global().inc("sentinel_escalations_total", &[("target", self.target.name.as_str())]);
+                crate::metrics::global().inc(
+                    "sentinel_escalations_total",
+                    &[("target", self.target.name.as_str())],
+                );
                 self.persist(rec, "held", "restart budget exhausted");
                 return vec![step];
             }
@@ -430,7 +533,14 @@ impl Monitor {
         }
         if let Some(inc) = rec.incident.as_ref() {
             let (id, started) = (inc.id.clone(), inc.first_failure_at);
-            match self.peers.leases.acquire(&self.server_key(), &self.peers.lease_owner, self.peers.lease_ttl, &id, started, self.target.recovery_timeout) {
+            match self.peers.leases.acquire(
+                &self.server_key(),
+                &self.peers.lease_owner,
+                self.peers.lease_ttl,
+                &id,
+                started,
+                self.target.recovery_timeout,
+            ) {
                 Ok(()) => {}
                 Err(refusal) => {
                     let why = match refusal {
@@ -439,7 +549,12 @@ impl Monitor {
                         // Fail closed: without the lease there is no restart.
                         LeaseRefusal::Store(_) => "lease_unavailable",
                     };
-                    return self.hold(rec, Duration::from_secs(2), why, format!("Restart not made by this daemon: {refusal}."));
+                    return self.hold(
+                        rec,
+                        Duration::from_secs(2),
+                        why,
+                        format!("Restart not made by this daemon: {refusal}."),
+                    );
                 }
             }
         }
@@ -447,20 +562,37 @@ impl Monitor {
         rec.backoff_step += 1;
         rec.budget_alerted = false;
         rec.phase = Phase::Healing;
-        let Some(inc) = rec.incident.as_mut() else { return vec![] };
+        let Some(inc) = rec.incident.as_mut() else {
+            return vec![];
+        };
         inc.heal_started = Some(now);
         inc.alerted = true;
         info!(self.log, "heal issued"; "event" => "heal_issued", "incident" => &inc.id,
             "restarts_in_window" => rec.restarts.len(), "since_detection_ms" => inc.declared_instant.elapsed().as_millis() as u64);
         let summary = format!(
             "{}. Forensics archived; restart issued{}.",
-            if inc.hard { "The postmaster died" } else { "Probes failed past the threshold" },
-            if inc.archive.as_ref().is_some_and(|a| a.is_err()) { " (the archive FAILED, see below)" } else { "" }
+            if inc.hard {
+                "The postmaster died"
+            } else {
+                "Probes failed past the threshold"
+            },
+            if inc.archive.as_ref().is_some_and(|a| a.is_err()) {
+                " (the archive FAILED, see below)"
+            } else {
+                ""
+            }
         );
         let mut n = self.notice(NoticeKind::Failure, inc, summary);
         n.failure = Some(inc.failure.clone());
-        let steps = vec![Step::Heal(inc.id.clone()), Step::Notify(inc.queue_notice(n)), Step::RecoveryTimer(inc.id.clone(), self.target.recovery_timeout)];
-        crate::metrics::global().inc("sentinel_restarts_total", &[("target", self.target.name.as_str())]);
+        let steps = vec![
+            Step::Heal(inc.id.clone()),
+            Step::Notify(inc.queue_notice(n)),
+            Step::RecoveryTimer(inc.id.clone(), self.target.recovery_timeout),
+        ];
+        crate::metrics::global().inc(
+            "sentinel_restarts_total",
+            &[("target", self.target.name.as_str())],
+        );
         // Written before the heal runs: a restarted daemon must not restart again for this incident.
         if let Some(store) = &self.peers.store {
             if let Err(e) = store.restart(&self.target.name) {
@@ -474,12 +606,23 @@ impl Monitor {
 
     /// Holds the restart for `wait` (backoff or fleet guard): the failure alert says why, and a
     /// timer decides again. The fleet guard also sends its one fleet-wide alert.
-    fn hold(&self, rec: &mut TargetRecord, wait: Duration, why: &'static str, summary: String) -> Vec<Step> {
+    fn hold(
+        &self,
+        rec: &mut TargetRecord,
+        wait: Duration,
+        why: &'static str,
+        summary: String,
+    ) -> Vec<Step> {
         let entering = rec.phase != Phase::Held;
         rec.phase = Phase::Held;
-        let Some(inc) = rec.incident.as_mut() else { return vec![] };
+        let Some(inc) = rec.incident.as_mut() else {
+            return vec![];
+        };
         let id = inc.id.clone();
-        let mut steps = vec![Step::RetryHeal(id.clone(), wait.max(Duration::from_millis(100)))];
+        let mut steps = vec![Step::RetryHeal(
+            id.clone(),
+            wait.max(Duration::from_millis(100)),
+        )];
         if entering {
             warn!(self.log, "restart held"; "event" => why, "incident" => &id, "wait_s" => wait.as_secs_f64(), "why" => &summary);
             inc.alerted = true;
@@ -516,16 +659,26 @@ impl Monitor {
     }
 
     fn on_healed(&mut self, id: &str, report: HealReport, ctx: &mut Context<Self>) {
-        self.peers.leases.release(&self.server_key(), &self.peers.lease_owner);
-        self.peers.archiver.do_send(AttachHeal { incident_id: id.to_string(), report: report.clone() });
+        self.peers
+            .leases
+            .release(&self.server_key(), &self.peers.lease_owner);
+        self.peers.archiver.do_send(AttachHeal {
+            incident_id: id.to_string(),
+            report: report.clone(),
+        });
         let steps = {
             let mut rec = self.record.lock();
-            let healing = rec.phase == Phase::Healing && rec.incident.as_ref().is_some_and(|i| i.id == id);
+            let healing =
+                rec.phase == Phase::Healing && rec.incident.as_ref().is_some_and(|i| i.id == id);
             if !healing {
                 // Already recovered (a probe passed before the healer reported): the timeline
                 // still gets the heal's result.
                 if let Some(store) = &self.peers.store {
-                    let kind = if report.success { "heal_succeeded" } else { "heal_failed" };
+                    let kind = if report.success {
+                        "heal_succeeded"
+                    } else {
+                        "heal_failed"
+                    };
                     let _ = store.event(id, kind, &format!("{} attempt(s)", report.attempts.len()));
                 }
                 vec![]
@@ -534,15 +687,26 @@ impl Monitor {
                     inc.heal_succeeded = Some(true);
                 }
                 rec.phase = Phase::Recovering;
-                self.persist(&rec, "heal_succeeded", &format!("{} attempt(s)", report.attempts.len()));
+                self.persist(
+                    &rec,
+                    "heal_succeeded",
+                    &format!("{} attempt(s)", report.attempts.len()),
+                );
                 self.process_dead = false;
                 vec![Step::ProbeSoon]
             } else {
                 if let Some(inc) = rec.incident.as_mut() {
                     inc.heal_succeeded = Some(false);
                 }
-                self.persist(&rec, "heal_failed", &format!("{} attempt(s)", report.attempts.len()));
-                self.escalate(&mut rec, "The heal action kept failing until recovery_timeout.")
+                self.persist(
+                    &rec,
+                    "heal_failed",
+                    &format!("{} attempt(s)", report.attempts.len()),
+                );
+                self.escalate(
+                    &mut rec,
+                    "The heal action kept failing until recovery_timeout.",
+                )
             }
         };
         self.run_steps(steps, ctx);
@@ -551,9 +715,13 @@ impl Monitor {
     fn on_recovery_deadline(&mut self, id: &str, ctx: &mut Context<Self>) {
         let steps = {
             let mut rec = self.record.lock();
-            let open = matches!(rec.phase, Phase::Healing | Phase::Recovering) && rec.incident.as_ref().is_some_and(|i| i.id == id);
+            let open = matches!(rec.phase, Phase::Healing | Phase::Recovering)
+                && rec.incident.as_ref().is_some_and(|i| i.id == id);
             if open {
-                self.escalate(&mut rec, "No passing probe within recovery_timeout after the restart.")
+                self.escalate(
+                    &mut rec,
+                    "No passing probe within recovery_timeout after the restart.",
+                )
             } else {
                 vec![]
             }
@@ -563,20 +731,29 @@ impl Monitor {
 
     fn escalate(&self, rec: &mut TargetRecord, why: &str) -> Vec<Step> {
         let window = self.target.budget.window;
-        let Some(inc) = rec.incident.as_mut() else { return vec![] };
+        let Some(inc) = rec.incident.as_mut() else {
+            return vec![];
+        };
         if inc.escalated_at.is_some() {
             return vec![];
         }
         inc.escalated_at = Some(Instant::now());
         inc.alerted = true;
         error!(self.log, "not recovered; escalating"; "event" => "escalation", "incident" => &inc.id, "why" => why);
-        let mut n = self.notice(NoticeKind::Escalation, inc, format!("Manual intervention needed: {why} No further restart for this incident."));
+        let mut n = self.notice(
+            NoticeKind::Escalation,
+            inc,
+            format!("Manual intervention needed: {why} No further restart for this incident."),
+        );
         n.reason = Some(EscalationReason::RecoveryTimeout);
         n.failure = Some(inc.failure.clone());
         rec.phase = Phase::Escalated;
         let n = inc.queue_notice(n);
         rec.quiet_until = Some(Instant::now() + window);
-        crate::metrics::global().inc("sentinel_escalations_total", &[("target", self.target.name.as_str())]);
+        crate::metrics::global().inc(
+            "sentinel_escalations_total",
+            &[("target", self.target.name.as_str())],
+        );
         self.persist(rec, "escalated", why);
         vec![Step::Notify(n)]
     }
@@ -598,9 +775,17 @@ impl Monitor {
                 Step::Archive(facts) => {
                     let id = facts.incident_id.clone();
                     let snapshot = self.record.lock().snapshot.take().or_else(|| {
-                        facts.hard_failure.then(|| crate::probe::snapshot::SqlSnapshot::not_taken("the postmaster had exited: no server left to ask"))
+                        facts.hard_failure.then(|| {
+                            crate::probe::snapshot::SqlSnapshot::not_taken(
+                                "the postmaster had exited: no server left to ask",
+                            )
+                        })
                     });
-                    let req = self.peers.archiver.send(Archive { incident: facts, target: self.target.clone(), snapshot });
+                    let req = self.peers.archiver.send(Archive {
+                        incident: facts,
+                        target: self.target.clone(),
+                        snapshot,
+                    });
                     ctx.spawn(req.into_actor(self).map(move |res, act, ctx| {
                         let outcome = match res {
                             Ok(Ok(report)) => Ok(report.location),
@@ -611,11 +796,16 @@ impl Monitor {
                     }));
                 }
                 Step::Heal(id) => {
-                    let req = self.peers.healer.send(Heal { incident_id: id.clone(), target: self.target.clone() });
+                    let req = self.peers.healer.send(Heal {
+                        incident_id: id.clone(),
+                        target: self.target.clone(),
+                    });
                     crate::faults::maybe_panic(&self.target.name, "heal_issued");
                     ctx.spawn(req.into_actor(self).map(move |res, act, ctx| match res {
                         Ok(report) => act.on_healed(&id, report, ctx),
-                        Err(e) => error!(act.log, "healer unavailable"; "incident" => &id, "error" => %e),
+                        Err(e) => {
+                            error!(act.log, "healer unavailable"; "incident" => &id, "error" => %e)
+                        }
                     }));
                 }
                 Step::Notify(n) => self.peers.notifier.do_send(Notify(n)),
@@ -623,8 +813,13 @@ impl Monitor {
                     ctx.run_later(after, move |act, ctx| {
                         let steps = {
                             let mut rec = act.record.lock();
-                            let same = rec.phase == Phase::Held && rec.incident.as_ref().is_some_and(|i| i.id == id);
-                            if same { act.start_heal(&mut rec) } else { vec![] }
+                            let same = rec.phase == Phase::Held
+                                && rec.incident.as_ref().is_some_and(|i| i.id == id);
+                            if same {
+                                act.start_heal(&mut rec)
+                            } else {
+                                vec![]
+                            }
                         };
                         act.run_steps(steps, ctx);
                     });
@@ -645,7 +840,10 @@ impl Monitor {
             let mut s = match (&rec.incident, rec.phase) {
                 (Some(inc), Phase::Archiving) => vec![Step::Archive(self.facts(inc))],
                 (Some(inc), Phase::Healing | Phase::Recovering) => {
-                    let left = inc.heal_started.map(|t| self.target.recovery_timeout.saturating_sub(t.elapsed())).unwrap_or_default();
+                    let left = inc
+                        .heal_started
+                        .map(|t| self.target.recovery_timeout.saturating_sub(t.elapsed()))
+                        .unwrap_or_default();
                     let mut s = vec![Step::RecoveryTimer(inc.id.clone(), left)];
                     if rec.phase == Phase::Healing {
                         s.push(Step::Heal(inc.id.clone()));
@@ -655,7 +853,12 @@ impl Monitor {
                 _ => vec![],
             };
             // Notices issued before the previous Monitor died may not have been sent.
-            s.extend(rec.incident.iter().flat_map(|i| i.notices.iter().cloned()).map(Step::Notify));
+            s.extend(
+                rec.incident
+                    .iter()
+                    .flat_map(|i| i.notices.iter().cloned())
+                    .map(Step::Notify),
+            );
             s
         };
         if !steps.is_empty() {
@@ -668,7 +871,9 @@ impl Monitor {
         if self.watch.is_some() {
             return;
         }
-        let Some(path) = &self.target.pid_file else { return };
+        let Some(path) = &self.target.pid_file else {
+            return;
+        };
         let watch = match PidWatch::from_pid_file(path) {
             Ok(w) => w,
             Err(e) => {

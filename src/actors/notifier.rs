@@ -69,13 +69,22 @@ impl Notifier {
     fn configure(&mut self, cfg: &NotifyConfig) {
         let policy = Policy {
             max_attempts: cfg.max_attempts,
-            backoff: Backoff::new(Duration::from_millis(500).min(cfg.max_backoff), cfg.max_backoff)
-                .unwrap_or_else(|_| Backoff::new(Duration::from_millis(500), Duration::from_secs(30)).expect("static bounds")),
+            backoff: Backoff::new(
+                Duration::from_millis(500).min(cfg.max_backoff),
+                cfg.max_backoff,
+            )
+            .unwrap_or_else(|_| {
+                Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
+                    .expect("static bounds")
+            }),
             request_timeout: Duration::from_secs(10),
         };
         let endpoints = crate::notify::endpoints(cfg);
         self.console = cfg.console;
-        self.channels = endpoints.into_iter().map(|(format, ep)| self.spawn_worker(format, ep, policy)).collect();
+        self.channels = endpoints
+            .into_iter()
+            .map(|(format, ep)| self.spawn_worker(format, ep, policy))
+            .collect();
     }
 
     fn spawn_worker(&self, format: crate::notify::Format, ep: Endpoint, policy: Policy) -> Channel {
@@ -88,24 +97,37 @@ impl Notifier {
             // Set when the webhook answers 404/410: it is gone, and calling it again is noise.
             let mut gone = false;
             // Discord: the message of each open incident, edited as the incident moves.
-            let mut messages: std::collections::HashMap<String, (String, Vec<Notice>)> = Default::default();
+            let mut messages: std::collections::HashMap<String, (String, Vec<Notice>)> =
+                Default::default();
             while let Some(n) = rx.recv().await {
                 let kind = store_kind(&n);
                 if gone {
                     warn!(log, "channel disabled (the webhook answered 404/410); notice not sent"; "event" => "notification_skipped_gone",
                         "kind" => n.kind.label(), "target" => &n.target, "incident" => &n.incident_id);
-                    crate::metrics::global().inc("sentinel_notifications_total", &[("target", n.target.as_str()), ("channel", channel_label(&ep.channel)), ("result", "disabled")]);
+                    crate::metrics::global().inc(
+                        "sentinel_notifications_total",
+                        &[
+                            ("target", n.target.as_str()),
+                            ("channel", channel_label(&ep.channel)),
+                            ("result", "disabled"),
+                        ],
+                    );
                     pending.fetch_sub(1, Ordering::SeqCst);
                     continue;
                 }
-                if store.as_ref().is_some_and(|s| s.delivered(&n.incident_id, &kind, &ep.channel)) {
+                if store
+                    .as_ref()
+                    .is_some_and(|s| s.delivered(&n.incident_id, &kind, &ep.channel))
+                {
                     info!(log, "notice already delivered before a restart; not sent again"; "event" => "notification_skipped",
                         "kind" => n.kind.label(), "target" => &n.target, "incident" => &n.incident_id);
                     pending.fetch_sub(1, Ordering::SeqCst);
                     continue;
                 }
                 let outcome = match format {
-                    crate::notify::Format::Discord if n.kind != NoticeKind::Test => discord_one_message(&client, &ep, &n, policy, &mut messages).await,
+                    crate::notify::Format::Discord if n.kind != NoticeKind::Test => {
+                        discord_one_message(&client, &ep, &n, policy, &mut messages).await
+                    }
                     _ => delivery::deliver(&client, &ep, &format.payload(&n), policy).await,
                 };
                 let (result, attempts) = match outcome {
@@ -124,9 +146,18 @@ impl Notifier {
                         ("failed", policy.max_attempts)
                     }
                 };
-                crate::metrics::global().inc("sentinel_notifications_total", &[("target", n.target.as_str()), ("channel", channel_label(&ep.channel)), ("result", result)]);
+                crate::metrics::global().inc(
+                    "sentinel_notifications_total",
+                    &[
+                        ("target", n.target.as_str()),
+                        ("channel", channel_label(&ep.channel)),
+                        ("result", result),
+                    ],
+                );
                 if let Some(s) = &store {
-                    if let Err(e) = s.notification(&n.incident_id, &kind, &ep.channel, result, attempts) {
+                    if let Err(e) =
+                        s.notification(&n.incident_id, &kind, &ep.channel, result, attempts)
+                    {
                         error!(log, "delivery result not written to the store"; "event" => "store_failed", "error" => %e);
                     }
                 }
@@ -206,9 +237,20 @@ async fn discord_one_message(
     if let Some((id, history)) = messages.get_mut(&n.incident_id) {
         history.push(n.clone());
         let mut url = base.clone();
-        url.set_path(&format!("{}/messages/{id}", base.path().trim_end_matches('/')));
+        url.set_path(&format!(
+            "{}/messages/{id}",
+            base.path().trim_end_matches('/')
+        ));
         let body = crate::notify::discord::edited_payload(history);
-        let r = delivery::send(client, reqwest::Method::PATCH, url.as_str(), ep, &body, policy).await;
+        let r = delivery::send(
+            client,
+            reqwest::Method::PATCH,
+            url.as_str(),
+            ep,
+            &body,
+            policy,
+        )
+        .await;
         if closing {
             messages.remove(&n.incident_id);
         }
@@ -220,8 +262,18 @@ async fn discord_one_message(
     }
     let mut url = base.clone();
     url.query_pairs_mut().append_pair("wait", "true");
-    let (attempts, text) = delivery::send(client, reqwest::Method::POST, url.as_str(), ep, &crate::notify::discord::payload(n), policy).await?;
-    let id = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["id"].as_str().map(str::to_string));
+    let (attempts, text) = delivery::send(
+        client,
+        reqwest::Method::POST,
+        url.as_str(),
+        ep,
+        &crate::notify::discord::payload(n),
+        policy,
+    )
+    .await?;
+    let id = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["id"].as_str().map(str::to_string));
     if let (Some(id), false) = (id, closing) {
         if messages.len() > 1000 {
             messages.clear(); // bounded: very old incidents lose editing, nothing else

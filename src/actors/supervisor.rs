@@ -4,13 +4,13 @@
 //! deadline.
 
 use super::archiver::{Archiver, SetArchive};
-use crate::archive::s3::S3Sink;
-use crate::archive::spool::Spool;
-use crate::archive::uploader::Uploader;
 use super::healer::Healer;
 use super::messages::{Drain, GetStatus, Reload, Retire, SetMaintenance, Shutdown, TargetStatus};
 use super::monitor::{Monitor, Peers};
 use super::notifier::{Notifier, SetChannels};
+use crate::archive::s3::S3Sink;
+use crate::archive::spool::Spool;
+use crate::archive::uploader::Uploader;
 use crate::config::{self, Registry, TargetConfig, VarSource};
 use crate::incident::SharedRecord;
 use crate::store::Store;
@@ -54,7 +54,11 @@ impl Supervisor {
     pub async fn uploader(log: &Logger, settings: &SupervisorSettings) -> Option<Arc<Uploader>> {
         let s3 = settings.registry.archive.s3.as_ref()?;
         let sink = S3Sink::new(s3).await;
-        let up = Uploader::new(sink, Spool::new(&settings.state_dir), log.new(slog::o!("actor" => "uploader")));
+        let up = Uploader::new(
+            sink,
+            Spool::new(&settings.state_dir),
+            log.new(slog::o!("actor" => "uploader")),
+        );
         let resumed = up.resume_all();
         info!(log, "S3 archive configured"; "event" => "s3_configured", "bucket" => &s3.bucket, "prefix" => &s3.prefix,
             "endpoint" => s3.endpoint.as_deref().unwrap_or("AWS"), "resumed_uploads" => resumed);
@@ -62,15 +66,36 @@ impl Supervisor {
     }
 
     /// Starts the shared actors and the Supervisor; `done` fires once shutdown has finished.
-    pub fn launch(log: Logger, settings: SupervisorSettings, uploader: Option<Arc<Uploader>>, store: Option<Store>) -> (Addr<Supervisor>, oneshot::Receiver<()>) {
+    pub fn launch(
+        log: Logger,
+        settings: SupervisorSettings,
+        uploader: Option<Arc<Uploader>>,
+        store: Option<Store>,
+    ) -> (Addr<Supervisor>, oneshot::Receiver<()>) {
         let spool = Spool::new(&settings.state_dir);
-        let archiver = Archiver::new(log.clone(), settings.registry.archive.clone(), spool, uploader).start();
+        let archiver = Archiver::new(
+            log.clone(),
+            settings.registry.archive.clone(),
+            spool,
+            uploader,
+        )
+        .start();
         let healer = Healer::new(log.clone(), settings.state_dir.clone()).start();
         let notifier = Notifier::new(log.clone(), &settings.registry.notify, store.clone()).start();
-        let fleet = Arc::new(crate::fleet::FleetGuard::new(settings.registry.fleet_guard.clone(), settings.registry.targets.len()));
-        let lease_dir = settings.registry.lease.dir.clone().unwrap_or_else(|| settings.state_dir.join("leases"));
+        let fleet = Arc::new(crate::fleet::FleetGuard::new(
+            settings.registry.fleet_guard.clone(),
+            settings.registry.targets.len(),
+        ));
+        let lease_dir = settings
+            .registry
+            .lease
+            .dir
+            .clone()
+            .unwrap_or_else(|| settings.state_dir.join("leases"));
         let lease_ttl = settings.registry.lease.ttl;
-        let leases: Arc<dyn crate::lease::LeaseBackend> = match crate::lease::FileLeases::new(lease_dir.clone()) {
+        let leases: Arc<dyn crate::lease::LeaseBackend> = match crate::lease::FileLeases::new(
+            lease_dir.clone(),
+        ) {
             Ok(l) => Arc::new(l),
             Err(e) => {
                 error!(log, "cannot create the lease directory: restarts will be refused (fail closed)"; "event" => "lease_unavailable", "dir" => %lease_dir.display(), "error" => %e);
@@ -82,7 +107,16 @@ impl Supervisor {
             log: log.new(slog::o!("actor" => "supervisor")),
             root: log,
             settings,
-            peers: Peers { archiver, healer, notifier, store, fleet, leases, lease_owner: crate::lease::owner_id().into(), lease_ttl },
+            peers: Peers {
+                archiver,
+                healer,
+                notifier,
+                store,
+                fleet,
+                leases,
+                lease_owner: crate::lease::owner_id().into(),
+                lease_ttl,
+            },
             slots: BTreeMap::new(),
             stopping: false,
             done: Some(tx),
@@ -99,13 +133,19 @@ impl Supervisor {
     fn add(&mut self, cfg: TargetConfig, record: SharedRecord) {
         let cfg = Arc::new(cfg);
         let addr = self.spawn_monitor(cfg.clone(), record.clone());
-        self.slots.insert(cfg.name.clone(), Slot { cfg, record, addr });
+        self.slots
+            .insert(cfg.name.clone(), Slot { cfg, record, addr });
     }
 
     /// A target's record: restored from the store (open incident, budget, maintenance).
     fn record_for(&self, t: &TargetConfig) -> SharedRecord {
         match &self.peers.store {
-            Some(store) => SharedRecord::restore(store, &t.name, &t.budget, &self.settings.state_dir.join("heal-logs")),
+            Some(store) => SharedRecord::restore(
+                store,
+                &t.name,
+                &t.budget,
+                &self.settings.state_dir.join("heal-logs"),
+            ),
             None => SharedRecord::default(),
         }
     }
@@ -115,7 +155,12 @@ impl Supervisor {
         if self.stopping {
             return;
         }
-        let dead: Vec<String> = self.slots.iter().filter(|(_, s)| !s.addr.connected()).map(|(n, _)| n.clone()).collect();
+        let dead: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| !s.addr.connected())
+            .map(|(n, _)| n.clone())
+            .collect();
         for name in dead {
             let slot = &self.slots[&name];
             error!(self.log, "monitor died; starting a replacement that resumes its state"; "event" => "monitor_replaced", "target" => &name,
@@ -136,7 +181,11 @@ impl Supervisor {
                 return;
             }
         };
-        let mut wanted: HashMap<String, TargetConfig> = new.targets.iter().map(|t| (t.name.clone(), t.clone())).collect();
+        let mut wanted: HashMap<String, TargetConfig> = new
+            .targets
+            .iter()
+            .map(|t| (t.name.clone(), t.clone()))
+            .collect();
         let (mut added, mut removed, mut changed, mut unchanged) = (vec![], vec![], vec![], 0);
         let names: Vec<String> = self.slots.keys().cloned().collect();
         for name in names {
@@ -171,7 +220,15 @@ impl Supervisor {
             let log = self.root.clone();
             let state_dir = self.settings.state_dir.clone();
             actix_rt::spawn(async move {
-                let settings = SupervisorSettings { registry: Registry { archive: cfg.clone(), ..Registry::empty() }, config_path: None, state_dir, shutdown_timeout: Duration::ZERO };
+                let settings = SupervisorSettings {
+                    registry: Registry {
+                        archive: cfg.clone(),
+                        ..Registry::empty()
+                    },
+                    config_path: None,
+                    state_dir,
+                    shutdown_timeout: Duration::ZERO,
+                };
                 let up = Supervisor::uploader(&log, &settings).await;
                 archiver.do_send(SetArchive(cfg, up));
             });
@@ -180,7 +237,9 @@ impl Supervisor {
             self.peers.notifier.do_send(SetChannels(new.notify.clone()));
         }
         let names: Vec<String> = new.targets.iter().map(|t| t.name.clone()).collect();
-        self.peers.fleet.reconfigure(new.fleet_guard.clone(), &names);
+        self.peers
+            .fleet
+            .reconfigure(new.fleet_guard.clone(), &names);
         self.settings.registry = new;
         info!(self.log, "registry reloaded"; "event" => "reload_applied", "added" => added.join(","), "removed" => removed.join(","),
             "changed" => changed.join(","), "unchanged" => unchanged);
@@ -236,9 +295,17 @@ impl Handler<Shutdown> for Supervisor {
             slot.addr.do_send(Retire);
         }
         let deadline = self.settings.shutdown_timeout;
-        let (a, h, n) = (self.peers.archiver.clone(), self.peers.healer.clone(), self.peers.notifier.clone());
+        let (a, h, n) = (
+            self.peers.archiver.clone(),
+            self.peers.healer.clone(),
+            self.peers.notifier.clone(),
+        );
         let drain = async move {
-            let (a, h, n) = futures::join!(a.send(Drain { deadline }), h.send(Drain { deadline }), n.send(Drain { deadline }));
+            let (a, h, n) = futures::join!(
+                a.send(Drain { deadline }),
+                h.send(Drain { deadline }),
+                n.send(Drain { deadline })
+            );
             (a.unwrap_or(0), h.unwrap_or(0), n.unwrap_or(0))
         };
         ctx.spawn(drain.into_actor(self).map(|(a, h, n), act, _| {
@@ -267,7 +334,11 @@ impl Handler<GetStatus> for Supervisor {
             .filter_map(|t| self.slots.get(&t.name))
             .map(|slot| {
                 let mut rec = slot.record.lock();
-                let in_window = rec.restarts.iter().filter(|r| now.duration_since(**r) < slot.cfg.budget.window).count();
+                let in_window = rec
+                    .restarts
+                    .iter()
+                    .filter(|r| now.duration_since(**r) < slot.cfg.budget.window)
+                    .count();
                 let maintenance_until = rec.maintenance_until.filter(|u| *u > chrono::Utc::now());
                 if maintenance_until.is_none() {
                     rec.maintenance_until = None;
@@ -275,7 +346,13 @@ impl Handler<GetStatus> for Supervisor {
                 TargetStatus {
                     name: slot.cfg.name.clone(),
                     endpoint: slot.cfg.dsn.endpoint(),
-                    state: if maintenance_until.is_some() && rec.phase == crate::incident::Phase::Healthy { "maintenance".into() } else { rec.phase.label().into() },
+                    state: if maintenance_until.is_some()
+                        && rec.phase == crate::incident::Phase::Healthy
+                    {
+                        "maintenance".into()
+                    } else {
+                        rec.phase.label().into()
+                    },
                     up: rec.last_ok,
                     last_probe_at: rec.last_probe.map(|p| p.0),
                     last_probe_latency_ms: rec.last_probe.map(|p| p.1.as_secs_f64() * 1000.0),
@@ -305,12 +382,22 @@ impl Handler<SetMaintenance> for Supervisor {
             rec.maintenance_noted = false;
         }
         if let Some(store) = &self.peers.store {
-            store.set_maintenance(&msg.target, msg.until).map_err(|e| e.to_string())?;
+            store
+                .set_maintenance(&msg.target, msg.until)
+                .map_err(|e| e.to_string())?;
         }
-        crate::metrics::global().set("sentinel_target_maintenance", &[("target", msg.target.as_str())], if msg.until.is_some() { 1.0 } else { 0.0 });
+        crate::metrics::global().set(
+            "sentinel_target_maintenance",
+            &[("target", msg.target.as_str())],
+            if msg.until.is_some() { 1.0 } else { 0.0 },
+        );
         match msg.until {
-            Some(u) => warn!(self.log, "maintenance window opened: no archive, restart or alert"; "event" => "maintenance_started", "target" => &msg.target, "until" => %u),
-            None => info!(self.log, "maintenance ended: healing re-enabled"; "event" => "maintenance_ended", "target" => &msg.target),
+            Some(u) => {
+                warn!(self.log, "maintenance window opened: no archive, restart or alert"; "event" => "maintenance_started", "target" => &msg.target, "until" => %u)
+            }
+            None => {
+                info!(self.log, "maintenance ended: healing re-enabled"; "event" => "maintenance_ended", "target" => &msg.target)
+            }
         }
         Ok(())
     }

@@ -30,12 +30,16 @@ pub struct ApiState {
 /// `run` can refuse to start with a clear message instead of running without its API.
 pub fn serve(cfg: &ServerConfig, state: ApiState) -> std::io::Result<actix_web::dev::ServerHandle> {
     let data = actix_web::web::Data::new(state);
-    let server = actix_web::HttpServer::new(move || actix_web::App::new().app_data(data.clone()).configure(routes::configure))
-        .workers(1)
-        .disable_signals() // our signals module owns SIGTERM/SIGINT/SIGHUP
-        .shutdown_timeout(2)
-        .bind(cfg.listen)?
-        .run();
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(data.clone())
+            .configure(routes::configure)
+    })
+    .workers(1)
+    .disable_signals() // our signals module owns SIGTERM/SIGINT/SIGHUP
+    .shutdown_timeout(2)
+    .bind(cfg.listen)?
+    .run();
     let handle = server.handle();
     actix_rt::spawn(server);
     Ok(handle)
@@ -47,7 +51,10 @@ pub fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
     if presented.len() != expected.len() {
         return false;
     }
-    let diff = presented.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    let diff = presented
+        .iter()
+        .zip(expected)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
     std::hint::black_box(diff) == 0
 }
 
@@ -55,8 +62,14 @@ pub fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
 mod tests {
     #[test]
     fn tokens_compare_whole() {
-        assert!(super::token_matches(b"abcdef0123456789", b"abcdef0123456789"));
-        assert!(!super::token_matches(b"abcdef0123456788", b"abcdef0123456789"));
+        assert!(super::token_matches(
+            b"abcdef0123456789",
+            b"abcdef0123456789"
+        ));
+        assert!(!super::token_matches(
+            b"abcdef0123456788",
+            b"abcdef0123456789"
+        ));
         assert!(!super::token_matches(b"abc", b"abcdef0123456789"));
     }
 }

@@ -6,7 +6,11 @@ use crate::store::IncidentRow;
 use std::fmt::Write;
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 fn state_class(state: &str) -> &'static str {
@@ -43,7 +47,11 @@ code{{font-size:12px}}
 <h2>Targets</h2>
 <table id="targets"><thead><tr><th>Target</th><th>State</th><th>Endpoint</th><th>Last probe</th><th>Failures</th><th>Restarts in window</th><th>Open incident</th></tr></thead><tbody>
 "#,
-        title = if down > 0 { format!("{down} down - SentinelRemedy") } else { "All healthy - SentinelRemedy".into() },
+        title = if down > 0 {
+            format!("{down} down - SentinelRemedy")
+        } else {
+            "All healthy - SentinelRemedy".into()
+        },
         n = targets.len(),
     );
     for t in targets {
@@ -51,7 +59,10 @@ code{{font-size:12px}}
             (Some(at), Some(ms)) => format!("{} ({ms:.1} ms)", at.format("%H:%M:%S")),
             _ => "not yet".into(),
         };
-        let maint = t.maintenance_until.map(|u| format!(" until {}", u.format("%Y-%m-%d %H:%M UTC"))).unwrap_or_default();
+        let maint = t
+            .maintenance_until
+            .map(|u| format!(" until {}", u.format("%Y-%m-%d %H:%M UTC")))
+            .unwrap_or_default();
         let _ = writeln!(
             h,
             r#"<tr data-target="{name}" data-state="{state}"><td>{name}</td><td><span class="state {cls}">{state}</span>{maint}</td><td><code>{ep}</code></td><td>{last}</td><td>{f}</td><td>{r} / {max}</td><td>{inc}</td></tr>"#,
@@ -64,7 +75,11 @@ code{{font-size:12px}}
             f = t.consecutive_failures,
             r = t.restarts_in_window,
             max = t.max_restarts,
-            inc = t.open_incident.as_deref().map(|i| format!("<a href=\"/incidents/{0}\">{0}</a>", esc(i))).unwrap_or_else(|| "&ndash;".into()),
+            inc = t
+                .open_incident
+                .as_deref()
+                .map(|i| format!("<a href=\"/incidents/{0}\">{0}</a>", esc(i)))
+                .unwrap_or_else(|| "&ndash;".into()),
         );
     }
     h.push_str("</tbody></table>\n<h2>Recent incidents</h2>\n<table id=\"incidents\"><thead><tr><th>Incident</th><th>Target</th><th>Failure</th><th>State</th><th>Time to recovery</th><th>Archive</th></tr></thead><tbody>\n");
@@ -83,7 +98,11 @@ code{{font-size:12px}}
             id = esc(&i.id),
             target = esc(&i.target),
             class = esc(&i.class),
-            phase = esc(if i.closed && i.recovered_at.is_some() { "recovered" } else { &i.phase }),
+            phase = esc(if i.closed && i.recovered_at.is_some() {
+                "recovered"
+            } else {
+                &i.phase
+            }),
             ttr = esc(&ttr),
             archive = esc(i.archive.as_deref().unwrap_or("")),
         );

@@ -24,7 +24,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 async fn statuses(st: &ApiState) -> Result<Vec<TargetStatus>, HttpResponse> {
     match tokio::time::timeout(Duration::from_secs(2), st.supervisor.send(GetStatus)).await {
         Ok(Ok(s)) => Ok(s),
-        _ => Err(HttpResponse::ServiceUnavailable().json(json!({"error": "the supervisor did not answer within 2 s"}))),
+        _ => Err(HttpResponse::ServiceUnavailable()
+            .json(json!({"error": "the supervisor did not answer within 2 s"}))),
     }
 }
 
@@ -33,8 +34,14 @@ async fn index(st: web::Data<ApiState>) -> HttpResponse {
         Ok(t) => t,
         Err(resp) => return resp,
     };
-    let recent = st.store.as_ref().and_then(|s| s.list(None, None, 20).ok()).unwrap_or_default();
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(page::render(&targets, &recent))
+    let recent = st
+        .store
+        .as_ref()
+        .and_then(|s| s.list(None, None, 20).ok())
+        .unwrap_or_default();
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(page::render(&targets, &recent))
 }
 
 async fn healthz(st: web::Data<ApiState>) -> HttpResponse {
@@ -42,8 +49,15 @@ async fn healthz(st: web::Data<ApiState>) -> HttpResponse {
     let mut checks = serde_json::Map::new();
     match statuses(&st).await {
         Ok(targets) => {
-            let dead: Vec<&str> = targets.iter().filter(|t| !t.monitor_alive).map(|t| t.name.as_str()).collect();
-            checks.insert("actors".into(), json!({"targets": targets.len(), "monitors_dead": dead}));
+            let dead: Vec<&str> = targets
+                .iter()
+                .filter(|t| !t.monitor_alive)
+                .map(|t| t.name.as_str())
+                .collect();
+            checks.insert(
+                "actors".into(),
+                json!({"targets": targets.len(), "monitors_dead": dead}),
+            );
             if !dead.is_empty() {
                 problems.push(format!("monitors not running: {}", dead.join(", ")));
             }
@@ -63,7 +77,11 @@ async fn healthz(st: web::Data<ApiState>) -> HttpResponse {
         let failing = up.failing();
         checks.insert("s3".into(), json!({"failing_uploads": failing.len(), "kinds": failing.iter().map(|f| f.1.label()).collect::<Vec<_>>()}));
         if let Some((_, kind)) = failing.first() {
-            problems.push(format!("S3 uploads failing ({}): {}", kind.label(), kind.fix()));
+            problems.push(format!(
+                "S3 uploads failing ({}): {}",
+                kind.label(),
+                kind.fix()
+            ));
         }
     }
     let body = json!({"status": if problems.is_empty() { "ok" } else { "unhealthy" }, "problems": problems, "checks": checks,
@@ -84,9 +102,15 @@ async fn status(st: web::Data<ApiState>) -> HttpResponse {
 
 async fn metrics(st: web::Data<ApiState>) -> HttpResponse {
     if let Some(up) = &st.uploader {
-        crate::metrics::global().set("sentinel_archive_spool_pending", &[], up.in_progress() as f64);
+        crate::metrics::global().set(
+            "sentinel_archive_spool_pending",
+            &[],
+            up.in_progress() as f64,
+        );
     }
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(crate::metrics::global().render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::metrics::global().render())
 }
 
 #[derive(Deserialize)]
@@ -100,7 +124,10 @@ struct IncidentQuery {
 /// `7d`, `12h`, `30m`, or anything parse_duration takes.
 pub fn parse_since(s: &str) -> Result<Duration, String> {
     if let Some(days) = s.strip_suffix('d') {
-        return days.parse::<u64>().map(|d| Duration::from_secs(d * 86_400)).map_err(|_| format!("'{s}' is not a duration (use 7d, 24h, 30m)"));
+        return days
+            .parse::<u64>()
+            .map(|d| Duration::from_secs(d * 86_400))
+            .map_err(|_| format!("'{s}' is not a duration (use 7d, 24h, 30m)"));
     }
     parse_duration(s)
 }
@@ -136,11 +163,18 @@ fn authorize(req: &HttpRequest, st: &ApiState) -> Result<(), HttpResponse> {
     let Some(expected) = &st.token else {
         return Err(HttpResponse::Forbidden().json(json!({"error": "mutating endpoints are off: set server.token (SENTINEL_API_TOKEN) to enable them"})));
     };
-    let presented = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
     if token_matches(presented.as_bytes(), expected.expose().as_bytes()) {
         Ok(())
     } else {
-        Err(HttpResponse::Unauthorized().insert_header((header::WWW_AUTHENTICATE, "Bearer")).json(json!({"error": "a valid bearer token is required"})))
+        Err(HttpResponse::Unauthorized()
+            .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+            .json(json!({"error": "a valid bearer token is required"})))
     }
 }
 
@@ -149,14 +183,24 @@ struct MaintenanceBody {
     duration: Option<String>,
 }
 
-async fn maintenance(req: HttpRequest, st: web::Data<ApiState>, name: web::Path<String>, q: web::Query<MaintenanceBody>, body: web::Bytes) -> HttpResponse {
+async fn maintenance(
+    req: HttpRequest,
+    st: web::Data<ApiState>,
+    name: web::Path<String>,
+    q: web::Query<MaintenanceBody>,
+    body: web::Bytes,
+) -> HttpResponse {
     if let Err(resp) = authorize(&req, &st) {
         return resp;
     }
-    let from_body: MaintenanceBody = if body.is_empty() { MaintenanceBody::default() } else {
+    let from_body: MaintenanceBody = if body.is_empty() {
+        MaintenanceBody::default()
+    } else {
         match serde_json::from_slice(&body) {
             Ok(b) => b,
-            Err(e) => return HttpResponse::BadRequest().json(json!({"error": format!("body must be JSON like {{\"duration\": \"30m\"}}: {e}")})),
+            Err(e) => return HttpResponse::BadRequest().json(
+                json!({"error": format!("body must be JSON like {{\"duration\": \"30m\"}}: {e}")}),
+            ),
         }
     };
     let duration = match q.duration.clone().or(from_body.duration) {
@@ -167,11 +211,17 @@ async fn maintenance(req: HttpRequest, st: web::Data<ApiState>, name: web::Path<
         },
     };
     // Without a duration the window stays open until resumed.
-    let until = Utc::now() + chrono::Duration::from_std(duration.unwrap_or(Duration::from_secs(100 * 365 * 86_400))).unwrap_or_default();
+    let until = Utc::now()
+        + chrono::Duration::from_std(duration.unwrap_or(Duration::from_secs(100 * 365 * 86_400)))
+            .unwrap_or_default();
     set(&st, name.into_inner(), Some(until)).await
 }
 
-async fn resume(req: HttpRequest, st: web::Data<ApiState>, name: web::Path<String>) -> HttpResponse {
+async fn resume(
+    req: HttpRequest,
+    st: web::Data<ApiState>,
+    name: web::Path<String>,
+) -> HttpResponse {
     if let Err(resp) = authorize(&req, &st) {
         return resp;
     }
@@ -179,8 +229,17 @@ async fn resume(req: HttpRequest, st: web::Data<ApiState>, name: web::Path<Strin
 }
 
 async fn set(st: &ApiState, target: String, until: Option<chrono::DateTime<Utc>>) -> HttpResponse {
-    match st.supervisor.send(SetMaintenance { target: target.clone(), until }).await {
-        Ok(Ok(())) => HttpResponse::Ok().json(json!({"target": target, "maintenance_until": until})),
+    match st
+        .supervisor
+        .send(SetMaintenance {
+            target: target.clone(),
+            until,
+        })
+        .await
+    {
+        Ok(Ok(())) => {
+            HttpResponse::Ok().json(json!({"target": target, "maintenance_until": until}))
+        }
         Ok(Err(e)) => HttpResponse::NotFound().json(json!({"error": e})),
         Err(e) => HttpResponse::ServiceUnavailable().json(json!({"error": e.to_string()})),
     }

@@ -2,10 +2,10 @@
 //! Copies stream through a fixed buffer while hashing, so a large log never sits in memory.
 
 use super::manifest::Manifest;
+use super::manifest::SnapshotSummary;
 use super::{FileEntry, Missing};
 use crate::actors::messages::{ArchiveReport, HealReport, IncidentFacts};
 use crate::probe::snapshot::SqlSnapshot;
-use super::manifest::SnapshotSummary;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::fs::File;
@@ -28,29 +28,60 @@ pub fn bundle_dir(root: &Path, facts: &IncidentFacts) -> PathBuf {
 
 /// Writes the bundle: every file matched by `patterns` (each cut to its newest `cap` bytes),
 /// the SQL snapshot, then `manifest.json`.
-pub fn write_bundle(root: &Path, facts: &IncidentFacts, patterns: &[String], cap: u64, snapshot: Option<&SqlSnapshot>) -> Result<ArchiveReport, LocalArchiveError> {
+pub fn write_bundle(
+    root: &Path,
+    facts: &IncidentFacts,
+    patterns: &[String],
+    cap: u64,
+    snapshot: Option<&SqlSnapshot>,
+) -> Result<ArchiveReport, LocalArchiveError> {
     let dir = bundle_dir(root, facts);
-    std::fs::create_dir_all(&dir).map_err(|source| LocalArchiveError::CreateDir { dir: dir.display().to_string(), source })?;
+    std::fs::create_dir_all(&dir).map_err(|source| LocalArchiveError::CreateDir {
+        dir: dir.display().to_string(),
+        source,
+    })?;
     let mut files = Vec::new();
     let mut missing = Vec::new();
-    let mut used = HashSet::from(["manifest.json".to_string(), "heal.log".to_string(), "sql-snapshot.json".to_string()]);
+    let mut used = HashSet::from([
+        "manifest.json".to_string(),
+        "heal.log".to_string(),
+        "sql-snapshot.json".to_string(),
+    ]);
     for pattern in patterns {
         let matches: Vec<PathBuf> = match glob::glob(pattern) {
-            Ok(paths) => paths.filter_map(Result::ok).filter(|p| p.is_file()).collect(),
+            Ok(paths) => paths
+                .filter_map(Result::ok)
+                .filter(|p| p.is_file())
+                .collect(),
             Err(e) => {
-                missing.push(Missing { pattern: pattern.clone(), reason: e.to_string() });
+                missing.push(Missing {
+                    pattern: pattern.clone(),
+                    reason: e.to_string(),
+                });
                 continue;
             }
         };
         if matches.is_empty() {
-            missing.push(Missing { pattern: pattern.clone(), reason: "no file matched".into() });
+            missing.push(Missing {
+                pattern: pattern.clone(),
+                reason: "no file matched".into(),
+            });
         }
         for src in matches {
             let name = unique_name(&src, &mut used);
             match copy_tail(&src, &dir.join(&name), cap) {
-                Ok(c) => files.push(FileEntry { name, source: src.display().to_string(), size: c.size, sha256: c.sha256,
-                    truncated: c.original_size.is_some(), original_size: c.original_size }),
-                Err(e) => missing.push(Missing { pattern: src.display().to_string(), reason: e.to_string() }),
+                Ok(c) => files.push(FileEntry {
+                    name,
+                    source: src.display().to_string(),
+                    size: c.size,
+                    sha256: c.sha256,
+                    truncated: c.original_size.is_some(),
+                    original_size: c.original_size,
+                }),
+                Err(e) => missing.push(Missing {
+                    pattern: src.display().to_string(),
+                    reason: e.to_string(),
+                }),
             }
         }
     }
@@ -58,27 +89,67 @@ pub fn write_bundle(root: &Path, facts: &IncidentFacts, patterns: &[String], cap
     if let Some(snap) = snapshot {
         let path = dir.join("sql-snapshot.json");
         let body = serde_json::to_vec_pretty(snap).expect("snapshot serializes");
-        std::fs::write(&path, &body).map_err(|source| LocalArchiveError::Write { file: path.display().to_string(), source })?;
+        std::fs::write(&path, &body).map_err(|source| LocalArchiveError::Write {
+            file: path.display().to_string(),
+            source,
+        })?;
         let sha256 = hex::encode(Sha256::digest(&body));
-        files.push(FileEntry { name: "sql-snapshot.json".into(), source: "SQL".into(), size: body.len() as u64, sha256, truncated: false, original_size: None });
-        sql = Some(SnapshotSummary { answered: snap.answered, captured_at: snap.captured_at, error: snap.error.clone() });
+        files.push(FileEntry {
+            name: "sql-snapshot.json".into(),
+            source: "SQL".into(),
+            size: body.len() as u64,
+            sha256,
+            truncated: false,
+            original_size: None,
+        });
+        sql = Some(SnapshotSummary {
+            answered: snap.answered,
+            captured_at: snap.captured_at,
+            error: snap.error.clone(),
+        });
     }
     let mut manifest = Manifest::new(facts, files.clone(), missing.clone());
     manifest.sql_snapshot = sql.clone();
     manifest
         .write(&dir)
-        .map_err(|source| LocalArchiveError::Write { file: dir.join("manifest.json").display().to_string(), source })?;
-    Ok(ArchiveReport { location: dir.display().to_string(), dir: dir.clone(), files, missing, sql_snapshot: sql })
+        .map_err(|source| LocalArchiveError::Write {
+            file: dir.join("manifest.json").display().to_string(),
+            source,
+        })?;
+    Ok(ArchiveReport {
+        location: dir.display().to_string(),
+        dir: dir.clone(),
+        files,
+        missing,
+        sql_snapshot: sql,
+    })
 }
 
 /// Adds `heal.log` and the heal report to a written bundle.
-pub fn attach_heal(bundle: &Path, facts: &IncidentFacts, report: &ArchiveReport, heal: &HealReport) -> Result<(), LocalArchiveError> {
+pub fn attach_heal(
+    bundle: &Path,
+    facts: &IncidentFacts,
+    report: &ArchiveReport,
+    heal: &HealReport,
+) -> Result<(), LocalArchiveError> {
     let mut files = report.files.clone();
     if let Some(log) = &heal.log_path {
         let dest = bundle.join("heal.log");
         match copy_hashed(log, &dest) {
-            Ok((size, sha256)) => files.push(FileEntry { name: "heal.log".into(), source: log.display().to_string(), size, sha256, truncated: false, original_size: None }),
-            Err(source) => return Err(LocalArchiveError::Write { file: dest.display().to_string(), source }),
+            Ok((size, sha256)) => files.push(FileEntry {
+                name: "heal.log".into(),
+                source: log.display().to_string(),
+                size,
+                sha256,
+                truncated: false,
+                original_size: None,
+            }),
+            Err(source) => {
+                return Err(LocalArchiveError::Write {
+                    file: dest.display().to_string(),
+                    source,
+                })
+            }
         }
     }
     let mut manifest = Manifest::new(facts, files, report.missing.clone());
@@ -86,17 +157,31 @@ pub fn attach_heal(bundle: &Path, facts: &IncidentFacts, report: &ArchiveReport,
     manifest.sql_snapshot = report.sql_snapshot.clone();
     manifest
         .write(bundle)
-        .map_err(|source| LocalArchiveError::Write { file: bundle.join("manifest.json").display().to_string(), source })
+        .map_err(|source| LocalArchiveError::Write {
+            file: bundle.join("manifest.json").display().to_string(),
+            source,
+        })
 }
 
 /// The file's name, prefixed with its parent directory's when two sources share a name.
 fn unique_name(src: &Path, used: &mut HashSet<String>) -> String {
-    let base = src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
+    let base = src
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
     let mut name = base.clone();
     let mut n = 1;
     while used.contains(&name) {
-        let parent = src.parent().and_then(|p| p.file_name()).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-        name = if n == 1 && !parent.is_empty() { format!("{parent}__{base}") } else { format!("{n}__{base}") };
+        let parent = src
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        name = if n == 1 && !parent.is_empty() {
+            format!("{parent}__{base}")
+        } else {
+            format!("{n}__{base}")
+        };
         n += 1;
     }
     used.insert(name.clone());
@@ -141,7 +226,11 @@ pub fn copy_tail(src: &Path, dest: &Path, cap: u64) -> io::Result<Copied> {
         size += n as u64;
     }
     output.sync_all()?;
-    Ok(Copied { size, sha256: hex::encode(hasher.finalize()), original_size })
+    Ok(Copied {
+        size,
+        sha256: hex::encode(hasher.finalize()),
+        original_size,
+    })
 }
 
 #[cfg(test)]

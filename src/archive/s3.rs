@@ -7,7 +7,9 @@
 use crate::config::S3Config;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass};
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass,
+};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -98,21 +100,32 @@ pub fn upload_order(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .filter(|p| {
+            p.is_file()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .collect();
-    files.sort_by_key(|p| (p.file_name().is_some_and(|n| n == "manifest.json"), p.clone()));
+    files.sort_by_key(|p| {
+        (
+            p.file_name().is_some_and(|n| n == "manifest.json"),
+            p.clone(),
+        )
+    });
     Ok(files)
 }
 
 impl S3Sink {
     /// Builds the client from the AWS chain (environment, profile, container or instance role).
     pub async fn new(cfg: &S3Config) -> Self {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .operation_attempt_timeout(Duration::from_secs(60))
-                .build(),
-        );
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_attempt_timeout(Duration::from_secs(60))
+                    .build(),
+            );
         if let Some(r) = &cfg.region {
             loader = loader.region(aws_config::Region::new(r.clone()));
         }
@@ -123,37 +136,72 @@ impl S3Sink {
         // manifest.
         let mut b = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(cfg.force_path_style)
-            .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired);
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            );
         if shared.region().is_none() {
             b = b.region(aws_config::Region::new("us-east-1"));
         }
         if let Some(e) = &cfg.endpoint {
             b = b.endpoint_url(e);
         }
-        Self { client: aws_sdk_s3::Client::from_conf(b.build()), cfg: cfg.clone() }
+        Self {
+            client: aws_sdk_s3::Client::from_conf(b.build()),
+            cfg: cfg.clone(),
+        }
     }
 
     /// Uploads one file to `{prefix}/{bundle}/{name}`, tagged with its SHA-256.
-    pub async fn upload_file(&self, bundle: &str, path: &Path, sha256: &str) -> Result<(), S3Error> {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    pub async fn upload_file(
+        &self,
+        bundle: &str,
+        path: &Path,
+        sha256: &str,
+    ) -> Result<(), S3Error> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let key = self.cfg.key_for(bundle, &name);
-        let size = tokio::fs::metadata(path).await.map_err(|e| self.local_error("stat", &key, path, e))?.len();
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| self.local_error("stat", &key, path, e))?
+            .len();
         if size >= self.cfg.part_size {
             self.multipart(&key, path, sha256).await
         } else {
-            let body = ByteStream::from_path(path).await.map_err(|e| self.err("PutObject", &key, S3ErrorKind::LocalFile, e.to_string()))?;
-            let req = self.client.put_object().bucket(&self.cfg.bucket).key(&key).body(body).metadata("sha256", sha256)
+            let body = ByteStream::from_path(path)
+                .await
+                .map_err(|e| self.err("PutObject", &key, S3ErrorKind::LocalFile, e.to_string()))?;
+            let req = self
+                .client
+                .put_object()
+                .bucket(&self.cfg.bucket)
+                .key(&key)
+                .body(body)
+                .metadata("sha256", sha256)
                 .content_type(content_type(&name));
             let req = object_options!(req, self.cfg);
-            req.send().await.map_err(|e| self.sdk_error("PutObject", &key, e))?;
+            req.send()
+                .await
+                .map_err(|e| self.sdk_error("PutObject", &key, e))?;
             Ok(())
         }
     }
 
     async fn multipart(&self, key: &str, path: &Path, sha256: &str) -> Result<(), S3Error> {
-        let req = self.client.create_multipart_upload().bucket(&self.cfg.bucket).key(key).metadata("sha256", sha256).content_type("text/plain");
+        let req = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.cfg.bucket)
+            .key(key)
+            .metadata("sha256", sha256)
+            .content_type("text/plain");
         let req = object_options!(req, self.cfg);
-        let created = req.send().await.map_err(|e| self.sdk_error("CreateMultipartUpload", key, e))?;
+        let created = req
+            .send()
+            .await
+            .map_err(|e| self.sdk_error("CreateMultipartUpload", key, e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
         match self.parts(key, path, &upload_id).await {
             Ok(parts) => {
@@ -162,7 +210,11 @@ impl S3Sink {
                     .bucket(&self.cfg.bucket)
                     .key(key)
                     .upload_id(&upload_id)
-                    .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
                     .send()
                     .await
                     .map_err(|e| self.sdk_error("CompleteMultipartUpload", key, e))?;
@@ -170,20 +222,38 @@ impl S3Sink {
             }
             Err(e) => {
                 // Abandoned parts cost money until a lifecycle rule removes them: abort now.
-                let _ = self.client.abort_multipart_upload().bucket(&self.cfg.bucket).key(key).upload_id(&upload_id).send().await;
+                let _ = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.cfg.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
                 Err(e)
             }
         }
     }
 
     /// Reads and sends one part at a time: memory stays at `part_size`.
-    async fn parts(&self, key: &str, path: &Path, upload_id: &str) -> Result<Vec<CompletedPart>, S3Error> {
-        let mut file = tokio::fs::File::open(path).await.map_err(|e| self.local_error("open", key, path, e))?;
+    async fn parts(
+        &self,
+        key: &str,
+        path: &Path,
+        upload_id: &str,
+    ) -> Result<Vec<CompletedPart>, S3Error> {
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| self.local_error("open", key, path, e))?;
         let mut parts = Vec::new();
         let part_size = self.cfg.part_size as usize;
         for number in 1.. {
             let mut buf = Vec::with_capacity(part_size);
-            (&mut file).take(part_size as u64).read_to_end(&mut buf).await.map_err(|e| self.local_error("read", key, path, e))?;
+            (&mut file)
+                .take(part_size as u64)
+                .read_to_end(&mut buf)
+                .await
+                .map_err(|e| self.local_error("read", key, path, e))?;
             if buf.is_empty() && number > 1 {
                 break;
             }
@@ -199,7 +269,12 @@ impl S3Sink {
                 .send()
                 .await
                 .map_err(|e| self.sdk_error("UploadPart", key, e))?;
-            parts.push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag().map(str::to_string)).build());
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .build(),
+            );
             if last {
                 break;
             }
@@ -208,11 +283,22 @@ impl S3Sink {
     }
 
     fn err(&self, op: &'static str, key: &str, kind: S3ErrorKind, message: String) -> S3Error {
-        S3Error { kind, op, bucket: self.cfg.bucket.clone(), key: key.to_string(), message }
+        S3Error {
+            kind,
+            op,
+            bucket: self.cfg.bucket.clone(),
+            key: key.to_string(),
+            message,
+        }
     }
 
     fn local_error(&self, what: &str, key: &str, path: &Path, e: std::io::Error) -> S3Error {
-        self.err("upload", key, S3ErrorKind::LocalFile, format!("cannot {what} {}: {e}", path.display()))
+        self.err(
+            "upload",
+            key,
+            S3ErrorKind::LocalFile,
+            format!("cannot {what} {}: {e}", path.display()),
+        )
     }
 
     fn sdk_error<E, R>(&self, op: &'static str, key: &str, e: SdkError<E, R>) -> S3Error
@@ -231,10 +317,16 @@ impl S3Sink {
 
 fn classify<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> S3ErrorKind {
     match e.code() {
-        Some("AccessDenied" | "AllAccessDisabled" | "AccountProblem") => return S3ErrorKind::AccessDenied,
-        Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" | "InvalidToken" | "TokenRefreshRequired") => {
-            return S3ErrorKind::InvalidCredentials
+        Some("AccessDenied" | "AllAccessDisabled" | "AccountProblem") => {
+            return S3ErrorKind::AccessDenied
         }
+        Some(
+            "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "ExpiredToken"
+            | "InvalidToken"
+            | "TokenRefreshRequired",
+        ) => return S3ErrorKind::InvalidCredentials,
         Some("NoSuchBucket") => return S3ErrorKind::NoSuchBucket,
         Some(_) => return S3ErrorKind::Other,
         None => {}

@@ -32,7 +32,9 @@ pub struct Spool {
 
 impl Spool {
     pub fn new(state_dir: &Path) -> Self {
-        Self { root: state_dir.join("spool") }
+        Self {
+            root: state_dir.join("spool"),
+        }
     }
 
     /// Where bundles are staged when there is no local sink.
@@ -107,11 +109,21 @@ mod tests {
         let spool = Spool::new(dir.path());
         let staged = spool.staging_root().join("20260101T000000.000Z-a");
         std::fs::create_dir_all(&staged).unwrap();
-        let mut rec = PendingUpload { incident_id: "20260101T000000.000Z-a".into(), target: "a".into(), bundle_dir: staged.clone(), staged: true, complete: false, uploaded: BTreeMap::new() };
+        let mut rec = PendingUpload {
+            incident_id: "20260101T000000.000Z-a".into(),
+            target: "a".into(),
+            bundle_dir: staged.clone(),
+            staged: true,
+            complete: false,
+            uploaded: BTreeMap::new(),
+        };
         spool.save(&rec).unwrap();
         assert_eq!(spool.load_all(), vec![rec.clone()]);
         spool.finish(&rec).unwrap();
-        assert!(staged.exists(), "not complete yet: the heal log may still come");
+        assert!(
+            staged.exists(),
+            "not complete yet: the heal log may still come"
+        );
         rec.complete = true;
         spool.save(&rec).unwrap();
         spool.finish(&rec).unwrap();

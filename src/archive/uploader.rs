@@ -39,7 +39,12 @@ pub struct Uploader {
 
 impl Uploader {
     pub fn new(sink: S3Sink, spool: Spool, log: Logger) -> Arc<Self> {
-        Arc::new(Self { sink: Arc::new(sink), spool, log, jobs: Mutex::new(HashMap::new()) })
+        Arc::new(Self {
+            sink: Arc::new(sink),
+            spool,
+            log,
+            jobs: Mutex::new(HashMap::new()),
+        })
     }
 
     /// `s3://bucket/prefix/{id}/`.
@@ -49,7 +54,10 @@ impl Uploader {
 
     /// Records the bundle in the spool (durably, first) and makes sure a task uploads it.
     /// The receiver reports progress; callers may wait on it as long as they choose.
-    pub fn submit(self: &Arc<Self>, rec: PendingUpload) -> std::io::Result<watch::Receiver<UploadState>> {
+    pub fn submit(
+        self: &Arc<Self>,
+        rec: PendingUpload,
+    ) -> std::io::Result<watch::Receiver<UploadState>> {
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         // Keep what earlier attempts uploaded.
         let mut rec = rec;
@@ -63,7 +71,13 @@ impl Uploader {
             return Ok(job.state.subscribe());
         }
         let (tx, rx) = watch::channel(UploadState::Pending);
-        jobs.insert(rec.incident_id.clone(), Job { state: tx, again: false });
+        jobs.insert(
+            rec.incident_id.clone(),
+            Job {
+                state: tx,
+                again: false,
+            },
+        );
         let me = self.clone();
         let id = rec.incident_id.clone();
         actix_rt::spawn(async move { me.run(id).await });
@@ -76,7 +90,10 @@ impl Uploader {
         for rec in &pending {
             info!(self.log, "resuming upload left in the spool"; "event" => "archive_upload_resumed", "incident" => &rec.incident_id,
                 "target" => &rec.target, "bundle" => %rec.bundle_dir.display());
-            if let Err(e) = self.submit(PendingUpload { complete: true, ..rec.clone() }) {
+            if let Err(e) = self.submit(PendingUpload {
+                complete: true,
+                ..rec.clone()
+            }) {
                 error!(self.log, "cannot resume upload"; "incident" => &rec.incident_id, "error" => %e);
             }
         }
@@ -100,7 +117,8 @@ impl Uploader {
     }
 
     async fn run(self: Arc<Self>, id: String) {
-        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300)).expect("static bounds");
+        let backoff =
+            Backoff::new(Duration::from_secs(1), Duration::from_secs(300)).expect("static bounds");
         let mut reported: HashSet<S3ErrorKind> = HashSet::new();
         let mut attempts = 0u32;
         loop {
@@ -122,13 +140,20 @@ impl Uploader {
                     let url = self.url_for(&id);
                     // Re-read: a submit may have marked it complete while we uploaded.
                     let latest = self.spool.load(&id).unwrap_or(rec);
-                    if latest.uploaded.len() < upload_order(&latest.bundle_dir).map(|f| f.len()).unwrap_or(0) {
+                    if latest.uploaded.len()
+                        < upload_order(&latest.bundle_dir)
+                            .map(|f| f.len())
+                            .unwrap_or(0)
+                    {
                         continue;
                     }
                     if let Err(e) = self.spool.finish(&latest) {
                         warn!(self.log, "uploaded, but the spool record could not be removed"; "incident" => &id, "error" => %e);
                     }
-                    crate::metrics::global().inc("sentinel_archives_total", &[("target", latest.target.as_str()), ("result", "uploaded")]);
+                    crate::metrics::global().inc(
+                        "sentinel_archives_total",
+                        &[("target", latest.target.as_str()), ("result", "uploaded")],
+                    );
                     info!(self.log, "bundle uploaded to S3"; "event" => "archive_uploaded", "incident" => &id, "target" => &latest.target,
                         "url" => &url, "attempts" => attempts, "files" => latest.uploaded.len());
                     let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
@@ -139,14 +164,18 @@ impl Uploader {
                 }
                 Err(e) => {
                     if reported.insert(e.kind) {
-                        crate::metrics::global().inc("sentinel_archives_total", &[("target", rec.target.as_str()), ("result", "upload_failed")]);
+                        crate::metrics::global().inc(
+                            "sentinel_archives_total",
+                            &[("target", rec.target.as_str()), ("result", "upload_failed")],
+                        );
                         error!(self.log, "bundle upload to S3 failed; kept in the spool and retried"; "event" => "archive_upload_failed",
                             "incident" => &id, "target" => &rec.target, "error_kind" => e.kind.label(), "error" => %e,
                             "fix" => e.kind.fix(), "spool" => %rec.bundle_dir.display());
                     } else {
                         debug!(self.log, "upload retry failed"; "incident" => &id, "error_kind" => e.kind.label(), "attempt" => attempts);
                     }
-                    if let Some(job) = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+                    if let Some(job) = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).get(&id)
+                    {
                         let _ = job.state.send(UploadState::Failing(e.kind, e.to_string()));
                     }
                     tokio::time::sleep(backoff.delay(attempts.saturating_sub(1))).await;
@@ -158,20 +187,38 @@ impl Uploader {
     /// Uploads the files not yet up (or changed), manifest last, recording each as it lands.
     async fn upload_once(&self, rec: &mut PendingUpload) -> Result<(), super::s3::S3Error> {
         let (bucket, id) = (self.sink.cfg.bucket.clone(), rec.incident_id.clone());
-        let local = |m: String| super::s3::S3Error { kind: S3ErrorKind::LocalFile, op: "spool", bucket: bucket.clone(), key: id.clone(), message: m };
-        let files = upload_order(&rec.bundle_dir).map_err(|e| local(format!("cannot list {}: {e}", rec.bundle_dir.display())))?;
+        let local = |m: String| super::s3::S3Error {
+            kind: S3ErrorKind::LocalFile,
+            op: "spool",
+            bucket: bucket.clone(),
+            key: id.clone(),
+            message: m,
+        };
+        let files = upload_order(&rec.bundle_dir)
+            .map_err(|e| local(format!("cannot list {}: {e}", rec.bundle_dir.display())))?;
         for path in files {
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let p = path.clone();
-            let sha = tokio::task::spawn_blocking(move || sha256_file(&p)).await.map_err(|e| local(e.to_string()))?.map_err(|e| local(format!("cannot read {}: {e}", path.display())))?;
+            let sha = tokio::task::spawn_blocking(move || sha256_file(&p))
+                .await
+                .map_err(|e| local(e.to_string()))?
+                .map_err(|e| local(format!("cannot read {}: {e}", path.display())))?;
             if rec.uploaded.get(&name) == Some(&sha) {
                 continue;
             }
             self.sink.upload_file(&rec.incident_id, &path, &sha).await?;
             // Merge with the record on disk: a submit may have changed `complete` meanwhile.
-            let mut latest = self.spool.load(&rec.incident_id).unwrap_or_else(|| rec.clone());
+            let mut latest = self
+                .spool
+                .load(&rec.incident_id)
+                .unwrap_or_else(|| rec.clone());
             latest.uploaded.insert(name, sha);
-            self.spool.save(&latest).map_err(|e| local(format!("cannot update the spool record: {e}")))?;
+            self.spool
+                .save(&latest)
+                .map_err(|e| local(format!("cannot update the spool record: {e}")))?;
             *rec = latest;
         }
         Ok(())

@@ -2,13 +2,13 @@
 //! the daemon drops into a compose file with no registry file. Read through the `config` crate,
 //! with `.env` underneath the process environment.
 
+use super::duration::RawDuration;
 use super::error::{ConfigError, Problems};
 use super::expand::VarSource;
 use super::load::build;
 use super::model::{Registry, Source};
 use super::raw::*;
 use serde::Deserialize;
-use super::duration::RawDuration;
 
 /// The variables env-only mode reads, lower-cased by the `config` crate.
 #[derive(Debug, Default, Deserialize)]
@@ -54,12 +54,20 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
     let file = "environment".to_string();
     let all = vars.all();
     let seed: SeedEnv = config::Config::builder()
-        .add_source(config::Environment::default().source(Some(all)).try_parsing(false))
+        .add_source(
+            config::Environment::default()
+                .source(Some(all))
+                .try_parsing(false),
+        )
         .build()
         .and_then(|c| c.try_deserialize())
         .map_err(|e| ConfigError::Invalid {
             file: file.clone(),
-            problems: vec![super::error::Problem::new("(environment)", e.to_string(), "check the variables listed in .env.template")],
+            problems: vec![super::error::Problem::new(
+                "(environment)",
+                e.to_string(),
+                "check the variables listed in .env.template",
+            )],
         })?;
     let mut problems = Problems::default();
 
@@ -67,7 +75,11 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
     let port: u16 = match seed.db_port.as_deref().map(str::trim) {
         None | Some("") => 5432,
         Some(p) => p.parse().unwrap_or_else(|_| {
-            problems.push("DB_PORT", format!("'{p}' is not a port number"), "set DB_PORT to a number such as 5432");
+            problems.push(
+                "DB_PORT",
+                format!("'{p}' is not a port number"),
+                "set DB_PORT to a number such as 5432",
+            );
             5432
         }),
     };
@@ -76,7 +88,11 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
     let mut dsn = url::Url::parse("postgres://localhost").expect("static URL parses");
     let host_ok = dsn.set_host(Some(&host)).is_ok();
     if !host_ok {
-        problems.push("DB_HOST", format!("'{host}' is not a host name or address"), "set DB_HOST to the database's host, e.g. postgres");
+        problems.push(
+            "DB_HOST",
+            format!("'{host}' is not a host name or address"),
+            "set DB_HOST to the database's host, e.g. postgres",
+        );
     }
     let _ = dsn.set_port(Some(port));
     let _ = dsn.set_username(&user);
@@ -85,13 +101,20 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
     }
     dsn.set_path(&format!("/{db}"));
 
-    let threshold = seed.failure_threshold.as_deref().map(|t| match t.trim().parse::<i64>() {
-        Ok(n) => n,
-        Err(_) => {
-            problems.push("FAILURE_THRESHOLD", format!("'{t}' is not a number"), "set FAILURE_THRESHOLD to 1 or more");
-            3
-        }
-    });
+    let threshold = seed
+        .failure_threshold
+        .as_deref()
+        .map(|t| match t.trim().parse::<i64>() {
+            Ok(n) => n,
+            Err(_) => {
+                problems.push(
+                    "FAILURE_THRESHOLD",
+                    format!("'{t}' is not a number"),
+                    "set FAILURE_THRESHOLD to 1 or more",
+                );
+                3
+            }
+        });
     let rename = |p: &mut Problems, before: usize| {
         // Problems found by the shared validation name YAML keys; point them at the variables.
         for pr in p.0.iter_mut().skip(before) {
@@ -119,14 +142,24 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
             };
         }
     };
-    let max_restarts = seed.max_restarts.as_deref().map(|t| t.trim().parse::<i64>().unwrap_or_else(|_| {
-        problems.push("MAX_RESTARTS", format!("'{t}' is not a number"), "set MAX_RESTARTS to 0 or more");
-        3
-    }));
-    let heal = seed.heal_command.as_deref().filter(|c| !c.trim().is_empty()).map(|c| RawHeal {
-        command: split_command(c),
-        timeout: None,
+    let max_restarts = seed.max_restarts.as_deref().map(|t| {
+        t.trim().parse::<i64>().unwrap_or_else(|_| {
+            problems.push(
+                "MAX_RESTARTS",
+                format!("'{t}' is not a number"),
+                "set MAX_RESTARTS to 0 or more",
+            );
+            3
+        })
     });
+    let heal = seed
+        .heal_command
+        .as_deref()
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| RawHeal {
+            command: split_command(c),
+            timeout: None,
+        });
     let nonempty = |o: &Option<String>| o.clone().filter(|s| !s.trim().is_empty());
     let target = RawTarget {
         name: seed.target_name.clone().unwrap_or_else(|| db.clone()),
@@ -139,10 +172,25 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
             expect: None,
             role: None,
         }),
-        restart_budget: Some(RawBudget { max_restarts, window: seed.restart_window.clone().map(RawDuration), backoff: None, backoff_max: None, backoff_reset: None }),
+        restart_budget: Some(RawBudget {
+            max_restarts,
+            window: seed.restart_window.clone().map(RawDuration),
+            backoff: None,
+            backoff_max: None,
+            backoff_reset: None,
+        }),
         recovery_timeout: seed.recovery_timeout.clone().map(RawDuration),
         forensics: Some(RawForensics {
-            files: seed.forensics_files.as_deref().map(|f| f.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()).unwrap_or_default(),
+            files: seed
+                .forensics_files
+                .as_deref()
+                .map(|f| {
+                    f.split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
         }),
         heal,
         process: nonempty(&seed.pg_pid_file).map(|pid_file| RawProcess { pid_file }),
@@ -150,8 +198,14 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
     };
     let notify = RawNotify {
         slack: nonempty(&seed.slack_webhook_url).map(|webhook_url| RawChatWebhook { webhook_url }),
-        discord: nonempty(&seed.discord_webhook_url).map(|webhook_url| RawChatWebhook { webhook_url }),
-        webhooks: nonempty(&seed.webhook_url).map(|url| vec![RawGenericWebhook { url, headers: Default::default() }]),
+        discord: nonempty(&seed.discord_webhook_url)
+            .map(|webhook_url| RawChatWebhook { webhook_url }),
+        webhooks: nonempty(&seed.webhook_url).map(|url| {
+            vec![RawGenericWebhook {
+                url,
+                headers: Default::default(),
+            }]
+        }),
         pagerduty: None,
         console: None,
         max_attempts: None,
@@ -166,7 +220,10 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
         // S3-compatible stores behind a custom endpoint nearly always want path-style keys.
         force_path_style: Some(match nonempty(&seed.s3_force_path_style) {
             Some(v) => matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"),
-            None => seed.s3_endpoint_url.as_deref().is_some_and(|e| !e.trim().is_empty()),
+            None => seed
+                .s3_endpoint_url
+                .as_deref()
+                .is_some_and(|e| !e.trim().is_empty()),
         }),
         sse: None,
         sse_kms_key_id: None,
@@ -181,16 +238,32 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
     };
     let before = problems.0.len();
     let server = nonempty(&seed.sentinel_listen).and_then(|listen| {
-        super::load::build_server(RawServer { listen, token: nonempty(&seed.sentinel_api_token) }, &mut problems)
+        super::load::build_server(
+            RawServer {
+                listen,
+                token: nonempty(&seed.sentinel_api_token),
+            },
+            &mut problems,
+        )
     });
-    let mut registry = build(Source::Environment, RawDefaults::default(), archive, notify, vec![(0, target)], &mut problems);
+    let mut registry = build(
+        Source::Environment,
+        RawDefaults::default(),
+        archive,
+        notify,
+        vec![(0, target)],
+        &mut problems,
+    );
     registry.server = server;
     registry.lease.dir = nonempty(&seed.lease_dir).map(std::path::PathBuf::from);
     rename(&mut problems, before);
     if problems.0.is_empty() {
         Ok(registry)
     } else {
-        Err(ConfigError::Invalid { file, problems: problems.0 })
+        Err(ConfigError::Invalid {
+            file,
+            problems: problems.0,
+        })
     }
 }
 

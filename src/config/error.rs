@@ -15,8 +15,16 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(path: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into(), fix: fix.into() }
+    pub fn new(
+        path: impl Into<String>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+            fix: fix.into(),
+        }
     }
 }
 
@@ -25,13 +33,19 @@ impl Problem {
 pub enum ConfigError {
     /// The file could not be read.
     #[error("{file}: cannot read the registry: {source} (check the path given by --config or SENTINEL_CONFIG)")]
-    Unreadable { file: String, source: std::io::Error },
+    Unreadable {
+        file: String,
+        source: std::io::Error,
+    },
     /// Neither a registry file nor the sidecar variables were given.
     #[error("no registry: pass --config FILE (or set SENTINEL_CONFIG), or set DB_HOST and the other sidecar variables (see .env.template)")]
     NoRegistry,
     /// The content is wrong; every problem found is listed.
     #[error("{}", render(.file, .problems))]
-    Invalid { file: String, problems: Vec<Problem> },
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
 }
 
 fn render(file: &str, problems: &[Problem]) -> String {
@@ -41,7 +55,10 @@ fn render(file: &str, problems: &[Problem]) -> String {
         if problems.len() == 1 { "" } else { "s" }
     );
     for p in problems {
-        s.push_str(&format!("\n  {file}: {}: {} (fix: {})", p.path, p.message, p.fix));
+        s.push_str(&format!(
+            "\n  {file}: {}: {} (fix: {})",
+            p.path, p.message, p.fix
+        ));
     }
     s
 }
@@ -61,7 +78,12 @@ impl ConfigError {
 pub struct Problems(pub Vec<Problem>);
 
 impl Problems {
-    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) {
+    pub fn push(
+        &mut self,
+        path: impl Into<String>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
         self.0.push(Problem::new(path, message, fix));
     }
 }

@@ -22,12 +22,18 @@ impl VarSource {
                 dotenv.insert(k, v);
             }
         }
-        Self { dotenv, overrides: None }
+        Self {
+            dotenv,
+            overrides: None,
+        }
     }
 
     /// A fixed set of variables (tests, and the demo's generated registry).
     pub fn fixed(vars: HashMap<String, String>) -> Self {
-        Self { dotenv: HashMap::new(), overrides: Some(vars) }
+        Self {
+            dotenv: HashMap::new(),
+            overrides: Some(vars),
+        }
     }
 
     /// Looks a variable up: environment first, `.env` second.
@@ -35,7 +41,9 @@ impl VarSource {
         if let Some(o) = &self.overrides {
             return o.get(name).cloned();
         }
-        std::env::var(name).ok().or_else(|| self.dotenv.get(name).cloned())
+        std::env::var(name)
+            .ok()
+            .or_else(|| self.dotenv.get(name).cloned())
     }
 
     /// Every variable visible, `.env` underneath the environment (for env-only mode).
@@ -99,11 +107,17 @@ mod tests {
     #[test]
     fn expands_and_escapes() {
         assert_eq!(expand("a ${PW} b", &vars()).unwrap(), "a s3:cr#t b");
-        assert_eq!(expand("cost $$5 and $x", &vars()).unwrap(), "cost $5 and $x");
+        assert_eq!(
+            expand("cost $$5 and $x", &vars()).unwrap(),
+            "cost $5 and $x"
+        );
     }
 
     #[test]
     fn names_every_missing_variable() {
-        assert_eq!(expand("${A}${PW}${B}", &vars()).unwrap_err(), vec!["A", "B"]);
+        assert_eq!(
+            expand("${A}${PW}${B}", &vars()).unwrap_err(),
+            vec!["A", "B"]
+        );
     }
 }

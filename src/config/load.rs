@@ -12,13 +12,24 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const TOP_LEVEL_KEYS: &[&str] = &["defaults", "server", "fleet_guard", "lease", "heartbeat", "archive", "notify", "targets"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "defaults",
+    "server",
+    "fleet_guard",
+    "lease",
+    "heartbeat",
+    "archive",
+    "notify",
+    "targets",
+];
 
 /// Reads and validates a registry file.
 pub fn load_file(path: &Path, vars: &VarSource) -> Result<Registry, ConfigError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Unreadable { file: file.clone(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+        file: file.clone(),
+        source,
+    })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     load_str(&text, Source::File(path.to_path_buf()), &base, vars)
 }
@@ -32,26 +43,41 @@ pub fn load_str(
     vars: &VarSource,
 ) -> Result<Registry, ConfigError> {
     let file = source.to_string();
-    let invalid = |problems: Problems| ConfigError::Invalid { file: file.clone(), problems: problems.0 };
+    let invalid = |problems: Problems| ConfigError::Invalid {
+        file: file.clone(),
+        problems: problems.0,
+    };
     let mut problems = Problems::default();
 
     let mut doc: Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
         Err(e) => {
-            problems.push("(document)", format!("not valid YAML: {e}"), "fix the YAML syntax at the position shown");
+            problems.push(
+                "(document)",
+                format!("not valid YAML: {e}"),
+                "fix the YAML syntax at the position shown",
+            );
             return Err(invalid(problems));
         }
     };
     expand_tree(&mut doc, "", vars, &mut problems);
 
     let Value::Mapping(map) = doc else {
-        problems.push("(document)", "the registry must be a mapping with a `targets:` list", "start from targets.yaml.example");
+        problems.push(
+            "(document)",
+            "the registry must be a mapping with a `targets:` list",
+            "start from targets.yaml.example",
+        );
         return Err(invalid(problems));
     };
     for key in map.keys() {
         let k = key.as_str().unwrap_or("?");
         if !TOP_LEVEL_KEYS.contains(&k) {
-            problems.push(k, format!("unknown key `{k}`"), format!("remove it or use one of: {}", TOP_LEVEL_KEYS.join(", ")));
+            problems.push(
+                k,
+                format!("unknown key `{k}`"),
+                format!("remove it or use one of: {}", TOP_LEVEL_KEYS.join(", ")),
+            );
         }
     }
     let defaults: RawDefaults = section(&map, "defaults", &mut problems).unwrap_or_default();
@@ -61,7 +87,11 @@ pub fn load_str(
     let mut targets_raw = Vec::new();
     match map.get("targets") {
         None | Some(Value::Null) => {
-            problems.push("targets", "no targets are listed", "add at least one entry under `targets:` with a name and a dsn");
+            problems.push(
+                "targets",
+                "no targets are listed",
+                "add at least one entry under `targets:` with a name and a dsn",
+            );
         }
         Some(Value::Sequence(seq)) => {
             // Duplicates are found on the raw names, so a target with another error still counts.
@@ -69,51 +99,91 @@ pub fn load_str(
             for (i, item) in seq.iter().enumerate() {
                 if let Some(name) = item.get("name").and_then(Value::as_str) {
                     if !names.insert(name) {
-                        problems.push(format!("targets[{i}].name"), format!("duplicate target name '{name}'"), "give every target a unique name");
+                        problems.push(
+                            format!("targets[{i}].name"),
+                            format!("duplicate target name '{name}'"),
+                            "give every target a unique name",
+                        );
                     }
                 }
             }
             for (i, item) in seq.iter().enumerate() {
-                if let Some(t) = typed::<RawTarget>(item.clone(), &format!("targets[{i}]"), &mut problems) {
+                if let Some(t) =
+                    typed::<RawTarget>(item.clone(), &format!("targets[{i}]"), &mut problems)
+                {
                     targets_raw.push((i, t));
                 }
             }
         }
-        Some(_) => problems.push("targets", "`targets` must be a list", "write each target as a `- name: ...` entry"),
+        Some(_) => problems.push(
+            "targets",
+            "`targets` must be a list",
+            "write each target as a `- name: ...` entry",
+        ),
     }
 
     let server: Option<RawServer> = section(&map, "server", &mut problems);
-    let mut registry = build(source.clone(), defaults, archive, notify, targets_raw, &mut problems);
+    let mut registry = build(
+        source.clone(),
+        defaults,
+        archive,
+        notify,
+        targets_raw,
+        &mut problems,
+    );
     registry.server = server.and_then(|s| build_server(s, &mut problems));
     if let Some(h) = section::<RawHeartbeat>(&map, "heartbeat", &mut problems) {
-        let interval = h.interval.as_ref().and_then(|d| duration(d, "heartbeat.interval", &mut problems)).unwrap_or(Duration::from_secs(60));
+        let interval = h
+            .interval
+            .as_ref()
+            .and_then(|d| duration(d, "heartbeat.interval", &mut problems))
+            .unwrap_or(Duration::from_secs(60));
         if webhook_url(&h.url, "heartbeat.url", &mut problems) {
-            registry.heartbeat = Some(HeartbeatConfig { url: Secret::new(h.url), interval });
+            registry.heartbeat = Some(HeartbeatConfig {
+                url: Secret::new(h.url),
+                interval,
+            });
         }
     }
     if let Some(l) = section::<RawLease>(&map, "lease", &mut problems) {
         if let Some(d) = l.dir {
             if d.trim().is_empty() {
-                problems.push("lease.dir", "the directory is empty", "give a directory every daemon watching these servers can lock, or remove it");
+                problems.push(
+                    "lease.dir",
+                    "the directory is empty",
+                    "give a directory every daemon watching these servers can lock, or remove it",
+                );
             } else {
                 registry.lease.dir = Some(PathBuf::from(d));
             }
         }
-        if let Some(t) = l.ttl.as_ref().and_then(|d| duration(d, "lease.ttl", &mut problems)) {
+        if let Some(t) = l
+            .ttl
+            .as_ref()
+            .and_then(|d| duration(d, "lease.ttl", &mut problems))
+        {
             registry.lease.ttl = t;
         }
     }
     if let Some(g) = section::<RawFleetGuard>(&map, "fleet_guard", &mut problems) {
         if let Some(s) = g.max_failing_share {
             if !(0.0..1.0).contains(&s) {
-                problems.push("fleet_guard.max_failing_share", format!("{s} is not a share"), "use a fraction from 0 to 1, e.g. 0.5");
+                problems.push(
+                    "fleet_guard.max_failing_share",
+                    format!("{s} is not a share"),
+                    "use a fraction from 0 to 1, e.g. 0.5",
+                );
             } else {
                 registry.fleet_guard.max_failing_share = s;
             }
         }
         if let Some(n) = g.min_failing {
             if n < 1 {
-                problems.push("fleet_guard.min_failing", format!("{n} is too small"), "use 1 or more (default 3)");
+                problems.push(
+                    "fleet_guard.min_failing",
+                    format!("{n} is too small"),
+                    "use 1 or more (default 3)",
+                );
             } else {
                 registry.fleet_guard.min_failing = n as usize;
             }
@@ -135,8 +205,18 @@ pub(crate) fn build(
     targets_raw: Vec<(usize, RawTarget)>,
     problems: &mut Problems,
 ) -> Registry {
-    let base_probe = merge_probe(&ProbeConfig::default(), defaults.probe.as_ref(), "defaults.probe", problems);
-    let base_budget = merge_budget(&BudgetConfig::default(), defaults.restart_budget.as_ref(), "defaults.restart_budget", problems);
+    let base_probe = merge_probe(
+        &ProbeConfig::default(),
+        defaults.probe.as_ref(),
+        "defaults.probe",
+        problems,
+    );
+    let base_budget = merge_budget(
+        &BudgetConfig::default(),
+        defaults.restart_budget.as_ref(),
+        "defaults.restart_budget",
+        problems,
+    );
     let base_recovery = defaults
         .recovery_timeout
         .as_ref()
@@ -147,8 +227,17 @@ pub(crate) fn build(
     let mut targets = Vec::new();
     for (i, t) in targets_raw {
         let at = format!("targets[{i}]");
-        if t.name.trim().is_empty() || !t.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            problems.push(format!("{at}.name"), format!("'{}' is not a usable target name", t.name), "use letters, digits, '-', '_' or '.' (it becomes part of file names)");
+        if t.name.trim().is_empty()
+            || !t
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            problems.push(
+                format!("{at}.name"),
+                format!("'{}' is not a usable target name", t.name),
+                "use letters, digits, '-', '_' or '.' (it becomes part of file names)",
+            );
         }
         let dsn = match Dsn::parse(&t.dsn) {
             Ok(d) => Some(d),
@@ -157,9 +246,23 @@ pub(crate) fn build(
                 None
             }
         };
-        let probe = merge_probe(&base_probe, t.probe.as_ref(), &format!("{at}.probe"), problems);
-        let target_policy = base_policy.merged(&policy(t.policy.as_ref(), &format!("{at}.policy"), problems));
-        let budget = merge_budget(&base_budget, t.restart_budget.as_ref(), &format!("{at}.restart_budget"), problems);
+        let probe = merge_probe(
+            &base_probe,
+            t.probe.as_ref(),
+            &format!("{at}.probe"),
+            problems,
+        );
+        let target_policy = base_policy.merged(&policy(
+            t.policy.as_ref(),
+            &format!("{at}.policy"),
+            problems,
+        ));
+        let budget = merge_budget(
+            &base_budget,
+            t.restart_budget.as_ref(),
+            &format!("{at}.restart_budget"),
+            problems,
+        );
         let recovery_timeout = t
             .recovery_timeout
             .as_ref()
@@ -178,16 +281,28 @@ pub(crate) fn build(
                 Some(HealAction::Command { argv: h.command.clone(), timeout })
             }
         });
-        let forensic_files = t.forensics.as_ref().map(|f| f.files.clone()).unwrap_or_default();
+        let forensic_files = t
+            .forensics
+            .as_ref()
+            .map(|f| f.files.clone())
+            .unwrap_or_default();
         for (j, pattern) in forensic_files.iter().enumerate() {
             if let Err(e) = glob::Pattern::new(pattern) {
-                problems.push(format!("{at}.forensics.files[{j}]"), format!("'{pattern}' is not a valid glob: {e}"), "escape '[' and ']' or fix the pattern");
+                problems.push(
+                    format!("{at}.forensics.files[{j}]"),
+                    format!("'{pattern}' is not a valid glob: {e}"),
+                    "escape '[' and ']' or fix the pattern",
+                );
             }
         }
         let pid_file = t.process.as_ref().map(|p| PathBuf::from(&p.pid_file));
         if let Some(p) = &pid_file {
             if p.as_os_str().is_empty() {
-                problems.push(format!("{at}.process.pid_file"), "the pid file path is empty", "give the cluster's postmaster.pid path or remove `process:`");
+                problems.push(
+                    format!("{at}.process.pid_file"),
+                    "the pid file path is empty",
+                    "give the cluster's postmaster.pid path or remove `process:`",
+                );
             }
         }
         if let Some(dsn) = dsn {
@@ -207,7 +322,16 @@ pub(crate) fn build(
 
     let archive = build_archive(archive, problems);
     let notify = build_notify(notify, problems);
-    Registry { source, server: None, fleet_guard: FleetGuardConfig::default(), lease: LeaseConfig::default(), heartbeat: None, archive, notify, targets }
+    Registry {
+        source,
+        server: None,
+        fleet_guard: FleetGuardConfig::default(),
+        lease: LeaseConfig::default(),
+        heartbeat: None,
+        archive,
+        notify,
+        targets,
+    }
 }
 
 fn size(raw: &RawSize, at: &str, problems: &mut Problems) -> Option<u64> {
@@ -215,14 +339,20 @@ fn size(raw: &RawSize, at: &str, problems: &mut Problems) -> Option<u64> {
         RawSize::Bytes(n) => Ok(*n),
         RawSize::Text(t) => crate::config::size::parse_size(t),
     };
-    parsed.map_err(|e| problems.push(at, e, "use 512KiB, 8MiB, 1GiB or a number of bytes")).ok()
+    parsed
+        .map_err(|e| problems.push(at, e, "use 512KiB, 8MiB, 1GiB or a number of bytes"))
+        .ok()
 }
 
 pub(crate) fn build_server(raw: RawServer, problems: &mut Problems) -> Option<ServerConfig> {
     let listen = match raw.listen.parse::<std::net::SocketAddr>() {
         Ok(a) => a,
         Err(_) => {
-            problems.push("server.listen", format!("'{}' is not an address and port", raw.listen), "use e.g. 127.0.0.1:9187 (or 0.0.0.0:9187 inside a container)");
+            problems.push(
+                "server.listen",
+                format!("'{}' is not an address and port", raw.listen),
+                "use e.g. 127.0.0.1:9187 (or 0.0.0.0:9187 inside a container)",
+            );
             return None;
         }
     };
@@ -232,7 +362,11 @@ pub(crate) fn build_server(raw: RawServer, problems: &mut Problems) -> Option<Se
             None
         }
         Some(t) if t.len() < 16 => {
-            problems.push("server.token", format!("the token has {} characters", t.len()), "use at least 16 random characters, e.g. openssl rand -hex 24");
+            problems.push(
+                "server.token",
+                format!("the token has {} characters", t.len()),
+                "use at least 16 random characters, e.g. openssl rand -hex 24",
+            );
             None
         }
         t => t.map(Secret::new),
@@ -247,19 +381,39 @@ fn build_archive(raw: RawArchive, problems: &mut Problems) -> ArchiveConfig {
     }
     if let Some(l) = raw.local {
         if l.dir.trim().is_empty() {
-            problems.push("archive.local.dir", "the directory is empty", "give a directory such as ./incidents");
+            problems.push(
+                "archive.local.dir",
+                "the directory is empty",
+                "give a directory such as ./incidents",
+            );
         }
         a.local_dir = Some(PathBuf::from(l.dir));
     }
-    if let Some(t) = raw.timeout.as_ref().and_then(|d| duration(d, "archive.timeout", problems)) {
+    if let Some(t) = raw
+        .timeout
+        .as_ref()
+        .and_then(|d| duration(d, "archive.timeout", problems))
+    {
         if t.is_zero() {
-            problems.push("archive.timeout", "a timeout of 0 would never wait for S3", "use a duration such as 30s");
+            problems.push(
+                "archive.timeout",
+                "a timeout of 0 would never wait for S3",
+                "use a duration such as 30s",
+            );
         }
         a.timeout = t;
     }
-    if let Some(n) = raw.max_file_size.as_ref().and_then(|s| size(s, "archive.max_file_size", problems)) {
+    if let Some(n) = raw
+        .max_file_size
+        .as_ref()
+        .and_then(|s| size(s, "archive.max_file_size", problems))
+    {
         if n < 4096 {
-            problems.push("archive.max_file_size", format!("{n} bytes would keep almost nothing of a log"), "use at least 4KiB (default 64MiB)");
+            problems.push(
+                "archive.max_file_size",
+                format!("{n} bytes would keep almost nothing of a log"),
+                "use at least 4KiB (default 64MiB)",
+            );
         }
         a.max_file_size = n;
     }
@@ -272,30 +426,68 @@ fn build_archive(raw: RawArchive, problems: &mut Problems) -> ArchiveConfig {
         if let Some(e) = &s3.endpoint {
             match url::Url::parse(e) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
-                _ => problems.push(format!("{at}.endpoint"), format!("'{e}' is not an http(s) URL"), "use the store's URL, e.g. https://minio.internal:9000, or remove it for AWS"),
+                _ => problems.push(
+                    format!("{at}.endpoint"),
+                    format!("'{e}' is not an http(s) URL"),
+                    "use the store's URL, e.g. https://minio.internal:9000, or remove it for AWS",
+                ),
             }
         }
         if let Some(sse) = &s3.sse {
             if sse != "AES256" && sse != "aws:kms" {
-                problems.push(format!("{at}.sse"), format!("'{sse}' is not a server-side encryption mode"), "use AES256 or aws:kms");
+                problems.push(
+                    format!("{at}.sse"),
+                    format!("'{sse}' is not a server-side encryption mode"),
+                    "use AES256 or aws:kms",
+                );
             }
         }
         if s3.sse_kms_key_id.is_some() && s3.sse.as_deref() != Some("aws:kms") {
-            problems.push(format!("{at}.sse_kms_key_id"), "a KMS key is set but sse is not aws:kms", "set sse: aws:kms or remove sse_kms_key_id");
+            problems.push(
+                format!("{at}.sse_kms_key_id"),
+                "a KMS key is set but sse is not aws:kms",
+                "set sse: aws:kms or remove sse_kms_key_id",
+            );
         }
         if let Some(c) = &s3.storage_class {
-            const CLASSES: &[&str] = &["STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "EXPRESS_ONEZONE"];
+            const CLASSES: &[&str] = &[
+                "STANDARD",
+                "REDUCED_REDUNDANCY",
+                "STANDARD_IA",
+                "ONEZONE_IA",
+                "INTELLIGENT_TIERING",
+                "GLACIER",
+                "DEEP_ARCHIVE",
+                "GLACIER_IR",
+                "EXPRESS_ONEZONE",
+            ];
             if !CLASSES.contains(&c.as_str()) {
-                problems.push(format!("{at}.storage_class"), format!("'{c}' is not an S3 storage class"), format!("use one of {}", CLASSES.join(", ")));
+                problems.push(
+                    format!("{at}.storage_class"),
+                    format!("'{c}' is not an S3 storage class"),
+                    format!("use one of {}", CLASSES.join(", ")),
+                );
             }
         }
-        let part_size = s3.part_size.as_ref().and_then(|s| size(s, &format!("{at}.part_size"), problems)).unwrap_or(8 << 20);
+        let part_size = s3
+            .part_size
+            .as_ref()
+            .and_then(|s| size(s, &format!("{at}.part_size"), problems))
+            .unwrap_or(8 << 20);
         if !(5 << 20..=5 << 30).contains(&part_size) {
-            problems.push(format!("{at}.part_size"), format!("{part_size} bytes is outside S3's part limits"), "use 5MiB to 5GiB (default 8MiB)");
+            problems.push(
+                format!("{at}.part_size"),
+                format!("{part_size} bytes is outside S3's part limits"),
+                "use 5MiB to 5GiB (default 8MiB)",
+            );
         }
         a.s3 = Some(S3Config {
             bucket: s3.bucket,
-            prefix: s3.prefix.unwrap_or_else(|| "incidents".into()).trim_matches('/').to_string(),
+            prefix: s3
+                .prefix
+                .unwrap_or_else(|| "incidents".into())
+                .trim_matches('/')
+                .to_string(),
             region: s3.region.filter(|r| !r.is_empty()),
             endpoint: s3.endpoint.filter(|e| !e.is_empty()),
             force_path_style: s3.force_path_style.unwrap_or(false),
@@ -311,45 +503,77 @@ fn build_archive(raw: RawArchive, problems: &mut Problems) -> ArchiveConfig {
 /// S3's bucket naming rules (the common subset).
 fn valid_bucket(b: &str) -> bool {
     (3..=63).contains(&b.len())
-        && b.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && b.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
         && b.starts_with(|c: char| c.is_ascii_alphanumeric())
         && b.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 fn build_notify(raw: RawNotify, problems: &mut Problems) -> NotifyConfig {
-    let mut n = NotifyConfig { console: raw.console.unwrap_or(false), ..NotifyConfig::default() };
+    let mut n = NotifyConfig {
+        console: raw.console.unwrap_or(false),
+        ..NotifyConfig::default()
+    };
     if let Some(s) = raw.slack {
         if webhook_url(&s.webhook_url, "notify.slack.webhook_url", problems) {
-            n.slack = Some(ChatWebhook { url: Secret::new(s.webhook_url) });
+            n.slack = Some(ChatWebhook {
+                url: Secret::new(s.webhook_url),
+            });
         }
     }
     if let Some(d) = raw.discord {
         if webhook_url(&d.webhook_url, "notify.discord.webhook_url", problems) {
-            n.discord = Some(ChatWebhook { url: Secret::new(d.webhook_url) });
+            n.discord = Some(ChatWebhook {
+                url: Secret::new(d.webhook_url),
+            });
         }
     }
     for (i, w) in raw.webhooks.unwrap_or_default().into_iter().enumerate() {
         if webhook_url(&w.url, &format!("notify.webhooks[{i}].url"), problems) {
-            let headers: BTreeMap<_, _> = w.headers.into_iter().map(|(k, v)| (k, Secret::new(v))).collect();
-            n.webhooks.push(GenericWebhook { url: Secret::new(w.url), headers });
+            let headers: BTreeMap<_, _> = w
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k, Secret::new(v)))
+                .collect();
+            n.webhooks.push(GenericWebhook {
+                url: Secret::new(w.url),
+                headers,
+            });
         }
     }
     if let Some(p) = raw.pagerduty {
-        let url = p.url.unwrap_or_else(|| "https://events.pagerduty.com/v2/enqueue".into());
+        let url = p
+            .url
+            .unwrap_or_else(|| "https://events.pagerduty.com/v2/enqueue".into());
         if p.routing_key.trim().is_empty() {
-            problems.push("notify.pagerduty.routing_key", "the routing key is empty", "copy the Events API v2 integration key of the PagerDuty service");
+            problems.push(
+                "notify.pagerduty.routing_key",
+                "the routing key is empty",
+                "copy the Events API v2 integration key of the PagerDuty service",
+            );
         } else if webhook_url(&url, "notify.pagerduty.url", problems) {
-            n.pagerduty = Some(PagerDutyConfig { routing_key: Secret::new(p.routing_key), url: Secret::new(url) });
+            n.pagerduty = Some(PagerDutyConfig {
+                routing_key: Secret::new(p.routing_key),
+                url: Secret::new(url),
+            });
         }
     }
     if let Some(a) = raw.max_attempts {
         if !(1..=100).contains(&a) {
-            problems.push("notify.max_attempts", format!("{a} is out of range"), "use a number from 1 to 100");
+            problems.push(
+                "notify.max_attempts",
+                format!("{a} is out of range"),
+                "use a number from 1 to 100",
+            );
         } else {
             n.max_attempts = a as u32;
         }
     }
-    if let Some(d) = raw.max_backoff.as_ref().and_then(|d| duration(d, "notify.max_backoff", problems)) {
+    if let Some(d) = raw
+        .max_backoff
+        .as_ref()
+        .and_then(|d| duration(d, "notify.max_backoff", problems))
+    {
         n.max_backoff = d;
     }
     n
@@ -371,7 +595,11 @@ fn webhook_url(text: &str, path: &str, problems: &mut Problems) -> bool {
     match url::Url::parse(text) {
         Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host_str().is_some() => true,
         Ok(u) => {
-            problems.push(path, format!("'{}://…' is not an http(s) URL with a host", u.scheme()), fix);
+            problems.push(
+                path,
+                format!("'{}://…' is not an http(s) URL with a host", u.scheme()),
+                fix,
+            );
             false
         }
         Err(e) => {
@@ -381,33 +609,62 @@ fn webhook_url(text: &str, path: &str, problems: &mut Problems) -> bool {
     }
 }
 
-fn merge_probe(base: &ProbeConfig, over: Option<&RawProbe>, at: &str, problems: &mut Problems) -> ProbeConfig {
+fn merge_probe(
+    base: &ProbeConfig,
+    over: Option<&RawProbe>,
+    at: &str,
+    problems: &mut Problems,
+) -> ProbeConfig {
     let mut p = base.clone();
     let Some(o) = over else { return p };
     if let Some(q) = &o.query {
         if q.trim().is_empty() {
-            problems.push(format!("{at}.query"), "the probe query is empty", "use a cheap query such as SELECT 1");
+            problems.push(
+                format!("{at}.query"),
+                "the probe query is empty",
+                "use a cheap query such as SELECT 1",
+            );
         } else {
             p.query = q.clone();
         }
     }
-    if let Some(d) = o.interval.as_ref().and_then(|d| duration(d, &format!("{at}.interval"), problems)) {
+    if let Some(d) = o
+        .interval
+        .as_ref()
+        .and_then(|d| duration(d, &format!("{at}.interval"), problems))
+    {
         if d.is_zero() {
-            problems.push(format!("{at}.interval"), "an interval of 0 would probe in a busy loop", "use at least 100ms");
+            problems.push(
+                format!("{at}.interval"),
+                "an interval of 0 would probe in a busy loop",
+                "use at least 100ms",
+            );
         } else {
             p.interval = d;
         }
     }
-    if let Some(d) = o.timeout.as_ref().and_then(|d| duration(d, &format!("{at}.timeout"), problems)) {
+    if let Some(d) = o
+        .timeout
+        .as_ref()
+        .and_then(|d| duration(d, &format!("{at}.timeout"), problems))
+    {
         if d.is_zero() {
-            problems.push(format!("{at}.timeout"), "a timeout of 0 fails every probe", "use at least 100ms");
+            problems.push(
+                format!("{at}.timeout"),
+                "a timeout of 0 fails every probe",
+                "use at least 100ms",
+            );
         } else {
             p.timeout = d;
         }
     }
     if let Some(n) = o.failure_threshold {
         if n < 1 || n > 1000 {
-            problems.push(format!("{at}.failure_threshold"), format!("{n} is not a usable threshold"), "use 1 or more (1 acts on the first failure)");
+            problems.push(
+                format!("{at}.failure_threshold"),
+                format!("{n} is not a usable threshold"),
+                "use 1 or more (1 acts on the first failure)",
+            );
         } else {
             p.failure_threshold = n as u32;
         }
@@ -419,61 +676,117 @@ fn merge_probe(base: &ProbeConfig, over: Option<&RawProbe>, at: &str, problems: 
         None => {}
         Some("primary") => p.primary = true,
         Some("any") => p.primary = false,
-        Some(other) => problems.push(format!("{at}.role"), format!("'{other}' is not a role"), "use primary (a standby answer is a failure) or any"),
+        Some(other) => problems.push(
+            format!("{at}.role"),
+            format!("'{other}' is not a role"),
+            "use primary (a standby answer is a failure) or any",
+        ),
     }
     p
 }
 
-fn policy(raw: Option<&BTreeMap<String, String>>, at: &str, problems: &mut Problems) -> crate::policy::Policy {
+fn policy(
+    raw: Option<&BTreeMap<String, String>>,
+    at: &str,
+    problems: &mut Problems,
+) -> crate::policy::Policy {
     let mut p = crate::policy::Policy::default();
     for (class, action) in raw.into_iter().flatten() {
         let key = format!("{at}.{class}");
         let Some(c) = crate::probe::FailureClass::from_label(class) else {
-            let all: Vec<&str> = crate::probe::FailureClass::ALL.iter().map(|c| c.label()).collect();
-            problems.push(key, format!("unknown failure class `{class}`"), format!("use one of {}", all.join(", ")));
+            let all: Vec<&str> = crate::probe::FailureClass::ALL
+                .iter()
+                .map(|c| c.label())
+                .collect();
+            problems.push(
+                key,
+                format!("unknown failure class `{class}`"),
+                format!("use one of {}", all.join(", ")),
+            );
             continue;
         };
         match crate::policy::Action::from_label(action) {
             Some(crate::policy::Action::Restart) if c == crate::probe::FailureClass::Recovering => {
-                problems.push(key, "a server answering 57P03 is recovering and is never restarted", "remove this key");
+                problems.push(
+                    key,
+                    "a server answering 57P03 is recovering and is never restarted",
+                    "remove this key",
+                );
             }
             Some(a) => {
                 p.overrides.insert(class.clone(), a);
             }
-            None => problems.push(key, format!("'{action}' is not an action"), "use restart or alert"),
+            None => problems.push(
+                key,
+                format!("'{action}' is not an action"),
+                "use restart or alert",
+            ),
         }
     }
     p
 }
 
-fn merge_budget(base: &BudgetConfig, over: Option<&RawBudget>, at: &str, problems: &mut Problems) -> BudgetConfig {
+fn merge_budget(
+    base: &BudgetConfig,
+    over: Option<&RawBudget>,
+    at: &str,
+    problems: &mut Problems,
+) -> BudgetConfig {
     let mut b = base.clone();
     let Some(o) = over else { return b };
     if let Some(n) = o.max_restarts {
         if !(0..=1000).contains(&n) {
-            problems.push(format!("{at}.max_restarts"), format!("{n} is out of range"), "use 0 (never restart) up to 1000");
+            problems.push(
+                format!("{at}.max_restarts"),
+                format!("{n} is out of range"),
+                "use 0 (never restart) up to 1000",
+            );
         } else {
             b.max_restarts = n as u32;
         }
     }
-    if let Some(d) = o.window.as_ref().and_then(|d| duration(d, &format!("{at}.window"), problems)) {
+    if let Some(d) = o
+        .window
+        .as_ref()
+        .and_then(|d| duration(d, &format!("{at}.window"), problems))
+    {
         if d.is_zero() {
-            problems.push(format!("{at}.window"), "a window of 0 would allow unlimited restarts", "use a window such as 1h");
+            problems.push(
+                format!("{at}.window"),
+                "a window of 0 would allow unlimited restarts",
+                "use a window such as 1h",
+            );
         } else {
             b.window = d;
         }
     }
-    if let Some(d) = o.backoff.as_ref().and_then(|d| duration(d, &format!("{at}.backoff"), problems)) {
+    if let Some(d) = o
+        .backoff
+        .as_ref()
+        .and_then(|d| duration(d, &format!("{at}.backoff"), problems))
+    {
         b.backoff = d;
     }
-    if let Some(d) = o.backoff_max.as_ref().and_then(|d| duration(d, &format!("{at}.backoff_max"), problems)) {
+    if let Some(d) = o
+        .backoff_max
+        .as_ref()
+        .and_then(|d| duration(d, &format!("{at}.backoff_max"), problems))
+    {
         b.backoff_max = d;
     }
-    if let Some(d) = o.backoff_reset.as_ref().and_then(|d| duration(d, &format!("{at}.backoff_reset"), problems)) {
+    if let Some(d) = o
+        .backoff_reset
+        .as_ref()
+        .and_then(|d| duration(d, &format!("{at}.backoff_reset"), problems))
+    {
         b.backoff_reset = d;
     }
     if b.backoff > b.backoff_max {
-        problems.push(format!("{at}.backoff"), "backoff is longer than backoff_max", "make backoff_max at least as long as backoff");
+        problems.push(
+            format!("{at}.backoff"),
+            "backoff is longer than backoff_max",
+            "make backoff_max at least as long as backoff",
+        );
     }
     b
 }
@@ -489,7 +802,11 @@ fn duration(raw: &RawDuration, at: &str, problems: &mut Problems) -> Option<Dura
 }
 
 /// Deserializes one top-level section, recording a problem (with its key path) on failure.
-fn section<T: DeserializeOwned>(map: &serde_yaml::Mapping, key: &str, problems: &mut Problems) -> Option<T> {
+fn section<T: DeserializeOwned>(
+    map: &serde_yaml::Mapping,
+    key: &str,
+    problems: &mut Problems,
+) -> Option<T> {
     match map.get(key) {
         None | Some(Value::Null) => None,
         Some(v) => typed(v.clone(), key, problems),
@@ -501,7 +818,11 @@ fn typed<T: DeserializeOwned>(v: Value, at: &str, problems: &mut Problems) -> Op
         Ok(t) => Some(t),
         Err(e) => {
             let inner = e.path().to_string();
-            let path = if inner == "." || inner.is_empty() { at.to_string() } else { format!("{at}.{inner}") };
+            let path = if inner == "." || inner.is_empty() {
+                at.to_string()
+            } else {
+                format!("{at}.{inner}")
+            };
             let msg = e.inner().to_string();
             let fix = if msg.starts_with("unknown field") {
                 "remove the key or correct its spelling (see targets.yaml.example)".to_string()
@@ -539,7 +860,11 @@ fn expand_tree(v: &mut Value, at: &str, vars: &VarSource, problems: &mut Problem
         Value::Mapping(m) => {
             for (k, item) in m.iter_mut() {
                 let key = k.as_str().unwrap_or("?");
-                let path = if at.is_empty() { key.to_string() } else { format!("{at}.{key}") };
+                let path = if at.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{at}.{key}")
+                };
                 expand_tree(item, &path, vars, problems);
             }
         }

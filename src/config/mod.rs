@@ -6,8 +6,8 @@ pub mod error;
 pub mod expand;
 mod load;
 pub mod model;
-pub mod size;
 mod raw;
+pub mod size;
 
 pub use error::{ConfigError, Problem};
 pub use expand::VarSource;

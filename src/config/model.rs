@@ -37,7 +37,10 @@ pub struct Dsn {
 impl Dsn {
     pub fn parse(raw: &str) -> Result<Self, tokio_postgres::Error> {
         let parsed = tokio_postgres::Config::from_str(raw)?;
-        Ok(Self { raw: Secret::new(raw), parsed })
+        Ok(Self {
+            raw: Secret::new(raw),
+            parsed,
+        })
     }
     /// The connection settings for tokio-postgres.
     pub fn config(&self) -> &tokio_postgres::Config {
@@ -107,7 +110,10 @@ impl BudgetConfig {
     /// The wait after the `n`-th restart of a streak (n >= 1) before the next one.
     pub fn backoff_after(&self, n: u32) -> Duration {
         let factor = 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX);
-        self.backoff.checked_mul(factor).unwrap_or(self.backoff_max).min(self.backoff_max)
+        self.backoff
+            .checked_mul(factor)
+            .unwrap_or(self.backoff_max)
+            .min(self.backoff_max)
     }
 }
 
@@ -121,7 +127,10 @@ pub struct LeaseConfig {
 
 impl Default for LeaseConfig {
     fn default() -> Self {
-        Self { dir: None, ttl: Duration::from_secs(120) }
+        Self {
+            dir: None,
+            ttl: Duration::from_secs(120),
+        }
     }
 }
 
@@ -134,13 +143,22 @@ pub struct FleetGuardConfig {
 
 impl Default for FleetGuardConfig {
     fn default() -> Self {
-        Self { max_failing_share: 0.5, min_failing: 3 }
+        Self {
+            max_failing_share: 0.5,
+            min_failing: 3,
+        }
     }
 }
 
 impl Default for BudgetConfig {
     fn default() -> Self {
-        Self { max_restarts: 3, window: Duration::from_secs(3600), backoff: Duration::from_secs(10), backoff_max: Duration::from_secs(300), backoff_reset: Duration::from_secs(600) }
+        Self {
+            max_restarts: 3,
+            window: Duration::from_secs(3600),
+            backoff: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(300),
+            backoff_reset: Duration::from_secs(600),
+        }
     }
 }
 
@@ -148,7 +166,10 @@ impl Default for BudgetConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum HealAction {
     /// Run a program (argv, no shell): pg_ctl, systemctl, a script.
-    Command { argv: Vec<String>, timeout: Duration },
+    Command {
+        argv: Vec<String>,
+        timeout: Duration,
+    },
 }
 
 /// One watched database.
@@ -183,7 +204,12 @@ pub struct ArchiveConfig {
 
 impl Default for ArchiveConfig {
     fn default() -> Self {
-        Self { local_dir: Some(PathBuf::from("./incidents")), s3: None, timeout: Duration::from_secs(30), max_file_size: 64 << 20 }
+        Self {
+            local_dir: Some(PathBuf::from("./incidents")),
+            s3: None,
+            timeout: Duration::from_secs(30),
+            max_file_size: 64 << 20,
+        }
     }
 }
 
@@ -313,6 +339,15 @@ pub struct Registry {
 impl Registry {
     /// No targets, default sinks.
     pub fn empty() -> Self {
-        Self { source: Source::Generated("empty".into()), server: None, fleet_guard: FleetGuardConfig::default(), lease: LeaseConfig::default(), heartbeat: None, archive: ArchiveConfig::default(), notify: NotifyConfig::default(), targets: vec![] }
+        Self {
+            source: Source::Generated("empty".into()),
+            server: None,
+            fleet_guard: FleetGuardConfig::default(),
+            lease: LeaseConfig::default(),
+            heartbeat: None,
+            archive: ArchiveConfig::default(),
+            notify: NotifyConfig::default(),
+            targets: vec![],
+        }
     }
 }

@@ -18,10 +18,17 @@ pub enum CommandResult {
 /// Runs `argv` once. stdout and stderr go straight to `log` (a file, not a pipe), so a daemon
 /// the command leaves behind cannot hold our read end open and hang the heal.
 pub async fn run(argv: &[String], timeout: Duration, log: &Path) -> CommandResult {
-    let open = || std::fs::OpenOptions::new().create(true).append(true).open(log);
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+    };
     let (out, err) = match (open(), open()) {
         (Ok(o), Ok(e)) => (o, e),
-        (Err(e), _) | (_, Err(e)) => return CommandResult::SpawnFailed(format!("cannot open {}: {e}", log.display())),
+        (Err(e), _) | (_, Err(e)) => {
+            return CommandResult::SpawnFailed(format!("cannot open {}: {e}", log.display()))
+        }
     };
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])

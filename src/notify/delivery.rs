@@ -49,21 +49,47 @@ impl DeliveryError {
 }
 
 /// Posts `body` until it is accepted or the policy says stop. Returns the attempts used.
-pub async fn deliver(client: &reqwest::Client, ep: &Endpoint, body: &serde_json::Value, policy: Policy) -> Result<u32, DeliveryError> {
-    send(client, reqwest::Method::POST, ep.url.expose(), ep, body, policy).await.map(|(attempts, _)| attempts)
+pub async fn deliver(
+    client: &reqwest::Client,
+    ep: &Endpoint,
+    body: &serde_json::Value,
+    policy: Policy,
+) -> Result<u32, DeliveryError> {
+    send(
+        client,
+        reqwest::Method::POST,
+        ep.url.expose(),
+        ep,
+        body,
+        policy,
+    )
+    .await
+    .map(|(attempts, _)| attempts)
 }
 
 /// Sends `body` with `method` to `url` (the endpoint's, or one derived from it) with the same
 /// retry rules; returns the attempts used and the accepted response's body.
-pub async fn send(client: &reqwest::Client, method: reqwest::Method, url: &str, ep: &Endpoint, body: &serde_json::Value, policy: Policy) -> Result<(u32, String), DeliveryError> {
+pub async fn send(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    ep: &Endpoint,
+    body: &serde_json::Value,
+    policy: Policy,
+) -> Result<(u32, String), DeliveryError> {
     let mut last = String::new();
     for attempt in 1..=policy.max_attempts {
-        let mut req = client.request(method.clone(), url).timeout(policy.request_timeout).json(body);
+        let mut req = client
+            .request(method.clone(), url)
+            .timeout(policy.request_timeout)
+            .json(body);
         for (k, v) in &ep.headers {
             req = req.header(k, v.expose());
         }
         let wait = match req.send().await {
-            Ok(resp) if resp.status().is_success() => return Ok((attempt, resp.text().await.unwrap_or_default())),
+            Ok(resp) if resp.status().is_success() => {
+                return Ok((attempt, resp.text().await.unwrap_or_default()))
+            }
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let header_wait = resp
@@ -81,21 +107,35 @@ pub async fn send(client: &reqwest::Client, method: reqwest::Method, url: &str, 
                     return Err(DeliveryError::Gone { status });
                 }
                 if status != 429 && !(500..600).contains(&status) {
-                    return Err(DeliveryError::Rejected { status, body: crate::notify::clip(&text, 200) });
+                    return Err(DeliveryError::Rejected {
+                        status,
+                        body: crate::notify::clip(&text, 200),
+                    });
                 }
                 last = format!("HTTP {status}");
                 header_wait.or(body_wait)
             }
             Err(e) => {
                 // reqwest errors name the URL; keep only the kind, since the URL is a secret.
-                last = if e.is_timeout() { "timed out".into() } else if e.is_connect() { "connection failed".into() } else { "request failed".into() };
+                last = if e.is_timeout() {
+                    "timed out".into()
+                } else if e.is_connect() {
+                    "connection failed".into()
+                } else {
+                    "request failed".into()
+                };
                 None
             }
         };
         if attempt < policy.max_attempts {
-            let delay = wait.map(|w| w.min(Duration::from_secs(300))).unwrap_or_else(|| policy.backoff.delay(attempt - 1));
+            let delay = wait
+                .map(|w| w.min(Duration::from_secs(300)))
+                .unwrap_or_else(|| policy.backoff.delay(attempt - 1));
             tokio::time::sleep(delay).await;
         }
     }
-    Err(DeliveryError::Exhausted { attempts: policy.max_attempts, last })
+    Err(DeliveryError::Exhausted {
+        attempts: policy.max_attempts,
+        last,
+    })
 }

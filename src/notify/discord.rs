@@ -41,7 +41,14 @@ pub fn edited_payload(history: &[Notice]) -> Value {
     let mut v = payload(last);
     let timeline: Vec<String> = history
         .iter()
-        .map(|n| format!("`{}` **{}**: {}", n.timestamp.format("%H:%M:%S"), n.kind.label(), n.summary))
+        .map(|n| {
+            format!(
+                "`{}` **{}**: {}",
+                n.timestamp.format("%H:%M:%S"),
+                n.kind.label(),
+                n.summary
+            )
+        })
         .collect();
     v["embeds"][0]["description"] = Value::String(clip(&timeline.join("\n"), 4096));
     v

@@ -10,8 +10,8 @@ pub mod webhook;
 
 use crate::config::NotifyConfig;
 use crate::probe::ProbeFailure;
-use delivery::Endpoint;
 use chrono::{DateTime, Utc};
+use delivery::Endpoint;
 use serde::{Deserialize, Serialize};
 
 /// How a channel wants its payload.
@@ -39,26 +39,61 @@ impl Format {
 pub fn endpoints(cfg: &NotifyConfig) -> Vec<(Format, Endpoint)> {
     let mut out = Vec::new();
     if let Some(s) = &cfg.slack {
-        out.push((Format::Slack, Endpoint { channel: "slack".into(), url: s.url.clone(), headers: Default::default() }));
+        out.push((
+            Format::Slack,
+            Endpoint {
+                channel: "slack".into(),
+                url: s.url.clone(),
+                headers: Default::default(),
+            },
+        ));
     }
     if let Some(d) = &cfg.discord {
-        out.push((Format::Discord, Endpoint { channel: "discord".into(), url: d.url.clone(), headers: Default::default() }));
+        out.push((
+            Format::Discord,
+            Endpoint {
+                channel: "discord".into(),
+                url: d.url.clone(),
+                headers: Default::default(),
+            },
+        ));
     }
     if let Some(p) = &cfg.pagerduty {
-        out.push((Format::PagerDuty(p.routing_key.clone()), Endpoint { channel: "pagerduty".into(), url: p.url.clone(), headers: Default::default() }));
+        out.push((
+            Format::PagerDuty(p.routing_key.clone()),
+            Endpoint {
+                channel: "pagerduty".into(),
+                url: p.url.clone(),
+                headers: Default::default(),
+            },
+        ));
     }
     for (i, w) in cfg.webhooks.iter().enumerate() {
-        out.push((Format::Webhook, Endpoint { channel: format!("webhook[{i}]"), url: w.url.clone(), headers: w.headers.clone() }));
+        out.push((
+            Format::Webhook,
+            Endpoint {
+                channel: format!("webhook[{i}]"),
+                url: w.url.clone(),
+                headers: w.headers.clone(),
+            },
+        ));
     }
     out
 }
 
 /// `sentinel-remedy notify-test`: one test notice to every channel; each channel's result.
 pub async fn send_test(cfg: &NotifyConfig) -> Vec<(String, Result<u32, delivery::DeliveryError>)> {
-    let client = reqwest::Client::builder().user_agent(concat!("sentinel-remedy/", env!("CARGO_PKG_VERSION"))).build().expect("HTTP client");
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("sentinel-remedy/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("HTTP client");
     let policy = delivery::Policy {
         max_attempts: cfg.max_attempts.min(3),
-        backoff: crate::backoff::Backoff::new(std::time::Duration::from_millis(500), std::time::Duration::from_secs(5)).expect("static bounds"),
+        backoff: crate::backoff::Backoff::new(
+            std::time::Duration::from_millis(500),
+            std::time::Duration::from_secs(5),
+        )
+        .expect("static bounds"),
         request_timeout: std::time::Duration::from_secs(10),
     };
     let now = Utc::now();
@@ -73,7 +108,8 @@ pub async fn send_test(cfg: &NotifyConfig) -> Vec<(String, Result<u32, delivery:
         reason: None,
         downtime_seconds: None,
         time_to_recovery_seconds: None,
-        summary: "This is a test message from sentinel-remedy notify-test: this channel works.".into(),
+        summary: "This is a test message from sentinel-remedy notify-test: this channel works."
+            .into(),
     };
     let mut out = Vec::new();
     for (format, ep) in endpoints(cfg) {
@@ -161,7 +197,10 @@ impl Notice {
             NoticeKind::Failure => format!(
                 "🔴 {} failed: {}",
                 self.target,
-                self.failure.as_ref().map(|f| f.class.label()).unwrap_or("unknown")
+                self.failure
+                    .as_ref()
+                    .map(|f| f.class.label())
+                    .unwrap_or("unknown")
             ),
             NoticeKind::Recovery => format!("🟢 {} recovered", self.target),
             NoticeKind::Escalation => format!("🚨 {} needs manual intervention", self.target),
@@ -171,7 +210,10 @@ impl Notice {
 
     /// Key facts as (label, value) pairs, shared by the chat formats.
     pub fn facts(&self) -> Vec<(&'static str, String)> {
-        let mut v = vec![("Target", format!("{} ({})", self.target, self.endpoint)), ("Incident", self.incident_id.clone())];
+        let mut v = vec![
+            ("Target", format!("{} ({})", self.target, self.endpoint)),
+            ("Incident", self.incident_id.clone()),
+        ];
         if let Some(f) = &self.failure {
             v.push(("Failure", f.to_string()));
         }

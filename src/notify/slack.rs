@@ -5,7 +5,11 @@ use serde_json::{json, Value};
 
 /// Slack's limits: header text 150 characters, section text 3000.
 pub fn payload(n: &Notice) -> Value {
-    let facts: String = n.facts().iter().map(|(k, v)| format!("*{k}:* {v}\n")).collect();
+    let facts: String = n
+        .facts()
+        .iter()
+        .map(|(k, v)| format!("*{k}:* {v}\n"))
+        .collect();
     json!({
         "text": clip(&format!("{}: {}", n.title(), n.summary), 3000),
         "blocks": [

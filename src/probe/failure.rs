@@ -59,9 +59,18 @@ impl FailureClass {
 
     /// Every class, for validation messages.
     pub const ALL: [FailureClass; 13] = [
-        FailureClass::ConnectionRefused, FailureClass::Timeout, FailureClass::Authentication, FailureClass::Recovering,
-        FailureClass::QueryError, FailureClass::UnexpectedResult, FailureClass::ConnectionLost, FailureClass::ProcessExited,
-        FailureClass::TooManyConnections, FailureClass::DiskFull, FailureClass::OutOfMemory, FailureClass::DatabaseMissing,
+        FailureClass::ConnectionRefused,
+        FailureClass::Timeout,
+        FailureClass::Authentication,
+        FailureClass::Recovering,
+        FailureClass::QueryError,
+        FailureClass::UnexpectedResult,
+        FailureClass::ConnectionLost,
+        FailureClass::ProcessExited,
+        FailureClass::TooManyConnections,
+        FailureClass::DiskFull,
+        FailureClass::OutOfMemory,
+        FailureClass::DatabaseMissing,
         FailureClass::ReadOnly,
     ];
 
@@ -88,7 +97,11 @@ pub struct ProbeFailure {
 
 impl ProbeFailure {
     pub fn new(class: FailureClass, detail: impl Into<String>) -> Self {
-        Self { class, sqlstate: None, detail: detail.into() }
+        Self {
+            class,
+            sqlstate: None,
+            detail: detail.into(),
+        }
     }
 
     /// Classifies a tokio-postgres error from connect or query.
@@ -107,7 +120,11 @@ impl ProbeFailure {
                 "25006" => FailureClass::ReadOnly,
                 _ => FailureClass::QueryError,
             };
-            return Self { class, sqlstate: Some(code), detail: db.message().to_string() };
+            return Self {
+                class,
+                sqlstate: Some(code),
+                detail: db.message().to_string(),
+            };
         }
         if err.is_closed() {
             return Self::new(FailureClass::ConnectionLost, "connection closed");
@@ -117,7 +134,9 @@ impl ProbeFailure {
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
                 use std::io::ErrorKind::*;
                 let class = match io.kind() {
-                    ConnectionRefused | NotFound | AddrNotAvailable => FailureClass::ConnectionRefused,
+                    ConnectionRefused | NotFound | AddrNotAvailable => {
+                        FailureClass::ConnectionRefused
+                    }
                     TimedOut => FailureClass::Timeout,
                     _ => FailureClass::ConnectionLost,
                 };
@@ -126,7 +145,11 @@ impl ProbeFailure {
             source = s.source();
         }
         let text = err.to_string();
-        let class = if text.contains("timeout") { FailureClass::Timeout } else { FailureClass::ConnectionLost };
+        let class = if text.contains("timeout") {
+            FailureClass::Timeout
+        } else {
+            FailureClass::ConnectionLost
+        };
         Self::new(class, text)
     }
 }

@@ -42,7 +42,12 @@ impl Prober {
             pg.application_name("sentinel-remedy");
         }
         pg.connect_timeout(target.probe.timeout);
-        Self { pg, probe: target.probe.clone(), client: None, manager_checked: None }
+        Self {
+            pg,
+            probe: target.probe.clone(),
+            client: None,
+            manager_checked: None,
+        }
     }
 
     /// Runs one probe: (re)connects if needed, then runs the query, all within the timeout.
@@ -53,7 +58,10 @@ impl Prober {
             Ok(r) => r,
             Err(_) => Err(ProbeFailure::new(
                 FailureClass::Timeout,
-                format!("no answer within {}", crate::config::duration::format_duration(timeout)),
+                format!(
+                    "no answer within {}",
+                    crate::config::duration::format_duration(timeout)
+                ),
             )),
         };
         if result.is_err() {
@@ -62,9 +70,15 @@ impl Prober {
         }
         let latency = start.elapsed();
         let mut manager = None;
-        if result.is_ok() && self.manager_checked.is_none_or(|t| t.elapsed() >= MANAGER_CHECK_EVERY) {
+        if result.is_ok()
+            && self
+                .manager_checked
+                .is_none_or(|t| t.elapsed() >= MANAGER_CHECK_EVERY)
+        {
             if let Some(client) = &self.client {
-                if let Ok(Ok(rows)) = tokio::time::timeout(timeout, client.simple_query(MANAGER_QUERY)).await {
+                if let Ok(Ok(rows)) =
+                    tokio::time::timeout(timeout, client.simple_query(MANAGER_QUERY)).await
+                {
                     self.manager_checked = Some(Instant::now());
                     let name = rows.iter().find_map(|m| match m {
                         SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
@@ -74,7 +88,11 @@ impl Prober {
                 }
             }
         }
-        ProbeOutcome { latency, result, manager }
+        ProbeOutcome {
+            latency,
+            result,
+            manager,
+        }
     }
 
     /// Drops the connection so the next probe reconnects (after a restart, for example).
@@ -87,7 +105,10 @@ impl Prober {
             self.client = Some(connect(&self.pg, self.probe.timeout).await?);
         }
         let client = self.client.as_ref().expect("connected above");
-        let rows = client.simple_query(&self.probe.query).await.map_err(|e| ProbeFailure::from_pg(&e))?;
+        let rows = client
+            .simple_query(&self.probe.query)
+            .await
+            .map_err(|e| ProbeFailure::from_pg(&e))?;
         if let Some(expect) = &self.probe.expect {
             let first = rows.iter().find_map(|m| match m {
                 SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_string)),
@@ -101,13 +122,21 @@ impl Prober {
                         Some(None) => "NULL".into(),
                         None => "no rows".into(),
                     };
-                    return Err(ProbeFailure::new(FailureClass::UnexpectedResult, format!("expected '{expect}', got {got}")));
+                    return Err(ProbeFailure::new(
+                        FailureClass::UnexpectedResult,
+                        format!("expected '{expect}', got {got}"),
+                    ));
                 }
             }
         }
         if self.probe.primary {
-            let rows = client.simple_query("SELECT pg_is_in_recovery()").await.map_err(|e| ProbeFailure::from_pg(&e))?;
-            let standby = rows.iter().any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("t")));
+            let rows = client
+                .simple_query("SELECT pg_is_in_recovery()")
+                .await
+                .map_err(|e| ProbeFailure::from_pg(&e))?;
+            let standby = rows
+                .iter()
+                .any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("t")));
             if standby {
                 return Err(ProbeFailure::new(FailureClass::ReadOnly, "expected a primary, but pg_is_in_recovery() is true (a standby, or a primary demoted by a failover)"));
             }
@@ -117,13 +146,22 @@ impl Prober {
 }
 
 /// Connects and sets the statement timeout; the connection task runs on the current runtime.
-pub async fn connect(pg: &tokio_postgres::Config, timeout: Duration) -> Result<Client, ProbeFailure> {
-    let (client, conn) = pg.connect(NoTls).await.map_err(|e| ProbeFailure::from_pg(&e))?;
+pub async fn connect(
+    pg: &tokio_postgres::Config,
+    timeout: Duration,
+) -> Result<Client, ProbeFailure> {
+    let (client, conn) = pg
+        .connect(NoTls)
+        .await
+        .map_err(|e| ProbeFailure::from_pg(&e))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
     client
-        .simple_query(&format!("SET statement_timeout = {}", timeout.as_millis().max(1)))
+        .simple_query(&format!(
+            "SET statement_timeout = {}",
+            timeout.as_millis().max(1)
+        ))
         .await
         .map_err(|e| ProbeFailure::from_pg(&e))?;
     Ok(client)
@@ -131,7 +169,10 @@ pub async fn connect(pg: &tokio_postgres::Config, timeout: Duration) -> Result<C
 
 /// One connection attempt with no query, used by the healer to tell "accepting connections"
 /// (or starting up) from "still refused".
-pub async fn accepts_connections(pg: &tokio_postgres::Config, timeout: Duration) -> Result<(), ProbeFailure> {
+pub async fn accepts_connections(
+    pg: &tokio_postgres::Config,
+    timeout: Duration,
+) -> Result<(), ProbeFailure> {
     match tokio::time::timeout(timeout, pg.connect(NoTls)).await {
         Ok(Ok((client, conn))) => {
             drop(client);
@@ -139,6 +180,9 @@ pub async fn accepts_connections(pg: &tokio_postgres::Config, timeout: Duration)
             Ok(())
         }
         Ok(Err(e)) => Err(ProbeFailure::from_pg(&e)),
-        Err(_) => Err(ProbeFailure::new(FailureClass::Timeout, "connect timed out")),
+        Err(_) => Err(ProbeFailure::new(
+            FailureClass::Timeout,
+            "connect timed out",
+        )),
     }
 }

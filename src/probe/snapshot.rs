@@ -3,13 +3,13 @@
 //! uptime. Bounded by the probe timeout; each section is best effort, and a server that
 //! cannot answer is said so. Secrets are masked (passwords in query text and conninfo).
 
+use super::ProbeFailure;
 use crate::config::TargetConfig;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use std::time::Duration;
 use tokio_postgres::NoTls;
-use super::ProbeFailure;
 
 /// The captured evidence, stored as `sql-snapshot.json`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -26,7 +26,12 @@ pub struct SqlSnapshot {
 impl SqlSnapshot {
     /// A snapshot that was not attempted (the postmaster is gone).
     pub fn not_taken(reason: impl Into<String>) -> Self {
-        Self { captured_at: Utc::now(), answered: false, error: Some(reason.into()), sections: Default::default() }
+        Self {
+            captured_at: Utc::now(),
+            answered: false,
+            error: Some(reason.into()),
+            sections: Default::default(),
+        }
     }
 }
 
@@ -62,7 +67,10 @@ pub async fn capture(target: &TargetConfig) -> SqlSnapshot {
         Err(_) => SqlSnapshot {
             captured_at: Utc::now(),
             answered: false,
-            error: Some(format!("no answer within the probe timeout ({})", crate::config::duration::format_duration(limit))),
+            error: Some(format!(
+                "no answer within the probe timeout ({})",
+                crate::config::duration::format_duration(limit)
+            )),
             sections: Default::default(),
         },
     }
@@ -70,12 +78,21 @@ pub async fn capture(target: &TargetConfig) -> SqlSnapshot {
 
 async fn capture_inner(target: &TargetConfig, limit: Duration) -> SqlSnapshot {
     let mut cfg = target.dsn.config().clone();
-    cfg.application_name("sentinel-remedy-forensics").connect_timeout(limit);
-    let mut snap = SqlSnapshot { captured_at: Utc::now(), answered: false, error: None, sections: Default::default() };
+    cfg.application_name("sentinel-remedy-forensics")
+        .connect_timeout(limit);
+    let mut snap = SqlSnapshot {
+        captured_at: Utc::now(),
+        answered: false,
+        error: None,
+        sections: Default::default(),
+    };
     let (client, conn) = match cfg.connect(NoTls).await {
         Ok(c) => c,
         Err(e) => {
-            snap.error = Some(format!("could not connect: {}", ProbeFailure::from_pg(&e).detail));
+            snap.error = Some(format!(
+                "could not connect: {}",
+                ProbeFailure::from_pg(&e).detail
+            ));
             return snap;
         }
     };
@@ -83,11 +100,17 @@ async fn capture_inner(target: &TargetConfig, limit: Duration) -> SqlSnapshot {
         let _ = conn.await;
     });
     let ms = limit.as_millis().max(1);
-    let _ = client.batch_execute(&format!("SET statement_timeout = {ms}; SET lock_timeout = {ms}")).await;
+    let _ = client
+        .batch_execute(&format!(
+            "SET statement_timeout = {ms}; SET lock_timeout = {ms}"
+        ))
+        .await;
     snap.answered = true;
     for (name, sql) in SECTIONS {
         let v = match client.query_one(*sql, &[]).await {
-            Ok(row) => row.try_get::<_, Value>(0).unwrap_or_else(|e| Value::String(format!("unreadable: {e}"))),
+            Ok(row) => row
+                .try_get::<_, Value>(0)
+                .unwrap_or_else(|e| Value::String(format!("unreadable: {e}"))),
             Err(e) => Value::String(format!("error: {}", ProbeFailure::from_pg(&e).detail)),
         };
         snap.sections.insert((*name).to_string(), v);

@@ -3,12 +3,12 @@
 //! would accept. Nothing here imitates a component the daemon integrates with.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod http;
 pub mod receiver;
 pub mod s3server;
-pub mod http;
 
-use serde_json::Value;
 use sentinel_remedy::pgcluster::Cluster;
+use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -45,7 +45,10 @@ pub struct Pg {
 impl Pg {
     /// initdb + start, with a password unique to this cluster (tests grep for it).
     pub fn start() -> Self {
-        let dir = tempfile::Builder::new().prefix("sentinel-pg-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("sentinel-pg-")
+            .tempdir()
+            .expect("temp dir");
         let password = format!("pw-{:016x}", rand::random::<u64>());
         let cluster = Cluster::init(dir.path(), &password).expect("initdb");
         cluster.start().expect("pg_ctl start");
@@ -53,7 +56,9 @@ impl Pg {
     }
 
     pub fn pid(&self) -> i32 {
-        self.cluster.postmaster_pid().expect("postmaster.pid readable")
+        self.cluster
+            .postmaster_pid()
+            .expect("postmaster.pid readable")
     }
 
     /// SIGKILL the postmaster, as the OOM killer would.
@@ -65,12 +70,17 @@ impl Pg {
     }
 
     pub fn psql(&self, sql: &str) -> String {
-        self.cluster.psql(sql).unwrap_or_else(|e| panic!("psql {sql}: {e}"))
+        self.cluster
+            .psql(sql)
+            .unwrap_or_else(|e| panic!("psql {sql}: {e}"))
     }
 
     /// Whether the server answers SQL now.
     pub fn answers(&self) -> bool {
-        self.cluster.psql("SELECT 1").map(|o| o == "1").unwrap_or(false)
+        self.cluster
+            .psql("SELECT 1")
+            .map(|o| o == "1")
+            .unwrap_or(false)
     }
 
     /// Writes a unique line into the server log through the server itself.
@@ -108,14 +118,36 @@ pub struct TargetSpec<'a> {
 
 impl<'a> TargetSpec<'a> {
     pub fn new(name: &'a str, pg: &'a Pg) -> Self {
-        Self { name, pg, interval: "200ms", timeout: "1s", threshold: 3, pid_watch: true, query: "SELECT 1", max_restarts: 3, recovery_timeout: "60s", heal: true }
+        Self {
+            name,
+            pg,
+            interval: "200ms",
+            timeout: "1s",
+            threshold: 3,
+            pid_watch: true,
+            query: "SELECT 1",
+            max_restarts: 3,
+            recovery_timeout: "60s",
+            heal: true,
+        }
     }
 
     pub fn yaml(&self) -> String {
         let c = &self.pg.cluster;
         let argv = serde_json::to_string(&c.start_argv()).expect("argv");
-        let heal = if self.heal { format!("\n    heal:\n      command: {argv}") } else { String::new() };
-        let process = if self.pid_watch { format!("\n    process: {{ pid_file: \"{}\" }}", c.pid_file().display()) } else { String::new() };
+        let heal = if self.heal {
+            format!("\n    heal:\n      command: {argv}")
+        } else {
+            String::new()
+        };
+        let process = if self.pid_watch {
+            format!(
+                "\n    process: {{ pid_file: \"{}\" }}",
+                c.pid_file().display()
+            )
+        } else {
+            String::new()
+        };
         format!(
             r#"
   - name: {name}
@@ -147,7 +179,12 @@ pub struct Workspace {
 
 impl Workspace {
     pub fn new() -> Self {
-        Self { dir: tempfile::Builder::new().prefix("sentinel-ws-").tempdir().expect("temp dir") }
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("sentinel-ws-")
+                .tempdir()
+                .expect("temp dir"),
+        }
     }
     pub fn path(&self) -> &Path {
         self.dir.path()
@@ -173,7 +210,12 @@ impl Workspace {
     }
 
     /// Writes the registry with the given `archive:` lines (indented by two spaces).
-    pub fn write_registry_with(&self, archive: &str, notify: &str, targets: &[TargetSpec]) -> PathBuf {
+    pub fn write_registry_with(
+        &self,
+        archive: &str,
+        notify: &str,
+        targets: &[TargetSpec],
+    ) -> PathBuf {
         let body: String = targets.iter().map(TargetSpec::yaml).collect();
         let text = format!("archive:\n{archive}notify:\n{notify}\ntargets:{body}");
         std::fs::write(self.config(), text).expect("write registry");
@@ -183,7 +225,12 @@ impl Workspace {
     /// The incident bundles written so far (directories under incidents/).
     pub fn bundles(&self) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(self.incidents())
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -210,18 +257,35 @@ impl Daemon {
     /// `sentinel-remedy run --config <ws config> --state-dir <ws state>`.
     pub fn run(ws: &Workspace, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(bin());
-        cmd.args(["--log-format", "json", "--log-level", "debug", "run", "--config"]).arg(ws.config()).arg("--state-dir").arg(ws.state());
+        cmd.args([
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+            "run",
+            "--config",
+        ])
+        .arg(ws.config())
+        .arg("--state-dir")
+        .arg(ws.state());
         cmd.current_dir(ws.path());
         Self::spawn(cmd, env)
     }
 
     /// Any command line, with JSON logs at debug level.
     pub fn spawn(mut cmd: Command, env: &[(&str, &str)]) -> Self {
-        cmd.env("SENTINEL_LOG_FORMAT", "json").env("SENTINEL_LOG_LEVEL", "debug").env_remove("SENTINEL_CONFIG");
+        cmd.env("SENTINEL_LOG_FORMAT", "json")
+            .env("SENTINEL_LOG_LEVEL", "debug")
+            .env_remove("SENTINEL_CONFIG");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn daemon");
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn daemon");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let raw = Arc::new(Mutex::new(String::new()));
         let stdout = Arc::new(Mutex::new(String::new()));
@@ -244,7 +308,12 @@ impl Daemon {
                 o.lock().unwrap().push('\n');
             }
         });
-        Self { child, lines, raw, stdout }
+        Self {
+            child,
+            lines,
+            raw,
+            stdout,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -278,7 +347,13 @@ impl Daemon {
     }
 
     /// Waits until `n` records of `event` exist; on timeout, panics showing the log.
-    pub fn wait_events(&self, event: &str, target: Option<&str>, n: usize, limit: Duration) -> Vec<Value> {
+    pub fn wait_events(
+        &self,
+        event: &str,
+        target: Option<&str>,
+        n: usize,
+        limit: Duration,
+    ) -> Vec<Value> {
         let end = Instant::now() + limit;
         loop {
             let found = self.events(event, target);
@@ -286,7 +361,10 @@ impl Daemon {
                 return found;
             }
             if Instant::now() > end {
-                panic!("timed out after {limit:?} waiting for {n} x {event} ({target:?}); log:\n{}", self.log_text());
+                panic!(
+                    "timed out after {limit:?} waiting for {n} x {event} ({target:?}); log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -311,7 +389,10 @@ impl Daemon {
                 return st;
             }
             if Instant::now() > end {
-                panic!("daemon did not exit within {limit:?}; log:\n{}", self.log_text());
+                panic!(
+                    "daemon did not exit within {limit:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -328,7 +409,10 @@ impl Drop for Daemon {
 /// Runs a short command of the binary to completion: (status, stdout, stderr).
 pub fn run_cli(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(bin());
-    cmd.args(args).current_dir(cwd).env_remove("SENTINEL_CONFIG").stdin(Stdio::null());
+    cmd.args(args)
+        .current_dir(cwd)
+        .env_remove("SENTINEL_CONFIG")
+        .stdin(Stdio::null());
     for k in ["DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD"] {
         cmd.env_remove(k);
     }
@@ -336,7 +420,11 @@ pub fn run_cli(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> (i32, String,
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run binary");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 /// Every file under `dir`, recursively.
@@ -358,15 +446,32 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 /// Asserts that `secret` appears nowhere in the log, the payloads received or the bundles.
 pub fn assert_secret_absent(secret: &str, d: &Daemon, r: Option<&Receiver>, ws: &Workspace) {
-    assert!(!d.log_text().contains(secret), "the password leaked into the daemon's log");
-    assert!(!d.stdout_text().contains(secret), "the password leaked into the daemon's stdout");
+    assert!(
+        !d.log_text().contains(secret),
+        "the password leaked into the daemon's log"
+    );
+    assert!(
+        !d.stdout_text().contains(secret),
+        "the password leaked into the daemon's stdout"
+    );
     if let Some(r) = r {
         for h in r.hits() {
-            assert!(!h.raw.contains(secret), "the password leaked into a payload to {}", h.path);
+            assert!(
+                !h.raw.contains(secret),
+                "the password leaked into a payload to {}",
+                h.path
+            );
         }
     }
-    for f in files_under(&ws.incidents()).into_iter().chain(files_under(&ws.state())) {
+    for f in files_under(&ws.incidents())
+        .into_iter()
+        .chain(files_under(&ws.state()))
+    {
         let bytes = std::fs::read(&f).unwrap_or_default();
-        assert!(!String::from_utf8_lossy(&bytes).contains(secret), "the password leaked into {}", f.display());
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(secret),
+            "the password leaked into {}",
+            f.display()
+        );
     }
 }

@@ -48,13 +48,17 @@ impl Receiver {
         std::thread::spawn(move || {
             actix_rt::System::new().block_on(async move {
                 let data = web::Data::new(s);
-                HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(handle)))
-                    .workers(1)
-                    .listen(listener)
-                    .expect("listen")
-                    .run()
-                    .await
-                    .expect("receiver ran");
+                HttpServer::new(move || {
+                    App::new()
+                        .app_data(data.clone())
+                        .default_service(web::to(handle))
+                })
+                .workers(1)
+                .listen(listener)
+                .expect("listen")
+                .run()
+                .await
+                .expect("receiver ran");
             })
         });
         Self { base, shared }
@@ -67,7 +71,11 @@ impl Receiver {
 
     /// Answer these statuses (with an optional Retry-After in seconds) before succeeding again.
     pub fn script(&self, answers: &[(u16, Option<u64>)]) {
-        self.shared.lock().unwrap().script.extend(answers.iter().copied());
+        self.shared
+            .lock()
+            .unwrap()
+            .script
+            .extend(answers.iter().copied());
     }
 
     pub fn hits(&self) -> Vec<Hit> {
@@ -76,31 +84,57 @@ impl Receiver {
 
     /// Requests to `path` that we accepted (2xx).
     pub fn accepted(&self, path: &str) -> Vec<Hit> {
-        self.hits().into_iter().filter(|h| h.path == path && h.status < 300).collect()
+        self.hits()
+            .into_iter()
+            .filter(|h| h.path == path && h.status < 300)
+            .collect()
     }
 
     /// Accepted generic-webhook events of this kind (`failure`, `recovery`, `escalation`).
     pub fn hook_events(&self, event: &str) -> Vec<Hit> {
-        self.accepted("/hook").into_iter().filter(|h| h.body["event"] == event).collect()
+        self.accepted("/hook")
+            .into_iter()
+            .filter(|h| h.body["event"] == event)
+            .collect()
     }
 
     /// Panics if any payload was one the real service would reject.
     pub fn assert_all_well_formed(&self) {
         for h in self.hits() {
-            assert!(h.problems.is_empty(), "{} payload rejected: {:?}\n{}", h.path, h.problems, h.raw);
+            assert!(
+                h.problems.is_empty(),
+                "{} payload rejected: {:?}\n{}",
+                h.path,
+                h.problems,
+                h.raw
+            );
         }
     }
 }
 
-async fn handle(req: HttpRequest, body: web::Bytes, data: web::Data<Arc<Mutex<Shared>>>) -> HttpResponse {
+async fn handle(
+    req: HttpRequest,
+    body: web::Bytes,
+    data: web::Data<Arc<Mutex<Shared>>>,
+) -> HttpResponse {
     let path = req.path().to_string();
     let raw = String::from_utf8_lossy(&body).to_string();
     let get = req.method() == actix_web::http::Method::GET;
-    let (body, mut problems) = if get { (Value::Null, vec![]) } else { match serde_json::from_str::<Value>(&raw) {
-        Ok(v) => (v, vec![]),
-        Err(e) => (Value::Null, vec![format!("not JSON: {e}")]),
-    } };
-    if !get && req.headers().get("content-type").and_then(|v| v.to_str().ok()).map_or(true, |ct| !ct.starts_with("application/json")) {
+    let (body, mut problems) = if get {
+        (Value::Null, vec![])
+    } else {
+        match serde_json::from_str::<Value>(&raw) {
+            Ok(v) => (v, vec![]),
+            Err(e) => (Value::Null, vec![format!("not JSON: {e}")]),
+        }
+    };
+    if !get
+        && req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map_or(true, |ct| !ct.starts_with("application/json"))
+    {
         problems.push("content-type is not application/json".into());
     }
     if problems.is_empty() {
@@ -112,7 +146,11 @@ async fn handle(req: HttpRequest, body: web::Bytes, data: web::Data<Arc<Mutex<Sh
         };
     }
     let mut shared = data.lock().unwrap();
-    let scripted = if problems.is_empty() { shared.script.pop_front() } else { None };
+    let scripted = if problems.is_empty() {
+        shared.script.pop_front()
+    } else {
+        None
+    };
     let (status, retry_after) = match scripted {
         Some(s) => s,
         None if !problems.is_empty() => (400, None),
@@ -121,16 +159,34 @@ async fn handle(req: HttpRequest, body: web::Bytes, data: web::Data<Arc<Mutex<Sh
         None => (200, None),
     };
     let message_id = shared.hits.len();
-    shared.hits.push(Hit { path: path.clone(), method: req.method().to_string(), raw, body, status, problems, at: Instant::now() });
-    let mut resp = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status"));
+    shared.hits.push(Hit {
+        path: path.clone(),
+        method: req.method().to_string(),
+        raw,
+        body,
+        status,
+        problems,
+        at: Instant::now(),
+    });
+    let mut resp =
+        HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status"));
     if let Some(s) = retry_after {
         resp.insert_header(("Retry-After", s.to_string()));
     }
     match status {
         204 => resp.finish(),
-        200 if path == "/discord" => resp.content_type("application/json").body(format!(r#"{{"id":"{message_id}"}}"#)),
-        200 if path.starts_with("/discord/messages/") => resp.content_type("application/json").body(format!(r#"{{"id":"{}"}}"#, path.rsplit('/').next().unwrap_or(""))),
-        202 if path == "/pagerduty" => resp.content_type("application/json").body(r#"{"status":"success","message":"Event processed"}"#),
+        200 if path == "/discord" => resp
+            .content_type("application/json")
+            .body(format!(r#"{{"id":"{message_id}"}}"#)),
+        200 if path.starts_with("/discord/messages/") => {
+            resp.content_type("application/json").body(format!(
+                r#"{{"id":"{}"}}"#,
+                path.rsplit('/').next().unwrap_or("")
+            ))
+        }
+        202 if path == "/pagerduty" => resp
+            .content_type("application/json")
+            .body(r#"{"status":"success","message":"Event processed"}"#),
         200 if path == "/slack" => resp.body("ok"),
         _ => resp.body(""),
     }
@@ -146,7 +202,9 @@ pub fn pagerduty_problems(b: &Value) -> Vec<String> {
     }
     let action = b["event_action"].as_str().unwrap_or("");
     if !["trigger", "acknowledge", "resolve"].contains(&action) {
-        p.push(format!("event_action '{action}' is not trigger, acknowledge or resolve"));
+        p.push(format!(
+            "event_action '{action}' is not trigger, acknowledge or resolve"
+        ));
     }
     if text_len(&b["dedup_key"]) > 255 || (action != "trigger" && text_len(&b["dedup_key"]) == 0) {
         p.push("dedup_key must be 1..=255 characters (required unless triggering)".into());
@@ -160,11 +218,17 @@ pub fn pagerduty_problems(b: &Value) -> Vec<String> {
         if text_len(&pl["source"]) == 0 {
             p.push("payload.source is required".into());
         }
-        if !["critical", "error", "warning", "info"].contains(&pl["severity"].as_str().unwrap_or("")) {
+        if !["critical", "error", "warning", "info"]
+            .contains(&pl["severity"].as_str().unwrap_or(""))
+        {
             p.push("payload.severity must be critical, error, warning or info".into());
         }
         if let Some(ts) = pl.get("timestamp") {
-            if ts.as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()).is_none() {
+            if ts
+                .as_str()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                .is_none()
+            {
                 p.push("payload.timestamp is not ISO 8601".into());
             }
         }
@@ -184,7 +248,9 @@ pub fn slack_problems(b: &Value) -> Vec<String> {
         p.push("missing `text` (required as the notification fallback)".into());
     }
     if let Some(blocks) = b.get("blocks") {
-        let Some(blocks) = blocks.as_array() else { return vec!["blocks is not an array".into()] };
+        let Some(blocks) = blocks.as_array() else {
+            return vec!["blocks is not an array".into()];
+        };
         if blocks.len() > 50 {
             p.push("more than 50 blocks".into());
         }
@@ -200,7 +266,9 @@ pub fn slack_problems(b: &Value) -> Vec<String> {
                 }
                 Some("section") => {
                     let t = &bl["text"];
-                    if !matches!(t["type"].as_str(), Some("mrkdwn" | "plain_text")) && bl.get("fields").is_none() {
+                    if !matches!(t["type"].as_str(), Some("mrkdwn" | "plain_text"))
+                        && bl.get("fields").is_none()
+                    {
                         p.push(format!("blocks[{i}] section needs text or fields"));
                     }
                     if text_len(&t["text"]) > 3000 {
@@ -243,7 +311,8 @@ pub fn discord_problems(b: &Value) -> Vec<String> {
         p.push("more than 10 embeds".into());
     }
     for (i, e) in embeds.iter().enumerate() {
-        let mut total = text_len(&e["title"]) + text_len(&e["description"]) + text_len(&e["footer"]["text"]);
+        let mut total =
+            text_len(&e["title"]) + text_len(&e["description"]) + text_len(&e["footer"]["text"]);
         if text_len(&e["title"]) > 256 {
             p.push(format!("embeds[{i}].title over 256"));
         }
@@ -256,7 +325,11 @@ pub fn discord_problems(b: &Value) -> Vec<String> {
             }
         }
         if let Some(ts) = e.get("timestamp") {
-            if ts.as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()).is_none() {
+            if ts
+                .as_str()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                .is_none()
+            {
                 p.push(format!("embeds[{i}].timestamp is not ISO 8601"));
             }
         }
@@ -267,7 +340,9 @@ pub fn discord_problems(b: &Value) -> Vec<String> {
         for (j, f) in fields.iter().enumerate() {
             let (n, v) = (text_len(&f["name"]), text_len(&f["value"]));
             if n == 0 || n > 256 || v == 0 || v > 1024 {
-                p.push(format!("embeds[{i}].fields[{j}] name 1..=256 and value 1..=1024 required"));
+                p.push(format!(
+                    "embeds[{i}].fields[{j}] name 1..=256 and value 1..=1024 required"
+                ));
             }
             total += n + v;
         }

@@ -25,7 +25,10 @@ pub struct Object {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 impl S3Server {
@@ -33,11 +36,16 @@ impl S3Server {
     pub fn start(auth: bool) -> Self {
         let port = sentinel_remedy::pgcluster::free_port().expect("port");
         let mut cmd = Command::new("moto_server");
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         if auth {
             cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
         }
-        let child = cmd.spawn().expect("moto_server not found: run scripts/test.sh, or pip install 'moto[server]'");
+        let child = cmd
+            .spawn()
+            .expect("moto_server not found: run scripts/test.sh, or pip install 'moto[server]'");
         let endpoint = format!("http://127.0.0.1:{port}");
         let s = Self { child, endpoint };
         let end = Instant::now() + Duration::from_secs(60);
@@ -54,31 +62,58 @@ impl S3Server {
             .region(Region::new("us-east-1"))
             .endpoint_url(&self.endpoint)
             .force_path_style(true)
-            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "tests"))
+            .credentials_provider(Credentials::new(
+                ACCESS_KEY, SECRET_KEY, None, None, "tests",
+            ))
             .build();
         aws_sdk_s3::Client::from_conf(conf)
     }
 
     pub fn create_bucket(&self, bucket: &str) {
         let c = self.client();
-        rt().block_on(async { c.create_bucket().bucket(bucket).send().await }).expect("create bucket");
+        rt().block_on(async { c.create_bucket().bucket(bucket).send().await })
+            .expect("create bucket");
     }
 
     /// Every object in the bucket, with its bytes.
     pub fn objects(&self, bucket: &str) -> Vec<Object> {
         let c = self.client();
         rt().block_on(async {
-            let list = c.list_objects_v2().bucket(bucket).send().await.expect("list");
+            let list = c
+                .list_objects_v2()
+                .bucket(bucket)
+                .send()
+                .await
+                .expect("list");
             let mut out = Vec::new();
             for o in list.contents() {
                 let key = o.key().unwrap_or_default().to_string();
-                let got = c.get_object().bucket(bucket).key(&key).send().await.expect("get");
+                let got = c
+                    .get_object()
+                    .bucket(bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .expect("get");
                 let sha256_meta = got.metadata().and_then(|m| m.get("sha256")).cloned();
                 let etag = got.e_tag().unwrap_or_default().to_string();
                 let sse = got.server_side_encryption().map(|s| s.as_str().to_string());
                 let storage_class = got.storage_class().map(|s| s.as_str().to_string());
-                let body = got.body.collect().await.expect("body").into_bytes().to_vec();
-                out.push(Object { key, body, etag, sha256_meta, sse, storage_class });
+                let body = got
+                    .body
+                    .collect()
+                    .await
+                    .expect("body")
+                    .into_bytes()
+                    .to_vec();
+                out.push(Object {
+                    key,
+                    body,
+                    etag,
+                    sha256_meta,
+                    sse,
+                    storage_class,
+                });
             }
             out.sort_by(|a, b| a.key.cmp(&b.key));
             out
@@ -88,7 +123,10 @@ impl S3Server {
     /// Multipart uploads started and neither completed nor aborted.
     pub fn open_multipart_uploads(&self, bucket: &str) -> usize {
         let c = self.client();
-        rt().block_on(async { c.list_multipart_uploads().bucket(bucket).send().await }).expect("list uploads").uploads().len()
+        rt().block_on(async { c.list_multipart_uploads().bucket(bucket).send().await })
+            .expect("list uploads")
+            .uploads()
+            .len()
     }
 
     /// SIGSTOP: the server hangs with its sockets open, as a wedged endpoint does.
@@ -104,8 +142,12 @@ impl S3Server {
 
     /// Environment for the daemon: credentials through the standard AWS variables.
     pub fn daemon_env(&self) -> Vec<(&'static str, String)> {
-        vec![("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()), ("AWS_REGION", "us-east-1".into()),
-            ("AWS_EC2_METADATA_DISABLED", "true".into())]
+        vec![
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
     }
 
     /// The `archive.s3` section for this server.
