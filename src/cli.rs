@@ -327,7 +327,7 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
     };
     let system = actix_rt::System::new();
     let ok = system.block_on(async move {
-        let uploader = Supervisor::uploader(&log, &settings).await;
+        let uploader = Supervisor::uploader(&log, &settings.registry.archive, &settings.state_dir).await;
         let server = settings.registry.server.clone();
         let source = settings.registry.source.to_string();
         if let Some(hb) = settings.registry.heartbeat.clone() {

@@ -51,12 +51,16 @@ pub struct Supervisor {
 impl Supervisor {
     /// Builds the S3 uploader when the registry has an S3 sink, and resumes what the spool
     /// holds from an earlier run.
-    pub async fn uploader(log: &Logger, settings: &SupervisorSettings) -> Option<Arc<Uploader>> {
-        let s3 = settings.registry.archive.s3.as_ref()?;
+    pub async fn uploader(
+        log: &Logger,
+        archive: &crate::config::ArchiveConfig,
+        state_dir: &std::path::Path,
+    ) -> Option<Arc<Uploader>> {
+        let s3 = archive.s3.as_ref()?;
         let sink = S3Sink::new(s3).await;
         let up = Uploader::new(
             sink,
-            Spool::new(&settings.state_dir),
+            Spool::new(state_dir),
             log.new(slog::o!("actor" => "uploader")),
         );
         let resumed = up.resume_all();
@@ -220,16 +224,7 @@ impl Supervisor {
             let log = self.root.clone();
             let state_dir = self.settings.state_dir.clone();
             actix_rt::spawn(async move {
-                let settings = SupervisorSettings {
-                    registry: Registry {
-                        archive: cfg.clone(),
-                        ..Registry::empty()
-                    },
-                    config_path: None,
-                    state_dir,
-                    shutdown_timeout: Duration::ZERO,
-                };
-                let up = Supervisor::uploader(&log, &settings).await;
+                let up = Supervisor::uploader(&log, &cfg, &state_dir).await;
                 archiver.do_send(SetArchive(cfg, up));
             });
         }

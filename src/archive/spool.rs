@@ -89,13 +89,9 @@ impl Spool {
         }
     }
 
-    /// How many bundles wait for S3.
-    pub fn len(&self) -> usize {
-        self.load_all().len()
-    }
-
+    /// Whether no bundle waits for S3.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.load_all().is_empty()
     }
 }
 

@@ -129,24 +129,17 @@ impl Uploader {
             attempts += 1;
             match self.upload_once(&mut rec).await {
                 Ok(()) => {
-                    let again = {
-                        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-                        let job = jobs.get_mut(&id).expect("job registered");
-                        std::mem::take(&mut job.again)
-                    };
-                    if again {
+                    // Under the jobs lock, which `submit` also holds while it records new files:
+                    // either they arrived (go round again) or the record is finished and the job
+                    // removed with no submit in between.
+                    let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+                    let job = jobs.get_mut(&id).expect("job registered");
+                    if std::mem::take(&mut job.again) {
                         continue; // new files (the heal log) arrived meanwhile
                     }
                     let url = self.url_for(&id);
                     // Re-read: a submit may have marked it complete while we uploaded.
                     let latest = self.spool.load(&id).unwrap_or(rec);
-                    if latest.uploaded.len()
-                        < upload_order(&latest.bundle_dir)
-                            .map(|f| f.len())
-                            .unwrap_or(0)
-                    {
-                        continue;
-                    }
                     if let Err(e) = self.spool.finish(&latest) {
                         warn!(self.log, "uploaded, but the spool record could not be removed"; "incident" => &id, "error" => %e);
                     }
@@ -156,7 +149,6 @@ impl Uploader {
                     );
                     info!(self.log, "bundle uploaded to S3"; "event" => "archive_uploaded", "incident" => &id, "target" => &latest.target,
                         "url" => &url, "attempts" => attempts, "files" => latest.uploaded.len());
-                    let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
                     if let Some(job) = jobs.remove(&id) {
                         let _ = job.state.send(UploadState::Done(url));
                     }

@@ -335,19 +335,3 @@ pub struct Registry {
     pub notify: NotifyConfig,
     pub targets: Vec<TargetConfig>,
 }
-
-impl Registry {
-    /// No targets, default sinks.
-    pub fn empty() -> Self {
-        Self {
-            source: Source::Generated("empty".into()),
-            server: None,
-            fleet_guard: FleetGuardConfig::default(),
-            lease: LeaseConfig::default(),
-            heartbeat: None,
-            archive: ArchiveConfig::default(),
-            notify: NotifyConfig::default(),
-            targets: vec![],
-        }
-    }
-}
