@@ -96,11 +96,26 @@ impl Monitor {
 
     /// Writes the open incident (and a timeline step) to the store before its action runs.
     fn persist(&self, rec: &TargetRecord, event: &str, detail: &str) {
-        let (Some(store), Some(inc)) = (&self.peers.store, &rec.incident) else {
+        if let Some(inc) = &rec.incident {
+            self.save(inc, rec.phase, None, event, detail);
+        }
+    }
+
+    /// Writes an incident and a timeline step; `closed` carries (downtime, time to recovery)
+    /// when a probe passed, `Some(None)` when it closed unrecovered, `None` while it is open.
+    fn save(
+        &self,
+        inc: &Incident,
+        phase: Phase,
+        closed: Option<Option<(f64, f64)>>,
+        event: &str,
+        detail: &str,
+    ) {
+        let Some(store) = &self.peers.store else {
             return;
         };
         let r = store
-            .save_incident(inc, rec.phase, false, None)
+            .save_incident(inc, phase, closed.is_some(), closed.flatten())
             .and_then(|_| store.event(&inc.id, event, detail));
         if let Err(e) = r {
             error!(self.log, "incident not written to the store; going on (a restarted daemon may not resume it)"; "event" => "store_failed", "error" => %e);
@@ -266,13 +281,8 @@ impl Monitor {
                             incident_id: inc.id.clone(),
                         });
                     }
-                    if let Some(store) = &self.peers.store {
-                        let r = store.save_incident(&inc, Phase::Healthy, true, Some((downtime, ttr)))
-                            .and_then(|_| store.event(&inc.id, "recovered", &format!("probe passes; down {downtime:.3} s, recovered {ttr:.3} s after detection")));
-                        if let Err(e) = r {
-                            error!(self.log, "recovery not written to the store"; "event" => "store_failed", "error" => %e);
-                        }
-                    }
+                    self.save(&inc, Phase::Healthy, Some(Some((downtime, ttr))), "recovered",
+                        &format!("probe passes; down {downtime:.3} s, recovered {ttr:.3} s after detection"));
                     if inc.alerted {
                         let summary = match inc.heal_started {
                             Some(_) => format!("Probe passes again after the restart; down {downtime:.1} s, recovered {ttr:.1} s after detection."),
@@ -344,16 +354,14 @@ impl Monitor {
             Phase::Escalated => {
                 if rec.quiet_until.is_some_and(|q| now >= q) {
                     let closed = rec.incident.take();
-                    if let (Some(store), Some(inc)) = (&self.peers.store, &closed) {
-                        let _ = store
-                            .save_incident(inc, Phase::Escalated, true, None)
-                            .and_then(|_| {
-                                store.event(
-                                    &inc.id,
-                                    "closed_unrecovered",
-                                    "escalated and the quiet window passed",
-                                )
-                            });
+                    if let Some(inc) = &closed {
+                        self.save(
+                            inc,
+                            Phase::Escalated,
+                            Some(None),
+                            "closed_unrecovered",
+                            "escalated and the quiet window passed",
+                        );
                     }
                     let id = closed.map(|i| i.id).unwrap_or_default();
                     warn!(self.log, "escalated incident closed unrecovered; the next failure opens a new incident";
@@ -490,8 +498,13 @@ impl Monitor {
             return vec![step];
         }
         if let Some((failing, total)) = self.peers.fleet.tripped() {
-            return self.hold(rec, Duration::from_secs(2), "fleet_guard", format!(
+            let mut steps = self.hold(rec, Duration::from_secs(2), "fleet_guard", format!(
                 "Restart held by the fleet guard: {failing} of {total} targets are failing at once, which points at the network or this host. Restarts resume when fewer fail."));
+            if self.peers.fleet.take_alert() {
+                error!(self.log, "fleet guard tripped: restarts held fleet-wide"; "event" => "fleet_guard_tripped", "failing" => failing, "targets" => total);
+                steps.push(Step::Notify(fleet_notice(failing, total)));
+            }
+            return steps;
         }
         if !rec.budget_allows(&self.target.budget, now) {
             let first_hold = !rec.budget_alerted;
@@ -604,8 +617,8 @@ impl Monitor {
         steps
     }
 
-    /// Holds the restart for `wait` (backoff or fleet guard): the failure alert says why, and a
-    /// timer decides again. The fleet guard also sends its one fleet-wide alert.
+    /// Holds the restart for `wait` (backoff, fleet guard, lease): the failure alert says why,
+    /// and a timer decides again.
     fn hold(
         &self,
         rec: &mut TargetRecord,
@@ -630,24 +643,6 @@ impl Monitor {
             n.failure = Some(inc.failure.clone());
             steps.push(Step::Notify(inc.queue_notice(n)));
             self.persist(rec, "held", why);
-        }
-        if why == "fleet_guard" && self.peers.fleet.take_alert() {
-            let (failing, total) = self.peers.fleet.tripped().unwrap_or((0, 0));
-            error!(self.log, "fleet guard tripped: restarts held fleet-wide"; "event" => "fleet_guard_tripped", "failing" => failing, "targets" => total);
-            let now = Utc::now();
-            steps.push(Step::Notify(Notice {
-                kind: NoticeKind::Escalation,
-                target: "fleet".into(),
-                endpoint: format!("{failing} of {total} targets"),
-                incident_id: format!("{}-fleet", crate::incident::stamp(now)),
-                timestamp: now,
-                failure: None,
-                archive: None,
-                reason: Some(EscalationReason::FleetGuard),
-                downtime_seconds: None,
-                time_to_recovery_seconds: None,
-                summary: format!("{failing} of {total} targets are failing at once. That points at the network or the daemon's own host, so every restart is held until fewer fail. Check connectivity first."),
-            }));
         }
         steps
     }
@@ -967,5 +962,23 @@ impl Handler<Retire> for Monitor {
     fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
         self.retired = true;
         ctx.stop();
+    }
+}
+
+/// The one fleet-wide alert of a fleet-guard trip (its own incident id, not a target's).
+fn fleet_notice(failing: usize, total: usize) -> Notice {
+    let now = Utc::now();
+    Notice {
+        kind: NoticeKind::Escalation,
+        target: "fleet".into(),
+        endpoint: format!("{failing} of {total} targets"),
+        incident_id: format!("{}-fleet", crate::incident::stamp(now)),
+        timestamp: now,
+        failure: None,
+        archive: None,
+        reason: Some(EscalationReason::FleetGuard),
+        downtime_seconds: None,
+        time_to_recovery_seconds: None,
+        summary: format!("{failing} of {total} targets are failing at once. That points at the network or the daemon's own host, so every restart is held until fewer fail. Check connectivity first."),
     }
 }
