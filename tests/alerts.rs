@@ -54,12 +54,11 @@ fn a_webhook_that_answers_404_is_not_called_again_and_the_log_says_so() {
             gone.base(),
             ok.base()
         ),
-        &[TargetSpec::new("orders", &pg)],
+        &[TargetSpec {
+            budget_extra: ", backoff: 1s",
+            ..TargetSpec::new("orders", &pg)
+        }],
     );
-    let text = std::fs::read_to_string(ws.config())
-        .unwrap()
-        .replace("window: 1h }", "window: 1h, backoff: 1s }");
-    std::fs::write(ws.config(), text).unwrap();
     let d = Daemon::run(&ws, &[]);
     d.wait_event("probe_ok", Some("orders"), LONG);
     pg.kill9();

@@ -55,18 +55,11 @@ fn alerted_not_restarted(
         &[TargetSpec {
             threshold: 2,
             pid_watch: false,
+            dsn: Some(dsn),
+            probe_extra,
             ..TargetSpec::new("orders", pg)
         }],
     );
-    // Point the target at the DSN under test (a role, password or database of its own).
-    let text = std::fs::read_to_string(ws.config())
-        .unwrap()
-        .replace(&pg.cluster.dsn(), dsn);
-    let text = text.replace(
-        "failure_threshold: 2 }",
-        &format!("failure_threshold: 2{probe_extra} }}"),
-    );
-    std::fs::write(ws.config(), text).unwrap();
     let pid = pg.pid();
     let d = Daemon::run(&ws, &[]);
     let declared = d.wait_event("incident_declared", Some("orders"), LONG);
@@ -213,13 +206,10 @@ fn restarts_of_a_crash_looping_target_back_off_exponentially() {
         &notify_all(&rx),
         &[TargetSpec {
             max_restarts: 10,
+            budget_extra: ", backoff: 5s, backoff_max: 1m",
             ..TargetSpec::new("loop", &pg)
         }],
     );
-    let text = std::fs::read_to_string(ws.config())
-        .unwrap()
-        .replace("window: 1h }", "window: 1h, backoff: 5s, backoff_max: 1m }");
-    std::fs::write(ws.config(), text).unwrap();
     let d = Daemon::run(&ws, &[]);
     d.wait_event("probe_ok", Some("loop"), LONG);
     for n in 1..=3 {
@@ -465,14 +455,10 @@ fn a_server_held_in_slow_crash_recovery_after_the_restart_is_not_killed_again() 
         &notify_all(&rx),
         &[TargetSpec {
             recovery_timeout: "6s",
+            heal_argv: Some(vec![script.display().to_string()]),
             ..TargetSpec::new("orders", &pg)
         }],
     );
-    let argv = serde_json::to_string(&pg.cluster.start_argv()).unwrap();
-    let text = std::fs::read_to_string(ws.config())
-        .unwrap()
-        .replace(&argv, &format!("[\"{}\"]", script.display()));
-    std::fs::write(ws.config(), text).unwrap();
     let d = Daemon::run(&ws, &[]);
     d.wait_event("probe_ok", Some("orders"), LONG);
     pg.kill9();

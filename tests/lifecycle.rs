@@ -83,37 +83,19 @@ fn sidecar_variables_alone_configure_a_target_that_is_healed() {
     let pg = Pg::start();
     let rx = Receiver::start();
     let ws = Workspace::new();
-    let c = &pg.cluster;
-    let port = c.port.to_string();
-    let heal = serde_json::to_string(&c.start_argv()).unwrap();
-    let pid_file = c.pid_file().display().to_string();
-    let files = format!("{},{}/pg_hba.conf", c.log_file.display(), c.data.display());
-    let archive = ws.incidents().display().to_string();
-    let hook = format!("{}/hook", rx.base());
-    let slack = format!("{}/slack", rx.base());
-    let env = [
-        ("DB_HOST", "127.0.0.1"),
-        ("DB_PORT", port.as_str()),
-        ("DB_NAME", "postgres"),
-        ("DB_USER", "postgres"),
-        ("DB_PASSWORD", pg.password()),
-        ("TARGET_NAME", "sidecar-db"),
-        ("HEALTH_CHECK_INTERVAL", "200ms"),
-        ("HEALTH_CHECK_TIMEOUT", "1s"),
-        ("FAILURE_THRESHOLD", "2"),
-        ("HEALTH_CHECK_QUERY", "SELECT 1"),
-        ("HEAL_COMMAND", heal.as_str()),
-        ("PG_PID_FILE", pid_file.as_str()),
-        ("FORENSICS_FILES", files.as_str()),
-        ("ARCHIVE_DIR", archive.as_str()),
-        ("WEBHOOK_URL", hook.as_str()),
-        ("SLACK_WEBHOOK_URL", slack.as_str()),
-    ];
-    let mut cmd = Command::new(bin());
-    cmd.args(["run", "--state-dir"])
-        .arg(ws.state())
-        .current_dir(ws.path());
-    let d = Daemon::spawn(cmd, &env);
+    let port = pg.cluster.port.to_string();
+    let mut env = pg.sidecar_env();
+    env.extend([
+        ("TARGET_NAME", "sidecar-db".to_string()),
+        ("HEALTH_CHECK_INTERVAL", "200ms".into()),
+        ("HEALTH_CHECK_TIMEOUT", "1s".into()),
+        ("FAILURE_THRESHOLD", "2".into()),
+        ("HEALTH_CHECK_QUERY", "SELECT 1".into()),
+        ("ARCHIVE_DIR", ws.incidents().display().to_string()),
+        ("WEBHOOK_URL", format!("{}/hook", rx.base())),
+        ("SLACK_WEBHOOK_URL", format!("{}/slack", rx.base())),
+    ]);
+    let d = Daemon::sidecar(&ws, &as_env(&env));
     let started = d.wait_event("monitor_started", Some("sidecar-db"), LONG);
     assert_eq!(started["threshold"], 2);
     assert_eq!(started["endpoint"], format!("127.0.0.1:{port}/postgres"));

@@ -12,14 +12,6 @@ use support::*;
 
 const LONG: Duration = Duration::from_secs(90);
 
-fn env_of(s3: &S3Server) -> Vec<(&'static str, String)> {
-    s3.daemon_env()
-}
-
-fn borrowed<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    v.iter().map(|(k, v)| (*k, v.as_str())).collect()
-}
-
 fn sha(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
@@ -36,8 +28,8 @@ fn a_crash_puts_the_bundle_in_s3_with_exact_keys_and_identical_bytes() {
         &notify_all(&rx),
         &[TargetSpec::new("orders", &pg)],
     );
-    let env = env_of(&s3);
-    let d = Daemon::run(&ws, &borrowed(&env));
+    let env = s3.daemon_env();
+    let d = Daemon::run(&ws, &as_env(&env));
     d.wait_event("probe_ok", Some("orders"), LONG);
     let marker = pg.log_marker();
     pg.kill9();
@@ -157,8 +149,8 @@ fn a_log_larger_than_the_part_size_goes_up_in_parts_and_the_spool_is_cleaned() {
         "  console: false\n",
         &[TargetSpec::new("orders", &pg)],
     );
-    let env = env_of(&s3);
-    let d = Daemon::run(&ws, &borrowed(&env));
+    let env = s3.daemon_env();
+    let d = Daemon::run(&ws, &as_env(&env));
     d.wait_event("probe_ok", Some("orders"), LONG);
     pg.kill9();
     d.wait_event("target_recovered", Some("orders"), LONG);
@@ -215,8 +207,8 @@ fn s3_hanging_during_an_incident_does_not_hold_the_restart_and_the_bundle_lands_
         &notify_all(&rx),
         &[TargetSpec::new("orders", &pg)],
     );
-    let env = env_of(&s3);
-    let d = Daemon::run(&ws, &borrowed(&env));
+    let env = s3.daemon_env();
+    let d = Daemon::run(&ws, &as_env(&env));
     d.wait_event("probe_ok", Some("orders"), LONG);
 
     s3.pause();
@@ -269,8 +261,8 @@ fn a_daemon_killed_with_a_pending_upload_finishes_it_after_restart() {
         "  console: false\n",
         &[TargetSpec::new("orders", &pg)],
     );
-    let env = env_of(&s3);
-    let d = Daemon::run(&ws, &borrowed(&env));
+    let env = s3.daemon_env();
+    let d = Daemon::run(&ws, &as_env(&env));
     d.wait_event("probe_ok", Some("orders"), LONG);
     s3.pause();
     pg.kill9();
@@ -293,7 +285,7 @@ fn a_daemon_killed_with_a_pending_upload_finishes_it_after_restart() {
         "no complete bundle in S3 yet"
     );
 
-    let d = Daemon::run(&ws, &borrowed(&env));
+    let d = Daemon::run(&ws, &as_env(&env));
     d.wait_event("archive_upload_resumed", None, LONG);
     d.wait_event("archive_uploaded", None, LONG);
     let objects = s3.objects("spool");
@@ -336,8 +328,8 @@ fn bad_credentials_and_a_missing_bucket_are_reported_once_each() {
             "  console: false\n",
             &[TargetSpec::new("orders", &pg)],
         );
-        let env = env_of(&s3);
-        let d = Daemon::run(&ws, &borrowed(&env));
+        let env = s3.daemon_env();
+        let d = Daemon::run(&ws, &as_env(&env));
         d.wait_event("probe_ok", Some("orders"), LONG);
         pg.kill9();
         d.wait_event("target_recovered", Some("orders"), LONG);
@@ -377,30 +369,14 @@ fn sidecar_variables_configure_the_s3_archive() {
     s3.create_bucket("sidecar-bundles");
     let pg = Pg::start();
     let ws = Workspace::new();
-    let c = &pg.cluster;
-    let port = c.port.to_string();
-    let heal = serde_json::to_string(&c.start_argv()).unwrap();
-    let pid_file = c.pid_file().display().to_string();
-    let files = format!("{},{}/pg_hba.conf", c.log_file.display(), c.data.display());
-    let mut env: Vec<(&str, String)> = env_of(&s3);
+    let mut env = s3.daemon_env();
+    env.extend(pg.sidecar_env());
     env.extend([
-        ("DB_HOST", "127.0.0.1".to_string()),
-        ("DB_PORT", port),
-        ("DB_USER", "postgres".into()),
-        ("DB_PASSWORD", pg.password().into()),
-        ("DB_NAME", "postgres".into()),
-        ("HEALTH_CHECK_INTERVAL", "200ms".into()),
-        ("HEAL_COMMAND", heal),
-        ("PG_PID_FILE", pid_file),
-        ("FORENSICS_FILES", files),
+        ("HEALTH_CHECK_INTERVAL", "200ms".to_string()),
         ("S3_BUCKET_NAME", "sidecar-bundles".into()),
         ("S3_ENDPOINT_URL", s3.endpoint.clone()),
     ]);
-    let mut cmd = std::process::Command::new(bin());
-    cmd.args(["run", "--state-dir"])
-        .arg(ws.state())
-        .current_dir(ws.path());
-    let d = Daemon::spawn(cmd, &borrowed(&env));
+    let d = Daemon::sidecar(&ws, &as_env(&env));
     d.wait_event("s3_configured", None, LONG);
     d.wait_event("probe_ok", Some("postgres"), LONG);
     pg.kill9();

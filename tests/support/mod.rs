@@ -95,6 +95,34 @@ impl Pg {
     }
 }
 
+impl Pg {
+    /// The sidecar variables for this cluster: connection, heal command, pid watch, forensics.
+    pub fn sidecar_env(&self) -> Vec<(&'static str, String)> {
+        let c = &self.cluster;
+        vec![
+            ("DB_HOST", "127.0.0.1".into()),
+            ("DB_PORT", c.port.to_string()),
+            ("DB_NAME", "postgres".into()),
+            ("DB_USER", "postgres".into()),
+            ("DB_PASSWORD", self.password().into()),
+            (
+                "HEAL_COMMAND",
+                serde_json::to_string(&c.start_argv()).expect("argv"),
+            ),
+            ("PG_PID_FILE", c.pid_file().display().to_string()),
+            (
+                "FORENSICS_FILES",
+                format!("{},{}/pg_hba.conf", c.log_file.display(), c.data.display()),
+            ),
+        ]
+    }
+}
+
+/// Borrows owned environment values for [`Daemon::run`] and friends.
+pub fn as_env<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    v.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 impl Drop for Pg {
     fn drop(&mut self) {
         self.cluster.stop_quietly();
@@ -114,6 +142,14 @@ pub struct TargetSpec<'a> {
     pub recovery_timeout: &'a str,
     /// Write the heal command (false: alert only).
     pub heal: bool,
+    /// Another heal command than the cluster's `pg_ctl start`.
+    pub heal_argv: Option<Vec<String>>,
+    /// Another DSN than the cluster's (a role, password or database of its own).
+    pub dsn: Option<&'a str>,
+    /// More `probe:` keys, e.g. `, role: primary`.
+    pub probe_extra: &'a str,
+    /// More `restart_budget:` keys, e.g. `, backoff: 5s`.
+    pub budget_extra: &'a str,
 }
 
 impl<'a> TargetSpec<'a> {
@@ -129,12 +165,17 @@ impl<'a> TargetSpec<'a> {
             max_restarts: 3,
             recovery_timeout: "60s",
             heal: true,
+            heal_argv: None,
+            dsn: None,
+            probe_extra: "",
+            budget_extra: "",
         }
     }
 
     pub fn yaml(&self) -> String {
         let c = &self.pg.cluster;
-        let argv = serde_json::to_string(&c.start_argv()).expect("argv");
+        let argv = serde_json::to_string(self.heal_argv.as_ref().unwrap_or(&c.start_argv()))
+            .expect("argv");
         let heal = if self.heal {
             format!("\n    heal:\n      command: {argv}")
         } else {
@@ -152,14 +193,16 @@ impl<'a> TargetSpec<'a> {
             r#"
   - name: {name}
     dsn: "{dsn}"
-    probe: {{ query: "{query}", interval: {interval}, timeout: {timeout}, failure_threshold: {threshold} }}
-    restart_budget: {{ max_restarts: {max}, window: 1h }}
+    probe: {{ query: "{query}", interval: {interval}, timeout: {timeout}, failure_threshold: {threshold}{probe_extra} }}
+    restart_budget: {{ max_restarts: {max}, window: 1h{budget_extra} }}
     recovery_timeout: {rt}{process}
     forensics:
       files: ["{log}", "{data}/pg_hba.conf", "{data}/postgresql.conf"]{heal}
 "#,
             name = self.name,
-            dsn = c.dsn(),
+            dsn = self.dsn.map(str::to_string).unwrap_or_else(|| c.dsn()),
+            probe_extra = self.probe_extra,
+            budget_extra = self.budget_extra,
             query = self.query,
             interval = self.interval,
             timeout = self.timeout,
@@ -269,6 +312,15 @@ impl Daemon {
         .arg("--state-dir")
         .arg(ws.state());
         cmd.current_dir(ws.path());
+        Self::spawn(cmd, env)
+    }
+
+    /// `sentinel-remedy run` in sidecar mode: no registry, only the environment given.
+    pub fn sidecar(ws: &Workspace, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--state-dir"])
+            .arg(ws.state())
+            .current_dir(ws.path());
         Self::spawn(cmd, env)
     }
 
