@@ -177,23 +177,17 @@ impl Cluster {
         check("pg_ctl start", out)
     }
 
-    /// `pg_ctl stop -m <mode>` (fast, immediate, smart).
+    /// `pg_ctl stop -m <mode>` (fast, immediate, smart), waiting until the server is gone.
     pub fn stop(&self, mode: &str) -> Result<(), ClusterError> {
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &self.data.display().to_string(),
-                "-m",
-                mode,
-                "-w",
-                "stop",
-            ],
-        )
+        self.pg_ctl_stop(mode, "-w")
     }
 
     /// `pg_ctl stop -m <mode> --no-wait`: signals the postmaster and returns at once.
     pub fn stop_nowait(&self, mode: &str) -> Result<(), ClusterError> {
+        self.pg_ctl_stop(mode, "-W")
+    }
+
+    fn pg_ctl_stop(&self, mode: &str, wait_flag: &str) -> Result<(), ClusterError> {
         self.run(
             "pg_ctl",
             &[
@@ -201,7 +195,7 @@ impl Cluster {
                 &self.data.display().to_string(),
                 "-m",
                 mode,
-                "-W",
+                wait_flag,
                 "stop",
             ],
         )

@@ -491,13 +491,7 @@ fn a_server_answering_57p03_is_recovering_and_never_restarted() {
     let pg = Pg::start();
     // A standby with hot_standby off and no primary: a real server that answers every
     // connection with 57P03 ("the database system is starting up") for as long as it runs.
-    pg.cluster.stop("fast").unwrap();
-    std::fs::write(pg.cluster.data.join("standby.signal"), "").unwrap();
-    let conf = pg.cluster.data.join("postgresql.conf");
-    let mut text = std::fs::read_to_string(&conf).unwrap();
-    text.push_str("hot_standby = off\n");
-    std::fs::write(&conf, text).unwrap();
-    pg.cluster.start().expect("standby starts");
+    pg.restart_as_standby(false);
     let pid = pg.pid();
 
     let rx = Receiver::start();

@@ -182,9 +182,7 @@ fn a_missing_database_is_alerted_not_restarted() {
 #[test]
 fn a_primary_that_answers_as_a_standby_is_alerted_as_read_only() {
     let pg = Pg::start();
-    pg.cluster.stop("fast").unwrap();
-    std::fs::write(pg.cluster.data.join("standby.signal"), "").unwrap();
-    pg.cluster.start().unwrap();
+    pg.restart_as_standby(true);
     let dsn = pg.cluster.dsn();
     let (_d, rx, _ws) = alerted_not_restarted(&pg, &dsn, "read_only", "", ", role: primary");
     assert!(rx.hook_events("failure")[0].body["failure"]["detail"]

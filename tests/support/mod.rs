@@ -96,6 +96,20 @@ impl Pg {
 }
 
 impl Pg {
+    /// Restarts the cluster as a standby with no primary: it stays in recovery for good. With
+    /// `hot_standby` off it answers every connection with 57P03.
+    pub fn restart_as_standby(&self, hot_standby: bool) {
+        self.cluster.stop("fast").expect("stop");
+        std::fs::write(self.cluster.data.join("standby.signal"), "").expect("standby.signal");
+        if !hot_standby {
+            let conf = self.cluster.data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf).expect("postgresql.conf");
+            text.push_str("hot_standby = off\n");
+            std::fs::write(&conf, text).expect("postgresql.conf");
+        }
+        self.cluster.start().expect("standby starts");
+    }
+
     /// The sidecar variables for this cluster: connection, heal command, pid watch, forensics.
     pub fn sidecar_env(&self) -> Vec<(&'static str, String)> {
         let c = &self.cluster;
