@@ -27,7 +27,11 @@ enum Slot {
 /// Change where bundles go (registry reload); a new uploader when the S3 sink changed.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SetArchive(pub ArchiveConfig, pub Option<Arc<Uploader>>);
+pub struct SetArchive {
+    pub cfg: ArchiveConfig,
+    /// `Some`: the S3 sink changed and this replaces the uploader (`Some(None)`: no S3 now).
+    pub uploader: Option<Option<Arc<Uploader>>>,
+}
 
 pub struct Archiver {
     log: Logger,
@@ -199,8 +203,10 @@ impl Handler<AttachHeal> for Archiver {
 impl Handler<SetArchive> for Archiver {
     type Result = ();
     fn handle(&mut self, msg: SetArchive, _: &mut Self::Context) {
-        self.cfg = msg.0;
-        self.uploader = msg.1;
+        self.cfg = msg.cfg;
+        if let Some(up) = msg.uploader {
+            self.uploader = up;
+        }
     }
 }
 

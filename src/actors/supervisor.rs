@@ -218,14 +218,24 @@ impl Supervisor {
         for name in &removed {
             crate::metrics::global().forget_target(name);
         }
-        if new.archive != self.settings.registry.archive {
+        if new.archive.s3 != self.settings.registry.archive.s3 {
+            // A new S3 sink needs a new client (built asynchronously); an unchanged one keeps
+            // its uploader, whose jobs would otherwise be resumed twice from the same spool.
             let archiver = self.peers.archiver.clone();
             let cfg = new.archive.clone();
             let log = self.root.clone();
             let state_dir = self.settings.state_dir.clone();
             actix_rt::spawn(async move {
                 let up = Supervisor::uploader(&log, &cfg, &state_dir).await;
-                archiver.do_send(SetArchive(cfg, up));
+                archiver.do_send(SetArchive {
+                    cfg,
+                    uploader: Some(up),
+                });
+            });
+        } else if new.archive != self.settings.registry.archive {
+            self.peers.archiver.do_send(SetArchive {
+                cfg: new.archive.clone(),
+                uploader: None,
             });
         }
         if new.notify != self.settings.registry.notify {
