@@ -236,7 +236,7 @@ pub fn main() -> ExitCode {
             json,
         } => {
             if let Some(s) = &since {
-                if let Err(e) = crate::api::parse_since(s) {
+                if let Err(e) = parse_duration(s) {
                     eprintln!("sentinel-remedy: --since: {e}");
                     return ExitCode::from(EX_USAGE);
                 }

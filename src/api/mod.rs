@@ -6,8 +6,6 @@
 mod page;
 mod routes;
 
-pub use routes::parse_since;
-
 use crate::actors::supervisor::Supervisor;
 use crate::archive::uploader::Uploader;
 use crate::config::{Secret, ServerConfig};

@@ -121,22 +121,11 @@ struct IncidentQuery {
     limit: Option<u32>,
 }
 
-/// `7d`, `12h`, `30m`, or anything parse_duration takes.
-pub fn parse_since(s: &str) -> Result<Duration, String> {
-    if let Some(days) = s.strip_suffix('d') {
-        return days
-            .parse::<u64>()
-            .map(|d| Duration::from_secs(d * 86_400))
-            .map_err(|_| format!("'{s}' is not a duration (use 7d, 24h, 30m)"));
-    }
-    parse_duration(s)
-}
-
 async fn incidents(st: web::Data<ApiState>, q: web::Query<IncidentQuery>) -> HttpResponse {
     let Some(store) = &st.store else {
         return HttpResponse::ServiceUnavailable().json(json!({"error": "no incident store"}));
     };
-    let since = match q.since.as_deref().map(parse_since) {
+    let since = match q.since.as_deref().map(parse_duration) {
         Some(Err(e)) => return HttpResponse::BadRequest().json(json!({"error": e})),
         Some(Ok(d)) => Some(Utc::now() - chrono::Duration::from_std(d).unwrap_or_default()),
         None => None,
@@ -205,7 +194,7 @@ async fn maintenance(
     };
     let duration = match q.duration.clone().or(from_body.duration) {
         None => None,
-        Some(d) => match parse_since(&d) {
+        Some(d) => match parse_duration(&d) {
             Ok(d) => Some(d),
             Err(e) => return HttpResponse::BadRequest().json(json!({"error": e})),
         },

@@ -1,4 +1,5 @@
-//! Human durations for the registry: `250ms`, `5s`, `2m`, `1h`, or a bare integer of seconds.
+//! Human durations for the registry and the CLI: `250ms`, `5s`, `2m`, `1h`, `7d`, or a bare
+//! integer of seconds.
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
