@@ -139,7 +139,7 @@ impl Incident {
             .strip_suffix(&format!("-{}", row.target))
             .unwrap_or(&row.id)
             .to_string();
-        let class = serde_json::from_value(serde_json::Value::String(row.class.clone()))
+        let class = crate::probe::FailureClass::from_label(&row.class)
             .unwrap_or(crate::probe::FailureClass::ConnectionRefused);
         Self {
             id: row.id.clone(),
