@@ -86,6 +86,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Exit 0 when a running daemon reports itself healthy (`/healthz`): the container
+    /// HEALTHCHECK. The URL defaults to the one SENTINEL_LISTEN serves.
+    Healthcheck {
+        #[arg(long, env = "SENTINEL_URL")]
+        url: Option<String>,
+    },
     /// Start a throwaway PostgreSQL and heal it when you crash it.
     Demo {
         /// Where the demo's forensic bundles go.
@@ -258,6 +264,19 @@ pub fn main() -> ExitCode {
             };
             client_command(&url, &path, json, crate::client::incidents_table)
         }
+        Command::Healthcheck { url } => {
+            let url = url.unwrap_or_else(|| local_api_url(std::env::var("SENTINEL_LISTEN").ok()));
+            match crate::client::get(&url, "/healthz") {
+                Ok(v) => {
+                    println!("{}", serde_json::to_string(&v).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sentinel-remedy: unhealthy: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Demo { incidents } => {
             let demo = match crate::demo::prepare(incidents) {
                 Ok(d) => d,
@@ -287,6 +306,16 @@ pub fn main() -> ExitCode {
             crate::demo::cleanup(&demo);
             code
         }
+    }
+}
+
+/// The loopback URL of the API a `SENTINEL_LISTEN` address serves (0.0.0.0 → 127.0.0.1).
+fn local_api_url(listen: Option<String>) -> String {
+    let listen = listen.filter(|l| !l.is_empty()).unwrap_or_else(|| "127.0.0.1:9187".into());
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => format!("http://127.0.0.1:{}", a.port()),
+        Ok(a) => format!("http://{a}"),
+        Err(_) => format!("http://{listen}"),
     }
 }
 
