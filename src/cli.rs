@@ -311,7 +311,9 @@ pub fn main() -> ExitCode {
 
 /// The loopback URL of the API a `SENTINEL_LISTEN` address serves (0.0.0.0 → 127.0.0.1).
 fn local_api_url(listen: Option<String>) -> String {
-    let listen = listen.filter(|l| !l.is_empty()).unwrap_or_else(|| "127.0.0.1:9187".into());
+    let listen = listen
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| "127.0.0.1:9187".into());
     match listen.parse::<std::net::SocketAddr>() {
         Ok(a) if a.ip().is_unspecified() => format!("http://127.0.0.1:{}", a.port()),
         Ok(a) => format!("http://{a}"),
@@ -362,10 +364,12 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
         if let Some(hb) = settings.registry.heartbeat.clone() {
             crate::heartbeat::spawn(hb, log.clone());
         }
-        let (sup, done) = Supervisor::launch(log.clone(), settings, uploader.clone(), Some(store.clone()));
+        let docker = std::sync::Arc::new(crate::docker::DockerClient::new(&settings.registry.docker));
+        let uses_docker = settings.registry.targets.iter().any(|t| t.container().is_some());
+        let (sup, done) = Supervisor::launch(log.clone(), settings, uploader.clone(), Some(store.clone()), docker.clone());
         if let Some(server) = server {
             let state = crate::api::ApiState { supervisor: sup.clone(), store: Some(store), uploader, token: server.token.clone(),
-                registry_source: source, started_at: chrono::Utc::now() };
+                registry_source: source, started_at: chrono::Utc::now(), docker: uses_docker.then_some(docker) };
             match crate::api::serve(&server, state) {
                 Ok(_) => slog::info!(log, "HTTP API listening"; "event" => "api_listening", "listen" => %server.listen,
                     "mutating_endpoints" => if server.token.is_some() { "on (bearer token)" } else { "off (no token)" }),

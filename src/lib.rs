@@ -18,7 +18,9 @@
 //! - `api`: the HTTP API (status, metrics, incidents, maintenance) and the status page.
 //! - `metrics`: the Prometheus registry.
 //! - `heartbeat`: pings to a dead-man switch.
-//! - `heal`: heal actions (command).
+//! - `heal`: heal actions (a command; a container through the Docker Engine).
+//! - `docker`: the shared Engine client, container lookup, evidence copied out of containers,
+//!   and the events that tell a Monitor its container died.
 //! - `notify`: notices and the Slack, Discord, PagerDuty, webhook and console formats;
 //!   delivery retries.
 //! - `backoff`, `redact`, `logging`, `signals`: small shared pieces.
@@ -33,6 +35,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod docker;
 pub mod faults;
 pub mod fleet;
 pub mod heal;

@@ -37,7 +37,7 @@ pub fn default_action(class: FailureClass) -> Action {
     match class {
         ConnectionRefused | Timeout | ConnectionLost | ProcessExited => Action::Restart,
         Authentication | TooManyConnections | DiskFull | OutOfMemory | DatabaseMissing
-        | ReadOnly | QueryError | UnexpectedResult | Recovering => Action::Alert,
+        | ReadOnly | QueryError | UnexpectedResult | Recovering | ContainerMissing => Action::Alert,
     }
 }
 
@@ -48,7 +48,8 @@ pub fn diagnosis(class: FailureClass) -> &'static str {
         ConnectionRefused => "Nothing accepts connections on the address: the server is down.",
         Timeout => "The server did not answer within the probe timeout: it hangs or is overloaded.",
         ConnectionLost => "The connection dropped mid-probe: the server crashed or was shut down.",
-        ProcessExited => "The postmaster process is gone.",
+        ProcessExited => "The postmaster process (or its container) is gone.",
+        ContainerMissing => "The target's container does not exist: it was removed, or never created. A restart cannot bring back what is not there: recreate it (e.g. `docker compose up -d`) or fix the container name in the registry.",
         Authentication => "The server rejects the probe's credentials (28P01/28000). A restart cannot fix this: check the password, pg_hba.conf and the role, which the bundle holds.",
         TooManyConnections => "Every connection slot is taken (53300). A restart would cut off every client and the slots would fill again: find the leak or the pile-up in the bundle's sql-snapshot.json (pg_stat_activity) and raise max_connections or fix the pooler.",
         DiskFull => "The disk is full (53100). A restart cannot free space: free it (old WAL, logs, bloated tables) or grow the volume.",

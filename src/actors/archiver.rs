@@ -38,6 +38,8 @@ pub struct Archiver {
     cfg: ArchiveConfig,
     spool: Spool,
     uploader: Option<Arc<Uploader>>,
+    /// Copies evidence out of containers (`forensics.docker`).
+    docker: Arc<crate::docker::DockerClient>,
     slots: HashMap<String, Slot>,
     /// Bundles (and heal attachments) being written now; shutdown waits for them.
     pending: Arc<AtomicUsize>,
@@ -49,12 +51,14 @@ impl Archiver {
         cfg: ArchiveConfig,
         spool: Spool,
         uploader: Option<Arc<Uploader>>,
+        docker: Arc<crate::docker::DockerClient>,
     ) -> Self {
         Self {
             log: log.new(slog::o!("actor" => "archiver")),
             cfg,
             spool,
             uploader,
+            docker,
             slots: HashMap::new(),
             pending: Arc::default(),
         }
@@ -113,15 +117,34 @@ impl Handler<Archive> for Archiver {
                 let target = msg.target.clone();
                 let snapshot = msg.snapshot;
                 let log = self.log.clone();
+                let docker = self.docker.clone();
                 let work = async move {
                     // Nothing captured while suspect (threshold 1): ask now, within the probe timeout.
                     let snapshot = match snapshot {
                         Some(s) => s,
                         None => crate::probe::snapshot::capture(&target).await,
                     };
+                    let mut from_container = local::Extra::default();
+                    if let Some(spec) = &target.forensic_docker {
+                        let dir = local::bundle_dir(&root, &facts);
+                        tokio::fs::create_dir_all(&dir)
+                            .await
+                            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                        let mut used = local::reserved_names();
+                        let (files, missing) =
+                            crate::docker::copy::collect(&docker, spec, &dir, cap, &mut used).await;
+                        from_container = local::Extra { files, missing };
+                    }
                     let f = facts.clone();
                     let mut report = tokio::task::spawn_blocking(move || {
-                        local::write_bundle(&root, &f, &patterns, cap, Some(&snapshot))
+                        local::write_bundle(
+                            &root,
+                            &f,
+                            &patterns,
+                            cap,
+                            Some(&snapshot),
+                            from_container,
+                        )
                     })
                     .await
                     .map_err(|e| format!("archive task failed: {e}"))?

@@ -2,14 +2,15 @@
 //! (non-zero exit, or the server still refusing) with backoff until recovery_timeout. Heals of
 //! different targets run side by side; a repeated request for one incident joins the first.
 
-use super::messages::{Drain, Heal, HealAttempt, HealDone, HealReport};
+use super::messages::{Drain, Heal, HealAttempt, HealDone, HealFailure, HealReport};
 use crate::backoff::Backoff;
 use crate::config::{HealAction, TargetConfig};
+use crate::docker::DockerClient;
 use crate::heal::command::{self, CommandResult};
 use crate::probe::{accepts_connections, FailureClass};
 use actix::prelude::*;
 use chrono::Utc;
-use slog::{info, warn, Logger};
+use slog::{error, info, warn, Logger};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,16 +31,18 @@ pub struct Healer {
     pending: Arc<AtomicUsize>,
     /// Stop flags of the heals in flight, by incident.
     stops: HashMap<String, Arc<std::sync::atomic::AtomicBool>>,
+    docker: Arc<DockerClient>,
 }
 
 impl Healer {
-    pub fn new(log: Logger, state_dir: PathBuf) -> Self {
+    pub fn new(log: Logger, state_dir: PathBuf, docker: Arc<DockerClient>) -> Self {
         Self {
             log: log.new(slog::o!("actor" => "healer")),
             log_dir: state_dir.join("heal-logs"),
             slots: HashMap::new(),
             pending: Arc::default(),
             stops: HashMap::new(),
+            docker,
         }
     }
 }
@@ -69,36 +72,32 @@ impl Handler<Heal> for Healer {
                 let id = msg.incident_id.clone();
                 let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 self.stops.insert(id.clone(), stop.clone());
-                ctx.spawn(heal(log, msg.target, log_path, stop).into_actor(self).map(
-                    move |report, act, _| {
-                        act.stops.remove(&id);
-                        act.pending.fetch_sub(1, Ordering::SeqCst);
-                        if let Some(Slot::InFlight(waiters)) = act.slots.remove(&id) {
-                            for w in waiters {
-                                let _ = w.send(report.clone());
-                            }
-                        }
-                        act.slots.insert(id, Slot::Done(report));
-                        if act.slots.len() > 1000 {
-                            let mut keys: Vec<String> = act.slots.keys().cloned().collect();
-                            keys.sort();
-                            for k in keys.iter().take(act.slots.len() - 1000) {
-                                if matches!(act.slots.get(k), Some(Slot::Done(_))) {
-                                    act.slots.remove(k);
+                ctx.spawn(
+                    heal(log, msg.target, self.docker.clone(), log_path, stop)
+                        .into_actor(self)
+                        .map(move |report, act, _| {
+                            act.stops.remove(&id);
+                            act.pending.fetch_sub(1, Ordering::SeqCst);
+                            if let Some(Slot::InFlight(waiters)) = act.slots.remove(&id) {
+                                for w in waiters {
+                                    let _ = w.send(report.clone());
                                 }
                             }
-                        }
-                    },
-                ));
+                            act.slots.insert(id, Slot::Done(report));
+                            if act.slots.len() > 1000 {
+                                let mut keys: Vec<String> = act.slots.keys().cloned().collect();
+                                keys.sort();
+                                for k in keys.iter().take(act.slots.len() - 1000) {
+                                    if matches!(act.slots.get(k), Some(Slot::Done(_))) {
+                                        act.slots.remove(k);
+                                    }
+                                }
+                            }
+                        }),
+                );
             }
         }
-        Box::pin(async move {
-            rx.await.unwrap_or(HealReport {
-                success: false,
-                attempts: vec![],
-                log_path: None,
-            })
-        })
+        Box::pin(async move { rx.await.unwrap_or_else(|_| HealReport::none()) })
     }
 }
 
@@ -118,71 +117,150 @@ impl Handler<HealDone> for Healer {
     }
 }
 
+/// What one attempt of the heal action did, before the connection check.
+struct Ran {
+    /// The action completed (exit 0, or the Engine restarted the container).
+    done: bool,
+    exit_code: Option<i32>,
+    verdict: String,
+    /// Retrying cannot help: stop here.
+    terminal: Option<HealFailure>,
+}
+
+/// Runs the heal action once.
+async fn run_action(
+    action: &HealAction,
+    docker: &DockerClient,
+    budget_left: Duration,
+    log_path: &std::path::Path,
+) -> Ran {
+    match action {
+        HealAction::Command { argv, timeout } => {
+            let result = command::run(argv, (*timeout).min(budget_left), log_path).await;
+            let (exit_code, verdict) = match &result {
+                CommandResult::Exited(c) => (Some(*c), format!("exit {c}")),
+                CommandResult::Signalled => (None, "killed by a signal".to_string()),
+                CommandResult::TimedOut => (None, "timed out".to_string()),
+                CommandResult::SpawnFailed(e) => (None, format!("could not start: {e}")),
+            };
+            Ran {
+                done: result == CommandResult::Exited(0),
+                exit_code,
+                verdict,
+                terminal: None,
+            }
+        }
+        HealAction::Docker {
+            container,
+            stop_timeout,
+        } => {
+            let r =
+                crate::heal::docker::restart(docker, container, *stop_timeout, budget_left).await;
+            let line = match &r {
+                Ok(v) => format!("{} docker: {v}\n", Utc::now().to_rfc3339()),
+                Err(e) => format!(
+                    "{} docker: FAILED ({}): {e}\n",
+                    Utc::now().to_rfc3339(),
+                    e.kind()
+                ),
+            };
+            append(log_path, &line);
+            match r {
+                Ok(verdict) => Ran {
+                    done: true,
+                    exit_code: None,
+                    verdict,
+                    terminal: None,
+                },
+                Err(e) => Ran {
+                    done: false,
+                    exit_code: None,
+                    verdict: e.to_string(),
+                    terminal: (!e.retryable()).then(|| HealFailure {
+                        kind: e.kind(),
+                        detail: e.to_string(),
+                    }),
+                },
+            }
+        }
+    }
+}
+
+fn append(path: &std::path::Path, line: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
 /// The retry loop of one heal; `stop` ends it early (the incident closed meanwhile).
 async fn heal(
     log: Logger,
     target: Arc<TargetConfig>,
+    docker: Arc<DockerClient>,
     log_path: PathBuf,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> HealReport {
-    let Some(HealAction::Command { argv, timeout }) = target.heal.clone() else {
-        return HealReport {
-            success: false,
-            attempts: vec![],
-            log_path: None,
-        };
+    let Some(action) = target.heal.clone() else {
+        return HealReport::none();
     };
     let deadline = Instant::now() + target.recovery_timeout;
     let backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
         .expect("static bounds are valid");
     let verify_for = target.probe.timeout.max(Duration::from_secs(5));
     let mut attempts = Vec::new();
+    let report = |success, attempts, failure| HealReport {
+        success,
+        attempts,
+        log_path: Some(log_path.clone()),
+        failure,
+    };
     for n in 0u32.. {
         if stop.load(Ordering::SeqCst) {
             info!(log, "target recovered; no further heal attempt"; "event" => "heal_stopped", "attempts" => attempts.len());
-            return HealReport {
-                success: false,
-                attempts,
-                log_path: Some(log_path),
-            };
+            return report(false, attempts, None);
         }
         let started_at = Utc::now();
         let t0 = Instant::now();
         let budget_left = deadline
             .saturating_duration_since(t0)
             .max(Duration::from_secs(1));
-        let result = command::run(&argv, timeout.min(budget_left), &log_path).await;
-        let (exit_code, mut verdict) = match &result {
-            CommandResult::Exited(c) => (Some(*c), format!("exit {c}")),
-            CommandResult::Signalled => (None, "killed by a signal".to_string()),
-            CommandResult::TimedOut => (None, "timed out".to_string()),
-            CommandResult::SpawnFailed(e) => (None, format!("could not start: {e}")),
+        let ran = run_action(&action, &docker, budget_left, &log_path).await;
+        let (exit_code, mut verdict) = (ran.exit_code, ran.verdict);
+        // A command's "exit 0" says nothing the check does not; a container verdict does.
+        let said = |v: &str, check: &str| match action {
+            HealAction::Command { .. } => check.to_string(),
+            HealAction::Docker { .. } => format!("{v}; {check}"),
         };
         let mut success = false;
-        if result == CommandResult::Exited(0) {
-            // Exit 0 is not enough: the server must accept connections (or be starting up).
+        if ran.done {
+            // Done is not enough: the server must accept connections (or be starting up).
             let until =
                 Instant::now() + verify_for.min(deadline.saturating_duration_since(Instant::now()));
             loop {
                 match accepts_connections(target.dsn.config(), Duration::from_secs(2)).await {
                     Ok(()) => {
                         success = true;
-                        verdict = "accepting connections".into();
+                        verdict = said(&verdict, "accepting connections");
                         break;
                     }
                     Err(f) if f.class == FailureClass::Recovering => {
                         success = true;
-                        verdict = "starting up (57P03)".into();
+                        verdict = said(&verdict, "starting up (57P03)");
                         break;
                     }
                     Err(f) if f.class == FailureClass::Authentication => {
                         success = true;
-                        verdict = "answering (authentication error)".into();
+                        verdict = said(&verdict, "answering (authentication error)");
                         break;
                     }
                     Err(f) => {
                         if Instant::now() >= until {
-                            verdict = format!("exit 0 but {}", f.class);
+                            verdict = format!("{verdict} but {}", f.class);
                             break;
                         }
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -203,20 +281,16 @@ async fn heal(
         }
         attempts.push(attempt);
         if success {
-            return HealReport {
-                success,
-                attempts,
-                log_path: Some(log_path),
-            };
+            return report(true, attempts, None);
+        }
+        if let Some(failure) = ran.terminal {
+            error!(log, "heal cannot succeed by retrying; stopped"; "event" => "heal_refused", "kind" => failure.kind, "error" => &failure.detail);
+            return report(false, attempts, Some(failure));
         }
         let delay = backoff.delay(n);
         if Instant::now() + delay >= deadline {
             warn!(log, "heal gave up at recovery_timeout"; "event" => "heal_exhausted", "attempts" => attempts.len());
-            return HealReport {
-                success: false,
-                attempts,
-                log_path: Some(log_path),
-            };
+            return report(false, attempts, None);
         }
         tokio::time::sleep(delay).await;
     }

@@ -79,14 +79,39 @@ pub struct HealReport {
     /// The combined output of every attempt.
     #[serde(skip)]
     pub log_path: Option<PathBuf>,
+    /// Set when the heal stopped on a failure retrying cannot fix (a missing container, a
+    /// forbidden Engine, a restart policy that did not act).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<HealFailure>,
 }
 
-/// One run of the heal command.
+impl HealReport {
+    /// A heal that never ran.
+    pub fn none() -> Self {
+        Self {
+            success: false,
+            attempts: vec![],
+            log_path: None,
+            failure: None,
+        }
+    }
+}
+
+/// Why a heal stopped without retrying.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HealFailure {
+    /// `container_missing`, `forbidden`, `ambiguous`, `restart_policy_stalled`.
+    pub kind: &'static str,
+    /// What happened and what to do.
+    pub detail: String,
+}
+
+/// One run of the heal action.
 #[derive(Debug, Clone, Serialize)]
 pub struct HealAttempt {
     pub started_at: DateTime<Utc>,
     pub duration_ms: u64,
-    /// Exit code, when the command ran to completion.
+    /// Exit code, when a command ran to completion.
     pub exit_code: Option<i32>,
     /// What was concluded: "accepting connections", "exit 1", "still refusing", "timed out".
     pub verdict: String,

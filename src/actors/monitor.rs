@@ -10,6 +10,7 @@ use super::healer::Healer;
 use super::messages::{Archive, AttachHeal, Heal, HealReport, IncidentFacts, Notify, Retire};
 use super::notifier::Notifier;
 use crate::config::TargetConfig;
+use crate::docker::events::ContainerEvent;
 use crate::incident::{Incident, Phase, SharedRecord, TargetRecord};
 use crate::lease::LeaseRefusal;
 use crate::notify::{EscalationReason, Notice, NoticeKind};
@@ -60,8 +61,11 @@ pub struct Monitor {
     /// Run another probe as soon as the one in flight ends.
     probe_again: bool,
     watch: Option<SpawnHandle>,
-    /// The pid watch saw the postmaster exit and no probe has passed since.
+    /// The pid watch saw the postmaster exit (or Docker reported the container down) and no
+    /// probe has passed since.
     process_dead: bool,
+    /// What Docker reported about the container, for the failure detail.
+    container_event: Option<(String, Option<FailureClass>)>,
     retired: bool,
     /// The last probe answered 57P03 (logged at info only when that starts).
     recovering: bool,
@@ -89,6 +93,7 @@ impl Monitor {
             probe_again: false,
             watch: None,
             process_dead: false,
+            container_event: None,
             retired: false,
             recovering: false,
         }
@@ -227,6 +232,7 @@ impl Monitor {
                 Ok(()) => {
                     debug!(self.log, "probe ok"; "event" => "probe_ok", "latency_ms" => out.latency.as_millis() as u64);
                     self.process_dead = false;
+                    self.container_event = None;
                     self.recovering = false;
                     self.on_success(&mut rec)
                 }
@@ -324,13 +330,19 @@ impl Monitor {
                 }
                 if self.process_dead || rec.failures >= threshold {
                     let hard = self.process_dead;
-                    let f = if hard && f.class == FailureClass::ConnectionRefused {
-                        ProbeFailure::new(
-                            FailureClass::ProcessExited,
-                            format!("postmaster exited; {}", f.detail),
-                        )
-                    } else {
-                        f
+                    let f = match (&self.container_event, hard) {
+                        (Some((ev, class)), true) => ProbeFailure {
+                            class: class.unwrap_or(f.class),
+                            detail: format!("{ev}; {}", f.detail),
+                            ..f
+                        },
+                        (None, true) if f.class == FailureClass::ConnectionRefused => {
+                            ProbeFailure::new(
+                                FailureClass::ProcessExited,
+                                format!("postmaster exited; {}", f.detail),
+                            )
+                        }
+                        _ => f,
                     };
                     return self.declare(rec, f, hard);
                 }
@@ -584,7 +596,9 @@ impl Monitor {
             "restarts_in_window" => rec.restarts.len(), "since_detection_ms" => inc.declared_instant.elapsed().as_millis() as u64);
         let summary = format!(
             "{}. Forensics archived; restart issued{}.",
-            if inc.hard {
+            if inc.hard && self.target.container().is_some() {
+                "Docker reported the container down"
+            } else if inc.hard {
                 "The postmaster died"
             } else {
                 "Probes failed past the threshold"
@@ -692,16 +706,31 @@ impl Monitor {
             } else {
                 if let Some(inc) = rec.incident.as_mut() {
                     inc.heal_succeeded = Some(false);
+                    if report
+                        .failure
+                        .as_ref()
+                        .is_some_and(|f| f.kind == "container_missing")
+                    {
+                        // Its own kind of incident: there is nothing to restart.
+                        inc.failure.class = FailureClass::ContainerMissing;
+                    }
                 }
                 self.persist(
                     &rec,
                     "heal_failed",
                     &format!("{} attempt(s)", report.attempts.len()),
                 );
-                self.escalate(
-                    &mut rec,
-                    "The heal action kept failing until recovery_timeout.",
-                )
+                match &report.failure {
+                    Some(f) => self.escalate_as(
+                        &mut rec,
+                        &format!("The restart cannot work: {}", f.detail),
+                        EscalationReason::HealRefused,
+                    ),
+                    None => self.escalate(
+                        &mut rec,
+                        "The heal action kept failing until recovery_timeout.",
+                    ),
+                }
             }
         };
         self.run_steps(steps, ctx);
@@ -725,6 +754,15 @@ impl Monitor {
     }
 
     fn escalate(&self, rec: &mut TargetRecord, why: &str) -> Vec<Step> {
+        self.escalate_as(rec, why, EscalationReason::RecoveryTimeout)
+    }
+
+    fn escalate_as(
+        &self,
+        rec: &mut TargetRecord,
+        why: &str,
+        reason: EscalationReason,
+    ) -> Vec<Step> {
         let window = self.target.budget.window;
         let Some(inc) = rec.incident.as_mut() else {
             return vec![];
@@ -740,7 +778,7 @@ impl Monitor {
             inc,
             format!("Manual intervention needed: {why} No further restart for this incident."),
         );
-        n.reason = Some(EscalationReason::RecoveryTimeout);
+        n.reason = Some(reason);
         n.failure = Some(inc.failure.clone());
         rec.phase = Phase::Escalated;
         let n = inc.queue_notice(n);
@@ -962,6 +1000,33 @@ impl Handler<Retire> for Monitor {
     fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
         self.retired = true;
         ctx.stop();
+    }
+}
+
+impl Handler<ContainerEvent> for Monitor {
+    type Result = ();
+    /// Docker says the container died, was paused or was removed: one probe confirms it and
+    /// the incident is declared without waiting for the threshold. During an incident (our own
+    /// restart emits the same events) it changes nothing.
+    fn handle(&mut self, ev: ContainerEvent, ctx: &mut Context<Self>) {
+        if self.retired {
+            return;
+        }
+        let phase = self.record.lock().phase;
+        if !matches!(phase, Phase::Healthy | Phase::Suspect) {
+            debug!(self.log, "container event during an incident"; "action" => &ev.action, "phase" => phase.label());
+            return;
+        }
+        let class = match ev.action.as_str() {
+            "die" | "oom" => Some(FailureClass::ProcessExited),
+            "destroy" => Some(FailureClass::ContainerMissing),
+            _ => None, // paused: the probe's own class (a timeout) says it
+        };
+        warn!(self.log, "Docker reports the container down; confirming with a probe"; "event" => "container_event",
+            "action" => &ev.action, "container" => &ev.name, "exit_code" => ev.exit_code.map(|c| c.to_string()).unwrap_or_default());
+        self.process_dead = true;
+        self.container_event = Some((ev.describe(), class));
+        self.schedule_probe(ctx, Duration::ZERO);
     }
 }
 

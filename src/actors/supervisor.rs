@@ -12,6 +12,8 @@ use crate::archive::s3::S3Sink;
 use crate::archive::spool::Spool;
 use crate::archive::uploader::Uploader;
 use crate::config::{self, Registry, TargetConfig, VarSource};
+use crate::docker::events::ContainerEvent;
+use crate::docker::DockerClient;
 use crate::incident::SharedRecord;
 use crate::store::Store;
 use actix::prelude::*;
@@ -46,6 +48,9 @@ pub struct Supervisor {
     slots: BTreeMap<String, Slot>,
     stopping: bool,
     done: Option<oneshot::Sender<()>>,
+    docker: Arc<DockerClient>,
+    /// The Docker events follower runs (started once a target runs in a container).
+    following_events: bool,
 }
 
 impl Supervisor {
@@ -75,6 +80,7 @@ impl Supervisor {
         settings: SupervisorSettings,
         uploader: Option<Arc<Uploader>>,
         store: Option<Store>,
+        docker: Arc<DockerClient>,
     ) -> (Addr<Supervisor>, oneshot::Receiver<()>) {
         let spool = Spool::new(&settings.state_dir);
         let archiver = Archiver::new(
@@ -82,9 +88,10 @@ impl Supervisor {
             settings.registry.archive.clone(),
             spool,
             uploader,
+            docker.clone(),
         )
         .start();
-        let healer = Healer::new(log.clone(), settings.state_dir.clone()).start();
+        let healer = Healer::new(log.clone(), settings.state_dir.clone(), docker.clone()).start();
         let notifier = Notifier::new(log.clone(), &settings.registry.notify, store.clone()).start();
         let fleet = Arc::new(crate::fleet::FleetGuard::new(
             settings.registry.fleet_guard.clone(),
@@ -124,6 +131,8 @@ impl Supervisor {
             slots: BTreeMap::new(),
             stopping: false,
             done: Some(tx),
+            docker,
+            following_events: false,
         };
         (sup.start(), rx)
     }
@@ -176,7 +185,43 @@ impl Supervisor {
         }
     }
 
-    fn reload(&mut self) {
+    /// For registries with container targets: says at once whether the Engine answers, and
+    /// follows its events (the fast path for dying containers).
+    fn start_docker(&mut self, ctx: &mut Context<Self>) {
+        let containers: Vec<String> = self
+            .settings
+            .registry
+            .targets
+            .iter()
+            .filter_map(|t| t.container().map(|c| format!("{}={c}", t.name)))
+            .collect();
+        if containers.is_empty() || self.following_events {
+            return;
+        }
+        let (docker, log) = (self.docker.clone(), self.log.clone());
+        actix_rt::spawn(async move {
+            match docker.check().await {
+                Ok(v) => {
+                    info!(log, "Docker Engine reachable"; "event" => "docker_ready", "endpoint" => docker.endpoint(), "api_version" => v,
+                    "containers" => containers.join(","))
+                }
+                Err(e) => {
+                    error!(log, "Docker Engine not usable: container targets are still probed and alerted, but cannot be restarted or archived from inside until it is";
+                    "event" => "docker_unavailable", "kind" => e.kind(), "endpoint" => docker.endpoint(), "error" => %e)
+                }
+            }
+        });
+        if self.settings.registry.docker.events {
+            self.following_events = true;
+            let sink = ctx.address().recipient();
+            let log = self.root.new(slog::o!("actor" => "docker-events"));
+            ctx.spawn(
+                crate::docker::events::follow(self.docker.clone(), sink, log).into_actor(self),
+            );
+        }
+    }
+
+    fn reload(&mut self, ctx: &mut Context<Self>) {
         let vars = VarSource::from_env_and_dotenv(&std::env::current_dir().unwrap_or_default());
         let new = match config::load(self.settings.config_path.as_deref(), &vars) {
             Ok(r) => r,
@@ -246,6 +291,7 @@ impl Supervisor {
             .fleet
             .reconfigure(new.fleet_guard.clone(), &names);
         self.settings.registry = new;
+        self.start_docker(ctx);
         info!(self.log, "registry reloaded"; "event" => "reload_applied", "added" => added.join(","), "removed" => removed.join(","),
             "changed" => changed.join(","), "unchanged" => unchanged);
     }
@@ -271,14 +317,27 @@ impl Actor for Supervisor {
             self.add(t, record);
         }
         ctx.run_interval(Duration::from_millis(250), |act, _| act.check_monitors());
+        self.start_docker(ctx);
+    }
+}
+
+impl Handler<ContainerEvent> for Supervisor {
+    type Result = ();
+    /// Routes a container event to the Monitors whose target runs in that container.
+    fn handle(&mut self, ev: ContainerEvent, _: &mut Context<Self>) {
+        for slot in self.slots.values() {
+            if slot.cfg.container().is_some_and(|c| ev.concerns(c)) {
+                slot.addr.do_send(ev.clone());
+            }
+        }
     }
 }
 
 impl Handler<Reload> for Supervisor {
     type Result = ();
-    fn handle(&mut self, _: Reload, _: &mut Context<Self>) {
+    fn handle(&mut self, _: Reload, ctx: &mut Context<Self>) {
         if !self.stopping {
-            self.reload();
+            self.reload(ctx);
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct ApiState {
     pub token: Option<Secret>,
     pub registry_source: String,
     pub started_at: chrono::DateTime<chrono::Utc>,
+    /// The Engine client, when a target runs in a container.
+    pub docker: Option<Arc<crate::docker::DockerClient>>,
 }
 
 /// Binds the listen address and serves until the system stops. A bind error is returned so

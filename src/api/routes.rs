@@ -73,6 +73,19 @@ async fn healthz(st: web::Data<ApiState>) -> HttpResponse {
             Err(e) => problems.push(format!("incident store: {e}")),
         }
     }
+    if let Some(docker) = &st.docker {
+        // Asked afresh (bounded), so a socket that came back or went away shows at once.
+        let _ = tokio::time::timeout(Duration::from_secs(3), docker.check()).await;
+        let h = docker.health();
+        if h.state != "ok" {
+            problems.push(format!(
+                "Docker Engine {}: {}",
+                h.state,
+                h.error.clone().unwrap_or_default()
+            ));
+        }
+        checks.insert("docker".into(), json!(h));
+    }
     if let Some(up) = &st.uploader {
         let failing = up.failing();
         checks.insert("s3".into(), json!({"failing_uploads": failing.len(), "kinds": failing.iter().map(|f| f.1.label()).collect::<Vec<_>>()}));

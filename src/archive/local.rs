@@ -26,27 +26,41 @@ pub fn bundle_dir(root: &Path, facts: &IncidentFacts) -> PathBuf {
     root.join(format!("{}-{}", facts.stamp, facts.target))
 }
 
+/// Files already written into the bundle directory by another collector (a container's).
+#[derive(Debug, Default)]
+pub struct Extra {
+    pub files: Vec<FileEntry>,
+    pub missing: Vec<Missing>,
+}
+
+/// Names the bundle keeps for itself.
+pub fn reserved_names() -> HashSet<String> {
+    HashSet::from([
+        "manifest.json".to_string(),
+        "heal.log".to_string(),
+        "sql-snapshot.json".to_string(),
+    ])
+}
+
 /// Writes the bundle: every file matched by `patterns` (each cut to its newest `cap` bytes),
-/// the SQL snapshot, then `manifest.json`.
+/// the SQL snapshot, then `manifest.json`, which also lists the `extra` files.
 pub fn write_bundle(
     root: &Path,
     facts: &IncidentFacts,
     patterns: &[String],
     cap: u64,
     snapshot: Option<&SqlSnapshot>,
+    extra: Extra,
 ) -> Result<ArchiveReport, LocalArchiveError> {
     let dir = bundle_dir(root, facts);
     std::fs::create_dir_all(&dir).map_err(|source| LocalArchiveError::CreateDir {
         dir: dir.display().to_string(),
         source,
     })?;
-    let mut files = Vec::new();
-    let mut missing = Vec::new();
-    let mut used = HashSet::from([
-        "manifest.json".to_string(),
-        "heal.log".to_string(),
-        "sql-snapshot.json".to_string(),
-    ]);
+    let mut used = reserved_names();
+    used.extend(extra.files.iter().map(|f| f.name.clone()));
+    let mut files = extra.files;
+    let mut missing = extra.missing;
     for pattern in patterns {
         let matches: Vec<PathBuf> = match glob::glob(pattern) {
             Ok(paths) => paths
@@ -164,7 +178,7 @@ pub fn attach_heal(
 }
 
 /// The file's name, prefixed with its parent directory's when two sources share a name.
-fn unique_name(src: &Path, used: &mut HashSet<String>) -> String {
+pub(crate) fn unique_name(src: &Path, used: &mut HashSet<String>) -> String {
     let base = src
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

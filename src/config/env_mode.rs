@@ -28,6 +28,11 @@ struct SeedEnv {
     target_name: Option<String>,
     archive_dir: Option<String>,
     heal_command: Option<String>,
+    heal_container: Option<String>,
+    compose_project: Option<String>,
+    compose_service: Option<String>,
+    heal_stop_timeout: Option<String>,
+    forensics_container_paths: Option<String>,
     pg_pid_file: Option<String>,
     forensics_files: Option<String>,
     max_restarts: Option<String>,
@@ -124,6 +129,14 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
                 "targets[0].probe.failure_threshold" => "FAILURE_THRESHOLD".into(),
                 "targets[0].probe.query" => "HEALTH_CHECK_QUERY".into(),
                 "targets[0].heal.command" => "HEAL_COMMAND".into(),
+                "targets[0].heal" => {
+                    "HEAL_COMMAND/HEAL_CONTAINER/COMPOSE_PROJECT+COMPOSE_SERVICE".into()
+                }
+                "targets[0].heal.docker.container" => "HEAL_CONTAINER".into(),
+                "targets[0].heal.compose.project" => "COMPOSE_PROJECT".into(),
+                "targets[0].heal.compose.service" => "COMPOSE_SERVICE".into(),
+                "targets[0].heal.stop_timeout" => "HEAL_STOP_TIMEOUT".into(),
+                "targets[0].forensics.docker" => "FORENSICS_CONTAINER_PATHS".into(),
                 "targets[0].restart_budget.max_restarts" => "MAX_RESTARTS".into(),
                 "targets[0].restart_budget.window" => "RESTART_WINDOW".into(),
                 "targets[0].recovery_timeout" => "RECOVERY_TIMEOUT".into(),
@@ -152,15 +165,47 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
             3
         })
     });
-    let heal = seed
-        .heal_command
-        .as_deref()
-        .filter(|c| !c.trim().is_empty())
-        .map(|c| RawHeal {
-            command: split_command(c),
-            timeout: None,
-        });
     let nonempty = |o: &Option<String>| o.clone().filter(|s| !s.trim().is_empty());
+    let stop_timeout = nonempty(&seed.heal_stop_timeout).map(RawDuration);
+    let heal_command = nonempty(&seed.heal_command).map(|c| split_command(&c));
+    let heal_docker = nonempty(&seed.heal_container).map(|container| RawDockerHeal {
+        container,
+        stop_timeout: stop_timeout.clone(),
+    });
+    let heal_compose = match (
+        nonempty(&seed.compose_project),
+        nonempty(&seed.compose_service),
+    ) {
+        (None, None) => None,
+        (project, service) => Some(RawComposeHeal {
+            project: project.unwrap_or_default(),
+            service: service.unwrap_or_default(),
+            stop_timeout,
+        }),
+    };
+    let heal =
+        (heal_command.is_some() || heal_docker.is_some() || heal_compose.is_some()).then(|| {
+            RawHeal {
+                command: heal_command,
+                timeout: None,
+                docker: heal_docker,
+                compose: heal_compose,
+            }
+        });
+    let split_list = |f: &str| -> Vec<String> {
+        f.split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let forensics_docker =
+        nonempty(&seed.forensics_container_paths).map(|paths| RawDockerForensics {
+            container: None,
+            project: None,
+            service: None,
+            paths: split_list(&paths),
+            log_tail: None,
+        });
     let target = RawTarget {
         name: seed.target_name.clone().unwrap_or_else(|| db.clone()),
         dsn: dsn.to_string(),
@@ -184,13 +229,9 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
             files: seed
                 .forensics_files
                 .as_deref()
-                .map(|f| {
-                    f.split(',')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
+                .map(split_list)
                 .unwrap_or_default(),
+            docker: forensics_docker,
         }),
         heal,
         process: nonempty(&seed.pg_pid_file).map(|pid_file| RawProcess { pid_file }),

@@ -18,6 +18,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "fleet_guard",
     "lease",
     "heartbeat",
+    "docker",
     "archive",
     "notify",
     "targets",
@@ -145,6 +146,16 @@ pub fn load_str(
             });
         }
     }
+    if let Some(d) = section::<RawDocker>(&map, "docker", &mut problems) {
+        if let Some(h) = d.host {
+            if docker_host(&h, "docker.host", &mut problems) {
+                registry.docker.host = Some(h);
+            }
+        }
+        if let Some(e) = d.events {
+            registry.docker.events = e;
+        }
+    }
     if let Some(l) = section::<RawLease>(&map, "lease", &mut problems) {
         if let Some(d) = l.dir {
             if d.trim().is_empty() {
@@ -268,24 +279,27 @@ pub(crate) fn build(
             .as_ref()
             .and_then(|d| duration(d, &format!("{at}.recovery_timeout"), problems))
             .unwrap_or(base_recovery);
-        let heal = t.heal.as_ref().and_then(|h| {
-            let timeout = h
-                .timeout
-                .as_ref()
-                .and_then(|d| duration(d, &format!("{at}.heal.timeout"), problems))
-                .unwrap_or(Duration::from_secs(60));
-            if h.command.is_empty() || h.command[0].trim().is_empty() {
-                problems.push(format!("{at}.heal.command"), "the heal command is empty", "give the program and its arguments, e.g. [\"pg_ctl\", \"-D\", \"/path/to/data\", \"start\"], or remove `heal:` to alert only");
-                None
-            } else {
-                Some(HealAction::Command { argv: h.command.clone(), timeout })
-            }
-        });
+        let heal = t
+            .heal
+            .as_ref()
+            .and_then(|h| heal_action(h, &format!("{at}.heal"), problems));
         let forensic_files = t
             .forensics
             .as_ref()
             .map(|f| f.files.clone())
             .unwrap_or_default();
+        let forensic_docker = t
+            .forensics
+            .as_ref()
+            .and_then(|f| f.docker.as_ref())
+            .and_then(|d| {
+                docker_forensics(
+                    d,
+                    heal.as_ref(),
+                    &format!("{at}.forensics.docker"),
+                    problems,
+                )
+            });
         for (j, pattern) in forensic_files.iter().enumerate() {
             if let Err(e) = glob::Pattern::new(pattern) {
                 problems.push(
@@ -313,6 +327,7 @@ pub(crate) fn build(
                 budget,
                 recovery_timeout,
                 forensic_files,
+                forensic_docker,
                 heal,
                 pid_file,
                 policy: target_policy,
@@ -328,10 +343,151 @@ pub(crate) fn build(
         fleet_guard: FleetGuardConfig::default(),
         lease: LeaseConfig::default(),
         heartbeat: None,
+        docker: DockerConfig::default(),
         archive,
         notify,
         targets,
     }
+}
+
+/// `heal:`: exactly one of `command`, `docker`, `compose`.
+fn heal_action(h: &RawHeal, at: &str, problems: &mut Problems) -> Option<HealAction> {
+    let given = [h.command.is_some(), h.docker.is_some(), h.compose.is_some()];
+    if given.iter().filter(|g| **g).count() != 1 {
+        problems.push(
+            at,
+            "give exactly one of `command`, `docker` or `compose`",
+            "e.g. `docker: { container: pg1 }`, `compose: { project: app, service: db }` or `command: [pg_ctl, -D, /data, start]`; remove `heal:` to alert only",
+        );
+        return None;
+    }
+    let stop_timeout = |d: &Option<RawDuration>, problems: &mut Problems| {
+        d.as_ref()
+            .and_then(|d| duration(d, &format!("{at}.stop_timeout"), problems))
+            .unwrap_or(Duration::from_secs(10))
+    };
+    if let Some(d) = &h.docker {
+        let stop_timeout = stop_timeout(&d.stop_timeout, problems);
+        return container_name(&d.container, &format!("{at}.docker.container"), problems).then(
+            || HealAction::Docker {
+                container: ContainerRef::Name(d.container.clone()),
+                stop_timeout,
+            },
+        );
+    }
+    if let Some(c) = &h.compose {
+        let stop_timeout = stop_timeout(&c.stop_timeout, problems);
+        let ok = container_name(&c.project, &format!("{at}.compose.project"), problems)
+            & container_name(&c.service, &format!("{at}.compose.service"), problems);
+        return ok.then(|| HealAction::Docker {
+            container: ContainerRef::Compose {
+                project: c.project.clone(),
+                service: c.service.clone(),
+            },
+            stop_timeout,
+        });
+    }
+    let command = h.command.as_deref().unwrap_or_default();
+    let timeout = h
+        .timeout
+        .as_ref()
+        .and_then(|d| duration(d, &format!("{at}.timeout"), problems))
+        .unwrap_or(Duration::from_secs(60));
+    if command.is_empty() || command[0].trim().is_empty() {
+        problems.push(format!("{at}.command"), "the heal command is empty", "give the program and its arguments, e.g. [\"pg_ctl\", \"-D\", \"/path/to/data\", \"start\"], or remove `heal:` to alert only");
+        return None;
+    }
+    Some(HealAction::Command {
+        argv: command.to_vec(),
+        timeout,
+    })
+}
+
+/// A container, project or service name as Docker accepts it.
+fn container_name(name: &str, at: &str, problems: &mut Problems) -> bool {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !ok {
+        problems.push(
+            at,
+            format!("'{name}' is not a container, project or service name"),
+            "use the name `docker ps` shows (letters, digits, '-', '_', '.')",
+        );
+    }
+    ok
+}
+
+/// `forensics.docker`: the container defaults to the one the heal restarts.
+fn docker_forensics(
+    d: &RawDockerForensics,
+    heal: Option<&HealAction>,
+    at: &str,
+    problems: &mut Problems,
+) -> Option<DockerForensics> {
+    let container = match (&d.container, &d.project, &d.service) {
+        (Some(c), None, None) => container_name(c, &format!("{at}.container"), problems)
+            .then(|| ContainerRef::Name(c.clone()))?,
+        (None, Some(p), Some(s)) => {
+            let ok = container_name(p, &format!("{at}.project"), problems)
+                & container_name(s, &format!("{at}.service"), problems);
+            ok.then(|| ContainerRef::Compose {
+                project: p.clone(),
+                service: s.clone(),
+            })?
+        }
+        (None, None, None) => match heal {
+            Some(HealAction::Docker { container, .. }) => container.clone(),
+            _ => {
+                problems.push(
+                    at,
+                    "no container to read from",
+                    "set `container:` (or `project:` and `service:`), or use `heal.docker` / `heal.compose`, whose container is the default",
+                );
+                return None;
+            }
+        },
+        _ => {
+            problems.push(
+                at,
+                "give either `container` or both `project` and `service`",
+                "e.g. `container: pg1`, or `project: app` with `service: db`",
+            );
+            return None;
+        }
+    };
+    let mut ok = true;
+    for (j, p) in d.paths.iter().enumerate() {
+        if !p.starts_with('/') {
+            ok = false;
+            problems.push(
+                format!("{at}.paths[{j}]"),
+                format!("'{p}' is not an absolute path"),
+                "give the path inside the container, e.g. /var/lib/postgresql/data/log",
+            );
+        }
+    }
+    ok.then(|| DockerForensics {
+        container,
+        paths: d.paths.clone(),
+        log_tail: d.log_tail.unwrap_or(1000),
+    })
+}
+
+/// `docker.host`: a unix socket or a TCP address.
+fn docker_host(h: &str, at: &str, problems: &mut Problems) -> bool {
+    let ok = ["unix://", "tcp://", "http://", "https://"]
+        .iter()
+        .any(|p| h.starts_with(p) && h.len() > p.len());
+    if !ok {
+        problems.push(
+            at,
+            format!("'{h}' is not a Docker Engine address"),
+            "use unix:///var/run/docker.sock or tcp://host:2375, or remove it to use DOCKER_HOST",
+        );
+    }
+    ok
 }
 
 fn size(raw: &RawSize, at: &str, problems: &mut Problems) -> Option<u64> {

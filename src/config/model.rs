@@ -170,6 +170,58 @@ pub enum HealAction {
         argv: Vec<String>,
         timeout: Duration,
     },
+    /// Restart (or start) a container through the Docker Engine API.
+    Docker {
+        container: ContainerRef,
+        /// A stop waits this long before the container is killed.
+        stop_timeout: Duration,
+    },
+}
+
+/// A container, by name or id, or by the compose service that runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ContainerRef {
+    Name(String),
+    Compose { project: String, service: String },
+}
+
+impl fmt::Display for ContainerRef {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            ContainerRef::Name(n) => f.write_str(n),
+            ContainerRef::Compose { project, service } => {
+                write!(f, "compose service {project}/{service}")
+            }
+        }
+    }
+}
+
+/// Evidence copied out of a container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerForensics {
+    pub container: ContainerRef,
+    /// Absolute paths inside the container.
+    pub paths: Vec<String>,
+    /// Lines of the container's stdout/stderr kept; 0: none.
+    pub log_tail: u32,
+}
+
+/// The Docker Engine connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerConfig {
+    /// None: DOCKER_HOST, else the local socket.
+    pub host: Option<String>,
+    /// Follow the Engine's events (the fast path for dying containers).
+    pub events: bool,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        Self {
+            host: None,
+            events: true,
+        }
+    }
 }
 
 /// One watched database.
@@ -182,12 +234,25 @@ pub struct TargetConfig {
     pub recovery_timeout: Duration,
     /// Glob patterns of files copied into each bundle.
     pub forensic_files: Vec<String>,
+    /// Files and the log tail copied out of the target's container.
+    pub forensic_docker: Option<DockerForensics>,
     /// None: alert only, never restart.
     pub heal: Option<HealAction>,
     /// The postmaster's pid file, when the database runs on this host.
     pub pid_file: Option<PathBuf>,
     /// What each failure class calls for.
     pub policy: crate::policy::Policy,
+}
+
+impl TargetConfig {
+    /// The container this target runs in, if any: the one its heal restarts, else the one its
+    /// forensics read.
+    pub fn container(&self) -> Option<&ContainerRef> {
+        match &self.heal {
+            Some(HealAction::Docker { container, .. }) => Some(container),
+            _ => self.forensic_docker.as_ref().map(|d| &d.container),
+        }
+    }
 }
 
 /// Where bundles go and how.
@@ -331,6 +396,7 @@ pub struct Registry {
     pub fleet_guard: FleetGuardConfig,
     pub lease: LeaseConfig,
     pub heartbeat: Option<HeartbeatConfig>,
+    pub docker: DockerConfig,
     pub archive: ArchiveConfig,
     pub notify: NotifyConfig,
     pub targets: Vec<TargetConfig>,

@@ -222,16 +222,71 @@ pub struct RawForensics {
     /// Paths or glob patterns; each match is copied whole into the bundle.
     #[serde(default)]
     pub files: Vec<String>,
+    /// Files copied out of a container through the Engine API, plus its log tail.
+    pub docker: Option<RawDockerForensics>,
 }
 
-/// `heal:`
+/// `forensics.docker:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDockerForensics {
+    /// Container name or id; default: the one `heal.docker` or `heal.compose` restarts.
+    pub container: Option<String>,
+    /// Compose project and service, instead of `container`.
+    pub project: Option<String>,
+    pub service: Option<String>,
+    /// Absolute paths inside the container (files or directories).
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Lines of the container's own stdout/stderr log kept (default 1000; 0: none).
+    pub log_tail: Option<u32>,
+}
+
+/// `heal:`: exactly one of `command`, `docker`, `compose`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHeal {
     /// Program and arguments run without a shell (for example `pg_ctl ... start`).
-    pub command: Vec<String>,
+    pub command: Option<Vec<String>>,
     /// Limit for one run of the command (default 60s).
     pub timeout: Option<RawDuration>,
+    /// Restart a container through the Docker Engine API.
+    pub docker: Option<RawDockerHeal>,
+    /// Restart a compose service's container, found by compose's labels.
+    pub compose: Option<RawComposeHeal>,
+}
+
+/// `heal.docker:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDockerHeal {
+    /// Container name or id.
+    pub container: String,
+    /// How long a stop waits before killing a hung container (default 10s).
+    pub stop_timeout: Option<RawDuration>,
+}
+
+/// `heal.compose:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawComposeHeal {
+    /// The compose project (`name:` or the directory name).
+    pub project: String,
+    /// The service running PostgreSQL.
+    pub service: String,
+    /// How long a stop waits before killing a hung container (default 10s).
+    pub stop_timeout: Option<RawDuration>,
+}
+
+/// `docker:`: the Docker Engine connection shared by every container target.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDocker {
+    /// Engine address: unix:///var/run/docker.sock or tcp://host:2375 (default: DOCKER_HOST,
+    /// else the local socket).
+    pub host: Option<String>,
+    /// Follow the Engine's events so a dying container is noticed at once (default true).
+    pub events: Option<bool>,
 }
 
 /// `process:`

@@ -153,6 +153,9 @@ pub enum EscalationReason {
     NoHealAction,
     /// Many targets failed at once: restarts are held fleet-wide.
     FleetGuard,
+    /// The heal stopped on a failure retrying cannot fix (a missing container, a forbidden
+    /// Docker Engine, a restart policy that did not act).
+    HealRefused,
 }
 
 impl EscalationReason {
@@ -162,6 +165,7 @@ impl EscalationReason {
             EscalationReason::RestartBudgetExhausted => "restart_budget_exhausted",
             EscalationReason::NoHealAction => "no_heal_action",
             EscalationReason::FleetGuard => "fleet_guard",
+            EscalationReason::HealRefused => "heal_refused",
         }
     }
 }

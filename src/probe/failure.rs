@@ -35,6 +35,8 @@ pub enum FailureClass {
     /// A target that must be a primary answers as a standby (pg_is_in_recovery), or refuses
     /// writes (25006).
     ReadOnly,
+    /// The target's container does not exist (removed, or never created).
+    ContainerMissing,
 }
 
 impl FailureClass {
@@ -54,11 +56,12 @@ impl FailureClass {
             FailureClass::OutOfMemory => "out_of_memory",
             FailureClass::DatabaseMissing => "database_missing",
             FailureClass::ReadOnly => "read_only",
+            FailureClass::ContainerMissing => "container_missing",
         }
     }
 
     /// Every class, for validation messages.
-    pub const ALL: [FailureClass; 13] = [
+    pub const ALL: [FailureClass; 14] = [
         FailureClass::ConnectionRefused,
         FailureClass::Timeout,
         FailureClass::Authentication,
@@ -72,6 +75,7 @@ impl FailureClass {
         FailureClass::OutOfMemory,
         FailureClass::DatabaseMissing,
         FailureClass::ReadOnly,
+        FailureClass::ContainerMissing,
     ];
 
     pub fn from_label(s: &str) -> Option<Self> {

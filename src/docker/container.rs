@@ -1,0 +1,139 @@
+//! Finding a target's container (by name, or by compose's labels) and reading its state.
+
+use super::DockerError;
+use crate::config::ContainerRef;
+use bollard::container::{InspectContainerOptions, ListContainersOptions};
+use bollard::Docker;
+use std::collections::HashMap;
+
+/// What the healer needs to know about a container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerState {
+    pub id: String,
+    pub name: String,
+    /// `running`, `paused`, `restarting`, `exited`, `created`, `dead`, `removing`.
+    pub status: String,
+    pub exit_code: i64,
+    pub oom_killed: bool,
+    /// `no`, `always`, `unless-stopped`, `on-failure` (empty: none).
+    pub restart_policy: String,
+}
+
+impl ContainerState {
+    /// The Engine's own restart policy will bring it back: restarting now would race it.
+    pub fn policy_will_restart(&self) -> bool {
+        match self.status.as_str() {
+            "restarting" => true,
+            "exited" => match self.restart_policy.as_str() {
+                "always" | "unless-stopped" => true,
+                "on-failure" => self.exit_code != 0,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// The compose labels that identify a service's containers.
+pub fn compose_filters(project: &str, service: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_string(),
+        vec![
+            format!("com.docker.compose.project={project}"),
+            format!("com.docker.compose.service={service}"),
+        ],
+    )])
+}
+
+/// The container's id (a name is resolved by the Engine; a compose service by its labels).
+pub async fn resolve(
+    api: &Docker,
+    endpoint: &str,
+    c: &ContainerRef,
+) -> Result<String, DockerError> {
+    match c {
+        ContainerRef::Name(n) => Ok(n.clone()),
+        ContainerRef::Compose { project, service } => {
+            let found = api
+                .list_containers(Some(ListContainersOptions::<String> {
+                    all: true,
+                    filters: compose_filters(project, service),
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|e| DockerError::from_bollard(e, endpoint, &c.to_string()))?;
+            match found.as_slice() {
+                [] => Err(DockerError::NotFound {
+                    container: c.to_string(),
+                }),
+                [one] => Ok(one.id.clone().unwrap_or_default()),
+                many => Err(DockerError::Ambiguous {
+                    container: c.to_string(),
+                    count: many.len(),
+                }),
+            }
+        }
+    }
+}
+
+/// Resolves and inspects the container.
+pub async fn inspect(
+    api: &Docker,
+    endpoint: &str,
+    c: &ContainerRef,
+) -> Result<ContainerState, DockerError> {
+    let id = resolve(api, endpoint, c).await?;
+    let r = api
+        .inspect_container(&id, None::<InspectContainerOptions>)
+        .await
+        .map_err(|e| DockerError::from_bollard(e, endpoint, &c.to_string()))?;
+    let state = r.state.unwrap_or_default();
+    let policy = r
+        .host_config
+        .and_then(|h| h.restart_policy)
+        .and_then(|p| p.name)
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    Ok(ContainerState {
+        id: r.id.unwrap_or(id),
+        name: r
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        status: state.status.map(|s| s.to_string()).unwrap_or_default(),
+        exit_code: state.exit_code.unwrap_or_default(),
+        oom_killed: state.oom_killed.unwrap_or_default(),
+        restart_policy: policy,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(status: &str, policy: &str, exit: i64) -> ContainerState {
+        ContainerState {
+            id: "x".into(),
+            name: "pg".into(),
+            status: status.into(),
+            exit_code: exit,
+            oom_killed: false,
+            restart_policy: policy.into(),
+        }
+    }
+
+    #[test]
+    fn only_a_policy_that_will_act_defers_the_restart() {
+        assert!(state("exited", "always", 0).policy_will_restart());
+        assert!(state("exited", "unless-stopped", 137).policy_will_restart());
+        assert!(state("exited", "on-failure", 1).policy_will_restart());
+        assert!(!state("exited", "on-failure", 0).policy_will_restart());
+        assert!(!state("exited", "no", 137).policy_will_restart());
+        assert!(!state("exited", "", 137).policy_will_restart());
+        assert!(state("restarting", "always", 1).policy_will_restart());
+        // A hung (running or paused) container is never restarted by a policy.
+        assert!(!state("running", "always", 0).policy_will_restart());
+        assert!(!state("paused", "always", 0).policy_will_restart());
+    }
+}

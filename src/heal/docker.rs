@@ -1,0 +1,110 @@
+//! Restarting a container through the Docker Engine API: a running or paused (hung) container
+//! is restarted (killed after `stop_timeout`), an exited one is started, and one the Engine's
+//! own restart policy is about to restart is waited for instead of raced.
+
+use crate::config::ContainerRef;
+use crate::docker::container::{self, ContainerState};
+use crate::docker::{DockerClient, DockerError};
+use bollard::container::{RestartContainerOptions, StartContainerOptions};
+use std::time::{Duration, Instant};
+
+/// Why a container heal failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DockerHealError {
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error("the container's restart policy ({policy}) did not bring it back within {waited_s:.0} s; sentinel-remedy does not race the Engine's policy: start it by hand, or set `restart: \"no\"` so sentinel-remedy heals it")]
+    PolicyStalled { policy: String, waited_s: f64 },
+}
+
+impl DockerHealError {
+    pub fn retryable(&self) -> bool {
+        matches!(self, DockerHealError::Docker(e) if e.retryable())
+    }
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DockerHealError::Docker(DockerError::NotFound { .. }) => "container_missing",
+            DockerHealError::Docker(e) => e.kind(),
+            DockerHealError::PolicyStalled { .. } => "restart_policy_stalled",
+        }
+    }
+}
+
+/// One heal attempt; `policy_wait` bounds the wait for the Engine's own restart policy.
+pub async fn restart(
+    client: &DockerClient,
+    c: &ContainerRef,
+    stop_timeout: Duration,
+    policy_wait: Duration,
+) -> Result<String, DockerHealError> {
+    let state = client
+        .call(|api, ep| async move { container::inspect(&api, &ep, c).await })
+        .await?;
+    if state.policy_will_restart() {
+        return wait_for_policy(client, c, &state, policy_wait).await;
+    }
+    let id = state.id.clone();
+    match state.status.as_str() {
+        "running" | "paused" => {
+            let t = stop_timeout.as_secs().max(1) as isize;
+            client
+                .call(|api, ep| async move {
+                    api.restart_container(&id, Some(RestartContainerOptions { t }))
+                        .await
+                        .map_err(|e| DockerError::from_bollard(e, &ep, &c.to_string()))
+                })
+                .await?;
+            Ok(format!(
+                "container {} restarted (was {}; stop waited up to {} s before killing)",
+                state.name, state.status, t
+            ))
+        }
+        _ => {
+            client
+                .call(|api, ep| async move {
+                    api.start_container(&id, None::<StartContainerOptions<String>>)
+                        .await
+                        .map_err(|e| DockerError::from_bollard(e, &ep, &c.to_string()))
+                })
+                .await?;
+            Ok(format!(
+                "container {} started (was {}, exit code {}{})",
+                state.name,
+                state.status,
+                state.exit_code,
+                if state.oom_killed {
+                    ", killed for lack of memory"
+                } else {
+                    ""
+                }
+            ))
+        }
+    }
+}
+
+async fn wait_for_policy(
+    client: &DockerClient,
+    c: &ContainerRef,
+    first: &ContainerState,
+    wait: Duration,
+) -> Result<String, DockerHealError> {
+    let t0 = Instant::now();
+    loop {
+        let s = client
+            .call(|api, ep| async move { container::inspect(&api, &ep, c).await })
+            .await?;
+        if s.status == "running" {
+            return Ok(format!(
+                "container {} restarted by its own restart policy ({}); sentinel-remedy waited instead of restarting it",
+                s.name, first.restart_policy
+            ));
+        }
+        if t0.elapsed() >= wait {
+            return Err(DockerHealError::PolicyStalled {
+                policy: first.restart_policy.clone(),
+                waited_s: t0.elapsed().as_secs_f64(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
