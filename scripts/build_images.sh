@@ -23,6 +23,9 @@ say() { printf 'build_images: %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
 
 command -v docker >/dev/null || die "docker is not installed"
+# One build at a time (parallel tests may all ask for the images at once).
+exec 9>"${TMPDIR:-/tmp}/sentinel-remedy-build-images.lock"
+flock 9
 docker info >/dev/null 2>&1 || die "cannot reach the Docker Engine (is it running? is DOCKER_HOST right? are you in the docker group?)"
 
 recipe_of() { cat "$@" | sha256sum | cut -c1-16; }

@@ -73,27 +73,34 @@ impl Handler<Heal> for Healer {
                 let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 self.stops.insert(id.clone(), stop.clone());
                 ctx.spawn(
-                    heal(log, msg.target, self.docker.clone(), log_path, stop)
-                        .into_actor(self)
-                        .map(move |report, act, _| {
-                            act.stops.remove(&id);
-                            act.pending.fetch_sub(1, Ordering::SeqCst);
-                            if let Some(Slot::InFlight(waiters)) = act.slots.remove(&id) {
-                                for w in waiters {
-                                    let _ = w.send(report.clone());
+                    heal(
+                        log,
+                        msg.target,
+                        msg.failed_at,
+                        self.docker.clone(),
+                        log_path,
+                        stop,
+                    )
+                    .into_actor(self)
+                    .map(move |report, act, _| {
+                        act.stops.remove(&id);
+                        act.pending.fetch_sub(1, Ordering::SeqCst);
+                        if let Some(Slot::InFlight(waiters)) = act.slots.remove(&id) {
+                            for w in waiters {
+                                let _ = w.send(report.clone());
+                            }
+                        }
+                        act.slots.insert(id, Slot::Done(report));
+                        if act.slots.len() > 1000 {
+                            let mut keys: Vec<String> = act.slots.keys().cloned().collect();
+                            keys.sort();
+                            for k in keys.iter().take(act.slots.len() - 1000) {
+                                if matches!(act.slots.get(k), Some(Slot::Done(_))) {
+                                    act.slots.remove(k);
                                 }
                             }
-                            act.slots.insert(id, Slot::Done(report));
-                            if act.slots.len() > 1000 {
-                                let mut keys: Vec<String> = act.slots.keys().cloned().collect();
-                                keys.sort();
-                                for k in keys.iter().take(act.slots.len() - 1000) {
-                                    if matches!(act.slots.get(k), Some(Slot::Done(_))) {
-                                        act.slots.remove(k);
-                                    }
-                                }
-                            }
-                        }),
+                        }
+                    }),
                 );
             }
         }
@@ -131,6 +138,7 @@ struct Ran {
 async fn run_action(
     action: &HealAction,
     docker: &DockerClient,
+    failed_at: chrono::DateTime<Utc>,
     budget_left: Duration,
     log_path: &std::path::Path,
 ) -> Ran {
@@ -154,8 +162,14 @@ async fn run_action(
             container,
             stop_timeout,
         } => {
-            let r =
-                crate::heal::docker::restart(docker, container, *stop_timeout, budget_left).await;
+            let r = crate::heal::docker::restart(
+                docker,
+                container,
+                *stop_timeout,
+                failed_at,
+                budget_left,
+            )
+            .await;
             let line = match &r {
                 Ok(v) => format!("{} docker: {v}\n", Utc::now().to_rfc3339()),
                 Err(e) => format!(
@@ -201,6 +215,7 @@ fn append(path: &std::path::Path, line: &str) {
 async fn heal(
     log: Logger,
     target: Arc<TargetConfig>,
+    failed_at: chrono::DateTime<Utc>,
     docker: Arc<DockerClient>,
     log_path: PathBuf,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -229,7 +244,7 @@ async fn heal(
         let budget_left = deadline
             .saturating_duration_since(t0)
             .max(Duration::from_secs(1));
-        let ran = run_action(&action, &docker, budget_left, &log_path).await;
+        let ran = run_action(&action, &docker, failed_at, budget_left, &log_path).await;
         let (exit_code, mut verdict) = (ran.exit_code, ran.verdict);
         // A command's "exit 0" says nothing the check does not; a container verdict does.
         let said = |v: &str, check: &str| match action {

@@ -68,6 +68,9 @@ pub struct ArchiveReport {
 pub struct Heal {
     pub incident_id: String,
     pub target: Arc<TargetConfig>,
+    /// The incident's first failure: a container started after it was already restarted (by
+    /// its restart policy or a person) and must not be restarted again.
+    pub failed_at: DateTime<Utc>,
 }
 
 /// What the heal did.

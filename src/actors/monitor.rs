@@ -829,9 +829,17 @@ impl Monitor {
                     }));
                 }
                 Step::Heal(id) => {
+                    let failed_at = self
+                        .record
+                        .lock()
+                        .incident
+                        .as_ref()
+                        .map(|i| i.first_failure_at)
+                        .unwrap_or_else(Utc::now);
                     let req = self.peers.healer.send(Heal {
                         incident_id: id.clone(),
                         target: self.target.clone(),
+                        failed_at,
                     });
                     crate::faults::maybe_panic(&self.target.name, "heal_issued");
                     ctx.spawn(req.into_actor(self).map(move |res, act, ctx| match res {

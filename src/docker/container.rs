@@ -17,6 +17,8 @@ pub struct ContainerState {
     pub oom_killed: bool,
     /// `no`, `always`, `unless-stopped`, `on-failure` (empty: none).
     pub restart_policy: String,
+    /// When the main process last started.
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl ContainerState {
@@ -102,6 +104,11 @@ pub async fn inspect(
             .trim_start_matches('/')
             .to_string(),
         status: state.status.map(|s| s.to_string()).unwrap_or_default(),
+        started_at: state
+            .started_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc)),
         exit_code: state.exit_code.unwrap_or_default(),
         oom_killed: state.oom_killed.unwrap_or_default(),
         restart_policy: policy,
@@ -120,6 +127,7 @@ mod tests {
             exit_code: exit,
             oom_killed: false,
             restart_policy: policy.into(),
+            started_at: None,
         }
     }
 

@@ -6,6 +6,7 @@ use crate::config::ContainerRef;
 use crate::docker::container::{self, ContainerState};
 use crate::docker::{DockerClient, DockerError};
 use bollard::container::{RestartContainerOptions, StartContainerOptions};
+use chrono::{DateTime, Utc};
 use std::time::{Duration, Instant};
 
 /// Why a container heal failed.
@@ -30,16 +31,27 @@ impl DockerHealError {
     }
 }
 
-/// One heal attempt; `policy_wait` bounds the wait for the Engine's own restart policy.
+/// One heal attempt for an incident whose first failure was at `failed_at`; `policy_wait`
+/// bounds the wait for the Engine's own restart policy.
 pub async fn restart(
     client: &DockerClient,
     c: &ContainerRef,
     stop_timeout: Duration,
+    failed_at: DateTime<Utc>,
     policy_wait: Duration,
 ) -> Result<String, DockerHealError> {
     let state = client
         .call(|api, ep| async move { container::inspect(&api, &ep, c).await })
         .await?;
+    if state.status == "running" && state.started_at.is_some_and(|t| t > failed_at) {
+        // Its restart policy (or a person) already restarted it for this incident.
+        return Ok(format!(
+            "container {} was already restarted at {} (restart policy: {}); not restarting it again",
+            state.name,
+            state.started_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            if state.restart_policy.is_empty() { "none" } else { &state.restart_policy }
+        ));
+    }
     if state.policy_will_restart() {
         return wait_for_policy(client, c, &state, policy_wait).await;
     }

@@ -3,6 +3,7 @@
 //! would accept. Nothing here imitates a component the daemon integrates with.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod docker;
 pub mod http;
 pub mod receiver;
 pub mod s3server;

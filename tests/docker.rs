@@ -1,0 +1,224 @@
+//! Container targets on the real Docker Engine: PostgreSQL containers killed, stopped and
+//! paused for real, restarted through the Engine API, their evidence copied out of the
+//! containers; a missing container and an unreachable Engine.
+
+mod support;
+
+use serde_json::Value;
+use std::time::Duration;
+use support::docker::{docker, PgContainer};
+use support::*;
+
+const LONG: Duration = Duration::from_secs(90);
+
+/// One container target: restarted through the Engine, evidence copied out of it.
+fn container_target(c: &PgContainer, name: &str) -> String {
+    format!(
+        r#"
+  - name: {name}
+    dsn: "{dsn}"
+    probe: {{ interval: 1s, timeout: 1s, failure_threshold: 5 }}
+    restart_budget: {{ backoff: 0s }}
+    recovery_timeout: 60s
+    heal:
+      docker: {{ container: {container}, stop_timeout: 2s }}
+    forensics:
+      docker:
+        paths: [/var/lib/postgresql/data/log, /var/lib/postgresql/data/pg_hba.conf, /var/lib/postgresql/data/postgresql.conf]
+        log_tail: 200
+"#,
+        dsn = c.dsn(),
+        container = c.name
+    )
+}
+
+fn write_registry(ws: &Workspace, extra: &str, notify: &str, targets: &str) {
+    let text = format!(
+        "{extra}archive:\n{}notify:\n{notify}\ntargets:{targets}",
+        ws.local_archive()
+    );
+    std::fs::write(ws.config(), text).expect("write registry");
+}
+
+fn manifest(bundle: &std::path::Path) -> Value {
+    serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).expect("manifest.json"))
+        .expect("manifest JSON")
+}
+
+fn bundles_of(ws: &Workspace, target: &str) -> Vec<std::path::PathBuf> {
+    ws.bundles()
+        .into_iter()
+        .filter(|b| b.to_string_lossy().ends_with(&format!("-{target}")))
+        .collect()
+}
+
+/// Waits until `target` has recovered from its `n`-th incident.
+fn wait_recovered(d: &Daemon, target: &str, n: usize) {
+    d.wait_events("target_recovered", Some(target), n, LONG);
+}
+
+#[test]
+fn a_fleet_of_three_containers_is_healed_one_fault_at_a_time_and_only_where_it_failed() {
+    let (a, b, c) = std::thread::scope(|s| {
+        let a = s.spawn(|| PgContainer::start("kill", None));
+        let b = s.spawn(|| PgContainer::start("stop", None));
+        let c = s.spawn(|| PgContainer::start("pause", None));
+        (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
+    });
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    let targets = [
+        container_target(&a, "pg-kill"),
+        container_target(&b, "pg-stop"),
+        container_target(&c, "pg-pause"),
+    ]
+    .concat();
+    write_registry(&ws, "", &notify_all(&rx), &targets);
+    let d = Daemon::run(&ws, &[]);
+    d.wait_event("docker_ready", None, LONG);
+    for t in ["pg-kill", "pg-stop", "pg-pause"] {
+        d.wait_event("monitor_started", Some(t), LONG);
+    }
+
+    // Kill: SIGKILL to the container's main process, as the OOM killer would.
+    let marker_a = a.log_marker();
+    docker(&["kill", &a.name]);
+    wait_recovered(&d, "pg-kill", 1);
+    // Stop: a clean shutdown someone issued by hand.
+    let marker_b = b.log_marker();
+    docker(&["stop", "-t", "5", &b.name]);
+    wait_recovered(&d, "pg-stop", 1);
+    // Pause: the container is frozen, a hang. Only a probe timeout shows it.
+    let marker_c = c.log_marker();
+    docker(&["pause", &c.name]);
+    wait_recovered(&d, "pg-pause", 1);
+
+    assert!(
+        a.answers() && b.answers() && c.answers(),
+        "all three serve again"
+    );
+    wait_for(LONG, "every notice delivered", || {
+        (rx.hook_events("recovery").len() == 3
+            && rx.accepted("/slack").len() == 6
+            && rx
+                .hits()
+                .iter()
+                .filter(|h| h.path.starts_with("/discord/messages/") && h.status == 200)
+                .count()
+                == 3)
+            .then_some(())
+    });
+    assert_eq!(c.inspect("{{.State.Paused}}"), "false");
+
+    let expect = [
+        (
+            "pg-kill",
+            &a,
+            marker_a,
+            "exited (code 137)",
+            "process_exited",
+        ),
+        ("pg-stop", &b, marker_b, "exited (code 0)", "process_exited"),
+        ("pg-pause", &c, marker_c, "was paused", "timeout"),
+    ];
+    for (target, container, marker, said, class) in &expect {
+        // Detected through the Engine's events: one confirming probe, not the threshold of 5.
+        let declared = d.events("incident_declared", Some(target));
+        assert_eq!(declared.len(), 1, "{target}: one incident: {declared:?}");
+        assert_eq!(declared[0]["hard"], true, "{target}: hard failure");
+        assert_eq!(
+            declared[0]["failures"], 1,
+            "{target}: declared on the first failed probe"
+        );
+        assert_eq!(declared[0]["class"], *class, "{target}");
+        // Restarted exactly once, through the Engine.
+        assert_eq!(
+            d.count("heal_issued", Some(target)),
+            1,
+            "{target}: one restart"
+        );
+        let attempts = d.events("heal_attempt", Some(target));
+        assert_eq!(
+            attempts.len(),
+            1,
+            "{target}: one heal attempt: {attempts:?}"
+        );
+        let verdict = attempts[0]["verdict"].as_str().unwrap();
+        assert!(
+            verdict.contains(&format!("container {}", container.name))
+                && (verdict.ends_with("accepting connections")
+                    || verdict.ends_with("starting up (57P03)")),
+            "{target}: {verdict}"
+        );
+        // Archived from inside its own container: the server log with this container's marker.
+        let bundles = bundles_of(&ws, target);
+        assert_eq!(bundles.len(), 1, "{target}: one bundle");
+        let m = manifest(&bundles[0]);
+        let log = std::fs::read_to_string(bundles[0].join("postgresql.log"))
+            .expect("postgresql.log in the bundle");
+        assert!(
+            log.contains(marker.as_str()),
+            "{target}: the bundle's postgresql.log has the marker"
+        );
+        for f in ["pg_hba.conf", "postgresql.conf", "container.log"] {
+            assert!(bundles[0].join(f).is_file(), "{target}: {f} in the bundle");
+        }
+        let sources: Vec<&str> = m["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["source"].as_str())
+            .collect();
+        assert!(
+            sources.contains(
+                &format!(
+                    "{}:/var/lib/postgresql/data/log/postgresql.log",
+                    container.name
+                )
+                .as_str()
+            ),
+            "{target}: sources {sources:?}"
+        );
+        assert!(
+            m["missing"].as_array().is_none_or(|v| v.is_empty()),
+            "{target}: nothing missing: {m}"
+        );
+        assert!(
+            m["failure"]["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(said),
+            "{target}: failure detail says what Docker saw: {}",
+            m["failure"]
+        );
+        // Alerted and recovered once: the JSON webhook's events, a Slack message for each,
+        // one Discord message (edited once recovered).
+        let of_target = |kind: &str| {
+            rx.hook_events(kind)
+                .iter()
+                .filter(|h| h.body["target"] == *target)
+                .count()
+        };
+        assert_eq!(
+            (of_target("failure"), of_target("recovery")),
+            (1, 1),
+            "{target}"
+        );
+        let slack = rx
+            .accepted("/slack")
+            .into_iter()
+            .filter(|h| h.raw.contains(target))
+            .count();
+        assert_eq!(slack, 2, "{target}: Slack alert and recovery");
+        let discord = rx
+            .accepted("/discord")
+            .into_iter()
+            .filter(|h| h.raw.contains(target))
+            .count();
+        assert_eq!(discord, 1, "{target}: one Discord message");
+    }
+    rx.assert_all_well_formed();
+    for c in [&a, &b, &c] {
+        assert_secret_absent(&c.password, &d, Some(&rx), &ws);
+    }
+}
