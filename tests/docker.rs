@@ -222,3 +222,173 @@ fn a_fleet_of_three_containers_is_healed_one_fault_at_a_time_and_only_where_it_f
         assert_secret_absent(&c.password, &d, Some(&rx), &ws);
     }
 }
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+#[test]
+fn a_missing_container_is_its_own_incident_alerted_once_and_never_restarted_in_a_loop() {
+    let removed = PgContainer::start("removed", None);
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    let ghost = format!("sr-test-never-created-{:x}", rand::random::<u32>());
+    let ghost_target = format!(
+        r#"
+  - name: ghost
+    dsn: "postgres://postgres:secret-ghost-pw@127.0.0.1:{port}/postgres"
+    probe: {{ interval: 300ms, timeout: 1s, failure_threshold: 2 }}
+    restart_budget: {{ backoff: 0s }}
+    heal:
+      docker: {{ container: {ghost} }}
+    forensics:
+      docker: {{ paths: [/var/lib/postgresql/data/log] }}
+"#,
+        port = closed_port()
+    );
+    write_registry(
+        &ws,
+        "",
+        &notify_all(&rx),
+        &[ghost_target, container_target(&removed, "removed")].concat(),
+    );
+    let d = Daemon::run(&ws, &[]);
+    d.wait_event("docker_ready", None, LONG);
+    d.wait_event("monitor_started", Some("removed"), LONG);
+    // The other one is removed from under the daemon (its data with it).
+    docker(&["rm", "-f", "-v", &removed.name]);
+
+    for target in ["ghost", "removed"] {
+        let refused = d.wait_event("heal_refused", Some(target), LONG);
+        assert_eq!(refused["kind"], "container_missing", "{target}: {refused}");
+        assert!(
+            refused["error"]
+                .as_str()
+                .unwrap()
+                .contains("does not exist"),
+            "{target}: {refused}"
+        );
+        d.wait_event("escalation", Some(target), LONG);
+    }
+    wait_for(LONG, "both escalations delivered", || {
+        (rx.hook_events("escalation").len() == 2).then_some(())
+    });
+    // Time for a crash loop to show, if there were one.
+    std::thread::sleep(Duration::from_secs(3));
+    for target in ["ghost", "removed"] {
+        assert_eq!(
+            d.count("incident_declared", Some(target)),
+            1,
+            "{target}: one incident"
+        );
+        assert_eq!(
+            d.count("heal_attempt", Some(target)),
+            1,
+            "{target}: no retries"
+        );
+        assert_eq!(
+            d.count("escalation", Some(target)),
+            1,
+            "{target}: one escalation"
+        );
+        let esc: Vec<_> = rx
+            .hook_events("escalation")
+            .into_iter()
+            .filter(|h| h.body["target"] == target)
+            .collect();
+        assert_eq!(esc.len(), 1, "{target}: one escalation delivered");
+        let body = &esc[0].body;
+        assert_eq!(body["reason"], "heal_refused", "{target}: {body}");
+        assert_eq!(
+            body["failure"]["class"], "container_missing",
+            "{target}: {body}"
+        );
+        assert!(
+            body["summary"].as_str().unwrap().contains("does not exist"),
+            "{target}: the alert says what is wrong: {body}"
+        );
+        // The bundle says the container could not be read, instead of failing the archive.
+        let bundles = bundles_of(&ws, target);
+        assert_eq!(bundles.len(), 1, "{target}: archived anyway");
+        let m = manifest(&bundles[0]);
+        assert!(
+            m["missing"].to_string().contains("does not exist"),
+            "{target}: manifest names the missing container: {m}"
+        );
+    }
+    rx.assert_all_well_formed();
+    assert_secret_absent("secret-ghost-pw", &d, Some(&rx), &ws);
+}
+
+#[test]
+fn an_unreachable_engine_is_reported_clearly_and_other_targets_keep_healing() {
+    let pg = Pg::start();
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    let api_port = closed_port();
+    let socket = ws.path().join("no-such-docker.sock");
+    let local = TargetSpec {
+        interval: "300ms",
+        ..TargetSpec::new("local", &pg)
+    }
+    .yaml();
+    let in_container = format!(
+        r#"
+  - name: boxed
+    dsn: "postgres://postgres:pw@127.0.0.1:{}/postgres"
+    probe: {{ interval: 300ms, timeout: 1s, failure_threshold: 2 }}
+    recovery_timeout: 3s
+    heal:
+      docker: {{ container: some-container }}
+"#,
+        closed_port()
+    );
+    write_registry(
+        &ws,
+        &format!(
+            "docker:\n  host: unix://{}\nserver:\n  listen: 127.0.0.1:{api_port}\n",
+            socket.display()
+        ),
+        &notify_all(&rx),
+        &[local, in_container].concat(),
+    );
+    let d = Daemon::run(&ws, &[]);
+    // Said at start-up, with the fix.
+    let down = d.wait_event("docker_unavailable", None, LONG);
+    assert_eq!(down["level"], "ERRO");
+    assert_eq!(down["kind"], "unreachable");
+    let err = down["error"].as_str().unwrap();
+    assert!(
+        err.contains(&socket.display().to_string()) && err.contains("DOCKER_HOST"),
+        "names the socket and the fix: {err}"
+    );
+    // And in /healthz.
+    d.wait_event("api_listening", None, LONG);
+    let resp = support::http::get(&format!("127.0.0.1:{api_port}"), "/healthz");
+    assert_eq!(resp.status, 503, "{}", resp.body);
+    let h = resp.json();
+    assert_eq!(h["checks"]["docker"]["state"], "unreachable", "{h}");
+    assert!(h.to_string().contains("Docker Engine unreachable"), "{h}");
+
+    // The container target is alerted; its restart is retried (the Engine may come back) and
+    // escalated at recovery_timeout, each attempt saying why it failed ...
+    d.wait_event("escalation", Some("boxed"), LONG);
+    let attempts = d.events("heal_attempt", Some("boxed"));
+    assert!(!attempts.is_empty());
+    for a in &attempts {
+        assert!(
+            a["verdict"].as_str().unwrap().contains("cannot reach the Docker Engine"),
+            "{a}"
+        );
+    }
+    // ... while the local target is still healed.
+    d.wait_event("monitor_started", Some("local"), LONG);
+    pg.kill9();
+    d.wait_event("target_recovered", Some("local"), LONG);
+    assert!(pg.answers());
+    assert!(d.count("monitor_replaced", None) == 0, "no monitor died");
+}
