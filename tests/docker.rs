@@ -126,9 +126,11 @@ fn a_fleet_of_three_containers_is_healed_one_fault_at_a_time_and_only_where_it_f
         let declared = d.events("incident_declared", Some(target));
         assert_eq!(declared.len(), 1, "{target}: one incident: {declared:?}");
         assert_eq!(declared[0]["hard"], true, "{target}: hard failure");
-        assert_eq!(
-            declared[0]["failures"], 1,
-            "{target}: declared on the first failed probe"
+        // (A scheduled probe may fail just before the event arrives: then the second.)
+        assert!(
+            declared[0]["failures"].as_u64().unwrap() <= 2,
+            "{target}: declared on the probe confirming the event, not after the threshold of 5: {}",
+            declared[0]
         );
         assert_eq!(declared[0]["class"], *class, "{target}");
         // Restarted exactly once, through the Engine.
@@ -260,7 +262,7 @@ fn a_missing_container_is_its_own_incident_alerted_once_and_never_restarted_in_a
     d.wait_event("docker_ready", None, LONG);
     d.wait_event("monitor_started", Some("removed"), LONG);
     // The other one is removed from under the daemon (its data with it).
-    docker(&["rm", "-f", "-v", &removed.name]);
+    support::docker::remove(&removed.name);
 
     for target in ["ghost", "removed"] {
         let refused = d.wait_event("heal_refused", Some(target), LONG);
@@ -288,7 +290,8 @@ fn a_missing_container_is_its_own_incident_alerted_once_and_never_restarted_in_a
         assert_eq!(
             d.count("heal_attempt", Some(target)),
             1,
-            "{target}: no retries"
+            "{target}: no retries: {:#?}",
+            d.events("heal_attempt", Some(target))
         );
         assert_eq!(
             d.count("escalation", Some(target)),
@@ -381,7 +384,10 @@ fn an_unreachable_engine_is_reported_clearly_and_other_targets_keep_healing() {
     assert!(!attempts.is_empty());
     for a in &attempts {
         assert!(
-            a["verdict"].as_str().unwrap().contains("cannot reach the Docker Engine"),
+            a["verdict"]
+                .as_str()
+                .unwrap()
+                .contains("cannot reach the Docker Engine"),
             "{a}"
         );
     }
@@ -391,4 +397,55 @@ fn an_unreachable_engine_is_reported_clearly_and_other_targets_keep_healing() {
     d.wait_event("target_recovered", Some("local"), LONG);
     assert!(pg.answers());
     assert!(d.count("monitor_replaced", None) == 0, "no monitor died");
+}
+
+#[test]
+fn a_container_with_a_restart_policy_is_left_to_that_policy_not_restarted_twice() {
+    let c = PgContainer::start("policy", Some("always"));
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    write_registry(
+        &ws,
+        "",
+        &notify_all(&rx),
+        &container_target(&c, "pg-policy"),
+    );
+    let d = Daemon::run(&ws, &[]);
+    let found = d.wait_event("restart_policy_found", Some("pg-policy"), LONG);
+    assert_eq!(found["policy"], "always");
+    let before = c.started_at();
+    // A crash (not `docker kill`, which Docker counts as a manual stop): SIGKILL the
+    // container's main process from the host. The Engine's policy restarts it.
+    let pid: i32 = c.inspect("{{.State.Pid}}").parse().expect("container pid");
+    // SAFETY: a pid the Engine reported for our own test container.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    d.wait_event("target_recovered", Some("pg-policy"), LONG);
+    let attempt = d.wait_event("heal_attempt", Some("pg-policy"), LONG);
+    let verdict = attempt["verdict"].as_str().unwrap();
+    assert!(
+        verdict.contains("restart policy") && verdict.contains("not restarting it")
+            || verdict.contains("restarted by its own restart policy"),
+        "the heal waited for the policy: {verdict}"
+    );
+    // Exactly one restart, the policy's: the Engine counted it, and the container has run
+    // since then without another start.
+    wait_for(LONG, "the server answers", || c.answers().then_some(()));
+    assert_eq!(c.inspect("{{.RestartCount}}"), "1");
+    let after = c.started_at();
+    assert_ne!(before, after);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.started_at(), after, "restarted only once");
+    assert_eq!(d.count("heal_attempt", Some("pg-policy")), 1);
+    // The alert says the policy restarts it.
+    let failure = wait_for(LONG, "the failure alert", || {
+        rx.hook_events("failure").into_iter().next()
+    });
+    assert!(
+        failure.body["summary"]
+            .as_str()
+            .unwrap()
+            .contains("its restart policy (always) restarts the container"),
+        "{}",
+        failure.body
+    );
 }

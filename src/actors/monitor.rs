@@ -35,6 +35,8 @@ pub struct Peers {
     pub leases: Arc<dyn crate::lease::LeaseBackend>,
     pub lease_owner: Arc<str>,
     pub lease_ttl: Duration,
+    /// The Docker Engine, for targets in containers.
+    pub docker: Arc<crate::docker::DockerClient>,
 }
 
 /// Something to do once the record's lock is released.
@@ -66,6 +68,10 @@ pub struct Monitor {
     process_dead: bool,
     /// What Docker reported about the container, for the failure detail.
     container_event: Option<(String, Option<FailureClass>)>,
+    /// The container's restart policy, as last inspected (`always`, `on-failure`, ...).
+    restart_policy: Option<String>,
+    /// Said once that the container does not exist, until it does.
+    said_missing: bool,
     retired: bool,
     /// The last probe answered 57P03 (logged at info only when that starts).
     recovering: bool,
@@ -94,6 +100,8 @@ impl Monitor {
             watch: None,
             process_dead: false,
             container_event: None,
+            restart_policy: None,
+            said_missing: false,
             retired: false,
             recovering: false,
         }
@@ -594,8 +602,12 @@ impl Monitor {
         inc.alerted = true;
         info!(self.log, "heal issued"; "event" => "heal_issued", "incident" => &inc.id,
             "restarts_in_window" => rec.restarts.len(), "since_detection_ms" => inc.declared_instant.elapsed().as_millis() as u64);
+        let restart = match &self.restart_policy {
+            Some(p) => format!("its restart policy ({p}) restarts the container, so sentinel-remedy waits for that instead of restarting it"),
+            None => "restart issued".to_string(),
+        };
         let summary = format!(
-            "{}. Forensics archived; restart issued{}.",
+            "{}. Forensics archived; {restart}{}.",
             if inc.hard && self.target.container().is_some() {
                 "Docker reported the container down"
             } else if inc.hard {
@@ -938,6 +950,39 @@ impl Monitor {
         })));
     }
 
+    /// Reads the container's state: says at once when it does not exist, and notes a restart
+    /// policy (which the heal then waits for instead of racing it).
+    fn inspect_container(&mut self, ctx: &mut Context<Self>) {
+        let Some(c) = self.target.container().cloned() else {
+            return;
+        };
+        let docker = self.peers.docker.clone();
+        let fut = async move {
+            docker
+                .call(
+                    |api, ep| async move { crate::docker::container::inspect(&api, &ep, &c).await },
+                )
+                .await
+        };
+        ctx.spawn(fut.into_actor(self).map(|r, act, _| match r {
+            Ok(state) => {
+                act.said_missing = false;
+                let acts = matches!(state.restart_policy.as_str(), "always" | "unless-stopped" | "on-failure");
+                if acts && act.restart_policy.as_deref() != Some(state.restart_policy.as_str()) {
+                    warn!(act.log, "the container has a restart policy: after a crash sentinel-remedy waits for it instead of restarting the container itself";
+                        "event" => "restart_policy_found", "container" => &state.name, "policy" => &state.restart_policy);
+                }
+                act.restart_policy = acts.then_some(state.restart_policy);
+            }
+            Err(e @ crate::docker::DockerError::NotFound { .. }) => {
+                if !std::mem::replace(&mut act.said_missing, true) {
+                    error!(act.log, "the target's container does not exist"; "event" => "container_missing", "error" => %e);
+                }
+            }
+            Err(e) => debug!(act.log, "cannot inspect the container"; "kind" => e.kind(), "error" => %e),
+        }));
+    }
+
     fn facts(&self, inc: &Incident) -> IncidentFacts {
         IncidentFacts {
             incident_id: inc.id.clone(),
@@ -984,6 +1029,7 @@ impl Actor for Monitor {
             "heal" => self.target.heal.is_some());
         self.resume(ctx);
         self.arm_watch(ctx);
+        self.inspect_container(ctx);
         self.schedule_probe(ctx, Duration::ZERO);
     }
 
@@ -1035,6 +1081,8 @@ impl Handler<ContainerEvent> for Monitor {
         self.process_dead = true;
         self.container_event = Some((ev.describe(), class));
         self.schedule_probe(ctx, Duration::ZERO);
+        // The policy may have changed since start-up; known again before the archive is done.
+        self.inspect_container(ctx);
     }
 }
 

@@ -127,6 +127,7 @@ impl Supervisor {
                 leases,
                 lease_owner: crate::lease::owner_id().into(),
                 lease_ttl,
+                docker: docker.clone(),
             },
             slots: BTreeMap::new(),
             stopping: false,

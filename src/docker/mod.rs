@@ -62,6 +62,12 @@ impl DockerError {
                 detail: message,
             },
             B::DockerResponseServerError {
+                status_code: 409,
+                message,
+            } if message.contains("marked for removal") => DockerError::NotFound {
+                container: format!("{container} (being removed)"),
+            },
+            B::DockerResponseServerError {
                 status_code,
                 message,
             } => DockerError::Api(format!("{status_code}: {message}")),
@@ -69,6 +75,12 @@ impl DockerError {
                 endpoint: endpoint.into(),
                 detail: format!("no socket at {p}"),
             },
+            B::IOError { err } if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                DockerError::Forbidden {
+                    endpoint: endpoint.into(),
+                    detail: err.to_string(),
+                }
+            }
             other => {
                 let detail = chain(&other);
                 if io_kind(&other) == Some(std::io::ErrorKind::PermissionDenied) {
@@ -104,6 +116,53 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classified_by_what_a_caller_can_do() {
+        use bollard::errors::Error as B;
+        let denied = B::IOError {
+            err: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        let e = DockerError::from_bollard(denied, "unix:///var/run/docker.sock", "pg");
+        assert_eq!(e.kind(), "forbidden");
+        assert!(!e.retryable());
+        assert!(e.to_string().contains("group_add"), "{e}");
+        let refused = B::IOError {
+            err: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        let e = DockerError::from_bollard(refused, "unix:///x.sock", "pg");
+        assert_eq!(e.kind(), "unreachable");
+        assert!(e.retryable());
+        let gone = B::DockerResponseServerError {
+            status_code: 404,
+            message: "No such container: pg".into(),
+        };
+        let e = DockerError::from_bollard(gone, "unix:///x.sock", "pg");
+        assert_eq!(e.kind(), "not_found");
+        assert!(!e.retryable());
+        assert!(e.to_string().contains("container pg does not exist"), "{e}");
+        let removing = B::DockerResponseServerError {
+            status_code: 409,
+            message: "container is marked for removal and cannot be started".into(),
+        };
+        assert_eq!(
+            DockerError::from_bollard(removing, "x", "pg").kind(),
+            "not_found"
+        );
+        let forbidden = B::DockerResponseServerError {
+            status_code: 403,
+            message: "authorization denied by plugin".into(),
+        };
+        assert_eq!(
+            DockerError::from_bollard(forbidden, "x", "pg").kind(),
+            "forbidden"
+        );
+    }
 }
 
 fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {

@@ -52,6 +52,13 @@ pub async fn restart(
             if state.restart_policy.is_empty() { "none" } else { &state.restart_policy }
         ));
     }
+    if state.status == "removing" {
+        // Being removed: it will not exist in a moment, and starting it would fail meanwhile.
+        return Err(DockerError::NotFound {
+            container: format!("{c} (being removed)"),
+        }
+        .into());
+    }
     if state.policy_will_restart() {
         return wait_for_policy(client, c, &state, policy_wait).await;
     }

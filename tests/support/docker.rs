@@ -47,6 +47,23 @@ pub fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `docker rm -f -v`, retried: fuse-overlayfs sometimes fails to remove a root filesystem
+/// that a process was still leaving ("directory not empty") and succeeds a moment later.
+pub fn remove(name: &str) {
+    for _ in 0..10 {
+        let out = Command::new("docker")
+            .args(["rm", "-f", "-v", name])
+            .output()
+            .expect("run docker");
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || err.contains("No such container") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("could not remove container {name}");
+}
+
 /// One postgres container, published on a free loopback port.
 pub struct PgContainer {
     pub name: String,
@@ -163,8 +180,6 @@ impl PgContainer {
 
 impl Drop for PgContainer {
     fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["rm", "-f", "-v", &self.name])
-            .output();
+        let _ = std::panic::catch_unwind(|| remove(&self.name));
     }
 }
