@@ -25,6 +25,7 @@ struct SeedEnv {
     slack_webhook_url: Option<String>,
     discord_webhook_url: Option<String>,
     webhook_url: Option<String>,
+    notify_console: Option<String>,
     target_name: Option<String>,
     archive_dir: Option<String>,
     heal_command: Option<String>,
@@ -248,7 +249,20 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
             }]
         }),
         pagerduty: None,
-        console: None,
+        console: nonempty(&seed.notify_console).map(|c| {
+            match c.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => {
+                    problems.push(
+                        "NOTIFY_CONSOLE",
+                        format!("'{c}' is not true or false"),
+                        "set NOTIFY_CONSOLE to true (alerts also printed to stdout) or false",
+                    );
+                    false
+                }
+            }
+        }),
         max_attempts: None,
         max_backoff: None,
     };

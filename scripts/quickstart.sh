@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Starts SentinelRemedy as a compose sidecar next to PostgreSQL (or, with --fleet, one daemon
+# watching three PostgreSQL containers), and waits until monitoring has begun.
+#
+#   scripts/quickstart.sh [--fleet] [--no-build]
+#
+# Creates compose/.env from .env.template on first run (with a random database password), the
+# network, and the images: POSTGRES_IMAGE / SENTINEL_IMAGE when they exist or can be pulled,
+# else local builds (scripts/build_images.sh: debootstrap + docker import, no registry needed).
+# Works with `docker compose` and `docker-compose`.
+set -euo pipefail
+
+FLEET=0
+BUILD=1
+for arg in "$@"; do
+    case "$arg" in
+        --fleet) FLEET=1 ;;
+        --no-build) BUILD=0 ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        *) echo "quickstart: unknown argument '$arg' (use --fleet, --no-build)" >&2; exit 64 ;;
+    esac
+done
+export FLEET
+# shellcheck source=compose_env.sh
+. "$(dirname "$0")/compose_env.sh"
+
+say() { printf 'quickstart: %s\n' "$*"; }
+die() { printf 'quickstart: ERROR: %s\n' "$*" >&2; exit 1; }
+
+docker info >/dev/null 2>&1 || die "cannot reach the Docker Engine (is it running? are you in the docker group?)"
+
+if [ ! -f "$ENV_FILE" ]; then
+    umask 077
+    sed "s/^DB_PASSWORD=.*/DB_PASSWORD=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')/" \
+        "$ROOT/.env.template" > "$ENV_FILE"
+    say "wrote $ENV_FILE (random DB_PASSWORD; edit it for webhooks and S3)"
+fi
+export DOCKER_GID="${DOCKER_GID:-$(stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)}"
+
+# Images: use what exists or can be pulled; build locally otherwise.
+POSTGRES_IMAGE="$(env_value POSTGRES_IMAGE)"; POSTGRES_IMAGE="${POSTGRES_IMAGE:-postgres:16}"
+SENTINEL_IMAGE="$(env_value SENTINEL_IMAGE)"; SENTINEL_IMAGE="${SENTINEL_IMAGE:-sentinel-remedy:latest}"
+have() { docker image inspect "$1" >/dev/null 2>&1 || docker pull -q "$1" >/dev/null 2>&1; }
+if ! have "$POSTGRES_IMAGE"; then
+    [ "$BUILD" = 1 ] || die "image $POSTGRES_IMAGE is missing (run without --no-build)"
+    say "$POSTGRES_IMAGE is not available: building a local PostgreSQL image"
+    POSTGRES_IMAGE=sentinel-remedy/postgres:15
+    POSTGRES_IMAGE="$POSTGRES_IMAGE" "$ROOT/scripts/build_images.sh" postgres
+fi
+# The local tag is rebuilt from this checkout (a no-op when nothing changed).
+if [ "$SENTINEL_IMAGE" = sentinel-remedy:local ] || ! have "$SENTINEL_IMAGE"; then
+    [ "$BUILD" = 1 ] || die "image $SENTINEL_IMAGE is missing (run without --no-build)"
+    say "building the daemon image"
+    SENTINEL_IMAGE=sentinel-remedy:local
+    SENTINEL_IMAGE="$SENTINEL_IMAGE" "$ROOT/scripts/build_images.sh" sentinel
+fi
+export POSTGRES_IMAGE SENTINEL_IMAGE
+
+NETWORK="$(env_value COMPOSE_NETWORK)"; NETWORK="${NETWORK:-sentinel-remedy}"
+export COMPOSE_NETWORK="$NETWORK"
+if ! docker network inspect "$NETWORK" >/dev/null 2>&1; then
+    docker network create "$NETWORK" >/dev/null
+    say "created network $NETWORK"
+fi
+
+say "starting $(basename "$COMPOSE_FILE_PATH") as project $COMPOSE_PROJECT_NAME (postgres: $POSTGRES_IMAGE, daemon: $SENTINEL_IMAGE)"
+compose up -d
+
+# Monitoring has begun once every target's first probe passed (asked through the daemon's API).
+want=1
+[ "$FLEET" = 1 ] && want=3
+sentinel="$(compose ps -q sentinel)"
+up=0
+for _ in $(seq 1 120); do
+    up="$(docker exec "$sentinel" sentinel-remedy status --json 2>/dev/null | grep -c '"up": true' || true)"
+    [ "$up" -ge "$want" ] && break
+    sleep 1
+done
+if [ "$up" -lt "$want" ]; then
+    docker logs --tail 30 "$sentinel" >&2
+    die "monitoring did not begin within 120 s: $up of $want targets up (log above)"
+fi
+
+port="$(env_value SENTINEL_PORT)"; port="${port:-9187}"
+cat <<INFO
+
+SentinelRemedy is watching $want database(s).
+  Status page:   http://127.0.0.1:$port/   (also /status, /metrics, /healthz)
+  Daemon log:    ${COMPOSE_BIN[*]} -p $COMPOSE_PROJECT_NAME -f $COMPOSE_FILE_PATH logs -f sentinel
+  Incidents:     docker exec $sentinel ls /var/lib/sentinel/incidents
+  Chaos test:    scripts/test_system.sh$( [ "$FLEET" = 1 ] && echo " --fleet")
+  Stop:          ${COMPOSE_BIN[*]} -p $COMPOSE_PROJECT_NAME -f $COMPOSE_FILE_PATH down
+INFO

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The chaos test of a running stack (scripts/quickstart.sh starts one): breaks a database
+# container for real, follows the sidecar's log, and exits 0 only once it has seen detection,
+# the archive, the alert, the restart and the recovery notice, printing the timeline. On a
+# missing step it exits 1 and names it.
+#
+#   scripts/test_system.sh [--fault kill|stop|pause] [--timeout SECONDS]
+#   scripts/test_system.sh --fleet      kill pg1, stop pg2, pause pg3 (one after the other);
+#                                       also checks that the other targets saw nothing
+set -euo pipefail
+
+FLEET=0
+FAULT=kill
+TIMEOUT=120
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --fleet) FLEET=1 ;;
+        --fault) FAULT="$2"; shift ;;
+        --timeout) TIMEOUT="$2"; shift ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        *) echo "test_system: unknown argument '$1'" >&2; exit 64 ;;
+    esac
+    shift
+done
+case "$FAULT" in kill|stop|pause) ;; *) echo "test_system: --fault is kill, stop or pause" >&2; exit 64 ;; esac
+export FLEET
+# shellcheck source=compose_env.sh
+. "$(dirname "$0")/compose_env.sh"
+
+sentinel="$(compose ps -q sentinel 2>/dev/null || true)"
+[ -n "$sentinel" ] || { echo "test_system: the stack is not running (scripts/quickstart.sh$( [ "$FLEET" = 1 ] && echo " --fleet") starts it)" >&2; exit 1; }
+
+now_ms() { date +%s%3N; }
+# Milliseconds since the epoch of a log record's "ts".
+ts_ms() { date -d "$(sed -E 's/.*"ts":"([^"]+)".*/\1/' <<<"$1")" +%s%3N; }
+
+LOG="$(mktemp)"
+trap 'kill "$follower" 2>/dev/null || true; rm -f "$LOG"' EXIT
+docker logs -f --since "$(date -u +%Y-%m-%dT%H:%M:%S)" "$sentinel" >"$LOG" 2>&1 &
+follower=$!
+sleep 1
+
+# The first record of `event` for `target` (and containing `extra`, if given).
+find_event() {
+    local target="$1" event="$2" extra="${3:-}"
+    grep -F "\"event\":\"$event\"" "$LOG" | grep -F "\"target\":\"$target\"" | grep -F -- "$extra" | head -n1 || true
+}
+
+# Breaks one service's container and follows the target through the five steps.
+chaos() {
+    local target="$1" service="$2" fault="$3"
+    local container t0 line missing=()
+    container="$(compose ps -q "$service")"
+    [ -n "$container" ] || { echo "test_system: no container for service $service" >&2; return 1; }
+    printf '\n== %s: %s the %s container (%s)\n' "$target" "$fault" "$service" "${container:0:12}"
+    t0="$(now_ms)"
+    case "$fault" in
+        kill) docker kill "$container" >/dev/null ;;
+        stop) docker stop -t 10 "$container" >/dev/null ;;
+        pause) docker pause "$container" >/dev/null ;;
+    esac
+    local steps=(detection archive alert restart recovery_notice)
+    declare -A at=()
+    local deadline=$(( $(date +%s) + TIMEOUT ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        [ -z "${at[detection]:-}" ] && line="$(find_event "$target" incident_declared)" && [ -n "$line" ] && at[detection]="$(ts_ms "$line")"
+        [ -z "${at[archive]:-}" ] && line="$(grep -F '"event":"archive_written"' "$LOG" | grep -F "\"target\":\"$target\"" | head -n1 || true)" && [ -n "$line" ] && at[archive]="$(ts_ms "$line")"
+        [ -z "${at[alert]:-}" ] && line="$(grep -F '"event":"notice_queued"' "$LOG" | grep -F "\"target\":\"$target\"" | grep -F '"kind":"failure"' | head -n1 || true)" && [ -n "$line" ] && at[alert]="$(ts_ms "$line")"
+        [ -z "${at[restart]:-}" ] && line="$(find_event "$target" heal_attempt "heal attempt succeeded")" && [ -n "$line" ] && at[restart]="$(ts_ms "$line")"
+        [ -z "${at[recovery_notice]:-}" ] && line="$(grep -F '"event":"notice_queued"' "$LOG" | grep -F "\"target\":\"$target\"" | grep -F '"kind":"recovery"' | head -n1 || true)" && [ -n "$line" ] && at[recovery_notice]="$(ts_ms "$line")"
+        [ "${#at[@]}" -eq "${#steps[@]}" ] && break
+        sleep 0.5
+    done
+    for s in "${steps[@]}"; do
+        if [ -n "${at[$s]:-}" ]; then
+            printf '  %-16s +%7.3f s\n' "$s" "$(awk -v a="${at[$s]}" -v b="$t0" 'BEGIN { printf "%.3f", (a - b) / 1000 }')"
+        else
+            printf '  %-16s MISSING\n' "$s"
+            missing+=("$s")
+        fi
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "test_system: FAILED for $target: no ${missing[*]} within ${TIMEOUT}s; the sidecar's log:" >&2
+        tail -n 40 "$LOG" >&2
+        return 1
+    fi
+    # Alerts delivered (or printed): a failure and a recovery reached a channel.
+    local sent
+    sent="$(grep -F "\"target\":\"$target\"" "$LOG" | grep -cF '"event":"notification_sent"' || true)"
+    local printed
+    printed="$(grep -cE "(🔴|🟢) $target (failed|recovered)" "$LOG" || true)"
+    printf '  notifications    %s delivered to webhooks, %s printed to the log\n' "$sent" "$printed"
+    if [ $(( sent + printed )) -lt 2 ]; then
+        echo "test_system: FAILED for $target: the alert and the recovery notice reached no channel" >&2
+        return 1
+    fi
+}
+
+if [ "$FLEET" = 1 ]; then
+    chaos pg1 pg1 kill
+    chaos pg2 pg2 stop
+    chaos pg3 pg3 pause
+    # Each target had exactly one incident and one restart: the others saw nothing.
+    for t in pg1 pg2 pg3; do
+        n="$(grep -F '"event":"incident_declared"' "$LOG" | grep -cF "\"target\":\"$t\"" || true)"
+        r="$(grep -F '"event":"heal_issued"' "$LOG" | grep -cF "\"target\":\"$t\"" || true)"
+        if [ "$n" != 1 ] || [ "$r" != 1 ]; then
+            echo "test_system: FAILED: $t had $n incident(s) and $r restart(s), expected 1 and 1" >&2
+            exit 1
+        fi
+    done
+    printf '\ntest_system: OK: three faults, three incidents, three restarts, no cross-talk\n'
+else
+    target="$(env_value TARGET_NAME)"
+    chaos "${target:-postgres}" postgres "$FAULT"
+    printf '\ntest_system: OK\n'
+fi
