@@ -3,7 +3,8 @@
 //! Run through `scripts/bench.sh`. Prints figures; asserts nothing about time.
 //!
 //! Knobs (environment): BENCH_RUNS (5), BENCH_WINDOW (seconds of each resource sample, 60),
-//! BENCH_TARGETS ("1,10,50").
+//! BENCH_TARGETS ("1,10,50"), BENCH_DOCKER (1: also the container section, with and without
+//! the Docker events fast path; 0 skips it).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -167,6 +168,71 @@ fn recovery_section(runs: usize) {
     }
 }
 
+/// A container killed (or paused) and brought back: the daemon with the Docker events fast path
+/// against the same daemon polling only.
+fn container_section(runs: usize) {
+    use support::docker::{docker, PgContainer};
+    let c = PgContainer::start("bench", None);
+    // Floor: `docker kill` then `docker start` by a script, until SQL answers.
+    let mut floor: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t0 = Instant::now();
+            docker(&["kill", &c.name]);
+            docker(&["start", &c.name]);
+            while !c.answers() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    let floor = median(&mut floor);
+    println!("\n## Containers (interval 1s, timeout 1s, threshold 3, restart backoff off, median of {runs})\n");
+    println!(
+        "Floor: `docker kill` then `docker start` by a script, until SQL answers: {floor:.3} s.\n"
+    );
+    println!("| fault | Docker events | detect | recover | recover - floor |");
+    println!("|---|---|---|---|---|");
+    for (fault, verb) in [("docker kill", "kill"), ("docker pause", "pause")] {
+        for events in [true, false] {
+            let ws = Workspace::new();
+            let text = format!(
+                "docker:\n  events: {events}\narchive:\n{}notify:\n  console: false\ntargets:\n  - name: bench\n    dsn: \"{}\"\n    probe: {{ interval: 1s, timeout: 1s, failure_threshold: 3 }}\n    restart_budget: {{ max_restarts: 1000, backoff: 0s }}\n    heal:\n      docker: {{ container: {}, stop_timeout: 1s }}\n    forensics:\n      docker: {{ paths: [/var/lib/postgresql/data/log] }}\n",
+                ws.local_archive(),
+                c.dsn(),
+                c.name
+            );
+            std::fs::write(ws.config(), text).expect("registry");
+            let d = Daemon::run(&ws, &[]);
+            d.wait_event("probe_ok", Some("bench"), LONG);
+            let (mut det, mut rec): (Vec<f64>, Vec<f64>) = (1..=runs)
+                .map(|n| {
+                    std::thread::sleep(Duration::from_millis(1300));
+                    let at = Utc::now();
+                    docker(&[verb, &c.name]);
+                    let declared = d
+                        .wait_events("incident_declared", Some("bench"), n, LONG)
+                        .pop()
+                        .expect("declared");
+                    let recovered = d
+                        .wait_events("target_recovered", Some("bench"), n, LONG)
+                        .pop()
+                        .expect("recovered");
+                    support::wait_for(LONG, "answers again", || c.answers().then_some(()));
+                    let secs =
+                        |t: DateTime<Utc>| (t - at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                    (secs(ts(&declared)), secs(ts(&recovered)))
+                })
+                .unzip();
+            let (det, rec) = (median(&mut det), median(&mut rec));
+            println!(
+                "| {fault} | {} | {det:.3} s | {rec:.3} s | {:+.3} s |",
+                if events { "on" } else { "off (polling)" },
+                rec - floor
+            );
+        }
+    }
+}
+
 /// utime+stime of a process in clock ticks, and its resident set in KiB.
 fn proc_usage(pid: i32) -> (u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
@@ -255,6 +321,9 @@ fn main() {
         Cluster::version().unwrap_or_else(|_| "unknown".into())
     );
     recovery_section(runs);
+    if env_num("BENCH_DOCKER", 1) == 1 {
+        container_section(runs);
+    }
     if !counts.is_empty() {
         resource_section(&counts, window);
     }

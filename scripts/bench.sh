@@ -2,10 +2,13 @@
 # Recovery benchmark: time to detect and recover after kill -9 and an immediate stop (interval
 # 1 s, threshold 3, with and without the pid watch) next to the floor of a bare restart script,
 # and the daemon's memory and CPU while watching 1, 10 and 50 healthy targets.
-# Knobs: BENCH_RUNS (5), BENCH_WINDOW (60 s per resource sample), BENCH_TARGETS (1,10,50).
+# Also a postgres container killed and paused, with and without the Docker events fast path.
+# Knobs: BENCH_RUNS (5), BENCH_WINDOW (60 s per resource sample), BENCH_TARGETS (1,10,50),
+# BENCH_DOCKER (1; 0 skips the container section).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/deps.sh
 ensure_postgres
+[ "${BENCH_DOCKER:-1}" = 0 ] || ensure_docker
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/sentinel-remedy-target}"
 cargo bench --locked --bench recovery 2>&1 | grep -v '^\s*\(Compiling\|Finished\|Running\)'

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh machine: installs what the tests need (PostgreSQL server
 # binaries from Debian's packages, cargo-nextest, the moto S3 server, checkov, python-hcl2,
-# chromium and the Prometheus client parser), then runs every test.
+# chromium, the Prometheus client parser, debootstrap and docker-compose), builds the local
+# container images when missing, then runs every test.
 # Usage: scripts/test.sh [extra nextest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ ensure_postgres
 ensure_nextest
 ensure_python_tools
 ensure_chromium
+ensure_docker
 
 # A target dir outside the clone is reused when it exists (faster CI); it is never required.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/sentinel-remedy-target}"

@@ -60,3 +60,20 @@ ensure_python_tools() {
     python3 -m pip install --quiet --disable-pip-version-check "${PYTHON_TOOLS[@]}"
     command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 }
+
+# The Docker tests run real containers: the Engine must answer, compose must exist, and the
+# local images (no registry here) are built once, from a debootstrapped Debian, or reused.
+ensure_docker() {
+    if ! docker info >/dev/null 2>&1; then
+        echo "the Docker Engine does not answer (docker info); the container tests need it" >&2
+        exit 1
+    fi
+    if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
+        echo "== installing docker-compose"
+        apt_install docker-compose
+    fi
+    command -v debootstrap >/dev/null 2>&1 || { echo "== installing debootstrap"; apt_install debootstrap; }
+    command -v flock >/dev/null 2>&1 || apt_install util-linux
+    echo "== container images (built once, then reused)"
+    scripts/build_images.sh postgres
+}
