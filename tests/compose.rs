@@ -124,6 +124,20 @@ fn the_sidecar_stack_starts_and_survives_the_chaos_test_which_fails_when_a_step_
     let up = stack.script("quickstart.sh", &[]);
     assert!(up.status.success(), "quickstart failed:\n{}", text(&up));
     assert!(text(&up).contains("watching 1 database"), "{}", text(&up));
+    // The image's HEALTHCHECK (`sentinel-remedy healthcheck` against /healthz) passes.
+    support::wait_for(
+        std::time::Duration::from_secs(90),
+        "the daemon's container to be healthy",
+        || {
+            (docker(&[
+                "inspect",
+                "-f",
+                "{{.State.Health.Status}}",
+                &stack.sentinel(),
+            ]) == "healthy")
+                .then_some(())
+        },
+    );
 
     let chaos = stack.script("test_system.sh", &["--fault", "kill"]);
     let out = text(&chaos);

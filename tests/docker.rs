@@ -449,3 +449,40 @@ fn a_container_with_a_restart_policy_is_left_to_that_policy_not_restarted_twice(
         failure.body
     );
 }
+
+#[test]
+fn a_forbidden_socket_is_reported_with_the_group_to_add() {
+    // The daemon runs as `nobody`, outside the socket's group (root:docker, 0660 here).
+    let ws = Workspace::new();
+    std::fs::set_permissions(
+        ws.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let target = format!(
+        r#"
+  - name: boxed
+    dsn: "postgres://postgres:pw@127.0.0.1:{}/postgres"
+    heal:
+      docker: {{ container: some-container }}
+"#,
+        closed_port()
+    );
+    write_registry(&ws, "", "  console: false\n", &target);
+    let mut cmd = std::process::Command::new("runuser");
+    cmd.args(["-u", "nobody", "--", bin()])
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(ws.config())
+        .arg("--state-dir")
+        .arg(ws.state())
+        .current_dir(ws.path());
+    let d = Daemon::spawn(cmd, &[]);
+    let down = d.wait_event("docker_unavailable", None, LONG);
+    assert_eq!(down["kind"], "forbidden", "{down}");
+    let err = down["error"].as_str().unwrap();
+    assert!(
+        err.contains("permission denied") && err.contains("group_add"),
+        "says what is wrong and the fix: {err}"
+    );
+    d.wait_event("monitor_started", Some("boxed"), LONG);
+}
