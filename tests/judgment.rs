@@ -462,7 +462,13 @@ fn a_server_held_in_slow_crash_recovery_after_the_restart_is_not_killed_again() 
     pg.kill9();
     d.wait_event("heal_issued", Some("orders"), LONG);
     d.wait_event("probe_recovering", Some("orders"), LONG);
-    d.wait_event("escalation", Some("orders"), LONG);
+    // A recovery with no redo progress in its log (a standby waiting for WAL that never comes)
+    // is escalated at recovery_timeout.
+    let esc = d.wait_event("escalation", Some("orders"), LONG);
+    assert!(
+        esc["why"].as_str().unwrap().contains("no redo progress"),
+        "{esc}"
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
         d.count("heal_issued", None),
@@ -476,4 +482,105 @@ fn a_server_held_in_slow_crash_recovery_after_the_restart_is_not_killed_again() 
     wait_for(LONG, "the escalation alert", || {
         (rx.hook_events("escalation").len() == 1).then_some(())
     });
+}
+
+/// The pids whose parent is `ppid` and whose title contains `title`.
+fn children_titled(ppid: i32, title: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // "pid (comm) state ppid ...": the comm may hold spaces, so split after the last ')'.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if parent == Some(ppid) && cmdline.contains(title) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_crash_recovery_that_advances_is_waited_on_past_recovery_timeout() {
+    let pg = Pg::start();
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    // A progress line every 100 ms of redo, and no checkpoint during the load: every byte of
+    // it is replayed after the crash.
+    for sql in [
+        "ALTER SYSTEM SET log_startup_progress_interval = '100ms'",
+        "ALTER SYSTEM SET checkpoint_timeout = '1h'",
+        "ALTER SYSTEM SET max_wal_size = '8GB'",
+        "SELECT pg_reload_conf()",
+        "CHECKPOINT",
+        "CREATE TABLE load AS SELECT g, md5(g::text) AS h FROM generate_series(1, 3000000) g",
+    ] {
+        pg.psql(sql);
+    }
+    ws.write_registry(
+        &notify_all(&rx),
+        &[TargetSpec {
+            // Long enough for the restart itself (the killed postmaster is reaped by the host's
+            // init first), far shorter than the throttled redo below.
+            recovery_timeout: "4s",
+            ..TargetSpec::new("orders", &pg)
+        }],
+    );
+    let d = Daemon::run(&ws, &[]);
+    d.wait_event("probe_ok", Some("orders"), LONG);
+    pg.kill9();
+    d.wait_event("heal_issued", Some("orders"), LONG);
+    // A slow disk, for real: the startup process replaying the WAL runs a sixth of the time.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let throttle = {
+        let (stop, pid_file) = (stop.clone(), pg.cluster.pid_file());
+        std::thread::spawn(move || {
+            let end = std::time::Instant::now() + LONG;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && std::time::Instant::now() < end
+            {
+                let postmaster = std::fs::read_to_string(&pid_file)
+                    .ok()
+                    .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
+                let startup = postmaster
+                    .map(|p| children_titled(p, "startup"))
+                    .unwrap_or_default();
+                for &p in &startup {
+                    // SAFETY: the startup process of our own test cluster.
+                    unsafe { libc::kill(p, libc::SIGSTOP) };
+                }
+                std::thread::sleep(Duration::from_millis(250));
+                for &p in &startup {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(p, libc::SIGCONT) };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let progress = d.wait_event("recovery_progress", Some("orders"), LONG);
+    assert!(
+        progress["lsn"].as_str().unwrap().contains('/'),
+        "{progress}"
+    );
+    d.wait_event("target_recovered", Some("orders"), LONG);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    throttle.join().unwrap();
+    assert!(pg.answers());
+    assert_eq!(d.count("heal_issued", Some("orders")), 1, "restarted once");
+    assert_eq!(
+        d.count("escalation", Some("orders")),
+        0,
+        "a recovery that advances is not escalated, though it outlasted recovery_timeout: {:#?} {:#?}",
+        d.events("escalation", None),
+        d.events("recovery_progress", None)
+    );
+    assert!(
+        d.count("recovery_progress", Some("orders")) >= 1,
+        "waited past recovery_timeout"
+    );
 }

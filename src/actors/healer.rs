@@ -282,6 +282,20 @@ async fn heal(
                     }
                 }
             }
+        } else if ran.terminal.is_none() {
+            // `pg_ctl start -w` outwaited by a long crash recovery still started the server:
+            // one that answers, or answers 57P03, was restarted; another attempt would not help.
+            match accepts_connections(target.dsn.config(), Duration::from_secs(2)).await {
+                Ok(()) => {
+                    success = true;
+                    verdict = format!("{verdict}, but the server accepts connections");
+                }
+                Err(f) if f.class == FailureClass::Recovering => {
+                    success = true;
+                    verdict = format!("{verdict}, but the server is starting up (57P03)");
+                }
+                Err(_) => {}
+            }
         }
         let attempt = HealAttempt {
             started_at,

@@ -72,6 +72,9 @@ pub struct Monitor {
     restart_policy: Option<String>,
     /// Said once that the container does not exist, until it does.
     said_missing: bool,
+    /// The newest redo LSN seen in the server log since the restart: a recovery whose LSN
+    /// moves is waited on past recovery_timeout.
+    redo_lsn: Option<u64>,
     retired: bool,
     /// The last probe answered 57P03 (logged at info only when that starts).
     recovering: bool,
@@ -102,6 +105,7 @@ impl Monitor {
             container_event: None,
             restart_policy: None,
             said_missing: false,
+            redo_lsn: None,
             retired: false,
             recovering: false,
         }
@@ -188,6 +192,7 @@ impl Monitor {
     }
 
     fn on_probe(&mut self, out: ProbeOutcome, ctx: &mut Context<Self>) {
+        let mut take_baseline = false;
         let steps = {
             let mut rec = self.record.lock();
             rec.last_probe = Some((Utc::now(), out.latency));
@@ -241,6 +246,7 @@ impl Monitor {
                     debug!(self.log, "probe ok"; "event" => "probe_ok", "latency_ms" => out.latency.as_millis() as u64);
                     self.process_dead = false;
                     self.container_event = None;
+                    self.redo_lsn = None;
                     self.recovering = false;
                     self.on_success(&mut rec)
                 }
@@ -254,6 +260,8 @@ impl Monitor {
                         info!(self.log, "server is starting up or in recovery; waiting"; "event" => "probe_recovering",
                             "sqlstate" => f.sqlstate.as_deref().unwrap_or(""), "phase" => rec.phase.label());
                     }
+                    take_baseline =
+                        !self.recovering && matches!(rec.phase, Phase::Healing | Phase::Recovering);
                     self.recovering = true;
                     vec![]
                 }
@@ -263,6 +271,9 @@ impl Monitor {
                 }
             }
         };
+        if take_baseline {
+            self.baseline_redo_lsn(ctx);
+        }
         self.run_steps(steps, ctx);
         if !self.process_dead {
             self.arm_watch(ctx);
@@ -748,21 +759,53 @@ impl Monitor {
         self.run_steps(steps, ctx);
     }
 
-    fn on_recovery_deadline(&mut self, id: &str, ctx: &mut Context<Self>) {
-        let steps = {
-            let mut rec = self.record.lock();
-            let open = matches!(rec.phase, Phase::Healing | Phase::Recovering)
-                && rec.incident.as_ref().is_some_and(|i| i.id == id);
-            if open {
-                self.escalate(
-                    &mut rec,
-                    "No passing probe within recovery_timeout after the restart.",
-                )
-            } else {
-                vec![]
+    /// Notes the redo LSN the server log shows when a restarted server starts answering
+    /// 57P03, so the deadline can tell whether recovery moved since.
+    fn baseline_redo_lsn(&mut self, ctx: &mut Context<Self>) {
+        let (target, docker) = (self.target.clone(), self.peers.docker.clone());
+        let fut = async move { crate::probe::progress::redo_lsn(&target, &docker).await };
+        ctx.spawn(fut.into_actor(self).map(|lsn, act, _| {
+            if act.redo_lsn.is_none() {
+                act.redo_lsn = lsn.map(|(n, _)| n);
             }
+        }));
+    }
+
+    fn on_recovery_deadline(&mut self, id: &str, ctx: &mut Context<Self>) {
+        let open = {
+            let rec = self.record.lock();
+            matches!(rec.phase, Phase::Healing | Phase::Recovering)
+                && rec.incident.as_ref().is_some_and(|i| i.id == id)
         };
-        self.run_steps(steps, ctx);
+        if !open {
+            return;
+        }
+        if !self.recovering {
+            let steps = self.escalate(
+                &mut self.record.lock(),
+                "No passing probe within recovery_timeout after the restart.",
+            );
+            return self.run_steps(steps, ctx);
+        }
+        // In recovery (57P03): wait longer while redo advances, escalate once it stands still.
+        let (target, docker) = (self.target.clone(), self.peers.docker.clone());
+        let id = id.to_string();
+        let fut = async move { crate::probe::progress::redo_lsn(&target, &docker).await };
+        ctx.spawn(fut.into_actor(self).map(move |lsn, act, ctx| {
+            let steps = match lsn {
+                Some((n, text)) if act.redo_lsn.is_none_or(|before| n > before) => {
+                    act.redo_lsn = Some(n);
+                    info!(act.log, "still in crash recovery, and redo advances: waiting another recovery_timeout";
+                        "event" => "recovery_progress", "incident" => &id, "lsn" => text);
+                    vec![Step::RecoveryTimer(id, act.target.recovery_timeout)]
+                }
+                _ => act.escalate(
+                    &mut act.record.lock(),
+                    "The server is still in recovery (57P03) past recovery_timeout and its log shows no redo progress (PostgreSQL 15+ logs it every log_startup_progress_interval). It is not restarted while it recovers.",
+                ),
+            };
+            act.run_steps(steps, ctx);
+        }));
     }
 
     fn escalate(&self, rec: &mut TargetRecord, why: &str) -> Vec<Step> {

@@ -225,13 +225,23 @@ pub fn copy_tail(src: &Path, dest: &Path, cap: u64) -> io::Result<Copied> {
     if len > cap {
         io::Seek::seek(&mut input, io::SeekFrom::Start(len - cap))?;
     }
+    let (size, sha256) = write_hashed(&mut Read::take(&mut input, cap), dest)?;
+    Ok(Copied {
+        size,
+        sha256,
+        original_size,
+    })
+}
+
+/// Writes everything `input` yields to a new file `dest` through a 64 KiB buffer, synced,
+/// returning its size and SHA-256.
+pub fn write_hashed(input: &mut impl Read, dest: &Path) -> io::Result<(u64, String)> {
     let mut output = File::create(dest)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
-    let mut limited = Read::take(&mut input, cap);
     loop {
-        let n = limited.read(&mut buf)?;
+        let n = input.read(&mut buf)?;
         if n == 0 {
             break;
         }
@@ -240,11 +250,7 @@ pub fn copy_tail(src: &Path, dest: &Path, cap: u64) -> io::Result<Copied> {
         size += n as u64;
     }
     output.sync_all()?;
-    Ok(Copied {
-        size,
-        sha256: hex::encode(hasher.finalize()),
-        original_size,
-    })
+    Ok((size, hex::encode(hasher.finalize())))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use bollard::container::{DownloadFromContainerOptions, LogOutput, LogsOptions};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::Path;
 use tokio::io::AsyncWriteExt;
 
@@ -160,25 +160,12 @@ fn extract(
         if len > cap {
             io::copy(&mut (&mut entry).take(len - cap), &mut io::sink())?;
         }
-        let mut file = std::fs::File::create(dir.join(&name))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut size = 0u64;
-        loop {
-            let n = entry.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            file.write_all(&buf[..n])?;
-            size += n as u64;
-        }
-        file.sync_all()?;
+        let (size, sha256) = crate::archive::local::write_hashed(&mut entry, &dir.join(&name))?;
         out.push(FileEntry {
             name,
             source: source.display().to_string(),
             size,
-            sha256: hex::encode(hasher.finalize()),
+            sha256,
             truncated: len > cap,
             original_size: (len > cap).then_some(len),
         });

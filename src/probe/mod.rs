@@ -2,6 +2,7 @@
 //! classified failure when anything goes wrong.
 
 mod failure;
+pub mod progress;
 pub mod snapshot;
 
 pub use failure::{FailureClass, ProbeFailure};
