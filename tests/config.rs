@@ -156,6 +156,42 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "not a role",
     ),
     (
+        "two heal actions",
+        "targets:\n{T}    heal: { command: [pg_ctl, start], docker: { container: pg1 } }\n",
+        "targets[0].heal",
+        "exactly one of",
+    ),
+    (
+        "bad container name",
+        "targets:\n{T}    heal: { docker: { container: \"pg 1\" } }\n",
+        "targets[0].heal.docker.container",
+        "not a container",
+    ),
+    (
+        "compose heal without a service",
+        "targets:\n{T}    heal: { compose: { project: shop } }\n",
+        "targets[0].heal.compose",
+        "missing field `service`",
+    ),
+    (
+        "relative path in a container",
+        "targets:\n{T}    heal: { docker: { container: pg1 } }\n    forensics: { docker: { paths: [log] } }\n",
+        "targets[0].forensics.docker.paths[0]",
+        "not an absolute path",
+    ),
+    (
+        "container forensics with nothing to read",
+        "targets:\n{T}    forensics: { docker: { paths: [/var/log] } }\n",
+        "targets[0].forensics.docker",
+        "no container to read from",
+    ),
+    (
+        "bad docker host",
+        "docker: { host: \"/var/run/docker.sock\" }\ntargets:\n{T}",
+        "docker.host",
+        "not a Docker Engine address",
+    ),
+    (
         "zero budget window",
         "targets:\n{T}    restart_budget: { window: 0 }\n",
         "targets[0].restart_budget.window",
@@ -287,9 +323,12 @@ fn the_shipped_example_registry_is_valid() {
         ("SENTINEL_API_TOKEN", "0123456789abcdef0123"),
         ("ORDERS_DB_PASSWORD", "p"),
         ("BILLING_DB_PASSWORD", "p"),
+        ("LEDGER_DB_PASSWORD", "p"),
+        ("INVENTORY_DB_PASSWORD", "p"),
     ];
     let (code, out, err) = run_cli(&["check-config", "-c", example], ws.path(), &env);
     assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("OK, 4 targets"), "{out}");
 }
 
 #[test]
