@@ -7,6 +7,8 @@ ARG RUST_IMAGE=rust:1-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS build
+# Lets scripts/build_images.sh remove this stage's image (the classic builder keeps it).
+LABEL org.sentinel-remedy.stage=build
 WORKDIR /src
 COPY . .
 RUN if [ -x prebuilt/sentinel-remedy ]; then \

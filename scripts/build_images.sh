@@ -98,4 +98,8 @@ for w in "${what[@]}"; do
         *) die "unknown image '$w' (use base, postgres, sentinel or all)" ;;
     esac
 done
+# Untagged leftovers of ours only: the build stage the classic builder keeps, and images a
+# rebuild replaced. `prune` never touches a tagged image.
+docker image prune -f --filter label=org.sentinel-remedy.stage=build >/dev/null
+docker image prune -f --filter "label=$LABEL" >/dev/null
 say "images: $BASE_IMAGE $POSTGRES_IMAGE $SENTINEL_IMAGE"
