@@ -184,15 +184,13 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
             stop_timeout,
         }),
     };
-    let heal =
-        (heal_command.is_some() || heal_docker.is_some() || heal_compose.is_some()).then(|| {
-            RawHeal {
-                command: heal_command,
-                timeout: None,
-                docker: heal_docker,
-                compose: heal_compose,
-            }
-        });
+    let any_heal = heal_command.is_some() || heal_docker.is_some() || heal_compose.is_some();
+    let heal = any_heal.then_some(RawHeal {
+        command: heal_command,
+        timeout: None,
+        docker: heal_docker,
+        compose: heal_compose,
+    });
     let split_list = |f: &str| -> Vec<String> {
         f.split(',')
             .map(|s| s.trim().to_string())
