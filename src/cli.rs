@@ -365,11 +365,10 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
             crate::heartbeat::spawn(hb, log.clone());
         }
         let docker = std::sync::Arc::new(crate::docker::DockerClient::new(&settings.registry.docker));
-        let uses_docker = settings.registry.targets.iter().any(|t| t.container().is_some());
         let (sup, done) = Supervisor::launch(log.clone(), settings, uploader.clone(), Some(store.clone()), docker.clone());
         if let Some(server) = server {
             let state = crate::api::ApiState { supervisor: sup.clone(), store: Some(store), uploader, token: server.token.clone(),
-                registry_source: source, started_at: chrono::Utc::now(), docker: uses_docker.then_some(docker) };
+                registry_source: source, started_at: chrono::Utc::now(), docker: Some(docker) };
             match crate::api::serve(&server, state) {
                 Ok(_) => slog::info!(log, "HTTP API listening"; "event" => "api_listening", "listen" => %server.listen,
                     "mutating_endpoints" => if server.token.is_some() { "on (bearer token)" } else { "off (no token)" }),

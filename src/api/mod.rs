@@ -22,7 +22,7 @@ pub struct ApiState {
     pub token: Option<Secret>,
     pub registry_source: String,
     pub started_at: chrono::DateTime<chrono::Utc>,
-    /// The Engine client, when a target runs in a container.
+    /// The Engine client; /healthz reports it once a container target has used it.
     pub docker: Option<Arc<crate::docker::DockerClient>>,
 }
 

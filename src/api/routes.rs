@@ -73,7 +73,8 @@ async fn healthz(st: web::Data<ApiState>) -> HttpResponse {
             Err(e) => problems.push(format!("incident store: {e}")),
         }
     }
-    if let Some(docker) = &st.docker {
+    // Only once a container target has used the Engine (at start-up or after a reload).
+    if let Some(docker) = st.docker.as_ref().filter(|d| d.health().state != "unknown") {
         // Asked afresh (bounded), so a socket that came back or went away shows at once.
         let _ = tokio::time::timeout(Duration::from_secs(3), docker.check()).await;
         let h = docker.health();
