@@ -518,7 +518,7 @@ fn a_crash_recovery_that_advances_is_waited_on_past_recovery_timeout() {
         "ALTER SYSTEM SET max_wal_size = '8GB'",
         "SELECT pg_reload_conf()",
         "CHECKPOINT",
-        "CREATE TABLE load AS SELECT g, md5(g::text) AS h FROM generate_series(1, 3000000) g",
+        "CREATE TABLE load AS SELECT g, md5(g::text) AS h FROM generate_series(1, 5000000) g",
     ] {
         pg.psql(sql);
     }
