@@ -73,14 +73,26 @@ impl Stack {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("compose")
             .join(file);
-        let out = Command::new("docker-compose")
+        // `docker compose` (v2) where it exists, else `docker-compose` (v1), as the scripts do.
+        let v2 = Command::new("docker")
+            .args(["compose", "version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        let mut cmd = if v2 {
+            let mut c = Command::new("docker");
+            c.arg("compose");
+            c
+        } else {
+            Command::new("docker-compose")
+        };
+        let out = cmd
             .args(["-p", &self.project, "--env-file"])
             .arg(self.env_file.path())
             .arg("-f")
             .arg(path)
             .args(args)
             .output()
-            .expect("docker-compose");
+            .expect("docker compose");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
