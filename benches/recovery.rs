@@ -91,9 +91,8 @@ fn ts(r: &serde_json::Value) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-/// One supervised incident: (seconds to detect, seconds to recover), from the fault.
-fn supervised_once(d: &Daemon, pg: &Pg, fault: Fault, n: usize) -> (f64, f64) {
-    let at = fault.inject(pg);
+/// The `n`-th incident of target "bench": (seconds to detect, seconds to recover) from `at`.
+fn incident_times(d: &Daemon, n: usize, at: DateTime<Utc>) -> (f64, f64) {
     let declared = d
         .wait_events("incident_declared", Some("bench"), n, LONG)
         .pop()
@@ -103,7 +102,13 @@ fn supervised_once(d: &Daemon, pg: &Pg, fault: Fault, n: usize) -> (f64, f64) {
         .pop()
         .expect("recovered");
     let secs = |t: DateTime<Utc>| (t - at).num_microseconds().unwrap_or(0) as f64 / 1e6;
-    let out = (secs(ts(&declared)), secs(ts(&recovered)));
+    (secs(ts(&declared)), secs(ts(&recovered)))
+}
+
+/// One supervised incident: (seconds to detect, seconds to recover), from the fault.
+fn supervised_once(d: &Daemon, pg: &Pg, fault: Fault, n: usize) -> (f64, f64) {
+    let at = fault.inject(pg);
+    let out = incident_times(d, n, at);
     // Let the target settle back into its healthy cadence before the next fault.
     support::wait_for(LONG, "answers again", || pg.answers().then_some(()));
     std::thread::sleep(Duration::from_millis(1500));
@@ -209,18 +214,9 @@ fn container_section(runs: usize) {
                     std::thread::sleep(Duration::from_millis(1300));
                     let at = Utc::now();
                     docker(&[verb, &c.name]);
-                    let declared = d
-                        .wait_events("incident_declared", Some("bench"), n, LONG)
-                        .pop()
-                        .expect("declared");
-                    let recovered = d
-                        .wait_events("target_recovered", Some("bench"), n, LONG)
-                        .pop()
-                        .expect("recovered");
+                    let times = incident_times(&d, n, at);
                     support::wait_for(LONG, "answers again", || c.answers().then_some(()));
-                    let secs =
-                        |t: DateTime<Utc>| (t - at).num_microseconds().unwrap_or(0) as f64 / 1e6;
-                    (secs(ts(&declared)), secs(ts(&recovered)))
+                    times
                 })
                 .unzip();
             let (det, rec) = (median(&mut det), median(&mut rec));
