@@ -193,6 +193,7 @@ async fn run_action(
                     terminal: (!e.retryable()).then(|| HealFailure {
                         kind: e.kind(),
                         detail: e.to_string(),
+                        class: e.failure_class(),
                     }),
                 },
             }
@@ -208,6 +209,24 @@ fn append(path: &std::path::Path, line: &str) {
         .open(path)
     {
         let _ = f.write_all(line.as_bytes());
+    }
+}
+
+/// Polls the server for up to `wait` (at least once): what it answers when it is up
+/// ("accepting connections", "starting up (57P03)", or an authentication error, which also
+/// proves it runs), else the class of the last failure.
+async fn answering(target: &TargetConfig, wait: Duration) -> Result<&'static str, FailureClass> {
+    let until = Instant::now() + wait;
+    loop {
+        match accepts_connections(target.dsn.config(), Duration::from_secs(2)).await {
+            Ok(()) => return Ok("accepting connections"),
+            Err(f) if f.class == FailureClass::Recovering => return Ok("starting up (57P03)"),
+            Err(f) if f.class == FailureClass::Authentication => {
+                return Ok("answering (authentication error)")
+            }
+            Err(f) if Instant::now() >= until => return Err(f.class),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
     }
 }
 
@@ -246,54 +265,29 @@ async fn heal(
             .max(Duration::from_secs(1));
         let ran = run_action(&action, &docker, failed_at, budget_left, &log_path).await;
         let (exit_code, mut verdict) = (ran.exit_code, ran.verdict);
-        // A command's "exit 0" says nothing the check does not; a container verdict does.
-        let said = |v: &str, check: &str| match action {
-            HealAction::Command { .. } => check.to_string(),
-            HealAction::Docker { .. } => format!("{v}; {check}"),
-        };
         let mut success = false;
-        if ran.done {
-            // Done is not enough: the server must accept connections (or be starting up).
-            let until =
-                Instant::now() + verify_for.min(deadline.saturating_duration_since(Instant::now()));
-            loop {
-                match accepts_connections(target.dsn.config(), Duration::from_secs(2)).await {
-                    Ok(()) => {
-                        success = true;
-                        verdict = said(&verdict, "accepting connections");
-                        break;
-                    }
-                    Err(f) if f.class == FailureClass::Recovering => {
-                        success = true;
-                        verdict = said(&verdict, "starting up (57P03)");
-                        break;
-                    }
-                    Err(f) if f.class == FailureClass::Authentication => {
-                        success = true;
-                        verdict = said(&verdict, "answering (authentication error)");
-                        break;
-                    }
-                    Err(f) => {
-                        if Instant::now() >= until {
-                            verdict = format!("{verdict} but {}", f.class);
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
+        // Done is not enough: the server must accept connections (or be starting up). An
+        // action that failed is looked at once too: `pg_ctl start -w` outwaited by a long
+        // crash recovery still started the server, and another attempt would not help.
+        let look_for = if ran.done {
+            Some(verify_for.min(deadline.saturating_duration_since(Instant::now())))
         } else if ran.terminal.is_none() {
-            // `pg_ctl start -w` outwaited by a long crash recovery still started the server:
-            // one that answers, or answers 57P03, was restarted; another attempt would not help.
-            match accepts_connections(target.dsn.config(), Duration::from_secs(2)).await {
-                Ok(()) => {
+            Some(Duration::ZERO)
+        } else {
+            None
+        };
+        if let Some(wait) = look_for {
+            match answering(&target, wait).await {
+                Ok(state) => {
                     success = true;
-                    verdict = format!("{verdict}, but the server accepts connections");
+                    verdict = match (&action, ran.done) {
+                        // A command's "exit 0" says nothing the check does not.
+                        (HealAction::Command { .. }, true) => state.to_string(),
+                        (HealAction::Docker { .. }, true) => format!("{verdict}; {state}"),
+                        (_, false) => format!("{verdict}, but the server is {state}"),
+                    };
                 }
-                Err(f) if f.class == FailureClass::Recovering => {
-                    success = true;
-                    verdict = format!("{verdict}, but the server is starting up (57P03)");
-                }
+                Err(class) if ran.done => verdict = format!("{verdict} but {class}"),
                 Err(_) => {}
             }
         }

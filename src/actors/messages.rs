@@ -107,6 +107,9 @@ pub struct HealFailure {
     pub kind: &'static str,
     /// What happened and what to do.
     pub detail: String,
+    /// What the incident turns out to be, when the heal learnt it (a missing container).
+    #[serde(skip)]
+    pub class: Option<crate::probe::FailureClass>,
 }
 
 /// One run of the heal action.

@@ -729,13 +729,9 @@ impl Monitor {
             } else {
                 if let Some(inc) = rec.incident.as_mut() {
                     inc.heal_succeeded = Some(false);
-                    if report
-                        .failure
-                        .as_ref()
-                        .is_some_and(|f| f.kind == "container_missing")
-                    {
-                        // Its own kind of incident: there is nothing to restart.
-                        inc.failure.class = FailureClass::ContainerMissing;
+                    // E.g. a missing container: its own kind of incident, nothing to restart.
+                    if let Some(class) = report.failure.as_ref().and_then(|f| f.class) {
+                        inc.failure.class = class;
                     }
                 }
                 self.persist(

@@ -5,6 +5,7 @@
 use crate::config::ContainerRef;
 use crate::docker::container::{self, ContainerState};
 use crate::docker::{DockerClient, DockerError};
+use crate::probe::FailureClass;
 use bollard::container::{RestartContainerOptions, StartContainerOptions};
 use chrono::{DateTime, Utc};
 use std::time::{Duration, Instant};
@@ -28,6 +29,11 @@ impl DockerHealError {
             DockerHealError::Docker(e) => e.kind(),
             DockerHealError::PolicyStalled { .. } => "restart_policy_stalled",
         }
+    }
+    /// The incident class this failure reveals: a container that is not there.
+    pub fn failure_class(&self) -> Option<FailureClass> {
+        matches!(self, DockerHealError::Docker(DockerError::NotFound { .. }))
+            .then_some(FailureClass::ContainerMissing)
     }
 }
 
