@@ -1006,7 +1006,7 @@ impl Monitor {
         ctx.spawn(fut.into_actor(self).map(|r, act, _| match r {
             Ok(state) => {
                 act.said_missing = false;
-                let acts = matches!(state.restart_policy.as_str(), "always" | "unless-stopped" | "on-failure");
+                let acts = state.restarts_after_crash();
                 if acts && act.restart_policy.as_deref() != Some(state.restart_policy.as_str()) {
                     warn!(act.log, "the container has a restart policy: after a crash sentinel-remedy waits for it instead of restarting the container itself";
                         "event" => "restart_policy_found", "container" => &state.name, "policy" => &state.restart_policy);
@@ -1110,15 +1110,10 @@ impl Handler<ContainerEvent> for Monitor {
             debug!(self.log, "container event during an incident"; "action" => &ev.action, "phase" => phase.label());
             return;
         }
-        let class = match ev.action.as_str() {
-            "die" | "oom" => Some(FailureClass::ProcessExited),
-            "destroy" => Some(FailureClass::ContainerMissing),
-            _ => None, // paused: the probe's own class (a timeout) says it
-        };
         warn!(self.log, "Docker reports the container down; confirming with a probe"; "event" => "container_event",
             "action" => &ev.action, "container" => &ev.name, "exit_code" => ev.exit_code.map(|c| c.to_string()).unwrap_or_default());
         self.process_dead = true;
-        self.container_event = Some((ev.describe(), class));
+        self.container_event = Some((ev.describe(), ev.failure_class()));
         self.schedule_probe(ctx, Duration::ZERO);
         // The policy may have changed since start-up; known again before the archive is done.
         self.inspect_container(ctx);

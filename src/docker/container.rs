@@ -26,13 +26,21 @@ impl ContainerState {
     pub fn policy_will_restart(&self) -> bool {
         match self.status.as_str() {
             "restarting" => true,
-            "exited" => match self.restart_policy.as_str() {
-                "always" | "unless-stopped" => true,
-                "on-failure" => self.exit_code != 0,
-                _ => false,
-            },
+            // A crash exits non-zero; `on-failure` ignores a clean exit.
+            "exited" => {
+                self.restarts_after_crash()
+                    && (self.exit_code != 0 || self.restart_policy != "on-failure")
+            }
             _ => false,
         }
+    }
+
+    /// The container has a policy under which the Engine restarts it after a crash.
+    pub fn restarts_after_crash(&self) -> bool {
+        matches!(
+            self.restart_policy.as_str(),
+            "always" | "unless-stopped" | "on-failure"
+        )
     }
 }
 

@@ -5,6 +5,7 @@
 
 use super::DockerClient;
 use crate::config::ContainerRef;
+use crate::probe::FailureClass;
 use actix::prelude::*;
 use bollard::system::EventsOptions;
 use futures::StreamExt;
@@ -55,6 +56,16 @@ impl ContainerEvent {
             ),
             ("destroy", _) => format!("container {} was removed", self.name),
             (a, _) => format!("container {}: {a}", self.name),
+        }
+    }
+
+    /// The incident class the event implies; None for a pause, whose probe's own class (a
+    /// timeout) says it.
+    pub fn failure_class(&self) -> Option<FailureClass> {
+        match self.action.as_str() {
+            "die" | "oom" => Some(FailureClass::ProcessExited),
+            "destroy" => Some(FailureClass::ContainerMissing),
+            _ => None,
         }
     }
 

@@ -118,53 +118,6 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn errors_are_classified_by_what_a_caller_can_do() {
-        use bollard::errors::Error as B;
-        let denied = B::IOError {
-            err: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
-        };
-        let e = DockerError::from_bollard(denied, "unix:///var/run/docker.sock", "pg");
-        assert_eq!(e.kind(), "forbidden");
-        assert!(!e.retryable());
-        assert!(e.to_string().contains("group_add"), "{e}");
-        let refused = B::IOError {
-            err: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
-        };
-        let e = DockerError::from_bollard(refused, "unix:///x.sock", "pg");
-        assert_eq!(e.kind(), "unreachable");
-        assert!(e.retryable());
-        let gone = B::DockerResponseServerError {
-            status_code: 404,
-            message: "No such container: pg".into(),
-        };
-        let e = DockerError::from_bollard(gone, "unix:///x.sock", "pg");
-        assert_eq!(e.kind(), "not_found");
-        assert!(!e.retryable());
-        assert!(e.to_string().contains("container pg does not exist"), "{e}");
-        let removing = B::DockerResponseServerError {
-            status_code: 409,
-            message: "container is marked for removal and cannot be started".into(),
-        };
-        assert_eq!(
-            DockerError::from_bollard(removing, "x", "pg").kind(),
-            "not_found"
-        );
-        let forbidden = B::DockerResponseServerError {
-            status_code: 403,
-            message: "authorization denied by plugin".into(),
-        };
-        assert_eq!(
-            DockerError::from_bollard(forbidden, "x", "pg").kind(),
-            "forbidden"
-        );
-    }
-}
-
 fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cur {
@@ -280,16 +233,16 @@ impl DockerClient {
 
     /// Checks the Engine answers (`/version`), for start-up and /healthz.
     pub async fn check(&self) -> Result<String, DockerError> {
-        let api = self.api().await?;
-        let r = match api.version().await {
-            Ok(v) => Ok(v.api_version.unwrap_or_default()),
-            Err(e) => Err(DockerError::from_bollard(e, &self.endpoint, "")),
-        };
-        if let Ok(v) = &r {
-            self.health_lock().api_version = Some(v.clone());
-        }
-        self.record(r.as_ref().map(|_| ()));
-        r
+        let v = self
+            .call(|api, ep| async move {
+                api.version()
+                    .await
+                    .map(|v| v.api_version.unwrap_or_default())
+                    .map_err(|e| DockerError::from_bollard(e, &ep, ""))
+            })
+            .await?;
+        self.health_lock().api_version = Some(v.clone());
+        Ok(v)
     }
 
     /// Updates the health /healthz reports from the outcome of a call. Missing containers say
@@ -323,5 +276,52 @@ impl DockerClient {
             *self.api.lock().await = None;
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classified_by_what_a_caller_can_do() {
+        use bollard::errors::Error as B;
+        let denied = B::IOError {
+            err: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        let e = DockerError::from_bollard(denied, "unix:///var/run/docker.sock", "pg");
+        assert_eq!(e.kind(), "forbidden");
+        assert!(!e.retryable());
+        assert!(e.to_string().contains("group_add"), "{e}");
+        let refused = B::IOError {
+            err: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        let e = DockerError::from_bollard(refused, "unix:///x.sock", "pg");
+        assert_eq!(e.kind(), "unreachable");
+        assert!(e.retryable());
+        let gone = B::DockerResponseServerError {
+            status_code: 404,
+            message: "No such container: pg".into(),
+        };
+        let e = DockerError::from_bollard(gone, "unix:///x.sock", "pg");
+        assert_eq!(e.kind(), "not_found");
+        assert!(!e.retryable());
+        assert!(e.to_string().contains("container pg does not exist"), "{e}");
+        let removing = B::DockerResponseServerError {
+            status_code: 409,
+            message: "container is marked for removal and cannot be started".into(),
+        };
+        assert_eq!(
+            DockerError::from_bollard(removing, "x", "pg").kind(),
+            "not_found"
+        );
+        let forbidden = B::DockerResponseServerError {
+            status_code: 403,
+            message: "authorization denied by plugin".into(),
+        };
+        assert_eq!(
+            DockerError::from_bollard(forbidden, "x", "pg").kind(),
+            "forbidden"
+        );
     }
 }
