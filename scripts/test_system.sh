@@ -60,14 +60,19 @@ chaos() {
         pause) docker pause "$container" >/dev/null ;;
     esac
     local steps=(detection archive alert restart recovery_notice)
+    # Each step is the first log record of an event (and containing a marker) for the target.
+    declare -A event=([detection]=incident_declared [archive]=archive_written
+        [alert]=notice_queued [restart]=heal_attempt [recovery_notice]=notice_queued)
+    declare -A marker=([alert]='"kind":"failure"' [restart]='heal attempt succeeded'
+        [recovery_notice]='"kind":"recovery"')
     declare -A at=()
-    local deadline=$(( $(date +%s) + TIMEOUT ))
+    local deadline=$(( $(date +%s) + TIMEOUT )) s
     while [ "$(date +%s)" -lt "$deadline" ]; do
-        [ -z "${at[detection]:-}" ] && line="$(find_event "$target" incident_declared)" && [ -n "$line" ] && at[detection]="$(ts_ms "$line")"
-        [ -z "${at[archive]:-}" ] && line="$(grep -F '"event":"archive_written"' "$LOG" | grep -F "\"target\":\"$target\"" | head -n1 || true)" && [ -n "$line" ] && at[archive]="$(ts_ms "$line")"
-        [ -z "${at[alert]:-}" ] && line="$(grep -F '"event":"notice_queued"' "$LOG" | grep -F "\"target\":\"$target\"" | grep -F '"kind":"failure"' | head -n1 || true)" && [ -n "$line" ] && at[alert]="$(ts_ms "$line")"
-        [ -z "${at[restart]:-}" ] && line="$(find_event "$target" heal_attempt "heal attempt succeeded")" && [ -n "$line" ] && at[restart]="$(ts_ms "$line")"
-        [ -z "${at[recovery_notice]:-}" ] && line="$(grep -F '"event":"notice_queued"' "$LOG" | grep -F "\"target\":\"$target\"" | grep -F '"kind":"recovery"' | head -n1 || true)" && [ -n "$line" ] && at[recovery_notice]="$(ts_ms "$line")"
+        for s in "${steps[@]}"; do
+            [ -z "${at[$s]:-}" ] || continue
+            line="$(find_event "$target" "${event[$s]}" "${marker[$s]:-}")"
+            [ -z "$line" ] || at[$s]="$(ts_ms "$line")"
+        done
         [ "${#at[@]}" -eq "${#steps[@]}" ] && break
         sleep 0.5
     done
