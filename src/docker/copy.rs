@@ -41,25 +41,7 @@ pub async fn collect(
         }
     };
     for path in &spec.paths {
-        let tar = dir.join(format!(".docker-copy-{}.tar", used.len()));
-        let r = download(client, &id, c, path, &tar).await;
-        let r = match r {
-            Ok(()) => {
-                let (dir, tar2, path2, cap) = (dir.to_path_buf(), tar.clone(), path.clone(), cap);
-                let mut taken = std::mem::take(used);
-                let (res, taken) = tokio::task::spawn_blocking(move || {
-                    let r = extract(&tar2, &dir, &path2, cap, &mut taken);
-                    (r, taken)
-                })
-                .await
-                .unwrap_or_else(|e| (Err(io::Error::other(e.to_string())), HashSet::new()));
-                *used = taken;
-                res.map_err(|e| format!("could not unpack: {e}"))
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        let _ = std::fs::remove_file(&tar);
-        match r {
+        match copy_path(client, &id, c, path, dir, cap, used).await {
             Ok(found) if found.is_empty() => missing.push(Missing {
                 pattern: format!("{c}:{path}"),
                 reason: "no regular file there".into(),
@@ -94,6 +76,42 @@ pub async fn collect(
         }
     }
     (files, missing)
+}
+
+/// Copies `path` out of the container into `dir`: the tar goes to disk, then its files are
+/// unpacked under names not yet in `used` (which gains them).
+async fn copy_path(
+    client: &DockerClient,
+    id: &str,
+    c: &crate::config::ContainerRef,
+    path: &str,
+    dir: &Path,
+    cap: u64,
+    used: &mut HashSet<String>,
+) -> Result<Vec<FileEntry>, String> {
+    let tar = dir.join(format!(".docker-copy-{}.tar", used.len()));
+    let r = async {
+        download(client, id, c, path, &tar)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (tar, dir, path, mut names) = (
+            tar.clone(),
+            dir.to_path_buf(),
+            path.to_string(),
+            used.clone(),
+        );
+        let (found, names) = tokio::task::spawn_blocking(move || {
+            extract(&tar, &dir, &path, cap, &mut names).map(|found| (found, names))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("could not unpack: {e}"))?;
+        *used = names;
+        Ok(found)
+    }
+    .await;
+    let _ = std::fs::remove_file(&tar);
+    r
 }
 
 /// Streams `GET /containers/{id}/archive?path=` to `dest`.
