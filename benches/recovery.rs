@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use sentinel_remedy::pgcluster::Cluster;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{Daemon, Pg, TargetSpec, Workspace};
+use support::{ts, Daemon, Pg, TargetSpec, Workspace};
 
 const LONG: Duration = Duration::from_secs(90);
 
@@ -83,12 +83,6 @@ fn floor_once(pg: &Pg, fault: Fault) -> f64 {
             "the floor script could not restart the cluster"
         );
     }
-}
-
-fn ts(r: &serde_json::Value) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(r["ts"].as_str().expect("ts"))
-        .expect("rfc3339")
-        .with_timezone(&Utc)
 }
 
 /// The `n`-th incident of target "bench": (seconds to detect, seconds to recover) from `at`.

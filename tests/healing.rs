@@ -291,7 +291,6 @@ fn one_target_failing_does_not_disturb_another() {
     std::thread::sleep(Duration::from_secs(1));
 
     // beta kept probing all along, at its own cadence.
-    let ts = |r: &Value| chrono::DateTime::parse_from_rfc3339(r["ts"].as_str().unwrap()).unwrap();
     let (from, to) = (ts(&declared), ts(&recovered));
     let beta: Vec<_> = d
         .events("probe_ok", Some("beta"))

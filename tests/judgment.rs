@@ -191,10 +191,6 @@ fn a_primary_that_answers_as_a_standby_is_alerted_as_read_only() {
         .contains("pg_is_in_recovery"));
 }
 
-fn ts(r: &serde_json::Value) -> chrono::DateTime<chrono::FixedOffset> {
-    chrono::DateTime::parse_from_rfc3339(r["ts"].as_str().unwrap()).unwrap()
-}
-
 #[test]
 fn restarts_of_a_crash_looping_target_back_off_exponentially() {
     let pg = Pg::start();

@@ -214,11 +214,8 @@ fn s3_hanging_during_an_incident_does_not_hold_the_restart_and_the_bundle_lands_
     s3.pause();
     pg.kill9();
     d.wait_event("target_recovered", Some("orders"), LONG);
-    let ts = |e: &str| {
-        chrono::DateTime::parse_from_rfc3339(d.events(e, Some("orders"))[0]["ts"].as_str().unwrap())
-            .unwrap()
-    };
-    let waited = (ts("heal_issued") - ts("incident_declared")).num_milliseconds();
+    let at = |e: &str| ts(&d.events(e, Some("orders"))[0]);
+    let waited = (at("heal_issued") - at("incident_declared")).num_milliseconds();
     // S3 stays hung until resumed below: a heal at all proves it did not wait for S3, and the
     // gap shows it waited about archive.timeout (2 s), not the upload's own timeouts (60 s).
     assert!(

@@ -23,6 +23,13 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sentinel-remedy")
 }
 
+/// When the daemon wrote a JSON log record (its `ts`).
+pub fn ts(record: &Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(record["ts"].as_str().expect("record has a ts"))
+        .expect("ts is RFC 3339")
+        .with_timezone(&chrono::Utc)
+}
+
 /// Polls `f` every 50 ms until it returns `Some`, or panics with `what` after `limit`.
 pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let end = Instant::now() + limit;
