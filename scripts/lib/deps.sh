@@ -49,16 +49,26 @@ ensure_chromium() {
 }
 
 # Every Python tool the tests use, pinned, installed in one resolver run so their dependencies
-# agree with each other.
+# agree with each other, into a virtual environment of the project's own (never the system
+# interpreter: its other tools, an installed `aws` CLI among them, keep their own versions).
+# The venv lives outside the clone so CI can reuse it; it is rebuilt when the pins change.
 PYTHON_TOOLS=("moto[server]==$MOTO_VERSION" "checkov==3.3.30" "python-hcl2==8.1.4" "prometheus_client==0.26.0")
+SENTINEL_VENV="${SENTINEL_VENV:-/var/tmp/sentinel-remedy-venv}"
 ensure_python_tools() {
-    if command -v moto_server >/dev/null 2>&1 && command -v checkov >/dev/null 2>&1 \
-        && python3 -c "import moto, hcl2, prometheus_client.parser, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
-        return
+    local stamp="$SENTINEL_VENV/.sentinel-tools"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "${PYTHON_TOOLS[*]}" ]; then
+        echo "== installing the Python test tools into $SENTINEL_VENV: ${PYTHON_TOOLS[*]}"
+        rm -rf "$SENTINEL_VENV"
+        if ! python3 -m venv "$SENTINEL_VENV" 2>/dev/null; then
+            rm -rf "$SENTINEL_VENV"
+            apt_install python3-venv
+            python3 -m venv "$SENTINEL_VENV"
+        fi
+        "$SENTINEL_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PYTHON_TOOLS[@]}"
+        printf '%s' "${PYTHON_TOOLS[*]}" > "$stamp"
     fi
-    echo "== installing the Python test tools: ${PYTHON_TOOLS[*]}"
-    python3 -m pip install --quiet --disable-pip-version-check "${PYTHON_TOOLS[@]}"
-    command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+    # The tests find moto_server, checkov and python3 (with hcl2, prometheus_client) on PATH.
+    export PATH="$SENTINEL_VENV/bin:$PATH"
 }
 
 # The Docker tests run real containers: the Engine must answer, compose must exist, and the
