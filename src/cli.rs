@@ -142,43 +142,45 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let vars = VarSource::from_env_and_dotenv(&std::env::current_dir().unwrap_or_default());
+    let vars = || VarSource::from_env_and_dotenv(&std::env::current_dir().unwrap_or_default());
     match cli.command {
-        Command::CheckConfig { config } => match config::load(config.as_deref(), &vars) {
-            Ok(r) => {
-                println!(
-                    "{}: OK, {} target{}",
-                    r.source,
-                    r.targets.len(),
-                    if r.targets.len() == 1 { "" } else { "s" }
-                );
-                for t in &r.targets {
+        Command::CheckConfig { config } => {
+            match vars().and_then(|vars| config::load(config.as_deref(), &vars)) {
+                Ok(r) => {
                     println!(
-                        "  {} {} every {} (threshold {}){}",
-                        t.name,
-                        t.dsn.endpoint(),
-                        config::duration::format_duration(t.probe.interval),
-                        t.probe.failure_threshold,
-                        if t.heal.is_none() {
-                            ", alert only (no heal action)"
-                        } else {
-                            ""
-                        }
+                        "{}: OK, {} target{}",
+                        r.source,
+                        r.targets.len(),
+                        if r.targets.len() == 1 { "" } else { "s" }
                     );
+                    for t in &r.targets {
+                        println!(
+                            "  {} {} every {} (threshold {}){}",
+                            t.name,
+                            t.dsn.endpoint(),
+                            config::duration::format_duration(t.probe.interval),
+                            t.probe.failure_threshold,
+                            if t.heal.is_none() {
+                                ", alert only (no heal action)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                    ExitCode::SUCCESS
                 }
-                ExitCode::SUCCESS
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(EX_USAGE)
+                }
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(EX_USAGE)
-            }
-        },
+        }
         Command::Run {
             config,
             state_dir,
             shutdown_timeout,
         } => {
-            let registry = match config::load(config.as_deref(), &vars) {
+            let registry = match vars().and_then(|vars| config::load(config.as_deref(), &vars)) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("{e}");
@@ -197,7 +199,7 @@ pub fn main() -> ExitCode {
             )
         }
         Command::NotifyTest { config } => {
-            let registry = match config::load(config.as_deref(), &vars) {
+            let registry = match vars().and_then(|vars| config::load(config.as_deref(), &vars)) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("{e}");
@@ -394,8 +396,6 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
 
 /// Validates a registry for callers that embed the daemon (tests, tools).
 pub fn load_registry(path: &std::path::Path) -> Result<Registry, config::ConfigError> {
-    config::load(
-        Some(path),
-        &VarSource::from_env_and_dotenv(&std::env::current_dir().unwrap_or_default()),
-    )
+    let vars = VarSource::from_env_and_dotenv(&std::env::current_dir().unwrap_or_default())?;
+    config::load(Some(path), &vars)
 }

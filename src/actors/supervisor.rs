@@ -223,8 +223,9 @@ impl Supervisor {
     }
 
     fn reload(&mut self, ctx: &mut Context<Self>) {
-        let vars = VarSource::from_env_and_dotenv(&std::env::current_dir().unwrap_or_default());
-        let new = match config::load(self.settings.config_path.as_deref(), &vars) {
+        let new = match VarSource::from_env_and_dotenv(&std::env::current_dir().unwrap_or_default())
+            .and_then(|vars| config::load(self.settings.config_path.as_deref(), &vars))
+        {
             Ok(r) => r,
             Err(e) => {
                 error!(self.log, "reload rejected; the previous registry keeps running"; "event" => "reload_rejected", "error" => %e);

@@ -144,6 +144,7 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
                 "targets[0].dsn" => "DB_HOST/DB_PORT/DB_NAME/DB_USER".into(),
                 "targets[0].name" => "TARGET_NAME".into(),
                 "archive.s3.bucket" => "S3_BUCKET_NAME".into(),
+                "archive.s3.prefix" => "S3_PREFIX".into(),
                 "archive.s3.endpoint" => "S3_ENDPOINT_URL".into(),
                 "archive.timeout" => "ARCHIVE_TIMEOUT".into(),
                 "archive.local.dir" => "ARCHIVE_DIR".into(),

@@ -37,6 +37,13 @@ pub enum ConfigError {
         file: String,
         source: std::io::Error,
     },
+    /// The file could be written by someone less trusted than the daemon (or is not a file).
+    #[error("{file}: refused: {why} (fix: {fix})")]
+    Unsafe {
+        file: String,
+        why: String,
+        fix: String,
+    },
     /// Neither a registry file nor the sidecar variables were given.
     #[error("no registry: pass --config FILE (or set SENTINEL_CONFIG), or set DB_HOST and the other sidecar variables (see .env.template)")]
     NoRegistry,

@@ -14,18 +14,20 @@ pub struct VarSource {
 }
 
 impl VarSource {
-    /// The process environment plus `.env` in `dir` (if present; unreadable lines are skipped).
-    pub fn from_env_and_dotenv(dir: &Path) -> Self {
+    /// The process environment plus `.env` in `dir`, if present (lines that do not parse are
+    /// skipped). A `.env` that someone other than the daemon's user or root could write is
+    /// refused: it would choose the heal command the daemon runs.
+    pub fn from_env_and_dotenv(dir: &Path) -> Result<Self, super::ConfigError> {
         let mut dotenv = HashMap::new();
-        if let Ok(iter) = dotenvy::from_path_iter(dir.join(".env")) {
-            for (k, v) in iter.flatten() {
+        if let Some(text) = super::trust::read_trusted(&dir.join(".env"))? {
+            for (k, v) in dotenvy::from_read_iter(text.as_bytes()).flatten() {
                 dotenv.insert(k, v);
             }
         }
-        Self {
+        Ok(Self {
             dotenv,
             overrides: None,
-        }
+        })
     }
 
     /// A fixed set of variables (tests, and the demo's generated registry).

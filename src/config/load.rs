@@ -26,10 +26,9 @@ const TOP_LEVEL_KEYS: &[&str] = &[
 
 /// Reads and validates a registry file.
 pub fn load_file(path: &Path, vars: &VarSource) -> Result<Registry, ConfigError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
-        file: file.clone(),
-        source,
+    let text = super::trust::read_trusted(path)?.ok_or_else(|| ConfigError::Unreadable {
+        file: path.display().to_string(),
+        source: std::io::ErrorKind::NotFound.into(),
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     load_str(&text, Source::File(path.to_path_buf()), &base, vars)
@@ -50,6 +49,27 @@ pub fn load_str(
     };
     let mut problems = Problems::default();
 
+    // Bounded before anything is built: a reload must never take the running daemon down.
+    if text.len() as u64 > super::trust::MAX_CONFIG_BYTES {
+        problems.push(
+            "(document)",
+            format!(
+                "the registry is {} bytes, more than {}",
+                text.len(),
+                super::trust::MAX_CONFIG_BYTES
+            ),
+            "split the fleet over several daemons",
+        );
+        return Err(invalid(problems));
+    }
+    if let Err(e) = super::yaml_guard::check_nodes(text, super::yaml_guard::MAX_NODES) {
+        problems.push(
+            "(document)",
+            e,
+            "write the values out instead of nesting aliases (`*name`) inside anchors",
+        );
+        return Err(invalid(problems));
+    }
     let mut doc: Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
         Err(e) => {
@@ -139,6 +159,16 @@ pub fn load_str(
             .as_ref()
             .and_then(|d| duration(d, "heartbeat.interval", &mut problems))
             .unwrap_or(Duration::from_secs(60));
+        if interval < Duration::from_secs(1) {
+            problems.push(
+                "heartbeat.interval",
+                format!(
+                    "{} would ping in a busy loop",
+                    crate::config::duration::format_duration(interval)
+                ),
+                "use at least 1s (default 60s; most dead-man switches expect minutes)",
+            );
+        }
         if webhook_url(&h.url, "heartbeat.url", &mut problems) {
             registry.heartbeat = Some(HeartbeatConfig {
                 url: Secret::new(h.url),
@@ -238,16 +268,11 @@ pub(crate) fn build(
     let mut targets = Vec::new();
     for (i, t) in targets_raw {
         let at = format!("targets[{i}]");
-        if t.name.trim().is_empty()
-            || !t
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
+        if let Err(why) = target_name(&t.name) {
             problems.push(
                 format!("{at}.name"),
-                format!("'{}' is not a usable target name", t.name),
-                "use letters, digits, '-', '_' or '.' (it becomes part of file names)",
+                format!("'{}' is not a usable target name: {why}", t.name),
+                format!("use 1 to {MAX_NAME} letters, digits, '-', '_' or '.', starting with a letter or digit (it becomes part of file names and S3 keys)"),
             );
         }
         let dsn = match Dsn::parse(&t.dsn) {
@@ -348,6 +373,59 @@ pub(crate) fn build(
         notify,
         targets,
     }
+}
+
+/// Longest target name: bundle directories are `{timestamp}-{name}` (255 bytes at most on
+/// most filesystems) and S3 keys `{prefix}/{timestamp}-{name}/{file}` (1024 bytes at most).
+const MAX_NAME: usize = 63;
+
+/// A target name that every archive path and key can hold.
+fn target_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("it is empty".into());
+    }
+    if name.len() > MAX_NAME {
+        return Err(format!("it has {} characters", name.len()));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err("it must start with a letter or digit".into());
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c)))
+    {
+        Some(c) => Err(format!("'{}' is not allowed", c.escape_default())),
+        None => Ok(()),
+    }
+}
+
+/// An S3 key prefix that stays where it says (empty: the bucket's root): relative, no `.` or `..` segments, no empty
+/// segments, characters S3 and every S3-compatible store take as they are.
+fn s3_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.starts_with('/') {
+        return Err("it starts with '/'".into());
+    }
+    if prefix.len() > 512 {
+        return Err(format!(
+            "it has {} characters (keys are 1024 at most)",
+            prefix.len()
+        ));
+    }
+    if let Some(c) = prefix
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_./=".contains(*c)))
+    {
+        return Err(format!("'{}' is not allowed", c.escape_default()));
+    }
+    let trimmed = prefix.trim_end_matches('/');
+    if !trimmed.is_empty()
+        && trimmed
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err("it has an empty, '.' or '..' segment".into());
+    }
+    Ok(())
 }
 
 /// `heal:`: exactly one of `command`, `docker`, `compose`.
@@ -637,13 +715,17 @@ fn build_archive(raw: RawArchive, problems: &mut Problems) -> ArchiveConfig {
                 "use 5MiB to 5GiB (default 8MiB)",
             );
         }
+        let prefix = s3.prefix.unwrap_or_else(|| "incidents".into());
+        if let Err(why) = s3_prefix(&prefix) {
+            problems.push(
+                format!("{at}.prefix"),
+                format!("'{prefix}' is not a usable key prefix: {why}"),
+                "use segments of letters, digits, '-', '_', '.' and '=' joined by '/', e.g. incidents/prod",
+            );
+        }
         a.s3 = Some(S3Config {
             bucket: s3.bucket,
-            prefix: s3
-                .prefix
-                .unwrap_or_else(|| "incidents".into())
-                .trim_matches('/')
-                .to_string(),
+            prefix: prefix.trim_end_matches('/').to_string(),
             region: s3.region.filter(|r| !r.is_empty()),
             endpoint: s3.endpoint.filter(|e| !e.is_empty()),
             force_path_style: s3.force_path_style.unwrap_or(false),
@@ -947,8 +1029,20 @@ fn merge_budget(
     b
 }
 
+/// Longest duration the registry takes: timers and wall-clock arithmetic stay far from
+/// overflowing (an `Instant` plus 10^15 s panics).
+const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
+
 fn duration(raw: &RawDuration, at: &str, problems: &mut Problems) -> Option<Duration> {
     match parse_duration(&raw.0) {
+        Ok(d) if d > MAX_DURATION => {
+            problems.push(
+                at,
+                format!("'{}' is longer than a year", raw.0),
+                "use a duration of at most 366d",
+            );
+            None
+        }
         Ok(d) => Some(d),
         Err(e) => {
             problems.push(at, e, DURATION_HINT);

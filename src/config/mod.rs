@@ -8,6 +8,8 @@ mod load;
 pub mod model;
 mod raw;
 pub mod size;
+pub mod trust;
+mod yaml_guard;
 
 pub use error::{ConfigError, Problem};
 pub use expand::VarSource;
