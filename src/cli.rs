@@ -358,6 +358,14 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let disks = crate::health::Disks {
+        state_dir: settings.state_dir.clone(),
+        lease_dir: (settings.registry.lease.dir.clone())
+            .unwrap_or_else(|| settings.state_dir.join("leases")),
+        // Where archive::spool keeps its records and staged bundles.
+        spool_dir: (settings.registry.archive.s3.is_some())
+            .then(|| settings.state_dir.join("spool")),
+    };
     let system = actix_rt::System::new();
     let ok = system.block_on(async move {
         let uploader = Supervisor::uploader(&log, &settings.registry.archive, &settings.state_dir).await;
@@ -370,7 +378,7 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
         let (sup, done) = Supervisor::launch(log.clone(), settings, uploader.clone(), Some(store.clone()), docker.clone());
         if let Some(server) = server {
             let state = crate::api::ApiState { supervisor: sup.clone(), store: Some(store), uploader, token: server.token.clone(),
-                registry_source: source, started_at: chrono::Utc::now(), docker: Some(docker) };
+                registry_source: source, started_at: chrono::Utc::now(), docker: Some(docker), disks: Some(disks) };
             match crate::api::serve(&server, state) {
                 Ok(_) => slog::info!(log, "HTTP API listening"; "event" => "api_listening", "listen" => %server.listen,
                     "mutating_endpoints" => if server.token.is_some() { "on (bearer token)" } else { "off (no token)" }),

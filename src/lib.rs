@@ -18,6 +18,7 @@
 //! - `api`: the HTTP API (status, metrics, incidents, maintenance) and the status page.
 //! - `metrics`: the Prometheus registry.
 //! - `heartbeat`: pings to a dead-man switch.
+//! - `health`: whether the state, lease and spool directories still take writes (`/healthz`).
 //! - `heal`: heal actions (a command; a container through the Docker Engine).
 //! - `docker`: the shared Engine client, container lookup, evidence copied out of containers,
 //!   and the events that tell a Monitor its container died.
@@ -39,6 +40,7 @@ pub mod docker;
 pub mod faults;
 pub mod fleet;
 pub mod heal;
+pub mod health;
 pub mod heartbeat;
 pub mod incident;
 pub mod lease;

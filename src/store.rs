@@ -95,6 +95,7 @@ CREATE TABLE IF NOT EXISTS notifications (incident_id TEXT NOT NULL, kind TEXT N
 CREATE INDEX IF NOT EXISTS notifications_incident ON notifications(incident_id);
 CREATE TABLE IF NOT EXISTS restarts (target TEXT NOT NULL, at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS maintenance (target TEXT PRIMARY KEY, until TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS health (k TEXT PRIMARY KEY, at TEXT NOT NULL);
 PRAGMA user_version = 1;
 ";
 
@@ -128,6 +129,19 @@ impl Store {
         f(&conn).map_err(|source| StoreError {
             path: self.path.clone(),
             source,
+        })
+    }
+
+    /// Reads and writes one row, for `/healthz`: a store that can no longer record (a full
+    /// disk, a read-only remount, a removed file) shows before an incident needs it.
+    pub fn check(&self) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT count(*) FROM incidents", [], |r| r.get::<_, i64>(0))?;
+            c.execute(
+                "INSERT OR REPLACE INTO health (k, at) VALUES ('healthz', ?1)",
+                params![Utc::now().to_rfc3339()],
+            )?;
+            Ok(())
         })
     }
 

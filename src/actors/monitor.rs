@@ -576,7 +576,8 @@ impl Monitor {
             }
         }
         if let Some(inc) = rec.incident.as_ref() {
-            let (id, started) = (inc.id.clone(), inc.first_failure_at);
+            let (id, started, declared) =
+                (inc.id.clone(), inc.first_failure_at, inc.declared_instant);
             match self.peers.leases.acquire(
                 &self.server_key(),
                 &self.peers.lease_owner,
@@ -586,6 +587,17 @@ impl Monitor {
                 self.target.recovery_timeout,
             ) {
                 Ok(()) => {}
+                // Fail closed, never silent: a lease store still failing at recovery_timeout
+                // goes to a person, once, like any restart that could not happen.
+                Err(LeaseRefusal::Store(e))
+                    if declared.elapsed() >= self.target.recovery_timeout =>
+                {
+                    return self.escalate_as(
+                        rec,
+                        &format!("No restart was made: the restart lease store failed for recovery_timeout ({e}). Fix lease.dir (see /healthz) or restart the server by hand."),
+                        EscalationReason::HealRefused,
+                    );
+                }
                 Err(refusal) => {
                     let why = match refusal {
                         LeaseRefusal::Held { .. } => "lease_held",

@@ -24,6 +24,8 @@ pub struct ApiState {
     pub started_at: chrono::DateTime<chrono::Utc>,
     /// The Engine client; /healthz reports it once a container target has used it.
     pub docker: Option<Arc<crate::docker::DockerClient>>,
+    /// The state, lease and spool directories /healthz writes a probe file to.
+    pub disks: Option<crate::health::Disks>,
 }
 
 /// Binds the listen address and serves until the system stops. A bind error is returned so

@@ -4,6 +4,7 @@
 use super::{page, token_matches, ApiState};
 use crate::actors::messages::{GetStatus, SetMaintenance, TargetStatus};
 use crate::config::duration::parse_duration;
+use crate::health::{Fault, CHECK_TIMEOUT};
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;
@@ -65,12 +66,15 @@ async fn healthz(st: web::Data<ApiState>) -> HttpResponse {
         Err(_) => problems.push("the supervisor does not answer".into()),
     }
     checks.insert("registry".into(), json!(st.registry_source));
-    if let Some(store) = &st.store {
-        match store.list(None, None, 1) {
-            Ok(_) => {
-                checks.insert("store".into(), json!("ok"));
+    for (part, fault) in disk_faults(&st).await {
+        match fault {
+            None => {
+                checks.insert(part.into(), json!("ok"));
             }
-            Err(e) => problems.push(format!("incident store: {e}")),
+            Some(problem) => {
+                problems.push(format!("{part}: {problem}"));
+                checks.insert(part.into(), json!({ "error": problem }));
+            }
         }
     }
     // Only once a container target has used the Engine (at start-up or after a reload).
@@ -107,6 +111,53 @@ async fn healthz(st: web::Data<ApiState>) -> HttpResponse {
     }
 }
 
+/// `store`, `lease` and `spool` (with an S3 sink), each `None` when it takes writes, checked
+/// off the server's thread and within [`CHECK_TIMEOUT`]: a hung disk is a fault too.
+async fn disk_faults(st: &ApiState) -> Vec<(&'static str, Option<String>)> {
+    let mut parts = vec![];
+    if st.store.is_some() {
+        parts.push("store");
+    }
+    if let Some(d) = &st.disks {
+        parts.push("lease");
+        if d.spool_dir.is_some() {
+            parts.push("spool");
+        }
+    }
+    let (store, disks) = (st.store.clone(), st.disks.clone());
+    let work = web::block(move || {
+        let mut faults = disks.map(|d| d.check()).unwrap_or_default();
+        if let Some(Err(e)) = store.map(|s| s.check()) {
+            faults.push(Fault {
+                part: "store",
+                problem: format!("cannot record incidents: {e}"),
+            });
+        }
+        faults
+    });
+    let faults = match tokio::time::timeout(CHECK_TIMEOUT, work).await {
+        Ok(Ok(f)) => f,
+        _ => {
+            let why = format!(
+                "did not answer within {} s (a hung disk?)",
+                CHECK_TIMEOUT.as_secs()
+            );
+            return parts.into_iter().map(|p| (p, Some(why.clone()))).collect();
+        }
+    };
+    parts
+        .into_iter()
+        .map(|p| {
+            let mine: Vec<&str> = faults
+                .iter()
+                .filter(|f| f.part == p)
+                .map(|f| f.problem.as_str())
+                .collect();
+            (p, (!mine.is_empty()).then(|| mine.join("; ")))
+        })
+        .collect()
+}
+
 async fn status(st: web::Data<ApiState>) -> HttpResponse {
     match statuses(&st).await {
         Ok(t) => HttpResponse::Ok().json(json!({"targets": t})),
@@ -139,9 +190,9 @@ async fn incidents(st: web::Data<ApiState>, q: web::Query<IncidentQuery>) -> Htt
     let Some(store) = &st.store else {
         return HttpResponse::ServiceUnavailable().json(json!({"error": "no incident store"}));
     };
-    let since = match q.since.as_deref().map(parse_duration) {
-        Some(Err(e)) => return HttpResponse::BadRequest().json(json!({"error": e})),
-        Some(Ok(d)) => Some(Utc::now() - chrono::Duration::from_std(d).unwrap_or_default()),
+    let since = match q.since.as_deref().map(|s| offset(s, "since", false)) {
+        Some(Err(resp)) => return resp,
+        Some(Ok(at)) => Some(at),
         None => None,
     };
     match store.list(q.target.as_deref(), since, q.limit.unwrap_or(100).min(1000)) {
@@ -181,6 +232,31 @@ fn authorize(req: &HttpRequest, st: &ApiState) -> Result<(), HttpResponse> {
     }
 }
 
+/// How far an open-ended maintenance window reaches, and the longest one may be asked for.
+const FOREVER_DAYS: i64 = 100 * 365;
+
+/// `now ± text` (a duration) as a time, or a 400 naming `param` when the text is not a
+/// duration or reaches past what a window or a history query can mean (no overflow panics).
+fn offset(text: &str, param: &str, ahead: bool) -> Result<chrono::DateTime<Utc>, HttpResponse> {
+    let d = parse_duration(text)
+        .map_err(|e| HttpResponse::BadRequest().json(json!({"error": format!("{param}: {e}")})))?;
+    let too_long = || {
+        HttpResponse::BadRequest().json(json!({"error": format!(
+            "{param}: '{text}' is longer than {FOREVER_DAYS} days (use e.g. 7d, 24h or 30m)")}))
+    };
+    let d = chrono::Duration::from_std(d)
+        .ok()
+        .filter(|d| *d <= chrono::Duration::days(FOREVER_DAYS))
+        .ok_or_else(too_long)?;
+    let now = Utc::now();
+    if ahead {
+        now.checked_add_signed(d)
+    } else {
+        now.checked_sub_signed(d)
+    }
+    .ok_or_else(too_long)
+}
+
 #[derive(Deserialize, Default)]
 struct MaintenanceBody {
     duration: Option<String>,
@@ -206,17 +282,14 @@ async fn maintenance(
             ),
         }
     };
-    let duration = match q.duration.clone().or(from_body.duration) {
-        None => None,
-        Some(d) => match parse_duration(&d) {
-            Ok(d) => Some(d),
-            Err(e) => return HttpResponse::BadRequest().json(json!({"error": e})),
+    let until = match q.duration.clone().or(from_body.duration) {
+        Some(d) => match offset(&d, "duration", true) {
+            Ok(at) => at,
+            Err(resp) => return resp,
         },
+        // Without a duration the window stays open until resumed.
+        None => Utc::now() + chrono::Duration::days(FOREVER_DAYS),
     };
-    // Without a duration the window stays open until resumed.
-    let until = Utc::now()
-        + chrono::Duration::from_std(duration.unwrap_or(Duration::from_secs(100 * 365 * 86_400)))
-            .unwrap_or_default();
     set(&st, name.into_inner(), Some(until)).await
 }
 

@@ -1,0 +1,122 @@
+//! Whether the daemon can still keep its promises on disk, for `/healthz`. Failing closed
+//! (no restart without a lease, nothing done without writing it first) must never mean
+//! failing silently: a removed lease directory or a full state disk shows here as a 503 with
+//! the reason, before an incident finds out. Each check does the real thing (create, lock,
+//! write and fsync a small file), because permission bits say nothing to root and a full disk
+//! only shows when written.
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Longest a `/healthz` request waits for the disks (a hung NFS mount is a fault too).
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The directories the daemon must be able to write.
+#[derive(Debug, Clone)]
+pub struct Disks {
+    /// `--state-dir`: the incident store, heal logs, the spool.
+    pub state_dir: PathBuf,
+    /// `lease.dir`: restart leases (a failure here refuses every restart).
+    pub lease_dir: PathBuf,
+    /// The S3 upload spool, when there is an S3 sink.
+    pub spool_dir: Option<PathBuf>,
+}
+
+/// One failed check: which part (`store`, `lease`, `spool`) and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    pub part: &'static str,
+    pub problem: String,
+}
+
+impl Disks {
+    /// Runs every check; blocking, so callers run it off their thread.
+    pub fn check(&self) -> Vec<Fault> {
+        let mut faults = Vec::new();
+        let mut fail = |part, what: &str, dir: &Path, e: String| {
+            faults.push(Fault {
+                part,
+                problem: format!("{what} {}: {e}", dir.display()),
+            })
+        };
+        if let Err(e) = probe_dir(&self.state_dir, false) {
+            fail("store", "cannot write the state dir", &self.state_dir, e);
+        }
+        if let Err(e) = probe_dir(&self.lease_dir, true) {
+            fail(
+                "lease",
+                "restarts are refused: cannot lock in the lease dir",
+                &self.lease_dir,
+                e,
+            );
+        }
+        // The spool is created when first needed; until then the state dir stands for it.
+        if let Some(spool) = self.spool_dir.as_ref().filter(|s| s.exists()) {
+            if let Err(e) = probe_dir(spool, false) {
+                fail("spool", "S3 uploads cannot be staged in", spool, e);
+            }
+        }
+        faults
+    }
+}
+
+/// Creates, optionally locks, writes 4 KiB to, fsyncs and removes a probe file in `dir`.
+fn probe_dir(dir: &Path, lock: bool) -> Result<(), String> {
+    let meta = std::fs::metadata(dir).map_err(|e| e.to_string())?;
+    if !meta.is_dir() {
+        return Err("not a directory".into());
+    }
+    let path = dir.join(format!(".healthz-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path); // left over from a check cut short
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| e.to_string())?;
+    let written = (|| {
+        // SAFETY: flock on a descriptor we own; released when it closes.
+        if lock && unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(format!("flock: {}", std::io::Error::last_os_error()));
+        }
+        f.write_all(&[0u8; 4096]).map_err(|e| e.to_string())?;
+        f.sync_all().map_err(|e| format!("fsync: {e}"))
+    })();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_lease_dir_and_a_file_in_place_of_the_state_dir_are_faults() {
+        let root = tempfile::tempdir().unwrap();
+        let state = root.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let mut disks = Disks {
+            state_dir: state.clone(),
+            lease_dir: state.join("leases"),
+            spool_dir: None,
+        };
+        let faults = disks.check();
+        assert_eq!(faults.len(), 1, "{faults:?}");
+        assert_eq!(faults[0].part, "lease");
+        std::fs::create_dir(&disks.lease_dir).unwrap();
+        assert!(disks.check().is_empty());
+        let file = root.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        disks.state_dir = file;
+        assert_eq!(disks.check()[0].part, "store");
+        assert!(
+            std::fs::read_dir(&state).unwrap().count() == 1,
+            "probe files are removed"
+        );
+    }
+}
