@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::time::Duration;
 use support::*;
 
 const GOOD_TARGET: &str =
@@ -192,6 +193,54 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "not a Docker Engine address",
     ),
     (
+        "heartbeat every 0 s",
+        "heartbeat: { url: \"http://127.0.0.1:9/ping\", interval: 0 }\ntargets:\n{T}",
+        "heartbeat.interval",
+        "busy loop",
+    ),
+    (
+        "target name longer than a file name",
+        "targets:\n  - name: {LONG}\n    dsn: \"postgres://u:hunter2secret@127.0.0.1:5432/db\"\n",
+        "targets[0].name",
+        "240 characters",
+    ),
+    (
+        "target name starting with a dot",
+        "targets:\n  - name: ..\n    dsn: \"postgres://u:hunter2secret@127.0.0.1:5432/db\"\n",
+        "targets[0].name",
+        "start with a letter or digit",
+    ),
+    (
+        "S3 prefix climbing out",
+        "archive:\n  s3: { bucket: b-1, prefix: \"incidents/../other\" }\ntargets:\n{T}",
+        "archive.s3.prefix",
+        "'..' segment",
+    ),
+    (
+        "absolute S3 prefix",
+        "archive:\n  s3: { bucket: b-1, prefix: \"/incidents\" }\ntargets:\n{T}",
+        "archive.s3.prefix",
+        "starts with '/'",
+    ),
+    (
+        "S3 prefix with odd characters",
+        "archive:\n  s3: { bucket: b-1, prefix: \"inc idents\" }\ntargets:\n{T}",
+        "archive.s3.prefix",
+        "not allowed",
+    ),
+    (
+        "recovery timeout past the clock",
+        "targets:\n{T}    recovery_timeout: 99999999999d\n",
+        "targets[0].recovery_timeout",
+        "longer than a year",
+    ),
+    (
+        "alias bomb below serde_yaml's repetition limit",
+        "{BOMB}targets:\n{T}",
+        "(document)",
+        "more than 250000 nodes",
+    ),
+    (
         "zero budget window",
         "targets:\n{T}    restart_budget: { window: 0 }\n",
         "targets[0].restart_budget.window",
@@ -204,7 +253,11 @@ fn every_bad_config_is_reported_with_file_key_and_fix_and_exits_64() {
     let ws = Workspace::new();
     for (case, text, key, words) in CASES {
         let file = ws.path().join("bad.yaml");
-        std::fs::write(&file, text.replace("{T}", GOOD_TARGET)).unwrap();
+        let text = text
+            .replace("{T}", GOOD_TARGET)
+            .replace("{LONG}", &"a".repeat(240))
+            .replace("{BOMB}", &alias_bomb());
+        std::fs::write(&file, text).unwrap();
         for cmd in ["check-config", "run"] {
             let (code, out, err) =
                 run_cli(&[cmd, "--config", file.to_str().unwrap()], ws.path(), &[]);
@@ -350,4 +403,164 @@ fn sidecar_variables_that_are_wrong_name_the_variable() {
         "{err}"
     );
     assert!(!err.contains("pw-secret-1"));
+}
+
+/// About 10 KB of YAML: one anchor of 3000 scalars and five levels of ten aliases each, below
+/// serde_yaml's repetition limit, standing for 3 * 10^8 nodes.
+fn alias_bomb() -> String {
+    let mut s = format!("a0: &a0 [{}]\n", vec!["x"; 3000].join(","));
+    for i in 1..=5 {
+        let p = format!("*a{}", i - 1);
+        s.push_str(&format!("a{i}: &a{i} [{}]\n", vec![p; 10].join(", ")));
+    }
+    s
+}
+
+/// Item 8: a registry someone else could write chooses the heal command the daemon runs (as
+/// root): refused, naming the file, why and the fix, with exit 64 and nothing started.
+#[test]
+fn a_registry_others_can_write_or_own_is_refused() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let ws = Workspace::new();
+    let file = ws.path().join("targets.yaml");
+    std::fs::write(&file, format!("targets:\n{GOOD_TARGET}")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out, err) = run_cli(
+        &["check-config", "-c", file.to_str().unwrap()],
+        ws.path(),
+        &[],
+    );
+    assert_eq!(code, 0, "a 0644 file of ours is fine: {out}{err}");
+
+    let f = file.to_str().unwrap();
+    let nobody = 65534;
+    let cases: [(&str, u32, Option<u32>, &str, &str); 3] = [
+        (
+            "world-writable",
+            0o646,
+            None,
+            "writable by every user",
+            "chmod go-w",
+        ),
+        (
+            "group-writable",
+            0o664,
+            None,
+            "writable by its group",
+            "chmod go-w",
+        ),
+        (
+            "owned by nobody",
+            0o644,
+            Some(nobody),
+            "owned by uid 65534",
+            "chown",
+        ),
+    ];
+    for (case, mode, owner, why, fix) in cases {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        chown(&file, owner.or(Some(0)), None).unwrap();
+        for cmd in ["check-config", "run"] {
+            let (code, out, err) = run_cli(&[cmd, "--config", f], ws.path(), &[]);
+            let all = format!("{out}{err}");
+            assert_eq!(code, 64, "{case} ({cmd}): {all}");
+            assert!(
+                all.contains(f) && all.contains(why) && all.contains(fix),
+                "{case} ({cmd}): {all}"
+            );
+            assert!(!all.contains("hunter2secret"), "{case}: {all}");
+        }
+    }
+    assert!(!ws.state().exists(), "nothing was started");
+}
+
+/// Item 8, performed for real: `nobody` writes `.env` into a working directory anyone can
+/// write, choosing a HEAL_COMMAND for the sidecar. The daemon (root) refuses to start, says
+/// which file and how to fix it, and never runs the command.
+#[test]
+fn a_dotenv_written_by_nobody_is_refused_and_its_heal_command_never_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let ws = Workspace::new();
+    std::fs::set_permissions(ws.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let marker = ws.path().join("pwned");
+    let dead_port = sentinel_remedy::pgcluster::free_port().unwrap();
+    let script = format!(
+        "umask 022; printf 'HEAL_COMMAND=touch {}\\nFAILURE_THRESHOLD=1\\nHEALTH_CHECK_INTERVAL=200ms\\nDB_PORT={dead_port}\\n' > .env",
+        marker.display()
+    );
+    let st = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(ws.path())
+        .uid(65534)
+        .gid(65534)
+        .status()
+        .expect("sh as nobody");
+    assert!(st.success());
+    let mut d = Daemon::sidecar(
+        &ws,
+        &[("DB_HOST", "127.0.0.1"), ("DB_PASSWORD", "pw-secret-2")],
+    );
+    let status = d.wait_exit(Duration::from_secs(30));
+    let err = d.log_text();
+    assert_eq!(status.code(), Some(64), "{err}");
+    let env_file = ws.path().join(".env");
+    assert!(
+        err.contains(env_file.to_str().unwrap())
+            && err.contains("owned by uid 65534")
+            && err.contains("chown"),
+        "{err}"
+    );
+    assert!(!marker.exists(), "the heal command of nobody's .env ran");
+    assert!(!err.contains("pw-secret-2"));
+
+    // Root's own .env, but group-writable: refused too, with the chmod fix.
+    std::os::unix::fs::chown(&env_file, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o664)).unwrap();
+    let (code, _, err) = run_cli(&["check-config"], ws.path(), &[("DB_HOST", "127.0.0.1")]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("chmod go-w") && err.contains(".env"), "{err}");
+}
+
+/// A reload never kills a running daemon: SIGHUP with an alias bomb in place of the registry
+/// is rejected, the daemon stays up and its target keeps being probed.
+#[test]
+fn a_sighup_with_an_alias_bomb_is_rejected_and_probing_goes_on() {
+    let pg = Pg::start();
+    let ws = Workspace::new();
+    let port = sentinel_remedy::pgcluster::free_port().unwrap();
+    ws.write_registry("  console: false\n", &[TargetSpec::new("orders", &pg)]);
+    let text = std::fs::read_to_string(ws.config()).unwrap();
+    std::fs::write(
+        ws.config(),
+        format!("server: {{ listen: \"127.0.0.1:{port}\" }}\n{text}"),
+    )
+    .unwrap();
+    let mut d = Daemon::run(&ws, &[]);
+    d.wait_event("api_listening", None, Duration::from_secs(60));
+    d.wait_event("probe_ok", Some("orders"), Duration::from_secs(60));
+
+    std::fs::write(ws.config(), format!("{}{text}", alias_bomb())).unwrap();
+    d.signal(libc::SIGHUP);
+    let rejected = d.wait_event("reload_rejected", None, Duration::from_secs(30));
+    assert!(rejected.to_string().contains("nodes"), "{rejected}");
+    let addr = format!("127.0.0.1:{port}");
+    let count = || {
+        let m = support::http::parse_metrics(&support::http::get(&addr, "/metrics").body);
+        support::http::metric(
+            &m,
+            "sentinel_probe_duration_seconds_count",
+            &[("target", "orders")],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = count();
+    wait_for(
+        Duration::from_secs(20),
+        "probes after the rejected reload",
+        || (count() >= before + 5.0).then_some(()),
+    );
+    // Still the running daemon: it stops cleanly when asked.
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(30)).code(), Some(0));
 }
