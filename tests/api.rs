@@ -565,7 +565,11 @@ fn a_restart_refused_by_a_removed_lease_dir_escalates_once_and_healthz_says_so()
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(rx.hook_events("escalation").len(), 1, "escalated once");
     assert!(!pg.answers());
-    assert_ne!(pg.cluster.postmaster_pid(), Some(killed));
+    assert_eq!(
+        pg.cluster.postmaster_pid(),
+        Some(killed),
+        "no new postmaster was started"
+    );
 }
 
 /// Probes made so far of `target`, as the metrics show them.
