@@ -63,6 +63,9 @@ if ! docker network inspect "$NETWORK" >/dev/null 2>&1; then
     say "created network $NETWORK"
 fi
 
+# The daemon refuses a registry its group or others can write (a checkout made under umask 002).
+if [ "$FLEET" = 1 ]; then chmod go-w "$ROOT/compose/targets.yaml"; fi
+
 say "starting $(basename "$COMPOSE_FILE_PATH") as project $COMPOSE_PROJECT_NAME (postgres: $POSTGRES_IMAGE, daemon: $SENTINEL_IMAGE)"
 compose up -d
 

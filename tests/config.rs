@@ -472,6 +472,34 @@ fn a_registry_others_can_write_or_own_is_refused() {
         }
     }
     assert!(!ws.state().exists(), "nothing was started");
+
+    // Mounted read-only (as compose mounts the fleet's registry `:ro` into the container),
+    // a file of another host user is accepted: nobody on the daemon's side can write it.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    chown(&file, Some(nobody), None).unwrap();
+    let ro = ws.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let mount = |args: &[&str]| {
+        std::process::Command::new("mount")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let (src, dst) = (ws.path().to_str().unwrap(), ro.to_str().unwrap());
+    if mount(&["--bind", src, dst]) {
+        let remounted = mount(&["-o", "remount,bind,ro", dst]);
+        let on_ro = ro.join("targets.yaml");
+        let (code, out, err) = run_cli(
+            &["check-config", "-c", on_ro.to_str().unwrap()],
+            ws.path(),
+            &[],
+        );
+        let _ = std::process::Command::new("umount").arg(dst).status();
+        assert!(remounted, "remount read-only");
+        assert_eq!(code, 0, "read-only mount: {out}{err}");
+    } else {
+        eprintln!("SKIPPED the read-only mount case: cannot bind-mount here (not root?)");
+    }
 }
 
 /// Item 8, performed for real: `nobody` writes `.env` into a working directory anyone can

@@ -12,8 +12,8 @@ use std::path::Path;
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// Reads `path` after checking, on the opened file itself (no window to swap it), that it is a
-/// regular file of at most [`MAX_CONFIG_BYTES`], owned by the daemon's user or root, and not
-/// writable by group or others. Symbolic links are followed (Kubernetes mounts secrets that
+/// regular file of at most [`MAX_CONFIG_BYTES`], owned by the daemon's user or root (or on a
+/// read-only mount), and not writable by group or others. Symbolic links are followed (Kubernetes mounts secrets that
 /// way); the file they lead to is what is checked. `Ok(None)` when it does not exist.
 pub fn read_trusted(path: &Path) -> Result<Option<String>, ConfigError> {
     let file = path.display().to_string();
@@ -45,7 +45,9 @@ pub fn read_trusted(path: &Path) -> Result<Option<String>, ConfigError> {
             format!("point it at a regular file, not {}", kind(&meta)),
         ));
     }
-    if meta.uid() != euid && meta.uid() != 0 {
+    // On a read-only mount (a registry mounted `:ro` into the daemon's container) nobody the
+    // daemon shares a system with can write it; its owner is a user of the host.
+    if meta.uid() != euid && meta.uid() != 0 && !read_only_mount(&f) {
         return Err(refuse(
             format!(
                 "it is owned by uid {}, not by the daemon's user (uid {euid}) or root, so that user decides what the daemon runs",
@@ -89,6 +91,14 @@ pub fn read_trusted(path: &Path) -> Result<Option<String>, ConfigError> {
         ));
     }
     Ok(Some(text))
+}
+
+/// Whether the open file lives on a read-only mount.
+fn read_only_mount(f: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fstatvfs fills the struct we pass for a descriptor we own.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    unsafe { libc::fstatvfs(f.as_raw_fd(), &mut st) == 0 && st.f_flag & libc::ST_RDONLY != 0 }
 }
 
 fn kind(meta: &std::fs::Metadata) -> &'static str {

@@ -244,6 +244,10 @@ pub struct Workspace {
 
 impl Workspace {
     pub fn new() -> Self {
+        // The daemon refuses registries and .env files others can write: whatever umask the
+        // tests were started with, the files they write are not group-writable.
+        // SAFETY: umask has no preconditions.
+        unsafe { libc::umask(0o022) };
         Self {
             dir: tempfile::Builder::new()
                 .prefix("sentinel-ws-")
