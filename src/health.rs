@@ -53,10 +53,14 @@ impl Disks {
                 e,
             );
         }
-        // The spool is created when first needed; until then the state dir stands for it.
-        if let Some(spool) = self.spool_dir.as_ref().filter(|s| s.exists()) {
-            if let Err(e) = probe_dir(spool, false) {
-                fail("spool", "S3 uploads cannot be staged in", spool, e);
+        // The spool is created when first needed; until then it is the state dir's fault.
+        if let Some(spool) = &self.spool_dir {
+            let dir = match spool.parent() {
+                Some(parent) if !spool.exists() => parent,
+                _ => spool.as_path(),
+            };
+            if let Err(e) = probe_dir(dir, false) {
+                fail("spool", "S3 uploads cannot be staged in", dir, e);
             }
         }
         faults

@@ -570,6 +570,7 @@ fn a_restart_refused_by_a_removed_lease_dir_escalates_once_and_healthz_says_so()
         Some(killed),
         "no new postmaster was started"
     );
+    assert_secret_absent(pg.password(), &d, Some(&rx), &ws);
 }
 
 /// Probes made so far of `target`, as the metrics show them.
@@ -620,7 +621,14 @@ impl Drop for Tmpfs {
 fn a_full_state_disk_makes_healthz_fail_naming_the_store() {
     let pg = Pg::start();
     let ws = Workspace::new();
-    ws.write_registry("  console: false\n", &[TargetSpec::new("orders", &pg)]);
+    // With an S3 sink, the upload spool lives on the same disk.
+    let s3 = "  s3: { bucket: incidents-1, endpoint: \"http://127.0.0.1:9\" }\n";
+    let archive = format!("{}{s3}", ws.local_archive());
+    ws.write_registry_with(
+        &archive,
+        "  console: false\n",
+        &[TargetSpec::new("orders", &pg)],
+    );
     let addr = with_server(&ws, None);
     let Some(_fs) = Tmpfs::mount(&ws.state(), "4m") else {
         // Mounting needs CAP_SYS_ADMIN; the lease test above covers the unwritable case.
@@ -632,7 +640,9 @@ fn a_full_state_disk_makes_healthz_fail_naming_the_store() {
     d.wait_event("probe_ok", Some("orders"), LONG);
     let health = http::get(&addr, "/healthz");
     assert_eq!(health.status, 200, "{}", health.body);
-    assert_eq!(health.json()["checks"]["store"], "ok", "{}", health.body);
+    for part in ["store", "lease", "spool"] {
+        assert_eq!(health.json()["checks"][part], "ok", "{}", health.body);
+    }
 
     // Fill the filesystem the way a runaway log would.
     let mut filler = std::fs::File::create(ws.state().join("filler")).unwrap();
@@ -647,6 +657,11 @@ fn a_full_state_disk_makes_healthz_fail_naming_the_store() {
         "{problems}"
     );
     assert!(body["checks"]["store"]["error"].is_string(), "{body}");
+    assert!(problems.contains("spool:"), "{problems}");
+    assert!(
+        problems.contains("lease:"),
+        "the default lease dir is on it too: {problems}"
+    );
 
     // Space back: healthy again.
     drop(filler);
