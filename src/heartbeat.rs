@@ -3,19 +3,26 @@
 //! logged. A failing ping is said once, and again when pings work again.
 
 use crate::config::HeartbeatConfig;
-use slog::{info, warn, Logger};
+use slog::{error, info, warn, Logger};
 use std::time::Duration;
 
 pub fn spawn(cfg: HeartbeatConfig, log: Logger) {
     let log = log
         .new(slog::o!("actor" => "heartbeat", "host" => crate::redact::url_host(cfg.url.expose())));
     actix_rt::spawn(async move {
-        let client = reqwest::Client::builder()
+        let client = match reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
-            .expect("HTTP client");
+        {
+            Ok(c) => c,
+            Err(e) => {
+                error!(log, "heartbeat off: cannot build its HTTP client"; "event" => "heartbeat_failed", "error" => %e);
+                return;
+            }
+        };
         let mut failing = false;
-        let mut tick = tokio::time::interval(cfg.interval);
+        // Validation refuses less than 1 s; a zero period would panic the timer.
+        let mut tick = tokio::time::interval(cfg.interval.max(Duration::from_secs(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;

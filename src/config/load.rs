@@ -399,8 +399,8 @@ fn target_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// An S3 key prefix that stays where it says (empty: the bucket's root): relative, no `.` or `..` segments, no empty
-/// segments, characters S3 and every S3-compatible store take as they are.
+/// An S3 key prefix that stays where it says (empty: the bucket's root): relative, no `.`,
+/// `..` or empty segments, only S3's safe characters (every S3-compatible store takes them).
 fn s3_prefix(prefix: &str) -> Result<(), String> {
     if prefix.starts_with('/') {
         return Err("it starts with '/'".into());
@@ -413,7 +413,7 @@ fn s3_prefix(prefix: &str) -> Result<(), String> {
     }
     if let Some(c) = prefix
         .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "-_./=".contains(*c)))
+        .find(|c| !(c.is_ascii_alphanumeric() || "!-_.*'()/".contains(*c)))
     {
         return Err(format!("'{}' is not allowed", c.escape_default()));
     }
@@ -720,7 +720,7 @@ fn build_archive(raw: RawArchive, problems: &mut Problems) -> ArchiveConfig {
             problems.push(
                 format!("{at}.prefix"),
                 format!("'{prefix}' is not a usable key prefix: {why}"),
-                "use segments of letters, digits, '-', '_', '.' and '=' joined by '/', e.g. incidents/prod",
+                "use segments of letters, digits and ! - _ . * ' ( ) (S3's safe characters) joined by '/', e.g. incidents/prod",
             );
         }
         a.s3 = Some(S3Config {
