@@ -544,9 +544,19 @@ fn a_restart_refused_by_a_removed_lease_dir_escalates_once_and_healthz_says_so()
 
     let probes_before = probes(&addr, "other");
     let killed = pg.kill9();
+    let t0 = std::time::Instant::now();
     let escalation = wait_for(Duration::from_secs(60), "one escalation notice", || {
         rx.hook_events("escalation").into_iter().next()
     });
+    let after = t0.elapsed();
+    eprintln!(
+        "escalation received {:.1} s after the kill (recovery_timeout 4 s)",
+        after.as_secs_f64()
+    );
+    assert!(
+        after >= Duration::from_secs(4),
+        "escalated before recovery_timeout: {after:?}"
+    );
     let text = escalation.body.to_string();
     assert!(text.contains("lease"), "the escalation says why: {text}");
     assert!(!pg.answers(), "the database was restarted without a lease");
