@@ -21,8 +21,8 @@ pub fn spawn(cfg: HeartbeatConfig, log: Logger) {
             }
         };
         let mut failing = false;
-        // Validation refuses less than 1 s; a zero period would panic the timer.
-        let mut tick = tokio::time::interval(cfg.interval.max(Duration::from_secs(1)));
+        // Validation refuses less than 100 ms; a zero period would panic the timer.
+        let mut tick = tokio::time::interval(cfg.interval.max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;

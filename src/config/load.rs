@@ -159,14 +159,14 @@ pub fn load_str(
             .as_ref()
             .and_then(|d| duration(d, "heartbeat.interval", &mut problems))
             .unwrap_or(Duration::from_secs(60));
-        if interval < Duration::from_secs(1) {
+        if interval < Duration::from_millis(100) {
             problems.push(
                 "heartbeat.interval",
                 format!(
                     "{} would ping in a busy loop",
                     crate::config::duration::format_duration(interval)
                 ),
-                "use at least 1s (default 60s; most dead-man switches expect minutes)",
+                "use at least 100ms (default 60s; most dead-man switches expect minutes)",
             );
         }
         if webhook_url(&h.url, "heartbeat.url", &mut problems) {
