@@ -73,8 +73,12 @@ fn probe_dir(dir: &Path, lock: bool) -> Result<(), String> {
     if !meta.is_dir() {
         return Err("not a directory".into());
     }
-    let path = dir.join(format!(".healthz-{}", std::process::id()));
-    let _ = std::fs::remove_file(&path); // left over from a check cut short
+    // Unique, since daemons on other hosts may share the directory (and a pid).
+    let path = dir.join(format!(
+        ".healthz-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
