@@ -550,8 +550,8 @@ fn a_dotenv_written_by_nobody_is_refused_and_its_heal_command_never_runs() {
     assert!(err.contains("chmod go-w") && err.contains(".env"), "{err}");
 }
 
-/// A reload never kills a running daemon: SIGHUP with an alias bomb in place of the registry
-/// is rejected, the daemon stays up and its target keeps being probed.
+/// A reload never kills a running daemon: SIGHUP with a registry others can write, then with
+/// an alias bomb in its place, is rejected; the daemon stays up and keeps probing its target.
 #[test]
 fn a_sighup_with_an_alias_bomb_is_rejected_and_probing_goes_on() {
     let pg = Pg::start();
@@ -568,10 +568,19 @@ fn a_sighup_with_an_alias_bomb_is_rejected_and_probing_goes_on() {
     d.wait_event("api_listening", None, Duration::from_secs(60));
     d.wait_event("probe_ok", Some("orders"), Duration::from_secs(60));
 
-    std::fs::write(ws.config(), format!("{}{text}", alias_bomb())).unwrap();
+    // A registry made writable by others since the start is refused on reload too.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |m| std::fs::set_permissions(ws.config(), std::fs::Permissions::from_mode(m));
+    mode(0o666).unwrap();
     d.signal(libc::SIGHUP);
     let rejected = d.wait_event("reload_rejected", None, Duration::from_secs(30));
-    assert!(rejected.to_string().contains("nodes"), "{rejected}");
+    assert!(rejected.to_string().contains("chmod go-w"), "{rejected}");
+    mode(0o644).unwrap();
+
+    std::fs::write(ws.config(), format!("{}{text}", alias_bomb())).unwrap();
+    d.signal(libc::SIGHUP);
+    let rejected = d.wait_events("reload_rejected", None, 2, Duration::from_secs(30));
+    assert!(rejected[1].to_string().contains("nodes"), "{}", rejected[1]);
     let addr = format!("127.0.0.1:{port}");
     let count = || {
         let m = support::http::parse_metrics(&support::http::get(&addr, "/metrics").body);
