@@ -19,7 +19,16 @@ impl VarSource {
     /// refused: it would choose the heal command the daemon runs.
     pub fn from_env_and_dotenv(dir: &Path) -> Result<Self, super::ConfigError> {
         let mut dotenv = HashMap::new();
-        if let Some(text) = super::trust::read_trusted(&dir.join(".env"))? {
+        let path = dir.join(".env");
+        let text = super::trust::read_trusted(&path).map_err(|e| match e {
+            super::ConfigError::Unreadable { file, source } => super::ConfigError::Unsafe {
+                file,
+                why: format!("it cannot be read: {source}"),
+                fix: "make it readable by the daemon's user, or remove it".into(),
+            },
+            e => e,
+        })?;
+        if let Some(text) = text {
             for (k, v) in dotenvy::from_read_iter(text.as_bytes()).flatten() {
                 dotenv.insert(k, v);
             }

@@ -28,7 +28,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
 pub fn load_file(path: &Path, vars: &VarSource) -> Result<Registry, ConfigError> {
     let text = super::trust::read_trusted(path)?.ok_or_else(|| ConfigError::Unreadable {
         file: path.display().to_string(),
-        source: std::io::ErrorKind::NotFound.into(),
+        source: std::io::Error::from_raw_os_error(libc::ENOENT),
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     load_str(&text, Source::File(path.to_path_buf()), &base, vars)
