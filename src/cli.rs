@@ -356,8 +356,15 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Adopt the postmasters our heal commands start, so one that dies is reaped at once: its
+    // zombie would hold the lock file against the next start.
+    let subreaper = crate::reaper::become_subreaper();
     let system = actix_rt::System::new();
     let ok = system.block_on(async move {
+        match subreaper {
+            Ok(()) => crate::reaper::spawn_sweeper(log.clone()),
+            Err(e) => slog::warn!(log, "cannot become a child subreaper; dead servers we started are reaped by the host's init"; "event" => "subreaper_unavailable", "error" => %e),
+        }
         let uploader = Supervisor::uploader(&log, &settings.registry.archive, &settings.state_dir).await;
         let server = settings.registry.server.clone();
         let source = settings.registry.source.to_string();
