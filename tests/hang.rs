@@ -48,6 +48,16 @@ fn runs(pid: i32) -> bool {
     proc_stat(pid).is_some_and(|(s, _)| s != 'Z')
 }
 
+fn children(parent: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| proc_stat(*pid).is_some_and(|(_, ppid)| ppid == parent))
+        .collect()
+}
+
 fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path)
         .map(|t| t.lines().count())
@@ -74,11 +84,15 @@ fn a_sigstopped_postmaster_is_stopped_and_started_again_once() {
     let old = pg.pid();
     // The whole server (postmaster and the backend the probe keeps): it answers nothing, not
     // even a connection it already has, while every pid lives.
-    // SAFETY: the process group of our own cluster's postmaster (pg_ctl starts it in a session of its own).
-    unsafe { libc::kill(-old, libc::SIGSTOP) };
+    for pid in std::iter::once(old).chain(children(old)) {
+        // SAFETY: our own cluster's postmaster and its children.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+    }
     d.wait_event("heal_attempt", Some("orders"), LONG);
     let fresh = wait_for(LONG, "a new postmaster", || {
-        pg.cluster.postmaster_pid().filter(|p| *p != old && runs(*p))
+        pg.cluster
+            .postmaster_pid()
+            .filter(|p| *p != old && runs(*p))
     });
     wait_for(LONG, "SELECT 1 on a new connection", || {
         pg.answers().then_some(())
@@ -137,7 +151,10 @@ fn heal_commands_get_a_cleared_environment_plus_heal_env() {
     d.wait_event("target_recovered", Some("orders"), LONG);
     let env = std::fs::read_to_string(&dump).expect("the heal command wrote its environment");
     assert!(env.contains("PGAPPNAME=healer"), "heal.env passed: {env}");
-    assert!(env.lines().any(|l| l.starts_with("PATH=")), "PATH kept: {env}");
+    assert!(
+        env.lines().any(|l| l.starts_with("PATH=")),
+        "PATH kept: {env}"
+    );
     // Neither the command nor the server it started holds a secret of the daemon's.
     let server = std::fs::read(format!("/proc/{}/environ", pg.pid())).expect("environ");
     let server = String::from_utf8_lossy(&server);
@@ -214,14 +231,18 @@ fn a_postmaster_the_heal_started_is_reaped_at_once_and_restarted_at_the_first_at
     let before = lines(&counter);
     // The server our heal started is the daemon's to reap: it adopted it.
     let adopted = pg.pid();
-    wait_for(Duration::from_secs(5), "the daemon adopts the postmaster", || {
-        (proc_stat(adopted).map(|(_, ppid)| ppid) == Some(d.pid())).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(5),
+        "the daemon adopts the postmaster",
+        || (proc_stat(adopted).map(|(_, ppid)| ppid) == Some(d.pid())).then_some(()),
+    );
     std::thread::sleep(Duration::from_millis(1500));
     pg.kill9();
-    wait_for(Duration::from_secs(2), "the killed postmaster reaped", || {
-        proc_stat(adopted).is_none().then_some(())
-    });
+    wait_for(
+        Duration::from_secs(2),
+        "the killed postmaster reaped",
+        || proc_stat(adopted).is_none().then_some(()),
+    );
     d.wait_events("target_recovered", Some("orders"), 2, LONG);
     assert_eq!(
         lines(&counter),
@@ -239,7 +260,11 @@ fn a_start_blocked_by_a_zombie_holding_the_lock_file_does_not_loop() {
     let heal = script(
         &ws,
         "heal.sh",
-        &format!("echo attempt >> '{}'\n{}", counter.display(), start_line(&pg)),
+        &format!(
+            "echo attempt >> '{}'\n{}",
+            counter.display(),
+            start_line(&pg)
+        ),
     );
     ws.write_registry(
         &notify_all(&rx),
@@ -253,9 +278,13 @@ fn a_start_blocked_by_a_zombie_holding_the_lock_file_does_not_loop() {
     d.wait_event("probe_ok", Some("orders"), LONG);
     // A zombie of ours (never waited for) takes over the lock file: every start finds it
     // "running" and gives up, starting nothing.
-    let mut zombie = std::process::Command::new("true")
-        .spawn()
-        .expect("spawn true");
+    let mut cmd = std::process::Command::new("true");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // The server's user (the fixture runs it as nobody): a pid it may signal is "running".
+        std::os::unix::process::CommandExt::uid(&mut cmd, 65534);
+    }
+    let mut zombie = cmd.spawn().expect("spawn true");
     wait_for(Duration::from_secs(5), "a zombie", || {
         (proc_stat(zombie.id() as i32).map(|(s, _)| s) == Some('Z')).then_some(())
     });
