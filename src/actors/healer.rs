@@ -344,14 +344,17 @@ async fn heal(
             .max(Duration::from_secs(1));
         let held_before = lock_holder(&target).await.pid();
         let ran = run_action(&action, &docker, failed_at, budget_left, &log_path).await;
-        // Whether this attempt started (or restarted) a server. A start that found the lock
-        // file held by the same pid as before (a zombie, an unproven process) started nothing.
-        let started = match &action {
-            HealAction::Command { .. } => {
-                ran.spawned
-                    && (held_before.is_none() || lock_holder(&target).await.pid() != held_before)
+        // Whether this attempt started (or restarted) a server. With a pid file, a command
+        // that failed started one only if a new postmaster took the lock file (and still
+        // holds it, running or killed): one that gave up on a lock or shared memory still
+        // held (a zombie, a dying backend) removed its pid file again, or never wrote it.
+        let started = match (&action, &target.pid_file) {
+            (HealAction::Command { .. }, Some(_)) if !ran.done => {
+                let after = lock_holder(&target).await.pid();
+                after.is_some() && after != held_before
             }
-            HealAction::Docker { .. } => ran.done,
+            (HealAction::Command { .. }, _) => ran.spawned,
+            (HealAction::Docker { .. }, _) => ran.done,
         };
         if started {
             starts += 1;
@@ -363,11 +366,11 @@ async fn heal(
         if let Some(s) = stopped.take() {
             verdict = format!("{s}; then {verdict}");
         }
-        if !started && held_before.is_some() {
-            verdict = format!(
-                "{verdict}; started nothing: the pid file still names pid {}",
-                held_before.unwrap_or_default()
-            );
+        if !started && ran.spawned && matches!(action, HealAction::Command { .. }) {
+            verdict = match held_before {
+                Some(p) => format!("{verdict}; no server started (the pid file named pid {p})"),
+                None => format!("{verdict}; no server started"),
+            };
         }
         let mut success = false;
         // Done is not enough: the server must accept connections (or be starting up). An
