@@ -174,9 +174,17 @@ impl Monitor {
         };
         ctx.spawn(fut.into_actor(self).map(|(prober, out), act, ctx| {
             act.prober = Some(prober);
+            let took = out.latency;
             act.on_probe(out, ctx);
             let delay = if std::mem::take(&mut act.probe_again) {
                 Duration::ZERO
+            } else if act.record.lock().phase == Phase::Suspect {
+                // Failing: confirm at one probe per probe timeout, counted from the start of
+                // the last one, so a hung server (each probe timing out) is declared after
+                // timeout × threshold, not after threshold healthy intervals.
+                act.cadence()
+                    .min(act.target.probe.timeout)
+                    .saturating_sub(took)
             } else {
                 act.cadence()
             };
