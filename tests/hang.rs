@@ -356,3 +356,70 @@ fn an_escalated_target_started_by_hand_is_reported_recovered_within_seconds() {
     assert_eq!(rx.hook_events("escalation").len(), 1);
     assert_eq!(d.count("heal_issued", Some("orders")), 1);
 }
+
+#[test]
+fn a_container_killed_at_every_start_is_started_at_most_max_restarts_times_then_escalated_once() {
+    use std::io::BufRead;
+    use support::docker::{docker, PgContainer};
+    let c = PgContainer::start("budget", None);
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    let text = format!(
+        "archive:\n{}notify:\n{}targets:\n  - name: boxed\n    dsn: \"{}\"\n    probe: {{ interval: 1s, timeout: 1s, failure_threshold: 3 }}\n    restart_budget: {{ max_restarts: 3, window: 1h, backoff: 1s }}\n    recovery_timeout: 120s\n    heal:\n      docker: {{ container: {}, stop_timeout: 1s }}\n",
+        ws.local_archive(),
+        notify_all(&rx),
+        c.dsn(),
+        c.name
+    );
+    std::fs::write(ws.config(), text).expect("registry");
+    let d = Daemon::run(&ws, &[]);
+    d.wait_event("probe_ok", Some("boxed"), LONG);
+    // Outside the daemon: every `start` the Engine reports for the container, counted, and
+    // answered at once with a kill, so the server never gets to answer.
+    let mut follower = std::process::Command::new("docker")
+        .args([
+            "events",
+            "--filter",
+            &format!("container={}", c.name),
+            "--filter",
+            "event=start",
+            "--format",
+            "{{.Action}}",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("docker events");
+    let out = follower.stdout.take().expect("stdout");
+    let starts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (counted, name) = (starts.clone(), c.name.clone());
+    std::thread::spawn(move || {
+        for _ in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = std::process::Command::new("docker")
+                .args(["kill", &name])
+                .output();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    docker(&["kill", &c.name]);
+    d.wait_event("escalation", Some("boxed"), Duration::from_secs(120));
+    wait_for(LONG, "the escalation delivered", || {
+        (rx.hook_events("escalation").len() == 1).then_some(())
+    });
+    // Nothing more happens after it.
+    std::thread::sleep(Duration::from_secs(8));
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let n = starts.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..=3).contains(&n),
+        "{n} Engine starts for one incident with max_restarts 3"
+    );
+    let esc = rx.hook_events("escalation");
+    assert_eq!(esc.len(), 1, "one escalation");
+    assert_eq!(
+        esc[0].body["reason"], "restart_budget_exhausted",
+        "{}",
+        esc[0].body
+    );
+}
