@@ -278,6 +278,9 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Demo { incidents } => {
+            // Before the demo cluster starts, so its postmaster is adopted too: the first
+            // kill -9 the demo invites is then reaped at once (`run` says if this fails).
+            let _ = crate::reaper::become_subreaper();
             let demo = match crate::demo::prepare(incidents) {
                 Ok(d) => d,
                 Err(crate::pgcluster::ClusterError::Missing(m)) => {
