@@ -228,7 +228,8 @@ fn append(path: &std::path::Path, line: &str) {
 async fn answering(target: &TargetConfig, wait: Duration) -> Result<&'static str, FailureClass> {
     let until = Instant::now() + wait;
     loop {
-        match accepts_connections(target.dsn.config(), Duration::from_secs(2)).await {
+        let connect = target.probe.timeout.min(Duration::from_secs(2));
+        match accepts_connections(target.dsn.config(), connect).await {
             Ok(()) => return Ok("accepting connections"),
             Err(f) if f.class == FailureClass::Recovering => return Ok("starting up (57P03)"),
             Err(f) if f.class == FailureClass::Authentication => {
@@ -272,6 +273,12 @@ async fn stop_hung(
     };
     match lock_holder(target).await {
         stop::Holder::Running(pm) => {
+            // It may have come back since the incident was declared: never stop a server
+            // that answers.
+            if let Ok(state) = answering(target, Duration::ZERO).await {
+                info!(log, "the server answers again; not stopped"; "event" => "hung_stop_skipped", "pid" => pm.pid, "state" => state);
+                return None;
+            }
             warn!(log, "postmaster still runs but answers nothing: stopping it before the start"; "event" => "hung_stop", "pid" => pm.pid);
             let env = command::environment(std::env::vars(), env);
             let verdict = stop::stop(
