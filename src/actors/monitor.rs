@@ -720,6 +720,12 @@ impl Monitor {
             for _ in 1..report.starts {
                 rec.restarts.push_back(now);
                 rec.backoff_step += 1;
+                // Kept across a daemon restart, like the first.
+                if let Some(store) = &self.peers.store {
+                    if let Err(e) = store.restart(&self.target.name) {
+                        error!(self.log, "restart not written to the store"; "event" => "store_failed", "error" => %e);
+                    }
+                }
             }
             let healing =
                 rec.phase == Phase::Healing && rec.incident.as_ref().is_some_and(|i| i.id == id);
