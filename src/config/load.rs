@@ -418,7 +418,7 @@ fn heal_action(h: &RawHeal, at: &str, problems: &mut Problems) -> Option<HealAct
         .and_then(|d| duration(d, &format!("{at}.timeout"), problems))
         .unwrap_or(Duration::from_secs(60));
     let stop = stop_timeout(&h.stop_timeout, problems);
-    if stop.is_zero() || stop > Duration::from_secs(600) {
+    if stop < Duration::from_millis(100) || stop > Duration::from_secs(600) {
         problems.push(
             format!("{at}.stop_timeout"),
             format!("{} is out of range", super::duration::format_duration(stop)),
