@@ -4,7 +4,8 @@
 //!
 //! Knobs (environment): BENCH_RUNS (5), BENCH_WINDOW (seconds of each resource sample, 60),
 //! BENCH_TARGETS ("1,10,50"), BENCH_DOCKER (1: also the container section, with and without
-//! the Docker events fast path; 0 skips it).
+//! the Docker events fast path; 0 skips it), BENCH_RECOVERY and BENCH_HANG (1; 0 skips the
+//! crash or the hung-server section).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -223,6 +224,101 @@ fn container_section(runs: usize) {
     }
 }
 
+/// Pids whose parent is `parent`.
+fn children(parent: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s[s.rfind(')')? + 1..]
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse::<i32>()
+                        .ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+/// A hung server: the postmaster and its backends SIGSTOPped (every pid lives, nothing
+/// answers, not even the connection the probe keeps), until `SELECT 1` on a new connection
+/// answers again. (seconds to detect, seconds to `SELECT 1`), from the fault.
+fn hung_once(d: &Daemon, pg: &Pg, n: usize) -> (f64, f64) {
+    let old = pg.pid();
+    let at = Utc::now();
+    let t0 = Instant::now();
+    for pid in std::iter::once(old).chain(children(old)) {
+        // SAFETY: our own cluster's postmaster and its children.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+    }
+    // SAFETY: waitpid on one pid; ECHILD at once when it is not our child.
+    std::thread::spawn(move || unsafe { libc::waitpid(old, std::ptr::null_mut(), 0) });
+    // psql would wait forever on the stopped server: ask only once another postmaster runs.
+    support::wait_for(LONG * 2, "a new postmaster", || {
+        pg.cluster.postmaster_pid().filter(|p| *p != old)
+    });
+    support::wait_for(LONG, "SELECT 1", || pg.answers().then_some(()));
+    let answered = t0.elapsed().as_secs_f64();
+    let declared = d
+        .wait_events("incident_declared", Some("bench"), n, LONG)
+        .pop()
+        .expect("declared");
+    let detect = (ts(&declared) - at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+    d.wait_events("target_recovered", Some("bench"), n, LONG);
+    (detect, answered)
+}
+
+fn hang_section(runs: usize) {
+    let pg = Pg::start();
+    println!("\n## Hung server (SIGSTOP of the postmaster and its backends; stop timeout 10 s, median of {runs})\n");
+    println!("Time from the SIGSTOP to `SELECT 1` answering on a new connection. Goal: probe timeout × threshold + stop timeout + 1 s.\n");
+    println!("| probe (interval / timeout / threshold) | detect | `SELECT 1` again | goal | first failing probe → `SELECT 1` |");
+    println!("|---|---|---|---|---|");
+    for (interval, timeout, secs) in [("30s", "5s", 5.0), ("1s", "1s", 1.0)] {
+        let ws = Workspace::new();
+        ws.write_registry(
+            "  console: false\n",
+            &[TargetSpec {
+                interval,
+                timeout,
+                threshold: 3,
+                max_restarts: 1000,
+                budget_extra: ", backoff: 0s",
+                ..TargetSpec::new("bench", &pg)
+            }],
+        );
+        let d = Daemon::run(&ws, &[]);
+        d.wait_event("probe_ok", Some("bench"), LONG);
+        let mut first_to_ok = Vec::new();
+        let (mut det, mut ok): (Vec<f64>, Vec<f64>) = (1..=runs)
+            .map(|n| {
+                std::thread::sleep(Duration::from_millis(1300));
+                let before = d.count("probe_failed", Some("bench"));
+                let t = Utc::now();
+                let out = hung_once(&d, &pg, n);
+                let first = d.events("probe_failed", Some("bench"))[before].clone();
+                // The first failing probe started one probe timeout before it failed.
+                let lag = (ts(&first) - t).num_microseconds().unwrap_or(0) as f64 / 1e6 - secs;
+                first_to_ok.push(out.1 - lag);
+                out
+            })
+            .unzip();
+        let (det, ok, from_first) = (median(&mut det), median(&mut ok), median(&mut first_to_ok));
+        let goal = secs * 3.0 + 10.0 + 1.0;
+        println!(
+            "| {interval} / {timeout} / 3 | {det:.3} s | {ok:.3} s | {goal:.0} s: {} | {from_first:.3} s |",
+            if ok <= goal { "met" } else { "MISSED" }
+        );
+        drop(d);
+    }
+}
+
 /// utime+stime of a process in clock ticks, and its resident set in KiB.
 fn proc_usage(pid: i32) -> (u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
@@ -310,7 +406,12 @@ fn main() {
         "PostgreSQL: {}",
         Cluster::version().unwrap_or_else(|_| "unknown".into())
     );
-    recovery_section(runs);
+    if env_num("BENCH_RECOVERY", 1) == 1 {
+        recovery_section(runs);
+    }
+    if env_num("BENCH_HANG", 1) == 1 {
+        hang_section(runs);
+    }
     if env_num("BENCH_DOCKER", 1) == 1 {
         container_section(runs);
     }

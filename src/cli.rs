@@ -280,6 +280,9 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Demo { incidents } => {
+            // Before the demo cluster starts, so its postmaster is adopted too: the first
+            // kill -9 the demo invites is then reaped at once (`run` says if this fails).
+            let _ = crate::reaper::become_subreaper();
             let demo = match crate::demo::prepare(incidents) {
                 Ok(d) => d,
                 Err(crate::pgcluster::ClusterError::Missing(m)) => {
@@ -366,8 +369,15 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
         spool_dir: (settings.registry.archive.s3.is_some())
             .then(|| settings.state_dir.join("spool")),
     };
+    // Adopt the postmasters our heal commands start, so one that dies is reaped at once: its
+    // zombie would hold the lock file against the next start.
+    let subreaper = crate::reaper::become_subreaper();
     let system = actix_rt::System::new();
     let ok = system.block_on(async move {
+        match subreaper {
+            Ok(()) => crate::reaper::spawn_sweeper(log.clone()),
+            Err(e) => slog::warn!(log, "cannot become a child subreaper; dead servers we started are reaped by the host's init"; "event" => "subreaper_unavailable", "error" => %e),
+        }
         let uploader = Supervisor::uploader(&log, &settings.registry.archive, &settings.state_dir).await;
         let server = settings.registry.server.clone();
         let source = settings.registry.source.to_string();

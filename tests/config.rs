@@ -246,6 +246,30 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "targets[0].restart_budget.window",
         "unlimited restarts",
     ),
+    (
+        "stop_timeout of zero",
+        "targets:\n{T}    heal: { command: [pg_ctl, start], stop_timeout: 0s }\n",
+        "targets[0].heal.stop_timeout",
+        "out of range",
+    ),
+    (
+        "stop_timeout beside a container heal",
+        "targets:\n{T}    heal: { docker: { container: pg1 }, stop_timeout: 5s }\n",
+        "targets[0].heal.stop_timeout",
+        "applies to a heal `command` only",
+    ),
+    (
+        "empty stop command",
+        "targets:\n{T}    heal: { command: [pg_ctl, start], stop_command: [] }\n",
+        "targets[0].heal.stop_command",
+        "the stop command is empty",
+    ),
+    (
+        "bad heal.env name",
+        "targets:\n{T}    heal: { command: [pg_ctl, start], env: { 1BAD: x } }\n",
+        "targets[0].heal.env.1BAD",
+        "not an environment variable name",
+    ),
 ];
 
 #[test]

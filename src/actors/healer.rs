@@ -7,6 +7,7 @@ use crate::backoff::Backoff;
 use crate::config::{HealAction, TargetConfig};
 use crate::docker::DockerClient;
 use crate::heal::command::{self, CommandResult};
+use crate::heal::stop;
 use crate::probe::{accepts_connections, FailureClass};
 use actix::prelude::*;
 use chrono::Utc;
@@ -77,6 +78,7 @@ impl Handler<Heal> for Healer {
                         log,
                         msg.target,
                         msg.failed_at,
+                        msg.max_starts.max(1),
                         self.docker.clone(),
                         log_path,
                         stop,
@@ -132,6 +134,8 @@ struct Ran {
     verdict: String,
     /// Retrying cannot help: stop here.
     terminal: Option<HealFailure>,
+    /// A command ran at all (it could be started).
+    spawned: bool,
 }
 
 /// Runs the heal action once.
@@ -143,8 +147,11 @@ async fn run_action(
     log_path: &std::path::Path,
 ) -> Ran {
     match action {
-        HealAction::Command { argv, timeout } => {
-            let result = command::run(argv, (*timeout).min(budget_left), log_path).await;
+        HealAction::Command {
+            argv, timeout, env, ..
+        } => {
+            let env = command::environment(std::env::vars(), env);
+            let result = command::run(argv, &env, (*timeout).min(budget_left), log_path).await;
             let (exit_code, verdict) = match &result {
                 CommandResult::Exited(c) => (Some(*c), format!("exit {c}")),
                 CommandResult::Signalled => (None, "killed by a signal".to_string()),
@@ -153,6 +160,7 @@ async fn run_action(
             };
             Ran {
                 done: result == CommandResult::Exited(0),
+                spawned: !matches!(result, CommandResult::SpawnFailed(_)),
                 exit_code,
                 verdict,
                 terminal: None,
@@ -185,8 +193,10 @@ async fn run_action(
                     exit_code: None,
                     verdict,
                     terminal: None,
+                    spawned: true,
                 },
                 Err(e) => Ran {
+                    spawned: true,
                     done: false,
                     exit_code: None,
                     verdict: e.to_string(),
@@ -218,7 +228,8 @@ fn append(path: &std::path::Path, line: &str) {
 async fn answering(target: &TargetConfig, wait: Duration) -> Result<&'static str, FailureClass> {
     let until = Instant::now() + wait;
     loop {
-        match accepts_connections(target.dsn.config(), Duration::from_secs(2)).await {
+        let connect = target.probe.timeout.min(Duration::from_secs(2));
+        match accepts_connections(target.dsn.config(), connect).await {
             Ok(()) => return Ok("accepting connections"),
             Err(f) if f.class == FailureClass::Recovering => return Ok("starting up (57P03)"),
             Err(f) if f.class == FailureClass::Authentication => {
@@ -230,11 +241,83 @@ async fn answering(target: &TargetConfig, wait: Duration) -> Result<&'static str
     }
 }
 
-/// The retry loop of one heal; `stop` ends it early (the incident closed meanwhile).
+/// Consecutive attempts that start nothing (the lock file still held) before the heal gives up.
+const MAX_IDLE_ATTEMPTS: u32 = 10;
+
+/// The pid holding the target's pid file, read off the actor's thread (None: no pid file).
+async fn lock_holder(target: &TargetConfig) -> stop::Holder {
+    let Some(path) = target.pid_file.clone() else {
+        return stop::Holder::None;
+    };
+    tokio::task::spawn_blocking(move || stop::holder(&path))
+        .await
+        .unwrap_or(stop::Holder::None)
+}
+
+/// A command heal of a target whose postmaster still runs (hung: alive, answering nothing)
+/// stops it first; the start command could not start a server beside it. Returns what was
+/// done, for the first attempt's verdict.
+async fn stop_hung(
+    log: &Logger,
+    target: &TargetConfig,
+    log_path: &std::path::Path,
+) -> Option<String> {
+    let Some(HealAction::Command {
+        stop_timeout,
+        stop_command,
+        env,
+        ..
+    }) = &target.heal
+    else {
+        return None;
+    };
+    match lock_holder(target).await {
+        stop::Holder::Running(pm) => {
+            // It may have come back since the incident was declared: never stop a server
+            // that answers.
+            if let Ok(state) = answering(target, Duration::ZERO).await {
+                info!(log, "the server answers again; not stopped"; "event" => "hung_stop_skipped", "pid" => pm.pid, "state" => state);
+                return None;
+            }
+            warn!(log, "postmaster still runs but answers nothing: stopping it before the start"; "event" => "hung_stop", "pid" => pm.pid);
+            let env = command::environment(std::env::vars(), env);
+            let verdict = stop::stop(
+                &pm,
+                stop::StopPlan {
+                    timeout: *stop_timeout,
+                    command: stop_command.as_deref(),
+                    env: &env,
+                    log: log_path,
+                },
+            )
+            .await;
+            info!(log, "hung server stopped"; "event" => "hung_stopped", "pid" => pm.pid, "verdict" => &verdict);
+            append(
+                log_path,
+                &format!("{} stop: {verdict}\n", Utc::now().to_rfc3339()),
+            );
+            Some(verdict)
+        }
+        stop::Holder::Unverified { pid, why } => {
+            warn!(log, "the pid file names a live process that is not proven to be the target's postmaster; not signalled"; "event" => "hung_stop_refused", "pid" => pid, "why" => &why);
+            append(
+                log_path,
+                &format!("{} stop: not done: {why}\n", Utc::now().to_rfc3339()),
+            );
+            None
+        }
+        stop::Holder::None | stop::Holder::Zombie(_) => None,
+    }
+}
+
+/// The retry loop of one heal; `stop` ends it early (the incident closed meanwhile). At most
+/// `max_starts` attempts may start a server, with the budget's backoff between them; attempts
+/// that start nothing retry quickly, at most [`MAX_IDLE_ATTEMPTS`] in a row.
 async fn heal(
     log: Logger,
     target: Arc<TargetConfig>,
     failed_at: chrono::DateTime<Utc>,
+    max_starts: u32,
     docker: Arc<DockerClient>,
     log_path: PathBuf,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -243,28 +326,59 @@ async fn heal(
         return HealReport::none();
     };
     let deadline = Instant::now() + target.recovery_timeout;
-    let backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
+    let quick = Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
         .expect("static bounds are valid");
     let verify_for = target.probe.timeout.max(Duration::from_secs(5));
     let mut attempts = Vec::new();
-    let report = |success, attempts, failure| HealReport {
+    let (mut starts, mut idle) = (0u32, 0u32);
+    let report = |success, attempts, failure, starts| HealReport {
         success,
         attempts,
         log_path: Some(log_path.clone()),
         failure,
+        starts,
     };
+    let mut stopped = stop_hung(&log, &target, &log_path).await;
     for n in 0u32.. {
         if stop.load(Ordering::SeqCst) {
             info!(log, "target recovered; no further heal attempt"; "event" => "heal_stopped", "attempts" => attempts.len());
-            return report(false, attempts, None);
+            return report(false, attempts, None, starts);
         }
         let started_at = Utc::now();
         let t0 = Instant::now();
         let budget_left = deadline
             .saturating_duration_since(t0)
             .max(Duration::from_secs(1));
+        let held_before = lock_holder(&target).await.pid();
         let ran = run_action(&action, &docker, failed_at, budget_left, &log_path).await;
+        // Whether this attempt started (or restarted) a server. With a pid file, a command
+        // that failed started one only if a new postmaster took the lock file (and still
+        // holds it, running or killed): one that gave up on a lock or shared memory still
+        // held (a zombie, a dying backend) removed its pid file again, or never wrote it.
+        let started = match (&action, &target.pid_file) {
+            (HealAction::Command { .. }, Some(_)) if !ran.done => {
+                let after = lock_holder(&target).await.pid();
+                after.is_some() && after != held_before
+            }
+            (HealAction::Command { .. }, _) => ran.spawned,
+            (HealAction::Docker { .. }, _) => ran.done,
+        };
+        if started {
+            starts += 1;
+            idle = 0;
+        } else {
+            idle += 1;
+        }
         let (exit_code, mut verdict) = (ran.exit_code, ran.verdict);
+        if let Some(s) = stopped.take() {
+            verdict = format!("{s}; then {verdict}");
+        }
+        if !started && ran.spawned && matches!(action, HealAction::Command { .. }) {
+            verdict = match held_before {
+                Some(p) => format!("{verdict}; no server started (the pid file named pid {p})"),
+                None => format!("{verdict}; no server started"),
+            };
+        }
         let mut success = false;
         // Done is not enough: the server must accept connections (or be starting up). An
         // action that failed is looked at once too: `pg_ctl start -w` outwaited by a long
@@ -298,22 +412,62 @@ async fn heal(
             verdict: verdict.clone(),
         };
         if success {
-            info!(log, "heal attempt succeeded"; "event" => "heal_attempt", "attempt" => n + 1, "verdict" => &verdict, "duration_ms" => attempt.duration_ms);
+            info!(log, "heal attempt succeeded"; "event" => "heal_attempt", "attempt" => n + 1, "verdict" => &verdict, "duration_ms" => attempt.duration_ms, "started" => started);
         } else {
-            warn!(log, "heal attempt failed"; "event" => "heal_attempt", "attempt" => n + 1, "verdict" => &verdict, "duration_ms" => attempt.duration_ms);
+            warn!(log, "heal attempt failed"; "event" => "heal_attempt", "attempt" => n + 1, "verdict" => &verdict, "duration_ms" => attempt.duration_ms, "started" => started);
         }
         attempts.push(attempt);
         if success {
-            return report(true, attempts, None);
+            return report(true, attempts, None, starts);
         }
         if let Some(failure) = ran.terminal {
             error!(log, "heal cannot succeed by retrying; stopped"; "event" => "heal_refused", "kind" => failure.kind, "error" => &failure.detail);
-            return report(false, attempts, Some(failure));
+            return report(false, attempts, Some(failure), starts);
         }
-        let delay = backoff.delay(n);
+        if starts >= max_starts {
+            let detail = format!(
+                "the server was started {starts} time(s) for this incident and did not stay up; the restart budget ({} in {}) allows no more",
+                target.budget.max_restarts,
+                crate::config::duration::format_duration(target.budget.window)
+            );
+            error!(log, "restart budget used up by this heal's starts; stopped"; "event" => "heal_budget_exhausted", "starts" => starts);
+            let failure = HealFailure {
+                kind: "restart_budget_exhausted",
+                detail,
+                class: None,
+            };
+            return report(false, attempts, Some(failure), starts);
+        }
+        if idle >= MAX_IDLE_ATTEMPTS {
+            let detail = format!(
+                "{idle} attempts in a row started nothing{}",
+                held_before
+                    .map(|p| format!(
+                        " (the pid file still names pid {p}, which holds the lock file)"
+                    ))
+                    .unwrap_or_default()
+            );
+            error!(log, "heal starts nothing; stopped"; "event" => "heal_refused", "kind" => "start_blocked", "error" => &detail);
+            let failure = HealFailure {
+                kind: "start_blocked",
+                detail,
+                class: None,
+            };
+            return report(false, attempts, Some(failure), starts);
+        }
+        // After a start that did not stay up, the budget's backoff; after a start that could
+        // not happen, a quick retry.
+        let delay = if started {
+            target
+                .budget
+                .backoff_after(starts)
+                .max(Duration::from_millis(50))
+        } else {
+            quick.delay(idle - 1)
+        };
         if Instant::now() + delay >= deadline {
             warn!(log, "heal gave up at recovery_timeout"; "event" => "heal_exhausted", "attempts" => attempts.len());
-            return report(false, attempts, None);
+            return report(false, attempts, None, starts);
         }
         tokio::time::sleep(delay).await;
     }

@@ -71,6 +71,9 @@ pub struct Heal {
     /// The incident's first failure: a container started after it was already restarted (by
     /// its restart policy or a person) and must not be restarted again.
     pub failed_at: DateTime<Utc>,
+    /// Starts this heal may make, its first included: what the restart budget has left. A
+    /// retry that starts a server again counts like any restart.
+    pub max_starts: u32,
 }
 
 /// What the heal did.
@@ -86,6 +89,8 @@ pub struct HealReport {
     /// forbidden Engine, a restart policy that did not act).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<HealFailure>,
+    /// Attempts that started (or restarted) a server: each one counts against the budget.
+    pub starts: u32,
 }
 
 impl HealReport {
@@ -96,6 +101,7 @@ impl HealReport {
             attempts: vec![],
             log_path: None,
             failure: None,
+            starts: 0,
         }
     }
 }

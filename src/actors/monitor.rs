@@ -82,6 +82,8 @@ pub struct Monitor {
 
 /// While an incident is open, probe this often to see recovery quickly.
 const FAST_PROBE: Duration = Duration::from_millis(100);
+/// While an incident waits for someone else (held, escalated, alert only), probe this often.
+const WATCH_PROBE: Duration = Duration::from_secs(1);
 
 impl Monitor {
     pub fn new(
@@ -172,9 +174,17 @@ impl Monitor {
         };
         ctx.spawn(fut.into_actor(self).map(|(prober, out), act, ctx| {
             act.prober = Some(prober);
+            let took = out.latency;
             act.on_probe(out, ctx);
             let delay = if std::mem::take(&mut act.probe_again) {
                 Duration::ZERO
+            } else if act.record.lock().phase == Phase::Suspect {
+                // Failing: confirm at one probe per probe timeout, counted from the start of
+                // the last one, so a hung server (each probe timing out) is declared after
+                // timeout × threshold, not after threshold healthy intervals.
+                act.cadence()
+                    .min(act.target.probe.timeout)
+                    .saturating_sub(took)
             } else {
                 act.cadence()
             };
@@ -186,6 +196,11 @@ impl Monitor {
         match self.record.lock().phase {
             Phase::Archiving | Phase::Healing | Phase::Recovering => {
                 FAST_PROBE.min(self.target.probe.interval)
+            }
+            // Nobody restarts it here: a person or another tool will, and the recovery
+            // notice (with the downtime from the fault) must follow within about a second.
+            Phase::Held | Phase::Escalated | Phase::Unhealed => {
+                WATCH_PROBE.min(self.target.probe.interval)
             }
             _ => self.target.probe.interval,
         }
@@ -712,6 +727,18 @@ impl Monitor {
         });
         let steps = {
             let mut rec = self.record.lock();
+            // The heal's own further starts count like restarts (the first one already does).
+            let now = Instant::now();
+            for _ in 1..report.starts {
+                rec.restarts.push_back(now);
+                rec.backoff_step += 1;
+                // Kept across a daemon restart, like the first.
+                if let Some(store) = &self.peers.store {
+                    if let Err(e) = store.restart(&self.target.name) {
+                        error!(self.log, "restart not written to the store"; "event" => "store_failed", "error" => %e);
+                    }
+                }
+            }
             let healing =
                 rec.phase == Phase::Healing && rec.incident.as_ref().is_some_and(|i| i.id == id);
             if !healing {
@@ -752,6 +779,11 @@ impl Monitor {
                     &format!("{} attempt(s)", report.attempts.len()),
                 );
                 match &report.failure {
+                    Some(f) if f.kind == "restart_budget_exhausted" => self.escalate_as(
+                        &mut rec,
+                        &format!("{}.", f.detail),
+                        EscalationReason::RestartBudgetExhausted,
+                    ),
                     Some(f) => self.escalate_as(
                         &mut rec,
                         &format!("The restart cannot work: {}", f.detail),
@@ -892,17 +924,23 @@ impl Monitor {
                     }));
                 }
                 Step::Heal(id) => {
-                    let failed_at = self
-                        .record
-                        .lock()
-                        .incident
-                        .as_ref()
-                        .map(|i| i.first_failure_at)
-                        .unwrap_or_else(Utc::now);
+                    let (failed_at, max_starts) = {
+                        let mut rec = self.record.lock();
+                        rec.budget_allows(&self.target.budget, Instant::now());
+                        // This heal's first start is already in the window.
+                        let left = self
+                            .target
+                            .budget
+                            .max_restarts
+                            .saturating_sub(rec.restarts.len() as u32);
+                        let at = rec.incident.as_ref().map(|i| i.first_failure_at);
+                        (at.unwrap_or_else(Utc::now), left + 1)
+                    };
                     let req = self.peers.healer.send(Heal {
                         incident_id: id.clone(),
                         target: self.target.clone(),
                         failed_at,
+                        max_starts,
                     });
                     crate::faults::maybe_panic(&self.target.name, "heal_issued");
                     ctx.spawn(req.into_actor(self).map(move |res, act, ctx| match res {

@@ -191,6 +191,9 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
         timeout: None,
         docker: heal_docker,
         compose: heal_compose,
+        stop_timeout: None,
+        stop_command: None,
+        env: Default::default(),
     });
     let split_list = |f: &str| -> Vec<String> {
         f.split(',')

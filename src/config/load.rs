@@ -439,6 +439,30 @@ fn heal_action(h: &RawHeal, at: &str, problems: &mut Problems) -> Option<HealAct
         );
         return None;
     }
+    if h.command.is_none() {
+        let kind = if h.docker.is_some() {
+            "docker"
+        } else {
+            "compose"
+        };
+        for (key, set) in [
+            ("stop_timeout", h.stop_timeout.is_some()),
+            ("stop_command", h.stop_command.is_some()),
+            ("env", !h.env.is_empty()),
+        ] {
+            if set {
+                problems.push(
+                    format!("{at}.{key}"),
+                    format!("`{key}` applies to a heal `command` only"),
+                    if key == "stop_timeout" {
+                        format!("move it into `{kind}:` (`{kind}: {{ ..., stop_timeout: 10s }}`)")
+                    } else {
+                        format!("remove it: the {kind} heal runs no command of ours")
+                    },
+                );
+            }
+        }
+    }
     let stop_timeout = |d: &Option<RawDuration>, problems: &mut Problems| {
         d.as_ref()
             .and_then(|d| duration(d, &format!("{at}.stop_timeout"), problems))
@@ -471,6 +495,37 @@ fn heal_action(h: &RawHeal, at: &str, problems: &mut Problems) -> Option<HealAct
         .as_ref()
         .and_then(|d| duration(d, &format!("{at}.timeout"), problems))
         .unwrap_or(Duration::from_secs(60));
+    let stop = stop_timeout(&h.stop_timeout, problems);
+    if stop < Duration::from_millis(100) || stop > Duration::from_secs(600) {
+        problems.push(
+            format!("{at}.stop_timeout"),
+            format!("{} is out of range", super::duration::format_duration(stop)),
+            "give 100ms to 10m: how long a hung server may take to stop before it is killed",
+        );
+    }
+    let stop_command = h.stop_command.clone();
+    if stop_command
+        .as_ref()
+        .is_some_and(|c| c.is_empty() || c[0].trim().is_empty())
+    {
+        problems.push(
+            format!("{at}.stop_command"),
+            "the stop command is empty",
+            "give the program and its arguments, e.g. [\"pg_ctl\", \"-D\", \"/path/to/data\", \"stop\", \"-m\", \"immediate\"], or remove it to stop with SIGQUIT",
+        );
+    }
+    for name in h.env.keys() {
+        let valid = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            problems.push(
+                format!("{at}.env.{name}"),
+                format!("'{name}' is not an environment variable name"),
+                "use letters, digits and '_' (not first a digit), e.g. PGDATA",
+            );
+        }
+    }
     if command.is_empty() || command[0].trim().is_empty() {
         problems.push(format!("{at}.command"), "the heal command is empty", "give the program and its arguments, e.g. [\"pg_ctl\", \"-D\", \"/path/to/data\", \"start\"], or remove `heal:` to alert only");
         return None;
@@ -478,6 +533,9 @@ fn heal_action(h: &RawHeal, at: &str, problems: &mut Problems) -> Option<HealAct
     Some(HealAction::Command {
         argv: command.to_vec(),
         timeout,
+        stop_timeout: stop,
+        stop_command,
+        env: h.env.clone(),
     })
 }
 

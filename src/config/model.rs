@@ -169,6 +169,12 @@ pub enum HealAction {
     Command {
         argv: Vec<String>,
         timeout: Duration,
+        /// A hung postmaster (alive at heal time) gets this long to stop before SIGKILL.
+        stop_timeout: Duration,
+        /// Run instead of SIGQUIT to stop a hung postmaster.
+        stop_command: Option<Vec<String>>,
+        /// Added to the cleared environment of the heal and stop commands.
+        env: BTreeMap<String, String>,
     },
     /// Restart (or start) a container through the Docker Engine API.
     Docker {

@@ -248,8 +248,18 @@ pub struct RawDockerForensics {
 pub struct RawHeal {
     /// Program and arguments run without a shell (for example `pg_ctl ... start`).
     pub command: Option<Vec<String>>,
-    /// Limit for one run of the command (default 60s).
+    /// Limit for one run of the command (default 60s); on expiry its whole process group is
+    /// killed.
     pub timeout: Option<RawDuration>,
+    /// With `command` and `process.pid_file`: a postmaster still alive at heal time (hung) is
+    /// stopped first, SIGQUIT then SIGKILL to it and its children after this long (default 10s).
+    pub stop_timeout: Option<RawDuration>,
+    /// With `command`: stops a hung server instead of SIGQUIT (argv, no shell), bounded by
+    /// `stop_timeout`; a postmaster still alive after it is killed.
+    pub stop_command: Option<Vec<String>>,
+    /// With `command`: variables added to the heal commands' otherwise cleared environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
     /// Restart a container through the Docker Engine API.
     pub docker: Option<RawDockerHeal>,
     /// Restart a compose service's container, found by compose's labels.
