@@ -10,10 +10,7 @@ pub fn spawn(cfg: HeartbeatConfig, log: Logger) {
     let log = log
         .new(slog::o!("actor" => "heartbeat", "host" => crate::redact::url_host(cfg.url.expose())));
     actix_rt::spawn(async move {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("HTTP client");
+        let client = crate::notify::http::client(Some(Duration::from_secs(10)));
         let mut failing = false;
         let mut tick = tokio::time::interval(cfg.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -4,6 +4,7 @@
 pub mod console;
 pub mod delivery;
 pub mod discord;
+pub mod http;
 pub mod pagerduty;
 pub mod slack;
 pub mod webhook;
@@ -83,10 +84,7 @@ pub fn endpoints(cfg: &NotifyConfig) -> Vec<(Format, Endpoint)> {
 
 /// `sentinel-remedy notify-test`: one test notice to every channel; each channel's result.
 pub async fn send_test(cfg: &NotifyConfig) -> Vec<(String, Result<u32, delivery::DeliveryError>)> {
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("sentinel-remedy/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("HTTP client");
+    let client = http::client(None);
     let policy = delivery::Policy {
         max_attempts: cfg.max_attempts.min(3),
         backoff: crate::backoff::Backoff::new(
