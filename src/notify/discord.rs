@@ -58,10 +58,11 @@ pub fn edited_payload(history: &[Notice]) -> Value {
 }
 
 /// Discord markdown made literal: each character that formats, quotes, links or mentions
-/// gets a backslash, which Discord shows as the character itself.
+/// gets a backslash, which Discord shows as the character itself; control characters other
+/// than line breaks and tabs become U+FFFD.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
+    for c in super::printable(s).chars() {
         if "\\*_~`|[]()<>@#:".contains(c) {
             out.push('\\');
         }

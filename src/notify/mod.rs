@@ -235,6 +235,20 @@ impl Notice {
     }
 }
 
+/// `s` with control characters (an ANSI escape, a carriage return) replaced by U+FFFD; line
+/// breaks and tabs are kept. Chat services show text from a database with this.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// Truncates to at most `max` characters, marking the cut (chat services reject long fields).
 pub fn clip(s: &str, max: usize) -> String {
     if s.chars().count() <= max {

@@ -25,8 +25,10 @@ pub fn payload(n: &Notice) -> Value {
 
 /// Slack's three control characters, escaped as its docs ask: `&`, `<` and `>`. Mentions
 /// (`<!channel>`, `<@U123>`) and links (`<https://x|y>`) are then shown as text.
+/// Control characters other than line breaks and tabs become U+FFFD.
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
+    super::printable(s)
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
