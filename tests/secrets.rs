@@ -87,8 +87,9 @@ fn passwords_typed_by_database_users_never_reach_the_sql_snapshot() {
 fn a_broken_registry_never_prints_its_dsn_password() {
     let secret = "s3cr/t?x#y";
     let kv_secret = "kv-secret-value";
+    let bare = "bare-target-sekrit";
     let broken = format!(
-        "targets:\n  - name: a\n    dsn: \"postgres://app:{secret}@db.example:99999/orders\"\n  - name: b\n    dsn: \"host=db.example PASSWORD={kv_secret} port=5432\"\n"
+        "targets:\n  - name: a\n    dsn: \"postgres://app:{secret}@db.example:99999/orders\"\n  - name: b\n    dsn: \"host=db.example PASSWORD={kv_secret} port=5432\"\n  - \"postgres://app:{bare}@db.example/orders\"\n"
     );
     let ws = Workspace::new();
     let file = ws.path().join("broken.yaml");
@@ -102,7 +103,8 @@ fn a_broken_registry_never_prints_its_dsn_password() {
     assert_eq!(code, 64, "{all}");
     assert!(all.contains("targets[0].dsn"), "names the key: {all}");
     assert!(all.contains("targets[1].dsn"), "names the key: {all}");
-    for s in [secret, "s3cr", kv_secret] {
+    assert!(all.contains("targets[2]"), "names the key: {all}");
+    for s in [secret, "s3cr", kv_secret, bare] {
         assert!(
             !all.contains(s),
             "check-config printed the password:\n{all}"
@@ -124,7 +126,7 @@ fn a_broken_registry_never_prints_its_dsn_password() {
             .contains("targets[0].dsn"),
         "{rejected}"
     );
-    for s in [secret, "s3cr", kv_secret] {
+    for s in [secret, "s3cr", kv_secret, bare] {
         assert!(
             !d.log_text().contains(s),
             "the reload_rejected log printed the password:\n{}",
