@@ -10,7 +10,7 @@ pub fn payload(n: &Notice) -> Value {
     let facts: String = n
         .facts()
         .iter()
-        .map(|(k, v)| format!("*{k}:* {}\n", escape(&v)))
+        .map(|(k, v)| format!("*{k}:* {}\n", escape(v)))
         .collect();
     let summary = escape(&n.summary);
     json!({
