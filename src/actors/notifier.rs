@@ -384,3 +384,33 @@ async fn discord_one_message(
     }
     Ok(attempts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{GenericWebhook, Secret};
+
+    /// A channel whose worker and its supervisor are both gone (the state a panicking worker
+    /// left behind before workers were supervised) is started again by a reload with the same
+    /// configuration, and a gone webhook is enabled again.
+    #[actix_rt::test]
+    async fn a_reload_with_the_same_channels_starts_a_dead_worker_again() {
+        let cfg = NotifyConfig {
+            webhooks: vec![GenericWebhook {
+                url: Secret::new("http://127.0.0.1:9/hook"),
+                headers: Default::default(),
+            }],
+            ..Default::default()
+        };
+        let log = Logger::root(slog::Discard, slog::o!());
+        let mut n = Notifier::new(log, &cfg, None);
+        let (tx, rx) = mpsc::unbounded_channel();
+        drop(rx);
+        n.channels[0].tx = tx;
+        n.channels[0].gone.store(true, Ordering::SeqCst);
+        assert!(n.channels[0].tx.is_closed());
+        n.revive();
+        assert!(!n.channels[0].tx.is_closed(), "the worker runs again");
+        assert!(!n.channels[0].gone.load(Ordering::SeqCst));
+    }
+}
