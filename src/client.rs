@@ -25,10 +25,7 @@ pub fn get(base: &str, path: &str) -> Result<Value, ClientError> {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("client");
+        let client = crate::notify::http::client(Some(Duration::from_secs(10)));
         let resp = client
             .get(&url)
             .send()

@@ -10,16 +10,7 @@ pub fn spawn(cfg: HeartbeatConfig, log: Logger) {
     let log = log
         .new(slog::o!("actor" => "heartbeat", "host" => crate::redact::url_host(cfg.url.expose())));
     actix_rt::spawn(async move {
-        let client = match reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-        {
-            Ok(c) => c,
-            Err(e) => {
-                error!(log, "heartbeat off: cannot build its HTTP client"; "event" => "heartbeat_failed", "error" => %e);
-                return;
-            }
-        };
+        let client = crate::notify::http::client(Some(Duration::from_secs(10)));
         let mut failing = false;
         // Validation refuses less than 100 ms; a zero period would panic the timer.
         let mut tick = tokio::time::interval(cfg.interval.max(Duration::from_millis(100)));

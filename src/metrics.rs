@@ -121,6 +121,12 @@ impl Metrics {
                 &[],
             );
             add(
+                "sentinel_notification_worker_restarts_total",
+                "counter",
+                "Notification channel workers started again after dying, by channel.",
+                &[],
+            );
+            add(
                 "sentinel_incident_recovery_seconds",
                 "histogram",
                 "Time from detection to a passing probe after an incident.",

@@ -1,6 +1,7 @@
 //! The Notifier: one queue and worker per channel, so a slow or dead webhook delays nothing
 //! but itself, and notices on one channel arrive in order (an alert before its recovery).
-//! Each notice is delivered once per channel; a delivery given up is logged at ERROR.
+//! Each notice is delivered once per channel; a delivery given up is logged at ERROR. A
+//! worker that dies is started again on its queue and says so.
 
 use super::messages::{Drain, Notify};
 use crate::backoff::Backoff;
@@ -10,18 +11,22 @@ use crate::notify::{console, EscalationReason, Notice, NoticeKind};
 use actix::prelude::*;
 use slog::{error, info, warn, Logger};
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Payload format of a channel.
-
+/// One channel's queue. The worker behind it is supervised: if it dies it is started again
+/// on the same queue, and a reload revives one whose supervisor is gone too.
 struct Channel {
     tx: mpsc::UnboundedSender<Notice>,
+    /// Set when the webhook answered 404/410; cleared by a reload.
+    gone: Arc<AtomicBool>,
 }
 
 /// Replace the channels (registry reload). Queued notices on old channels are still delivered.
+/// With the same configuration the channels are kept (a Discord incident message is still
+/// edited), gone ones are enabled again and dead workers are started again.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SetChannels(pub NotifyConfig);
@@ -29,6 +34,7 @@ pub struct SetChannels(pub NotifyConfig);
 pub struct Notifier {
     log: Logger,
     client: reqwest::Client,
+    cfg: NotifyConfig,
     channels: Vec<Channel>,
     console: bool,
     sent: HashSet<(String, NoticeKind, Option<EscalationReason>)>,
@@ -48,13 +54,10 @@ fn store_kind(n: &Notice) -> String {
 
 impl Notifier {
     pub fn new(log: Logger, cfg: &NotifyConfig, store: Option<crate::store::Store>) -> Self {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("sentinel-remedy/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("HTTP client with default TLS settings builds");
         let mut n = Self {
             log: log.new(slog::o!("actor" => "notifier")),
-            client,
+            client: crate::notify::http::client(None),
+            cfg: cfg.clone(),
             channels: Vec::new(),
             console: false,
             sent: HashSet::new(),
@@ -66,8 +69,8 @@ impl Notifier {
         n
     }
 
-    fn configure(&mut self, cfg: &NotifyConfig) {
-        let policy = Policy {
+    fn policy(cfg: &NotifyConfig) -> Policy {
+        Policy {
             max_attempts: cfg.max_attempts,
             backoff: Backoff::new(
                 Duration::from_millis(500).min(cfg.max_backoff),
@@ -78,93 +81,188 @@ impl Notifier {
                     .expect("static bounds")
             }),
             request_timeout: Duration::from_secs(10),
-        };
-        let endpoints = crate::notify::endpoints(cfg);
+        }
+    }
+
+    fn configure(&mut self, cfg: &NotifyConfig) {
+        let policy = Self::policy(cfg);
+        self.cfg = cfg.clone();
         self.console = cfg.console;
-        self.channels = endpoints
+        self.channels = crate::notify::endpoints(cfg)
             .into_iter()
             .map(|(format, ep)| self.spawn_worker(format, ep, policy))
             .collect();
     }
 
-    fn spawn_worker(&self, format: crate::notify::Format, ep: Endpoint, policy: Policy) -> Channel {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Notice>();
-        let client = self.client.clone();
-        let pending = self.pending.clone();
-        let log = self.log.new(slog::o!("channel" => ep.channel.clone(), "host" => crate::redact::url_host(ep.url.expose())));
-        let store = self.store.clone();
-        actix_rt::spawn(async move {
-            // Set when the webhook answers 404/410: it is gone, and calling it again is noise.
-            let mut gone = false;
-            // Discord: the message of each open incident, edited as the incident moves.
-            let mut messages: std::collections::HashMap<String, (String, Vec<Notice>)> =
-                Default::default();
-            while let Some(n) = rx.recv().await {
-                let kind = store_kind(&n);
-                if gone {
-                    warn!(log, "channel disabled (the webhook answered 404/410); notice not sent"; "event" => "notification_skipped_gone",
-                        "kind" => n.kind.label(), "target" => &n.target, "incident" => &n.incident_id);
-                    crate::metrics::global().inc(
-                        "sentinel_notifications_total",
-                        &[
-                            ("target", n.target.as_str()),
-                            ("channel", channel_label(&ep.channel)),
-                            ("result", "disabled"),
-                        ],
-                    );
-                    pending.fetch_sub(1, Ordering::SeqCst);
-                    continue;
-                }
-                if store
-                    .as_ref()
-                    .is_some_and(|s| s.delivered(&n.incident_id, &kind, &ep.channel))
-                {
-                    info!(log, "notice already delivered before a restart; not sent again"; "event" => "notification_skipped",
-                        "kind" => n.kind.label(), "target" => &n.target, "incident" => &n.incident_id);
-                    pending.fetch_sub(1, Ordering::SeqCst);
-                    continue;
-                }
-                let outcome = match format {
-                    crate::notify::Format::Discord if n.kind != NoticeKind::Test => {
-                        discord_one_message(&client, &ep, &n, policy, &mut messages).await
-                    }
-                    _ => delivery::deliver(&client, &ep, &format.payload(&n), policy).await,
-                };
-                let (result, attempts) = match outcome {
-                    Ok(attempts) => {
-                        info!(log, "notification delivered"; "event" => "notification_sent", "kind" => n.kind.label(),
-                            "target" => &n.target, "incident" => &n.incident_id, "attempts" => attempts);
-                        ("sent", attempts)
-                    }
-                    Err(e) => {
-                        error!(log, "notification NOT delivered; giving up"; "event" => "notification_failed", "kind" => n.kind.label(),
-                            "target" => &n.target, "incident" => &n.incident_id, "error" => %e, "error_kind" => e.kind());
-                        if matches!(e, crate::notify::delivery::DeliveryError::Gone { .. }) {
-                            gone = true;
-                            error!(log, "webhook is gone: this channel is disabled until the registry is reloaded"; "event" => "channel_disabled");
-                        }
-                        ("failed", policy.max_attempts)
-                    }
-                };
+    /// Same configuration on reload: enable gone channels, start again any dead worker.
+    fn revive(&mut self) {
+        let policy = Self::policy(&self.cfg);
+        let endpoints = crate::notify::endpoints(&self.cfg);
+        for (i, (format, ep)) in endpoints.into_iter().enumerate() {
+            let Some(ch) = self.channels.get(i) else {
+                break;
+            };
+            ch.gone.store(false, Ordering::SeqCst);
+            if ch.tx.is_closed() {
+                warn!(self.log, "notification worker was dead; started again on reload"; "event" => "notification_worker_restarted",
+                    "channel" => &ep.channel, "cause" => "reload");
                 crate::metrics::global().inc(
-                    "sentinel_notifications_total",
-                    &[
-                        ("target", n.target.as_str()),
-                        ("channel", channel_label(&ep.channel)),
-                        ("result", result),
-                    ],
+                    "sentinel_notification_worker_restarts_total",
+                    &[("channel", channel_label(&ep.channel))],
                 );
-                if let Some(s) = &store {
-                    if let Err(e) =
-                        s.notification(&n.incident_id, &kind, &ep.channel, result, attempts)
-                    {
-                        error!(log, "delivery result not written to the store"; "event" => "store_failed", "error" => %e);
-                    }
-                }
-                pending.fetch_sub(1, Ordering::SeqCst);
+                self.channels[i] = self.spawn_worker(format, ep, policy);
             }
+        }
+    }
+
+    fn spawn_worker(&self, format: crate::notify::Format, ep: Endpoint, policy: Policy) -> Channel {
+        let (tx, rx) = mpsc::unbounded_channel::<Notice>();
+        let gone = Arc::new(AtomicBool::new(false));
+        let worker = Arc::new(Worker {
+            log: self.log.new(slog::o!("channel" => ep.channel.clone(), "host" => crate::redact::url_host(ep.url.expose()))),
+            client: self.client.clone(),
+            format,
+            ep,
+            policy,
+            pending: self.pending.clone(),
+            store: self.store.clone(),
+            gone: gone.clone(),
+            queue: tokio::sync::Mutex::new(rx),
+            current: std::sync::Mutex::new(None),
         });
-        Channel { tx }
+        actix_rt::spawn(supervise(worker));
+        Channel { tx, gone }
+    }
+}
+
+/// Everything one channel's worker needs; it outlives a worker that dies.
+struct Worker {
+    log: Logger,
+    client: reqwest::Client,
+    format: crate::notify::Format,
+    ep: Endpoint,
+    policy: Policy,
+    pending: Arc<AtomicUsize>,
+    store: Option<crate::store::Store>,
+    gone: Arc<AtomicBool>,
+    /// Held by the running worker; a dying one releases it as it unwinds.
+    queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<Notice>>,
+    /// The notice being delivered, so the one a dead worker held is reported, not lost.
+    current: std::sync::Mutex<Option<Notice>>,
+}
+
+impl Worker {
+    fn set_current(&self, n: Option<Notice>) -> Option<Notice> {
+        let mut slot = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *slot, n)
+    }
+
+    /// Counts, stores and forgets one notice's outcome.
+    fn finish(&self, n: &Notice, result: &'static str, attempts: u32) {
+        crate::metrics::global().inc(
+            "sentinel_notifications_total",
+            &[
+                ("target", n.target.as_str()),
+                ("channel", channel_label(&self.ep.channel)),
+                ("result", result),
+            ],
+        );
+        if let Some(s) = &self.store {
+            if let Err(e) = s.notification(
+                &n.incident_id,
+                &store_kind(n),
+                &self.ep.channel,
+                result,
+                attempts,
+            ) {
+                error!(self.log, "delivery result not written to the store"; "event" => "store_failed", "error" => %e);
+            }
+        }
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Runs the channel's worker and starts it again each time it dies (a panic: a bug or an
+/// answer nobody foresaw), so one bad answer never silences the channel until a restart. The
+/// notice it died on is reported as failed and not retried, since it may kill it again.
+async fn supervise(w: Arc<Worker>) {
+    loop {
+        match actix_rt::spawn(run_worker(w.clone())).await {
+            Ok(()) => return, // the queue closed: the channel was replaced
+            Err(e) => {
+                let cause = if e.is_panic() { "panic" } else { "cancelled" };
+                error!(w.log, "notification worker died; started again"; "event" => "notification_worker_restarted", "cause" => cause);
+                crate::metrics::global().inc(
+                    "sentinel_notification_worker_restarts_total",
+                    &[("channel", channel_label(&w.ep.channel))],
+                );
+                if let Some(n) = w.set_current(None) {
+                    error!(w.log, "notification NOT delivered; the worker died on it"; "event" => "notification_failed", "kind" => n.kind.label(),
+                        "target" => &n.target, "incident" => &n.incident_id, "error_kind" => "worker_died");
+                    w.finish(&n, "failed", 0);
+                }
+            }
+        }
+    }
+}
+
+async fn run_worker(w: Arc<Worker>) {
+    let mut rx = w.queue.lock().await;
+    let (log, ep, policy, format) = (&w.log, &w.ep, w.policy, &w.format);
+    // Discord: the message of each open incident, edited as the incident moves.
+    let mut messages: std::collections::HashMap<String, (String, Vec<Notice>)> = Default::default();
+    while let Some(n) = rx.recv().await {
+        let kind = store_kind(&n);
+        if w.gone.load(Ordering::SeqCst) {
+            warn!(log, "channel disabled (the webhook answered 404/410); notice not sent"; "event" => "notification_skipped_gone",
+                "kind" => n.kind.label(), "target" => &n.target, "incident" => &n.incident_id);
+            crate::metrics::global().inc(
+                "sentinel_notifications_total",
+                &[
+                    ("target", n.target.as_str()),
+                    ("channel", channel_label(&ep.channel)),
+                    ("result", "disabled"),
+                ],
+            );
+            w.pending.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        }
+        if w.store
+            .as_ref()
+            .is_some_and(|s| s.delivered(&n.incident_id, &kind, &ep.channel))
+        {
+            info!(log, "notice already delivered before a restart; not sent again"; "event" => "notification_skipped",
+                "kind" => n.kind.label(), "target" => &n.target, "incident" => &n.incident_id);
+            w.pending.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        }
+        w.set_current(Some(n.clone()));
+        // Tests make a worker die here (`SENTINEL_FAULT_PANIC=<target>:notify_worker`).
+        crate::faults::maybe_panic(&n.target, "notify_worker");
+        let outcome = match format {
+            crate::notify::Format::Discord if n.kind != NoticeKind::Test => {
+                discord_one_message(&w.client, ep, &n, policy, &mut messages).await
+            }
+            _ => delivery::deliver(&w.client, ep, &format.payload(&n), policy).await,
+        };
+        let (result, attempts) = match outcome {
+            Ok(attempts) => {
+                info!(log, "notification delivered"; "event" => "notification_sent", "kind" => n.kind.label(),
+                    "target" => &n.target, "incident" => &n.incident_id, "attempts" => attempts);
+                ("sent", attempts)
+            }
+            Err(e) => {
+                error!(log, "notification NOT delivered; giving up"; "event" => "notification_failed", "kind" => n.kind.label(),
+                    "target" => &n.target, "incident" => &n.incident_id, "error" => %e, "error_kind" => e.kind());
+                if matches!(e, crate::notify::delivery::DeliveryError::Gone { .. }) {
+                    w.gone.store(true, Ordering::SeqCst);
+                    error!(log, "webhook is gone: this channel is disabled until the registry is reloaded"; "event" => "channel_disabled");
+                }
+                ("failed", policy.max_attempts)
+            }
+        };
+        w.set_current(None);
+        w.finish(&n, result, attempts);
     }
 }
 
@@ -204,7 +302,11 @@ impl Handler<Notify> for Notifier {
 impl Handler<SetChannels> for Notifier {
     type Result = ();
     fn handle(&mut self, msg: SetChannels, _: &mut Self::Context) {
-        self.configure(&msg.0);
+        if msg.0 == self.cfg {
+            self.revive();
+        } else {
+            self.configure(&msg.0);
+        }
     }
 }
 
@@ -281,4 +383,34 @@ async fn discord_one_message(
         messages.insert(n.incident_id.clone(), (id, vec![n.clone()]));
     }
     Ok(attempts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{GenericWebhook, Secret};
+
+    /// A channel whose worker and its supervisor are both gone (the state a panicking worker
+    /// left behind before workers were supervised) is started again by a reload with the same
+    /// configuration, and a gone webhook is enabled again.
+    #[actix_rt::test]
+    async fn a_reload_with_the_same_channels_starts_a_dead_worker_again() {
+        let cfg = NotifyConfig {
+            webhooks: vec![GenericWebhook {
+                url: Secret::new("http://127.0.0.1:9/hook"),
+                headers: Default::default(),
+            }],
+            ..Default::default()
+        };
+        let log = Logger::root(slog::Discard, slog::o!());
+        let mut n = Notifier::new(log, &cfg, None);
+        let (tx, rx) = mpsc::unbounded_channel();
+        drop(rx);
+        n.channels[0].tx = tx;
+        n.channels[0].gone.store(true, Ordering::SeqCst);
+        assert!(n.channels[0].tx.is_closed());
+        n.revive();
+        assert!(!n.channels[0].tx.is_closed(), "the worker runs again");
+        assert!(!n.channels[0].gone.load(Ordering::SeqCst));
+    }
 }

@@ -285,9 +285,8 @@ impl Supervisor {
                 uploader: None,
             });
         }
-        if new.notify != self.settings.registry.notify {
-            self.peers.notifier.do_send(SetChannels(new.notify.clone()));
-        }
+        // Always: with the same channels the Notifier only revives dead or gone ones.
+        self.peers.notifier.do_send(SetChannels(new.notify.clone()));
         let names: Vec<String> = new.targets.iter().map(|t| t.name.clone()).collect();
         self.peers
             .fleet

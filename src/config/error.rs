@@ -1,5 +1,6 @@
 //! Configuration errors: every problem names its key path and the fix, and all are reported
-//! together.
+//! together. A message may quote the registry, so it is shown with passwords masked (a DSN
+//! written where a mapping was expected is quoted whole by the YAML parser).
 
 use std::fmt;
 
@@ -64,7 +65,9 @@ fn render(file: &str, problems: &[Problem]) -> String {
     for p in problems {
         s.push_str(&format!(
             "\n  {file}: {}: {} (fix: {})",
-            p.path, p.message, p.fix
+            p.path,
+            crate::redact::redact_text(&p.message),
+            p.fix
         ));
     }
     s
@@ -97,6 +100,7 @@ impl Problems {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}: {} (fix: {})", self.path, self.message, self.fix)
+        let message = crate::redact::redact_text(&self.message);
+        write!(f, "{}: {message} (fix: {})", self.path, self.fix)
     }
 }

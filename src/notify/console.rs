@@ -9,11 +9,12 @@ pub fn line(n: &Notice) -> String {
         .skip(1)
         .map(|(k, v)| format!("{k}: {v}"))
         .collect();
-    format!(
+    // A terminal reads this: the server's text must not move the cursor or start a line.
+    crate::logging::escape_controls_str(&format!(
         "[{}] {} — {} | {}",
         n.timestamp.format("%H:%M:%S"),
         n.title(),
         n.summary,
         facts.join(" | ")
-    )
+    ))
 }

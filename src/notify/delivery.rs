@@ -1,5 +1,6 @@
 //! Delivery with retries: 5xx, 429 and network errors back off (honouring Retry-After and
-//! Discord's `retry_after`), other 4xx fail at once; either way the caller learns the outcome.
+//! Discord's `retry_after`, made safe by [`super::http`]), other 4xx fail at once, and a
+//! redirect to another origin is not followed; either way the caller learns the outcome.
 
 use crate::backoff::Backoff;
 use crate::config::Secret;
@@ -32,6 +33,9 @@ pub enum DeliveryError {
     /// The webhook is gone (404/410): it is not called again until the registry is reloaded.
     #[error("the webhook answers HTTP {status}: it no longer exists (check the URL); not calling it again until a reload")]
     Gone { status: u16 },
+    /// The receiver redirects to another origin: the notice and its headers stay here.
+    #[error("the webhook answers HTTP {status}, a redirect to {to}, another origin: not followed, so neither the notice nor its headers go there (put the final URL in the registry)")]
+    Redirected { status: u16, to: String },
     /// Every attempt failed with a retryable error.
     #[error("gave up after {attempts} attempts, last: {last}")]
     Exhausted { attempts: u32, last: String },
@@ -44,6 +48,7 @@ impl DeliveryError {
             DeliveryError::Rejected { .. } => "rejected",
             DeliveryError::Exhausted { .. } => "exhausted",
             DeliveryError::Gone { .. } => "gone",
+            DeliveryError::Redirected { .. } => "redirected",
         }
     }
 }
@@ -88,7 +93,7 @@ pub async fn send(
         }
         let wait = match req.send().await {
             Ok(resp) if resp.status().is_success() => {
-                return Ok((attempt, resp.text().await.unwrap_or_default()))
+                return Ok((attempt, super::http::read_capped(resp).await))
             }
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -96,13 +101,21 @@ pub async fn send(
                     .headers()
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|s| s.trim().parse::<f64>().ok())
-                    .map(Duration::from_secs_f64);
-                let text = resp.text().await.unwrap_or_default();
-                let body_wait = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|v| v.get("retry_after").and_then(|r| r.as_f64()))
-                    .map(Duration::from_secs_f64);
+                    .and_then(super::http::retry_after);
+                if resp.status().is_redirection() {
+                    let to = resp
+                        .headers()
+                        .get(reqwest::header::LOCATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|l| resp.url().join(l).ok())
+                        .map_or_else(
+                            || "(no location)".into(),
+                            |u| crate::redact::url_host(u.as_str()),
+                        );
+                    return Err(DeliveryError::Redirected { status, to });
+                }
+                let text = super::http::read_capped(resp).await;
+                let body_wait = super::http::body_retry_after(&text);
                 if status == 404 || status == 410 {
                     return Err(DeliveryError::Gone { status });
                 }
@@ -128,9 +141,7 @@ pub async fn send(
             }
         };
         if attempt < policy.max_attempts {
-            let delay = wait
-                .map(|w| w.min(Duration::from_secs(300)))
-                .unwrap_or_else(|| policy.backoff.delay(attempt - 1));
+            let delay = wait.unwrap_or_else(|| policy.backoff.delay(attempt - 1));
             tokio::time::sleep(delay).await;
         }
     }

@@ -1,4 +1,6 @@
-//! Discord webhook payload: `content` plus one embed coloured by severity.
+//! Discord webhook payload: `content` plus one embed coloured by severity. No payload may
+//! mention anyone (`allowed_mentions` is empty), and text that is not ours (a server's error
+//! message) has its markdown escaped, so it cannot ping `@everyone` or disguise a link.
 
 use super::{clip, Notice, NoticeKind};
 use serde_json::{json, Value};
@@ -19,18 +21,19 @@ pub fn payload(n: &Notice) -> Value {
         .facts()
         .into_iter()
         .take(25)
-        .map(|(k, v)| json!({ "name": clip(k, 256), "value": clip(&v, 1024), "inline": false }))
+        .map(|(k, v)| json!({ "name": clip(k, 256), "value": clip(&escape(&v), 1024), "inline": false }))
         .collect();
     json!({
-        "content": clip(&n.title(), 2000),
+        "content": clip(&escape(&n.title()), 2000),
         "embeds": [{
             "title": clip(&n.title(), 256),
-            "description": clip(&n.summary, 4096),
+            "description": clip(&escape(&n.summary), 4096),
             "color": color,
             "fields": fields,
             "timestamp": n.timestamp.to_rfc3339(),
             "footer": { "text": "sentinel-remedy" }
-        }]
+        }],
+        "allowed_mentions": { "parse": [] }
     })
 }
 
@@ -46,10 +49,35 @@ pub fn edited_payload(history: &[Notice]) -> Value {
                 "`{}` **{}**: {}",
                 n.timestamp.format("%H:%M:%S"),
                 n.kind.label(),
-                n.summary
+                escape(&n.summary)
             )
         })
         .collect();
     v["embeds"][0]["description"] = Value::String(clip(&timeline.join("\n"), 4096));
     v
+}
+
+/// Discord markdown made literal: each character that formats, quotes, links or mentions
+/// gets a backslash, which Discord shows as the character itself; control characters other
+/// than line breaks and tabs become U+FFFD.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in super::printable(s).chars() {
+        if "\\*_~`|[]()<>@#:".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mentions_and_links_are_inert() {
+        assert_eq!(
+            super::escape("@everyone [click](https://evil)"),
+            "\\@everyone \\[click\\]\\(https\\://evil\\)"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 pub mod console;
 pub mod delivery;
 pub mod discord;
+pub mod http;
 pub mod pagerduty;
 pub mod slack;
 pub mod webhook;
@@ -83,10 +84,7 @@ pub fn endpoints(cfg: &NotifyConfig) -> Vec<(Format, Endpoint)> {
 
 /// `sentinel-remedy notify-test`: one test notice to every channel; each channel's result.
 pub async fn send_test(cfg: &NotifyConfig) -> Vec<(String, Result<u32, delivery::DeliveryError>)> {
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("sentinel-remedy/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("HTTP client");
+    let client = http::client(None);
     let policy = delivery::Policy {
         max_attempts: cfg.max_attempts.min(3),
         backoff: crate::backoff::Backoff::new(
@@ -235,6 +233,20 @@ impl Notice {
         }
         v
     }
+}
+
+/// `s` with control characters (an ANSI escape, a carriage return) replaced by U+FFFD; line
+/// breaks and tabs are kept. Chat services show text from a database with this.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// Truncates to at most `max` characters, marking the cut (chat services reject long fields).

@@ -1,7 +1,8 @@
 //! What SQL can still tell about a struggling server, captured while the target is suspect:
 //! sessions, locks with their blockers, database counters, non-default settings, version and
 //! uptime. Bounded by the probe timeout; each section is best effort, and a server that
-//! cannot answer is said so. Secrets are masked (passwords in query text and conninfo).
+//! cannot answer is said so. Secrets are masked here, by parsing, before anything is stored:
+//! the server's text is whatever its users typed, so SQL-side patterns cannot be trusted.
 
 use super::ProbeFailure;
 use crate::config::TargetConfig;
@@ -35,8 +36,11 @@ impl SqlSnapshot {
     }
 }
 
-/// Each section: (name, query returning one JSON value). Query text is cut to 2000 chars and
-/// `PASSWORD '...'` literals are masked before they leave the server.
+/// Longest query text kept, in characters, after masking.
+const QUERY_CHARS: usize = 2000;
+
+/// Each section: (name, query returning one JSON value). Query text comes whole (as far as
+/// `track_activity_query_size` keeps it) and is masked and cut by [`mask`].
 const SECTIONS: &[(&str, &str)] = &[
     ("server", "SELECT json_build_object('version', version(), 'started_at', pg_postmaster_start_time(), \
         'uptime_seconds', extract(epoch FROM now() - pg_postmaster_start_time()), 'in_recovery', pg_is_in_recovery(), \
@@ -44,11 +48,11 @@ const SECTIONS: &[(&str, &str)] = &[
     ("activity", "SELECT coalesce(json_agg(a), '[]') FROM (SELECT pid, usename, datname, application_name, client_addr, \
         backend_type, state, wait_event_type, wait_event, backend_start, xact_start, query_start, state_change, \
         pg_blocking_pids(pid) AS blocked_by, \
-        left(regexp_replace(query, '(password\\s*)''[^'']*''', '\\1''***''', 'gi'), 2000) AS query \
+        left(query, 65536) AS query \
         FROM pg_stat_activity WHERE pid <> pg_backend_pid()) a"),
     ("locks", "SELECT coalesce(json_agg(l), '[]') FROM (SELECT l.locktype, l.database, l.relation::regclass::text AS relation, \
         l.mode, l.granted, l.pid, pg_blocking_pids(l.pid) AS blocked_by, a.state, a.xact_start, \
-        left(regexp_replace(a.query, '(password\\s*)''[^'']*''', '\\1''***''', 'gi'), 2000) AS query \
+        left(a.query, 65536) AS query \
         FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
         WHERE NOT l.granted OR l.pid IN (SELECT unnest(pg_blocking_pids(w.pid)) FROM pg_stat_activity w)) l"),
     ("databases", "SELECT coalesce(json_agg(d), '[]') FROM (SELECT datname, numbackends, xact_commit, xact_rollback, \
@@ -89,10 +93,10 @@ async fn capture_inner(target: &TargetConfig, limit: Duration) -> SqlSnapshot {
     let (client, conn) = match cfg.connect(NoTls).await {
         Ok(c) => c,
         Err(e) => {
-            snap.error = Some(format!(
+            snap.error = Some(crate::redact::redact_text(&format!(
                 "could not connect: {}",
                 ProbeFailure::from_pg(&e).detail
-            ));
+            )));
             return snap;
         }
     };
@@ -113,7 +117,29 @@ async fn capture_inner(target: &TargetConfig, limit: Duration) -> SqlSnapshot {
                 .unwrap_or_else(|e| Value::String(format!("unreadable: {e}"))),
             Err(e) => Value::String(format!("error: {}", ProbeFailure::from_pg(&e).detail)),
         };
-        snap.sections.insert((*name).to_string(), v);
+        snap.sections.insert((*name).to_string(), mask(v, None));
     }
     snap
+}
+
+/// Every string of a section with secrets masked: `query` fields as SQL, the rest (application
+/// names, settings, error texts) as free text.
+fn mask(v: Value, key: Option<&str>) -> Value {
+    match v {
+        Value::String(s) if key == Some("query") => Value::String(crate::notify::clip(
+            &crate::redact::redact_text(&crate::redact::redact_sql(&s)),
+            QUERY_CHARS,
+        )),
+        Value::String(s) => Value::String(crate::redact::redact_text(&s)),
+        Value::Array(a) => Value::Array(a.into_iter().map(|x| mask(x, key)).collect()),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, x)| {
+                    let x = mask(x, Some(&k));
+                    (k, x)
+                })
+                .collect(),
+        ),
+        other => other,
+    }
 }
