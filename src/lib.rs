@@ -12,6 +12,7 @@
 //! - `fleet`: the fleet guard (many targets failing at once holds every restart).
 //! - `lease`: one restart per server across daemons (file leases; the backend seam).
 //! - `outage`: one incident per server outage across daemons (who announces it; fail open).
+//! - `preflight`: what the daemon must be able to write, checked at start-up and by /healthz.
 //! - `pidwatch`: instant postmaster-death detection through a pidfd.
 //! - `reaper`: adopts and reaps the postmasters heal commands start (no lingering zombies).
 //! - `archive`: forensic bundles (local sink, manifest, S3 sink, upload spool and retries).
@@ -50,6 +51,7 @@ pub mod outage;
 pub mod pgcluster;
 pub mod pidwatch;
 pub mod policy;
+pub mod preflight;
 pub mod probe;
 pub mod reaper;
 pub mod redact;

@@ -24,6 +24,8 @@ pub struct ApiState {
     pub started_at: chrono::DateTime<chrono::Utc>,
     /// The Engine client; /healthz reports it once a container target has used it.
     pub docker: Option<Arc<crate::docker::DockerClient>>,
+    /// The local archive directory; /healthz checks it can be written.
+    pub archive_dir: Option<std::path::PathBuf>,
 }
 
 /// Binds the listen address and serves until the system stops. A bind error is returned so
