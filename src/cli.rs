@@ -290,6 +290,7 @@ pub fn main() -> ExitCode {
                 }
             };
             println!("{}", crate::demo::instructions(&demo));
+            crate::demo::announce_heals(&demo);
             let (log, guard) = logging::root(cli.log_format, level);
             let state_dir =
                 std::env::temp_dir().join(format!("sentinel-demo-state-{}", std::process::id()));

@@ -143,6 +143,56 @@ fn the_demo_heals_a_crashed_throwaway_cluster_and_cleans_up() {
             .then_some(())
     });
     assert_eq!(ws.bundles().len(), 1, "the demo archived the crash");
+    let pid_file = std::path::Path::new(&data_dir).join("postmaster.pid");
+    let announced = |after: i32| {
+        wait_for(LONG, "the new postmaster's pid printed", || {
+            let out = d.stdout_text();
+            let new: i32 = out
+                .rsplit("new postmaster, pid ")
+                .next()?
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()?;
+            let real: i32 = std::fs::read_to_string(&pid_file)
+                .ok()?
+                .lines()
+                .next()?
+                .trim()
+                .parse()
+                .ok()?;
+            (new != after && new == real).then_some(new)
+        })
+    };
+    let second = announced(pid);
+
+    // The "stop it hard" command, run as printed: it returns at once, and succeeds.
+    let stop = out
+        .lines()
+        .find_map(|l| l.split_once("Or stop it hard:"))
+        .map(|(_, c)| c.trim().to_string())
+        .expect("a stop command printed");
+    let argv: Vec<&str> = stop.split_whitespace().collect();
+    let started = std::time::Instant::now();
+    let mut child = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the stop command");
+    let status = wait_for(
+        Duration::from_secs(30),
+        "the stop command to return",
+        || child.try_wait().ok().flatten(),
+    );
+    assert!(status.success(), "`{stop}` failed");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "`{stop}` returned after {:?}",
+        started.elapsed()
+    );
+    d.wait_events("target_recovered", Some("demo"), 2, LONG);
+    announced(second);
 
     d.signal(libc::SIGINT);
     let st = d.wait_exit(Duration::from_secs(30));
@@ -151,7 +201,7 @@ fn the_demo_heals_a_crashed_throwaway_cluster_and_cleans_up() {
         !std::path::Path::new(&data_dir).exists(),
         "the throwaway cluster was removed"
     );
-    assert_eq!(ws.bundles().len(), 1, "incidents are kept");
+    assert_eq!(ws.bundles().len(), 2, "incidents are kept");
 }
 
 #[test]
