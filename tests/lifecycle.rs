@@ -219,3 +219,36 @@ fn the_demo_says_clearly_when_postgresql_is_missing() {
     assert!(err.contains("apt-get install postgresql"), "{err}");
     assert!(!ws.path().join("x").exists(), "nothing was created");
 }
+
+#[test]
+fn the_readmes_first_command_runs_as_written_in_a_fresh_directory() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a first sh block");
+    let command = block.lines().next().expect("a first command");
+    // `cargo build --release && ./target/release/sentinel-remedy ARGS`: the binary under test
+    // stands in for the release build.
+    let args: Vec<&str> = command
+        .split("./target/release/sentinel-remedy")
+        .nth(1)
+        .unwrap_or_else(|| panic!("runs the release binary: {command}"))
+        .split_whitespace()
+        .collect();
+    let ws = Workspace::new();
+    let mut cmd = Command::new(bin());
+    cmd.args(&args).current_dir(ws.path());
+    let mut d = Daemon::spawn(cmd, &[]);
+    wait_for(LONG, "the first command to be up and watching", || {
+        d.records()
+            .iter()
+            .any(|r| r["event"] == "probe_ok")
+            .then_some(())
+    });
+    d.signal(libc::SIGINT);
+    let st = d.wait_exit(Duration::from_secs(30));
+    assert_eq!(st.code(), Some(0), "`{command}`: {}", d.log_text());
+}
