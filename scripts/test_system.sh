@@ -37,6 +37,7 @@ now_ms() { date +%s%3N; }
 ts_ms() { date -d "$(sed -E 's/.*"ts":"([^"]+)".*/\1/' <<<"$1")" +%s%3N; }
 
 LOG="$(mktemp)"
+START_MS="$(now_ms)"
 trap 'kill "$follower" 2>/dev/null || true; rm -f "$LOG"' EXIT
 docker logs -f --since "$(date -u +%Y-%m-%dT%H:%M:%S)" "$sentinel" >"$LOG" 2>&1 &
 follower=$!
@@ -170,8 +171,8 @@ if [ "$FLEET" = 1 ]; then
     chaos pg3 pg3 pause
     # Each target had exactly one incident and one restart: the others saw nothing.
     for t in pg1 pg2 pg3; do
-        n="$(grep -F '"event":"incident_declared"' "$LOG" | grep -cF "\"target\":\"$t\"" || true)"
-        r="$(grep -F '"event":"heal_issued"' "$LOG" | grep -cF "\"target\":\"$t\"" || true)"
+        n="$(after "$START_MS" | grep -F '"event":"incident_declared"' | grep -cF "\"target\":\"$t\"" || true)"
+        r="$(after "$START_MS" | grep -F '"event":"heal_issued"' | grep -cF "\"target\":\"$t\"" || true)"
         if [ "$n" != 1 ] || [ "$r" != 1 ]; then
             echo "test_system: FAILED: $t had $n incident(s) and $r restart(s), expected 1 and 1" >&2
             exit 1

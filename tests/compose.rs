@@ -310,3 +310,29 @@ fn the_generated_env_works_as_shipped_and_back_to_back_chaos_runs_judge_their_ow
         "the earlier run's restart is not taken for this one:\n{out}"
     );
 }
+
+#[test]
+fn an_archive_directory_the_daemon_cannot_write_stops_quickstart_with_the_reason() {
+    let stack = Stack::new(false);
+    // The value the template used to ship: relative to the image's working directory, which
+    // its user (10001) cannot write.
+    let mut env = std::fs::read_to_string(stack.env_file.path()).unwrap();
+    env.push_str("ARCHIVE_DIR=./incidents\nNOTIFY_CONSOLE=true\n");
+    std::fs::write(stack.env_file.path(), env).unwrap();
+    let up = stack.script("quickstart.sh", &[]);
+    let out = text(&up);
+    assert!(!up.status.success(), "must not report success:\n{out}");
+    assert!(
+        out.contains("unhealthy") && out.contains("ARCHIVE_DIR") && out.contains("incidents"),
+        "names the archive directory and the fix:\n{out}"
+    );
+    let logs = Command::new("docker")
+        .args(["logs", &stack.sentinel()])
+        .output()
+        .unwrap();
+    assert!(
+        text(&logs).contains("\"event\":\"archive_unwritable\""),
+        "an ERROR at start-up:\n{}",
+        text(&logs)
+    );
+}

@@ -243,6 +243,7 @@ impl Handler<crate::notify::gate::Release> for Notifier {
     type Result = ();
     fn handle(&mut self, msg: crate::notify::gate::Release, _: &mut Self::Context) {
         self.dispatch(msg.0);
+        self.pending.fetch_sub(1, Ordering::SeqCst); // counted by the gate until dispatched
     }
 }
 

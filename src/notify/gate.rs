@@ -50,6 +50,7 @@ pub fn spawn(
         log,
         out,
         open: HashMap::new(),
+        pending: pending.clone(),
     };
     actix_rt::spawn(async move {
         let mut tick = tokio::time::interval(gate.book.timing().heartbeat);
@@ -75,6 +76,9 @@ struct Gate {
     out: Recipient<Release>,
     /// By incident id.
     open: HashMap<String, Tracked>,
+    /// The Notifier's count of notices in flight: a released notice counts until the
+    /// Notifier has handed it to its channels ([`Release`]).
+    pending: Arc<AtomicUsize>,
 }
 
 /// Runs `f` on the book in a blocking thread, within [`BOOK_DEADLINE`].
@@ -253,6 +257,7 @@ impl Gate {
         if let (Some(o), Some(id)) = (n.outage.as_mut(), id) {
             o.id = Some(id);
         }
+        self.pending.fetch_add(1, Ordering::SeqCst);
         self.out.do_send(Release(n));
     }
 }
