@@ -335,4 +335,43 @@ fn an_archive_directory_the_daemon_cannot_write_stops_quickstart_with_the_reason
         "an ERROR at start-up:\n{}",
         text(&logs)
     );
+
+    // Run anyway, the chaos test stops at the failed archive, naming it, instead of waiting.
+    let started = std::time::Instant::now();
+    let chaos = stack.script("test_system.sh", &["--fault", "kill"]);
+    let out = text(&chaos);
+    assert!(!chaos.status.success(), "{out}");
+    assert!(
+        out.contains("archive FAILED") && out.contains("ARCHIVE_DIR"),
+        "names the cause and the fix:\n{out}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "at once: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn the_chaos_test_fails_at_once_when_the_alert_reaches_no_channel() {
+    let stack = Stack::new(false);
+    // Console off and no webhook: the value the template used to ship.
+    let mut env = std::fs::read_to_string(stack.env_file.path()).unwrap();
+    env.push_str("NOTIFY_CONSOLE=false\n");
+    std::fs::write(stack.env_file.path(), env).unwrap();
+    let up = stack.script("quickstart.sh", &[]);
+    assert!(up.status.success(), "quickstart failed:\n{}", text(&up));
+    let started = std::time::Instant::now();
+    let chaos = stack.script("test_system.sh", &["--fault", "kill"]);
+    let out = text(&chaos);
+    assert!(!chaos.status.success(), "{out}");
+    assert!(
+        out.contains("zero channels") && out.contains("NOTIFY_CONSOLE=true"),
+        "names the cause and the fix:\n{out}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "at once, not after 120 s: {:?}",
+        started.elapsed()
+    );
 }
