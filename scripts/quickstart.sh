@@ -84,6 +84,12 @@ if [ "$up" -lt "$want" ]; then
     die "monitoring did not begin within 120 s: $up of $want targets up (log above)"
 fi
 
+# Anything /healthz finds wrong (an archive directory the daemon cannot write, say) is said
+# now, not at the first incident.
+if ! health="$(docker exec "$sentinel" sentinel-remedy healthcheck 2>&1)"; then
+    die "the daemon is watching but unhealthy; fix $ENV_FILE (or the registry) and run quickstart again: $health"
+fi
+
 port="$(env_value SENTINEL_PORT)"; port="${port:-9187}"
 cat <<INFO
 

@@ -295,6 +295,7 @@ pub fn main() -> ExitCode {
                 }
             };
             println!("{}", crate::demo::instructions(&demo));
+            crate::demo::announce_heals(&demo);
             let (log, guard) = logging::root(cli.log_format, level);
             let state_dir =
                 std::env::temp_dir().join(format!("sentinel-demo-state-{}", std::process::id()));
@@ -361,6 +362,16 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let archive_dir = settings.registry.archive.local_dir.clone();
+    if let Some(problem) = archive_dir
+        .as_deref()
+        .and_then(crate::preflight::archive_dir_problem)
+    {
+        // Not fatal (probes, restarts and alerts still work), but every bundle would fail.
+        slog::error!(log, "the archive directory cannot be written: every incident's bundle would fail"; "event" => "archive_unwritable",
+            "problem" => &problem);
+        eprintln!("sentinel-remedy: ERROR: {problem}");
+    }
     let disks = crate::health::Disks {
         state_dir: settings.state_dir.clone(),
         lease_dir: (settings.registry.lease.dir.clone())
@@ -388,7 +399,7 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
         let (sup, done) = Supervisor::launch(log.clone(), settings, uploader.clone(), Some(store.clone()), docker.clone());
         if let Some(server) = server {
             let state = crate::api::ApiState { supervisor: sup.clone(), store: Some(store), uploader, token: server.token.clone(),
-                registry_source: source, started_at: chrono::Utc::now(), docker: Some(docker), disks: Some(disks) };
+                registry_source: source, started_at: chrono::Utc::now(), docker: Some(docker), disks: Some(disks), archive_dir };
             match crate::api::serve(&server, state) {
                 Ok(_) => slog::info!(log, "HTTP API listening"; "event" => "api_listening", "listen" => %server.listen,
                     "mutating_endpoints" => if server.token.is_some() { "on (bearer token)" } else { "off (no token)" }),

@@ -63,6 +63,15 @@ targets:
 
 /// What to print so a newcomer knows what to do next.
 pub fn instructions(d: &Demo) -> String {
+    let pg_ctl = crate::pgcluster::find_bin_dir()
+        .map(|b| b.join("pg_ctl").display().to_string())
+        .unwrap_or_else(|_| "pg_ctl".into());
+    // SAFETY: geteuid has no preconditions.
+    let as_owner = if unsafe { libc::geteuid() } == 0 {
+        "runuser -u nobody -- "
+    } else {
+        ""
+    };
     let pid = d
         .cluster
         .postmaster_pid()
@@ -73,14 +82,33 @@ pub fn instructions(d: &Demo) -> String {
          A throwaway PostgreSQL is running on 127.0.0.1:{port} (data in {data}).\n\
          It is probed every second, and its postmaster (pid {pid}) is watched.\n\n\
          Crash it:            kill -9 {pid}\n\
-         Or stop it hard:     {pg_ctl} -D {data} -m immediate stop\n\n\
-         Watch the daemon archive the logs to {inc}, restart it, alert (below) and confirm recovery.\n\
+         Or stop it hard:     {as_owner}{pg_ctl} -D {data} -m immediate --no-wait stop\n\n\
+         Watch the daemon archive the logs to {inc}, restart it, alert (below) and confirm recovery;\n\
+         after each heal the new postmaster's pid is printed here, to crash it again.\n\
          Press Ctrl-C to stop the demo (the cluster is stopped and removed; incidents are kept).\n",
         port = d.cluster.port,
         data = d.cluster.data.display(),
         inc = d.incidents_dir.display(),
-        pg_ctl = if unsafe { libc::geteuid() } == 0 { "runuser -u nobody -- pg_ctl" } else { "pg_ctl" },
     )
+}
+
+/// Prints the new postmaster's pid each time the server comes back under another one (a
+/// heal), so the next crash needs no looking up. Its own thread: it only reads the pid file.
+pub fn announce_heals(d: &Demo) {
+    let pid_file = d.cluster.pid_file();
+    let mut last = d.cluster.postmaster_pid();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let Ok(pid) = crate::pidwatch::read_pid_file(&pid_file) else {
+            continue;
+        };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        if alive && Some(pid) != last {
+            last = Some(pid);
+            println!("demo: the server is back under a new postmaster, pid {pid} (crash it again: kill -9 {pid})");
+        }
+    });
 }
 
 /// Stops the cluster and removes its directory.

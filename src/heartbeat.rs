@@ -3,7 +3,7 @@
 //! logged. A failing ping is said once, and again when pings work again.
 
 use crate::config::HeartbeatConfig;
-use slog::{error, info, warn, Logger};
+use slog::{info, warn, Logger};
 use std::time::Duration;
 
 pub fn spawn(cfg: HeartbeatConfig, log: Logger) {

@@ -11,6 +11,8 @@
 //! - `policy`: what each failure class calls for (restart or alert), with diagnoses.
 //! - `fleet`: the fleet guard (many targets failing at once holds every restart).
 //! - `lease`: one restart per server across daemons (file leases; the backend seam).
+//! - `outage`: one incident per server outage across daemons (who announces it; fail open).
+//! - `preflight`: what the daemon must be able to write, checked at start-up and by /healthz.
 //! - `pidwatch`: instant postmaster-death detection through a pidfd.
 //! - `reaper`: adopts and reaps the postmasters heal commands start (no lingering zombies).
 //! - `archive`: forensic bundles (local sink, manifest, S3 sink, upload spool and retries).
@@ -47,9 +49,11 @@ pub mod lease;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod outage;
 pub mod pgcluster;
 pub mod pidwatch;
 pub mod policy;
+pub mod preflight;
 pub mod probe;
 pub mod reaper;
 pub mod redact;

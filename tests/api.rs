@@ -680,3 +680,45 @@ fn a_full_state_disk_makes_healthz_fail_naming_the_store() {
     assert_eq!(health.status, 200, "{}", health.body);
     drop(d);
 }
+
+#[test]
+fn an_archive_directory_that_cannot_be_written_is_an_error_at_start_up_and_a_503() {
+    let pg = Pg::start();
+    let ws = Workspace::new();
+    // A regular file where a parent directory should be: nobody, root included, can create
+    // the directory (a permission problem as another user is covered by the compose test).
+    let blocker = ws.path().join("blocker");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let dir = blocker.join("incidents");
+    ws.write_registry_with(
+        &format!("  local: {{ dir: \"{}\" }}\n", dir.display()),
+        "  console: false\n",
+        &[TargetSpec::new("orders", &pg)],
+    );
+    let addr = with_server(&ws, None);
+    let d = Daemon::run(&ws, &[]);
+    d.wait_event("api_listening", None, LONG);
+    let e = d.wait_event("archive_unwritable", None, LONG);
+    assert_eq!(e["level"], "ERRO", "{e}");
+    let problem = e["problem"].as_str().unwrap();
+    assert!(
+        problem.contains(&dir.display().to_string())
+            && problem.contains("ARCHIVE_DIR")
+            && problem.contains("writable"),
+        "names the directory and the fix: {problem}"
+    );
+    let health = http::get(&addr, "/healthz");
+    assert_eq!(health.status, 503, "{}", health.body);
+    let body = health.json();
+    assert_eq!(body["checks"]["archive"], "not writable", "{body}");
+    assert!(
+        body["problems"]
+            .to_string()
+            .contains(&dir.display().to_string()),
+        "the reason: {body}"
+    );
+    // Fixed while running: healthy again, without a restart.
+    std::fs::remove_file(&blocker).unwrap();
+    let health = http::get(&addr, "/healthz");
+    assert_eq!(health.status, 200, "{}", health.body);
+}

@@ -16,6 +16,8 @@ struct Stack {
     env_file: tempfile::NamedTempFile,
     fleet: bool,
     password: String,
+    /// Variables set in the scripts' environment (they win over the .env file, as in compose).
+    overrides: Vec<(String, String)>,
 }
 
 impl Stack {
@@ -48,7 +50,26 @@ impl Stack {
             env_file,
             fleet,
             password,
+            overrides: vec![],
         }
+    }
+
+    /// The sidecar stack with the .env that quickstart.sh writes from .env.template, as
+    /// shipped: only the project, network and port are set from outside (in the environment),
+    /// so that stacks of parallel tests do not meet.
+    fn generated() -> Self {
+        let mut s = Self::new(false);
+        // quickstart.sh writes the file only when it does not exist.
+        std::fs::remove_file(s.env_file.path()).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        s.overrides = vec![
+            ("COMPOSE_NETWORK".into(), s.network.clone()),
+            ("SENTINEL_PORT".into(), port.to_string()),
+        ];
+        s
     }
 
     /// Runs a script of ours against this stack.
@@ -60,6 +81,7 @@ impl Stack {
             .env("ENV_FILE", self.env_file.path())
             // The image is built from the binary under test, not a second release build.
             .env("SENTINEL_BINARY", support::bin())
+            .envs(self.overrides.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("run script")
     }
@@ -86,6 +108,7 @@ impl Stack {
             Command::new("docker-compose")
         };
         let out = cmd
+            .envs(self.overrides.iter().map(|(k, v)| (k, v)))
             .args(["-p", &self.project, "--env-file"])
             .arg(self.env_file.path())
             .arg("-f")
@@ -231,4 +254,124 @@ fn the_fleet_stack_heals_a_killed_a_stopped_and_a_paused_database_each_once() {
             "{t}: its server log was copied out of its container: {files:?}"
         );
     }
+}
+
+#[test]
+fn the_generated_env_works_as_shipped_and_back_to_back_chaos_runs_judge_their_own_incident() {
+    let stack = Stack::generated();
+    let up = stack.script("quickstart.sh", &[]);
+    assert!(up.status.success(), "quickstart failed:\n{}", text(&up));
+    let env = std::fs::read_to_string(stack.env_file.path()).expect("quickstart wrote the .env");
+    assert!(
+        env.lines().any(|l| l.starts_with("DB_PASSWORD="))
+            && !env.contains("DB_PASSWORD=change-me"),
+        "a random password"
+    );
+    // The template's defaults: every fault healed, archived and alerted on a channel.
+    for fault in ["kill", "stop", "pause"] {
+        let chaos = stack.script("test_system.sh", &["--fault", fault]);
+        let out = text(&chaos);
+        assert!(
+            chaos.status.success(),
+            "{fault} with the shipped .env:\n{out}"
+        );
+        assert!(
+            !out.contains("+ -") && !out.contains("+-"),
+            "{fault}: only this run's incident is judged (no step before the fault):\n{out}"
+        );
+    }
+    let files = stack.bundle_files();
+    let bundles: std::collections::BTreeSet<&str> = files
+        .iter()
+        .filter(|l| l.ends_with("/manifest.json"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(bundles.len(), 3, "three bundles written: {files:?}");
+
+    // Run again: the three restarts of the first run spent the template's budget (3 an
+    // hour). The chaos test says so at once, with the way out, instead of waiting 120 s.
+    let started = std::time::Instant::now();
+    let again = stack.script("test_system.sh", &["--fault", "kill"]);
+    let out = text(&again);
+    assert!(!again.status.success(), "the budget is spent:\n{out}");
+    assert!(
+        out.contains("restart budget is spent")
+            && out.contains("MAX_RESTARTS")
+            && out.contains("down -v"),
+        "names the cause and the way out:\n{out}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "fails fast, not after the 120 s timeout: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !out.contains("restart          +"),
+        "the earlier run's restart is not taken for this one:\n{out}"
+    );
+}
+
+#[test]
+fn an_archive_directory_the_daemon_cannot_write_stops_quickstart_with_the_reason() {
+    let stack = Stack::new(false);
+    // The value the template used to ship: relative to the image's working directory, which
+    // its user (10001) cannot write.
+    let mut env = std::fs::read_to_string(stack.env_file.path()).unwrap();
+    env.push_str("ARCHIVE_DIR=./incidents\nNOTIFY_CONSOLE=true\n");
+    std::fs::write(stack.env_file.path(), env).unwrap();
+    let up = stack.script("quickstart.sh", &[]);
+    let out = text(&up);
+    assert!(!up.status.success(), "must not report success:\n{out}");
+    assert!(
+        out.contains("unhealthy") && out.contains("ARCHIVE_DIR") && out.contains("incidents"),
+        "names the archive directory and the fix:\n{out}"
+    );
+    let logs = Command::new("docker")
+        .args(["logs", &stack.sentinel()])
+        .output()
+        .unwrap();
+    assert!(
+        text(&logs).contains("\"event\":\"archive_unwritable\""),
+        "an ERROR at start-up:\n{}",
+        text(&logs)
+    );
+
+    // Run anyway, the chaos test stops at the failed archive, naming it, instead of waiting.
+    let started = std::time::Instant::now();
+    let chaos = stack.script("test_system.sh", &["--fault", "kill"]);
+    let out = text(&chaos);
+    assert!(!chaos.status.success(), "{out}");
+    assert!(
+        out.contains("archive FAILED") && out.contains("ARCHIVE_DIR"),
+        "names the cause and the fix:\n{out}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "at once: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn the_chaos_test_fails_at_once_when_the_alert_reaches_no_channel() {
+    let stack = Stack::new(false);
+    // Console off and no webhook: the value the template used to ship.
+    let mut env = std::fs::read_to_string(stack.env_file.path()).unwrap();
+    env.push_str("NOTIFY_CONSOLE=false\n");
+    std::fs::write(stack.env_file.path(), env).unwrap();
+    let up = stack.script("quickstart.sh", &[]);
+    assert!(up.status.success(), "quickstart failed:\n{}", text(&up));
+    let started = std::time::Instant::now();
+    let chaos = stack.script("test_system.sh", &["--fault", "kill"]);
+    let out = text(&chaos);
+    assert!(!chaos.status.success(), "{out}");
+    assert!(
+        out.contains("zero channels") && out.contains("NOTIFY_CONSOLE=true"),
+        "names the cause and the fix:\n{out}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "at once, not after 120 s: {:?}",
+        started.elapsed()
+    );
 }

@@ -355,6 +355,13 @@ fn a_missing_registry_file_is_named() {
         err.contains("does-not-exist.yaml") && err.contains("--config"),
         "{err}"
     );
+    // What a newcomer types first, in a fresh checkout: pointed at the example and the demo.
+    let (code, _, err) = run_cli(&["run", "--config", "targets.yaml"], ws.path(), &[]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("targets.yaml.example") && err.contains("sentinel-remedy demo"),
+        "{err}"
+    );
     let (code, _, err) = run_cli(&["run"], ws.path(), &[]);
     assert_eq!(code, 64, "no registry and no DB_HOST");
     assert!(err.contains("--config") && err.contains("DB_HOST"), "{err}");

@@ -235,7 +235,6 @@ fn closed_port() -> u16 {
 
 #[test]
 fn a_missing_container_is_its_own_incident_alerted_once_and_never_restarted_in_a_loop() {
-    let removed = PgContainer::start("removed", None);
     let rx = Receiver::start();
     let ws = Workspace::new();
     let ghost = format!("sr-test-never-created-{:x}", rand::random::<u32>());
@@ -252,19 +251,11 @@ fn a_missing_container_is_its_own_incident_alerted_once_and_never_restarted_in_a
 "#,
         port = closed_port()
     );
-    write_registry(
-        &ws,
-        "",
-        &notify_all(&rx),
-        &[ghost_target, container_target(&removed, "removed")].concat(),
-    );
+    write_registry(&ws, "", &notify_all(&rx), &ghost_target);
     let d = Daemon::run(&ws, &[]);
     d.wait_event("docker_ready", None, LONG);
-    d.wait_event("monitor_started", Some("removed"), LONG);
-    // The other one is removed from under the daemon (its data with it).
-    support::docker::remove(&removed.name);
 
-    for target in ["ghost", "removed"] {
+    for target in ["ghost"] {
         let refused = d.wait_event("heal_refused", Some(target), LONG);
         assert_eq!(refused["kind"], "container_missing", "{target}: {refused}");
         assert!(
@@ -276,12 +267,12 @@ fn a_missing_container_is_its_own_incident_alerted_once_and_never_restarted_in_a
         );
         d.wait_event("escalation", Some(target), LONG);
     }
-    wait_for(LONG, "both escalations delivered", || {
-        (rx.hook_events("escalation").len() == 2).then_some(())
+    wait_for(LONG, "the escalation delivered", || {
+        (rx.hook_events("escalation").len() == 1).then_some(())
     });
     // Time for a crash loop to show, if there were one.
     std::thread::sleep(Duration::from_secs(3));
-    for target in ["ghost", "removed"] {
+    for target in ["ghost"] {
         assert_eq!(
             d.count("incident_declared", Some(target)),
             1,
@@ -325,6 +316,73 @@ fn a_missing_container_is_its_own_incident_alerted_once_and_never_restarted_in_a
     }
     rx.assert_all_well_formed();
     assert_secret_absent("secret-ghost-pw", &d, Some(&rx), &ws);
+}
+
+#[test]
+fn a_container_removed_with_rm_f_is_missing_one_alert_with_the_fix_and_no_restart() {
+    let removed = PgContainer::start("removed", None);
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    write_registry(
+        &ws,
+        "",
+        &notify_all(&rx),
+        &container_target(&removed, "removed"),
+    );
+    let d = Daemon::run(&ws, &[]);
+    d.wait_event("docker_ready", None, LONG);
+    d.wait_event("probe_ok", Some("removed"), LONG);
+    let since = docker(&["system", "info", "--format", "{{.SystemTime}}"]);
+    // `docker rm -f` kills it first: the Engine reports `die` before `destroy`.
+    support::docker::remove(&removed.name);
+    wait_for(LONG, "the failure alert", || {
+        (rx.hook_events("failure").len() == 1).then_some(())
+    });
+    // Time for a restart or an escalation to show, if there were one.
+    std::thread::sleep(Duration::from_secs(5));
+    let until = docker(&["system", "info", "--format", "{{.SystemTime}}"]);
+    let engine = docker(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        &format!("container={}", removed.name),
+        "--format",
+        "{{.Action}}",
+    ]);
+    let actions: Vec<&str> = engine.lines().collect();
+    assert!(
+        actions.contains(&"destroy"),
+        "the Engine saw the removal: {actions:?}"
+    );
+    assert!(
+        !actions
+            .iter()
+            .any(|a| *a == "start" || *a == "restart" || *a == "create"),
+        "no restart issued: {actions:?}"
+    );
+    let failures = rx.hook_events("failure");
+    assert_eq!(failures.len(), 1, "one alert");
+    let body = &failures[0].body;
+    assert_eq!(body["failure"]["class"], "container_missing", "{body}");
+    let summary = body["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("does not exist") && summary.contains("docker compose up"),
+        "says so, with the fix: {summary}"
+    );
+    assert!(
+        !summary.contains("restart issued"),
+        "no restart announced: {summary}"
+    );
+    assert!(rx.hook_events("escalation").is_empty(), "no escalation");
+    assert_eq!(
+        rx.accepted("/slack").len(),
+        1,
+        "one message on each chat channel"
+    );
+    rx.assert_all_well_formed();
 }
 
 #[test]

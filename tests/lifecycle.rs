@@ -143,6 +143,56 @@ fn the_demo_heals_a_crashed_throwaway_cluster_and_cleans_up() {
             .then_some(())
     });
     assert_eq!(ws.bundles().len(), 1, "the demo archived the crash");
+    let pid_file = std::path::Path::new(&data_dir).join("postmaster.pid");
+    let announced = |after: i32| {
+        wait_for(LONG, "the new postmaster's pid printed", || {
+            let out = d.stdout_text();
+            let new: i32 = out
+                .rsplit("new postmaster, pid ")
+                .next()?
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()?;
+            let real: i32 = std::fs::read_to_string(&pid_file)
+                .ok()?
+                .lines()
+                .next()?
+                .trim()
+                .parse()
+                .ok()?;
+            (new != after && new == real).then_some(new)
+        })
+    };
+    let second = announced(pid);
+
+    // The "stop it hard" command, run as printed: it returns at once, and succeeds.
+    let stop = out
+        .lines()
+        .find_map(|l| l.split_once("Or stop it hard:"))
+        .map(|(_, c)| c.trim().to_string())
+        .expect("a stop command printed");
+    let argv: Vec<&str> = stop.split_whitespace().collect();
+    let started = std::time::Instant::now();
+    let mut child = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the stop command");
+    let status = wait_for(
+        Duration::from_secs(30),
+        "the stop command to return",
+        || child.try_wait().ok().flatten(),
+    );
+    assert!(status.success(), "`{stop}` failed");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "`{stop}` returned after {:?}",
+        started.elapsed()
+    );
+    d.wait_events("target_recovered", Some("demo"), 2, LONG);
+    announced(second);
 
     d.signal(libc::SIGINT);
     let st = d.wait_exit(Duration::from_secs(30));
@@ -151,7 +201,7 @@ fn the_demo_heals_a_crashed_throwaway_cluster_and_cleans_up() {
         !std::path::Path::new(&data_dir).exists(),
         "the throwaway cluster was removed"
     );
-    assert_eq!(ws.bundles().len(), 1, "incidents are kept");
+    assert_eq!(ws.bundles().len(), 2, "incidents are kept");
 }
 
 #[test]
@@ -168,4 +218,37 @@ fn the_demo_says_clearly_when_postgresql_is_missing() {
     assert_eq!(code, 69, "{out}{err}");
     assert!(err.contains("apt-get install postgresql"), "{err}");
     assert!(!ws.path().join("x").exists(), "nothing was created");
+}
+
+#[test]
+fn the_readmes_first_command_runs_as_written_in_a_fresh_directory() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a first sh block");
+    let command = block.lines().next().expect("a first command");
+    // `cargo build --release && ./target/release/sentinel-remedy ARGS`: the binary under test
+    // stands in for the release build.
+    let args: Vec<&str> = command
+        .split("./target/release/sentinel-remedy")
+        .nth(1)
+        .unwrap_or_else(|| panic!("runs the release binary: {command}"))
+        .split_whitespace()
+        .collect();
+    let ws = Workspace::new();
+    let mut cmd = Command::new(bin());
+    cmd.args(&args).current_dir(ws.path());
+    let mut d = Daemon::spawn(cmd, &[]);
+    wait_for(LONG, "the first command to be up and watching", || {
+        d.records()
+            .iter()
+            .any(|r| r["event"] == "probe_ok")
+            .then_some(())
+    });
+    d.signal(libc::SIGINT);
+    let st = d.wait_exit(Duration::from_secs(30));
+    assert_eq!(st.code(), Some(0), "`{command}`: {}", d.log_text());
 }

@@ -396,3 +396,53 @@ fn sidecar_variables_configure_the_s3_archive() {
     );
     assert!(!ws.incidents().exists(), "S3 only: no local incidents dir");
 }
+
+/// The program `name` as the tests start it: the first match on PATH.
+fn on_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Whether `python` is a virtual environment's interpreter (sys.prefix != sys.base_prefix).
+fn in_a_venv(python: &std::path::Path) -> bool {
+    std::process::Command::new(python)
+        .args(["-c", "import sys; print(sys.prefix != sys.base_prefix)"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "True")
+}
+
+#[test]
+fn the_python_test_tools_run_from_a_virtual_environment_not_the_system_interpreter() {
+    let python = on_path("python3").expect("python3 on PATH (scripts/test.sh sets it up)");
+    assert!(
+        in_a_venv(&python),
+        "{} is not a virtual environment's: run the tests through scripts/test.sh (or put /var/tmp/sentinel-remedy-venv/bin first on PATH)",
+        python.display()
+    );
+    let moto = on_path("moto_server").expect("moto_server on PATH");
+    let text = std::fs::read_to_string(&moto).unwrap_or_default();
+    let interpreter = text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("#!"))
+        .map(|l| l.trim().to_string())
+        .unwrap_or_default();
+    assert!(
+        in_a_venv(std::path::Path::new(&interpreter)),
+        "{} runs under '{interpreter}', not a virtual environment's python",
+        moto.display()
+    );
+    // The machine's own interpreter was left alone: none of our tools went into it.
+    let system = std::path::Path::new("/usr/bin/python3");
+    if system.is_file() {
+        let imports = std::process::Command::new(system)
+            .args(["-c", "import moto"])
+            .output()
+            .expect("run the system python3");
+        assert!(
+            !imports.status.success(),
+            "moto is installed into the system interpreter"
+        );
+    }
+}

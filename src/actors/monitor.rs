@@ -705,6 +705,10 @@ impl Monitor {
             inc.alerted = true;
             let mut n = self.notice(NoticeKind::Failure, inc, summary);
             n.failure = Some(inc.failure.clone());
+            if let Some(o) = n.outage.as_mut() {
+                // Refused by the lease: the daemon that acted announces this outage.
+                o.may_lead = !matches!(why, "lease_held" | "lease_already_restarted");
+            }
             steps.push(Step::Notify(inc.queue_notice(n)));
             self.persist(rec, "held", why);
         }
@@ -1100,6 +1104,12 @@ impl Monitor {
             downtime_seconds: None,
             time_to_recovery_seconds: None,
             summary,
+            outage: Some(crate::notify::OutageRef {
+                server: self.server_key(),
+                started_at: inc.first_failure_at,
+                may_lead: true,
+                id: None,
+            }),
         }
     }
 }
@@ -1184,6 +1194,7 @@ fn fleet_notice(failing: usize, total: usize) -> Notice {
         reason: Some(EscalationReason::FleetGuard),
         downtime_seconds: None,
         time_to_recovery_seconds: None,
+        outage: None,
         summary: format!("{failing} of {total} targets are failing at once. That points at the network or the daemon's own host, so every restart is held until fewer fail. Check connectivity first."),
     }
 }

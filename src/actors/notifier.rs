@@ -42,6 +42,10 @@ pub struct Notifier {
     pending: Arc<AtomicUsize>,
     /// Delivery results persist here; a restarted daemon skips what was already delivered.
     store: Option<crate::store::Store>,
+    /// The outage book shared with other daemons, and our owner id in it (until started).
+    outages: Option<(crate::outage::OutageBook, String)>,
+    /// Notices about a server outage pass the gate first (one incident per outage).
+    gate: Option<mpsc::UnboundedSender<Notice>>,
 }
 
 /// The key a delivery is recorded under: the kind, and the escalation reason if any.
@@ -64,9 +68,33 @@ impl Notifier {
             sent_order: VecDeque::new(),
             pending: Arc::default(),
             store,
+            outages: None,
+            gate: None,
         };
         n.configure(cfg);
         n
+    }
+
+    /// Shares outages with the daemons using `book`: only one of them announces each.
+    pub fn with_outages(mut self, book: crate::outage::OutageBook, owner: String) -> Self {
+        self.outages = Some((book, owner));
+        self
+    }
+
+    /// Sends `n` to the console and every channel.
+    fn dispatch(&self, n: Notice) {
+        info!(self.log, "notice queued"; "event" => "notice_queued", "kind" => n.kind.label(), "target" => &n.target,
+            "incident" => &n.incident_id, "channels" => self.channels.len() + usize::from(self.console));
+        if self.console {
+            println!("{}", console::line(&n));
+        }
+        for ch in &self.channels {
+            self.pending.fetch_add(1, Ordering::SeqCst);
+            if ch.tx.send(n.clone()).is_err() {
+                self.pending.fetch_sub(1, Ordering::SeqCst);
+                error!(self.log, "notification channel worker is gone; notice not delivered"; "event" => "notification_failed", "incident" => &n.incident_id);
+            }
+        }
     }
 
     fn policy(cfg: &NotifyConfig) -> Policy {
@@ -268,6 +296,18 @@ async fn run_worker(w: Arc<Worker>) {
 
 impl Actor for Notifier {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some((book, owner)) = self.outages.take() {
+            self.gate = Some(crate::notify::gate::spawn(
+                book,
+                owner,
+                self.log.clone(),
+                ctx.address().recipient(),
+                self.pending.clone(),
+            ));
+        }
+    }
 }
 
 impl Handler<Notify> for Notifier {
@@ -284,18 +324,24 @@ impl Handler<Notify> for Notifier {
                 self.sent.remove(&old);
             }
         }
-        info!(self.log, "notice queued"; "event" => "notice_queued", "kind" => n.kind.label(), "target" => &n.target,
-            "incident" => &n.incident_id, "channels" => self.channels.len() + usize::from(self.console));
-        if self.console {
-            println!("{}", console::line(&n));
-        }
-        for ch in &self.channels {
-            self.pending.fetch_add(1, Ordering::SeqCst);
-            if ch.tx.send(n.clone()).is_err() {
-                self.pending.fetch_sub(1, Ordering::SeqCst);
-                error!(self.log, "notification channel worker is gone; notice not delivered"; "event" => "notification_failed", "incident" => &n.incident_id);
+        match &self.gate {
+            Some(gate) if n.outage.is_some() => {
+                self.pending.fetch_add(1, Ordering::SeqCst);
+                if let Err(mpsc::error::SendError(n)) = gate.send(n) {
+                    self.pending.fetch_sub(1, Ordering::SeqCst);
+                    self.dispatch(n); // the gate is gone: alert anyway (fail open)
+                }
             }
+            _ => self.dispatch(n),
         }
+    }
+}
+
+impl Handler<crate::notify::gate::Release> for Notifier {
+    type Result = ();
+    fn handle(&mut self, msg: crate::notify::gate::Release, _: &mut Self::Context) {
+        self.dispatch(msg.0);
+        self.pending.fetch_sub(1, Ordering::SeqCst); // counted by the gate until dispatched
     }
 }
 

@@ -92,7 +92,6 @@ impl Supervisor {
         )
         .start();
         let healer = Healer::new(log.clone(), settings.state_dir.clone(), docker.clone()).start();
-        let notifier = Notifier::new(log.clone(), &settings.registry.notify, store.clone()).start();
         let fleet = Arc::new(crate::fleet::FleetGuard::new(
             settings.registry.fleet_guard.clone(),
             settings.registry.targets.len(),
@@ -113,6 +112,13 @@ impl Supervisor {
                 Arc::new(crate::lease::FileLeases::unusable(lease_dir.clone()))
             }
         };
+        // The outage book lives beside the leases: daemons sharing one share the other.
+        let notifier = Notifier::new(log.clone(), &settings.registry.notify, store.clone())
+            .with_outages(
+                crate::outage::OutageBook::new(lease_dir.clone(), Default::default()),
+                crate::lease::owner_id(),
+            )
+            .start();
         let (tx, rx) = oneshot::channel();
         let sup = Supervisor {
             log: log.new(slog::o!("actor" => "supervisor")),

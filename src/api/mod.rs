@@ -26,6 +26,8 @@ pub struct ApiState {
     pub docker: Option<Arc<crate::docker::DockerClient>>,
     /// The state, lease and spool directories /healthz writes a probe file to.
     pub disks: Option<crate::health::Disks>,
+    /// The local archive directory; /healthz checks it can be written.
+    pub archive_dir: Option<std::path::PathBuf>,
 }
 
 /// Binds the listen address and serves until the system stops. A bind error is returned so

@@ -33,7 +33,7 @@ impl Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{file}: cannot read the registry: {source} (check the path given by --config or SENTINEL_CONFIG)")]
+    #[error("{file}: cannot read the registry: {source} (check the path given by --config or SENTINEL_CONFIG; to write one, copy targets.yaml.example, which shows every key, and keep what you need; to try the daemon first: sentinel-remedy demo)")]
     Unreadable {
         file: String,
         source: std::io::Error,

@@ -30,6 +30,9 @@ pub struct ContainerEvent {
     pub service: Option<String>,
     /// For `die`: the main process's exit code.
     pub exit_code: Option<i64>,
+    /// For `die`: the container is being removed (`docker rm -f` kills it first, so `die`
+    /// comes before `destroy`) or already gone. A restart cannot help.
+    pub removing: bool,
 }
 
 impl ContainerEvent {
@@ -48,6 +51,10 @@ impl ContainerEvent {
     /// One line for logs and failure details.
     pub fn describe(&self) -> String {
         match (self.action.as_str(), self.exit_code) {
+            ("die", _) if self.removing => format!(
+                "container {} is being removed (docker rm): it no longer exists",
+                self.name
+            ),
             ("die", Some(code)) => format!("container {} exited (code {code})", self.name),
             ("oom", _) => format!("container {} ran out of memory", self.name),
             ("pause", _) => format!(
@@ -63,6 +70,7 @@ impl ContainerEvent {
     /// timeout) says it.
     pub fn failure_class(&self) -> Option<FailureClass> {
         match self.action.as_str() {
+            "die" if self.removing => Some(FailureClass::ContainerMissing),
             "die" | "oom" => Some(FailureClass::ProcessExited),
             "destroy" => Some(FailureClass::ContainerMissing),
             _ => None,
@@ -84,7 +92,28 @@ impl ContainerEvent {
             project: attrs.get("com.docker.compose.project").cloned(),
             service: attrs.get("com.docker.compose.service").cloned(),
             exit_code: attrs.get("exitCode").and_then(|c| c.parse().ok()),
+            removing: false,
         })
+    }
+}
+
+/// Whether the container `id` is being removed or is gone: the Engine marks a container
+/// "removing" before `docker rm -f` kills it, and answers 404 once it is gone. Unknown (the
+/// Engine did not answer in time) counts as not removed: the heal finds out.
+async fn being_removed(api: &bollard::Docker, id: &str) -> bool {
+    let inspect = api.inspect_container(id, None::<bollard::container::InspectContainerOptions>);
+    match tokio::time::timeout(Duration::from_secs(2), inspect).await {
+        Ok(Ok(c)) => c.state.and_then(|s| s.status).is_some_and(|s| {
+            matches!(
+                s,
+                bollard::models::ContainerStateStatusEnum::REMOVING
+                    | bollard::models::ContainerStateStatusEnum::DEAD
+            )
+        }),
+        Ok(Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        })) => true,
+        _ => false,
     }
 }
 
@@ -132,7 +161,10 @@ pub async fn follow(client: Arc<DockerClient>, sink: Recipient<ContainerEvent>, 
                     if let Some(t) = m.time {
                         since = Some(t);
                     }
-                    if let Some(ev) = ContainerEvent::from_message(m) {
+                    if let Some(mut ev) = ContainerEvent::from_message(m) {
+                        if ev.action == "die" {
+                            ev.removing = being_removed(&api, &ev.id).await;
+                        }
                         debug!(log, "docker event"; "action" => &ev.action, "container" => &ev.name);
                         if sink.try_send(ev).is_err() {
                             return; // the Supervisor is gone: the daemon is stopping
@@ -161,6 +193,7 @@ mod tests {
             project: project.map(Into::into),
             service: service.map(Into::into),
             exit_code: Some(137),
+            removing: false,
         }
     }
 
@@ -179,5 +212,16 @@ mod tests {
         assert!(!e.concerns(&svc("fleet", "db2")));
         assert!(!ev("pg1", None, None).concerns(&svc("fleet", "db")));
         assert_eq!(e.describe(), "container pg1 exited (code 137)");
+        assert_eq!(e.failure_class(), Some(FailureClass::ProcessExited));
+    }
+
+    #[test]
+    fn a_die_of_a_container_being_removed_is_a_missing_container() {
+        let e = ContainerEvent {
+            removing: true,
+            ..ev("pg1", None, None)
+        };
+        assert_eq!(e.failure_class(), Some(FailureClass::ContainerMissing));
+        assert!(e.describe().contains("being removed"), "{}", e.describe());
     }
 }

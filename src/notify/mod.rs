@@ -5,6 +5,7 @@ pub mod console;
 pub mod delivery;
 pub mod discord;
 pub mod http;
+pub mod gate;
 pub mod pagerduty;
 pub mod slack;
 pub mod webhook;
@@ -108,6 +109,7 @@ pub async fn send_test(cfg: &NotifyConfig) -> Vec<(String, Result<u32, delivery:
         time_to_recovery_seconds: None,
         summary: "This is a test message from sentinel-remedy notify-test: this channel works."
             .into(),
+        outage: None,
     };
     let mut out = Vec::new();
     for (format, ep) in endpoints(cfg) {
@@ -185,6 +187,24 @@ pub struct Notice {
     pub time_to_recovery_seconds: Option<f64>,
     /// One human sentence on what happened and what the daemon did.
     pub summary: String,
+    /// The server outage this notice is about, so daemons sharing a lease directory send one
+    /// incident per outage ([`gate`]); None for fleet and test notices.
+    #[serde(default)]
+    pub outage: Option<OutageRef>,
+}
+
+/// Which outage of which server a notice belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OutageRef {
+    /// `host:port`.
+    pub server: String,
+    /// The first failure this daemon saw.
+    pub started_at: DateTime<Utc>,
+    /// False when this daemon did not act (its restart was refused by the lease): it then
+    /// stays silent while another daemon announces the outage.
+    pub may_lead: bool,
+    /// The shared outage id, set by the gate: `host:port/{start}`.
+    pub id: Option<String>,
 }
 
 impl Notice {

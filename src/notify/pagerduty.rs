@@ -1,12 +1,13 @@
 //! PagerDuty Events API v2: a `trigger` per failure or escalation and a `resolve` on recovery,
-//! deduplicated by target and incident, so an incident is one PagerDuty alert.
+//! deduplicated by server and outage (the same key from every daemon watching the server), so
+//! an outage is one PagerDuty incident.
 
 use super::{Notice, NoticeKind};
 use serde_json::{json, Value};
 
 /// The Events v2 body for `n`, with the integration's routing key.
 pub fn payload(n: &Notice, routing_key: &str) -> Value {
-    let dedup_key = format!("sentinel-remedy/{}/{}", n.target, n.incident_id);
+    let dedup_key = dedup_key(n);
     if n.kind == NoticeKind::Recovery {
         return json!({ "routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key });
     }
@@ -30,10 +31,25 @@ pub fn payload(n: &Notice, routing_key: &str) -> Value {
             "class": n.failure.as_ref().map(|f| f.class.label()).unwrap_or(n.kind.label()),
             "custom_details": {
                 "incident_id": n.incident_id,
+                "outage_id": n.outage.as_ref().and_then(|o| o.id.as_deref()),
                 "failure": n.failure.as_ref().map(|f| json!({"class": f.class.label(), "sqlstate": f.sqlstate, "detail": f.detail})),
                 "archive": n.archive,
                 "reason": n.reason.map(|r| r.label()),
             }
         }
     })
+}
+
+/// `sentinel-remedy/{host:port}/{outage start}`: derived from the server and the outage, not
+/// from one daemon's incident id. Notices without an outage (fleet, test) use their incident.
+fn dedup_key(n: &Notice) -> String {
+    let outage = n.outage.as_ref().map(|o| {
+        o.id.clone()
+            .unwrap_or_else(|| crate::outage::outage_id(&o.server, o.started_at))
+    });
+    let key = match outage {
+        Some(id) => format!("sentinel-remedy/{id}"),
+        None => format!("sentinel-remedy/{}/{}", n.target, n.incident_id),
+    };
+    super::clip(&key, 255)
 }
