@@ -34,6 +34,9 @@ pub enum LeaseRefusal {
     AlreadyRestarted { at: DateTime<Utc>, incident: String },
     #[error("the lease store failed: {0}")]
     Store(String),
+    /// The lease file stayed locked past the bounded wait: fail closed, retry later.
+    #[error("the lease file is busy: {0}")]
+    Busy(String),
 }
 
 /// A lease store.
@@ -84,23 +87,94 @@ fn file_key(key: &str) -> String {
         .collect()
 }
 
+/// Longest wait for another process's `flock` on a lease file. The lock is held for one
+/// read and one write by a daemon; anything longer is a stuck or hostile holder, and the
+/// caller (a Monitor deciding on a restart) must not stall the fleet behind it.
+const LOCK_WAIT: Duration = Duration::from_millis(200);
+
+/// Why a lease file could not be opened and locked.
+#[derive(Debug, thiserror::Error)]
+enum LockError {
+    #[error("{path}: locked by another process for more than {waited:?} (a stuck daemon, or someone holding flock on it)")]
+    Busy { path: String, waited: Duration },
+    #[error("{path}: {why}: not trusted (remove it; the daemon re-creates it private)")]
+    Untrusted { path: String, why: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
 struct Locked {
     file: std::fs::File,
 }
 
 impl Locked {
-    fn open(path: &Path) -> std::io::Result<Self> {
+    /// Opens (creating 0600) and locks a lease file: never through a symlink, only a regular
+    /// file of ours that no one else may write, with the lock waited on at most [`LOCK_WAIT`].
+    fn open(path: &Path) -> Result<Self, LockError> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+        let name = || path.display().to_string();
+        let io = |source| LockError::Io {
+            path: name(),
+            source,
+        };
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(path)?;
-        // SAFETY: flock on a descriptor we own; released when the file closes.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error());
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => LockError::Untrusted {
+                    path: name(),
+                    why: "a symbolic link".into(),
+                },
+                _ => io(e),
+            })?;
+        let meta = file.metadata().map_err(io)?;
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if !meta.is_file() {
+            return Err(LockError::Untrusted {
+                path: name(),
+                why: "not a regular file".into(),
+            });
         }
-        Ok(Self { file })
+        if meta.uid() != me {
+            return Err(LockError::Untrusted {
+                path: name(),
+                why: format!("owned by uid {}, not by the daemon's uid {me}", meta.uid()),
+            });
+        }
+        if meta.mode() & 0o077 != 0 {
+            // Ours, but readable by others (an older version, a loose umask): make it private.
+            // A process that opened it before keeps its descriptor; the bounded lock wait below
+            // is what keeps such a holder from freezing us.
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(io)?;
+        }
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            // SAFETY: flock on a descriptor we own; released when the file closes.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(Self { file });
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(io(e));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(LockError::Busy {
+                    path: name(),
+                    waited: LOCK_WAIT,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn read(&mut self) -> Option<LeaseRecord> {
@@ -120,9 +194,16 @@ impl Locked {
 }
 
 impl FileLeases {
+    /// Opens the lease directory, creating it 0700. An existing one must be a directory of the
+    /// daemon's user (not a symlink); a looser mode is tightened, and `tightened` says so.
     pub fn new(dir: PathBuf) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
-        Ok(Self { dir })
+        Self::open(dir).map(|(l, _)| l)
+    }
+
+    /// [`FileLeases::new`], also telling whether the directory's mode had to be tightened.
+    pub fn open(dir: PathBuf) -> std::io::Result<(Self, bool)> {
+        let tightened = crate::fsutil::private_dir(&dir)?;
+        Ok((Self { dir }, tightened))
     }
 
     /// A store whose directory could not be created: every acquire fails (closed).
@@ -145,8 +226,10 @@ impl LeaseBackend for FileLeases {
         outage_started: DateTime<Utc>,
         settle: Duration,
     ) -> Result<(), LeaseRefusal> {
-        let mut f = Locked::open(&self.path(key))
-            .map_err(|e| LeaseRefusal::Store(format!("{}: {e}", self.path(key).display())))?;
+        let mut f = Locked::open(&self.path(key)).map_err(|e| match e {
+            LockError::Busy { .. } => LeaseRefusal::Busy(e.to_string()),
+            _ => LeaseRefusal::Store(e.to_string()),
+        })?;
         let now = Utc::now();
         let current = f.read();
         if let Some(cur) = &current {

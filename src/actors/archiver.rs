@@ -127,12 +127,16 @@ impl Handler<Archive> for Archiver {
                     let mut from_container = local::Extra::default();
                     if let Some(spec) = &target.forensic_docker {
                         let dir = local::bundle_dir(&root, &facts);
-                        tokio::fs::create_dir_all(&dir)
+                        let (r, d) = (root.clone(), dir.clone());
+                        tokio::task::spawn_blocking(move || local::create_bundle_dir(&r, &d))
                             .await
-                            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                            .map_err(|e| format!("archive task failed: {e}"))?
+                            .map_err(|e| e.to_string())?;
                         let mut used = local::reserved_names();
+                        // The heal never waits on a container's evidence longer than archive.timeout.
+                        let limits = crate::docker::copy::Limits::new(cap, wait);
                         let (files, missing) =
-                            crate::docker::copy::collect(&docker, spec, &dir, cap, &mut used).await;
+                            crate::docker::copy::collect(&docker, spec, &dir, &limits, &mut used).await;
                         from_container = local::Extra { files, missing };
                     }
                     let f = facts.clone();

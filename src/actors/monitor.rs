@@ -592,6 +592,8 @@ impl Monitor {
                         LeaseRefusal::AlreadyRestarted { .. } => "lease_already_restarted",
                         // Fail closed: without the lease there is no restart.
                         LeaseRefusal::Store(_) => "lease_unavailable",
+                        // Someone holds flock on the lease file: fail closed, retried below.
+                        LeaseRefusal::Busy(_) => "lease_busy",
                     };
                     return self.hold(
                         rec,
@@ -966,21 +968,24 @@ impl Monitor {
         let Some(path) = &self.target.pid_file else {
             return;
         };
-        let watch = match PidWatch::from_pid_file(path) {
-            Ok(w) => w,
-            Err(e) => {
-                debug!(self.log, "postmaster not watchable yet"; "pid_file" => %path.display(), "error" => %e);
-                return;
-            }
-        };
-        let pid = watch.pid();
-        debug!(self.log, "watching postmaster"; "pid" => pid);
+        // The pid file is the postgres user's (a FIFO, a link to /dev/zero): read off this thread.
+        let (path, log) = (path.clone(), self.log.clone());
         let fut = async move {
+            let watch = match PidWatch::from_pid_file(&path).await {
+                Ok(w) => w,
+                Err(e) => {
+                    debug!(log, "postmaster not watchable yet"; "pid_file" => %path.display(), "error" => %e);
+                    return None;
+                }
+            };
+            let pid = watch.pid();
+            debug!(log, "watching postmaster"; "pid" => pid);
             watch.exited().await;
-            pid
+            Some(pid)
         };
         self.watch = Some(ctx.spawn(fut.into_actor(self).map(|pid, act, ctx| {
             act.watch = None;
+            let Some(pid) = pid else { return };
             act.process_dead = true;
             // If we adopted it (we started it), reap it now: its zombie would block the restart.
             crate::reaper::sweep();

@@ -18,12 +18,7 @@ pub enum CommandResult {
 /// Runs `argv` once. stdout and stderr go straight to `log` (a file, not a pipe), so a daemon
 /// the command leaves behind cannot hold our read end open and hang the heal.
 pub async fn run(argv: &[String], timeout: Duration, log: &Path) -> CommandResult {
-    let open = || {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-    };
+    let open = || crate::fsutil::append_private(log);
     let (out, err) = match (open(), open()) {
         (Ok(o), Ok(e)) => (o, e),
         (Err(e), _) | (_, Err(e)) => {
