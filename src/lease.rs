@@ -60,6 +60,8 @@ pub trait LeaseBackend: Send + Sync {
 /// Leases as files under one directory.
 pub struct FileLeases {
     dir: PathBuf,
+    /// Why the directory may not be used: every acquire is then refused (fail closed).
+    refused: Option<String>,
 }
 
 /// A unique owner id for this process.
@@ -203,12 +205,16 @@ impl FileLeases {
     /// [`FileLeases::new`], also telling whether the directory's mode had to be tightened.
     pub fn open(dir: PathBuf) -> std::io::Result<(Self, bool)> {
         let tightened = crate::fsutil::private_dir(&dir)?;
-        Ok((Self { dir }, tightened))
+        Ok((Self { dir, refused: None }, tightened))
     }
 
-    /// A store whose directory could not be created: every acquire fails (closed).
-    pub fn unusable(dir: PathBuf) -> Self {
-        Self { dir }
+    /// A store whose directory could not be created or is not trusted: every acquire fails
+    /// (closed) with `why`, and nothing is written there.
+    pub fn unusable(dir: PathBuf, why: String) -> Self {
+        Self {
+            dir,
+            refused: Some(why),
+        }
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -226,6 +232,9 @@ impl LeaseBackend for FileLeases {
         outage_started: DateTime<Utc>,
         settle: Duration,
     ) -> Result<(), LeaseRefusal> {
+        if let Some(why) = &self.refused {
+            return Err(LeaseRefusal::Store(why.clone()));
+        }
         let mut f = Locked::open(&self.path(key)).map_err(|e| match e {
             LockError::Busy { .. } => LeaseRefusal::Busy(e.to_string()),
             _ => LeaseRefusal::Store(e.to_string()),
@@ -260,6 +269,9 @@ impl LeaseBackend for FileLeases {
     }
 
     fn release(&self, key: &str, owner: &str) {
+        if self.refused.is_some() {
+            return;
+        }
         if let Ok(mut f) = Locked::open(&self.path(key)) {
             if let Some(mut cur) = f.read() {
                 if cur.owner == owner {

@@ -115,7 +115,7 @@ impl Supervisor {
             }
             Err(e) => {
                 error!(log, "cannot create the lease directory: restarts will be refused (fail closed)"; "event" => "lease_unavailable", "dir" => %lease_dir.display(), "error" => %e);
-                Arc::new(crate::lease::FileLeases::unusable(lease_dir.clone()))
+                Arc::new(crate::lease::FileLeases::unusable(lease_dir.clone(), e.to_string()))
             }
         };
         let (tx, rx) = oneshot::channel();
