@@ -451,3 +451,122 @@ fn nobody_uid() -> u32 {
     let out = Command::new("id").args(["-u", "nobody"]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
+
+#[test]
+fn a_3_gib_sparse_file_in_a_container_costs_at_most_the_caps_and_the_archive_timeout() {
+    use support::docker::{docker, PgContainer};
+    let c = PgContainer::start("sparse", None);
+    let log = "/var/lib/postgresql/data/log";
+    // The container's owner plants a 3 GiB sparse "log", a file named like the daemon's own
+    // manifest, a hard link and a symlink to a root-only file.
+    let sh = |cmd: &str| docker(&["exec", "-u", "postgres", &c.name, "sh", "-c", cmd]);
+    sh(&format!(
+        "truncate -s 3G {log}/huge.log && echo FAKE-MANIFEST > {log}/manifest.json \
+         && echo hello > {log}/a.log && ln {log}/a.log {log}/b.log && ln -s /etc/shadow {log}/etc-shadow.log"
+    ));
+    let ws = Workspace::new();
+    let cap: u64 = 1 << 20;
+    let text = format!(
+        r#"archive:
+  local: {{ dir: "{incidents}" }}
+  timeout: 4s
+  max_file_size: 1MiB
+notify:
+  console: false
+targets:
+  - name: boxed
+    dsn: "{dsn}"
+    probe: {{ interval: 1s, timeout: 1s, failure_threshold: 5 }}
+    restart_budget: {{ backoff: 0s }}
+    recovery_timeout: 60s
+    heal:
+      docker: {{ container: {name}, stop_timeout: 2s }}
+    forensics:
+      docker:
+        paths: [{log}]
+        log_tail: 200
+"#,
+        incidents = ws.incidents().display(),
+        dsn = c.dsn(),
+        name = c.name,
+    );
+    std::fs::write(ws.config(), text).unwrap();
+    let d = Daemon::run(&ws, &[]);
+    d.wait_event("docker_ready", None, LONG);
+    d.wait_event("monitor_started", Some("boxed"), LONG);
+    let started = c.started_at();
+
+    let killed = std::time::Instant::now();
+    docker(&["kill", &c.name]);
+    wait_for(LONG, "the container restarted", || {
+        (c.started_at() != started && c.inspect("{{.State.Running}}") == "true").then_some(())
+    });
+    let took = killed.elapsed();
+    // Detection (Engine event) + at most archive.timeout for the evidence + the restart.
+    assert!(
+        took < Duration::from_secs(4 + 11),
+        "the restart waited {took:?} for the evidence"
+    );
+    let bundle = wait_for(LONG, "the bundle with its heal report", || {
+        let b = ws.bundles().pop()?;
+        manifest(&b)["heal"].is_object().then_some(b)
+    });
+    let total: u64 = files_under(&bundle)
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert!(
+        total <= 4 * cap + (1 << 20),
+        "the bundle holds {total} bytes"
+    );
+    let m = manifest(&bundle);
+    assert_eq!(m["target"], "boxed", "our manifest, not the container's");
+    let all = serde_json::to_string(&m).unwrap();
+    let files = m["files"].as_array().unwrap();
+    let missing = m["missing"].as_array().unwrap();
+    // The sparse file: its newest bytes within the cap, or listed as cut off by the timeout.
+    let huge_kept = files
+        .iter()
+        .find(|f| f["source"].as_str().unwrap().ends_with("/huge.log"));
+    match huge_kept {
+        Some(f) => {
+            assert!(f["size"].as_u64().unwrap() <= cap, "{f}");
+            assert_eq!(f["original_size"].as_u64(), Some(3 << 30), "{f}");
+        }
+        None => assert!(
+            missing
+                .iter()
+                .any(|e| e["pattern"].as_str().unwrap().contains("huge.log")
+                    && e["reason"].as_str().unwrap().contains("archive.timeout")),
+            "huge.log is said to be cut off: {all}"
+        ),
+    }
+    // The container's manifest.json went in under another name.
+    let fake = files
+        .iter()
+        .find(|f| f["source"].as_str().unwrap().ends_with("/manifest.json"));
+    if let Some(f) = fake {
+        assert_ne!(f["name"], "manifest.json", "{f}");
+    }
+    assert!(!std::fs::read_to_string(bundle.join("manifest.json"))
+        .unwrap()
+        .starts_with("FAKE"),);
+    // Links are recorded as such, not followed and not silently missing.
+    for what in ["symbolic link", "hard link"] {
+        assert!(
+            missing
+                .iter()
+                .any(|e| e["reason"].as_str().unwrap().contains(what)),
+            "a {what} listed: {all}"
+        );
+    }
+    assert!(!all.contains("root:"), "no /etc/shadow content");
+    assert!(
+        !files_under(&bundle).iter().any(|f| f
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .ends_with(".tar")),
+        "no tar left behind"
+    );
+}
