@@ -570,3 +570,44 @@ targets:
         "no tar left behind"
     );
 }
+
+#[test]
+fn a_spool_removed_while_an_upload_waits_is_recreated_and_the_upload_lands() {
+    use support::s3server::S3Server;
+    let s3 = S3Server::start(false);
+    let pg = Pg::start();
+    let ws = Workspace::new();
+    // The bucket does not exist yet: the upload fails and waits in the spool.
+    ws.write_registry_with(
+        &format!(
+            "{}{}  timeout: 1s\n",
+            ws.local_archive(),
+            s3.yaml("late", "")
+        ),
+        "  console: false\n",
+        &[TargetSpec::new("orders", &pg)],
+    );
+    let env = s3.daemon_env();
+    let d = Daemon::run(&ws, &as_env(&env));
+    d.wait_event("probe_ok", Some("orders"), LONG);
+    pg.kill9();
+    d.wait_event("archive_upload_failed", Some("orders"), LONG);
+    let spool = ws.state().join("spool");
+    assert!(spool.join("pending").is_dir());
+    // A cleanup script removes the spool while the upload waits for its retry.
+    std::fs::remove_dir_all(&spool).unwrap();
+    s3.create_bucket("late");
+    wait_for(LONG, "the bundle's manifest in S3", || {
+        s3.objects("late")
+            .iter()
+            .any(|o| o.key.ends_with("/manifest.json"))
+            .then_some(())
+    });
+    // Said, and the spool it re-created is private.
+    assert!(d.count("spool_recreated", None) >= 1, "{}", d.log_text());
+    assert_eq!(
+        std::fs::metadata(&spool).unwrap().mode() & 0o777,
+        0o700,
+        "the re-created spool is private"
+    );
+}
