@@ -175,7 +175,7 @@ pub async fn read_untrusted_bounded(
 
 /// Creates `dir` (and missing parents) as 0700, and makes an existing one 0700. Returns
 /// whether the mode of an existing directory had to be tightened, so the caller can say so.
-/// Refuses a symlink and a directory owned by another user: someone else could then replace
+/// Refuses a symlink and a directory owned by another user than root: that user could replace
 /// its files (fix: remove it, or chown it to the daemon's user).
 pub fn private_dir(dir: &Path) -> io::Result<bool> {
     match std::fs::symlink_metadata(dir) {
@@ -197,6 +197,11 @@ pub fn private_dir(dir: &Path) -> io::Result<bool> {
             }
             // SAFETY: geteuid has no preconditions.
             let me = unsafe { libc::geteuid() };
+            if meta.uid() == 0 && me != 0 {
+                // Root's directory (a volume mount): root is trusted anyway, and only it may
+                // change the mode; the files we create in it are still 0600.
+                return Ok(false);
+            }
             if meta.uid() != me {
                 return Err(io::Error::new(
                     io::ErrorKind::PermissionDenied,

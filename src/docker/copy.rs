@@ -165,9 +165,9 @@ async fn copy_path(
     budget: &mut u64,
     used: &mut HashSet<String>,
 ) -> Result<Extracted, String> {
-    // The Engine's stream feeds a blocking tar reader through a small channel: at most
-    // 16 chunks in flight, and a reader that stops (a bound reached) stops the download.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(16);
+    // The Engine's stream feeds a blocking tar reader through a small channel: at most 16
+    // chunks in flight, and a reader that stops (a bound reached) stops the download.
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
     let timed_out = Arc::new(AtomicBool::new(false));
     let reader = ChannelReader {
         rx,
@@ -212,13 +212,12 @@ async fn pump(
     id: &str,
     c: &crate::config::ContainerRef,
     path: &str,
-    tx: std::sync::mpsc::SyncSender<bytes::Bytes>,
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
 ) -> Result<(), DockerError> {
     client
         .call(|api, ep| async move {
             let mut stream =
                 api.download_from_container(id, Some(DownloadFromContainerOptions { path }));
-            let mut tx = Some(tx);
             while let Some(chunk) = stream.next().await {
                 let chunk =
                     chunk.map_err(
@@ -230,12 +229,8 @@ async fn pump(
                             other => other,
                         },
                     )?;
-                // A full channel waits for the reader, off this thread.
-                let Some(sender) = tx.take() else { break };
-                match tokio::task::spawn_blocking(move || sender.send(chunk).map(|_| sender)).await
-                {
-                    Ok(Ok(sender)) => tx = Some(sender),
-                    _ => break, // the reader stopped: a bound was reached
+                if tx.send(chunk).await.is_err() {
+                    break; // the reader stopped: a bound was reached
                 }
             }
             Ok(())
@@ -245,7 +240,7 @@ async fn pump(
 
 /// A blocking `Read` over the chunks the Engine sends.
 struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<bytes::Bytes>,
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
     buf: bytes::Bytes,
     /// Set when the sender went away because the deadline passed.
     timed_out: Arc<AtomicBool>,
@@ -254,15 +249,16 @@ struct ChannelReader {
 impl Read for ChannelReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.buf.is_empty() {
-            match self.rx.recv() {
-                Ok(b) => self.buf = b,
-                Err(_) if self.timed_out.load(Ordering::SeqCst) => {
+            // (On a blocking thread: `blocking_recv` parks it until the Engine sends more.)
+            match self.rx.blocking_recv() {
+                Some(b) => self.buf = b,
+                None if self.timed_out.load(Ordering::SeqCst) => {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "archive.timeout reached",
                     ))
                 }
-                Err(_) => return Ok(0),
+                None => return Ok(0),
             }
         }
         let n = out.len().min(self.buf.len());
@@ -488,4 +484,117 @@ async fn log_tail(
             })
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, body, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            if let Some(l) = link {
+                h.set_link_name(l).unwrap();
+            }
+            b.append_data(&mut h, name, *body).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn limits(per_file: u64, per_bundle: u64, max_entries: usize) -> Limits {
+        Limits {
+            per_file,
+            per_bundle,
+            max_entries,
+            deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn a_tar_is_unpacked_within_every_bound_and_links_are_listed() {
+        use tar::EntryType as T;
+        let big: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let tar = tar_of(&[
+            ("log/big.log", T::Regular, &big, None),
+            ("log/manifest.json", T::Regular, b"FAKE", None),
+            ("log/hard.log", T::Link, b"", Some("log/big.log")),
+            ("log/sym.log", T::Symlink, b"", Some("/etc/shadow")),
+            ("log/.hidden", T::Regular, b"x", None),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let mut used = crate::archive::local::reserved_names();
+        let mut budget = 2_000;
+        let out = extract(
+            &tar[..],
+            dir.path(),
+            "/data/log",
+            &limits(1_000, 2_000, 100),
+            &mut budget,
+            &mut used,
+        );
+        let names: Vec<&str> = out.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["big.log", "log__manifest.json", "_.hidden"]);
+        let kept = std::fs::read(dir.path().join("big.log")).unwrap();
+        assert_eq!(kept, big[9_000..], "the newest bytes");
+        assert_eq!(out.files[0].original_size, Some(10_000));
+        assert_eq!(budget, 2_000 - 1_000 - 4 - 1);
+        let reasons: Vec<&str> = out.missing.iter().map(|m| m.reason.as_str()).collect();
+        assert!(
+            reasons[0].starts_with("hard link to log/big.log"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[1].starts_with("symbolic link to /etc/shadow"),
+            "{reasons:?}"
+        );
+    }
+
+    #[test]
+    fn the_bundle_cap_and_the_entry_limit_stop_the_stream_and_say_so() {
+        use tar::EntryType as T;
+        let body = [7u8; 600];
+        let files: Vec<(String, T, &[u8], Option<&str>)> = (0..10)
+            .map(|i| (format!("log/{i}.log"), T::Regular, &body[..], None))
+            .collect();
+        let entries: Vec<_> = files
+            .iter()
+            .map(|(n, k, b, l)| (n.as_str(), *k, *b, *l))
+            .collect();
+        let tar = tar_of(&entries);
+        let dir = tempfile::tempdir().unwrap();
+        let (mut used, mut budget) = (HashSet::new(), 1_000);
+        let out = extract(
+            &tar[..],
+            dir.path(),
+            "/data/log",
+            &limits(1_000, 1_000, 100),
+            &mut budget,
+            &mut used,
+        );
+        assert_eq!(out.files.len(), 2, "600 + 400 bytes, then the cap");
+        assert_eq!(out.files[1].size, 400);
+        assert_eq!(budget, 0);
+        assert!(out
+            .missing
+            .iter()
+            .any(|m| m.reason.contains("evidence cap reached")));
+        let (mut used, mut budget) = (HashSet::new(), 1 << 20);
+        let out = extract(
+            &tar[..],
+            dir.path(),
+            "/data/log",
+            &limits(1_000, 1 << 20, 3),
+            &mut budget,
+            &mut used,
+        );
+        assert_eq!(out.files.len(), 3);
+        assert!(out
+            .missing
+            .iter()
+            .any(|m| m.reason.contains("more than 3 entries")));
+    }
 }
