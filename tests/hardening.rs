@@ -374,12 +374,15 @@ fn nobody_holding_flock_on_a_world_readable_lease_refuses_the_restart_without_fr
     let d = Daemon::run(&ws, &[]);
     d.wait_event("probe_ok", Some("orders"), LONG);
 
-    // The daemon made its lease directory private, and says so.
-    wait_for(LONG, "the lease dir made private", || {
-        (std::fs::metadata(&leases).ok()?.mode() & 0o777 == 0o700).then_some(())
-    });
-
     let old = pg.kill9();
+    // The bundle is written; the restart decision (and the lease) comes next. Every other
+    // target is still probed on cadence: the lock froze nothing.
+    wait_for(LONG, "the bundle", || {
+        ws.bundles()
+            .pop()
+            .filter(|b| b.join("manifest.json").exists())
+    });
+    wait_probes(&addr, "billing", 10.0, Duration::from_secs(10));
     // The user is told the restart was refused (fail closed), and why.
     wait_for(LONG, "a notice about the busy lease", || {
         rx.hits()
@@ -387,8 +390,9 @@ fn nobody_holding_flock_on_a_world_readable_lease_refuses_the_restart_without_fr
             .any(|h| h.raw.contains("lease file is busy"))
             .then_some(())
     });
-    // Meanwhile every other target is probed on cadence: the lock froze nothing.
     wait_probes(&addr, "billing", 10.0, Duration::from_secs(10));
+    // The daemon made its lease directory private.
+    assert_eq!(std::fs::metadata(&leases).unwrap().mode() & 0o777, 0o700);
     assert_eq!(
         pg.cluster.postmaster_pid(),
         Some(old),
@@ -502,6 +506,7 @@ targets:
         (c.started_at() != started && c.inspect("{{.State.Running}}") == "true").then_some(())
     });
     let took = killed.elapsed();
+    eprintln!("container killed -> restarted: {took:?}");
     // Detection (Engine event) + at most archive.timeout for the evidence + the restart.
     assert!(
         took < Duration::from_secs(4 + 11),
@@ -519,7 +524,9 @@ targets:
         total <= 4 * cap + (1 << 20),
         "the bundle holds {total} bytes"
     );
+    eprintln!("bundle: {total} bytes");
     let m = manifest(&bundle);
+    eprintln!("manifest: {m:#}");
     assert_eq!(m["target"], "boxed", "our manifest, not the container's");
     let all = serde_json::to_string(&m).unwrap();
     let files = m["files"].as_array().unwrap();
@@ -541,6 +548,11 @@ targets:
             "huge.log is said to be cut off: {all}"
         ),
     }
+    // The container's own log is there: the huge file did not eat its time.
+    assert!(
+        files.iter().any(|f| f["name"] == "container.log"),
+        "container.log kept: {all}"
+    );
     // The container's manifest.json went in under another name.
     let fake = files
         .iter()

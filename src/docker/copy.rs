@@ -86,7 +86,47 @@ pub async fn collect(
         }
     };
     let mut budget = limits.per_bundle;
+    // The container's own log first: it is small, bounded, and often the best evidence, so a
+    // huge file in the paths must not eat the time it needs.
+    if spec.log_tail > 0 {
+        let dest = dir.join(CONTAINER_LOG);
+        let cap = limits.per_file.min(budget);
+        let r = tokio::time::timeout_at(
+            limits.deadline,
+            log_tail(client, &id, c, spec.log_tail, &dest, cap),
+        )
+        .await;
+        match r {
+            Ok(Ok(t)) => {
+                budget -= t.size.min(budget);
+                used.insert(CONTAINER_LOG.into());
+                files.push(FileEntry {
+                    name: CONTAINER_LOG.into(),
+                    source: format!("{c}: docker logs --tail {}", spec.log_tail),
+                    size: t.size,
+                    sha256: t.sha256,
+                    truncated: t.cut,
+                    original_size: None,
+                });
+            }
+            Ok(Err(e)) => missing.push(Missing {
+                pattern: format!("{c}: docker logs"),
+                reason: e.to_string(),
+            }),
+            Err(_) => missing.push(Missing {
+                pattern: format!("{c}: docker logs"),
+                reason: "archive.timeout reached while reading the container log".into(),
+            }),
+        }
+    }
     for path in &spec.paths {
+        if tokio::time::Instant::now() >= limits.deadline {
+            missing.push(Missing {
+                pattern: format!("{c}:{path}"),
+                reason: "archive.timeout reached before this path was read".into(),
+            });
+            continue;
+        }
         let copied = copy_path(client, &id, c, path, dir, limits, &mut budget, used).await;
         let pattern = format!("{c}:{path}");
         match copied {
@@ -107,37 +147,6 @@ pub async fn collect(
                 }));
             }
             Err(reason) => missing.push(Missing { pattern, reason }),
-        }
-    }
-    if spec.log_tail > 0 {
-        let dest = dir.join(CONTAINER_LOG);
-        let cap = limits.per_file.min(budget);
-        let r = tokio::time::timeout_at(
-            limits.deadline,
-            log_tail(client, &id, c, spec.log_tail, &dest, cap),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(DockerError::Api(
-                "archive.timeout reached while reading the container log".into(),
-            ))
-        });
-        match r {
-            Ok(t) => {
-                used.insert(CONTAINER_LOG.into());
-                files.push(FileEntry {
-                    name: CONTAINER_LOG.into(),
-                    source: format!("{c}: docker logs --tail {}", spec.log_tail),
-                    size: t.size,
-                    sha256: t.sha256,
-                    truncated: t.cut,
-                    original_size: None,
-                });
-            }
-            Err(e) => missing.push(Missing {
-                pattern: format!("{c}: docker logs"),
-                reason: e.to_string(),
-            }),
         }
     }
     (files, missing)
