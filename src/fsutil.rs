@@ -128,6 +128,32 @@ pub fn open_untrusted(path: &Path) -> Result<File, UntrustedFileError> {
     Ok(file)
 }
 
+/// [`open_untrusted`], and also refuses a file reached through a symlinked directory: the
+/// owner of a log directory's parent can swap the directory for a link to one of root's. For
+/// files whose content leaves the host (forensic bundles); the fix for an administrator's own
+/// symlink is to name the real path.
+pub fn open_untrusted_exact(path: &Path) -> Result<File, UntrustedFileError> {
+    use std::os::fd::AsRawFd;
+    let file = open_untrusted(path)?;
+    let real =
+        std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(|source| {
+            UntrustedFileError::Io {
+                path: path.display().to_string(),
+                source,
+            }
+        })?;
+    if real != lexical_absolute(path) {
+        return Err(UntrustedFileError::Symlink {
+            path: format!(
+                "{} (reached through a symbolic link to {})",
+                path.display(),
+                real.display()
+            ),
+        });
+    }
+    Ok(file)
+}
+
 /// Reads a whole file a target controls, refusing one larger than `cap` bytes.
 pub fn read_untrusted(path: &Path, cap: u64) -> Result<Vec<u8>, UntrustedFileError> {
     let file = open_untrusted(path)?;
@@ -292,6 +318,17 @@ mod tests {
                 .kind(),
             "kernel_fs"
         );
+        // A file reached through a symlinked directory: opened, but not for a bundle.
+        let linked_dir = dir.path().join("logs");
+        std::os::unix::fs::symlink(dir.path(), &linked_dir).unwrap();
+        assert!(open_untrusted(&linked_dir.join("secret")).is_ok());
+        assert_eq!(
+            open_untrusted_exact(&linked_dir.join("secret"))
+                .unwrap_err()
+                .kind(),
+            "symlink"
+        );
+        assert!(open_untrusted_exact(&secret).is_ok());
         assert_eq!(read_untrusted(&secret, 3).unwrap_err().kind(), "too_large");
         assert_eq!(read_untrusted(&secret, 6).unwrap(), b"s3cr3t");
     }

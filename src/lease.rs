@@ -182,7 +182,11 @@ impl Locked {
     fn read(&mut self) -> Option<LeaseRecord> {
         let mut text = String::new();
         self.file.rewind().ok()?;
-        self.file.read_to_string(&mut text).ok()?;
+        // A record is a few hundred bytes; a shared directory's file may be anything.
+        (&self.file)
+            .take(64 * 1024)
+            .read_to_string(&mut text)
+            .ok()?;
         serde_json::from_str(&text).ok()
     }
 

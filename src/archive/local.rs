@@ -236,7 +236,12 @@ fn sanitize(name: &str) -> String {
 /// Copies `src` to `dest` through a 64 KiB buffer, returning size and SHA-256 of what was
 /// written (a growing log is captured as it was when read).
 pub fn copy_hashed(src: &Path, dest: &Path) -> io::Result<(u64, String)> {
-    copy_tail(src, dest, u64::MAX).map(|c| (c.size, c.sha256))
+    let input = crate::fsutil::open_untrusted(src).map_err(refused)?;
+    tail_of(input, dest, u64::MAX).map(|c| (c.size, c.sha256))
+}
+
+fn refused(e: crate::fsutil::UntrustedFileError) -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, e.to_string())
 }
 
 /// What [`copy_tail`] copied.
@@ -249,10 +254,17 @@ pub struct Copied {
 
 /// Copies at most the last `cap` bytes of `src`: for a huge log, the end is what explains the
 /// crash. Streams through a fixed buffer like [`copy_hashed`]. `src` is a file others control:
-/// a symlink, a FIFO, a device or anything under `/proc` or `/sys` is refused.
+/// a symlink (also as a directory on the way), a FIFO, a device or anything under `/proc` or
+/// `/sys` is refused.
 pub fn copy_tail(src: &Path, dest: &Path, cap: u64) -> io::Result<Copied> {
-    let mut input: File = crate::fsutil::open_untrusted(src)
-        .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))?;
+    tail_of(
+        crate::fsutil::open_untrusted_exact(src).map_err(refused)?,
+        dest,
+        cap,
+    )
+}
+
+fn tail_of(mut input: File, dest: &Path, cap: u64) -> io::Result<Copied> {
     let len = input.metadata()?.len();
     let original_size = (len > cap).then_some(len);
     if len > cap {
