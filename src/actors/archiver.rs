@@ -125,8 +125,9 @@ impl Handler<Archive> for Archiver {
                         Some(s) => s,
                         None => crate::probe::snapshot::capture(&target).await,
                     };
-                    // One deadline for the files and the upload: past the SQL snapshot (bounded by
-                    // the probe timeout), the heal waits on the bundle at most archive.timeout.
+                    // One deadline for a container's evidence and the upload: past the SQL snapshot
+                    // (bounded by the probe timeout), the heal waits on them at most archive.timeout.
+                    // Local files take milliseconds; a hung filesystem gets archive.timeout too.
                     let deadline = tokio::time::Instant::now() + wait;
                     let mut from_container = local::Extra::default();
                     if let Some(spec) = &target.forensic_docker {
@@ -148,7 +149,7 @@ impl Handler<Archive> for Archiver {
                         from_container = local::Extra { files, missing };
                     }
                     let f = facts.clone();
-                    let mut report = tokio::task::spawn_blocking(move || {
+                    let write = tokio::task::spawn_blocking(move || {
                         local::write_bundle(
                             &root,
                             &f,
@@ -157,9 +158,18 @@ impl Handler<Archive> for Archiver {
                             Some(&snapshot),
                             from_container,
                         )
-                    })
-                    .await
-                    .map_err(|e| format!("archive task failed: {e}"))?
+                    });
+                    // A hung filesystem under the target's logs must not hold the heal. (Its own
+                    // timeout, not what the container left: the manifest must always be written.)
+                    let mut report = tokio::time::timeout(wait, write)
+                        .await
+                        .map_err(|_| {
+                            format!(
+                                "the forensic files were not read within archive.timeout ({} s): a hung filesystem?",
+                                wait.as_secs_f64()
+                            )
+                        })?
+                        .map_err(|e| format!("archive task failed: {e}"))?
                     .map_err(|e| e.to_string())?;
                     if let Some(up) = uploader {
                         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
