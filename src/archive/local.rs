@@ -142,14 +142,18 @@ pub fn write_bundle(
     })
 }
 
-/// Creates the archive root (0700 when new) and the bundle directory (0700, ours, not a
-/// symlink): the bundle holds copied configuration and logs that may carry secrets.
+/// Creates the archive root (0700 when new or ours) and the bundle directory (0700, ours, not
+/// a symlink): the bundle holds copied configuration and logs that may carry secrets.
 pub fn create_bundle_dir(root: &Path, dir: &Path) -> Result<(), LocalArchiveError> {
     let fail = |d: &Path, source| LocalArchiveError::CreateDir {
         dir: d.display().to_string(),
         source,
     };
-    if !root.exists() {
+    if root.exists() {
+        // The administrator's directory (maybe a link to a bigger disk, or someone else's):
+        // made private when it is ours; the bundle directory below is checked strictly.
+        let _ = crate::fsutil::private_dir(root);
+    } else {
         crate::fsutil::private_dir(root).map_err(|e| fail(root, e))?;
     }
     crate::fsutil::private_dir(dir)
