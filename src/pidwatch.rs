@@ -84,14 +84,8 @@ impl PidWatch {
 
     /// Resolves when the process exits.
     pub async fn exited(&self) {
-        loop {
-            match self.fd.readable().await {
-                Ok(mut guard) => {
-                    guard.retain_ready();
-                    return;
-                }
-                Err(_) => return,
-            }
+        if let Ok(mut guard) = self.fd.readable().await {
+            guard.retain_ready();
         }
     }
 }
