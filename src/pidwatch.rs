@@ -22,8 +22,15 @@ pub fn read_pid_file(path: &Path) -> io::Result<i32> {
     )
 }
 
+/// A missing file stays `NotFound` (the server is down); a refused one is `PermissionDenied`.
 fn untrusted(e: crate::fsutil::UntrustedFileError) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+    use crate::fsutil::UntrustedFileError as U;
+    let kind = match &e {
+        U::Io { source, .. } => source.kind(),
+        U::TimedOut { .. } => io::ErrorKind::TimedOut,
+        _ => io::ErrorKind::PermissionDenied,
+    };
+    io::Error::new(kind, e.to_string())
 }
 
 fn parse_pid(path: &Path, bytes: Vec<u8>) -> io::Result<i32> {

@@ -277,6 +277,10 @@ fn a_fifo_or_a_dev_zero_link_as_pid_file_degrades_only_its_own_target() {
     for t in ["good", "fifo", "zero"] {
         wait_probes(&addr, t, 5.0, Duration::from_secs(20));
     }
+    // The operator is told, once per hostile target.
+    for t in ["fifo", "zero"] {
+        d.wait_event("pid_file_refused", Some(t), LONG);
+    }
     let health = http::get(&addr, "/healthz");
     assert!(
         [200, 503].contains(&health.status),
@@ -295,6 +299,8 @@ fn a_fifo_or_a_dev_zero_link_as_pid_file_degrades_only_its_own_target() {
     let peak = peak_rss_kib(d.pid());
     assert!(peak < 200 * 1024, "peak resident memory {peak} KiB");
 
+    assert_eq!(d.count("pid_file_refused", Some("fifo")), 1, "said once");
+    eprintln!("peak resident memory: {peak} KiB");
     // SIGTERM still stops the daemon, cleanly.
     d.signal(libc::SIGTERM);
     let st = d.wait_exit(Duration::from_secs(30));

@@ -72,6 +72,8 @@ pub struct Monitor {
     restart_policy: Option<String>,
     /// Said once that the container does not exist, until it does.
     said_missing: bool,
+    /// Said once that the pid file was refused (a symlink, FIFO, device or huge file).
+    said_pid_file: bool,
     /// The newest redo LSN seen in the server log since the restart: a recovery whose LSN
     /// moves is waited on past recovery_timeout.
     redo_lsn: Option<u64>,
@@ -105,6 +107,7 @@ impl Monitor {
             container_event: None,
             restart_policy: None,
             said_missing: false,
+            said_pid_file: false,
             redo_lsn: None,
             retired: false,
             recovering: false,
@@ -975,17 +978,28 @@ impl Monitor {
                 Ok(w) => w,
                 Err(e) => {
                     debug!(log, "postmaster not watchable yet"; "pid_file" => %path.display(), "error" => %e);
-                    return None;
+                    return Err(e);
                 }
             };
             let pid = watch.pid();
             debug!(log, "watching postmaster"; "pid" => pid);
             watch.exited().await;
-            Some(pid)
+            Ok(pid)
         };
         self.watch = Some(ctx.spawn(fut.into_actor(self).map(|pid, act, ctx| {
             act.watch = None;
-            let Some(pid) = pid else { return };
+            let pid = match pid {
+                Ok(pid) => pid,
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    if !std::mem::replace(&mut act.said_pid_file, true) {
+                        warn!(act.log, "the pid file is not a regular file of its own: not read, so a postmaster death is seen by the probes only";
+                            "event" => "pid_file_refused", "error" => %e, "fix" => "point process.pid_file at the real postmaster.pid");
+                    }
+                    return;
+                }
+                Err(_) => return,
+            };
+            act.said_pid_file = false;
             act.process_dead = true;
             // If we adopted it (we started it), reap it now: its zombie would block the restart.
             crate::reaper::sweep();
