@@ -34,6 +34,9 @@ pub enum LeaseRefusal {
     AlreadyRestarted { at: DateTime<Utc>, incident: String },
     #[error("the lease store failed: {0}")]
     Store(String),
+    /// The lease file stayed locked past the bounded wait: fail closed, retry later.
+    #[error("the lease file is busy: {0}")]
+    Busy(String),
 }
 
 /// A lease store.
@@ -57,6 +60,8 @@ pub trait LeaseBackend: Send + Sync {
 /// Leases as files under one directory.
 pub struct FileLeases {
     dir: PathBuf,
+    /// Why the directory may not be used: every acquire is then refused (fail closed).
+    refused: Option<String>,
 }
 
 /// A unique owner id for this process.
@@ -84,29 +89,104 @@ fn file_key(key: &str) -> String {
         .collect()
 }
 
+/// Longest wait for another process's `flock` on a lease file. The lock is held for one
+/// read and one write by a daemon; anything longer is a stuck or hostile holder, and the
+/// caller (a Monitor deciding on a restart) must not stall the fleet behind it.
+const LOCK_WAIT: Duration = Duration::from_millis(200);
+
+/// Why a lease file could not be opened and locked.
+#[derive(Debug, thiserror::Error)]
+enum LockError {
+    #[error("{path}: locked by another process for more than {waited:?} (a stuck daemon, or someone holding flock on it)")]
+    Busy { path: String, waited: Duration },
+    #[error("{path}: {why}: not trusted (remove it; the daemon re-creates it private)")]
+    Untrusted { path: String, why: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
 struct Locked {
     file: std::fs::File,
 }
 
 impl Locked {
-    fn open(path: &Path) -> std::io::Result<Self> {
+    /// Opens (creating 0600) and locks a lease file: never through a symlink, only a regular
+    /// file of ours that no one else may write, with the lock waited on at most [`LOCK_WAIT`].
+    fn open(path: &Path) -> Result<Self, LockError> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+        let name = || path.display().to_string();
+        let io = |source| LockError::Io {
+            path: name(),
+            source,
+        };
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(path)?;
-        // SAFETY: flock on a descriptor we own; released when the file closes.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error());
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => LockError::Untrusted {
+                    path: name(),
+                    why: "a symbolic link".into(),
+                },
+                _ => io(e),
+            })?;
+        let meta = file.metadata().map_err(io)?;
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if !meta.is_file() {
+            return Err(LockError::Untrusted {
+                path: name(),
+                why: "not a regular file".into(),
+            });
         }
-        Ok(Self { file })
+        if meta.uid() != me {
+            return Err(LockError::Untrusted {
+                path: name(),
+                why: format!("owned by uid {}, not by the daemon's uid {me}", meta.uid()),
+            });
+        }
+        if meta.mode() & 0o077 != 0 {
+            // Ours, but readable by others (an older version, a loose umask): make it private.
+            // A process that opened it before keeps its descriptor; the bounded lock wait below
+            // is what keeps such a holder from freezing us.
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(io)?;
+        }
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            // SAFETY: flock on a descriptor we own; released when the file closes.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(Self { file });
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(io(e));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(LockError::Busy {
+                    path: name(),
+                    waited: LOCK_WAIT,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn read(&mut self) -> Option<LeaseRecord> {
         let mut text = String::new();
         self.file.rewind().ok()?;
-        self.file.read_to_string(&mut text).ok()?;
+        // A record is a few hundred bytes; a shared directory's file may be anything.
+        (&self.file)
+            .take(64 * 1024)
+            .read_to_string(&mut text)
+            .ok()?;
         serde_json::from_str(&text).ok()
     }
 
@@ -120,14 +200,25 @@ impl Locked {
 }
 
 impl FileLeases {
+    /// Opens the lease directory, creating it 0700. An existing one must be a directory of the
+    /// daemon's user (not a symlink); a looser mode is tightened, and `tightened` says so.
     pub fn new(dir: PathBuf) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
-        Ok(Self { dir })
+        Self::open(dir).map(|(l, _)| l)
     }
 
-    /// A store whose directory could not be created: every acquire fails (closed).
-    pub fn unusable(dir: PathBuf) -> Self {
-        Self { dir }
+    /// [`FileLeases::new`], also telling whether the directory's mode had to be tightened.
+    pub fn open(dir: PathBuf) -> std::io::Result<(Self, bool)> {
+        let tightened = crate::fsutil::private_dir(&dir)?;
+        Ok((Self { dir, refused: None }, tightened))
+    }
+
+    /// A store whose directory could not be created or is not trusted: every acquire fails
+    /// (closed) with `why`, and nothing is written there.
+    pub fn unusable(dir: PathBuf, why: String) -> Self {
+        Self {
+            dir,
+            refused: Some(why),
+        }
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -145,8 +236,13 @@ impl LeaseBackend for FileLeases {
         outage_started: DateTime<Utc>,
         settle: Duration,
     ) -> Result<(), LeaseRefusal> {
-        let mut f = Locked::open(&self.path(key))
-            .map_err(|e| LeaseRefusal::Store(format!("{}: {e}", self.path(key).display())))?;
+        if let Some(why) = &self.refused {
+            return Err(LeaseRefusal::Store(why.clone()));
+        }
+        let mut f = Locked::open(&self.path(key)).map_err(|e| match e {
+            LockError::Busy { .. } => LeaseRefusal::Busy(e.to_string()),
+            _ => LeaseRefusal::Store(e.to_string()),
+        })?;
         let now = Utc::now();
         let current = f.read();
         if let Some(cur) = &current {
@@ -177,6 +273,9 @@ impl LeaseBackend for FileLeases {
     }
 
     fn release(&self, key: &str, owner: &str) {
+        if self.refused.is_some() {
+            return;
+        }
         if let Ok(mut f) = Locked::open(&self.path(key)) {
             if let Some(mut cur) = f.read() {
                 if cur.owner == owner {

@@ -10,6 +10,8 @@
 //! - `probe`: SQL probes and failure classification (SQLSTATE kept).
 //! - `policy`: what each failure class calls for (restart or alert), with diagnoses.
 //! - `fleet`: the fleet guard (many targets failing at once holds every restart).
+//! - `fsutil`: the file trust boundary (target files read without symlinks, FIFOs or /proc, with
+//!   caps and deadlines; the daemon's own files 0600 in 0700 directories).
 //! - `lease`: one restart per server across daemons (file leases; the backend seam).
 //! - `outage`: one incident per server outage across daemons (who announces it; fail open).
 //! - `preflight`: what the daemon must be able to write, checked at start-up and by /healthz.
@@ -41,6 +43,7 @@ pub mod demo;
 pub mod docker;
 pub mod faults;
 pub mod fleet;
+pub mod fsutil;
 pub mod heal;
 pub mod health;
 pub mod heartbeat;

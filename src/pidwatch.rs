@@ -4,11 +4,37 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
+use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 
-/// The pid on the first line of a `postmaster.pid`.
+/// Longest `postmaster.pid` read (it holds eight short lines).
+const PID_FILE_CAP: u64 = 4096;
+
+/// Longest wait for the pid file: a hung filesystem must not hold the Monitor.
+const PID_FILE_WAIT: Duration = Duration::from_secs(2);
+
+/// The pid on the first line of a `postmaster.pid`. The file is the `postgres` user's: a
+/// symlink (to `/dev/zero`), a FIFO or a huge file is refused, never followed or waited on.
 pub fn read_pid_file(path: &Path) -> io::Result<i32> {
-    let text = std::fs::read_to_string(path)?;
+    parse_pid(
+        path,
+        crate::fsutil::read_untrusted(path, PID_FILE_CAP).map_err(untrusted)?,
+    )
+}
+
+/// A missing file stays `NotFound` (the server is down); a refused one is `PermissionDenied`.
+fn untrusted(e: crate::fsutil::UntrustedFileError) -> io::Error {
+    use crate::fsutil::UntrustedFileError as U;
+    let kind = match &e {
+        U::Io { source, .. } => source.kind(),
+        U::TimedOut { .. } => io::ErrorKind::TimedOut,
+        _ => io::ErrorKind::PermissionDenied,
+    };
+    io::Error::new(kind, e.to_string())
+}
+
+fn parse_pid(path: &Path, bytes: Vec<u8>) -> io::Result<i32> {
+    let text = String::from_utf8_lossy(&bytes);
     text.lines()
         .next()
         .and_then(|l| l.trim().parse::<i32>().ok())
@@ -50,9 +76,13 @@ impl PidWatch {
         Ok(Self { pid, fd })
     }
 
-    /// Opens a watch on the postmaster named by a pid file.
-    pub fn from_pid_file(path: &Path) -> io::Result<Self> {
-        Self::open(read_pid_file(path)?)
+    /// Opens a watch on the postmaster named by a pid file, read off the caller's thread and
+    /// waited on at most two seconds.
+    pub async fn from_pid_file(path: &Path) -> io::Result<Self> {
+        let bytes = crate::fsutil::read_untrusted_bounded(path, PID_FILE_CAP, PID_FILE_WAIT)
+            .await
+            .map_err(untrusted)?;
+        Self::open(parse_pid(path, bytes)?)
     }
 
     pub fn pid(&self) -> i32 {
@@ -61,14 +91,8 @@ impl PidWatch {
 
     /// Resolves when the process exits.
     pub async fn exited(&self) {
-        loop {
-            match self.fd.readable().await {
-                Ok(mut guard) => {
-                    guard.retain_ready();
-                    return;
-                }
-                Err(_) => return,
-            }
+        if let Ok(mut guard) = self.fd.readable().await {
+            guard.retain_ready();
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::notify::Notice;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// The store could not be opened or written.
@@ -99,6 +99,28 @@ CREATE TABLE IF NOT EXISTS health (k TEXT PRIMARY KEY, at TEXT NOT NULL);
 PRAGMA user_version = 1;
 ";
 
+/// The state directory 0700 and the database with its journals 0600 (incident history names
+/// endpoints and errors; the directory also holds the spool, leases and heal logs).
+fn make_private(state_dir: &Path, db: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    crate::fsutil::private_dir(state_dir)?;
+    drop(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(db)?,
+    );
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let p = PathBuf::from(format!("{}{suffix}", db.display()));
+        if p.exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
 fn wall(i: std::time::Instant) -> DateTime<Utc> {
     Utc::now() - chrono::Duration::from_std(i.elapsed()).unwrap_or_default()
 }
@@ -112,6 +134,10 @@ impl Store {
             path: p.clone(),
             source,
         };
+        // Private before SQLite opens it: its -wal and -shm files take the database's mode.
+        // (The io::Error rides in a rusqlite error, whose message is the io error's.)
+        make_private(state_dir, &path)
+            .map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         let conn = Connection::open(&path).map_err(err)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",

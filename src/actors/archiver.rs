@@ -1,8 +1,9 @@
 //! The Archiver: writes one forensic bundle per incident, off the actor's thread, and adds the
 //! heal log afterwards. A repeated request for the same incident gets the first result.
 //! With S3 configured, the bundle is written locally first (the local sink, or the spool's
-//! staging dir) and then uploaded; the reply waits for the upload at most `archive.timeout`,
-//! after which the upload goes on in the background and the heal proceeds.
+//! staging dir) and then uploaded; the reply waits for the whole bundle (a container's evidence
+//! and the upload included) at most `archive.timeout`, after which the upload goes on in the
+//! background and the heal proceeds.
 
 use super::messages::{Archive, ArchiveReport, AttachHeal, Drain, IncidentFacts};
 use crate::archive::local;
@@ -124,19 +125,31 @@ impl Handler<Archive> for Archiver {
                         Some(s) => s,
                         None => crate::probe::snapshot::capture(&target).await,
                     };
+                    // One deadline for a container's evidence and the upload: past the SQL snapshot
+                    // (bounded by the probe timeout), the heal waits on them at most archive.timeout.
+                    // Local files take milliseconds; a hung filesystem gets archive.timeout too.
+                    let deadline = tokio::time::Instant::now() + wait;
                     let mut from_container = local::Extra::default();
                     if let Some(spec) = &target.forensic_docker {
                         let dir = local::bundle_dir(&root, &facts);
-                        tokio::fs::create_dir_all(&dir)
+                        let (r, d) = (root.clone(), dir.clone());
+                        tokio::task::spawn_blocking(move || local::create_bundle_dir(&r, &d))
                             .await
-                            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                            .map_err(|e| format!("archive task failed: {e}"))?
+                            .map_err(|e| e.to_string())?;
                         let mut used = local::reserved_names();
+                        // The heal never waits on a container's evidence longer than archive.timeout.
+                        let limits = crate::docker::copy::Limits {
+                            deadline,
+                            ..crate::docker::copy::Limits::new(cap, wait)
+                        };
                         let (files, missing) =
-                            crate::docker::copy::collect(&docker, spec, &dir, cap, &mut used).await;
+                            crate::docker::copy::collect(&docker, spec, &dir, &limits, &mut used)
+                                .await;
                         from_container = local::Extra { files, missing };
                     }
                     let f = facts.clone();
-                    let mut report = tokio::task::spawn_blocking(move || {
+                    let write = tokio::task::spawn_blocking(move || {
                         local::write_bundle(
                             &root,
                             &f,
@@ -145,12 +158,22 @@ impl Handler<Archive> for Archiver {
                             Some(&snapshot),
                             from_container,
                         )
-                    })
-                    .await
-                    .map_err(|e| format!("archive task failed: {e}"))?
+                    });
+                    // A hung filesystem under the target's logs must not hold the heal. (Its own
+                    // timeout, not what the container left: the manifest must always be written.)
+                    let mut report = tokio::time::timeout(wait, write)
+                        .await
+                        .map_err(|_| {
+                            format!(
+                                "the forensic files were not read within archive.timeout ({} s): a hung filesystem?",
+                                wait.as_secs_f64()
+                            )
+                        })?
+                        .map_err(|e| format!("archive task failed: {e}"))?
                     .map_err(|e| e.to_string())?;
                     if let Some(up) = uploader {
-                        report.location = upload(&up, &facts, &report, staged, wait, &log).await;
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        report.location = upload(&up, &facts, &report, staged, left, &log).await;
                     }
                     Ok(report)
                 };

@@ -69,7 +69,7 @@ impl Handler<Heal> for Healer {
                 self.pending.fetch_add(1, Ordering::SeqCst);
                 let log = self.log.new(slog::o!("target" => msg.target.name.clone(), "incident" => msg.incident_id.clone()));
                 let log_path = self.log_dir.join(format!("{}.log", msg.incident_id));
-                let _ = std::fs::create_dir_all(&self.log_dir);
+                let _ = crate::fsutil::private_dir(&self.log_dir);
                 let id = msg.incident_id.clone();
                 let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 self.stops.insert(id.clone(), stop.clone());
@@ -213,11 +213,7 @@ async fn run_action(
 
 fn append(path: &std::path::Path, line: &str) {
     use std::io::Write;
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
+    if let Ok(mut f) = crate::fsutil::append_private(path) {
         let _ = f.write_all(line.as_bytes());
     }
 }

@@ -72,6 +72,8 @@ pub struct Monitor {
     restart_policy: Option<String>,
     /// Said once that the container does not exist, until it does.
     said_missing: bool,
+    /// Said once that the pid file was refused (a symlink, FIFO, device or huge file).
+    said_pid_file: bool,
     /// The newest redo LSN seen in the server log since the restart: a recovery whose LSN
     /// moves is waited on past recovery_timeout.
     redo_lsn: Option<u64>,
@@ -107,6 +109,7 @@ impl Monitor {
             container_event: None,
             restart_policy: None,
             said_missing: false,
+            said_pid_file: false,
             redo_lsn: None,
             retired: false,
             recovering: false,
@@ -619,6 +622,8 @@ impl Monitor {
                         LeaseRefusal::AlreadyRestarted { .. } => "lease_already_restarted",
                         // Fail closed: without the lease there is no restart.
                         LeaseRefusal::Store(_) => "lease_unavailable",
+                        // Someone holds flock on the lease file: fail closed, retried below.
+                        LeaseRefusal::Busy(_) => "lease_busy",
                     };
                     return self.hold(
                         rec,
@@ -1020,21 +1025,35 @@ impl Monitor {
         let Some(path) = &self.target.pid_file else {
             return;
         };
-        let watch = match PidWatch::from_pid_file(path) {
-            Ok(w) => w,
-            Err(e) => {
-                debug!(self.log, "postmaster not watchable yet"; "pid_file" => %path.display(), "error" => %e);
-                return;
-            }
-        };
-        let pid = watch.pid();
-        debug!(self.log, "watching postmaster"; "pid" => pid);
+        // The pid file is the postgres user's (a FIFO, a link to /dev/zero): read off this thread.
+        let (path, log) = (path.clone(), self.log.clone());
         let fut = async move {
+            let watch = match PidWatch::from_pid_file(&path).await {
+                Ok(w) => w,
+                Err(e) => {
+                    debug!(log, "postmaster not watchable yet"; "pid_file" => %path.display(), "error" => %e);
+                    return Err(e);
+                }
+            };
+            let pid = watch.pid();
+            debug!(log, "watching postmaster"; "pid" => pid);
             watch.exited().await;
-            pid
+            Ok(pid)
         };
         self.watch = Some(ctx.spawn(fut.into_actor(self).map(|pid, act, ctx| {
             act.watch = None;
+            let pid = match pid {
+                Ok(pid) => pid,
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    if !std::mem::replace(&mut act.said_pid_file, true) {
+                        warn!(act.log, "the pid file is not a regular file of its own: not read, so a postmaster death is seen by the probes only";
+                            "event" => "pid_file_refused", "error" => %e, "fix" => "point process.pid_file at the real postmaster.pid");
+                    }
+                    return;
+                }
+                Err(_) => return,
+            };
+            act.said_pid_file = false;
             act.process_dead = true;
             // If we adopted it (we started it), reap it now: its zombie would block the restart.
             crate::reaper::sweep();

@@ -103,13 +103,18 @@ impl Supervisor {
             .clone()
             .unwrap_or_else(|| settings.state_dir.join("leases"));
         let lease_ttl = settings.registry.lease.ttl;
-        let leases: Arc<dyn crate::lease::LeaseBackend> = match crate::lease::FileLeases::new(
+        let leases: Arc<dyn crate::lease::LeaseBackend> = match crate::lease::FileLeases::open(
             lease_dir.clone(),
         ) {
-            Ok(l) => Arc::new(l),
+            Ok((l, tightened)) => {
+                if tightened {
+                    warn!(log, "the lease directory was readable or writable by others: made it private (0700)"; "event" => "lease_dir_tightened", "dir" => %lease_dir.display());
+                }
+                Arc::new(l)
+            }
             Err(e) => {
                 error!(log, "cannot create the lease directory: restarts will be refused (fail closed)"; "event" => "lease_unavailable", "dir" => %lease_dir.display(), "error" => %e);
-                Arc::new(crate::lease::FileLeases::unusable(lease_dir.clone()))
+                Arc::new(crate::lease::FileLeases::unusable(lease_dir.clone(), e.to_string()))
             }
         };
         // The outage book lives beside the leases: daemons sharing one share the other.

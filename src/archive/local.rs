@@ -33,12 +33,14 @@ pub struct Extra {
     pub missing: Vec<Missing>,
 }
 
-/// Names the bundle keeps for itself.
+/// Names the bundle keeps for itself: a copied file never takes one (a container's file named
+/// `manifest.json` or `container.log` must not replace the daemon's own).
 pub fn reserved_names() -> HashSet<String> {
     HashSet::from([
         "manifest.json".to_string(),
         "heal.log".to_string(),
         "sql-snapshot.json".to_string(),
+        crate::docker::copy::CONTAINER_LOG.to_string(),
     ])
 }
 
@@ -53,19 +55,18 @@ pub fn write_bundle(
     extra: Extra,
 ) -> Result<ArchiveReport, LocalArchiveError> {
     let dir = bundle_dir(root, facts);
-    std::fs::create_dir_all(&dir).map_err(|source| LocalArchiveError::CreateDir {
-        dir: dir.display().to_string(),
-        source,
-    })?;
+    create_bundle_dir(root, &dir)?;
     let mut used = reserved_names();
     used.extend(extra.files.iter().map(|f| f.name.clone()));
     let mut files = extra.files;
     let mut missing = extra.missing;
     for pattern in patterns {
+        // Everything but directories: a symlink, FIFO or device that matches is refused by
+        // `copy_tail` and listed in the manifest, not silently dropped.
         let matches: Vec<PathBuf> = match glob::glob(pattern) {
             Ok(paths) => paths
                 .filter_map(Result::ok)
-                .filter(|p| p.is_file())
+                .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_dir()))
                 .collect(),
             Err(e) => {
                 missing.push(Missing {
@@ -103,10 +104,12 @@ pub fn write_bundle(
     if let Some(snap) = snapshot {
         let path = dir.join("sql-snapshot.json");
         let body = serde_json::to_vec_pretty(snap).expect("snapshot serializes");
-        std::fs::write(&path, &body).map_err(|source| LocalArchiveError::Write {
-            file: path.display().to_string(),
-            source,
-        })?;
+        crate::fsutil::create_private(&path)
+            .and_then(|mut f| f.write_all(&body))
+            .map_err(|source| LocalArchiveError::Write {
+                file: path.display().to_string(),
+                source,
+            })?;
         let sha256 = hex::encode(Sha256::digest(&body));
         files.push(FileEntry {
             name: "sql-snapshot.json".into(),
@@ -137,6 +140,25 @@ pub fn write_bundle(
         missing,
         sql_snapshot: sql,
     })
+}
+
+/// Creates the archive root (0700 when new or ours) and the bundle directory (0700, ours, not
+/// a symlink): the bundle holds copied configuration and logs that may carry secrets.
+pub fn create_bundle_dir(root: &Path, dir: &Path) -> Result<(), LocalArchiveError> {
+    let fail = |d: &Path, source| LocalArchiveError::CreateDir {
+        dir: d.display().to_string(),
+        source,
+    };
+    if root.exists() {
+        // The administrator's directory (maybe a link to a bigger disk, or someone else's):
+        // made private when it is ours; the bundle directory below is checked strictly.
+        let _ = crate::fsutil::private_dir(root);
+    } else {
+        crate::fsutil::private_dir(root).map_err(|e| fail(root, e))?;
+    }
+    crate::fsutil::private_dir(dir)
+        .map(|_| ())
+        .map_err(|e| fail(dir, e))
 }
 
 /// Adds `heal.log` and the heal report to a written bundle.
@@ -177,11 +199,13 @@ pub fn attach_heal(
         })
 }
 
-/// The file's name, prefixed with its parent directory's when two sources share a name.
+/// The file's name, prefixed with its parent directory's when two sources share a name. Names
+/// are flat and printable: no separator, no control character, no leading dot (the daemon's
+/// temporary files start with one).
 pub(crate) fn unique_name(src: &Path, used: &mut HashSet<String>) -> String {
     let base = src
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+        .map(|n| sanitize(&n.to_string_lossy()))
         .unwrap_or_else(|| "file".into());
     let mut name = base.clone();
     let mut n = 1;
@@ -189,7 +213,7 @@ pub(crate) fn unique_name(src: &Path, used: &mut HashSet<String>) -> String {
         let parent = src
             .parent()
             .and_then(|p| p.file_name())
-            .map(|p| p.to_string_lossy().into_owned())
+            .map(|p| sanitize(&p.to_string_lossy()))
             .unwrap_or_default();
         name = if n == 1 && !parent.is_empty() {
             format!("{parent}__{base}")
@@ -202,10 +226,26 @@ pub(crate) fn unique_name(src: &Path, used: &mut HashSet<String>) -> String {
     name
 }
 
+fn sanitize(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| if c.is_control() || c == '/' { '_' } else { c })
+        .collect();
+    match s.strip_prefix('.') {
+        Some(rest) => format!("_.{rest}"),
+        None => s,
+    }
+}
+
 /// Copies `src` to `dest` through a 64 KiB buffer, returning size and SHA-256 of what was
 /// written (a growing log is captured as it was when read).
 pub fn copy_hashed(src: &Path, dest: &Path) -> io::Result<(u64, String)> {
-    copy_tail(src, dest, u64::MAX).map(|c| (c.size, c.sha256))
+    let input = crate::fsutil::open_untrusted(src).map_err(refused)?;
+    tail_of(input, dest, u64::MAX).map(|c| (c.size, c.sha256))
+}
+
+fn refused(e: crate::fsutil::UntrustedFileError) -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, e.to_string())
 }
 
 /// What [`copy_tail`] copied.
@@ -217,9 +257,18 @@ pub struct Copied {
 }
 
 /// Copies at most the last `cap` bytes of `src`: for a huge log, the end is what explains the
-/// crash. Streams through a fixed buffer like [`copy_hashed`].
+/// crash. Streams through a fixed buffer like [`copy_hashed`]. `src` is a file others control:
+/// a symlink (also as a directory on the way), a FIFO, a device or anything under `/proc` or
+/// `/sys` is refused.
 pub fn copy_tail(src: &Path, dest: &Path, cap: u64) -> io::Result<Copied> {
-    let mut input = File::open(src)?;
+    tail_of(
+        crate::fsutil::open_untrusted_exact(src).map_err(refused)?,
+        dest,
+        cap,
+    )
+}
+
+fn tail_of(mut input: File, dest: &Path, cap: u64) -> io::Result<Copied> {
     let len = input.metadata()?.len();
     let original_size = (len > cap).then_some(len);
     if len > cap {
@@ -233,10 +282,10 @@ pub fn copy_tail(src: &Path, dest: &Path, cap: u64) -> io::Result<Copied> {
     })
 }
 
-/// Writes everything `input` yields to a new file `dest` through a 64 KiB buffer, synced,
-/// returning its size and SHA-256.
+/// Writes everything `input` yields to a new private (0600) file `dest` through a 64 KiB
+/// buffer, synced, returning its size and SHA-256.
 pub fn write_hashed(input: &mut impl Read, dest: &Path) -> io::Result<(u64, String)> {
-    let mut output = File::create(dest)?;
+    let mut output = crate::fsutil::create_private(dest)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
@@ -256,6 +305,19 @@ pub fn write_hashed(input: &mut impl Read, dest: &Path) -> io::Result<(u64, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copied_names_never_take_the_daemons_own() {
+        let mut used = reserved_names();
+        for (src, want) in [
+            ("/c/manifest.json", "c__manifest.json"),
+            ("/c/container.log", "c__container.log"),
+            ("/c/.manifest.json.tmp", "_.manifest.json.tmp"),
+            ("/c/a\nb", "a_b"),
+        ] {
+            assert_eq!(unique_name(Path::new(src), &mut used), want);
+        }
+    }
 
     #[test]
     fn a_file_over_the_cap_keeps_its_newest_bytes() {

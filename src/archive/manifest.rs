@@ -67,7 +67,7 @@ impl Manifest {
     /// Writes `manifest.json` into `dir` atomically.
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         let tmp = dir.join(".manifest.json.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = crate::fsutil::create_private(&tmp)?;
         serde_json::to_writer_pretty(&mut f, self).map_err(std::io::Error::other)?;
         f.write_all(b"\n")?;
         f.sync_all()?;

@@ -50,9 +50,10 @@ impl Spool {
     pub fn save(&self, rec: &PendingUpload) -> std::io::Result<()> {
         let path = self.record_path(&rec.incident_id);
         let dir = path.parent().expect("record has a parent");
-        std::fs::create_dir_all(dir)?;
+        crate::fsutil::private_dir(&self.root)?;
+        crate::fsutil::private_dir(dir)?;
         let tmp = dir.join(format!(".{}.tmp", rec.incident_id));
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = crate::fsutil::create_private(&tmp)?;
         serde_json::to_writer_pretty(&mut f, rec).map_err(std::io::Error::other)?;
         f.write_all(b"\n")?;
         f.sync_all()?;
@@ -87,6 +88,11 @@ impl Spool {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+
+    /// The spool's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// Whether no bundle waits for S3.

@@ -35,6 +35,8 @@ pub struct Uploader {
     pub spool: Spool,
     log: Logger,
     jobs: Mutex<HashMap<String, Job>>,
+    /// The spool directory existed once: finding it gone later is worth a warning.
+    spool_seen: std::sync::atomic::AtomicBool,
 }
 
 impl Uploader {
@@ -44,7 +46,21 @@ impl Uploader {
             spool,
             log,
             jobs: Mutex::new(HashMap::new()),
+            spool_seen: Default::default(),
         })
+    }
+
+    /// Saves a spool record, re-creating a spool directory someone removed, and saying so.
+    fn save(&self, rec: &PendingUpload) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering;
+        let gone = !self.spool.root().is_dir();
+        self.spool.save(rec)?;
+        if gone && self.spool_seen.load(Ordering::SeqCst) {
+            warn!(self.log, "the upload spool directory was removed while uploads were pending; re-created it, and the uploads go on";
+                "event" => "spool_recreated", "incident" => &rec.incident_id, "spool" => %self.spool.root().display());
+        }
+        self.spool_seen.store(true, Ordering::SeqCst);
+        Ok(())
     }
 
     /// `s3://bucket/prefix/{id}/`.
@@ -64,7 +80,7 @@ impl Uploader {
         if let Some(old) = self.spool.load(&rec.incident_id) {
             rec.uploaded = old.uploaded;
         }
-        self.spool.save(&rec)?;
+        self.save(&rec)?;
         if let Some(job) = jobs.get_mut(&rec.incident_id) {
             job.again = true;
             let _ = job.state.send(UploadState::Pending);
@@ -121,10 +137,28 @@ impl Uploader {
             Backoff::new(Duration::from_secs(1), Duration::from_secs(300)).expect("static bounds");
         let mut reported: HashSet<S3ErrorKind> = HashSet::new();
         let mut attempts = 0u32;
+        let mut last: Option<PendingUpload> = None;
         loop {
-            let Some(mut rec) = self.spool.load(&id) else {
-                warn!(self.log, "spool record vanished; upload abandoned"; "incident" => &id);
-                break;
+            let mut rec = match (self.spool.load(&id), last.take()) {
+                (Some(rec), _) => rec,
+                // Someone removed the spool (a cleanup script, a disk swap): while the bundle is
+                // still on disk, write the record again and go on rather than drop the upload.
+                (None, Some(known)) if known.bundle_dir.is_dir() => {
+                    if let Err(e) = self.save(&known) {
+                        error!(self.log, "the upload spool was removed and cannot be re-created; the upload is retried from memory only";
+                            "event" => "spool_recreate_failed", "incident" => &id, "spool" => %self.spool.root().display(), "error" => %e);
+                    }
+                    known
+                }
+                (None, known) => {
+                    error!(self.log, "the spool record and the bundle are gone; upload abandoned"; "event" => "archive_upload_abandoned",
+                        "incident" => &id, "bundle" => %known.map(|k| k.bundle_dir.display().to_string()).unwrap_or_default());
+                    self.jobs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
+                    break;
+                }
             };
             attempts += 1;
             match self.upload_once(&mut rec).await {
@@ -135,6 +169,7 @@ impl Uploader {
                     let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
                     let job = jobs.get_mut(&id).expect("job registered");
                     if std::mem::take(&mut job.again) {
+                        last = Some(rec);
                         continue; // new files (the heal log) arrived meanwhile
                     }
                     let url = self.url_for(&id);
@@ -170,6 +205,7 @@ impl Uploader {
                     {
                         let _ = job.state.send(UploadState::Failing(e.kind, e.to_string()));
                     }
+                    last = Some(rec);
                     tokio::time::sleep(backoff.delay(attempts.saturating_sub(1))).await;
                 }
             }
@@ -208,8 +244,7 @@ impl Uploader {
                 .load(&rec.incident_id)
                 .unwrap_or_else(|| rec.clone());
             latest.uploaded.insert(name, sha);
-            self.spool
-                .save(&latest)
+            self.save(&latest)
                 .map_err(|e| local(format!("cannot update the spool record: {e}")))?;
             *rec = latest;
         }

@@ -267,7 +267,7 @@ pub struct ArchiveConfig {
     /// The local sink; None when only S3 is configured (bundles are then staged in the spool).
     pub local_dir: Option<PathBuf>,
     pub s3: Option<S3Config>,
-    /// Longest the heal waits for the S3 upload.
+    /// Longest the heal waits for a container's evidence and the S3 upload, together.
     pub timeout: Duration,
     /// Per-file cap; the newest bytes are kept.
     pub max_file_size: u64,

@@ -84,8 +84,8 @@ pub struct RawArchive {
     pub local: Option<RawLocalArchive>,
     /// An S3 (or S3-compatible) sink; with `local` too, bundles go to both (local first).
     pub s3: Option<RawS3Archive>,
-    /// Longest the heal waits for the S3 upload (default 30s); after it, the bundle stays in
-    /// the spool and is uploaded in the background.
+    /// Longest the heal waits for the bundle (default 30s): a container's evidence and the S3
+    /// upload share it; after it, the bundle stays in the spool and is uploaded in the background.
     pub timeout: Option<RawDuration>,
     /// Per-file byte cap (default 64MiB): bigger files keep their newest bytes.
     pub max_file_size: Option<RawSize>,

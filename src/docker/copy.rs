@@ -1,6 +1,6 @@
-//! Evidence copied out of a container through the Engine API: the files under each path (the
-//! tar stream goes to disk, never whole into memory), and the tail of the container's own
-//! stdout/stderr log. Works on stopped and paused containers too.
+//! Evidence copied out of a container through the Engine API: the files under each path,
+//! unpacked as the tar streams in (never whole on disk or in memory) within [`Limits`], and the
+//! tail of the container's own stdout/stderr log. Works on stopped and paused containers too.
 
 use super::{container, DockerClient, DockerError};
 use crate::archive::{FileEntry, Missing};
@@ -11,122 +11,220 @@ use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::io::{self, Read};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 /// Name of the container log in a bundle.
 pub const CONTAINER_LOG: &str = "container.log";
 
+/// What a container's evidence may cost. The container's files are its own (a hostile or
+/// broken image can hold a 3 GiB sparse log, a million files, links to anything): every
+/// bound applies while the tar streams in, never after it landed on disk.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Bytes kept per file: its newest.
+    pub per_file: u64,
+    /// Bytes written for the whole container, over all its paths and its log.
+    pub per_bundle: u64,
+    /// Tar entries looked at per path.
+    pub max_entries: usize,
+    /// When copying stops, whatever is left: the heal never waits longer than this.
+    pub deadline: tokio::time::Instant,
+}
+
+impl Limits {
+    /// Entries read per path before the rest is left out.
+    pub const MAX_ENTRIES: usize = 1000;
+    /// The whole container's evidence is at most this many files' worth.
+    pub const FILES_PER_BUNDLE: u64 = 4;
+
+    /// Bounds from `archive.max_file_size` and `archive.timeout` (counted from now).
+    pub fn new(per_file: u64, wait: Duration) -> Self {
+        Self {
+            per_file,
+            per_bundle: per_file.saturating_mul(Self::FILES_PER_BUNDLE),
+            max_entries: Self::MAX_ENTRIES,
+            deadline: tokio::time::Instant::now() + wait,
+        }
+    }
+}
+
 /// Copies the container's evidence into `dir`; `used` holds the names already taken there.
+/// Whatever a bound left out is listed in the returned `Missing`, with the reason.
 pub async fn collect(
     client: &DockerClient,
     spec: &DockerForensics,
     dir: &Path,
-    cap: u64,
+    limits: &Limits,
     used: &mut HashSet<String>,
 ) -> (Vec<FileEntry>, Vec<Missing>) {
     let mut files = Vec::new();
     let mut missing = Vec::new();
     let c = &spec.container;
-    let id = match client
-        .call(|api, ep| async move { container::resolve(&api, &ep, c).await })
-        .await
-    {
-        Ok(id) => id,
-        Err(e) => {
+    let resolved = tokio::time::timeout_at(
+        limits.deadline,
+        client.call(|api, ep| async move { container::resolve(&api, &ep, c).await }),
+    )
+    .await;
+    let id = match resolved {
+        Ok(Ok(id)) => id,
+        Ok(Err(e)) => {
             missing.push(Missing {
                 pattern: format!("docker:{c}"),
                 reason: e.to_string(),
             });
             return (files, missing);
         }
-    };
-    for path in &spec.paths {
-        match copy_path(client, &id, c, path, dir, cap, used).await {
-            Ok(found) if found.is_empty() => missing.push(Missing {
-                pattern: format!("{c}:{path}"),
-                reason: "no regular file there".into(),
-            }),
-            Ok(found) => files.extend(found.into_iter().map(|mut f| {
-                f.source = format!("{c}:{}", f.source);
-                f
-            })),
-            Err(reason) => missing.push(Missing {
-                pattern: format!("{c}:{path}"),
-                reason,
-            }),
+        Err(_) => {
+            missing.push(Missing {
+                pattern: format!("docker:{c}"),
+                reason: "archive.timeout reached before the container was found".into(),
+            });
+            return (files, missing);
         }
-    }
+    };
+    let mut budget = limits.per_bundle;
+    // The container's own log first: it is small, bounded, and often the best evidence, so a
+    // huge file in the paths must not eat the time it needs.
     if spec.log_tail > 0 {
-        match log_tail(client, &id, c, spec.log_tail, &dir.join(CONTAINER_LOG)).await {
-            Ok((size, sha256)) => {
+        let dest = dir.join(CONTAINER_LOG);
+        let cap = limits.per_file.min(budget);
+        let r = tokio::time::timeout_at(
+            limits.deadline,
+            log_tail(client, &id, c, spec.log_tail, &dest, cap),
+        )
+        .await;
+        match r {
+            Ok(Ok(t)) => {
+                budget -= t.size.min(budget);
                 used.insert(CONTAINER_LOG.into());
                 files.push(FileEntry {
                     name: CONTAINER_LOG.into(),
                     source: format!("{c}: docker logs --tail {}", spec.log_tail),
-                    size,
-                    sha256,
-                    truncated: false,
+                    size: t.size,
+                    sha256: t.sha256,
+                    truncated: t.cut,
                     original_size: None,
                 });
             }
-            Err(e) => missing.push(Missing {
+            Ok(Err(e)) => missing.push(Missing {
                 pattern: format!("{c}: docker logs"),
                 reason: e.to_string(),
             }),
+            Err(_) => missing.push(Missing {
+                pattern: format!("{c}: docker logs"),
+                reason: "archive.timeout reached while reading the container log".into(),
+            }),
+        }
+    }
+    for path in &spec.paths {
+        if tokio::time::Instant::now() >= limits.deadline {
+            missing.push(Missing {
+                pattern: format!("{c}:{path}"),
+                reason: "archive.timeout reached before this path was read".into(),
+            });
+            continue;
+        }
+        let copied = copy_path(client, &id, c, path, dir, limits, &mut budget, used).await;
+        let pattern = format!("{c}:{path}");
+        match copied {
+            Ok(out) => {
+                if out.files.is_empty() && out.missing.is_empty() {
+                    missing.push(Missing {
+                        pattern,
+                        reason: "no regular file there".into(),
+                    });
+                }
+                files.extend(out.files.into_iter().map(|mut f| {
+                    f.source = format!("{c}:{}", f.source);
+                    f
+                }));
+                missing.extend(out.missing.into_iter().map(|mut m| {
+                    m.pattern = format!("{c}:{}", m.pattern);
+                    m
+                }));
+            }
+            Err(reason) => missing.push(Missing { pattern, reason }),
         }
     }
     (files, missing)
 }
 
-/// Copies `path` out of the container into `dir`: the tar goes to disk, then its files are
-/// unpacked under names not yet in `used` (which gains them).
+/// What one path of a container yielded.
+#[derive(Debug, Default)]
+struct Extracted {
+    files: Vec<FileEntry>,
+    /// Entries left out (links, special files, bounds reached), with paths inside the container.
+    missing: Vec<Missing>,
+}
+
+/// Copies `path` out of the container into `dir` as the tar streams in: its files are unpacked
+/// under names not yet in `used` (which gains them), within `limits` and what is left of
+/// `budget` (bytes for the whole container, which shrinks by what was written).
+#[allow(clippy::too_many_arguments)]
 async fn copy_path(
     client: &DockerClient,
     id: &str,
     c: &crate::config::ContainerRef,
     path: &str,
     dir: &Path,
-    cap: u64,
+    limits: &Limits,
+    budget: &mut u64,
     used: &mut HashSet<String>,
-) -> Result<Vec<FileEntry>, String> {
-    let tar = dir.join(format!(".docker-copy-{}.tar", used.len()));
-    let r = async {
-        download(client, id, c, path, &tar)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (tar, dir, path, mut names) = (
-            tar.clone(),
-            dir.to_path_buf(),
-            path.to_string(),
-            used.clone(),
-        );
-        let (found, names) = tokio::task::spawn_blocking(move || {
-            extract(&tar, &dir, &path, cap, &mut names).map(|found| (found, names))
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("could not unpack: {e}"))?;
-        *used = names;
-        Ok(found)
+) -> Result<Extracted, String> {
+    // The Engine's stream feeds a blocking tar reader through a small channel: at most 16
+    // chunks in flight, and a reader that stops (a bound reached) stops the download.
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let reader = ChannelReader {
+        rx,
+        buf: bytes::Bytes::new(),
+        timed_out: timed_out.clone(),
+    };
+    let (dir2, requested, mut names, mut left, lim) = (
+        dir.to_path_buf(),
+        path.to_string(),
+        used.clone(),
+        *budget,
+        limits.clone(),
+    );
+    let unpack = tokio::task::spawn_blocking(move || {
+        let out = extract(reader, &dir2, &requested, &lim, &mut left, &mut names);
+        (out, names, left)
+    });
+    let mut pumping = Box::pin(pump(client, id, c, path, tx));
+    let error = tokio::select! {
+        r = &mut pumping => r.err().map(|e| e.to_string()),
+        _ = tokio::time::sleep_until(limits.deadline) => {
+            // Flag first, then drop the sender (with the pump): the reader sees why it ended.
+            timed_out.store(true, Ordering::SeqCst);
+            None
+        }
+    };
+    drop(pumping);
+    let (out, names, left) = unpack.await.map_err(|e| e.to_string())?;
+    *used = names;
+    *budget = left;
+    match error {
+        // Nothing came (the path does not exist): say why rather than "no file".
+        Some(e) if out.files.is_empty() && out.missing.is_empty() => Err(e),
+        _ => Ok(out),
     }
-    .await;
-    let _ = std::fs::remove_file(&tar);
-    r
 }
 
-/// Streams `GET /containers/{id}/archive?path=` to `dest`.
-async fn download(
+/// Sends `GET /containers/{id}/archive?path=` chunk by chunk into `tx`, until the stream ends
+/// or the reader hung up.
+async fn pump(
     client: &DockerClient,
     id: &str,
     c: &crate::config::ContainerRef,
     path: &str,
-    dest: &Path,
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
 ) -> Result<(), DockerError> {
     client
         .call(|api, ep| async move {
-            let mut out = tokio::fs::File::create(dest)
-                .await
-                .map_err(|e| DockerError::Api(format!("cannot write {}: {e}", dest.display())))?;
             let mut stream =
                 api.download_from_container(id, Some(DownloadFromContainerOptions { path }));
             while let Some(chunk) = stream.next().await {
@@ -140,70 +238,221 @@ async fn download(
                             other => other,
                         },
                     )?;
-                out.write_all(&chunk).await.map_err(|e| {
-                    DockerError::Api(format!("cannot write {}: {e}", dest.display()))
-                })?;
+                if tx.send(chunk).await.is_err() {
+                    break; // the reader stopped: a bound was reached
+                }
             }
-            out.flush()
-                .await
-                .map_err(|e| DockerError::Api(e.to_string()))?;
             Ok(())
         })
         .await
 }
 
-/// Unpacks the regular files of a tar into `dir` under flat unique names, each cut to its newest
-/// `cap` bytes and hashed.
-fn extract(
-    tar: &Path,
-    dir: &Path,
-    requested: &str,
-    cap: u64,
-    used: &mut HashSet<String>,
-) -> io::Result<Vec<FileEntry>> {
-    let mut archive = tar::Archive::new(std::fs::File::open(tar)?);
-    let mut out = Vec::new();
-    // The archive's paths are relative to the requested path's parent.
-    let parent = Path::new(requested).parent().unwrap_or(Path::new("/"));
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let rel = entry.path()?.into_owned();
-        let source = parent.join(&rel);
-        let name = crate::archive::local::unique_name(&source, used);
-        let len = entry.size();
-        // Skip to the newest `cap` bytes: the end of a log is what explains the crash.
-        if len > cap {
-            io::copy(&mut (&mut entry).take(len - cap), &mut io::sink())?;
-        }
-        let (size, sha256) = crate::archive::local::write_hashed(&mut entry, &dir.join(&name))?;
-        out.push(FileEntry {
-            name,
-            source: source.display().to_string(),
-            size,
-            sha256,
-            truncated: len > cap,
-            original_size: (len > cap).then_some(len),
-        });
-    }
-    Ok(out)
+/// A blocking `Read` over the chunks the Engine sends.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    buf: bytes::Bytes,
+    /// Set when the sender went away because the deadline passed.
+    timed_out: Arc<AtomicBool>,
 }
 
-/// Writes the last `lines` of the container's stdout and stderr, with timestamps.
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.buf.is_empty() {
+            // (On a blocking thread: `blocking_recv` parks it until the Engine sends more.)
+            match self.rx.blocking_recv() {
+                Some(b) => self.buf = b,
+                None if self.timed_out.load(Ordering::SeqCst) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "archive.timeout reached",
+                    ))
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf[..n]);
+        bytes::Buf::advance(&mut self.buf, n);
+        Ok(n)
+    }
+}
+
+/// Unpacks the regular files of a tar stream into `dir` under flat unique names, each cut to its
+/// newest `limits.per_file` bytes (and to what is left of `budget`) and hashed. Links and
+/// special files are listed, not followed; a bound reached ends the stream and is listed too.
+fn extract(
+    input: impl Read,
+    dir: &Path,
+    requested: &str,
+    limits: &Limits,
+    budget: &mut u64,
+    used: &mut HashSet<String>,
+) -> Extracted {
+    let mut out = Extracted::default();
+    let mut archive = tar::Archive::new(input);
+    // The archive's paths are relative to the requested path's parent.
+    let parent = Path::new(requested).parent().unwrap_or(Path::new("/"));
+    let rest = |why: String| Missing {
+        pattern: format!("{requested} (rest)"),
+        reason: why,
+    };
+    let entries = match archive.entries() {
+        Ok(e) => e,
+        Err(e) => {
+            out.missing.push(rest(format!("could not unpack: {e}")));
+            return out;
+        }
+    };
+    for (seen, entry) in entries.enumerate() {
+        if seen >= limits.max_entries {
+            out.missing.push(rest(format!(
+                "more than {} entries: the rest was not read",
+                limits.max_entries
+            )));
+            break;
+        }
+        let mut entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                out.missing.push(rest(stream_end(&e)));
+                break;
+            }
+        };
+        let rel = entry
+            .path()
+            .map(|p| p.into_owned())
+            .unwrap_or_else(|_| "?".into());
+        let source = parent.join(&rel);
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            continue;
+        }
+        let link = || {
+            entry
+                .link_name()
+                .ok()
+                .flatten()
+                .map(|l| l.display().to_string())
+                .unwrap_or_default()
+        };
+        if kind.is_hard_link() || kind.is_symlink() {
+            let what = if kind.is_hard_link() {
+                format!(
+                    "hard link to {} (copied under that name, if it is in the copied paths)",
+                    link()
+                )
+            } else {
+                format!("symbolic link to {} (not followed)", link())
+            };
+            out.missing.push(Missing {
+                pattern: source.display().to_string(),
+                reason: what,
+            });
+            continue;
+        }
+        if !kind.is_file() {
+            out.missing.push(Missing {
+                pattern: source.display().to_string(),
+                reason: format!("not a regular file ({kind:?}): not copied"),
+            });
+            continue;
+        }
+        let len = entry.size();
+        let keep = len.min(limits.per_file).min(*budget);
+        if keep == 0 && len > 0 {
+            out.missing.push(Missing {
+                pattern: source.display().to_string(),
+                reason: format!(
+                    "{len} bytes: the container's evidence already reached {} bytes (4 x archive.max_file_size); not copied",
+                    limits.per_bundle
+                ),
+            });
+            out.missing
+                .push(rest("evidence cap reached: the rest was not read".into()));
+            break;
+        }
+        // Skip to the newest `keep` bytes (the end of a log is what explains the crash): read
+        // through, never written.
+        if len > keep {
+            if let Err(e) = io::copy(&mut (&mut entry).take(len - keep), &mut io::sink()) {
+                out.missing.push(Missing {
+                    pattern: source.display().to_string(),
+                    reason: format!("{len} bytes; {}", stream_end(&e)),
+                });
+                break;
+            }
+        }
+        let name = crate::archive::local::unique_name(&source, used);
+        match crate::archive::local::write_hashed(&mut (&mut entry).take(keep), &dir.join(&name)) {
+            Ok((size, sha256)) => {
+                *budget -= size.min(*budget);
+                out.files.push(FileEntry {
+                    name,
+                    source: source.display().to_string(),
+                    size,
+                    sha256,
+                    truncated: len > size,
+                    original_size: (len > size).then_some(len),
+                });
+                if size < keep {
+                    out.missing.push(rest(format!(
+                        "{} ended after {size} of {keep} bytes: archive.timeout reached or the stream broke",
+                        source.display()
+                    )));
+                    break;
+                }
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(dir.join(&name));
+                out.missing.push(Missing {
+                    pattern: source.display().to_string(),
+                    reason: format!("{len} bytes; {}", stream_end(&e)),
+                });
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Why the tar stream ended early, for the manifest.
+fn stream_end(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::TimedOut => {
+            "archive.timeout reached while reading: this and the rest were not copied".into()
+        }
+        _ => format!("could not unpack: {e}"),
+    }
+}
+
+/// What [`log_tail`] wrote.
+struct Tail {
+    size: u64,
+    sha256: String,
+    /// The tail was longer than the cap: the lines after it were left out.
+    cut: bool,
+}
+
+/// Writes the last `lines` of the container's stdout and stderr, with timestamps, at most `cap`
+/// bytes of them (a container can log lines of any length).
 async fn log_tail(
     client: &DockerClient,
     id: &str,
     c: &crate::config::ContainerRef,
     lines: u32,
     dest: &Path,
-) -> Result<(u64, String), DockerError> {
+    cap: u64,
+) -> Result<Tail, DockerError> {
     client
         .call(|api, ep| async move {
-            let mut out = tokio::fs::File::create(dest)
+            let cant = |e| DockerError::Api(format!("cannot write {}: {e}", dest.display()));
+            let d = dest.to_path_buf();
+            let out = tokio::task::spawn_blocking(move || crate::fsutil::create_private(&d))
                 .await
-                .map_err(|e| DockerError::Api(format!("cannot write {}: {e}", dest.display())))?;
+                .map_err(|e| cant(io::Error::other(e)))?
+                .map_err(cant)?;
+            let mut out = tokio::fs::File::from_std(out);
+            let mut cut = false;
             let mut hasher = Sha256::new();
             let mut size = 0u64;
             let mut stream = api.logs(
@@ -224,18 +473,137 @@ async fn log_tail(
                     LogOutput::Console { message } => (b"", message),
                     LogOutput::StdIn { .. } => continue,
                 };
+                if size + (tag.len() + bytes.len()) as u64 > cap {
+                    cut = true; // the cap keeps the oldest of the tail: better than nothing
+                    break;
+                }
                 for part in [tag, bytes] {
                     hasher.update(part);
                     size += part.len() as u64;
-                    out.write_all(part).await.map_err(|e| {
-                        DockerError::Api(format!("cannot write {}: {e}", dest.display()))
-                    })?;
+                    out.write_all(part).await.map_err(cant)?;
                 }
             }
             out.sync_all()
                 .await
                 .map_err(|e| DockerError::Api(e.to_string()))?;
-            Ok((size, hex::encode(hasher.finalize())))
+            Ok(Tail {
+                size,
+                sha256: hex::encode(hasher.finalize()),
+                cut,
+            })
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, body, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            if let Some(l) = link {
+                h.set_link_name(l).unwrap();
+            }
+            b.append_data(&mut h, name, *body).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn limits(per_file: u64, per_bundle: u64, max_entries: usize) -> Limits {
+        Limits {
+            per_file,
+            per_bundle,
+            max_entries,
+            deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn a_tar_is_unpacked_within_every_bound_and_links_are_listed() {
+        use tar::EntryType as T;
+        let big: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let tar = tar_of(&[
+            ("log/big.log", T::Regular, &big, None),
+            ("log/manifest.json", T::Regular, b"FAKE", None),
+            ("log/hard.log", T::Link, b"", Some("log/big.log")),
+            ("log/sym.log", T::Symlink, b"", Some("/etc/shadow")),
+            ("log/.hidden", T::Regular, b"x", None),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let mut used = crate::archive::local::reserved_names();
+        let mut budget = 2_000;
+        let out = extract(
+            &tar[..],
+            dir.path(),
+            "/data/log",
+            &limits(1_000, 2_000, 100),
+            &mut budget,
+            &mut used,
+        );
+        let names: Vec<&str> = out.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["big.log", "log__manifest.json", "_.hidden"]);
+        let kept = std::fs::read(dir.path().join("big.log")).unwrap();
+        assert_eq!(kept, big[9_000..], "the newest bytes");
+        assert_eq!(out.files[0].original_size, Some(10_000));
+        assert_eq!(budget, 2_000 - 1_000 - 4 - 1);
+        let reasons: Vec<&str> = out.missing.iter().map(|m| m.reason.as_str()).collect();
+        assert!(
+            reasons[0].starts_with("hard link to log/big.log"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[1].starts_with("symbolic link to /etc/shadow"),
+            "{reasons:?}"
+        );
+    }
+
+    #[test]
+    fn the_bundle_cap_and_the_entry_limit_stop_the_stream_and_say_so() {
+        use tar::EntryType as T;
+        let body = [7u8; 600];
+        let files: Vec<(String, T, &[u8], Option<&str>)> = (0..10)
+            .map(|i| (format!("log/{i}.log"), T::Regular, &body[..], None))
+            .collect();
+        let entries: Vec<_> = files
+            .iter()
+            .map(|(n, k, b, l)| (n.as_str(), *k, *b, *l))
+            .collect();
+        let tar = tar_of(&entries);
+        let dir = tempfile::tempdir().unwrap();
+        let (mut used, mut budget) = (HashSet::new(), 1_000);
+        let out = extract(
+            &tar[..],
+            dir.path(),
+            "/data/log",
+            &limits(1_000, 1_000, 100),
+            &mut budget,
+            &mut used,
+        );
+        assert_eq!(out.files.len(), 2, "600 + 400 bytes, then the cap");
+        assert_eq!(out.files[1].size, 400);
+        assert_eq!(budget, 0);
+        assert!(out
+            .missing
+            .iter()
+            .any(|m| m.reason.contains("evidence cap reached")));
+        let (mut used, mut budget) = (HashSet::new(), 1 << 20);
+        let out = extract(
+            &tar[..],
+            dir.path(),
+            "/data/log",
+            &limits(1_000, 1 << 20, 3),
+            &mut budget,
+            &mut used,
+        );
+        assert_eq!(out.files.len(), 3);
+        assert!(out
+            .missing
+            .iter()
+            .any(|m| m.reason.contains("more than 3 entries")));
+    }
 }

@@ -73,12 +73,7 @@ pub async fn run(
     timeout: Duration,
     log: &Path,
 ) -> CommandResult {
-    let open = || {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-    };
+    let open = || crate::fsutil::append_private(log);
     let (out, err) = match (open(), open()) {
         (Ok(o), Ok(e)) => (o, e),
         (Err(e), _) | (_, Err(e)) => {

@@ -11,6 +11,9 @@ use std::io::{Read, Seek, SeekFrom};
 /// How much of each log's end is read: progress lines are written every few seconds.
 const TAIL: u64 = 256 * 1024;
 
+/// Longest wait for the logs: a progress check must not hold the Monitor.
+const LOCAL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The newest redo LSN in `text`, as a number (for comparison) and as PostgreSQL writes it.
 pub fn newest_redo_lsn(text: &str) -> Option<(u64, String)> {
     text.lines()
@@ -27,14 +30,23 @@ pub fn newest_redo_lsn(text: &str) -> Option<(u64, String)> {
 /// The newest redo LSN in the target's server logs: the local files its forensics name, or the
 /// paths it copies out of its container.
 pub async fn redo_lsn(target: &TargetConfig, docker: &DockerClient) -> Option<(u64, String)> {
-    let mut texts = Vec::new();
-    for pattern in &target.forensic_files {
-        for path in glob::glob(pattern).into_iter().flatten().flatten() {
-            if let Some(t) = tail(&path) {
-                texts.push(t);
+    // Off the Monitor's thread, and bounded: the logs are the postgres user's files.
+    let patterns = target.forensic_files.clone();
+    let local = tokio::task::spawn_blocking(move || {
+        let mut texts = Vec::new();
+        for pattern in &patterns {
+            for path in glob::glob(pattern).into_iter().flatten().flatten() {
+                if let Some(t) = tail(&path) {
+                    texts.push(t);
+                }
             }
         }
-    }
+        texts
+    });
+    let mut texts = match tokio::time::timeout(LOCAL_WAIT, local).await {
+        Ok(Ok(t)) => t,
+        _ => Vec::new(),
+    };
     if let Some(spec) = &target.forensic_docker {
         if let Ok(dir) = tempfile::Builder::new()
             .prefix("sentinel-progress-")
@@ -45,8 +57,9 @@ pub async fn redo_lsn(target: &TargetConfig, docker: &DockerClient) -> Option<(u
                 ..spec.clone()
             };
             let mut used = Default::default();
+            let limits = crate::docker::copy::Limits::new(TAIL, LOCAL_WAIT);
             let (files, _) =
-                crate::docker::copy::collect(docker, &spec, dir.path(), TAIL, &mut used).await;
+                crate::docker::copy::collect(docker, &spec, dir.path(), &limits, &mut used).await;
             for f in files {
                 if let Some(t) = tail(&dir.path().join(&f.name)) {
                     texts.push(t);
@@ -60,8 +73,9 @@ pub async fn redo_lsn(target: &TargetConfig, docker: &DockerClient) -> Option<(u
         .max_by_key(|(n, _)| *n)
 }
 
+/// The newest `TAIL` bytes of a server log (the postgres user's file: no symlink, no FIFO).
 fn tail(path: &std::path::Path) -> Option<String> {
-    let mut f = std::fs::File::open(path).ok()?;
+    let mut f = crate::fsutil::open_untrusted(path).ok()?;
     let len = f.metadata().ok()?.len();
     f.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
     let mut buf = Vec::new();

@@ -19,9 +19,14 @@ use std::time::{Duration, Instant};
 
 pub use receiver::Receiver;
 
-/// The daemon binary under test.
+/// The daemon binary under test: `SENTINEL_TEST_BIN` when set (a copy taken right after the
+/// build, when several checkouts share one target directory), else the one cargo built.
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_sentinel-remedy")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("SENTINEL_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sentinel-remedy").to_string())
+    })
 }
 
 /// When the daemon wrote a JSON log record (its `ts`).
