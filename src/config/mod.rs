@@ -6,12 +6,13 @@ pub mod error;
 pub mod expand;
 mod load;
 pub mod model;
-mod raw;
+pub(crate) mod raw;
 pub mod size;
 
 pub use error::{ConfigError, Problem};
 pub use expand::VarSource;
 pub use model::*;
+pub(crate) use load::build_target;
 
 use std::path::{Path, PathBuf};
 
