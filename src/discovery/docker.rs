@@ -1,0 +1,379 @@
+//! Watches the Docker Engine for containers to discover: lists them once, then again after
+//! every container event that can change the set (create, start, rename, destroy) and after
+//! every reconnect, and sends the whole set to the Supervisor, which applies the difference
+//! through its reload path.
+
+use super::labels::{self, ContainerFacts};
+use super::DiscoveredTarget;
+use crate::actors::messages::Discovered;
+use crate::config::{DiscoveryMode, DockerDiscovery, TargetDefaults, VarSource};
+use crate::docker::{DockerClient, DockerError};
+use actix::prelude::*;
+use bollard::container::{InspectContainerOptions, ListContainersOptions};
+use bollard::models::ContainerSummary;
+use bollard::system::EventsOptions;
+use futures::{FutureExt, StreamExt};
+use slog::{debug, error, info, warn, Logger};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Events after which the set may have changed. `die` does not change it: a stopped
+/// container stays a target (and is healed).
+const RESYNC_ON: [&str; 4] = ["create", "start", "rename", "destroy"];
+
+/// What an inspect adds to a listing; fixed for a container's life, so asked once per id.
+#[derive(Clone)]
+struct Inspected {
+    pgdata: Option<String>,
+    cmd: Vec<String>,
+}
+
+struct Watcher {
+    client: Arc<DockerClient>,
+    cfg: DockerDiscovery,
+    defaults: TargetDefaults,
+    sink: Recipient<Discovered>,
+    log: Logger,
+    inspected: HashMap<String, Inspected>,
+    /// The last address seen per container: a stopped container has none, and its target
+    /// must not change while it is down.
+    last_address: HashMap<String, String>,
+    /// The problem last reported per container, so each is said once, not at every resync.
+    reported: HashMap<String, String>,
+    /// The networks of the daemon's own container; None: the daemon runs on the host.
+    own_networks: Option<Vec<String>>,
+    /// The last set sent.
+    sent: Option<Vec<DiscoveredTarget>>,
+}
+
+/// Follows the Engine until the daemon stops.
+pub async fn follow(
+    client: Arc<DockerClient>,
+    cfg: DockerDiscovery,
+    defaults: TargetDefaults,
+    sink: Recipient<Discovered>,
+    log: Logger,
+) {
+    let mut w = Watcher {
+        client,
+        cfg,
+        defaults,
+        sink,
+        log,
+        inspected: HashMap::new(),
+        last_address: HashMap::new(),
+        reported: HashMap::new(),
+        own_networks: None,
+        sent: None,
+    };
+    w.own_networks = w.own_networks().await;
+    info!(w.log, "discovering PostgreSQL containers on the Docker Engine"; "event" => "discovery_started",
+        "namespace" => &w.cfg.namespace, "mode" => match w.cfg.mode { DiscoveryMode::Label => "label", DiscoveryMode::All => "all" },
+        "endpoint" => w.client.endpoint(), "in_container" => w.own_networks.is_some());
+    let mut delay = Duration::from_secs(1);
+    let mut said_broken = false;
+    loop {
+        let api = match w.client.streaming().await {
+            Ok(api) => api,
+            Err(e) => {
+                if !said_broken {
+                    error!(w.log, "cannot follow the Docker Engine: discovered targets stay as they are until it answers";
+                        "event" => "discovery_unavailable", "kind" => e.kind(), "error" => %e);
+                    said_broken = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        let mut filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            (
+                "event".to_string(),
+                RESYNC_ON.iter().map(|s| s.to_string()).collect(),
+            ),
+        ]);
+        if w.cfg.mode == DiscoveryMode::Label {
+            filters.insert("label".into(), vec![format!("{}.enable", w.cfg.namespace)]);
+        }
+        let mut stream = api.events(Some(EventsOptions::<String> {
+            since: None,
+            until: None,
+            filters,
+        }));
+        // Whatever happened while the stream was closed is found by listing again.
+        if w.resync().await.is_err() {
+            tokio::time::sleep(delay).await;
+            continue;
+        }
+        if said_broken {
+            info!(w.log, "following the Docker Engine again"; "event" => "discovery_resumed");
+            said_broken = false;
+        }
+        delay = Duration::from_secs(1);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                warn!(w.log, "Docker events stream broke; reopening"; "event" => "discovery_events_broken", "error" => %e);
+                break;
+            }
+            // A burst (a compose stack coming up) costs one listing.
+            while let Some(Some(Ok(_))) = stream.next().now_or_never() {}
+            if w.resync().await.is_err() {
+                break;
+            }
+            if w.sink.connected() {
+                continue;
+            }
+            return;
+        }
+        if !w.sink.connected() {
+            return;
+        }
+        tokio::time::sleep(delay).await;
+    }
+}
+
+impl Watcher {
+    /// The networks of the container the daemon runs in, if it runs in one.
+    async fn own_networks(&self) -> Option<Vec<String>> {
+        if !tokio::fs::try_exists("/.dockerenv").await.unwrap_or(false) {
+            return None;
+        }
+        let host = tokio::fs::read_to_string("/etc/hostname").await.ok()?;
+        let host = host.trim().to_string();
+        let r = self
+            .client
+            .call(|api, ep| async move {
+                api.inspect_container(&host, None::<InspectContainerOptions>)
+                    .await
+                    .map_err(|e| DockerError::from_bollard(e, &ep, &host))
+            })
+            .await
+            .ok()?;
+        let mut nets: Vec<String> = r
+            .network_settings
+            .and_then(|n| n.networks)
+            .map(|n| n.into_keys().collect())
+            .unwrap_or_default();
+        nets.sort();
+        Some(nets)
+    }
+
+    /// Lists the containers, builds their targets, and sends the set if it changed.
+    async fn resync(&mut self) -> Result<(), DockerError> {
+        let mut filters = HashMap::new();
+        if self.cfg.mode == DiscoveryMode::Label {
+            filters.insert(
+                "label".to_string(),
+                vec![format!("{}.enable=true", self.cfg.namespace)],
+            );
+        }
+        let listed = self
+            .client
+            .call(|api, ep| async move {
+                api.list_containers(Some(ListContainersOptions::<String> {
+                    all: true,
+                    filters,
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|e| DockerError::from_bollard(e, &ep, ""))
+            })
+            .await;
+        let listed = match listed {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(self.log, "cannot list containers; discovered targets stay as they are"; "event" => "discovery_list_failed", "kind" => e.kind(), "error" => %e);
+                return Err(e);
+            }
+        };
+        let mut facts = Vec::new();
+        for s in listed {
+            // Never started (`docker create`): not a database yet, nothing to heal. Being
+            // removed: retired, not failed.
+            let state = s.state.clone().unwrap_or_default();
+            if matches!(state.as_str(), "created" | "removing" | "dead") {
+                continue;
+            }
+            let Some(id) = s.id.clone() else { continue };
+            let inspected = match self.inspected.get(&id) {
+                Some(i) => i.clone(),
+                None => match self.inspect(&id).await {
+                    Some(i) => {
+                        self.inspected.insert(id.clone(), i.clone());
+                        i
+                    }
+                    None => continue, // gone between the listing and the inspect
+                },
+            };
+            let name = s
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_else(|| id.chars().take(12).collect());
+            let labels: BTreeMap<String, String> =
+                s.labels.clone().unwrap_or_default().into_iter().collect();
+            let mut f = ContainerFacts {
+                id: id.clone(),
+                name,
+                image: s.image.clone().unwrap_or_default(),
+                labels,
+                pgdata: inspected.pgdata,
+                cmd: inspected.cmd,
+                address: None,
+            };
+            if !labels::selected(&f, &self.cfg) {
+                continue;
+            }
+            f.address = self.address(&s, &f);
+            facts.push(f);
+        }
+        let present: HashSet<String> = facts.iter().map(|f| f.id.clone()).collect();
+        self.inspected.retain(|id, _| present.contains(id));
+        self.last_address.retain(|id, _| present.contains(id));
+        self.reported.retain(|id, _| present.contains(id));
+
+        let (cfg, defaults) = (self.cfg.clone(), self.defaults.clone());
+        // Reads .env and password files: off the actors' thread.
+        let built = tokio::task::spawn_blocking(move || {
+            let vars =
+                VarSource::from_env_and_dotenv(&std::env::current_dir().unwrap_or_default());
+            facts
+                .into_iter()
+                .map(|f| {
+                    let r = labels::target(&f, &cfg, &defaults, &vars);
+                    (f, r)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let mut targets: Vec<DiscoveredTarget> = Vec::new();
+        for (f, r) in built {
+            match r {
+                Ok(cfg) => {
+                    if let Some(other) = targets.iter().find(|t| t.cfg.name == cfg.name) {
+                        let msg = format!("name {} is also {}'s", cfg.name, other.container);
+                        if self.reported.get(&f.id) != Some(&msg) {
+                            error!(self.log, "container skipped: its target name is taken by another discovered container"; "event" => "discovery_skipped",
+                                "container" => &f.name, "label" => format!("{}.name", self.cfg.namespace), "target" => &cfg.name, "other_container" => &other.container,
+                                "fix" => format!("give one of them another {}.name label", self.cfg.namespace));
+                            self.reported.insert(f.id.clone(), msg);
+                        }
+                        continue;
+                    }
+                    if self.reported.remove(&f.id).is_some() {
+                        info!(self.log, "container's labels are usable again"; "event" => "discovery_fixed", "container" => &f.name);
+                    }
+                    targets.push(DiscoveredTarget {
+                        labels: labels::shown_labels(&f, &self.cfg.namespace),
+                        container_id: f.id,
+                        container: f.name,
+                        cfg,
+                    });
+                }
+                Err(problems) => {
+                    let text = problems
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    if self.reported.get(&f.id) != Some(&text) {
+                        let first = problems.first();
+                        error!(self.log, "container skipped: its labels are not usable (the other containers are watched)"; "event" => "discovery_skipped",
+                            "container" => &f.name, "label" => first.map(|p| p.path.as_str()).unwrap_or(""),
+                            "problem" => first.map(|p| p.message.as_str()).unwrap_or(""),
+                            "fix" => first.map(|p| p.fix.as_str()).unwrap_or(""), "problems" => &text);
+                        self.reported.insert(f.id.clone(), text);
+                    }
+                }
+            }
+        }
+        targets.sort_by(|a, b| a.cfg.name.cmp(&b.cfg.name));
+        if self.sent.as_ref() != Some(&targets) {
+            debug!(self.log, "discovered"; "targets" => targets.len());
+            self.sent = Some(targets.clone());
+            let _ = self.sink.try_send(Discovered(targets));
+        }
+        Ok(())
+    }
+
+    async fn inspect(&self, id: &str) -> Option<Inspected> {
+        let id = id.to_string();
+        let r = self
+            .client
+            .call(|api, ep| async move {
+                api.inspect_container(&id, None::<InspectContainerOptions>)
+                    .await
+                    .map_err(|e| DockerError::from_bollard(e, &ep, &id))
+            })
+            .await
+            .ok()?;
+        let config = r.config.unwrap_or_default();
+        let pgdata = config
+            .env
+            .unwrap_or_default()
+            .iter()
+            .find_map(|e| e.strip_prefix("PGDATA=").map(String::from))
+            .filter(|p| !p.is_empty());
+        Some(Inspected {
+            pgdata,
+            cmd: config.cmd.unwrap_or_default(),
+        })
+    }
+
+    /// Where the daemon reaches the container: on the network a label or the registry names,
+    /// else one the daemon's own container shares, else the container's first network. In a
+    /// container on a user-defined network, by name (Docker's DNS follows restarts); on the
+    /// host, by address (the host routes to bridge networks; no published port needed).
+    fn address(&mut self, s: &ContainerSummary, f: &ContainerFacts) -> Option<String> {
+        let mode = s
+            .host_config
+            .as_ref()
+            .and_then(|h| h.network_mode.clone())
+            .unwrap_or_default();
+        if mode == "host" {
+            return Some("127.0.0.1".into());
+        }
+        let networks = s
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.clone())
+            .unwrap_or_default();
+        let mut names: Vec<&String> = networks.keys().collect();
+        names.sort();
+        let wanted = f
+            .labels
+            .get(&format!("{}.network", self.cfg.namespace))
+            .or(self.cfg.network.as_ref());
+        let chosen = match wanted {
+            Some(w) => names.iter().find(|n| **n == w).copied(),
+            None => match &self.own_networks {
+                Some(own) => names.iter().find(|n| own.contains(n)).copied(),
+                None => names.first().copied(),
+            },
+        }?;
+        if self.own_networks.is_some() && chosen != "bridge" {
+            return Some(f.name.clone());
+        }
+        let ip = networks
+            .get(chosen)
+            .and_then(|e| e.ip_address.clone())
+            .filter(|ip| !ip.is_empty());
+        match ip {
+            Some(ip) => {
+                self.last_address.insert(f.id.clone(), ip.clone());
+                Some(ip)
+            }
+            // Stopped: where it was; never seen running: its name (resolvable in a network).
+            None => Some(
+                self.last_address
+                    .get(&f.id)
+                    .cloned()
+                    .unwrap_or_else(|| f.name.clone()),
+            ),
+        }
+    }
+}
