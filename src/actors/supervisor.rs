@@ -6,7 +6,7 @@
 use super::archiver::{Archiver, SetArchive};
 use super::healer::Healer;
 use super::messages::{
-    DiscoveredFrom, Discovered, Drain, GetStatus, Reload, Retire, SetMaintenance, Shutdown,
+    Discovered, DiscoveredFrom, Drain, GetStatus, Reload, Retire, SetMaintenance, Shutdown,
     TargetStatus,
 };
 use super::monitor::{Monitor, Peers};
@@ -191,8 +191,17 @@ impl Supervisor {
             .map(|t| (t.clone(), None))
             .collect();
         for d in self.discovered.values() {
-            if self.settings.registry.targets.iter().any(|t| t.name == d.cfg.name) {
-                if self.clashes.insert((d.cfg.name.clone(), d.container.clone())) {
+            if self
+                .settings
+                .registry
+                .targets
+                .iter()
+                .any(|t| t.name == d.cfg.name)
+            {
+                if self
+                    .clashes
+                    .insert((d.cfg.name.clone(), d.container.clone()))
+                {
                     error!(self.log, "discovered container not watched: its target name is already a target of the registry";
                         "event" => "discovery_name_clash", "target" => &d.cfg.name, "container" => &d.container,
                         "registry" => %self.settings.registry.source,
@@ -503,7 +512,9 @@ impl Handler<ContainerEvent> for Supervisor {
             let fut = async move {
                 let c = crate::config::ContainerRef::Name(id.clone());
                 docker
-                    .call(|api, ep| async move { crate::docker::container::inspect(&api, &ep, &c).await })
+                    .call(|api, ep| async move {
+                        crate::docker::container::inspect(&api, &ep, &c).await
+                    })
                     .await
             };
             ctx.spawn(fut.into_actor(self).map(move |r, act, ctx| {
@@ -540,11 +551,7 @@ impl Handler<Discovered> for Supervisor {
         if self.stopping {
             return;
         }
-        self.discovered = msg
-            .0
-            .into_iter()
-            .map(|d| (d.cfg.name.clone(), d))
-            .collect();
+        self.discovered = msg.0.into_iter().map(|d| (d.cfg.name.clone(), d)).collect();
         let (added, removed, changed, unchanged) = self.sync();
         if !(added.is_empty() && removed.is_empty() && changed.is_empty()) {
             info!(self.log, "discovered targets applied"; "event" => "discovery_applied", "added" => added.join(","), "removed" => removed.join(","),

@@ -291,7 +291,11 @@ pub(crate) fn build_target(
     let dsn = match Dsn::parse(&t.dsn) {
         Ok(d) => Some(d),
         Err(e) => {
-            problems.push(format!("{at}.dsn"), format!("malformed DSN '{}': {e}", crate::redact::redact_dsn(&t.dsn)), "use postgres://user:password@host:5432/dbname or 'host=... port=... dbname=...'");
+            problems.push(
+                format!("{at}.dsn"),
+                format!("malformed DSN '{}': {e}", crate::redact::redact_dsn(&t.dsn)),
+                "use postgres://user:password@host:5432/dbname or 'host=... port=... dbname=...'",
+            );
             None
         }
     };

@@ -238,8 +238,7 @@ impl Watcher {
         let (cfg, defaults) = (self.cfg.clone(), self.defaults.clone());
         // Reads .env and password files: off the actors' thread.
         let built = tokio::task::spawn_blocking(move || {
-            let vars =
-                VarSource::from_env_and_dotenv(&std::env::current_dir().unwrap_or_default());
+            let vars = VarSource::from_env_and_dotenv(&std::env::current_dir().unwrap_or_default());
             facts
                 .into_iter()
                 .map(|f| {

@@ -4,9 +4,9 @@
 //! file; the caller runs it off the actors' threads.
 
 use crate::config::duration::RawDuration;
+use crate::config::error::Problems;
 use crate::config::expand::{expand, VarSource};
 use crate::config::raw::*;
-use crate::config::error::Problems;
 use crate::config::{DiscoveryMode, DockerDiscovery, Problem, TargetConfig, TargetDefaults};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -174,7 +174,8 @@ pub fn target(
                 .map(String::from),
         );
     }
-    let log_tail = int("forensics.log_tail", &mut problems).map(|n| n.clamp(0, u32::MAX as i64) as u32);
+    let log_tail =
+        int("forensics.log_tail", &mut problems).map(|n| n.clamp(0, u32::MAX as i64) as u32);
     let raw = RawTarget {
         name: get("name").unwrap_or_else(|| f.name.clone()),
         dsn: dsn.unwrap_or_default(),
@@ -214,8 +215,14 @@ pub fn target(
     for p in problems.0.iter_mut().skip(had) {
         p.path = p
             .path
-            .replace(&format!("{ns}.heal.docker.stop_timeout"), &format!("{ns}.heal.stop_timeout"))
-            .replace(&format!("{ns}.forensics.docker.paths"), &format!("{ns}.forensics.paths"));
+            .replace(
+                &format!("{ns}.heal.docker.stop_timeout"),
+                &format!("{ns}.heal.stop_timeout"),
+            )
+            .replace(
+                &format!("{ns}.forensics.docker.paths"),
+                &format!("{ns}.forensics.paths"),
+            );
     }
     match built {
         Some(t) if problems.0.is_empty() => Ok(t),
@@ -226,7 +233,11 @@ pub fn target(
 /// The DSN: the `dsn` label (with `${VAR}` and `${CONTAINER_ADDRESS}`), or one built from
 /// the user, database, port and password labels and the container's address.
 fn dsn(f: &ContainerFacts, ns: &str, vars: &VarSource, problems: &mut Problems) -> Option<String> {
-    let get = |key: &str| f.labels.get(&format!("{ns}.{key}")).map(|v| v.trim().to_string());
+    let get = |key: &str| {
+        f.labels
+            .get(&format!("{ns}.{key}"))
+            .map(|v| v.trim().to_string())
+    };
     let address = f.address.clone();
     if let Some(d) = get("dsn") {
         let with_address = d.replace("${CONTAINER_ADDRESS}", address.as_deref().unwrap_or(""));
@@ -266,7 +277,11 @@ fn dsn(f: &ContainerFacts, ns: &str, vars: &VarSource, problems: &mut Problems) 
     let db = get("database").unwrap_or_else(|| user.clone());
     let password = match (get("password_env"), get("password_file")) {
         (Some(_), Some(_)) => {
-            problems.push(format!("{ns}.password_env"), "both password_env and password_file are set", format!("keep one of {ns}.password_env and {ns}.password_file"));
+            problems.push(
+                format!("{ns}.password_env"),
+                "both password_env and password_file are set",
+                format!("keep one of {ns}.password_env and {ns}.password_file"),
+            );
             return None;
         }
         (Some(var), None) => match vars.get(&var).filter(|v| !v.is_empty()) {
@@ -295,7 +310,11 @@ fn dsn(f: &ContainerFacts, ns: &str, vars: &VarSource, problems: &mut Problems) 
     };
     let mut url = url::Url::parse("postgres://localhost").expect("static URL parses");
     if url.set_host(Some(&host)).is_err() {
-        problems.push(format!("{ns}.network"), format!("'{host}' is not a host name or address"), "attach the container to a network the daemon shares");
+        problems.push(
+            format!("{ns}.network"),
+            format!("'{host}' is not a host name or address"),
+            "attach the container to a network the daemon shares",
+        );
         return None;
     }
     let _ = url.set_port(Some(port));
@@ -319,7 +338,9 @@ fn read_secret(path: &str) -> std::io::Result<String> {
         return Err(std::io::Error::other("not a regular file"));
     }
     if meta.len() > MAX_PASSWORD_FILE {
-        return Err(std::io::Error::other(format!("larger than {MAX_PASSWORD_FILE} bytes")));
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_PASSWORD_FILE} bytes"
+        )));
     }
     let mut s = String::new();
     file.take(MAX_PASSWORD_FILE).read_to_string(&mut s)?;
@@ -436,9 +457,18 @@ mod tests {
         assert_eq!(t.name, "orders-db");
         assert_eq!(t.dsn.endpoint(), "172.18.0.5:5432/orders");
         assert_eq!(t.probe.interval, std::time::Duration::from_secs(2));
-        assert!(matches!(&t.heal, Some(crate::config::HealAction::Docker { container: crate::config::ContainerRef::Name(n), .. }) if n == "orders-db"));
+        assert!(
+            matches!(&t.heal, Some(crate::config::HealAction::Docker { container: crate::config::ContainerRef::Name(n), .. }) if n == "orders-db")
+        );
         let fx = t.forensic_docker.expect("forensics");
-        assert_eq!(fx.paths, ["/pg/logs", "/pg/data/postgresql.conf", "/pg/data/pg_hba.conf"]);
+        assert_eq!(
+            fx.paths,
+            [
+                "/pg/logs",
+                "/pg/data/postgresql.conf",
+                "/pg/data/pg_hba.conf"
+            ]
+        );
         assert!(!format!("{:?}", t.dsn).contains("s3cret"));
     }
 
@@ -453,7 +483,12 @@ mod tests {
         ]);
         let e = target(&f, &cfg(), &defaults(), &vars(&[])).unwrap_err();
         let paths: Vec<&str> = e.iter().map(|p| p.path.as_str()).collect();
-        for want in ["sr.password_env", "sr.probe.interval", "sr.heal", "sr.probe.intervall"] {
+        for want in [
+            "sr.password_env",
+            "sr.probe.interval",
+            "sr.heal",
+            "sr.probe.intervall",
+        ] {
             assert!(paths.contains(&want), "{want} missing from {e:?}");
         }
         assert!(e.iter().any(|p| p.fix.contains("NOPE_PW")), "{e:?}");
@@ -477,18 +512,30 @@ mod tests {
 
     #[test]
     fn a_dsn_label_expands_variables_and_the_container_address() {
-        let f = facts(&[("sr.dsn", "postgres://app:${APP_PW}@${CONTAINER_ADDRESS}:5433/app")]);
+        let f = facts(&[(
+            "sr.dsn",
+            "postgres://app:${APP_PW}@${CONTAINER_ADDRESS}:5433/app",
+        )]);
         let t = target(&f, &cfg(), &defaults(), &vars(&[("APP_PW", "x")])).unwrap();
         assert_eq!(t.dsn.endpoint(), "172.18.0.5:5433/app");
-        assert_eq!(shown_labels(&f, "sr")["sr.dsn"], "postgres://app:***@${CONTAINER_ADDRESS}:5433/app");
+        assert_eq!(
+            shown_labels(&f, "sr")["sr.dsn"],
+            "postgres://app:***@${CONTAINER_ADDRESS}:5433/app"
+        );
     }
 
     #[test]
     fn settings_on_the_command_line_are_found() {
-        let cmd: Vec<String> = ["postgres", "-clog_directory=a", "--log-directory=b", "-c", "hba_file=/etc/hba"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let cmd: Vec<String> = [
+            "postgres",
+            "-clog_directory=a",
+            "--log-directory=b",
+            "-c",
+            "hba_file=/etc/hba",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         assert_eq!(setting(&cmd, "log_directory").as_deref(), Some("b"));
         assert_eq!(setting(&cmd, "hba_file").as_deref(), Some("/etc/hba"));
         assert_eq!(setting(&cmd, "config_file"), None);
