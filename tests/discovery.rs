@@ -134,6 +134,13 @@ fn write_registry(ws: &Workspace, ns: &str, notify: &str) -> String {
     addr
 }
 
+/// The daemon, once its API answers.
+fn daemon(ws: &Workspace, pw: &str) -> Daemon {
+    let d = Daemon::run(ws, &[("DISC_PW", pw)]);
+    d.wait_event("api_listening", None, LONG);
+    d
+}
+
 /// The daemon's targets as `status` shows them: name → status.
 fn targets(addr: &str) -> std::collections::BTreeMap<String, Value> {
     let st = http::get(addr, "/status").json();
@@ -178,8 +185,7 @@ fn labelled_containers_become_targets_follow_the_engine_and_are_healed() {
     let rx = Receiver::start();
     let ws = Workspace::new();
     let addr = write_registry(&ws, &ns, &notify_all(&rx));
-    let d = Daemon::run(&ws, &[("DISC_PW", &pw)]);
-    d.wait_event("api_listening", None, LONG);
+    let d = daemon(&ws, &pw);
 
     // Exactly the three labelled containers, each probed at its address on the Docker network.
     let three = [&a, &b, &c];
@@ -281,7 +287,7 @@ fn a_stopped_container_is_started_once_unless_its_label_turns_healing_off() {
     let rx = Receiver::start();
     let ws = Workspace::new();
     let addr = write_registry(&ws, &ns, &notify_all(&rx));
-    let d = Daemon::run(&ws, &[("DISC_PW", &pw)]);
+    let d = daemon(&ws, &pw);
     wait_for(LONG, "two discovered targets that answer", || {
         let t = targets(&addr);
         (t.len() == 2 && t.values().all(|s| s["up"] == true)).then_some(())
@@ -342,7 +348,7 @@ fn a_container_with_bad_labels_is_skipped_with_one_error_and_the_others_are_watc
     good.wait_sql(&pw);
     let ws = Workspace::new();
     let addr = write_registry(&ws, &ns, "  console: false\n");
-    let d = Daemon::run(&ws, &[("DISC_PW", &pw)]);
+    let d = daemon(&ws, &pw);
     wait_for(LONG, "the good container's target answering", || {
         let t = targets(&addr);
         (t.get(&good.name).is_some_and(|s| s["up"] == true)).then_some(())
