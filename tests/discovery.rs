@@ -241,11 +241,16 @@ fn labelled_containers_become_targets_follow_the_engine_and_are_healed() {
     // One removed: its target goes within a second, with no incident for it.
     let gone = b.name.clone();
     let started = Instant::now();
-    remove(&gone);
+    // `docker rm -f` returns once the volume is gone too; the target goes at the kill.
+    let removing = std::thread::spawn({
+        let gone = gone.clone();
+        move || remove(&gone)
+    });
     wait_for(LONG, "the removed container's target to go", || {
         (!targets(&addr).contains_key(&gone)).then_some(())
     });
     let retired = started.elapsed();
+    removing.join().expect("docker rm");
     eprintln!("discovery: added in {appeared:?}, removed in {retired:?}");
     assert!(
         appeared < Duration::from_secs(1),
