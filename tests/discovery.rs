@@ -390,4 +390,49 @@ fn a_container_with_bad_labels_is_skipped_with_one_error_and_the_others_are_watc
         );
     }
     assert!(skipped(&good.name).is_empty());
+
+    // `status` marks discovered targets with their container and labels.
+    let (code, out, err) = run_cli(
+        &["status", "--url", &format!("http://{addr}")],
+        ws.path(),
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(&good.name))
+        .expect("row");
+    assert!(row.contains(&format!("container {}", good.name)), "{out}");
+    assert!(out.contains(&format!("{ns}.enable=true")), "{out}");
+
+    // `check-config --discover` says the same without starting anything; exit 64 for the
+    // skipped ones.
+    let cfg = ws.config();
+    let (code, out, _) = run_cli(
+        &[
+            "check-config",
+            "--discover",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        ws.path(),
+        &[("DISC_PW", &pw)],
+    );
+    assert_eq!(code, 64, "{out}");
+    assert!(
+        out.contains(&format!("{} (container {})", good.name, good.name)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("container {} skipped", bad_duration.name)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{ns}.probe.interval: '5 parsecs' is not a duration"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("DISC_MISSING_PW"), "{out}");
+    assert!(!out.contains(&pw), "no password printed");
 }

@@ -6,7 +6,9 @@
 use super::labels::{self, ContainerFacts};
 use super::DiscoveredTarget;
 use crate::actors::messages::Discovered;
-use crate::config::{DiscoveryMode, DockerDiscovery, TargetDefaults, VarSource};
+use crate::config::{
+    DiscoveryMode, DockerDiscovery, Problem, TargetConfig, TargetDefaults, VarSource,
+};
 use crate::docker::{DockerClient, DockerError};
 use actix::prelude::*;
 use bollard::container::{InspectContainerOptions, ListContainersOptions};
@@ -29,11 +31,17 @@ struct Inspected {
     cmd: Vec<String>,
 }
 
+/// A container and its target, or the problems with its labels.
+type Built = (ContainerFacts, Result<TargetConfig, Vec<Problem>>);
+
+/// A skipped container's name and why.
+pub type Skipped = (String, Vec<Problem>);
+
 struct Watcher {
     client: Arc<DockerClient>,
     cfg: DockerDiscovery,
     defaults: TargetDefaults,
-    sink: Recipient<Discovered>,
+    sink: Option<Recipient<Discovered>>,
     log: Logger,
     inspected: HashMap<String, Inspected>,
     /// The last address seen per container: a stopped container has none, and its target
@@ -59,7 +67,7 @@ pub async fn follow(
         client,
         cfg,
         defaults,
-        sink,
+        sink: Some(sink.clone()),
         log,
         inspected: HashMap::new(),
         last_address: HashMap::new(),
@@ -122,16 +130,41 @@ pub async fn follow(
             if w.resync().await.is_err() {
                 break;
             }
-            if w.sink.connected() {
+            if sink.connected() {
                 continue;
             }
             return;
         }
-        if !w.sink.connected() {
+        if !sink.connected() {
             return;
         }
         tokio::time::sleep(delay).await;
     }
+}
+
+/// One look at the Engine, for `check-config --discover`: what would be discovered now, and
+/// which containers would be skipped and why.
+pub async fn discover_once(
+    client: Arc<DockerClient>,
+    cfg: DockerDiscovery,
+    defaults: TargetDefaults,
+    log: Logger,
+) -> Result<(Vec<DiscoveredTarget>, Vec<Skipped>), DockerError> {
+    let mut w = Watcher {
+        client,
+        cfg,
+        defaults,
+        sink: None,
+        log,
+        inspected: HashMap::new(),
+        last_address: HashMap::new(),
+        reported: HashMap::new(),
+        own_networks: None,
+        sent: None,
+    };
+    w.own_networks = w.own_networks().await;
+    let built = w.scan().await?;
+    Ok(w.partition(built))
 }
 
 impl Watcher {
@@ -162,6 +195,20 @@ impl Watcher {
 
     /// Lists the containers, builds their targets, and sends the set if it changed.
     async fn resync(&mut self) -> Result<(), DockerError> {
+        let built = self.scan().await?;
+        let (targets, _) = self.partition(built);
+        if self.sent.as_ref() != Some(&targets) {
+            debug!(self.log, "discovered"; "targets" => targets.len());
+            self.sent = Some(targets.clone());
+            if let Some(sink) = &self.sink {
+                let _ = sink.try_send(Discovered(targets));
+            }
+        }
+        Ok(())
+    }
+
+    /// The selected containers, each with its target or the problems with its labels.
+    async fn scan(&mut self) -> Result<Vec<Built>, DockerError> {
         let mut filters = HashMap::new();
         if self.cfg.mode == DiscoveryMode::Label {
             filters.insert(
@@ -249,6 +296,12 @@ impl Watcher {
         })
         .await
         .unwrap_or_default();
+        Ok(built)
+    }
+
+    /// Usable targets, and the containers skipped with why; each problem is logged once.
+    fn partition(&mut self, built: Vec<Built>) -> (Vec<DiscoveredTarget>, Vec<Skipped>) {
+        let mut skipped = Vec::new();
         let mut targets: Vec<DiscoveredTarget> = Vec::new();
         for (f, r) in built {
             match r {
@@ -259,8 +312,16 @@ impl Watcher {
                             error!(self.log, "container skipped: its target name is taken by another discovered container"; "event" => "discovery_skipped",
                                 "container" => &f.name, "label" => format!("{}.name", self.cfg.namespace), "target" => &cfg.name, "other_container" => &other.container,
                                 "fix" => format!("give one of them another {}.name label", self.cfg.namespace));
-                            self.reported.insert(f.id.clone(), msg);
+                            self.reported.insert(f.id.clone(), msg.clone());
                         }
+                        skipped.push((
+                            f.name,
+                            vec![Problem::new(
+                                format!("{}.name", self.cfg.namespace),
+                                msg,
+                                "give one of them another name label",
+                            )],
+                        ));
                         continue;
                     }
                     if self.reported.remove(&f.id).is_some() {
@@ -287,16 +348,12 @@ impl Watcher {
                             "fix" => first.map(|p| p.fix.as_str()).unwrap_or(""), "problems" => &text);
                         self.reported.insert(f.id.clone(), text);
                     }
+                    skipped.push((f.name, problems));
                 }
             }
         }
         targets.sort_by(|a, b| a.cfg.name.cmp(&b.cfg.name));
-        if self.sent.as_ref() != Some(&targets) {
-            debug!(self.log, "discovered"; "targets" => targets.len());
-            self.sent = Some(targets.clone());
-            let _ = self.sink.try_send(Discovered(targets));
-        }
-        Ok(())
+        (targets, skipped)
     }
 
     async fn inspect(&self, id: &str) -> Option<Inspected> {
