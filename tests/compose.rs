@@ -16,6 +16,8 @@ struct Stack {
     env_file: tempfile::NamedTempFile,
     fleet: bool,
     password: String,
+    /// compose/discover.yml: the fleet found by labels, no registry.
+    discover: bool,
 }
 
 impl Stack {
@@ -48,6 +50,7 @@ impl Stack {
             env_file,
             fleet,
             password,
+            discover: false,
         }
     }
 
@@ -65,7 +68,9 @@ impl Stack {
     }
 
     fn compose(&self, args: &[&str]) -> String {
-        let file = if self.fleet {
+        let file = if self.discover {
+            "discover.yml"
+        } else if self.fleet {
             "fleet.yml"
         } else {
             "docker-compose.yml"
@@ -224,6 +229,52 @@ fn the_fleet_stack_heals_a_killed_a_stopped_and_a_paused_database_each_once() {
             .filter(|b| b.ends_with(&format!("-{t}")))
             .collect();
         assert_eq!(bundles.len(), 1, "{t}: one bundle: {files:?}");
+        assert!(
+            files
+                .iter()
+                .any(|l| l.ends_with(&format!("-{t}/postgresql.log"))),
+            "{t}: its server log was copied out of its container: {files:?}"
+        );
+    }
+}
+
+#[test]
+fn the_discovered_fleet_stack_has_no_registry_and_heals_each_database_once() {
+    let mut stack = Stack::new(true);
+    stack.discover = true;
+    let up = stack.script("quickstart.sh", &["--discover"]);
+    assert!(
+        up.status.success(),
+        "quickstart --discover failed:\n{}",
+        text(&up)
+    );
+    assert!(text(&up).contains("watching 3 database"), "{}", text(&up));
+    // No registry in the daemon's container: the three targets came from the labels.
+    let sentinel = stack.sentinel();
+    let env = docker(&[
+        "inspect",
+        "-f",
+        "{{range .Config.Env}}{{println .}}{{end}}",
+        &sentinel,
+    ]);
+    assert!(!env.contains("SENTINEL_CONFIG"), "{env}");
+    let status = docker(&["exec", &sentinel, "sentinel-remedy", "status"]);
+    for t in ["pg1", "pg2", "pg3"] {
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with(t) && l.contains("container ")),
+            "{t} discovered: {status}"
+        );
+    }
+
+    // The same chaos test as the listed fleet.
+    let chaos = stack.script("test_system.sh", &["--fleet"]);
+    let out = text(&chaos);
+    assert!(chaos.status.success(), "fleet chaos test failed:\n{out}");
+    assert!(out.contains("no cross-talk"), "{out}");
+    let files = stack.bundle_files();
+    for t in ["pg1", "pg2", "pg3"] {
         assert!(
             files
                 .iter()
