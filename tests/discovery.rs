@@ -20,6 +20,11 @@ struct Labelled {
 impl Labelled {
     /// Starts it (not waiting for SQL).
     fn run(tag: &str, password: &str, labels: &[(String, String)]) -> Self {
+        Self::run_with(tag, password, labels, &[])
+    }
+
+    /// Starts it with more server settings (`-c` values).
+    fn run_with(tag: &str, password: &str, labels: &[(String, String)], settings: &[&str]) -> Self {
         let name = format!(
             "sr-disc-{tag}-{}-{:06x}",
             std::process::id(),
@@ -48,6 +53,9 @@ impl Labelled {
             "-c".into(),
             "shared_buffers=16MB".into(),
         ]);
+        for setting in settings {
+            args.extend(["-c".into(), setting.to_string()]);
+        }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         docker(&refs);
         Self { name }
@@ -227,13 +235,14 @@ fn labelled_containers_become_targets_follow_the_engine_and_are_healed() {
     }
 
     // A fourth one, added while the daemon runs: a target within a second of its start.
+    // (Until its server accepts connections it is initialising, and not a target yet.)
     let e = Labelled::run("e", &pw, &labels);
+    e.wait_sql(&pw);
     let started = Instant::now();
     wait_for(LONG, "the added container's target", || {
         targets(&addr).contains_key(&e.name).then_some(())
     });
     let appeared = started.elapsed();
-    e.wait_sql(&pw);
     wait_for(LONG, "the added target to answer", || {
         (targets(&addr)[&e.name]["up"] == true).then_some(())
     });
@@ -275,6 +284,11 @@ fn labelled_containers_become_targets_follow_the_engine_and_are_healed() {
     assert!(bundles_of(&ws, &gone).is_empty());
     let t = targets(&addr);
     assert_eq!(t.len(), 3, "{:?}", t.keys());
+    assert_eq!(
+        d.count("heal_issued", Some(&e.name)),
+        0,
+        "no restart while it initialised"
+    );
     assert_secret_absent(&pw, &d, Some(&rx), &ws);
 }
 
@@ -350,9 +364,22 @@ fn a_container_with_bad_labels_is_skipped_with_one_error_and_the_others_are_watc
             (format!("{ns}.password_env"), "DISC_MISSING_PW".into()),
         ],
     );
+    // A server that never accepts connections from outside (as while the image's init runs
+    // its temporary, local-only server): never a target, so never restarted half made.
+    let local_only = Labelled::run_with(
+        "local",
+        &pw,
+        &opt_in(&ns, &[]),
+        &["listen_addresses=localhost"],
+    );
+    // Named like a target of the registry: a clash, not watched.
+    let clash = Labelled::run("clash", &pw, &opt_in(&ns, &[("name", "listed")]));
     good.wait_sql(&pw);
     let ws = Workspace::new();
     let addr = write_registry(&ws, &ns, "  console: false\n");
+    let mut text = std::fs::read_to_string(ws.config()).unwrap();
+    text.push_str("targets:\n  - name: listed\n    dsn: postgres://u@127.0.0.1:1/x\n    probe: { interval: 1h }\n");
+    std::fs::write(ws.config(), text).unwrap();
     let d = daemon(&ws, &pw);
     wait_for(LONG, "the good container's target answering", || {
         let t = targets(&addr);
@@ -364,7 +391,22 @@ fn a_container_with_bad_labels_is_skipped_with_one_error_and_the_others_are_watc
         targets(&addr).contains_key(&later.name).then_some(())
     });
     let t = targets(&addr);
-    assert_eq!(t.len(), 2, "only the good ones: {:?}", t.keys());
+    assert_eq!(
+        t.len(),
+        3,
+        "the listed one and the good ones: {:?}",
+        t.keys()
+    );
+    assert!(
+        t["listed"]["discovered"].is_null(),
+        "the registry's target stays"
+    );
+    assert!(!t.contains_key(&local_only.name));
+    let first_start = local_only.state();
+    let clashes = d.events("discovery_name_clash", None);
+    assert_eq!(clashes.len(), 1, "{clashes:?}");
+    assert_eq!(clashes[0]["container"], clash.name.as_str());
+    assert_eq!(clashes[0]["target"], "listed");
     let skipped = |c: &str| -> Vec<Value> {
         d.events("discovery_skipped", None)
             .into_iter()
@@ -390,6 +432,10 @@ fn a_container_with_bad_labels_is_skipped_with_one_error_and_the_others_are_watc
         );
     }
     assert!(skipped(&good.name).is_empty());
+    // Longer than its threshold of 10 probes at 1 s: still no target, still not restarted.
+    std::thread::sleep(Duration::from_secs(12));
+    assert!(!targets(&addr).contains_key(&local_only.name));
+    assert_eq!(local_only.state(), first_start, "never restarted");
 
     // `status` marks discovered targets with their container and labels.
     let (code, out, err) = run_cli(
@@ -434,5 +480,6 @@ fn a_container_with_bad_labels_is_skipped_with_one_error_and_the_others_are_watc
         "{out}"
     );
     assert!(out.contains("DISC_MISSING_PW"), "{out}");
+    assert!(out.contains("NOT WATCHED"), "the clash: {out}");
     assert!(!out.contains(&pw), "no password printed");
 }

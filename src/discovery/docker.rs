@@ -53,6 +53,14 @@ struct Watcher {
     own_networks: Option<Vec<String>>,
     /// The last set sent.
     sent: Option<Vec<DiscoveredTarget>>,
+    /// Containers whose main process runs now.
+    running: HashSet<String>,
+    /// Containers that are targets: their server accepted a connection once, or they were
+    /// found stopped. Before that a container is initialising (initdb, init scripts), and a
+    /// restart would leave it half made.
+    armed: HashSet<String>,
+    /// Some running container is not armed yet.
+    waiting: bool,
 }
 
 /// Follows the Engine until the daemon stops.
@@ -74,6 +82,9 @@ pub async fn follow(
         reported: HashMap::new(),
         own_networks: None,
         sent: None,
+        running: HashSet::new(),
+        armed: HashSet::new(),
+        waiting: false,
     };
     w.own_networks = w.own_networks().await;
     info!(w.log, "discovering PostgreSQL containers on the Docker Engine"; "event" => "discovery_started",
@@ -120,7 +131,23 @@ pub async fn follow(
             said_broken = false;
         }
         delay = Duration::from_secs(1);
-        while let Some(item) = stream.next().await {
+        loop {
+            // While a container is initialising, look again every half second: no event
+            // says when its server starts accepting connections.
+            let item = if w.waiting {
+                match tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
+                    Ok(item) => item,
+                    Err(_) => {
+                        if w.resync().await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                stream.next().await
+            };
+            let Some(item) = item else { break };
             if let Err(e) = item {
                 warn!(w.log, "Docker events stream broke; reopening"; "event" => "discovery_events_broken", "error" => %e);
                 break;
@@ -161,6 +188,9 @@ pub async fn discover_once(
         reported: HashMap::new(),
         own_networks: None,
         sent: None,
+        running: HashSet::new(),
+        armed: HashSet::new(),
+        waiting: false,
     };
     w.own_networks = w.own_networks().await;
     let built = w.scan().await?;
@@ -196,6 +226,7 @@ impl Watcher {
     /// Lists the containers, builds their targets, and sends the set if it changed.
     async fn resync(&mut self) -> Result<(), DockerError> {
         let built = self.scan().await?;
+        let built = self.armed_only(built).await;
         let (targets, _) = self.partition(built);
         if self.sent.as_ref() != Some(&targets) {
             debug!(self.log, "discovered"; "targets" => targets.len());
@@ -275,12 +306,19 @@ impl Watcher {
                 continue;
             }
             f.address = self.address(&s, &f);
+            if state == "running" {
+                self.running.insert(f.id.clone());
+            } else {
+                self.running.remove(&f.id);
+            }
             facts.push(f);
         }
         let present: HashSet<String> = facts.iter().map(|f| f.id.clone()).collect();
         self.inspected.retain(|id, _| present.contains(id));
         self.last_address.retain(|id, _| present.contains(id));
         self.reported.retain(|id, _| present.contains(id));
+        self.running.retain(|id| present.contains(id));
+        self.armed.retain(|id| present.contains(id));
 
         let (cfg, defaults) = (self.cfg.clone(), self.defaults.clone());
         // Reads .env and password files: off the actors' thread.
@@ -354,6 +392,33 @@ impl Watcher {
         }
         targets.sort_by(|a, b| a.cfg.name.cmp(&b.cfg.name));
         (targets, skipped)
+    }
+
+    /// Keeps the containers that are targets already, or whose server now accepts a TCP
+    /// connection, or that are stopped; a running one whose server does not answer yet is
+    /// initialising and waits. Containers with bad labels pass, to be reported.
+    async fn armed_only(&mut self, built: Vec<Built>) -> Vec<Built> {
+        let mut out = Vec::with_capacity(built.len());
+        self.waiting = false;
+        for (f, r) in built {
+            let ready = match &r {
+                _ if self.armed.contains(&f.id) => true,
+                _ if !self.running.contains(&f.id) => true,
+                Err(_) => {
+                    out.push((f, r));
+                    continue;
+                }
+                Ok(t) => accepts(t).await,
+            };
+            if ready {
+                self.armed.insert(f.id.clone());
+                out.push((f, r));
+            } else {
+                debug!(self.log, "container initialising: a target once its server accepts connections"; "event" => "discovery_waiting", "container" => &f.name);
+                self.waiting = true;
+            }
+        }
+        out
     }
 
     async fn inspect(&self, id: &str) -> Option<Inspected> {
@@ -432,4 +497,22 @@ impl Watcher {
             ),
         }
     }
+}
+
+/// Whether the target's server accepts a TCP connection now (within half a second).
+async fn accepts(t: &TargetConfig) -> bool {
+    use tokio_postgres::config::Host;
+    let cfg = t.dsn.config();
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let Some(Host::Tcp(host)) = cfg.get_hosts().first().cloned() else {
+        return true; // a unix socket: nothing to wait for from here
+    };
+    matches!(
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect((host.as_str(), port))
+        )
+        .await,
+        Ok(Ok(_))
+    )
 }
