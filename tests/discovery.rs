@@ -483,3 +483,68 @@ fn a_container_with_bad_labels_is_skipped_with_one_error_and_the_others_are_watc
     assert!(out.contains("NOT WATCHED"), "the clash: {out}");
     assert!(!out.contains(&pw), "no password printed");
 }
+
+#[test]
+fn a_container_removed_during_its_incident_is_retired_once_the_incident_is_over() {
+    let ns = namespace();
+    let pw = format!("pw-{:012x}", rand::random::<u64>());
+    // Its probe reads an unlogged table, which crash recovery empties: after the kill and our
+    // restart it keeps failing, so the incident stays open until recovery_timeout escalates.
+    let c = Labelled::run(
+        "retire",
+        &pw,
+        &opt_in(
+            &ns,
+            &[
+                ("probe.query", "SELECT ok FROM probe_ok"),
+                ("probe.expect", "1"),
+                ("recovery_timeout", "8s"),
+            ],
+        ),
+    );
+    c.wait_sql(&pw);
+    c.psql(
+        &pw,
+        "CREATE UNLOGGED TABLE probe_ok(ok int); INSERT INTO probe_ok VALUES (1)",
+    )
+    .expect("probe table");
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    let addr = write_registry(&ws, &ns, &notify_all(&rx));
+    let d = daemon(&ws, &pw);
+    wait_for(LONG, "the target answering", || {
+        targets(&addr)
+            .get(&c.name)
+            .is_some_and(|s| s["up"] == true)
+            .then_some(())
+    });
+    docker(&["kill", &c.name]);
+    d.wait_event("heal_issued", Some(&c.name), LONG);
+    wait_for(LONG, "the restarted server", || {
+        c.psql(&pw, "SELECT 1").ok().filter(|o| o == "1")
+    });
+    // Removed while the incident is open: the target stays until the incident is over.
+    let removing = std::thread::spawn({
+        let name = c.name.clone();
+        move || remove(&name)
+    });
+    wait_for(LONG, "the container gone", || {
+        (docker(&["ps", "-aq", "--filter", &format!("name=^{}$", c.name)]).is_empty()).then_some(())
+    });
+    let t = targets(&addr);
+    let during = t.get(&c.name).expect("still a target during its incident");
+    assert!(!during["open_incident"].is_null(), "{during}");
+    wait_for(LONG, "the escalation", || {
+        (!rx.hook_events("escalation").is_empty()).then_some(())
+    });
+    wait_for(LONG, "the target retired after its incident", || {
+        (!targets(&addr).contains_key(&c.name)).then_some(())
+    });
+    removing.join().expect("docker rm");
+    assert_eq!(d.count("heal_issued", Some(&c.name)), 1, "one restart");
+    assert_eq!(
+        d.count("incident_declared", Some(&c.name)),
+        1,
+        "one incident"
+    );
+}
