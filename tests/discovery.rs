@@ -20,7 +20,7 @@ struct Labelled {
 impl Labelled {
     /// Starts it (not waiting for SQL).
     fn run(tag: &str, password: &str, labels: &[(String, String)]) -> Self {
-        Self::run_with(tag, password, labels, &[])
+        Self::run_with(tag, password, labels, &["log_directory=log"])
     }
 
     /// Starts it with more server settings (`-c` values).
@@ -46,8 +46,6 @@ impl Labelled {
             "postgres".into(),
             "-c".into(),
             "logging_collector=on".into(),
-            "-c".into(),
-            "log_directory=log".into(),
             "-c".into(),
             "log_filename=postgresql.log".into(),
             "-c".into(),
@@ -297,12 +295,16 @@ fn a_stopped_container_is_started_once_unless_its_label_turns_healing_off() {
     let ns = namespace();
     let pw = format!("pw-{:012x}", rand::random::<u64>());
     let (on, off) = std::thread::scope(|s| {
-        let on = s.spawn(|| Labelled::run("on", &pw, &opt_in(&ns, &[])));
+        // Its log directory is set in the configuration (ALTER SYSTEM), not on the command line.
+        let on = s.spawn(|| Labelled::run_with("on", &pw, &opt_in(&ns, &[]), &[]));
         let off = s.spawn(|| Labelled::run("off", &pw, &opt_in(&ns, &[("heal", "false")])));
         (on.join().unwrap(), off.join().unwrap())
     });
     on.wait_sql(&pw);
     off.wait_sql(&pw);
+    on.psql(&pw, "ALTER SYSTEM SET log_directory = 'conf_log'")
+        .expect("alter system");
+    on.psql(&pw, "SELECT pg_reload_conf()").expect("reload");
     let rx = Receiver::start();
     let ws = Workspace::new();
     let addr = write_registry(&ws, &ns, &notify_all(&rx));
@@ -320,6 +322,14 @@ fn a_stopped_container_is_started_once_unless_its_label_turns_healing_off() {
         d.count("heal_issued", Some(&on.name)),
         1,
         "started again once"
+    );
+    // Its server log came from where its configuration puts it.
+    let bundle = bundles_of(&ws, &on.name);
+    assert_eq!(bundle.len(), 1);
+    let manifest = std::fs::read_to_string(bundle[0].join("manifest.json")).expect("manifest");
+    assert!(
+        manifest.contains(&format!("{}:/var/lib/postgresql/data/conf_log/", on.name)),
+        "{manifest}"
     );
     // Opted out: one notice that says no heal is configured, and it stays down.
     wait_for(LONG, "the opted-out container's notice", || {

@@ -29,6 +29,8 @@ const RESYNC_ON: [&str; 4] = ["create", "start", "rename", "destroy"];
 struct Inspected {
     pgdata: Option<String>,
     cmd: Vec<String>,
+    /// `log_directory` from postgresql.conf / postgresql.auto.conf in the container.
+    conf_log_directory: Option<String>,
 }
 
 /// A container and its target, or the problems with its labels.
@@ -300,6 +302,7 @@ impl Watcher {
                 labels,
                 pgdata: inspected.pgdata,
                 cmd: inspected.cmd,
+                conf_log_directory: inspected.conf_log_directory,
                 address: None,
             };
             if !labels::selected(&f, &self.cfg) {
@@ -423,6 +426,7 @@ impl Watcher {
 
     async fn inspect(&self, id: &str) -> Option<Inspected> {
         let id = id.to_string();
+        let wanted = id.clone();
         let r = self
             .client
             .call(|api, ep| async move {
@@ -439,10 +443,58 @@ impl Watcher {
             .iter()
             .find_map(|e| e.strip_prefix("PGDATA=").map(String::from))
             .filter(|p| !p.is_empty());
+        let cmd = config.cmd.unwrap_or_default();
+        // The configuration files as the server reads them: postgresql.conf, then
+        // postgresql.auto.conf (ALTER SYSTEM), the later winning.
+        let data = pgdata
+            .clone()
+            .unwrap_or_else(|| "/var/lib/postgresql/data".into());
+        let conf = labels::setting_of(&cmd, "config_file")
+            .unwrap_or_else(|| format!("{data}/postgresql.conf"));
+        let mut conf_log_directory = None;
+        for path in [conf, format!("{data}/postgresql.auto.conf")] {
+            if let Some(text) = self.read_small(&wanted, &path).await {
+                if let Some(v) = labels::conf_setting(&text, "log_directory") {
+                    conf_log_directory = Some(v);
+                }
+            }
+        }
         Some(Inspected {
             pgdata,
-            cmd: config.cmd.unwrap_or_default(),
+            cmd,
+            conf_log_directory,
         })
+    }
+
+    /// A small text file inside the container (through the Engine's archive endpoint; also
+    /// from a stopped container), None if absent or over 1 MiB.
+    async fn read_small(&self, id: &str, path: &str) -> Option<String> {
+        use bollard::container::DownloadFromContainerOptions;
+        use std::io::Read;
+        const CAP: usize = 1 << 20;
+        let (id, path) = (id.to_string(), path.to_string());
+        let tar = self
+            .client
+            .call(|api, _| async move {
+                let mut stream =
+                    api.download_from_container(&id, Some(DownloadFromContainerOptions { path }));
+                let mut buf = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| DockerError::Api(e.to_string()))?;
+                    if buf.len() + chunk.len() > CAP + 4096 {
+                        return Err(DockerError::Api("file too large".into()));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(buf)
+            })
+            .await
+            .ok()?;
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let mut entry = archive.entries().ok()?.next()?.ok()?;
+        let mut text = String::new();
+        entry.read_to_string(&mut text).ok()?;
+        Some(text)
     }
 
     /// Where the daemon reaches the container: on the network a label or the registry names,

@@ -23,6 +23,8 @@ pub struct ContainerFacts {
     pub pgdata: Option<String>,
     /// The container's command (`postgres -c log_directory=...`).
     pub cmd: Vec<String>,
+    /// `log_directory` as the server's configuration files inside the container set it.
+    pub conf_log_directory: Option<String>,
     /// Host name or address the daemon reaches the server at; None: none found.
     pub address: Option<String>,
 }
@@ -364,15 +366,49 @@ pub fn evidence_paths(f: &ContainerFacts) -> Vec<String> {
         }
     };
     vec![
-        in_data(setting(&f.cmd, "log_directory").unwrap_or_else(|| "log".into())),
-        in_data(setting(&f.cmd, "config_file").unwrap_or_else(|| "postgresql.conf".into())),
-        in_data(setting(&f.cmd, "hba_file").unwrap_or_else(|| "pg_hba.conf".into())),
+        in_data(
+            setting_of(&f.cmd, "log_directory")
+                .or_else(|| f.conf_log_directory.clone())
+                .unwrap_or_else(|| "log".into()),
+        ),
+        in_data(setting_of(&f.cmd, "config_file").unwrap_or_else(|| "postgresql.conf".into())),
+        in_data(setting_of(&f.cmd, "hba_file").unwrap_or_else(|| "pg_hba.conf".into())),
     ]
+}
+
+/// The last value of `name` in a postgresql.conf text (`name = 'value'  # comment`), as
+/// PostgreSQL reads it: the last line wins.
+pub fn conf_setting(text: &str, name: &str) -> Option<String> {
+    let mut found = None;
+    for line in text.lines() {
+        let line = line.trim();
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !rest.starts_with(|c: char| c == '=' || c.is_whitespace()) {
+            continue; // another setting whose name starts the same
+        }
+        let rest = rest.trim_start();
+        let rest = rest.strip_prefix('=').unwrap_or(rest).trim_start();
+        if rest.is_empty() || rest.starts_with('#') || line.len() == name.len() {
+            continue;
+        }
+        let value = if let Some(q) = rest.strip_prefix('\'') {
+            q.split('\'').next().unwrap_or_default().to_string()
+        } else {
+            rest.split(|c: char| c.is_whitespace() || c == '#')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        };
+        found = Some(value);
+    }
+    found
 }
 
 /// A setting given to `postgres` on its command line (`-c k=v`, `-ck=v` or `--k=v`); the last
 /// one wins, as in PostgreSQL.
-fn setting(cmd: &[String], name: &str) -> Option<String> {
+pub fn setting_of(cmd: &[String], name: &str) -> Option<String> {
     let mut found = None;
     let mut it = cmd.iter().peekable();
     while let Some(arg) = it.next() {
@@ -431,6 +467,7 @@ mod tests {
                 "log_directory=/pg/logs".into(),
             ],
             address: Some("172.18.0.5".into()),
+            conf_log_directory: Some("ignored-the-command-line-wins".into()),
         }
     }
 
@@ -525,6 +562,25 @@ mod tests {
     }
 
     #[test]
+    fn log_directory_comes_from_the_configuration_files_when_the_command_line_has_none() {
+        let conf =
+            "#log_directory = 'nope'\nlog_directory = 'pg_log'   # here\nlog_directory_x = 1\n";
+        assert_eq!(
+            conf_setting(conf, "log_directory").as_deref(),
+            Some("pg_log")
+        );
+        assert_eq!(
+            conf_setting("log_directory=/var/log/pg\n", "log_directory").as_deref(),
+            Some("/var/log/pg")
+        );
+        assert_eq!(conf_setting("", "log_directory"), None);
+        let mut f = facts(&[]);
+        f.cmd.clear();
+        f.conf_log_directory = Some("pg_log".into());
+        assert_eq!(evidence_paths(&f)[0], "/pg/data/pg_log");
+    }
+
+    #[test]
     fn settings_on_the_command_line_are_found() {
         let cmd: Vec<String> = [
             "postgres",
@@ -536,8 +592,8 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        assert_eq!(setting(&cmd, "log_directory").as_deref(), Some("b"));
-        assert_eq!(setting(&cmd, "hba_file").as_deref(), Some("/etc/hba"));
-        assert_eq!(setting(&cmd, "config_file"), None);
+        assert_eq!(setting_of(&cmd, "log_directory").as_deref(), Some("b"));
+        assert_eq!(setting_of(&cmd, "hba_file").as_deref(), Some("/etc/hba"));
+        assert_eq!(setting_of(&cmd, "config_file"), None);
     }
 }
