@@ -11,8 +11,8 @@ pub mod size;
 
 pub use error::{ConfigError, Problem};
 pub use expand::VarSource;
-pub use model::*;
 pub(crate) use load::build_target;
+pub use model::*;
 
 use std::path::{Path, PathBuf};
 
