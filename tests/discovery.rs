@@ -25,6 +25,21 @@ impl Labelled {
 
     /// Starts it with more server settings (`-c` values).
     fn run_with(tag: &str, password: &str, labels: &[(String, String)], settings: &[&str]) -> Self {
+        Self::start(tag, password, labels, settings, None)
+    }
+
+    /// Starts it on a network of the test's own.
+    fn run_on(tag: &str, password: &str, labels: &[(String, String)], network: &str) -> Self {
+        Self::start(tag, password, labels, &["log_directory=log"], Some(network))
+    }
+
+    fn start(
+        tag: &str,
+        password: &str,
+        labels: &[(String, String)],
+        settings: &[&str],
+        network: Option<&str>,
+    ) -> Self {
         let name = format!(
             "sr-disc-{tag}-{}-{:06x}",
             std::process::id(),
@@ -38,6 +53,9 @@ impl Labelled {
         ]);
         for (k, v) in labels {
             args.extend(["--label".into(), format!("{k}={v}")]);
+        }
+        if let Some(n) = network {
+            args.push(format!("--network={n}"));
         }
         args.extend([
             "-e".into(),
@@ -557,4 +575,61 @@ fn a_container_removed_during_its_incident_is_retired_once_the_incident_is_over(
         1,
         "one incident"
     );
+}
+
+#[test]
+fn all_mode_takes_every_postgres_container_on_the_network_except_those_opted_out() {
+    let ns = namespace();
+    let pw = format!("pw-{:012x}", rand::random::<u64>());
+    let network = format!("sr-disc-net-{ns}");
+    docker(&["network", "create", &network]);
+    struct Net(String);
+    impl Drop for Net {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["network", "rm", &self.0])
+                .output();
+        }
+    }
+    let _net = Net(network.clone());
+    // No enable label at all, only the password's variable; and one opted out.
+    let plain = Labelled::run_on(
+        "all",
+        &pw,
+        &[(format!("{ns}.password_env"), "DISC_PW".into())],
+        &network,
+    );
+    let out = Labelled::run_on(
+        "out",
+        &pw,
+        &[(format!("{ns}.enable"), "false".into())],
+        &network,
+    );
+    plain.wait_sql(&pw);
+    out.wait_sql(&pw);
+    let ws = Workspace::new();
+    let addr = write_registry(&ws, &ns, "  console: false\n");
+    let text = std::fs::read_to_string(ws.config()).unwrap().replace(
+        &format!("docker: {{ namespace: {ns} }}"),
+        &format!("docker: {{ namespace: {ns}, mode: all, network: {network} }}"),
+    );
+    std::fs::write(ws.config(), text).unwrap();
+    let d = daemon(&ws, &pw);
+    wait_for(LONG, "the container's target answering", || {
+        targets(&addr)
+            .get(&plain.name)
+            .is_some_and(|s| s["up"] == true)
+            .then_some(())
+    });
+    // Containers of other tests are not on this network: never targets.
+    let t = targets(&addr);
+    assert_eq!(t.len(), 1, "{:?}", t.keys());
+    assert_eq!(
+        t[&plain.name]["endpoint"],
+        format!("{}:5432/postgres", plain.ip())
+    );
+    assert!(!t.contains_key(&out.name));
+    // ...and not errors either: they are not this daemon's to watch.
+    assert_eq!(d.count("discovery_skipped", None), 0);
+    drop(d);
 }

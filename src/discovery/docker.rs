@@ -309,6 +309,11 @@ impl Watcher {
                 continue;
             }
             f.address = self.address(&s, &f);
+            // In `all` mode a PostgreSQL container the daemon shares no network with is
+            // someone else's, not a mistake to report.
+            if self.cfg.mode == DiscoveryMode::All && f.address.is_none() {
+                continue;
+            }
             if state == "running" {
                 self.running.insert(f.id.clone());
             } else {
