@@ -5,7 +5,9 @@
 //! Knobs (environment): BENCH_RUNS (5), BENCH_WINDOW (seconds of each resource sample, 60),
 //! BENCH_TARGETS ("1,10,50"), BENCH_DOCKER (1: also the container section, with and without
 //! the Docker events fast path; 0 skips it), BENCH_RECOVERY and BENCH_HANG (1; 0 skips the
-//! crash or the hung-server section).
+//! crash or the hung-server section), BENCH_DISCOVER (50: labelled containers found by
+//! discovery, its time and the daemon's memory; 0 skips it), BENCH_ONLY (`discovery`: that
+//! section alone).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -389,6 +391,150 @@ fn resource_section(counts: &[usize], window: Duration) {
     drop(clusters);
 }
 
+/// Discovery of `n` labelled containers (the project's PostgreSQL image, minimal settings, no
+/// published port): how long until every one is a target, how long a container added later
+/// takes, and what the daemon costs while watching them.
+fn discovery_section(n: usize, window: Duration) {
+    use support::docker::{docker, postgres_image, remove};
+    let ns = format!("srbench{:06x}", rand::random::<u32>() & 0xffffff);
+    let pw = format!("pw-{:012x}", rand::random::<u64>());
+    let run = |i: usize| -> String {
+        let name = format!("sr-bench-disc-{}-{i:03}", std::process::id());
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--restart=no",
+            "--label",
+            "org.sentinel-remedy.test=1",
+            "--label",
+            &format!("{ns}.enable=true"),
+            "--label",
+            &format!("{ns}.password_env=BENCH_PW"),
+            "-e",
+            &format!("POSTGRES_PASSWORD={pw}"),
+            postgres_image(),
+            "postgres",
+            "-c",
+            "shared_buffers=128kB",
+            "-c",
+            "max_connections=5",
+            "-c",
+            "fsync=off",
+            "-c",
+            "max_wal_senders=0",
+            "-c",
+            "autovacuum=off",
+        ]);
+        name
+    };
+    let names: Vec<String> = std::thread::scope(|s| {
+        let chunks: Vec<Vec<usize>> = (0..n)
+            .collect::<Vec<_>>()
+            .chunks(8)
+            .map(<[usize]>::to_vec)
+            .collect();
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|c| s.spawn(move || c.into_iter().map(run).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("docker run"))
+            .collect()
+    });
+    // Discovery waits for a server to accept connections (initdb first); so does the bench.
+    let accepts = |name: &str| {
+        let ip = docker(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            name,
+        ]);
+        std::net::TcpStream::connect_timeout(
+            &format!("{ip}:5432").parse().expect("address"),
+            Duration::from_millis(500),
+        )
+        .is_ok()
+    };
+    for name in &names {
+        support::wait_for(Duration::from_secs(900), "the container's server", || {
+            accepts(name).then_some(())
+        });
+    }
+    let ws = Workspace::new();
+    let addr = format!(
+        "127.0.0.1:{}",
+        sentinel_remedy::pgcluster::free_port().expect("port")
+    );
+    let text = format!(
+        "server: {{ listen: \"{addr}\" }}\ndiscovery:\n  docker: {{ namespace: {ns} }}\ndefaults:\n  probe: {{ interval: 1s, timeout: 2s, failure_threshold: 60 }}\narchive:\n{}notify:\n  console: false\n",
+        ws.local_archive()
+    );
+    std::fs::write(ws.config(), text).expect("registry");
+    let status = || -> Vec<serde_json::Value> {
+        support::http::get(&addr, "/status").json()["targets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut cmd = Command::new(support::bin());
+    cmd.args(["--log-format", "json", "run", "--config"])
+        .arg(ws.config())
+        .arg("--state-dir")
+        .arg(ws.state());
+    let t0 = Instant::now();
+    let d = Daemon::spawn(cmd, &[("SENTINEL_LOG_LEVEL", "info"), ("BENCH_PW", &pw)]);
+    d.wait_event("api_listening", None, LONG);
+    support::wait_for(LONG, "every container a target", || {
+        (status().len() == n).then_some(())
+    });
+    let found = t0.elapsed().as_secs_f64();
+    let started = d.events("discovery_started", None);
+    let applied = d.events("discovery_applied", None);
+    let listing = match (started.first(), applied.first()) {
+        (Some(a), Some(b)) => (ts(b) - ts(a)).num_milliseconds() as f64 / 1000.0,
+        _ => f64::NAN,
+    };
+    support::wait_for(Duration::from_secs(600), "every target answering", || {
+        status().iter().all(|t| t["up"] == true).then_some(())
+    });
+    let all_up = t0.elapsed().as_secs_f64();
+    // One more while it runs.
+    let extra = run(n);
+    support::wait_for(LONG, "the added container's server", || {
+        accepts(&extra).then_some(())
+    });
+    let t1 = Instant::now();
+    support::wait_for(LONG, "the added container a target", || {
+        (status().len() == n + 1).then_some(())
+    });
+    let added = t1.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(5));
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let (c0, _) = proc_usage(d.pid());
+    let w0 = Instant::now();
+    std::thread::sleep(window);
+    let (c1, rss) = proc_usage(d.pid());
+    let share = (c1 - c0) as f64 / hz / w0.elapsed().as_secs_f64() * 100.0;
+    println!("\n## Discovery of {n} labelled containers (no published ports, interval 1s, {} s window)\n", window.as_secs());
+    println!("| containers | first listing to targets | daemon start to {n} targets | to all answering | one added (server ready) until a target | resident memory | CPU (% of one core) |");
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {n} | {listing:.3} s | {found:.3} s | {all_up:.1} s | {added:.3} s | {:.1} MiB | {share:.3} % |",
+        rss as f64 / 1024.0
+    );
+    drop(d);
+    let all: Vec<&String> = names.iter().chain([&extra]).collect();
+    std::thread::scope(|s| {
+        for chunk in all.chunks(8) {
+            s.spawn(move || chunk.iter().for_each(|c| remove(c)));
+        }
+    });
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing useful either.
     if std::env::args().any(|a| a == "--list") {
@@ -406,6 +552,11 @@ fn main() {
         "PostgreSQL: {}",
         Cluster::version().unwrap_or_else(|_| "unknown".into())
     );
+    let discover = env_num("BENCH_DISCOVER", 50) as usize;
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("discovery") {
+        discovery_section(discover.max(1), window);
+        return;
+    }
     if env_num("BENCH_RECOVERY", 1) == 1 {
         recovery_section(runs);
     }
@@ -417,5 +568,8 @@ fn main() {
     }
     if !counts.is_empty() {
         resource_section(&counts, window);
+    }
+    if discover > 0 && env_num("BENCH_DOCKER", 1) == 1 {
+        discovery_section(discover, window);
     }
 }

@@ -3,10 +3,12 @@
 # 1 s, threshold 3, with and without the pid watch) next to the floor of a bare restart script,
 # and the daemon's memory and CPU while watching 1, 10 and 50 healthy targets.
 # Also a postgres container killed and paused, with and without the Docker events fast path,
-# and a hung (SIGSTOPped) server at the default probe settings and at 1 s / 1 s / 3.
+# a hung (SIGSTOPped) server at the default probe settings and at 1 s / 1 s / 3, and 50
+# labelled containers found by discovery.
 # Knobs: BENCH_RUNS (5), BENCH_WINDOW (60 s per resource sample), BENCH_TARGETS (1,10,50),
 # BENCH_DOCKER (1; 0 skips the container section), BENCH_RECOVERY and BENCH_HANG (1; 0 skips
-# the crash or the hung-server section).
+# the crash or the hung-server section), BENCH_DISCOVER (50 labelled containers discovered:
+# time to targets and memory; 0 skips), BENCH_ONLY=discovery (that section alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/deps.sh

@@ -1,10 +1,14 @@
 # Shared by quickstart.sh and test_system.sh (sourced, not run): which compose command to use,
 # which file, and the stack's .env.
-#   FLEET=1 selects compose/fleet.yml (three postgres containers), else compose/docker-compose.yml.
+#   FLEET=1 selects compose/fleet.yml (three postgres containers), DISCOVER=1 compose/discover.yml
+#   (three labelled ones, no registry), else compose/docker-compose.yml.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 COMPOSE_DIR="$ROOT/compose"
-if [ "${FLEET:-0}" = 1 ]; then
+if [ "${DISCOVER:-0}" = 1 ]; then
+    COMPOSE_FILE_PATH="$COMPOSE_DIR/discover.yml"
+    : "${COMPOSE_PROJECT_NAME:=sentinel-discover}"
+elif [ "${FLEET:-0}" = 1 ]; then
     COMPOSE_FILE_PATH="$COMPOSE_DIR/fleet.yml"
     : "${COMPOSE_PROJECT_NAME:=sentinel-fleet}"
 else

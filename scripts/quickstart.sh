@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Starts SentinelRemedy as a compose sidecar next to PostgreSQL (or, with --fleet, one daemon
-# watching three PostgreSQL containers), and waits until monitoring has begun.
+# watching three PostgreSQL containers; with --discover, the same three found by their labels
+# with no registry file), and waits until monitoring has begun.
 #
-#   scripts/quickstart.sh [--fleet] [--no-build]
+#   scripts/quickstart.sh [--fleet|--discover] [--no-build]
 #
 # Creates compose/.env from .env.template on first run (with a random database password), the
 # network, and the images: POSTGRES_IMAGE / SENTINEL_IMAGE when they exist or can be pulled,
@@ -11,16 +12,18 @@
 set -euo pipefail
 
 FLEET=0
+DISCOVER=0
 BUILD=1
 for arg in "$@"; do
     case "$arg" in
         --fleet) FLEET=1 ;;
+        --discover) FLEET=1; DISCOVER=1 ;;
         --no-build) BUILD=0 ;;
         -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
-        *) echo "quickstart: unknown argument '$arg' (use --fleet, --no-build)" >&2; exit 64 ;;
+        *) echo "quickstart: unknown argument '$arg' (use --fleet, --discover, --no-build)" >&2; exit 64 ;;
     esac
 done
-export FLEET
+export FLEET DISCOVER
 # shellcheck source=compose_env.sh
 . "$(dirname "$0")/compose_env.sh"
 

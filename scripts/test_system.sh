@@ -8,7 +8,9 @@
 #
 #   scripts/test_system.sh [--fault kill|stop|pause] [--timeout SECONDS]
 #   scripts/test_system.sh --fleet      kill pg1, stop pg2, pause pg3 (one after the other);
-#                                       also checks that the other targets saw nothing
+#                                       also checks that the other targets saw nothing. Checks
+#                                       the fleet stack, or the discovered one (quickstart.sh
+#                                       --discover) when that is the one running
 set -euo pipefail
 
 FLEET=0
@@ -25,7 +27,19 @@ while [ $# -gt 0 ]; do
     shift
 done
 case "$FAULT" in kill|stop|pause) ;; *) echo "test_system: --fault is kill, stop or pause" >&2; exit 64 ;; esac
-export FLEET
+# --fleet: the stack quickstart.sh --discover started, if that is the one running (compose
+# records its file in a label).
+if [ "$FLEET" = 1 ] && [ -z "${DISCOVER:-}" ]; then
+    for project in ${COMPOSE_PROJECT_NAME:-sentinel-fleet sentinel-discover}; do
+        files="$(docker ps --filter "label=com.docker.compose.project=$project" \
+            --filter label=com.docker.compose.service=sentinel \
+            --format '{{.Label "com.docker.compose.project.config_files"}}' 2>/dev/null || true)"
+        [ -n "$files" ] || continue
+        case "$files" in *discover.yml*) DISCOVER=1; COMPOSE_PROJECT_NAME="$project"; export COMPOSE_PROJECT_NAME ;; esac
+        break
+    done
+fi
+export FLEET DISCOVER
 # shellcheck source=compose_env.sh
 . "$(dirname "$0")/compose_env.sh"
 

@@ -58,6 +58,9 @@ pub enum Command {
     CheckConfig {
         #[arg(long, short, env = "SENTINEL_CONFIG")]
         config: Option<PathBuf>,
+        /// Also ask the Docker Engine what `discovery.docker` would find now.
+        #[arg(long)]
+        discover: bool,
     },
     /// Send a test message to every configured channel and report each result.
     NotifyTest {
@@ -144,7 +147,7 @@ pub fn main() -> ExitCode {
     };
     let vars = || VarSource::from_env_and_dotenv(&std::env::current_dir().unwrap_or_default());
     match cli.command {
-        Command::CheckConfig { config } => {
+        Command::CheckConfig { config, discover } => {
             match vars().and_then(|vars| config::load(config.as_deref(), &vars)) {
                 Ok(r) => {
                     println!(
@@ -166,6 +169,9 @@ pub fn main() -> ExitCode {
                                 ""
                             }
                         );
+                    }
+                    if discover {
+                        return check_discovery(&r);
                     }
                     ExitCode::SUCCESS
                 }
@@ -350,6 +356,83 @@ fn client_command(
 }
 
 /// Runs the actor system until a shutdown signal has been handled.
+/// `check-config --discover`: what discovery finds on the Engine now. Exit 64 when a
+/// container would be skipped for its labels, 1 when the Engine cannot be asked.
+fn check_discovery(r: &config::Registry) -> ExitCode {
+    let Some(d) = r.discovery.clone() else {
+        eprintln!("sentinel-remedy: --discover: the registry has no `discovery.docker` section (or DISCOVER_DOCKER)");
+        return ExitCode::from(EX_USAGE);
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sentinel-remedy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let client = std::sync::Arc::new(crate::docker::DockerClient::new(&r.docker));
+    let quiet = slog::Logger::root(slog::Discard, slog::o!());
+    let found = rt.block_on(crate::discovery::docker::discover_once(
+        client.clone(),
+        d.clone(),
+        r.defaults.clone(),
+        quiet,
+    ));
+    let (targets, skipped) = match found {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("sentinel-remedy: --discover: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "discovery on {} (labels {}.*): {} target{}, {} skipped",
+        client.endpoint(),
+        d.namespace,
+        targets.len(),
+        if targets.len() == 1 { "" } else { "s" },
+        skipped.len()
+    );
+    for t in &targets {
+        let clash = r.targets.iter().any(|l| l.name == t.cfg.name);
+        println!(
+            "  {} (container {}) {} every {} (threshold {}){}{}",
+            t.cfg.name,
+            t.container,
+            t.cfg.dsn.endpoint(),
+            config::duration::format_duration(t.cfg.probe.interval),
+            t.cfg.probe.failure_threshold,
+            if t.cfg.heal.is_none() {
+                ", alert only (heal=false)"
+            } else {
+                ""
+            },
+            if clash {
+                ": NOT WATCHED, the registry has a target of this name"
+            } else {
+                ""
+            }
+        );
+    }
+    for (container, problems) in &skipped {
+        println!("  container {container} skipped:");
+        for p in problems {
+            println!("    {p}");
+        }
+    }
+    let clash = targets
+        .iter()
+        .any(|t| r.targets.iter().any(|l| l.name == t.cfg.name));
+    if skipped.is_empty() && !clash {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EX_USAGE)
+    }
+}
+
 pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
     if let Err(e) = std::fs::create_dir_all(&settings.state_dir) {
         eprintln!("sentinel-remedy: cannot create state dir {}: {e} (set --state-dir or SENTINEL_STATE_DIR to a writable directory)", settings.state_dir.display());

@@ -86,6 +86,14 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Text a container's owner wrote (labels), with control characters shown as `?`: it never
+/// drives the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// The `status` table.
 pub fn status_table(v: &Value) -> String {
     let rows: Vec<Vec<String>> = v["targets"]
@@ -109,10 +117,14 @@ pub fn status_table(v: &Value) -> String {
                 } else {
                     format!("until {}", s(&t["maintenance_until"]))
                 },
+                match t["discovered"]["container"].as_str() {
+                    Some(c) => format!("container {c}"),
+                    None => "registry".into(),
+                },
             ]
         })
         .collect();
-    table(
+    let mut out = table(
         &[
             "TARGET",
             "STATE",
@@ -122,9 +134,21 @@ pub fn status_table(v: &Value) -> String {
             "RESTARTS",
             "INCIDENT",
             "MAINTENANCE",
+            "SOURCE",
         ],
         &rows,
-    )
+    );
+    // Discovered targets: the labels they were built from.
+    for t in v["targets"].as_array().into_iter().flatten() {
+        if let Some(labels) = t["discovered"]["labels"].as_object() {
+            let list: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| printable(&format!("{k}={}", s(v))))
+                .collect();
+            out.push_str(&format!("{}: {}\n", s(&t["name"]), list.join(" ")));
+        }
+    }
+    out
 }
 
 /// The `incidents` table.

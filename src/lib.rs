@@ -26,6 +26,8 @@
 //! - `heal`: heal actions (a command; a container through the Docker Engine).
 //! - `docker`: the shared Engine client, container lookup, evidence copied out of containers,
 //!   and the events that tell a Monitor its container died.
+//! - `discovery`: targets found from Docker container labels, kept current from the
+//!   Engine's events.
 //! - `notify`: notices and the Slack, Discord, PagerDuty, webhook and console formats;
 //!   delivery retries.
 //! - `backoff`, `redact`, `logging`, `signals`: small shared pieces.
@@ -40,6 +42,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod docker;
 pub mod faults;
 pub mod fleet;

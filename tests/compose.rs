@@ -18,6 +18,8 @@ struct Stack {
     password: String,
     /// Variables set in the scripts' environment (they win over the .env file, as in compose).
     overrides: Vec<(String, String)>,
+    /// compose/discover.yml: the fleet found by labels, no registry.
+    discover: bool,
 }
 
 impl Stack {
@@ -51,6 +53,7 @@ impl Stack {
             fleet,
             password,
             overrides: vec![],
+            discover: false,
         }
     }
 
@@ -87,7 +90,9 @@ impl Stack {
     }
 
     fn compose(&self, args: &[&str]) -> String {
-        let file = if self.fleet {
+        let file = if self.discover {
+            "discover.yml"
+        } else if self.fleet {
             "fleet.yml"
         } else {
             "docker-compose.yml"
@@ -374,4 +379,50 @@ fn the_chaos_test_fails_at_once_when_the_alert_reaches_no_channel() {
         "at once, not after 120 s: {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn the_discovered_fleet_stack_has_no_registry_and_heals_each_database_once() {
+    let mut stack = Stack::new(true);
+    stack.discover = true;
+    let up = stack.script("quickstart.sh", &["--discover"]);
+    assert!(
+        up.status.success(),
+        "quickstart --discover failed:\n{}",
+        text(&up)
+    );
+    assert!(text(&up).contains("watching 3 database"), "{}", text(&up));
+    // No registry in the daemon's container: the three targets came from the labels.
+    let sentinel = stack.sentinel();
+    let env = docker(&[
+        "inspect",
+        "-f",
+        "{{range .Config.Env}}{{println .}}{{end}}",
+        &sentinel,
+    ]);
+    assert!(!env.contains("SENTINEL_CONFIG"), "{env}");
+    let status = docker(&["exec", &sentinel, "sentinel-remedy", "status"]);
+    for t in ["pg1", "pg2", "pg3"] {
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with(t) && l.contains("container ")),
+            "{t} discovered: {status}"
+        );
+    }
+
+    // The same chaos test as the listed fleet.
+    let chaos = stack.script("test_system.sh", &["--fleet"]);
+    let out = text(&chaos);
+    assert!(chaos.status.success(), "fleet chaos test failed:\n{out}");
+    assert!(out.contains("no cross-talk"), "{out}");
+    let files = stack.bundle_files();
+    for t in ["pg1", "pg2", "pg3"] {
+        assert!(
+            files
+                .iter()
+                .any(|l| l.ends_with(&format!("-{t}/postgresql.log"))),
+            "{t}: its server log was copied out of its container: {files:?}"
+        );
+    }
 }

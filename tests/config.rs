@@ -632,3 +632,45 @@ fn a_sighup_with_an_alias_bomb_is_rejected_and_probing_goes_on() {
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(Duration::from_secs(30)).code(), Some(0));
 }
+
+#[test]
+fn discovery_needs_no_target_list_and_its_mistakes_name_key_or_variable() {
+    let ws = Workspace::new();
+    let file = ws.path().join("targets.yaml");
+    std::fs::write(&file, "discovery:\n  docker: { namespace: acme.pg }\n").unwrap();
+    let (code, out, err) = run_cli(
+        &["check-config", "-c", file.to_str().unwrap()],
+        ws.path(),
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("OK, 0 targets"), "{out}");
+
+    std::fs::write(
+        &file,
+        "discovery:\n  docker: { mode: most, namespace: \"a b\" }\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_cli(
+        &["check-config", "-c", file.to_str().unwrap()],
+        ws.path(),
+        &[],
+    );
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("discovery.docker.mode: 'most' is not a discovery mode"),
+        "{err}"
+    );
+    assert!(err.contains("discovery.docker.namespace"), "{err}");
+
+    // The sidecar: DISCOVER_DOCKER alone is a registry; a wrong value names the variable.
+    let (code, out, err) = run_cli(&["check-config"], ws.path(), &[("DISCOVER_DOCKER", "true")]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = run_cli(
+        &["check-config"],
+        ws.path(),
+        &[("DISCOVER_DOCKER", "sometimes")],
+    );
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("DISCOVER_DOCKER"), "{err}");
+}

@@ -183,7 +183,22 @@ pub struct TargetStatus {
     pub open_incident: Option<String>,
     pub maintenance_until: Option<DateTime<Utc>>,
     pub monitor_alive: bool,
+    /// For a discovered target: its container and the container's labels under the namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovered: Option<DiscoveredFrom>,
 }
+
+/// Where a discovered target came from, for `status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DiscoveredFrom {
+    pub container: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// The whole set of targets discovery finds now; it replaces the previous set.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Discovered(pub Vec<crate::discovery::DiscoveredTarget>);
 
 /// Every target's status, in registry order.
 #[derive(Message)]

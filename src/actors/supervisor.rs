@@ -5,20 +5,24 @@
 
 use super::archiver::{Archiver, SetArchive};
 use super::healer::Healer;
-use super::messages::{Drain, GetStatus, Reload, Retire, SetMaintenance, Shutdown, TargetStatus};
+use super::messages::{
+    Discovered, DiscoveredFrom, Drain, GetStatus, Reload, Retire, SetMaintenance, Shutdown,
+    TargetStatus,
+};
 use super::monitor::{Monitor, Peers};
 use super::notifier::{Notifier, SetChannels};
 use crate::archive::s3::S3Sink;
 use crate::archive::spool::Spool;
 use crate::archive::uploader::Uploader;
-use crate::config::{self, Registry, TargetConfig, VarSource};
+use crate::config::{self, DockerDiscovery, Registry, TargetConfig, TargetDefaults, VarSource};
+use crate::discovery::DiscoveredTarget;
 use crate::docker::events::ContainerEvent;
 use crate::docker::DockerClient;
 use crate::incident::SharedRecord;
 use crate::store::Store;
 use actix::prelude::*;
 use slog::{error, info, warn, Logger};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +41,10 @@ struct Slot {
     cfg: Arc<TargetConfig>,
     record: SharedRecord,
     addr: Addr<Monitor>,
+    /// A discovered target: its container (id) and labels.
+    discovered: Option<(String, DiscoveredFrom)>,
+    /// Removed while an incident was open: retired once the incident is over.
+    retiring: bool,
 }
 
 pub struct Supervisor {
@@ -51,6 +59,12 @@ pub struct Supervisor {
     docker: Arc<DockerClient>,
     /// The Docker events follower runs (started once a target runs in a container).
     following_events: bool,
+    /// The discovery watcher and what it was started with.
+    discovery: Option<(SpawnHandle, DockerDiscovery, TargetDefaults)>,
+    /// The targets discovery found last, by target name.
+    discovered: BTreeMap<String, DiscoveredTarget>,
+    /// Name clashes already reported (target name, container).
+    clashes: HashSet<(String, String)>,
 }
 
 impl Supervisor {
@@ -145,6 +159,9 @@ impl Supervisor {
             done: Some(tx),
             docker,
             following_events: false,
+            discovery: None,
+            discovered: BTreeMap::new(),
+            clashes: HashSet::new(),
         };
         (sup.start(), rx)
     }
@@ -155,11 +172,200 @@ impl Supervisor {
         actix::Supervisor::start(move |_| Monitor::new(cfg, record, peers, &log))
     }
 
-    fn add(&mut self, cfg: TargetConfig, record: SharedRecord) {
+    fn add(
+        &mut self,
+        cfg: TargetConfig,
+        record: SharedRecord,
+        discovered: Option<(String, DiscoveredFrom)>,
+    ) {
         let cfg = Arc::new(cfg);
         let addr = self.spawn_monitor(cfg.clone(), record.clone());
-        self.slots
-            .insert(cfg.name.clone(), Slot { cfg, record, addr });
+        self.slots.insert(
+            cfg.name.clone(),
+            Slot {
+                cfg,
+                record,
+                addr,
+                discovered,
+                retiring: false,
+            },
+        );
+    }
+
+    /// The targets to run: the registry's, then the discovered ones whose names are free.
+    fn wanted(&mut self) -> Vec<(TargetConfig, Option<(String, DiscoveredFrom)>)> {
+        let mut out: Vec<_> = self
+            .settings
+            .registry
+            .targets
+            .iter()
+            .map(|t| (t.clone(), None))
+            .collect();
+        for d in self.discovered.values() {
+            if self
+                .settings
+                .registry
+                .targets
+                .iter()
+                .any(|t| t.name == d.cfg.name)
+            {
+                if self
+                    .clashes
+                    .insert((d.cfg.name.clone(), d.container.clone()))
+                {
+                    error!(self.log, "discovered container not watched: its target name is already a target of the registry";
+                        "event" => "discovery_name_clash", "target" => &d.cfg.name, "container" => &d.container,
+                        "registry" => %self.settings.registry.source,
+                        "fix" => "rename the registry's target, or give the container another name label");
+                }
+                continue;
+            }
+            let from = DiscoveredFrom {
+                container: d.container.clone(),
+                labels: d.labels.clone(),
+            };
+            out.push((d.cfg.clone(), Some((d.container_id.clone(), from))));
+        }
+        out
+    }
+
+    /// Brings the running monitors in line with `wanted()`: added targets start, removed ones
+    /// stop (after their open incident), changed ones restart with the same record (an open
+    /// incident and the budget carry over). Returns (added, removed, changed, unchanged).
+    fn sync(&mut self) -> (Vec<String>, Vec<String>, Vec<String>, usize) {
+        let mut wanted: HashMap<String, (TargetConfig, Option<(String, DiscoveredFrom)>)> = self
+            .wanted()
+            .into_iter()
+            .map(|(t, d)| (t.name.clone(), (t, d)))
+            .collect();
+        let order: Vec<String> = self.wanted().into_iter().map(|(t, _)| t.name).collect();
+        let (mut added, mut removed, mut changed, mut unchanged) = (vec![], vec![], vec![], 0);
+        let names: Vec<String> = self.slots.keys().cloned().collect();
+        for name in names {
+            match wanted.remove(&name) {
+                None => {
+                    let slot = &self.slots[&name];
+                    if slot.retiring {
+                        continue;
+                    }
+                    if slot.record.lock().incident.is_some() {
+                        warn!(self.log, "target removed while an incident is open: it is retired once the incident is over";
+                            "event" => "target_retiring", "target" => &name);
+                        if let Some(s) = self.slots.get_mut(&name) {
+                            s.retiring = true;
+                        }
+                        continue;
+                    }
+                    if let Some(slot) = self.slots.remove(&name) {
+                        slot.addr.do_send(Retire);
+                    }
+                    removed.push(name);
+                }
+                Some((cfg, from)) if *self.slots[&name].cfg != cfg => {
+                    let slot = self.slots.remove(&name).expect("present");
+                    slot.addr.do_send(Retire);
+                    // Same record: an open incident and the restart budget carry over.
+                    self.add(cfg, slot.record, from);
+                    changed.push(name);
+                }
+                Some((_, from)) => {
+                    if let Some(s) = self.slots.get_mut(&name) {
+                        s.retiring = false;
+                        s.discovered = from;
+                    }
+                    unchanged += 1;
+                }
+            }
+        }
+        for name in order {
+            if let Some((t, from)) = wanted.remove(&name) {
+                added.push(t.name.clone());
+                let record = self.record_for(&t);
+                self.add(t, record, from);
+            }
+        }
+        for name in &removed {
+            crate::metrics::global().forget_target(name);
+        }
+        let names: Vec<String> = self.slots.keys().cloned().collect();
+        self.peers
+            .fleet
+            .reconfigure(self.settings.registry.fleet_guard.clone(), &names);
+        (added, removed, changed, unchanged)
+    }
+
+    /// Starts, restarts (new settings or defaults) or stops the discovery watcher.
+    fn start_discovery(&mut self, ctx: &mut Context<Self>) {
+        let want = self
+            .settings
+            .registry
+            .discovery
+            .clone()
+            .map(|d| (d, self.settings.registry.defaults.clone()));
+        let same = match (&self.discovery, &want) {
+            (Some((_, d, def)), Some((wd, wdef))) => d == wd && def == wdef,
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        if let Some((handle, _, _)) = self.discovery.take() {
+            ctx.cancel_future(handle);
+        }
+        let Some((cfg, defaults)) = want else {
+            self.discovered.clear();
+            return;
+        };
+        let log = self.root.new(slog::o!("actor" => "discovery"));
+        let fut = crate::discovery::docker::follow(
+            self.docker.clone(),
+            cfg.clone(),
+            defaults.clone(),
+            ctx.address().recipient(),
+            log,
+        );
+        let handle = ctx.spawn(fut.into_actor(self));
+        self.discovery = Some((handle, cfg, defaults));
+    }
+
+    /// Retires the removed targets whose incident is over (recovered, escalated or waiting
+    /// for a person): nothing more would be done for them.
+    fn retire_finished(&mut self) {
+        use crate::incident::Phase;
+        let done: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.retiring)
+            .filter(|(_, s)| {
+                let rec = s.record.lock();
+                rec.incident.is_none()
+                    || matches!(rec.phase, Phase::Escalated | Phase::Unhealed | Phase::Held)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in done {
+            if let Some(slot) = self.slots.remove(&name) {
+                slot.addr.do_send(Retire);
+            }
+            crate::metrics::global().forget_target(&name);
+            let names: Vec<String> = self.slots.keys().cloned().collect();
+            self.peers
+                .fleet
+                .reconfigure(self.settings.registry.fleet_guard.clone(), &names);
+            info!(self.log, "removed target retired after its incident"; "event" => "target_retired", "target" => &name);
+        }
+    }
+
+    /// A discovered container was removed: its target goes (no incident for it).
+    fn container_removed(&mut self, id: &str, ctx: &mut Context<Self>) {
+        let before = self.discovered.len();
+        self.discovered.retain(|_, d| d.container_id != id);
+        if self.discovered.len() != before {
+            let (_, removed, _, _) = self.sync();
+            info!(self.log, "discovered container removed"; "event" => "discovery_applied", "added" => "", "removed" => removed.join(","), "changed" => "");
+            self.start_docker(ctx);
+        }
     }
 
     /// A target's record: restored from the store (open incident, budget, maintenance).
@@ -180,6 +386,7 @@ impl Supervisor {
         if self.stopping {
             return;
         }
+        self.retire_finished();
         let dead: Vec<String> = self
             .slots
             .iter()
@@ -201,11 +408,9 @@ impl Supervisor {
     /// follows its events (the fast path for dying containers).
     fn start_docker(&mut self, ctx: &mut Context<Self>) {
         let containers: Vec<String> = self
-            .settings
-            .registry
-            .targets
-            .iter()
-            .filter_map(|t| t.container().map(|c| format!("{}={c}", t.name)))
+            .slots
+            .values()
+            .filter_map(|s| s.cfg.container().map(|c| format!("{}={c}", s.cfg.name)))
             .collect();
         if containers.is_empty() || self.following_events {
             return;
@@ -243,39 +448,6 @@ impl Supervisor {
                 return;
             }
         };
-        let mut wanted: HashMap<String, TargetConfig> = new
-            .targets
-            .iter()
-            .map(|t| (t.name.clone(), t.clone()))
-            .collect();
-        let (mut added, mut removed, mut changed, mut unchanged) = (vec![], vec![], vec![], 0);
-        let names: Vec<String> = self.slots.keys().cloned().collect();
-        for name in names {
-            match wanted.remove(&name) {
-                None => {
-                    if let Some(slot) = self.slots.remove(&name) {
-                        slot.addr.do_send(Retire);
-                    }
-                    removed.push(name);
-                }
-                Some(cfg) if *self.slots[&name].cfg != cfg => {
-                    let slot = self.slots.remove(&name).expect("present");
-                    slot.addr.do_send(Retire);
-                    // Same record: an open incident and the restart budget carry over.
-                    self.add(cfg, slot.record);
-                    changed.push(name);
-                }
-                Some(_) => unchanged += 1,
-            }
-        }
-        for t in new.targets.iter().filter(|t| wanted.contains_key(&t.name)) {
-            added.push(t.name.clone());
-            let record = self.record_for(t);
-            self.add(t.clone(), record);
-        }
-        for name in &removed {
-            crate::metrics::global().forget_target(name);
-        }
         if new.archive.s3 != self.settings.registry.archive.s3 {
             // A new S3 sink needs a new client (built asynchronously); an unchanged one keeps
             // its uploader, whose jobs would otherwise be resumed twice from the same spool.
@@ -298,11 +470,9 @@ impl Supervisor {
         }
         // Always: with the same channels the Notifier only revives dead or gone ones.
         self.peers.notifier.do_send(SetChannels(new.notify.clone()));
-        let names: Vec<String> = new.targets.iter().map(|t| t.name.clone()).collect();
-        self.peers
-            .fleet
-            .reconfigure(new.fleet_guard.clone(), &names);
         self.settings.registry = new;
+        self.start_discovery(ctx);
+        let (added, removed, changed, unchanged) = self.sync();
         self.start_docker(ctx);
         info!(self.log, "registry reloaded"; "event" => "reload_applied", "added" => added.join(","), "removed" => removed.join(","),
             "changed" => changed.join(","), "unchanged" => unchanged);
@@ -326,22 +496,79 @@ impl Actor for Supervisor {
                         "incident" => &inc.id, "phase" => rec.phase.label());
                 }
             }
-            self.add(t, record);
+            self.add(t, record, None);
         }
         ctx.run_interval(Duration::from_millis(250), |act, _| act.check_monitors());
         self.start_docker(ctx);
+        self.start_discovery(ctx);
     }
 }
 
 impl Handler<ContainerEvent> for Supervisor {
     type Result = ();
-    /// Routes a container event to the Monitors whose target runs in that container.
-    fn handle(&mut self, ev: ContainerEvent, _: &mut Context<Self>) {
+    /// Routes a container event to the Monitors whose target runs in that container. A
+    /// discovered container being removed (`docker rm -f` kills it first) retires its target
+    /// instead: removing a container is not a failure.
+    fn handle(&mut self, ev: ContainerEvent, ctx: &mut Context<Self>) {
+        let discovered = self
+            .slots
+            .values()
+            .any(|s| s.discovered.as_ref().is_some_and(|(id, _)| *id == ev.id));
+        if discovered && ev.action == "destroy" {
+            return self.container_removed(&ev.id, ctx);
+        }
+        if discovered && ev.action == "die" {
+            // Ask the Engine whether the death is a removal before the Monitor hears of it.
+            let (docker, id) = (self.docker.clone(), ev.id.clone());
+            let fut = async move {
+                let c = crate::config::ContainerRef::Name(id.clone());
+                docker
+                    .call(|api, ep| async move {
+                        crate::docker::container::inspect(&api, &ep, &c).await
+                    })
+                    .await
+            };
+            ctx.spawn(fut.into_actor(self).map(move |r, act, ctx| {
+                let removing = match &r {
+                    Ok(st) => matches!(st.status.as_str(), "removing" | "dead"),
+                    Err(e) => matches!(e, crate::docker::DockerError::NotFound { .. }),
+                };
+                if removing {
+                    act.container_removed(&ev.id, ctx);
+                } else {
+                    act.route(&ev);
+                }
+            }));
+            return;
+        }
+        self.route(&ev);
+    }
+}
+
+impl Supervisor {
+    fn route(&self, ev: &ContainerEvent) {
         for slot in self.slots.values() {
             if slot.cfg.container().is_some_and(|c| ev.concerns(c)) {
                 slot.addr.do_send(ev.clone());
             }
         }
+    }
+}
+
+impl Handler<Discovered> for Supervisor {
+    type Result = ();
+    /// The discovered set changed: applied like a reload of those targets.
+    fn handle(&mut self, msg: Discovered, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        self.discovered = msg.0.into_iter().map(|d| (d.cfg.name.clone(), d)).collect();
+        let (added, removed, changed, unchanged) = self.sync();
+        if !(added.is_empty() && removed.is_empty() && changed.is_empty()) {
+            info!(self.log, "discovered targets applied"; "event" => "discovery_applied", "added" => added.join(","), "removed" => removed.join(","),
+                "changed" => changed.join(","), "unchanged" => unchanged, "discovered" => self.discovered.len());
+        }
+        self.start_docker(ctx);
     }
 }
 
@@ -402,12 +629,23 @@ impl Handler<GetStatus> for Supervisor {
 
     fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
         let now = std::time::Instant::now();
-        let out = self
+        let listed = self
             .settings
             .registry
             .targets
             .iter()
-            .filter_map(|t| self.slots.get(&t.name))
+            .filter_map(|t| self.slots.get(&t.name));
+        // Registry order first, then discovered (and retiring) targets by name.
+        let others = self.slots.values().filter(|s| {
+            !self
+                .settings
+                .registry
+                .targets
+                .iter()
+                .any(|t| t.name == s.cfg.name)
+        });
+        let out = listed
+            .chain(others)
             .map(|slot| {
                 let mut rec = slot.record.lock();
                 let in_window = rec
@@ -438,6 +676,7 @@ impl Handler<GetStatus> for Supervisor {
                     open_incident: rec.incident.as_ref().map(|i| i.id.clone()),
                     maintenance_until,
                     monitor_alive: slot.addr.connected(),
+                    discovered: slot.discovered.as_ref().map(|(_, d)| d.clone()),
                 }
             })
             .collect();

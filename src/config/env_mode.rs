@@ -48,11 +48,16 @@ struct SeedEnv {
     sentinel_listen: Option<String>,
     lease_dir: Option<String>,
     sentinel_api_token: Option<String>,
+    discover_docker: Option<String>,
+    discover_namespace: Option<String>,
+    discover_network: Option<String>,
 }
 
-/// Whether the sidecar variables are present (DB_HOST decides).
+/// Whether the sidecar variables are present (DB_HOST or DISCOVER_DOCKER decides).
 pub fn present(vars: &VarSource) -> bool {
-    vars.get("DB_HOST").is_some_and(|h| !h.trim().is_empty())
+    ["DB_HOST", "DISCOVER_DOCKER"]
+        .iter()
+        .any(|v| vars.get(v).is_some_and(|h| !h.trim().is_empty()))
 }
 
 /// Builds a one-target registry from the sidecar variables.
@@ -93,7 +98,7 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
     let db = seed.db_name.clone().unwrap_or_else(|| "postgres".into());
     let mut dsn = url::Url::parse("postgres://localhost").expect("static URL parses");
     let host_ok = dsn.set_host(Some(&host)).is_ok();
-    if !host_ok {
+    if !host_ok && !host.trim().is_empty() {
         problems.push(
             "DB_HOST",
             format!("'{host}' is not a host name or address"),
@@ -125,10 +130,10 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
         // Problems found by the shared validation name YAML keys; point them at the variables.
         for pr in p.0.iter_mut().skip(before) {
             pr.path = match pr.path.as_str() {
-                "targets[0].probe.interval" => "HEALTH_CHECK_INTERVAL".into(),
-                "targets[0].probe.timeout" => "HEALTH_CHECK_TIMEOUT".into(),
-                "targets[0].probe.failure_threshold" => "FAILURE_THRESHOLD".into(),
-                "targets[0].probe.query" => "HEALTH_CHECK_QUERY".into(),
+                "defaults.probe.interval" => "HEALTH_CHECK_INTERVAL".into(),
+                "defaults.probe.timeout" => "HEALTH_CHECK_TIMEOUT".into(),
+                "defaults.probe.failure_threshold" => "FAILURE_THRESHOLD".into(),
+                "defaults.probe.query" => "HEALTH_CHECK_QUERY".into(),
                 "targets[0].heal.command" => "HEAL_COMMAND".into(),
                 "targets[0].heal" => {
                     "HEAL_COMMAND/HEAL_CONTAINER/COMPOSE_PROJECT+COMPOSE_SERVICE".into()
@@ -138,9 +143,9 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
                 "targets[0].heal.compose.service" => "COMPOSE_SERVICE".into(),
                 "targets[0].heal.stop_timeout" => "HEAL_STOP_TIMEOUT".into(),
                 "targets[0].forensics.docker" => "FORENSICS_CONTAINER_PATHS".into(),
-                "targets[0].restart_budget.max_restarts" => "MAX_RESTARTS".into(),
-                "targets[0].restart_budget.window" => "RESTART_WINDOW".into(),
-                "targets[0].recovery_timeout" => "RECOVERY_TIMEOUT".into(),
+                "defaults.restart_budget.max_restarts" => "MAX_RESTARTS".into(),
+                "defaults.restart_budget.window" => "RESTART_WINDOW".into(),
+                "defaults.recovery_timeout" => "RECOVERY_TIMEOUT".into(),
                 "targets[0].dsn" => "DB_HOST/DB_PORT/DB_NAME/DB_USER".into(),
                 "targets[0].name" => "TARGET_NAME".into(),
                 "archive.s3.bucket" => "S3_BUCKET_NAME".into(),
@@ -153,6 +158,9 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
                 "notify.slack.webhook_url" => "SLACK_WEBHOOK_URL".into(),
                 "notify.discord.webhook_url" => "DISCORD_WEBHOOK_URL".into(),
                 "notify.webhooks[0].url" => "WEBHOOK_URL".into(),
+                "discovery.docker.mode" => "DISCOVER_DOCKER".into(),
+                "discovery.docker.namespace" => "DISCOVER_NAMESPACE".into(),
+                "discovery.docker.network" => "DISCOVER_NETWORK".into(),
                 other => other.to_string(),
             };
         }
@@ -209,9 +217,8 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
             paths: split_list(&paths),
             log_tail: None,
         });
-    let target = RawTarget {
-        name: seed.target_name.clone().unwrap_or_else(|| db.clone()),
-        dsn: dsn.to_string(),
+    // Probe and budget settings are defaults, so discovered containers get them too.
+    let defaults = RawDefaults {
         probe: Some(RawProbe {
             query: seed.health_check_query.clone(),
             interval: seed.health_check_interval.clone().map(RawDuration),
@@ -228,6 +235,14 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
             backoff_reset: None,
         }),
         recovery_timeout: seed.recovery_timeout.clone().map(RawDuration),
+        policy: None,
+    };
+    let target = RawTarget {
+        name: seed.target_name.clone().unwrap_or_else(|| db.clone()),
+        dsn: dsn.to_string(),
+        probe: None,
+        restart_budget: None,
+        recovery_timeout: None,
         forensics: Some(RawForensics {
             files: seed
                 .forensics_files
@@ -303,14 +318,35 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
             &mut problems,
         )
     });
+    // Without DB_HOST the sidecar only discovers (DISCOVER_DOCKER).
+    let targets = if host.trim().is_empty() {
+        vec![]
+    } else {
+        vec![(0, target)]
+    };
+    let discovery = nonempty(&seed.discover_docker).and_then(|mode| {
+        let mode = match mode.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" | "label" => "label".to_string(),
+            other => other.to_string(),
+        };
+        let raw = RawDiscovery {
+            docker: Some(RawDockerDiscovery {
+                namespace: nonempty(&seed.discover_namespace),
+                mode: Some(mode),
+                network: nonempty(&seed.discover_network),
+            }),
+        };
+        super::load::build_discovery(raw, &mut problems)
+    });
     let mut registry = build(
         Source::Environment,
-        RawDefaults::default(),
+        defaults,
         archive,
         notify,
-        vec![(0, target)],
+        targets,
         &mut problems,
     );
+    registry.discovery = discovery;
     registry.server = server;
     registry.lease.dir = nonempty(&seed.lease_dir).map(std::path::PathBuf::from);
     rename(&mut problems, before);

@@ -22,6 +22,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "archive",
     "notify",
     "targets",
+    "discovery",
 ];
 
 /// Reads and validates a registry file.
@@ -105,8 +106,11 @@ pub fn load_str(
     let archive: RawArchive = section(&map, "archive", &mut problems).unwrap_or_default();
     let notify: RawNotify = section(&map, "notify", &mut problems).unwrap_or_default();
 
+    let discovery: Option<RawDiscovery> = section(&map, "discovery", &mut problems);
+    let discovery = discovery.and_then(|d| build_discovery(d, &mut problems));
     let mut targets_raw = Vec::new();
     match map.get("targets") {
+        None | Some(Value::Null) if discovery.is_some() => {}
         None | Some(Value::Null) => {
             problems.push(
                 "targets",
@@ -153,6 +157,7 @@ pub fn load_str(
         &mut problems,
     );
     registry.server = server.and_then(|s| build_server(s, &mut problems));
+    registry.discovery = discovery;
     if let Some(h) = section::<RawHeartbeat>(&map, "heartbeat", &mut problems) {
         let interval = h
             .interval
@@ -265,100 +270,16 @@ pub(crate) fn build(
         .unwrap_or(Duration::from_secs(120));
     let base_policy = policy(defaults.policy.as_ref(), "defaults.policy", problems);
 
-    let mut targets = Vec::new();
-    for (i, t) in targets_raw {
-        let at = format!("targets[{i}]");
-        if let Err(why) = target_name(&t.name) {
-            problems.push(
-                format!("{at}.name"),
-                format!("'{}' is not a usable target name: {why}", t.name),
-                format!("use 1 to {MAX_NAME} letters, digits, '-', '_' or '.', starting with a letter or digit (it becomes part of file names and S3 keys)"),
-            );
-        }
-        let dsn = match Dsn::parse(&t.dsn) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                problems.push(format!("{at}.dsn"), format!("malformed DSN '{}': {e}", crate::redact::redact_dsn(&t.dsn)), "use postgres://user:password@host:5432/dbname or 'host=... port=... dbname=...'");
-                None
-            }
-        };
-        let probe = merge_probe(
-            &base_probe,
-            t.probe.as_ref(),
-            &format!("{at}.probe"),
-            problems,
-        );
-        let target_policy = base_policy.merged(&policy(
-            t.policy.as_ref(),
-            &format!("{at}.policy"),
-            problems,
-        ));
-        let budget = merge_budget(
-            &base_budget,
-            t.restart_budget.as_ref(),
-            &format!("{at}.restart_budget"),
-            problems,
-        );
-        let recovery_timeout = t
-            .recovery_timeout
-            .as_ref()
-            .and_then(|d| duration(d, &format!("{at}.recovery_timeout"), problems))
-            .unwrap_or(base_recovery);
-        let heal = t
-            .heal
-            .as_ref()
-            .and_then(|h| heal_action(h, &format!("{at}.heal"), problems));
-        let forensic_files = t
-            .forensics
-            .as_ref()
-            .map(|f| f.files.clone())
-            .unwrap_or_default();
-        let forensic_docker = t
-            .forensics
-            .as_ref()
-            .and_then(|f| f.docker.as_ref())
-            .and_then(|d| {
-                docker_forensics(
-                    d,
-                    heal.as_ref(),
-                    &format!("{at}.forensics.docker"),
-                    problems,
-                )
-            });
-        for (j, pattern) in forensic_files.iter().enumerate() {
-            if let Err(e) = glob::Pattern::new(pattern) {
-                problems.push(
-                    format!("{at}.forensics.files[{j}]"),
-                    format!("'{pattern}' is not a valid glob: {e}"),
-                    "escape '[' and ']' or fix the pattern",
-                );
-            }
-        }
-        let pid_file = t.process.as_ref().map(|p| PathBuf::from(&p.pid_file));
-        if let Some(p) = &pid_file {
-            if p.as_os_str().is_empty() {
-                problems.push(
-                    format!("{at}.process.pid_file"),
-                    "the pid file path is empty",
-                    "give the cluster's postmaster.pid path or remove `process:`",
-                );
-            }
-        }
-        if let Some(dsn) = dsn {
-            targets.push(TargetConfig {
-                name: t.name.clone(),
-                dsn,
-                probe,
-                budget,
-                recovery_timeout,
-                forensic_files,
-                forensic_docker,
-                heal,
-                pid_file,
-                policy: target_policy,
-            });
-        }
-    }
+    let defaults = TargetDefaults {
+        probe: base_probe,
+        budget: base_budget,
+        recovery_timeout: base_recovery,
+        policy: base_policy,
+    };
+    let targets = targets_raw
+        .iter()
+        .filter_map(|(i, t)| build_target(t, &format!("targets[{i}]"), &defaults, problems))
+        .collect();
 
     let archive = build_archive(archive, problems);
     let notify = build_notify(notify, problems);
@@ -372,6 +293,8 @@ pub(crate) fn build(
         archive,
         notify,
         targets,
+        defaults,
+        discovery: None,
     }
 }
 
@@ -426,6 +349,154 @@ fn s3_prefix(prefix: &str) -> Result<(), String> {
         return Err("it has an empty, '.' or '..' segment".into());
     }
     Ok(())
+}
+
+/// Validates one target against the defaults; `at` prefixes every problem's key path
+/// (`targets[2]`, or a container label namespace for discovered targets).
+pub(crate) fn build_target(
+    t: &RawTarget,
+    at: &str,
+    base: &TargetDefaults,
+    problems: &mut Problems,
+) -> Option<TargetConfig> {
+    if let Err(why) = target_name(&t.name) {
+        problems.push(
+            format!("{at}.name"),
+            format!("'{}' is not a usable target name: {why}", t.name),
+            format!("use 1 to {MAX_NAME} letters, digits, '-', '_' or '.', starting with a letter or digit (it becomes part of file names and S3 keys)"),
+        );
+    }
+    let dsn = match Dsn::parse(&t.dsn) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            problems.push(
+                format!("{at}.dsn"),
+                format!("malformed DSN '{}': {e}", crate::redact::redact_dsn(&t.dsn)),
+                "use postgres://user:password@host:5432/dbname or 'host=... port=... dbname=...'",
+            );
+            None
+        }
+    };
+    let probe = merge_probe(
+        &base.probe,
+        t.probe.as_ref(),
+        &format!("{at}.probe"),
+        problems,
+    );
+    let target_policy = base.policy.merged(&policy(
+        t.policy.as_ref(),
+        &format!("{at}.policy"),
+        problems,
+    ));
+    let budget = merge_budget(
+        &base.budget,
+        t.restart_budget.as_ref(),
+        &format!("{at}.restart_budget"),
+        problems,
+    );
+    let recovery_timeout = t
+        .recovery_timeout
+        .as_ref()
+        .and_then(|d| duration(d, &format!("{at}.recovery_timeout"), problems))
+        .unwrap_or(base.recovery_timeout);
+    let heal = t
+        .heal
+        .as_ref()
+        .and_then(|h| heal_action(h, &format!("{at}.heal"), problems));
+    let forensic_files = t
+        .forensics
+        .as_ref()
+        .map(|f| f.files.clone())
+        .unwrap_or_default();
+    let forensic_docker = t
+        .forensics
+        .as_ref()
+        .and_then(|f| f.docker.as_ref())
+        .and_then(|d| {
+            docker_forensics(
+                d,
+                heal.as_ref(),
+                &format!("{at}.forensics.docker"),
+                problems,
+            )
+        });
+    for (j, pattern) in forensic_files.iter().enumerate() {
+        if let Err(e) = glob::Pattern::new(pattern) {
+            problems.push(
+                format!("{at}.forensics.files[{j}]"),
+                format!("'{pattern}' is not a valid glob: {e}"),
+                "escape '[' and ']' or fix the pattern",
+            );
+        }
+    }
+    let pid_file = t.process.as_ref().map(|p| PathBuf::from(&p.pid_file));
+    if let Some(p) = &pid_file {
+        if p.as_os_str().is_empty() {
+            problems.push(
+                format!("{at}.process.pid_file"),
+                "the pid file path is empty",
+                "give the cluster's postmaster.pid path or remove `process:`",
+            );
+        }
+    }
+    dsn.map(|dsn| TargetConfig {
+        name: t.name.clone(),
+        dsn,
+        probe,
+        budget,
+        recovery_timeout,
+        forensic_files,
+        forensic_docker,
+        heal,
+        pid_file,
+        policy: target_policy,
+    })
+}
+
+/// `discovery.docker`: the label namespace, the mode and the network.
+pub(crate) fn build_discovery(d: RawDiscovery, problems: &mut Problems) -> Option<DockerDiscovery> {
+    let Some(d) = d.docker else {
+        problems.push(
+            "discovery",
+            "no discovery source is given",
+            "add `docker: {}` to discover containers by label, or remove `discovery:`",
+        );
+        return None;
+    };
+    let namespace = d.namespace.unwrap_or_else(|| "sentinel-remedy".into());
+    let ns_ok = !namespace.is_empty()
+        && namespace
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !namespace.ends_with('.');
+    if !ns_ok {
+        problems.push(
+            "discovery.docker.namespace",
+            format!("'{namespace}' is not a label prefix"),
+            "use letters, digits, '-', '_' or '.', e.g. sentinel-remedy (labels are then sentinel-remedy.enable=true, ...)",
+        );
+    }
+    let mode = match d.mode.as_deref().map(str::trim) {
+        None | Some("label") => Some(DiscoveryMode::Label),
+        Some("all") => Some(DiscoveryMode::All),
+        Some(other) => {
+            problems.push(
+                "discovery.docker.mode",
+                format!("'{other}' is not a discovery mode"),
+                "use `label` (only containers labelled <namespace>.enable=true) or `all` (every PostgreSQL container not labelled <namespace>.enable=false)",
+            );
+            None
+        }
+    };
+    let network = d.network.filter(|n| !n.trim().is_empty());
+    if let Some(n) = &network {
+        container_name(n, "discovery.docker.network", problems);
+    }
+    (ns_ok && mode.is_some()).then(|| DockerDiscovery {
+        namespace,
+        mode: mode.unwrap_or(DiscoveryMode::Label),
+        network,
+    })
 }
 
 /// `heal:`: exactly one of `command`, `docker`, `compose`.

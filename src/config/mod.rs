@@ -6,13 +6,14 @@ pub mod error;
 pub mod expand;
 mod load;
 pub mod model;
-mod raw;
+pub(crate) mod raw;
 pub mod size;
 pub mod trust;
 mod yaml_guard;
 
 pub use error::{ConfigError, Problem};
 pub use expand::VarSource;
+pub(crate) use load::build_target;
 pub use model::*;
 
 use std::path::{Path, PathBuf};

@@ -394,6 +394,36 @@ pub struct ServerConfig {
     pub token: Option<Secret>,
 }
 
+/// What a target inherits unless it overrides it: the resolved `defaults:` section, kept so
+/// that targets discovered later are built exactly like the ones written in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetDefaults {
+    pub probe: ProbeConfig,
+    pub budget: BudgetConfig,
+    pub recovery_timeout: Duration,
+    pub policy: crate::policy::Policy,
+}
+
+/// Which containers `discovery.docker` turns into targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscoveryMode {
+    /// Only containers labelled `{namespace}.enable=true` (opt-in).
+    Label,
+    /// Every container running a PostgreSQL image, unless labelled `{namespace}.enable=false`.
+    All,
+}
+
+/// `discovery.docker`: targets found from container labels on the Docker Engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerDiscovery {
+    /// Label prefix, e.g. `sentinel-remedy` for `sentinel-remedy.enable=true`.
+    pub namespace: String,
+    pub mode: DiscoveryMode,
+    /// The Docker network to reach containers over; None: one the daemon shares with the
+    /// container (in a container), else the container's first network.
+    pub network: Option<String>,
+}
+
 /// The whole validated registry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Registry {
@@ -406,4 +436,8 @@ pub struct Registry {
     pub archive: ArchiveConfig,
     pub notify: NotifyConfig,
     pub targets: Vec<TargetConfig>,
+    /// The defaults discovered targets are built with.
+    pub defaults: TargetDefaults,
+    /// Container discovery; None: only the targets listed.
+    pub discovery: Option<DockerDiscovery>,
 }

@@ -316,3 +316,25 @@ pub struct RawServer {
     /// Bearer token for the mutating endpoints (maintenance); without it they are off.
     pub token: Option<String>,
 }
+
+/// `discovery:`: targets found at run time instead of listed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    /// Containers on the Docker Engine, found by their labels.
+    pub docker: Option<RawDockerDiscovery>,
+}
+
+/// `discovery.docker:`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDockerDiscovery {
+    /// Label prefix (default `sentinel-remedy`): `{namespace}.enable=true` opts a container in.
+    pub namespace: Option<String>,
+    /// `label` (default): only opted-in containers; `all`: every container running a
+    /// PostgreSQL image, except those labelled `{namespace}.enable=false`.
+    pub mode: Option<String>,
+    /// Docker network to reach the containers over (default: one shared with the daemon's own
+    /// container, else the container's first network).
+    pub network: Option<String>,
+}

@@ -1,0 +1,578 @@
+//! Watches the Docker Engine for containers to discover: lists them once, then again after
+//! every container event that can change the set (create, start, rename, destroy) and after
+//! every reconnect, and sends the whole set to the Supervisor, which applies the difference
+//! through its reload path.
+
+use super::labels::{self, ContainerFacts};
+use super::DiscoveredTarget;
+use crate::actors::messages::Discovered;
+use crate::config::{
+    DiscoveryMode, DockerDiscovery, Problem, TargetConfig, TargetDefaults, VarSource,
+};
+use crate::docker::{DockerClient, DockerError};
+use actix::prelude::*;
+use bollard::container::{InspectContainerOptions, ListContainersOptions};
+use bollard::models::ContainerSummary;
+use bollard::system::EventsOptions;
+use futures::{FutureExt, StreamExt};
+use slog::{debug, error, info, warn, Logger};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Events after which the set may have changed. `die` does not change it: a stopped
+/// container stays a target (and is healed).
+const RESYNC_ON: [&str; 4] = ["create", "start", "rename", "destroy"];
+
+/// What an inspect adds to a listing; fixed for a container's life, so asked once per id.
+#[derive(Clone)]
+struct Inspected {
+    pgdata: Option<String>,
+    cmd: Vec<String>,
+    /// `log_directory` from postgresql.conf / postgresql.auto.conf in the container.
+    conf_log_directory: Option<String>,
+}
+
+/// A container and its target, or the problems with its labels.
+type Built = (ContainerFacts, Result<TargetConfig, Vec<Problem>>);
+
+/// A skipped container's name and why.
+pub type Skipped = (String, Vec<Problem>);
+
+struct Watcher {
+    client: Arc<DockerClient>,
+    cfg: DockerDiscovery,
+    defaults: TargetDefaults,
+    sink: Option<Recipient<Discovered>>,
+    log: Logger,
+    inspected: HashMap<String, Inspected>,
+    /// The last address seen per container: a stopped container has none, and its target
+    /// must not change while it is down.
+    last_address: HashMap<String, String>,
+    /// The problem last reported per container, so each is said once, not at every resync.
+    reported: HashMap<String, String>,
+    /// The networks of the daemon's own container; None: the daemon runs on the host.
+    own_networks: Option<Vec<String>>,
+    /// The last set sent.
+    sent: Option<Vec<DiscoveredTarget>>,
+    /// Containers whose main process runs now.
+    running: HashSet<String>,
+    /// Containers that are targets: their server accepted a connection once, or they were
+    /// found stopped. Before that a container is initialising (initdb, init scripts), and a
+    /// restart would leave it half made.
+    armed: HashSet<String>,
+    /// Some running container is not armed yet.
+    waiting: bool,
+}
+
+/// Follows the Engine until the daemon stops.
+pub async fn follow(
+    client: Arc<DockerClient>,
+    cfg: DockerDiscovery,
+    defaults: TargetDefaults,
+    sink: Recipient<Discovered>,
+    log: Logger,
+) {
+    let mut w = Watcher {
+        client,
+        cfg,
+        defaults,
+        sink: Some(sink.clone()),
+        log,
+        inspected: HashMap::new(),
+        last_address: HashMap::new(),
+        reported: HashMap::new(),
+        own_networks: None,
+        sent: None,
+        running: HashSet::new(),
+        armed: HashSet::new(),
+        waiting: false,
+    };
+    w.own_networks = w.own_networks().await;
+    info!(w.log, "discovering PostgreSQL containers on the Docker Engine"; "event" => "discovery_started",
+        "namespace" => &w.cfg.namespace, "mode" => match w.cfg.mode { DiscoveryMode::Label => "label", DiscoveryMode::All => "all" },
+        "endpoint" => w.client.endpoint(), "in_container" => w.own_networks.is_some());
+    let mut delay = Duration::from_secs(1);
+    let mut said_broken = false;
+    loop {
+        let api = match w.client.streaming().await {
+            Ok(api) => api,
+            Err(e) => {
+                if !said_broken {
+                    error!(w.log, "cannot follow the Docker Engine: discovered targets stay as they are until it answers";
+                        "event" => "discovery_unavailable", "kind" => e.kind(), "error" => %e);
+                    said_broken = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        let mut filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            (
+                "event".to_string(),
+                RESYNC_ON.iter().map(|s| s.to_string()).collect(),
+            ),
+        ]);
+        if w.cfg.mode == DiscoveryMode::Label {
+            filters.insert("label".into(), vec![format!("{}.enable", w.cfg.namespace)]);
+        }
+        let mut stream = api.events(Some(EventsOptions::<String> {
+            since: None,
+            until: None,
+            filters,
+        }));
+        // Whatever happened while the stream was closed is found by listing again.
+        if w.resync().await.is_err() {
+            tokio::time::sleep(delay).await;
+            continue;
+        }
+        if said_broken {
+            info!(w.log, "following the Docker Engine again"; "event" => "discovery_resumed");
+            said_broken = false;
+        }
+        delay = Duration::from_secs(1);
+        loop {
+            // While a container is initialising, look again every half second: no event
+            // says when its server starts accepting connections.
+            let item = if w.waiting {
+                match tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
+                    Ok(item) => item,
+                    Err(_) => {
+                        if w.resync().await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                stream.next().await
+            };
+            let Some(item) = item else { break };
+            if let Err(e) = item {
+                warn!(w.log, "Docker events stream broke; reopening"; "event" => "discovery_events_broken", "error" => %e);
+                break;
+            }
+            // A burst (a compose stack coming up) costs one listing.
+            while let Some(Some(Ok(_))) = stream.next().now_or_never() {}
+            if w.resync().await.is_err() {
+                break;
+            }
+            if sink.connected() {
+                continue;
+            }
+            return;
+        }
+        if !sink.connected() {
+            return;
+        }
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// One look at the Engine, for `check-config --discover`: what would be discovered now, and
+/// which containers would be skipped and why.
+pub async fn discover_once(
+    client: Arc<DockerClient>,
+    cfg: DockerDiscovery,
+    defaults: TargetDefaults,
+    log: Logger,
+) -> Result<(Vec<DiscoveredTarget>, Vec<Skipped>), DockerError> {
+    let mut w = Watcher {
+        client,
+        cfg,
+        defaults,
+        sink: None,
+        log,
+        inspected: HashMap::new(),
+        last_address: HashMap::new(),
+        reported: HashMap::new(),
+        own_networks: None,
+        sent: None,
+        running: HashSet::new(),
+        armed: HashSet::new(),
+        waiting: false,
+    };
+    w.own_networks = w.own_networks().await;
+    let built = w.scan().await?;
+    Ok(w.partition(built))
+}
+
+impl Watcher {
+    /// The networks of the container the daemon runs in, if it runs in one.
+    async fn own_networks(&self) -> Option<Vec<String>> {
+        if !tokio::fs::try_exists("/.dockerenv").await.unwrap_or(false) {
+            return None;
+        }
+        let host = tokio::fs::read_to_string("/etc/hostname").await.ok()?;
+        let host = host.trim().to_string();
+        let r = self
+            .client
+            .call(|api, ep| async move {
+                api.inspect_container(&host, None::<InspectContainerOptions>)
+                    .await
+                    .map_err(|e| DockerError::from_bollard(e, &ep, &host))
+            })
+            .await
+            .ok()?;
+        let mut nets: Vec<String> = r
+            .network_settings
+            .and_then(|n| n.networks)
+            .map(|n| n.into_keys().collect())
+            .unwrap_or_default();
+        nets.sort();
+        Some(nets)
+    }
+
+    /// Lists the containers, builds their targets, and sends the set if it changed.
+    async fn resync(&mut self) -> Result<(), DockerError> {
+        let built = self.scan().await?;
+        let built = self.armed_only(built).await;
+        let (targets, _) = self.partition(built);
+        if self.sent.as_ref() != Some(&targets) {
+            debug!(self.log, "discovered"; "targets" => targets.len());
+            self.sent = Some(targets.clone());
+            if let Some(sink) = &self.sink {
+                let _ = sink.try_send(Discovered(targets));
+            }
+        }
+        Ok(())
+    }
+
+    /// The selected containers, each with its target or the problems with its labels.
+    async fn scan(&mut self) -> Result<Vec<Built>, DockerError> {
+        let mut filters = HashMap::new();
+        if self.cfg.mode == DiscoveryMode::Label {
+            filters.insert(
+                "label".to_string(),
+                vec![format!("{}.enable=true", self.cfg.namespace)],
+            );
+        }
+        let listed = self
+            .client
+            .call(|api, ep| async move {
+                api.list_containers(Some(ListContainersOptions::<String> {
+                    all: true,
+                    filters,
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|e| DockerError::from_bollard(e, &ep, ""))
+            })
+            .await;
+        let listed = match listed {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(self.log, "cannot list containers; discovered targets stay as they are"; "event" => "discovery_list_failed", "kind" => e.kind(), "error" => %e);
+                return Err(e);
+            }
+        };
+        let mut facts = Vec::new();
+        for s in listed {
+            // Never started (`docker create`): not a database yet, nothing to heal. Being
+            // removed: retired, not failed.
+            let state = s.state.clone().unwrap_or_default();
+            if matches!(state.as_str(), "created" | "removing" | "dead") {
+                continue;
+            }
+            let Some(id) = s.id.clone() else { continue };
+            let inspected = match self.inspected.get(&id) {
+                Some(i) => i.clone(),
+                None => match self.inspect(&id).await {
+                    Some(i) => {
+                        self.inspected.insert(id.clone(), i.clone());
+                        i
+                    }
+                    None => continue, // gone between the listing and the inspect
+                },
+            };
+            let name = s
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_else(|| id.chars().take(12).collect());
+            let labels: BTreeMap<String, String> =
+                s.labels.clone().unwrap_or_default().into_iter().collect();
+            let mut f = ContainerFacts {
+                id: id.clone(),
+                name,
+                image: s.image.clone().unwrap_or_default(),
+                labels,
+                pgdata: inspected.pgdata,
+                cmd: inspected.cmd,
+                conf_log_directory: inspected.conf_log_directory,
+                address: None,
+            };
+            if !labels::selected(&f, &self.cfg) {
+                continue;
+            }
+            f.address = self.address(&s, &f);
+            // In `all` mode a PostgreSQL container the daemon shares no network with is
+            // someone else's, not a mistake to report.
+            if self.cfg.mode == DiscoveryMode::All && f.address.is_none() {
+                continue;
+            }
+            if state == "running" {
+                self.running.insert(f.id.clone());
+            } else {
+                self.running.remove(&f.id);
+            }
+            facts.push(f);
+        }
+        let present: HashSet<String> = facts.iter().map(|f| f.id.clone()).collect();
+        self.inspected.retain(|id, _| present.contains(id));
+        self.last_address.retain(|id, _| present.contains(id));
+        self.reported.retain(|id, _| present.contains(id));
+        self.running.retain(|id| present.contains(id));
+        self.armed.retain(|id| present.contains(id));
+
+        let (cfg, defaults) = (self.cfg.clone(), self.defaults.clone());
+        // Reads .env and password files: off the actors' thread.
+        let built = tokio::task::spawn_blocking(move || {
+            // A .env made untrusted since start-up (refused then with exit 64) is not read:
+            // the labels then see the process environment only.
+            let vars = VarSource::from_env_and_dotenv(&std::env::current_dir().unwrap_or_default())
+                .unwrap_or_else(|_| VarSource::fixed(std::env::vars().collect()));
+            facts
+                .into_iter()
+                .map(|f| {
+                    let r = labels::target(&f, &cfg, &defaults, &vars);
+                    (f, r)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        Ok(built)
+    }
+
+    /// Usable targets, and the containers skipped with why; each problem is logged once.
+    fn partition(&mut self, built: Vec<Built>) -> (Vec<DiscoveredTarget>, Vec<Skipped>) {
+        let mut skipped = Vec::new();
+        let mut targets: Vec<DiscoveredTarget> = Vec::new();
+        for (f, r) in built {
+            match r {
+                Ok(cfg) => {
+                    if let Some(other) = targets.iter().find(|t| t.cfg.name == cfg.name) {
+                        let msg = format!("name {} is also {}'s", cfg.name, other.container);
+                        if self.reported.get(&f.id) != Some(&msg) {
+                            error!(self.log, "container skipped: its target name is taken by another discovered container"; "event" => "discovery_skipped",
+                                "container" => &f.name, "label" => format!("{}.name", self.cfg.namespace), "target" => &cfg.name, "other_container" => &other.container,
+                                "fix" => format!("give one of them another {}.name label", self.cfg.namespace));
+                            self.reported.insert(f.id.clone(), msg.clone());
+                        }
+                        skipped.push((
+                            f.name,
+                            vec![Problem::new(
+                                format!("{}.name", self.cfg.namespace),
+                                msg,
+                                "give one of them another name label",
+                            )],
+                        ));
+                        continue;
+                    }
+                    if self.reported.remove(&f.id).is_some() {
+                        info!(self.log, "container's labels are usable again"; "event" => "discovery_fixed", "container" => &f.name);
+                    }
+                    targets.push(DiscoveredTarget {
+                        labels: labels::shown_labels(&f, &self.cfg.namespace),
+                        container_id: f.id,
+                        container: f.name,
+                        cfg,
+                    });
+                }
+                Err(problems) => {
+                    let text = problems
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    if self.reported.get(&f.id) != Some(&text) {
+                        let first = problems.first();
+                        error!(self.log, "container skipped: its labels are not usable (the other containers are watched)"; "event" => "discovery_skipped",
+                            "container" => &f.name, "label" => first.map(|p| p.path.as_str()).unwrap_or(""),
+                            "problem" => first.map(|p| p.message.as_str()).unwrap_or(""),
+                            "fix" => first.map(|p| p.fix.as_str()).unwrap_or(""), "problems" => &text);
+                        self.reported.insert(f.id.clone(), text);
+                    }
+                    skipped.push((f.name, problems));
+                }
+            }
+        }
+        targets.sort_by(|a, b| a.cfg.name.cmp(&b.cfg.name));
+        (targets, skipped)
+    }
+
+    /// Keeps the containers that are targets already, or whose server now accepts a TCP
+    /// connection, or that are stopped; a running one whose server does not answer yet is
+    /// initialising and waits. Containers with bad labels pass, to be reported.
+    async fn armed_only(&mut self, built: Vec<Built>) -> Vec<Built> {
+        let mut out = Vec::with_capacity(built.len());
+        self.waiting = false;
+        for (f, r) in built {
+            let ready = match &r {
+                _ if self.armed.contains(&f.id) => true,
+                _ if !self.running.contains(&f.id) => true,
+                Err(_) => {
+                    out.push((f, r));
+                    continue;
+                }
+                Ok(t) => accepts(t).await,
+            };
+            if ready {
+                self.armed.insert(f.id.clone());
+                out.push((f, r));
+            } else {
+                debug!(self.log, "container initialising: a target once its server accepts connections"; "event" => "discovery_waiting", "container" => &f.name);
+                self.waiting = true;
+            }
+        }
+        out
+    }
+
+    async fn inspect(&self, id: &str) -> Option<Inspected> {
+        let id = id.to_string();
+        let wanted = id.clone();
+        let r = self
+            .client
+            .call(|api, ep| async move {
+                api.inspect_container(&id, None::<InspectContainerOptions>)
+                    .await
+                    .map_err(|e| DockerError::from_bollard(e, &ep, &id))
+            })
+            .await
+            .ok()?;
+        let config = r.config.unwrap_or_default();
+        let pgdata = config
+            .env
+            .unwrap_or_default()
+            .iter()
+            .find_map(|e| e.strip_prefix("PGDATA=").map(String::from))
+            .filter(|p| !p.is_empty());
+        let cmd = config.cmd.unwrap_or_default();
+        // The configuration files as the server reads them: postgresql.conf, then
+        // postgresql.auto.conf (ALTER SYSTEM), the later winning.
+        let data = pgdata
+            .clone()
+            .unwrap_or_else(|| "/var/lib/postgresql/data".into());
+        let conf = labels::setting_of(&cmd, "config_file")
+            .unwrap_or_else(|| format!("{data}/postgresql.conf"));
+        let mut conf_log_directory = None;
+        for path in [conf, format!("{data}/postgresql.auto.conf")] {
+            if let Some(text) = self.read_small(&wanted, &path).await {
+                if let Some(v) = labels::conf_setting(&text, "log_directory") {
+                    conf_log_directory = Some(v);
+                }
+            }
+        }
+        Some(Inspected {
+            pgdata,
+            cmd,
+            conf_log_directory,
+        })
+    }
+
+    /// A small text file inside the container (through the Engine's archive endpoint; also
+    /// from a stopped container), None if absent or over 1 MiB.
+    async fn read_small(&self, id: &str, path: &str) -> Option<String> {
+        use bollard::container::DownloadFromContainerOptions;
+        use std::io::Read;
+        const CAP: usize = 1 << 20;
+        let (id, path) = (id.to_string(), path.to_string());
+        let tar = self
+            .client
+            .call(|api, _| async move {
+                let mut stream =
+                    api.download_from_container(&id, Some(DownloadFromContainerOptions { path }));
+                let mut buf = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| DockerError::Api(e.to_string()))?;
+                    if buf.len() + chunk.len() > CAP + 4096 {
+                        return Err(DockerError::Api("file too large".into()));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(buf)
+            })
+            .await
+            .ok()?;
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let mut entry = archive.entries().ok()?.next()?.ok()?;
+        let mut text = String::new();
+        entry.read_to_string(&mut text).ok()?;
+        Some(text)
+    }
+
+    /// Where the daemon reaches the container: on the network a label or the registry names,
+    /// else one the daemon's own container shares, else the container's first network. In a
+    /// container on a user-defined network, by name (Docker's DNS follows restarts); on the
+    /// host, by address (the host routes to bridge networks; no published port needed).
+    fn address(&mut self, s: &ContainerSummary, f: &ContainerFacts) -> Option<String> {
+        let mode = s
+            .host_config
+            .as_ref()
+            .and_then(|h| h.network_mode.clone())
+            .unwrap_or_default();
+        if mode == "host" {
+            return Some("127.0.0.1".into());
+        }
+        let networks = s
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.clone())
+            .unwrap_or_default();
+        let mut names: Vec<&String> = networks.keys().collect();
+        names.sort();
+        let wanted = f
+            .labels
+            .get(&format!("{}.network", self.cfg.namespace))
+            .or(self.cfg.network.as_ref());
+        let chosen = match wanted {
+            Some(w) => names.iter().find(|n| **n == w).copied(),
+            None => match &self.own_networks {
+                Some(own) => names.iter().find(|n| own.contains(n)).copied(),
+                None => names.first().copied(),
+            },
+        }?;
+        if self.own_networks.is_some() && chosen != "bridge" {
+            return Some(f.name.clone());
+        }
+        let ip = networks
+            .get(chosen)
+            .and_then(|e| e.ip_address.clone())
+            .filter(|ip| !ip.is_empty());
+        match ip {
+            Some(ip) => {
+                self.last_address.insert(f.id.clone(), ip.clone());
+                Some(ip)
+            }
+            // Stopped: where it was; never seen running: its name (resolvable in a network).
+            None => Some(
+                self.last_address
+                    .get(&f.id)
+                    .cloned()
+                    .unwrap_or_else(|| f.name.clone()),
+            ),
+        }
+    }
+}
+
+/// Whether the target's server accepts a TCP connection now (within half a second).
+async fn accepts(t: &TargetConfig) -> bool {
+    use tokio_postgres::config::Host;
+    let cfg = t.dsn.config();
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let Some(Host::Tcp(host)) = cfg.get_hosts().first().cloned() else {
+        return true; // a unix socket: nothing to wait for from here
+    };
+    matches!(
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect((host.as_str(), port))
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}

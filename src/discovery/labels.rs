@@ -1,0 +1,602 @@
+//! Container labels → a target, validated by the same code as a target written in the
+//! registry, so a label has exactly the meaning of the key it is named after
+//! (`{ns}.probe.interval` is `targets[].probe.interval`). Pure apart from reading a password
+//! file; the caller runs it off the actors' threads.
+
+use crate::config::duration::RawDuration;
+use crate::config::error::Problems;
+use crate::config::expand::{expand, VarSource};
+use crate::config::raw::*;
+use crate::config::{DiscoveryMode, DockerDiscovery, Problem, TargetConfig, TargetDefaults};
+use std::collections::BTreeMap;
+use std::io::Read;
+
+/// What discovery knows about one container, from the Engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerFacts {
+    pub id: String,
+    /// Without the leading `/`.
+    pub name: String,
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+    /// `PGDATA` from the container's environment.
+    pub pgdata: Option<String>,
+    /// The container's command (`postgres -c log_directory=...`).
+    pub cmd: Vec<String>,
+    /// `log_directory` as the server's configuration files inside the container set it.
+    pub conf_log_directory: Option<String>,
+    /// Host name or address the daemon reaches the server at; None: none found.
+    pub address: Option<String>,
+}
+
+/// Labels this version understands after `{namespace}.`; `policy.<class>` also.
+pub const KNOWN: &[&str] = &[
+    "enable",
+    "name",
+    "dsn",
+    "user",
+    "database",
+    "port",
+    "password_env",
+    "password_file",
+    "network",
+    "heal",
+    "heal.stop_timeout",
+    "probe.query",
+    "probe.interval",
+    "probe.timeout",
+    "probe.failure_threshold",
+    "probe.expect",
+    "probe.role",
+    "restart_budget.max_restarts",
+    "restart_budget.window",
+    "restart_budget.backoff",
+    "restart_budget.backoff_max",
+    "restart_budget.backoff_reset",
+    "recovery_timeout",
+    "forensics.paths",
+    "forensics.log_tail",
+];
+
+/// The default data directory of the official image and of the project's image.
+const DEFAULT_PGDATA: &str = "/var/lib/postgresql/data";
+
+/// A password file bigger than this is not a password file.
+const MAX_PASSWORD_FILE: u64 = 4096;
+
+/// Whether the container is one discovery watches.
+pub fn selected(f: &ContainerFacts, cfg: &DockerDiscovery) -> bool {
+    let enable = f
+        .labels
+        .get(&format!("{}.enable", cfg.namespace))
+        .map(|v| v.trim().to_ascii_lowercase());
+    match cfg.mode {
+        DiscoveryMode::Label => enable.as_deref() == Some("true"),
+        DiscoveryMode::All => enable.as_deref() != Some("false") && runs_postgres(f),
+    }
+}
+
+/// A PostgreSQL image: by its name, or by the PGDATA every postgres image sets.
+fn runs_postgres(f: &ContainerFacts) -> bool {
+    f.image.to_ascii_lowercase().contains("postgres") || f.pgdata.is_some()
+}
+
+/// The labels under the namespace, for `status` (a `dsn` label's password redacted).
+pub fn shown_labels(f: &ContainerFacts, ns: &str) -> BTreeMap<String, String> {
+    let prefix = format!("{ns}.");
+    f.labels
+        .iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, v)| {
+            let v = if k.ends_with(".dsn") {
+                crate::redact::redact_dsn(v)
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+/// Builds the container's target; Err lists every problem, each naming its label and fix.
+pub fn target(
+    f: &ContainerFacts,
+    cfg: &DockerDiscovery,
+    defaults: &TargetDefaults,
+    vars: &VarSource,
+) -> Result<TargetConfig, Vec<Problem>> {
+    let ns = cfg.namespace.as_str();
+    let mut problems = Problems::default();
+    let prefix = format!("{ns}.");
+    let mut policy = BTreeMap::new();
+    for (k, v) in &f.labels {
+        let Some(key) = k.strip_prefix(&prefix) else {
+            continue;
+        };
+        if let Some(class) = key.strip_prefix("policy.") {
+            policy.insert(class.to_string(), v.clone());
+        } else if !KNOWN.contains(&key) {
+            problems.push(
+                k,
+                "unknown label",
+                format!(
+                    "remove it or correct its spelling; known labels are {ns}.{{{}}} and {ns}.policy.<class>",
+                    KNOWN.join(",")
+                ),
+            );
+        }
+    }
+    let get = |key: &str| {
+        f.labels
+            .get(&format!("{ns}.{key}"))
+            .map(|v| v.trim().to_string())
+    };
+    let dur = |key: &str| get(key).map(RawDuration);
+    let int = |key: &str, problems: &mut Problems| {
+        get(key).and_then(|v| match v.parse::<i64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                problems.push(
+                    format!("{ns}.{key}"),
+                    format!("'{v}' is not a whole number"),
+                    "give a number, e.g. 3",
+                );
+                None
+            }
+        })
+    };
+    let dsn = dsn(f, ns, vars, &mut problems);
+    let heal = match get("heal").map(|h| h.to_ascii_lowercase()).as_deref() {
+        None | Some("true") => Some(RawHeal {
+            command: None,
+            timeout: None,
+            stop_timeout: None,
+            stop_command: None,
+            env: Default::default(),
+            docker: Some(RawDockerHeal {
+                container: f.name.clone(),
+                stop_timeout: dur("heal.stop_timeout"),
+            }),
+            compose: None,
+        }),
+        Some("false") => None,
+        Some(other) => {
+            problems.push(
+                format!("{ns}.heal"),
+                format!("'{other}' is not true or false"),
+                "use false to keep this container down on purpose (alert only), or remove the label",
+            );
+            None
+        }
+    };
+    let mut paths = evidence_paths(f);
+    if let Some(extra) = get("forensics.paths") {
+        paths.extend(
+            extra
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(String::from),
+        );
+    }
+    let log_tail =
+        int("forensics.log_tail", &mut problems).map(|n| n.clamp(0, u32::MAX as i64) as u32);
+    let raw = RawTarget {
+        name: get("name").unwrap_or_else(|| f.name.clone()),
+        dsn: dsn.unwrap_or_default(),
+        probe: Some(RawProbe {
+            query: get("probe.query"),
+            interval: dur("probe.interval"),
+            timeout: dur("probe.timeout"),
+            failure_threshold: int("probe.failure_threshold", &mut problems),
+            expect: get("probe.expect"),
+            role: get("probe.role"),
+        }),
+        restart_budget: Some(RawBudget {
+            max_restarts: int("restart_budget.max_restarts", &mut problems),
+            window: dur("restart_budget.window"),
+            backoff: dur("restart_budget.backoff"),
+            backoff_max: dur("restart_budget.backoff_max"),
+            backoff_reset: dur("restart_budget.backoff_reset"),
+        }),
+        recovery_timeout: dur("recovery_timeout"),
+        forensics: Some(RawForensics {
+            files: vec![],
+            docker: Some(RawDockerForensics {
+                container: Some(f.name.clone()),
+                project: None,
+                service: None,
+                paths,
+                log_tail,
+            }),
+        }),
+        heal,
+        process: None,
+        policy: (!policy.is_empty()).then_some(policy),
+    };
+    let had = problems.0.len();
+    let built = crate::config::build_target(&raw, ns, defaults, &mut problems);
+    // The shared validation names YAML keys; point them at the labels a user writes.
+    for p in problems.0.iter_mut().skip(had) {
+        p.path = p
+            .path
+            .replace(
+                &format!("{ns}.heal.docker.stop_timeout"),
+                &format!("{ns}.heal.stop_timeout"),
+            )
+            .replace(
+                &format!("{ns}.forensics.docker.paths"),
+                &format!("{ns}.forensics.paths"),
+            );
+    }
+    match built {
+        Some(t) if problems.0.is_empty() => Ok(t),
+        _ => Err(problems.0),
+    }
+}
+
+/// The DSN: the `dsn` label (with `${VAR}` and `${CONTAINER_ADDRESS}`), or one built from
+/// the user, database, port and password labels and the container's address.
+fn dsn(f: &ContainerFacts, ns: &str, vars: &VarSource, problems: &mut Problems) -> Option<String> {
+    let get = |key: &str| {
+        f.labels
+            .get(&format!("{ns}.{key}"))
+            .map(|v| v.trim().to_string())
+    };
+    let address = f.address.clone();
+    if let Some(d) = get("dsn") {
+        let with_address = d.replace("${CONTAINER_ADDRESS}", address.as_deref().unwrap_or(""));
+        return match expand(&with_address, vars) {
+            Ok(d) => Some(d),
+            Err(missing) => {
+                for name in missing {
+                    problems.push(
+                        format!("{ns}.dsn"),
+                        format!("environment variable {name} is not set in the daemon's environment"),
+                        format!("set {name} for the daemon (its environment or .env), or change the label"),
+                    );
+                }
+                None
+            }
+        };
+    }
+    let Some(host) = address else {
+        problems.push(
+            format!("{ns}.network"),
+            format!("container {} has no address on a network the daemon can reach", f.name),
+            "attach it to a network the daemon shares (or name one with this label), or give the whole DSN in the dsn label",
+        );
+        return None;
+    };
+    let port = match get("port") {
+        None => 5432,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => {
+                problems.push(format!("{ns}.port"), format!("'{p}' is not a port number"), "give the port PostgreSQL listens on inside the container, e.g. 5432 (not a published host port)");
+                return None;
+            }
+        },
+    };
+    let user = get("user").unwrap_or_else(|| "postgres".into());
+    let db = get("database").unwrap_or_else(|| user.clone());
+    let password = match (get("password_env"), get("password_file")) {
+        (Some(_), Some(_)) => {
+            problems.push(
+                format!("{ns}.password_env"),
+                "both password_env and password_file are set",
+                format!("keep one of {ns}.password_env and {ns}.password_file"),
+            );
+            return None;
+        }
+        (Some(var), None) => match vars.get(&var).filter(|v| !v.is_empty()) {
+            Some(pw) => Some(pw),
+            None => {
+                problems.push(
+                    format!("{ns}.password_env"),
+                    format!("environment variable {var} is not set in the daemon's environment"),
+                    format!("set {var} for the daemon (its environment or .env), or name another variable in the label"),
+                );
+                return None;
+            }
+        },
+        (None, Some(path)) => match read_secret(&path) {
+            Ok(pw) => Some(pw),
+            Err(e) => {
+                problems.push(
+                    format!("{ns}.password_file"),
+                    format!("cannot read the password file {path}: {e}"),
+                    "give a regular file (no symlink) the daemon can read, e.g. a mounted Docker secret under /run/secrets",
+                );
+                return None;
+            }
+        },
+        (None, None) => None,
+    };
+    let mut url = url::Url::parse("postgres://localhost").expect("static URL parses");
+    if url.set_host(Some(&host)).is_err() {
+        problems.push(
+            format!("{ns}.network"),
+            format!("'{host}' is not a host name or address"),
+            "attach the container to a network the daemon shares",
+        );
+        return None;
+    }
+    let _ = url.set_port(Some(port));
+    let _ = url.set_username(&user);
+    if let Some(pw) = password {
+        let _ = url.set_password(Some(&pw));
+    }
+    url.set_path(&format!("/{db}"));
+    Some(url.to_string())
+}
+
+/// Reads a password file without following a symlink, only if regular and small.
+fn read_secret(path: &str) -> std::io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > MAX_PASSWORD_FILE {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_PASSWORD_FILE} bytes"
+        )));
+    }
+    let mut s = String::new();
+    file.take(MAX_PASSWORD_FILE).read_to_string(&mut s)?;
+    Ok(s.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// The server's evidence inside the container, from its PGDATA and the settings given on its
+/// command line: the log directory, postgresql.conf and pg_hba.conf.
+pub fn evidence_paths(f: &ContainerFacts) -> Vec<String> {
+    let pgdata = f
+        .pgdata
+        .clone()
+        .unwrap_or_else(|| DEFAULT_PGDATA.into())
+        .trim_end_matches('/')
+        .to_string();
+    let in_data = |p: String| {
+        if p.starts_with('/') {
+            p
+        } else {
+            format!("{pgdata}/{p}")
+        }
+    };
+    vec![
+        in_data(
+            setting_of(&f.cmd, "log_directory")
+                .or_else(|| f.conf_log_directory.clone())
+                .unwrap_or_else(|| "log".into()),
+        ),
+        in_data(setting_of(&f.cmd, "config_file").unwrap_or_else(|| "postgresql.conf".into())),
+        in_data(setting_of(&f.cmd, "hba_file").unwrap_or_else(|| "pg_hba.conf".into())),
+    ]
+}
+
+/// The last value of `name` in a postgresql.conf text (`name = 'value'  # comment`), as
+/// PostgreSQL reads it: the last line wins.
+pub fn conf_setting(text: &str, name: &str) -> Option<String> {
+    let mut found = None;
+    for line in text.lines() {
+        let line = line.trim();
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !rest.starts_with(|c: char| c == '=' || c.is_whitespace()) {
+            continue; // another setting whose name starts the same
+        }
+        let rest = rest.trim_start();
+        let rest = rest.strip_prefix('=').unwrap_or(rest).trim_start();
+        if rest.is_empty() || rest.starts_with('#') || line.len() == name.len() {
+            continue;
+        }
+        let value = if let Some(q) = rest.strip_prefix('\'') {
+            q.split('\'').next().unwrap_or_default().to_string()
+        } else {
+            rest.split(|c: char| c.is_whitespace() || c == '#')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        };
+        found = Some(value);
+    }
+    found
+}
+
+/// A setting given to `postgres` on its command line (`-c k=v`, `-ck=v` or `--k=v`); the last
+/// one wins, as in PostgreSQL.
+pub fn setting_of(cmd: &[String], name: &str) -> Option<String> {
+    let mut found = None;
+    let mut it = cmd.iter().peekable();
+    while let Some(arg) = it.next() {
+        let kv = if arg == "-c" {
+            it.next().map(String::as_str)
+        } else if let Some(kv) = arg.strip_prefix("--").or_else(|| arg.strip_prefix("-c")) {
+            Some(kv)
+        } else {
+            None
+        };
+        if let Some((k, v)) = kv.and_then(|kv| kv.split_once('=')) {
+            if k.replace('-', "_") == name {
+                found = Some(v.trim_matches(|c| c == '\'' || c == '"').to_string());
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg() -> DockerDiscovery {
+        DockerDiscovery {
+            namespace: "sr".into(),
+            mode: DiscoveryMode::Label,
+            network: None,
+        }
+    }
+
+    fn defaults() -> TargetDefaults {
+        let r = crate::config::load_str(
+            "targets:\n  - name: x\n    dsn: postgres://h/db\n",
+            crate::config::Source::Generated("test".into()),
+            &VarSource::fixed(HashMap::new()),
+        )
+        .expect("registry");
+        r.defaults
+    }
+
+    fn facts(labels: &[(&str, &str)]) -> ContainerFacts {
+        ContainerFacts {
+            id: "abc".into(),
+            name: "orders-db".into(),
+            image: "sentinel-remedy/postgres:15".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            pgdata: Some("/pg/data".into()),
+            cmd: vec![
+                "postgres".into(),
+                "-c".into(),
+                "log_directory=/pg/logs".into(),
+            ],
+            address: Some("172.18.0.5".into()),
+            conf_log_directory: Some("ignored-the-command-line-wins".into()),
+        }
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> VarSource {
+        VarSource::fixed(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn labels_make_a_container_target_reached_over_its_network_address() {
+        let f = facts(&[
+            ("sr.enable", "true"),
+            ("sr.password_env", "ORDERS_PW"),
+            ("sr.database", "orders"),
+            ("sr.probe.interval", "2s"),
+            ("sr.policy.timeout", "alert"),
+        ]);
+        assert!(selected(&f, &cfg()));
+        let t = target(&f, &cfg(), &defaults(), &vars(&[("ORDERS_PW", "s3cret")])).expect("target");
+        assert_eq!(t.name, "orders-db");
+        assert_eq!(t.dsn.endpoint(), "172.18.0.5:5432/orders");
+        assert_eq!(t.probe.interval, std::time::Duration::from_secs(2));
+        assert!(
+            matches!(&t.heal, Some(crate::config::HealAction::Docker { container: crate::config::ContainerRef::Name(n), .. }) if n == "orders-db")
+        );
+        let fx = t.forensic_docker.expect("forensics");
+        assert_eq!(
+            fx.paths,
+            [
+                "/pg/logs",
+                "/pg/data/postgresql.conf",
+                "/pg/data/pg_hba.conf"
+            ]
+        );
+        assert!(!format!("{:?}", t.dsn).contains("s3cret"));
+    }
+
+    #[test]
+    fn bad_labels_name_the_label_and_the_fix() {
+        let f = facts(&[
+            ("sr.enable", "true"),
+            ("sr.password_env", "NOPE_PW"),
+            ("sr.probe.interval", "5 parsecs"),
+            ("sr.heal", "maybe"),
+            ("sr.probe.intervall", "1s"),
+        ]);
+        let e = target(&f, &cfg(), &defaults(), &vars(&[])).unwrap_err();
+        let paths: Vec<&str> = e.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "sr.password_env",
+            "sr.probe.interval",
+            "sr.heal",
+            "sr.probe.intervall",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {e:?}");
+        }
+        assert!(e.iter().any(|p| p.fix.contains("NOPE_PW")), "{e:?}");
+    }
+
+    #[test]
+    fn opt_out_and_all_mode() {
+        let mut c = cfg();
+        let plain = facts(&[]);
+        assert!(!selected(&plain, &c));
+        c.mode = DiscoveryMode::All;
+        assert!(selected(&plain, &c));
+        assert!(!selected(&facts(&[("sr.enable", "false")]), &c));
+        let mut other = facts(&[]);
+        other.image = "redis:7".into();
+        other.pgdata = None;
+        assert!(!selected(&other, &c));
+        let t = target(&facts(&[("sr.heal", "false")]), &c, &defaults(), &vars(&[])).unwrap();
+        assert!(t.heal.is_none());
+    }
+
+    #[test]
+    fn a_dsn_label_expands_variables_and_the_container_address() {
+        let f = facts(&[(
+            "sr.dsn",
+            "postgres://app:${APP_PW}@${CONTAINER_ADDRESS}:5433/app",
+        )]);
+        let t = target(&f, &cfg(), &defaults(), &vars(&[("APP_PW", "x")])).unwrap();
+        assert_eq!(t.dsn.endpoint(), "172.18.0.5:5433/app");
+        assert_eq!(
+            shown_labels(&f, "sr")["sr.dsn"],
+            "postgres://app:***@${CONTAINER_ADDRESS}:5433/app"
+        );
+    }
+
+    #[test]
+    fn log_directory_comes_from_the_configuration_files_when_the_command_line_has_none() {
+        let conf =
+            "#log_directory = 'nope'\nlog_directory = 'pg_log'   # here\nlog_directory_x = 1\n";
+        assert_eq!(
+            conf_setting(conf, "log_directory").as_deref(),
+            Some("pg_log")
+        );
+        assert_eq!(
+            conf_setting("log_directory=/var/log/pg\n", "log_directory").as_deref(),
+            Some("/var/log/pg")
+        );
+        assert_eq!(conf_setting("", "log_directory"), None);
+        let mut f = facts(&[]);
+        f.cmd.clear();
+        f.conf_log_directory = Some("pg_log".into());
+        assert_eq!(evidence_paths(&f)[0], "/pg/data/pg_log");
+    }
+
+    #[test]
+    fn settings_on_the_command_line_are_found() {
+        let cmd: Vec<String> = [
+            "postgres",
+            "-clog_directory=a",
+            "--log-directory=b",
+            "-c",
+            "hba_file=/etc/hba",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(setting_of(&cmd, "log_directory").as_deref(), Some("b"));
+        assert_eq!(setting_of(&cmd, "hba_file").as_deref(), Some("/etc/hba"));
+        assert_eq!(setting_of(&cmd, "config_file"), None);
+    }
+}

@@ -1,0 +1,635 @@
+//! Targets discovered from container labels on the real Docker Engine: labelled PostgreSQL
+//! containers with no published port become targets, follow containers added and removed,
+//! are healed when killed or stopped (unless opted out), and bad labels skip one container.
+//! Each test uses its own label namespace, so other tests' containers are never discovered.
+
+mod support;
+
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use support::docker::{docker, postgres_image, remove};
+use support::*;
+
+const LONG: Duration = Duration::from_secs(90);
+
+/// A PostgreSQL container with labels and no published port.
+struct Labelled {
+    name: String,
+}
+
+impl Labelled {
+    /// Starts it (not waiting for SQL).
+    fn run(tag: &str, password: &str, labels: &[(String, String)]) -> Self {
+        Self::run_with(tag, password, labels, &["log_directory=log"])
+    }
+
+    /// Starts it with more server settings (`-c` values).
+    fn run_with(tag: &str, password: &str, labels: &[(String, String)], settings: &[&str]) -> Self {
+        Self::start(tag, password, labels, settings, None)
+    }
+
+    /// Starts it on a network of the test's own.
+    fn run_on(tag: &str, password: &str, labels: &[(String, String)], network: &str) -> Self {
+        Self::start(tag, password, labels, &["log_directory=log"], Some(network))
+    }
+
+    fn start(
+        tag: &str,
+        password: &str,
+        labels: &[(String, String)],
+        settings: &[&str],
+        network: Option<&str>,
+    ) -> Self {
+        let name = format!(
+            "sr-disc-{tag}-{}-{:06x}",
+            std::process::id(),
+            rand::random::<u32>() & 0xffffff
+        );
+        let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), name.clone()];
+        args.extend([
+            "--restart=no".into(),
+            "--label".into(),
+            "org.sentinel-remedy.test=1".into(),
+        ]);
+        for (k, v) in labels {
+            args.extend(["--label".into(), format!("{k}={v}")]);
+        }
+        if let Some(n) = network {
+            args.push(format!("--network={n}"));
+        }
+        args.extend([
+            "-e".into(),
+            format!("POSTGRES_PASSWORD={password}"),
+            postgres_image().into(),
+            "postgres".into(),
+            "-c".into(),
+            "logging_collector=on".into(),
+            "-c".into(),
+            "log_filename=postgresql.log".into(),
+            "-c".into(),
+            "shared_buffers=16MB".into(),
+        ]);
+        for setting in settings {
+            args.extend(["-c".into(), setting.to_string()]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        docker(&refs);
+        Self { name }
+    }
+
+    fn ip(&self) -> String {
+        docker(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &self.name,
+        ])
+    }
+
+    /// SQL over the container's network address, as the daemon reaches it.
+    fn psql(&self, password: &str, sql: &str) -> Result<String, String> {
+        let out = std::process::Command::new("psql")
+            .args(["-XAtq", "-U", "postgres", "-d", "postgres", "-h"])
+            .arg(self.ip())
+            .arg("-c")
+            .arg(sql)
+            .env("PGPASSWORD", password)
+            .env("PGCONNECT_TIMEOUT", "2")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    fn wait_sql(&self, password: &str) {
+        wait_for(LONG, "the container to answer SQL", || {
+            self.psql(password, "SELECT 1").ok().filter(|o| o == "1")
+        });
+    }
+
+    fn state(&self) -> String {
+        docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.StartedAt}}",
+            &self.name,
+        ])
+    }
+}
+
+impl Drop for Labelled {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(|| remove(&self.name));
+    }
+}
+
+/// A label namespace of this test's own.
+fn namespace() -> String {
+    format!("srt{:08x}", rand::random::<u32>())
+}
+
+fn opt_in(ns: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut v = vec![
+        (format!("{ns}.enable"), "true".to_string()),
+        (format!("{ns}.password_env"), "DISC_PW".to_string()),
+    ];
+    v.extend(
+        extra
+            .iter()
+            .map(|(k, val)| (format!("{ns}.{k}"), val.to_string())),
+    );
+    v
+}
+
+/// A registry with no targets, only discovery; returns the API address.
+fn write_registry(ws: &Workspace, ns: &str, notify: &str) -> String {
+    let addr = format!(
+        "127.0.0.1:{}",
+        sentinel_remedy::pgcluster::free_port().unwrap()
+    );
+    let text = format!(
+        "server: {{ listen: \"{addr}\" }}\ndiscovery:\n  docker: {{ namespace: {ns} }}\ndefaults:\n  probe: {{ interval: 1s, timeout: 1s, failure_threshold: 10 }}\n  restart_budget: {{ backoff: 0s }}\n  recovery_timeout: 60s\narchive:\n{}notify:\n{notify}\n",
+        ws.local_archive()
+    );
+    std::fs::write(ws.config(), text).expect("write registry");
+    addr
+}
+
+/// The daemon, once its API answers.
+fn daemon(ws: &Workspace, pw: &str) -> Daemon {
+    let d = Daemon::run(ws, &[("DISC_PW", pw)]);
+    d.wait_event("api_listening", None, LONG);
+    d
+}
+
+/// The daemon's targets as `status` shows them: name → status.
+fn targets(addr: &str) -> std::collections::BTreeMap<String, Value> {
+    let st = http::get(addr, "/status").json();
+    st["targets"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| (t["name"].as_str().unwrap_or_default().to_string(), t))
+        .collect()
+}
+
+fn bundles_of(ws: &Workspace, target: &str) -> Vec<std::path::PathBuf> {
+    ws.bundles()
+        .into_iter()
+        .filter(|b| b.to_string_lossy().ends_with(&format!("-{target}")))
+        .collect()
+}
+
+#[test]
+fn labelled_containers_become_targets_follow_the_engine_and_are_healed() {
+    let ns = namespace();
+    let pw = format!("pw-{:012x}", rand::random::<u64>());
+    let labels = opt_in(&ns, &[]);
+    let (a, b, c) = std::thread::scope(|s| {
+        let a = s.spawn(|| Labelled::run("a", &pw, &labels));
+        let b = s.spawn(|| Labelled::run("b", &pw, &labels));
+        let c = s.spawn(|| Labelled::run("c", &pw, &labels));
+        (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
+    });
+    // Same image, no label: never a target.
+    let plain = Labelled::run("plain", &pw, &[]);
+    for x in [&a, &b, &c, &plain] {
+        x.wait_sql(&pw);
+        assert_eq!(
+            docker(&["port", &x.name]),
+            "",
+            "{}: no published port",
+            x.name
+        );
+    }
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    let addr = write_registry(&ws, &ns, &notify_all(&rx));
+    let d = daemon(&ws, &pw);
+
+    // Exactly the three labelled containers, each probed at its address on the Docker network.
+    let three = [&a, &b, &c];
+    wait_for(LONG, "three discovered targets that answer", || {
+        let t = targets(&addr);
+        (t.len() == 3 && t.values().all(|s| s["up"] == true)).then_some(())
+    });
+    let t = targets(&addr);
+    for x in three {
+        let s = &t[&x.name];
+        assert_eq!(
+            s["endpoint"],
+            format!("{}:5432/postgres", x.ip()),
+            "{}",
+            x.name
+        );
+        assert_eq!(s["discovered"]["container"], x.name.as_str());
+        assert_eq!(s["discovered"]["labels"][format!("{ns}.enable")], "true");
+    }
+    assert!(!t.contains_key(&plain.name));
+
+    // Killed: healed once, with its own server log in the bundle.
+    let marker = format!("disc-marker-{:x}", rand::random::<u64>());
+    a.psql(&pw, &format!("DO $$BEGIN RAISE LOG '{marker}'; END$$"))
+        .expect("marker");
+    docker(&["kill", &a.name]);
+    d.wait_event("target_recovered", Some(&a.name), LONG);
+    a.wait_sql(&pw);
+    assert_eq!(d.count("heal_issued", Some(&a.name)), 1, "one restart");
+    let bundles = bundles_of(&ws, &a.name);
+    assert_eq!(bundles.len(), 1, "one bundle");
+    let log = std::fs::read_to_string(bundles[0].join("postgresql.log")).expect("postgresql.log");
+    assert!(
+        log.contains(&marker),
+        "the bundle holds this container's server log"
+    );
+    for f in ["pg_hba.conf", "postgresql.conf", "container.log"] {
+        assert!(bundles[0].join(f).is_file(), "{f} in the bundle");
+    }
+
+    // A fourth one, added while the daemon runs: a target within a second of its start.
+    // (Until its server accepts connections it is initialising, and not a target yet.)
+    let e = Labelled::run("e", &pw, &labels);
+    e.wait_sql(&pw);
+    let started = Instant::now();
+    wait_for(LONG, "the added container's target", || {
+        targets(&addr).contains_key(&e.name).then_some(())
+    });
+    let appeared = started.elapsed();
+    wait_for(LONG, "the added target to answer", || {
+        (targets(&addr)[&e.name]["up"] == true).then_some(())
+    });
+
+    // One removed: its target goes within a second, with no incident for it.
+    let gone = b.name.clone();
+    let started = Instant::now();
+    // `docker rm -f` returns once the volume is gone too; the target goes at the kill.
+    let removing = std::thread::spawn({
+        let gone = gone.clone();
+        move || remove(&gone)
+    });
+    wait_for(LONG, "the removed container's target to go", || {
+        (!targets(&addr).contains_key(&gone)).then_some(())
+    });
+    let retired = started.elapsed();
+    removing.join().expect("docker rm");
+    eprintln!("discovery: added in {appeared:?}, removed in {retired:?}");
+    assert!(
+        appeared < Duration::from_secs(1),
+        "added within 1 s: {appeared:?}"
+    );
+    assert!(
+        retired < Duration::from_secs(1),
+        "removed within 1 s: {retired:?}"
+    );
+    std::thread::sleep(Duration::from_secs(3)); // what a late incident would need
+    assert_eq!(
+        d.count("incident_declared", Some(&gone)),
+        0,
+        "no incident for a removed container"
+    );
+    assert!(
+        rx.hits()
+            .iter()
+            .all(|h| !h.body.to_string().contains(&gone)),
+        "no alert for it"
+    );
+    assert!(bundles_of(&ws, &gone).is_empty());
+    let t = targets(&addr);
+    assert_eq!(t.len(), 3, "{:?}", t.keys());
+    assert_eq!(
+        d.count("heal_issued", Some(&e.name)),
+        0,
+        "no restart while it initialised"
+    );
+    assert_secret_absent(&pw, &d, Some(&rx), &ws);
+}
+
+#[test]
+fn a_stopped_container_is_started_once_unless_its_label_turns_healing_off() {
+    let ns = namespace();
+    let pw = format!("pw-{:012x}", rand::random::<u64>());
+    let (on, off) = std::thread::scope(|s| {
+        // Its log directory is set in the configuration (ALTER SYSTEM), not on the command line.
+        let on = s.spawn(|| Labelled::run_with("on", &pw, &opt_in(&ns, &[]), &[]));
+        let off = s.spawn(|| Labelled::run("off", &pw, &opt_in(&ns, &[("heal", "false")])));
+        (on.join().unwrap(), off.join().unwrap())
+    });
+    on.wait_sql(&pw);
+    off.wait_sql(&pw);
+    on.psql(&pw, "ALTER SYSTEM SET log_directory = 'conf_log'")
+        .expect("alter system");
+    on.psql(&pw, "SELECT pg_reload_conf()").expect("reload");
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    let addr = write_registry(&ws, &ns, &notify_all(&rx));
+    let d = daemon(&ws, &pw);
+    wait_for(LONG, "two discovered targets that answer", || {
+        let t = targets(&addr);
+        (t.len() == 2 && t.values().all(|s| s["up"] == true)).then_some(())
+    });
+    let off_before = off.state();
+    docker(&["stop", "-t", "5", &on.name]);
+    docker(&["stop", "-t", "5", &off.name]);
+    d.wait_event("target_recovered", Some(&on.name), LONG);
+    on.wait_sql(&pw);
+    assert_eq!(
+        d.count("heal_issued", Some(&on.name)),
+        1,
+        "started again once"
+    );
+    // Its server log came from where its configuration puts it.
+    let bundle = bundles_of(&ws, &on.name);
+    assert_eq!(bundle.len(), 1);
+    let manifest = std::fs::read_to_string(bundle[0].join("manifest.json")).expect("manifest");
+    assert!(
+        manifest.contains(&format!("{}:/var/lib/postgresql/data/conf_log/", on.name)),
+        "{manifest}"
+    );
+    // Opted out: one notice that says no heal is configured, and it stays down.
+    wait_for(LONG, "the opted-out container's notice", || {
+        (!rx.hook_events("escalation").is_empty()).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let notices: Vec<_> = rx
+        .hook_events("escalation")
+        .into_iter()
+        .filter(|h| h.body.to_string().contains(&off.name))
+        .collect();
+    assert_eq!(notices.len(), 1, "one notice for the opted-out container");
+    assert!(
+        notices[0].body.to_string().contains("no heal action"),
+        "{}",
+        notices[0].body
+    );
+    assert!(
+        off.state().starts_with("exited"),
+        "still stopped: {}",
+        off.state()
+    );
+    assert_ne!(off.state(), off_before);
+    assert_eq!(d.count("heal_issued", Some(&off.name)), 0);
+}
+
+#[test]
+fn a_container_with_bad_labels_is_skipped_with_one_error_and_the_others_are_watched() {
+    let ns = namespace();
+    let pw = format!("pw-{:012x}", rand::random::<u64>());
+    let good = Labelled::run("good", &pw, &opt_in(&ns, &[]));
+    let bad_duration = Labelled::run(
+        "baddur",
+        &pw,
+        &opt_in(&ns, &[("probe.interval", "5 parsecs")]),
+    );
+    let no_password = Labelled::run(
+        "nopw",
+        &pw,
+        &[
+            (format!("{ns}.enable"), "true".into()),
+            (format!("{ns}.password_env"), "DISC_MISSING_PW".into()),
+        ],
+    );
+    // A server that never accepts connections from outside (as while the image's init runs
+    // its temporary, local-only server): never a target, so never restarted half made.
+    let local_only = Labelled::run_with(
+        "local",
+        &pw,
+        &opt_in(&ns, &[]),
+        &["listen_addresses=localhost"],
+    );
+    // Named like a target of the registry: a clash, not watched.
+    let clash = Labelled::run("clash", &pw, &opt_in(&ns, &[("name", "listed")]));
+    good.wait_sql(&pw);
+    let ws = Workspace::new();
+    let addr = write_registry(&ws, &ns, "  console: false\n");
+    let mut text = std::fs::read_to_string(ws.config()).unwrap();
+    text.push_str("targets:\n  - name: listed\n    dsn: postgres://u@127.0.0.1:1/x\n    probe: { interval: 1h }\n");
+    std::fs::write(ws.config(), text).unwrap();
+    let d = daemon(&ws, &pw);
+    wait_for(LONG, "the good container's target answering", || {
+        let t = targets(&addr);
+        (t.get(&good.name).is_some_and(|s| s["up"] == true)).then_some(())
+    });
+    // More resyncs (a container event in the namespace) must not repeat the errors.
+    let later = Labelled::run("later", &pw, &opt_in(&ns, &[]));
+    wait_for(LONG, "the later container's target", || {
+        targets(&addr).contains_key(&later.name).then_some(())
+    });
+    let t = targets(&addr);
+    assert_eq!(
+        t.len(),
+        3,
+        "the listed one and the good ones: {:?}",
+        t.keys()
+    );
+    assert!(
+        t["listed"]["discovered"].is_null(),
+        "the registry's target stays"
+    );
+    assert!(!t.contains_key(&local_only.name));
+    let first_start = local_only.state();
+    let clashes = d.events("discovery_name_clash", None);
+    assert_eq!(clashes.len(), 1, "{clashes:?}");
+    assert_eq!(clashes[0]["container"], clash.name.as_str());
+    assert_eq!(clashes[0]["target"], "listed");
+    let skipped = |c: &str| -> Vec<Value> {
+        d.events("discovery_skipped", None)
+            .into_iter()
+            .filter(|e| e["container"] == c)
+            .collect()
+    };
+    for (c, label, fix) in [
+        (&bad_duration.name, format!("{ns}.probe.interval"), "250ms"),
+        (
+            &no_password.name,
+            format!("{ns}.password_env"),
+            "DISC_MISSING_PW",
+        ),
+    ] {
+        let e = skipped(c);
+        assert_eq!(e.len(), 1, "{c}: one error: {e:?}");
+        assert_eq!(e[0]["level"], "ERRO", "{:?}", e[0]);
+        assert_eq!(e[0]["label"], label.as_str());
+        assert!(
+            e[0]["fix"].as_str().unwrap_or_default().contains(fix),
+            "{:?}",
+            e[0]
+        );
+    }
+    assert!(skipped(&good.name).is_empty());
+    // Longer than its threshold of 10 probes at 1 s: still no target, still not restarted.
+    std::thread::sleep(Duration::from_secs(12));
+    assert!(!targets(&addr).contains_key(&local_only.name));
+    assert_eq!(local_only.state(), first_start, "never restarted");
+
+    // `status` marks discovered targets with their container and labels.
+    let (code, out, err) = run_cli(
+        &["status", "--url", &format!("http://{addr}")],
+        ws.path(),
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(&good.name))
+        .expect("row");
+    assert!(row.contains(&format!("container {}", good.name)), "{out}");
+    assert!(out.contains(&format!("{ns}.enable=true")), "{out}");
+
+    // `check-config --discover` says the same without starting anything; exit 64 for the
+    // skipped ones.
+    let cfg = ws.config();
+    let (code, out, _) = run_cli(
+        &[
+            "check-config",
+            "--discover",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        ws.path(),
+        &[("DISC_PW", &pw)],
+    );
+    assert_eq!(code, 64, "{out}");
+    assert!(
+        out.contains(&format!("{} (container {})", good.name, good.name)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("container {} skipped", bad_duration.name)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{ns}.probe.interval: '5 parsecs' is not a duration"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("DISC_MISSING_PW"), "{out}");
+    assert!(out.contains("NOT WATCHED"), "the clash: {out}");
+    assert!(!out.contains(&pw), "no password printed");
+}
+
+#[test]
+fn a_container_removed_during_its_incident_is_retired_once_the_incident_is_over() {
+    let ns = namespace();
+    let pw = format!("pw-{:012x}", rand::random::<u64>());
+    // Its probe reads an unlogged table, which crash recovery empties: after the kill and our
+    // restart it keeps failing, so the incident stays open until recovery_timeout escalates.
+    let c = Labelled::run(
+        "retire",
+        &pw,
+        &opt_in(
+            &ns,
+            &[
+                ("probe.query", "SELECT ok FROM probe_ok"),
+                ("probe.expect", "1"),
+                ("recovery_timeout", "8s"),
+            ],
+        ),
+    );
+    c.wait_sql(&pw);
+    c.psql(
+        &pw,
+        "CREATE UNLOGGED TABLE probe_ok(ok int); INSERT INTO probe_ok VALUES (1)",
+    )
+    .expect("probe table");
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    let addr = write_registry(&ws, &ns, &notify_all(&rx));
+    let d = daemon(&ws, &pw);
+    wait_for(LONG, "the target answering", || {
+        targets(&addr)
+            .get(&c.name)
+            .is_some_and(|s| s["up"] == true)
+            .then_some(())
+    });
+    docker(&["kill", &c.name]);
+    d.wait_event("heal_issued", Some(&c.name), LONG);
+    wait_for(LONG, "the restarted server", || {
+        c.psql(&pw, "SELECT 1").ok().filter(|o| o == "1")
+    });
+    // Removed while the incident is open: the target stays until the incident is over.
+    let removing = std::thread::spawn({
+        let name = c.name.clone();
+        move || remove(&name)
+    });
+    wait_for(LONG, "the container gone", || {
+        (docker(&["ps", "-aq", "--filter", &format!("name=^{}$", c.name)]).is_empty()).then_some(())
+    });
+    let t = targets(&addr);
+    let during = t.get(&c.name).expect("still a target during its incident");
+    assert!(!during["open_incident"].is_null(), "{during}");
+    wait_for(LONG, "the escalation", || {
+        (!rx.hook_events("escalation").is_empty()).then_some(())
+    });
+    wait_for(LONG, "the target retired after its incident", || {
+        (!targets(&addr).contains_key(&c.name)).then_some(())
+    });
+    removing.join().expect("docker rm");
+    assert_eq!(d.count("heal_issued", Some(&c.name)), 1, "one restart");
+    assert_eq!(
+        d.count("incident_declared", Some(&c.name)),
+        1,
+        "one incident"
+    );
+}
+
+#[test]
+fn all_mode_takes_every_postgres_container_on_the_network_except_those_opted_out() {
+    let ns = namespace();
+    let pw = format!("pw-{:012x}", rand::random::<u64>());
+    let network = format!("sr-disc-net-{ns}");
+    docker(&["network", "create", &network]);
+    struct Net(String);
+    impl Drop for Net {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["network", "rm", &self.0])
+                .output();
+        }
+    }
+    let _net = Net(network.clone());
+    // No enable label at all, only the password's variable; and one opted out.
+    let plain = Labelled::run_on(
+        "all",
+        &pw,
+        &[(format!("{ns}.password_env"), "DISC_PW".into())],
+        &network,
+    );
+    let out = Labelled::run_on(
+        "out",
+        &pw,
+        &[(format!("{ns}.enable"), "false".into())],
+        &network,
+    );
+    plain.wait_sql(&pw);
+    out.wait_sql(&pw);
+    let ws = Workspace::new();
+    let addr = write_registry(&ws, &ns, "  console: false\n");
+    let text = std::fs::read_to_string(ws.config()).unwrap().replace(
+        &format!("docker: {{ namespace: {ns} }}"),
+        &format!("docker: {{ namespace: {ns}, mode: all, network: {network} }}"),
+    );
+    std::fs::write(ws.config(), text).unwrap();
+    let d = daemon(&ws, &pw);
+    wait_for(LONG, "the container's target answering", || {
+        targets(&addr)
+            .get(&plain.name)
+            .is_some_and(|s| s["up"] == true)
+            .then_some(())
+    });
+    // Containers of other tests are not on this network: never targets.
+    let t = targets(&addr);
+    assert_eq!(t.len(), 1, "{:?}", t.keys());
+    assert_eq!(
+        t[&plain.name]["endpoint"],
+        format!("{}:5432/postgres", plain.ip())
+    );
+    assert!(!t.contains_key(&out.name));
+    // ...and not errors either: they are not this daemon's to watch.
+    assert_eq!(d.count("discovery_skipped", None), 0);
+    drop(d);
+}
