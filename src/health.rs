@@ -69,9 +69,19 @@ impl Disks {
 
 /// Creates, optionally locks, writes 4 KiB to, fsyncs and removes a probe file in `dir`.
 fn probe_dir(dir: &Path, lock: bool) -> Result<(), String> {
-    let meta = std::fs::metadata(dir).map_err(|e| e.to_string())?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
     if !meta.is_dir() {
-        return Err("not a directory".into());
+        return Err("not a directory (or a symbolic link)".into());
+    }
+    // Another user's directory is not ours to write a probe into (the lease store refuses it
+    // too): a fault, and nothing written there.
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let owner = std::os::unix::fs::MetadataExt::uid(&meta);
+    if owner != me && owner != 0 {
+        return Err(format!(
+            "owned by uid {owner}, not by the daemon's uid {me} (remove it or chown it)"
+        ));
     }
     // Unique, since daemons on other hosts may share the directory (and a pid).
     let path = dir.join(format!(

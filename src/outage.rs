@@ -277,16 +277,38 @@ impl OutageBook {
 
 /// Opens (creating, 0600) and exclusively locks `path`, waiting at most two seconds for
 /// the lock.
+/// The directory must be the daemon's own (as for leases): another user's directory is refused
+/// and nothing is written into it; the file must be a regular file of ours. A missing
+/// directory is not re-created here: the lease store made it at start-up, and one removed
+/// since is a lease-store fault (restarts fail closed; this book then fails open).
 fn open_locked(dir: &Path, path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::create_dir_all(dir)?;
+    if !dir.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} is missing", dir.display()),
+        ));
+    }
+    crate::fsutil::private_dir(dir)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)?;
+    let meta = file.metadata()?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_file() || std::os::unix::fs::MetadataExt::uid(&meta) != me {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a regular file of the daemon's uid {me}: refused (remove it)",
+                path.display()
+            ),
+        ));
+    }
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         // SAFETY: flock on a descriptor we own; released when the file closes.

@@ -128,7 +128,10 @@ impl Supervisor {
             }
             Err(e) => {
                 error!(log, "cannot create the lease directory: restarts will be refused (fail closed)"; "event" => "lease_unavailable", "dir" => %lease_dir.display(), "error" => %e);
-                Arc::new(crate::lease::FileLeases::unusable(lease_dir.clone(), e.to_string()))
+                Arc::new(crate::lease::FileLeases::unusable(
+                    lease_dir.clone(),
+                    e.to_string(),
+                ))
             }
         };
         // The outage book lives beside the leases: daemons sharing one share the other.

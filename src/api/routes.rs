@@ -105,7 +105,8 @@ async fn healthz(st: web::Data<ApiState>) -> HttpResponse {
     if let Some(dir) = st.archive_dir.clone() {
         // Asked afresh (bounded, off the server's thread): a directory fixed or broken since
         // start-up shows at once.
-        let check = tokio::task::spawn_blocking(move || crate::preflight::archive_dir_problem(&dir));
+        let check =
+            tokio::task::spawn_blocking(move || crate::preflight::archive_dir_problem(&dir));
         let problem = match tokio::time::timeout(Duration::from_secs(2), check).await {
             Ok(Ok(p)) => p,
             _ => Some("archive directory: the write check did not finish within 2 s".into()),

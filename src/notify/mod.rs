@@ -4,8 +4,8 @@
 pub mod console;
 pub mod delivery;
 pub mod discord;
-pub mod http;
 pub mod gate;
+pub mod http;
 pub mod pagerduty;
 pub mod slack;
 pub mod webhook;
