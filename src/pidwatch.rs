@@ -95,4 +95,75 @@ impl PidWatch {
             guard.retain_ready();
         }
     }
+
+    /// Resolves when the process exits or is found stopped (SIGSTOP, state `T`), checked
+    /// every `every`. A stopped postmaster keeps its pid and its old backends answering on
+    /// their connections, but accepts no new client: only its state tells it apart at once.
+    pub async fn exited_or_stopped(&self, every: Duration) -> WatchEnd {
+        let stopped = async {
+            loop {
+                tokio::time::sleep(every).await;
+                if is_stopped(self.pid) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = self.exited() => WatchEnd::Exited,
+            _ = stopped => WatchEnd::Stopped,
+        }
+    }
+}
+
+/// How a watch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchEnd {
+    Exited,
+    Stopped,
+}
+
+/// Whether `pid` is stopped by a signal (`T` in `/proc/<pid>/stat`; the kernel's own text,
+/// not the target's, so it is read directly). A traced stop (`t`, a debugger) is not counted.
+pub fn is_stopped(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // The command name (in parentheses) may hold spaces and ')': the state follows
+            // the last ')'.
+            let rest = &s[s.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|st| st == "T")
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sigstopped_child_is_seen_stopped_and_a_continued_one_is_not() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        assert!(!is_stopped(pid));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while !is_stopped(pid) && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(is_stopped(pid), "SIGSTOPped child not seen stopped");
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while is_stopped(pid) && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!is_stopped(pid));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!is_stopped(pid), "a reaped pid is not stopped");
+    }
 }

@@ -14,7 +14,11 @@ use crate::docker::events::ContainerEvent;
 use crate::incident::{Incident, Phase, SharedRecord, TargetRecord};
 use crate::lease::LeaseRefusal;
 use crate::notify::{EscalationReason, Notice, NoticeKind};
-use crate::pidwatch::PidWatch;
+use crate::pidwatch::{PidWatch, WatchEnd};
+
+/// How often a watched postmaster's state is read to see it stopped (a hang the pidfd cannot
+/// tell): a read of /proc per target per second.
+const STOPPED_CHECK_EVERY: Duration = Duration::from_secs(1);
 use crate::probe::{FailureClass, ProbeFailure, ProbeOutcome, Prober};
 use actix::prelude::*;
 use chrono::Utc;
@@ -66,7 +70,8 @@ pub struct Monitor {
     /// The pid watch saw the postmaster exit (or Docker reported the container down) and no
     /// probe has passed since.
     process_dead: bool,
-    /// What Docker reported about the container, for the failure detail.
+    /// What an outside source reported (Docker about the container, the pid watch about a
+    /// stopped postmaster), for the failure detail.
     container_event: Option<(String, Option<FailureClass>)>,
     /// The container's restart policy, as last inspected (`always`, `on-failure`, ...).
     restart_policy: Option<String>,
@@ -1037,13 +1042,13 @@ impl Monitor {
             };
             let pid = watch.pid();
             debug!(log, "watching postmaster"; "pid" => pid);
-            watch.exited().await;
-            Ok(pid)
+            let end = watch.exited_or_stopped(STOPPED_CHECK_EVERY).await;
+            Ok((pid, end))
         };
         self.watch = Some(ctx.spawn(fut.into_actor(self).map(|pid, act, ctx| {
             act.watch = None;
-            let pid = match pid {
-                Ok(pid) => pid,
+            let (pid, end) = match pid {
+                Ok(ended) => ended,
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                     if !std::mem::replace(&mut act.said_pid_file, true) {
                         warn!(act.log, "the pid file is not a regular file of its own: not read, so a postmaster death is seen by the probes only";
@@ -1055,6 +1060,15 @@ impl Monitor {
             };
             act.said_pid_file = false;
             act.process_dead = true;
+            if end == WatchEnd::Stopped {
+                // Hung, not dead: one probe (it times out) confirms, as for a paused container,
+                // and the heal stops it before the start.
+                warn!(act.log, "postmaster stopped (SIGSTOP): it accepts no new client; confirming with a probe";
+                    "event" => "process_stopped", "pid" => pid);
+                act.container_event = Some((format!("postmaster {pid} is stopped (SIGSTOP)"), None));
+                act.schedule_probe(ctx, Duration::ZERO);
+                return;
+            }
             // If we adopted it (we started it), reap it now: its zombie would block the restart.
             crate::reaper::sweep();
             warn!(act.log, "postmaster exited"; "event" => "process_exited", "pid" => pid);
