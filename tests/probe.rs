@@ -36,16 +36,29 @@ fn log_connections(pg: &Pg) {
     pg.psql("SELECT pg_reload_conf()");
 }
 
-/// Server log lines saying a session of the daemon's probe was authorized.
-fn probe_logins(pg: &Pg) -> usize {
+/// Server log lines saying a session of the daemon's probe, as `user`, was authorized.
+fn probe_logins(pg: &Pg, user: &str) -> usize {
+    let who = format!("connection authorized: user={user} ");
     std::fs::read_to_string(&pg.cluster.log_file)
         .unwrap_or_default()
         .lines()
-        .filter(|l| {
-            l.contains("connection authorized: user=postgres")
-                && l.contains("application_name=sentinel-remedy")
-        })
+        .filter(|l| l.contains(&who) && l.contains("application_name=sentinel-remedy"))
         .count()
+}
+
+/// Waits until the server has authorized `n` of the daemon's probe logins as `user`.
+fn wait_logins(pg: &Pg, d: &Daemon, n: usize, user: &str) {
+    let end = std::time::Instant::now() + LONG;
+    while probe_logins(pg, user) < n {
+        if std::time::Instant::now() > end {
+            panic!(
+                "no {n} probe logins; server log:\n{}\ndaemon log:\n{}",
+                std::fs::read_to_string(&pg.cluster.log_file).unwrap_or_default(),
+                d.log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -67,9 +80,7 @@ fn a_stopped_postmaster_is_a_timeout_incident_though_its_sessions_still_answer()
     );
     let d = Daemon::run(&ws, &[]);
     // Healthy first: the daemon's logins reach the server.
-    wait_for(LONG, "the daemon's probes logging in", || {
-        (probe_logins(&pg) >= 2).then_some(())
-    });
+    wait_logins(&pg, &d, 2, "postgres");
     let pid = pg.pid();
     // SAFETY: our own cluster's postmaster; SIGCONT comes from the guard.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
@@ -82,40 +93,66 @@ fn a_stopped_postmaster_is_a_timeout_incident_though_its_sessions_still_answer()
     drop(d);
 }
 
+/// Whether a new session of `user` over the socket is refused for want of a slot.
+fn refused_as(pg: &Pg, user: &str) -> bool {
+    let psql = sentinel_remedy::pgcluster::find_bin_dir()
+        .expect("PostgreSQL binaries")
+        .join("psql");
+    let out = std::process::Command::new(psql)
+        .args(["-X", "-At", "-h"])
+        .arg(pg.cluster.root.join("sock"))
+        .args([
+            "-p",
+            &pg.cluster.port.to_string(),
+            "-U",
+            user,
+            "-d",
+            "postgres",
+        ])
+        .args(["-c", "SELECT 1"])
+        .output()
+        .expect("psql");
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.contains("too many clients") || err.contains("slots are reserved")
+}
+
 #[test]
 fn connection_slots_filled_after_the_daemon_connected_are_alerted_not_restarted() {
     let pg = Pg::start();
     log_connections(&pg);
-    pg.psql("ALTER SYSTEM SET max_connections = 8");
+    pg.psql("CREATE ROLE app LOGIN PASSWORD 'app-password-1'");
+    // Three slots for ordinary roles; the superuser's reserved ones stay free for the test.
+    pg.psql("ALTER SYSTEM SET max_connections = 6");
+    pg.psql("ALTER SYSTEM SET superuser_reserved_connections = 3");
     pg.cluster.stop("fast").unwrap();
     pg.cluster.start().unwrap();
     let rx = Receiver::start();
     let ws = Workspace::new();
+    let dsn = format!(
+        "postgres://app:app-password-1@127.0.0.1:{}/postgres",
+        pg.cluster.port
+    );
     ws.write_registry(
         &notify_all(&rx),
         &[TargetSpec {
             pid_watch: false,
+            dsn: Some(&dsn),
             ..TargetSpec::new("orders", &pg)
         }],
     );
     let d = Daemon::run(&ws, &[]);
-    wait_for(LONG, "the daemon's probes logging in", || {
-        (probe_logins(&pg) >= 2).then_some(())
-    });
+    wait_logins(&pg, &d, 2, "app");
     let pid = pg.pid();
-    // Every slot taken by sleeping sessions of the superuser the daemon probes as (a holder
-    // that lost a race for a slot is started again).
+    // The ordinary slots fill up after the daemon connected (a holder that lost a race for a
+    // slot is started again).
     let mut holders: Vec<Child> = Vec::new();
-    wait_for(LONG, "every slot taken", || {
+    wait_for(LONG, "every ordinary slot taken", || {
         holders.retain_mut(|h| h.try_wait().ok().flatten().is_none());
-        while holders.len() < 8 {
-            holders.push(pg.hold_connection("postgres"));
+        while holders.len() < 3 {
+            holders.push(pg.hold_connection("app"));
         }
         std::thread::sleep(Duration::from_millis(300));
-        match pg.cluster.psql("SELECT 1") {
-            Err(e) if e.to_string().contains("too many clients") => Some(()),
-            _ => None,
-        }
+        refused_as(&pg, "app").then_some(())
     });
     let alert = wait_for(LONG, "the failure alert", || {
         rx.hook_events("failure").into_iter().next()
@@ -126,10 +163,12 @@ fn connection_slots_filled_after_the_daemon_connected_are_alerted_not_restarted(
         alert.body
     );
     assert_eq!(alert.body["failure"]["sqlstate"], "53300");
+    // The sessions end (a backend in pg_sleep does not notice its client is gone).
     for h in &mut holders {
         let _ = h.kill();
         let _ = h.wait();
     }
+    pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app' AND query LIKE '%pg_sleep%'");
     wait_for(LONG, "the recovery notice", || {
         (rx.hook_events("recovery").len() == 1).then_some(())
     });
@@ -158,9 +197,7 @@ fn a_scram_sha_256_login_probes_healthy_with_a_new_session_each_time() {
     );
     let d = Daemon::run(&ws, &[]);
     // Probes every 200 ms: ten logins, each authorized by the server with SCRAM.
-    wait_for(LONG, "ten probe logins", || {
-        (probe_logins(&pg) >= 10).then_some(())
-    });
+    wait_logins(&pg, &d, 10, "postgres");
     let log = std::fs::read_to_string(&pg.cluster.log_file).unwrap();
     assert!(
         !log.contains("password authentication failed"),
