@@ -4,7 +4,7 @@
 //! here even while existing sessions still answer. A refusal with a SQLSTATE is classed by
 //! the same table as any other server error.
 
-use super::scram::{Exchange, KeyCache};
+use super::scram::{self, Exchange};
 use super::wire::Wire;
 use super::{FailureClass, ProbeFailure};
 use bytes::BytesMut;
@@ -96,9 +96,8 @@ impl Endpoint {
 /// Longest old-style error text read (a postmaster that could not fork says so in one).
 const OLD_ERROR_MAX: usize = 4096;
 
-/// Connects to the first address that answers and logs in. `keys` keeps the SCRAM keys
-/// between logins; a refused proof clears them.
-pub async fn login(ep: &Endpoint, keys: &mut KeyCache) -> Result<Wire, ProbeFailure> {
+/// Connects to the first address that answers and logs in.
+pub async fn login(ep: &Endpoint) -> Result<Wire, ProbeFailure> {
     let mut last = ProbeFailure::new(
         FailureClass::ConnectionRefused,
         "the DSN names no host (set host= or hostaddr=)",
@@ -109,14 +108,14 @@ pub async fn login(ep: &Endpoint, keys: &mut KeyCache) -> Result<Wire, ProbeFail
             Addr::Unix(dir) => Wire::unix(dir, *port).await,
         };
         match wire {
-            Ok(w) => return startup(w, ep, keys).await,
+            Ok(w) => return startup(w, ep).await,
             Err(e) => last = e,
         }
     }
     Err(last)
 }
 
-async fn startup(mut w: Wire, ep: &Endpoint, keys: &mut KeyCache) -> Result<Wire, ProbeFailure> {
+async fn startup(mut w: Wire, ep: &Endpoint) -> Result<Wire, ProbeFailure> {
     let mut out = BytesMut::new();
     let params = std::iter::once(("user", ep.user.as_str()))
         .chain(ep.params.iter().map(|(k, v)| (*k, v.as_str())));
@@ -183,9 +182,11 @@ async fn startup(mut w: Wire, ep: &Endpoint, keys: &mut KeyCache) -> Result<Wire
                 let ex = scram
                     .as_mut()
                     .ok_or_else(|| protocol(&"SASL continue before SASL start"))?;
-                let fin = ex
-                    .client_final(body.data(), pw, keys)
+                let sf = ex
+                    .server_first(body.data())
                     .map_err(|e| auth(&e.to_string()))?;
+                let keys = scram::keys_for(pw, &sf.salt, sf.iterations).await;
+                let fin = ex.client_final(&sf, &keys);
                 out.clear();
                 frontend::sasl_response(fin.as_bytes(), &mut out).map_err(|e| protocol(&e))?;
                 w.send(&out).await?;
@@ -194,10 +195,8 @@ async fn startup(mut w: Wire, ep: &Endpoint, keys: &mut KeyCache) -> Result<Wire
                 let ex = scram
                     .take()
                     .ok_or_else(|| protocol(&"SASL final before SASL start"))?;
-                if let Err(e) = ex.verify_final(body.data()) {
-                    keys.clear();
-                    return Err(auth(&e.to_string()));
-                }
+                ex.verify_final(body.data())
+                    .map_err(|e| auth(&e.to_string()))?;
             }
             Message::AuthenticationGss
             | Message::AuthenticationKerberosV5
@@ -206,13 +205,7 @@ async fn startup(mut w: Wire, ep: &Endpoint, keys: &mut KeyCache) -> Result<Wire
             | Message::AuthenticationGssContinue(_) => {
                 return Err(auth("the server asks for GSSAPI, SSPI or Kerberos, which the probe does not speak; use scram-sha-256, md5 or trust in pg_hba.conf for the probe's role"));
             }
-            Message::ErrorResponse(body) => {
-                let f = server_error(body.fields());
-                if f.class == FailureClass::Authentication {
-                    keys.clear();
-                }
-                return Err(f);
-            }
+            Message::ErrorResponse(body) => return Err(server_error(body.fields())),
             Message::ReadyForQuery(_) => return Ok(w),
             // ParameterStatus, BackendKeyData, NoticeResponse: nothing to act on.
             _ => {}

@@ -1,7 +1,7 @@
 //! SQL probes. Each probe is what a new client sees: a fresh connection, a full login and the
 //! query, within the timeout; then Terminate. A kept connection would go on answering from a
 //! backend that exists while the postmaster is stopped, cannot fork or has no free slot, and
-//! so would hide exactly the outages clients suffer. The SCRAM keys are cached per target so
+//! so would hide exactly the outages clients suffer. The SCRAM keys are cached per process so
 //! a login costs a few HMACs, not PBKDF2 (see `scram`), and what a probe reads is capped
 //! (see `wire`).
 
@@ -38,11 +38,10 @@ const MANAGER_CHECK_EVERY: Duration = Duration::from_secs(60);
 /// named "Patroni..." open on the servers it manages.
 const MANAGER_QUERY: &str = "SELECT coalesce(max(application_name), '') FROM pg_stat_activity WHERE application_name ILIKE 'patroni%'";
 
-/// Probes one target: a new login per probe, the SCRAM keys kept between them.
+/// Probes one target: a new login per probe.
 pub struct Prober {
     endpoint: Endpoint,
     probe: ProbeConfig,
-    keys: scram::KeyCache,
     manager_checked: Option<Instant>,
     /// When the last probe ended, to measure how late the next one starts.
     last_end: Option<Instant>,
@@ -53,7 +52,6 @@ impl Prober {
         Self {
             endpoint: Endpoint::new(target.dsn.config(), target.probe.timeout),
             probe: target.probe.clone(),
-            keys: scram::KeyCache::default(),
             manager_checked: None,
             last_end: None,
         }
@@ -115,7 +113,7 @@ impl Prober {
     pub fn reset(&mut self) {}
 
     async fn run(&mut self, conn: &mut Option<wire::Wire>) -> Result<(), ProbeFailure> {
-        let w = conn.insert(login::login(&self.endpoint, &mut self.keys).await?);
+        let w = conn.insert(login::login(&self.endpoint).await?);
         let first = query::first_value(w, &self.probe.query).await?;
         if let Some(expect) = &self.probe.expect {
             match first {

@@ -10,7 +10,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use rand::Rng;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 /// Round counts above this are refused: the server chooses it, and an impostor could make
 /// the client spin (PostgreSQL uses 4,096; pgjdbc and rust-postgres cap at 100,000).
@@ -98,47 +101,82 @@ fn normalize(password: &[u8]) -> Vec<u8> {
 
 /// The keys derived from the password for one (salt, rounds): all a login needs.
 #[derive(Clone)]
-struct Keys {
-    salt: Vec<u8>,
-    iterations: u32,
+pub struct Keys {
     client_key: [u8; 32],
     stored_key: [u8; 32],
     server_key: [u8; 32],
 }
 
-/// One password's derived keys, remembered across logins. Holds no password itself.
-#[derive(Default)]
-pub struct KeyCache {
-    keys: Option<Keys>,
-    /// PBKDF2 derivations done (for tests and the benchmark's sanity).
-    pub derivations: u64,
+/// PBKDF2 and the two keys: the expensive part, about 4,096 x 2 SHA-256 blocks.
+pub fn derive(password: &[u8], salt: &[u8], iterations: u32) -> Keys {
+    let salted = hi(&normalize(password), salt, iterations);
+    let client_key = hmac(&salted, &[b"Client Key"]);
+    Keys {
+        client_key,
+        stored_key: Sha256::digest(client_key).into(),
+        server_key: hmac(&salted, &[b"Server Key"]),
+    }
 }
 
-impl KeyCache {
-    fn keys(&mut self, password: &[u8], salt: &[u8], iterations: u32) -> &Keys {
-        let hit = self
-            .keys
-            .as_ref()
-            .is_some_and(|k| k.salt == salt && k.iterations == iterations);
-        if !hit {
-            self.derivations += 1;
-            let salted = hi(&normalize(password), salt, iterations);
-            let client_key = hmac(&salted, &[b"Client Key"]);
-            self.keys = Some(Keys {
-                salt: salt.to_vec(),
-                iterations,
-                client_key,
-                stored_key: Sha256::digest(client_key).into(),
-                server_key: hmac(&salted, &[b"Server Key"]),
-            });
-        }
-        self.keys.as_ref().expect("filled above")
-    }
+/// (SHA-256 of the password, salt, rounds): the keys are a pure function of these, so a
+/// cached entry is never stale; a changed password comes with a new salt.
+type CacheKey = ([u8; 32], Vec<u8>, u32);
 
-    /// Forgets the keys (after the server rejected a proof made with them).
-    pub fn clear(&mut self) {
-        self.keys = None;
+/// Entries kept at most (one per role and server in practice); past it the cache restarts.
+const CACHE_MAX: usize = 4096;
+
+fn cache() -> &'static Mutex<HashMap<CacheKey, Keys>> {
+    static C: OnceLock<Mutex<HashMap<CacheKey, Keys>>> = OnceLock::new();
+    C.get_or_init(Default::default)
+}
+
+/// One derivation at a time: a fleet starting up derives each (password, salt) once while
+/// the other targets of the same role wait for it instead of repeating it.
+static DERIVING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// PBKDF2 derivations done by this process (for tests and the benchmark).
+pub static DERIVATIONS: AtomicU64 = AtomicU64::new(0);
+
+fn cached(id: &CacheKey) -> Option<Keys> {
+    cache()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(id)
+        .cloned()
+}
+
+/// The keys for this password and the server's salt and rounds: from the process-wide cache,
+/// else derived on the blocking pool (milliseconds of CPU that must not stall the actors).
+pub async fn keys_for(password: &[u8], salt: &[u8], iterations: u32) -> Keys {
+    let id: CacheKey = (Sha256::digest(password).into(), salt.to_vec(), iterations);
+    if let Some(k) = cached(&id) {
+        return k;
     }
+    let _one = DERIVING.lock().await;
+    if let Some(k) = cached(&id) {
+        return k;
+    }
+    let (pw, s) = (password.to_vec(), salt.to_vec());
+    let keys = match tokio::task::spawn_blocking(move || derive(&pw, &s, iterations)).await {
+        Ok(k) => k,
+        // The blocking pool is shutting down: derive here rather than fail the probe.
+        Err(_) => derive(password, salt, iterations),
+    };
+    DERIVATIONS.fetch_add(1, Ordering::Relaxed);
+    let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
+    if c.len() >= CACHE_MAX {
+        c.clear();
+    }
+    c.insert(id, keys.clone());
+    keys
+}
+
+/// The server-first-message, checked: its nonce extends ours, the role's salt and rounds.
+pub struct ServerFirst {
+    text: String,
+    nonce: String,
+    pub salt: Vec<u8>,
+    pub iterations: u32,
 }
 
 /// One SCRAM exchange, client side.
@@ -171,17 +209,12 @@ impl Exchange {
         format!("n,,{}", self.client_first_bare)
     }
 
-    /// client-final-message for the server-first-message, deriving keys through `cache`.
-    pub fn client_final(
-        &mut self,
-        server_first: &[u8],
-        password: &[u8],
-        cache: &mut KeyCache,
-    ) -> Result<String, ScramError> {
-        let server_first = std::str::from_utf8(server_first)
+    /// Parses and checks the server-first-message.
+    pub fn server_first(&self, msg: &[u8]) -> Result<ServerFirst, ScramError> {
+        let text = std::str::from_utf8(msg)
             .map_err(|_| ScramError::Malformed("server-first is not UTF-8"))?;
         let (mut nonce, mut salt, mut iterations) = (None, None, None);
-        for attr in server_first.split(',') {
+        for attr in text.split(',') {
             match attr.split_once('=') {
                 Some(("r", v)) => nonce = Some(v),
                 Some(("s", v)) => salt = Some(v),
@@ -207,7 +240,17 @@ impl Exchange {
         if iterations > MAX_ITERATIONS {
             return Err(ScramError::Iterations(iterations));
         }
-        let keys = cache.keys(password, &salt, iterations);
+        Ok(ServerFirst {
+            text: text.to_string(),
+            nonce: nonce.to_string(),
+            salt,
+            iterations,
+        })
+    }
+
+    /// client-final-message, with the proof made from `keys`.
+    pub fn client_final(&mut self, sf: &ServerFirst, keys: &Keys) -> String {
+        let (server_first, nonce) = (&sf.text, &sf.nonce);
         // "biws" is base64("n,,"): no channel binding.
         let without_proof = format!("c=biws,r={nonce}");
         let auth_message = format!("{},{server_first},{without_proof}", self.client_first_bare);
@@ -217,7 +260,7 @@ impl Exchange {
             *p ^= s;
         }
         self.expect = Some(hmac(&keys.server_key, &[auth_message.as_bytes()]));
-        Ok(format!("{without_proof},p={}", STANDARD.encode(proof)))
+        format!("{without_proof},p={}", STANDARD.encode(proof))
     }
 
     /// Checks server-final-message (`v=` signature, or `e=` error).
@@ -273,58 +316,64 @@ mod tests {
         );
     }
 
+    /// The exchange with keys derived directly (no cache).
+    fn final_for(
+        ex: &mut Exchange,
+        server_first: &str,
+        password: &[u8],
+    ) -> Result<String, ScramError> {
+        let sf = ex.server_first(server_first.as_bytes())?;
+        let keys = derive(password, &sf.salt, sf.iterations);
+        Ok(ex.client_final(&sf, &keys))
+    }
+
     #[test]
     fn the_rfc_7677_exchange_is_reproduced_and_verified() {
-        let mut cache = KeyCache::default();
         let mut ex = Exchange::with_nonce("user", NONCE.into());
         assert_eq!(ex.client_first(), format!("n,,n=user,r={NONCE}"));
-        let fin = ex
-            .client_final(SERVER_FIRST.as_bytes(), b"pencil", &mut cache)
-            .unwrap();
+        let fin = final_for(&mut ex, SERVER_FIRST, b"pencil").unwrap();
         assert_eq!(fin, CLIENT_FINAL);
         ex.verify_final(SERVER_FINAL.as_bytes()).unwrap();
     }
 
-    #[test]
-    fn a_second_login_reuses_the_keys_and_still_verifies() {
-        let mut cache = KeyCache::default();
+    #[tokio::test]
+    async fn logins_reuse_cached_keys_and_still_verify() {
+        let before = DERIVATIONS.load(Ordering::Relaxed);
         for _ in 0..3 {
             let mut ex = Exchange::with_nonce("user", NONCE.into());
-            let fin = ex
-                .client_final(SERVER_FIRST.as_bytes(), b"pencil", &mut cache)
-                .unwrap();
-            assert_eq!(fin, CLIENT_FINAL);
+            let sf = ex.server_first(SERVER_FIRST.as_bytes()).unwrap();
+            let keys = keys_for(b"pencil", &sf.salt, sf.iterations).await;
+            assert_eq!(ex.client_final(&sf, &keys), CLIENT_FINAL);
             ex.verify_final(SERVER_FINAL.as_bytes()).unwrap();
         }
-        assert_eq!(cache.derivations, 1, "PBKDF2 ran once for three logins");
-        // Another salt (the role's password was changed) derives again.
-        let other = SERVER_FIRST.replace("W22ZaJ0SNY7soEsUEjb6gQ==", "QSXCR+Q6sek8bf92");
-        let mut ex = Exchange::with_nonce("user", NONCE.into());
-        ex.client_final(other.as_bytes(), b"pencil", &mut cache)
-            .unwrap();
-        assert_eq!(cache.derivations, 2);
+        assert_eq!(
+            DERIVATIONS.load(Ordering::Relaxed) - before,
+            1,
+            "PBKDF2 ran once for three logins"
+        );
+        // Another salt (the role's password was set again) derives again.
+        keys_for(b"pencil", b"another salt", 4096).await;
+        assert_eq!(DERIVATIONS.load(Ordering::Relaxed) - before, 2);
     }
 
     #[test]
-    fn a_wrong_server_signature_or_nonce_is_refused() {
-        let mut cache = KeyCache::default();
+    fn a_wrong_server_signature_nonce_or_round_count_is_refused() {
         let mut ex = Exchange::with_nonce("user", NONCE.into());
-        ex.client_final(SERVER_FIRST.as_bytes(), b"not-pencil", &mut cache)
-            .unwrap();
+        final_for(&mut ex, SERVER_FIRST, b"not-pencil").unwrap();
         assert_eq!(
             ex.verify_final(SERVER_FINAL.as_bytes()),
             Err(ScramError::ServerSignature)
         );
         let mut ex = Exchange::with_nonce("user", "another-nonce".into());
         assert_eq!(
-            ex.client_final(SERVER_FIRST.as_bytes(), b"pencil", &mut cache),
-            Err(ScramError::Nonce)
+            final_for(&mut ex, SERVER_FIRST, b"pencil").err(),
+            Some(ScramError::Nonce)
         );
         let greedy = SERVER_FIRST.replace("i=4096", "i=5000000");
         let mut ex = Exchange::with_nonce("user", NONCE.into());
         assert_eq!(
-            ex.client_final(greedy.as_bytes(), b"pencil", &mut cache),
-            Err(ScramError::Iterations(5_000_000))
+            final_for(&mut ex, &greedy, b"pencil").err(),
+            Some(ScramError::Iterations(5_000_000))
         );
     }
 }
