@@ -380,8 +380,8 @@ fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
 fn probe_cost_header(window: Duration) {
     println!("\n## Probe cost (healthy scram-sha-256 targets on 4 clusters, interval 1s, a new login per probe, {} s window)\n", window.as_secs());
     println!("Lateness: how long after its due time (previous probe's end + interval) each probe started, from the daemon's `sentinel_probe_lateness_seconds` histogram (read before and after the window, interpolated in its bucket). Servers' CPU: every process of the clusters, exited probe backends included (the postmasters' cutime+cstime); in brackets, per login. The daemon's CPU per probe is in brackets too.\n");
-    println!("| targets | probes/s | daemon CPU, % of one core (per probe) | RSS (peak) | lateness p50 | lateness p99 | servers' CPU, % of one core (per login) | goal (8 %, 48 MiB, p99 50 ms) |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| targets | probes/s | daemon CPU, % of one core (per probe) | RSS (peak) | lateness p50 | lateness p99 | servers' CPU, % of one core (per login) | host load (1 min) | goal (8 %, 48 MiB, p99 50 ms) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
 }
 
 /// Probe cost: `n` healthy targets on scram-sha-256 clusters, each probe a new login, for
@@ -459,10 +459,15 @@ fn probe_cost_section(n: usize, window: Duration) {
     } else {
         "MISSED"
     };
+    // Lateness on a shared host says as much about the host as about the daemon.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default();
     let per_probe_us = (t1 - t0) as f64 / hz / probes.max(1.0) * 1e6;
     let server_per_login_ms = (s1 - s0) as f64 / hz / probes.max(1.0) * 1e3;
     println!(
-        "| {n} | {:.0} | {cpu:.2} % ({per_probe_us:.0} µs) | {mib:.1} MiB ({peak:.1}) | {p50:.1} ms | {p99:.1} ms | {server:.1} % ({server_per_login_ms:.2} ms) | {goal} |",
+        "| {n} | {:.0} | {cpu:.2} % ({per_probe_us:.0} µs) | {mib:.1} MiB ({peak:.1}) | {p50:.1} ms | {p99:.1} ms | {server:.1} % ({server_per_login_ms:.2} ms) | {load} | {goal} |",
         probes / secs
     );
     let failed = d.count("probe_failed", None);
