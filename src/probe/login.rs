@@ -96,8 +96,11 @@ impl Endpoint {
 /// Longest old-style error text read (a postmaster that could not fork says so in one).
 const OLD_ERROR_MAX: usize = 4096;
 
-/// Connects to the first address that answers and logs in.
-pub async fn login(ep: &Endpoint) -> Result<Wire, ProbeFailure> {
+/// Connects to the first address that answers and logs in. `then` (queries, Terminate) goes
+/// out with the client's last authentication message, or at ReadyForQuery when the server
+/// asks for none: the server reads it once the session is ready, and the probe saves a round
+/// trip. An impostor failing the SCRAM check has then seen only the probe's own queries.
+pub async fn login(ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeFailure> {
     let mut last = ProbeFailure::new(
         FailureClass::ConnectionRefused,
         "the DSN names no host (set host= or hostaddr=)",
@@ -108,14 +111,14 @@ pub async fn login(ep: &Endpoint) -> Result<Wire, ProbeFailure> {
             Addr::Unix(dir) => Wire::unix(dir, *port).await,
         };
         match wire {
-            Ok(w) => return startup(w, ep).await,
+            Ok(w) => return startup(w, ep, then).await,
             Err(e) => last = e,
         }
     }
     Err(last)
 }
 
-async fn startup(mut w: Wire, ep: &Endpoint) -> Result<Wire, ProbeFailure> {
+async fn startup(mut w: Wire, ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeFailure> {
     let mut out = BytesMut::new();
     let params = std::iter::once(("user", ep.user.as_str()))
         .chain(ep.params.iter().map(|(k, v)| (*k, v.as_str())));
@@ -133,6 +136,7 @@ async fn startup(mut w: Wire, ep: &Endpoint) -> Result<Wire, ProbeFailure> {
         ));
     }
     let mut scram: Option<Exchange> = None;
+    let mut sent_then = false;
     loop {
         match w.read().await? {
             Message::AuthenticationOk => {
@@ -147,14 +151,18 @@ async fn startup(mut w: Wire, ep: &Endpoint) -> Result<Wire, ProbeFailure> {
                 let pw = password(ep)?;
                 out.clear();
                 frontend::password_message(pw, &mut out).map_err(|e| protocol(&e))?;
+                out.extend_from_slice(then);
                 w.send(&out).await?;
+                sent_then = true;
             }
             Message::AuthenticationMd5Password(body) => {
                 let pw = password(ep)?;
                 let hash = md5_hash(ep.user.as_bytes(), pw, body.salt());
                 out.clear();
                 frontend::password_message(hash.as_bytes(), &mut out).map_err(|e| protocol(&e))?;
+                out.extend_from_slice(then);
                 w.send(&out).await?;
+                sent_then = true;
             }
             Message::AuthenticationSasl(body) => {
                 let mut mechs = body.mechanisms();
@@ -189,7 +197,9 @@ async fn startup(mut w: Wire, ep: &Endpoint) -> Result<Wire, ProbeFailure> {
                 let fin = ex.client_final(&sf, &keys);
                 out.clear();
                 frontend::sasl_response(fin.as_bytes(), &mut out).map_err(|e| protocol(&e))?;
+                out.extend_from_slice(then);
                 w.send(&out).await?;
+                sent_then = true;
             }
             Message::AuthenticationSaslFinal(body) => {
                 let ex = scram
@@ -206,7 +216,12 @@ async fn startup(mut w: Wire, ep: &Endpoint) -> Result<Wire, ProbeFailure> {
                 return Err(auth("the server asks for GSSAPI, SSPI or Kerberos, which the probe does not speak; use scram-sha-256, md5 or trust in pg_hba.conf for the probe's role"));
             }
             Message::ErrorResponse(body) => return Err(server_error(body.fields())),
-            Message::ReadyForQuery(_) => return Ok(w),
+            Message::ReadyForQuery(_) => {
+                if !sent_then {
+                    w.send(then).await?;
+                }
+                return Ok(w);
+            }
             // ParameterStatus, BackendKeyData, NoticeResponse: nothing to act on.
             _ => {}
         }

@@ -38,6 +38,9 @@ const MANAGER_CHECK_EVERY: Duration = Duration::from_secs(60);
 /// named "Patroni..." open on the servers it manages.
 const MANAGER_QUERY: &str = "SELECT coalesce(max(application_name), '') FROM pg_stat_activity WHERE application_name ILIKE 'patroni%'";
 
+/// Whether the server is a standby (for targets that must be a primary).
+const IN_RECOVERY: &str = "SELECT pg_is_in_recovery()";
+
 /// Probes one target: a new login per probe.
 pub struct Prober {
     endpoint: Endpoint,
@@ -72,8 +75,11 @@ impl Prober {
             }
         }
         let timeout = self.probe.timeout;
+        let check_manager = self
+            .manager_checked
+            .is_none_or(|t| t.elapsed() >= MANAGER_CHECK_EVERY);
         let mut conn = None;
-        let result = match tokio::time::timeout(timeout, self.run(&mut conn)).await {
+        let result = match tokio::time::timeout(timeout, self.run(&mut conn, check_manager)).await {
             Ok(r) => r,
             Err(_) => Err(ProbeFailure::new(
                 FailureClass::Timeout,
@@ -85,22 +91,15 @@ impl Prober {
         };
         let latency = start.elapsed();
         let mut manager = None;
-        if let (Ok(()), Some(w)) = (&result, conn.as_mut()) {
-            if self
-                .manager_checked
-                .is_none_or(|t| t.elapsed() >= MANAGER_CHECK_EVERY)
-            {
-                if let Ok(Ok(v)) =
-                    tokio::time::timeout(timeout, query::first_value(w, MANAGER_QUERY)).await
-                {
-                    self.manager_checked = Some(Instant::now());
-                    manager = Some(v.flatten().filter(|n| !n.is_empty()));
-                }
+        if let (Ok(()), Some(w), true) = (&result, conn.as_mut(), check_manager) {
+            // Sent with the login after the probe's own queries; its answer comes next.
+            if let Ok(Ok(v)) = tokio::time::timeout(timeout, query::first_value(w)).await {
+                self.manager_checked = Some(Instant::now());
+                manager = Some(v.flatten().filter(|n| !n.is_empty()));
             }
         }
-        if let Some(w) = conn {
-            let _ = tokio::time::timeout(timeout, w.terminate()).await;
-        }
+        // Terminate went with the queries: dropping the socket ends the session cleanly.
+        drop(conn);
         self.last_end = Some(Instant::now());
         ProbeOutcome {
             latency,
@@ -112,9 +111,24 @@ impl Prober {
     /// Nothing is kept between probes any more; kept for callers that reset after a restart.
     pub fn reset(&mut self) {}
 
-    async fn run(&mut self, conn: &mut Option<wire::Wire>) -> Result<(), ProbeFailure> {
-        let w = conn.insert(login::login(&self.endpoint).await?);
-        let first = query::first_value(w, &self.probe.query).await?;
+    /// Logs in with every query of this probe and Terminate queued behind the login, then
+    /// reads the answers in order (the manager check's is left for the caller).
+    async fn run(
+        &mut self,
+        conn: &mut Option<wire::Wire>,
+        check_manager: bool,
+    ) -> Result<(), ProbeFailure> {
+        let mut then = bytes::BytesMut::new();
+        query::push(&self.probe.query, &mut then)?;
+        if self.probe.primary {
+            query::push(IN_RECOVERY, &mut then)?;
+        }
+        if check_manager {
+            query::push(MANAGER_QUERY, &mut then)?;
+        }
+        postgres_protocol::message::frontend::terminate(&mut then);
+        let w = conn.insert(login::login(&self.endpoint, &then).await?);
+        let first = query::first_value(w).await?;
         if let Some(expect) = &self.probe.expect {
             match first {
                 Some(Some(v)) if &v == expect => {}
@@ -132,7 +146,7 @@ impl Prober {
             }
         }
         if self.probe.primary {
-            let standby = query::first_value(w, "SELECT pg_is_in_recovery()").await?;
+            let standby = query::first_value(w).await?;
             if standby == Some(Some("t".into())) {
                 return Err(ProbeFailure::new(FailureClass::ReadOnly, "expected a primary, but pg_is_in_recovery() is true (a standby, or a primary demoted by a failover)"));
             }

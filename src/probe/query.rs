@@ -12,16 +12,19 @@ use postgres_protocol::message::frontend;
 /// The first row's first column: `None` no row, `Some(None)` NULL.
 pub type FirstValue = Option<Option<String>>;
 
-/// Runs `sql` and reads through to ReadyForQuery, so the connection can run another.
-pub async fn first_value(w: &mut Wire, sql: &str) -> Result<FirstValue, ProbeFailure> {
-    let mut out = BytesMut::new();
-    frontend::query(sql, &mut out).map_err(|e| {
+/// Appends a Query message for `sql` to `out` (sent with the login).
+pub fn push(sql: &str, out: &mut BytesMut) -> Result<(), ProbeFailure> {
+    frontend::query(sql, out).map_err(|e| {
         ProbeFailure::new(
             FailureClass::QueryError,
             format!("the probe query cannot be sent: {e}"),
         )
-    })?;
-    w.send(&out).await?;
+    })
+}
+
+/// Reads the answer to one query already sent, through to ReadyForQuery.
+pub async fn first_value(w: &mut Wire) -> Result<FirstValue, ProbeFailure> {
+    let mut out = BytesMut::new();
     let mut first: FirstValue = None;
     let mut failed: Option<ProbeFailure> = None;
     loop {

@@ -120,14 +120,6 @@ impl Wire {
             .map_err(|e| malformed(&e))?
             .ok_or_else(|| malformed(&"incomplete message"))
     }
-
-    /// Says goodbye; the server then ends the backend at once instead of on a broken pipe.
-    pub async fn terminate(mut self) {
-        let mut out = BytesMut::new();
-        postgres_protocol::message::frontend::terminate(&mut out);
-        let _ = self.stream.write_all(&out).await;
-        let _ = self.stream.shutdown().await;
-    }
 }
 
 fn malformed(e: &dyn std::fmt::Display) -> ProbeFailure {
