@@ -6,8 +6,9 @@
 //! BENCH_TARGETS ("1,10,50"), BENCH_DOCKER (1: also the container section, with and without
 //! the Docker events fast path; 0 skips it), BENCH_RECOVERY and BENCH_HANG (1; 0 skips the
 //! crash or the hung-server section), BENCH_DISCOVER (50: labelled containers found by
-//! discovery, its time and the daemon's memory; 0 skips it), BENCH_ONLY (`discovery`: that
-//! section alone).
+//! discovery, its time and the daemon's memory; 0 skips it), BENCH_PROBE_TARGETS (targets of
+//! each probe cost row, "1000"; 0 skips the section), BENCH_ONLY (a comma list of sections:
+//! recovery, hang, containers, resources, probe, discovery).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -535,6 +536,191 @@ fn discovery_section(n: usize, window: Duration) {
     });
 }
 
+/// CPU ticks of a cluster: its postmaster and live children, plus the children that already
+/// exited (the postmaster's cutime+cstime), so short-lived probe backends are counted.
+fn cluster_ticks(pg: &Pg) -> u64 {
+    let fields = |pid: i32| -> Option<Vec<String>> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let after = &stat[stat.rfind(')')? + 2..];
+        Some(after.split_whitespace().map(str::to_string).collect())
+    };
+    let num = |f: &[String], i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let pm = pg.pid();
+    let Some(f) = fields(pm) else { return 0 };
+    // After the ")": state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
+    let mut ticks = num(&f, 11) + num(&f, 12) + num(&f, 13) + num(&f, 14);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Some(f) = fields(pid) {
+            if f.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(pm) {
+                ticks += num(&f, 11) + num(&f, 12);
+            }
+        }
+    }
+    ticks
+}
+
+/// Cumulative buckets (upper bound, count) of the fleet-wide probe lateness histogram.
+fn lateness_buckets(addr: &str) -> Vec<(f64, f64)> {
+    let text = support::http::get(addr, "/metrics").body;
+    text.lines()
+        .filter_map(|l| l.strip_prefix("sentinel_probe_lateness_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            let (le, rest) = l.split_once("\"}")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, rest.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The q-quantile of the observations between two readings of the histogram, interpolated
+/// linearly inside its bucket (as Prometheus' histogram_quantile does).
+fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
+    let d: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, n)| {
+            let b = before
+                .iter()
+                .find(|(l, _)| l == le)
+                .map_or(0.0, |(_, n)| *n);
+            (*le, n - b)
+        })
+        .collect();
+    let total = d.last().map_or(0.0, |(_, n)| *n);
+    let rank = q * total;
+    let mut prev = (0.0, 0.0);
+    for (le, n) in d {
+        if n >= rank {
+            if le.is_infinite() {
+                return prev.0;
+            }
+            let span = n - prev.1;
+            let frac = if span > 0.0 {
+                (rank - prev.1) / span
+            } else {
+                0.0
+            };
+            return prev.0 + (le - prev.0) * frac;
+        }
+        prev = (le, n);
+    }
+    f64::NAN
+}
+
+/// The probe cost table's title and header.
+fn probe_cost_header(window: Duration) {
+    println!("\n## Probe cost (healthy scram-sha-256 targets on 4 clusters, interval 1s, a new login per probe, {} s window)\n", window.as_secs());
+    println!("Lateness: how long after its due time (previous probe's end + interval) each probe started, from the daemon's `sentinel_probe_lateness_seconds` histogram (read before and after the window, interpolated in its bucket). Servers' CPU: every process of the clusters, exited probe backends included (the postmasters' cutime+cstime); in brackets, per login. The daemon's CPU per probe is in brackets too.\n");
+    println!("| targets | probes/s | daemon CPU, % of one core (per probe) | RSS (peak) | lateness p50 | lateness p99 | servers' CPU, % of one core (per login) | host load (1 min) | goal (8 %, 48 MiB, p99 50 ms) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+}
+
+/// Probe cost: `n` healthy targets on scram-sha-256 clusters, each probe a new login, for
+/// `window`: the daemon's CPU and memory, how late probes start, and the servers' CPU.
+fn probe_cost_section(n: usize, window: Duration) {
+    const CLUSTERS: usize = 4;
+    let clusters: Vec<Pg> = (0..CLUSTERS).map(|_| Pg::start()).collect();
+    for pg in &clusters {
+        // Room for the daemon's logins next to anything else (a probe session lives a few ms).
+        pg.psql("ALTER SYSTEM SET max_connections = 200");
+        pg.cluster.stop("fast").expect("stop");
+        pg.cluster.start().expect("start");
+    }
+    let dsns: Vec<String> = (0..n)
+        .map(|i| {
+            let c = &clusters[i % CLUSTERS].cluster;
+            format!("{}?application_name=bench-{i:04}", c.dsn())
+        })
+        .collect();
+    let names: Vec<String> = (0..n).map(|i| format!("p{i:04}")).collect();
+    let specs: Vec<TargetSpec> = (0..n)
+        .map(|i| TargetSpec {
+            interval: "1s",
+            timeout: "5s",
+            dsn: Some(&dsns[i]),
+            ..TargetSpec::new(&names[i], &clusters[i % CLUSTERS])
+        })
+        .collect();
+    let ws = Workspace::new();
+    ws.write_registry("  console: false\n", &specs);
+    let addr = format!(
+        "127.0.0.1:{}",
+        sentinel_remedy::pgcluster::free_port().expect("port")
+    );
+    let text = std::fs::read_to_string(ws.config()).expect("registry");
+    std::fs::write(
+        ws.config(),
+        format!("server: {{ listen: \"{addr}\" }}\n{text}"),
+    )
+    .expect("registry");
+    let mut cmd = Command::new(support::bin());
+    cmd.args(["--log-format", "json", "run", "--config"])
+        .arg(ws.config())
+        .arg("--state-dir")
+        .arg(ws.state());
+    let d = Daemon::spawn(cmd, &[("SENTINEL_LOG_LEVEL", "info")]);
+    d.wait_events("monitor_started", None, n, LONG);
+    // Every target probed a few times: SCRAM keys derived, allocator warmed up.
+    std::thread::sleep(Duration::from_secs(10));
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let (t0, _) = proc_usage(d.pid());
+    let s0: u64 = clusters.iter().map(cluster_ticks).sum();
+    let l0 = lateness_buckets(&addr);
+    let start = Instant::now();
+    let mut peak_kib = 0;
+    while start.elapsed() < window {
+        std::thread::sleep(Duration::from_secs(1));
+        peak_kib = peak_kib.max(proc_usage(d.pid()).1);
+    }
+    let (t1, rss) = proc_usage(d.pid());
+    let s1: u64 = clusters.iter().map(cluster_ticks).sum();
+    let l1 = lateness_buckets(&addr);
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = (t1 - t0) as f64 / hz / secs * 100.0;
+    let server = (s1 - s0) as f64 / hz / secs * 100.0;
+    let probes = l1.last().map_or(0.0, |(_, c)| *c) - l0.last().map_or(0.0, |(_, c)| *c);
+    let (p50, p99) = (
+        quantile(&l0, &l1, 0.5) * 1e3,
+        quantile(&l0, &l1, 0.99) * 1e3,
+    );
+    let (mib, peak) = (rss as f64 / 1024.0, peak_kib as f64 / 1024.0);
+    let goal = if cpu <= 8.0 && peak <= 48.0 && p99 <= 50.0 {
+        "met"
+    } else {
+        "MISSED"
+    };
+    // Lateness on a shared host says as much about the host as about the daemon.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default();
+    let per_probe_us = (t1 - t0) as f64 / hz / probes.max(1.0) * 1e6;
+    let server_per_login_ms = (s1 - s0) as f64 / hz / probes.max(1.0) * 1e3;
+    println!(
+        "| {n} | {:.0} | {cpu:.2} % ({per_probe_us:.0} µs) | {mib:.1} MiB ({peak:.1}) | {p50:.1} ms | {p99:.1} ms | {server:.1} % ({server_per_login_ms:.2} ms) | {load} | {goal} |",
+        probes / secs
+    );
+    let failed = d.count("probe_failed", None);
+    if failed > 0 {
+        println!(
+            "\n{failed} probes failed during the sample (a loaded host): the figures include them."
+        );
+    }
+    drop(d);
+    drop(clusters);
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing useful either.
     if std::env::args().any(|a| a == "--list") {
@@ -553,23 +739,34 @@ fn main() {
         Cluster::version().unwrap_or_else(|_| "unknown".into())
     );
     let discover = env_num("BENCH_DISCOVER", 50) as usize;
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("discovery") {
-        discovery_section(discover.max(1), window);
-        return;
-    }
-    if env_num("BENCH_RECOVERY", 1) == 1 {
+    let probe_targets: Vec<usize> = std::env::var("BENCH_PROBE_TARGETS")
+        .unwrap_or_else(|_| "1000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .filter(|n| *n > 0)
+        .collect();
+    // BENCH_ONLY=probe,hang runs those sections only.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let run = |s: &str| only.is_empty() || only.split(',').any(|o| o.trim() == s);
+    if run("recovery") && env_num("BENCH_RECOVERY", 1) == 1 {
         recovery_section(runs);
     }
-    if env_num("BENCH_HANG", 1) == 1 {
+    if run("hang") && env_num("BENCH_HANG", 1) == 1 {
         hang_section(runs);
     }
-    if env_num("BENCH_DOCKER", 1) == 1 {
+    if run("containers") && env_num("BENCH_DOCKER", 1) == 1 {
         container_section(runs);
     }
-    if !counts.is_empty() {
+    if run("resources") && !counts.is_empty() {
         resource_section(&counts, window);
     }
-    if discover > 0 && env_num("BENCH_DOCKER", 1) == 1 {
+    if run("probe") && !probe_targets.is_empty() {
+        probe_cost_header(window);
+        for n in probe_targets {
+            probe_cost_section(n, window);
+        }
+    }
+    if run("discovery") && discover > 0 && env_num("BENCH_DOCKER", 1) == 1 {
         discovery_section(discover, window);
     }
 }

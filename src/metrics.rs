@@ -10,6 +10,10 @@ use std::sync::{Mutex, OnceLock};
 const PROBE_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+/// Probe lateness buckets (seconds): how long after its due time a probe started.
+const LATENESS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
+];
 /// Time-to-recovery buckets (seconds).
 const RECOVERY_BUCKETS: &[f64] = &[
     0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
@@ -71,6 +75,12 @@ impl Metrics {
                 "histogram",
                 "Latency of SQL probes, failed ones included.",
                 PROBE_BUCKETS,
+            );
+            add(
+                "sentinel_probe_lateness_seconds",
+                "histogram",
+                "How late probes of healthy targets started after their due time (the previous probe's end plus the interval), all targets together.",
+                LATENESS_BUCKETS,
             );
             add(
                 "sentinel_probe_failures_total",

@@ -9,36 +9,6 @@ use support::*;
 
 const LONG: Duration = Duration::from_secs(90);
 
-/// A psql session as `user` over the cluster's socket that sleeps, holding its connection
-/// until the child is killed.
-fn hold_connection(pg: &Pg, user: &str) -> Child {
-    let psql = sentinel_remedy::pgcluster::find_bin_dir()
-        .unwrap()
-        .join("psql");
-    let mut cmd = Command::new(&psql);
-    cmd.args(["-X", "-q", "-h"])
-        .arg(pg.cluster.root.join("sock"))
-        .args([
-            "-p",
-            &pg.cluster.port.to_string(),
-            "-U",
-            user,
-            "-d",
-            "postgres",
-            "-c",
-            "SELECT pg_sleep(120)",
-        ]);
-    let errors = pg
-        .cluster
-        .root
-        .join(format!("holder-{}.err", rand::random::<u32>()));
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(errors).unwrap())
-        .spawn()
-        .expect("psql")
-}
-
 /// Runs the daemon on one target with this DSN until the incident is declared and alerted;
 /// checks that nothing was restarted. Returns the daemon, receiver and workspace for more checks.
 fn alerted_not_restarted(
@@ -122,7 +92,7 @@ fn exhausted_max_connections_is_alerted_not_restarted_and_recovery_is_noticed() 
     wait_for(LONG, "three holders connected", || {
         holders.retain_mut(|h| h.try_wait().ok().flatten().is_none());
         while holders.len() < 3 {
-            holders.push(hold_connection(&pg, "app"));
+            holders.push(pg.hold_connection("app"));
         }
         std::thread::sleep(Duration::from_millis(300));
         (count() == 3).then_some(())

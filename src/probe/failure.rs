@@ -108,27 +108,44 @@ impl ProbeFailure {
         }
     }
 
+    /// Classifies an error the server answered with, by its SQLSTATE: the one table for the
+    /// kept-connection client (tokio-postgres) and the probe's own login and query.
+    pub fn from_sqlstate(code: &str, message: impl Into<String>) -> Self {
+        let class = match code {
+            "57P03" => FailureClass::Recovering,
+            "28P01" | "28000" => FailureClass::Authentication,
+            "57014" => FailureClass::Timeout, // statement_timeout cancelled the query
+            "57P01" | "57P02" => FailureClass::ConnectionLost, // admin or crash shutdown
+            "53300" => FailureClass::TooManyConnections,
+            "53100" => FailureClass::DiskFull,
+            "53200" => FailureClass::OutOfMemory,
+            "3D000" => FailureClass::DatabaseMissing,
+            "25006" => FailureClass::ReadOnly,
+            _ => FailureClass::QueryError,
+        };
+        Self {
+            class,
+            sqlstate: Some(code.to_string()),
+            detail: message.into(),
+        }
+    }
+
+    /// Classifies a socket error: nothing listening is `connection_refused`, a timeout is the
+    /// hang class, anything else a lost connection.
+    pub fn from_io(io: &std::io::Error) -> Self {
+        use std::io::ErrorKind::*;
+        let class = match io.kind() {
+            ConnectionRefused | NotFound | AddrNotAvailable => FailureClass::ConnectionRefused,
+            TimedOut => FailureClass::Timeout,
+            _ => FailureClass::ConnectionLost,
+        };
+        Self::new(class, io.to_string())
+    }
+
     /// Classifies a tokio-postgres error from connect or query.
     pub fn from_pg(err: &tokio_postgres::Error) -> Self {
         if let Some(db) = err.as_db_error() {
-            let code = db.code().code().to_string();
-            let class = match code.as_str() {
-                "57P03" => FailureClass::Recovering,
-                "28P01" | "28000" => FailureClass::Authentication,
-                "57014" => FailureClass::Timeout, // statement_timeout cancelled the query
-                "57P01" | "57P02" => FailureClass::ConnectionLost, // admin or crash shutdown
-                "53300" => FailureClass::TooManyConnections,
-                "53100" => FailureClass::DiskFull,
-                "53200" => FailureClass::OutOfMemory,
-                "3D000" => FailureClass::DatabaseMissing,
-                "25006" => FailureClass::ReadOnly,
-                _ => FailureClass::QueryError,
-            };
-            return Self {
-                class,
-                sqlstate: Some(code),
-                detail: db.message().to_string(),
-            };
+            return Self::from_sqlstate(db.code().code(), db.message());
         }
         if err.is_closed() {
             return Self::new(FailureClass::ConnectionLost, "connection closed");
@@ -136,15 +153,7 @@ impl ProbeFailure {
         let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
         while let Some(s) = source {
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                use std::io::ErrorKind::*;
-                let class = match io.kind() {
-                    ConnectionRefused | NotFound | AddrNotAvailable => {
-                        FailureClass::ConnectionRefused
-                    }
-                    TimedOut => FailureClass::Timeout,
-                    _ => FailureClass::ConnectionLost,
-                };
-                return Self::new(class, io.to_string());
+                return Self::from_io(io);
             }
             source = s.source();
         }

@@ -1,15 +1,25 @@
-//! SQL probes: one reused connection per target, a query under statement_timeout, and a
-//! classified failure when anything goes wrong.
+//! SQL probes. Each probe is what a new client sees: a fresh connection, a full login and the
+//! query, within the timeout; then Terminate. A kept connection would go on answering from a
+//! backend that exists while the postmaster is stopped, cannot fork or has no free slot, and
+//! so would hide exactly the outages clients suffer. The SCRAM keys are cached per process so
+//! a login costs a few HMACs, not PBKDF2 (see `scram`), and what a probe reads is capped
+//! (see `wire`).
 
 mod failure;
+mod login;
 pub mod progress;
+mod query;
+pub mod scram;
 pub mod snapshot;
+mod wire;
 
 pub use failure::{FailureClass, ProbeFailure};
+pub use wire::READ_BUDGET;
 
 use crate::config::{ProbeConfig, TargetConfig};
+use login::Endpoint;
 use std::time::{Duration, Instant};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::NoTls;
 
 /// The result of one probe.
 #[derive(Debug, Clone)]
@@ -28,34 +38,48 @@ const MANAGER_CHECK_EVERY: Duration = Duration::from_secs(60);
 /// named "Patroni..." open on the servers it manages.
 const MANAGER_QUERY: &str = "SELECT coalesce(max(application_name), '') FROM pg_stat_activity WHERE application_name ILIKE 'patroni%'";
 
-/// Probes one target, keeping its connection between probes.
+/// Whether the server is a standby (for targets that must be a primary).
+const IN_RECOVERY: &str = "SELECT pg_is_in_recovery()";
+
+/// Probes one target: a new login per probe.
 pub struct Prober {
-    pg: tokio_postgres::Config,
+    endpoint: Endpoint,
     probe: ProbeConfig,
-    client: Option<Client>,
     manager_checked: Option<Instant>,
+    /// When the last probe ended, to measure how late the next one starts.
+    last_end: Option<Instant>,
 }
 
 impl Prober {
     pub fn new(target: &TargetConfig) -> Self {
-        let mut pg = target.dsn.config().clone();
-        if pg.get_application_name().is_none() {
-            pg.application_name("sentinel-remedy");
-        }
-        pg.connect_timeout(target.probe.timeout);
         Self {
-            pg,
+            endpoint: Endpoint::new(target.dsn.config(), target.probe.timeout),
             probe: target.probe.clone(),
-            client: None,
             manager_checked: None,
+            last_end: None,
         }
     }
 
-    /// Runs one probe: (re)connects if needed, then runs the query, all within the timeout.
+    /// Runs one probe: connect, log in, run the query, all within the timeout.
     pub async fn probe(&mut self) -> ProbeOutcome {
         let start = Instant::now();
+        if let Some(gap) = self.last_end.map(|end| start - end) {
+            // Only probes at the healthy cadence: fast probes during an incident and
+            // immediate ones come sooner than the interval on purpose.
+            if let Some(late) = gap.checked_sub(self.probe.interval) {
+                crate::metrics::global().observe(
+                    "sentinel_probe_lateness_seconds",
+                    &[],
+                    late.as_secs_f64(),
+                );
+            }
+        }
         let timeout = self.probe.timeout;
-        let result = match tokio::time::timeout(timeout, self.run()).await {
+        let check_manager = self
+            .manager_checked
+            .is_none_or(|t| t.elapsed() >= MANAGER_CHECK_EVERY);
+        let mut conn = None;
+        let result = match tokio::time::timeout(timeout, self.run(&mut conn, check_manager)).await {
             Ok(r) => r,
             Err(_) => Err(ProbeFailure::new(
                 FailureClass::Timeout,
@@ -65,30 +89,18 @@ impl Prober {
                 ),
             )),
         };
-        if result.is_err() {
-            // A failed connection may be half-dead; the next probe starts clean.
-            self.client = None;
-        }
         let latency = start.elapsed();
         let mut manager = None;
-        if result.is_ok()
-            && self
-                .manager_checked
-                .is_none_or(|t| t.elapsed() >= MANAGER_CHECK_EVERY)
-        {
-            if let Some(client) = &self.client {
-                if let Ok(Ok(rows)) =
-                    tokio::time::timeout(timeout, client.simple_query(MANAGER_QUERY)).await
-                {
-                    self.manager_checked = Some(Instant::now());
-                    let name = rows.iter().find_map(|m| match m {
-                        SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-                        _ => None,
-                    });
-                    manager = Some(name.filter(|n| !n.is_empty()));
-                }
+        if let (Ok(()), Some(w), true) = (&result, conn.as_mut(), check_manager) {
+            // Sent with the login after the probe's own queries; its answer comes next.
+            if let Ok(Ok(v)) = tokio::time::timeout(timeout, query::first_value(w)).await {
+                self.manager_checked = Some(Instant::now());
+                manager = Some(v.flatten().filter(|n| !n.is_empty()));
             }
         }
+        // Terminate went with the queries: dropping the socket ends the session cleanly.
+        drop(conn);
+        self.last_end = Some(Instant::now());
         ProbeOutcome {
             latency,
             result,
@@ -96,25 +108,28 @@ impl Prober {
         }
     }
 
-    /// Drops the connection so the next probe reconnects (after a restart, for example).
-    pub fn reset(&mut self) {
-        self.client = None;
-    }
+    /// Nothing is kept between probes any more; kept for callers that reset after a restart.
+    pub fn reset(&mut self) {}
 
-    async fn run(&mut self) -> Result<(), ProbeFailure> {
-        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
-            self.client = Some(connect(&self.pg, self.probe.timeout).await?);
+    /// Logs in with every query of this probe and Terminate queued behind the login, then
+    /// reads the answers in order (the manager check's is left for the caller).
+    async fn run(
+        &mut self,
+        conn: &mut Option<wire::Wire>,
+        check_manager: bool,
+    ) -> Result<(), ProbeFailure> {
+        let mut then = bytes::BytesMut::new();
+        query::push(&self.probe.query, &mut then)?;
+        if self.probe.primary {
+            query::push(IN_RECOVERY, &mut then)?;
         }
-        let client = self.client.as_ref().expect("connected above");
-        let rows = client
-            .simple_query(&self.probe.query)
-            .await
-            .map_err(|e| ProbeFailure::from_pg(&e))?;
+        if check_manager {
+            query::push(MANAGER_QUERY, &mut then)?;
+        }
+        postgres_protocol::message::frontend::terminate(&mut then);
+        let w = conn.insert(login::login(&self.endpoint, &then).await?);
+        let first = query::first_value(w).await?;
         if let Some(expect) = &self.probe.expect {
-            let first = rows.iter().find_map(|m| match m {
-                SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_string)),
-                _ => None,
-            });
             match first {
                 Some(Some(v)) if &v == expect => {}
                 other => {
@@ -131,41 +146,13 @@ impl Prober {
             }
         }
         if self.probe.primary {
-            let rows = client
-                .simple_query("SELECT pg_is_in_recovery()")
-                .await
-                .map_err(|e| ProbeFailure::from_pg(&e))?;
-            let standby = rows
-                .iter()
-                .any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("t")));
-            if standby {
+            let standby = query::first_value(w).await?;
+            if standby == Some(Some("t".into())) {
                 return Err(ProbeFailure::new(FailureClass::ReadOnly, "expected a primary, but pg_is_in_recovery() is true (a standby, or a primary demoted by a failover)"));
             }
         }
         Ok(())
     }
-}
-
-/// Connects and sets the statement timeout; the connection task runs on the current runtime.
-pub async fn connect(
-    pg: &tokio_postgres::Config,
-    timeout: Duration,
-) -> Result<Client, ProbeFailure> {
-    let (client, conn) = pg
-        .connect(NoTls)
-        .await
-        .map_err(|e| ProbeFailure::from_pg(&e))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-        .simple_query(&format!(
-            "SET statement_timeout = {}",
-            timeout.as_millis().max(1)
-        ))
-        .await
-        .map_err(|e| ProbeFailure::from_pg(&e))?;
-    Ok(client)
 }
 
 /// One connection attempt with no query, used by the healer to tell "accepting connections"

@@ -107,6 +107,36 @@ impl Pg {
     pub fn password(&self) -> &str {
         &self.cluster.password
     }
+
+    /// A psql session as `user` over the cluster's socket that sleeps, holding its connection
+    /// until the child is killed.
+    pub fn hold_connection(&self, user: &str) -> Child {
+        let psql = sentinel_remedy::pgcluster::find_bin_dir()
+            .expect("PostgreSQL binaries")
+            .join("psql");
+        let mut cmd = Command::new(&psql);
+        cmd.args(["-X", "-q", "-h"])
+            .arg(self.cluster.root.join("sock"))
+            .args([
+                "-p",
+                &self.cluster.port.to_string(),
+                "-U",
+                user,
+                "-d",
+                "postgres",
+                "-c",
+                "SELECT pg_sleep(120)",
+            ]);
+        let errors = self
+            .cluster
+            .root
+            .join(format!("holder-{}.err", rand::random::<u32>()));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(errors).expect("holder's stderr file"))
+            .spawn()
+            .expect("psql")
+    }
 }
 
 impl Pg {

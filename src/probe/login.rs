@@ -1,0 +1,263 @@
+//! A new client's login, as `psql` would do it: a fresh connection, the startup message, and
+//! authentication (trust, cleartext, md5 or SCRAM-SHA-256) through to ReadyForQuery. A
+//! postmaster that is stopped, cannot fork, has a full backlog or has no free slot fails
+//! here even while existing sessions still answer. A refusal with a SQLSTATE is classed by
+//! the same table as any other server error.
+
+use super::scram::{self, Exchange};
+use super::wire::Wire;
+use super::{FailureClass, ProbeFailure};
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::message::backend::{ErrorFields, Message};
+use postgres_protocol::message::frontend;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_postgres::config::Host;
+
+/// Where and as whom a probe logs in, taken from the target's DSN.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// (host, port) pairs tried in order, as libpq does.
+    addrs: Vec<(Addr, u16)>,
+    user: String,
+    password: Option<Vec<u8>>,
+    /// Startup parameters besides `user`: database, application_name, options.
+    params: Vec<(&'static str, String)>,
+}
+
+#[derive(Clone)]
+enum Addr {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl Endpoint {
+    /// Reads the DSN's hosts, ports, user, password, database and options, and adds
+    /// `statement_timeout` so a query that hangs is cancelled by the server too.
+    pub fn new(pg: &tokio_postgres::Config, statement_timeout: Duration) -> Self {
+        let ports = pg.get_ports();
+        let port_of = |i: usize| match ports {
+            [] => 5432,
+            [one] => *one,
+            many => many.get(i).copied().unwrap_or(5432),
+        };
+        let mut addrs: Vec<(Addr, u16)> = pg
+            .get_hostaddrs()
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| (Addr::Tcp(ip.to_string()), port_of(i)))
+            .collect();
+        if addrs.is_empty() {
+            addrs = pg
+                .get_hosts()
+                .iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    let a = match h {
+                        Host::Tcp(name) => Addr::Tcp(name.clone()),
+                        Host::Unix(dir) => Addr::Unix(dir.clone()),
+                    };
+                    (a, port_of(i))
+                })
+                .collect();
+        }
+        let user = pg.get_user().unwrap_or("postgres").to_string();
+        let mut params = Vec::new();
+        if let Some(db) = pg.get_dbname() {
+            params.push(("database", db.to_string()));
+        }
+        params.push((
+            "application_name",
+            pg.get_application_name()
+                .unwrap_or("sentinel-remedy")
+                .to_string(),
+        ));
+        let timeout = format!(
+            "-c statement_timeout={}",
+            statement_timeout.as_millis().max(1)
+        );
+        let options = match pg.get_options() {
+            Some(o) if !o.trim().is_empty() => format!("{o} {timeout}"),
+            _ => timeout,
+        };
+        params.push(("options", options));
+        params.push(("client_encoding", "UTF8".into()));
+        Self {
+            addrs,
+            user,
+            password: pg.get_password().map(<[u8]>::to_vec),
+            params,
+        }
+    }
+}
+
+/// Longest old-style error text read (a postmaster that could not fork says so in one).
+const OLD_ERROR_MAX: usize = 4096;
+
+/// Connects to the first address that answers and logs in. `then` (queries, Terminate) goes
+/// out with the client's last authentication message, or at ReadyForQuery when the server
+/// asks for none: the server reads it once the session is ready, and the probe saves a round
+/// trip. An impostor failing the SCRAM check has then seen only the probe's own queries.
+pub async fn login(ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeFailure> {
+    let mut last = ProbeFailure::new(
+        FailureClass::ConnectionRefused,
+        "the DSN names no host (set host= or hostaddr=)",
+    );
+    for (addr, port) in &ep.addrs {
+        let wire = match addr {
+            Addr::Tcp(host) => Wire::tcp(host, *port).await,
+            Addr::Unix(dir) => Wire::unix(dir, *port).await,
+        };
+        match wire {
+            Ok(w) => return startup(w, ep, then).await,
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+async fn startup(mut w: Wire, ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeFailure> {
+    let mut out = BytesMut::new();
+    let params = std::iter::once(("user", ep.user.as_str()))
+        .chain(ep.params.iter().map(|(k, v)| (*k, v.as_str())));
+    frontend::startup_message(params, &mut out).map_err(|e| protocol(&e))?;
+    w.send(&out).await?;
+    // A postmaster that cannot fork answers with a bare 'E' and text, the pre-3.0 way
+    // (libpq tells it by an implausible length, as here).
+    let (tag, len) = w.peek_header().await?;
+    if tag == b'E' && !(8..=30_000).contains(&len) {
+        let text = w.read_to_close(OLD_ERROR_MAX).await;
+        let text = text.get(1..).unwrap_or("").trim_end_matches(['\0', '\n']);
+        return Err(ProbeFailure::new(
+            FailureClass::OutOfMemory,
+            format!("the server could not start a session: {text}"),
+        ));
+    }
+    let mut scram: Option<Exchange> = None;
+    let mut sent_then = false;
+    loop {
+        match w.read().await? {
+            Message::AuthenticationOk => {
+                if scram.is_some() {
+                    // SCRAM ends with SASLFinal before Ok: a server skipping it proved nothing.
+                    return Err(auth(
+                        "the server accepted the login without proving it knows the password",
+                    ));
+                }
+            }
+            Message::AuthenticationCleartextPassword => {
+                let pw = password(ep)?;
+                out.clear();
+                frontend::password_message(pw, &mut out).map_err(|e| protocol(&e))?;
+                out.extend_from_slice(then);
+                w.send(&out).await?;
+                sent_then = true;
+            }
+            Message::AuthenticationMd5Password(body) => {
+                let pw = password(ep)?;
+                let hash = md5_hash(ep.user.as_bytes(), pw, body.salt());
+                out.clear();
+                frontend::password_message(hash.as_bytes(), &mut out).map_err(|e| protocol(&e))?;
+                out.extend_from_slice(then);
+                w.send(&out).await?;
+                sent_then = true;
+            }
+            Message::AuthenticationSasl(body) => {
+                let mut mechs = body.mechanisms();
+                let mut has = false;
+                while let Some(m) = mechs.next().map_err(|e| protocol(&e))? {
+                    has |= m == "SCRAM-SHA-256";
+                }
+                if !has {
+                    return Err(auth("the server offers no SASL mechanism but SCRAM-SHA-256-PLUS, which needs TLS"));
+                }
+                password(ep)?;
+                let ex = Exchange::new("");
+                out.clear();
+                frontend::sasl_initial_response(
+                    "SCRAM-SHA-256",
+                    ex.client_first().as_bytes(),
+                    &mut out,
+                )
+                .map_err(|e| protocol(&e))?;
+                w.send(&out).await?;
+                scram = Some(ex);
+            }
+            Message::AuthenticationSaslContinue(body) => {
+                let pw = password(ep)?;
+                let ex = scram
+                    .as_mut()
+                    .ok_or_else(|| protocol(&"SASL continue before SASL start"))?;
+                let sf = ex
+                    .server_first(body.data())
+                    .map_err(|e| auth(&e.to_string()))?;
+                let keys = scram::keys_for(pw, &sf.salt, sf.iterations).await;
+                let fin = ex.client_final(&sf, &keys);
+                out.clear();
+                frontend::sasl_response(fin.as_bytes(), &mut out).map_err(|e| protocol(&e))?;
+                out.extend_from_slice(then);
+                w.send(&out).await?;
+                sent_then = true;
+            }
+            Message::AuthenticationSaslFinal(body) => {
+                let ex = scram
+                    .take()
+                    .ok_or_else(|| protocol(&"SASL final before SASL start"))?;
+                ex.verify_final(body.data())
+                    .map_err(|e| auth(&e.to_string()))?;
+            }
+            Message::AuthenticationGss
+            | Message::AuthenticationKerberosV5
+            | Message::AuthenticationScmCredential
+            | Message::AuthenticationSspi
+            | Message::AuthenticationGssContinue(_) => {
+                return Err(auth("the server asks for GSSAPI, SSPI or Kerberos, which the probe does not speak; use scram-sha-256, md5 or trust in pg_hba.conf for the probe's role"));
+            }
+            Message::ErrorResponse(body) => return Err(server_error(body.fields())),
+            Message::ReadyForQuery(_) => {
+                if !sent_then {
+                    w.send(then).await?;
+                }
+                return Ok(w);
+            }
+            // ParameterStatus, BackendKeyData, NoticeResponse: nothing to act on.
+            _ => {}
+        }
+    }
+}
+
+fn password(ep: &Endpoint) -> Result<&[u8], ProbeFailure> {
+    ep.password.as_deref().ok_or_else(|| {
+        auth("the server asks for a password and the DSN has none (add it to targets[].dsn)")
+    })
+}
+
+fn auth(detail: &str) -> ProbeFailure {
+    ProbeFailure::new(FailureClass::Authentication, detail)
+}
+
+fn protocol(e: &dyn std::fmt::Display) -> ProbeFailure {
+    ProbeFailure::new(
+        FailureClass::ConnectionLost,
+        format!("protocol error with the server: {e}"),
+    )
+}
+
+/// An ErrorResponse as a classed failure: its SQLSTATE (`C`) and message (`M`).
+pub fn server_error(mut fields: ErrorFields<'_>) -> ProbeFailure {
+    let (mut code, mut message) = (String::new(), String::new());
+    while let Ok(Some(f)) = fields.next() {
+        let v = String::from_utf8_lossy(f.value_bytes()).into_owned();
+        match f.type_() {
+            b'C' => code = v,
+            b'M' => message = v,
+            _ => {}
+        }
+    }
+    if code.is_empty() {
+        return ProbeFailure::new(FailureClass::QueryError, message);
+    }
+    ProbeFailure::from_sqlstate(&code, message)
+}
