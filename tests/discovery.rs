@@ -633,3 +633,200 @@ fn all_mode_takes_every_postgres_container_on_the_network_except_those_opted_out
     assert_eq!(d.count("discovery_skipped", None), 0);
     drop(d);
 }
+
+/// A unix-socket proxy in front of the Engine's socket, which the test cuts (every open
+/// connection shut, the socket file gone) and restores, as an Engine restart would.
+struct EngineProxy {
+    path: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::os::unix::net::UnixStream>>>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EngineProxy {
+    const ENGINE: &'static str = "/var/run/docker.sock";
+
+    fn start(path: std::path::PathBuf) -> Self {
+        let mut p = Self {
+            path,
+            stop: Default::default(),
+            conns: Default::default(),
+            accept: None,
+        };
+        p.up();
+        p
+    }
+
+    /// `DOCKER_HOST` for the daemon.
+    fn host(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
+    fn up(&mut self) {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::Ordering;
+        let listener = UnixListener::bind(&self.path).expect("bind the proxy socket");
+        listener.set_nonblocking(true).expect("nonblocking");
+        self.stop.store(false, Ordering::SeqCst);
+        let (stop, conns) = (self.stop.clone(), self.conns.clone());
+        self.accept = Some(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                    Err(_) => return,
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(engine) = UnixStream::connect(Self::ENGINE) else {
+                    continue;
+                };
+                let mut all = conns.lock().unwrap();
+                for s in [&client, &engine] {
+                    if let Ok(c) = s.try_clone() {
+                        all.push(c);
+                    }
+                }
+                drop(all);
+                for (mut from, mut to) in [
+                    (client.try_clone(), engine.try_clone()),
+                    (engine.try_clone(), client.try_clone()),
+                ]
+                .into_iter()
+                .filter_map(|(a, b)| Some((a.ok()?, b.ok()?)))
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        }));
+    }
+
+    /// Cuts the Engine off: no new connections, every open one (the events streams too) shut.
+    fn down(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for EngineProxy {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+#[test]
+fn discovery_follows_renames_and_resynchronises_after_the_engine_connection_drops() {
+    let ns = namespace();
+    let pw = format!("pw-{:012x}", rand::random::<u64>());
+    // Cut off from the Engine, the daemon cannot tell a removed container from a failed one:
+    // a threshold longer than the outage leaves that to the resynchronisation.
+    let labels = opt_in(&ns, &[("probe.failure_threshold", "30")]);
+    let (keep, gone, moved) = std::thread::scope(|s| {
+        let k = s.spawn(|| Labelled::run("keep", &pw, &labels));
+        let g = s.spawn(|| Labelled::run("gone", &pw, &labels));
+        let m = s.spawn(|| Labelled::run("moved", &pw, &labels));
+        (k.join().unwrap(), g.join().unwrap(), m.join().unwrap())
+    });
+    for x in [&keep, &gone, &moved] {
+        x.wait_sql(&pw);
+    }
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    let mut proxy = EngineProxy::start(ws.path().join("engine.sock"));
+    let addr = write_registry(&ws, &ns, &notify_all(&rx));
+    let d = Daemon::run(&ws, &[("DISC_PW", &pw), ("DOCKER_HOST", &proxy.host())]);
+    d.wait_event("api_listening", None, LONG);
+    wait_for(LONG, "three discovered targets that answer", || {
+        let t = targets(&addr);
+        (t.len() == 3 && t.values().all(|s| s["up"] == true)).then_some(())
+    });
+
+    // Renamed: the target follows the container's new name (and heals it by that name).
+    let mut moved = moved;
+    let new_name = format!("{}-renamed", moved.name);
+    let old_name = std::mem::replace(&mut moved.name, new_name);
+    docker(&["rename", &old_name, &moved.name]);
+    let started = Instant::now();
+    wait_for(LONG, "the renamed container's target", || {
+        let t = targets(&addr);
+        (t.contains_key(&moved.name) && !t.contains_key(&old_name)).then_some(())
+    });
+    let renamed_in = started.elapsed();
+    let t = targets(&addr);
+    assert_eq!(
+        t[&moved.name]["discovered"]["container"],
+        moved.name.as_str()
+    );
+    assert_eq!(t.len(), 3, "{:?}", t.keys());
+
+    // The Engine connection drops for 9 s (an Engine restart); meanwhile one container is
+    // added and one removed.
+    proxy.down();
+    let cut = Instant::now();
+    let added = Labelled::run("added", &pw, &labels);
+    remove(&gone.name);
+    added.wait_sql(&pw);
+    // Cut off, the daemon keeps what it had (a connected one retires within a second).
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = targets(&addr);
+    assert!(
+        t.contains_key(&gone.name) && !t.contains_key(&added.name),
+        "the connection was really cut: {:?}",
+        t.keys()
+    );
+
+    std::thread::sleep(Duration::from_secs(9).saturating_sub(cut.elapsed()));
+    proxy.up();
+    let started = Instant::now();
+    let want: std::collections::BTreeSet<String> = [&keep.name, &moved.name, &added.name]
+        .into_iter()
+        .cloned()
+        .collect();
+    wait_for(LONG, "the targets to match the Engine's containers", || {
+        let t = targets(&addr);
+        (t.keys().cloned().collect::<std::collections::BTreeSet<_>>() == want).then_some(())
+    });
+    let resynced_in = started.elapsed();
+    wait_for(LONG, "the added target to answer", || {
+        (targets(&addr)[&added.name]["up"] == true).then_some(())
+    });
+    eprintln!(
+        "discovery: renamed in {renamed_in:?}, resynchronised {resynced_in:?} after the reconnect"
+    );
+    assert!(
+        renamed_in < Duration::from_secs(1),
+        "rename followed within 1 s: {renamed_in:?}"
+    );
+    assert!(
+        resynced_in < Duration::from_secs(4),
+        "resynchronised within 4 s of the reconnect: {resynced_in:?}"
+    );
+    std::thread::sleep(Duration::from_secs(3)); // what a late incident would need
+    for name in [&gone.name, &old_name] {
+        assert_eq!(
+            d.count("incident_declared", Some(name)),
+            0,
+            "no incident for {name}"
+        );
+        assert!(
+            rx.hits()
+                .iter()
+                .all(|h| !h.body.to_string().contains(name.as_str())),
+            "no alert for {name}"
+        );
+    }
+    assert_eq!(d.count("heal_issued", None), 0, "nothing restarted");
+    assert!(ws.bundles().is_empty(), "nothing archived");
+    drop(d);
+}
