@@ -830,3 +830,115 @@ fn discovery_follows_renames_and_resynchronises_after_the_engine_connection_drop
     assert!(ws.bundles().is_empty(), "nothing archived");
     drop(d);
 }
+
+/// `docker events` for one container between two times (unix seconds): the actions seen.
+fn engine_events(container: &str, since: i64, action: &str) -> Vec<String> {
+    let until = chrono::Utc::now().timestamp() + 1;
+    docker(&[
+        "events",
+        "--since",
+        &since.to_string(),
+        "--until",
+        &until.to_string(),
+        "--filter",
+        &format!("container={container}"),
+        "--filter",
+        &format!("event={action}"),
+        "--format",
+        "{{.Action}}",
+    ])
+    .lines()
+    .map(String::from)
+    .collect()
+}
+
+#[test]
+fn a_maintenance_window_keeps_a_discovered_container_down_until_it_ends() {
+    const TOKEN: &str = "disc-token-0123456789abcdef";
+    let ns = namespace();
+    let pw = format!("pw-{:012x}", rand::random::<u64>());
+    let c = Labelled::run(
+        "maint",
+        &pw,
+        &opt_in(&ns, &[("probe.failure_threshold", "2")]),
+    );
+    c.wait_sql(&pw);
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    let addr = write_registry(&ws, &ns, &notify_all(&rx));
+    let text = std::fs::read_to_string(ws.config()).unwrap().replace(
+        &format!("listen: \"{addr}\""),
+        &format!("listen: \"{addr}\", token: \"{TOKEN}\""),
+    );
+    std::fs::write(ws.config(), text).unwrap();
+    let d = daemon(&ws, &pw);
+    wait_for(LONG, "the target answering", || {
+        targets(&addr)
+            .get(&c.name)
+            .is_some_and(|s| s["up"] == true)
+            .then_some(())
+    });
+    let r = http::request(
+        &addr,
+        "POST",
+        &format!("/targets/{}/maintenance", c.name),
+        Some(TOKEN),
+        Some(r#"{"duration": "1h"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(targets(&addr)[&c.name]["state"], "maintenance");
+
+    // Stopped on purpose: seen down, and left down, with no notice.
+    // Counted from the second after its first start (`docker events` counts whole seconds).
+    let first_start = docker(&["inspect", "-f", "{{.State.StartedAt}}", &c.name]);
+    let since = chrono::DateTime::parse_from_rfc3339(&first_start)
+        .expect("StartedAt")
+        .timestamp()
+        + 1;
+    wait_for(LONG, "the next second", || {
+        (chrono::Utc::now().timestamp() >= since).then_some(())
+    });
+    docker(&["stop", "-t", "5", &c.name]);
+    let stopped = c.state();
+    assert!(stopped.starts_with("exited"), "{stopped}");
+    wait_for(LONG, "the target reported down", || {
+        (targets(&addr)[&c.name]["up"] == false).then_some(())
+    });
+    // Longer than its threshold of 2 probes at 1 s, and than a heal would take.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(c.state(), stopped, "still stopped, never started");
+    assert!(
+        engine_events(&c.name, since, "start").is_empty(),
+        "no start from the Engine"
+    );
+    assert!(
+        rx.hits().is_empty(),
+        "no notice during maintenance: {:?}",
+        rx.hits()
+    );
+    assert!(bundles_of(&ws, &c.name).is_empty(), "no archive");
+    let t = targets(&addr);
+    assert_eq!(t[&c.name]["state"], "maintenance", "{}", t[&c.name]);
+
+    // Ended: healed, started once.
+    let r = http::request(
+        &addr,
+        "POST",
+        &format!("/targets/{}/resume", c.name),
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    c.wait_sql(&pw);
+    wait_for(LONG, "the target answering again", || {
+        (targets(&addr)[&c.name]["up"] == true).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3)); // what a second restart would need
+    assert_eq!(
+        engine_events(&c.name, since, "start"),
+        vec!["start".to_string()],
+        "started once"
+    );
+    assert!(c.state().starts_with("running"), "{}", c.state());
+    drop(d);
+}
