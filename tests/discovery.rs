@@ -754,7 +754,7 @@ fn discovery_follows_renames_and_resynchronises_after_the_engine_connection_drop
 
     // Renamed: the target follows the container's new name (and heals it by that name).
     let mut moved = moved;
-    let new_name = format!("{}-renamed", moved.name);
+    let new_name = moved.name.replace("-moved-", "-renamed-");
     let old_name = std::mem::replace(&mut moved.name, new_name);
     docker(&["rename", &old_name, &moved.name]);
     let started = Instant::now();
@@ -771,11 +771,16 @@ fn discovery_follows_renames_and_resynchronises_after_the_engine_connection_drop
     assert_eq!(t.len(), 3, "{:?}", t.keys());
 
     // The Engine connection drops for 9 s (an Engine restart); meanwhile one container is
-    // added and one removed.
+    // added, one removed, and the renamed one killed.
+    let first_start = docker(&["inspect", "-f", "{{.State.StartedAt}}", &moved.name]);
+    let id = docker(&["inspect", "-f", "{{.Id}}", &moved.name]);
+    let since = chrono::Utc::now().timestamp();
     proxy.down();
     let cut = Instant::now();
     let added = Labelled::run("added", &pw, &labels);
     remove(&gone.name);
+    // Killed last: the address it leaves is not handed to another container meanwhile.
+    docker(&["kill", &moved.name]);
     added.wait_sql(&pw);
     // Cut off, the daemon keeps what it had (a connected one retires within a second).
     std::thread::sleep(Duration::from_millis(1500));
@@ -798,11 +803,18 @@ fn discovery_follows_renames_and_resynchronises_after_the_engine_connection_drop
         (t.keys().cloned().collect::<std::collections::BTreeSet<_>>() == want).then_some(())
     });
     let resynced_in = started.elapsed();
+    // The death Docker reported while the connection was down is heard after it: healed at
+    // once, by its new name, not after 30 failed probes.
+    wait_for(LONG, "the killed container started again", || {
+        let now = docker(&["inspect", "-f", "{{.State.StartedAt}}", &moved.name]);
+        (now != first_start && moved.state().starts_with("running")).then_some(())
+    });
+    let healed_in = started.elapsed();
     wait_for(LONG, "the added target to answer", || {
         (targets(&addr)[&added.name]["up"] == true).then_some(())
     });
     eprintln!(
-        "discovery: renamed in {renamed_in:?}, resynchronised {resynced_in:?} after the reconnect"
+        "discovery: renamed in {renamed_in:?}, resynchronised {resynced_in:?} and the killed one started {healed_in:?} after the reconnect"
     );
     assert!(
         renamed_in < Duration::from_secs(1),
@@ -812,7 +824,12 @@ fn discovery_follows_renames_and_resynchronises_after_the_engine_connection_drop
         resynced_in < Duration::from_secs(4),
         "resynchronised within 4 s of the reconnect: {resynced_in:?}"
     );
-    std::thread::sleep(Duration::from_secs(3)); // what a late incident would need
+    assert!(
+        healed_in < Duration::from_secs(10),
+        "the death during the outage heard after it: {healed_in:?}"
+    );
+    moved.wait_sql(&pw);
+    std::thread::sleep(Duration::from_secs(3)); // what a late incident or restart would need
     for name in [&gone.name, &old_name] {
         assert_eq!(
             d.count("incident_declared", Some(name)),
@@ -825,9 +842,14 @@ fn discovery_follows_renames_and_resynchronises_after_the_engine_connection_drop
                 .all(|h| !h.body.to_string().contains(name.as_str())),
             "no alert for {name}"
         );
+        assert!(bundles_of(&ws, name).is_empty(), "no archive for {name}");
     }
-    assert_eq!(d.count("heal_issued", None), 0, "nothing restarted");
-    assert!(ws.bundles().is_empty(), "nothing archived");
+    assert_eq!(
+        engine_events(&id, since, "start"),
+        vec!["start".to_string()],
+        "the killed one started once"
+    );
+    assert_eq!(d.count("heal_issued", None), 1, "one restart in all");
     drop(d);
 }
 
