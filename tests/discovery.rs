@@ -633,3 +633,334 @@ fn all_mode_takes_every_postgres_container_on_the_network_except_those_opted_out
     assert_eq!(d.count("discovery_skipped", None), 0);
     drop(d);
 }
+
+/// A unix-socket proxy in front of the Engine's socket, which the test cuts (every open
+/// connection shut, the socket file gone) and restores, as an Engine restart would.
+struct EngineProxy {
+    path: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::os::unix::net::UnixStream>>>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EngineProxy {
+    const ENGINE: &'static str = "/var/run/docker.sock";
+
+    fn start(path: std::path::PathBuf) -> Self {
+        let mut p = Self {
+            path,
+            stop: Default::default(),
+            conns: Default::default(),
+            accept: None,
+        };
+        p.up();
+        p
+    }
+
+    /// `DOCKER_HOST` for the daemon.
+    fn host(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
+    fn up(&mut self) {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::Ordering;
+        let listener = UnixListener::bind(&self.path).expect("bind the proxy socket");
+        listener.set_nonblocking(true).expect("nonblocking");
+        self.stop.store(false, Ordering::SeqCst);
+        let (stop, conns) = (self.stop.clone(), self.conns.clone());
+        self.accept = Some(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                    Err(_) => return,
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(engine) = UnixStream::connect(Self::ENGINE) else {
+                    continue;
+                };
+                let mut all = conns.lock().unwrap();
+                for s in [&client, &engine] {
+                    if let Ok(c) = s.try_clone() {
+                        all.push(c);
+                    }
+                }
+                drop(all);
+                for (mut from, mut to) in [
+                    (client.try_clone(), engine.try_clone()),
+                    (engine.try_clone(), client.try_clone()),
+                ]
+                .into_iter()
+                .filter_map(|(a, b)| Some((a.ok()?, b.ok()?)))
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        }));
+    }
+
+    /// Cuts the Engine off: no new connections, every open one (the events streams too) shut.
+    fn down(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for EngineProxy {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+#[test]
+fn discovery_follows_renames_and_resynchronises_after_the_engine_connection_drops() {
+    let ns = namespace();
+    let pw = format!("pw-{:012x}", rand::random::<u64>());
+    // Cut off from the Engine, the daemon cannot tell a removed container from a failed one:
+    // a threshold longer than the outage leaves that to the resynchronisation.
+    let labels = opt_in(&ns, &[("probe.failure_threshold", "30")]);
+    let (keep, gone, moved) = std::thread::scope(|s| {
+        let k = s.spawn(|| Labelled::run("keep", &pw, &labels));
+        let g = s.spawn(|| Labelled::run("gone", &pw, &labels));
+        let m = s.spawn(|| Labelled::run("moved", &pw, &labels));
+        (k.join().unwrap(), g.join().unwrap(), m.join().unwrap())
+    });
+    for x in [&keep, &gone, &moved] {
+        x.wait_sql(&pw);
+    }
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    let mut proxy = EngineProxy::start(ws.path().join("engine.sock"));
+    let addr = write_registry(&ws, &ns, &notify_all(&rx));
+    let d = Daemon::run(&ws, &[("DISC_PW", &pw), ("DOCKER_HOST", &proxy.host())]);
+    d.wait_event("api_listening", None, LONG);
+    wait_for(LONG, "three discovered targets that answer", || {
+        let t = targets(&addr);
+        (t.len() == 3 && t.values().all(|s| s["up"] == true)).then_some(())
+    });
+
+    // Renamed: the target follows the container's new name (and heals it by that name).
+    let mut moved = moved;
+    let new_name = moved.name.replace("-moved-", "-renamed-");
+    let old_name = std::mem::replace(&mut moved.name, new_name);
+    docker(&["rename", &old_name, &moved.name]);
+    let started = Instant::now();
+    wait_for(LONG, "the renamed container's target", || {
+        let t = targets(&addr);
+        (t.contains_key(&moved.name) && !t.contains_key(&old_name)).then_some(())
+    });
+    let renamed_in = started.elapsed();
+    let t = targets(&addr);
+    assert_eq!(
+        t[&moved.name]["discovered"]["container"],
+        moved.name.as_str()
+    );
+    assert_eq!(t.len(), 3, "{:?}", t.keys());
+
+    // The Engine connection drops for 9 s (an Engine restart); meanwhile one container is
+    // added, one removed, and the renamed one killed.
+    let first_start = docker(&["inspect", "-f", "{{.State.StartedAt}}", &moved.name]);
+    let id = docker(&["inspect", "-f", "{{.Id}}", &moved.name]);
+    let since = chrono::Utc::now().timestamp();
+    proxy.down();
+    let cut = Instant::now();
+    let added = Labelled::run("added", &pw, &labels);
+    remove(&gone.name);
+    // Killed last: the address it leaves is not handed to another container meanwhile.
+    docker(&["kill", &moved.name]);
+    added.wait_sql(&pw);
+    // Cut off, the daemon keeps what it had (a connected one retires within a second).
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = targets(&addr);
+    assert!(
+        t.contains_key(&gone.name) && !t.contains_key(&added.name),
+        "the connection was really cut: {:?}",
+        t.keys()
+    );
+
+    std::thread::sleep(Duration::from_secs(9).saturating_sub(cut.elapsed()));
+    proxy.up();
+    let started = Instant::now();
+    let want: std::collections::BTreeSet<String> = [&keep.name, &moved.name, &added.name]
+        .into_iter()
+        .cloned()
+        .collect();
+    wait_for(LONG, "the targets to match the Engine's containers", || {
+        let t = targets(&addr);
+        (t.keys().cloned().collect::<std::collections::BTreeSet<_>>() == want).then_some(())
+    });
+    let resynced_in = started.elapsed();
+    // The death Docker reported while the connection was down is heard after it: healed at
+    // once, by its new name, not after 30 failed probes.
+    wait_for(LONG, "the killed container started again", || {
+        let now = docker(&["inspect", "-f", "{{.State.StartedAt}}", &moved.name]);
+        (now != first_start && moved.state().starts_with("running")).then_some(())
+    });
+    let healed_in = started.elapsed();
+    wait_for(LONG, "the added target to answer", || {
+        (targets(&addr)[&added.name]["up"] == true).then_some(())
+    });
+    eprintln!(
+        "discovery: renamed in {renamed_in:?}, resynchronised {resynced_in:?} and the killed one started {healed_in:?} after the reconnect"
+    );
+    assert!(
+        renamed_in < Duration::from_secs(1),
+        "rename followed within 1 s: {renamed_in:?}"
+    );
+    assert!(
+        resynced_in < Duration::from_secs(4),
+        "resynchronised within 4 s of the reconnect: {resynced_in:?}"
+    );
+    assert!(
+        healed_in < Duration::from_secs(10),
+        "the death during the outage heard after it: {healed_in:?}"
+    );
+    moved.wait_sql(&pw);
+    std::thread::sleep(Duration::from_secs(3)); // what a late incident or restart would need
+    for name in [&gone.name, &old_name] {
+        assert_eq!(
+            d.count("incident_declared", Some(name)),
+            0,
+            "no incident for {name}"
+        );
+        assert!(
+            rx.hits()
+                .iter()
+                .all(|h| !h.body.to_string().contains(name.as_str())),
+            "no alert for {name}"
+        );
+        assert!(bundles_of(&ws, name).is_empty(), "no archive for {name}");
+    }
+    assert_eq!(
+        engine_events(&id, since, "start"),
+        vec!["start".to_string()],
+        "the killed one started once"
+    );
+    assert_eq!(d.count("heal_issued", None), 1, "one restart in all");
+    drop(d);
+}
+
+/// `docker events` for one container between two times (unix seconds): the actions seen.
+fn engine_events(container: &str, since: i64, action: &str) -> Vec<String> {
+    let until = chrono::Utc::now().timestamp() + 1;
+    docker(&[
+        "events",
+        "--since",
+        &since.to_string(),
+        "--until",
+        &until.to_string(),
+        "--filter",
+        &format!("container={container}"),
+        "--filter",
+        &format!("event={action}"),
+        "--format",
+        "{{.Action}}",
+    ])
+    .lines()
+    .map(String::from)
+    .collect()
+}
+
+#[test]
+fn a_maintenance_window_keeps_a_discovered_container_down_until_it_ends() {
+    const TOKEN: &str = "disc-token-0123456789abcdef";
+    let ns = namespace();
+    let pw = format!("pw-{:012x}", rand::random::<u64>());
+    let c = Labelled::run(
+        "maint",
+        &pw,
+        &opt_in(&ns, &[("probe.failure_threshold", "2")]),
+    );
+    c.wait_sql(&pw);
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    let addr = write_registry(&ws, &ns, &notify_all(&rx));
+    let text = std::fs::read_to_string(ws.config()).unwrap().replace(
+        &format!("listen: \"{addr}\""),
+        &format!("listen: \"{addr}\", token: \"{TOKEN}\""),
+    );
+    std::fs::write(ws.config(), text).unwrap();
+    let d = daemon(&ws, &pw);
+    wait_for(LONG, "the target answering", || {
+        targets(&addr)
+            .get(&c.name)
+            .is_some_and(|s| s["up"] == true)
+            .then_some(())
+    });
+    let r = http::request(
+        &addr,
+        "POST",
+        &format!("/targets/{}/maintenance", c.name),
+        Some(TOKEN),
+        Some(r#"{"duration": "1h"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(targets(&addr)[&c.name]["state"], "maintenance");
+
+    // Stopped on purpose: seen down, and left down, with no notice.
+    // Counted from the second after its first start (`docker events` counts whole seconds).
+    let first_start = docker(&["inspect", "-f", "{{.State.StartedAt}}", &c.name]);
+    let since = chrono::DateTime::parse_from_rfc3339(&first_start)
+        .expect("StartedAt")
+        .timestamp()
+        + 1;
+    wait_for(LONG, "the next second", || {
+        (chrono::Utc::now().timestamp() >= since).then_some(())
+    });
+    docker(&["stop", "-t", "5", &c.name]);
+    let stopped = c.state();
+    assert!(stopped.starts_with("exited"), "{stopped}");
+    wait_for(LONG, "the target reported down", || {
+        (targets(&addr)[&c.name]["up"] == false).then_some(())
+    });
+    // Longer than its threshold of 2 probes at 1 s, and than a heal would take.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(c.state(), stopped, "still stopped, never started");
+    assert!(
+        engine_events(&c.name, since, "start").is_empty(),
+        "no start from the Engine"
+    );
+    assert!(
+        rx.hits().is_empty(),
+        "no notice during maintenance: {:?}",
+        rx.hits()
+    );
+    assert!(bundles_of(&ws, &c.name).is_empty(), "no archive");
+    let t = targets(&addr);
+    assert_eq!(t[&c.name]["state"], "maintenance", "{}", t[&c.name]);
+
+    // Ended: healed, started once.
+    let r = http::request(
+        &addr,
+        "POST",
+        &format!("/targets/{}/resume", c.name),
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    c.wait_sql(&pw);
+    wait_for(LONG, "the target answering again", || {
+        (targets(&addr)[&c.name]["up"] == true).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3)); // what a second restart would need
+    assert_eq!(
+        engine_events(&c.name, since, "start"),
+        vec!["start".to_string()],
+        "started once"
+    );
+    assert!(c.state().starts_with("running"), "{}", c.state());
+    drop(d);
+}

@@ -663,9 +663,12 @@ impl Handler<GetStatus> for Supervisor {
                 TargetStatus {
                     name: slot.cfg.name.clone(),
                     endpoint: slot.cfg.dsn.endpoint(),
+                    // Failing in a window (suspect, never acted on) is down on purpose.
                     state: if maintenance_until.is_some()
-                        && rec.phase == crate::incident::Phase::Healthy
-                    {
+                        && matches!(
+                            rec.phase,
+                            crate::incident::Phase::Healthy | crate::incident::Phase::Suspect
+                        ) {
                         "maintenance".into()
                     } else {
                         rec.phase.label().into()

@@ -24,6 +24,11 @@ use std::time::Duration;
 /// container stays a target (and is healed).
 const RESYNC_ON: [&str; 4] = ["create", "start", "rename", "destroy"];
 
+/// The longest wait between attempts to reach the Engine again. Short: an attempt costs one
+/// connection, while each second spent waiting after the Engine is back (a restart takes
+/// seconds) leaves containers added or removed in the meantime unseen.
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+
 /// What an inspect adds to a listing; fixed for a container's life, so asked once per id.
 #[derive(Clone)]
 struct Inspected {
@@ -104,7 +109,7 @@ pub async fn follow(
                     said_broken = true;
                 }
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
+                delay = (delay * 2).min(RECONNECT_MAX);
                 continue;
             }
         };

@@ -17,6 +17,20 @@ use std::time::Duration;
 /// The container actions that mean the database is gone or hung.
 pub const WATCHED: [&str; 4] = ["die", "oom", "pause", "destroy"];
 
+/// The longest wait between attempts to reach the Engine again: each second of it after the
+/// Engine is back delays hearing of a container that died meanwhile.
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+
+/// The Engine's clock (unix seconds), where `since` is counted; None if it does not say.
+async fn engine_now(api: &bollard::Docker) -> Option<i64> {
+    let info = tokio::time::timeout(Duration::from_secs(10), api.info())
+        .await
+        .ok()?
+        .ok()?;
+    let t = chrono::DateTime::parse_from_rfc3339(&info.system_time?).ok()?;
+    Some(t.timestamp())
+}
+
 /// A watched container event, as the Engine reported it.
 #[derive(Message, Debug, Clone, PartialEq)]
 #[rtype(result = "()")]
@@ -132,10 +146,15 @@ pub async fn follow(client: Arc<DockerClient>, sink: Recipient<ContainerEvent>, 
                     said_broken = true;
                 }
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
+                delay = (delay * 2).min(RECONNECT_MAX);
                 continue;
             }
         };
+        // With no event seen yet, replay from the Engine's clock now: a death while the stream
+        // is down (an Engine restart) is then heard once it is back, not lost.
+        if since.is_none() {
+            since = engine_now(&api).await;
+        }
         let filters = HashMap::from([
             ("type".to_string(), vec!["container".to_string()]),
             (
