@@ -209,6 +209,10 @@ pub struct TargetRecord {
     pub maintenance_noted: bool,
     /// Whether the last probe passed.
     pub last_ok: Option<bool>,
+    /// When the last passing probe started: a failure began after it, so a container started
+    /// since then was already restarted during this outage (by its policy, even before our
+    /// first failing probe).
+    pub last_ok_at: Option<DateTime<Utc>>,
     /// Restarts in the current streak; the next waits `budget.backoff_after(step)`.
     pub backoff_step: u32,
     /// Passing probes since then (resets the backoff after `backoff_reset`).
@@ -232,6 +236,7 @@ impl Default for TargetRecord {
             maintenance_until: None,
             maintenance_noted: false,
             last_ok: None,
+            last_ok_at: None,
             backoff_step: 0,
             healthy_since: None,
             managed_by: None,

@@ -68,8 +68,9 @@ pub struct ArchiveReport {
 pub struct Heal {
     pub incident_id: String,
     pub target: Arc<TargetConfig>,
-    /// The incident's first failure: a container started after it was already restarted (by
-    /// its restart policy or a person) and must not be restarted again.
+    /// The earliest the failure can have begun (the last passing probe's start, else the
+    /// incident's first failure): a container started after it was already restarted (by its
+    /// restart policy or a person) and must not be restarted again.
     pub failed_at: DateTime<Utc>,
     /// Starts this heal may make, its first included: what the restart budget has left. A
     /// retry that starts a server again counts like any restart.

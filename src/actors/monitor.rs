@@ -220,6 +220,10 @@ impl Monitor {
             let mut rec = self.record.lock();
             rec.last_probe = Some((Utc::now(), out.latency));
             rec.last_ok = Some(out.result.is_ok());
+            if out.result.is_ok() {
+                rec.last_ok_at =
+                    Some(Utc::now() - chrono::Duration::from_std(out.latency).unwrap_or_default());
+            }
             if let Some(found) = &out.manager {
                 if *found != rec.managed_by {
                     match found {
@@ -948,7 +952,8 @@ impl Monitor {
                             .max_restarts
                             .saturating_sub(rec.restarts.len() as u32);
                         let at = rec.incident.as_ref().map(|i| i.first_failure_at);
-                        (at.unwrap_or_else(Utc::now), left + 1)
+                        let at = at.unwrap_or_else(Utc::now);
+                        (rec.last_ok_at.filter(|ok| *ok < at).unwrap_or(at), left + 1)
                     };
                     let req = self.peers.healer.send(Heal {
                         incident_id: id.clone(),
