@@ -15,7 +15,8 @@
 //! - `lease`: one restart per server across daemons (file leases; the backend seam).
 //! - `outage`: one incident per server outage across daemons (who announces it; fail open).
 //! - `preflight`: what the daemon must be able to write, checked at start-up and by /healthz.
-//! - `pidwatch`: instant postmaster-death detection through a pidfd.
+//! - `pidwatch`: instant postmaster-death detection through a pidfd; a stopped one from its state.
+//! - `procfs`: process state from /proc (the reaper, the hung-server stop, the pid watch).
 //! - `reaper`: adopts and reaps the postmasters heal commands start (no lingering zombies).
 //! - `archive`: forensic bundles (local sink, manifest, S3 sink, upload spool and retries).
 //! - `store`: incident history and budget state in SQLite, written before each action.
@@ -61,6 +62,7 @@ pub mod pidwatch;
 pub mod policy;
 pub mod preflight;
 pub mod probe;
+pub mod procfs;
 pub mod reaper;
 pub mod redact;
 pub mod signals;

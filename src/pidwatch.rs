@@ -125,15 +125,7 @@ pub enum WatchEnd {
 /// Whether `pid` is stopped by a signal (`T` in `/proc/<pid>/stat`; the kernel's own text,
 /// not the target's, so it is read directly). A traced stop (`t`, a debugger) is not counted.
 pub fn is_stopped(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // The command name (in parentheses) may hold spaces and ')': the state follows
-            // the last ')'.
-            let rest = &s[s.rfind(')')? + 1..];
-            rest.split_whitespace().next().map(|st| st == "T")
-        })
-        .unwrap_or(false)
+    crate::procfs::stat(pid).is_some_and(|s| s.state == 'T')
 }
 
 #[cfg(test)]

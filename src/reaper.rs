@@ -63,25 +63,13 @@ pub fn sweep() -> usize {
     reaped
 }
 
-/// Pids of our children that have exited and wait to be reaped (a scan of /proc: the
-/// per-task `children` lists are not in every kernel).
+/// Pids of our children that have exited and wait to be reaped.
 fn zombie_children(parent: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
-        .filter(|&pid| stat_of(pid).is_some_and(|(state, ppid)| state == 'Z' && ppid == parent))
+    crate::procfs::children_of(parent)
+        .into_iter()
+        .filter(|(_, s)| s.state == 'Z')
+        .map(|(pid, _)| pid)
         .collect()
-}
-
-/// (state, parent pid) from /proc/<pid>/stat.
-fn stat_of(pid: i32) -> Option<(char, i32)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut f = s[s.rfind(')')? + 1..].split_whitespace();
-    let state = f.next()?.chars().next()?;
-    let ppid = f.next()?.parse().ok()?;
-    Some((state, ppid))
 }
 
 /// Sweeps on every SIGCHLD for as long as the runtime runs.
@@ -108,7 +96,7 @@ mod tests {
     use super::*;
 
     fn is_zombie(pid: i32) -> bool {
-        stat_of(pid).is_some_and(|(state, _)| state == 'Z')
+        crate::procfs::stat(pid).is_some_and(|s| s.state == 'Z')
     }
 
     #[test]

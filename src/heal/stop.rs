@@ -7,6 +7,7 @@
 //! file, and running in the pid file's directory (a postmaster's working directory is its data
 //! directory). A stale pid file whose pid was reused by another program is left alone.
 
+use crate::procfs::{self, stat};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -55,7 +56,10 @@ pub fn holder(pid_file: &Path) -> Holder {
         Some(_) => match same_dir(pid, pid_file) {
             Ok(()) => Holder::Running(Postmaster {
                 pid,
-                children: children_of(pid),
+                children: procfs::children_of(pid)
+                    .into_iter()
+                    .map(|(child, s)| (child, s.start))
+                    .collect(),
             }),
             Err(why) => Holder::Unverified { pid, why },
         },
@@ -78,37 +82,6 @@ fn same_dir(pid: i32, pid_file: &Path) -> Result<(), String> {
             data.display()
         ))
     }
-}
-
-/// The fields of /proc/<pid>/stat we use.
-struct Stat {
-    state: char,
-    ppid: i32,
-    start: u64,
-}
-
-fn stat(pid: i32) -> Option<Stat> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let f: Vec<&str> = s[s.rfind(')')? + 1..].split_whitespace().collect();
-    Some(Stat {
-        state: f.first()?.chars().next()?,
-        ppid: f.get(1)?.parse().ok()?,
-        start: f.get(19)?.parse().ok()?,
-    })
-}
-
-fn children_of(parent: i32) -> Vec<(i32, u64)> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
-        .filter_map(|pid| {
-            stat(pid)
-                .filter(|s| s.ppid == parent)
-                .map(|s| (pid, s.start))
-        })
-        .collect()
 }
 
 /// Whether the process has exited (gone, or a zombie nobody reaped yet).
