@@ -78,22 +78,7 @@ pub async fn follow(
     sink: Recipient<Discovered>,
     log: Logger,
 ) {
-    let mut w = Watcher {
-        client,
-        cfg,
-        defaults,
-        sink: Some(sink.clone()),
-        log,
-        inspected: HashMap::new(),
-        last_address: HashMap::new(),
-        reported: HashMap::new(),
-        own_networks: None,
-        sent: None,
-        running: HashSet::new(),
-        armed: HashSet::new(),
-        waiting: false,
-    };
-    w.own_networks = w.own_networks().await;
+    let mut w = Watcher::new(client, cfg, defaults, Some(sink.clone()), log).await;
     info!(w.log, "discovering PostgreSQL containers on the Docker Engine"; "event" => "discovery_started",
         "namespace" => &w.cfg.namespace, "mode" => match w.cfg.mode { DiscoveryMode::Label => "label", DiscoveryMode::All => "all" },
         "endpoint" => w.client.endpoint(), "in_container" => w.own_networks.is_some());
@@ -184,27 +169,39 @@ pub async fn discover_once(
     defaults: TargetDefaults,
     log: Logger,
 ) -> Result<(Vec<DiscoveredTarget>, Vec<Skipped>), DockerError> {
-    let mut w = Watcher {
-        client,
-        cfg,
-        defaults,
-        sink: None,
-        log,
-        inspected: HashMap::new(),
-        last_address: HashMap::new(),
-        reported: HashMap::new(),
-        own_networks: None,
-        sent: None,
-        running: HashSet::new(),
-        armed: HashSet::new(),
-        waiting: false,
-    };
-    w.own_networks = w.own_networks().await;
+    let mut w = Watcher::new(client, cfg, defaults, None, log).await;
     let built = w.scan().await?;
     Ok(w.partition(built))
 }
 
 impl Watcher {
+    /// A watcher that knows nothing yet but the networks the daemon itself is on.
+    async fn new(
+        client: Arc<DockerClient>,
+        cfg: DockerDiscovery,
+        defaults: TargetDefaults,
+        sink: Option<Recipient<Discovered>>,
+        log: Logger,
+    ) -> Self {
+        let mut w = Watcher {
+            client,
+            cfg,
+            defaults,
+            sink,
+            log,
+            inspected: HashMap::new(),
+            last_address: HashMap::new(),
+            reported: HashMap::new(),
+            own_networks: None,
+            sent: None,
+            running: HashSet::new(),
+            armed: HashSet::new(),
+            waiting: false,
+        };
+        w.own_networks = w.own_networks().await;
+        w
+    }
+
     /// The networks of the container the daemon runs in, if it runs in one.
     async fn own_networks(&self) -> Option<Vec<String>> {
         if !tokio::fs::try_exists("/.dockerenv").await.unwrap_or(false) {
