@@ -45,7 +45,7 @@ impl Disks {
         if let Err(e) = probe_dir(&self.state_dir, false) {
             fail("store", "cannot write the state dir", &self.state_dir, e);
         }
-        if let Err(e) = probe_dir(&self.lease_dir, true) {
+        if let Err(e) = own_dir(&self.lease_dir).and_then(|()| probe_dir(&self.lease_dir, true)) {
             fail(
                 "lease",
                 "restarts are refused: cannot lock in the lease dir",
@@ -67,14 +67,13 @@ impl Disks {
     }
 }
 
-/// Creates, optionally locks, writes 4 KiB to, fsyncs and removes a probe file in `dir`.
-fn probe_dir(dir: &Path, lock: bool) -> Result<(), String> {
+/// The lease store refuses a directory that is a symlink or another user's (root excepted);
+/// so does this check, and it writes nothing there.
+fn own_dir(dir: &Path) -> Result<(), String> {
     let meta = std::fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
-    if !meta.is_dir() {
-        return Err("not a directory (or a symbolic link)".into());
+    if meta.file_type().is_symlink() {
+        return Err("a symbolic link (make it a real directory)".into());
     }
-    // Another user's directory is not ours to write a probe into (the lease store refuses it
-    // too): a fault, and nothing written there.
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     let owner = std::os::unix::fs::MetadataExt::uid(&meta);
@@ -82,6 +81,15 @@ fn probe_dir(dir: &Path, lock: bool) -> Result<(), String> {
         return Err(format!(
             "owned by uid {owner}, not by the daemon's uid {me} (remove it or chown it)"
         ));
+    }
+    Ok(())
+}
+
+/// Creates, optionally locks, writes 4 KiB to, fsyncs and removes a probe file in `dir`.
+pub(crate) fn probe_dir(dir: &Path, lock: bool) -> Result<(), String> {
+    let meta = std::fs::metadata(dir).map_err(|e| e.to_string())?;
+    if !meta.is_dir() {
+        return Err("not a directory".into());
     }
     // Unique, since daemons on other hosts may share the directory (and a pid).
     let path = dir.join(format!(

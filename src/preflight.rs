@@ -5,9 +5,10 @@
 use std::path::Path;
 
 /// Why the archive directory cannot take bundles, with the fix; None when it can. Creates the
-/// directory if it is missing (as the Archiver would) and writes then removes a probe file.
+/// directory if it is missing (as the Archiver would), then does /healthz's disk check on it
+/// (a probe file written, fsynced and removed).
 pub fn archive_dir_problem(dir: &Path) -> Option<String> {
-    let fail = |what: &str, e: std::io::Error| {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let uid = unsafe { libc::geteuid() };
         Some(format!(
@@ -19,24 +20,11 @@ pub fn archive_dir_problem(dir: &Path) -> Option<String> {
         ))
     };
     if let Err(e) = std::fs::create_dir_all(dir) {
-        return fail("cannot be created", e);
+        return fail("cannot be created", &e);
     }
-    let probe = dir.join(format!(".sentinel-write-check-{}", std::process::id()));
-    let opened = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe);
-    match opened {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            None
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let _ = std::fs::remove_file(&probe);
-            None
-        }
-        Err(e) => fail("is not writable", e),
-    }
+    crate::health::probe_dir(dir, false)
+        .err()
+        .and_then(|e| fail("is not writable", &e))
 }
 
 #[cfg(test)]
