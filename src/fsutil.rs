@@ -257,6 +257,80 @@ pub fn private_dir(dir: &Path) -> io::Result<bool> {
     }
 }
 
+/// Why a private lock file could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("{path}: locked by another process for more than {waited:?} (a stuck daemon, or someone holding flock on it)")]
+    Busy { path: String, waited: Duration },
+    #[error("{path}: {why}: not trusted (remove it; the daemon re-creates it private)")]
+    Untrusted { path: String, why: String },
+    #[error("{path}: {source}")]
+    Io { path: String, source: io::Error },
+}
+
+/// Opens (creating 0600) and exclusively locks a file of the daemon's own, for records that
+/// several daemons share (leases, outages): never through a symlink, only a regular file of
+/// the daemon's user (a looser mode is tightened), the lock waited on at most `wait` so that
+/// someone holding `flock` on it cannot freeze us.
+pub fn open_locked(path: &Path, wait: Duration) -> Result<File, LockError> {
+    use std::os::fd::AsRawFd;
+    let name = || path.display().to_string();
+    let io = |source| LockError::Io {
+        path: name(),
+        source,
+    };
+    let untrusted = |why: String| LockError::Untrusted { path: name(), why };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => untrusted("a symbolic link".into()),
+            _ => io(e),
+        })?;
+    let meta = file.metadata().map_err(io)?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_file() {
+        return Err(untrusted("not a regular file".into()));
+    }
+    if meta.uid() != me {
+        return Err(untrusted(format!(
+            "owned by uid {}, not by the daemon's uid {me}",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        // Ours, but readable by others (an older version, a loose umask): make it private.
+        // A process that opened it before keeps its descriptor; the bounded wait below is
+        // what keeps such a holder from freezing us.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
+    }
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        // SAFETY: flock on a descriptor we own; released when the file closes.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(file);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io(e));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(LockError::Busy {
+                path: name(),
+                waited: wait,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Creates (truncating) a private file: 0600, never through a symlink.
 pub fn create_private(path: &Path) -> io::Result<File> {
     let f = OpenOptions::new()

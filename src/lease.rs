@@ -10,7 +10,6 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -95,88 +94,17 @@ fn file_key(key: &str) -> String {
 const LOCK_WAIT: Duration = Duration::from_millis(200);
 
 /// Why a lease file could not be opened and locked.
-#[derive(Debug, thiserror::Error)]
-enum LockError {
-    #[error("{path}: locked by another process for more than {waited:?} (a stuck daemon, or someone holding flock on it)")]
-    Busy { path: String, waited: Duration },
-    #[error("{path}: {why}: not trusted (remove it; the daemon re-creates it private)")]
-    Untrusted { path: String, why: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-}
+use crate::fsutil::LockError;
 
 struct Locked {
     file: std::fs::File,
 }
 
 impl Locked {
-    /// Opens (creating 0600) and locks a lease file: never through a symlink, only a regular
-    /// file of ours that no one else may write, with the lock waited on at most [`LOCK_WAIT`].
+    /// Opens (creating 0600) and locks a lease file (see [`crate::fsutil::open_locked`]),
+    /// waiting at most [`LOCK_WAIT`].
     fn open(path: &Path) -> Result<Self, LockError> {
-        use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-        let name = || path.display().to_string();
-        let io = |source| LockError::Io {
-            path: name(),
-            source,
-        };
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => LockError::Untrusted {
-                    path: name(),
-                    why: "a symbolic link".into(),
-                },
-                _ => io(e),
-            })?;
-        let meta = file.metadata().map_err(io)?;
-        // SAFETY: geteuid has no preconditions.
-        let me = unsafe { libc::geteuid() };
-        if !meta.is_file() {
-            return Err(LockError::Untrusted {
-                path: name(),
-                why: "not a regular file".into(),
-            });
-        }
-        if meta.uid() != me {
-            return Err(LockError::Untrusted {
-                path: name(),
-                why: format!("owned by uid {}, not by the daemon's uid {me}", meta.uid()),
-            });
-        }
-        if meta.mode() & 0o077 != 0 {
-            // Ours, but readable by others (an older version, a loose umask): make it private.
-            // A process that opened it before keeps its descriptor; the bounded lock wait below
-            // is what keeps such a holder from freezing us.
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(io)?;
-        }
-        let deadline = std::time::Instant::now() + LOCK_WAIT;
-        loop {
-            // SAFETY: flock on a descriptor we own; released when the file closes.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                return Ok(Self { file });
-            }
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(io(e));
-            }
-            if std::time::Instant::now() >= deadline {
-                return Err(LockError::Busy {
-                    path: name(),
-                    waited: LOCK_WAIT,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        crate::fsutil::open_locked(path, LOCK_WAIT).map(|file| Self { file })
     }
 
     fn read(&mut self) -> Option<LeaseRecord> {

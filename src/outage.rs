@@ -14,10 +14,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The shared record of one server's latest outage.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -289,38 +287,7 @@ fn open_locked(dir: &Path, path: &Path) -> std::io::Result<std::fs::File> {
         ));
     }
     crate::fsutil::private_dir(dir)?;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)?;
-    let meta = file.metadata()?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    if !meta.is_file() || std::os::unix::fs::MetadataExt::uid(&meta) != me {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            format!(
-                "{} is not a regular file of the daemon's uid {me}: refused (remove it)",
-                path.display()
-            ),
-        ));
-    }
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        // SAFETY: flock on a descriptor we own; released when the file closes.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(file);
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EWOULDBLOCK) || Instant::now() >= deadline {
-            return Err(e);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crate::fsutil::open_locked(path, Duration::from_secs(2)).map_err(std::io::Error::other)
 }
 
 #[cfg(test)]
