@@ -439,7 +439,10 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
         return ExitCode::from(EX_USAGE);
     }
     let store = match crate::store::Store::open(&settings.state_dir) {
-        Ok(s) => s,
+        Ok(s) => {
+            s.set_logger(log.new(slog::o!("actor" => "store")));
+            s
+        }
         Err(e) => {
             eprintln!("sentinel-remedy: {e} (check that --state-dir / SENTINEL_STATE_DIR is a writable local directory)");
             return ExitCode::FAILURE;

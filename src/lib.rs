@@ -66,4 +66,5 @@ pub mod procfs;
 pub mod reaper;
 pub mod redact;
 pub mod signals;
+pub mod stamp;
 pub mod store;

@@ -149,6 +149,12 @@ impl Metrics {
                 &[],
             );
             add(
+                "sentinel_store_writes_dropped_total",
+                "counter",
+                "State store writes refused because the writer's queue was full (a disk too slow).",
+                &[],
+            );
+            add(
                 "sentinel_archive_spool_pending",
                 "gauge",
                 "Bundles waiting in the spool for their S3 upload.",

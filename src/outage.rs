@@ -79,7 +79,7 @@ pub struct OutageBook {
 
 /// The outage id for `server` failing since `started_at`.
 pub fn outage_id(server: &str, started_at: DateTime<Utc>) -> String {
-    format!("{server}/{}", crate::incident::stamp(started_at))
+    format!("{server}/{}", crate::stamp::stamp(started_at))
 }
 
 fn secs(d: Duration) -> chrono::Duration {

@@ -196,15 +196,14 @@ impl Worker {
             ],
         );
         if let Some(s) = &self.store {
-            if let Err(e) = s.notification(
+            // Queued, not awaited: the store's writer logs a failure itself.
+            drop(s.notification(
                 &n.incident_id,
                 &store_kind(n),
                 &self.ep.channel,
                 result,
                 attempts,
-            ) {
-                error!(self.log, "delivery result not written to the store"; "event" => "store_failed", "error" => %e);
-            }
+            ));
         }
         self.pending.fetch_sub(1, Ordering::SeqCst);
     }

@@ -374,12 +374,11 @@ impl Supervisor {
     /// A target's record: restored from the store (open incident, budget, maintenance).
     fn record_for(&self, t: &TargetConfig) -> SharedRecord {
         match &self.peers.store {
-            Some(store) => SharedRecord::restore(
-                store,
+            Some(store) => SharedRecord::new(store.restore_record(
                 &t.name,
                 &t.budget,
                 &self.settings.state_dir.join("heal-logs"),
-            ),
+            )),
             None => SharedRecord::default(),
         }
     }
@@ -691,22 +690,25 @@ impl Handler<GetStatus> for Supervisor {
 }
 
 impl Handler<SetMaintenance> for Supervisor {
-    type Result = Result<(), String>;
+    type Result = ResponseFuture<Result<(), String>>;
 
+    /// Applies the window at once; answers once the store has it (off this thread).
     fn handle(&mut self, msg: SetMaintenance, _: &mut Context<Self>) -> Self::Result {
         let Some(slot) = self.slots.get(&msg.target) else {
-            return Err(format!("no target named '{}'", msg.target));
+            let e = format!("no target named '{}'", msg.target);
+            return Box::pin(async move { Err(e) });
         };
         {
             let mut rec = slot.record.lock();
             rec.maintenance_until = msg.until;
             rec.maintenance_noted = false;
         }
-        if let Some(store) = &self.peers.store {
-            store
-                .set_maintenance(&msg.target, msg.until)
-                .map_err(|e| e.to_string())?;
-        }
+        let written = self.peers.store.as_ref().map(|s| {
+            (
+                s.set_maintenance(&msg.target, msg.until),
+                s.path().to_string(),
+            )
+        });
         crate::metrics::global().set(
             "sentinel_target_maintenance",
             &[("target", msg.target.as_str())],
@@ -720,6 +722,14 @@ impl Handler<SetMaintenance> for Supervisor {
                 info!(self.log, "maintenance ended: healing re-enabled"; "event" => "maintenance_ended", "target" => &msg.target)
             }
         }
-        Ok(())
+        Box::pin(async move {
+            match written {
+                Some((w, path)) => w
+                    .wait(Duration::from_secs(10), &path)
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => Ok(()),
+            }
+        })
     }
 }

@@ -100,7 +100,7 @@ pub async fn send_test(cfg: &NotifyConfig) -> Vec<(String, Result<u32, delivery:
         kind: NoticeKind::Test,
         target: "notify-test".into(),
         endpoint: "-".into(),
-        incident_id: format!("{}-notify-test", crate::incident::stamp(now)),
+        incident_id: format!("{}-notify-test", crate::stamp::stamp(now)),
         timestamp: now,
         failure: None,
         archive: None,

@@ -1,78 +1,19 @@
-//! One manager at a time: before a restart the daemon takes an exclusive lease on the
-//! database server (keyed by host:port, so two registries naming it differently still meet).
-//! The lease lives outside the database, which is down when it matters.
-//!
-//! [`LeaseBackend`] is the seam: [`FileLeases`] keeps leases as small JSON files under a
-//! directory, guarded by `flock`, which every daemon on a host (or on hosts sharing the
-//! directory over a filesystem with working locks) can share. An etcd lease or an S3
-//! conditional write (`If-None-Match`/`If-Match` on the lease object) fits the same trait.
+//! Leases as `flock`-guarded JSON files under one directory: every daemon on a host (or on
+//! hosts sharing the directory over a filesystem with working locks) meets there.
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use super::{LeaseBackend, LeaseRecord, LeaseRefusal, LeaseRequest};
+use chrono::Utc;
+use futures::future::BoxFuture;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// What a lease records.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct LeaseRecord {
-    /// `host:pid:random` of the daemon holding it.
-    pub owner: String,
-    pub expires_at: DateTime<Utc>,
-    /// The last restart any daemon made of this server, and for which incident.
-    pub last_restart_at: Option<DateTime<Utc>>,
-    pub last_incident: Option<String>,
-}
-
-/// Why a restart may not go ahead.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum LeaseRefusal {
-    #[error("another SentinelRemedy ({owner}) holds the restart lease until {until}")]
-    Held { owner: String, until: DateTime<Utc> },
-    #[error("another SentinelRemedy restarted this server at {at} for this outage ({incident}); waiting for it to recover")]
-    AlreadyRestarted { at: DateTime<Utc>, incident: String },
-    #[error("the lease store failed: {0}")]
-    Store(String),
-    /// The lease file stayed locked past the bounded wait: fail closed, retry later.
-    #[error("the lease file is busy: {0}")]
-    Busy(String),
-}
-
-/// A lease store.
-pub trait LeaseBackend: Send + Sync {
-    /// Takes the lease on `key` for `ttl` and records a restart for `incident`, unless another
-    /// owner holds it, or already restarted the server after `outage_started`, less than
-    /// `settle` ago.
-    fn acquire(
-        &self,
-        key: &str,
-        owner: &str,
-        ttl: Duration,
-        incident: &str,
-        outage_started: DateTime<Utc>,
-        settle: Duration,
-    ) -> Result<(), LeaseRefusal>;
-    /// Ends our lease early (the heal finished); the restart record stays.
-    fn release(&self, key: &str, owner: &str);
-}
-
 /// Leases as files under one directory.
+#[derive(Clone)]
 pub struct FileLeases {
     dir: PathBuf,
     /// Why the directory may not be used: every acquire is then refused (fail closed).
     refused: Option<String>,
-}
-
-/// A unique owner id for this process.
-pub fn owner_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "host".into());
-    format!(
-        "{host}:{}:{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    )
 }
 
 /// `host:port` → a safe file name.
@@ -154,16 +95,47 @@ impl FileLeases {
     }
 }
 
+/// Longest a Monitor waits for the lease file: the `flock` wait plus a disk that answers
+/// slowly. Past it the restart is refused as busy and decided again later.
+const ACQUIRE_WAIT: Duration = Duration::from_secs(2);
+
 impl LeaseBackend for FileLeases {
-    fn acquire(
-        &self,
-        key: &str,
-        owner: &str,
-        ttl: Duration,
-        incident: &str,
-        outage_started: DateTime<Utc>,
-        settle: Duration,
-    ) -> Result<(), LeaseRefusal> {
+    fn acquire(&self, req: LeaseRequest) -> BoxFuture<'static, Result<(), LeaseRefusal>> {
+        let leases = self.clone();
+        Box::pin(async move {
+            let work = tokio::task::spawn_blocking(move || leases.acquire_blocking(&req));
+            match tokio::time::timeout(ACQUIRE_WAIT, work).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => Err(LeaseRefusal::Store(format!("the lease check failed: {e}"))),
+                Err(_) => Err(LeaseRefusal::Busy(format!(
+                    "no answer from the lease directory within {} s (a slow or hung disk?)",
+                    ACQUIRE_WAIT.as_secs()
+                ))),
+            }
+        })
+    }
+
+    fn release(&self, key: String, owner: String) -> BoxFuture<'static, ()> {
+        let leases = self.clone();
+        Box::pin(async move {
+            let work = tokio::task::spawn_blocking(move || leases.release_blocking(&key, &owner));
+            let _ = tokio::time::timeout(ACQUIRE_WAIT, work).await;
+        })
+    }
+}
+
+impl FileLeases {
+    /// [`LeaseBackend::acquire`], on a thread that may block.
+    pub fn acquire_blocking(&self, req: &LeaseRequest) -> Result<(), LeaseRefusal> {
+        let LeaseRequest {
+            key,
+            owner,
+            ttl,
+            incident,
+            outage_started,
+            settle,
+        } = req;
+        let (ttl, outage_started, settle) = (*ttl, *outage_started, *settle);
         if let Some(why) = &self.refused {
             return Err(LeaseRefusal::Store(why.clone()));
         }
@@ -174,7 +146,7 @@ impl LeaseBackend for FileLeases {
         let now = Utc::now();
         let current = f.read();
         if let Some(cur) = &current {
-            if cur.owner != owner && cur.expires_at > now {
+            if cur.owner != *owner && cur.expires_at > now {
                 return Err(LeaseRefusal::Held {
                     owner: cur.owner.clone(),
                     until: cur.expires_at,
@@ -191,16 +163,17 @@ impl LeaseBackend for FileLeases {
             }
         }
         let rec = LeaseRecord {
-            owner: owner.to_string(),
+            owner: owner.clone(),
             expires_at: now + chrono::Duration::from_std(ttl).unwrap_or_default(),
             last_restart_at: Some(now),
-            last_incident: Some(incident.to_string()),
+            last_incident: Some(incident.clone()),
         };
         f.write(&rec)
             .map_err(|e| LeaseRefusal::Store(e.to_string()))
     }
 
-    fn release(&self, key: &str, owner: &str) {
+    /// [`LeaseBackend::release`], on a thread that may block.
+    pub fn release_blocking(&self, key: &str, owner: &str) {
         if self.refused.is_some() {
             return;
         }
@@ -219,31 +192,40 @@ impl LeaseBackend for FileLeases {
 mod tests {
     use super::*;
 
+    fn req(key: &str, owner: &str, incident: &str, outage: chrono::DateTime<Utc>) -> LeaseRequest {
+        LeaseRequest {
+            key: key.into(),
+            owner: owner.into(),
+            ttl: Duration::from_secs(60),
+            incident: incident.into(),
+            outage_started: outage,
+            settle: Duration::from_secs(120),
+        }
+    }
+
     #[test]
     fn a_second_owner_is_refused_while_held_and_after_a_restart_for_the_same_outage() {
         let dir = tempfile::tempdir().unwrap();
         let l = FileLeases::new(dir.path().to_path_buf()).unwrap();
         let outage = Utc::now() - chrono::Duration::seconds(1);
-        let ttl = Duration::from_secs(60);
-        let settle = Duration::from_secs(120);
-        l.acquire("db:5432", "a", ttl, "inc-a", outage, settle)
+        l.acquire_blocking(&req("db:5432", "a", "inc-a", outage))
             .unwrap();
         assert!(matches!(
-            l.acquire("db:5432", "b", ttl, "inc-b", outage, settle),
+            l.acquire_blocking(&req("db:5432", "b", "inc-b", outage)),
             Err(LeaseRefusal::Held { .. })
         ));
-        l.release("db:5432", "a");
+        l.release_blocking("db:5432", "a");
         assert!(
             matches!(
-                l.acquire("db:5432", "b", ttl, "inc-b", outage, settle),
+                l.acquire_blocking(&req("db:5432", "b", "inc-b", outage)),
                 Err(LeaseRefusal::AlreadyRestarted { .. })
             ),
             "a restarted it for this outage"
         );
         let later = Utc::now() + chrono::Duration::seconds(1);
-        l.acquire("db:5432", "b", ttl, "inc-b2", later, settle)
+        l.acquire_blocking(&req("db:5432", "b", "inc-b2", later))
             .expect("a new outage may be restarted");
-        l.acquire("other:5432", "a", ttl, "x", outage, settle)
+        l.acquire_blocking(&req("other:5432", "a", "x", outage))
             .expect("other servers are independent");
     }
 }

@@ -1,7 +1,16 @@
 //! Incident history and per-target state in SQLite under the state dir. Each transition is
-//! written (synchronously, fsynced) before the action it announces, so a daemon killed at any
-//! point resumes its open incidents without repeating a restart or an alert, and MTTR
-//! statistics survive restarts and upgrades.
+//! written (fsynced) before the action it announces, so a daemon killed at any point resumes
+//! its open incidents without repeating a restart or an alert, and MTTR statistics survive
+//! restarts and upgrades.
+//!
+//! Writes go to one writer thread (`writer.rs`) through a bounded queue and return a
+//! [`Written`] to await when the next action depends on them; reads use a connection of their
+//! own (WAL lets them run beside the writer). `restore.rs` rebuilds a target's record.
+
+mod restore;
+mod writer;
+
+pub use writer::Written;
 
 use crate::incident::{Incident, Phase};
 use crate::notify::Notice;
@@ -11,19 +20,31 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// The store could not be opened or written.
+/// The store could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
-#[error("incident store {path}: {source}")]
-pub struct StoreError {
-    pub path: String,
-    #[source]
-    pub source: rusqlite::Error,
+pub enum StoreError {
+    #[error("incident store {path}: {source}")]
+    Sql {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("incident store {path}: {waiting} writes already wait for a slow disk; this one was dropped")]
+    QueueFull { path: String, waiting: usize },
+    #[error("incident store {path}: the write did not finish within {waited:?} (a slow disk?); going on")]
+    Slow {
+        path: String,
+        waited: std::time::Duration,
+    },
+    #[error("incident store {path}: the writer thread is gone")]
+    WriterGone { path: String },
 }
 
-/// A cheap handle to the one connection.
+/// A cheap handle: the read connection and the writer thread.
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    writer: writer::Writer,
     path: String,
 }
 
@@ -130,7 +151,7 @@ impl Store {
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
         let path = state_dir.join("sentinel.db");
         let p = path.display().to_string();
-        let err = |source| StoreError {
+        let err = |source| StoreError::Sql {
             path: p.clone(),
             source,
         };
@@ -138,21 +159,37 @@ impl Store {
         // (The io::Error rides in a rusqlite error, whose message is the io error's.)
         make_private(state_dir, &path)
             .map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
-        let conn = Connection::open(&path).map_err(err)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
-        )
-        .map_err(err)?;
+        let open = || -> rusqlite::Result<Connection> {
+            let conn = Connection::open(&path)?;
+            conn.execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
+            )?;
+            Ok(conn)
+        };
+        let conn = open().map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        let writer = writer::Writer::start(open().map_err(err)?, &p)
+            .map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            writer,
             path: p,
         })
     }
 
+    /// Where the writer reports failures of writes nobody awaited.
+    pub fn set_logger(&self, log: slog::Logger) {
+        self.writer.set_logger(log);
+    }
+
+    /// The database's path, for error messages.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     fn with<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Result<R, StoreError> {
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        f(&conn).map_err(|source| StoreError {
+        f(&conn).map_err(|source| StoreError::Sql {
             path: self.path.clone(),
             source,
         })
@@ -160,15 +197,21 @@ impl Store {
 
     /// Reads and writes one row, for `/healthz`: a store that can no longer record (a full
     /// disk, a read-only remount, a removed file) shows before an incident needs it.
+    /// Blocks: call it off the actors' threads (the API does, under its own deadline).
     pub fn check(&self) -> Result<(), StoreError> {
         self.with(|c| {
-            c.query_row("SELECT count(*) FROM incidents", [], |r| r.get::<_, i64>(0))?;
-            c.execute(
-                "INSERT OR REPLACE INTO health (k, at) VALUES ('healthz', ?1)",
-                params![Utc::now().to_rfc3339()],
-            )?;
-            Ok(())
-        })
+            c.query_row("SELECT count(*) FROM incidents", [], |r| r.get::<_, i64>(0))
+                .map(|_| ())
+        })?;
+        self.writer
+            .submit("", "healthz", |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO health (k, at) VALUES ('healthz', ?1)",
+                    params![Utc::now().to_rfc3339()],
+                )
+                .map(|_| ())
+            })
+            .blocking(&self.path)
     }
 
     /// Writes the incident as it stands now (insert or update).
@@ -178,10 +221,11 @@ impl Store {
         phase: Phase,
         closed: bool,
         recovered: Option<(f64, f64)>,
-    ) -> Result<(), StoreError> {
+    ) -> Written {
         let notices = serde_json::to_string(&inc.notices).unwrap_or_else(|_| "[]".into());
         let archive = inc.archive_text();
-        self.with(|c| {
+        let inc = inc.clone();
+        self.writer.submit(&inc.target.clone(), "incident", move |c| {
             c.execute(
                 "INSERT INTO incidents (id, target, class, hard, detail, sqlstate, phase, first_failure_at, declared_at, archive,
                     heal_issued_at, heal_succeeded, recovered_at, escalated_at, closed, downtime_seconds, ttr_seconds, alerted, notices)
@@ -201,8 +245,13 @@ impl Store {
     }
 
     /// Appends a step to an incident's timeline.
-    pub fn event(&self, incident_id: &str, kind: &str, detail: &str) -> Result<(), StoreError> {
-        self.with(|c| {
+    pub fn event(&self, target: &str, incident_id: &str, kind: &str, detail: &str) -> Written {
+        let (incident_id, kind, detail) = (
+            incident_id.to_string(),
+            kind.to_string(),
+            detail.to_string(),
+        );
+        self.writer.submit(target, "timeline", move |c| {
             c.execute(
                 "INSERT INTO timeline VALUES (?1, ?2, ?3, ?4)",
                 params![incident_id, Utc::now(), kind, detail],
@@ -212,11 +261,12 @@ impl Store {
     }
 
     /// Records a restart against the target's budget.
-    pub fn restart(&self, target: &str) -> Result<(), StoreError> {
-        self.with(|c| {
+    pub fn restart(&self, target: &str) -> Written {
+        let t = target.to_string();
+        self.writer.submit(target, "restart", move |c| {
             c.execute(
                 "INSERT INTO restarts VALUES (?1, ?2)",
-                params![target, Utc::now()],
+                params![t, Utc::now()],
             )
             .map(|_| ())
         })
@@ -244,8 +294,15 @@ impl Store {
         channel: &str,
         result: &str,
         attempts: u32,
-    ) -> Result<(), StoreError> {
-        self.with(|c| {
+    ) -> Written {
+        let (id, kind, channel, result) = (
+            incident_id.to_string(),
+            kind.to_string(),
+            channel.to_string(),
+            result.to_string(),
+        );
+        let (incident_id, kind, channel, result) = (id, kind, channel, result);
+        self.writer.submit("", "notification", move |c| {
             c.execute(
                 "INSERT INTO notifications VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![incident_id, kind, channel, result, attempts, Utc::now()],
@@ -268,12 +325,9 @@ impl Store {
         .unwrap_or(false)
     }
 
-    pub fn set_maintenance(
-        &self,
-        target: &str,
-        until: Option<DateTime<Utc>>,
-    ) -> Result<(), StoreError> {
-        self.with(|c| match until {
+    pub fn set_maintenance(&self, target: &str, until: Option<DateTime<Utc>>) -> Written {
+        let target = target.to_string();
+        self.writer.submit(&target.clone(), "maintenance", move |c| match until {
             Some(u) => c.execute("INSERT INTO maintenance VALUES (?1, ?2) ON CONFLICT(target) DO UPDATE SET until = ?2", params![target, u]).map(|_| ()),
             None => c.execute("DELETE FROM maintenance WHERE target = ?1", params![target]).map(|_| ()),
         })

@@ -1,0 +1,295 @@
+//! Carrying out the incident machine's actions: messages to the shared actors, timers,
+//! leases, store writes, logs and metrics. Each reply comes back to the machine as an
+//! observation. Store writes are queued (never awaited on this thread); a checkpoint waits for
+//! them off the thread before the actions after it run.
+
+use super::Monitor;
+use crate::actors::messages::{Archive, AttachHeal, Heal, HealDone, Notify};
+use crate::incident::actions::{Level, LogLine, Metric, Value};
+use crate::incident::machine::server_key;
+use crate::incident::{Action, Observation};
+use crate::lease::LeaseRequest;
+use crate::notify::{EscalationReason, Notice, NoticeKind};
+use actix::prelude::*;
+use chrono::Utc;
+use slog::{debug, error, info, warn};
+use std::time::Duration;
+
+/// Longest a checkpoint (the restart) waits for the store writes before it: past this the
+/// restart goes on, as it did when a write failed, and the log says so.
+const STORE_WAIT: Duration = Duration::from_secs(10);
+
+impl Monitor {
+    /// Carries out `actions` in order.
+    pub(super) fn perform(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
+        let mut rest = actions.into_iter();
+        while let Some(action) = rest.next() {
+            if let Action::Checkpoint(point) = action {
+                if !self.unsynced.is_empty() {
+                    // The rest waits for the writes, off this thread.
+                    return self.after_writes(point, rest.collect(), ctx);
+                }
+                self.checkpoint(point);
+                continue;
+            }
+            self.perform_one(action, ctx);
+        }
+    }
+
+    fn after_writes(&mut self, point: &'static str, rest: Vec<Action>, ctx: &mut Context<Self>) {
+        let writes = std::mem::take(&mut self.unsynced);
+        let path = self.peers.store.as_ref().map(|s| s.path().to_string());
+        let path = path.unwrap_or_default();
+        let fut = async move {
+            let mut errors = vec![];
+            for w in writes {
+                if let Err(e) = w.wait(STORE_WAIT, &path).await {
+                    errors.push(e.to_string());
+                }
+            }
+            errors
+        };
+        ctx.spawn(fut.into_actor(self).map(move |errors, act, ctx| {
+            if let Some(e) = errors.first() {
+                error!(act.log, "state not confirmed by the store before going on (a restarted daemon may not resume it)";
+                    "event" => "store_failed", "at" => point, "error" => e);
+            }
+            act.checkpoint(point);
+            act.perform(rest, ctx);
+        }));
+    }
+
+    /// Where the test suite may crash the daemon or this Monitor.
+    fn checkpoint(&self, point: &'static str) {
+        crate::faults::maybe_kill(&self.target.name, point);
+        if point == "archived" {
+            crate::faults::maybe_panic(&self.target.name, point);
+        }
+    }
+
+    fn perform_one(&mut self, action: Action, ctx: &mut Context<Self>) {
+        match action {
+            Action::Snapshot => {
+                let target = self.target.clone();
+                let work = async move { crate::probe::snapshot::capture(&target).await };
+                ctx.spawn(
+                    work.into_actor(self)
+                        .map(|snap, act, ctx| act.feed(Observation::Snapshot(snap), ctx)),
+                );
+            }
+            Action::Archive { facts, snapshot } => self.archive(facts, snapshot, ctx),
+            Action::AcquireLease { id, outage_started } => {
+                let req = LeaseRequest {
+                    key: server_key(&self.target),
+                    owner: self.peers.lease_owner.to_string(),
+                    ttl: self.peers.lease_ttl,
+                    incident: id.clone(),
+                    outage_started,
+                    settle: self.target.recovery_timeout,
+                };
+                let fut = self.peers.leases.acquire(req);
+                ctx.spawn(fut.into_actor(self).map(move |r, act, ctx| {
+                    let obs = match r {
+                        Ok(()) => Observation::LeaseGranted { id },
+                        Err(refusal) => Observation::LeaseRefused { id, refusal },
+                    };
+                    act.feed(obs, ctx);
+                }));
+            }
+            Action::ReleaseLease => self.release_lease(ctx),
+            Action::Heal {
+                id,
+                failed_at,
+                max_starts,
+            } => self.heal(id, failed_at, max_starts, ctx),
+            Action::HealDone { id } => self.peers.healer.do_send(HealDone { incident_id: id }),
+            Action::Notify(n) => self.peers.notifier.do_send(Notify(n)),
+            Action::FleetAlert { failing, total } => {
+                if self.peers.fleet.take_alert() {
+                    error!(self.log, "fleet guard tripped: restarts held fleet-wide"; "event" => "fleet_guard_tripped", "failing" => failing, "targets" => total);
+                    self.peers
+                        .notifier
+                        .do_send(Notify(fleet_notice(failing, total)));
+                }
+            }
+            Action::RetryHeal { id, after } => {
+                ctx.run_later(after, move |act, ctx| {
+                    act.feed(Observation::RetryHeal { id }, ctx)
+                });
+            }
+            Action::RecoveryTimer { id, after } => {
+                ctx.run_later(after, move |act, ctx| {
+                    act.feed(Observation::RecoveryDeadline { id }, ctx)
+                });
+            }
+            Action::BaselineRedo => {
+                self.read_redo(ctx, |lsn| Observation::RedoBaseline(lsn.map(|(n, _)| n)))
+            }
+            Action::CheckRedo { id } => {
+                self.read_redo(ctx, move |lsn| Observation::RedoProgress { id, lsn })
+            }
+            Action::InspectContainer => self.inspect_container(ctx),
+            Action::ProbeSoon => self.schedule_probe(ctx, Duration::ZERO),
+            Action::Persist {
+                incident,
+                phase,
+                closed,
+                event,
+                detail,
+            } => {
+                if let Some(store) = &self.peers.store {
+                    let w =
+                        store.save_incident(&incident, phase, closed.is_some(), closed.flatten());
+                    let e = store.event(&self.target.name, &incident.id, event, &detail);
+                    self.unsynced.extend([w, e]);
+                }
+            }
+            Action::Timeline { id, event, detail } => {
+                if let Some(store) = &self.peers.store {
+                    drop(store.event(&self.target.name, &id, event, &detail));
+                }
+            }
+            Action::RecordRestart => {
+                if let Some(store) = &self.peers.store {
+                    self.unsynced.push(store.restart(&self.target.name));
+                }
+            }
+            Action::Checkpoint(point) => self.checkpoint(point),
+            Action::Count(m) => self.count(m),
+            Action::Log(line) => self.write_log(line),
+        }
+    }
+
+    fn archive(
+        &mut self,
+        facts: crate::actors::messages::IncidentFacts,
+        snapshot: Option<crate::probe::snapshot::SqlSnapshot>,
+        ctx: &mut Context<Self>,
+    ) {
+        let id = facts.incident_id.clone();
+        let req = self.peers.archiver.send(Archive {
+            incident: facts,
+            target: self.target.clone(),
+            snapshot,
+        });
+        ctx.spawn(req.into_actor(self).map(move |res, act, ctx| {
+            let outcome = match res {
+                Ok(Ok(report)) => Ok(report.location),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(format!("archiver unavailable: {e}")),
+            };
+            act.feed(Observation::Archived { id, outcome }, ctx);
+        }));
+    }
+
+    fn heal(
+        &mut self,
+        id: String,
+        failed_at: chrono::DateTime<Utc>,
+        max_starts: u32,
+        ctx: &mut Context<Self>,
+    ) {
+        let req = self.peers.healer.send(Heal {
+            incident_id: id.clone(),
+            target: self.target.clone(),
+            failed_at,
+            max_starts,
+        });
+        crate::faults::maybe_panic(&self.target.name, "heal_issued");
+        ctx.spawn(req.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(report) => {
+                act.release_lease(ctx);
+                act.peers.archiver.do_send(AttachHeal {
+                    incident_id: id.clone(),
+                    report: report.clone(),
+                });
+                act.feed(Observation::Healed { id, report }, ctx);
+            }
+            Err(e) => error!(act.log, "healer unavailable"; "incident" => &id, "error" => %e),
+        }));
+    }
+
+    fn release_lease(&mut self, ctx: &mut Context<Self>) {
+        let fut = self
+            .peers
+            .leases
+            .release(server_key(&self.target), self.peers.lease_owner.to_string());
+        ctx.spawn(fut.into_actor(self));
+    }
+
+    /// Reads the redo LSN from the server log (off this thread) and reports it.
+    fn read_redo(
+        &mut self,
+        ctx: &mut Context<Self>,
+        obs: impl FnOnce(Option<(u64, String)>) -> Observation + 'static,
+    ) {
+        let (target, docker) = (self.target.clone(), self.peers.docker.clone());
+        let fut = async move { crate::probe::progress::redo_lsn(&target, &docker).await };
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(move |lsn, act, ctx| act.feed(obs(lsn), ctx)),
+        );
+    }
+
+    fn count(&self, m: Metric) {
+        let g = crate::metrics::global();
+        let t = self.target.name.as_str();
+        match m {
+            Metric::Incident { class } => g.inc(
+                "sentinel_incidents_total",
+                &[("target", t), ("class", class)],
+            ),
+            Metric::Escalation => g.inc("sentinel_escalations_total", &[("target", t)]),
+            Metric::Restart => g.inc("sentinel_restarts_total", &[("target", t)]),
+            Metric::RecoverySeconds(s) => {
+                g.observe("sentinel_incident_recovery_seconds", &[("target", t)], s)
+            }
+        }
+    }
+
+    fn write_log(&self, line: LogLine) {
+        let kv = Fields(line.kv);
+        match line.level {
+            Level::Debug => debug!(self.log, "{}", line.msg; kv),
+            Level::Info => info!(self.log, "{}", line.msg; kv),
+            Level::Warn => warn!(self.log, "{}", line.msg; kv),
+            Level::Error => error!(self.log, "{}", line.msg; kv),
+        }
+    }
+}
+
+/// A machine log line's fields, typed for the JSON log.
+struct Fields(Vec<(&'static str, Value)>);
+
+impl slog::KV for Fields {
+    fn serialize(&self, _: &slog::Record, ser: &mut dyn slog::Serializer) -> slog::Result {
+        for (k, v) in &self.0 {
+            match v {
+                Value::Str(s) => ser.emit_str(k, s)?,
+                Value::U64(n) => ser.emit_u64(k, *n)?,
+                Value::F64(n) => ser.emit_f64(k, *n)?,
+                Value::Bool(b) => ser.emit_bool(k, *b)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The one fleet-wide alert of a fleet-guard trip (its own incident id, not a target's).
+fn fleet_notice(failing: usize, total: usize) -> Notice {
+    let now = Utc::now();
+    Notice {
+        kind: NoticeKind::Escalation,
+        target: "fleet".into(),
+        endpoint: format!("{failing} of {total} targets"),
+        incident_id: format!("{}-fleet", crate::stamp::stamp(now)),
+        timestamp: now,
+        failure: None,
+        archive: None,
+        reason: Some(EscalationReason::FleetGuard),
+        downtime_seconds: None,
+        time_to_recovery_seconds: None,
+        outage: None,
+        summary: format!("{failing} of {total} targets are failing at once. That points at the network or the daemon's own host, so every restart is held until fewer fail. Check connectivity first."),
+    }
+}
