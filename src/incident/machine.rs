@@ -442,7 +442,8 @@ impl Machine<'_, '_> {
             Err(e) => format!("archive failed: {e}"),
         };
         inc.archive = Some(outcome);
-        if phase == Phase::Archiving {
+        // A repeat reply while the lease is being asked for changes nothing.
+        if phase == Phase::Archiving && self.rec.lease_pending.is_none() {
             self.persist("archived", detail);
             self.out.push(Action::Checkpoint("archived"));
             self.start_heal();

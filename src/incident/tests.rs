@@ -1,1 +1,697 @@
-//! Table tests of the incident machine.
+//! Table tests of the incident machine: each row is a record, a sequence of observations (with
+//! the time they arrive at), and what must come out: the phase, and the actions in order,
+//! named shortly (`archive`, `lease`, `heal`, `notify:failure`, `persist:declared`, ...).
+//! Logs and metrics are left out of the names except where a row says so.
+
+use super::actions::{Action, Metric};
+use super::{step, Env, Incident, Observation, Phase, TargetRecord};
+use crate::actors::messages::{HealFailure, HealReport};
+use crate::config::{Source, TargetConfig, VarSource};
+use crate::lease::LeaseRefusal;
+use crate::notify::{EscalationReason, NoticeKind};
+use crate::probe::{FailureClass, ProbeFailure};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// One target: threshold 3, budget 2 per hour, backoff 10 s, recovery_timeout 60 s, a heal
+/// command; `extra` is YAML appended to the target's entry.
+fn target(extra: &str) -> TargetConfig {
+    let text = format!(
+        r#"
+defaults:
+  probe: {{ interval: 5s, timeout: 2s, failure_threshold: 3 }}
+  restart_budget: {{ max_restarts: 2, window: 1h, backoff: 10s, backoff_max: 5m, backoff_reset: 10m }}
+  recovery_timeout: 60s
+notify: {{ console: true }}
+targets:
+  - name: db
+    dsn: "postgres://u@127.0.0.1:5999/db"
+{extra}"#
+    );
+    let text = if extra.contains("heal") {
+        text
+    } else {
+        format!("{text}    heal: {{ command: [\"true\"] }}\n")
+    };
+    let reg = crate::config::load_str(
+        &text,
+        Source::Generated("machine test".into()),
+        &VarSource::fixed(HashMap::new()),
+    )
+    .unwrap_or_else(|e| panic!("test registry: {e}"));
+    reg.targets.into_iter().next().expect("one target")
+}
+
+/// A machine under test, with its own clock.
+struct T {
+    rec: TargetRecord,
+    cfg: TargetConfig,
+    now: Instant,
+    utc: DateTime<Utc>,
+    fleet: Option<(usize, usize)>,
+}
+
+impl T {
+    fn new(extra: &str) -> Self {
+        Self {
+            rec: TargetRecord::default(),
+            cfg: target(extra),
+            now: Instant::now(),
+            utc: Utc::now(),
+            fleet: None,
+        }
+    }
+
+    fn at(&mut self, d: Duration) -> &mut Self {
+        self.now += d;
+        self.utc += chrono::Duration::from_std(d).unwrap();
+        self
+    }
+
+    fn step(&mut self, obs: Observation) -> Vec<Action> {
+        let env = Env {
+            target: &self.cfg,
+            now: self.now,
+            now_utc: self.utc,
+            fleet_tripped: self.fleet,
+        };
+        step(&mut self.rec, &env, obs)
+    }
+
+    fn probe(&mut self, result: Result<(), ProbeFailure>) -> Vec<Action> {
+        self.step(Observation::Probe {
+            result,
+            latency: Duration::from_millis(3),
+            manager: None,
+        })
+    }
+
+    fn ok(&mut self) -> Vec<Action> {
+        self.probe(Ok(()))
+    }
+
+    fn fail(&mut self, class: FailureClass) -> Vec<Action> {
+        self.probe(Err(ProbeFailure::new(class, "test failure")))
+    }
+
+    fn id(&self) -> String {
+        self.rec.incident.as_ref().expect("an open incident").id.clone()
+    }
+
+    /// Declares an incident (threshold failures) and returns its id.
+    fn declare(&mut self, class: FailureClass) -> String {
+        for _ in 0..3 {
+            self.fail(class);
+        }
+        assert_eq!(self.rec.phase, Phase::Archiving);
+        self.id()
+    }
+
+    fn archived(&mut self) -> Vec<Action> {
+        let id = self.id();
+        self.step(Observation::Archived {
+            id,
+            outcome: Ok("/incidents/x".into()),
+        })
+    }
+
+    fn granted(&mut self) -> Vec<Action> {
+        let id = self.id();
+        self.step(Observation::LeaseGranted { id })
+    }
+
+    fn healed(&mut self, success: bool, failure: Option<HealFailure>) -> Vec<Action> {
+        let id = self.id();
+        let report = HealReport {
+            success,
+            failure,
+            starts: 1,
+            ..HealReport::none()
+        };
+        self.step(Observation::Healed { id, report })
+    }
+}
+
+/// Short names of the actions, logs and metrics left out.
+fn names(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| {
+            Some(match a {
+                Action::Snapshot => "snapshot".into(),
+                Action::Archive { .. } => "archive".into(),
+                Action::AcquireLease { .. } => "lease".into(),
+                Action::ReleaseLease => "release".into(),
+                Action::Heal { .. } => "heal".into(),
+                Action::HealDone { .. } => "heal_done".into(),
+                Action::Notify(n) => format!("notify:{}", n.kind.label()),
+                Action::FleetAlert { .. } => "fleet_alert".into(),
+                Action::RetryHeal { .. } => "retry".into(),
+                Action::RecoveryTimer { .. } => "recovery_timer".into(),
+                Action::BaselineRedo => "baseline_redo".into(),
+                Action::CheckRedo { .. } => "check_redo".into(),
+                Action::InspectContainer => "inspect".into(),
+                Action::ProbeSoon => "probe_soon".into(),
+                Action::Persist { event, .. } => format!("persist:{event}"),
+                Action::Timeline { event, .. } => format!("timeline:{event}"),
+                Action::RecordRestart => "record_restart".into(),
+                Action::Checkpoint(p) => format!("checkpoint:{p}"),
+                Action::Count(_) | Action::Log(_) => return None,
+            })
+        })
+        .collect()
+}
+
+/// The `event` of every log line.
+fn events(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Log(l) => l.event().map(str::to_string),
+            _ => None,
+        })
+        .collect()
+}
+
+fn notices(actions: &[Action]) -> Vec<&crate::notify::Notice> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Notify(n) => Some(n),
+            _ => None,
+        })
+        .collect()
+}
+
+const HEAL_ISSUED: [&str; 6] = [
+    "record_restart",
+    "persist:heal_issued",
+    "checkpoint:heal_issued",
+    "heal",
+    "notify:failure",
+    "recovery_timer",
+];
+
+#[test]
+fn failures_below_the_threshold_are_suspect_and_clear_without_action() {
+    let mut t = T::new("");
+    let rows: [(&str, Phase, &[&str]); 4] = [
+        ("fail", Phase::Suspect, &["snapshot"]),
+        ("fail", Phase::Suspect, &[]),
+        ("ok", Phase::Healthy, &[]),
+        ("fail", Phase::Suspect, &["snapshot"]),
+    ];
+    for (i, (obs, phase, want)) in rows.iter().enumerate() {
+        let got = match *obs {
+            "fail" => t.fail(FailureClass::ConnectionRefused),
+            _ => t.ok(),
+        };
+        assert_eq!(t.rec.phase, *phase, "row {i}");
+        assert_eq!(names(&got), *want, "row {i}");
+        if i == 2 {
+            assert_eq!(events(&got), ["probe_ok", "transient_cleared"]);
+        }
+    }
+    assert!(t.rec.incident.is_none());
+}
+
+#[test]
+fn the_threshold_declares_archives_then_leases_heals_alerts_and_recovers() {
+    let mut t = T::new("");
+    t.fail(FailureClass::Timeout);
+    t.fail(FailureClass::Timeout);
+    let got = t.fail(FailureClass::Timeout);
+    assert_eq!(names(&got), ["persist:declared", "archive"]);
+    assert!(events(&got).contains(&"incident_declared".to_string()));
+    assert!(got
+        .iter()
+        .any(|a| matches!(a, Action::Count(Metric::Incident { class: "timeout" }))));
+
+    let got = t.archived();
+    assert_eq!(names(&got), ["persist:archived", "checkpoint:archived", "lease"]);
+    assert_eq!(t.rec.phase, Phase::Archiving, "waiting for the lease");
+    assert_eq!(names(&t.archived()), Vec::<String>::new(), "a repeat archive reply");
+
+    let got = t.granted();
+    assert_eq!(names(&got), HEAL_ISSUED);
+    assert_eq!(t.rec.phase, Phase::Healing);
+    assert_eq!(t.rec.restarts.len(), 1);
+
+    let got = t.healed(true, None);
+    assert_eq!(names(&got), ["persist:heal_succeeded", "probe_soon"]);
+    assert_eq!(t.rec.phase, Phase::Recovering);
+
+    t.at(Duration::from_secs(2));
+    let got = t.ok();
+    assert_eq!(names(&got), ["heal_done", "persist:recovered", "notify:recovery"]);
+    assert_eq!(t.rec.phase, Phase::Healthy);
+    assert!(t.rec.incident.is_none());
+    let n = notices(&got)[0];
+    assert!(n.downtime_seconds.unwrap() >= 2.0, "downtime counts from the first failure");
+}
+
+#[test]
+fn a_dead_process_declares_at_the_first_failing_probe_with_its_cause() {
+    for (obs, class, detail) in [
+        (
+            Observation::ProcessExited,
+            FailureClass::ProcessExited,
+            "postmaster exited",
+        ),
+        (
+            Observation::ProcessStopped { pid: 42 },
+            FailureClass::Timeout,
+            "postmaster 42 is stopped",
+        ),
+        (
+            Observation::ContainerDown {
+                detail: "container db died".into(),
+                class: None,
+            },
+            FailureClass::ConnectionRefused,
+            "container db died",
+        ),
+    ] {
+        let mut t = T::new("");
+        let soon = t.step(obs);
+        assert!(names(&soon).contains(&"probe_soon".to_string()));
+        let probe_class = if class == FailureClass::Timeout {
+            FailureClass::Timeout
+        } else {
+            FailureClass::ConnectionRefused
+        };
+        let got = t.fail(probe_class);
+        assert_eq!(names(&got), ["persist:declared", "archive"], "{detail}");
+        let inc = t.rec.incident.as_ref().unwrap();
+        assert!(inc.hard);
+        assert_eq!(inc.failure.class, class, "{detail}");
+        assert!(inc.failure.detail.starts_with(detail), "{}", inc.failure.detail);
+    }
+}
+
+#[test]
+fn container_events_during_an_incident_change_nothing() {
+    let mut t = T::new("");
+    t.declare(FailureClass::ConnectionRefused);
+    let got = t.step(Observation::ContainerDown {
+        detail: "die".into(),
+        class: None,
+    });
+    assert!(got.is_empty());
+    assert!(!t.rec.process_dead);
+}
+
+#[test]
+fn holds_and_refusals_each_alert_once_and_retry() {
+    // (setup, expected phase, expected actions after the archive reply)
+    type Setup = fn(&mut T);
+    let rows: [(&str, Setup, Phase, &[&str]); 4] = [
+        (
+            "budget spent",
+            |t| {
+                t.rec.restarts.extend([t.now, t.now]);
+            },
+            Phase::Held,
+            &["persist:held", "notify:escalation"],
+        ),
+        (
+            "backoff",
+            |t| {
+                t.rec.restarts.push_back(t.now);
+                t.rec.backoff_step = 1;
+            },
+            Phase::Held,
+            &["retry", "persist:held", "notify:failure"],
+        ),
+        (
+            "fleet guard",
+            |t| t.fleet = Some((5, 6)),
+            Phase::Held,
+            &["retry", "persist:held", "notify:failure", "fleet_alert"],
+        ),
+        (
+            "another manager",
+            |t| t.rec.managed_by = Some("Patroni".into()),
+            Phase::Unhealed,
+            &["persist:alerted", "notify:failure"],
+        ),
+    ];
+    for (what, setup, phase, want) in rows {
+        let mut t = T::new("");
+        setup(&mut t);
+        t.declare(FailureClass::ConnectionRefused);
+        let got = t.archived();
+        let after = &names(&got)[2..];
+        assert_eq!(after, want, "{what}");
+        assert_eq!(t.rec.phase, phase, "{what}");
+        // Probing on while held: nothing new.
+        let again = t.fail(FailureClass::ConnectionRefused);
+        assert!(notices(&again).is_empty(), "{what}: no second alert");
+    }
+}
+
+#[test]
+fn a_budget_hold_escalates_with_its_reason_and_restarts_when_the_window_allows() {
+    let mut t = T::new("");
+    t.rec.restarts.extend([t.now, t.now]);
+    t.declare(FailureClass::ConnectionRefused);
+    let got = t.archived();
+    assert_eq!(
+        notices(&got)[0].reason,
+        Some(EscalationReason::RestartBudgetExhausted)
+    );
+    assert!(events(&got).contains(&"budget_exhausted".to_string()));
+    t.at(Duration::from_secs(3601));
+    let got = t.fail(FailureClass::ConnectionRefused);
+    assert_eq!(names(&got), ["lease"], "the window passed: the restart is asked for");
+    assert_eq!(names(&t.granted()), HEAL_ISSUED);
+}
+
+#[test]
+fn a_backoff_hold_retries_on_its_timer_then_restarts() {
+    let mut t = T::new("");
+    t.rec.restarts.push_back(t.now);
+    t.rec.backoff_step = 1;
+    t.declare(FailureClass::ConnectionRefused);
+    let got = t.archived();
+    let wait = got.iter().find_map(|a| match a {
+        Action::RetryHeal { after, .. } => Some(*after),
+        _ => None,
+    });
+    assert_eq!(wait, Some(Duration::from_secs(10)));
+    let id = t.id();
+    t.at(Duration::from_secs(5));
+    let early = t.step(Observation::RetryHeal { id: id.clone() });
+    assert_eq!(names(&early), ["retry"], "still in backoff: no second alert");
+    t.at(Duration::from_secs(5));
+    assert_eq!(names(&t.step(Observation::RetryHeal { id })), ["lease"]);
+}
+
+#[test]
+fn lease_answers() {
+    // Held by another daemon: hold, and leave the page to the one that acted.
+    let mut t = T::new("");
+    t.declare(FailureClass::ConnectionRefused);
+    t.archived();
+    let id = t.id();
+    let refusal = LeaseRefusal::Held {
+        owner: "other".into(),
+        until: t.utc,
+    };
+    let got = t.step(Observation::LeaseRefused {
+        id: id.clone(),
+        refusal,
+    });
+    assert_eq!(names(&got), ["retry", "persist:held", "notify:failure"]);
+    assert!(!notices(&got)[0].outage.as_ref().unwrap().may_lead);
+    assert_eq!(t.rec.phase, Phase::Held);
+
+    // A store failing past recovery_timeout: escalate once, fail closed.
+    t.at(Duration::from_secs(61));
+    t.step(Observation::RetryHeal { id: id.clone() });
+    let got = t.step(Observation::LeaseRefused {
+        id,
+        refusal: LeaseRefusal::Store("disk gone".into()),
+    });
+    assert_eq!(names(&got), ["persist:escalated", "notify:escalation"]);
+    assert_eq!(notices(&got)[0].reason, Some(EscalationReason::HealRefused));
+    assert_eq!(t.rec.phase, Phase::Escalated);
+
+    // Recovered while the lease was being taken: give it back, restart nothing.
+    let mut t = T::new("");
+    t.declare(FailureClass::ConnectionRefused);
+    t.archived();
+    let id = t.id();
+    t.ok();
+    let got = t.step(Observation::LeaseGranted { id });
+    assert_eq!(names(&got), ["release"]);
+    assert!(t.rec.restarts.is_empty());
+}
+
+#[test]
+fn a_second_heal_decision_waits_for_the_pending_lease() {
+    let mut t = T::new("");
+    t.rec.restarts.extend([t.now, t.now]);
+    t.declare(FailureClass::ConnectionRefused);
+    t.archived();
+    t.at(Duration::from_secs(3601));
+    assert_eq!(names(&t.fail(FailureClass::ConnectionRefused)), ["lease"]);
+    let again = t.fail(FailureClass::ConnectionRefused);
+    assert!(names(&again).is_empty(), "one lease request at a time");
+}
+
+#[test]
+fn policy_classes_alert_without_restarting() {
+    for (class, extra, phase, reason) in [
+        (FailureClass::TooManyConnections, "", Phase::Unhealed, None),
+        (FailureClass::Authentication, "", Phase::Unhealed, None),
+        (
+            FailureClass::ConnectionRefused,
+            "no heal",
+            Phase::Unhealed,
+            Some(EscalationReason::NoHealAction),
+        ),
+    ] {
+        let mut t = T::new("");
+        if extra == "no heal" {
+            t.cfg.heal = None;
+        }
+        t.declare(class);
+        let got = t.archived();
+        assert_eq!(t.rec.phase, phase, "{class:?}");
+        assert!(!names(&got).contains(&"lease".to_string()), "{class:?}");
+        let n = notices(&got);
+        assert_eq!(n.len(), 1, "{class:?}");
+        assert_eq!(n[0].reason, reason, "{class:?}");
+    }
+}
+
+#[test]
+fn a_container_restart_policy_is_waited_for_and_said() {
+    let mut t = T::new("");
+    t.step(Observation::RestartPolicy(Some("always".into())));
+    t.declare(FailureClass::ConnectionRefused);
+    t.archived();
+    let got = t.granted();
+    let n = notices(&got)[0];
+    assert!(n.summary.contains("restart policy (always)"), "{}", n.summary);
+}
+
+#[test]
+fn escalation_after_recovery_timeout_then_quiet_until_the_window_passes() {
+    let mut t = T::new("");
+    t.declare(FailureClass::ConnectionRefused);
+    t.archived();
+    t.granted();
+    let id = t.id();
+    t.healed(true, None);
+    t.at(Duration::from_secs(60));
+    let got = t.step(Observation::RecoveryDeadline { id: id.clone() });
+    assert_eq!(names(&got), ["persist:escalated", "notify:escalation"]);
+    assert_eq!(t.rec.phase, Phase::Escalated);
+    assert!(t
+        .step(Observation::RecoveryDeadline { id })
+        .is_empty());
+    assert!(notices(&t.fail(FailureClass::ConnectionRefused)).is_empty());
+    t.at(Duration::from_secs(3600));
+    let got = t.fail(FailureClass::ConnectionRefused);
+    assert_eq!(names(&got), ["persist:closed_unrecovered"]);
+    assert_eq!(t.rec.phase, Phase::Suspect);
+    assert!(t.rec.incident.is_none());
+}
+
+#[test]
+fn a_failed_heal_escalates_with_its_reason() {
+    for (failure, reason, class) in [
+        (None, EscalationReason::RecoveryTimeout, None),
+        (
+            Some(HealFailure {
+                kind: "restart_budget_exhausted",
+                detail: "3 starts".into(),
+                class: None,
+            }),
+            EscalationReason::RestartBudgetExhausted,
+            None,
+        ),
+        (
+            Some(HealFailure {
+                kind: "container_missing",
+                detail: "no such container".into(),
+                class: Some(FailureClass::ContainerMissing),
+            }),
+            EscalationReason::HealRefused,
+            Some(FailureClass::ContainerMissing),
+        ),
+    ] {
+        let mut t = T::new("");
+        t.declare(FailureClass::ConnectionRefused);
+        t.archived();
+        t.granted();
+        let got = t.healed(false, failure);
+        assert_eq!(
+            names(&got),
+            ["persist:heal_failed", "persist:escalated", "notify:escalation"]
+        );
+        assert_eq!(notices(&got)[0].reason, Some(reason));
+        if let Some(c) = class {
+            assert_eq!(t.rec.incident.as_ref().unwrap().failure.class, c);
+        }
+    }
+}
+
+#[test]
+fn a_recovering_server_is_waited_on_while_redo_advances() {
+    let mut t = T::new("");
+    t.declare(FailureClass::ConnectionRefused);
+    t.archived();
+    t.granted();
+    let id = t.id();
+    t.healed(true, None);
+    let got = t.fail(FailureClass::Recovering);
+    assert_eq!(names(&got), ["baseline_redo"]);
+    assert!(names(&t.fail(FailureClass::Recovering)).is_empty(), "once");
+    t.step(Observation::RedoBaseline(Some(100)));
+    t.at(Duration::from_secs(60));
+    let got = t.step(Observation::RecoveryDeadline { id: id.clone() });
+    assert_eq!(names(&got), ["check_redo"]);
+    let got = t.step(Observation::RedoProgress {
+        id: id.clone(),
+        lsn: Some((200, "0/C8".into())),
+    });
+    assert_eq!(names(&got), ["recovery_timer"]);
+    let got = t.step(Observation::RedoProgress {
+        id,
+        lsn: Some((200, "0/C8".into())),
+    });
+    assert_eq!(names(&got), ["persist:escalated", "notify:escalation"]);
+}
+
+#[test]
+fn a_57p03_server_is_never_declared() {
+    let mut t = T::new("");
+    for _ in 0..10 {
+        assert!(names(&t.fail(FailureClass::Recovering)).is_empty());
+    }
+    assert_eq!(t.rec.phase, Phase::Healthy);
+}
+
+#[test]
+fn maintenance_suppresses_everything_and_says_so_once() {
+    let mut t = T::new("");
+    t.rec.maintenance_until = Some(t.utc + chrono::Duration::minutes(10));
+    let mut said = 0;
+    for _ in 0..6 {
+        let got = t.fail(FailureClass::ConnectionRefused);
+        said += events(&got)
+            .iter()
+            .filter(|e| *e == "maintenance_suppressed")
+            .count();
+        assert!(!names(&got).iter().any(|n| n == "archive"));
+    }
+    assert_eq!(said, 1);
+    assert!(t.rec.incident.is_none());
+    t.at(Duration::from_secs(601));
+    let got = t.fail(FailureClass::ConnectionRefused);
+    assert_eq!(names(&got), ["persist:declared", "archive"], "the window closed");
+}
+
+#[test]
+fn a_daemon_restart_resumes_the_open_incident_where_it_stood() {
+    let rows: [(Phase, &[&str]); 5] = [
+        (Phase::Archiving, &["archive", "notify:failure"]),
+        (Phase::Healing, &["recovery_timer", "heal", "notify:failure"]),
+        (Phase::Recovering, &["recovery_timer", "notify:failure"]),
+        (Phase::Escalated, &["notify:failure"]),
+        (Phase::Healthy, &[]),
+    ];
+    for (phase, want) in rows {
+        let mut t = T::new("");
+        if phase != Phase::Healthy {
+            let mut inc = Incident::new(
+                "db",
+                ProbeFailure::new(FailureClass::ConnectionRefused, "x"),
+                false,
+                (t.utc, t.now),
+                (t.utc, t.now),
+            );
+            inc.heal_started = Some(t.now);
+            let n = notice(&inc.id);
+            inc.queue_notice(n);
+            t.rec.incident = Some(inc);
+        }
+        t.rec.phase = phase;
+        let got = t.step(Observation::Resume);
+        assert_eq!(names(&got), want, "{phase:?}");
+    }
+}
+
+#[test]
+fn a_lease_answer_lost_with_a_replaced_monitor_is_asked_again() {
+    let mut t = T::new("");
+    t.rec.restarts.extend([t.now, t.now]);
+    t.declare(FailureClass::ConnectionRefused);
+    t.archived();
+    t.at(Duration::from_secs(3601));
+    t.fail(FailureClass::ConnectionRefused);
+    assert!(t.rec.lease_pending.is_some());
+    let got = t.step(Observation::Resume);
+    assert!(names(&got).contains(&"retry".to_string()));
+    assert!(t.rec.lease_pending.is_none());
+}
+
+#[test]
+fn the_heal_counts_its_extra_starts_against_the_budget() {
+    let mut t = T::new("");
+    t.declare(FailureClass::ConnectionRefused);
+    t.archived();
+    t.granted();
+    let id = t.id();
+    let report = HealReport {
+        success: true,
+        starts: 3,
+        ..HealReport::none()
+    };
+    let got = t.step(Observation::Healed { id, report });
+    assert_eq!(
+        names(&got),
+        ["record_restart", "record_restart", "persist:heal_succeeded", "probe_soon"]
+    );
+    assert_eq!(t.rec.restarts.len(), 3);
+}
+
+#[test]
+fn the_machine_reads_no_clock() {
+    // The same observations at the same given times give the same actions, whenever run.
+    let run = || {
+        let mut t = T::new("");
+        t.now -= Duration::from_secs(1);
+        t.declare(FailureClass::ConnectionRefused);
+        t.archived();
+        let got = t.granted();
+        match got.iter().find(|a| matches!(a, Action::Heal { .. })) {
+            Some(Action::Heal { max_starts, .. }) => *max_starts,
+            _ => 0,
+        }
+    };
+    assert_eq!(run(), 2);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(run(), 2);
+}
+
+fn notice(id: &str) -> crate::notify::Notice {
+    crate::notify::Notice {
+        kind: NoticeKind::Failure,
+        target: "db".into(),
+        endpoint: "127.0.0.1:5999/db".into(),
+        incident_id: id.into(),
+        timestamp: Utc::now(),
+        failure: None,
+        archive: None,
+        reason: None,
+        downtime_seconds: None,
+        time_to_recovery_seconds: None,
+        summary: "down".into(),
+        outage: None,
+    }
+}
