@@ -96,7 +96,12 @@ impl T {
     }
 
     fn id(&self) -> String {
-        self.rec.incident.as_ref().expect("an open incident").id.clone()
+        self.rec
+            .incident
+            .as_ref()
+            .expect("an open incident")
+            .id
+            .clone()
     }
 
     /// Declares an incident (threshold failures) and returns its id.
@@ -229,9 +234,16 @@ fn the_threshold_declares_archives_then_leases_heals_alerts_and_recovers() {
         .any(|a| matches!(a, Action::Count(Metric::Incident { class: "timeout" }))));
 
     let got = t.archived();
-    assert_eq!(names(&got), ["persist:archived", "checkpoint:archived", "lease"]);
+    assert_eq!(
+        names(&got),
+        ["persist:archived", "checkpoint:archived", "lease"]
+    );
     assert_eq!(t.rec.phase, Phase::Archiving, "waiting for the lease");
-    assert_eq!(names(&t.archived()), Vec::<String>::new(), "a repeat archive reply");
+    assert_eq!(
+        names(&t.archived()),
+        Vec::<String>::new(),
+        "a repeat archive reply"
+    );
 
     let got = t.granted();
     assert_eq!(names(&got), HEAL_ISSUED);
@@ -244,11 +256,17 @@ fn the_threshold_declares_archives_then_leases_heals_alerts_and_recovers() {
 
     t.at(Duration::from_secs(2));
     let got = t.ok();
-    assert_eq!(names(&got), ["heal_done", "persist:recovered", "notify:recovery"]);
+    assert_eq!(
+        names(&got),
+        ["heal_done", "persist:recovered", "notify:recovery"]
+    );
     assert_eq!(t.rec.phase, Phase::Healthy);
     assert!(t.rec.incident.is_none());
     let n = notices(&got)[0];
-    assert!(n.downtime_seconds.unwrap() >= 2.0, "downtime counts from the first failure");
+    assert!(
+        n.downtime_seconds.unwrap() >= 2.0,
+        "downtime counts from the first failure"
+    );
 }
 
 #[test]
@@ -286,7 +304,11 @@ fn a_dead_process_declares_at_the_first_failing_probe_with_its_cause() {
         let inc = t.rec.incident.as_ref().unwrap();
         assert!(inc.hard);
         assert_eq!(inc.failure.class, class, "{detail}");
-        assert!(inc.failure.detail.starts_with(detail), "{}", inc.failure.detail);
+        assert!(
+            inc.failure.detail.starts_with(detail),
+            "{}",
+            inc.failure.detail
+        );
     }
 }
 
@@ -364,7 +386,11 @@ fn a_budget_hold_escalates_with_its_reason_and_restarts_when_the_window_allows()
     assert!(events(&got).contains(&"budget_exhausted".to_string()));
     t.at(Duration::from_secs(3601));
     let got = t.fail(FailureClass::ConnectionRefused);
-    assert_eq!(names(&got), ["lease"], "the window passed: the restart is asked for");
+    assert_eq!(
+        names(&got),
+        ["lease"],
+        "the window passed: the restart is asked for"
+    );
     assert_eq!(names(&t.granted()), HEAL_ISSUED);
 }
 
@@ -383,7 +409,11 @@ fn a_backoff_hold_retries_on_its_timer_then_restarts() {
     let id = t.id();
     t.at(Duration::from_secs(5));
     let early = t.step(Observation::RetryHeal { id: id.clone() });
-    assert_eq!(names(&early), ["retry"], "still in backoff: no second alert");
+    assert_eq!(
+        names(&early),
+        ["retry"],
+        "still in backoff: no second alert"
+    );
     t.at(Duration::from_secs(5));
     assert_eq!(names(&t.step(Observation::RetryHeal { id })), ["lease"]);
 }
@@ -475,7 +505,11 @@ fn a_container_restart_policy_is_waited_for_and_said() {
     t.archived();
     let got = t.granted();
     let n = notices(&got)[0];
-    assert!(n.summary.contains("restart policy (always)"), "{}", n.summary);
+    assert!(
+        n.summary.contains("restart policy (always)"),
+        "{}",
+        n.summary
+    );
 }
 
 #[test]
@@ -490,9 +524,7 @@ fn escalation_after_recovery_timeout_then_quiet_until_the_window_passes() {
     let got = t.step(Observation::RecoveryDeadline { id: id.clone() });
     assert_eq!(names(&got), ["persist:escalated", "notify:escalation"]);
     assert_eq!(t.rec.phase, Phase::Escalated);
-    assert!(t
-        .step(Observation::RecoveryDeadline { id })
-        .is_empty());
+    assert!(t.step(Observation::RecoveryDeadline { id }).is_empty());
     assert!(notices(&t.fail(FailureClass::ConnectionRefused)).is_empty());
     t.at(Duration::from_secs(3600));
     let got = t.fail(FailureClass::ConnectionRefused);
@@ -531,7 +563,11 @@ fn a_failed_heal_escalates_with_its_reason() {
         let got = t.healed(false, failure);
         assert_eq!(
             names(&got),
-            ["persist:heal_failed", "persist:escalated", "notify:escalation"]
+            [
+                "persist:heal_failed",
+                "persist:escalated",
+                "notify:escalation"
+            ]
         );
         assert_eq!(notices(&got)[0].reason, Some(reason));
         if let Some(c) = class {
@@ -593,14 +629,21 @@ fn maintenance_suppresses_everything_and_says_so_once() {
     assert!(t.rec.incident.is_none());
     t.at(Duration::from_secs(601));
     let got = t.fail(FailureClass::ConnectionRefused);
-    assert_eq!(names(&got), ["persist:declared", "archive"], "the window closed");
+    assert_eq!(
+        names(&got),
+        ["persist:declared", "archive"],
+        "the window closed"
+    );
 }
 
 #[test]
 fn a_daemon_restart_resumes_the_open_incident_where_it_stood() {
     let rows: [(Phase, &[&str]); 5] = [
         (Phase::Archiving, &["archive", "notify:failure"]),
-        (Phase::Healing, &["recovery_timer", "heal", "notify:failure"]),
+        (
+            Phase::Healing,
+            &["recovery_timer", "heal", "notify:failure"],
+        ),
         (Phase::Recovering, &["recovery_timer", "notify:failure"]),
         (Phase::Escalated, &["notify:failure"]),
         (Phase::Healthy, &[]),
@@ -655,7 +698,12 @@ fn the_heal_counts_its_extra_starts_against_the_budget() {
     let got = t.step(Observation::Healed { id, report });
     assert_eq!(
         names(&got),
-        ["record_restart", "record_restart", "persist:heal_succeeded", "probe_soon"]
+        [
+            "record_restart",
+            "record_restart",
+            "persist:heal_succeeded",
+            "probe_soon"
+        ]
     );
     assert_eq!(t.rec.restarts.len(), 3);
 }
