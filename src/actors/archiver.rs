@@ -233,9 +233,12 @@ impl Handler<AttachHeal> for Archiver {
             if let (Some(up), Some(Slot::Done(Ok(report), _))) = (&act.uploader, act.slots.get(&id)) {
                 // The heal log and the new manifest follow the bundle to S3 (in the background).
                 let rec = PendingUpload { incident_id: id.clone(), target: facts.target.clone(), bundle_dir: report.dir.clone(), staged, complete: true, uploaded: Default::default() };
-                if let Err(e) = up.submit(rec) {
-                    error!(act.log, "cannot spool the heal log for upload"; "incident" => &id, "error" => %e);
-                }
+                let (up, log, id) = (up.clone(), act.log.clone(), id.clone());
+                actix_rt::spawn(async move {
+                    if let Err(e) = up.submit(rec).await {
+                        error!(log, "cannot spool the heal log for upload"; "incident" => &id, "error" => %e);
+                    }
+                });
             }
             match res {
                 Ok(Ok(())) => info!(act.log, "heal log added to bundle"; "event" => "heal_log_archived", "incident" => &id),
@@ -275,7 +278,7 @@ async fn upload(
         complete: false,
         uploaded: Default::default(),
     };
-    let mut rx = match up.submit(rec) {
+    let mut rx = match up.submit(rec).await {
         Ok(rx) => rx,
         Err(e) => {
             error!(log, "cannot write the spool record; the bundle is only on local disk"; "event" => "archive_upload_failed",

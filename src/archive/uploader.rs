@@ -29,6 +29,14 @@ struct Job {
     again: bool,
 }
 
+/// How an upload task ends a successful round.
+enum Finish {
+    /// New files arrived meanwhile: upload again.
+    Again(PendingUpload),
+    /// All up; the spool record is gone.
+    Done(PendingUpload),
+}
+
 /// Runs the uploads.
 pub struct Uploader {
     sink: Arc<S3Sink>,
@@ -69,11 +77,29 @@ impl Uploader {
     }
 
     /// Records the bundle in the spool (durably, first) and makes sure a task uploads it.
-    /// The receiver reports progress; callers may wait on it as long as they choose.
-    pub fn submit(
+    /// The receiver reports progress; callers may wait on it as long as they choose. The
+    /// spool's fsync runs on a blocking thread, never the caller's.
+    pub async fn submit(
         self: &Arc<Self>,
         rec: PendingUpload,
     ) -> std::io::Result<watch::Receiver<UploadState>> {
+        let me = self.clone();
+        let (rx, start) = tokio::task::spawn_blocking(move || me.submit_blocking(rec))
+            .await
+            .map_err(std::io::Error::other)??;
+        if let Some(id) = start {
+            let me = self.clone();
+            actix_rt::spawn(async move { me.run(id).await });
+        }
+        Ok(rx)
+    }
+
+    /// [`Uploader::submit`]'s spool write and job registration, under the jobs lock; returns
+    /// the incident id when a new upload task must start.
+    fn submit_blocking(
+        &self,
+        rec: PendingUpload,
+    ) -> std::io::Result<(watch::Receiver<UploadState>, Option<String>)> {
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         // Keep what earlier attempts uploaded.
         let mut rec = rec;
@@ -84,7 +110,7 @@ impl Uploader {
         if let Some(job) = jobs.get_mut(&rec.incident_id) {
             job.again = true;
             let _ = job.state.send(UploadState::Pending);
-            return Ok(job.state.subscribe());
+            return Ok((job.state.subscribe(), None));
         }
         let (tx, rx) = watch::channel(UploadState::Pending);
         jobs.insert(
@@ -94,10 +120,7 @@ impl Uploader {
                 again: false,
             },
         );
-        let me = self.clone();
-        let id = rec.incident_id.clone();
-        actix_rt::spawn(async move { me.run(id).await });
-        Ok(rx)
+        Ok((rx, Some(rec.incident_id)))
     }
 
     /// Re-submits every bundle left in the spool (a previous run was stopped or killed).
@@ -106,12 +129,19 @@ impl Uploader {
         for rec in &pending {
             info!(self.log, "resuming upload left in the spool"; "event" => "archive_upload_resumed", "incident" => &rec.incident_id,
                 "target" => &rec.target, "bundle" => %rec.bundle_dir.display());
-            if let Err(e) = self.submit(PendingUpload {
-                complete: true,
-                ..rec.clone()
-            }) {
-                error!(self.log, "cannot resume upload"; "incident" => &rec.incident_id, "error" => %e);
-            }
+            let (me, rec) = (self.clone(), rec.clone());
+            actix_rt::spawn(async move {
+                let id = rec.incident_id.clone();
+                if let Err(e) = me
+                    .submit(PendingUpload {
+                        complete: true,
+                        ..rec
+                    })
+                    .await
+                {
+                    error!(me.log, "cannot resume upload"; "incident" => &id, "error" => %e);
+                }
+            });
         }
         pending.len()
     }
@@ -139,12 +169,22 @@ impl Uploader {
         let mut attempts = 0u32;
         let mut last: Option<PendingUpload> = None;
         loop {
-            let mut rec = match (self.spool.load(&id), last.take()) {
+            let (me, i) = (self.clone(), id.clone());
+            let stored = tokio::task::spawn_blocking(move || me.spool.load(&i))
+                .await
+                .ok()
+                .flatten();
+            let mut rec = match (stored, last.take()) {
                 (Some(rec), _) => rec,
                 // Someone removed the spool (a cleanup script, a disk swap): while the bundle is
                 // still on disk, write the record again and go on rather than drop the upload.
                 (None, Some(known)) if known.bundle_dir.is_dir() => {
-                    if let Err(e) = self.save(&known) {
+                    let (me, k) = (self.clone(), known.clone());
+                    let saved = tokio::task::spawn_blocking(move || me.save(&k))
+                        .await
+                        .map_err(std::io::Error::other)
+                        .and_then(|r| r);
+                    if let Err(e) = saved {
                         error!(self.log, "the upload spool was removed and cannot be re-created; the upload is retried from memory only";
                             "event" => "spool_recreate_failed", "incident" => &id, "spool" => %self.spool.root().display(), "error" => %e);
                     }
@@ -163,29 +203,25 @@ impl Uploader {
             attempts += 1;
             match self.upload_once(&mut rec).await {
                 Ok(()) => {
-                    // Under the jobs lock, which `submit` also holds while it records new files:
-                    // either they arrived (go round again) or the record is finished and the job
-                    // removed with no submit in between.
-                    let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-                    let job = jobs.get_mut(&id).expect("job registered");
-                    if std::mem::take(&mut job.again) {
-                        last = Some(rec);
-                        continue; // new files (the heal log) arrived meanwhile
-                    }
-                    let url = self.url_for(&id);
-                    // Re-read: a submit may have marked it complete while we uploaded.
-                    let latest = self.spool.load(&id).unwrap_or(rec);
-                    if let Err(e) = self.spool.finish(&latest) {
-                        warn!(self.log, "uploaded, but the spool record could not be removed"; "incident" => &id, "error" => %e);
-                    }
-                    crate::metrics::global().inc(
-                        "sentinel_archives_total",
-                        &[("target", latest.target.as_str()), ("result", "uploaded")],
-                    );
-                    info!(self.log, "bundle uploaded to S3"; "event" => "archive_uploaded", "incident" => &id, "target" => &latest.target,
-                        "url" => &url, "attempts" => attempts, "files" => latest.uploaded.len());
-                    if let Some(job) = jobs.remove(&id) {
-                        let _ = job.state.send(UploadState::Done(url));
+                    let (me, i) = (self.clone(), id.clone());
+                    let done = tokio::task::spawn_blocking(move || me.finish(&i, rec)).await;
+                    match done {
+                        Ok(Finish::Again(rec)) => {
+                            last = Some(rec);
+                            continue; // new files (the heal log) arrived meanwhile
+                        }
+                        Ok(Finish::Done(latest)) => {
+                            let url = self.url_for(&id);
+                            crate::metrics::global().inc(
+                                "sentinel_archives_total",
+                                &[("target", latest.target.as_str()), ("result", "uploaded")],
+                            );
+                            info!(self.log, "bundle uploaded to S3"; "event" => "archive_uploaded", "incident" => &id, "target" => &latest.target,
+                                "url" => &url, "attempts" => attempts, "files" => latest.uploaded.len());
+                        }
+                        Err(e) => {
+                            error!(self.log, "the upload's finish failed"; "incident" => &id, "error" => %e)
+                        }
                     }
                     break;
                 }
@@ -212,8 +248,33 @@ impl Uploader {
         }
     }
 
+    /// Under the jobs lock, which `submit` also holds while it records new files: either they
+    /// arrived (go round again) or the record is finished and the job removed with no submit
+    /// in between. Blocks (the spool's files): call it on a blocking thread.
+    fn finish(&self, id: &str, rec: PendingUpload) -> Finish {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if jobs
+            .get_mut(id)
+            .is_some_and(|job| std::mem::take(&mut job.again))
+        {
+            return Finish::Again(rec);
+        }
+        // Re-read: a submit may have marked it complete while we uploaded.
+        let latest = self.spool.load(id).unwrap_or(rec);
+        if let Err(e) = self.spool.finish(&latest) {
+            warn!(self.log, "uploaded, but the spool record could not be removed"; "incident" => id, "error" => %e);
+        }
+        if let Some(job) = jobs.remove(id) {
+            let _ = job.state.send(UploadState::Done(self.url_for(id)));
+        }
+        Finish::Done(latest)
+    }
+
     /// Uploads the files not yet up (or changed), manifest last, recording each as it lands.
-    async fn upload_once(&self, rec: &mut PendingUpload) -> Result<(), super::s3::S3Error> {
+    async fn upload_once(
+        self: &Arc<Self>,
+        rec: &mut PendingUpload,
+    ) -> Result<(), super::s3::S3Error> {
         let (bucket, id) = (self.sink.cfg.bucket.clone(), rec.incident_id.clone());
         let local = |m: String| super::s3::S3Error {
             kind: S3ErrorKind::LocalFile,
@@ -239,14 +300,15 @@ impl Uploader {
             }
             self.sink.upload_file(&rec.incident_id, &path, &sha).await?;
             // Merge with the record on disk: a submit may have changed `complete` meanwhile.
-            let mut latest = self
-                .spool
-                .load(&rec.incident_id)
-                .unwrap_or_else(|| rec.clone());
-            latest.uploaded.insert(name, sha);
-            self.save(&latest)
-                .map_err(|e| local(format!("cannot update the spool record: {e}")))?;
-            *rec = latest;
+            let (me, known) = (self.clone(), rec.clone());
+            let recorded = tokio::task::spawn_blocking(move || {
+                let mut latest = me.spool.load(&known.incident_id).unwrap_or(known);
+                latest.uploaded.insert(name, sha);
+                me.save(&latest).map(|()| latest)
+            })
+            .await
+            .map_err(|e| local(e.to_string()))?;
+            *rec = recorded.map_err(|e| local(format!("cannot update the spool record: {e}")))?;
         }
         Ok(())
     }
