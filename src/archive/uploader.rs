@@ -169,36 +169,12 @@ impl Uploader {
         let mut attempts = 0u32;
         let mut last: Option<PendingUpload> = None;
         loop {
-            let (me, i) = (self.clone(), id.clone());
-            let stored = tokio::task::spawn_blocking(move || me.spool.load(&i))
-                .await
-                .ok()
-                .flatten();
-            let mut rec = match (stored, last.take()) {
-                (Some(rec), _) => rec,
-                // Someone removed the spool (a cleanup script, a disk swap): while the bundle is
-                // still on disk, write the record again and go on rather than drop the upload.
-                (None, Some(known)) if known.bundle_dir.is_dir() => {
-                    let (me, k) = (self.clone(), known.clone());
-                    let saved = tokio::task::spawn_blocking(move || me.save(&k))
-                        .await
-                        .map_err(std::io::Error::other)
-                        .and_then(|r| r);
-                    if let Err(e) = saved {
-                        error!(self.log, "the upload spool was removed and cannot be re-created; the upload is retried from memory only";
-                            "event" => "spool_recreate_failed", "incident" => &id, "spool" => %self.spool.root().display(), "error" => %e);
-                    }
-                    known
-                }
-                (None, known) => {
-                    error!(self.log, "the spool record and the bundle are gone; upload abandoned"; "event" => "archive_upload_abandoned",
-                        "incident" => &id, "bundle" => %known.map(|k| k.bundle_dir.display().to_string()).unwrap_or_default());
-                    self.jobs
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&id);
-                    break;
-                }
+            let Some(mut rec) = self.record_for(&id, last.take()).await else {
+                self.jobs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                break;
             };
             attempts += 1;
             match self.upload_once(&mut rec).await {
@@ -244,6 +220,41 @@ impl Uploader {
                     last = Some(rec);
                     tokio::time::sleep(backoff.delay(attempts.saturating_sub(1))).await;
                 }
+            }
+        }
+    }
+
+    /// The upload's spool record; if someone removed the spool (a cleanup script, a disk
+    /// swap) while the bundle is still on disk, the record is written again from `known`
+    /// rather than the upload dropped. None: record and bundle are gone (said at ERROR).
+    async fn record_for(
+        self: &Arc<Self>,
+        id: &str,
+        known: Option<PendingUpload>,
+    ) -> Option<PendingUpload> {
+        let (me, i) = (self.clone(), id.to_string());
+        let stored = tokio::task::spawn_blocking(move || me.spool.load(&i))
+            .await
+            .ok()
+            .flatten();
+        match (stored, known) {
+            (Some(rec), _) => Some(rec),
+            (None, Some(known)) if known.bundle_dir.is_dir() => {
+                let (me, k) = (self.clone(), known.clone());
+                let saved = tokio::task::spawn_blocking(move || me.save(&k))
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|r| r);
+                if let Err(e) = saved {
+                    error!(self.log, "the upload spool was removed and cannot be re-created; the upload is retried from memory only";
+                        "event" => "spool_recreate_failed", "incident" => id, "spool" => %self.spool.root().display(), "error" => %e);
+                }
+                Some(known)
+            }
+            (None, known) => {
+                error!(self.log, "the spool record and the bundle are gone; upload abandoned"; "event" => "archive_upload_abandoned",
+                    "incident" => id, "bundle" => %known.map(|k| k.bundle_dir.display().to_string()).unwrap_or_default());
+                None
             }
         }
     }

@@ -79,22 +79,7 @@ impl Monitor {
             }
             Action::Archive { facts, snapshot } => self.archive(facts, snapshot, ctx),
             Action::AcquireLease { id, outage_started } => {
-                let req = LeaseRequest {
-                    key: server_key(&self.target),
-                    owner: self.peers.lease_owner.to_string(),
-                    ttl: self.peers.lease_ttl,
-                    incident: id.clone(),
-                    outage_started,
-                    settle: self.target.recovery_timeout,
-                };
-                let fut = self.peers.leases.acquire(req);
-                ctx.spawn(fut.into_actor(self).map(move |r, act, ctx| {
-                    let obs = match r {
-                        Ok(()) => Observation::LeaseGranted { id },
-                        Err(refusal) => Observation::LeaseRefused { id, refusal },
-                    };
-                    act.feed(obs, ctx);
-                }));
+                self.acquire_lease(id, outage_started, ctx)
             }
             Action::ReleaseLease => self.release_lease(ctx),
             Action::Heal {
@@ -104,14 +89,7 @@ impl Monitor {
             } => self.heal(id, failed_at, max_starts, ctx),
             Action::HealDone { id } => self.peers.healer.do_send(HealDone { incident_id: id }),
             Action::Notify(n) => self.peers.notifier.do_send(Notify(n)),
-            Action::FleetAlert { failing, total } => {
-                if self.peers.fleet.take_alert() {
-                    error!(self.log, "fleet guard tripped: restarts held fleet-wide"; "event" => "fleet_guard_tripped", "failing" => failing, "targets" => total);
-                    self.peers
-                        .notifier
-                        .do_send(Notify(fleet_notice(failing, total)));
-                }
-            }
+            Action::FleetAlert { failing, total } => self.fleet_alert(failing, total),
             Action::RetryHeal { id, after } => {
                 ctx.run_later(after, move |act, ctx| {
                     act.feed(Observation::RetryHeal { id }, ctx)
@@ -130,6 +108,55 @@ impl Monitor {
             }
             Action::InspectContainer => self.inspect_container(ctx),
             Action::ProbeSoon => self.schedule_probe(ctx, Duration::ZERO),
+            a @ (Action::Persist { .. } | Action::Timeline { .. } | Action::RecordRestart) => {
+                self.write(a)
+            }
+            Action::Checkpoint(point) => self.checkpoint(point),
+            Action::Count(m) => self.count(m),
+            Action::Log(line) => self.write_log(line),
+        }
+    }
+
+    fn acquire_lease(
+        &mut self,
+        id: String,
+        outage_started: chrono::DateTime<Utc>,
+        ctx: &mut Context<Self>,
+    ) {
+        let req = LeaseRequest {
+            key: server_key(&self.target),
+            owner: self.peers.lease_owner.to_string(),
+            ttl: self.peers.lease_ttl,
+            incident: id.clone(),
+            outage_started,
+            settle: self.target.recovery_timeout,
+        };
+        let fut = self.peers.leases.acquire(req);
+        ctx.spawn(fut.into_actor(self).map(move |r, act, ctx| {
+            let obs = match r {
+                Ok(()) => Observation::LeaseGranted { id },
+                Err(refusal) => Observation::LeaseRefused { id, refusal },
+            };
+            act.feed(obs, ctx);
+        }));
+    }
+
+    fn fleet_alert(&self, failing: usize, total: usize) {
+        if self.peers.fleet.take_alert() {
+            error!(self.log, "fleet guard tripped: restarts held fleet-wide"; "event" => "fleet_guard_tripped", "failing" => failing, "targets" => total);
+            self.peers
+                .notifier
+                .do_send(Notify(fleet_notice(failing, total)));
+        }
+    }
+
+    /// Queues a store write; the ones a checkpoint depends on are kept to await there.
+    fn write(&mut self, action: Action) {
+        let Some(store) = &self.peers.store else {
+            return;
+        };
+        let target = self.target.name.as_str();
+        match action {
             Action::Persist {
                 incident,
                 phase,
@@ -137,26 +164,15 @@ impl Monitor {
                 event,
                 detail,
             } => {
-                if let Some(store) = &self.peers.store {
-                    let w =
-                        store.save_incident(&incident, phase, closed.is_some(), closed.flatten());
-                    let e = store.event(&self.target.name, &incident.id, event, &detail);
-                    self.unsynced.extend([w, e]);
-                }
+                let w = store.save_incident(&incident, phase, closed.is_some(), closed.flatten());
+                let e = store.event(target, &incident.id, event, &detail);
+                self.unsynced.extend([w, e]);
             }
             Action::Timeline { id, event, detail } => {
-                if let Some(store) = &self.peers.store {
-                    drop(store.event(&self.target.name, &id, event, &detail));
-                }
+                drop(store.event(target, &id, event, &detail));
             }
-            Action::RecordRestart => {
-                if let Some(store) = &self.peers.store {
-                    self.unsynced.push(store.restart(&self.target.name));
-                }
-            }
-            Action::Checkpoint(point) => self.checkpoint(point),
-            Action::Count(m) => self.count(m),
-            Action::Log(line) => self.write_log(line),
+            Action::RecordRestart => self.unsynced.push(store.restart(target)),
+            _ => {}
         }
     }
 
