@@ -6,20 +6,22 @@
 //! - `config`: the YAML target registry (or sidecar variables) → validated `Registry`.
 //! - `actors`: Supervisor, one Monitor per target, shared Archiver, Healer, Notifier;
 //!   `actors::messages` is the protocol between them.
-//! - `incident`: incidents and the per-target record that outlives a Monitor.
+//! - `incident`: incidents, the per-target record that outlives a Monitor, and the pure state
+//!   machine (`step(record, env, observation) -> actions`) that makes every incident decision.
 //! - `probe`: SQL probes and failure classification (SQLSTATE kept).
 //! - `policy`: what each failure class calls for (restart or alert), with diagnoses.
 //! - `fleet`: the fleet guard (many targets failing at once holds every restart).
 //! - `fsutil`: the file trust boundary (target files read without symlinks, FIFOs or /proc, with
 //!   caps and deadlines; the daemon's own files 0600 in 0700 directories).
-//! - `lease`: one restart per server across daemons (file leases; the backend seam).
+//! - `lease`: one restart per server across daemons (the async `LeaseBackend` seam; file leases).
 //! - `outage`: one incident per server outage across daemons (who announces it; fail open).
 //! - `preflight`: what the daemon must be able to write, checked at start-up and by /healthz.
 //! - `pidwatch`: instant postmaster-death detection through a pidfd; a stopped one from its state.
 //! - `procfs`: process state from /proc (the reaper, the hung-server stop, the pid watch).
 //! - `reaper`: adopts and reaps the postmasters heal commands start (no lingering zombies).
 //! - `archive`: forensic bundles (local sink, manifest, S3 sink, upload spool and retries).
-//! - `store`: incident history and budget state in SQLite, written before each action.
+//! - `store`: incident history and budget state in SQLite, written by its own thread before
+//!   each action.
 //! - `api`: the HTTP API (status, metrics, incidents, maintenance) and the status page.
 //! - `metrics`: the Prometheus registry.
 //! - `heartbeat`: pings to a dead-man switch.
@@ -31,7 +33,7 @@
 //!   Engine's events.
 //! - `notify`: notices and the Slack, Discord, PagerDuty, webhook and console formats;
 //!   delivery retries.
-//! - `backoff`, `redact`, `logging`, `signals`: small shared pieces.
+//! - `backoff`, `redact`, `logging`, `signals`, `stamp`: small shared pieces.
 //! - `pgcluster`, `demo`: throwaway local clusters for the demo, tests and benchmarks.
 //! - `faults`: test-only fault injection (a Monitor panic or a daemon SIGKILL at a chosen point).
 
