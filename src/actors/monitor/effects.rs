@@ -55,8 +55,33 @@ impl Monitor {
                     "event" => "store_failed", "at" => point, "error" => e);
             }
             act.checkpoint(point);
+            let rest = act.still_due(rest);
             act.perform(rest, ctx);
         }));
+    }
+
+    /// Drops the restart and its failure alert when the incident closed while its writes
+    /// were awaited (a probe passed meanwhile): a recovered server is never restarted.
+    fn still_due(&self, rest: Vec<Action>) -> Vec<Action> {
+        let rec = self.record.lock();
+        let open = rec.incident.as_ref().map(|i| i.id.clone());
+        let healing = rec.phase == crate::incident::Phase::Healing;
+        drop(rec);
+        rest.into_iter()
+            .filter_map(|a| match &a {
+                Action::Heal { id, .. } if !(healing && open.as_deref() == Some(id.as_str())) => {
+                    info!(self.log, "target recovered before the restart; none issued"; "event" => "recovered_before_heal", "incident" => id);
+                    Some(Action::ReleaseLease)
+                }
+                Action::Notify(n)
+                    if n.kind == NoticeKind::Failure
+                        && open.as_deref() != Some(n.incident_id.as_str()) =>
+                {
+                    None
+                }
+                _ => Some(a),
+            })
+            .collect()
     }
 
     /// Where the test suite may crash the daemon or this Monitor.
