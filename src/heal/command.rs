@@ -5,10 +5,67 @@
 //! read a server's environment (`pg_read_binary_file('/proc/<pid>/environ')`), so the daemon's
 //! secrets (AWS keys, API tokens, webhook URLs) must never reach it.
 
+use super::{HealBackend, HealCx, Outcome, Started};
+use futures::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
+
+/// A command heal (`heal.command`): the start command, and how a hung server is stopped
+/// before it (see [`super::stop`]).
+pub struct CommandHeal {
+    pub argv: Vec<String>,
+    pub timeout: Duration,
+    /// A hung postmaster (alive at heal time) gets this long to stop before SIGKILL.
+    pub stop_timeout: Duration,
+    /// Run instead of SIGQUIT to stop a hung postmaster.
+    pub stop_command: Option<Vec<String>>,
+    /// Added to the cleared environment of the heal and stop commands.
+    pub env: BTreeMap<String, String>,
+}
+
+impl HealBackend for CommandHeal {
+    fn prepare<'a>(&'a self, cx: &'a HealCx<'a>) -> BoxFuture<'a, Option<String>> {
+        Box::pin(super::stop::stop_hung(
+            cx,
+            super::stop::StopPlan {
+                timeout: self.stop_timeout,
+                command: self.stop_command.as_deref(),
+                env: &self.env,
+                log: cx.log_path,
+            },
+        ))
+    }
+
+    fn attempt<'a>(&'a self, cx: &'a HealCx<'a>, budget_left: Duration) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let env = environment(std::env::vars(), &self.env);
+            let timeout = self.timeout.min(budget_left);
+            let result = run(&self.argv, &env, timeout, cx.log_path).await;
+            let (exit_code, verdict) = match &result {
+                CommandResult::Exited(c) => (Some(*c), format!("exit {c}")),
+                CommandResult::Signalled => (None, "killed by a signal".to_string()),
+                CommandResult::TimedOut => (None, "timed out".to_string()),
+                CommandResult::SpawnFailed(e) => (None, format!("could not start: {e}")),
+            };
+            Outcome {
+                done: result == CommandResult::Exited(0),
+                started: Started::Program {
+                    ran: !matches!(result, CommandResult::SpawnFailed(_)),
+                },
+                exit_code,
+                verdict,
+                terminal: None,
+            }
+        })
+    }
+
+    /// A command's "exit 0" says nothing the connection check does not.
+    fn confirmed(&self, _verdict: String, state: &str) -> String {
+        state.to_string()
+    }
+}
 
 /// Variables passed on from the daemon's environment (besides every `LC_*`). `PGPASSWORD` is
 /// not among them: a password the command needs goes in a `.pgpass` file (`PGPASSFILE`).
