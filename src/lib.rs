@@ -24,13 +24,14 @@
 //! - `metrics`: the Prometheus registry.
 //! - `heartbeat`: pings to a dead-man switch.
 //! - `health`: whether the state, lease and spool directories still take writes (`/healthz`).
-//! - `heal`: heal actions (a command; a container through the Docker Engine).
+//! - `heal`: heal backends behind `HealBackend` (a command; a container through the Docker
+//!   Engine), made by `heal::backend`.
 //! - `docker`: the shared Engine client, container lookup, evidence copied out of containers,
 //!   and the events that tell a Monitor its container died.
 //! - `discovery`: targets found from Docker container labels, kept current from the
 //!   Engine's events.
-//! - `notify`: notices and the Slack, Discord, PagerDuty, webhook and console formats;
-//!   delivery retries.
+//! - `notify`: notices and the Slack, Discord, PagerDuty, webhook and console channels behind
+//!   `Channel`, made by `notify::channels`; delivery retries.
 //! - `backoff`, `redact`, `logging`, `signals`: small shared pieces.
 //! - `pgcluster`, `demo`: throwaway local clusters for the demo, tests and benchmarks.
 //! - `faults`: test-only fault injection (a Monitor panic or a daemon SIGKILL at a chosen point).

@@ -48,6 +48,30 @@ impl Healer {
     }
 }
 
+impl Healer {
+    /// A heal ended: its waiters get the report, which is kept for late repeats (the newest
+    /// 1000 incidents).
+    fn finished(&mut self, id: String, report: HealReport) {
+        self.stops.remove(&id);
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+        if let Some(Slot::InFlight(waiters)) = self.slots.remove(&id) {
+            for w in waiters {
+                let _ = w.send(report.clone());
+            }
+        }
+        self.slots.insert(id, Slot::Done(report));
+        if self.slots.len() > 1000 {
+            let mut keys: Vec<String> = self.slots.keys().cloned().collect();
+            keys.sort();
+            for k in keys.iter().take(self.slots.len() - 1000) {
+                if matches!(self.slots.get(k), Some(Slot::Done(_))) {
+                    self.slots.remove(k);
+                }
+            }
+        }
+    }
+}
+
 impl Actor for Healer {
     type Context = Context<Self>;
 }
@@ -94,25 +118,7 @@ impl Handler<Heal> for Healer {
                         heal(cx, backend, max_starts, stop).await
                     }
                     .into_actor(self)
-                    .map(move |report, act, _| {
-                        act.stops.remove(&id);
-                        act.pending.fetch_sub(1, Ordering::SeqCst);
-                        if let Some(Slot::InFlight(waiters)) = act.slots.remove(&id) {
-                            for w in waiters {
-                                let _ = w.send(report.clone());
-                            }
-                        }
-                        act.slots.insert(id, Slot::Done(report));
-                        if act.slots.len() > 1000 {
-                            let mut keys: Vec<String> = act.slots.keys().cloned().collect();
-                            keys.sort();
-                            for k in keys.iter().take(act.slots.len() - 1000) {
-                                if matches!(act.slots.get(k), Some(Slot::Done(_))) {
-                                    act.slots.remove(k);
-                                }
-                            }
-                        }
-                    }),
+                    .map(move |report, act, _| act.finished(id, report)),
                 );
             }
         }
@@ -344,4 +350,91 @@ async fn heal(
         tokio::time::sleep(delay).await;
     }
     unreachable!("the loop returns")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load_str, Source, VarSource};
+    use futures::future::BoxFuture;
+
+    /// A backend the daemon does not have: the retry loop needs nothing but the trait.
+    struct Fake {
+        outcome: Outcome,
+        tries: AtomicUsize,
+    }
+
+    impl HealBackend for Fake {
+        fn prepare<'a>(&'a self, _: &'a HealCx<'a>) -> BoxFuture<'a, Option<String>> {
+            Box::pin(async { Some("prepared".to_string()) })
+        }
+        fn attempt<'a>(&'a self, _: &'a HealCx<'a>, _: Duration) -> BoxFuture<'a, Outcome> {
+            self.tries.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { self.outcome.clone() })
+        }
+    }
+
+    /// A target nothing answers for (port 1 refuses at once).
+    fn target() -> TargetConfig {
+        let mut r = load_str(
+            "targets:\n  - name: x\n    dsn: postgres://u@127.0.0.1:1/db\n",
+            Source::Generated("test".into()),
+            &VarSource::fixed(Default::default()),
+        )
+        .expect("registry");
+        r.targets.remove(0)
+    }
+
+    async fn run(outcome: Outcome, max_starts: u32) -> (HealReport, usize) {
+        let (target, dir) = (target(), tempfile::tempdir().unwrap());
+        let log = Logger::root(slog::Discard, slog::o!());
+        let log_path = dir.path().join("heal.log");
+        let cx = HealCx {
+            log: &log,
+            target: &target,
+            failed_at: Utc::now(),
+            log_path: &log_path,
+        };
+        let fake = Arc::new(Fake {
+            outcome,
+            tries: AtomicUsize::new(0),
+        });
+        let report = heal(cx, fake.clone(), max_starts, Arc::default()).await;
+        (report, fake.tries.load(Ordering::SeqCst))
+    }
+
+    #[actix_rt::test]
+    async fn a_start_that_does_not_stay_up_spends_the_budget_and_says_what_was_prepared() {
+        let failed = Outcome {
+            done: false,
+            exit_code: None,
+            verdict: "refused".into(),
+            terminal: None,
+            started: Started::Known(true),
+        };
+        let (report, tries) = run(failed, 1).await;
+        assert_eq!(tries, 1);
+        assert_eq!((report.success, report.starts), (false, 1));
+        assert_eq!(report.attempts[0].verdict, "prepared; then refused");
+        let failure = report.failure.expect("a failure");
+        assert_eq!(failure.kind, "restart_budget_exhausted");
+    }
+
+    #[actix_rt::test]
+    async fn a_terminal_failure_stops_at_once_and_starts_nothing() {
+        let refused = Outcome {
+            done: false,
+            exit_code: None,
+            verdict: "forbidden".into(),
+            terminal: Some(HealFailure {
+                kind: "forbidden",
+                detail: "no".into(),
+                class: None,
+            }),
+            started: Started::Known(false),
+        };
+        let (report, tries) = run(refused, 3).await;
+        assert_eq!((tries, report.starts), (1, 0));
+        assert_eq!(report.failure.map(|f| f.kind), Some("forbidden"));
+    }
 }

@@ -40,3 +40,38 @@ pub trait Channel: Send + Sync {
 pub(crate) fn host_of(ep: &Endpoint) -> String {
     crate::redact::url_host(ep.url.expose())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{ChatWebhook, GenericWebhook, NotifyConfig, PagerDutyConfig, Secret};
+
+    #[test]
+    fn every_configured_channel_is_made_once_in_a_fixed_order() {
+        let chat = |url: &str| ChatWebhook {
+            url: Secret::new(url),
+        };
+        let cfg = NotifyConfig {
+            slack: Some(chat("https://slack.example/hook/s3cr3t")),
+            discord: Some(chat("https://discord.example/api/webhooks/1/x")),
+            pagerduty: Some(PagerDutyConfig {
+                routing_key: Secret::new("k"),
+                url: Secret::new("https://events.example/v2/enqueue"),
+            }),
+            webhooks: vec![GenericWebhook {
+                url: Secret::new("http://127.0.0.1:9/hook"),
+                headers: Default::default(),
+            }],
+            console: true,
+            ..Default::default()
+        };
+        let channels = super::super::channels(&cfg);
+        let names: Vec<&str> = channels.iter().map(|c| c.name()).collect();
+        assert_eq!(
+            names,
+            ["console", "slack", "discord", "pagerduty", "webhook[0]"]
+        );
+        let local: Vec<bool> = channels.iter().map(|c| c.is_local()).collect();
+        assert_eq!(local, [true, false, false, false, false]);
+        assert_eq!(channels[1].host(), "https://slack.example");
+    }
+}
