@@ -24,8 +24,7 @@
 //! - `metrics`: the Prometheus registry.
 //! - `heartbeat`: pings to a dead-man switch.
 //! - `health`: whether the state, lease and spool directories still take writes (`/healthz`).
-//! - `heal`: heal backends behind `HealBackend` (a command; a container through the Docker
-//!   Engine), made by `heal::backend`.
+//! - `heal`: heal actions (a command; a container through the Docker Engine).
 //! - `docker`: the shared Engine client, container lookup, evidence copied out of containers,
 //!   and the events that tell a Monitor its container died.
 //! - `discovery`: targets found from Docker container labels, kept current from the
