@@ -3,7 +3,7 @@
 //! attempt) is the same for every backend; a backend says how one attempt is made and what
 //! its outcome proves.
 
-use crate::actors::messages::HealFailure;
+use super::HealFailure;
 use crate::config::TargetConfig;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;

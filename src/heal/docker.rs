@@ -2,8 +2,7 @@
 //! is restarted (killed after `stop_timeout`), an exited one is started, and one the Engine's
 //! own restart policy is about to restart is waited for instead of raced.
 
-use super::{HealBackend, HealCx, Outcome, Started};
-use crate::actors::messages::HealFailure;
+use super::{HealBackend, HealCx, HealFailure, Outcome, Started};
 use crate::config::ContainerRef;
 use crate::docker::container::{self, ContainerState};
 use crate::docker::{DockerClient, DockerError};

@@ -95,7 +95,7 @@ pub async fn stop_hung(cx: &HealCx<'_>, plan: StopPlan<'_>) -> Option<String> {
                 return None;
             }
             warn!(log, "postmaster still runs but answers nothing: stopping it before the start"; "event" => "hung_stop", "pid" => pm.pid);
-            let env = super::command::environment(std::env::vars(), plan.env);
+            let env = super::process::environment(std::env::vars(), plan.env);
             let verdict = stop(&pm, StopPlan { env: &env, ..plan }).await;
             info!(log, "hung server stopped"; "event" => "hung_stopped", "pid" => pm.pid, "verdict" => &verdict);
             super::append_log(
@@ -183,7 +183,7 @@ pub async fn stop(pm: &Postmaster, plan: StopPlan<'_>) -> String {
     let t0 = Instant::now();
     let how = match plan.command {
         Some(argv) => {
-            let r = super::command::run(argv, plan.env, plan.timeout, plan.log).await;
+            let r = super::process::run(argv, plan.env, plan.timeout, plan.log).await;
             format!("stop command ({r:?})")
         }
         None => {
