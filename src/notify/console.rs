@@ -49,3 +49,42 @@ pub fn line(n: &Notice) -> String {
         facts.join(" | ")
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    /// The Notifier runs a local channel in line: the console's send is done on its first poll.
+    #[test]
+    fn the_console_finishes_on_its_first_poll() {
+        let now = chrono::Utc::now();
+        let n = Notice {
+            kind: super::super::NoticeKind::Test,
+            target: "orders".into(),
+            endpoint: "h:5432/db".into(),
+            incident_id: "i".into(),
+            timestamp: now,
+            failure: None,
+            archive: None,
+            reason: None,
+            downtime_seconds: None,
+            time_to_recovery_seconds: None,
+            summary: "s".into(),
+            outage: None,
+        };
+        let client = super::super::http::client(None);
+        let policy = Policy {
+            max_attempts: 1,
+            backoff: crate::backoff::Backoff::new(
+                std::time::Duration::from_millis(1),
+                std::time::Duration::from_millis(1),
+            )
+            .unwrap(),
+            request_timeout: std::time::Duration::from_secs(1),
+        };
+        let sent = Console.send(&client, &n, policy).now_or_never();
+        assert!(matches!(sent, Some(Ok(1))));
+        assert!(Console.is_local());
+    }
+}
