@@ -31,8 +31,8 @@
 //!   and the events that tell a Monitor its container died.
 //! - `discovery`: targets found from Docker container labels, kept current from the
 //!   Engine's events.
-//! - `notify`: notices and the Slack, Discord, PagerDuty, webhook and console formats;
-//!   delivery retries.
+//! - `notify`: notices and the Slack, Discord, PagerDuty, webhook and console channels behind
+//!   `Channel`, made by `notify::channels`; delivery retries.
 //! - `backoff`, `redact`, `logging`, `signals`, `stamp`: small shared pieces.
 //! - `pgcluster`, `demo`: throwaway local clusters for the demo, tests and benchmarks.
 //! - `faults`: test-only fault injection (a Monitor panic or a daemon SIGKILL at a chosen point).

@@ -4,17 +4,16 @@
 
 use super::messages::{Drain, Heal, HealAttempt, HealDone, HealFailure, HealReport};
 use crate::backoff::Backoff;
-use crate::config::{HealAction, TargetConfig};
+use crate::config::TargetConfig;
 use crate::docker::DockerClient;
-use crate::heal::command::{self, CommandResult};
-use crate::heal::stop;
-use crate::probe::{accepts_connections, FailureClass};
+use crate::heal::verify::answering;
+use crate::heal::{self, stop, HealBackend, HealCx, Outcome, Started};
 use actix::prelude::*;
 use chrono::Utc;
 use slog::{error, info, warn, Logger};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -31,8 +30,9 @@ pub struct Healer {
     slots: HashMap<String, Slot>,
     pending: Arc<AtomicUsize>,
     /// Stop flags of the heals in flight, by incident.
-    stops: HashMap<String, Arc<std::sync::atomic::AtomicBool>>,
-    docker: Arc<DockerClient>,
+    stops: HashMap<String, Arc<AtomicBool>>,
+    /// What heal backends share; each heal gets its backend from [`heal::backend`].
+    clients: heal::Clients,
 }
 
 impl Healer {
@@ -43,7 +43,31 @@ impl Healer {
             slots: HashMap::new(),
             pending: Arc::default(),
             stops: HashMap::new(),
-            docker,
+            clients: heal::Clients { docker },
+        }
+    }
+}
+
+impl Healer {
+    /// A heal ended: its waiters get the report, which is kept for late repeats (the newest
+    /// 1000 incidents).
+    fn finished(&mut self, id: String, report: HealReport) {
+        self.stops.remove(&id);
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+        if let Some(Slot::InFlight(waiters)) = self.slots.remove(&id) {
+            for w in waiters {
+                let _ = w.send(report.clone());
+            }
+        }
+        self.slots.insert(id, Slot::Done(report));
+        if self.slots.len() > 1000 {
+            let mut keys: Vec<String> = self.slots.keys().cloned().collect();
+            keys.sort();
+            for k in keys.iter().take(self.slots.len() - 1000) {
+                if matches!(self.slots.get(k), Some(Slot::Done(_))) {
+                    self.slots.remove(k);
+                }
+            }
         }
     }
 }
@@ -71,38 +95,30 @@ impl Handler<Heal> for Healer {
                 let log_path = self.log_dir.join(format!("{}.log", msg.incident_id));
                 let _ = crate::fsutil::private_dir(&self.log_dir);
                 let id = msg.incident_id.clone();
-                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let stop = Arc::new(AtomicBool::new(false));
                 self.stops.insert(id.clone(), stop.clone());
+                let backend = msg
+                    .target
+                    .heal
+                    .as_ref()
+                    .map(|action| heal::backend(action, &self.clients));
+                let (target, failed_at, max_starts) =
+                    (msg.target, msg.failed_at, msg.max_starts.max(1));
                 ctx.spawn(
-                    heal(
-                        log,
-                        msg.target,
-                        msg.failed_at,
-                        msg.max_starts.max(1),
-                        self.docker.clone(),
-                        log_path,
-                        stop,
-                    )
+                    async move {
+                        let Some(backend) = backend else {
+                            return HealReport::none();
+                        };
+                        let cx = HealCx {
+                            log: &log,
+                            target: &target,
+                            failed_at,
+                            log_path: &log_path,
+                        };
+                        heal(cx, backend, max_starts, stop).await
+                    }
                     .into_actor(self)
-                    .map(move |report, act, _| {
-                        act.stops.remove(&id);
-                        act.pending.fetch_sub(1, Ordering::SeqCst);
-                        if let Some(Slot::InFlight(waiters)) = act.slots.remove(&id) {
-                            for w in waiters {
-                                let _ = w.send(report.clone());
-                            }
-                        }
-                        act.slots.insert(id, Slot::Done(report));
-                        if act.slots.len() > 1000 {
-                            let mut keys: Vec<String> = act.slots.keys().cloned().collect();
-                            keys.sort();
-                            for k in keys.iter().take(act.slots.len() - 1000) {
-                                if matches!(act.slots.get(k), Some(Slot::Done(_))) {
-                                    act.slots.remove(k);
-                                }
-                            }
-                        }
-                    }),
+                    .map(move |report, act, _| act.finished(id, report)),
                 );
             }
         }
@@ -126,201 +142,153 @@ impl Handler<HealDone> for Healer {
     }
 }
 
-/// What one attempt of the heal action did, before the connection check.
-struct Ran {
-    /// The action completed (exit 0, or the Engine restarted the container).
-    done: bool,
-    exit_code: Option<i32>,
-    verdict: String,
-    /// Retrying cannot help: stop here.
-    terminal: Option<HealFailure>,
-    /// A command ran at all (it could be started).
-    spawned: bool,
-}
-
-/// Runs the heal action once.
-async fn run_action(
-    action: &HealAction,
-    docker: &DockerClient,
-    failed_at: chrono::DateTime<Utc>,
-    budget_left: Duration,
-    log_path: &std::path::Path,
-) -> Ran {
-    match action {
-        HealAction::Command {
-            argv, timeout, env, ..
-        } => {
-            let env = command::environment(std::env::vars(), env);
-            let result = command::run(argv, &env, (*timeout).min(budget_left), log_path).await;
-            let (exit_code, verdict) = match &result {
-                CommandResult::Exited(c) => (Some(*c), format!("exit {c}")),
-                CommandResult::Signalled => (None, "killed by a signal".to_string()),
-                CommandResult::TimedOut => (None, "timed out".to_string()),
-                CommandResult::SpawnFailed(e) => (None, format!("could not start: {e}")),
-            };
-            Ran {
-                done: result == CommandResult::Exited(0),
-                spawned: !matches!(result, CommandResult::SpawnFailed(_)),
-                exit_code,
-                verdict,
-                terminal: None,
-            }
-        }
-        HealAction::Docker {
-            container,
-            stop_timeout,
-        } => {
-            let r = crate::heal::docker::restart(
-                docker,
-                container,
-                *stop_timeout,
-                failed_at,
-                budget_left,
-            )
-            .await;
-            let line = match &r {
-                Ok(v) => format!("{} docker: {v}\n", Utc::now().to_rfc3339()),
-                Err(e) => format!(
-                    "{} docker: FAILED ({}): {e}\n",
-                    Utc::now().to_rfc3339(),
-                    e.kind()
-                ),
-            };
-            append(log_path, &line);
-            match r {
-                Ok(verdict) => Ran {
-                    done: true,
-                    exit_code: None,
-                    verdict,
-                    terminal: None,
-                    spawned: true,
-                },
-                Err(e) => Ran {
-                    spawned: true,
-                    done: false,
-                    exit_code: None,
-                    verdict: e.to_string(),
-                    terminal: (!e.retryable()).then(|| HealFailure {
-                        kind: e.kind(),
-                        detail: e.to_string(),
-                        class: e.failure_class(),
-                    }),
-                },
-            }
-        }
-    }
-}
-
-fn append(path: &std::path::Path, line: &str) {
-    use std::io::Write;
-    if let Ok(mut f) = crate::fsutil::append_private(path) {
-        let _ = f.write_all(line.as_bytes());
-    }
-}
-
-/// Polls the server for up to `wait` (at least once): what it answers when it is up
-/// ("accepting connections", "starting up (57P03)", or an authentication error, which also
-/// proves it runs), else the class of the last failure.
-async fn answering(target: &TargetConfig, wait: Duration) -> Result<&'static str, FailureClass> {
-    let until = Instant::now() + wait;
-    loop {
-        let connect = target.probe.timeout.min(Duration::from_secs(2));
-        match accepts_connections(target.dsn.config(), connect).await {
-            Ok(()) => return Ok("accepting connections"),
-            Err(f) if f.class == FailureClass::Recovering => return Ok("starting up (57P03)"),
-            Err(f) if f.class == FailureClass::Authentication => {
-                return Ok("answering (authentication error)")
-            }
-            Err(f) if Instant::now() >= until => return Err(f.class),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
 /// Consecutive attempts that start nothing (the lock file still held) before the heal gives up.
 const MAX_IDLE_ATTEMPTS: u32 = 10;
 
-/// The pid holding the target's pid file, read off the actor's thread (None: no pid file).
-async fn lock_holder(target: &TargetConfig) -> stop::Holder {
-    let Some(path) = target.pid_file.clone() else {
-        return stop::Holder::None;
-    };
-    tokio::task::spawn_blocking(move || stop::holder(&path))
-        .await
-        .unwrap_or(stop::Holder::None)
+/// One attempt as the retry loop judges it.
+struct Judged {
+    attempt: HealAttempt,
+    /// The server answers after it.
+    success: bool,
+    /// It started (or restarted) a server, which counts against the budget.
+    started: bool,
+    /// The pid the pid file named before the attempt.
+    held_before: Option<i32>,
+    terminal: Option<HealFailure>,
 }
 
-/// A command heal of a target whose postmaster still runs (hung: alive, answering nothing)
-/// stops it first; the start command could not start a server beside it. Returns what was
-/// done, for the first attempt's verdict.
-async fn stop_hung(
-    log: &Logger,
-    target: &TargetConfig,
-    log_path: &std::path::Path,
-) -> Option<String> {
-    let Some(HealAction::Command {
-        stop_timeout,
-        stop_command,
-        env,
-        ..
-    }) = &target.heal
-    else {
-        return None;
+/// Makes one attempt through the backend and judges it: did it start a server, does the
+/// server answer. `stopped` is what the backend's preparation did (first attempt only).
+async fn attempt_once(
+    cx: &HealCx<'_>,
+    backend: &dyn HealBackend,
+    deadline: Instant,
+    verify_for: Duration,
+    stopped: Option<String>,
+) -> Judged {
+    let started_at = Utc::now();
+    let t0 = Instant::now();
+    let budget_left = deadline
+        .saturating_duration_since(t0)
+        .max(Duration::from_secs(1));
+    let held_before = stop::lock_holder(cx.target).await.pid();
+    let ran = backend.attempt(cx, budget_left).await;
+    // Whether this attempt started (or restarted) a server. With a pid file, a program
+    // that failed started one only if a new postmaster took the lock file (and still holds
+    // it, running or killed): one that gave up on a lock or shared memory still held (a
+    // zombie, a dying backend) removed its pid file again, or never wrote it.
+    let started = match ran.started {
+        Started::Known(s) => s,
+        Started::Program { .. } if !ran.done && cx.target.pid_file.is_some() => {
+            let after = stop::lock_holder(cx.target).await.pid();
+            after.is_some() && after != held_before
+        }
+        Started::Program { ran } => ran,
     };
-    match lock_holder(target).await {
-        stop::Holder::Running(pm) => {
-            // It may have come back since the incident was declared: never stop a server
-            // that answers.
-            if let Ok(state) = answering(target, Duration::ZERO).await {
-                info!(log, "the server answers again; not stopped"; "event" => "hung_stop_skipped", "pid" => pm.pid, "state" => state);
-                return None;
-            }
-            warn!(log, "postmaster still runs but answers nothing: stopping it before the start"; "event" => "hung_stop", "pid" => pm.pid);
-            let env = command::environment(std::env::vars(), env);
-            let verdict = stop::stop(
-                &pm,
-                stop::StopPlan {
-                    timeout: *stop_timeout,
-                    command: stop_command.as_deref(),
-                    env: &env,
-                    log: log_path,
-                },
-            )
-            .await;
-            info!(log, "hung server stopped"; "event" => "hung_stopped", "pid" => pm.pid, "verdict" => &verdict);
-            append(
-                log_path,
-                &format!("{} stop: {verdict}\n", Utc::now().to_rfc3339()),
-            );
-            Some(verdict)
-        }
-        stop::Holder::Unverified { pid, why } => {
-            warn!(log, "the pid file names a live process that is not proven to be the target's postmaster; not signalled"; "event" => "hung_stop_refused", "pid" => pid, "why" => &why);
-            append(
-                log_path,
-                &format!("{} stop: not done: {why}\n", Utc::now().to_rfc3339()),
-            );
-            None
-        }
-        stop::Holder::None | stop::Holder::Zombie(_) => None,
+    let mut verdict = ran.verdict.clone();
+    if let Some(s) = stopped {
+        verdict = format!("{s}; then {verdict}");
+    }
+    if !started && ran.started == (Started::Program { ran: true }) {
+        verdict = match held_before {
+            Some(p) => format!("{verdict}; no server started (the pid file named pid {p})"),
+            None => format!("{verdict}; no server started"),
+        };
+    }
+    let (success, verdict) = check(cx, backend, &ran, verdict, deadline, verify_for).await;
+    Judged {
+        attempt: HealAttempt {
+            started_at,
+            duration_ms: t0.elapsed().as_millis() as u64,
+            exit_code: ran.exit_code,
+            verdict,
+        },
+        success,
+        started,
+        held_before,
+        terminal: ran.terminal,
     }
 }
 
-/// The retry loop of one heal; `stop` ends it early (the incident closed meanwhile). At most
+/// Done is not enough: the server must accept connections (or be starting up). An action
+/// that failed is looked at once too: `pg_ctl start -w` outwaited by a long crash recovery
+/// still started the server, and another attempt would not help. Returns whether it answers,
+/// and the verdict completed with what was found.
+async fn check(
+    cx: &HealCx<'_>,
+    backend: &dyn HealBackend,
+    ran: &Outcome,
+    verdict: String,
+    deadline: Instant,
+    verify_for: Duration,
+) -> (bool, String) {
+    let look_for = if ran.done {
+        Some(verify_for.min(deadline.saturating_duration_since(Instant::now())))
+    } else if ran.terminal.is_none() {
+        Some(Duration::ZERO)
+    } else {
+        None
+    };
+    let Some(wait) = look_for else {
+        return (false, verdict);
+    };
+    match answering(cx.target, wait).await {
+        Ok(state) if ran.done => (true, backend.confirmed(verdict, state)),
+        Ok(state) => (true, format!("{verdict}, but the server is {state}")),
+        Err(class) if ran.done => (false, format!("{verdict} but {class}")),
+        Err(_) => (false, verdict),
+    }
+}
+
+/// Why the loop stops after a failed attempt with no terminal failure: the server started
+/// too often, or nothing starts.
+fn spent(
+    log: &Logger,
+    target: &TargetConfig,
+    max_starts: u32,
+    (starts, idle): (u32, u32),
+    held_before: Option<i32>,
+) -> Option<HealFailure> {
+    if starts >= max_starts {
+        let detail = format!(
+            "the server was started {starts} time(s) for this incident and did not stay up; the restart budget ({} in {}) allows no more",
+            target.budget.max_restarts,
+            crate::config::duration::format_duration(target.budget.window)
+        );
+        error!(log, "restart budget used up by this heal's starts; stopped"; "event" => "heal_budget_exhausted", "starts" => starts);
+        return Some(HealFailure {
+            kind: "restart_budget_exhausted",
+            detail,
+            class: None,
+        });
+    }
+    if idle >= MAX_IDLE_ATTEMPTS {
+        let detail = format!(
+            "{idle} attempts in a row started nothing{}",
+            held_before
+                .map(|p| format!(" (the pid file still names pid {p}, which holds the lock file)"))
+                .unwrap_or_default()
+        );
+        error!(log, "heal starts nothing; stopped"; "event" => "heal_refused", "kind" => "start_blocked", "error" => &detail);
+        return Some(HealFailure {
+            kind: "start_blocked",
+            detail,
+            class: None,
+        });
+    }
+    None
+}
+
+/// The retry loop of one heal; `cancel` ends it early (the incident closed meanwhile). At most
 /// `max_starts` attempts may start a server, with the budget's backoff between them; attempts
 /// that start nothing retry quickly, at most [`MAX_IDLE_ATTEMPTS`] in a row.
 async fn heal(
-    log: Logger,
-    target: Arc<TargetConfig>,
-    failed_at: chrono::DateTime<Utc>,
+    cx: HealCx<'_>,
+    backend: Arc<dyn HealBackend>,
     max_starts: u32,
-    docker: Arc<DockerClient>,
-    log_path: PathBuf,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    cancel: Arc<AtomicBool>,
 ) -> HealReport {
-    let Some(action) = target.heal.clone() else {
-        return HealReport::none();
-    };
+    let (log, target) = (cx.log, cx.target);
     let deadline = Instant::now() + target.recovery_timeout;
     let quick = Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
         .expect("static bounds are valid");
@@ -330,130 +298,44 @@ async fn heal(
     let report = |success, attempts, failure, starts| HealReport {
         success,
         attempts,
-        log_path: Some(log_path.clone()),
+        log_path: Some(cx.log_path.to_path_buf()),
         failure,
         starts,
     };
-    let mut stopped = stop_hung(&log, &target, &log_path).await;
+    let mut stopped = backend.prepare(&cx).await;
     for n in 0u32.. {
-        if stop.load(Ordering::SeqCst) {
+        if cancel.load(Ordering::SeqCst) {
             info!(log, "target recovered; no further heal attempt"; "event" => "heal_stopped", "attempts" => attempts.len());
             return report(false, attempts, None, starts);
         }
-        let started_at = Utc::now();
-        let t0 = Instant::now();
-        let budget_left = deadline
-            .saturating_duration_since(t0)
-            .max(Duration::from_secs(1));
-        let held_before = lock_holder(&target).await.pid();
-        let ran = run_action(&action, &docker, failed_at, budget_left, &log_path).await;
-        // Whether this attempt started (or restarted) a server. With a pid file, a command
-        // that failed started one only if a new postmaster took the lock file (and still
-        // holds it, running or killed): one that gave up on a lock or shared memory still
-        // held (a zombie, a dying backend) removed its pid file again, or never wrote it.
-        let started = match (&action, &target.pid_file) {
-            (HealAction::Command { .. }, Some(_)) if !ran.done => {
-                let after = lock_holder(&target).await.pid();
-                after.is_some() && after != held_before
-            }
-            (HealAction::Command { .. }, _) => ran.spawned,
-            (HealAction::Docker { .. }, _) => ran.done,
-        };
-        if started {
+        let j = attempt_once(&cx, &*backend, deadline, verify_for, stopped.take()).await;
+        if j.started {
             starts += 1;
             idle = 0;
         } else {
             idle += 1;
         }
-        let (exit_code, mut verdict) = (ran.exit_code, ran.verdict);
-        if let Some(s) = stopped.take() {
-            verdict = format!("{s}; then {verdict}");
-        }
-        if !started && ran.spawned && matches!(action, HealAction::Command { .. }) {
-            verdict = match held_before {
-                Some(p) => format!("{verdict}; no server started (the pid file named pid {p})"),
-                None => format!("{verdict}; no server started"),
-            };
-        }
-        let mut success = false;
-        // Done is not enough: the server must accept connections (or be starting up). An
-        // action that failed is looked at once too: `pg_ctl start -w` outwaited by a long
-        // crash recovery still started the server, and another attempt would not help.
-        let look_for = if ran.done {
-            Some(verify_for.min(deadline.saturating_duration_since(Instant::now())))
-        } else if ran.terminal.is_none() {
-            Some(Duration::ZERO)
+        let (verdict, duration_ms, started) =
+            (&j.attempt.verdict, j.attempt.duration_ms, j.started);
+        if j.success {
+            info!(log, "heal attempt succeeded"; "event" => "heal_attempt", "attempt" => n + 1, "verdict" => verdict, "duration_ms" => duration_ms, "started" => started);
         } else {
-            None
-        };
-        if let Some(wait) = look_for {
-            match answering(&target, wait).await {
-                Ok(state) => {
-                    success = true;
-                    verdict = match (&action, ran.done) {
-                        // A command's "exit 0" says nothing the check does not.
-                        (HealAction::Command { .. }, true) => state.to_string(),
-                        (HealAction::Docker { .. }, true) => format!("{verdict}; {state}"),
-                        (_, false) => format!("{verdict}, but the server is {state}"),
-                    };
-                }
-                Err(class) if ran.done => verdict = format!("{verdict} but {class}"),
-                Err(_) => {}
-            }
+            warn!(log, "heal attempt failed"; "event" => "heal_attempt", "attempt" => n + 1, "verdict" => verdict, "duration_ms" => duration_ms, "started" => started);
         }
-        let attempt = HealAttempt {
-            started_at,
-            duration_ms: t0.elapsed().as_millis() as u64,
-            exit_code,
-            verdict: verdict.clone(),
-        };
-        if success {
-            info!(log, "heal attempt succeeded"; "event" => "heal_attempt", "attempt" => n + 1, "verdict" => &verdict, "duration_ms" => attempt.duration_ms, "started" => started);
-        } else {
-            warn!(log, "heal attempt failed"; "event" => "heal_attempt", "attempt" => n + 1, "verdict" => &verdict, "duration_ms" => attempt.duration_ms, "started" => started);
-        }
-        attempts.push(attempt);
-        if success {
+        attempts.push(j.attempt);
+        if j.success {
             return report(true, attempts, None, starts);
         }
-        if let Some(failure) = ran.terminal {
+        if let Some(failure) = j.terminal {
             error!(log, "heal cannot succeed by retrying; stopped"; "event" => "heal_refused", "kind" => failure.kind, "error" => &failure.detail);
             return report(false, attempts, Some(failure), starts);
         }
-        if starts >= max_starts {
-            let detail = format!(
-                "the server was started {starts} time(s) for this incident and did not stay up; the restart budget ({} in {}) allows no more",
-                target.budget.max_restarts,
-                crate::config::duration::format_duration(target.budget.window)
-            );
-            error!(log, "restart budget used up by this heal's starts; stopped"; "event" => "heal_budget_exhausted", "starts" => starts);
-            let failure = HealFailure {
-                kind: "restart_budget_exhausted",
-                detail,
-                class: None,
-            };
-            return report(false, attempts, Some(failure), starts);
-        }
-        if idle >= MAX_IDLE_ATTEMPTS {
-            let detail = format!(
-                "{idle} attempts in a row started nothing{}",
-                held_before
-                    .map(|p| format!(
-                        " (the pid file still names pid {p}, which holds the lock file)"
-                    ))
-                    .unwrap_or_default()
-            );
-            error!(log, "heal starts nothing; stopped"; "event" => "heal_refused", "kind" => "start_blocked", "error" => &detail);
-            let failure = HealFailure {
-                kind: "start_blocked",
-                detail,
-                class: None,
-            };
+        if let Some(failure) = spent(log, target, max_starts, (starts, idle), j.held_before) {
             return report(false, attempts, Some(failure), starts);
         }
         // After a start that did not stay up, the budget's backoff; after a start that could
         // not happen, a quick retry.
-        let delay = if started {
+        let delay = if j.started {
             target
                 .budget
                 .backoff_after(starts)
@@ -468,4 +350,91 @@ async fn heal(
         tokio::time::sleep(delay).await;
     }
     unreachable!("the loop returns")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load_str, Source, VarSource};
+    use futures::future::BoxFuture;
+
+    /// A backend the daemon does not have: the retry loop needs nothing but the trait.
+    struct Fake {
+        outcome: Outcome,
+        tries: AtomicUsize,
+    }
+
+    impl HealBackend for Fake {
+        fn prepare<'a>(&'a self, _: &'a HealCx<'a>) -> BoxFuture<'a, Option<String>> {
+            Box::pin(async { Some("prepared".to_string()) })
+        }
+        fn attempt<'a>(&'a self, _: &'a HealCx<'a>, _: Duration) -> BoxFuture<'a, Outcome> {
+            self.tries.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { self.outcome.clone() })
+        }
+    }
+
+    /// A target nothing answers for (port 1 refuses at once).
+    fn target() -> TargetConfig {
+        let mut r = load_str(
+            "targets:\n  - name: x\n    dsn: postgres://u@127.0.0.1:1/db\n",
+            Source::Generated("test".into()),
+            &VarSource::fixed(Default::default()),
+        )
+        .expect("registry");
+        r.targets.remove(0)
+    }
+
+    async fn run(outcome: Outcome, max_starts: u32) -> (HealReport, usize) {
+        let (target, dir) = (target(), tempfile::tempdir().unwrap());
+        let log = Logger::root(slog::Discard, slog::o!());
+        let log_path = dir.path().join("heal.log");
+        let cx = HealCx {
+            log: &log,
+            target: &target,
+            failed_at: Utc::now(),
+            log_path: &log_path,
+        };
+        let fake = Arc::new(Fake {
+            outcome,
+            tries: AtomicUsize::new(0),
+        });
+        let report = heal(cx, fake.clone(), max_starts, Arc::default()).await;
+        (report, fake.tries.load(Ordering::SeqCst))
+    }
+
+    #[actix_rt::test]
+    async fn a_start_that_does_not_stay_up_spends_the_budget_and_says_what_was_prepared() {
+        let failed = Outcome {
+            done: false,
+            exit_code: None,
+            verdict: "refused".into(),
+            terminal: None,
+            started: Started::Known(true),
+        };
+        let (report, tries) = run(failed, 1).await;
+        assert_eq!(tries, 1);
+        assert_eq!((report.success, report.starts), (false, 1));
+        assert_eq!(report.attempts[0].verdict, "prepared; then refused");
+        let failure = report.failure.expect("a failure");
+        assert_eq!(failure.kind, "restart_budget_exhausted");
+    }
+
+    #[actix_rt::test]
+    async fn a_terminal_failure_stops_at_once_and_starts_nothing() {
+        let refused = Outcome {
+            done: false,
+            exit_code: None,
+            verdict: "forbidden".into(),
+            terminal: Some(HealFailure {
+                kind: "forbidden",
+                detail: "no".into(),
+                class: None,
+            }),
+            started: Started::Known(false),
+        };
+        let (report, tries) = run(refused, 3).await;
+        assert_eq!((tries, report.starts), (1, 0));
+        assert_eq!(report.failure.map(|f| f.kind), Some("forbidden"));
+    }
 }

@@ -6,9 +6,10 @@
 use super::messages::{Drain, Notify};
 use crate::backoff::Backoff;
 use crate::config::NotifyConfig;
-use crate::notify::delivery::{self, Endpoint, Policy};
-use crate::notify::{console, EscalationReason, Notice, NoticeKind};
+use crate::notify::delivery::Policy;
+use crate::notify::{Channel, EscalationReason, Notice, NoticeKind};
 use actix::prelude::*;
+use futures::FutureExt;
 use slog::{error, info, warn, Logger};
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,7 +19,7 @@ use tokio::sync::mpsc;
 
 /// One channel's queue. The worker behind it is supervised: if it dies it is started again
 /// on the same queue, and a reload revives one whose supervisor is gone too.
-struct Channel {
+struct Queue {
     tx: mpsc::UnboundedSender<Notice>,
     /// Set when the webhook answered 404/410; cleared by a reload.
     gone: Arc<AtomicBool>,
@@ -35,8 +36,11 @@ pub struct Notifier {
     log: Logger,
     client: reqwest::Client,
     cfg: NotifyConfig,
-    channels: Vec<Channel>,
-    console: bool,
+    /// The queues of the channels that deliver to a service, in [`crate::notify::channels`]'
+    /// order.
+    channels: Vec<Queue>,
+    /// Channels written at once (the console).
+    local: Vec<Arc<dyn Channel>>,
     sent: HashSet<(String, NoticeKind, Option<EscalationReason>)>,
     sent_order: VecDeque<(String, NoticeKind, Option<EscalationReason>)>,
     pending: Arc<AtomicUsize>,
@@ -63,7 +67,7 @@ impl Notifier {
             client: crate::notify::http::client(None),
             cfg: cfg.clone(),
             channels: Vec::new(),
-            console: false,
+            local: Vec::new(),
             sent: HashSet::new(),
             sent_order: VecDeque::new(),
             pending: Arc::default(),
@@ -81,12 +85,17 @@ impl Notifier {
         self
     }
 
-    /// Sends `n` to the console and every channel.
+    /// Writes `n` on the local channels and queues it on every other.
     fn dispatch(&self, n: Notice) {
         info!(self.log, "notice queued"; "event" => "notice_queued", "kind" => n.kind.label(), "target" => &n.target,
-            "incident" => &n.incident_id, "channels" => self.channels.len() + usize::from(self.console));
-        if self.console {
-            println!("{}", console::line(&n));
+            "incident" => &n.incident_id, "channels" => self.channels.len() + self.local.len());
+        let policy = Self::policy(&self.cfg);
+        for ch in &self.local {
+            // A local channel waits on nothing ([`Channel::is_local`]): its first poll is all.
+            if ch.send(&self.client, &n, policy).now_or_never().is_none() {
+                error!(self.log, "local channel did not finish at once; notice not shown"; "event" => "notification_failed",
+                    "channel" => ch.name(), "incident" => &n.incident_id);
+            }
         }
         for ch in &self.channels {
             self.pending.fetch_add(1, Ordering::SeqCst);
@@ -115,42 +124,48 @@ impl Notifier {
     fn configure(&mut self, cfg: &NotifyConfig) {
         let policy = Self::policy(cfg);
         self.cfg = cfg.clone();
-        self.console = cfg.console;
-        self.channels = crate::notify::endpoints(cfg)
+        let (local, remote): (Vec<_>, Vec<_>) = crate::notify::channels(cfg)
             .into_iter()
-            .map(|(format, ep)| self.spawn_worker(format, ep, policy))
+            .partition(|c| c.is_local());
+        self.local = local;
+        self.channels = remote
+            .into_iter()
+            .map(|ch| self.spawn_worker(ch, policy))
             .collect();
     }
 
     /// Same configuration on reload: enable gone channels, start again any dead worker.
     fn revive(&mut self) {
         let policy = Self::policy(&self.cfg);
-        let endpoints = crate::notify::endpoints(&self.cfg);
-        for (i, (format, ep)) in endpoints.into_iter().enumerate() {
-            let Some(ch) = self.channels.get(i) else {
+        let remote = crate::notify::channels(&self.cfg)
+            .into_iter()
+            .filter(|c| !c.is_local());
+        for (i, ch) in remote.enumerate() {
+            let Some(q) = self.channels.get(i) else {
                 break;
             };
-            ch.gone.store(false, Ordering::SeqCst);
-            if ch.tx.is_closed() {
+            q.gone.store(false, Ordering::SeqCst);
+            if q.tx.is_closed() {
                 warn!(self.log, "notification worker was dead; started again on reload"; "event" => "notification_worker_restarted",
-                    "channel" => &ep.channel, "cause" => "reload");
+                    "channel" => ch.name(), "cause" => "reload");
                 crate::metrics::global().inc(
                     "sentinel_notification_worker_restarts_total",
-                    &[("channel", channel_label(&ep.channel))],
+                    &[("channel", channel_label(ch.name()))],
                 );
-                self.channels[i] = self.spawn_worker(format, ep, policy);
+                self.channels[i] = self.spawn_worker(ch, policy);
             }
         }
     }
 
-    fn spawn_worker(&self, format: crate::notify::Format, ep: Endpoint, policy: Policy) -> Channel {
+    fn spawn_worker(&self, channel: Arc<dyn Channel>, policy: Policy) -> Queue {
         let (tx, rx) = mpsc::unbounded_channel::<Notice>();
         let gone = Arc::new(AtomicBool::new(false));
         let worker = Arc::new(Worker {
-            log: self.log.new(slog::o!("channel" => ep.channel.clone(), "host" => crate::redact::url_host(ep.url.expose()))),
+            log: self
+                .log
+                .new(slog::o!("channel" => channel.name().to_string(), "host" => channel.host())),
             client: self.client.clone(),
-            format,
-            ep,
+            channel,
             policy,
             pending: self.pending.clone(),
             store: self.store.clone(),
@@ -159,7 +174,7 @@ impl Notifier {
             current: std::sync::Mutex::new(None),
         });
         actix_rt::spawn(supervise(worker));
-        Channel { tx, gone }
+        Queue { tx, gone }
     }
 }
 
@@ -167,8 +182,7 @@ impl Notifier {
 struct Worker {
     log: Logger,
     client: reqwest::Client,
-    format: crate::notify::Format,
-    ep: Endpoint,
+    channel: Arc<dyn Channel>,
     policy: Policy,
     pending: Arc<AtomicUsize>,
     store: Option<crate::store::Store>,
@@ -191,7 +205,7 @@ impl Worker {
             "sentinel_notifications_total",
             &[
                 ("target", n.target.as_str()),
-                ("channel", channel_label(&self.ep.channel)),
+                ("channel", channel_label(self.channel.name())),
                 ("result", result),
             ],
         );
@@ -200,7 +214,7 @@ impl Worker {
             drop(s.notification(
                 &n.incident_id,
                 &store_kind(n),
-                &self.ep.channel,
+                self.channel.name(),
                 result,
                 attempts,
             ));
@@ -221,7 +235,7 @@ async fn supervise(w: Arc<Worker>) {
                 error!(w.log, "notification worker died; started again"; "event" => "notification_worker_restarted", "cause" => cause);
                 crate::metrics::global().inc(
                     "sentinel_notification_worker_restarts_total",
-                    &[("channel", channel_label(&w.ep.channel))],
+                    &[("channel", channel_label(w.channel.name()))],
                 );
                 if let Some(n) = w.set_current(None) {
                     error!(w.log, "notification NOT delivered; the worker died on it"; "event" => "notification_failed", "kind" => n.kind.label(),
@@ -235,9 +249,7 @@ async fn supervise(w: Arc<Worker>) {
 
 async fn run_worker(w: Arc<Worker>) {
     let mut rx = w.queue.lock().await;
-    let (log, ep, policy, format) = (&w.log, &w.ep, w.policy, &w.format);
-    // Discord: the message of each open incident, edited as the incident moves.
-    let mut messages: std::collections::HashMap<String, (String, Vec<Notice>)> = Default::default();
+    let (log, channel, policy) = (&w.log, &w.channel, w.policy);
     while let Some(n) = rx.recv().await {
         let kind = store_kind(&n);
         if w.gone.load(Ordering::SeqCst) {
@@ -247,7 +259,7 @@ async fn run_worker(w: Arc<Worker>) {
                 "sentinel_notifications_total",
                 &[
                     ("target", n.target.as_str()),
-                    ("channel", channel_label(&ep.channel)),
+                    ("channel", channel_label(channel.name())),
                     ("result", "disabled"),
                 ],
             );
@@ -256,7 +268,7 @@ async fn run_worker(w: Arc<Worker>) {
         }
         if w.store
             .as_ref()
-            .is_some_and(|s| s.delivered(&n.incident_id, &kind, &ep.channel))
+            .is_some_and(|s| s.delivered(&n.incident_id, &kind, channel.name()))
         {
             info!(log, "notice already delivered before a restart; not sent again"; "event" => "notification_skipped",
                 "kind" => n.kind.label(), "target" => &n.target, "incident" => &n.incident_id);
@@ -266,12 +278,7 @@ async fn run_worker(w: Arc<Worker>) {
         w.set_current(Some(n.clone()));
         // Tests make a worker die here (`SENTINEL_FAULT_PANIC=<target>:notify_worker`).
         crate::faults::maybe_panic(&n.target, "notify_worker");
-        let outcome = match format {
-            crate::notify::Format::Discord if n.kind != NoticeKind::Test => {
-                discord_one_message(&w.client, ep, &n, policy, &mut messages).await
-            }
-            _ => delivery::deliver(&w.client, ep, &format.payload(&n), policy).await,
-        };
+        let outcome = channel.send(&w.client, &n, policy).await;
         let (result, attempts) = match outcome {
             Ok(attempts) => {
                 info!(log, "notification delivered"; "event" => "notification_sent", "kind" => n.kind.label(),
@@ -365,69 +372,6 @@ impl Handler<Drain> for Notifier {
 /// `webhook[3]` → `webhook`: metric labels stay low-cardinality.
 fn channel_label(channel: &str) -> &str {
     channel.split('[').next().unwrap_or(channel)
-}
-
-/// Discord allows editing a webhook's message: the first notice of an incident is posted with
-/// `?wait=true` (the answer carries the message id), later ones PATCH that message with the
-/// whole timeline. If the edit fails (the message was deleted), a new message is posted.
-async fn discord_one_message(
-    client: &reqwest::Client,
-    ep: &Endpoint,
-    n: &Notice,
-    policy: Policy,
-    messages: &mut std::collections::HashMap<String, (String, Vec<Notice>)>,
-) -> Result<u32, delivery::DeliveryError> {
-    let Ok(base) = url::Url::parse(ep.url.expose()) else {
-        return delivery::deliver(client, ep, &crate::notify::discord::payload(n), policy).await;
-    };
-    let closing = n.kind == NoticeKind::Recovery;
-    if let Some((id, history)) = messages.get_mut(&n.incident_id) {
-        history.push(n.clone());
-        let mut url = base.clone();
-        url.set_path(&format!(
-            "{}/messages/{id}",
-            base.path().trim_end_matches('/')
-        ));
-        let body = crate::notify::discord::edited_payload(history);
-        let r = delivery::send(
-            client,
-            reqwest::Method::PATCH,
-            url.as_str(),
-            ep,
-            &body,
-            policy,
-        )
-        .await;
-        if closing {
-            messages.remove(&n.incident_id);
-        }
-        match r {
-            Ok((attempts, _)) => return Ok(attempts),
-            Err(delivery::DeliveryError::Gone { .. }) => {} // the message is gone: post anew
-            Err(e) => return Err(e),
-        }
-    }
-    let mut url = base.clone();
-    url.query_pairs_mut().append_pair("wait", "true");
-    let (attempts, text) = delivery::send(
-        client,
-        reqwest::Method::POST,
-        url.as_str(),
-        ep,
-        &crate::notify::discord::payload(n),
-        policy,
-    )
-    .await?;
-    let id = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v["id"].as_str().map(str::to_string));
-    if let (Some(id), false) = (id, closing) {
-        if messages.len() > 1000 {
-            messages.clear(); // bounded: very old incidents lose editing, nothing else
-        }
-        messages.insert(n.incident_id.clone(), (id, vec![n.clone()]));
-    }
-    Ok(attempts)
 }
 
 #[cfg(test)]

@@ -2,13 +2,69 @@
 //! is restarted (killed after `stop_timeout`), an exited one is started, and one the Engine's
 //! own restart policy is about to restart is waited for instead of raced.
 
+use super::{HealBackend, HealCx, HealFailure, Outcome, Started};
 use crate::config::ContainerRef;
 use crate::docker::container::{self, ContainerState};
 use crate::docker::{DockerClient, DockerError};
 use crate::probe::FailureClass;
 use bollard::container::{RestartContainerOptions, StartContainerOptions};
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// A container heal (`heal.docker`) through the shared Engine client.
+pub struct DockerHeal {
+    pub client: Arc<DockerClient>,
+    pub container: ContainerRef,
+    /// A stop waits this long before the container is killed.
+    pub stop_timeout: Duration,
+}
+
+impl HealBackend for DockerHeal {
+    /// One [`restart`]; the Engine's own restart policy is waited for at most `budget_left`.
+    fn attempt<'a>(&'a self, cx: &'a HealCx<'a>, budget_left: Duration) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let r = restart(
+                &self.client,
+                &self.container,
+                self.stop_timeout,
+                cx.failed_at,
+                budget_left,
+            )
+            .await;
+            let line = match &r {
+                Ok(v) => format!("{} docker: {v}\n", Utc::now().to_rfc3339()),
+                Err(e) => format!(
+                    "{} docker: FAILED ({}): {e}\n",
+                    Utc::now().to_rfc3339(),
+                    e.kind()
+                ),
+            };
+            super::append_log(cx.log_path, &line);
+            match r {
+                Ok(verdict) => Outcome {
+                    done: true,
+                    exit_code: None,
+                    verdict,
+                    terminal: None,
+                    started: Started::Known(true),
+                },
+                Err(e) => Outcome {
+                    done: false,
+                    exit_code: None,
+                    verdict: e.to_string(),
+                    terminal: (!e.retryable()).then(|| HealFailure {
+                        kind: e.kind(),
+                        detail: e.to_string(),
+                        class: e.failure_class(),
+                    }),
+                    started: Started::Known(false),
+                },
+            }
+        })
+    }
+}
 
 /// Why a container heal failed.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -7,7 +7,11 @@
 //! file, and running in the pid file's directory (a postmaster's working directory is its data
 //! directory). A stale pid file whose pid was reused by another program is left alone.
 
+use super::HealCx;
+use crate::config::TargetConfig;
 use crate::procfs::{self, stat};
+use chrono::Utc;
+use slog::{info, warn};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -63,6 +67,52 @@ pub fn holder(pid_file: &Path) -> Holder {
             }),
             Err(why) => Holder::Unverified { pid, why },
         },
+    }
+}
+
+/// The pid holding the target's pid file, read off the actor's thread (None: no pid file).
+pub async fn lock_holder(target: &TargetConfig) -> Holder {
+    let Some(path) = target.pid_file.clone() else {
+        return Holder::None;
+    };
+    tokio::task::spawn_blocking(move || holder(&path))
+        .await
+        .unwrap_or(Holder::None)
+}
+
+/// Before a command heal's first attempt: a postmaster that still runs (hung: alive,
+/// answering nothing) is stopped by `plan`, since the start command could not start a server
+/// beside it. `plan.env` is the target's `heal.env`; the command gets it over the allowed part
+/// of the daemon's environment. Returns what was done, for the first attempt's verdict.
+pub async fn stop_hung(cx: &HealCx<'_>, plan: StopPlan<'_>) -> Option<String> {
+    let (log, target, log_path) = (cx.log, cx.target, cx.log_path);
+    match lock_holder(target).await {
+        Holder::Running(pm) => {
+            // It may have come back since the incident was declared: never stop a server
+            // that answers.
+            if let Ok(state) = super::verify::answering(target, Duration::ZERO).await {
+                info!(log, "the server answers again; not stopped"; "event" => "hung_stop_skipped", "pid" => pm.pid, "state" => state);
+                return None;
+            }
+            warn!(log, "postmaster still runs but answers nothing: stopping it before the start"; "event" => "hung_stop", "pid" => pm.pid);
+            let env = super::process::environment(std::env::vars(), plan.env);
+            let verdict = stop(&pm, StopPlan { env: &env, ..plan }).await;
+            info!(log, "hung server stopped"; "event" => "hung_stopped", "pid" => pm.pid, "verdict" => &verdict);
+            super::append_log(
+                log_path,
+                &format!("{} stop: {verdict}\n", Utc::now().to_rfc3339()),
+            );
+            Some(verdict)
+        }
+        Holder::Unverified { pid, why } => {
+            warn!(log, "the pid file names a live process that is not proven to be the target's postmaster; not signalled"; "event" => "hung_stop_refused", "pid" => pid, "why" => &why);
+            super::append_log(
+                log_path,
+                &format!("{} stop: not done: {why}\n", Utc::now().to_rfc3339()),
+            );
+            None
+        }
+        Holder::None | Holder::Zombie(_) => None,
     }
 }
 
@@ -133,7 +183,7 @@ pub async fn stop(pm: &Postmaster, plan: StopPlan<'_>) -> String {
     let t0 = Instant::now();
     let how = match plan.command {
         Some(argv) => {
-            let r = super::command::run(argv, plan.env, plan.timeout, plan.log).await;
+            let r = super::process::run(argv, plan.env, plan.timeout, plan.log).await;
             format!("stop command ({r:?})")
         }
         None => {

@@ -1,6 +1,8 @@
-//! Notices and their channels. A [`Notice`] is channel-neutral; each channel module turns it
-//! into the payload its service accepts; [`delivery`] sends with retries.
+//! Notices and their channels. A [`Notice`] is channel-neutral; each channel (one file per
+//! service, each a [`Channel`]) turns it into the payload its service accepts and delivers it,
+//! through [`delivery`]'s retries; [`channels`] makes them from the configuration.
 
+pub mod channel;
 pub mod console;
 pub mod delivery;
 pub mod discord;
@@ -10,75 +12,48 @@ pub mod pagerduty;
 pub mod slack;
 pub mod webhook;
 
+pub use channel::Channel;
+
 use crate::config::NotifyConfig;
 use crate::probe::ProbeFailure;
 use chrono::{DateTime, Utc};
 use delivery::Endpoint;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
-/// How a channel wants its payload.
-#[derive(Debug, Clone)]
-pub enum Format {
-    Slack,
-    Discord,
-    Webhook,
-    /// With the routing key.
-    PagerDuty(crate::config::Secret),
-}
-
-impl Format {
-    pub fn payload(&self, n: &Notice) -> serde_json::Value {
-        match self {
-            Format::Slack => slack::payload(n),
-            Format::Discord => discord::payload(n),
-            Format::Webhook => webhook::payload(n),
-            Format::PagerDuty(key) => pagerduty::payload(n, key.expose()),
-        }
+/// Every configured channel, the console first, then the services in a fixed order: the one
+/// place that turns the notify configuration into [`Channel`]s.
+pub fn channels(cfg: &NotifyConfig) -> Vec<Arc<dyn Channel>> {
+    let endpoint = |channel: &str, url: &crate::config::Secret| Endpoint {
+        channel: channel.into(),
+        url: url.clone(),
+        headers: Default::default(),
+    };
+    let mut out: Vec<Arc<dyn Channel>> = Vec::new();
+    if cfg.console {
+        out.push(Arc::new(console::Console));
     }
-}
-
-/// Every configured channel, in a fixed order.
-pub fn endpoints(cfg: &NotifyConfig) -> Vec<(Format, Endpoint)> {
-    let mut out = Vec::new();
     if let Some(s) = &cfg.slack {
-        out.push((
-            Format::Slack,
-            Endpoint {
-                channel: "slack".into(),
-                url: s.url.clone(),
-                headers: Default::default(),
-            },
-        ));
+        out.push(Arc::new(slack::Slack {
+            ep: endpoint("slack", &s.url),
+        }));
     }
     if let Some(d) = &cfg.discord {
-        out.push((
-            Format::Discord,
-            Endpoint {
-                channel: "discord".into(),
-                url: d.url.clone(),
-                headers: Default::default(),
-            },
-        ));
+        out.push(Arc::new(discord::Discord::new(endpoint("discord", &d.url))));
     }
     if let Some(p) = &cfg.pagerduty {
-        out.push((
-            Format::PagerDuty(p.routing_key.clone()),
-            Endpoint {
-                channel: "pagerduty".into(),
-                url: p.url.clone(),
-                headers: Default::default(),
-            },
-        ));
+        out.push(Arc::new(pagerduty::PagerDuty {
+            ep: endpoint("pagerduty", &p.url),
+            routing_key: p.routing_key.clone(),
+        }));
     }
     for (i, w) in cfg.webhooks.iter().enumerate() {
-        out.push((
-            Format::Webhook,
-            Endpoint {
-                channel: format!("webhook[{i}]"),
-                url: w.url.clone(),
+        out.push(Arc::new(webhook::Webhook {
+            ep: Endpoint {
                 headers: w.headers.clone(),
+                ..endpoint(&format!("webhook[{i}]"), &w.url)
             },
-        ));
+        }));
     }
     out
 }
@@ -112,9 +87,9 @@ pub async fn send_test(cfg: &NotifyConfig) -> Vec<(String, Result<u32, delivery:
         outage: None,
     };
     let mut out = Vec::new();
-    for (format, ep) in endpoints(cfg) {
-        let r = delivery::deliver(&client, &ep, &format.payload(&notice), policy).await;
-        out.push((ep.channel.clone(), r));
+    for ch in channels(cfg).iter().filter(|c| !c.is_local()) {
+        let r = ch.send(&client, &notice, policy).await;
+        out.push((ch.name().to_string(), r));
     }
     out
 }

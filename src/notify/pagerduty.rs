@@ -2,8 +2,36 @@
 //! deduplicated by server and outage (the same key from every daemon watching the server), so
 //! an outage is one PagerDuty incident.
 
+use super::channel::{host_of, Channel};
+use super::delivery::{self, DeliveryError, Endpoint, Policy};
 use super::{Notice, NoticeKind};
+use crate::config::Secret;
+use futures::future::BoxFuture;
 use serde_json::{json, Value};
+
+/// The PagerDuty Events API (`notify.pagerduty`), with the integration's routing key.
+pub struct PagerDuty {
+    pub ep: Endpoint,
+    pub routing_key: Secret,
+}
+
+impl Channel for PagerDuty {
+    fn name(&self) -> &str {
+        &self.ep.channel
+    }
+    fn host(&self) -> String {
+        host_of(&self.ep)
+    }
+    fn send<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        n: &'a Notice,
+        policy: Policy,
+    ) -> BoxFuture<'a, Result<u32, DeliveryError>> {
+        let body = payload(n, self.routing_key.expose());
+        Box::pin(async move { delivery::deliver(client, &self.ep, &body, policy).await })
+    }
+}
 
 /// The Events v2 body for `n`, with the integration's routing key.
 pub fn payload(n: &Notice, routing_key: &str) -> Value {
