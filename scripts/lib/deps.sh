@@ -35,6 +35,15 @@ ensure_nextest() {
     cargo install --locked cargo-nextest
 }
 
+# The lint stage: rustfmt and clippy from the toolchain's own components.
+ensure_rust_lints() {
+    if cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1; then
+        return
+    fi
+    echo "== installing rustfmt and clippy"
+    rustup component add rustfmt clippy
+}
+
 # A real S3-API server for the archive tests: moto's server mode. Pinned: 5.2.x answers
 # CompleteMultipartUpload with a root element real S3 never sends.
 MOTO_VERSION=5.0.28
