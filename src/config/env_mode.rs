@@ -12,6 +12,7 @@ use super::discovery::{build_discovery, RawDiscovery};
 use super::document::section;
 use super::error::{ConfigError, Problem, Problems};
 use super::expand::VarSource;
+use super::keypath::{get, get_mut, remove, set};
 use super::lease::{build_lease, RawLease};
 use super::notify::RawNotify;
 use super::registry::{build, Registry, Source};
@@ -409,99 +410,79 @@ fn variable_at(path: &str) -> Option<&'static str> {
         .or_else(|| ALIASES.iter().find(|(p, _)| *p == path).map(|(_, n)| *n))
 }
 
-/// The steps of a key path: mapping keys, each maybe with a list index (`webhooks[0]`).
-fn steps(path: &str) -> impl Iterator<Item = (&str, Option<usize>)> {
-    path.split('.').map(|s| match s.split_once('[') {
-        Some((key, index)) => (key, index.trim_end_matches(']').parse().ok()),
-        None => (s, None),
-    })
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ContainerRef, HealAction};
+    use std::time::Duration;
 
-/// Sets the value at `path`, creating the mappings and list entries on the way.
-fn set(tree: &mut Mapping, path: &str, value: Value) {
-    let (parent, last) = path.rsplit_once('.').unwrap_or(("", path));
-    let mut m = tree;
-    for (key, index) in steps(parent).filter(|(k, _)| !k.is_empty()) {
-        let mut slot = m.entry(key.into()).or_insert_with(|| match index {
-            Some(_) => Value::Sequence(Vec::new()),
-            None => Value::Mapping(Mapping::new()),
-        });
-        if let Some(i) = index {
-            let seq = as_sequence(slot);
-            if seq.len() <= i {
-                seq.resize(i + 1, Value::Mapping(Mapping::new()));
-            }
-            slot = &mut seq[i];
-        }
-        m = as_mapping(slot);
+    fn env(pairs: &[(&str, &str)]) -> VarSource {
+        VarSource::fixed(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
-    m.insert(last.into(), value);
-}
 
-fn as_mapping(v: &mut Value) -> &mut Mapping {
-    if !v.is_mapping() {
-        *v = Value::Mapping(Mapping::new());
+    #[test]
+    fn every_variable_sets_its_own_key() {
+        let mut names: Vec<_> = VARS.iter().map(|v| v.name).collect();
+        let mut paths: Vec<_> = VARS.iter().map(|v| v.path).collect();
+        names.sort_unstable();
+        names.dedup();
+        paths.sort_unstable();
+        paths.dedup();
+        assert_eq!((names.len(), paths.len()), (VARS.len(), VARS.len()));
     }
-    match v {
-        Value::Mapping(m) => m,
-        _ => unreachable!("just made a mapping"),
-    }
-}
 
-fn as_sequence(v: &mut Value) -> &mut Vec<Value> {
-    if !v.is_sequence() {
-        *v = Value::Sequence(Vec::new());
+    #[test]
+    fn the_variables_fill_the_sections_a_file_would() {
+        let r = load_env(&env(&[
+            ("DB_HOST", "db"),
+            ("HEAL_CONTAINER", "pg1"),
+            ("HEAL_STOP_TIMEOUT", "3s"),
+            ("S3_BUCKET_NAME", "bucket"),
+            ("S3_ENDPOINT_URL", "http://localhost:9000"),
+            ("WEBHOOK_URL", "https://ops.example.com/hook"),
+            ("SENTINEL_API_TOKEN", "0123456789abcdef01"),
+        ]))
+        .unwrap();
+        let t = &r.targets[0];
+        assert_eq!(t.name, "postgres");
+        assert_eq!(
+            t.heal,
+            Some(HealAction::Docker {
+                container: ContainerRef::Name("pg1".into()),
+                stop_timeout: Duration::from_secs(3),
+            })
+        );
+        let s3 = r.archive.s3.as_ref().unwrap();
+        assert!(
+            s3.force_path_style,
+            "a custom endpoint means path-style keys"
+        );
+        assert_eq!(r.archive.local_dir, None);
+        assert_eq!(r.notify.webhooks.len(), 1);
+        assert!(
+            r.server.is_none(),
+            "a token without SENTINEL_LISTEN serves nothing"
+        );
     }
-    match v {
-        Value::Sequence(s) => s,
-        _ => unreachable!("just made a sequence"),
-    }
-}
 
-/// The value at `path`, if set.
-fn get<'a>(tree: &'a Mapping, path: &str) -> Option<&'a Value> {
-    let mut steps = steps(path);
-    let (key, index) = steps.next()?;
-    let mut v = tree.get(key)?;
-    if let Some(i) = index {
-        v = v.get(i)?;
-    }
-    for (key, index) in steps {
-        v = v.get(key)?;
-        if let Some(i) = index {
-            v = v.get(i)?;
-        }
-    }
-    Some(v)
-}
-
-/// The value at `path`, if set, for changing.
-fn get_mut<'a>(tree: &'a mut Mapping, path: &str) -> Option<&'a mut Value> {
-    let mut steps = steps(path);
-    let (key, index) = steps.next()?;
-    let mut v = tree.get_mut(key)?;
-    if let Some(i) = index {
-        v = v.get_mut(i)?;
-    }
-    for (key, index) in steps {
-        v = v.get_mut(key)?;
-        if let Some(i) = index {
-            v = v.get_mut(i)?;
-        }
-    }
-    Some(v)
-}
-
-/// Removes the key at `path`, if set.
-fn remove(tree: &mut Mapping, path: &str) {
-    match path.rsplit_once('.') {
-        None => {
-            tree.remove(path);
-        }
-        Some((parent, last)) => {
-            if let Some(Value::Mapping(m)) = get_mut(tree, parent) {
-                m.remove(last);
-            }
-        }
+    #[test]
+    fn a_problem_at_a_variables_key_names_the_variable() {
+        let e = load_env(&env(&[
+            ("DB_HOST", "db"),
+            ("NOTIFY_CONSOLE", "maybe"),
+            ("HEAL_CONTAINER", "bad name"),
+            ("S3_BUCKET_NAME", "Bad_Bucket"),
+        ]))
+        .unwrap_err();
+        let paths: Vec<_> = e.problems().iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["NOTIFY_CONSOLE", "HEAL_CONTAINER", "S3_BUCKET_NAME"]
+        );
     }
 }

@@ -20,6 +20,7 @@ mod fleet_guard;
 mod forensics;
 mod heal;
 mod heartbeat;
+mod keypath;
 mod lease;
 mod load;
 mod notify;
