@@ -50,7 +50,9 @@ pub struct RawS3Archive {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum RawSize {
+    /// A number of bytes.
     Bytes(u64),
+    /// A number with a unit, judged by `size::parse_size`.
     Text(String),
 }
 

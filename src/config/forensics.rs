@@ -21,8 +21,9 @@ pub struct RawForensics {
 pub struct RawDockerForensics {
     /// Container name or id; default: the one `heal.docker` or `heal.compose` restarts.
     pub container: Option<String>,
-    /// Compose project and service, instead of `container`.
+    /// Compose project, with `service`, instead of `container`.
     pub project: Option<String>,
+    /// Compose service, with `project`, instead of `container`.
     pub service: Option<String>,
     /// Absolute paths inside the container (files or directories).
     #[serde(default)]
