@@ -5,7 +5,7 @@ use crate::actors::supervisor::{Supervisor, SupervisorSettings};
 use crate::config::{self, duration::parse_duration, Registry, VarSource};
 use crate::logging::{self, LogFormat};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -137,63 +137,30 @@ fn drop_empty_aws_credentials() {
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     drop_empty_aws_credentials();
-    let cli = Cli::parse();
-    let level = match level(&cli.log_level) {
+    let Cli {
+        log_format,
+        log_level,
+        command,
+    } = Cli::parse();
+    let level = match level(&log_level) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("sentinel-remedy: {e}");
             return ExitCode::from(EX_USAGE);
         }
     };
-    let vars = || VarSource::from_env_and_dotenv(&std::env::current_dir().unwrap_or_default());
-    match cli.command {
-        Command::CheckConfig { config, discover } => {
-            match vars().and_then(|vars| config::load(config.as_deref(), &vars)) {
-                Ok(r) => {
-                    println!(
-                        "{}: OK, {} target{}",
-                        r.source,
-                        r.targets.len(),
-                        if r.targets.len() == 1 { "" } else { "s" }
-                    );
-                    for t in &r.targets {
-                        println!(
-                            "  {} {} every {} (threshold {}){}",
-                            t.name,
-                            t.dsn.endpoint(),
-                            config::duration::format_duration(t.probe.interval),
-                            t.probe.failure_threshold,
-                            if t.heal.is_none() {
-                                ", alert only (no heal action)"
-                            } else {
-                                ""
-                            }
-                        );
-                    }
-                    if discover {
-                        return check_discovery(&r);
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::from(EX_USAGE)
-                }
-            }
-        }
+    match command {
+        Command::CheckConfig { config, discover } => check_config(config.as_deref(), discover),
         Command::Run {
             config,
             state_dir,
             shutdown_timeout,
         } => {
-            let registry = match vars().and_then(|vars| config::load(config.as_deref(), &vars)) {
+            let registry = match load(config.as_deref()) {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(EX_USAGE);
-                }
+                Err(code) => return code,
             };
-            let (log, _guard) = logging::root(cli.log_format, level);
+            let (log, _guard) = logging::root(log_format, level);
             run(
                 log,
                 SupervisorSettings {
@@ -204,42 +171,7 @@ pub fn main() -> ExitCode {
                 },
             )
         }
-        Command::NotifyTest { config } => {
-            let registry = match vars().and_then(|vars| config::load(config.as_deref(), &vars)) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(EX_USAGE);
-                }
-            };
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            let results = rt.block_on(crate::notify::send_test(&registry.notify));
-            if results.is_empty() {
-                eprintln!("sentinel-remedy: no notification channel is configured (notify.slack, notify.discord, notify.pagerduty, notify.webhooks)");
-                return ExitCode::from(EX_USAGE);
-            }
-            let mut failed = 0;
-            for (channel, r) in &results {
-                match r {
-                    Ok(attempts) => println!(
-                        "{channel}: ok ({attempts} attempt{})",
-                        if *attempts == 1 { "" } else { "s" }
-                    ),
-                    Err(e) => {
-                        failed += 1;
-                        println!("{channel}: FAILED: {e}");
-                    }
-                }
-            }
-            if failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
+        Command::NotifyTest { config } => notify_test(config.as_deref()),
         Command::Status { url, json } => {
             client_command(&url, "/status", json, crate::client::status_table)
         }
@@ -248,77 +180,164 @@ pub fn main() -> ExitCode {
             target,
             since,
             json,
-        } => {
-            if let Some(s) = &since {
-                if let Err(e) = parse_duration(s) {
-                    eprintln!("sentinel-remedy: --since: {e}");
-                    return ExitCode::from(EX_USAGE);
-                }
-            }
-            let mut query: Vec<String> = Vec::new();
-            if let Some(t) = target {
-                query.push(format!(
-                    "target={}",
-                    url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>()
-                ));
-            }
-            if let Some(s) = since {
-                query.push(format!("since={s}"));
-            }
-            let path = if query.is_empty() {
-                "/incidents".to_string()
+        } => incidents(&url, target, since, json),
+        Command::Healthcheck { url } => healthcheck(url),
+        Command::Demo { incidents } => demo(incidents, log_format, level),
+    }
+}
+
+/// The registry `--config` (or the sidecar variables) gives, with `.env` read from the working
+/// directory; on bad configuration the problems are printed and the exit status is 64.
+fn load(config: Option<&Path>) -> Result<Registry, ExitCode> {
+    VarSource::from_env_and_dotenv(&std::env::current_dir().unwrap_or_default())
+        .and_then(|vars| config::load(config, &vars))
+        .map_err(|e| {
+            eprintln!("{e}");
+            ExitCode::from(EX_USAGE)
+        })
+}
+
+/// `check-config`: validates the registry and lists its targets.
+fn check_config(config: Option<&Path>, discover: bool) -> ExitCode {
+    let r = match load(config) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    println!(
+        "{}: OK, {} target{}",
+        r.source,
+        r.targets.len(),
+        if r.targets.len() == 1 { "" } else { "s" }
+    );
+    for t in &r.targets {
+        println!(
+            "  {} {} every {} (threshold {}){}",
+            t.name,
+            t.dsn.endpoint(),
+            config::duration::format_duration(t.probe.interval),
+            t.probe.failure_threshold,
+            if t.heal.is_none() {
+                ", alert only (no heal action)"
             } else {
-                format!("/incidents?{}", query.join("&"))
-            };
-            client_command(&url, &path, json, crate::client::incidents_table)
-        }
-        Command::Healthcheck { url } => {
-            let url = url.unwrap_or_else(|| local_api_url(std::env::var("SENTINEL_LISTEN").ok()));
-            match crate::client::get(&url, "/healthz") {
-                Ok(v) => {
-                    println!("{}", serde_json::to_string(&v).unwrap_or_default());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("sentinel-remedy: unhealthy: {e}");
-                    ExitCode::FAILURE
-                }
+                ""
             }
-        }
-        Command::Demo { incidents } => {
-            // Before the demo cluster starts, so its postmaster is adopted too: the first
-            // kill -9 the demo invites is then reaped at once (`run` says if this fails).
-            let _ = crate::reaper::become_subreaper();
-            let demo = match crate::demo::prepare(incidents) {
-                Ok(d) => d,
-                Err(crate::pgcluster::ClusterError::Missing(m)) => {
-                    eprintln!("sentinel-remedy demo: {m}");
-                    return ExitCode::from(EX_UNAVAILABLE);
-                }
-                Err(e) => {
-                    eprintln!("sentinel-remedy demo: could not start the demo cluster: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            println!("{}", crate::demo::instructions(&demo));
-            crate::demo::announce_heals(&demo);
-            let (log, guard) = logging::root(cli.log_format, level);
-            let state_dir =
-                std::env::temp_dir().join(format!("sentinel-demo-state-{}", std::process::id()));
-            let code = run(
-                log,
-                SupervisorSettings {
-                    registry: demo.registry.clone(),
-                    config_path: None,
-                    state_dir,
-                    shutdown_timeout: Duration::from_secs(5),
-                },
-            );
-            drop(guard);
-            crate::demo::cleanup(&demo);
-            code
+        );
+    }
+    if discover {
+        return check_discovery(&r);
+    }
+    ExitCode::SUCCESS
+}
+
+/// `notify-test`: one test message to every channel, one line of result each.
+fn notify_test(config: Option<&Path>) -> ExitCode {
+    let registry = match load(config) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let results = rt.block_on(crate::notify::send_test(&registry.notify));
+    if results.is_empty() {
+        eprintln!("sentinel-remedy: no notification channel is configured (notify.slack, notify.discord, notify.pagerduty, notify.webhooks)");
+        return ExitCode::from(EX_USAGE);
+    }
+    let mut failed = 0;
+    for (channel, r) in &results {
+        match r {
+            Ok(attempts) => println!(
+                "{channel}: ok ({attempts} attempt{})",
+                if *attempts == 1 { "" } else { "s" }
+            ),
+            Err(e) => {
+                failed += 1;
+                println!("{channel}: FAILED: {e}");
+            }
         }
     }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `incidents`: the daemon's incident list, filtered by target and period.
+fn incidents(url: &str, target: Option<String>, since: Option<String>, json: bool) -> ExitCode {
+    if let Some(s) = &since {
+        if let Err(e) = parse_duration(s) {
+            eprintln!("sentinel-remedy: --since: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    }
+    let mut query: Vec<String> = Vec::new();
+    if let Some(t) = target {
+        query.push(format!(
+            "target={}",
+            url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>()
+        ));
+    }
+    if let Some(s) = since {
+        query.push(format!("since={s}"));
+    }
+    let path = if query.is_empty() {
+        "/incidents".to_string()
+    } else {
+        format!("/incidents?{}", query.join("&"))
+    };
+    client_command(url, &path, json, crate::client::incidents_table)
+}
+
+/// `healthcheck`: exit 0 when the daemon's `/healthz` answers healthy.
+fn healthcheck(url: Option<String>) -> ExitCode {
+    let url = url.unwrap_or_else(|| local_api_url(std::env::var("SENTINEL_LISTEN").ok()));
+    match crate::client::get(&url, "/healthz") {
+        Ok(v) => {
+            println!("{}", serde_json::to_string(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sentinel-remedy: unhealthy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `demo`: a throwaway cluster, watched and healed until Ctrl-C, then removed.
+fn demo(incidents: PathBuf, log_format: LogFormat, level: slog::Level) -> ExitCode {
+    // Before the demo cluster starts, so its postmaster is adopted too: the first
+    // kill -9 the demo invites is then reaped at once (`run` says if this fails).
+    let _ = crate::reaper::become_subreaper();
+    let demo = match crate::demo::prepare(incidents) {
+        Ok(d) => d,
+        Err(crate::pgcluster::ClusterError::Missing(m)) => {
+            eprintln!("sentinel-remedy demo: {m}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+        Err(e) => {
+            eprintln!("sentinel-remedy demo: could not start the demo cluster: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", crate::demo::instructions(&demo));
+    crate::demo::announce_heals(&demo);
+    let (log, guard) = logging::root(log_format, level);
+    let state_dir =
+        std::env::temp_dir().join(format!("sentinel-demo-state-{}", std::process::id()));
+    let code = run(
+        log,
+        SupervisorSettings {
+            registry: demo.registry.clone(),
+            config_path: None,
+            state_dir,
+            shutdown_timeout: Duration::from_secs(5),
+        },
+    );
+    drop(guard);
+    crate::demo::cleanup(&demo);
+    code
 }
 
 /// The loopback URL of the API a `SENTINEL_LISTEN` address serves (0.0.0.0 → 127.0.0.1).
@@ -355,7 +374,6 @@ fn client_command(
     }
 }
 
-/// Runs the actor system until a shutdown signal has been handled.
 /// `check-config --discover`: what discovery finds on the Engine now. Exit 64 when a
 /// container would be skipped for its labels, 1 when the Engine cannot be asked.
 fn check_discovery(r: &config::Registry) -> ExitCode {
@@ -433,6 +451,7 @@ fn check_discovery(r: &config::Registry) -> ExitCode {
     }
 }
 
+/// Runs the actor system until a shutdown signal has been handled.
 pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
     if let Err(e) = std::fs::create_dir_all(&settings.state_dir) {
         eprintln!("sentinel-remedy: cannot create state dir {}: {e} (set --state-dir or SENTINEL_STATE_DIR to a writable directory)", settings.state_dir.display());

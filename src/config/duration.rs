@@ -71,6 +71,34 @@ impl<'de> Deserialize<'de> for RawDuration {
     }
 }
 
+/// Longest duration the registry takes: timers and wall-clock arithmetic stay far from
+/// overflowing (an `Instant` plus 10^15 s panics).
+const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
+
+/// Judges a registry duration, recording a problem at `at` when it does not parse or is longer
+/// than a year.
+pub(crate) fn checked(
+    raw: &RawDuration,
+    at: &str,
+    problems: &mut super::error::Problems,
+) -> Option<Duration> {
+    match parse_duration(&raw.0) {
+        Ok(d) if d > MAX_DURATION => {
+            problems.push(
+                at,
+                format!("'{}' is longer than a year", raw.0),
+                "use a duration of at most 366d",
+            );
+            None
+        }
+        Ok(d) => Some(d),
+        Err(e) => {
+            problems.push(at, e, DURATION_HINT);
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

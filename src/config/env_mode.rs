@@ -1,57 +1,172 @@
 //! Env-only mode: the seed's sidecar variables (DB_HOST, DB_PORT, ...) describe one target, so
 //! the daemon drops into a compose file with no registry file. Read through the `config` crate,
 //! with `.env` underneath the process environment.
+//!
+//! Each variable is an entry of [`VARS`]: the registry key it sets and how its text is read.
+//! The variables fill a registry tree that goes through the same sections and checks as a
+//! file; problems found at a variable's key are reported under the variable's name.
 
-use super::duration::RawDuration;
-use super::error::{ConfigError, Problems};
+use super::archive::RawArchive;
+use super::defaults::RawDefaults;
+use super::discovery::{build_discovery, RawDiscovery};
+use super::document::section;
+use super::error::{ConfigError, Problem, Problems};
 use super::expand::VarSource;
-use super::load::build;
-use super::model::{Registry, Source};
-use super::raw::*;
-use serde::Deserialize;
+use super::keypath::{get, get_mut, remove, set};
+use super::lease::{build_lease, RawLease};
+use super::notify::RawNotify;
+use super::registry::{build, Registry, Source};
+use super::server::{build_server, RawServer};
+use super::targets::RawTarget;
+use serde_yaml::{Mapping, Value};
+use std::collections::HashMap;
 
-/// The variables env-only mode reads, lower-cased by the `config` crate.
-#[derive(Debug, Default, Deserialize)]
-struct SeedEnv {
-    db_host: Option<String>,
-    db_port: Option<String>,
-    db_name: Option<String>,
-    db_user: Option<String>,
-    db_password: Option<String>,
-    health_check_interval: Option<String>,
-    health_check_timeout: Option<String>,
-    failure_threshold: Option<String>,
-    health_check_query: Option<String>,
-    slack_webhook_url: Option<String>,
-    discord_webhook_url: Option<String>,
-    webhook_url: Option<String>,
-    notify_console: Option<String>,
-    target_name: Option<String>,
-    archive_dir: Option<String>,
-    heal_command: Option<String>,
-    heal_container: Option<String>,
-    compose_project: Option<String>,
-    compose_service: Option<String>,
-    heal_stop_timeout: Option<String>,
-    forensics_container_paths: Option<String>,
-    pg_pid_file: Option<String>,
-    forensics_files: Option<String>,
-    max_restarts: Option<String>,
-    restart_window: Option<String>,
-    recovery_timeout: Option<String>,
-    s3_bucket_name: Option<String>,
-    s3_prefix: Option<String>,
-    s3_endpoint_url: Option<String>,
-    s3_force_path_style: Option<String>,
-    aws_region: Option<String>,
-    archive_timeout: Option<String>,
-    sentinel_listen: Option<String>,
-    lease_dir: Option<String>,
-    sentinel_api_token: Option<String>,
-    discover_docker: Option<String>,
-    discover_namespace: Option<String>,
-    discover_network: Option<String>,
+/// How a variable's text becomes the value at its key path.
+#[derive(Clone, Copy)]
+enum Parse {
+    /// The text as is, even empty (an empty duration or query is then reported at its key).
+    Text,
+    /// A whole number, even from an empty text; otherwise a problem with this fix (and 3).
+    Number(&'static str),
+    /// A comma-separated list, even empty.
+    List,
+    /// The text, when not blank.
+    Set,
+    /// A comma-separated list, when not blank.
+    SetList,
+    /// A JSON array (`["pg_ctl","-D","/data","start"]`) or words split on whitespace.
+    Command,
+    /// true/1/yes/on or false/0/no/off; otherwise a problem with this fix.
+    Switch(&'static str),
+    /// On for 1, true or yes (any case); anything else is off.
+    Flag,
+    /// `label` for 1/true/yes/on, else the mode named (lower case).
+    Mode,
 }
+
+/// One sidecar variable: its name, the registry key it sets, how its text is read.
+struct Var {
+    name: &'static str,
+    path: &'static str,
+    parse: Parse,
+}
+
+const fn var(name: &'static str, path: &'static str, parse: Parse) -> Var {
+    Var { name, path, parse }
+}
+
+/// Every sidecar variable but the DSN's parts (DB_HOST, DB_PORT, DB_NAME, DB_USER,
+/// DB_PASSWORD, see [`dsn`]). Probe and budget settings are defaults, so discovered containers
+/// get them too. Problems in reading the text are listed in this order.
+const VARS: &[Var] = &[
+    var("HEALTH_CHECK_QUERY", "defaults.probe.query", Parse::Text),
+    var(
+        "HEALTH_CHECK_INTERVAL",
+        "defaults.probe.interval",
+        Parse::Text,
+    ),
+    var(
+        "HEALTH_CHECK_TIMEOUT",
+        "defaults.probe.timeout",
+        Parse::Text,
+    ),
+    var(
+        "FAILURE_THRESHOLD",
+        "defaults.probe.failure_threshold",
+        Parse::Number("set FAILURE_THRESHOLD to 1 or more"),
+    ),
+    var(
+        "MAX_RESTARTS",
+        "defaults.restart_budget.max_restarts",
+        Parse::Number("set MAX_RESTARTS to 0 or more"),
+    ),
+    var(
+        "RESTART_WINDOW",
+        "defaults.restart_budget.window",
+        Parse::Text,
+    ),
+    var("RECOVERY_TIMEOUT", "defaults.recovery_timeout", Parse::Text),
+    var("TARGET_NAME", "targets[0].name", Parse::Text),
+    var("HEAL_COMMAND", "targets[0].heal.command", Parse::Command),
+    var(
+        "HEAL_CONTAINER",
+        "targets[0].heal.docker.container",
+        Parse::Set,
+    ),
+    var(
+        "COMPOSE_PROJECT",
+        "targets[0].heal.compose.project",
+        Parse::Set,
+    ),
+    var(
+        "COMPOSE_SERVICE",
+        "targets[0].heal.compose.service",
+        Parse::Set,
+    ),
+    var(
+        "HEAL_STOP_TIMEOUT",
+        "targets[0].heal.stop_timeout",
+        Parse::Set,
+    ),
+    var("FORENSICS_FILES", "targets[0].forensics.files", Parse::List),
+    var(
+        "FORENSICS_CONTAINER_PATHS",
+        "targets[0].forensics.docker.paths",
+        Parse::SetList,
+    ),
+    var("PG_PID_FILE", "targets[0].process.pid_file", Parse::Set),
+    var("ARCHIVE_DIR", "archive.local.dir", Parse::Set),
+    var("ARCHIVE_TIMEOUT", "archive.timeout", Parse::Set),
+    // AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are read by the AWS credential chain itself.
+    var("S3_BUCKET_NAME", "archive.s3.bucket", Parse::Set),
+    var("S3_PREFIX", "archive.s3.prefix", Parse::Set),
+    var("S3_ENDPOINT_URL", "archive.s3.endpoint", Parse::Set),
+    var(
+        "S3_FORCE_PATH_STYLE",
+        "archive.s3.force_path_style",
+        Parse::Flag,
+    ),
+    var("AWS_REGION", "archive.s3.region", Parse::Set),
+    var("SLACK_WEBHOOK_URL", "notify.slack.webhook_url", Parse::Set),
+    var(
+        "DISCORD_WEBHOOK_URL",
+        "notify.discord.webhook_url",
+        Parse::Set,
+    ),
+    var("WEBHOOK_URL", "notify.webhooks[0].url", Parse::Set),
+    var(
+        "NOTIFY_CONSOLE",
+        "notify.console",
+        Parse::Switch("set NOTIFY_CONSOLE to true (alerts also printed to stdout) or false"),
+    ),
+    var("SENTINEL_LISTEN", "server.listen", Parse::Set),
+    var("SENTINEL_API_TOKEN", "server.token", Parse::Set),
+    var("LEASE_DIR", "lease.dir", Parse::Set),
+    var("DISCOVER_DOCKER", "discovery.docker.mode", Parse::Mode),
+    var(
+        "DISCOVER_NAMESPACE",
+        "discovery.docker.namespace",
+        Parse::Set,
+    ),
+    var("DISCOVER_NETWORK", "discovery.docker.network", Parse::Set),
+];
+
+/// Keys no single variable sets, and the variables a problem there is reported under.
+const ALIASES: &[(&str, &str)] = &[
+    ("targets[0].dsn", "DB_HOST/DB_PORT/DB_NAME/DB_USER"),
+    (
+        "targets[0].heal",
+        "HEAL_COMMAND/HEAL_CONTAINER/COMPOSE_PROJECT+COMPOSE_SERVICE",
+    ),
+    ("targets[0].forensics.docker", "FORENSICS_CONTAINER_PATHS"),
+];
+
+/// A section exists only when its key variable is set (an S3_PREFIX alone is ignored).
+const REQUIRED: &[(&str, &str)] = &[
+    ("archive.s3", "archive.s3.bucket"),
+    ("server", "server.listen"),
+    ("discovery", "discovery.docker.mode"),
+];
 
 /// Whether the sidecar variables are present (DB_HOST or DISCOVER_DOCKER decides).
 pub fn present(vars: &VarSource) -> bool {
@@ -63,293 +178,31 @@ pub fn present(vars: &VarSource) -> bool {
 /// Builds a one-target registry from the sidecar variables.
 pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
     let file = "environment".to_string();
-    let all = vars.all();
-    let seed: SeedEnv = config::Config::builder()
-        .add_source(
-            config::Environment::default()
-                .source(Some(all))
-                .try_parsing(false),
-        )
-        .build()
-        .and_then(|c| c.try_deserialize())
-        .map_err(|e| ConfigError::Invalid {
-            file: file.clone(),
-            problems: vec![super::error::Problem::new(
-                "(environment)",
-                e.to_string(),
-                "check the variables listed in .env.template",
-            )],
-        })?;
+    let env = Env::read(vars).map_err(|e| ConfigError::Invalid {
+        file: file.clone(),
+        problems: vec![Problem::new(
+            "(environment)",
+            e.to_string(),
+            "check the variables listed in .env.template",
+        )],
+    })?;
     let mut problems = Problems::default();
-
-    let host = seed.db_host.clone().unwrap_or_default();
-    let port: u16 = match seed.db_port.as_deref().map(str::trim) {
-        None | Some("") => 5432,
-        Some(p) => p.parse().unwrap_or_else(|_| {
-            problems.push(
-                "DB_PORT",
-                format!("'{p}' is not a port number"),
-                "set DB_PORT to a number such as 5432",
-            );
-            5432
-        }),
-    };
-    let user = seed.db_user.clone().unwrap_or_else(|| "postgres".into());
-    let db = seed.db_name.clone().unwrap_or_else(|| "postgres".into());
-    let mut dsn = url::Url::parse("postgres://localhost").expect("static URL parses");
-    let host_ok = dsn.set_host(Some(&host)).is_ok();
-    if !host_ok && !host.trim().is_empty() {
-        problems.push(
-            "DB_HOST",
-            format!("'{host}' is not a host name or address"),
-            "set DB_HOST to the database's host, e.g. postgres",
-        );
-    }
-    let _ = dsn.set_port(Some(port));
-    let _ = dsn.set_username(&user);
-    if let Some(pw) = seed.db_password.as_deref().filter(|p| !p.is_empty()) {
-        let _ = dsn.set_password(Some(pw));
-    }
-    dsn.set_path(&format!("/{db}"));
-
-    let threshold = seed
-        .failure_threshold
-        .as_deref()
-        .map(|t| match t.trim().parse::<i64>() {
-            Ok(n) => n,
-            Err(_) => {
-                problems.push(
-                    "FAILURE_THRESHOLD",
-                    format!("'{t}' is not a number"),
-                    "set FAILURE_THRESHOLD to 1 or more",
-                );
-                3
+    let mut tree = Mapping::new();
+    let host_given = dsn(&env, &mut tree, &mut problems);
+    for v in VARS {
+        if let Some(text) = env.get(v.name) {
+            if let Some(value) = v.parse.value(v.name, &text, &mut problems) {
+                set(&mut tree, v.path, value);
             }
-        });
-    let rename = |p: &mut Problems, before: usize| {
-        // Problems found by the shared validation name YAML keys; point them at the variables.
-        for pr in p.0.iter_mut().skip(before) {
-            pr.path = match pr.path.as_str() {
-                "defaults.probe.interval" => "HEALTH_CHECK_INTERVAL".into(),
-                "defaults.probe.timeout" => "HEALTH_CHECK_TIMEOUT".into(),
-                "defaults.probe.failure_threshold" => "FAILURE_THRESHOLD".into(),
-                "defaults.probe.query" => "HEALTH_CHECK_QUERY".into(),
-                "targets[0].heal.command" => "HEAL_COMMAND".into(),
-                "targets[0].heal" => {
-                    "HEAL_COMMAND/HEAL_CONTAINER/COMPOSE_PROJECT+COMPOSE_SERVICE".into()
-                }
-                "targets[0].heal.docker.container" => "HEAL_CONTAINER".into(),
-                "targets[0].heal.compose.project" => "COMPOSE_PROJECT".into(),
-                "targets[0].heal.compose.service" => "COMPOSE_SERVICE".into(),
-                "targets[0].heal.stop_timeout" => "HEAL_STOP_TIMEOUT".into(),
-                "targets[0].forensics.docker" => "FORENSICS_CONTAINER_PATHS".into(),
-                "defaults.restart_budget.max_restarts" => "MAX_RESTARTS".into(),
-                "defaults.restart_budget.window" => "RESTART_WINDOW".into(),
-                "defaults.recovery_timeout" => "RECOVERY_TIMEOUT".into(),
-                "targets[0].dsn" => "DB_HOST/DB_PORT/DB_NAME/DB_USER".into(),
-                "targets[0].name" => "TARGET_NAME".into(),
-                "archive.s3.bucket" => "S3_BUCKET_NAME".into(),
-                "archive.s3.prefix" => "S3_PREFIX".into(),
-                "archive.s3.endpoint" => "S3_ENDPOINT_URL".into(),
-                "archive.timeout" => "ARCHIVE_TIMEOUT".into(),
-                "archive.local.dir" => "ARCHIVE_DIR".into(),
-                "server.listen" => "SENTINEL_LISTEN".into(),
-                "server.token" => "SENTINEL_API_TOKEN".into(),
-                "notify.slack.webhook_url" => "SLACK_WEBHOOK_URL".into(),
-                "notify.discord.webhook_url" => "DISCORD_WEBHOOK_URL".into(),
-                "notify.webhooks[0].url" => "WEBHOOK_URL".into(),
-                "discovery.docker.mode" => "DISCOVER_DOCKER".into(),
-                "discovery.docker.namespace" => "DISCOVER_NAMESPACE".into(),
-                "discovery.docker.network" => "DISCOVER_NETWORK".into(),
-                other => other.to_string(),
-            };
         }
-    };
-    let max_restarts = seed.max_restarts.as_deref().map(|t| {
-        t.trim().parse::<i64>().unwrap_or_else(|_| {
-            problems.push(
-                "MAX_RESTARTS",
-                format!("'{t}' is not a number"),
-                "set MAX_RESTARTS to 0 or more",
-            );
-            3
-        })
-    });
-    let nonempty = |o: &Option<String>| o.clone().filter(|s| !s.trim().is_empty());
-    let stop_timeout = nonempty(&seed.heal_stop_timeout).map(RawDuration);
-    let heal_command = nonempty(&seed.heal_command).map(|c| split_command(&c));
-    let heal_docker = nonempty(&seed.heal_container).map(|container| RawDockerHeal {
-        container,
-        stop_timeout: stop_timeout.clone(),
-    });
-    let heal_compose = match (
-        nonempty(&seed.compose_project),
-        nonempty(&seed.compose_service),
-    ) {
-        (None, None) => None,
-        (project, service) => Some(RawComposeHeal {
-            project: project.unwrap_or_default(),
-            service: service.unwrap_or_default(),
-            stop_timeout,
-        }),
-    };
-    let any_heal = heal_command.is_some() || heal_docker.is_some() || heal_compose.is_some();
-    let heal = any_heal.then_some(RawHeal {
-        command: heal_command,
-        timeout: None,
-        docker: heal_docker,
-        compose: heal_compose,
-        stop_timeout: None,
-        stop_command: None,
-        env: Default::default(),
-    });
-    let split_list = |f: &str| -> Vec<String> {
-        f.split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
-    };
-    let forensics_docker =
-        nonempty(&seed.forensics_container_paths).map(|paths| RawDockerForensics {
-            container: None,
-            project: None,
-            service: None,
-            paths: split_list(&paths),
-            log_tail: None,
-        });
-    // Probe and budget settings are defaults, so discovered containers get them too.
-    let defaults = RawDefaults {
-        probe: Some(RawProbe {
-            query: seed.health_check_query.clone(),
-            interval: seed.health_check_interval.clone().map(RawDuration),
-            timeout: seed.health_check_timeout.clone().map(RawDuration),
-            failure_threshold: threshold,
-            expect: None,
-            role: None,
-        }),
-        restart_budget: Some(RawBudget {
-            max_restarts,
-            window: seed.restart_window.clone().map(RawDuration),
-            backoff: None,
-            backoff_max: None,
-            backoff_reset: None,
-        }),
-        recovery_timeout: seed.recovery_timeout.clone().map(RawDuration),
-        policy: None,
-    };
-    let target = RawTarget {
-        name: seed.target_name.clone().unwrap_or_else(|| db.clone()),
-        dsn: dsn.to_string(),
-        probe: None,
-        restart_budget: None,
-        recovery_timeout: None,
-        forensics: Some(RawForensics {
-            files: seed
-                .forensics_files
-                .as_deref()
-                .map(split_list)
-                .unwrap_or_default(),
-            docker: forensics_docker,
-        }),
-        heal,
-        process: nonempty(&seed.pg_pid_file).map(|pid_file| RawProcess { pid_file }),
-        policy: None,
-    };
-    let notify = RawNotify {
-        slack: nonempty(&seed.slack_webhook_url).map(|webhook_url| RawChatWebhook { webhook_url }),
-        discord: nonempty(&seed.discord_webhook_url)
-            .map(|webhook_url| RawChatWebhook { webhook_url }),
-        webhooks: nonempty(&seed.webhook_url).map(|url| {
-            vec![RawGenericWebhook {
-                url,
-                headers: Default::default(),
-            }]
-        }),
-        pagerduty: None,
-        console: nonempty(&seed.notify_console).map(|c| {
-            match c.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" => false,
-                _ => {
-                    problems.push(
-                        "NOTIFY_CONSOLE",
-                        format!("'{c}' is not true or false"),
-                        "set NOTIFY_CONSOLE to true (alerts also printed to stdout) or false",
-                    );
-                    false
-                }
-            }
-        }),
-        max_attempts: None,
-        max_backoff: None,
-    };
-    // AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are read by the AWS credential chain itself.
-    let s3 = nonempty(&seed.s3_bucket_name).map(|bucket| RawS3Archive {
-        bucket,
-        prefix: nonempty(&seed.s3_prefix),
-        region: nonempty(&seed.aws_region),
-        endpoint: nonempty(&seed.s3_endpoint_url),
-        // S3-compatible stores behind a custom endpoint nearly always want path-style keys.
-        force_path_style: Some(match nonempty(&seed.s3_force_path_style) {
-            Some(v) => matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"),
-            None => seed
-                .s3_endpoint_url
-                .as_deref()
-                .is_some_and(|e| !e.trim().is_empty()),
-        }),
-        sse: None,
-        sse_kms_key_id: None,
-        storage_class: None,
-        part_size: None,
-    });
-    let archive = RawArchive {
-        local: nonempty(&seed.archive_dir).map(|dir| RawLocalArchive { dir }),
-        s3,
-        timeout: nonempty(&seed.archive_timeout).map(RawDuration),
-        max_file_size: None,
-    };
-    let before = problems.0.len();
-    let server = nonempty(&seed.sentinel_listen).and_then(|listen| {
-        super::load::build_server(
-            RawServer {
-                listen,
-                token: nonempty(&seed.sentinel_api_token),
-            },
-            &mut problems,
-        )
-    });
-    // Without DB_HOST the sidecar only discovers (DISCOVER_DOCKER).
-    let targets = if host.trim().is_empty() {
-        vec![]
-    } else {
-        vec![(0, target)]
-    };
-    let discovery = nonempty(&seed.discover_docker).and_then(|mode| {
-        let mode = match mode.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" | "label" => "label".to_string(),
-            other => other.to_string(),
-        };
-        let raw = RawDiscovery {
-            docker: Some(RawDockerDiscovery {
-                namespace: nonempty(&seed.discover_namespace),
-                mode: Some(mode),
-                network: nonempty(&seed.discover_network),
-            }),
-        };
-        super::load::build_discovery(raw, &mut problems)
-    });
-    let mut registry = build(
-        Source::Environment,
-        defaults,
-        archive,
-        notify,
-        targets,
-        &mut problems,
-    );
-    registry.discovery = discovery;
-    registry.server = server;
-    registry.lease.dir = nonempty(&seed.lease_dir).map(std::path::PathBuf::from);
-    rename(&mut problems, before);
+    }
+    settle(&mut tree, host_given);
+    let registry = from_tree(&tree, &mut problems);
+    for p in &mut problems.0 {
+        if let Some(name) = variable_at(&p.path) {
+            p.path = name.to_string();
+        }
+    }
     if problems.0.is_empty() {
         Ok(registry)
     } else {
@@ -358,6 +211,75 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
             problems: problems.0,
         })
     }
+}
+
+/// The variables as the `config` crate reads them (names lower-cased).
+struct Env(HashMap<String, config::Value>);
+
+impl Env {
+    fn read(vars: &VarSource) -> Result<Self, config::ConfigError> {
+        config::Config::builder()
+            .add_source(
+                config::Environment::default()
+                    .source(Some(vars.all()))
+                    .try_parsing(false),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map(Env)
+    }
+
+    fn get(&self, name: &str) -> Option<String> {
+        let value = self.0.get(&name.to_ascii_lowercase())?;
+        value.clone().into_string().ok()
+    }
+}
+
+impl Parse {
+    /// The value `text` stands for; None leaves the key unset.
+    fn value(self, name: &str, text: &str, problems: &mut Problems) -> Option<Value> {
+        let blank = text.trim().is_empty();
+        Some(match self {
+            Parse::Text => text.into(),
+            Parse::Number(fix) => {
+                let n = text.trim().parse::<i64>().unwrap_or_else(|_| {
+                    problems.push(name, format!("'{text}' is not a number"), fix);
+                    3
+                });
+                Value::Number(n.into())
+            }
+            Parse::List => list(text),
+            _ if blank => return None,
+            Parse::Set => text.into(),
+            Parse::SetList => list(text),
+            Parse::Command => split_command(text).into_iter().map(Value::from).collect(),
+            Parse::Switch(fix) => Value::Bool(match text.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => {
+                    problems.push(name, format!("'{text}' is not true or false"), fix);
+                    false
+                }
+            }),
+            Parse::Flag => Value::Bool(matches!(
+                text.to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes"
+            )),
+            Parse::Mode => match text.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" | "label" => "label".into(),
+                other => other.into(),
+            },
+        })
+    }
+}
+
+/// A comma-separated list, blanks dropped.
+fn list(text: &str) -> Value {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(Value::from)
+        .collect()
 }
 
 /// Splits HEAL_COMMAND: a JSON array (`["pg_ctl","-D","/data","start"]`) or words split on
@@ -369,4 +291,198 @@ fn split_command(c: &str) -> Vec<String> {
         }
     }
     c.split_whitespace().map(str::to_string).collect()
+}
+
+/// The target's DSN (and its default name, the database's) from DB_HOST, DB_PORT, DB_NAME,
+/// DB_USER and DB_PASSWORD. Returns whether DB_HOST is given: without it the sidecar only
+/// discovers (DISCOVER_DOCKER).
+fn dsn(env: &Env, tree: &mut Mapping, problems: &mut Problems) -> bool {
+    let host = env.get("DB_HOST").unwrap_or_default();
+    let port: u16 = match env.get("DB_PORT").as_deref().map(str::trim) {
+        None | Some("") => 5432,
+        Some(p) => p.parse().unwrap_or_else(|_| {
+            problems.push(
+                "DB_PORT",
+                format!("'{p}' is not a port number"),
+                "set DB_PORT to a number such as 5432",
+            );
+            5432
+        }),
+    };
+    let user = env.get("DB_USER").unwrap_or_else(|| "postgres".into());
+    let db = env.get("DB_NAME").unwrap_or_else(|| "postgres".into());
+    let mut dsn = url::Url::parse("postgres://localhost").expect("static URL parses");
+    let host_ok = dsn.set_host(Some(&host)).is_ok();
+    if !host_ok && !host.trim().is_empty() {
+        problems.push(
+            "DB_HOST",
+            format!("'{host}' is not a host name or address"),
+            "set DB_HOST to the database's host, e.g. postgres",
+        );
+    }
+    let _ = dsn.set_port(Some(port));
+    let _ = dsn.set_username(&user);
+    if let Some(pw) = env.get("DB_PASSWORD").filter(|p| !p.is_empty()) {
+        let _ = dsn.set_password(Some(&pw));
+    }
+    dsn.set_path(&format!("/{db}"));
+    set(tree, "targets[0].dsn", dsn.to_string().into());
+    set(tree, "targets[0].name", db.into());
+    !host.trim().is_empty()
+}
+
+/// Where one variable's meaning depends on another's.
+fn settle(tree: &mut Mapping, host_given: bool) {
+    for (section, key) in REQUIRED {
+        if get(tree, key).is_none() {
+            remove(tree, section);
+        }
+    }
+    if !host_given {
+        remove(tree, "targets");
+    }
+    // S3-compatible stores behind a custom endpoint nearly always want path-style keys.
+    if let Some(Value::Mapping(s3)) = get_mut(tree, "archive.s3") {
+        if !s3.contains_key("force_path_style") {
+            let custom = s3.contains_key("endpoint");
+            s3.insert("force_path_style".into(), Value::Bool(custom));
+        }
+    }
+    settle_heal(tree);
+}
+
+/// HEAL_STOP_TIMEOUT is the container heal's stop timeout (a command heal takes none from the
+/// environment); COMPOSE_PROJECT and COMPOSE_SERVICE come as a pair, a missing one empty.
+fn settle_heal(tree: &mut Mapping) {
+    let Some(Value::Mapping(heal)) = get_mut(tree, "targets[0].heal") else {
+        return;
+    };
+    let stop = heal.remove("stop_timeout");
+    for kind in ["docker", "compose"] {
+        if let (Some(Value::Mapping(m)), Some(stop)) = (heal.get_mut(kind), &stop) {
+            m.insert("stop_timeout".into(), stop.clone());
+        }
+    }
+    if let Some(Value::Mapping(compose)) = heal.get_mut("compose") {
+        for key in ["project", "service"] {
+            if !compose.contains_key(key) {
+                compose.insert(key.into(), "".into());
+            }
+        }
+    }
+    if heal.is_empty() {
+        remove(tree, "targets[0].heal");
+    }
+}
+
+/// Builds the registry from the tree, through the sections a registry file goes through.
+fn from_tree(tree: &Mapping, problems: &mut Problems) -> Registry {
+    let server =
+        section::<RawServer>(tree, "server", problems).and_then(|s| build_server(s, problems));
+    let discovery = section::<RawDiscovery>(tree, "discovery", problems)
+        .and_then(|d| build_discovery(d, problems));
+    let targets: Vec<RawTarget> = section(tree, "targets", problems).unwrap_or_default();
+    let defaults: RawDefaults = section(tree, "defaults", problems).unwrap_or_default();
+    let archive: RawArchive = section(tree, "archive", problems).unwrap_or_default();
+    let notify: RawNotify = section(tree, "notify", problems).unwrap_or_default();
+    let targets = targets.into_iter().enumerate().collect();
+    let mut registry = build(
+        Source::Environment,
+        defaults,
+        archive,
+        notify,
+        targets,
+        problems,
+    );
+    registry.discovery = discovery;
+    registry.server = server;
+    if let Some(l) = section::<RawLease>(tree, "lease", problems) {
+        registry.lease = build_lease(l, problems);
+    }
+    registry
+}
+
+/// The variable a problem at `path` is about, if one is.
+fn variable_at(path: &str) -> Option<&'static str> {
+    VARS.iter()
+        .find(|v| v.path == path)
+        .map(|v| v.name)
+        .or_else(|| ALIASES.iter().find(|(p, _)| *p == path).map(|(_, n)| *n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ContainerRef, HealAction};
+    use std::time::Duration;
+
+    fn env(pairs: &[(&str, &str)]) -> VarSource {
+        VarSource::fixed(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn every_variable_sets_its_own_key() {
+        let mut names: Vec<_> = VARS.iter().map(|v| v.name).collect();
+        let mut paths: Vec<_> = VARS.iter().map(|v| v.path).collect();
+        names.sort_unstable();
+        names.dedup();
+        paths.sort_unstable();
+        paths.dedup();
+        assert_eq!((names.len(), paths.len()), (VARS.len(), VARS.len()));
+    }
+
+    #[test]
+    fn the_variables_fill_the_sections_a_file_would() {
+        let r = load_env(&env(&[
+            ("DB_HOST", "db"),
+            ("HEAL_CONTAINER", "pg1"),
+            ("HEAL_STOP_TIMEOUT", "3s"),
+            ("S3_BUCKET_NAME", "bucket"),
+            ("S3_ENDPOINT_URL", "http://localhost:9000"),
+            ("WEBHOOK_URL", "https://ops.example.com/hook"),
+            ("SENTINEL_API_TOKEN", "0123456789abcdef01"),
+        ]))
+        .unwrap();
+        let t = &r.targets[0];
+        assert_eq!(t.name, "postgres");
+        assert_eq!(
+            t.heal,
+            Some(HealAction::Docker {
+                container: ContainerRef::Name("pg1".into()),
+                stop_timeout: Duration::from_secs(3),
+            })
+        );
+        let s3 = r.archive.s3.as_ref().unwrap();
+        assert!(
+            s3.force_path_style,
+            "a custom endpoint means path-style keys"
+        );
+        assert_eq!(r.archive.local_dir, None);
+        assert_eq!(r.notify.webhooks.len(), 1);
+        assert!(
+            r.server.is_none(),
+            "a token without SENTINEL_LISTEN serves nothing"
+        );
+    }
+
+    #[test]
+    fn a_problem_at_a_variables_key_names_the_variable() {
+        let e = load_env(&env(&[
+            ("DB_HOST", "db"),
+            ("NOTIFY_CONSOLE", "maybe"),
+            ("HEAL_CONTAINER", "bad name"),
+            ("S3_BUCKET_NAME", "Bad_Bucket"),
+        ]))
+        .unwrap_err();
+        let paths: Vec<_> = e.problems().iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["NOTIFY_CONSOLE", "HEAL_CONTAINER", "S3_BUCKET_NAME"]
+        );
+    }
 }

@@ -1,20 +1,58 @@
 //! The target registry: YAML file or sidecar environment → validated [`Registry`].
+//!
+//! One file per section of the registry, each with its raw (as written) type, its validated
+//! type and the checks between them: `targets` (with `probe`, `budget`, `heal`, `forensics`),
+//! `defaults`, `archive`, `notify`, `heartbeat`, `server`, `lease`, `fleet_guard`, `docker`,
+//! `discovery`. `document` turns text into sections, `load` puts them together, `env_mode`
+//! reads the sidecar variables instead.
 
+mod archive;
+mod budget;
+mod defaults;
+mod discovery;
+mod docker;
+mod document;
 pub mod duration;
 mod env_mode;
 pub mod error;
 pub mod expand;
+mod fleet_guard;
+mod forensics;
+mod heal;
+mod heartbeat;
+mod keypath;
+mod lease;
 mod load;
-pub mod model;
-pub(crate) mod raw;
+mod notify;
+mod probe;
+pub mod raw;
+mod registry;
+mod secret;
+mod server;
 pub mod size;
+mod targets;
 pub mod trust;
 mod yaml_guard;
 
+pub use archive::{ArchiveConfig, S3Config};
+pub use budget::BudgetConfig;
+pub use defaults::TargetDefaults;
+pub use discovery::{DiscoveryMode, DockerDiscovery};
+pub use docker::DockerConfig;
 pub use error::{ConfigError, Problem};
 pub use expand::VarSource;
-pub(crate) use load::build_target;
-pub use model::*;
+pub use fleet_guard::FleetGuardConfig;
+pub use forensics::DockerForensics;
+pub use heal::{ContainerRef, HealAction};
+pub use heartbeat::HeartbeatConfig;
+pub use lease::LeaseConfig;
+pub use notify::{ChatWebhook, GenericWebhook, NotifyConfig, PagerDutyConfig};
+pub use probe::ProbeConfig;
+pub use registry::{Registry, Source};
+pub use secret::{Dsn, Secret};
+pub use server::ServerConfig;
+pub(crate) use targets::build_target;
+pub use targets::TargetConfig;
 
 use std::path::{Path, PathBuf};
 
