@@ -96,6 +96,7 @@ impl Supervisor {
         store: Option<Store>,
         docker: Arc<DockerClient>,
     ) -> (Addr<Supervisor>, oneshot::Receiver<()>) {
+        crate::metrics::set_logger(log.new(slog::o!("actor" => "metrics")));
         let spool = Spool::new(&settings.state_dir);
         let archiver = Archiver::new(
             log.clone(),
