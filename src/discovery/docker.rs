@@ -6,6 +6,7 @@
 use super::labels::{self, ContainerFacts};
 use super::DiscoveredTarget;
 use crate::actors::messages::Discovered;
+use crate::backoff::Backoff;
 use crate::config::{
     DiscoveryMode, DockerDiscovery, Problem, TargetConfig, TargetDefaults, VarSource,
 };
@@ -24,10 +25,10 @@ use std::time::Duration;
 /// container stays a target (and is healed).
 const RESYNC_ON: [&str; 4] = ["create", "start", "rename", "destroy"];
 
-/// The longest wait between attempts to reach the Engine again. Short: an attempt costs one
-/// connection, while each second spent waiting after the Engine is back (a restart takes
-/// seconds) leaves containers added or removed in the meantime unseen.
-const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// Waits between attempts to reach the Engine again: from 1 s up to 2 s. Short: an attempt
+/// costs one connection, while each second spent waiting after the Engine is back (a restart
+/// takes seconds) leaves containers added or removed in the meantime unseen.
+const RECONNECT: Backoff = Backoff::fixed(Duration::from_secs(1), Duration::from_secs(2));
 
 /// What an inspect adds to a listing; fixed for a container's life, so asked once per id.
 #[derive(Clone)]
@@ -82,7 +83,8 @@ pub async fn follow(
     info!(w.log, "discovering PostgreSQL containers on the Docker Engine"; "event" => "discovery_started",
         "namespace" => &w.cfg.namespace, "mode" => match w.cfg.mode { DiscoveryMode::Label => "label", DiscoveryMode::All => "all" },
         "endpoint" => w.client.endpoint(), "in_container" => w.own_networks.is_some());
-    let mut delay = Duration::from_secs(1);
+    // Reconnect attempts since the stream last opened: the wait grows with each.
+    let mut attempt = 0u32;
     let mut said_broken = false;
     loop {
         let api = match w.client.streaming().await {
@@ -93,8 +95,8 @@ pub async fn follow(
                         "event" => "discovery_unavailable", "kind" => e.kind(), "error" => %e);
                     said_broken = true;
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(RECONNECT_MAX);
+                tokio::time::sleep(RECONNECT.delay(attempt)).await;
+                attempt = attempt.saturating_add(1);
                 continue;
             }
         };
@@ -115,14 +117,14 @@ pub async fn follow(
         }));
         // Whatever happened while the stream was closed is found by listing again.
         if w.resync().await.is_err() {
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep(RECONNECT.delay(attempt)).await;
             continue;
         }
         if said_broken {
             info!(w.log, "following the Docker Engine again"; "event" => "discovery_resumed");
             said_broken = false;
         }
-        delay = Duration::from_secs(1);
+        attempt = 0;
         loop {
             // While a container is initialising, look again every half second: no event
             // says when its server starts accepting connections.
@@ -157,7 +159,7 @@ pub async fn follow(
         if !sink.connected() {
             return;
         }
-        tokio::time::sleep(delay).await;
+        tokio::time::sleep(RECONNECT.delay(attempt)).await;
     }
 }
 
