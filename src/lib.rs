@@ -7,7 +7,8 @@
 //! - `actors`: Supervisor, one Monitor per target, shared Archiver, Healer, Notifier;
 //!   `actors::messages` is the protocol between them.
 //! - `incident`: incidents and the per-target record that outlives a Monitor.
-//! - `probe`: SQL probes and failure classification (SQLSTATE kept).
+//! - `probe`: SQL probes; `failure`: how a probe failed (class, SQLSTATE), a leaf that config,
+//!   policy and probe all read.
 //! - `policy`: what each failure class calls for (restart or alert), with diagnoses.
 //! - `fleet`: the fleet guard (many targets failing at once holds every restart).
 //! - `fsutil`: the file trust boundary (target files read without symlinks, FIFOs or /proc, with
@@ -20,7 +21,8 @@
 //! - `reaper`: adopts and reaps the postmasters heal commands start (no lingering zombies).
 //! - `archive`: forensic bundles (local sink, manifest, S3 sink, upload spool and retries).
 //! - `store`: incident history and budget state in SQLite, written before each action.
-//! - `api`: the HTTP API (status, metrics, incidents, maintenance) and the status page.
+//! - `api`: the HTTP API (status, metrics, incidents, maintenance) and the status page;
+//!   `status`: what it shows for one target.
 //! - `metrics`: the Prometheus registry.
 //! - `heartbeat`: pings to a dead-man switch.
 //! - `health`: whether the state, lease and spool directories still take writes (`/healthz`).
@@ -45,6 +47,7 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod docker;
+pub mod failure;
 pub mod faults;
 pub mod fleet;
 pub mod fsutil;
@@ -66,4 +69,5 @@ pub mod procfs;
 pub mod reaper;
 pub mod redact;
 pub mod signals;
+pub mod status;
 pub mod store;

@@ -1,7 +1,7 @@
 //! The status page at `/`: server-rendered HTML, no scripts or external assets, refreshed by
 //! the browser every 5 seconds. Everything shown is escaped.
 
-use crate::actors::messages::TargetStatus;
+use crate::status::TargetStatus;
 use crate::store::IncidentRow;
 use std::fmt::Write;
 

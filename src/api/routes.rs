@@ -2,9 +2,10 @@
 //! metrics registry; none blocks the actors.
 
 use super::{page, token_matches, ApiState};
-use crate::actors::messages::{GetStatus, SetMaintenance, TargetStatus};
+use crate::actors::messages::{GetStatus, SetMaintenance};
 use crate::config::duration::parse_duration;
 use crate::health::{Fault, CHECK_TIMEOUT};
+use crate::status::TargetStatus;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;

@@ -1,10 +1,12 @@
 //! The local-directory sink: `{dir}/{stamp}-{target}/` with each matched file copied whole.
 //! Copies stream through a fixed buffer while hashing, so a large log never sits in memory.
 
+use super::manifest::IncidentFacts;
 use super::manifest::Manifest;
 use super::manifest::SnapshotSummary;
+use super::ArchiveReport;
 use super::{FileEntry, Missing};
-use crate::actors::messages::{ArchiveReport, HealReport, IncidentFacts};
+use crate::heal::report::HealReport;
 use crate::probe::snapshot::SqlSnapshot;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;

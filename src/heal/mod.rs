@@ -2,4 +2,5 @@
 
 pub mod command;
 pub mod docker;
+pub mod report;
 pub mod stop;
