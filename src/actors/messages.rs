@@ -16,7 +16,7 @@ use std::time::Duration;
 // Data the messages carry, defined by their domain modules. Re-exported because the Monitor,
 // Healer and Archiver import them from here.
 pub use crate::archive::{manifest::IncidentFacts, ArchiveReport};
-pub use crate::heal::report::{HealAttempt, HealFailure, HealReport};
+pub use crate::heal_report::{HealAttempt, HealFailure, HealReport};
 
 /// Write the forensic bundle for an incident (once per incident id).
 #[derive(Message, Clone)]
@@ -28,7 +28,7 @@ pub struct Archive {
     pub target: Arc<TargetConfig>,
     /// What SQL could still tell while the target was suspect (None: not captured yet; the
     /// Archiver then tries itself unless the postmaster is known dead).
-    pub snapshot: Option<crate::probe::snapshot::SqlSnapshot>,
+    pub snapshot: Option<crate::sql_snapshot::SqlSnapshot>,
 }
 
 /// Restart a target (once per incident id), retrying a failed start until recovery_timeout.
@@ -87,6 +87,12 @@ pub struct Shutdown {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Discovered(pub Vec<crate::discovery::DiscoveredTarget>);
+
+impl From<Vec<crate::discovery::DiscoveredTarget>> for Discovered {
+    fn from(targets: Vec<crate::discovery::DiscoveredTarget>) -> Self {
+        Self(targets)
+    }
+}
 
 /// Every target's status, in registry order.
 #[derive(Message)]

@@ -324,7 +324,7 @@ impl Supervisor {
             self.docker.clone(),
             cfg.clone(),
             defaults.clone(),
-            ctx.address().recipient(),
+            ctx.address().recipient::<Discovered>(),
             log,
         );
         let handle = ctx.spawn(fut.into_actor(self));

@@ -3,7 +3,7 @@
 
 use super::{FileEntry, Missing};
 use crate::failure::ProbeFailure;
-use crate::heal::report::HealReport;
+use crate::heal_report::HealReport;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::io::Write;
@@ -43,7 +43,7 @@ pub struct Manifest {
     pub incident_id: String,
     pub target: String,
     pub endpoint: String,
-    pub failure: crate::probe::ProbeFailure,
+    pub failure: ProbeFailure,
     pub failure_class: &'static str,
     pub hard_failure: bool,
     /// `restart` or `alert`, by the target's policy for this failure class.

@@ -5,7 +5,6 @@
 
 use super::labels::{self, ContainerFacts};
 use super::DiscoveredTarget;
-use crate::actors::messages::Discovered;
 use crate::backoff::Backoff;
 use crate::config::{
     DiscoveryMode, DockerDiscovery, Problem, TargetConfig, TargetDefaults, VarSource,
@@ -49,7 +48,8 @@ struct Watcher {
     client: Arc<DockerClient>,
     cfg: DockerDiscovery,
     defaults: TargetDefaults,
-    sink: Option<Recipient<Discovered>>,
+    /// Hands a changed set of targets on (to the Supervisor); None: only look.
+    sink: Option<SendTargets>,
     log: Logger,
     inspected: HashMap<String, Inspected>,
     /// The last address seen per container: a stopped container has none, and its target
@@ -71,15 +71,27 @@ struct Watcher {
     waiting: bool,
 }
 
-/// Follows the Engine until the daemon stops.
-pub async fn follow(
+/// Sends the whole set of targets found now, replacing the previous set.
+type SendTargets = Box<dyn Fn(Vec<DiscoveredTarget>)>;
+
+/// Follows the Engine until the daemon stops (its receiver is gone), sending each changed set
+/// of targets as an `M` (the Supervisor's `Discovered`: the protocol stays in the actors).
+pub async fn follow<M>(
     client: Arc<DockerClient>,
     cfg: DockerDiscovery,
     defaults: TargetDefaults,
-    sink: Recipient<Discovered>,
+    sink: Recipient<M>,
     log: Logger,
-) {
-    let mut w = Watcher::new(client, cfg, defaults, Some(sink.clone()), log).await;
+) where
+    M: Message<Result = ()> + From<Vec<DiscoveredTarget>> + Send + 'static,
+{
+    let send: SendTargets = {
+        let sink = sink.clone();
+        Box::new(move |targets| {
+            let _ = sink.try_send(M::from(targets));
+        })
+    };
+    let mut w = Watcher::new(client, cfg, defaults, Some(send), log).await;
     info!(w.log, "discovering PostgreSQL containers on the Docker Engine"; "event" => "discovery_started",
         "namespace" => &w.cfg.namespace, "mode" => match w.cfg.mode { DiscoveryMode::Label => "label", DiscoveryMode::All => "all" },
         "endpoint" => w.client.endpoint(), "in_container" => w.own_networks.is_some());
@@ -182,7 +194,7 @@ impl Watcher {
         client: Arc<DockerClient>,
         cfg: DockerDiscovery,
         defaults: TargetDefaults,
-        sink: Option<Recipient<Discovered>>,
+        sink: Option<SendTargets>,
         log: Logger,
     ) -> Self {
         let mut w = Watcher {
@@ -237,8 +249,8 @@ impl Watcher {
         if self.sent.as_ref() != Some(&targets) {
             debug!(self.log, "discovered"; "targets" => targets.len());
             self.sent = Some(targets.clone());
-            if let Some(sink) = &self.sink {
-                let _ = sink.try_send(Discovered(targets));
+            if let Some(send) = &self.sink {
+                send(targets);
             }
         }
         Ok(())

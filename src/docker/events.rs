@@ -6,7 +6,7 @@
 use super::DockerClient;
 use crate::backoff::Backoff;
 use crate::config::ContainerRef;
-use crate::probe::FailureClass;
+use crate::failure::FailureClass;
 use actix::prelude::*;
 use bollard::system::EventsOptions;
 use futures::StreamExt;

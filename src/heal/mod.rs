@@ -2,5 +2,4 @@
 
 pub mod command;
 pub mod docker;
-pub mod report;
 pub mod stop;

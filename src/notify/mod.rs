@@ -11,7 +11,7 @@ pub mod slack;
 pub mod webhook;
 
 use crate::config::NotifyConfig;
-use crate::probe::ProbeFailure;
+use crate::failure::ProbeFailure;
 use chrono::{DateTime, Utc};
 use delivery::Endpoint;
 use serde::{Deserialize, Serialize};

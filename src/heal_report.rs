@@ -1,6 +1,9 @@
 //! What a heal did, as the Healer reports it to the Monitor and the Archiver (the bundle's
 //! heal log and manifest): the attempts, the starts that count against the budget, and why a
 //! heal stopped without retrying.
+//!
+//! Apart from `heal`, whose Docker backend sits above the archive: the archive writes this
+//! report into the bundle, so it must be a leaf both can read.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
