@@ -139,13 +139,11 @@ async fn startup(mut w: Wire, ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeF
     let mut sent_then = false;
     loop {
         match w.read().await? {
-            Message::AuthenticationOk => {
-                if scram.is_some() {
-                    // SCRAM ends with SASLFinal before Ok: a server skipping it proved nothing.
-                    return Err(auth(
-                        "the server accepted the login without proving it knows the password",
-                    ));
-                }
+            // SCRAM ends with SASLFinal before Ok: a server skipping it proved nothing.
+            Message::AuthenticationOk if scram.is_some() => {
+                return Err(auth(
+                    "the server accepted the login without proving it knows the password",
+                ));
             }
             Message::AuthenticationCleartextPassword => {
                 let pw = password(ep)?;
@@ -222,7 +220,8 @@ async fn startup(mut w: Wire, ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeF
                 }
                 return Ok(w);
             }
-            // ParameterStatus, BackendKeyData, NoticeResponse: nothing to act on.
+            // AuthenticationOk (no SCRAM), ParameterStatus, BackendKeyData, NoticeResponse:
+            // nothing to act on.
             _ => {}
         }
     }
