@@ -12,7 +12,7 @@ use crate::config::{
 use crate::docker::{DockerClient, DockerError};
 use actix::prelude::*;
 use bollard::container::{InspectContainerOptions, ListContainersOptions};
-use bollard::models::ContainerSummary;
+use bollard::models::{ContainerSummary, EventMessage};
 use bollard::system::EventsOptions;
 use futures::{FutureExt, StreamExt};
 use slog::{debug, error, info, warn, Logger};
@@ -112,21 +112,7 @@ pub async fn follow<M>(
                 continue;
             }
         };
-        let mut filters = HashMap::from([
-            ("type".to_string(), vec!["container".to_string()]),
-            (
-                "event".to_string(),
-                RESYNC_ON.iter().map(|s| s.to_string()).collect(),
-            ),
-        ]);
-        if w.cfg.mode == DiscoveryMode::Label {
-            filters.insert("label".into(), vec![format!("{}.enable", w.cfg.namespace)]);
-        }
-        let mut stream = api.events(Some(EventsOptions::<String> {
-            since: None,
-            until: None,
-            filters,
-        }));
+        let stream = api.events(Some(events_options(&w.cfg)));
         // Whatever happened while the stream was closed is found by listing again.
         if w.resync().await.is_err() {
             tokio::time::sleep(RECONNECT.delay(attempt)).await;
@@ -137,41 +123,32 @@ pub async fn follow<M>(
             said_broken = false;
         }
         attempt = 0;
-        loop {
-            // While a container is initialising, look again every half second: no event
-            // says when its server starts accepting connections.
-            let item = if w.waiting {
-                match tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
-                    Ok(item) => item,
-                    Err(_) => {
-                        if w.resync().await.is_err() {
-                            break;
-                        }
-                        continue;
-                    }
-                }
-            } else {
-                stream.next().await
-            };
-            let Some(item) = item else { break };
-            if let Err(e) = item {
-                warn!(w.log, "Docker events stream broke; reopening"; "event" => "discovery_events_broken", "error" => %e);
-                break;
-            }
-            // A burst (a compose stack coming up) costs one listing.
-            while let Some(Some(Ok(_))) = stream.next().now_or_never() {}
-            if w.resync().await.is_err() {
-                break;
-            }
-            if sink.connected() {
-                continue;
-            }
+        if !w.watch(stream, &|| sink.connected()).await {
             return;
         }
         if !sink.connected() {
             return;
         }
         tokio::time::sleep(RECONNECT.delay(attempt)).await;
+    }
+}
+
+/// The events that call for a new listing, under this discovery's label filter.
+fn events_options(cfg: &DockerDiscovery) -> EventsOptions<String> {
+    let mut filters = HashMap::from([
+        ("type".to_string(), vec!["container".to_string()]),
+        (
+            "event".to_string(),
+            RESYNC_ON.iter().map(|s| s.to_string()).collect(),
+        ),
+    ]);
+    if cfg.mode == DiscoveryMode::Label {
+        filters.insert("label".into(), vec![format!("{}.enable", cfg.namespace)]);
+    }
+    EventsOptions::<String> {
+        since: None,
+        until: None,
+        filters,
     }
 }
 
@@ -239,6 +216,45 @@ impl Watcher {
             .unwrap_or_default();
         nets.sort();
         Some(nets)
+    }
+
+    /// Lists again after each burst of events (and every half second while a container
+    /// initialises) until the stream ends or breaks: true then, false once the receiver of the
+    /// targets is gone.
+    async fn watch<S>(&mut self, mut stream: S, connected: &dyn Fn() -> bool) -> bool
+    where
+        S: futures::Stream<Item = Result<EventMessage, bollard::errors::Error>> + Unpin,
+    {
+        loop {
+            // While a container is initialising, look again every half second: no event
+            // says when its server starts accepting connections.
+            let item = if self.waiting {
+                match tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
+                    Ok(item) => item,
+                    Err(_) => {
+                        if self.resync().await.is_err() {
+                            return true;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                stream.next().await
+            };
+            let Some(item) = item else { return true };
+            if let Err(e) = item {
+                warn!(self.log, "Docker events stream broke; reopening"; "event" => "discovery_events_broken", "error" => %e);
+                return true;
+            }
+            // A burst (a compose stack coming up) costs one listing.
+            while let Some(Some(Ok(_))) = stream.next().now_or_never() {}
+            if self.resync().await.is_err() {
+                return true;
+            }
+            if !connected() {
+                return false;
+            }
+        }
     }
 
     /// Lists the containers, builds their targets, and sends the set if it changed.
