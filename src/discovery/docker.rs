@@ -274,26 +274,7 @@ impl Watcher {
 
     /// The selected containers, each with its target or the problems with its labels.
     async fn scan(&mut self) -> Result<Vec<Built>, DockerError> {
-        let mut filters = HashMap::new();
-        if self.cfg.mode == DiscoveryMode::Label {
-            filters.insert(
-                "label".to_string(),
-                vec![format!("{}.enable=true", self.cfg.namespace)],
-            );
-        }
-        let listed = self
-            .client
-            .call(|api, ep| async move {
-                api.list_containers(Some(ListContainersOptions::<String> {
-                    all: true,
-                    filters,
-                    ..Default::default()
-                }))
-                .await
-                .map_err(|e| DockerError::from_bollard(e, &ep, ""))
-            })
-            .await;
-        let listed = match listed {
+        let listed = match self.list().await {
             Ok(l) => l,
             Err(e) => {
                 warn!(self.log, "cannot list containers; discovered targets stay as they are"; "event" => "discovery_list_failed", "kind" => e.kind(), "error" => %e);
@@ -302,56 +283,9 @@ impl Watcher {
         };
         let mut facts = Vec::new();
         for s in listed {
-            // Never started (`docker create`): not a database yet, nothing to heal. Being
-            // removed: retired, not failed.
-            let state = s.state.clone().unwrap_or_default();
-            if matches!(state.as_str(), "created" | "removing" | "dead") {
-                continue;
+            if let Some(f) = self.facts_of(s).await {
+                facts.push(f);
             }
-            let Some(id) = s.id.clone() else { continue };
-            let inspected = match self.inspected.get(&id) {
-                Some(i) => i.clone(),
-                None => match self.inspect(&id).await {
-                    Some(i) => {
-                        self.inspected.insert(id.clone(), i.clone());
-                        i
-                    }
-                    None => continue, // gone between the listing and the inspect
-                },
-            };
-            let name = s
-                .names
-                .as_ref()
-                .and_then(|n| n.first())
-                .map(|n| n.trim_start_matches('/').to_string())
-                .unwrap_or_else(|| id.chars().take(12).collect());
-            let labels: BTreeMap<String, String> =
-                s.labels.clone().unwrap_or_default().into_iter().collect();
-            let mut f = ContainerFacts {
-                id: id.clone(),
-                name,
-                image: s.image.clone().unwrap_or_default(),
-                labels,
-                pgdata: inspected.pgdata,
-                cmd: inspected.cmd,
-                conf_log_directory: inspected.conf_log_directory,
-                address: None,
-            };
-            if !labels::selected(&f, &self.cfg) {
-                continue;
-            }
-            f.address = self.address(&s, &f);
-            // In `all` mode a PostgreSQL container the daemon shares no network with is
-            // someone else's, not a mistake to report.
-            if self.cfg.mode == DiscoveryMode::All && f.address.is_none() {
-                continue;
-            }
-            if state == "running" {
-                self.running.insert(f.id.clone());
-            } else {
-                self.running.remove(&f.id);
-            }
-            facts.push(f);
         }
         let present: HashSet<String> = facts.iter().map(|f| f.id.clone()).collect();
         self.inspected.retain(|id, _| present.contains(id));
@@ -378,6 +312,83 @@ impl Watcher {
         .await
         .unwrap_or_default();
         Ok(built)
+    }
+
+    /// Every container the mode looks at (in `label` mode, those enabled by label), stopped
+    /// ones included.
+    async fn list(&self) -> Result<Vec<ContainerSummary>, DockerError> {
+        let mut filters = HashMap::new();
+        if self.cfg.mode == DiscoveryMode::Label {
+            filters.insert(
+                "label".to_string(),
+                vec![format!("{}.enable=true", self.cfg.namespace)],
+            );
+        }
+        self.client
+            .call(|api, ep| async move {
+                api.list_containers(Some(ListContainersOptions::<String> {
+                    all: true,
+                    filters,
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|e| DockerError::from_bollard(e, &ep, ""))
+            })
+            .await
+    }
+
+    /// What one listed container is, when discovery selects it (and notes whether it runs);
+    /// None for a container that is not a database yet, is going away, or is not ours.
+    async fn facts_of(&mut self, s: ContainerSummary) -> Option<ContainerFacts> {
+        // Never started (`docker create`): not a database yet, nothing to heal. Being
+        // removed: retired, not failed.
+        let state = s.state.clone().unwrap_or_default();
+        if matches!(state.as_str(), "created" | "removing" | "dead") {
+            return None;
+        }
+        let id = s.id.clone()?;
+        let inspected = match self.inspected.get(&id) {
+            Some(i) => i.clone(),
+            None => {
+                // None: gone between the listing and the inspect.
+                let i = self.inspect(&id).await?;
+                self.inspected.insert(id.clone(), i.clone());
+                i
+            }
+        };
+        let name = s
+            .names
+            .as_ref()
+            .and_then(|n| n.first())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .unwrap_or_else(|| id.chars().take(12).collect());
+        let labels: BTreeMap<String, String> =
+            s.labels.clone().unwrap_or_default().into_iter().collect();
+        let mut f = ContainerFacts {
+            id: id.clone(),
+            name,
+            image: s.image.clone().unwrap_or_default(),
+            labels,
+            pgdata: inspected.pgdata,
+            cmd: inspected.cmd,
+            conf_log_directory: inspected.conf_log_directory,
+            address: None,
+        };
+        if !labels::selected(&f, &self.cfg) {
+            return None;
+        }
+        f.address = self.address(&s, &f);
+        // In `all` mode a PostgreSQL container the daemon shares no network with is
+        // someone else's, not a mistake to report.
+        if self.cfg.mode == DiscoveryMode::All && f.address.is_none() {
+            return None;
+        }
+        if state == "running" {
+            self.running.insert(f.id.clone());
+        } else {
+            self.running.remove(&f.id);
+        }
+        Some(f)
     }
 
     /// Usable targets, and the containers skipped with why; each problem is logged once.

@@ -10,7 +10,7 @@ use super::{FailureClass, ProbeFailure};
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::md5_hash;
-use postgres_protocol::message::backend::{ErrorFields, Message};
+use postgres_protocol::message::backend::{AuthenticationSaslBody, ErrorFields, Message};
 use postgres_protocol::message::frontend;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -124,17 +124,7 @@ async fn startup(mut w: Wire, ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeF
         .chain(ep.params.iter().map(|(k, v)| (*k, v.as_str())));
     frontend::startup_message(params, &mut out).map_err(|e| protocol(&e))?;
     w.send(&out).await?;
-    // A postmaster that cannot fork answers with a bare 'E' and text, the pre-3.0 way
-    // (libpq tells it by an implausible length, as here).
-    let (tag, len) = w.peek_header().await?;
-    if tag == b'E' && !(8..=30_000).contains(&len) {
-        let text = w.read_to_close(OLD_ERROR_MAX).await;
-        let text = text.get(1..).unwrap_or("").trim_end_matches(['\0', '\n']);
-        return Err(ProbeFailure::new(
-            FailureClass::OutOfMemory,
-            format!("the server could not start a session: {text}"),
-        ));
-    }
+    refuse_old_style_error(&mut w).await?;
     let mut scram: Option<Exchange> = None;
     let mut sent_then = false;
     loop {
@@ -163,14 +153,7 @@ async fn startup(mut w: Wire, ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeF
                 sent_then = true;
             }
             Message::AuthenticationSasl(body) => {
-                let mut mechs = body.mechanisms();
-                let mut has = false;
-                while let Some(m) = mechs.next().map_err(|e| protocol(&e))? {
-                    has |= m == "SCRAM-SHA-256";
-                }
-                if !has {
-                    return Err(auth("the server offers no SASL mechanism but SCRAM-SHA-256-PLUS, which needs TLS"));
-                }
+                offers_scram(&body)?;
                 password(ep)?;
                 let ex = Exchange::new("");
                 out.clear();
@@ -225,6 +208,36 @@ async fn startup(mut w: Wire, ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeF
             _ => {}
         }
     }
+}
+
+/// A postmaster that cannot fork answers with a bare 'E' and text, the pre-3.0 way (libpq
+/// tells it by an implausible length, as here): that is an out-of-memory failure.
+async fn refuse_old_style_error(w: &mut Wire) -> Result<(), ProbeFailure> {
+    let (tag, len) = w.peek_header().await?;
+    if tag == b'E' && !(8..=30_000).contains(&len) {
+        let text = w.read_to_close(OLD_ERROR_MAX).await;
+        let text = text.get(1..).unwrap_or("").trim_end_matches(['\0', '\n']);
+        return Err(ProbeFailure::new(
+            FailureClass::OutOfMemory,
+            format!("the server could not start a session: {text}"),
+        ));
+    }
+    Ok(())
+}
+
+/// SCRAM-SHA-256 is among the SASL mechanisms offered (the -PLUS variant alone needs TLS).
+fn offers_scram(body: &AuthenticationSaslBody) -> Result<(), ProbeFailure> {
+    let mut mechs = body.mechanisms();
+    let mut has = false;
+    while let Some(m) = mechs.next().map_err(|e| protocol(&e))? {
+        has |= m == "SCRAM-SHA-256";
+    }
+    if has {
+        return Ok(());
+    }
+    Err(auth(
+        "the server offers no SASL mechanism but SCRAM-SHA-256-PLUS, which needs TLS",
+    ))
 }
 
 fn password(ep: &Endpoint) -> Result<&[u8], ProbeFailure> {
