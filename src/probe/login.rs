@@ -136,20 +136,12 @@ async fn startup(mut w: Wire, ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeF
                 ));
             }
             Message::AuthenticationCleartextPassword => {
-                let pw = password(ep)?;
-                out.clear();
-                frontend::password_message(pw, &mut out).map_err(|e| protocol(&e))?;
-                out.extend_from_slice(then);
-                w.send(&out).await?;
+                send_password(&mut w, &mut out, password(ep)?, then).await?;
                 sent_then = true;
             }
             Message::AuthenticationMd5Password(body) => {
-                let pw = password(ep)?;
-                let hash = md5_hash(ep.user.as_bytes(), pw, body.salt());
-                out.clear();
-                frontend::password_message(hash.as_bytes(), &mut out).map_err(|e| protocol(&e))?;
-                out.extend_from_slice(then);
-                w.send(&out).await?;
+                let hash = md5_hash(ep.user.as_bytes(), password(ep)?, body.salt());
+                send_password(&mut w, &mut out, hash.as_bytes(), then).await?;
                 sent_then = true;
             }
             Message::AuthenticationSasl(body) => {
@@ -171,11 +163,7 @@ async fn startup(mut w: Wire, ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeF
                 let ex = scram
                     .as_mut()
                     .ok_or_else(|| protocol(&"SASL continue before SASL start"))?;
-                let sf = ex
-                    .server_first(body.data())
-                    .map_err(|e| auth(&e.to_string()))?;
-                let keys = scram::keys_for(pw, &sf.salt, sf.iterations).await;
-                let fin = ex.client_final(&sf, &keys);
+                let fin = client_final(ex, body.data(), pw).await?;
                 out.clear();
                 frontend::sasl_response(fin.as_bytes(), &mut out).map_err(|e| protocol(&e))?;
                 out.extend_from_slice(then);
@@ -208,6 +196,26 @@ async fn startup(mut w: Wire, ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeF
             _ => {}
         }
     }
+}
+
+/// Sends a password message with the probe's query right behind it (one round trip less).
+async fn send_password(
+    w: &mut Wire,
+    out: &mut BytesMut,
+    pw: &[u8],
+    then: &[u8],
+) -> Result<(), ProbeFailure> {
+    out.clear();
+    frontend::password_message(pw, out).map_err(|e| protocol(&e))?;
+    out.extend_from_slice(then);
+    w.send(out).await
+}
+
+/// The SCRAM client-final message answering the server-first one in `data`.
+async fn client_final(ex: &mut Exchange, data: &[u8], pw: &[u8]) -> Result<String, ProbeFailure> {
+    let sf = ex.server_first(data).map_err(|e| auth(&e.to_string()))?;
+    let keys = scram::keys_for(pw, &sf.salt, sf.iterations).await;
+    Ok(ex.client_final(&sf, &keys))
 }
 
 /// A postmaster that cannot fork answers with a bare 'E' and text, the pre-3.0 way (libpq
