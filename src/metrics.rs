@@ -213,7 +213,7 @@ impl Metrics {
     /// when no such family exists.
     fn series(&self, name: &'static str, l: &Labels) -> Option<&Series> {
         let Some(s) = self.series.get(name) else {
-            self.unknown(name);
+            self.ignored(name, "not registered");
             return None;
         };
         let mut in_use = self.in_use.lock().unwrap_or_else(|e| e.into_inner());
@@ -224,11 +224,12 @@ impl Metrics {
         Some(s)
     }
 
-    fn unknown(&self, name: &str) {
+    /// Logs, once per name, an update that names no metric of its kind (a bug in the caller).
+    fn ignored(&self, name: &str, why: &'static str) {
         let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
         if warned.insert(name.to_string()) {
             if let Some(log) = LOG.get() {
-                slog::error!(log, "a metric that is not registered was updated: ignored";
+                slog::warn!(log, "a metric update was ignored: the metric is {why}";
                     "event" => "metric_unknown", "metric" => name);
             }
         }
@@ -241,7 +242,7 @@ impl Metrics {
             Some(Series::Counter(f)) => {
                 f.get_or_create(&l).inc();
             }
-            Some(_) => self.unknown(name),
+            Some(_) => self.ignored(name, "of another kind"),
             None => {}
         }
     }
@@ -253,7 +254,7 @@ impl Metrics {
             Some(Series::Gauge(f)) => {
                 f.get_or_create(&l).set(v);
             }
-            Some(_) => self.unknown(name),
+            Some(_) => self.ignored(name, "of another kind"),
             None => {}
         }
     }
@@ -263,7 +264,7 @@ impl Metrics {
         let l = labels(l);
         match self.series(name, &l) {
             Some(Series::Histogram(f)) => f.get_or_create(&l).observe(v),
-            Some(_) => self.unknown(name),
+            Some(_) => self.ignored(name, "of another kind"),
             None => {}
         }
     }
