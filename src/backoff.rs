@@ -1,4 +1,9 @@
-//! Exponential backoff with jitter, shared by heal retries and webhook deliveries.
+//! Exponential backoff with jitter: the one retry schedule for webhook deliveries, S3 upload
+//! retries and reconnecting to the Docker Engine's event stream.
+//!
+//! Not here: the restart budget's `backoff_after` (config), which is the documented,
+//! user-facing Kubernetes-style schedule between restarts (`budget.backoff`, doubling up to
+//! `budget.backoff_max`): operators read its exact waits in alerts, so it has no jitter.
 
 use rand::Rng;
 use std::time::Duration;
@@ -27,6 +32,16 @@ impl Backoff {
         Ok(Self { base, max })
     }
 
+    /// Bounds written in the code: checked when the constant is evaluated, so a bad pair
+    /// fails the build instead of a run.
+    pub const fn fixed(base: Duration, max: Duration) -> Self {
+        assert!(
+            !base.is_zero() && base.as_nanos() <= max.as_nanos(),
+            "backoff base must be non-zero and not above max"
+        );
+        Self { base, max }
+    }
+
     /// The delay before retry number `attempt` (0 for the first retry).
     pub fn delay(&self, attempt: u32) -> Duration {
         let exp = self.base.saturating_mul(1u32 << attempt.min(20));
@@ -48,6 +63,16 @@ mod tests {
         let d2 = b.delay(2);
         assert!(d2 <= Duration::from_millis(400) && d2 >= Duration::from_millis(320));
         assert!(b.delay(30) <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn fixed_bounds_behave_like_validated_ones() {
+        const B: Backoff = Backoff::fixed(Duration::from_secs(1), Duration::from_secs(2));
+        assert_eq!(
+            Some(B),
+            Backoff::new(Duration::from_secs(1), Duration::from_secs(2)).ok()
+        );
+        assert!(B.delay(5) <= Duration::from_secs(2));
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   `actors::messages` is the protocol between them.
 //! - `incident`: incidents, the per-target record that outlives a Monitor, and the pure state
 //!   machine (`step(record, env, observation) -> actions`) that makes every incident decision.
-//! - `probe`: SQL probes and failure classification (SQLSTATE kept).
+//! - `probe`: SQL probes; `failure`: how a probe failed (class, SQLSTATE), a leaf that config,
+//!   policy and probe all read.
 //! - `policy`: what each failure class calls for (restart or alert), with diagnoses.
 //! - `fleet`: the fleet guard (many targets failing at once holds every restart).
 //! - `fsutil`: the file trust boundary (target files read without symlinks, FIFOs or /proc, with
@@ -19,14 +20,17 @@
 //! - `pidwatch`: instant postmaster-death detection through a pidfd; a stopped one from its state.
 //! - `procfs`: process state from /proc (the reaper, the hung-server stop, the pid watch).
 //! - `reaper`: adopts and reaps the postmasters heal commands start (no lingering zombies).
-//! - `archive`: forensic bundles (local sink, manifest, S3 sink, upload spool and retries).
+//! - `archive`: forensic bundles (local sink, manifest, S3 sink, upload spool and retries);
+//!   `sql_snapshot`: what SQL could tell, as a bundle keeps it.
 //! - `store`: incident history and budget state in SQLite, written by its own thread before
 //!   each action.
-//! - `api`: the HTTP API (status, metrics, incidents, maintenance) and the status page.
+//! - `api`: the HTTP API (status, metrics, incidents, maintenance) and the status page;
+//!   `status`: what it shows for one target.
 //! - `metrics`: the Prometheus registry.
 //! - `heartbeat`: pings to a dead-man switch.
 //! - `health`: whether the state, lease and spool directories still take writes (`/healthz`).
-//! - `heal`: heal actions (a command; a container through the Docker Engine).
+//! - `heal`: heal actions (a command; a container through the Docker Engine); `heal_report`:
+//!   what a heal did, as the Monitor and the bundle read it.
 //! - `docker`: the shared Engine client, container lookup, evidence copied out of containers,
 //!   and the events that tell a Monitor its container died.
 //! - `discovery`: targets found from Docker container labels, kept current from the
@@ -47,10 +51,12 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod docker;
+pub mod failure;
 pub mod faults;
 pub mod fleet;
 pub mod fsutil;
 pub mod heal;
+pub mod heal_report;
 pub mod health;
 pub mod heartbeat;
 pub mod incident;
@@ -68,5 +74,7 @@ pub mod procfs;
 pub mod reaper;
 pub mod redact;
 pub mod signals;
+pub mod sql_snapshot;
 pub mod stamp;
+pub mod status;
 pub mod store;

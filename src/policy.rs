@@ -2,7 +2,7 @@
 //! DBA would choose; a registry may override them per class (`policy:` in defaults or on a
 //! target). A 57P03 answer (starting up, crash recovery) is never a reason to restart.
 
-use crate::probe::FailureClass;
+use crate::failure::FailureClass;
 use std::collections::BTreeMap;
 
 /// What to do once a failure of a class is confirmed.

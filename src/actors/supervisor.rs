@@ -5,10 +5,7 @@
 
 use super::archiver::{Archiver, SetArchive};
 use super::healer::Healer;
-use super::messages::{
-    Discovered, DiscoveredFrom, Drain, GetStatus, Reload, Retire, SetMaintenance, Shutdown,
-    TargetStatus,
-};
+use super::messages::{Discovered, Drain, GetStatus, Reload, Retire, SetMaintenance, Shutdown};
 use super::monitor::{Monitor, Peers};
 use super::notifier::{Notifier, SetChannels};
 use crate::archive::s3::S3Sink;
@@ -19,6 +16,7 @@ use crate::discovery::DiscoveredTarget;
 use crate::docker::events::ContainerEvent;
 use crate::docker::DockerClient;
 use crate::incident::SharedRecord;
+use crate::status::{DiscoveredFrom, TargetStatus};
 use crate::store::Store;
 use actix::prelude::*;
 use slog::{error, info, warn, Logger};
@@ -96,6 +94,7 @@ impl Supervisor {
         store: Option<Store>,
         docker: Arc<DockerClient>,
     ) -> (Addr<Supervisor>, oneshot::Receiver<()>) {
+        crate::metrics::set_logger(log.new(slog::o!("actor" => "metrics")));
         let spool = Spool::new(&settings.state_dir);
         let archiver = Archiver::new(
             log.clone(),
@@ -325,7 +324,7 @@ impl Supervisor {
             self.docker.clone(),
             cfg.clone(),
             defaults.clone(),
-            ctx.address().recipient(),
+            ctx.address().recipient::<Discovered>(),
             log,
         );
         let handle = ctx.spawn(fut.into_actor(self));

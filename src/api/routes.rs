@@ -2,9 +2,10 @@
 //! metrics registry; none blocks the actors.
 
 use super::{page, token_matches, ApiState};
-use crate::actors::messages::{GetStatus, SetMaintenance, TargetStatus};
+use crate::actors::messages::{GetStatus, SetMaintenance};
 use crate::config::duration::parse_duration;
 use crate::health::{Fault, CHECK_TIMEOUT};
+use crate::status::TargetStatus;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;
@@ -206,7 +207,7 @@ async fn incidents(st: web::Data<ApiState>, q: web::Query<IncidentQuery>) -> Htt
         return HttpResponse::ServiceUnavailable().json(json!({"error": "no incident store"}));
     };
     let since = match q.since.as_deref().map(|s| offset(s, "since", false)) {
-        Some(Err(resp)) => return resp,
+        Some(Err(refused)) => return refused.response(),
         Some(Ok(at)) => Some(at),
         None => None,
     };
@@ -227,10 +228,33 @@ async fn incident(st: web::Data<ApiState>, id: web::Path<String>) -> HttpRespons
     }
 }
 
+/// Why a request is refused before it is handled.
+#[derive(Debug)]
+enum Refused {
+    /// No token is configured: the mutating endpoints are off (403).
+    TokenOff,
+    /// The bearer token is missing or wrong (401).
+    BadToken,
+    /// A value in the query or body cannot be used (400); the text says which and why.
+    BadRequest(String),
+}
+
+impl Refused {
+    fn response(self) -> HttpResponse {
+        match self {
+            Refused::TokenOff => HttpResponse::Forbidden().json(json!({"error": "mutating endpoints are off: set server.token (SENTINEL_API_TOKEN) to enable them"})),
+            Refused::BadToken => HttpResponse::Unauthorized()
+                .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+                .json(json!({"error": "a valid bearer token is required"})),
+            Refused::BadRequest(error) => HttpResponse::BadRequest().json(json!({"error": error})),
+        }
+    }
+}
+
 /// The bearer token check: 403 when no token is configured, 401 when it is wrong.
-fn authorize(req: &HttpRequest, st: &ApiState) -> Result<(), HttpResponse> {
+fn authorize(req: &HttpRequest, st: &ApiState) -> Result<(), Refused> {
     let Some(expected) = &st.token else {
-        return Err(HttpResponse::Forbidden().json(json!({"error": "mutating endpoints are off: set server.token (SENTINEL_API_TOKEN) to enable them"})));
+        return Err(Refused::TokenOff);
     };
     let presented = req
         .headers()
@@ -241,9 +265,7 @@ fn authorize(req: &HttpRequest, st: &ApiState) -> Result<(), HttpResponse> {
     if token_matches(presented.as_bytes(), expected.expose().as_bytes()) {
         Ok(())
     } else {
-        Err(HttpResponse::Unauthorized()
-            .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
-            .json(json!({"error": "a valid bearer token is required"})))
+        Err(Refused::BadToken)
     }
 }
 
@@ -252,12 +274,12 @@ const FOREVER_DAYS: i64 = 100 * 365;
 
 /// `now ± text` (a duration) as a time, or a 400 naming `param` when the text is not a
 /// duration or reaches past what a window or a history query can mean (no overflow panics).
-fn offset(text: &str, param: &str, ahead: bool) -> Result<chrono::DateTime<Utc>, HttpResponse> {
-    let d = parse_duration(text)
-        .map_err(|e| HttpResponse::BadRequest().json(json!({"error": format!("{param}: {e}")})))?;
+fn offset(text: &str, param: &str, ahead: bool) -> Result<chrono::DateTime<Utc>, Refused> {
+    let d = parse_duration(text).map_err(|e| Refused::BadRequest(format!("{param}: {e}")))?;
     let too_long = || {
-        HttpResponse::BadRequest().json(json!({"error": format!(
-            "{param}: '{text}' is longer than {FOREVER_DAYS} days (use e.g. 7d, 24h or 30m)")}))
+        Refused::BadRequest(format!(
+            "{param}: '{text}' is longer than {FOREVER_DAYS} days (use e.g. 7d, 24h or 30m)"
+        ))
     };
     let d = chrono::Duration::from_std(d)
         .ok()
@@ -284,8 +306,8 @@ async fn maintenance(
     q: web::Query<MaintenanceBody>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Err(resp) = authorize(&req, &st) {
-        return resp;
+    if let Err(refused) = authorize(&req, &st) {
+        return refused.response();
     }
     let from_body: MaintenanceBody = if body.is_empty() {
         MaintenanceBody::default()
@@ -300,7 +322,7 @@ async fn maintenance(
     let until = match q.duration.clone().or(from_body.duration) {
         Some(d) => match offset(&d, "duration", true) {
             Ok(at) => at,
-            Err(resp) => return resp,
+            Err(refused) => return refused.response(),
         },
         // Without a duration the window stays open until resumed.
         None => Utc::now() + chrono::Duration::days(FOREVER_DAYS),
@@ -313,8 +335,8 @@ async fn resume(
     st: web::Data<ApiState>,
     name: web::Path<String>,
 ) -> HttpResponse {
-    if let Err(resp) = authorize(&req, &st) {
-        return resp;
+    if let Err(refused) = authorize(&req, &st) {
+        return refused.response();
     }
     set(&st, name.into_inner(), None).await
 }

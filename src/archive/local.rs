@@ -1,11 +1,13 @@
 //! The local-directory sink: `{dir}/{stamp}-{target}/` with each matched file copied whole.
 //! Copies stream through a fixed buffer while hashing, so a large log never sits in memory.
 
+use super::manifest::IncidentFacts;
 use super::manifest::Manifest;
 use super::manifest::SnapshotSummary;
+use super::ArchiveReport;
 use super::{FileEntry, Missing};
-use crate::actors::messages::{ArchiveReport, HealReport, IncidentFacts};
-use crate::probe::snapshot::SqlSnapshot;
+use crate::heal_report::HealReport;
+use crate::sql_snapshot::SqlSnapshot;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::fs::File;
@@ -33,6 +35,9 @@ pub struct Extra {
     pub missing: Vec<Missing>,
 }
 
+/// Name of the container's own stdout/stderr log in a bundle.
+pub const CONTAINER_LOG: &str = "container.log";
+
 /// Names the bundle keeps for itself: a copied file never takes one (a container's file named
 /// `manifest.json` or `container.log` must not replace the daemon's own).
 pub fn reserved_names() -> HashSet<String> {
@@ -40,7 +45,7 @@ pub fn reserved_names() -> HashSet<String> {
         "manifest.json".to_string(),
         "heal.log".to_string(),
         "sql-snapshot.json".to_string(),
-        crate::docker::copy::CONTAINER_LOG.to_string(),
+        CONTAINER_LOG.to_string(),
     ])
 }
 

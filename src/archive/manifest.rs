@@ -2,11 +2,30 @@
 //! after the heal, always through a rename so a reader never sees half a manifest.
 
 use super::{FileEntry, Missing};
-use crate::actors::messages::{HealReport, IncidentFacts};
+use crate::failure::ProbeFailure;
+use crate::heal_report::HealReport;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
+
+/// What the manifest says about an incident.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentFacts {
+    pub incident_id: String,
+    pub target: String,
+    /// The sortable UTC stamp shared by every file of the bundle.
+    pub stamp: String,
+    pub endpoint: String,
+    pub failure: ProbeFailure,
+    pub hard_failure: bool,
+    pub first_failure_at: DateTime<Utc>,
+    pub declared_at: DateTime<Utc>,
+    /// What the failure class calls for: `restart` or `alert`.
+    pub action: &'static str,
+    /// What the failure means and what to do.
+    pub diagnosis: &'static str,
+}
 
 /// The manifest's word on the SQL snapshot.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -24,7 +43,7 @@ pub struct Manifest {
     pub incident_id: String,
     pub target: String,
     pub endpoint: String,
-    pub failure: crate::probe::ProbeFailure,
+    pub failure: ProbeFailure,
     pub failure_class: &'static str,
     pub hard_failure: bool,
     /// `restart` or `alert`, by the target's policy for this failure class.

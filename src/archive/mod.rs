@@ -8,6 +8,22 @@ pub mod uploader;
 
 use serde::{Deserialize, Serialize};
 
+/// Where a bundle went and what it holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArchiveReport {
+    /// Where the bundle is, for people: the S3 URL, the local directory, or both, or the spool
+    /// path while the upload is pending.
+    pub location: String,
+    /// The bundle's directory on this host (local sink, or the spool's staging copy).
+    pub dir: std::path::PathBuf,
+    /// Files copied, with sizes and hashes.
+    pub files: Vec<FileEntry>,
+    /// Patterns that matched nothing or files that could not be read.
+    pub missing: Vec<Missing>,
+    /// Whether the SQL snapshot was taken and answered.
+    pub sql_snapshot: Option<manifest::SnapshotSummary>,
+}
+
 /// A file in a bundle.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileEntry {

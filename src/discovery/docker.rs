@@ -5,14 +5,14 @@
 
 use super::labels::{self, ContainerFacts};
 use super::DiscoveredTarget;
-use crate::actors::messages::Discovered;
+use crate::backoff::Backoff;
 use crate::config::{
     DiscoveryMode, DockerDiscovery, Problem, TargetConfig, TargetDefaults, VarSource,
 };
 use crate::docker::{DockerClient, DockerError};
 use actix::prelude::*;
 use bollard::container::{InspectContainerOptions, ListContainersOptions};
-use bollard::models::ContainerSummary;
+use bollard::models::{ContainerSummary, EventMessage};
 use bollard::system::EventsOptions;
 use futures::{FutureExt, StreamExt};
 use slog::{debug, error, info, warn, Logger};
@@ -24,10 +24,10 @@ use std::time::Duration;
 /// container stays a target (and is healed).
 const RESYNC_ON: [&str; 4] = ["create", "start", "rename", "destroy"];
 
-/// The longest wait between attempts to reach the Engine again. Short: an attempt costs one
-/// connection, while each second spent waiting after the Engine is back (a restart takes
-/// seconds) leaves containers added or removed in the meantime unseen.
-const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// Waits between attempts to reach the Engine again: from 1 s up to 2 s. Short: an attempt
+/// costs one connection, while each second spent waiting after the Engine is back (a restart
+/// takes seconds) leaves containers added or removed in the meantime unseen.
+const RECONNECT: Backoff = Backoff::fixed(Duration::from_secs(1), Duration::from_secs(2));
 
 /// What an inspect adds to a listing; fixed for a container's life, so asked once per id.
 #[derive(Clone)]
@@ -48,7 +48,8 @@ struct Watcher {
     client: Arc<DockerClient>,
     cfg: DockerDiscovery,
     defaults: TargetDefaults,
-    sink: Option<Recipient<Discovered>>,
+    /// Hands a changed set of targets on (to the Supervisor); None: only look.
+    sink: Option<SendTargets>,
     log: Logger,
     inspected: HashMap<String, Inspected>,
     /// The last address seen per container: a stopped container has none, and its target
@@ -70,19 +71,32 @@ struct Watcher {
     waiting: bool,
 }
 
-/// Follows the Engine until the daemon stops.
-pub async fn follow(
+/// Sends the whole set of targets found now, replacing the previous set.
+type SendTargets = Box<dyn Fn(Vec<DiscoveredTarget>)>;
+
+/// Follows the Engine until the daemon stops (its receiver is gone), sending each changed set
+/// of targets as an `M` (the Supervisor's `Discovered`: the protocol stays in the actors).
+pub async fn follow<M>(
     client: Arc<DockerClient>,
     cfg: DockerDiscovery,
     defaults: TargetDefaults,
-    sink: Recipient<Discovered>,
+    sink: Recipient<M>,
     log: Logger,
-) {
-    let mut w = Watcher::new(client, cfg, defaults, Some(sink.clone()), log).await;
+) where
+    M: Message<Result = ()> + From<Vec<DiscoveredTarget>> + Send + 'static,
+{
+    let send: SendTargets = {
+        let sink = sink.clone();
+        Box::new(move |targets| {
+            let _ = sink.try_send(M::from(targets));
+        })
+    };
+    let mut w = Watcher::new(client, cfg, defaults, Some(send), log).await;
     info!(w.log, "discovering PostgreSQL containers on the Docker Engine"; "event" => "discovery_started",
         "namespace" => &w.cfg.namespace, "mode" => match w.cfg.mode { DiscoveryMode::Label => "label", DiscoveryMode::All => "all" },
         "endpoint" => w.client.endpoint(), "in_container" => w.own_networks.is_some());
-    let mut delay = Duration::from_secs(1);
+    // Reconnect attempts since the stream last opened: the wait grows with each.
+    let mut attempt = 0u32;
     let mut said_broken = false;
     loop {
         let api = match w.client.streaming().await {
@@ -93,71 +107,48 @@ pub async fn follow(
                         "event" => "discovery_unavailable", "kind" => e.kind(), "error" => %e);
                     said_broken = true;
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(RECONNECT_MAX);
+                tokio::time::sleep(RECONNECT.delay(attempt)).await;
+                attempt = attempt.saturating_add(1);
                 continue;
             }
         };
-        let mut filters = HashMap::from([
-            ("type".to_string(), vec!["container".to_string()]),
-            (
-                "event".to_string(),
-                RESYNC_ON.iter().map(|s| s.to_string()).collect(),
-            ),
-        ]);
-        if w.cfg.mode == DiscoveryMode::Label {
-            filters.insert("label".into(), vec![format!("{}.enable", w.cfg.namespace)]);
-        }
-        let mut stream = api.events(Some(EventsOptions::<String> {
-            since: None,
-            until: None,
-            filters,
-        }));
+        let stream = api.events(Some(events_options(&w.cfg)));
         // Whatever happened while the stream was closed is found by listing again.
         if w.resync().await.is_err() {
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep(RECONNECT.delay(attempt)).await;
             continue;
         }
         if said_broken {
             info!(w.log, "following the Docker Engine again"; "event" => "discovery_resumed");
             said_broken = false;
         }
-        delay = Duration::from_secs(1);
-        loop {
-            // While a container is initialising, look again every half second: no event
-            // says when its server starts accepting connections.
-            let item = if w.waiting {
-                match tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
-                    Ok(item) => item,
-                    Err(_) => {
-                        if w.resync().await.is_err() {
-                            break;
-                        }
-                        continue;
-                    }
-                }
-            } else {
-                stream.next().await
-            };
-            let Some(item) = item else { break };
-            if let Err(e) = item {
-                warn!(w.log, "Docker events stream broke; reopening"; "event" => "discovery_events_broken", "error" => %e);
-                break;
-            }
-            // A burst (a compose stack coming up) costs one listing.
-            while let Some(Some(Ok(_))) = stream.next().now_or_never() {}
-            if w.resync().await.is_err() {
-                break;
-            }
-            if sink.connected() {
-                continue;
-            }
+        attempt = 0;
+        if !w.watch(stream, &|| sink.connected()).await {
             return;
         }
         if !sink.connected() {
             return;
         }
-        tokio::time::sleep(delay).await;
+        tokio::time::sleep(RECONNECT.delay(attempt)).await;
+    }
+}
+
+/// The events that call for a new listing, under this discovery's label filter.
+fn events_options(cfg: &DockerDiscovery) -> EventsOptions<String> {
+    let mut filters = HashMap::from([
+        ("type".to_string(), vec!["container".to_string()]),
+        (
+            "event".to_string(),
+            RESYNC_ON.iter().map(|s| s.to_string()).collect(),
+        ),
+    ]);
+    if cfg.mode == DiscoveryMode::Label {
+        filters.insert("label".into(), vec![format!("{}.enable", cfg.namespace)]);
+    }
+    EventsOptions::<String> {
+        since: None,
+        until: None,
+        filters,
     }
 }
 
@@ -180,7 +171,7 @@ impl Watcher {
         client: Arc<DockerClient>,
         cfg: DockerDiscovery,
         defaults: TargetDefaults,
-        sink: Option<Recipient<Discovered>>,
+        sink: Option<SendTargets>,
         log: Logger,
     ) -> Self {
         let mut w = Watcher {
@@ -227,6 +218,45 @@ impl Watcher {
         Some(nets)
     }
 
+    /// Lists again after each burst of events (and every half second while a container
+    /// initialises) until the stream ends or breaks: true then, false once the receiver of the
+    /// targets is gone.
+    async fn watch<S>(&mut self, mut stream: S, connected: &dyn Fn() -> bool) -> bool
+    where
+        S: futures::Stream<Item = Result<EventMessage, bollard::errors::Error>> + Unpin,
+    {
+        loop {
+            // While a container is initialising, look again every half second: no event
+            // says when its server starts accepting connections.
+            let item = if self.waiting {
+                match tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
+                    Ok(item) => item,
+                    Err(_) => {
+                        if self.resync().await.is_err() {
+                            return true;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                stream.next().await
+            };
+            let Some(item) = item else { return true };
+            if let Err(e) = item {
+                warn!(self.log, "Docker events stream broke; reopening"; "event" => "discovery_events_broken", "error" => %e);
+                return true;
+            }
+            // A burst (a compose stack coming up) costs one listing.
+            while let Some(Some(Ok(_))) = stream.next().now_or_never() {}
+            if self.resync().await.is_err() {
+                return true;
+            }
+            if !connected() {
+                return false;
+            }
+        }
+    }
+
     /// Lists the containers, builds their targets, and sends the set if it changed.
     async fn resync(&mut self) -> Result<(), DockerError> {
         let built = self.scan().await?;
@@ -235,8 +265,8 @@ impl Watcher {
         if self.sent.as_ref() != Some(&targets) {
             debug!(self.log, "discovered"; "targets" => targets.len());
             self.sent = Some(targets.clone());
-            if let Some(sink) = &self.sink {
-                let _ = sink.try_send(Discovered(targets));
+            if let Some(send) = &self.sink {
+                send(targets);
             }
         }
         Ok(())
@@ -244,26 +274,7 @@ impl Watcher {
 
     /// The selected containers, each with its target or the problems with its labels.
     async fn scan(&mut self) -> Result<Vec<Built>, DockerError> {
-        let mut filters = HashMap::new();
-        if self.cfg.mode == DiscoveryMode::Label {
-            filters.insert(
-                "label".to_string(),
-                vec![format!("{}.enable=true", self.cfg.namespace)],
-            );
-        }
-        let listed = self
-            .client
-            .call(|api, ep| async move {
-                api.list_containers(Some(ListContainersOptions::<String> {
-                    all: true,
-                    filters,
-                    ..Default::default()
-                }))
-                .await
-                .map_err(|e| DockerError::from_bollard(e, &ep, ""))
-            })
-            .await;
-        let listed = match listed {
+        let listed = match self.list().await {
             Ok(l) => l,
             Err(e) => {
                 warn!(self.log, "cannot list containers; discovered targets stay as they are"; "event" => "discovery_list_failed", "kind" => e.kind(), "error" => %e);
@@ -272,56 +283,9 @@ impl Watcher {
         };
         let mut facts = Vec::new();
         for s in listed {
-            // Never started (`docker create`): not a database yet, nothing to heal. Being
-            // removed: retired, not failed.
-            let state = s.state.clone().unwrap_or_default();
-            if matches!(state.as_str(), "created" | "removing" | "dead") {
-                continue;
+            if let Some(f) = self.facts_of(s).await {
+                facts.push(f);
             }
-            let Some(id) = s.id.clone() else { continue };
-            let inspected = match self.inspected.get(&id) {
-                Some(i) => i.clone(),
-                None => match self.inspect(&id).await {
-                    Some(i) => {
-                        self.inspected.insert(id.clone(), i.clone());
-                        i
-                    }
-                    None => continue, // gone between the listing and the inspect
-                },
-            };
-            let name = s
-                .names
-                .as_ref()
-                .and_then(|n| n.first())
-                .map(|n| n.trim_start_matches('/').to_string())
-                .unwrap_or_else(|| id.chars().take(12).collect());
-            let labels: BTreeMap<String, String> =
-                s.labels.clone().unwrap_or_default().into_iter().collect();
-            let mut f = ContainerFacts {
-                id: id.clone(),
-                name,
-                image: s.image.clone().unwrap_or_default(),
-                labels,
-                pgdata: inspected.pgdata,
-                cmd: inspected.cmd,
-                conf_log_directory: inspected.conf_log_directory,
-                address: None,
-            };
-            if !labels::selected(&f, &self.cfg) {
-                continue;
-            }
-            f.address = self.address(&s, &f);
-            // In `all` mode a PostgreSQL container the daemon shares no network with is
-            // someone else's, not a mistake to report.
-            if self.cfg.mode == DiscoveryMode::All && f.address.is_none() {
-                continue;
-            }
-            if state == "running" {
-                self.running.insert(f.id.clone());
-            } else {
-                self.running.remove(&f.id);
-            }
-            facts.push(f);
         }
         let present: HashSet<String> = facts.iter().map(|f| f.id.clone()).collect();
         self.inspected.retain(|id, _| present.contains(id));
@@ -348,6 +312,83 @@ impl Watcher {
         .await
         .unwrap_or_default();
         Ok(built)
+    }
+
+    /// Every container the mode looks at (in `label` mode, those enabled by label), stopped
+    /// ones included.
+    async fn list(&self) -> Result<Vec<ContainerSummary>, DockerError> {
+        let mut filters = HashMap::new();
+        if self.cfg.mode == DiscoveryMode::Label {
+            filters.insert(
+                "label".to_string(),
+                vec![format!("{}.enable=true", self.cfg.namespace)],
+            );
+        }
+        self.client
+            .call(|api, ep| async move {
+                api.list_containers(Some(ListContainersOptions::<String> {
+                    all: true,
+                    filters,
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|e| DockerError::from_bollard(e, &ep, ""))
+            })
+            .await
+    }
+
+    /// What one listed container is, when discovery selects it (and notes whether it runs);
+    /// None for a container that is not a database yet, is going away, or is not ours.
+    async fn facts_of(&mut self, s: ContainerSummary) -> Option<ContainerFacts> {
+        // Never started (`docker create`): not a database yet, nothing to heal. Being
+        // removed: retired, not failed.
+        let state = s.state.clone().unwrap_or_default();
+        if matches!(state.as_str(), "created" | "removing" | "dead") {
+            return None;
+        }
+        let id = s.id.clone()?;
+        let inspected = match self.inspected.get(&id) {
+            Some(i) => i.clone(),
+            None => {
+                // None: gone between the listing and the inspect.
+                let i = self.inspect(&id).await?;
+                self.inspected.insert(id.clone(), i.clone());
+                i
+            }
+        };
+        let name = s
+            .names
+            .as_ref()
+            .and_then(|n| n.first())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .unwrap_or_else(|| id.chars().take(12).collect());
+        let labels: BTreeMap<String, String> =
+            s.labels.clone().unwrap_or_default().into_iter().collect();
+        let mut f = ContainerFacts {
+            id: id.clone(),
+            name,
+            image: s.image.clone().unwrap_or_default(),
+            labels,
+            pgdata: inspected.pgdata,
+            cmd: inspected.cmd,
+            conf_log_directory: inspected.conf_log_directory,
+            address: None,
+        };
+        if !labels::selected(&f, &self.cfg) {
+            return None;
+        }
+        f.address = self.address(&s, &f);
+        // In `all` mode a PostgreSQL container the daemon shares no network with is
+        // someone else's, not a mistake to report.
+        if self.cfg.mode == DiscoveryMode::All && f.address.is_none() {
+            return None;
+        }
+        if state == "running" {
+            self.running.insert(f.id.clone());
+        } else {
+            self.running.remove(&f.id);
+        }
+        Some(f)
     }
 
     /// Usable targets, and the containers skipped with why; each problem is logged once.

@@ -417,10 +417,8 @@ pub fn setting_of(cmd: &[String], name: &str) -> Option<String> {
     while let Some(arg) = it.next() {
         let kv = if arg == "-c" {
             it.next().map(String::as_str)
-        } else if let Some(kv) = arg.strip_prefix("--").or_else(|| arg.strip_prefix("-c")) {
-            Some(kv)
         } else {
-            None
+            arg.strip_prefix("--").or_else(|| arg.strip_prefix("-c"))
         };
         if let Some((k, v)) = kv.and_then(|kv| kv.split_once('=')) {
             if k.replace('-', "_") == name {

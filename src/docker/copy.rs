@@ -16,8 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
-/// Name of the container log in a bundle.
-pub const CONTAINER_LOG: &str = "container.log";
+pub use crate::archive::local::CONTAINER_LOG;
 
 /// What a container's evidence may cost. The container's files are its own (a hostile or
 /// broken image can hold a 3 GiB sparse log, a million files, links to anything): every

@@ -4,8 +4,9 @@
 //! missed.
 
 use super::DockerClient;
+use crate::backoff::Backoff;
 use crate::config::ContainerRef;
-use crate::probe::FailureClass;
+use crate::failure::FailureClass;
 use actix::prelude::*;
 use bollard::system::EventsOptions;
 use futures::StreamExt;
@@ -17,9 +18,9 @@ use std::time::Duration;
 /// The container actions that mean the database is gone or hung.
 pub const WATCHED: [&str; 4] = ["die", "oom", "pause", "destroy"];
 
-/// The longest wait between attempts to reach the Engine again: each second of it after the
-/// Engine is back delays hearing of a container that died meanwhile.
-const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// Waits between attempts to reach the Engine again: from 1 s up to 2 s. Short: each second
+/// of it after the Engine is back delays hearing of a container that died meanwhile.
+const RECONNECT: Backoff = Backoff::fixed(Duration::from_secs(1), Duration::from_secs(2));
 
 /// The Engine's clock (unix seconds), where `since` is counted; None if it does not say.
 async fn engine_now(api: &bollard::Docker) -> Option<i64> {
@@ -134,7 +135,8 @@ async fn being_removed(api: &bollard::Docker, id: &str) -> bool {
 /// Follows events until the daemon stops, sending each watched one to `sink`.
 pub async fn follow(client: Arc<DockerClient>, sink: Recipient<ContainerEvent>, log: Logger) {
     let mut since: Option<i64> = None;
-    let mut delay = Duration::from_secs(1);
+    // Reconnect attempts since the stream last opened: the wait grows with each.
+    let mut attempt = 0u32;
     let mut said_broken = false;
     loop {
         let api = match client.streaming().await {
@@ -145,8 +147,8 @@ pub async fn follow(client: Arc<DockerClient>, sink: Recipient<ContainerEvent>, 
                         "event" => "docker_events_unavailable", "kind" => e.kind(), "error" => %e);
                     said_broken = true;
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(RECONNECT_MAX);
+                tokio::time::sleep(RECONNECT.delay(attempt)).await;
+                attempt = attempt.saturating_add(1);
                 continue;
             }
         };
@@ -173,7 +175,7 @@ pub async fn follow(client: Arc<DockerClient>, sink: Recipient<ContainerEvent>, 
         } else {
             debug!(log, "following Docker events"; "event" => "docker_events_following");
         }
-        delay = Duration::from_secs(1);
+        attempt = 0;
         while let Some(item) = stream.next().await {
             match item {
                 Ok(m) => {
@@ -196,7 +198,7 @@ pub async fn follow(client: Arc<DockerClient>, sink: Recipient<ContainerEvent>, 
                 }
             }
         }
-        tokio::time::sleep(delay).await;
+        tokio::time::sleep(RECONNECT.delay(attempt)).await;
     }
 }
 

@@ -9,7 +9,7 @@ pub mod stop;
 pub mod verify;
 
 /// Where the heal report's types live (one line to change when they move).
-pub use crate::actors::messages::HealFailure;
+pub use crate::heal_report::HealFailure;
 pub use backend::{HealBackend, HealCx, Outcome, Started};
 
 use crate::config::HealAction;

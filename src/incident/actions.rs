@@ -3,7 +3,8 @@
 //! table test can build any observation and compare the actions it gets back.
 
 use super::{Incident, Phase};
-use crate::actors::messages::{HealReport, IncidentFacts};
+use crate::archive::manifest::IncidentFacts;
+use crate::heal_report::HealReport;
 use crate::lease::LeaseRefusal;
 use crate::notify::Notice;
 use crate::probe::snapshot::SqlSnapshot;

@@ -10,7 +10,7 @@ mod heal;
 
 use super::actions::{Action, Level, LogLine, Metric, Observation};
 use super::{Incident, Phase, TargetRecord};
-use crate::actors::messages::IncidentFacts;
+use crate::archive::manifest::IncidentFacts;
 use crate::config::TargetConfig;
 use crate::notify::{Notice, NoticeKind, OutageRef};
 use crate::probe::snapshot::SqlSnapshot;

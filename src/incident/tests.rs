@@ -5,8 +5,8 @@
 
 use super::actions::{Action, Metric};
 use super::{step, Env, Incident, Observation, Phase, TargetRecord};
-use crate::actors::messages::{HealFailure, HealReport};
 use crate::config::{Source, TargetConfig, VarSource};
+use crate::heal_report::{HealFailure, HealReport};
 use crate::lease::LeaseRefusal;
 use crate::notify::{EscalationReason, NoticeKind};
 use crate::probe::{FailureClass, ProbeFailure};

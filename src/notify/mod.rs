@@ -15,7 +15,7 @@ pub mod webhook;
 pub use channel::Channel;
 
 use crate::config::NotifyConfig;
-use crate::probe::ProbeFailure;
+use crate::failure::ProbeFailure;
 use chrono::{DateTime, Utc};
 use delivery::Endpoint;
 use serde::{Deserialize, Serialize};

@@ -10,7 +10,7 @@ use super::{FailureClass, ProbeFailure};
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::md5_hash;
-use postgres_protocol::message::backend::{ErrorFields, Message};
+use postgres_protocol::message::backend::{AuthenticationSaslBody, ErrorFields, Message};
 use postgres_protocol::message::frontend;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -124,55 +124,28 @@ async fn startup(mut w: Wire, ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeF
         .chain(ep.params.iter().map(|(k, v)| (*k, v.as_str())));
     frontend::startup_message(params, &mut out).map_err(|e| protocol(&e))?;
     w.send(&out).await?;
-    // A postmaster that cannot fork answers with a bare 'E' and text, the pre-3.0 way
-    // (libpq tells it by an implausible length, as here).
-    let (tag, len) = w.peek_header().await?;
-    if tag == b'E' && !(8..=30_000).contains(&len) {
-        let text = w.read_to_close(OLD_ERROR_MAX).await;
-        let text = text.get(1..).unwrap_or("").trim_end_matches(['\0', '\n']);
-        return Err(ProbeFailure::new(
-            FailureClass::OutOfMemory,
-            format!("the server could not start a session: {text}"),
-        ));
-    }
+    refuse_old_style_error(&mut w).await?;
     let mut scram: Option<Exchange> = None;
     let mut sent_then = false;
     loop {
         match w.read().await? {
-            Message::AuthenticationOk => {
-                if scram.is_some() {
-                    // SCRAM ends with SASLFinal before Ok: a server skipping it proved nothing.
-                    return Err(auth(
-                        "the server accepted the login without proving it knows the password",
-                    ));
-                }
+            // SCRAM ends with SASLFinal before Ok: a server skipping it proved nothing.
+            Message::AuthenticationOk if scram.is_some() => {
+                return Err(auth(
+                    "the server accepted the login without proving it knows the password",
+                ));
             }
             Message::AuthenticationCleartextPassword => {
-                let pw = password(ep)?;
-                out.clear();
-                frontend::password_message(pw, &mut out).map_err(|e| protocol(&e))?;
-                out.extend_from_slice(then);
-                w.send(&out).await?;
+                send_password(&mut w, &mut out, password(ep)?, then).await?;
                 sent_then = true;
             }
             Message::AuthenticationMd5Password(body) => {
-                let pw = password(ep)?;
-                let hash = md5_hash(ep.user.as_bytes(), pw, body.salt());
-                out.clear();
-                frontend::password_message(hash.as_bytes(), &mut out).map_err(|e| protocol(&e))?;
-                out.extend_from_slice(then);
-                w.send(&out).await?;
+                let hash = md5_hash(ep.user.as_bytes(), password(ep)?, body.salt());
+                send_password(&mut w, &mut out, hash.as_bytes(), then).await?;
                 sent_then = true;
             }
             Message::AuthenticationSasl(body) => {
-                let mut mechs = body.mechanisms();
-                let mut has = false;
-                while let Some(m) = mechs.next().map_err(|e| protocol(&e))? {
-                    has |= m == "SCRAM-SHA-256";
-                }
-                if !has {
-                    return Err(auth("the server offers no SASL mechanism but SCRAM-SHA-256-PLUS, which needs TLS"));
-                }
+                offers_scram(&body)?;
                 password(ep)?;
                 let ex = Exchange::new("");
                 out.clear();
@@ -190,11 +163,7 @@ async fn startup(mut w: Wire, ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeF
                 let ex = scram
                     .as_mut()
                     .ok_or_else(|| protocol(&"SASL continue before SASL start"))?;
-                let sf = ex
-                    .server_first(body.data())
-                    .map_err(|e| auth(&e.to_string()))?;
-                let keys = scram::keys_for(pw, &sf.salt, sf.iterations).await;
-                let fin = ex.client_final(&sf, &keys);
+                let fin = client_final(ex, body.data(), pw).await?;
                 out.clear();
                 frontend::sasl_response(fin.as_bytes(), &mut out).map_err(|e| protocol(&e))?;
                 out.extend_from_slice(then);
@@ -222,10 +191,61 @@ async fn startup(mut w: Wire, ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeF
                 }
                 return Ok(w);
             }
-            // ParameterStatus, BackendKeyData, NoticeResponse: nothing to act on.
+            // AuthenticationOk (no SCRAM), ParameterStatus, BackendKeyData, NoticeResponse:
+            // nothing to act on.
             _ => {}
         }
     }
+}
+
+/// Sends a password message with the probe's query right behind it (one round trip less).
+async fn send_password(
+    w: &mut Wire,
+    out: &mut BytesMut,
+    pw: &[u8],
+    then: &[u8],
+) -> Result<(), ProbeFailure> {
+    out.clear();
+    frontend::password_message(pw, out).map_err(|e| protocol(&e))?;
+    out.extend_from_slice(then);
+    w.send(out).await
+}
+
+/// The SCRAM client-final message answering the server-first one in `data`.
+async fn client_final(ex: &mut Exchange, data: &[u8], pw: &[u8]) -> Result<String, ProbeFailure> {
+    let sf = ex.server_first(data).map_err(|e| auth(&e.to_string()))?;
+    let keys = scram::keys_for(pw, &sf.salt, sf.iterations).await;
+    Ok(ex.client_final(&sf, &keys))
+}
+
+/// A postmaster that cannot fork answers with a bare 'E' and text, the pre-3.0 way (libpq
+/// tells it by an implausible length, as here): that is an out-of-memory failure.
+async fn refuse_old_style_error(w: &mut Wire) -> Result<(), ProbeFailure> {
+    let (tag, len) = w.peek_header().await?;
+    if tag == b'E' && !(8..=30_000).contains(&len) {
+        let text = w.read_to_close(OLD_ERROR_MAX).await;
+        let text = text.get(1..).unwrap_or("").trim_end_matches(['\0', '\n']);
+        return Err(ProbeFailure::new(
+            FailureClass::OutOfMemory,
+            format!("the server could not start a session: {text}"),
+        ));
+    }
+    Ok(())
+}
+
+/// SCRAM-SHA-256 is among the SASL mechanisms offered (the -PLUS variant alone needs TLS).
+fn offers_scram(body: &AuthenticationSaslBody) -> Result<(), ProbeFailure> {
+    let mut mechs = body.mechanisms();
+    let mut has = false;
+    while let Some(m) = mechs.next().map_err(|e| protocol(&e))? {
+        has |= m == "SCRAM-SHA-256";
+    }
+    if has {
+        return Ok(());
+    }
+    Err(auth(
+        "the server offers no SASL mechanism but SCRAM-SHA-256-PLUS, which needs TLS",
+    ))
 }
 
 fn password(ep: &Endpoint) -> Result<&[u8], ProbeFailure> {

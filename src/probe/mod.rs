@@ -5,7 +5,6 @@
 //! a login costs a few HMACs, not PBKDF2 (see `scram`), and what a probe reads is capped
 //! (see `wire`).
 
-mod failure;
 mod login;
 pub mod progress;
 mod query;
@@ -13,7 +12,7 @@ pub mod scram;
 pub mod snapshot;
 mod wire;
 
-pub use failure::{FailureClass, ProbeFailure};
+pub use crate::failure::{FailureClass, ProbeFailure};
 pub use wire::READ_BUDGET;
 
 use crate::config::{ProbeConfig, TargetConfig};

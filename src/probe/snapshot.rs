@@ -6,35 +6,12 @@
 
 use super::ProbeFailure;
 use crate::config::TargetConfig;
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use chrono::Utc;
 use serde_json::Value;
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
-/// The captured evidence, stored as `sql-snapshot.json`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct SqlSnapshot {
-    pub captured_at: DateTime<Utc>,
-    /// Whether the server answered at all.
-    pub answered: bool,
-    /// Why it did not, or why a section is missing.
-    pub error: Option<String>,
-    /// Section name → rows (JSON), or an error string for that section.
-    pub sections: serde_json::Map<String, Value>,
-}
-
-impl SqlSnapshot {
-    /// A snapshot that was not attempted (the postmaster is gone).
-    pub fn not_taken(reason: impl Into<String>) -> Self {
-        Self {
-            captured_at: Utc::now(),
-            answered: false,
-            error: Some(reason.into()),
-            sections: Default::default(),
-        }
-    }
-}
+pub use crate::sql_snapshot::SqlSnapshot;
 
 /// Longest query text kept, in characters, after masking.
 const QUERY_CHARS: usize = 2000;

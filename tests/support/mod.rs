@@ -452,7 +452,7 @@ impl Daemon {
     pub fn events(&self, event: &str, target: Option<&str>) -> Vec<Value> {
         self.records()
             .into_iter()
-            .filter(|r| r["event"] == event && target.map_or(true, |t| r["target"] == t))
+            .filter(|r| r["event"] == event && target.is_none_or(|t| r["target"] == t))
             .collect()
     }
 

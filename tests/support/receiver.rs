@@ -133,7 +133,7 @@ async fn handle(
             .headers()
             .get("content-type")
             .and_then(|v| v.to_str().ok())
-            .map_or(true, |ct| !ct.starts_with("application/json"))
+            .is_none_or(|ct| !ct.starts_with("application/json"))
     {
         problems.push("content-type is not application/json".into());
     }
@@ -320,7 +320,7 @@ pub fn discord_problems(b: &Value) -> Vec<String> {
             p.push(format!("embeds[{i}].description over 4096"));
         }
         if let Some(c) = e.get("color") {
-            if !c.as_u64().is_some_and(|c| c <= 0xFF_FFFF) {
+            if c.as_u64().is_none_or(|c| c > 0xFF_FFFF) {
                 p.push(format!("embeds[{i}].color not an integer in 0..=0xFFFFFF"));
             }
         }

@@ -5,8 +5,8 @@
 use super::super::actions::{Action, Level, Metric};
 use super::super::Phase;
 use super::Machine;
-use crate::actors::messages::HealReport;
 use crate::config::duration::format_duration;
+use crate::heal_report::HealReport;
 use crate::lease::LeaseRefusal;
 use crate::notify::{EscalationReason, NoticeKind};
 use std::time::Duration;

@@ -1,5 +1,8 @@
 //! What a failed probe means. The class decides what the daemon does; the SQLSTATE is kept
 //! because some answers (57P03, starting up) mean "recovering", not "failed".
+//!
+//! A leaf: config (the policy section), policy and probe all name these types, so they live
+//! apart from probe, which reads config, and import nothing of the crate.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

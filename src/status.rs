@@ -1,0 +1,34 @@
+//! What `/status`, the status page and `sentinel-remedy status` show for one target: the
+//! Supervisor assembles it from each Monitor's record.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// What `/status` shows for one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetStatus {
+    pub name: String,
+    /// `host:port/db`.
+    pub endpoint: String,
+    /// healthy, suspect, archiving, healing, recovering, held, escalated, unhealed.
+    pub state: String,
+    pub up: Option<bool>,
+    pub last_probe_at: Option<DateTime<Utc>>,
+    pub last_probe_latency_ms: Option<f64>,
+    pub consecutive_failures: u32,
+    pub restarts_in_window: usize,
+    pub max_restarts: u32,
+    pub open_incident: Option<String>,
+    pub maintenance_until: Option<DateTime<Utc>>,
+    pub monitor_alive: bool,
+    /// For a discovered target: its container and the container's labels under the namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovered: Option<DiscoveredFrom>,
+}
+
+/// Where a discovered target came from, for `status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DiscoveredFrom {
+    pub container: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
