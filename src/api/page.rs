@@ -21,9 +21,28 @@ fn state_class(state: &str) -> &'static str {
     }
 }
 
-/// Renders the page.
+/// Renders the page: the head with its summary, then one table of targets and one of
+/// recent incidents.
 pub fn render(targets: &[TargetStatus], incidents: &[IncidentRow]) -> String {
     let mut h = String::with_capacity(8192);
+    write_head(&mut h, targets);
+    for t in targets {
+        write_target_row(&mut h, t);
+    }
+    h.push_str("</tbody></table>\n<h2>Recent incidents</h2>\n<table id=\"incidents\"><thead><tr><th>Incident</th><th>Target</th><th>Failure</th><th>State</th><th>Time to recovery</th><th>Archive</th></tr></thead><tbody>\n");
+    if incidents.is_empty() {
+        h.push_str("<tr><td colspan=\"6\">No incidents recorded.</td></tr>\n");
+    }
+    for i in incidents {
+        write_incident_row(&mut h, i);
+    }
+    h.push_str("</tbody></table>\n</body></html>\n");
+    h
+}
+
+/// The document head, style and summary line, up to the open body of the targets table: the
+/// title counts the targets not healthy, so a browser tab shows trouble at a glance.
+fn write_head(h: &mut String, targets: &[TargetStatus]) {
     let down = targets.iter().filter(|t| t.state != "healthy").count();
     let _ = write!(
         h,
@@ -54,59 +73,58 @@ code{{font-size:12px}}
         },
         n = targets.len(),
     );
-    for t in targets {
-        let last = match (t.last_probe_at, t.last_probe_latency_ms) {
-            (Some(at), Some(ms)) => format!("{} ({ms:.1} ms)", at.format("%H:%M:%S")),
-            _ => "not yet".into(),
-        };
-        let maint = t
-            .maintenance_until
-            .map(|u| format!(" until {}", u.format("%Y-%m-%d %H:%M UTC")))
-            .unwrap_or_default();
-        let _ = writeln!(
-            h,
-            r#"<tr data-target="{name}" data-state="{state}"><td>{name}</td><td><span class="state {cls}">{state}</span>{maint}</td><td><code>{ep}</code></td><td>{last}</td><td>{f}</td><td>{r} / {max}</td><td>{inc}</td></tr>"#,
-            name = esc(&t.name),
-            state = esc(&t.state),
-            cls = state_class(&t.state),
-            maint = esc(&maint),
-            ep = esc(&t.endpoint),
-            last = esc(&last),
-            f = t.consecutive_failures,
-            r = t.restarts_in_window,
-            max = t.max_restarts,
-            inc = t
-                .open_incident
-                .as_deref()
-                .map(|i| format!("<a href=\"/incidents/{0}\">{0}</a>", esc(i)))
-                .unwrap_or_else(|| "&ndash;".into()),
-        );
-    }
-    h.push_str("</tbody></table>\n<h2>Recent incidents</h2>\n<table id=\"incidents\"><thead><tr><th>Incident</th><th>Target</th><th>Failure</th><th>State</th><th>Time to recovery</th><th>Archive</th></tr></thead><tbody>\n");
-    if incidents.is_empty() {
-        h.push_str("<tr><td colspan=\"6\">No incidents recorded.</td></tr>\n");
-    }
-    for i in incidents {
-        let ttr = match i.time_to_recovery_seconds {
-            Some(s) => format!("{s:.1} s"),
-            None if i.closed => "closed unrecovered".into(),
-            None => "open".into(),
-        };
-        let _ = writeln!(
-            h,
-            r#"<tr><td><a href="/incidents/{id}">{id}</a></td><td>{target}</td><td>{class}</td><td>{phase}</td><td>{ttr}</td><td><code>{archive}</code></td></tr>"#,
-            id = esc(&i.id),
-            target = esc(&i.target),
-            class = esc(&i.class),
-            phase = esc(if i.closed && i.recovered_at.is_some() {
-                "recovered"
-            } else {
-                &i.phase
-            }),
-            ttr = esc(&ttr),
-            archive = esc(i.archive.as_deref().unwrap_or("")),
-        );
-    }
-    h.push_str("</tbody></table>\n</body></html>\n");
-    h
+}
+
+/// One row of the targets table; a target in maintenance shows until when.
+fn write_target_row(h: &mut String, t: &TargetStatus) {
+    let last = match (t.last_probe_at, t.last_probe_latency_ms) {
+        (Some(at), Some(ms)) => format!("{} ({ms:.1} ms)", at.format("%H:%M:%S")),
+        _ => "not yet".into(),
+    };
+    let maint = t
+        .maintenance_until
+        .map(|u| format!(" until {}", u.format("%Y-%m-%d %H:%M UTC")))
+        .unwrap_or_default();
+    let _ = writeln!(
+        h,
+        r#"<tr data-target="{name}" data-state="{state}"><td>{name}</td><td><span class="state {cls}">{state}</span>{maint}</td><td><code>{ep}</code></td><td>{last}</td><td>{f}</td><td>{r} / {max}</td><td>{inc}</td></tr>"#,
+        name = esc(&t.name),
+        state = esc(&t.state),
+        cls = state_class(&t.state),
+        maint = esc(&maint),
+        ep = esc(&t.endpoint),
+        last = esc(&last),
+        f = t.consecutive_failures,
+        r = t.restarts_in_window,
+        max = t.max_restarts,
+        inc = t
+            .open_incident
+            .as_deref()
+            .map(|i| format!("<a href=\"/incidents/{0}\">{0}</a>", esc(i)))
+            .unwrap_or_else(|| "&ndash;".into()),
+    );
+}
+
+/// One row of the incidents table; a closed incident that recovered shows as recovered,
+/// whatever phase it was closed in.
+fn write_incident_row(h: &mut String, i: &IncidentRow) {
+    let ttr = match i.time_to_recovery_seconds {
+        Some(s) => format!("{s:.1} s"),
+        None if i.closed => "closed unrecovered".into(),
+        None => "open".into(),
+    };
+    let _ = writeln!(
+        h,
+        r#"<tr><td><a href="/incidents/{id}">{id}</a></td><td>{target}</td><td>{class}</td><td>{phase}</td><td>{ttr}</td><td><code>{archive}</code></td></tr>"#,
+        id = esc(&i.id),
+        target = esc(&i.target),
+        class = esc(&i.class),
+        phase = esc(if i.closed && i.recovered_at.is_some() {
+            "recovered"
+        } else {
+            &i.phase
+        }),
+        ttr = esc(&ttr),
+        archive = esc(i.archive.as_deref().unwrap_or("")),
+    );
 }
