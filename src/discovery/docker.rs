@@ -12,9 +12,9 @@ use crate::config::{
 use crate::docker::{DockerClient, DockerError};
 use actix::prelude::*;
 use bollard::container::{InspectContainerOptions, ListContainersOptions};
-use bollard::models::ContainerSummary;
+use bollard::models::{ContainerSummary, EventMessage};
 use bollard::system::EventsOptions;
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use slog::{debug, error, info, warn, Logger};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -70,7 +70,8 @@ struct Watcher {
     waiting: bool,
 }
 
-/// Follows the Engine until the daemon stops.
+/// Follows the Engine until the daemon stops: after each (re)connection it lists the
+/// containers again, then follows the events stream until it breaks.
 pub async fn follow(
     client: Arc<DockerClient>,
     cfg: DockerDiscovery,
@@ -79,9 +80,7 @@ pub async fn follow(
     log: Logger,
 ) {
     let mut w = Watcher::new(client, cfg, defaults, Some(sink.clone()), log).await;
-    info!(w.log, "discovering PostgreSQL containers on the Docker Engine"; "event" => "discovery_started",
-        "namespace" => &w.cfg.namespace, "mode" => match w.cfg.mode { DiscoveryMode::Label => "label", DiscoveryMode::All => "all" },
-        "endpoint" => w.client.endpoint(), "in_container" => w.own_networks.is_some());
+    w.say_started();
     let mut delay = Duration::from_secs(1);
     let mut said_broken = false;
     loop {
@@ -98,21 +97,7 @@ pub async fn follow(
                 continue;
             }
         };
-        let mut filters = HashMap::from([
-            ("type".to_string(), vec!["container".to_string()]),
-            (
-                "event".to_string(),
-                RESYNC_ON.iter().map(|s| s.to_string()).collect(),
-            ),
-        ]);
-        if w.cfg.mode == DiscoveryMode::Label {
-            filters.insert("label".into(), vec![format!("{}.enable", w.cfg.namespace)]);
-        }
-        let mut stream = api.events(Some(EventsOptions::<String> {
-            since: None,
-            until: None,
-            filters,
-        }));
+        let mut stream = api.events(Some(w.events_options()));
         // Whatever happened while the stream was closed is found by listing again.
         if w.resync().await.is_err() {
             tokio::time::sleep(delay).await;
@@ -123,42 +108,20 @@ pub async fn follow(
             said_broken = false;
         }
         delay = Duration::from_secs(1);
-        loop {
-            // While a container is initialising, look again every half second: no event
-            // says when its server starts accepting connections.
-            let item = if w.waiting {
-                match tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
-                    Ok(item) => item,
-                    Err(_) => {
-                        if w.resync().await.is_err() {
-                            break;
-                        }
-                        continue;
-                    }
-                }
-            } else {
-                stream.next().await
-            };
-            let Some(item) = item else { break };
-            if let Err(e) = item {
-                warn!(w.log, "Docker events stream broke; reopening"; "event" => "discovery_events_broken", "error" => %e);
-                break;
-            }
-            // A burst (a compose stack coming up) costs one listing.
-            while let Some(Some(Ok(_))) = stream.next().now_or_never() {}
-            if w.resync().await.is_err() {
-                break;
-            }
-            if sink.connected() {
-                continue;
-            }
-            return;
-        }
-        if !sink.connected() {
+        if w.follow_events(&mut stream, &sink).await == StreamEnd::SinkGone || !sink.connected() {
             return;
         }
         tokio::time::sleep(delay).await;
     }
+}
+
+/// Why [`Watcher::follow_events`] returned.
+#[derive(PartialEq)]
+enum StreamEnd {
+    /// The stream ended or broke, or a listing failed: connect and list again.
+    Reopen,
+    /// The Supervisor is gone: the daemon is stopping.
+    SinkGone,
 }
 
 /// One look at the Engine, for `check-config --discover`: what would be discovered now, and
@@ -200,6 +163,80 @@ impl Watcher {
         };
         w.own_networks = w.own_networks().await;
         w
+    }
+
+    /// Says once, at start, what is watched and how the Engine is reached.
+    fn say_started(&self) {
+        let mode = match self.cfg.mode {
+            DiscoveryMode::Label => "label",
+            DiscoveryMode::All => "all",
+        };
+        info!(self.log, "discovering PostgreSQL containers on the Docker Engine"; "event" => "discovery_started",
+            "namespace" => &self.cfg.namespace, "mode" => mode,
+            "endpoint" => self.client.endpoint(), "in_container" => self.own_networks.is_some());
+    }
+
+    /// The events that may change the set; in `label` mode only those of labelled
+    /// containers, so a busy host's other containers cost nothing.
+    fn events_options(&self) -> EventsOptions<String> {
+        let mut filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            (
+                "event".to_string(),
+                RESYNC_ON.iter().map(|s| s.to_string()).collect(),
+            ),
+        ]);
+        if self.cfg.mode == DiscoveryMode::Label {
+            filters.insert(
+                "label".into(),
+                vec![format!("{}.enable", self.cfg.namespace)],
+            );
+        }
+        EventsOptions::<String> {
+            since: None,
+            until: None,
+            filters,
+        }
+    }
+
+    /// Lists again after each burst of events, and every half second while a container is
+    /// initialising, until the stream ends or breaks or the Supervisor is gone.
+    async fn follow_events<S>(&mut self, stream: &mut S, sink: &Recipient<Discovered>) -> StreamEnd
+    where
+        S: Stream<Item = Result<EventMessage, bollard::errors::Error>> + Unpin,
+    {
+        loop {
+            // While a container is initialising, look again every half second: no event
+            // says when its server starts accepting connections.
+            let item = if self.waiting {
+                match tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
+                    Ok(item) => item,
+                    Err(_) => {
+                        if self.resync().await.is_err() {
+                            return StreamEnd::Reopen;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                stream.next().await
+            };
+            let Some(item) = item else {
+                return StreamEnd::Reopen;
+            };
+            if let Err(e) = item {
+                warn!(self.log, "Docker events stream broke; reopening"; "event" => "discovery_events_broken", "error" => %e);
+                return StreamEnd::Reopen;
+            }
+            // A burst (a compose stack coming up) costs one listing.
+            while let Some(Some(Ok(_))) = stream.next().now_or_never() {}
+            if self.resync().await.is_err() {
+                return StreamEnd::Reopen;
+            }
+            if !sink.connected() {
+                return StreamEnd::SinkGone;
+            }
+        }
     }
 
     /// The networks of the container the daemon runs in, if it runs in one.
@@ -244,6 +281,19 @@ impl Watcher {
 
     /// The selected containers, each with its target or the problems with its labels.
     async fn scan(&mut self) -> Result<Vec<Built>, DockerError> {
+        let mut facts = Vec::new();
+        for s in self.list().await? {
+            if let Some(f) = self.facts_of(&s).await {
+                facts.push(f);
+            }
+        }
+        self.forget_absent(&facts);
+        Ok(build_targets(facts, self.cfg.clone(), self.defaults.clone()).await)
+    }
+
+    /// Every container the namespace may select (in `label` mode only the enabled ones),
+    /// stopped ones included; a failure is logged here.
+    async fn list(&self) -> Result<Vec<ContainerSummary>, DockerError> {
         let mut filters = HashMap::new();
         if self.cfg.mode == DiscoveryMode::Label {
             filters.insert(
@@ -263,91 +313,60 @@ impl Watcher {
                 .map_err(|e| DockerError::from_bollard(e, &ep, ""))
             })
             .await;
-        let listed = match listed {
-            Ok(l) => l,
-            Err(e) => {
-                warn!(self.log, "cannot list containers; discovered targets stay as they are"; "event" => "discovery_list_failed", "kind" => e.kind(), "error" => %e);
-                return Err(e);
-            }
-        };
-        let mut facts = Vec::new();
-        for s in listed {
-            // Never started (`docker create`): not a database yet, nothing to heal. Being
-            // removed: retired, not failed.
-            let state = s.state.clone().unwrap_or_default();
-            if matches!(state.as_str(), "created" | "removing" | "dead") {
-                continue;
-            }
-            let Some(id) = s.id.clone() else { continue };
-            let inspected = match self.inspected.get(&id) {
-                Some(i) => i.clone(),
-                None => match self.inspect(&id).await {
-                    Some(i) => {
-                        self.inspected.insert(id.clone(), i.clone());
-                        i
-                    }
-                    None => continue, // gone between the listing and the inspect
-                },
-            };
-            let name = s
-                .names
-                .as_ref()
-                .and_then(|n| n.first())
-                .map(|n| n.trim_start_matches('/').to_string())
-                .unwrap_or_else(|| id.chars().take(12).collect());
-            let labels: BTreeMap<String, String> =
-                s.labels.clone().unwrap_or_default().into_iter().collect();
-            let mut f = ContainerFacts {
-                id: id.clone(),
-                name,
-                image: s.image.clone().unwrap_or_default(),
-                labels,
-                pgdata: inspected.pgdata,
-                cmd: inspected.cmd,
-                conf_log_directory: inspected.conf_log_directory,
-                address: None,
-            };
-            if !labels::selected(&f, &self.cfg) {
-                continue;
-            }
-            f.address = self.address(&s, &f);
-            // In `all` mode a PostgreSQL container the daemon shares no network with is
-            // someone else's, not a mistake to report.
-            if self.cfg.mode == DiscoveryMode::All && f.address.is_none() {
-                continue;
-            }
-            if state == "running" {
-                self.running.insert(f.id.clone());
-            } else {
-                self.running.remove(&f.id);
-            }
-            facts.push(f);
+        if let Err(e) = &listed {
+            warn!(self.log, "cannot list containers; discovered targets stay as they are"; "event" => "discovery_list_failed", "kind" => e.kind(), "error" => %e);
         }
+        listed
+    }
+
+    /// What is known of a listed container, if discovery watches it; notes whether it runs.
+    async fn facts_of(&mut self, s: &ContainerSummary) -> Option<ContainerFacts> {
+        // Never started (`docker create`): not a database yet, nothing to heal. Being
+        // removed: retired, not failed.
+        let state = s.state.clone().unwrap_or_default();
+        if matches!(state.as_str(), "created" | "removing" | "dead") {
+            return None;
+        }
+        let id = s.id.clone()?;
+        // None: gone between the listing and the inspect.
+        let inspected = self.inspected_once(&id).await?;
+        let mut f = summary_facts(s, id, inspected);
+        if !labels::selected(&f, &self.cfg) {
+            return None;
+        }
+        f.address = self.address(s, &f);
+        // In `all` mode a PostgreSQL container the daemon shares no network with is
+        // someone else's, not a mistake to report.
+        if self.cfg.mode == DiscoveryMode::All && f.address.is_none() {
+            return None;
+        }
+        if state == "running" {
+            self.running.insert(f.id.clone());
+        } else {
+            self.running.remove(&f.id);
+        }
+        Some(f)
+    }
+
+    /// The container's inspect, asked of the Engine the first time only: what it gives is
+    /// fixed for the container's life.
+    async fn inspected_once(&mut self, id: &str) -> Option<Inspected> {
+        if let Some(i) = self.inspected.get(id) {
+            return Some(i.clone());
+        }
+        let i = self.inspect(id).await?;
+        self.inspected.insert(id.to_string(), i.clone());
+        Some(i)
+    }
+
+    /// Drops what is remembered of containers no longer listed and selected.
+    fn forget_absent(&mut self, facts: &[ContainerFacts]) {
         let present: HashSet<String> = facts.iter().map(|f| f.id.clone()).collect();
         self.inspected.retain(|id, _| present.contains(id));
         self.last_address.retain(|id, _| present.contains(id));
         self.reported.retain(|id, _| present.contains(id));
         self.running.retain(|id| present.contains(id));
         self.armed.retain(|id| present.contains(id));
-
-        let (cfg, defaults) = (self.cfg.clone(), self.defaults.clone());
-        // Reads .env and password files: off the actors' thread.
-        let built = tokio::task::spawn_blocking(move || {
-            // A .env made untrusted since start-up (refused then with exit 64) is not read:
-            // the labels then see the process environment only.
-            let vars = VarSource::from_env_and_dotenv(&std::env::current_dir().unwrap_or_default())
-                .unwrap_or_else(|_| VarSource::fixed(std::env::vars().collect()));
-            facts
-                .into_iter()
-                .map(|f| {
-                    let r = labels::target(&f, &cfg, &defaults, &vars);
-                    (f, r)
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
-        Ok(built)
     }
 
     /// Usable targets, and the containers skipped with why; each problem is logged once.
@@ -559,6 +578,52 @@ impl Watcher {
             ),
         }
     }
+}
+
+/// A listed container's facts, its address still unknown.
+fn summary_facts(s: &ContainerSummary, id: String, inspected: Inspected) -> ContainerFacts {
+    let name = s
+        .names
+        .as_ref()
+        .and_then(|n| n.first())
+        .map(|n| n.trim_start_matches('/').to_string())
+        .unwrap_or_else(|| id.chars().take(12).collect());
+    let labels: BTreeMap<String, String> =
+        s.labels.clone().unwrap_or_default().into_iter().collect();
+    ContainerFacts {
+        id,
+        name,
+        image: s.image.clone().unwrap_or_default(),
+        labels,
+        pgdata: inspected.pgdata,
+        cmd: inspected.cmd,
+        conf_log_directory: inspected.conf_log_directory,
+        address: None,
+    }
+}
+
+/// Each container's target from its labels. Reads .env and password files: off the actors'
+/// thread.
+async fn build_targets(
+    facts: Vec<ContainerFacts>,
+    cfg: DockerDiscovery,
+    defaults: TargetDefaults,
+) -> Vec<Built> {
+    tokio::task::spawn_blocking(move || {
+        // A .env made untrusted since start-up (refused then with exit 64) is not read:
+        // the labels then see the process environment only.
+        let vars = VarSource::from_env_and_dotenv(&std::env::current_dir().unwrap_or_default())
+            .unwrap_or_else(|_| VarSource::fixed(std::env::vars().collect()));
+        facts
+            .into_iter()
+            .map(|f| {
+                let r = labels::target(&f, &cfg, &defaults, &vars);
+                (f, r)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// Whether the target's server accepts a TCP connection now (within half a second).
