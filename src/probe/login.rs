@@ -10,7 +10,10 @@ use super::{FailureClass, ProbeFailure};
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::md5_hash;
-use postgres_protocol::message::backend::{ErrorFields, Message};
+use postgres_protocol::message::backend::{
+    AuthenticationSaslBody, AuthenticationSaslContinueBody, AuthenticationSaslFinalBody,
+    ErrorFields, Message,
+};
 use postgres_protocol::message::frontend;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -118,14 +121,38 @@ pub async fn login(ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeFailure> {
     Err(last)
 }
 
+/// Sends the startup message and answers the server through authentication to
+/// ReadyForQuery.
 async fn startup(mut w: Wire, ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeFailure> {
+    send_startup(&mut w, ep).await?;
+    refuse_old_error(&mut w).await?;
+    let mut auth = Auth {
+        ep,
+        then,
+        out: BytesMut::new(),
+        scram: None,
+        sent_then: false,
+    };
+    loop {
+        let msg = w.read().await?;
+        if auth.answer(&mut w, msg).await? == Next::Ready {
+            return Ok(w);
+        }
+    }
+}
+
+/// The startup message: the user, then the endpoint's parameters.
+async fn send_startup(w: &mut Wire, ep: &Endpoint) -> Result<(), ProbeFailure> {
     let mut out = BytesMut::new();
     let params = std::iter::once(("user", ep.user.as_str()))
         .chain(ep.params.iter().map(|(k, v)| (*k, v.as_str())));
     frontend::startup_message(params, &mut out).map_err(|e| protocol(&e))?;
-    w.send(&out).await?;
-    // A postmaster that cannot fork answers with a bare 'E' and text, the pre-3.0 way
-    // (libpq tells it by an implausible length, as here).
+    w.send(&out).await
+}
+
+/// A postmaster that cannot fork answers with a bare 'E' and text, the pre-3.0 way
+/// (libpq tells it by an implausible length, as here): that is a failure to start a session.
+async fn refuse_old_error(w: &mut Wire) -> Result<(), ProbeFailure> {
     let (tag, len) = w.peek_header().await?;
     if tag == b'E' && !(8..=30_000).contains(&len) {
         let text = w.read_to_close(OLD_ERROR_MAX).await;
@@ -135,79 +162,52 @@ async fn startup(mut w: Wire, ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeF
             format!("the server could not start a session: {text}"),
         ));
     }
-    let mut scram: Option<Exchange> = None;
-    let mut sent_then = false;
-    loop {
-        match w.read().await? {
-            Message::AuthenticationOk => {
-                if scram.is_some() {
-                    // SCRAM ends with SASLFinal before Ok: a server skipping it proved nothing.
-                    return Err(auth(
-                        "the server accepted the login without proving it knows the password",
-                    ));
-                }
+    Ok(())
+}
+
+/// What to do after a message from the server.
+#[derive(PartialEq)]
+enum Next {
+    /// Read the next message.
+    Read,
+    /// The session is ready and `then` has gone out.
+    Ready,
+}
+
+/// The client's side of authentication, answering one server message at a time.
+struct Auth<'a> {
+    ep: &'a Endpoint,
+    /// Goes out with the client's last authentication message, or at ReadyForQuery.
+    then: &'a [u8],
+    out: BytesMut,
+    /// The SCRAM exchange under way, from SASL start to SASL final.
+    scram: Option<Exchange>,
+    /// Whether `then` has gone out.
+    sent_then: bool,
+}
+
+impl Auth<'_> {
+    /// Answers one message; Err when the login cannot go on.
+    async fn answer(&mut self, w: &mut Wire, msg: Message) -> Result<Next, ProbeFailure> {
+        match msg {
+            // SCRAM ends with SASLFinal before Ok: a server skipping it proved nothing.
+            Message::AuthenticationOk if self.scram.is_some() => {
+                return Err(auth(
+                    "the server accepted the login without proving it knows the password",
+                ));
             }
             Message::AuthenticationCleartextPassword => {
-                let pw = password(ep)?;
-                out.clear();
-                frontend::password_message(pw, &mut out).map_err(|e| protocol(&e))?;
-                out.extend_from_slice(then);
-                w.send(&out).await?;
-                sent_then = true;
+                let pw = password(self.ep)?;
+                self.send_password(w, pw).await?;
             }
             Message::AuthenticationMd5Password(body) => {
-                let pw = password(ep)?;
-                let hash = md5_hash(ep.user.as_bytes(), pw, body.salt());
-                out.clear();
-                frontend::password_message(hash.as_bytes(), &mut out).map_err(|e| protocol(&e))?;
-                out.extend_from_slice(then);
-                w.send(&out).await?;
-                sent_then = true;
+                let pw = password(self.ep)?;
+                let hash = md5_hash(self.ep.user.as_bytes(), pw, body.salt());
+                self.send_password(w, hash.as_bytes()).await?;
             }
-            Message::AuthenticationSasl(body) => {
-                let mut mechs = body.mechanisms();
-                let mut has = false;
-                while let Some(m) = mechs.next().map_err(|e| protocol(&e))? {
-                    has |= m == "SCRAM-SHA-256";
-                }
-                if !has {
-                    return Err(auth("the server offers no SASL mechanism but SCRAM-SHA-256-PLUS, which needs TLS"));
-                }
-                password(ep)?;
-                let ex = Exchange::new("");
-                out.clear();
-                frontend::sasl_initial_response(
-                    "SCRAM-SHA-256",
-                    ex.client_first().as_bytes(),
-                    &mut out,
-                )
-                .map_err(|e| protocol(&e))?;
-                w.send(&out).await?;
-                scram = Some(ex);
-            }
-            Message::AuthenticationSaslContinue(body) => {
-                let pw = password(ep)?;
-                let ex = scram
-                    .as_mut()
-                    .ok_or_else(|| protocol(&"SASL continue before SASL start"))?;
-                let sf = ex
-                    .server_first(body.data())
-                    .map_err(|e| auth(&e.to_string()))?;
-                let keys = scram::keys_for(pw, &sf.salt, sf.iterations).await;
-                let fin = ex.client_final(&sf, &keys);
-                out.clear();
-                frontend::sasl_response(fin.as_bytes(), &mut out).map_err(|e| protocol(&e))?;
-                out.extend_from_slice(then);
-                w.send(&out).await?;
-                sent_then = true;
-            }
-            Message::AuthenticationSaslFinal(body) => {
-                let ex = scram
-                    .take()
-                    .ok_or_else(|| protocol(&"SASL final before SASL start"))?;
-                ex.verify_final(body.data())
-                    .map_err(|e| auth(&e.to_string()))?;
-            }
+            Message::AuthenticationSasl(body) => self.sasl_start(w, body).await?,
+            Message::AuthenticationSaslContinue(body) => self.sasl_continue(w, body).await?,
+            Message::AuthenticationSaslFinal(body) => self.sasl_final(body)?,
             Message::AuthenticationGss
             | Message::AuthenticationKerberosV5
             | Message::AuthenticationScmCredential
@@ -217,14 +217,91 @@ async fn startup(mut w: Wire, ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeF
             }
             Message::ErrorResponse(body) => return Err(server_error(body.fields())),
             Message::ReadyForQuery(_) => {
-                if !sent_then {
-                    w.send(then).await?;
+                if !self.sent_then {
+                    w.send(self.then).await?;
                 }
-                return Ok(w);
+                return Ok(Next::Ready);
             }
-            // ParameterStatus, BackendKeyData, NoticeResponse: nothing to act on.
+            // AuthenticationOk after a password, ParameterStatus, BackendKeyData,
+            // NoticeResponse: nothing to act on.
             _ => {}
         }
+        Ok(Next::Read)
+    }
+
+    /// A password message (cleartext or md5), the client's last, with `then` behind it.
+    async fn send_password(&mut self, w: &mut Wire, payload: &[u8]) -> Result<(), ProbeFailure> {
+        self.out.clear();
+        frontend::password_message(payload, &mut self.out).map_err(|e| protocol(&e))?;
+        self.out.extend_from_slice(self.then);
+        w.send(&self.out).await?;
+        self.sent_then = true;
+        Ok(())
+    }
+
+    /// Starts SCRAM-SHA-256, the one SASL mechanism the probe speaks (the -PLUS variant
+    /// needs TLS).
+    async fn sasl_start(
+        &mut self,
+        w: &mut Wire,
+        body: AuthenticationSaslBody,
+    ) -> Result<(), ProbeFailure> {
+        let mut mechs = body.mechanisms();
+        let mut has = false;
+        while let Some(m) = mechs.next().map_err(|e| protocol(&e))? {
+            has |= m == "SCRAM-SHA-256";
+        }
+        if !has {
+            return Err(auth(
+                "the server offers no SASL mechanism but SCRAM-SHA-256-PLUS, which needs TLS",
+            ));
+        }
+        password(self.ep)?;
+        let ex = Exchange::new("");
+        self.out.clear();
+        frontend::sasl_initial_response(
+            "SCRAM-SHA-256",
+            ex.client_first().as_bytes(),
+            &mut self.out,
+        )
+        .map_err(|e| protocol(&e))?;
+        w.send(&self.out).await?;
+        self.scram = Some(ex);
+        Ok(())
+    }
+
+    /// Answers the server's first SCRAM message with the client's proof, and `then`.
+    async fn sasl_continue(
+        &mut self,
+        w: &mut Wire,
+        body: AuthenticationSaslContinueBody,
+    ) -> Result<(), ProbeFailure> {
+        let pw = password(self.ep)?;
+        let ex = self
+            .scram
+            .as_mut()
+            .ok_or_else(|| protocol(&"SASL continue before SASL start"))?;
+        let sf = ex
+            .server_first(body.data())
+            .map_err(|e| auth(&e.to_string()))?;
+        let keys = scram::keys_for(pw, &sf.salt, sf.iterations).await;
+        let fin = ex.client_final(&sf, &keys);
+        self.out.clear();
+        frontend::sasl_response(fin.as_bytes(), &mut self.out).map_err(|e| protocol(&e))?;
+        self.out.extend_from_slice(self.then);
+        w.send(&self.out).await?;
+        self.sent_then = true;
+        Ok(())
+    }
+
+    /// Checks the server's SCRAM signature: proof that it knows the password too.
+    fn sasl_final(&mut self, body: AuthenticationSaslFinalBody) -> Result<(), ProbeFailure> {
+        let ex = self
+            .scram
+            .take()
+            .ok_or_else(|| protocol(&"SASL final before SASL start"))?;
+        ex.verify_final(body.data())
+            .map_err(|e| auth(&e.to_string()))
     }
 }
 
