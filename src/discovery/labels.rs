@@ -98,6 +98,45 @@ pub fn shown_labels(f: &ContainerFacts, ns: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The container's labels under the namespace, read as the values of registry keys.
+struct Labels<'a> {
+    f: &'a ContainerFacts,
+    ns: &'a str,
+}
+
+impl Labels<'_> {
+    /// The label `{ns}.{key}`, trimmed.
+    fn get(&self, key: &str) -> Option<String> {
+        self.f
+            .labels
+            .get(&format!("{}.{key}", self.ns))
+            .map(|v| v.trim().to_string())
+    }
+
+    /// A duration label, left to the shared validation to parse and report.
+    fn dur(&self, key: &str) -> Option<RawDuration> {
+        self.get(key).map(RawDuration)
+    }
+
+    /// A whole-number label; anything else is a problem, reported here.
+    fn int(&self, key: &str, problems: &mut Problems) -> Option<i64> {
+        self.get(key).and_then(|v| match v.parse::<i64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                problems.push(
+                    format!("{}.{key}", self.ns),
+                    format!("'{v}' is not a whole number"),
+                    "give a number, e.g. 3",
+                );
+                None
+            }
+        })
+    }
+}
+
+/// A problem already pushed to the list; the caller gives up on the value.
+struct Reported;
+
 /// Builds the container's target; Err lists every problem, each naming its label and fix.
 pub fn target(
     f: &ContainerFacts,
@@ -106,7 +145,41 @@ pub fn target(
     vars: &VarSource,
 ) -> Result<TargetConfig, Vec<Problem>> {
     let ns = cfg.namespace.as_str();
+    let l = Labels { f, ns };
     let mut problems = Problems::default();
+    // Problems are listed in the order of these steps: unknown labels, the DSN, the heal,
+    // then the numbers.
+    let policy = policy_labels(f, ns, &mut problems);
+    let dsn = dsn(&l, vars, &mut problems);
+    let heal = heal(&l, &mut problems);
+    let forensics = forensics(&l, &mut problems);
+    let raw = RawTarget {
+        name: l.get("name").unwrap_or_else(|| f.name.clone()),
+        dsn: dsn.unwrap_or_default(),
+        probe: Some(probe(&l, &mut problems)),
+        restart_budget: Some(restart_budget(&l, &mut problems)),
+        recovery_timeout: l.dur("recovery_timeout"),
+        forensics: Some(forensics),
+        heal,
+        process: None,
+        policy: (!policy.is_empty()).then_some(policy),
+    };
+    let had = problems.0.len();
+    let built = crate::config::build_target(&raw, ns, defaults, &mut problems);
+    name_labels(&mut problems.0[had..], ns);
+    match built {
+        Some(t) if problems.0.is_empty() => Ok(t),
+        _ => Err(problems.0),
+    }
+}
+
+/// The `policy.<class>` labels by class; any other label this version does not know is a
+/// problem (a misspelt label would otherwise be silently ignored).
+fn policy_labels(
+    f: &ContainerFacts,
+    ns: &str,
+    problems: &mut Problems,
+) -> BTreeMap<String, String> {
     let prefix = format!("{ns}.");
     let mut policy = BTreeMap::new();
     for (k, v) in &f.labels {
@@ -126,27 +199,12 @@ pub fn target(
             );
         }
     }
-    let get = |key: &str| {
-        f.labels
-            .get(&format!("{ns}.{key}"))
-            .map(|v| v.trim().to_string())
-    };
-    let dur = |key: &str| get(key).map(RawDuration);
-    let int = |key: &str, problems: &mut Problems| {
-        get(key).and_then(|v| match v.parse::<i64>() {
-            Ok(n) => Some(n),
-            Err(_) => {
-                problems.push(
-                    format!("{ns}.{key}"),
-                    format!("'{v}' is not a whole number"),
-                    "give a number, e.g. 3",
-                );
-                None
-            }
-        })
-    };
-    let dsn = dsn(f, ns, vars, &mut problems);
-    let heal = match get("heal").map(|h| h.to_ascii_lowercase()).as_deref() {
+    policy
+}
+
+/// The heal: restart the container itself unless the `heal` label says false.
+fn heal(l: &Labels, problems: &mut Problems) -> Option<RawHeal> {
+    match l.get("heal").map(|h| h.to_ascii_lowercase()).as_deref() {
         None | Some("true") => Some(RawHeal {
             command: None,
             timeout: None,
@@ -154,23 +212,28 @@ pub fn target(
             stop_command: None,
             env: Default::default(),
             docker: Some(RawDockerHeal {
-                container: f.name.clone(),
-                stop_timeout: dur("heal.stop_timeout"),
+                container: l.f.name.clone(),
+                stop_timeout: l.dur("heal.stop_timeout"),
             }),
             compose: None,
         }),
         Some("false") => None,
         Some(other) => {
             problems.push(
-                format!("{ns}.heal"),
+                format!("{}.heal", l.ns),
                 format!("'{other}' is not true or false"),
                 "use false to keep this container down on purpose (alert only), or remove the label",
             );
             None
         }
-    };
-    let mut paths = evidence_paths(f);
-    if let Some(extra) = get("forensics.paths") {
+    }
+}
+
+/// The evidence copied from the container: the server's own files, plus any the
+/// `forensics.paths` label adds.
+fn forensics(l: &Labels, problems: &mut Problems) -> RawForensics {
+    let mut paths = evidence_paths(l.f);
+    if let Some(extra) = l.get("forensics.paths") {
         paths.extend(
             extra
                 .split(',')
@@ -179,45 +242,47 @@ pub fn target(
                 .map(String::from),
         );
     }
-    let log_tail =
-        int("forensics.log_tail", &mut problems).map(|n| n.clamp(0, u32::MAX as i64) as u32);
-    let raw = RawTarget {
-        name: get("name").unwrap_or_else(|| f.name.clone()),
-        dsn: dsn.unwrap_or_default(),
-        probe: Some(RawProbe {
-            query: get("probe.query"),
-            interval: dur("probe.interval"),
-            timeout: dur("probe.timeout"),
-            failure_threshold: int("probe.failure_threshold", &mut problems),
-            expect: get("probe.expect"),
-            role: get("probe.role"),
+    let log_tail = l
+        .int("forensics.log_tail", problems)
+        .map(|n| n.clamp(0, u32::MAX as i64) as u32);
+    RawForensics {
+        files: vec![],
+        docker: Some(RawDockerForensics {
+            container: Some(l.f.name.clone()),
+            project: None,
+            service: None,
+            paths,
+            log_tail,
         }),
-        restart_budget: Some(RawBudget {
-            max_restarts: int("restart_budget.max_restarts", &mut problems),
-            window: dur("restart_budget.window"),
-            backoff: dur("restart_budget.backoff"),
-            backoff_max: dur("restart_budget.backoff_max"),
-            backoff_reset: dur("restart_budget.backoff_reset"),
-        }),
-        recovery_timeout: dur("recovery_timeout"),
-        forensics: Some(RawForensics {
-            files: vec![],
-            docker: Some(RawDockerForensics {
-                container: Some(f.name.clone()),
-                project: None,
-                service: None,
-                paths,
-                log_tail,
-            }),
-        }),
-        heal,
-        process: None,
-        policy: (!policy.is_empty()).then_some(policy),
-    };
-    let had = problems.0.len();
-    let built = crate::config::build_target(&raw, ns, defaults, &mut problems);
-    // The shared validation names YAML keys; point them at the labels a user writes.
-    for p in problems.0.iter_mut().skip(had) {
+    }
+}
+
+/// The `probe.*` labels.
+fn probe(l: &Labels, problems: &mut Problems) -> RawProbe {
+    RawProbe {
+        query: l.get("probe.query"),
+        interval: l.dur("probe.interval"),
+        timeout: l.dur("probe.timeout"),
+        failure_threshold: l.int("probe.failure_threshold", problems),
+        expect: l.get("probe.expect"),
+        role: l.get("probe.role"),
+    }
+}
+
+/// The `restart_budget.*` labels.
+fn restart_budget(l: &Labels, problems: &mut Problems) -> RawBudget {
+    RawBudget {
+        max_restarts: l.int("restart_budget.max_restarts", problems),
+        window: l.dur("restart_budget.window"),
+        backoff: l.dur("restart_budget.backoff"),
+        backoff_max: l.dur("restart_budget.backoff_max"),
+        backoff_reset: l.dur("restart_budget.backoff_reset"),
+    }
+}
+
+/// The shared validation names YAML keys; points them at the labels a user writes.
+fn name_labels(problems: &mut [Problem], ns: &str) {
+    for p in problems {
         p.path = p
             .path
             .replace(
@@ -229,38 +294,16 @@ pub fn target(
                 &format!("{ns}.forensics.paths"),
             );
     }
-    match built {
-        Some(t) if problems.0.is_empty() => Ok(t),
-        _ => Err(problems.0),
-    }
 }
 
 /// The DSN: the `dsn` label (with `${VAR}` and `${CONTAINER_ADDRESS}`), or one built from
 /// the user, database, port and password labels and the container's address.
-fn dsn(f: &ContainerFacts, ns: &str, vars: &VarSource, problems: &mut Problems) -> Option<String> {
-    let get = |key: &str| {
-        f.labels
-            .get(&format!("{ns}.{key}"))
-            .map(|v| v.trim().to_string())
-    };
-    let address = f.address.clone();
-    if let Some(d) = get("dsn") {
-        let with_address = d.replace("${CONTAINER_ADDRESS}", address.as_deref().unwrap_or(""));
-        return match expand(&with_address, vars) {
-            Ok(d) => Some(d),
-            Err(missing) => {
-                for name in missing {
-                    problems.push(
-                        format!("{ns}.dsn"),
-                        format!("environment variable {name} is not set in the daemon's environment"),
-                        format!("set {name} for the daemon (its environment or .env), or change the label"),
-                    );
-                }
-                None
-            }
-        };
+fn dsn(l: &Labels, vars: &VarSource, problems: &mut Problems) -> Option<String> {
+    let (f, ns) = (l.f, l.ns);
+    if let Some(d) = l.get("dsn") {
+        return dsn_label(&d, f.address.as_deref(), ns, vars, problems);
     }
-    let Some(host) = address else {
+    let Some(host) = f.address.clone() else {
         problems.push(
             format!("{ns}.network"),
             format!("container {} has no address on a network the daemon can reach", f.name),
@@ -268,51 +311,10 @@ fn dsn(f: &ContainerFacts, ns: &str, vars: &VarSource, problems: &mut Problems) 
         );
         return None;
     };
-    let port = match get("port") {
-        None => 5432,
-        Some(p) => match p.parse::<u16>() {
-            Ok(p) if p > 0 => p,
-            _ => {
-                problems.push(format!("{ns}.port"), format!("'{p}' is not a port number"), "give the port PostgreSQL listens on inside the container, e.g. 5432 (not a published host port)");
-                return None;
-            }
-        },
-    };
-    let user = get("user").unwrap_or_else(|| "postgres".into());
-    let db = get("database").unwrap_or_else(|| user.clone());
-    let password = match (get("password_env"), get("password_file")) {
-        (Some(_), Some(_)) => {
-            problems.push(
-                format!("{ns}.password_env"),
-                "both password_env and password_file are set",
-                format!("keep one of {ns}.password_env and {ns}.password_file"),
-            );
-            return None;
-        }
-        (Some(var), None) => match vars.get(&var).filter(|v| !v.is_empty()) {
-            Some(pw) => Some(pw),
-            None => {
-                problems.push(
-                    format!("{ns}.password_env"),
-                    format!("environment variable {var} is not set in the daemon's environment"),
-                    format!("set {var} for the daemon (its environment or .env), or name another variable in the label"),
-                );
-                return None;
-            }
-        },
-        (None, Some(path)) => match read_secret(&path) {
-            Ok(pw) => Some(pw),
-            Err(e) => {
-                problems.push(
-                    format!("{ns}.password_file"),
-                    format!("cannot read the password file {path}: {e}"),
-                    "give a regular file (no symlink) the daemon can read, e.g. a mounted Docker secret under /run/secrets",
-                );
-                return None;
-            }
-        },
-        (None, None) => None,
-    };
+    let port = port(l, problems)?;
+    let user = l.get("user").unwrap_or_else(|| "postgres".into());
+    let db = l.get("database").unwrap_or_else(|| user.clone());
+    let password = password(l, vars, problems).ok()?;
     let mut url = url::Url::parse("postgres://localhost").expect("static URL parses");
     if url.set_host(Some(&host)).is_err() {
         problems.push(
@@ -329,6 +331,90 @@ fn dsn(f: &ContainerFacts, ns: &str, vars: &VarSource, problems: &mut Problems) 
     }
     url.set_path(&format!("/{db}"));
     Some(url.to_string())
+}
+
+/// The `dsn` label with the container's address and the daemon's variables put in; every
+/// variable not set is a problem.
+fn dsn_label(
+    dsn: &str,
+    address: Option<&str>,
+    ns: &str,
+    vars: &VarSource,
+    problems: &mut Problems,
+) -> Option<String> {
+    let with_address = dsn.replace("${CONTAINER_ADDRESS}", address.unwrap_or(""));
+    match expand(&with_address, vars) {
+        Ok(d) => Some(d),
+        Err(missing) => {
+            for name in missing {
+                problems.push(
+                    format!("{ns}.dsn"),
+                    format!("environment variable {name} is not set in the daemon's environment"),
+                    format!(
+                        "set {name} for the daemon (its environment or .env), or change the label"
+                    ),
+                );
+            }
+            None
+        }
+    }
+}
+
+/// The `port` label, 5432 without one.
+fn port(l: &Labels, problems: &mut Problems) -> Option<u16> {
+    match l.get("port") {
+        None => Some(5432),
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p > 0 => Some(p),
+            _ => {
+                problems.push(format!("{}.port", l.ns), format!("'{p}' is not a port number"), "give the port PostgreSQL listens on inside the container, e.g. 5432 (not a published host port)");
+                None
+            }
+        },
+    }
+}
+
+/// The password, from the variable `password_env` names or the file `password_file` names
+/// (one of them at most); Ok(None) without either.
+fn password(
+    l: &Labels,
+    vars: &VarSource,
+    problems: &mut Problems,
+) -> Result<Option<String>, Reported> {
+    let ns = l.ns;
+    match (l.get("password_env"), l.get("password_file")) {
+        (Some(_), Some(_)) => {
+            problems.push(
+                format!("{ns}.password_env"),
+                "both password_env and password_file are set",
+                format!("keep one of {ns}.password_env and {ns}.password_file"),
+            );
+            Err(Reported)
+        }
+        (Some(var), None) => match vars.get(&var).filter(|v| !v.is_empty()) {
+            Some(pw) => Ok(Some(pw)),
+            None => {
+                problems.push(
+                    format!("{ns}.password_env"),
+                    format!("environment variable {var} is not set in the daemon's environment"),
+                    format!("set {var} for the daemon (its environment or .env), or name another variable in the label"),
+                );
+                Err(Reported)
+            }
+        },
+        (None, Some(path)) => match read_secret(&path) {
+            Ok(pw) => Ok(Some(pw)),
+            Err(e) => {
+                problems.push(
+                    format!("{ns}.password_file"),
+                    format!("cannot read the password file {path}: {e}"),
+                    "give a regular file (no symlink) the daemon can read, e.g. a mounted Docker secret under /run/secrets",
+                );
+                Err(Reported)
+            }
+        },
+        (None, None) => Ok(None),
+    }
 }
 
 /// Reads a password file without following a symlink, only if regular and small.
