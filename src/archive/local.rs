@@ -133,6 +133,9 @@ pub fn write_bundle(
             file: dir.join("manifest.json").display().to_string(),
             source,
         })?;
+    // The bundle's own name in the archive root, durable too before the restart goes ahead
+    // (best effort: the root may be the administrator's, and unreadable to us).
+    let _ = File::open(root).and_then(|d| d.sync_all());
     Ok(ArchiveReport {
         location: dir.display().to_string(),
         dir: dir.clone(),

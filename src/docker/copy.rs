@@ -53,6 +53,12 @@ impl Limits {
 
 /// Copies the container's evidence into `dir`; `used` holds the names already taken there.
 /// Whatever a bound left out is listed in the returned `Missing`, with the reason.
+///
+/// One request at a time, on purpose: the Engine holds the container's lock for as long as an
+/// archive stream is open (and mounts its filesystem for each), so a second request (another
+/// path, or the log tail) waits for the first stream to be read to its end. Started together
+/// and read in order, they can wait on each other until the deadline. Each stream is unpacked
+/// as it arrives, so a path costs the Engine's mount plus the transfer, nothing after it.
 pub async fn collect(
     client: &DockerClient,
     spec: &DockerForensics,
@@ -451,7 +457,9 @@ async fn log_tail(
                 .await
                 .map_err(|e| cant(io::Error::other(e)))?
                 .map_err(cant)?;
-            let mut out = tokio::fs::File::from_std(out);
+            // One write per 64 KiB, not two per log line (each a trip to a blocking thread).
+            let mut out =
+                tokio::io::BufWriter::with_capacity(64 * 1024, tokio::fs::File::from_std(out));
             let mut cut = false;
             let mut hasher = Sha256::new();
             let mut size = 0u64;
@@ -483,7 +491,9 @@ async fn log_tail(
                     out.write_all(part).await.map_err(cant)?;
                 }
             }
-            out.sync_all()
+            out.flush().await.map_err(cant)?;
+            out.get_mut()
+                .sync_all()
                 .await
                 .map_err(|e| DockerError::Api(e.to_string()))?;
             Ok(Tail {
