@@ -255,7 +255,15 @@ async fn pump(
         .call(|api, ep| async move {
             let mut stream =
                 api.download_from_container(id, Some(DownloadFromContainerOptions { path }));
-            while let Some(chunk) = stream.next().await {
+            loop {
+                // The reader hangs up at the tar's end marker (or at a bound): the stream's own
+                // end comes only after the Engine unmounted the container, which the bundle's
+                // manifest need not wait for.
+                let next = tokio::select! {
+                    next = stream.next() => next,
+                    _ = tx.closed() => break,
+                };
+                let Some(chunk) = next else { break };
                 let chunk =
                     chunk.map_err(
                         |e| match DockerError::from_bollard(e, &ep, &c.to_string()) {
