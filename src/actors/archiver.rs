@@ -22,7 +22,7 @@ type Outcome = Result<ArchiveReport, String>;
 
 enum Slot {
     InFlight(Vec<oneshot::Sender<Outcome>>),
-    Done(Outcome, IncidentFacts),
+    Done(Outcome, Box<IncidentFacts>),
 }
 
 /// Change where bundles go (registry reload); a new uploader when the S3 sink changed.
@@ -165,8 +165,10 @@ impl Archiver {
                 let _ = w.send(outcome.clone());
             }
         }
-        self.slots
-            .insert(facts.incident_id.clone(), Slot::Done(outcome, facts));
+        self.slots.insert(
+            facts.incident_id.clone(),
+            Slot::Done(outcome, Box::new(facts)),
+        );
         self.prune();
     }
 }
@@ -209,7 +211,7 @@ impl Job {
         };
         let t0 = tokio::time::Instant::now();
         let from_container = async {
-            let r = self.from_container(&facts, &target, deadline).await;
+            let r = self.container_evidence(&facts, &target, deadline).await;
             (r, tokio::time::Instant::now())
         };
         let ((snapshot, snapshot_done), (from_container, container_done)) =
@@ -248,7 +250,7 @@ impl Job {
 
     /// Copies the container's evidence (`forensics.docker`) into the bundle directory, which
     /// it creates; nothing when the target has no container.
-    async fn from_container(
+    async fn container_evidence(
         &self,
         facts: &IncidentFacts,
         target: &crate::config::TargetConfig,
