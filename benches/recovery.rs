@@ -7,8 +7,9 @@
 //! the Docker events fast path; 0 skips it), BENCH_RECOVERY and BENCH_HANG (1; 0 skips the
 //! crash or the hung-server section), BENCH_DISCOVER (50: labelled containers found by
 //! discovery, its time and the daemon's memory; 0 skips it), BENCH_PROBE_TARGETS (targets of
-//! each probe cost row, "1000"; 0 skips the section), BENCH_ONLY (a comma list of sections:
-//! recovery, hang, containers, resources, probe, discovery).
+//! each probe cost row, "1000"; 0 skips the section), BENCH_ARCHIVE_MIB (4: the server log
+//! a killed container's archive copies), BENCH_ONLY (a comma list of sections: recovery, hang,
+//! containers, archive, resources, probe, discovery).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -225,6 +226,97 @@ fn container_section(runs: usize) {
             );
         }
     }
+}
+
+/// The `q` quantile (0..=1) of `v`, nearest rank.
+fn nearest_rank(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// A killed container's evidence (its log tail, a server log of BENCH_ARCHIVE_MIB in the data
+/// directory's log dir and two configuration files): how long the archive takes (the daemon's
+/// `archive_written` duration, from the request to the durable manifest), and kill → `SELECT 1`
+/// on a new connection, next to the script floor on the same container.
+fn archive_section(runs: usize) {
+    use support::docker::{docker, PgContainer};
+    let c = PgContainer::start("archive", None);
+    let mib = env_num("BENCH_ARCHIVE_MIB", 4);
+    // base64 of 3 bytes is 4 characters: `mib` MiB of printable lines.
+    docker(&[
+        "exec",
+        "-u",
+        "postgres",
+        &c.name,
+        "sh",
+        "-c",
+        &format!(
+            "head -c {} /dev/urandom | base64 -w 120 >> /var/lib/postgresql/data/log/postgresql.log",
+            (mib << 20) * 3 / 4
+        ),
+    ]);
+    let answered = |t0: Instant| {
+        while !c.answers() {
+            std::thread::sleep(Duration::from_millis(20));
+            assert!(t0.elapsed() < LONG, "the container did not come back");
+        }
+        t0.elapsed().as_secs_f64()
+    };
+    let mut floor: Vec<f64> = (0..runs)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(1300));
+            let t0 = Instant::now();
+            docker(&["kill", &c.name]);
+            docker(&["start", &c.name]);
+            answered(t0)
+        })
+        .collect();
+    let ws = Workspace::new();
+    let text = format!(
+        "docker:\n  events: true\narchive:\n{}notify:\n  console: false\ntargets:\n  - name: bench\n    dsn: \"{}\"\n    probe: {{ interval: 1s, timeout: 1s, failure_threshold: 3 }}\n    restart_budget: {{ max_restarts: 1000, backoff: 0s }}\n    heal:\n      docker: {{ container: {}, stop_timeout: 1s }}\n    forensics:\n      docker: {{ paths: [/var/lib/postgresql/data/log, /var/lib/postgresql/data/pg_hba.conf, /var/lib/postgresql/data/postgresql.conf] }}\n",
+        ws.local_archive(),
+        c.dsn(),
+        c.name
+    );
+    std::fs::write(ws.config(), text).expect("registry");
+    let d = Daemon::run(&ws, &[]);
+    d.wait_event("probe_ok", Some("bench"), LONG);
+    let (mut healed, mut archive): (Vec<f64>, Vec<f64>) = (1..=runs)
+        .map(|n| {
+            std::thread::sleep(Duration::from_millis(1300));
+            let t0 = Instant::now();
+            docker(&["kill", &c.name]);
+            let back = answered(t0);
+            let written = d
+                .wait_events("archive_written", Some("bench"), n, LONG)
+                .pop()
+                .expect("archive written");
+            d.wait_events("target_recovered", Some("bench"), n, LONG);
+            let ms = written["duration_ms"].as_f64().unwrap_or(f64::NAN);
+            (back, ms / 1000.0)
+        })
+        .unzip();
+    let row = |what: &str, v: &mut Vec<f64>| {
+        let (p50, p95) = (nearest_rank(v, 0.5), nearest_rank(v, 0.95));
+        println!("| {what} | {p50:.3} s | {p95:.3} s |");
+        p50
+    };
+    println!("\n## Container evidence archive ({mib} MiB server log + 2 config files + log tail; interval 1s, threshold 3, Docker events on; median and p95 of {runs})\n");
+    println!("| | median | p95 |\n|---|---|---|");
+    row("archive (request to durable manifest)", &mut archive);
+    let f = row(
+        "kill → `SELECT 1`, script floor (`docker kill`; `docker start`)",
+        &mut floor,
+    );
+    let h = row(
+        "kill → `SELECT 1`, sentinel-remedy (archive, then restart)",
+        &mut healed,
+    );
+    println!("\nsentinel-remedy − floor (medians): {:+.3} s", h - f);
 }
 
 /// Pids whose parent is `parent`.
@@ -756,6 +848,9 @@ fn main() {
     }
     if run("containers") && env_num("BENCH_DOCKER", 1) == 1 {
         container_section(runs);
+    }
+    if run("archive") && env_num("BENCH_DOCKER", 1) == 1 {
+        archive_section(runs);
     }
     if run("resources") && !counts.is_empty() {
         resource_section(&counts, window);

@@ -3,6 +3,7 @@
 # 1 s, threshold 3, with and without the pid watch) next to the floor of a bare restart script,
 # and the daemon's memory and CPU while watching 1, 10 and 50 healthy targets.
 # Also a postgres container killed and paused, with and without the Docker events fast path,
+# a killed container's evidence archive (median/p95) and kill -> SELECT 1 next to the script floor,
 # a hung (SIGSTOPped) server at the default probe settings and at 1 s / 1 s / 3, the probe
 # cost (1,000 healthy scram-sha-256 targets probed every second, each probe a new login: the
 # daemon's CPU, memory and probe lateness p50/p99, and the servers' CPU), and 50 labelled
@@ -11,8 +12,8 @@
 # BENCH_DOCKER (1; 0 skips the container and discovery sections), BENCH_RECOVERY and BENCH_HANG
 # (1; 0 skips the crash or the hung-server section), BENCH_PROBE_TARGETS (1000; a comma list
 # gives one row each, 0 skips), BENCH_DISCOVER (50 labelled containers discovered; 0 skips),
-# BENCH_ONLY (a comma list: only these sections, from recovery, hang, containers, resources,
-# probe, discovery).
+# BENCH_ARCHIVE_MIB (4: server log in the archived container), BENCH_ONLY (a comma list: only
+# these sections, from recovery, hang, containers, archive, resources, probe, discovery).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/deps.sh

@@ -11,7 +11,7 @@ use crate::archive::spool::{PendingUpload, Spool};
 use crate::archive::uploader::{UploadState, Uploader};
 use crate::config::ArchiveConfig;
 use actix::prelude::*;
-use slog::{error, info, warn, Logger};
+use slog::{debug, error, info, warn, Logger};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,7 +22,7 @@ type Outcome = Result<ArchiveReport, String>;
 
 enum Slot {
     InFlight(Vec<oneshot::Sender<Outcome>>),
-    Done(Outcome, IncidentFacts),
+    Done(Outcome, Box<IncidentFacts>),
 }
 
 /// Change where bundles go (registry reload); a new uploader when the S3 sink changed.
@@ -111,105 +111,169 @@ impl Handler<Archive> for Archiver {
                 self.slots.insert(id.clone(), Slot::InFlight(vec![tx]));
                 self.pending.fetch_add(1, Ordering::SeqCst);
                 let (root, staged) = self.root();
-                let facts = msg.incident.clone();
-                let patterns = msg.target.forensic_files.clone();
-                let (cap, wait) = (self.cfg.max_file_size, self.cfg.timeout);
-                let uploader = self.uploader.clone();
-                let target = msg.target.clone();
-                let snapshot = msg.snapshot;
-                let log = self.log.clone();
-                let docker = self.docker.clone();
-                let work = async move {
-                    // Nothing captured while suspect (threshold 1): ask now, within the probe timeout.
-                    let snapshot = match snapshot {
-                        Some(s) => s,
-                        None => crate::probe::snapshot::capture(&target).await,
-                    };
-                    // One deadline for a container's evidence and the upload: past the SQL snapshot
-                    // (bounded by the probe timeout), the heal waits on them at most archive.timeout.
-                    // Local files take milliseconds; a hung filesystem gets archive.timeout too.
-                    let deadline = tokio::time::Instant::now() + wait;
-                    let mut from_container = local::Extra::default();
-                    if let Some(spec) = &target.forensic_docker {
-                        let dir = local::bundle_dir(&root, &facts);
-                        let (r, d) = (root.clone(), dir.clone());
-                        tokio::task::spawn_blocking(move || local::create_bundle_dir(&r, &d))
-                            .await
-                            .map_err(|e| format!("archive task failed: {e}"))?
-                            .map_err(|e| e.to_string())?;
-                        let mut used = local::reserved_names();
-                        // The heal never waits on a container's evidence longer than archive.timeout.
-                        let limits = crate::docker::copy::Limits {
-                            deadline,
-                            ..crate::docker::copy::Limits::new(cap, wait)
-                        };
-                        let (files, missing) =
-                            crate::docker::copy::collect(&docker, spec, &dir, &limits, &mut used)
-                                .await;
-                        from_container = local::Extra { files, missing };
-                    }
-                    let f = facts.clone();
-                    let write = tokio::task::spawn_blocking(move || {
-                        local::write_bundle(
-                            &root,
-                            &f,
-                            &patterns,
-                            cap,
-                            Some(&snapshot),
-                            from_container,
-                        )
-                    });
-                    // A hung filesystem under the target's logs must not hold the heal. (Its own
-                    // timeout, not what the container left: the manifest must always be written.)
-                    let mut report = tokio::time::timeout(wait, write)
-                        .await
-                        .map_err(|_| {
-                            format!(
-                                "the forensic files were not read within archive.timeout ({} s): a hung filesystem?",
-                                wait.as_secs_f64()
-                            )
-                        })?
-                        .map_err(|e| format!("archive task failed: {e}"))?
-                    .map_err(|e| e.to_string())?;
-                    if let Some(up) = uploader {
-                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                        report.location = upload(&up, &facts, &report, staged, left, &log).await;
-                    }
-                    Ok(report)
+                let job = Job {
+                    root,
+                    staged,
+                    cap: self.cfg.max_file_size,
+                    wait: self.cfg.timeout,
+                    uploader: self.uploader.clone(),
+                    docker: self.docker.clone(),
+                    log: self.log.clone(),
                 };
-                let facts = msg.incident;
+                let facts = msg.incident.clone();
+                let started = std::time::Instant::now();
+                let work = job.run(msg.incident, msg.target, msg.snapshot);
                 ctx.spawn(work.into_actor(self).map(move |res, act, _| {
-                    act.pending.fetch_sub(1, Ordering::SeqCst);
-                    let outcome: Outcome = match res {
-                        Ok(report) => {
-                            info!(act.log, "forensic bundle written"; "event" => "archive_written", "target" => &facts.target,
-                                "incident" => &facts.incident_id, "location" => &report.location, "files" => report.files.len(),
-                                "missing" => report.missing.len());
-                            for m in &report.missing {
-                                warn!(act.log, "forensic file not archived"; "target" => &facts.target, "incident" => &facts.incident_id,
-                                    "pattern" => &m.pattern, "reason" => &m.reason);
-                            }
-                            Ok(report)
-                        }
-                        Err(e) => Err(e),
-                    };
-                    let result = if outcome.is_ok() { "written" } else { "failed" };
-                    crate::metrics::global().inc("sentinel_archives_total", &[("target", facts.target.as_str()), ("result", result)]);
-                    if let Err(e) = &outcome {
-                        error!(act.log, "forensic bundle could not be written; healing goes ahead without it";
-                            "event" => "archive_failed", "target" => &facts.target, "incident" => &facts.incident_id, "error" => e);
-                    }
-                    if let Some(Slot::InFlight(waiters)) = act.slots.remove(&facts.incident_id) {
-                        for w in waiters {
-                            let _ = w.send(outcome.clone());
-                        }
-                    }
-                    act.slots.insert(facts.incident_id.clone(), Slot::Done(outcome, facts));
-                    act.prune();
+                    act.finish(facts, res, started.elapsed());
                 }));
             }
         }
         Box::pin(async move { rx.await.unwrap_or_else(|_| Err("archiver stopped".into())) })
+    }
+}
+
+impl Archiver {
+    /// Logs and counts a finished bundle, and answers everyone waiting for it.
+    fn finish(&mut self, facts: IncidentFacts, res: Outcome, took: std::time::Duration) {
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+        let duration_ms = took.as_millis() as u64;
+        let outcome: Outcome = match res {
+            Ok(report) => {
+                info!(self.log, "forensic bundle written"; "event" => "archive_written", "target" => &facts.target,
+                    "incident" => &facts.incident_id, "location" => &report.location, "files" => report.files.len(),
+                    "missing" => report.missing.len(), "duration_ms" => duration_ms);
+                for m in &report.missing {
+                    warn!(self.log, "forensic file not archived"; "target" => &facts.target, "incident" => &facts.incident_id,
+                        "pattern" => &m.pattern, "reason" => &m.reason);
+                }
+                Ok(report)
+            }
+            Err(e) => Err(e),
+        };
+        let result = if outcome.is_ok() { "written" } else { "failed" };
+        crate::metrics::global().inc(
+            "sentinel_archives_total",
+            &[("target", facts.target.as_str()), ("result", result)],
+        );
+        if let Err(e) = &outcome {
+            error!(self.log, "forensic bundle could not be written; healing goes ahead without it";
+                "event" => "archive_failed", "target" => &facts.target, "incident" => &facts.incident_id, "error" => e,
+                "duration_ms" => duration_ms);
+        }
+        if let Some(Slot::InFlight(waiters)) = self.slots.remove(&facts.incident_id) {
+            for w in waiters {
+                let _ = w.send(outcome.clone());
+            }
+        }
+        self.slots.insert(
+            facts.incident_id.clone(),
+            Slot::Done(outcome, Box::new(facts)),
+        );
+        self.prune();
+    }
+}
+
+/// Where and how one bundle is written: the archiver's settings when it was asked.
+struct Job {
+    root: PathBuf,
+    /// `root` is the spool's staging dir (no local sink): the upload is the bundle's home.
+    staged: bool,
+    /// `archive.max_file_size`.
+    cap: u64,
+    /// `archive.timeout`.
+    wait: std::time::Duration,
+    uploader: Option<Arc<Uploader>>,
+    docker: Arc<crate::docker::DockerClient>,
+    log: Logger,
+}
+
+impl Job {
+    /// Writes the bundle (the SQL snapshot and a container's evidence gathered at once, then
+    /// the target's files and the manifest) and uploads it when S3 is configured.
+    async fn run(
+        self,
+        facts: IncidentFacts,
+        target: Arc<crate::config::TargetConfig>,
+        snapshot: Option<crate::probe::snapshot::SqlSnapshot>,
+    ) -> Outcome {
+        // A container's evidence gets archive.timeout from now; the upload has what is left of
+        // archive.timeout past the SQL snapshot (bounded by the probe timeout). Local files
+        // take milliseconds; a hung filesystem gets archive.timeout too.
+        let deadline = tokio::time::Instant::now() + self.wait;
+        // Nothing captured while suspect (threshold 1): ask now, within the probe timeout,
+        // while the container's evidence streams in (neither waits on the other).
+        let snapshot = async {
+            let s = match snapshot {
+                Some(s) => s,
+                None => crate::probe::snapshot::capture(&target).await,
+            };
+            (s, tokio::time::Instant::now())
+        };
+        let t0 = tokio::time::Instant::now();
+        let from_container = async {
+            let r = self.container_evidence(&facts, &target, deadline).await;
+            (r, tokio::time::Instant::now())
+        };
+        let ((snapshot, snapshot_done), (from_container, container_done)) =
+            futures::join!(snapshot, from_container);
+        let from_container = from_container?;
+        let files_started = tokio::time::Instant::now();
+        let (root, cap, f) = (self.root.clone(), self.cap, facts.clone());
+        let patterns = target.forensic_files.clone();
+        let write = tokio::task::spawn_blocking(move || {
+            local::write_bundle(&root, &f, &patterns, cap, Some(&snapshot), from_container)
+        });
+        // A hung filesystem under the target's logs must not hold the heal. (Its own
+        // timeout, not what the container left: the manifest must always be written.)
+        let mut report = tokio::time::timeout(self.wait, write)
+            .await
+            .map_err(|_| {
+                format!(
+                    "the forensic files were not read within archive.timeout ({} s): a hung filesystem?",
+                    self.wait.as_secs_f64()
+                )
+            })?
+            .map_err(|e| format!("archive task failed: {e}"))?
+            .map_err(|e| e.to_string())?;
+        let ms = |a: tokio::time::Instant, b: tokio::time::Instant| (b - a).as_millis() as u64;
+        debug!(self.log, "bundle written locally"; "event" => "archive_timing", "incident" => &facts.incident_id,
+            "snapshot_ms" => ms(t0, snapshot_done), "container_ms" => ms(t0, container_done),
+            "files_ms" => ms(files_started, tokio::time::Instant::now()));
+        if let Some(up) = &self.uploader {
+            // The upload's share counts from the snapshot, as the heal's wait always did.
+            let until = deadline.max(snapshot_done + self.wait);
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            report.location = upload(up, &facts, &report, self.staged, left, &self.log).await;
+        }
+        Ok(report)
+    }
+
+    /// Copies the container's evidence (`forensics.docker`) into the bundle directory, which
+    /// it creates; nothing when the target has no container.
+    async fn container_evidence(
+        &self,
+        facts: &IncidentFacts,
+        target: &crate::config::TargetConfig,
+        deadline: tokio::time::Instant,
+    ) -> Result<local::Extra, String> {
+        let Some(spec) = &target.forensic_docker else {
+            return Ok(local::Extra::default());
+        };
+        let dir = local::bundle_dir(&self.root, facts);
+        let (r, d) = (self.root.clone(), dir.clone());
+        tokio::task::spawn_blocking(move || local::create_bundle_dir(&r, &d))
+            .await
+            .map_err(|e| format!("archive task failed: {e}"))?
+            .map_err(|e| e.to_string())?;
+        let mut used = local::reserved_names();
+        // The heal never waits on a container's evidence longer than archive.timeout.
+        let limits = crate::docker::copy::Limits {
+            deadline,
+            ..crate::docker::copy::Limits::new(self.cap, self.wait)
+        };
+        let (files, missing) =
+            crate::docker::copy::collect(&self.docker, spec, &dir, &limits, &mut used).await;
+        Ok(local::Extra { files, missing })
     }
 }
 

@@ -65,46 +65,7 @@ pub fn write_bundle(
     used.extend(extra.files.iter().map(|f| f.name.clone()));
     let mut files = extra.files;
     let mut missing = extra.missing;
-    for pattern in patterns {
-        // Everything but directories: a symlink, FIFO or device that matches is refused by
-        // `copy_tail` and listed in the manifest, not silently dropped.
-        let matches: Vec<PathBuf> = match glob::glob(pattern) {
-            Ok(paths) => paths
-                .filter_map(Result::ok)
-                .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_dir()))
-                .collect(),
-            Err(e) => {
-                missing.push(Missing {
-                    pattern: pattern.clone(),
-                    reason: e.to_string(),
-                });
-                continue;
-            }
-        };
-        if matches.is_empty() {
-            missing.push(Missing {
-                pattern: pattern.clone(),
-                reason: "no file matched".into(),
-            });
-        }
-        for src in matches {
-            let name = unique_name(&src, &mut used);
-            match copy_tail(&src, &dir.join(&name), cap) {
-                Ok(c) => files.push(FileEntry {
-                    name,
-                    source: src.display().to_string(),
-                    size: c.size,
-                    sha256: c.sha256,
-                    truncated: c.original_size.is_some(),
-                    original_size: c.original_size,
-                }),
-                Err(e) => missing.push(Missing {
-                    pattern: src.display().to_string(),
-                    reason: e.to_string(),
-                }),
-            }
-        }
-    }
+    copy_matches(patterns, &dir, cap, &mut used, &mut files, &mut missing);
     let mut sql = None;
     if let Some(snap) = snapshot {
         let path = dir.join("sql-snapshot.json");
@@ -138,6 +99,9 @@ pub fn write_bundle(
             file: dir.join("manifest.json").display().to_string(),
             source,
         })?;
+    // The bundle's own name in the archive root, durable too before the restart goes ahead
+    // (best effort: the root may be the administrator's, and unreadable to us).
+    let _ = File::open(root).and_then(|d| d.sync_all());
     Ok(ArchiveReport {
         location: dir.display().to_string(),
         dir: dir.clone(),
@@ -145,6 +109,58 @@ pub fn write_bundle(
         missing,
         sql_snapshot: sql,
     })
+}
+
+/// Copies every file matched by `patterns` into `dir` (each cut to its newest `cap` bytes),
+/// listing it in `files`, or in `missing` with the reason.
+fn copy_matches(
+    patterns: &[String],
+    dir: &Path,
+    cap: u64,
+    used: &mut HashSet<String>,
+    files: &mut Vec<FileEntry>,
+    missing: &mut Vec<Missing>,
+) {
+    for pattern in patterns {
+        // Everything but directories: a symlink, FIFO or device that matches is refused by
+        // `copy_tail` and listed in the manifest, not silently dropped.
+        let matches: Vec<PathBuf> = match glob::glob(pattern) {
+            Ok(paths) => paths
+                .filter_map(Result::ok)
+                .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_dir()))
+                .collect(),
+            Err(e) => {
+                missing.push(Missing {
+                    pattern: pattern.clone(),
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+        };
+        if matches.is_empty() {
+            missing.push(Missing {
+                pattern: pattern.clone(),
+                reason: "no file matched".into(),
+            });
+        }
+        for src in matches {
+            let name = unique_name(&src, used);
+            match copy_tail(&src, &dir.join(&name), cap) {
+                Ok(c) => files.push(FileEntry {
+                    name,
+                    source: src.display().to_string(),
+                    size: c.size,
+                    sha256: c.sha256,
+                    truncated: c.original_size.is_some(),
+                    original_size: c.original_size,
+                }),
+                Err(e) => missing.push(Missing {
+                    pattern: src.display().to_string(),
+                    reason: e.to_string(),
+                }),
+            }
+        }
+    }
 }
 
 /// Creates the archive root (0700 when new or ours) and the bundle directory (0700, ours, not

@@ -83,13 +83,16 @@ impl Manifest {
         }
     }
 
-    /// Writes `manifest.json` into `dir` atomically.
+    /// Writes `manifest.json` into `dir` atomically and durably: the directory is synced after
+    /// the rename, which also makes the names of the files written before it durable.
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         let tmp = dir.join(".manifest.json.tmp");
+        let mut body = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        body.push(b'\n');
         let mut f = crate::fsutil::create_private(&tmp)?;
-        serde_json::to_writer_pretty(&mut f, self).map_err(std::io::Error::other)?;
-        f.write_all(b"\n")?;
+        f.write_all(&body)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, dir.join("manifest.json"))
+        std::fs::rename(&tmp, dir.join("manifest.json"))?;
+        std::fs::File::open(dir)?.sync_all()
     }
 }

@@ -52,6 +52,12 @@ impl Limits {
 
 /// Copies the container's evidence into `dir`; `used` holds the names already taken there.
 /// Whatever a bound left out is listed in the returned `Missing`, with the reason.
+///
+/// One request at a time, on purpose: the Engine holds the container's lock for as long as an
+/// archive stream is open (and mounts its filesystem for each), so a second request (another
+/// path, or the log tail) waits for the first stream to be read to its end. Started together
+/// and read in order, they can wait on each other until the deadline. Each stream is unpacked
+/// as it arrives, so a path costs the Engine's mount plus the transfer, nothing after it.
 pub async fn collect(
     client: &DockerClient,
     spec: &DockerForensics,
@@ -59,76 +65,57 @@ pub async fn collect(
     limits: &Limits,
     used: &mut HashSet<String>,
 ) -> (Vec<FileEntry>, Vec<Missing>) {
-    let mut files = Vec::new();
-    let mut missing = Vec::new();
     let c = &spec.container;
     let resolved = tokio::time::timeout_at(
         limits.deadline,
         client.call(|api, ep| async move { container::resolve(&api, &ep, c).await }),
     )
     .await;
-    let id = match resolved {
-        Ok(Ok(id)) => id,
-        Ok(Err(e)) => {
-            missing.push(Missing {
-                pattern: format!("docker:{c}"),
-                reason: e.to_string(),
-            });
-            return (files, missing);
-        }
-        Err(_) => {
-            missing.push(Missing {
-                pattern: format!("docker:{c}"),
-                reason: "archive.timeout reached before the container was found".into(),
-            });
-            return (files, missing);
-        }
+    let reason = match resolved {
+        Ok(Ok(id)) => return collect_from(client, spec, &id, dir, limits, used).await,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "archive.timeout reached before the container was found".into(),
     };
+    let missing = vec![Missing {
+        pattern: format!("docker:{c}"),
+        reason,
+    }];
+    (Vec::new(), missing)
+}
+
+/// [`collect`] once the container's id is known: its log tail, then each path in order.
+async fn collect_from(
+    client: &DockerClient,
+    spec: &DockerForensics,
+    id: &str,
+    dir: &Path,
+    limits: &Limits,
+    used: &mut HashSet<String>,
+) -> (Vec<FileEntry>, Vec<Missing>) {
+    let mut files = Vec::new();
+    let mut missing = Vec::new();
+    let c = &spec.container;
     let mut budget = limits.per_bundle;
     // The container's own log first: it is small, bounded, and often the best evidence, so a
     // huge file in the paths must not eat the time it needs.
     if spec.log_tail > 0 {
-        let dest = dir.join(CONTAINER_LOG);
-        let cap = limits.per_file.min(budget);
-        let r = tokio::time::timeout_at(
-            limits.deadline,
-            log_tail(client, &id, c, spec.log_tail, &dest, cap),
-        )
-        .await;
-        match r {
-            Ok(Ok(t)) => {
-                budget -= t.size.min(budget);
-                used.insert(CONTAINER_LOG.into());
-                files.push(FileEntry {
-                    name: CONTAINER_LOG.into(),
-                    source: format!("{c}: docker logs --tail {}", spec.log_tail),
-                    size: t.size,
-                    sha256: t.sha256,
-                    truncated: t.cut,
-                    original_size: None,
-                });
-            }
-            Ok(Err(e)) => missing.push(Missing {
-                pattern: format!("{c}: docker logs"),
-                reason: e.to_string(),
-            }),
-            Err(_) => missing.push(Missing {
-                pattern: format!("{c}: docker logs"),
-                reason: "archive.timeout reached while reading the container log".into(),
-            }),
+        let (file, lost) = container_log(client, id, spec, dir, limits, &mut budget).await;
+        if file.is_some() {
+            used.insert(CONTAINER_LOG.into());
         }
+        files.extend(file);
+        missing.extend(lost);
     }
     for path in &spec.paths {
+        let pattern = format!("{c}:{path}");
         if tokio::time::Instant::now() >= limits.deadline {
             missing.push(Missing {
-                pattern: format!("{c}:{path}"),
+                pattern,
                 reason: "archive.timeout reached before this path was read".into(),
             });
             continue;
         }
-        let copied = copy_path(client, &id, c, path, dir, limits, &mut budget, used).await;
-        let pattern = format!("{c}:{path}");
-        match copied {
+        match copy_path(client, id, c, path, dir, limits, &mut budget, used).await {
             Ok(out) => {
                 if out.files.is_empty() && out.missing.is_empty() {
                     missing.push(Missing {
@@ -149,6 +136,47 @@ pub async fn collect(
         }
     }
     (files, missing)
+}
+
+/// The tail of the container's stdout/stderr into [`CONTAINER_LOG`], within the per-file cap
+/// and what is left of `budget` (which shrinks by what was written).
+async fn container_log(
+    client: &DockerClient,
+    id: &str,
+    spec: &DockerForensics,
+    dir: &Path,
+    limits: &Limits,
+    budget: &mut u64,
+) -> (Option<FileEntry>, Option<Missing>) {
+    let c = &spec.container;
+    let dest = dir.join(CONTAINER_LOG);
+    let cap = limits.per_file.min(*budget);
+    let r = tokio::time::timeout_at(
+        limits.deadline,
+        log_tail(client, id, c, spec.log_tail, &dest, cap),
+    )
+    .await;
+    let reason = match r {
+        Ok(Ok(t)) => {
+            *budget -= t.size.min(*budget);
+            let file = FileEntry {
+                name: CONTAINER_LOG.into(),
+                source: format!("{c}: docker logs --tail {}", spec.log_tail),
+                size: t.size,
+                sha256: t.sha256,
+                truncated: t.cut,
+                original_size: None,
+            };
+            return (Some(file), None);
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "archive.timeout reached while reading the container log".into(),
+    };
+    let missing = Missing {
+        pattern: format!("{c}: docker logs"),
+        reason,
+    };
+    (None, Some(missing))
 }
 
 /// What one path of a container yielded.
@@ -226,7 +254,15 @@ async fn pump(
         .call(|api, ep| async move {
             let mut stream =
                 api.download_from_container(id, Some(DownloadFromContainerOptions { path }));
-            while let Some(chunk) = stream.next().await {
+            loop {
+                // The reader hangs up at the tar's end marker (or at a bound): the stream's own
+                // end comes only after the Engine unmounted the container, which the bundle's
+                // manifest need not wait for.
+                let next = tokio::select! {
+                    next = stream.next() => next,
+                    _ = tx.closed() => break,
+                };
+                let Some(chunk) = next else { break };
                 let chunk =
                     chunk.map_err(
                         |e| match DockerError::from_bollard(e, &ep, &c.to_string()) {
@@ -326,92 +362,138 @@ fn extract(
         if kind.is_dir() {
             continue;
         }
-        let link = || {
-            entry
-                .link_name()
-                .ok()
-                .flatten()
-                .map(|l| l.display().to_string())
-                .unwrap_or_default()
-        };
-        if kind.is_hard_link() || kind.is_symlink() {
-            let what = if kind.is_hard_link() {
-                format!(
-                    "hard link to {} (copied under that name, if it is in the copied paths)",
-                    link()
-                )
-            } else {
-                format!("symbolic link to {} (not followed)", link())
-            };
-            out.missing.push(Missing {
-                pattern: source.display().to_string(),
-                reason: what,
-            });
-            continue;
-        }
         if !kind.is_file() {
             out.missing.push(Missing {
                 pattern: source.display().to_string(),
-                reason: format!("not a regular file ({kind:?}): not copied"),
+                reason: not_copied(&entry, kind),
             });
             continue;
         }
+        let into = Into {
+            dir,
+            limits,
+            budget: &mut *budget,
+            used: &mut *used,
+        };
         let len = entry.size();
-        let keep = len.min(limits.per_file).min(*budget);
-        if keep == 0 && len > 0 {
-            out.missing.push(Missing {
-                pattern: source.display().to_string(),
+        if let Err(stop) = unpack_file(&mut entry, len, &source, into, &mut out.files) {
+            out.missing.extend(stop.missing);
+            if let Some(why) = stop.rest {
+                out.missing.push(rest(why));
+            }
+            break;
+        }
+    }
+    out
+}
+
+/// Why a tar entry that is not a regular file was left out.
+fn not_copied(entry: &tar::Entry<impl Read>, kind: tar::EntryType) -> String {
+    let link = || {
+        entry
+            .link_name()
+            .ok()
+            .flatten()
+            .map(|l| l.display().to_string())
+            .unwrap_or_default()
+    };
+    if kind.is_hard_link() {
+        format!(
+            "hard link to {} (copied under that name, if it is in the copied paths)",
+            link()
+        )
+    } else if kind.is_symlink() {
+        format!("symbolic link to {} (not followed)", link())
+    } else {
+        format!("not a regular file ({kind:?}): not copied")
+    }
+}
+
+/// Where [`unpack_file`] writes, and what it may still write.
+struct Into<'a> {
+    dir: &'a Path,
+    limits: &'a Limits,
+    /// Bytes left for the whole container; shrinks by what was written.
+    budget: &'a mut u64,
+    /// Names taken in the bundle; gains the file's.
+    used: &'a mut HashSet<String>,
+}
+
+/// Why [`unpack_file`] ended the stream: entries to list, and the reason for the rest.
+struct Stop {
+    missing: Vec<Missing>,
+    rest: Option<String>,
+}
+
+/// Writes the newest bytes of one regular file (`len` bytes in the tar) into the bundle and
+/// lists it in `files`; `Err` when the stream must end here.
+fn unpack_file(
+    entry: &mut impl Read,
+    len: u64,
+    source: &Path,
+    into: Into<'_>,
+    files: &mut Vec<FileEntry>,
+) -> Result<(), Stop> {
+    let Into {
+        dir,
+        limits,
+        budget,
+        used,
+    } = into;
+    let keep = len.min(limits.per_file).min(*budget);
+    let at = || source.display().to_string();
+    if keep == 0 && len > 0 {
+        return Err(Stop {
+            missing: vec![Missing {
+                pattern: at(),
                 reason: format!(
                     "{len} bytes: the container's evidence already reached {} bytes (4 x archive.max_file_size); not copied",
                     limits.per_bundle
                 ),
+            }],
+            rest: Some("evidence cap reached: the rest was not read".into()),
+        });
+    }
+    let broke = |e: &io::Error| Stop {
+        missing: vec![Missing {
+            pattern: at(),
+            reason: format!("{len} bytes; {}", stream_end(e)),
+        }],
+        rest: None,
+    };
+    // Skip to the newest `keep` bytes (the end of a log is what explains the crash): read
+    // through, never written.
+    if len > keep {
+        io::copy(&mut entry.by_ref().take(len - keep), &mut io::sink()).map_err(|e| broke(&e))?;
+    }
+    let name = crate::archive::local::unique_name(source, used);
+    match crate::archive::local::write_hashed(&mut entry.by_ref().take(keep), &dir.join(&name)) {
+        Ok((size, sha256)) => {
+            *budget -= size.min(*budget);
+            files.push(FileEntry {
+                name,
+                source: at(),
+                size,
+                sha256,
+                truncated: len > size,
+                original_size: (len > size).then_some(len),
             });
-            out.missing
-                .push(rest("evidence cap reached: the rest was not read".into()));
-            break;
-        }
-        // Skip to the newest `keep` bytes (the end of a log is what explains the crash): read
-        // through, never written.
-        if len > keep {
-            if let Err(e) = io::copy(&mut (&mut entry).take(len - keep), &mut io::sink()) {
-                out.missing.push(Missing {
-                    pattern: source.display().to_string(),
-                    reason: format!("{len} bytes; {}", stream_end(&e)),
-                });
-                break;
-            }
-        }
-        let name = crate::archive::local::unique_name(&source, used);
-        match crate::archive::local::write_hashed(&mut (&mut entry).take(keep), &dir.join(&name)) {
-            Ok((size, sha256)) => {
-                *budget -= size.min(*budget);
-                out.files.push(FileEntry {
-                    name,
-                    source: source.display().to_string(),
-                    size,
-                    sha256,
-                    truncated: len > size,
-                    original_size: (len > size).then_some(len),
-                });
-                if size < keep {
-                    out.missing.push(rest(format!(
+            if size < keep {
+                return Err(Stop {
+                    missing: Vec::new(),
+                    rest: Some(format!(
                         "{} ended after {size} of {keep} bytes: archive.timeout reached or the stream broke",
-                        source.display()
-                    )));
-                    break;
-                }
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(dir.join(&name));
-                out.missing.push(Missing {
-                    pattern: source.display().to_string(),
-                    reason: format!("{len} bytes; {}", stream_end(&e)),
+                        at()
+                    )),
                 });
-                break;
             }
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(dir.join(&name));
+            Err(broke(&e))
         }
     }
-    out
 }
 
 /// Why the tar stream ended early, for the manifest.
@@ -450,7 +532,9 @@ async fn log_tail(
                 .await
                 .map_err(|e| cant(io::Error::other(e)))?
                 .map_err(cant)?;
-            let mut out = tokio::fs::File::from_std(out);
+            // One write per 64 KiB, not two per log line (each a trip to a blocking thread).
+            let mut out =
+                tokio::io::BufWriter::with_capacity(64 * 1024, tokio::fs::File::from_std(out));
             let mut cut = false;
             let mut hasher = Sha256::new();
             let mut size = 0u64;
@@ -482,7 +566,9 @@ async fn log_tail(
                     out.write_all(part).await.map_err(cant)?;
                 }
             }
-            out.sync_all()
+            out.flush().await.map_err(cant)?;
+            out.get_mut()
+                .sync_all()
                 .await
                 .map_err(|e| DockerError::Api(e.to_string()))?;
             Ok(Tail {
