@@ -5,10 +5,11 @@
 //! and the upload included) at most `archive.timeout`, after which the upload goes on in the
 //! background and the heal proceeds.
 
-use super::messages::{Archive, ArchiveReport, AttachHeal, Drain, IncidentFacts};
+use super::messages::{Archive, AttachHeal, Drain};
 use crate::archive::local;
 use crate::archive::spool::{PendingUpload, Spool};
 use crate::archive::uploader::{UploadState, Uploader};
+use crate::archive::{manifest::IncidentFacts, ArchiveReport};
 use crate::config::ArchiveConfig;
 use actix::prelude::*;
 use slog::{debug, error, info, warn, Logger};

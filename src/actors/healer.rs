@@ -2,12 +2,13 @@
 //! (non-zero exit, or the server still refusing) with backoff until recovery_timeout. Heals of
 //! different targets run side by side; a repeated request for one incident joins the first.
 
-use super::messages::{Drain, Heal, HealAttempt, HealDone, HealFailure, HealReport};
+use super::messages::{Drain, Heal, HealDone};
 use crate::backoff::Backoff;
 use crate::config::TargetConfig;
 use crate::docker::DockerClient;
 use crate::heal::verify::answering;
 use crate::heal::{self, stop, HealBackend, HealCx, Outcome, Started};
+use crate::heal_report::{HealAttempt, HealFailure, HealReport};
 use actix::prelude::*;
 use chrono::Utc;
 use slog::{error, info, warn, Logger};

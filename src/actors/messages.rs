@@ -15,8 +15,8 @@ use std::time::Duration;
 
 // Data the messages carry, defined by their domain modules. Re-exported because the Monitor,
 // Healer and Archiver import them from here.
-pub use crate::archive::{manifest::IncidentFacts, ArchiveReport};
-pub use crate::heal_report::{HealAttempt, HealFailure, HealReport};
+use crate::archive::{manifest::IncidentFacts, ArchiveReport};
+use crate::heal_report::HealReport;
 
 /// Write the forensic bundle for an incident (once per incident id).
 #[derive(Message, Clone)]

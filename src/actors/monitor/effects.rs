@@ -203,7 +203,7 @@ impl Monitor {
 
     fn archive(
         &mut self,
-        facts: crate::actors::messages::IncidentFacts,
+        facts: crate::archive::manifest::IncidentFacts,
         snapshot: Option<crate::probe::snapshot::SqlSnapshot>,
         ctx: &mut Context<Self>,
     ) {
