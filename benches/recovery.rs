@@ -332,6 +332,25 @@ fn archive_section(runs: usize) {
         &mut healed,
     );
     println!("\nsentinel-remedy − floor (medians): {:+.3} s", h - f);
+    // Where the container's paths were read (its volume on the host, or the Engine's archive
+    // endpoint), and how long that took within the archive.
+    let timings = d.events("archive_timing", None);
+    let mut sources: Vec<String> = timings
+        .iter()
+        .map(|t| t["container_source"].as_str().unwrap_or("?").to_string())
+        .collect();
+    sources.dedup();
+    let mut copy: Vec<f64> = timings
+        .iter()
+        .filter_map(|t| t["container_ms"].as_f64())
+        .map(|ms| ms / 1000.0)
+        .collect();
+    println!(
+        "container evidence (log tail + paths) read from {}: median {:.3} s, p95 {:.3} s",
+        sources.join(", "),
+        nearest_rank(&mut copy, 0.5),
+        nearest_rank(&mut copy, 0.95)
+    );
 }
 
 /// Pids whose parent is `parent`.
