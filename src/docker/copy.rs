@@ -1,6 +1,8 @@
-//! Evidence copied out of a container through the Engine API: the files under each path,
-//! unpacked as the tar streams in (never whole on disk or in memory) within [`Limits`], and the
-//! tail of the container's own stdout/stderr log. Works on stopped and paused containers too.
+//! Evidence copied out of a container: the files under each path, read from the host side of
+//! its volume where this process can ([`super::hostpath`]), else through the Engine API,
+//! unpacked as the tar streams in (never whole on disk or in memory), within [`Limits`] either
+//! way; and the tail of the container's own stdout/stderr log. Works on stopped and paused
+//! containers too.
 
 use super::{container, DockerClient, DockerError};
 use crate::archive::{FileEntry, Missing};
@@ -162,14 +164,11 @@ async fn collect_from(
         out.missing.extend(lost);
     }
     // Without its mounts (an error, the deadline), every path goes through the Engine.
-    let mounts = tokio::time::timeout_at(
-        limits.deadline,
-        client.call(|api, ep| async move { container::mounts(&api, &ep, id).await }),
-    )
-    .await
-    .ok()
-    .and_then(Result::ok)
-    .unwrap_or_default();
+    let mounts = if spec.paths.is_empty() {
+        Vec::new()
+    } else {
+        mounts(client, id, limits).await
+    };
     for path in &spec.paths {
         let pattern = format!("{c}:{path}");
         if tokio::time::Instant::now() >= limits.deadline {
@@ -196,6 +195,16 @@ async fn collect_from(
         out.add(c, pattern, copied);
     }
     out
+}
+
+/// The container's mounts, or none (every path then goes through the Engine).
+async fn mounts(client: &DockerClient, id: &str, limits: &Limits) -> Vec<container::MountPoint> {
+    let found = tokio::time::timeout_at(
+        limits.deadline,
+        client.call(|api, ep| async move { container::mounts(&api, &ep, id).await }),
+    )
+    .await;
+    found.ok().and_then(Result::ok).unwrap_or_default()
 }
 
 /// The tail of the container's stdout/stderr into [`CONTAINER_LOG`], within the per-file cap
