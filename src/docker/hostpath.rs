@@ -88,7 +88,7 @@ pub(super) async fn copy_path(
     );
     let work = tokio::task::spawn_blocking(move || {
         let until = lim.deadline.into_std();
-        let (root, entries) = plan(&at, &requested, lim.max_entries, until)?;
+        let (root, entries) = plan(&at, &requested, lim.max_entries, until, MAX_LISTED)?;
         let job = Job {
             root: &root,
             requested: &requested,
@@ -145,12 +145,13 @@ struct Entry {
 
 /// Opens the mount's directory and lists what the Engine's tar of `requested` would hold, in
 /// its order (names sorted bytewise, each directory before its contents), up to one entry past
-/// `max`. Any error means the Engine must do it.
+/// `max`, reading at most `max_listed` names. Any error means the Engine must do it.
 fn plan(
     at: &HostPath,
     requested: &str,
     max: usize,
     until: Instant,
+    max_listed: usize,
 ) -> io::Result<(File, Vec<Entry>)> {
     let root = File::open(&at.source)?;
     let top = open_beneath(&root, &at.beneath, libc::O_PATH)?;
@@ -168,6 +169,8 @@ fn plan(
         max,
         until,
         inodes: HashMap::new(),
+        listed: 0,
+        max_listed,
         out: vec![Entry {
             name: name.clone(),
             beneath: at.beneath.clone(),
@@ -188,8 +191,16 @@ struct Walk<'a> {
     until: Instant,
     /// Files with more than one name, by (device, inode): the tar name they were listed under.
     inodes: HashMap<(u64, u64), String>,
+    /// Names read from directories so far, and the most it may read.
+    listed: usize,
+    max_listed: usize,
     out: Vec<Entry>,
 }
+
+/// Names a walk reads before it leaves the path to the Engine: each directory's names are
+/// sorted (as the Engine's tar is) before the first is copied, so they are held in memory,
+/// and a hostile container can make a directory of millions.
+const MAX_LISTED: usize = 20_000;
 
 impl Walk<'_> {
     /// Lists the contents of the directory `beneath` (tar name `name`), depth first.
@@ -197,19 +208,23 @@ impl Walk<'_> {
         let dir = open_beneath(self.root, beneath, libc::O_RDONLY | libc::O_DIRECTORY)?;
         // Listed through the open descriptor: the directory read is the one just opened.
         let at = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
-        let mut children: Vec<(OsString, Metadata)> = Vec::new();
+        let mut names: Vec<OsString> = Vec::new();
         for e in std::fs::read_dir(&at)? {
+            self.listed += 1;
+            if self.listed > self.max_listed {
+                return Err(io::Error::other("too many names to sort here"));
+            }
             if Instant::now() >= self.until {
                 return Err(io::ErrorKind::TimedOut.into());
             }
-            let e = e?;
-            children.push((e.file_name(), e.metadata()?)); // (lstat: never followed)
+            names.push(e?.file_name());
         }
-        children.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        for (n, meta) in children {
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for n in names {
             if self.out.len() > self.max {
                 break;
             }
+            let meta = std::fs::symlink_metadata(at.join(&n))?; // (lstat: never followed)
             let ft = meta.file_type();
             if ft.is_socket() {
                 continue; // the Engine's tar leaves sockets out
@@ -610,5 +625,22 @@ mod tests {
                 "nothing written"
             );
         }
+    }
+
+    #[test]
+    fn a_directory_of_more_names_than_a_walk_sorts_is_left_to_the_engine() {
+        let vol = tempfile::tempdir().unwrap();
+        let log = vol.path().join("log");
+        std::fs::create_dir(&log).unwrap();
+        for i in 0..=50 {
+            File::create(log.join(i.to_string())).unwrap();
+        }
+        let place = locate(&[mount("/pgdata", Some(vol.path()))], "/pgdata/log").unwrap();
+        let until = Instant::now() + std::time::Duration::from_secs(60);
+        assert!(plan(&place, "/pgdata/log", 1000, until, 50).is_err());
+        let (_, entries) = plan(&place, "/pgdata/log", 1000, until, 51).unwrap();
+        assert_eq!(entries.len(), 52, "the directory and its files");
+        let (_, entries) = plan(&place, "/pgdata/log", 10, until, 51).unwrap();
+        assert_eq!(entries.len(), 11, "one past the entry limit, which says so");
     }
 }
