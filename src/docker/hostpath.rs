@@ -15,7 +15,7 @@ use std::fs::{File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -153,7 +153,11 @@ fn plan(
     until: Instant,
     max_listed: usize,
 ) -> io::Result<(File, Vec<Entry>)> {
-    let root = File::open(&at.source)?;
+    // A directory only (a file bind-mounted alone is left to the Engine); never waits on a FIFO.
+    let root = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NONBLOCK)
+        .open(&at.source)?;
     let top = open_beneath(&root, &at.beneath, libc::O_PATH)?;
     let meta = top.metadata()?;
     let name = PathBuf::from(Path::new(requested).file_name().unwrap_or_default());
