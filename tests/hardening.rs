@@ -590,6 +590,98 @@ targets:
 }
 
 #[test]
+fn a_containers_links_to_host_files_and_its_fifo_are_not_followed_when_read_from_the_volume() {
+    use support::docker::{docker, PgContainer};
+    let c = PgContainer::start("hostlink", None);
+    let ws = Workspace::new();
+    // A host file outside the volume, at a path the container's owner can guess.
+    let secret = format!("HOST-SECRET-{:016x}", rand::random::<u64>());
+    let host_file = ws.path().join("host-secret.txt");
+    std::fs::write(&host_file, &secret).unwrap();
+    let host_file = host_file.display().to_string();
+    let up = "../".repeat(12);
+    let log = "/var/lib/postgresql/data/log";
+    let sh = |cmd: &str| docker(&["exec", "-u", "postgres", &c.name, "sh", "-c", cmd]);
+    sh(&format!(
+        "ln -s {host_file} {log}/host.log && ln -s {up}{rel} {log}/up.log && ln -s / {log}/root \
+         && ln -s /etc/shadow {log}/shadow.log && mkfifo {log}/pipe && echo ok > {log}/plain.log",
+        rel = host_file.trim_start_matches('/'),
+    ));
+    let text = format!(
+        r#"archive:
+  local: {{ dir: "{incidents}" }}
+  timeout: 5s
+notify:
+  console: false
+targets:
+  - name: linked
+    dsn: "{dsn}"
+    probe: {{ interval: 1s, timeout: 1s, failure_threshold: 5 }}
+    restart_budget: {{ backoff: 0s }}
+    heal:
+      docker: {{ container: {name}, stop_timeout: 2s }}
+    forensics:
+      docker:
+        paths: [{log}, /var/lib/postgresql/data/pg_hba.conf]
+"#,
+        incidents = ws.incidents().display(),
+        dsn = c.dsn(),
+        name = c.name,
+    );
+    std::fs::write(ws.config(), text).unwrap();
+    let d = Daemon::run(&ws, &[]);
+    d.wait_event("docker_ready", None, LONG);
+    d.wait_event("monitor_started", Some("linked"), LONG);
+    docker(&["kill", &c.name]);
+    let timing = d.wait_event("archive_timing", None, LONG);
+    assert_eq!(timing["container_source"], "host", "{timing}");
+    let bundle = wait_for(LONG, "the bundle with its heal report", || {
+        let b = ws.bundles().pop()?;
+        manifest(&b)["heal"].is_object().then_some(b)
+    });
+    let m = manifest(&bundle);
+    let all = serde_json::to_string(&m).unwrap();
+    for f in files_under(&bundle) {
+        let body = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        assert!(
+            !body.contains(&secret),
+            "{} holds the host file",
+            f.display()
+        );
+        assert!(!body.contains("root:"), "{} holds /etc/shadow", f.display());
+    }
+    let reasons: Vec<String> = m["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{} {}", e["pattern"], e["reason"]))
+        .collect();
+    for (name, why) in [
+        ("host.log", "symbolic link"),
+        ("up.log", "symbolic link"),
+        ("root", "symbolic link"),
+        ("shadow.log", "symbolic link"),
+        ("pipe", "not a regular file (Fifo)"),
+    ] {
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains(&format!("/log/{name}\"")) && r.contains(why)),
+            "{name}: {why}: {all}"
+        );
+    }
+    let names: Vec<&str> = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    for want in ["plain.log", "postgresql.log", "pg_hba.conf"] {
+        assert!(names.contains(&want), "{want} copied: {all}");
+    }
+}
+
+#[test]
 fn a_spool_removed_while_an_upload_waits_is_recreated_and_the_upload_lands() {
     use support::s3server::S3Server;
     let s3 = S3Server::start(false);

@@ -217,7 +217,7 @@ impl Job {
         };
         let ((snapshot, snapshot_done), (from_container, container_done)) =
             futures::join!(snapshot, from_container);
-        let from_container = from_container?;
+        let (from_container, read_from) = from_container?;
         let files_started = tokio::time::Instant::now();
         let (root, cap, f) = (self.root.clone(), self.cap, facts.clone());
         let patterns = target.forensic_files.clone();
@@ -239,7 +239,7 @@ impl Job {
         let ms = |a: tokio::time::Instant, b: tokio::time::Instant| (b - a).as_millis() as u64;
         debug!(self.log, "bundle written locally"; "event" => "archive_timing", "incident" => &facts.incident_id,
             "snapshot_ms" => ms(t0, snapshot_done), "container_ms" => ms(t0, container_done),
-            "files_ms" => ms(files_started, tokio::time::Instant::now()));
+            "files_ms" => ms(files_started, tokio::time::Instant::now()), "container_source" => read_from);
         if let Some(up) = &self.uploader {
             // The upload's share counts from the snapshot, as the heal's wait always did.
             let until = deadline.max(snapshot_done + self.wait);
@@ -250,15 +250,16 @@ impl Job {
     }
 
     /// Copies the container's evidence (`forensics.docker`) into the bundle directory, which
-    /// it creates; nothing when the target has no container.
+    /// it creates, with where its paths were read (`host`, `engine`, ...); nothing when the
+    /// target has no container.
     async fn container_evidence(
         &self,
         facts: &IncidentFacts,
         target: &crate::config::TargetConfig,
         deadline: tokio::time::Instant,
-    ) -> Result<local::Extra, String> {
+    ) -> Result<(local::Extra, &'static str), String> {
         let Some(spec) = &target.forensic_docker else {
-            return Ok(local::Extra::default());
+            return Ok((local::Extra::default(), "none"));
         };
         let dir = local::bundle_dir(&self.root, facts);
         let (r, d) = (self.root.clone(), dir.clone());
@@ -272,9 +273,10 @@ impl Job {
             deadline,
             ..crate::docker::copy::Limits::new(self.cap, self.wait)
         };
-        let (files, missing) =
-            crate::docker::copy::collect(&self.docker, spec, &dir, &limits, &mut used).await;
-        Ok(local::Extra { files, missing })
+        let got = crate::docker::copy::collect(&self.docker, spec, &dir, &limits, &mut used).await;
+        let source = got.source();
+        let (files, missing) = (got.files, got.missing);
+        Ok((local::Extra { files, missing }, source))
     }
 }
 

@@ -123,6 +123,37 @@ pub async fn inspect(
     })
 }
 
+/// A mount of a container: where the container sees it, and for a volume or bind mount where
+/// its files are on the Engine's host (which may not be this process's view of the host).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MountPoint {
+    /// The path inside the container.
+    pub destination: String,
+    /// The directory (or file) on the Engine's host; `None` for tmpfs and the like.
+    pub source: Option<String>,
+}
+
+/// The container's mounts (`inspect` → `Mounts`).
+pub async fn mounts(
+    api: &Docker,
+    endpoint: &str,
+    id: &str,
+) -> Result<Vec<MountPoint>, DockerError> {
+    use bollard::models::MountPointTypeEnum as T;
+    let r = api
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await
+        .map_err(|e| DockerError::from_bollard(e, endpoint, id))?;
+    let found = r.mounts.unwrap_or_default().into_iter().filter_map(|m| {
+        let on_host = matches!(m.typ, Some(T::VOLUME | T::BIND));
+        Some(MountPoint {
+            destination: m.destination?,
+            source: m.source.filter(|s| on_host && !s.is_empty()),
+        })
+    });
+    Ok(found.collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

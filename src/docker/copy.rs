@@ -1,6 +1,8 @@
-//! Evidence copied out of a container through the Engine API: the files under each path,
-//! unpacked as the tar streams in (never whole on disk or in memory) within [`Limits`], and the
-//! tail of the container's own stdout/stderr log. Works on stopped and paused containers too.
+//! Evidence copied out of a container: the files under each path, read from the host side of
+//! its volume where this process can ([`super::hostpath`]), else through the Engine API,
+//! unpacked as the tar streams in (never whole on disk or in memory), within [`Limits`] either
+//! way; and the tail of the container's own stdout/stderr log. Works on stopped and paused
+//! containers too.
 
 use super::{container, DockerClient, DockerError};
 use crate::archive::{FileEntry, Missing};
@@ -50,21 +52,75 @@ impl Limits {
     }
 }
 
+/// A container's evidence, and where its paths were read.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub files: Vec<FileEntry>,
+    pub missing: Vec<Missing>,
+    /// Paths read from the host side of their mount.
+    pub from_host: usize,
+    /// Paths copied through the Engine.
+    pub from_engine: usize,
+}
+
+impl Collected {
+    /// Where the paths were read, for the archive's timing log: `host`, `engine`, `host+engine`
+    /// or `none`.
+    pub fn source(&self) -> &'static str {
+        match (self.from_host > 0, self.from_engine > 0) {
+            (true, false) => "host",
+            (false, true) => "engine",
+            (true, true) => "host+engine",
+            (false, false) => "none",
+        }
+    }
+
+    /// Adds what one path (`pattern`, named `c:path`) yielded, with the container's name on
+    /// each entry.
+    fn add(
+        &mut self,
+        c: &crate::config::ContainerRef,
+        pattern: String,
+        copied: Result<Extracted, String>,
+    ) {
+        match copied {
+            Ok(x) => {
+                if x.files.is_empty() && x.missing.is_empty() {
+                    self.missing.push(Missing {
+                        pattern,
+                        reason: "no regular file there".into(),
+                    });
+                }
+                self.files.extend(x.files.into_iter().map(|mut f| {
+                    f.source = format!("{c}:{}", f.source);
+                    f
+                }));
+                self.missing.extend(x.missing.into_iter().map(|mut m| {
+                    m.pattern = format!("{c}:{}", m.pattern);
+                    m
+                }));
+            }
+            Err(reason) => self.missing.push(Missing { pattern, reason }),
+        }
+    }
+}
+
 /// Copies the container's evidence into `dir`; `used` holds the names already taken there.
-/// Whatever a bound left out is listed in the returned `Missing`, with the reason.
+/// Whatever a bound left out is listed in the returned `missing`, with the reason.
 ///
-/// One request at a time, on purpose: the Engine holds the container's lock for as long as an
-/// archive stream is open (and mounts its filesystem for each), so a second request (another
-/// path, or the log tail) waits for the first stream to be read to its end. Started together
-/// and read in order, they can wait on each other until the deadline. Each stream is unpacked
-/// as it arrives, so a path costs the Engine's mount plus the transfer, nothing after it.
+/// A path inside a volume or bind mount whose directory this process can see is read from the
+/// host ([`super::hostpath`]): the same bundle, without the Engine's mount of the container.
+/// The others go through the Engine one request at a time, on purpose: it holds the
+/// container's lock for as long as an archive stream is open (and mounts its filesystem for
+/// each), so a second request waits for the first stream to be read to its end. Started
+/// together and read in order, they can wait on each other until the deadline.
 pub async fn collect(
     client: &DockerClient,
     spec: &DockerForensics,
     dir: &Path,
     limits: &Limits,
     used: &mut HashSet<String>,
-) -> (Vec<FileEntry>, Vec<Missing>) {
+) -> Collected {
     let c = &spec.container;
     let resolved = tokio::time::timeout_at(
         limits.deadline,
@@ -76,11 +132,13 @@ pub async fn collect(
         Ok(Err(e)) => e.to_string(),
         Err(_) => "archive.timeout reached before the container was found".into(),
     };
-    let missing = vec![Missing {
-        pattern: format!("docker:{c}"),
-        reason,
-    }];
-    (Vec::new(), missing)
+    Collected {
+        missing: vec![Missing {
+            pattern: format!("docker:{c}"),
+            reason,
+        }],
+        ..Default::default()
+    }
 }
 
 /// [`collect`] once the container's id is known: its log tail, then each path in order.
@@ -91,9 +149,8 @@ async fn collect_from(
     dir: &Path,
     limits: &Limits,
     used: &mut HashSet<String>,
-) -> (Vec<FileEntry>, Vec<Missing>) {
-    let mut files = Vec::new();
-    let mut missing = Vec::new();
+) -> Collected {
+    let mut out = Collected::default();
     let c = &spec.container;
     let mut budget = limits.per_bundle;
     // The container's own log first: it is small, bounded, and often the best evidence, so a
@@ -103,39 +160,51 @@ async fn collect_from(
         if file.is_some() {
             used.insert(CONTAINER_LOG.into());
         }
-        files.extend(file);
-        missing.extend(lost);
+        out.files.extend(file);
+        out.missing.extend(lost);
     }
+    // Without its mounts (an error, the deadline), every path goes through the Engine.
+    let mounts = if spec.paths.is_empty() {
+        Vec::new()
+    } else {
+        mounts(client, id, limits).await
+    };
     for path in &spec.paths {
         let pattern = format!("{c}:{path}");
         if tokio::time::Instant::now() >= limits.deadline {
-            missing.push(Missing {
+            out.missing.push(Missing {
                 pattern,
                 reason: "archive.timeout reached before this path was read".into(),
             });
             continue;
         }
-        match copy_path(client, id, c, path, dir, limits, &mut budget, used).await {
-            Ok(out) => {
-                if out.files.is_empty() && out.missing.is_empty() {
-                    missing.push(Missing {
-                        pattern,
-                        reason: "no regular file there".into(),
-                    });
-                }
-                files.extend(out.files.into_iter().map(|mut f| {
-                    f.source = format!("{c}:{}", f.source);
-                    f
-                }));
-                missing.extend(out.missing.into_iter().map(|mut m| {
-                    m.pattern = format!("{c}:{}", m.pattern);
-                    m
-                }));
+        let on_host = match super::hostpath::locate(&mounts, path) {
+            Some(at) => super::hostpath::copy_path(at, path, dir, limits, &mut budget, used).await,
+            None => None,
+        };
+        let copied = match on_host {
+            Some(x) => {
+                out.from_host += 1;
+                Ok(x)
             }
-            Err(reason) => missing.push(Missing { pattern, reason }),
-        }
+            None => {
+                out.from_engine += 1;
+                copy_path(client, id, c, path, dir, limits, &mut budget, used).await
+            }
+        };
+        out.add(c, pattern, copied);
     }
-    (files, missing)
+    out
+}
+
+/// The container's mounts, or none (every path then goes through the Engine).
+async fn mounts(client: &DockerClient, id: &str, limits: &Limits) -> Vec<container::MountPoint> {
+    let found = tokio::time::timeout_at(
+        limits.deadline,
+        client.call(|api, ep| async move { container::mounts(&api, &ep, id).await }),
+    )
+    .await;
+    found.ok().and_then(Result::ok).unwrap_or_default()
 }
 
 /// The tail of the container's stdout/stderr into [`CONTAINER_LOG`], within the per-file cap
@@ -181,10 +250,10 @@ async fn container_log(
 
 /// What one path of a container yielded.
 #[derive(Debug, Default)]
-struct Extracted {
-    files: Vec<FileEntry>,
+pub(super) struct Extracted {
+    pub(super) files: Vec<FileEntry>,
     /// Entries left out (links, special files, bounds reached), with paths inside the container.
-    missing: Vec<Missing>,
+    pub(super) missing: Vec<Missing>,
 }
 
 /// Copies `path` out of the container into `dir` as the tar streams in: its files are unpacked
@@ -315,7 +384,7 @@ impl Read for ChannelReader {
 /// Unpacks the regular files of a tar stream into `dir` under flat unique names, each cut to its
 /// newest `limits.per_file` bytes (and to what is left of `budget`) and hashed. Links and
 /// special files are listed, not followed; a bound reached ends the stream and is listed too.
-fn extract(
+pub(super) fn extract(
     input: impl Read,
     dir: &Path,
     requested: &str,
@@ -389,46 +458,59 @@ fn extract(
 
 /// Why a tar entry that is not a regular file was left out.
 fn not_copied(entry: &tar::Entry<impl Read>, kind: tar::EntryType) -> String {
-    let link = || {
-        entry
-            .link_name()
-            .ok()
-            .flatten()
-            .map(|l| l.display().to_string())
-            .unwrap_or_default()
-    };
+    let link = entry
+        .link_name()
+        .ok()
+        .flatten()
+        .map(|l| l.display().to_string())
+        .unwrap_or_default();
+    left_out(kind, &link)
+}
+
+/// Why an entry of type `kind` (a link to `link`, or a special file) was left out.
+pub(super) fn left_out(kind: tar::EntryType, link: &str) -> String {
     if kind.is_hard_link() {
-        format!(
-            "hard link to {} (copied under that name, if it is in the copied paths)",
-            link()
-        )
+        format!("hard link to {link} (copied under that name, if it is in the copied paths)")
     } else if kind.is_symlink() {
-        format!("symbolic link to {} (not followed)", link())
+        format!("symbolic link to {link} (not followed)")
     } else {
         format!("not a regular file ({kind:?}): not copied")
     }
 }
 
 /// Where [`unpack_file`] writes, and what it may still write.
-struct Into<'a> {
-    dir: &'a Path,
-    limits: &'a Limits,
+pub(super) struct Into<'a> {
+    pub(super) dir: &'a Path,
+    pub(super) limits: &'a Limits,
     /// Bytes left for the whole container; shrinks by what was written.
-    budget: &'a mut u64,
+    pub(super) budget: &'a mut u64,
     /// Names taken in the bundle; gains the file's.
-    used: &'a mut HashSet<String>,
+    pub(super) used: &'a mut HashSet<String>,
 }
 
 /// Why [`unpack_file`] ended the stream: entries to list, and the reason for the rest.
-struct Stop {
-    missing: Vec<Missing>,
-    rest: Option<String>,
+pub(super) struct Stop {
+    pub(super) missing: Vec<Missing>,
+    pub(super) rest: Option<String>,
+}
+
+/// A file's bytes, read in order, whose oldest can be passed over.
+pub(super) trait Skip: Read {
+    /// Passes over the next `n` bytes.
+    fn skip(&mut self, n: u64) -> io::Result<()>;
+}
+
+impl<R: Read> Skip for tar::Entry<'_, R> {
+    /// A stream has no seek: read through, never written.
+    fn skip(&mut self, n: u64) -> io::Result<()> {
+        io::copy(&mut self.by_ref().take(n), &mut io::sink()).map(|_| ())
+    }
 }
 
 /// Writes the newest bytes of one regular file (`len` bytes in the tar) into the bundle and
 /// lists it in `files`; `Err` when the stream must end here.
-fn unpack_file(
-    entry: &mut impl Read,
+pub(super) fn unpack_file(
+    entry: &mut impl Skip,
     len: u64,
     source: &Path,
     into: Into<'_>,
@@ -461,10 +543,9 @@ fn unpack_file(
         }],
         rest: None,
     };
-    // Skip to the newest `keep` bytes (the end of a log is what explains the crash): read
-    // through, never written.
+    // Skip to the newest `keep` bytes (the end of a log is what explains the crash).
     if len > keep {
-        io::copy(&mut entry.by_ref().take(len - keep), &mut io::sink()).map_err(|e| broke(&e))?;
+        entry.skip(len - keep).map_err(|e| broke(&e))?;
     }
     let name = crate::archive::local::unique_name(source, used);
     match crate::archive::local::write_hashed(&mut entry.by_ref().take(keep), &dir.join(&name)) {
@@ -497,7 +578,7 @@ fn unpack_file(
 }
 
 /// Why the tar stream ended early, for the manifest.
-fn stream_end(e: &io::Error) -> String {
+pub(super) fn stream_end(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::TimedOut => {
             "archive.timeout reached while reading: this and the rest were not copied".into()

@@ -6,6 +6,7 @@
 pub mod container;
 pub mod copy;
 pub mod events;
+pub mod hostpath;
 
 use crate::config::DockerConfig;
 use bollard::Docker;

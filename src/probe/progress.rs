@@ -58,9 +58,9 @@ pub async fn redo_lsn(target: &TargetConfig, docker: &DockerClient) -> Option<(u
             };
             let mut used = Default::default();
             let limits = crate::docker::copy::Limits::new(TAIL, LOCAL_WAIT);
-            let (files, _) =
+            let got =
                 crate::docker::copy::collect(docker, &spec, dir.path(), &limits, &mut used).await;
-            for f in files {
+            for f in got.files {
                 if let Some(t) = tail(&dir.path().join(&f.name)) {
                     texts.push(t);
                 }
