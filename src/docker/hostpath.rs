@@ -7,7 +7,7 @@
 //! process, a symlink on the way, a kernel without openat2) is left to the Engine, untouched.
 
 use super::container::MountPoint;
-use super::copy::{self, Extracted, Limits};
+use super::unpack::{self as copy, Extracted, Limits};
 use crate::archive::Missing;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{CString, OsString};
