@@ -58,15 +58,23 @@ pub struct Pg {
 
 impl Pg {
     /// initdb + start, with a password unique to this cluster (tests grep for it).
+    /// The free port is picked before the server binds it, so a test running beside this one
+    /// can take it first: the fixture then starts a new cluster on another port (3 tries).
     pub fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("sentinel-pg-")
-            .tempdir()
-            .expect("temp dir");
-        let password = format!("pw-{:016x}", rand::random::<u64>());
-        let cluster = Cluster::init(dir.path(), &password).expect("initdb");
-        cluster.start().expect("pg_ctl start");
-        Self { cluster, _dir: dir }
+        let mut last = None;
+        for _ in 0..3 {
+            let dir = tempfile::Builder::new()
+                .prefix("sentinel-pg-")
+                .tempdir()
+                .expect("temp dir");
+            let password = format!("pw-{:016x}", rand::random::<u64>());
+            let cluster = Cluster::init(dir.path(), &password).expect("initdb");
+            match cluster.start() {
+                Ok(()) => return Self { cluster, _dir: dir },
+                Err(e) => last = Some(e),
+            }
+        }
+        panic!("pg_ctl start: {last:?}")
     }
 
     pub fn pid(&self) -> i32 {
