@@ -41,6 +41,33 @@ pub(crate) fn host_of(ep: &Endpoint) -> String {
     crate::redact::url_host(ep.url.expose())
 }
 
+/// A channel that posts one JSON body per notice to its endpoint (Slack, PagerDuty, generic
+/// webhooks): it says only what the body is; name, host and delivery come with it.
+pub(crate) trait JsonPost: Send + Sync {
+    fn endpoint(&self) -> &Endpoint;
+    fn body(&self, n: &Notice) -> serde_json::Value;
+}
+
+impl<T: JsonPost> Channel for T {
+    fn name(&self) -> &str {
+        &self.endpoint().channel
+    }
+    fn host(&self) -> String {
+        host_of(self.endpoint())
+    }
+    fn send<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        n: &'a Notice,
+        policy: Policy,
+    ) -> BoxFuture<'a, Result<u32, DeliveryError>> {
+        let body = self.body(n);
+        Box::pin(
+            async move { super::delivery::deliver(client, self.endpoint(), &body, policy).await },
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::{ChatWebhook, GenericWebhook, NotifyConfig, PagerDutyConfig, Secret};

@@ -2,11 +2,10 @@
 //! deduplicated by server and outage (the same key from every daemon watching the server), so
 //! an outage is one PagerDuty incident.
 
-use super::channel::{host_of, Channel};
-use super::delivery::{self, DeliveryError, Endpoint, Policy};
+use super::channel::JsonPost;
+use super::delivery::Endpoint;
 use super::{Notice, NoticeKind};
 use crate::config::Secret;
-use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
 /// The PagerDuty Events API (`notify.pagerduty`), with the integration's routing key.
@@ -15,21 +14,12 @@ pub struct PagerDuty {
     pub routing_key: Secret,
 }
 
-impl Channel for PagerDuty {
-    fn name(&self) -> &str {
-        &self.ep.channel
+impl JsonPost for PagerDuty {
+    fn endpoint(&self) -> &Endpoint {
+        &self.ep
     }
-    fn host(&self) -> String {
-        host_of(&self.ep)
-    }
-    fn send<'a>(
-        &'a self,
-        client: &'a reqwest::Client,
-        n: &'a Notice,
-        policy: Policy,
-    ) -> BoxFuture<'a, Result<u32, DeliveryError>> {
-        let body = payload(n, self.routing_key.expose());
-        Box::pin(async move { delivery::deliver(client, &self.ep, &body, policy).await })
+    fn body(&self, n: &Notice) -> Value {
+        payload(n, self.routing_key.expose())
     }
 }
 

@@ -2,10 +2,9 @@
 //! Every text that is not ours (a server's error message, an application name) is escaped for
 //! mrkdwn, so a database cannot post `<!channel>` or a disguised `<https://...|link>`.
 
-use super::channel::{host_of, Channel};
-use super::delivery::{self, DeliveryError, Endpoint, Policy};
+use super::channel::JsonPost;
+use super::delivery::Endpoint;
 use super::{clip, Notice};
-use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
 /// A Slack incoming webhook (`notify.slack`).
@@ -13,20 +12,12 @@ pub struct Slack {
     pub ep: Endpoint,
 }
 
-impl Channel for Slack {
-    fn name(&self) -> &str {
-        &self.ep.channel
+impl JsonPost for Slack {
+    fn endpoint(&self) -> &Endpoint {
+        &self.ep
     }
-    fn host(&self) -> String {
-        host_of(&self.ep)
-    }
-    fn send<'a>(
-        &'a self,
-        client: &'a reqwest::Client,
-        n: &'a Notice,
-        policy: Policy,
-    ) -> BoxFuture<'a, Result<u32, DeliveryError>> {
-        Box::pin(async move { delivery::deliver(client, &self.ep, &payload(n), policy).await })
+    fn body(&self, n: &Notice) -> Value {
+        payload(n)
     }
 }
 

@@ -1,9 +1,8 @@
 //! Generic JSON webhook payload: flat, stable field names for any receiver.
 
-use super::channel::{host_of, Channel};
-use super::delivery::{self, DeliveryError, Endpoint, Policy};
+use super::channel::JsonPost;
+use super::delivery::Endpoint;
 use super::Notice;
-use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
 /// A generic JSON webhook (`notify.webhooks[i]`), with its custom headers.
@@ -11,20 +10,12 @@ pub struct Webhook {
     pub ep: Endpoint,
 }
 
-impl Channel for Webhook {
-    fn name(&self) -> &str {
-        &self.ep.channel
+impl JsonPost for Webhook {
+    fn endpoint(&self) -> &Endpoint {
+        &self.ep
     }
-    fn host(&self) -> String {
-        host_of(&self.ep)
-    }
-    fn send<'a>(
-        &'a self,
-        client: &'a reqwest::Client,
-        n: &'a Notice,
-        policy: Policy,
-    ) -> BoxFuture<'a, Result<u32, DeliveryError>> {
-        Box::pin(async move { delivery::deliver(client, &self.ep, &payload(n), policy).await })
+    fn body(&self, n: &Notice) -> Value {
+        payload(n)
     }
 }
 
