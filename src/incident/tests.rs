@@ -113,6 +113,14 @@ impl T {
         self.id()
     }
 
+    /// Declares a refused-connection incident and takes it to the issued restart; its id.
+    fn restarting(&mut self) -> String {
+        self.declare(FailureClass::ConnectionRefused);
+        self.archived();
+        self.granted();
+        self.id()
+    }
+
     fn archived(&mut self) -> Vec<Action> {
         let id = self.id();
         self.step(Observation::Archived {
@@ -515,10 +523,7 @@ fn a_container_restart_policy_is_waited_for_and_said() {
 #[test]
 fn escalation_after_recovery_timeout_then_quiet_until_the_window_passes() {
     let mut t = T::new("");
-    t.declare(FailureClass::ConnectionRefused);
-    t.archived();
-    t.granted();
-    let id = t.id();
+    let id = t.restarting();
     t.healed(true, None);
     t.at(Duration::from_secs(60));
     let got = t.step(Observation::RecoveryDeadline { id: id.clone() });
@@ -557,9 +562,7 @@ fn a_failed_heal_escalates_with_its_reason() {
         ),
     ] {
         let mut t = T::new("");
-        t.declare(FailureClass::ConnectionRefused);
-        t.archived();
-        t.granted();
+        t.restarting();
         let got = t.healed(false, failure);
         assert_eq!(
             names(&got),
@@ -579,10 +582,7 @@ fn a_failed_heal_escalates_with_its_reason() {
 #[test]
 fn a_recovering_server_is_waited_on_while_redo_advances() {
     let mut t = T::new("");
-    t.declare(FailureClass::ConnectionRefused);
-    t.archived();
-    t.granted();
-    let id = t.id();
+    let id = t.restarting();
     t.healed(true, None);
     let got = t.fail(FailureClass::Recovering);
     assert_eq!(names(&got), ["baseline_redo"]);
@@ -686,10 +686,7 @@ fn a_lease_answer_lost_with_a_replaced_monitor_is_asked_again() {
 #[test]
 fn the_heal_counts_its_extra_starts_against_the_budget() {
     let mut t = T::new("");
-    t.declare(FailureClass::ConnectionRefused);
-    t.archived();
-    t.granted();
-    let id = t.id();
+    let id = t.restarting();
     let report = HealReport {
         success: true,
         starts: 3,
