@@ -17,7 +17,7 @@ use super::notifier::Notifier;
 use crate::config::TargetConfig;
 use crate::docker::events::ContainerEvent;
 use crate::incident::{self, Env, Observation, Phase, SharedRecord};
-use crate::probe::{FailureClass, ProbeOutcome, Prober};
+use crate::probe::{ProbeOutcome, Prober};
 use crate::store::Written;
 use actix::prelude::*;
 use chrono::Utc;
@@ -186,11 +186,9 @@ impl Monitor {
                 &[("target", t), ("class", f.class.label())],
             );
         }
-        let failing = out
-            .result
-            .as_ref()
-            .is_err_and(|f| f.class != FailureClass::Recovering);
-        self.peers.fleet.report(t, failing);
+        self.peers
+            .fleet
+            .report(t, incident::machine::failing(&out.result));
         let obs = Observation::Probe {
             result: out.result,
             latency: out.latency,

@@ -112,9 +112,7 @@ impl Machine<'_, '_> {
         if let Some(found) = manager {
             self.note_manager(found);
         }
-        let failing = result
-            .as_ref()
-            .is_err_and(|f| f.class != FailureClass::Recovering);
+        let failing = failing(&result);
         if failing {
             self.rec.healthy_since = None;
         } else if result.is_ok() {
@@ -611,6 +609,13 @@ impl Machine<'_, '_> {
             }),
         }
     }
+}
+
+/// Whether a probe result counts as a failure: 57P03 (starting up, in recovery) does not.
+pub fn failing(result: &Result<(), ProbeFailure>) -> bool {
+    result
+        .as_ref()
+        .is_err_and(|f| f.class != FailureClass::Recovering)
 }
 
 /// What the bundle's manifest says about an incident.
