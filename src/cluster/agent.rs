@@ -90,7 +90,9 @@ impl Agent {
     fn drop_if_expired(&mut self) {
         let expired = self.c.lease_age().is_some_and(|a| a > self.c.cfg.ttl);
         let mut s = self.c.lock();
-        if !(expired || s.session.is_none()) {
+        let had = s.session.is_some();
+        // Still live; or never joined, or already dropped: nothing to give up.
+        if (had && !expired) || (!had && s.owned.is_empty()) {
             return;
         }
         if let Some(old) = s.session.take() {
@@ -98,15 +100,13 @@ impl Agent {
         }
         let dropped: Vec<String> = std::mem::take(&mut s.owned).into_iter().collect();
         drop(s);
-        if !dropped.is_empty() {
-            error!(self.c.log, "coordination lost: the etcd lease could not be renewed for the whole TTL; every target is dropped (another daemon may own them now) and no restart is made until this daemon joins again";
-                "event" => "cluster_targets_dropped", "targets" => dropped.len());
-            for t in dropped {
-                self.send(ClusterEvent::Lost {
-                    target: t,
-                    why: "coordination lost",
-                });
-            }
+        error!(self.c.log, "coordination lost: the etcd lease could not be renewed for the whole TTL; every target is dropped (another daemon may own them now) and no restart is made until this daemon joins again";
+            "event" => "cluster_targets_dropped", "targets" => dropped.len());
+        for t in dropped {
+            self.send(ClusterEvent::Lost {
+                target: t,
+                why: "coordination lost",
+            });
         }
         self.say_lost("the etcd lease could not be renewed within its TTL".into());
     }

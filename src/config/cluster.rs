@@ -137,7 +137,7 @@ pub(crate) fn build_cluster(c: RawCluster, problems: &mut Problems) -> Option<Cl
             "use a fraction of the ttl (default 250ms)",
         );
     }
-    ok.then(|| ClusterConfig {
+    ok.then_some(ClusterConfig {
         etcd: c.etcd,
         prefix,
         member,
