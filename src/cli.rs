@@ -501,18 +501,8 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
             crate::heartbeat::spawn(hb, log.clone());
         }
         let docker = std::sync::Arc::new(crate::docker::DockerClient::new(&settings.registry.docker));
-        let cluster = match settings.registry.cluster.clone() {
-            Some(cfg) => {
-                let (tx, rx) = futures::channel::mpsc::unbounded();
-                match crate::cluster::Cluster::start(cfg, &log, tx) {
-                    Ok(c) => Some((c, rx)),
-                    Err(e) => {
-                        slog::error!(log, "cannot start the cluster thread; stopping"; "event" => "cluster_start_failed", "error" => %e);
-                        return false;
-                    }
-                }
-            }
-            None => None,
+        let Ok(cluster) = start_cluster(&settings.registry, &log) else {
+            return false;
         };
         let cluster_handle = cluster.as_ref().map(|(c, _)| c.clone());
         let (sup, done) = Supervisor::launch(log.clone(), settings, uploader.clone(), Some(store.clone()), docker.clone(), cluster);
@@ -540,6 +530,24 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Cluster mode: starts the cluster thread, with the channel its events come back on.
+fn start_cluster(
+    registry: &Registry,
+    log: &slog::Logger,
+) -> Result<Option<crate::cluster::Started>, ()> {
+    let Some(cfg) = registry.cluster.clone() else {
+        return Ok(None);
+    };
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    match crate::cluster::Cluster::start(cfg, log, tx) {
+        Ok(c) => Ok(Some((c, rx))),
+        Err(e) => {
+            slog::error!(log, "cannot start the cluster thread; stopping"; "event" => "cluster_start_failed", "error" => %e);
+            Err(())
+        }
     }
 }
 
