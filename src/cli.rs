@@ -479,8 +479,10 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
     }
     let disks = crate::health::Disks {
         state_dir: settings.state_dir.clone(),
-        lease_dir: (settings.registry.lease.dir.clone())
-            .unwrap_or_else(|| settings.state_dir.join("leases")),
+        lease_dir: settings.registry.cluster.is_none().then(|| {
+            (settings.registry.lease.dir.clone())
+                .unwrap_or_else(|| settings.state_dir.join("leases"))
+        }),
         // Where archive::spool keeps its records and staged bundles.
         spool_dir: (settings.registry.archive.s3.is_some())
             .then(|| settings.state_dir.join("spool")),

@@ -127,13 +127,16 @@ impl Supervisor {
         let lease_ttl = settings.registry.lease.ttl;
         let (cluster, cluster_events) = cluster.unzip();
         let leases = restart_leases(&log, cluster.as_ref(), &lease_dir);
-        // The outage book lives beside the leases: daemons sharing one share the other.
-        let notifier = Notifier::new(log.clone(), &settings.registry.notify, store.clone())
-            .with_outages(
+        // The outage book lives beside the leases: daemons sharing one share the other. In
+        // cluster mode only a target's owner runs it, and the incident moves with the target.
+        let mut notifier = Notifier::new(log.clone(), &settings.registry.notify, store.clone());
+        if cluster.is_none() {
+            notifier = notifier.with_outages(
                 crate::outage::OutageBook::new(lease_dir.clone(), Default::default()),
                 crate::lease::owner_id(),
-            )
-            .start();
+            );
+        }
+        let notifier = notifier.start();
         let (tx, rx) = oneshot::channel();
         let sup = Supervisor {
             log: log.new(slog::o!("actor" => "supervisor")),

@@ -151,7 +151,9 @@ async fn disk_faults(st: &ApiState) -> Vec<(&'static str, Option<String>)> {
         parts.push("store");
     }
     if let Some(d) = &st.disks {
-        parts.push("lease");
+        if d.lease_dir.is_some() {
+            parts.push("lease");
+        }
         if d.spool_dir.is_some() {
             parts.push("spool");
         }

@@ -68,6 +68,7 @@ impl Agent {
 
     async fn step(&mut self) {
         self.drop_if_expired();
+        self.stand_down_if_fenced();
         if self.c.lock().session.is_none() {
             match tokio::time::timeout(self.c.cfg.ttl, self.join()).await {
                 Ok(Ok(())) => self.joined(),
@@ -109,6 +110,29 @@ impl Agent {
             });
         }
         self.say_lost("the etcd lease could not be renewed within its TTL".into());
+    }
+
+    /// Fenced (the lease may expire before it is renewed): stop running our targets now,
+    /// before another daemon can own them, so two Monitors never act on one target. The keys
+    /// stay ours: if the lease is renewed in time, the next reading gives them back.
+    fn stand_down_if_fenced(&mut self) {
+        let Some(why) = self.c.fenced() else {
+            return;
+        };
+        let dropped: Vec<String> = std::mem::take(&mut self.c.lock().owned)
+            .into_iter()
+            .collect();
+        if dropped.is_empty() {
+            return;
+        }
+        warn!(self.c.log, "fenced: this daemon stops running its targets until its lease is renewed"; "event" => "cluster_fenced",
+            "targets" => dropped.len(), "why" => why);
+        for t in dropped {
+            self.send(ClusterEvent::Lost {
+                target: t,
+                why: "fenced",
+            });
+        }
     }
 
     fn say_lost(&mut self, reason: String) {
@@ -220,6 +244,15 @@ impl Agent {
                 handoffs: self.handoff_tokens as usize,
             };
             ownership::plan(&r, &mut self.free_since)
+        };
+        let plan = if self.c.fenced().is_some() {
+            // Nothing new while fenced: only what etcd already gave to others is let go.
+            Plan {
+                lost: plan.lost,
+                ..Plan::default()
+            }
+        } else {
+            plan
         };
         if plan != Plan::default() {
             self.carry_out(s, plan).await;
