@@ -477,16 +477,7 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
             "problem" => &problem);
         eprintln!("sentinel-remedy: ERROR: {problem}");
     }
-    let disks = crate::health::Disks {
-        state_dir: settings.state_dir.clone(),
-        lease_dir: settings.registry.cluster.is_none().then(|| {
-            (settings.registry.lease.dir.clone())
-                .unwrap_or_else(|| settings.state_dir.join("leases"))
-        }),
-        // Where archive::spool keeps its records and staged bundles.
-        spool_dir: (settings.registry.archive.s3.is_some())
-            .then(|| settings.state_dir.join("spool")),
-    };
+    let disks = disks_of(&settings);
     // Adopt the postmasters our heal commands start, so one that dies is reaped at once: its
     // zombie would hold the lock file against the next start.
     let subreaper = crate::reaper::become_subreaper();
@@ -532,6 +523,21 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// The directories /healthz checks take writes.
+fn disks_of(settings: &SupervisorSettings) -> crate::health::Disks {
+    crate::health::Disks {
+        state_dir: settings.state_dir.clone(),
+        // Cluster mode keeps its restart leases in etcd.
+        lease_dir: settings.registry.cluster.is_none().then(|| {
+            (settings.registry.lease.dir.clone())
+                .unwrap_or_else(|| settings.state_dir.join("leases"))
+        }),
+        // Where archive::spool keeps its records and staged bundles.
+        spool_dir: (settings.registry.archive.s3.is_some())
+            .then(|| settings.state_dir.join("spool")),
     }
 }
 
