@@ -18,6 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/deps.sh
 ensure_postgres
+ensure_protoc
 [ "${BENCH_DOCKER:-1}" = 0 ] || ensure_docker
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/sentinel-remedy-target}"
 cargo bench --locked --bench recovery 2>&1 | grep -v '^\s*\(Compiling\|Finished\|Running\)'

@@ -96,3 +96,25 @@ ensure_docker() {
     echo "== container images (built once, then reused)"
     scripts/build_images.sh postgres
 }
+
+# Cluster mode: the etcd-client crate compiles etcd's protobuf definitions with protoc.
+ensure_protoc() {
+    if command -v protoc >/dev/null 2>&1; then
+        return
+    fi
+    echo "== installing protobuf-compiler (protoc, to build the etcd client)"
+    apt_install protobuf-compiler
+}
+
+# Cluster mode's tests run a real etcd (and etcdctl to read its keys from outside).
+ensure_etcd() {
+    if command -v etcd >/dev/null 2>&1 && command -v etcdctl >/dev/null 2>&1; then
+        return
+    fi
+    echo "== installing etcd-server and etcd-client"
+    apt_install etcd-server etcd-client
+    # Debian's package may start a system etcd; the tests start their own.
+    if command -v systemctl >/dev/null 2>&1; then
+        systemctl stop etcd >/dev/null 2>&1 || true
+    fi
+}
