@@ -510,3 +510,60 @@ fn a_joining_daemon_takes_its_share_gradually_and_no_target_goes_unprobed() {
         );
     }
 }
+
+#[test]
+fn a_daemon_killed_mid_incident_is_followed_by_one_that_continues_the_same_incident() {
+    let etcd = Etcd::start();
+    let r = Receiver::start();
+    let pgs: Vec<Pg> = (0..4).map(|_| Pg::start()).collect();
+    let names = ["a", "b", "c", "d"];
+    let specs: Vec<TargetSpec> = names.iter().zip(&pgs).map(|(n, pg)| spec(n, pg)).collect();
+    let notify = notify_all(&r);
+    // n1 alone owns everything, and dies (SIGKILL, by itself) once a's evidence is archived.
+    let ws1 = Workspace::new();
+    let port = sentinel_remedy::pgcluster::free_port().expect("port");
+    Node::write(
+        &ws1,
+        "n1",
+        &etcd.url,
+        &notify,
+        &specs,
+        &format!("127.0.0.1:{port}"),
+    );
+    let mut n1 = Daemon::run(&ws1, &[("SENTINEL_FAULT_KILL", "a:archived")]);
+    wait_for(LONG, "n1 owns all", || {
+        (etcd.owners().len() == 4).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let before = starts(&pgs[0]);
+    pgs[0].kill9();
+    n1.wait_exit(LONG);
+    let bundle = ws1.bundles().pop().expect("n1 archived a's evidence");
+    let incident = bundle.file_name().unwrap().to_string_lossy().to_string();
+    assert!(!pgs[0].answers(), "nothing restarted a yet");
+
+    let _n2 = Node::start("n2", &etcd.url, &notify, &specs);
+    wait_for(LONG, "n2 heals a", || pgs[0].answers().then_some(()));
+    wait_for(LONG, "the recovery notice", || {
+        (hook(&r, "recovery", "a") >= 1).then_some(())
+    });
+    std::thread::sleep(TTL * 3);
+    assert_eq!(starts(&pgs[0]) - before, 1, "started exactly once");
+    let ids: Vec<String> = r
+        .accepted("/hook")
+        .iter()
+        .filter(|h| h.body["target"] == "a")
+        .map(|h| {
+            let f = |k: &str| h.body[k].as_str().unwrap_or_default().to_string();
+            format!("{}:{}", f("event"), f("incident_id"))
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            format!("failure:{incident}"),
+            format!("recovery:{incident}")
+        ],
+        "one incident, continued by the new owner"
+    );
+}
