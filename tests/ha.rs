@@ -1,0 +1,427 @@
+//! Cluster mode (issue 15), for real: daemons, etcd and PostgreSQL in containers on private
+//! networks, killed, paused and cut off with the Docker Engine. Each outcome is counted from
+//! outside the daemons: owner keys read with etcdctl, Engine `start` events of the database
+//! containers, pages at a real webhook receiver, logins in the databases' own logs.
+//! Probes every 500 ms, lease TTL 2 s unless a scenario needs more.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use support::docker::docker;
+use support::ha::{Bed, Spec};
+
+const MEMBERS: [&str; 3] = ["node-a", "node-b", "node-c"];
+
+/// Targets per member.
+fn shares(owners: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
+    let mut n = BTreeMap::new();
+    for m in owners.values() {
+        *n.entry(m.clone()).or_insert(0) += 1;
+    }
+    n
+}
+
+/// The first target the member owns.
+fn owned_by(owners: &BTreeMap<String, String>, member: &str) -> Option<String> {
+    owners
+        .iter()
+        .find(|(_, m)| m.as_str() == member)
+        .map(|(t, _)| t.clone())
+}
+
+/// A clustered bed with its daemons up and every target owned; returns it and the owners.
+fn clustered(spec: Spec) -> (Bed, BTreeMap<String, String>) {
+    let mut bed = Bed::new(spec);
+    bed.start_daemons();
+    let owners = bed.wait_all_owned(&MEMBERS[..bed.spec.daemons], Duration::from_secs(30));
+    (bed, owners)
+}
+
+/// The member owning a target, that target, and the other live members.
+fn victim(owners: &BTreeMap<String, String>) -> (String, String, Vec<&'static str>) {
+    let (target, member) = owners.iter().next().expect("an owned target");
+    let others = MEMBERS.iter().copied().filter(|m| m != member).collect();
+    (member.clone(), target.clone(), others)
+}
+
+/// After a fault injected at `since` on `target`'s database: healed by exactly one Engine
+/// start, one failure page and one recovery page, of the same incident. Checked again after
+/// `settle`, so a late second restart or page is caught too.
+fn assert_healed_once(bed: &Bed, target: &str, since: f64, settle: Duration) {
+    bed.wait_healed(target, Duration::from_secs(60));
+    std::thread::sleep(settle);
+    let db = bed.db_of(target);
+    let starts = bed.starts_since(&db.container, since);
+    let failures = bed.pages(target, "failure");
+    let recoveries = bed.pages(target, "recovery");
+    assert_eq!(
+        starts,
+        1,
+        "{target}: one Engine start of {} since the fault\n{}",
+        db.container,
+        bed.diagnose()
+    );
+    assert_eq!(
+        (failures.len(), recoveries.len()),
+        (1, 1),
+        "{target}: one failure and one recovery page: {failures:?} {recoveries:?}"
+    );
+    assert_eq!(
+        failures[0]["incident_id"], recoveries[0]["incident_id"],
+        "{target}: one incident"
+    );
+    bed.receiver.assert_all_well_formed();
+}
+
+/// The infrastructure alone, with a daemon as before issue 15 (no `cluster:`): the three-node
+/// etcd cluster elects a leader, the daemon container (the sentinel image with the binary
+/// under test) answers /healthz over the data network, restarts a killed database through the
+/// mounted Engine socket and pages the receiver on the host.
+#[test]
+fn the_test_bed_runs_etcd_databases_and_a_daemon_container_that_heals_and_pages() {
+    let mut bed = Bed::new(Spec {
+        etcd_nodes: 3,
+        databases: 1,
+        targets: 1,
+        daemons: 1,
+        cluster: false,
+        ..Spec::default()
+    });
+    assert!(bed.leader().is_some(), "etcd has a leader");
+    assert!(bed.etcdctl(&["put", "/probe", "x"]).is_ok());
+    bed.start_daemons();
+    let since = bed.kill_db(bed.db_of("t00"));
+    assert_healed_once(&bed, "t00", since, Duration::from_secs(1));
+}
+
+/// Three daemons, thirty targets: each target has one owner, a live member; the shares are
+/// within ±30 % of even; only the owner logs in to probe it; each daemon's status shows the
+/// three members and is not fenced.
+#[test]
+fn three_daemons_share_thirty_targets_each_owned_and_probed_by_exactly_one() {
+    let (bed, owners) = clustered(Spec {
+        targets: 30,
+        ..Spec::default()
+    });
+    assert_eq!(owners.len(), 30, "{owners:?}");
+    let n = shares(&owners);
+    for m in MEMBERS {
+        let got = n.get(m).copied().unwrap_or(0);
+        assert!((7..=13).contains(&got), "{m} owns {got} of 30: {n:?}");
+    }
+    let mut members = bed.members();
+    members.sort();
+    assert_eq!(members, MEMBERS, "registered members");
+    for (i, d) in bed.daemons.iter().enumerate() {
+        let (status, body) = bed.api(i, "/api/v1/status").expect("status answers");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("status is JSON");
+        assert_eq!(v["cluster"]["member"], d.member.as_str(), "{body}");
+        assert_eq!(v["cluster"]["fenced"], false, "{body}");
+        let listed = v["cluster"]["members"].as_array().map_or(0, Vec::len);
+        assert_eq!(listed, 3, "{}: members in its status: {body}", d.member);
+    }
+
+    // Probes over the next 3 s come from the owner's address only.
+    let from = chrono::Utc::now().naive_utc();
+    std::thread::sleep(Duration::from_secs(3));
+    let stable = bed.owners();
+    assert_eq!(stable, owners, "ownership stays put while nothing happens");
+    let ip_of: BTreeMap<String, String> = bed
+        .daemons
+        .iter()
+        .map(|d| (bed.ip(&d.container, &bed.data), d.member.clone()))
+        .collect();
+    for (t, owner) in &owners {
+        let logins: Vec<_> = bed
+            .probe_logins(t)
+            .into_iter()
+            .filter(|(at, _)| *at >= from)
+            .collect();
+        assert!(!logins.is_empty(), "{t} was probed in 3 s");
+        for (at, host) in logins {
+            let who = ip_of.get(&host).map_or(host.as_str(), String::as_str);
+            assert_eq!(who, owner, "{t} probed at {at} by {who}, owner {owner}");
+        }
+    }
+}
+
+/// SIGKILL the owner of a target and kill that target's database in the gap: the dead
+/// daemon's targets are owned again within TTL + 1 s, the database is started exactly once,
+/// one failure and one recovery page, one incident.
+#[test]
+fn a_killed_daemons_targets_are_taken_over_within_ttl_and_a_fault_in_the_gap_is_healed_once() {
+    let (bed, owners) = clustered(Spec {
+        targets: 6,
+        ..Spec::default()
+    });
+    let (dead, target, others) = victim(&owners);
+    let orphans: Vec<String> = owners
+        .iter()
+        .filter(|(_, m)| **m == dead)
+        .map(|(t, _)| t.clone())
+        .collect();
+    let killed = Instant::now();
+    docker(&["kill", &bed.daemon(&dead).container]);
+    let since = bed.kill_db(bed.db_of(&target));
+    let taken = bed.wait(
+        Duration::from_secs(bed.spec.ttl_secs + 10),
+        &format!("{dead}'s targets {orphans:?} owned by {others:?}"),
+        || {
+            let o = bed.owners();
+            orphans
+                .iter()
+                .all(|t| o.get(t).is_some_and(|m| others.contains(&m.as_str())))
+                .then(|| killed.elapsed())
+        },
+    );
+    eprintln!(
+        "takeover after SIGKILL: {taken:?} (ttl {} s)",
+        bed.spec.ttl_secs
+    );
+    assert!(
+        taken <= Duration::from_secs(bed.spec.ttl_secs + 1),
+        "owned again within ttl + 1 s: took {taken:?}"
+    );
+    assert_healed_once(&bed, &target, since, Duration::from_secs(2));
+}
+
+/// Cut the owner of a target off from etcd only (it still reaches the database and the
+/// Engine): its /healthz says 503, its targets are taken over, a fault injected then is
+/// healed once with no duplicate page; reconnected, it comes back by itself.
+#[test]
+fn a_daemon_cut_off_from_etcd_stops_its_targets_are_taken_over_and_a_fault_is_healed_once() {
+    let (bed, owners) = clustered(Spec::default());
+    let (cut, target, others) = victim(&owners);
+    let i = bed.daemons.iter().position(|d| d.member == cut).unwrap();
+    docker(&[
+        "network",
+        "disconnect",
+        &bed.coord.name,
+        &bed.daemon(&cut).container,
+    ]);
+    let cut_at = Instant::now();
+    bed.wait(
+        Duration::from_secs(bed.spec.ttl_secs + 10),
+        &format!("{target} owned by one of {others:?}"),
+        || {
+            bed.owners()
+                .get(&target)
+                .filter(|m| others.contains(&m.as_str()))
+                .map(|_| ())
+        },
+    );
+    eprintln!("takeover after the cut: {:?}", cut_at.elapsed());
+    let (status, body) = bed.wait(
+        Duration::from_secs(bed.spec.ttl_secs + 5),
+        &format!("{cut}'s /healthz to say 503"),
+        || bed.api(i, "/healthz").filter(|(s, _)| *s == 503),
+    );
+    assert_eq!(status, 503);
+    assert!(
+        body.to_lowercase().contains("etcd") || body.to_lowercase().contains("coordination"),
+        "the 503 names the cause: {body}"
+    );
+    let since = bed.kill_db(bed.db_of(&target));
+    assert_healed_once(&bed, &target, since, Duration::from_secs(2));
+
+    docker(&[
+        "network",
+        "connect",
+        &bed.coord.name,
+        &bed.daemon(&cut).container,
+    ]);
+    bed.wait_healthy(i, Duration::from_secs(bed.spec.ttl_secs + 20));
+    bed.wait(
+        Duration::from_secs(10),
+        &format!("{cut} a member again"),
+        || bed.members().contains(&cut).then_some(()),
+    );
+    assert_eq!(
+        bed.pages(&target, "failure").len(),
+        1,
+        "no page for the fault after it rejoined"
+    );
+}
+
+/// Pause the owner of a target past its TTL (docker pause: SIGSTOP to every process), kill
+/// the database meanwhile, let the new owner heal it, then resume the paused one: it must not
+/// act on the ownership it held (its buffered Engine events included).
+#[test]
+fn a_daemon_paused_past_its_ttl_does_not_act_on_stale_ownership_when_resumed() {
+    let (bed, owners) = clustered(Spec::default());
+    let (paused, target, others) = victim(&owners);
+    let container = bed.daemon(&paused).container.clone();
+    docker(&["pause", &container]);
+    let resumed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        bed.wait(
+            Duration::from_secs(bed.spec.ttl_secs + 10),
+            &format!("{target} owned by one of {others:?} while {paused} is paused"),
+            || {
+                bed.owners()
+                    .get(&target)
+                    .filter(|m| others.contains(&m.as_str()))
+                    .map(|_| ())
+            },
+        );
+        let since = bed.kill_db(bed.db_of(&target));
+        bed.wait_healed(&target, Duration::from_secs(60));
+        since
+    }));
+    docker(&["unpause", &container]);
+    let since = resumed.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    // It notices its lease is gone and registers again; two more intervals for any stale act.
+    bed.wait(
+        Duration::from_secs(bed.spec.ttl_secs + 15),
+        &format!("{paused} registered again after the pause"),
+        || bed.members().contains(&paused).then_some(()),
+    );
+    assert_healed_once(&bed, &target, since, Duration::from_secs(2));
+}
+
+/// A 3-node etcd cluster loses its leader during an incident: the database is still
+/// restarted exactly once and paged once; the fleet stays owned.
+#[test]
+fn killing_the_etcd_leader_during_an_incident_causes_no_double_restart() {
+    let (bed, _) = clustered(Spec {
+        etcd_nodes: 3,
+        ttl_secs: 3,
+        ..Spec::default()
+    });
+    let target = "t00".to_string();
+    let since = bed.kill_db(bed.db_of(&target));
+    bed.wait(
+        Duration::from_secs(15),
+        &format!("{target}'s failure page"),
+        || (!bed.pages(&target, "failure").is_empty()).then_some(()),
+    );
+    let leader = bed.leader().expect("etcd has a leader");
+    docker(&["kill", &leader]);
+    assert_healed_once(&bed, &target, since, Duration::from_secs(3));
+    bed.wait_all_owned(&MEMBERS, Duration::from_secs(20));
+    assert!(bed.leader().is_some_and(|l| l != leader), "a new leader");
+}
+
+/// Restart every daemon in turn (docker stop, then start); while each is down a database it
+/// owned is killed. Every fault is healed by one start, paged once, none missed.
+#[test]
+fn a_rolling_restart_of_all_daemons_misses_no_fault_and_pages_none_twice() {
+    let (bed, _) = clustered(Spec::default());
+    let mut faults: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, member) in MEMBERS.iter().enumerate() {
+        let owners = bed.wait_all_owned(&MEMBERS, Duration::from_secs(30));
+        let target = owned_by(&owners, member).unwrap_or_else(|| format!("t{i:02}"));
+        let container = bed.daemon(member).container.clone();
+        docker(&["stop", "-t", "10", &container]);
+        let since = bed.kill_db(bed.db_of(&target));
+        *faults.entry(target.clone()).or_insert(0) += 1;
+        let want = faults[&target];
+        bed.wait(
+            Duration::from_secs(60),
+            &format!("{target} healed while {member} is down (fault {want})"),
+            || {
+                (bed.db_answers(bed.db_of(&target)) && bed.pages(&target, "recovery").len() >= want)
+                    .then_some(())
+            },
+        );
+        docker(&["start", &container]);
+        bed.wait_healthy(i, Duration::from_secs(30));
+        let db = bed.db_of(&target);
+        assert_eq!(
+            bed.starts_since(&db.container, since),
+            1,
+            "{target}: one start for the fault while {member} was down\n{}",
+            bed.diagnose()
+        );
+    }
+    bed.wait_all_owned(&MEMBERS, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    for t in bed.target_names() {
+        let want = faults.get(&t).copied().unwrap_or(0);
+        assert_eq!(
+            (
+                bed.pages(&t, "failure").len(),
+                bed.pages(&t, "recovery").len()
+            ),
+            (want, want),
+            "{t}: one failure and one recovery page per fault"
+        );
+    }
+    bed.receiver.assert_all_well_formed();
+}
+
+/// Two daemons own thirty targets; a third joins. It takes its share at the configured
+/// hand-off rate, not all at once; every target keeps an owner key throughout, and each is
+/// probed at least once in every two intervals (its database's login log).
+#[test]
+fn a_joining_daemon_takes_targets_gradually_and_none_goes_unprobed() {
+    let mut bed = Bed::new(Spec {
+        targets: 30,
+        daemons: 2,
+        ..Spec::default()
+    });
+    bed.start_daemons();
+    bed.wait_all_owned(&MEMBERS[..2], Duration::from_secs(30));
+    let from = chrono::Utc::now().naive_utc();
+    let i = bed.add_daemon("node-c");
+    bed.wait_healthy(i, Duration::from_secs(60));
+    let rate = f64::from(bed.spec.handoffs_per_second);
+    let mut first: Option<Instant> = None;
+    let mut samples = vec![];
+    let end = Instant::now() + Duration::from_secs(40);
+    loop {
+        let o = bed.owners();
+        let mine = shares(&o).get("node-c").copied().unwrap_or(0);
+        if mine > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        let missing: Vec<String> = bed
+            .target_names()
+            .into_iter()
+            .filter(|t| !o.contains_key(t))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "targets without an owner key during the hand-off: {missing:?}"
+        );
+        if let Some(f) = first {
+            let s = f.elapsed().as_secs_f64();
+            samples.push((s, mine));
+            assert!(
+                mine as f64 <= rate * s + rate + 1.0,
+                "node-c owns {mine} after {s:.1} s: faster than {rate}/s ({samples:?})"
+            );
+        }
+        if mine >= 7 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "node-c took only {mine} of 30 in 40 s: {samples:?}\n{}",
+            bed.diagnose()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("hand-off samples (s since the first, owned by node-c): {samples:?}");
+    let to = chrono::Utc::now().naive_utc();
+    for t in bed.target_names() {
+        let mut at: Vec<_> = bed
+            .probe_logins(&t)
+            .into_iter()
+            .map(|(at, _)| at)
+            .filter(|at| *at >= from && *at <= to)
+            .collect();
+        at.sort();
+        let worst = at
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_else(|| chrono::Duration::seconds(999));
+        assert!(
+            worst < chrono::Duration::milliseconds(1000),
+            "{t} went {worst} without a probe during the hand-off ({} probes)",
+            at.len()
+        );
+    }
+}
