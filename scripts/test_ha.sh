@@ -150,6 +150,13 @@ deadline=$(( $(date +%s) + 120 ))
 until healthy sentinel-a && healthy sentinel-b && healthy sentinel-c \
     && [ "$(owners | awk '$1 ~ /^pg[123]$/' | wc -l)" -eq 3 ]; do
     [ "$(date +%s)" -lt "$deadline" ] || { owners >&2; for d in "${DAEMONS[@]}"; do docker logs --tail 10 "$(container_of "$d")" >&2; done; die "the stack did not settle within 120 s"; }
+    for d in "${DAEMONS[@]}"; do
+        c="$(container_of "$d")"
+        if [ "$(docker inspect -f '{{.RestartCount}}' "$c")" != 0 ] || [ "$(docker inspect -f '{{.State.Status}}' "$c")" = exited ]; then
+            docker logs --tail 10 "$c" >&2
+            die "daemon $d exited (exit status $(docker inspect -f '{{.State.ExitCode}}' "$c")); its log is above"
+        fi
+    done
     sleep 1
 done
 

@@ -88,11 +88,31 @@ fn the_test_bed_runs_etcd_databases_and_a_daemon_container_that_heals_and_pages(
         cluster: false,
         ..Spec::default()
     });
-    assert!(bed.leader().is_some(), "etcd has a leader");
-    assert!(bed.etcdctl(&["put", "/probe", "x"]).is_ok());
+    // The helpers the scenarios count with: keys read back, probe logins by address, leader.
+    let key = format!("/{}/owner/t00", support::ha::PREFIX);
+    bed.etcdctl(&["put", &key, "node-x"]).expect("etcdctl put");
+    assert_eq!(
+        bed.owners(),
+        BTreeMap::from([("t00".to_string(), "node-x".to_string())])
+    );
     bed.start_daemons();
+    let from = chrono::Utc::now().naive_utc() - chrono::Duration::seconds(1);
     let since = bed.kill_db(bed.db_of("t00"));
     assert_healed_once(&bed, "t00", since, Duration::from_secs(1));
+    let daemon_ip = bed.ip(&bed.daemons[0].container, &bed.data);
+    let logins = bed.probe_logins("t00");
+    assert!(
+        logins
+            .iter()
+            .any(|(at, host)| *at >= from && *host == daemon_ip),
+        "the database logged the daemon's probes from {daemon_ip}: {logins:?}"
+    );
+    let leader = bed.leader().expect("etcd has a leader");
+    docker(&["kill", &leader]);
+    bed.wait(Duration::from_secs(15), "a new etcd leader", || {
+        bed.leader().filter(|l| *l != leader)
+    });
+    assert_eq!(bed.owners().len(), 1, "the keys survive the leader");
 }
 
 /// Three daemons, thirty targets: each target has one owner, a live member; the shares are
@@ -422,6 +442,62 @@ fn a_joining_daemon_takes_targets_gradually_and_none_goes_unprobed() {
             worst < chrono::Duration::milliseconds(1000),
             "{t} went {worst} without a probe during the hand-off ({} probes)",
             at.len()
+        );
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// compose/ha.yml as shipped, driven by scripts/test_ha.sh the way an operator runs it: it
+/// brings the stack up from the local images, kills a daemon and cuts one off etcd, and must
+/// report every step OK. Unique project, networks and ports, so it runs beside other tests.
+#[test]
+fn the_ha_compose_stack_passes_its_chaos_script() {
+    let tag = format!("{:06x}", rand::random::<u32>() & 0xffffff);
+    let dir = tempfile::tempdir().unwrap();
+    let env = dir.path().join(".env.ha");
+    let port = free_port();
+    std::fs::write(
+        &env,
+        format!(
+            "DB_PASSWORD=pw-{tag}\nWEBHOOK_URL=http://host.docker.internal:{port}/hook\n\
+             CLUSTER_TTL=2s\nHEALTH_CHECK_INTERVAL=500ms\nPOSTGRES_IMAGE={}\nETCD_IMAGE={}\n\
+             SENTINEL_IMAGE={}\nCOORD_NETWORK=sr-ha-{tag}-coord\nDATA_NETWORK=sr-ha-{tag}-data\n\
+             SENTINEL_PORT_A={}\nSENTINEL_PORT_B={}\nSENTINEL_PORT_C={}\n",
+            support::docker::postgres_image(),
+            support::ha::etcd_image(),
+            support::ha::sentinel_image(),
+            free_port(),
+            free_port(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(root.join("scripts/test_ha.sh"))
+        .args(["--up", "--down", "--timeout", "30"])
+        .env("COMPOSE_PROJECT_NAME", format!("srha{tag}"))
+        .env("ENV_FILE", &env)
+        .env("HA_RECEIVER_PORT", port.to_string())
+        .env("SENTINEL_BINARY", support::bin())
+        .output()
+        .expect("run scripts/test_ha.sh");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "test_ha.sh failed:\n{text}");
+    for step in ["ownership", "kill", "cut-off"] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(step) && l.trim_end().ends_with("OK")),
+            "{step} OK:\n{text}"
         );
     }
 }
