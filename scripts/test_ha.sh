@@ -160,6 +160,14 @@ until healthy sentinel-a && healthy sentinel-b && healthy sentinel-c \
     sleep 1
 done
 
+# Ownership settles (daemons that started later take their share gradually): the same owners
+# twice, 1.5 s apart.
+prev=""
+until [ -n "$prev" ] && [ "$prev" = "$(owners)" ]; do
+    prev="$(owners)"
+    sleep 1.5
+done
+
 FAILED=()
 result() { if [ "$2" = OK ]; then printf '  %-12s OK\n' "$1"; else printf '  %-12s FAIL: %s\n' "$1" "$3"; FAILED+=("$1"); fi; }
 

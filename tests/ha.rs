@@ -34,7 +34,7 @@ fn owned_by(owners: &BTreeMap<String, String>, member: &str) -> Option<String> {
 fn clustered(spec: Spec) -> (Bed, BTreeMap<String, String>) {
     let mut bed = Bed::new(spec);
     bed.start_daemons();
-    let owners = bed.wait_all_owned(&MEMBERS[..bed.spec.daemons], Duration::from_secs(30));
+    let owners = bed.wait_settled(&MEMBERS[..bed.spec.daemons], Duration::from_secs(60));
     (bed, owners)
 }
 
@@ -330,7 +330,7 @@ fn a_rolling_restart_of_all_daemons_misses_no_fault_and_pages_none_twice() {
     let (bed, _) = clustered(Spec::default());
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
     for (i, member) in MEMBERS.iter().enumerate() {
-        let owners = bed.wait_all_owned(&MEMBERS, Duration::from_secs(30));
+        let owners = bed.wait_settled(&MEMBERS, Duration::from_secs(60));
         let target = owned_by(&owners, member).unwrap_or_else(|| format!("t{i:02}"));
         let container = bed.daemon(member).container.clone();
         docker(&["stop", "-t", "10", &container]);
@@ -382,7 +382,7 @@ fn a_joining_daemon_takes_targets_gradually_and_none_goes_unprobed() {
         ..Spec::default()
     });
     bed.start_daemons();
-    bed.wait_all_owned(&MEMBERS[..2], Duration::from_secs(30));
+    bed.wait_settled(&MEMBERS[..2], Duration::from_secs(60));
     let from = chrono::Utc::now().naive_utc();
     let i = bed.add_daemon("node-c");
     bed.wait_healthy(i, Duration::from_secs(60));

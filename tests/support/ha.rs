@@ -574,6 +574,32 @@ impl Bed {
         )
     }
 
+    /// Waits until every target is owned by one of `live` and no owner key has changed for
+    /// 1.5 s (three hand-offs at 2 per second), so a scenario never starts mid-rebalance.
+    pub fn wait_settled(&self, live: &[&str], limit: Duration) -> BTreeMap<String, String> {
+        let want = self.target_names();
+        let mut last: Option<(BTreeMap<String, String>, Instant)> = None;
+        self.wait(
+            limit,
+            &format!("every target owned by one of {live:?}, unchanged for 1.5 s"),
+            || {
+                let o = self.owners();
+                let all = want
+                    .iter()
+                    .all(|t| o.get(t).is_some_and(|m| live.contains(&m.as_str())));
+                match &last {
+                    Some((prev, since)) if *prev == o => {
+                        if all && since.elapsed() >= Duration::from_millis(1500) {
+                            return Some(o);
+                        }
+                    }
+                    _ => last = Some((o, Instant::now())),
+                }
+                None
+            },
+        )
+    }
+
     fn wait_etcd_healthy(&self, limit: Duration) {
         // Every member answers and one of them leads.
         super::wait_for(limit, "etcd to elect a leader and answer", || {
@@ -679,8 +705,12 @@ impl Bed {
             .filter_map(|l| {
                 // "2026-11-26 00:35:00.307 UTC [123] 172.20.0.5 LOG:  connection authorized: ..."
                 let mut w = l.split_whitespace();
-                let (d, t, _tz, _pid, host) =
+                let (d, t, tz, _pid, host) =
                     (w.next()?, w.next()?, w.next()?, w.next()?, w.next()?);
+                assert!(
+                    tz == "UTC" || tz == "GMT",
+                    "the database logs in {tz}, the tests compare with UTC: {l}"
+                );
                 let at = chrono::NaiveDateTime::parse_from_str(
                     &format!("{d} {t}"),
                     "%Y-%m-%d %H:%M:%S%.3f",
