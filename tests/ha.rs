@@ -134,13 +134,39 @@ fn three_daemons_share_thirty_targets_each_owned_and_probed_by_exactly_one() {
     members.sort();
     assert_eq!(members, MEMBERS, "registered members");
     for (i, d) in bed.daemons.iter().enumerate() {
-        let (status, body) = bed.api(i, "/api/v1/status").expect("status answers");
-        assert_eq!(status, 200, "{body}");
-        let v: serde_json::Value = serde_json::from_str(&body).expect("status is JSON");
-        assert_eq!(v["cluster"]["member"], d.member.as_str(), "{body}");
-        assert_eq!(v["cluster"]["fenced"], false, "{body}");
+        let v = bed.status(i);
+        assert_eq!(v["cluster"]["member"], d.member.as_str(), "{v}");
+        assert_eq!(v["cluster"]["fenced"], false, "{v}");
         let listed = v["cluster"]["members"].as_array().map_or(0, Vec::len);
-        assert_eq!(listed, 3, "{}: members in its status: {body}", d.member);
+        assert_eq!(listed, 3, "{}: members in its status: {v}", d.member);
+        let (code, text) = bed.api(i, "/metrics").expect("/metrics answers");
+        assert_eq!(code, 200, "{text}");
+        let samples = support::http::parse_metrics(&text);
+        let m = |name| support::http::metric(&samples, name, &[]);
+        let mine = n.get(&d.member).copied().unwrap_or(0) as f64;
+        assert_eq!(
+            m("sentinel_cluster_owned_targets"),
+            Some(mine),
+            "{}",
+            d.member
+        );
+        assert_eq!(m("sentinel_cluster_members"), Some(3.0), "{}", d.member);
+        assert_eq!(m("sentinel_cluster_fenced"), Some(0.0), "{}", d.member);
+        assert!(
+            m("sentinel_cluster_lease_age_seconds").is_some_and(|a| a < bed.spec.ttl_secs as f64),
+            "{}: a fresh lease",
+            d.member
+        );
+        // Every daemon shows each target's owner as etcd has it.
+        for t in v["targets"].as_array().expect("targets in the status") {
+            let name = t["name"].as_str().unwrap_or_default();
+            assert_eq!(
+                t["owner"].as_str(),
+                owners.get(name).map(String::as_str),
+                "{}'s status: owner of {name}",
+                d.member
+            );
+        }
     }
 
     // Probes over the next 3 s come from the owner's address only.

@@ -425,6 +425,21 @@ impl Bed {
         http_get(&format!("{ip}:9187"), path)
     }
 
+    /// A daemon's status document: the spec's `/api/v1/status`, or `/status` where the API
+    /// serves it today.
+    pub fn status(&self, daemon: usize) -> Value {
+        for path in ["/api/v1/status", "/status"] {
+            if let Some((200, body)) = self.api(daemon, path) {
+                return serde_json::from_str(&body)
+                    .unwrap_or_else(|e| panic!("{path} is not JSON ({e}): {body}"));
+            }
+        }
+        panic!(
+            "{} answers neither /api/v1/status nor /status with 200",
+            self.daemons[daemon].member
+        )
+    }
+
     /// Waits until daemon `i` answers /healthz 200; fails at once, with its log, if its
     /// container exits.
     pub fn wait_healthy(&self, i: usize, limit: Duration) {
