@@ -271,6 +271,16 @@ fn a_daemon_cut_off_from_etcd_stops_its_targets_are_taken_over_and_a_fault_is_he
     );
     let since = bed.kill_db(bed.db_of(&target));
     assert_healed_once(&bed, &target, since, Duration::from_secs(2));
+    // One "coordination lost" alert, from the daemon that lost it, however long it lasts.
+    let lost: Vec<String> = bed
+        .receiver
+        .hits()
+        .into_iter()
+        .filter(|h| h.raw.to_lowercase().contains("coordination"))
+        .map(|h| h.raw)
+        .collect();
+    assert_eq!(lost.len(), 1, "one coordination-lost alert: {lost:?}");
+    assert!(lost[0].contains(&cut), "it names {cut}: {}", lost[0]);
 
     docker(&[
         "network",
