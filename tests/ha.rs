@@ -411,7 +411,7 @@ fn a_rolling_restart_of_all_daemons_misses_no_fault_and_pages_none_twice() {
 }
 
 /// Two daemons own thirty targets; a third joins. It takes its share at the configured
-/// hand-off rate, not all at once; every target keeps an owner key throughout, and each is
+/// hand-off rate (per daemon handing off), not all at once; every target keeps an owner key throughout, and each is
 /// probed at least once in every two intervals (its database's login log).
 #[test]
 fn a_joining_daemon_takes_targets_gradually_and_none_goes_unprobed() {
@@ -447,9 +447,10 @@ fn a_joining_daemon_takes_targets_gradually_and_none_goes_unprobed() {
         if let Some(f) = first {
             let s = f.elapsed().as_secs_f64();
             samples.push((s, mine));
+            // Each of the two daemons that give targets away keeps to the rate.
             assert!(
-                mine as f64 <= rate * s + rate + 1.0,
-                "node-c owns {mine} after {s:.1} s: faster than {rate}/s ({samples:?})"
+                mine as f64 <= 2.0 * (rate * s + rate) + 1.0,
+                "node-c owns {mine} after {s:.1} s: faster than {rate}/s from each giver ({samples:?})"
             );
         }
         if mine >= 7 {
