@@ -501,10 +501,25 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
             crate::heartbeat::spawn(hb, log.clone());
         }
         let docker = std::sync::Arc::new(crate::docker::DockerClient::new(&settings.registry.docker));
-        let (sup, done) = Supervisor::launch(log.clone(), settings, uploader.clone(), Some(store.clone()), docker.clone());
+        let cluster = match settings.registry.cluster.clone() {
+            Some(cfg) => {
+                let (tx, rx) = futures::channel::mpsc::unbounded();
+                match crate::cluster::Cluster::start(cfg, &log, tx) {
+                    Ok(c) => Some((c, rx)),
+                    Err(e) => {
+                        slog::error!(log, "cannot start the cluster thread; stopping"; "event" => "cluster_start_failed", "error" => %e);
+                        return false;
+                    }
+                }
+            }
+            None => None,
+        };
+        let cluster_handle = cluster.as_ref().map(|(c, _)| c.clone());
+        let (sup, done) = Supervisor::launch(log.clone(), settings, uploader.clone(), Some(store.clone()), docker.clone(), cluster);
         if let Some(server) = server {
             let state = crate::api::ApiState { supervisor: sup.clone(), store: Some(store), uploader, token: server.token.clone(),
-                registry_source: source, started_at: chrono::Utc::now(), docker: Some(docker), disks: Some(disks), archive_dir };
+                registry_source: source, started_at: chrono::Utc::now(), docker: Some(docker), disks: Some(disks), archive_dir,
+                cluster: cluster_handle };
             match crate::api::serve(&server, state) {
                 Ok(_) => slog::info!(log, "HTTP API listening"; "event" => "api_listening", "listen" => %server.listen,
                     "mutating_endpoints" => if server.token.is_some() { "on (bearer token)" } else { "off (no token)" }),

@@ -15,6 +15,8 @@
 //! - `fsutil`: the file trust boundary (target files read without symlinks, FIFOs or /proc, with
 //!   caps and deadlines; the daemon's own files 0600 in 0700 directories).
 //! - `lease`: one restart per server across daemons (the async `LeaseBackend` seam; file leases).
+//! - `cluster`: several daemons sharing one fleet through etcd (membership, ownership,
+//!   takeover, fencing, restart intents and the state a takeover resumes from).
 //! - `outage`: one incident per server outage across daemons (who announces it; fail open).
 //! - `preflight`: what the daemon must be able to write, checked at start-up and by /healthz.
 //! - `pidwatch`: instant postmaster-death detection through a pidfd; a stopped one from its state.
@@ -47,6 +49,7 @@ pub mod archive;
 pub mod backoff;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod discovery;

@@ -127,6 +127,31 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "State store writes refused because the writer's queue was full (a disk too slow).",
     ),
+    (
+        "sentinel_cluster_owned_targets",
+        Kind::Gauge,
+        "Targets this daemon owns (cluster mode).",
+    ),
+    (
+        "sentinel_cluster_members",
+        Kind::Gauge,
+        "Live daemons registered in etcd (cluster mode).",
+    ),
+    (
+        "sentinel_cluster_lease_age_seconds",
+        Kind::Gauge,
+        "Time since this daemon's etcd lease was last renewed (-1 before the first).",
+    ),
+    (
+        "sentinel_cluster_fenced",
+        Kind::Gauge,
+        "1 while this daemon may not restart anything (its lease is not known to be live).",
+    ),
+    (
+        "sentinel_cluster_takeovers_total",
+        Kind::Counter,
+        "Targets this daemon took over after another daemon's lease ended.",
+    ),
 ];
 
 /// One series' labels, in the order the call site gives them.
@@ -246,6 +271,18 @@ impl Metrics {
         match self.series(name, &l) {
             Some(Series::Counter(f)) => {
                 f.get_or_create(&l).inc();
+            }
+            Some(_) => self.ignored(name, "of another kind"),
+            None => {}
+        }
+    }
+
+    /// Adds `n` to a counter.
+    pub fn inc_by(&self, name: &'static str, l: &[(&'static str, &str)], n: u64) {
+        let l = labels(l);
+        match self.series(name, &l) {
+            Some(Series::Counter(f)) => {
+                f.get_or_create(&l).inc_by(n);
             }
             Some(_) => self.ignored(name, "of another kind"),
             None => {}

@@ -24,6 +24,9 @@ pub struct TargetStatus {
     /// For a discovered target: its container and the container's labels under the namespace.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub discovered: Option<DiscoveredFrom>,
+    /// Cluster mode: the member (daemon) that owns the target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// Where a discovered target came from, for `status`.

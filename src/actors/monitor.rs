@@ -40,6 +40,8 @@ pub struct Peers {
     pub lease_ttl: Duration,
     /// The Docker Engine, for targets in containers.
     pub docker: Arc<crate::docker::DockerClient>,
+    /// Cluster mode: where the target's state is kept for a takeover.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 pub struct Monitor {
@@ -61,6 +63,11 @@ pub struct Monitor {
     /// Store writes queued since the last checkpoint: awaited before a checkpoint (the
     /// restart) goes on, so a daemon killed there resumes from them.
     unsynced: Vec<Written>,
+    /// Cluster mode: state writes to etcd since the last checkpoint, awaited there too.
+    unsynced_cluster: Vec<futures::channel::oneshot::Receiver<Result<(), String>>>,
+    /// Cluster mode: what the cluster was last told (an open incident or failing probes:
+    /// never handed to another daemon meanwhile).
+    busy: bool,
 }
 
 /// While an incident is open, probe this often to see recovery quickly.
@@ -90,6 +97,8 @@ impl Monitor {
             said_pid_file: false,
             retired: false,
             unsynced: Vec::new(),
+            unsynced_cluster: Vec::new(),
+            busy: false,
         }
     }
 
@@ -103,7 +112,13 @@ impl Monitor {
                 now_utc: Utc::now(),
                 fleet_tripped: self.peers.fleet.tripped(),
             };
-            incident::step(&mut rec, &env, obs)
+            let actions = incident::step(&mut rec, &env, obs);
+            let busy = rec.incident.is_some() || rec.failures > 0;
+            if let Some(c) = self.peers.cluster.as_ref().filter(|_| busy != self.busy) {
+                c.set_busy(&self.target.name, busy);
+                self.busy = busy;
+            }
+            actions
         };
         self.perform(actions, ctx);
     }

@@ -26,6 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+mod ownership;
+
 /// How the Supervisor was started.
 pub struct SupervisorSettings {
     pub registry: Registry,
@@ -63,6 +65,12 @@ pub struct Supervisor {
     discovered: BTreeMap<String, DiscoveredTarget>,
     /// Name clashes already reported (target name, container).
     clashes: HashSet<(String, String)>,
+    /// Cluster mode: the targets this daemon owns (only these run here).
+    owned: std::collections::BTreeSet<String>,
+    /// Cluster mode: the state the last owner kept for a target just gained.
+    handed_state: HashMap<String, crate::cluster::TargetState>,
+    /// Cluster mode: the notices about lost coordination share this id until it comes back.
+    coordination_incident: Option<String>,
 }
 
 impl Supervisor {
@@ -93,6 +101,10 @@ impl Supervisor {
         uploader: Option<Arc<Uploader>>,
         store: Option<Store>,
         docker: Arc<DockerClient>,
+        cluster: Option<(
+            Arc<crate::cluster::Cluster>,
+            futures::channel::mpsc::UnboundedReceiver<crate::cluster::ClusterEvent>,
+        )>,
     ) -> (Addr<Supervisor>, oneshot::Receiver<()>) {
         crate::metrics::set_logger(log.new(slog::o!("actor" => "metrics")));
         let spool = Spool::new(&settings.state_dir);
@@ -116,16 +128,20 @@ impl Supervisor {
             .clone()
             .unwrap_or_else(|| settings.state_dir.join("leases"));
         let lease_ttl = settings.registry.lease.ttl;
-        let leases: Arc<dyn crate::lease::LeaseBackend> = match crate::lease::FileLeases::open(
-            lease_dir.clone(),
+        let (cluster, cluster_events) = cluster.unzip();
+        let leases: Arc<dyn crate::lease::LeaseBackend> = match (
+            &cluster,
+            crate::lease::FileLeases::open(lease_dir.clone()),
         ) {
-            Ok((l, tightened)) => {
+            // Cluster mode: every restart is a compare-and-swap on the target's owner key.
+            (Some(c), _) => c.leases(),
+            (None, Ok((l, tightened))) => {
                 if tightened {
                     warn!(log, "the lease directory was readable or writable by others: made it private (0700)"; "event" => "lease_dir_tightened", "dir" => %lease_dir.display());
                 }
                 Arc::new(l)
             }
-            Err(e) => {
+            (None, Err(e)) => {
                 error!(log, "cannot create the lease directory: restarts will be refused (fail closed)"; "event" => "lease_unavailable", "dir" => %lease_dir.display(), "error" => %e);
                 Arc::new(crate::lease::FileLeases::unusable(
                     lease_dir.clone(),
@@ -155,6 +171,7 @@ impl Supervisor {
                 lease_owner: crate::lease::owner_id().into(),
                 lease_ttl,
                 docker: docker.clone(),
+                cluster,
             },
             slots: BTreeMap::new(),
             stopping: false,
@@ -164,8 +181,17 @@ impl Supervisor {
             discovery: None,
             discovered: BTreeMap::new(),
             clashes: HashSet::new(),
+            owned: Default::default(),
+            handed_state: HashMap::new(),
+            coordination_incident: None,
         };
-        (sup.start(), rx)
+        let addr = Supervisor::create(move |ctx| {
+            if let Some(events) = cluster_events {
+                ctx.add_stream(events);
+            }
+            sup
+        });
+        (addr, rx)
     }
 
     fn spawn_monitor(&self, cfg: Arc<TargetConfig>, record: SharedRecord) -> Addr<Monitor> {
@@ -227,6 +253,11 @@ impl Supervisor {
                 labels: d.labels.clone(),
             };
             out.push((d.cfg.clone(), Some((d.container_id.clone(), from))));
+        }
+        if let Some(c) = &self.peers.cluster {
+            // The daemons share out the whole fleet; only what we own runs here.
+            c.set_targets(out.iter().map(|(t, _)| t.name.clone()));
+            out.retain(|(t, _)| self.owned.contains(&t.name));
         }
         out
     }
@@ -371,7 +402,10 @@ impl Supervisor {
     }
 
     /// A target's record: restored from the store (open incident, budget, maintenance).
-    fn record_for(&self, t: &TargetConfig) -> SharedRecord {
+    fn record_for(&mut self, t: &TargetConfig) -> SharedRecord {
+        if self.peers.cluster.is_some() {
+            return self.record_from_cluster(t);
+        }
         match &self.peers.store {
             Some(store) => SharedRecord::new(store.restore_record(
                 &t.name,
@@ -488,7 +522,12 @@ impl Actor for Supervisor {
         info!(self.log, "starting"; "event" => "daemon_started", "registry" => %self.settings.registry.source,
             "targets" => targets.len(), "archive_dir" => self.settings.registry.archive.local_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_else(|| "(S3 only)".into()),
             "version" => env!("CARGO_PKG_VERSION"));
-        for t in targets {
+        if self.peers.cluster.is_some() {
+            // Targets start as the cluster gives them to this daemon.
+            self.sync();
+        }
+        let alone = self.peers.cluster.is_none();
+        for t in targets.into_iter().filter(|_| alone) {
             let record = self.record_for(&t);
             {
                 let rec = record.lock();
@@ -604,7 +643,12 @@ impl Handler<Shutdown> for Supervisor {
             self.peers.healer.clone(),
             self.peers.notifier.clone(),
         );
+        let leave = self.peers.cluster.as_ref().map(|c| c.leave());
         let drain = async move {
+            if let Some(leave) = leave {
+                // Our lease revoked: the other daemons take our targets over at once.
+                leave.await;
+            }
             let (a, h, n) = futures::join!(
                 a.send(Drain { deadline }),
                 h.send(Drain { deadline }),
@@ -681,6 +725,7 @@ impl Handler<GetStatus> for Supervisor {
                     maintenance_until,
                     monitor_alive: slot.addr.connected(),
                     discovered: slot.discovered.as_ref().map(|(_, d)| d.clone()),
+                    owner: self.peers.cluster.as_ref().map(|c| c.member().to_string()),
                 }
             })
             .collect();

@@ -118,6 +118,13 @@ async fn healthz(st: web::Data<ApiState>) -> HttpResponse {
         );
         problems.extend(problem);
     }
+    if let Some(c) = &st.cluster {
+        let view = c.view();
+        if let Some(why) = &view.fenced {
+            problems.push(format!("cluster: no restarts from this daemon: {why}"));
+        }
+        checks.insert("cluster".into(), json!(view.summary()));
+    }
     let body = json!({"status": if problems.is_empty() { "ok" } else { "unhealthy" }, "problems": problems, "checks": checks,
         "started_at": st.started_at, "version": env!("CARGO_PKG_VERSION")});
     if problems.is_empty() {
@@ -176,7 +183,10 @@ async fn disk_faults(st: &ApiState) -> Vec<(&'static str, Option<String>)> {
 
 async fn status(st: web::Data<ApiState>) -> HttpResponse {
     match statuses(&st).await {
-        Ok(t) => HttpResponse::Ok().json(json!({"targets": t})),
+        Ok(t) => match &st.cluster {
+            Some(c) => HttpResponse::Ok().json(json!({"targets": t, "cluster": c.view()})),
+            None => HttpResponse::Ok().json(json!({"targets": t})),
+        },
         Err(resp) => resp,
     }
 }

@@ -14,6 +14,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "server",
     "fleet_guard",
     "lease",
+    "cluster",
     "heartbeat",
     "docker",
     "archive",

@@ -7,6 +7,7 @@
 //! file; problems found at a variable's key are reported under the variable's name.
 
 use super::archive::RawArchive;
+use super::cluster::{build_cluster, RawCluster};
 use super::defaults::RawDefaults;
 use super::discovery::{build_discovery, RawDiscovery};
 use super::document::section;
@@ -142,6 +143,10 @@ const VARS: &[Var] = &[
     var("SENTINEL_LISTEN", "server.listen", Parse::Set),
     var("SENTINEL_API_TOKEN", "server.token", Parse::Set),
     var("LEASE_DIR", "lease.dir", Parse::Set),
+    var("CLUSTER_ETCD", "cluster.etcd", Parse::SetList),
+    var("CLUSTER_PREFIX", "cluster.prefix", Parse::Set),
+    var("CLUSTER_MEMBER", "cluster.member", Parse::Set),
+    var("CLUSTER_TTL", "cluster.ttl", Parse::Set),
     var("DISCOVER_DOCKER", "discovery.docker.mode", Parse::Mode),
     var(
         "DISCOVER_NAMESPACE",
@@ -166,6 +171,7 @@ const REQUIRED: &[(&str, &str)] = &[
     ("archive.s3", "archive.s3.bucket"),
     ("server", "server.listen"),
     ("discovery", "discovery.docker.mode"),
+    ("cluster", "cluster.etcd"),
 ];
 
 /// Whether the sidecar variables are present (DB_HOST or DISCOVER_DOCKER decides).
@@ -399,6 +405,8 @@ fn from_tree(tree: &Mapping, problems: &mut Problems) -> Registry {
     if let Some(l) = section::<RawLease>(tree, "lease", problems) {
         registry.lease = build_lease(l, problems);
     }
+    registry.cluster =
+        section::<RawCluster>(tree, "cluster", problems).and_then(|c| build_cluster(c, problems));
     registry
 }
 

@@ -2,6 +2,7 @@
 //! on its own (so one typo does not hide the next), then check values.
 
 use super::archive::RawArchive;
+use super::cluster::{build_cluster, RawCluster};
 use super::defaults::RawDefaults;
 use super::discovery::{build_discovery, RawDiscovery};
 use super::docker::{build_docker, RawDocker};
@@ -69,6 +70,8 @@ fn from_sections(map: &Mapping, source: Source, problems: &mut Problems) -> Regi
     if let Some(l) = section::<RawLease>(map, "lease", problems) {
         registry.lease = build_lease(l, problems);
     }
+    registry.cluster =
+        section::<RawCluster>(map, "cluster", problems).and_then(|c| build_cluster(c, problems));
     if let Some(g) = section::<RawFleetGuard>(map, "fleet_guard", problems) {
         registry.fleet_guard = build_fleet_guard(g, problems);
     }

@@ -2,12 +2,13 @@
 //!
 //! One file per section of the registry, each with its raw (as written) type, its validated
 //! type and the checks between them: `targets` (with `probe`, `budget`, `heal`, `forensics`),
-//! `defaults`, `archive`, `notify`, `heartbeat`, `server`, `lease`, `fleet_guard`, `docker`,
-//! `discovery`. `document` turns text into sections, `load` puts them together, `env_mode`
+//! `defaults`, `archive`, `notify`, `heartbeat`, `server`, `lease`, `cluster`, `fleet_guard`,
+//! `docker`, `discovery`. `document` turns text into sections, `load` puts them together, `env_mode`
 //! reads the sidecar variables instead.
 
 mod archive;
 mod budget;
+pub mod cluster;
 mod defaults;
 mod discovery;
 mod docker;
@@ -36,6 +37,7 @@ mod yaml_guard;
 
 pub use archive::{ArchiveConfig, S3Config};
 pub use budget::BudgetConfig;
+pub use cluster::ClusterConfig;
 pub use defaults::TargetDefaults;
 pub use discovery::{DiscoveryMode, DockerDiscovery};
 pub use docker::DockerConfig;

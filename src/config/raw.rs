@@ -4,6 +4,7 @@
 
 pub use super::archive::{RawArchive, RawLocalArchive, RawS3Archive, RawSize};
 pub use super::budget::RawBudget;
+pub use super::cluster::RawCluster;
 pub use super::defaults::RawDefaults;
 pub use super::discovery::{RawDiscovery, RawDockerDiscovery};
 pub use super::docker::RawDocker;

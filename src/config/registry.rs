@@ -1,6 +1,7 @@
 //! The whole validated registry, and where it came from.
 
 use super::archive::{build_archive, ArchiveConfig, RawArchive};
+use super::cluster::ClusterConfig;
 use super::defaults::{build_defaults, RawDefaults, TargetDefaults};
 use super::discovery::DockerDiscovery;
 use super::docker::DockerConfig;
@@ -39,6 +40,8 @@ pub struct Registry {
     pub server: Option<ServerConfig>,
     pub fleet_guard: FleetGuardConfig,
     pub lease: LeaseConfig,
+    /// Several daemons sharing the fleet through etcd; None: this daemon alone.
+    pub cluster: Option<ClusterConfig>,
     pub heartbeat: Option<HeartbeatConfig>,
     pub docker: DockerConfig,
     pub archive: ArchiveConfig,
@@ -72,6 +75,7 @@ pub(crate) fn build(
         server: None,
         fleet_guard: FleetGuardConfig::default(),
         lease: LeaseConfig::default(),
+        cluster: None,
         heartbeat: None,
         docker: DockerConfig::default(),
         archive,

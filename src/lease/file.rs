@@ -129,6 +129,7 @@ impl FileLeases {
     pub fn acquire_blocking(&self, req: &LeaseRequest) -> Result<(), LeaseRefusal> {
         let LeaseRequest {
             key,
+            target: _,
             owner,
             ttl,
             incident,
@@ -195,6 +196,7 @@ mod tests {
     fn req(key: &str, owner: &str, incident: &str, outage: chrono::DateTime<Utc>) -> LeaseRequest {
         LeaseRequest {
             key: key.into(),
+            target: "db".into(),
             owner: owner.into(),
             ttl: Duration::from_secs(60),
             incident: incident.into(),

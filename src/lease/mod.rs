@@ -40,6 +40,10 @@ pub enum LeaseRefusal {
     /// The lease file stayed locked past the bounded wait: fail closed, retry later.
     #[error("the lease file is busy: {0}")]
     Busy(String),
+    /// Cluster mode: this daemon is not known to own the target now (its etcd lease is not
+    /// known to be live, or another daemon owns it): no restart until it owns it again.
+    #[error("coordination lost: {0}")]
+    Fenced(String),
 }
 
 /// What a restart lease is asked for.
@@ -47,6 +51,8 @@ pub enum LeaseRefusal {
 pub struct LeaseRequest {
     /// The server, `host:port`.
     pub key: String,
+    /// The target the restart is for (cluster mode checks that we still own it).
+    pub target: String,
     /// Our owner id ([`owner_id`]).
     pub owner: String,
     pub ttl: Duration,

@@ -131,6 +131,8 @@ pub enum EscalationReason {
     /// The heal stopped on a failure retrying cannot fix (a missing container, a forbidden
     /// Docker Engine, a restart policy that did not act).
     HealRefused,
+    /// Cluster mode: this daemon lost etcd and restarts nothing.
+    CoordinationLost,
 }
 
 impl EscalationReason {
@@ -141,6 +143,7 @@ impl EscalationReason {
             EscalationReason::NoHealAction => "no_heal_action",
             EscalationReason::FleetGuard => "fleet_guard",
             EscalationReason::HealRefused => "heal_refused",
+            EscalationReason::CoordinationLost => "coordination_lost",
         }
     }
 }

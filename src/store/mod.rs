@@ -8,6 +8,7 @@
 //! own (WAL lets them run beside the writer). `restore.rs` rebuilds a target's record.
 
 mod restore;
+pub use restore::{record_from, StoredTarget};
 mod writer;
 
 pub use writer::Written;
@@ -49,7 +50,7 @@ pub struct Store {
 }
 
 /// One incident as stored (the API's and the CLI's view).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct IncidentRow {
     pub id: String,
     pub target: String,
@@ -144,6 +145,33 @@ fn make_private(state_dir: &Path, db: &Path) -> std::io::Result<()> {
 
 fn wall(i: std::time::Instant) -> DateTime<Utc> {
     Utc::now() - chrono::Duration::from_std(i.elapsed()).unwrap_or_default()
+}
+
+impl IncidentRow {
+    /// An open incident as it stands, in the stored form (etcd keeps it for a takeover).
+    pub fn of(inc: &Incident, phase: Phase) -> Self {
+        Self {
+            id: inc.id.clone(),
+            target: inc.target.clone(),
+            class: inc.failure.class.label().to_string(),
+            hard: inc.hard,
+            detail: inc.failure.detail.clone(),
+            sqlstate: inc.failure.sqlstate.clone(),
+            phase: phase.label().to_string(),
+            first_failure_at: inc.first_failure_at,
+            declared_at: inc.declared_at,
+            archive: inc.archive_text(),
+            heal_issued_at: inc.heal_started.map(wall),
+            heal_succeeded: inc.heal_succeeded,
+            recovered_at: None,
+            escalated_at: inc.escalated_at.map(wall),
+            closed: false,
+            downtime_seconds: None,
+            time_to_recovery_seconds: None,
+            alerted: inc.alerted,
+            notices: inc.notices.clone(),
+        }
+    }
 }
 
 impl Store {

@@ -5,7 +5,20 @@ use crate::config::BudgetConfig;
 use crate::incident::{Incident, Phase, TargetRecord};
 use crate::probe::{FailureClass, ProbeFailure};
 use crate::stamp::instant_at;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+
+/// What was kept of a target, wherever it was kept (this daemon's SQLite store, or etcd for
+/// a target taken over from another daemon).
+#[derive(Debug, Default)]
+pub struct StoredTarget {
+    /// Restarts inside the budget window.
+    pub restarts: Vec<DateTime<Utc>>,
+    pub maintenance_until: Option<DateTime<Utc>>,
+    pub open: Option<IncidentRow>,
+    /// The open incident's heal already ran: it resumes as recovering, never restarted twice.
+    pub heal_started: bool,
+    pub backoff_step: u32,
+}
 
 impl Store {
     /// The record a previous run of the daemon left in the store: the restart budget, the
@@ -18,32 +31,49 @@ impl Store {
         budget: &BudgetConfig,
         heal_log_dir: &std::path::Path,
     ) -> TargetRecord {
-        let mut rec = TargetRecord::default();
         let since = Utc::now() - chrono::Duration::from_std(budget.window).unwrap_or_default();
-        rec.restarts = self
-            .restarts_since(target, since)
-            .unwrap_or_default()
-            .into_iter()
-            .map(instant_at)
-            .collect();
-        rec.maintenance_until = self.maintenance(target);
-        if let Some(row) = self.open_incident(target) {
-            let inc = incident_from_row(&row);
-            let heal_started = heal_log_dir.join(format!("{}.log", row.id)).exists();
-            let phase = match Phase::from_label(&row.phase) {
-                Some(Phase::Healing) if heal_started => Phase::Recovering,
-                Some(Phase::Healthy | Phase::Suspect) | None => Phase::Archiving,
-                Some(p) => p,
-            };
-            rec.first_failure = Some((inc.first_failure_at, inc.first_failure_instant));
-            if phase == Phase::Escalated {
-                rec.quiet_until = inc.escalated_at.map(|e| e + budget.window);
-            }
-            rec.phase = phase;
-            rec.incident = Some(inc);
-        }
-        rec
+        let open = self.open_incident(target);
+        let heal_started = open
+            .as_ref()
+            .is_some_and(|row| heal_log_dir.join(format!("{}.log", row.id)).exists());
+        let stored = StoredTarget {
+            restarts: self.restarts_since(target, since).unwrap_or_default(),
+            maintenance_until: self.maintenance(target),
+            open,
+            heal_started,
+            backoff_step: 0,
+        };
+        record_from(stored, budget)
     }
+}
+
+/// Rebuilds a target's record from what was kept of it.
+pub fn record_from(stored: StoredTarget, budget: &BudgetConfig) -> TargetRecord {
+    let mut rec = TargetRecord::default();
+    let since = Utc::now() - chrono::Duration::from_std(budget.window).unwrap_or_default();
+    rec.restarts = stored
+        .restarts
+        .into_iter()
+        .filter(|t| *t >= since)
+        .map(instant_at)
+        .collect();
+    rec.backoff_step = stored.backoff_step;
+    rec.maintenance_until = stored.maintenance_until;
+    if let Some(row) = stored.open {
+        let inc = incident_from_row(&row);
+        let phase = match Phase::from_label(&row.phase) {
+            Some(Phase::Healing) if stored.heal_started => Phase::Recovering,
+            Some(Phase::Healthy | Phase::Suspect) | None => Phase::Archiving,
+            Some(p) => p,
+        };
+        rec.first_failure = Some((inc.first_failure_at, inc.first_failure_instant));
+        if phase == Phase::Escalated {
+            rec.quiet_until = inc.escalated_at.map(|e| e + budget.window);
+        }
+        rec.phase = phase;
+        rec.incident = Some(inc);
+    }
+    rec
 }
 
 /// Rebuilds an open incident that a previous run of the daemon stored.

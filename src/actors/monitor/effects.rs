@@ -25,7 +25,7 @@ impl Monitor {
         let mut rest = actions.into_iter();
         while let Some(action) = rest.next() {
             if let Action::Checkpoint(point) = action {
-                if !self.unsynced.is_empty() {
+                if !(self.unsynced.is_empty() && self.unsynced_cluster.is_empty()) {
                     // The rest waits for the writes, off this thread.
                     return self.after_writes(point, rest.collect(), ctx);
                 }
@@ -38,6 +38,7 @@ impl Monitor {
 
     fn after_writes(&mut self, point: &'static str, rest: Vec<Action>, ctx: &mut Context<Self>) {
         let writes = std::mem::take(&mut self.unsynced);
+        let kept = std::mem::take(&mut self.unsynced_cluster);
         let path = self.peers.store.as_ref().map(|s| s.path().to_string());
         let path = path.unwrap_or_default();
         let fut = async move {
@@ -45,6 +46,14 @@ impl Monitor {
             for w in writes {
                 if let Err(e) = w.wait(STORE_WAIT, &path).await {
                     errors.push(e.to_string());
+                }
+            }
+            for k in kept {
+                // Not kept in etcd: a daemon taking over would not know this step.
+                match tokio::time::timeout(STORE_WAIT, k).await {
+                    Ok(Ok(Ok(()))) => {}
+                    Ok(Ok(Err(e))) => errors.push(format!("etcd: {e}")),
+                    _ => errors.push("etcd: the state write did not answer".into()),
                 }
             }
             errors
@@ -150,6 +159,7 @@ impl Monitor {
     ) {
         let req = LeaseRequest {
             key: server_key(&self.target),
+            target: self.target.name.clone(),
             owner: self.peers.lease_owner.to_string(),
             ttl: self.peers.lease_ttl,
             incident: id.clone(),
@@ -177,6 +187,14 @@ impl Monitor {
 
     /// Queues a store write; the ones a checkpoint depends on are kept to await there.
     fn write(&mut self, action: Action) {
+        if let Some(c) = &self.peers.cluster {
+            if matches!(action, Action::Persist { .. } | Action::RecordRestart) {
+                // After the machine's step: the record already holds what the action says.
+                let state = crate::cluster::TargetState::of(&self.record.lock(), c.member());
+                self.unsynced_cluster
+                    .push(c.save_state(&self.target.name, state));
+            }
+        }
         let Some(store) = &self.peers.store else {
             return;
         };

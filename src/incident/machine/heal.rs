@@ -199,6 +199,9 @@ impl Machine<'_, '_> {
             LeaseRefusal::Store(_) => "lease_unavailable",
             // Someone holds flock on the lease file (or the wait ran out): retried.
             LeaseRefusal::Busy(_) => "lease_busy",
+            // Cluster mode: not known to own the target now; the owner (or this daemon, once
+            // it owns it again) decides.
+            LeaseRefusal::Fenced(_) => "coordination_lost",
         };
         self.hold(
             HOLD_RETRY,
@@ -305,7 +308,10 @@ impl Machine<'_, '_> {
         let mut n = self.failure_notice(NoticeKind::Failure, summary, None, Some(failure));
         if let Some(o) = n.outage.as_mut() {
             // Refused by the lease: the daemon that acted announces this outage.
-            o.may_lead = !matches!(why, "lease_held" | "lease_already_restarted");
+            o.may_lead = !matches!(
+                why,
+                "lease_held" | "lease_already_restarted" | "coordination_lost"
+            );
         }
         self.announce(n, "held", why.into());
     }

@@ -1,0 +1,107 @@
+//! Cluster mode in the Supervisor: a target runs here only while this daemon owns it. The
+//! cluster agent says what was gained (with the state the last owner kept, which the new
+//! Monitor resumes) and what was lost (its Monitor stops at once, mid-incident or not: the
+//! new owner continues the incident from etcd).
+
+use super::Supervisor;
+use crate::cluster::{ClusterEvent, TargetState};
+use crate::notify::{EscalationReason, Notice, NoticeKind};
+use actix::prelude::*;
+use slog::{error, info};
+
+impl StreamHandler<ClusterEvent> for Supervisor {
+    fn handle(&mut self, ev: ClusterEvent, _: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        match ev {
+            ClusterEvent::Gained { target, state } => {
+                self.owned.insert(target.clone());
+                self.handed_state
+                    .insert(target, state.map(|s| *s).unwrap_or_default());
+                self.sync();
+            }
+            ClusterEvent::Lost { target, why } => {
+                self.owned.remove(&target);
+                self.handed_state.remove(&target);
+                if let Some(slot) = self.slots.remove(&target) {
+                    slot.addr.do_send(crate::actors::messages::Retire);
+                    crate::metrics::global().forget_target(&target);
+                    if slot.record.lock().incident.is_some() {
+                        info!(self.log, "target lost mid-incident: its new owner continues the incident";
+                            "event" => "cluster_target_lost", "target" => &target, "why" => why);
+                    }
+                }
+                self.sync();
+            }
+            ClusterEvent::Coordination { lost, reason } => self.coordination(lost, reason),
+        }
+    }
+
+    /// The agent runs as long as the daemon: its stream never ends before shutdown.
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl Supervisor {
+    /// A target's record in cluster mode: what its last owner kept in etcd.
+    pub(super) fn record_from_cluster(
+        &mut self,
+        t: &crate::config::TargetConfig,
+    ) -> crate::incident::SharedRecord {
+        let state: TargetState = self.handed_state.remove(&t.name).unwrap_or_default();
+        let resumed = state.incident.as_ref().map(|i| i.row.id.clone());
+        let rec = crate::store::record_from(state.into_stored(), &t.budget);
+        if let Some(id) = resumed {
+            info!(self.log, "took over an open incident: continuing it"; "event" => "incident_taken_over",
+                "target" => &t.name, "incident" => id, "phase" => rec.phase.label());
+        }
+        crate::incident::SharedRecord::new(rec)
+    }
+
+    /// Says once that coordination was lost (every target dropped, no restarts anywhere from
+    /// here), and once that it came back.
+    fn coordination(&mut self, lost: bool, reason: String) {
+        let Some(cluster) = self.peers.cluster.clone() else {
+            return;
+        };
+        let now = chrono::Utc::now();
+        let endpoint = cluster.config().etcd.join(",");
+        let id = self
+            .coordination_incident
+            .get_or_insert_with(|| {
+                format!("{}-cluster-{}", crate::stamp::stamp(now), cluster.member())
+            })
+            .clone();
+        let (kind, summary) = if lost {
+            error!(self.log, "coordination lost: this daemon runs no target and restarts nothing until etcd answers again"; "event" => "coordination_lost", "reason" => &reason);
+            (NoticeKind::Escalation, format!("Daemon {} lost coordination ({reason}). It restarts nothing and has dropped its targets; the other daemons take them over if they still reach etcd. Check etcd ({endpoint}) and this host's network.", cluster.member()))
+        } else {
+            info!(self.log, "coordination restored"; "event" => "coordination_restored");
+            self.coordination_incident = None;
+            (
+                NoticeKind::Recovery,
+                format!(
+                    "Daemon {} reaches etcd again and takes its share of the targets back.",
+                    cluster.member()
+                ),
+            )
+        };
+        let notice = Notice {
+            kind,
+            target: format!("cluster member {}", cluster.member()),
+            endpoint,
+            incident_id: id,
+            timestamp: now,
+            failure: None,
+            archive: None,
+            reason: lost.then_some(EscalationReason::CoordinationLost),
+            downtime_seconds: None,
+            time_to_recovery_seconds: None,
+            outage: None,
+            summary,
+        };
+        self.peers
+            .notifier
+            .do_send(crate::actors::messages::Notify(notice));
+    }
+}

@@ -1,0 +1,466 @@
+//! The cluster thread's loop: join (lease + member key), keep the lease alive on its own task,
+//! read members and owners every tick, and carry out `ownership::plan`: claim, hand off,
+//! release, and tell the Supervisor what it gained and lost. Losing etcd for longer than the
+//! TTL drops every target (another daemon may own them by now) and says so once.
+
+use super::ownership::{self, Member, OwnerKey, Plan, Reading};
+use super::{Cluster, ClusterEvent, Session, TargetState};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+};
+use slog::{debug, error, info, warn};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest one read or write to etcd may take before the tick gives up on it.
+const CALL_LIMIT: Duration = Duration::from_secs(1);
+
+pub(super) struct Agent {
+    c: Arc<Cluster>,
+    events: super::Events,
+    free_since: HashMap<String, Instant>,
+    generation: u64,
+    started: Instant,
+    /// Our previous session's lease, revoked if its member key is still there at rejoin.
+    last_lease: Option<i64>,
+    /// The "coordination lost" alert went out and no "restored" since.
+    said_lost: bool,
+    said_join_error: Option<String>,
+    handoff_tokens: f64,
+    last_tick: Instant,
+}
+
+type Snapshot = (Vec<Member>, BTreeMap<String, OwnerKey>);
+
+impl Agent {
+    pub(super) fn new(c: Arc<Cluster>, events: super::Events) -> Self {
+        Self {
+            c,
+            events,
+            free_since: HashMap::new(),
+            generation: 0,
+            started: Instant::now(),
+            last_lease: None,
+            said_lost: false,
+            said_join_error: None,
+            handoff_tokens: 0.0,
+            last_tick: Instant::now(),
+        }
+    }
+
+    /// A closed channel means the Supervisor is gone (shutdown): nothing left to tell.
+    fn send(&self, ev: ClusterEvent) {
+        let _ = self.events.unbounded_send(ev);
+    }
+
+    pub(super) async fn run(mut self) {
+        let tick =
+            (self.c.cfg.ttl / 8).clamp(Duration::from_millis(100), Duration::from_millis(250));
+        let mut every = tokio::time::interval(tick);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            self.step().await;
+            self.publish_metrics();
+        }
+    }
+
+    async fn step(&mut self) {
+        self.drop_if_expired();
+        if self.c.lock().session.is_none() {
+            match tokio::time::timeout(self.c.cfg.ttl, self.join()).await {
+                Ok(Ok(())) => self.joined(),
+                Ok(Err(e)) => return self.join_failed(e),
+                Err(_) => return self.join_failed("etcd did not answer".into()),
+            }
+        }
+        let Some(s) = self.c.lock().session.clone() else {
+            return;
+        };
+        match tokio::time::timeout(CALL_LIMIT, read(&self.c, s.client.clone())).await {
+            Ok(Ok(snap)) => self.reconcile(&s, snap).await,
+            Ok(Err(e)) => debug!(self.c.log, "cluster read failed"; "error" => %e),
+            Err(_) => debug!(self.c.log, "cluster read timed out"),
+        }
+    }
+
+    /// A lease not renewed for the whole TTL is gone as far as the other daemons know: they
+    /// may own our targets already, so we stop running them.
+    fn drop_if_expired(&mut self) {
+        let expired = self.c.lease_age().is_some_and(|a| a > self.c.cfg.ttl);
+        let mut s = self.c.lock();
+        if !(expired || s.session.is_none()) {
+            return;
+        }
+        if let Some(old) = s.session.take() {
+            self.last_lease = Some(old.lease);
+        }
+        let dropped: Vec<String> = std::mem::take(&mut s.owned).into_iter().collect();
+        drop(s);
+        if !dropped.is_empty() {
+            error!(self.c.log, "coordination lost: the etcd lease could not be renewed for the whole TTL; every target is dropped (another daemon may own them now) and no restart is made until this daemon joins again";
+                "event" => "cluster_targets_dropped", "targets" => dropped.len());
+            for t in dropped {
+                self.send(ClusterEvent::Lost {
+                    target: t,
+                    why: "coordination lost",
+                });
+            }
+        }
+        self.say_lost("the etcd lease could not be renewed within its TTL".into());
+    }
+
+    fn say_lost(&mut self, reason: String) {
+        if !self.said_lost {
+            self.said_lost = true;
+            self.send(ClusterEvent::Coordination { lost: true, reason });
+        }
+    }
+
+    fn join_failed(&mut self, e: String) {
+        if self.said_join_error.as_deref() != Some(e.as_str()) {
+            warn!(self.c.log, "cannot join the cluster: no target is run and no restart made until etcd answers"; "event" => "cluster_join_failed", "error" => &e, "etcd" => self.c.cfg.etcd.join(","));
+            self.said_join_error = Some(e.clone());
+        }
+        if self.started.elapsed() >= self.c.cfg.ttl {
+            self.say_lost(format!("cannot reach etcd: {e}"));
+        }
+    }
+
+    fn joined(&mut self) {
+        self.said_join_error = None;
+        let lease = self.c.lock().session.as_ref().map(|s| s.lease);
+        info!(self.c.log, "joined the cluster"; "event" => "cluster_joined", "lease" => lease, "ttl_s" => self.c.cfg.ttl.as_secs_f64());
+        if std::mem::take(&mut self.said_lost) {
+            self.send(ClusterEvent::Coordination {
+                lost: false,
+                reason: "joined the cluster again".into(),
+            });
+        }
+    }
+
+    /// Connects, takes a lease and registers `members/{id}` on it (only if no live daemon
+    /// has that id), then starts the keep-alive task.
+    async fn join(&mut self) -> Result<(), String> {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(CALL_LIMIT)
+            .with_timeout(Duration::from_secs(2));
+        let mut client = Client::connect(&self.c.cfg.etcd, Some(opts))
+            .await
+            .map_err(|e| e.to_string())?;
+        let sent = Instant::now();
+        let ttl = self.c.cfg.ttl.as_secs().max(2) as i64;
+        let lease = client
+            .lease_grant(ttl, None)
+            .await
+            .map_err(|e| e.to_string())?
+            .id();
+        let key = self.c.keys.member(&self.c.cfg.member);
+        let value = serde_json::json!({
+            "member": self.c.cfg.member, "lease": lease, "since": chrono::Utc::now(),
+        })
+        .to_string();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.clone(),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let r = client.txn(txn).await.map_err(|e| e.to_string())?;
+        if !r.succeeded() {
+            let held_by = first_kv_lease(&r);
+            let _ = client.lease_revoke(lease).await;
+            if held_by.is_some() && held_by == self.last_lease {
+                // Our own previous session, not yet expired: end it and join next tick.
+                let _ = client.lease_revoke(held_by.unwrap_or_default()).await;
+                return Err("ending this daemon's previous session".into());
+            }
+            return Err(format!(
+                "another live daemon is registered as member '{}' (give each daemon its own cluster.member)",
+                self.c.cfg.member
+            ));
+        }
+        self.generation += 1;
+        let session = Session {
+            client: client.clone(),
+            lease,
+            generation: self.generation,
+        };
+        self.c.lock().session = Some(session);
+        self.c.renewed(sent);
+        let c = self.c.clone();
+        let generation = self.generation;
+        tokio::spawn(keep_alive(c, client, lease, generation));
+        Ok(())
+    }
+
+    async fn reconcile(&mut self, s: &Session, (members, owners): Snapshot) {
+        let now = Instant::now();
+        let rate = self.c.cfg.handoffs_per_second as f64;
+        let dt = now.duration_since(self.last_tick).as_secs_f64();
+        self.last_tick = now;
+        self.handoff_tokens = (self.handoff_tokens + rate * dt).min(rate.max(1.0));
+        let plan = {
+            let mut sh = self.c.lock();
+            sh.members = members.clone();
+            sh.owners = owners.clone();
+            let r = Reading {
+                me: &self.c.cfg.member,
+                my_lease: s.lease,
+                members: &members,
+                owners: &owners,
+                targets: &sh.targets,
+                owned: &sh.owned,
+                busy: &sh.busy,
+                now,
+                stagger: self.c.cfg.stagger,
+                handoffs: self.handoff_tokens as usize,
+            };
+            ownership::plan(&r, &mut self.free_since)
+        };
+        if plan != Plan::default() {
+            self.carry_out(s, plan).await;
+        }
+    }
+
+    async fn carry_out(&mut self, s: &Session, plan: Plan) {
+        let me = self.c.cfg.member.clone();
+        for t in &plan.lost {
+            self.c.lock().owned.remove(t);
+            self.send(ClusterEvent::Lost {
+                target: t.clone(),
+                why: "owned by another daemon",
+            });
+        }
+        for t in &plan.release {
+            let _ = guarded(
+                s,
+                &self.c.keys.owner(t),
+                &me,
+                vec![TxnOp::delete(self.c.keys.owner(t), None)],
+            )
+            .await;
+        }
+        let mut gained = vec![];
+        for t in plan.gained {
+            let state = get_state(s, &self.c.keys.state(&t)).await;
+            gained.push((t, state, false));
+        }
+        for t in plan.claim {
+            match claim(s, &self.c, &t).await {
+                Ok(Some(state)) => gained.push((t, state, true)),
+                Ok(None) => {}
+                Err(e) => debug!(self.c.log, "claim failed"; "target" => &t, "error" => %e),
+            }
+        }
+        let mut takeovers = 0;
+        for (t, state, claimed) in &gained {
+            if *claimed && state.as_ref().is_some_and(|st| st.written_by != me) {
+                takeovers += 1;
+            }
+            self.c.lock().owned.insert(t.clone());
+            self.send(ClusterEvent::Gained {
+                target: t.clone(),
+                state: state.clone().map(Box::new),
+            });
+        }
+        if takeovers > 0 {
+            crate::metrics::global().inc_by("sentinel_cluster_takeovers_total", &[], takeovers);
+        }
+        let mut handed = vec![];
+        for (t, to, lease) in plan.hand_off {
+            let op = TxnOp::put(
+                self.c.keys.owner(&t),
+                to.clone(),
+                Some(PutOptions::new().with_lease(lease)),
+            );
+            if let Ok(true) = guarded(s, &self.c.keys.owner(&t), &me, vec![op]).await {
+                self.handoff_tokens -= 1.0;
+                self.c.lock().owned.remove(&t);
+                self.send(ClusterEvent::Lost {
+                    target: t.clone(),
+                    why: "handed off",
+                });
+                handed.push(format!("{t}→{to}"));
+            }
+        }
+        if !gained.is_empty() || !plan.lost.is_empty() || !handed.is_empty() {
+            let names: Vec<&str> = gained.iter().take(10).map(|(t, _, _)| t.as_str()).collect();
+            info!(self.c.log, "ownership changed"; "event" => "cluster_ownership",
+                "gained" => gained.len(), "takeovers" => takeovers, "lost" => plan.lost.len(), "handed_off" => handed.len(),
+                "gained_names" => names.join(","), "lost_names" => plan.lost.join(","), "handed" => handed.join(","));
+        }
+    }
+
+    fn publish_metrics(&self) {
+        let m = crate::metrics::global();
+        let (owned, members) = {
+            let s = self.c.lock();
+            (s.owned.len(), s.members.len())
+        };
+        m.set("sentinel_cluster_owned_targets", &[], owned as f64);
+        m.set("sentinel_cluster_members", &[], members as f64);
+        m.set(
+            "sentinel_cluster_lease_age_seconds",
+            &[],
+            self.c.lease_age().map_or(-1.0, |a| a.as_secs_f64()),
+        );
+        m.set(
+            "sentinel_cluster_fenced",
+            &[],
+            if self.c.fenced().is_some() { 1.0 } else { 0.0 },
+        );
+    }
+}
+
+/// Renews the lease every third of the TTL on its own task; a renewal counts from when it
+/// was sent. A lease etcd no longer knows ends the session.
+async fn keep_alive(c: Arc<Cluster>, mut client: Client, lease: i64, generation: u64) {
+    let every = c.cfg.ttl / 3;
+    let current = |c: &Cluster| {
+        c.lock()
+            .session
+            .as_ref()
+            .is_some_and(|s| s.generation == generation)
+    };
+    while current(&c) {
+        let Ok(Ok((mut keeper, mut stream))) =
+            tokio::time::timeout(CALL_LIMIT, client.lease_keep_alive(lease)).await
+        else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        while current(&c) {
+            let sent = Instant::now();
+            if keeper.keep_alive().await.is_err() {
+                break;
+            }
+            match tokio::time::timeout(every, stream.message()).await {
+                Ok(Ok(Some(r))) if r.ttl() > 0 => c.renewed(sent),
+                Ok(Ok(Some(_))) => {
+                    warn!(c.log, "etcd no longer knows this daemon's lease (it expired): joining again"; "event" => "cluster_lease_expired", "lease" => lease);
+                    let mut s = c.lock();
+                    if s.session
+                        .as_ref()
+                        .is_some_and(|s| s.generation == generation)
+                    {
+                        s.session = None;
+                    }
+                    return;
+                }
+                _ => break,
+            }
+            tokio::time::sleep(every.saturating_sub(sent.elapsed())).await;
+        }
+    }
+}
+
+/// Members and owners, read at one revision.
+async fn read(c: &Cluster, mut client: Client) -> Result<Snapshot, etcd_client::Error> {
+    let txn = Txn::new().and_then([
+        TxnOp::get(c.keys.members(), Some(GetOptions::new().with_prefix())),
+        TxnOp::get(c.keys.owners(), Some(GetOptions::new().with_prefix())),
+    ]);
+    let r = client.txn(txn).await?;
+    let mut members = vec![];
+    let mut owners = BTreeMap::new();
+    let (mp, op) = (c.keys.members(), c.keys.owners());
+    for resp in r.op_responses() {
+        let TxnOpResponse::Get(g) = resp else {
+            continue;
+        };
+        for kv in g.kvs() {
+            let Ok(key) = kv.key_str() else { continue };
+            if let Some(id) = super::keys::Keys::strip(key, &mp) {
+                members.push(Member {
+                    id: id.to_string(),
+                    lease: kv.lease(),
+                });
+            } else if let Some(t) = super::keys::Keys::strip(key, &op) {
+                owners.insert(
+                    t.to_string(),
+                    OwnerKey {
+                        member: kv.value_str().unwrap_or_default().to_string(),
+                        lease: kv.lease(),
+                    },
+                );
+            }
+        }
+    }
+    members.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok((members, owners))
+}
+
+/// Claims a free target: creates its owner key on our lease if nobody has. Some(state kept
+/// for it) when we own it now.
+async fn claim(
+    s: &Session,
+    c: &Cluster,
+    target: &str,
+) -> Result<Option<Option<TargetState>>, etcd_client::Error> {
+    let key = c.keys.owner(target);
+    let txn = Txn::new()
+        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+        .and_then([
+            TxnOp::put(
+                key,
+                c.cfg.member.clone(),
+                Some(PutOptions::new().with_lease(s.lease)),
+            ),
+            TxnOp::get(c.keys.state(target), None),
+        ]);
+    let mut client = s.client.clone();
+    let r = tokio::time::timeout(CALL_LIMIT, client.txn(txn))
+        .await
+        .map_err(|_| etcd_client::Error::InvalidArgs("etcd did not answer".into()))??;
+    if !r.succeeded() {
+        return Ok(None);
+    }
+    let state = r.op_responses().into_iter().find_map(|o| match o {
+        TxnOpResponse::Get(g) => g
+            .kvs()
+            .first()
+            .and_then(|kv| serde_json::from_slice::<TargetState>(kv.value()).ok()),
+        _ => None,
+    });
+    Ok(Some(state))
+}
+
+async fn get_state(s: &Session, key: &str) -> Option<TargetState> {
+    let mut client = s.client.clone();
+    let r = tokio::time::timeout(CALL_LIMIT, client.get(key, None))
+        .await
+        .ok()?
+        .ok()?;
+    serde_json::from_slice(r.kvs().first()?.value()).ok()
+}
+
+/// Runs `ops` only while `owner_key` is still ours (our id, our current lease).
+async fn guarded(
+    s: &Session,
+    owner_key: &str,
+    me: &str,
+    ops: Vec<TxnOp>,
+) -> Result<bool, etcd_client::Error> {
+    let txn = Txn::new()
+        .when([
+            Compare::value(owner_key, CompareOp::Equal, me),
+            Compare::lease(owner_key, CompareOp::Equal, s.lease),
+        ])
+        .and_then(ops);
+    let mut client = s.client.clone();
+    match tokio::time::timeout(CALL_LIMIT, client.txn(txn)).await {
+        Ok(r) => Ok(r?.succeeded()),
+        Err(_) => Ok(false),
+    }
+}
+
+fn first_kv_lease(r: &etcd_client::TxnResponse) -> Option<i64> {
+    r.op_responses().into_iter().find_map(|o| match o {
+        TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.lease()),
+        _ => None,
+    })
+}

@@ -1,0 +1,299 @@
+//! Several daemons, one fleet: each target owned by exactly one live daemon, through etcd.
+//!
+//! - Membership: each daemon holds one etcd lease and registers `members/{id}` on it; the
+//!   keep-alives run on this module's own thread and runtime, so probe work can never starve
+//!   them.
+//! - Ownership: `owner/{target}` is created by compare-and-swap on the daemon's lease, so a dead
+//!   daemon's keys vanish with its lease. Rendezvous ranking only says who tries first
+//!   (`rendezvous.rs`); the rules are pure (`ownership.rs`); the agent (`agent.rs`) reads etcd,
+//!   claims, hands off and tells the Supervisor what it gained and lost.
+//! - Fencing: a daemon whose last renewal is older than the TTL minus a margin stops every
+//!   remediation ([`Cluster::fenced`]), and every restart is a compare-and-swap on the owner
+//!   key (`restart.rs`, the [`crate::lease::LeaseBackend`] of cluster mode).
+//! - State that must survive a takeover (budget, backoff, the open incident) is kept in etcd
+//!   by the owner (`state.rs`).
+
+mod agent;
+mod keys;
+mod ownership;
+pub mod rendezvous;
+mod restart;
+pub mod state;
+
+pub use ownership::{Member, OwnerKey};
+pub use state::TargetState;
+
+use crate::config::ClusterConfig;
+use etcd_client::Client;
+use keys::Keys;
+use slog::Logger;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the agent tells the Supervisor.
+#[derive(Debug)]
+pub enum ClusterEvent {
+    /// Ours now: start its Monitor from the state the last owner kept (None: none kept).
+    Gained {
+        target: String,
+        state: Option<Box<TargetState>>,
+    },
+    /// Another daemon's now (or nobody's): stop its Monitor at once, whatever it was doing.
+    Lost { target: String, why: &'static str },
+    /// Coordination was lost for longer than the TTL (every target dropped, no restarts), or
+    /// came back.
+    Coordination { lost: bool, reason: String },
+}
+
+/// Where the agent sends what the Supervisor must act on.
+pub type Events = futures::channel::mpsc::UnboundedSender<ClusterEvent>;
+
+/// A live etcd session: the client and our lease.
+#[derive(Clone)]
+struct Session {
+    client: Client,
+    lease: i64,
+    /// Bumped per session, so an old session's keep-alive task stops.
+    generation: u64,
+}
+
+/// What the status page shows of the cluster.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ClusterView {
+    pub member: String,
+    pub members: Vec<String>,
+    /// target → member.
+    pub owners: BTreeMap<String, String>,
+    pub fenced: Option<String>,
+    pub lease_age_seconds: Option<f64>,
+}
+
+impl ClusterView {
+    /// What /healthz shows: no per-target list.
+    pub fn summary(&self) -> serde_json::Value {
+        let owned = self.owners.values().filter(|m| **m == self.member).count();
+        serde_json::json!({
+            "member": self.member, "members": self.members, "owned_targets": owned,
+            "fenced": self.fenced, "lease_age_seconds": self.lease_age_seconds,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    session: Option<Session>,
+    members: Vec<Member>,
+    owners: BTreeMap<String, OwnerKey>,
+    targets: BTreeSet<String>,
+    busy: BTreeSet<String>,
+    owned: BTreeSet<String>,
+}
+
+/// The handle every part of the daemon shares. Cheap to query from an actor's thread; every
+/// etcd call runs on the cluster thread's runtime.
+pub struct Cluster {
+    cfg: ClusterConfig,
+    keys: Keys,
+    rt: tokio::runtime::Handle,
+    shared: Mutex<Shared>,
+    epoch: Instant,
+    /// When the lease was last renewed (ms since `epoch`, taken when the renewal was sent);
+    /// 0: never.
+    renewed_ms: AtomicU64,
+    /// Serializes state writes, so a later state never lands before an earlier one.
+    state_lock: tokio::sync::Mutex<()>,
+    log: Logger,
+}
+
+impl Cluster {
+    /// Starts the cluster thread (its own runtime: keep-alives, reads, claims) and returns
+    /// the shared handle; `events` receives what the Supervisor must act on.
+    pub fn start(cfg: ClusterConfig, log: &Logger, events: Events) -> std::io::Result<Arc<Self>> {
+        let log = log.new(slog::o!("actor" => "cluster", "member" => cfg.member.clone()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("cluster".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let cluster = Arc::new(Cluster {
+                    keys: Keys::new(&cfg.prefix),
+                    cfg,
+                    rt: rt.handle().clone(),
+                    shared: Mutex::new(Shared::default()),
+                    epoch: Instant::now(),
+                    renewed_ms: AtomicU64::new(0),
+                    state_lock: tokio::sync::Mutex::new(()),
+                    log,
+                });
+                let _ = tx.send(Ok(cluster.clone()));
+                rt.block_on(agent::Agent::new(cluster, events).run());
+            })?;
+        rx.recv()
+            .map_err(|_| std::io::Error::other("the cluster thread ended at start"))?
+    }
+
+    pub fn member(&self) -> &str {
+        &self.cfg.member
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.cfg
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long since the lease was last renewed; None before the first renewal.
+    pub fn lease_age(&self) -> Option<Duration> {
+        match self.renewed_ms.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(
+                self.epoch
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(ms)),
+            ),
+        }
+    }
+
+    fn renewed(&self, sent: Instant) {
+        let ms = sent.duration_since(self.epoch).as_millis().max(1) as u64;
+        self.renewed_ms.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    /// Why this daemon may not remediate now, if it may not: no etcd session, or a lease not
+    /// renewed for the TTL minus the margin (it may have expired: another daemon may own our
+    /// targets already).
+    pub fn fenced(&self) -> Option<String> {
+        let limit = self.cfg.ttl.saturating_sub(self.cfg.fence_margin());
+        match self.lease_age() {
+            None => Some("not yet joined the cluster (etcd)".into()),
+            Some(_) if self.lock().session.is_none() => {
+                Some("no etcd session (coordination lost)".into())
+            }
+            Some(age) if age > limit => Some(format!(
+                "the etcd lease was last renewed {:.1} s ago (limit {:.1} s)",
+                age.as_secs_f64(),
+                limit.as_secs_f64()
+            )),
+            Some(_) => None,
+        }
+    }
+
+    /// The fleet's targets (registry and discovered): what the daemons share out.
+    pub fn set_targets(&self, names: impl IntoIterator<Item = String>) {
+        self.lock().targets = names.into_iter().collect();
+    }
+
+    /// Marks a target as mid-incident (never handed off) or not.
+    pub fn set_busy(&self, target: &str, busy: bool) {
+        let mut s = self.lock();
+        if busy {
+            s.busy.insert(target.to_string());
+        } else {
+            s.busy.remove(target);
+        }
+    }
+
+    /// Whether this daemon runs the target now.
+    pub fn owns(&self, target: &str) -> bool {
+        self.lock().owned.contains(target)
+    }
+
+    /// Members, owners and lease health, for `status` and the status page.
+    pub fn view(&self) -> ClusterView {
+        let s = self.lock();
+        let view = ClusterView {
+            member: self.cfg.member.clone(),
+            members: s.members.iter().map(|m| m.id.clone()).collect(),
+            owners: s
+                .owners
+                .iter()
+                .map(|(t, k)| (t.clone(), k.member.clone()))
+                .collect(),
+            fenced: None,
+            lease_age_seconds: self.lease_age().map(|a| a.as_secs_f64()),
+        };
+        drop(s);
+        ClusterView {
+            fenced: self.fenced(),
+            ..view
+        }
+    }
+
+    /// Keeps `state` as the target's state in etcd, if we still own it. The answer says
+    /// whether it was kept; a caller about to restart waits for it.
+    pub fn save_state(
+        self: &Arc<Self>,
+        target: &str,
+        state: TargetState,
+    ) -> futures::channel::oneshot::Receiver<Result<(), String>> {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let me = self.clone();
+        let target = target.to_string();
+        self.rt.spawn(async move {
+            let _order = me.state_lock.lock().await;
+            let r = tokio::time::timeout(Duration::from_secs(2), me.put_state(&target, &state))
+                .await
+                .unwrap_or_else(|_| Err("etcd did not answer within 2 s".into()));
+            let _ = tx.send(r);
+        });
+        rx
+    }
+
+    async fn put_state(&self, target: &str, state: &TargetState) -> Result<(), String> {
+        use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+        let Some(s) = self.lock().session.clone() else {
+            return Err("no etcd session".into());
+        };
+        let json = serde_json::to_vec(state).map_err(|e| e.to_string())?;
+        let owner = self.keys.owner(target);
+        let txn = Txn::new()
+            .when([
+                Compare::value(owner.clone(), CompareOp::Equal, self.cfg.member.clone()),
+                Compare::lease(owner, CompareOp::Equal, s.lease),
+            ])
+            .and_then([TxnOp::put(
+                self.keys.state(target),
+                json,
+                None::<PutOptions>,
+            )]);
+        let mut client = s.client;
+        match client.txn(txn).await {
+            Ok(r) if r.succeeded() => Ok(()),
+            Ok(_) => Err(format!("{target} is no longer owned by this daemon")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The restart lease backend of cluster mode.
+    pub fn leases(self: &Arc<Self>) -> Arc<dyn crate::lease::LeaseBackend> {
+        Arc::new(restart::RestartIntents::new(self.clone()))
+    }
+
+    /// Ends our session at shutdown: revoking the lease frees our targets at once. Answers
+    /// whether it was revoked, within 2 s.
+    pub fn leave(&self) -> impl std::future::Future<Output = bool> {
+        let session = self.lock().session.take();
+        let (tx, rx) = futures::channel::oneshot::channel();
+        if let Some(s) = session {
+            self.rt.spawn(async move {
+                let mut c = s.client;
+                let r = tokio::time::timeout(Duration::from_secs(2), c.lease_revoke(s.lease)).await;
+                let _ = tx.send(matches!(r, Ok(Ok(_))));
+            });
+        }
+        async move { rx.await.unwrap_or(false) }
+    }
+}

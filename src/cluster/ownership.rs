@@ -1,0 +1,274 @@
+//! Who should own what, decided from one reading of etcd: the pure half of the agent, so the
+//! rules (claim a free target after rank x stagger, hand a target to the member that ranks
+//! first for it at a bounded pace, give up what etcd says is no longer ours) are tested by
+//! tables, without etcd.
+
+use super::rendezvous;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+/// A live daemon as registered in etcd.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub id: String,
+    pub lease: i64,
+}
+
+/// One owner key as read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnerKey {
+    pub member: String,
+    pub lease: i64,
+}
+
+/// What one reading of etcd shows, and what this daemon knows.
+pub struct Reading<'a> {
+    pub me: &'a str,
+    pub my_lease: i64,
+    pub members: &'a [Member],
+    pub owners: &'a BTreeMap<String, OwnerKey>,
+    /// Every target of the fleet (the registry's and the discovered ones).
+    pub targets: &'a BTreeSet<String>,
+    /// What this daemon runs Monitors for.
+    pub owned: &'a BTreeSet<String>,
+    /// Targets with an open incident or failing probes: never handed off mid-incident.
+    pub busy: &'a BTreeSet<String>,
+    pub now: Instant,
+    pub stagger: Duration,
+    /// How many hand-offs this reading may start.
+    pub handoffs: usize,
+}
+
+/// What to do about it.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Free targets to try to claim now (compare-and-swap on the owner key).
+    pub claim: Vec<String>,
+    /// Owned targets to hand to the member ranked first for them: (target, member, its lease).
+    pub hand_off: Vec<(String, String, i64)>,
+    /// Targets run here that etcd gives to another (or to nobody): stop at once.
+    pub lost: Vec<String>,
+    /// Targets etcd gives to us (a hand-off from another daemon) not yet run here.
+    pub gained: Vec<String>,
+    /// Owner keys of ours for targets no longer in the fleet: delete them.
+    pub release: Vec<String>,
+}
+
+/// Decides from `r`; `free_since` remembers when each free target was first seen free (the
+/// stagger counts from then) and is updated here.
+pub fn plan(r: &Reading, free_since: &mut HashMap<String, Instant>) -> Plan {
+    let mut p = Plan::default();
+    let ids: Vec<String> = r.members.iter().map(|m| m.id.clone()).collect();
+    let mine = |k: &OwnerKey| k.member == r.me && k.lease == r.my_lease;
+    for t in r.owned {
+        if !r.owners.get(t).is_some_and(mine) {
+            p.lost.push(t.clone());
+        }
+    }
+    for (t, k) in r.owners {
+        if mine(k) && !r.targets.contains(t) {
+            p.release.push(t.clone());
+        }
+    }
+    free_since.retain(|t, _| r.targets.contains(t) && !r.owners.contains_key(t));
+    for t in r.targets {
+        match r.owners.get(t) {
+            Some(k) if mine(k) => {
+                if !r.owned.contains(t) {
+                    p.gained.push(t.clone());
+                }
+            }
+            Some(_) => {}
+            None => {
+                let since = *free_since.entry(t.clone()).or_insert(r.now);
+                // Not yet registered as a member: nobody's turn is ours.
+                let Some(rank) = rendezvous::rank(t, &ids, r.me) else {
+                    continue;
+                };
+                if r.now.duration_since(since) >= r.stagger * rank as u32 {
+                    p.claim.push(t.clone());
+                }
+            }
+        }
+    }
+    for t in r.owned {
+        if p.hand_off.len() >= r.handoffs {
+            break;
+        }
+        if p.lost.contains(t) || r.busy.contains(t) || !r.targets.contains(t) {
+            continue;
+        }
+        let first = rendezvous::ranked(t, &ids).first().map(|s| s.to_string());
+        if let Some(first) = first.filter(|f| f != r.me) {
+            if let Some(m) = r.members.iter().find(|m| m.id == first) {
+                p.hand_off.push((t.clone(), m.id.clone(), m.lease));
+            }
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(ids: &[&str]) -> Vec<Member> {
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| Member {
+                id: id.to_string(),
+                lease: 100 + i as i64,
+            })
+            .collect()
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    struct Case {
+        members: Vec<Member>,
+        owners: BTreeMap<String, OwnerKey>,
+        targets: BTreeSet<String>,
+        owned: BTreeSet<String>,
+        busy: BTreeSet<String>,
+    }
+
+    impl Case {
+        fn new(ids: &[&str], targets: &[&str]) -> Self {
+            Self {
+                members: members(ids),
+                owners: BTreeMap::new(),
+                targets: set(targets),
+                owned: BTreeSet::new(),
+                busy: BTreeSet::new(),
+            }
+        }
+        fn own(&mut self, t: &str, m: &str) {
+            let lease = self
+                .members
+                .iter()
+                .find(|x| x.id == m)
+                .map_or(1, |x| x.lease);
+            self.owners.insert(
+                t.into(),
+                OwnerKey {
+                    member: m.into(),
+                    lease,
+                },
+            );
+        }
+        fn plan(&self, me: &str, after: Duration, handoffs: usize) -> Plan {
+            let t0 = Instant::now();
+            let mut free = HashMap::new();
+            let lease = self
+                .members
+                .iter()
+                .find(|x| x.id == me)
+                .map_or(0, |x| x.lease);
+            let mut r = Reading {
+                me,
+                my_lease: lease,
+                members: &self.members,
+                owners: &self.owners,
+                targets: &self.targets,
+                owned: &self.owned,
+                busy: &self.busy,
+                now: t0,
+                stagger: Duration::from_millis(250),
+                handoffs,
+            };
+            let first = plan(&r, &mut free);
+            if after.is_zero() {
+                return first;
+            }
+            r.now = t0 + after;
+            plan(&r, &mut free)
+        }
+    }
+
+    #[test]
+    fn a_free_target_is_claimed_by_its_first_ranked_member_at_once_and_by_others_after_their_turn()
+    {
+        let c = Case::new(&["a", "b", "c"], &["db1"]);
+        let ids: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let order = rendezvous::ranked("db1", &ids);
+        assert_eq!(c.plan(order[0], Duration::ZERO, 0).claim, vec!["db1"]);
+        assert!(c.plan(order[2], Duration::ZERO, 0).claim.is_empty());
+        assert!(c
+            .plan(order[2], Duration::from_millis(400), 0)
+            .claim
+            .is_empty());
+        assert_eq!(
+            c.plan(order[2], Duration::from_millis(500), 0).claim,
+            vec!["db1"]
+        );
+    }
+
+    #[test]
+    fn an_owned_target_given_to_another_or_expired_is_lost_at_once() {
+        let mut c = Case::new(&["a", "b"], &["db1", "db2"]);
+        c.owned = set(&["db1", "db2"]);
+        c.own("db1", "b");
+        // db2's key vanished with our lease: lost too (then claimed again like any free one).
+        let p = c.plan("a", Duration::ZERO, 0);
+        assert_eq!(p.lost, vec!["db1", "db2"]);
+    }
+
+    #[test]
+    fn a_key_on_an_old_lease_of_ours_is_not_ours() {
+        let mut c = Case::new(&["a"], &["db1"]);
+        c.owned = set(&["db1"]);
+        c.owners.insert(
+            "db1".into(),
+            OwnerKey {
+                member: "a".into(),
+                lease: 7,
+            },
+        );
+        assert_eq!(c.plan("a", Duration::ZERO, 0).lost, vec!["db1"]);
+    }
+
+    #[test]
+    fn hand_offs_go_to_the_first_ranked_member_at_the_given_pace_never_mid_incident() {
+        let targets: Vec<String> = (0..30).map(|i| format!("db{i}")).collect();
+        let names: Vec<&str> = targets.iter().map(|s| s.as_str()).collect();
+        let mut c = Case::new(&["a", "b"], &names);
+        for t in &names {
+            c.own(t, "a");
+        }
+        c.owned = set(&names);
+        let p = c.plan("a", Duration::ZERO, 3);
+        assert_eq!(p.hand_off.len(), 3);
+        for (t, to, lease) in &p.hand_off {
+            assert_eq!(to, "b");
+            assert_eq!(*lease, 101);
+            c.busy.insert(t.clone());
+        }
+        let again = c.plan("a", Duration::ZERO, 100);
+        let ids: Vec<String> = vec!["a".into(), "b".into()];
+        let want = names
+            .iter()
+            .filter(|t| rendezvous::ranked(t, &ids)[0] == "b")
+            .count();
+        assert_eq!(again.hand_off.len(), want - 3, "busy ones are kept");
+        assert!(again.lost.is_empty() && again.claim.is_empty());
+    }
+
+    #[test]
+    fn a_hand_off_to_us_is_gained_and_a_removed_target_released() {
+        let mut c = Case::new(&["a", "b"], &["db1"]);
+        c.own("db1", "a");
+        c.own("gone", "a");
+        let p = c.plan("a", Duration::ZERO, 0);
+        assert_eq!(p.gained, vec!["db1"]);
+        assert_eq!(p.release, vec!["gone"]);
+    }
+
+    #[test]
+    fn a_daemon_not_yet_registered_claims_nothing() {
+        let c = Case::new(&["b"], &["db1"]);
+        let p = c.plan("a", Duration::from_secs(10), 0);
+        assert!(p.claim.is_empty());
+    }
+}

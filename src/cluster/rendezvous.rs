@@ -1,0 +1,77 @@
+//! Rendezvous (highest random weight) ranking of members for a target: every daemon computes
+//! the same order from the same member list, so after an owner's death the first-ranked
+//! member tries first and the others wait their rank's turn. The order only spreads the work
+//! and avoids a stampede; the compare-and-swap in etcd decides who owns.
+
+use sha2::{Digest, Sha256};
+
+/// The weight of `member` for `target`: stable across processes, builds and hosts.
+fn weight(target: &str, member: &str) -> u64 {
+    let mut h = Sha256::new();
+    h.update(target.as_bytes());
+    h.update([0]);
+    h.update(member.as_bytes());
+    let d = h.finalize();
+    u64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
+}
+
+/// `members` ordered for `target`, first choice first.
+pub fn ranked<'a>(target: &str, members: &'a [String]) -> Vec<&'a str> {
+    let mut m: Vec<(u64, &str)> = members
+        .iter()
+        .map(|id| (weight(target, id), id.as_str()))
+        .collect();
+    m.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    m.into_iter().map(|(_, id)| id).collect()
+}
+
+/// Where `member` stands for `target` (0 first), None when it is not a member.
+pub fn rank(target: &str, members: &[String], member: &str) -> Option<usize> {
+    ranked(target, members).iter().position(|m| *m == member)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("node-{i}")).collect()
+    }
+
+    #[test]
+    fn shares_are_even_and_stable_when_a_member_leaves() {
+        let three = members(3);
+        let targets: Vec<String> = (0..300).map(|i| format!("db{i}")).collect();
+        let first = |ms: &[String], t: &str| ranked(t, ms)[0].to_string();
+        let mut counts = std::collections::HashMap::new();
+        for t in &targets {
+            *counts.entry(first(&three, t)).or_insert(0) += 1;
+        }
+        for m in &three {
+            let c = counts[m];
+            assert!((70..=130).contains(&c), "{m} got {c} of 300");
+        }
+        // Removing node-2 moves only node-2's targets.
+        let two = members(2);
+        for t in &targets {
+            let before = first(&three, t);
+            if before != "node-2" {
+                assert_eq!(
+                    before,
+                    first(&two, t),
+                    "{t} moved although its owner stayed"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rank_follows_the_order() {
+        let ms = members(4);
+        let order = ranked("db7", &ms);
+        for (i, m) in order.iter().enumerate() {
+            assert_eq!(rank("db7", &ms, m), Some(i));
+        }
+        assert_eq!(rank("db7", &ms, "stranger"), None);
+    }
+}
