@@ -125,6 +125,11 @@ fn three_daemons_share_thirty_targets_each_owned_and_probed_by_exactly_one() {
         ..Spec::default()
     });
     assert_eq!(owners.len(), 30, "{owners:?}");
+    let alerts = bed.coordination_alerts(bed.created);
+    assert!(
+        alerts.is_empty(),
+        "daemons that start against a healthy etcd page no coordination loss: {alerts:?}"
+    );
     let n = shares(&owners);
     for m in MEMBERS {
         let got = n.get(m).copied().unwrap_or(0);
@@ -272,16 +277,15 @@ fn a_daemon_cut_off_from_etcd_stops_its_targets_are_taken_over_and_a_fault_is_he
     );
     let since = bed.kill_db(bed.db_of(&target));
     assert_healed_once(&bed, &target, since, Duration::from_secs(2));
-    // One "coordination lost" alert, from the daemon that lost it, however long it lasts.
-    let lost: Vec<String> = bed
-        .receiver
-        .hits()
-        .into_iter()
-        .filter(|h| h.raw.to_lowercase().contains("coordination"))
-        .map(|h| h.raw)
-        .collect();
+    // One "coordination lost" alert since the cut, from the daemon that lost it, however
+    // long it lasts.
+    let lost = bed.coordination_alerts(cut_at);
     assert_eq!(lost.len(), 1, "one coordination-lost alert: {lost:?}");
-    assert!(lost[0].contains(&cut), "it names {cut}: {}", lost[0]);
+    assert!(
+        lost[0].to_string().contains(&cut),
+        "it names {cut}: {}",
+        lost[0]
+    );
 
     docker(&[
         "network",

@@ -170,6 +170,8 @@ pub struct Db {
 /// The scenario: built per test, torn down on drop (containers first, then the networks).
 pub struct Bed {
     pub spec: Spec,
+    /// When the bed was made (receiver hits are timed with `Instant`).
+    pub created: Instant,
     pub tag: String,
     pub receiver: Receiver,
     pub etcd: Vec<String>,
@@ -197,6 +199,7 @@ impl Bed {
             .tempdir()
             .expect("temp dir");
         let mut bed = Self {
+            created: Instant::now(),
             password: format!("pw-{:016x}", rand::random::<u64>()),
             etcd: (1..=spec.etcd_nodes)
                 .map(|i| format!("sr-ha-{tag}-etcd{i}"))
@@ -680,6 +683,16 @@ impl Bed {
             .into_iter()
             .map(|h| h.body)
             .filter(|b| b["target"] == target)
+            .collect()
+    }
+
+    /// "coordination lost" alerts the receiver accepted since `since`.
+    pub fn coordination_alerts(&self, since: Instant) -> Vec<Value> {
+        self.receiver
+            .accepted("/hook")
+            .into_iter()
+            .filter(|h| h.at >= since && h.body["reason"] == "coordination_lost")
+            .map(|h| h.body)
             .collect()
     }
 
