@@ -242,7 +242,10 @@ fn a_killed_daemons_targets_are_taken_over_within_ttl_and_a_fault_in_the_gap_is_
 /// healed once with no duplicate page; reconnected, it comes back by itself.
 #[test]
 fn a_daemon_cut_off_from_etcd_stops_its_targets_are_taken_over_and_a_fault_is_healed_once() {
-    let (bed, owners) = clustered(Spec::default());
+    let (bed, owners) = clustered(Spec {
+        etcd_nodes: 3,
+        ..Spec::default()
+    });
     let (cut, target, others) = victim(&owners);
     let i = bed.daemons.iter().position(|d| d.member == cut).unwrap();
     docker(&[
