@@ -112,9 +112,20 @@ for s in "${DAEMONS[@]}" pg1 pg2 pg3 etcd1; do
     [ -n "$(container_of "$s")" ] || die "service $s is not running (scripts/test_ha.sh --up starts the stack)"
 done
 
-# etcdctl inside an etcd container that is running.
+# etcdctl: the host's (Debian's etcd-client; scripts/lib/deps.sh ensure_etcd) against the
+# members' addresses on the coord network, else the one inside a running etcd container.
+ENDPOINTS=""
+if command -v etcdctl >/dev/null 2>&1; then
+    for s in etcd1 etcd2 etcd3; do
+        ip="$(docker inspect -f "{{with index .NetworkSettings.Networks \"$COORD_NET\"}}{{.IPAddress}}{{end}}" "$(container_of "$s")" 2>/dev/null || true)"
+        [ -z "$ip" ] || ENDPOINTS="${ENDPOINTS:+$ENDPOINTS,}http://$ip:2379"
+    done
+fi
 etcdctl() {
     local s c
+    if [ -n "$ENDPOINTS" ] && ETCDCTL_API=3 command etcdctl --endpoints="$ENDPOINTS" --dial-timeout=1s --command-timeout=2s "$@"; then
+        return 0
+    fi
     for s in etcd1 etcd2 etcd3; do
         c="$(container_of "$s")"
         [ -n "$c" ] && [ "$(docker inspect -f '{{.State.Running}}' "$c")" = true ] || continue
