@@ -6,14 +6,15 @@
 # OK/FAIL per step, and exits 1 if any step failed.
 #   1. ownership   every target owned by exactly one live daemon
 #   2. kill        SIGKILL the daemon owning pg1, kill pg1 in the gap: pg1 owned again within
-#                  TTL + 1 s, started exactly once, one failure and one recovery page
+#                  TTL + 1 s (--slack), started exactly once, one failure and one recovery page
 #   3. cut-off     disconnect the daemon owning pg2 from the coord network (etcd only): the
 #                  same checks for pg2; the daemon reports 503; reconnected, it rejoins
 #
-#   scripts/test_ha.sh [--up] [--down] [--timeout SECONDS]
+#   scripts/test_ha.sh [--up] [--down] [--timeout SECONDS] [--slack SECONDS]
 #     --up    write compose/.env.ha if missing (random password, WEBHOOK_URL at this script's
 #             receiver, CLUSTER_TTL=2s), build the local images, start the stack and wait
 #     --down  remove the stack (and its volumes) at the end
+#     --slack the takeover goal is TTL + this (default 1 s; more on a busy machine)
 # Variables: COMPOSE_PROJECT_NAME (sentinel-ha), ENV_FILE (compose/.env.ha), HA_RECEIVER_PORT
 # (18187: the receiver listens on the host on this port; the daemons reach it at
 # host.docker.internal), SENTINEL_BINARY (build the daemon image from this binary).
@@ -22,12 +23,14 @@ set -euo pipefail
 UP=0
 DOWN=0
 TIMEOUT=60
+SLACK=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --up) UP=1 ;;
         --down) DOWN=1 ;;
         --timeout) TIMEOUT="$2"; shift ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        --slack) SLACK="$2"; shift ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "test_ha: unknown argument '$1'" >&2; exit 64 ;;
     esac
     shift
@@ -223,12 +226,12 @@ chaos() {
         sleep 0.5
     done
     sleep 2  # a late second restart or page would show now
-    local starts fail rec health=""
+    local starts fail rec health="" unhealthy=1
     starts="$(starts_since "$db" "$fault")"
     fail="$(pages "$fault" "$target" failure)"
     rec="$(pages "$fault" "$target" recovery)"
     if [ "$how" = cut ]; then
-        health="$(docker exec "$ctr" sentinel-remedy healthcheck 2>&1 || true)"
+        if health="$(docker exec "$ctr" sentinel-remedy healthcheck 2>&1)"; then unhealthy=0; fi
     fi
     printf '  takeover      %s s (new owner %s)\n' "${took:-none}" "${new:-none}"
     printf '  starts        %s Engine start(s) of %s since the fault\n' "$starts" "$target"
@@ -236,7 +239,8 @@ chaos() {
     [ "$how" = cut ] && printf '  cut daemon    %s\n' "$(tr '\n' ' ' <<<"${health:-healthy}" | cut -c1-160)"
     local why=""
     if [ -z "$took" ]; then why="$target was not taken over within ${TIMEOUT}s"
-    elif awk -v a="$took" -v t="$TTL_S" 'BEGIN { exit !(a > t + 1) }'; then why="takeover took $took s, over TTL + 1 s"
+    elif awk -v a="$took" -v t="$TTL_S" -v s="$SLACK" 'BEGIN { exit !(a > t + s) }'; then why="takeover took $took s, over TTL + $SLACK s"
+    elif [ "$unhealthy" = 0 ]; then why="the daemon cut off from etcd still reports healthy"
     elif [ "$starts" != 1 ]; then why="$starts start(s) of $target, expected 1"
     elif [ "$fail" != 1 ] || [ "$rec" != 1 ]; then why="$fail failure and $rec recovery page(s), expected 1 and 1"
     fi
@@ -258,4 +262,4 @@ if [ "${#FAILED[@]}" -gt 0 ]; then
     printf '\ntest_ha: FAILED: %s\n' "${FAILED[*]}" >&2
     exit 1
 fi
-printf '\ntest_ha: OK: every target owned once, takeovers within TTL + 1 s, one restart and one page per fault\n'
+printf '\ntest_ha: OK: every target owned once, takeovers within TTL + %s s, one restart and one page per fault\n' "$SLACK"
