@@ -124,6 +124,7 @@ pub fn load_section(n: usize, window: Duration) {
         let mut b = Bed::new(Spec {
             databases: 3,
             targets: n,
+            probe_interval: "5s",
             ..Spec::default()
         });
         b.start_daemons();
@@ -153,7 +154,10 @@ pub fn load_section(n: usize, window: Duration) {
     std::thread::sleep(window);
     let secs = start.elapsed().as_secs_f64();
     let writes = (revision() - rev0) / secs;
-    println!("\n## Cluster load (3 daemons x {n} targets, probe interval 500 ms, TTL 2 s, {} s window)\n", window.as_secs());
+    println!(
+        "\n## Cluster load (3 daemons x {n} targets, probe interval 5 s, TTL 2 s, {} s window)\n",
+        window.as_secs()
+    );
     println!("| daemon | targets owned | resident memory | CPU (% of one core) |");
     println!("|---|---|---|---|");
     let owners = bed.owners();

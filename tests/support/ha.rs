@@ -139,6 +139,8 @@ pub struct Spec {
     /// Without a `cluster:` section: plain daemons, as before issue 15.
     pub cluster: bool,
     pub handoffs_per_second: u32,
+    /// Every target's probe interval.
+    pub probe_interval: &'static str,
 }
 
 impl Default for Spec {
@@ -151,6 +153,7 @@ impl Default for Spec {
             ttl_secs: 2,
             cluster: true,
             handoffs_per_second: 2,
+            probe_interval: "500ms",
         }
     }
 }
@@ -322,13 +325,14 @@ impl Bed {
             ));
         }
         y.push_str(&format!(
-            "defaults:\n  probe: {{ query: SELECT 1, interval: 500ms, timeout: 1s, failure_threshold: 2 }}\n  \
-             restart_budget: {{ max_restarts: 20, window: 1h }}\n  recovery_timeout: 60s\n\
+            "defaults:\n  probe: {{ query: SELECT 1, interval: {}, timeout: 1s, failure_threshold: 2 }}\n  \
+             restart_budget: {{ max_restarts: 50, window: 1h, backoff: 0s }}\n  recovery_timeout: 60s\n\
              server:\n  listen: 0.0.0.0:9187\n\
              archive:\n  local: {{ dir: /var/lib/sentinel/incidents }}\n\
              docker:\n  events: true\n\
              notify:\n  console: false\n  max_backoff: 1s\n  webhooks:\n    - url: \"{}/hook\"\n\
              targets:\n",
+            self.spec.probe_interval,
             self.receiver.base()
         ));
         for t in self.target_names() {
