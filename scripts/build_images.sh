@@ -80,6 +80,8 @@ build_sentinel() {
     local bin="${SENTINEL_BINARY:-}"
     if [ -z "$bin" ]; then
         say "building the release binary"
+        # The etcd client (cluster mode) is compiled from protobuf definitions with protoc.
+        (source "$ROOT/scripts/lib/deps.sh" && ensure_protoc)
         (cd "$ROOT" && cargo build --release --locked --bin sentinel-remedy >&2)
         bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/sentinel-remedy"
     fi

@@ -477,14 +477,7 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
             "problem" => &problem);
         eprintln!("sentinel-remedy: ERROR: {problem}");
     }
-    let disks = crate::health::Disks {
-        state_dir: settings.state_dir.clone(),
-        lease_dir: (settings.registry.lease.dir.clone())
-            .unwrap_or_else(|| settings.state_dir.join("leases")),
-        // Where archive::spool keeps its records and staged bundles.
-        spool_dir: (settings.registry.archive.s3.is_some())
-            .then(|| settings.state_dir.join("spool")),
-    };
+    let disks = disks_of(&settings);
     // Adopt the postmasters our heal commands start, so one that dies is reaped at once: its
     // zombie would hold the lock file against the next start.
     let subreaper = crate::reaper::become_subreaper();
@@ -501,18 +494,8 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
             crate::heartbeat::spawn(hb, log.clone());
         }
         let docker = std::sync::Arc::new(crate::docker::DockerClient::new(&settings.registry.docker));
-        let cluster = match settings.registry.cluster.clone() {
-            Some(cfg) => {
-                let (tx, rx) = futures::channel::mpsc::unbounded();
-                match crate::cluster::Cluster::start(cfg, &log, tx) {
-                    Ok(c) => Some((c, rx)),
-                    Err(e) => {
-                        slog::error!(log, "cannot start the cluster thread; stopping"; "event" => "cluster_start_failed", "error" => %e);
-                        return false;
-                    }
-                }
-            }
-            None => None,
+        let Ok(cluster) = start_cluster(&settings.registry, &log) else {
+            return false;
         };
         let cluster_handle = cluster.as_ref().map(|(c, _)| c.clone());
         let (sup, done) = Supervisor::launch(log.clone(), settings, uploader.clone(), Some(store.clone()), docker.clone(), cluster);
@@ -540,6 +523,39 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// The directories /healthz checks take writes.
+fn disks_of(settings: &SupervisorSettings) -> crate::health::Disks {
+    crate::health::Disks {
+        state_dir: settings.state_dir.clone(),
+        // Cluster mode keeps its restart leases in etcd.
+        lease_dir: settings.registry.cluster.is_none().then(|| {
+            (settings.registry.lease.dir.clone())
+                .unwrap_or_else(|| settings.state_dir.join("leases"))
+        }),
+        // Where archive::spool keeps its records and staged bundles.
+        spool_dir: (settings.registry.archive.s3.is_some())
+            .then(|| settings.state_dir.join("spool")),
+    }
+}
+
+/// Cluster mode: starts the cluster thread, with the channel its events come back on.
+fn start_cluster(
+    registry: &Registry,
+    log: &slog::Logger,
+) -> Result<Option<crate::cluster::Started>, ()> {
+    let Some(cfg) = registry.cluster.clone() else {
+        return Ok(None);
+    };
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    match crate::cluster::Cluster::start(cfg, log, tx) {
+        Ok(c) => Ok(Some((c, rx))),
+        Err(e) => {
+            slog::error!(log, "cannot start the cluster thread; stopping"; "event" => "cluster_start_failed", "error" => %e);
+            Err(())
+        }
     }
 }
 

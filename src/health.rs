@@ -19,8 +19,9 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct Disks {
     /// `--state-dir`: the incident store, heal logs, the spool.
     pub state_dir: PathBuf,
-    /// `lease.dir`: restart leases (a failure here refuses every restart).
-    pub lease_dir: PathBuf,
+    /// `lease.dir`: restart leases (a failure here refuses every restart). None in cluster
+    /// mode, where the restart leases live in etcd.
+    pub lease_dir: Option<PathBuf>,
     /// The S3 upload spool, when there is an S3 sink.
     pub spool_dir: Option<PathBuf>,
 }
@@ -45,13 +46,15 @@ impl Disks {
         if let Err(e) = probe_dir(&self.state_dir, false) {
             fail("store", "cannot write the state dir", &self.state_dir, e);
         }
-        if let Err(e) = own_dir(&self.lease_dir).and_then(|()| probe_dir(&self.lease_dir, true)) {
-            fail(
-                "lease",
-                "restarts are refused: cannot lock in the lease dir",
-                &self.lease_dir,
-                e,
-            );
+        if let Some(lease_dir) = &self.lease_dir {
+            if let Err(e) = own_dir(lease_dir).and_then(|()| probe_dir(lease_dir, true)) {
+                fail(
+                    "lease",
+                    "restarts are refused: cannot lock in the lease dir",
+                    lease_dir,
+                    e,
+                );
+            }
         }
         // The spool is created when first needed; until then it is the state dir's fault.
         if let Some(spool) = &self.spool_dir {
@@ -128,13 +131,13 @@ mod tests {
         std::fs::create_dir(&state).unwrap();
         let mut disks = Disks {
             state_dir: state.clone(),
-            lease_dir: state.join("leases"),
+            lease_dir: Some(state.join("leases")),
             spool_dir: None,
         };
         let faults = disks.check();
         assert_eq!(faults.len(), 1, "{faults:?}");
         assert_eq!(faults[0].part, "lease");
-        std::fs::create_dir(&disks.lease_dir).unwrap();
+        std::fs::create_dir(disks.lease_dir.as_ref().unwrap()).unwrap();
         assert!(disks.check().is_empty());
         let file = root.path().join("file");
         std::fs::write(&file, "x").unwrap();

@@ -27,30 +27,6 @@ ensure_postgres() {
     fi
 }
 
-# etcd and etcdctl (Debian's etcd-server and etcd-client, 3.4): the cluster-mode tests and
-# scripts/test_ha.sh read the owner keys with etcdctl; the etcd image installs etcd-server.
-ensure_etcd() {
-    if command -v etcd >/dev/null 2>&1 && command -v etcdctl >/dev/null 2>&1; then
-        return
-    fi
-    echo "== installing etcd (etcd-server, etcd-client)"
-    apt_install etcd-server etcd-client
-    # Debian's package starts a member of its own; the tests run theirs in containers.
-    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
-        systemctl stop etcd >/dev/null 2>&1 || true
-        systemctl disable etcd >/dev/null 2>&1 || true
-    fi
-}
-
-# protoc: the etcd-client crate compiles etcd's gRPC definitions at build time.
-ensure_protoc() {
-    if command -v protoc >/dev/null 2>&1; then
-        return
-    fi
-    echo "== installing protoc (protobuf-compiler)"
-    apt_install protobuf-compiler
-}
-
 ensure_nextest() {
     if cargo nextest --version >/dev/null 2>&1; then
         return
@@ -119,4 +95,26 @@ ensure_docker() {
     command -v flock >/dev/null 2>&1 || apt_install util-linux
     echo "== container images (built once, then reused)"
     scripts/build_images.sh postgres etcd
+}
+
+# Cluster mode: the etcd-client crate compiles etcd's protobuf definitions with protoc.
+ensure_protoc() {
+    if command -v protoc >/dev/null 2>&1; then
+        return
+    fi
+    echo "== installing protobuf-compiler (protoc, to build the etcd client)"
+    apt_install protobuf-compiler
+}
+
+# Cluster mode's tests run a real etcd (and etcdctl to read its keys from outside).
+ensure_etcd() {
+    if command -v etcd >/dev/null 2>&1 && command -v etcdctl >/dev/null 2>&1; then
+        return
+    fi
+    echo "== installing etcd-server and etcd-client"
+    apt_install etcd-server etcd-client
+    # Debian's package may start a system etcd; the tests start their own.
+    if command -v systemctl >/dev/null 2>&1; then
+        systemctl stop etcd >/dev/null 2>&1 || true
+    fi
 }

@@ -101,10 +101,7 @@ impl Supervisor {
         uploader: Option<Arc<Uploader>>,
         store: Option<Store>,
         docker: Arc<DockerClient>,
-        cluster: Option<(
-            Arc<crate::cluster::Cluster>,
-            futures::channel::mpsc::UnboundedReceiver<crate::cluster::ClusterEvent>,
-        )>,
+        cluster: Option<crate::cluster::Started>,
     ) -> (Addr<Supervisor>, oneshot::Receiver<()>) {
         crate::metrics::set_logger(log.new(slog::o!("actor" => "metrics")));
         let spool = Spool::new(&settings.state_dir);
@@ -129,33 +126,17 @@ impl Supervisor {
             .unwrap_or_else(|| settings.state_dir.join("leases"));
         let lease_ttl = settings.registry.lease.ttl;
         let (cluster, cluster_events) = cluster.unzip();
-        let leases: Arc<dyn crate::lease::LeaseBackend> = match (
-            &cluster,
-            crate::lease::FileLeases::open(lease_dir.clone()),
-        ) {
-            // Cluster mode: every restart is a compare-and-swap on the target's owner key.
-            (Some(c), _) => c.leases(),
-            (None, Ok((l, tightened))) => {
-                if tightened {
-                    warn!(log, "the lease directory was readable or writable by others: made it private (0700)"; "event" => "lease_dir_tightened", "dir" => %lease_dir.display());
-                }
-                Arc::new(l)
-            }
-            (None, Err(e)) => {
-                error!(log, "cannot create the lease directory: restarts will be refused (fail closed)"; "event" => "lease_unavailable", "dir" => %lease_dir.display(), "error" => %e);
-                Arc::new(crate::lease::FileLeases::unusable(
-                    lease_dir.clone(),
-                    e.to_string(),
-                ))
-            }
-        };
-        // The outage book lives beside the leases: daemons sharing one share the other.
-        let notifier = Notifier::new(log.clone(), &settings.registry.notify, store.clone())
-            .with_outages(
+        let leases = restart_leases(&log, cluster.as_ref(), &lease_dir);
+        // The outage book lives beside the leases: daemons sharing one share the other. In
+        // cluster mode only a target's owner runs it, and the incident moves with the target.
+        let mut notifier = Notifier::new(log.clone(), &settings.registry.notify, store.clone());
+        if cluster.is_none() {
+            notifier = notifier.with_outages(
                 crate::outage::OutageBook::new(lease_dir.clone(), Default::default()),
                 crate::lease::owner_id(),
-            )
-            .start();
+            );
+        }
+        let notifier = notifier.start();
         let (tx, rx) = oneshot::channel();
         let sup = Supervisor {
             log: log.new(slog::o!("actor" => "supervisor")),
@@ -511,6 +492,33 @@ impl Supervisor {
         self.start_docker(ctx);
         info!(self.log, "registry reloaded"; "event" => "reload_applied", "added" => added.join(","), "removed" => removed.join(","),
             "changed" => changed.join(","), "unchanged" => unchanged);
+    }
+}
+
+/// The restart lease backend: in cluster mode a compare-and-swap on the target's owner key
+/// in etcd; else lease files in `lease_dir` (an unusable directory refuses every restart).
+fn restart_leases(
+    log: &Logger,
+    cluster: Option<&Arc<crate::cluster::Cluster>>,
+    lease_dir: &std::path::Path,
+) -> Arc<dyn crate::lease::LeaseBackend> {
+    if let Some(c) = cluster {
+        return c.leases();
+    }
+    match crate::lease::FileLeases::open(lease_dir.to_path_buf()) {
+        Ok((l, tightened)) => {
+            if tightened {
+                warn!(log, "the lease directory was readable or writable by others: made it private (0700)"; "event" => "lease_dir_tightened", "dir" => %lease_dir.display());
+            }
+            Arc::new(l)
+        }
+        Err(e) => {
+            error!(log, "cannot create the lease directory: restarts will be refused (fail closed)"; "event" => "lease_unavailable", "dir" => %lease_dir.display(), "error" => %e);
+            Arc::new(crate::lease::FileLeases::unusable(
+                lease_dir.to_path_buf(),
+                e.to_string(),
+            ))
+        }
     }
 }
 

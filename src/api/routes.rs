@@ -67,6 +67,13 @@ async fn healthz(st: web::Data<ApiState>) -> HttpResponse {
         Err(_) => problems.push("the supervisor does not answer".into()),
     }
     checks.insert("registry".into(), json!(st.registry_source));
+    if let Some(c) = &st.cluster {
+        let view = c.view();
+        if let Some(why) = &view.fenced {
+            problems.push(format!("cluster: no restarts from this daemon: {why}"));
+        }
+        checks.insert("cluster".into(), json!(view.summary()));
+    }
     for (part, fault) in disk_faults(&st).await {
         match fault {
             None => {
@@ -78,6 +85,37 @@ async fn healthz(st: web::Data<ApiState>) -> HttpResponse {
             }
         }
     }
+    services_check(&st, &mut problems, &mut checks).await;
+    if let Some(dir) = st.archive_dir.clone() {
+        // Asked afresh (bounded, off the server's thread): a directory fixed or broken since
+        // start-up shows at once.
+        let check =
+            tokio::task::spawn_blocking(move || crate::preflight::archive_dir_problem(&dir));
+        let problem = match tokio::time::timeout(Duration::from_secs(2), check).await {
+            Ok(Ok(p)) => p,
+            _ => Some("archive directory: the write check did not finish within 2 s".into()),
+        };
+        checks.insert(
+            "archive".into(),
+            json!(problem.as_deref().map_or("ok", |_| "not writable")),
+        );
+        problems.extend(problem);
+    }
+    let body = json!({"status": if problems.is_empty() { "ok" } else { "unhealthy" }, "problems": problems, "checks": checks,
+        "started_at": st.started_at, "version": env!("CARGO_PKG_VERSION")});
+    if problems.is_empty() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// The Docker Engine (once a container target used it) and the S3 uploads.
+async fn services_check(
+    st: &ApiState,
+    problems: &mut Vec<String>,
+    checks: &mut serde_json::Map<String, serde_json::Value>,
+) {
     // Only once a container target has used the Engine (at start-up or after a reload).
     if let Some(docker) = st.docker.as_ref().filter(|d| d.health().state != "unknown") {
         // Asked afresh (bounded), so a socket that came back or went away shows at once.
@@ -103,35 +141,6 @@ async fn healthz(st: web::Data<ApiState>) -> HttpResponse {
             ));
         }
     }
-    if let Some(dir) = st.archive_dir.clone() {
-        // Asked afresh (bounded, off the server's thread): a directory fixed or broken since
-        // start-up shows at once.
-        let check =
-            tokio::task::spawn_blocking(move || crate::preflight::archive_dir_problem(&dir));
-        let problem = match tokio::time::timeout(Duration::from_secs(2), check).await {
-            Ok(Ok(p)) => p,
-            _ => Some("archive directory: the write check did not finish within 2 s".into()),
-        };
-        checks.insert(
-            "archive".into(),
-            json!(problem.as_deref().map_or("ok", |_| "not writable")),
-        );
-        problems.extend(problem);
-    }
-    if let Some(c) = &st.cluster {
-        let view = c.view();
-        if let Some(why) = &view.fenced {
-            problems.push(format!("cluster: no restarts from this daemon: {why}"));
-        }
-        checks.insert("cluster".into(), json!(view.summary()));
-    }
-    let body = json!({"status": if problems.is_empty() { "ok" } else { "unhealthy" }, "problems": problems, "checks": checks,
-        "started_at": st.started_at, "version": env!("CARGO_PKG_VERSION")});
-    if problems.is_empty() {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
 }
 
 /// `store`, `lease` and `spool` (with an S3 sink), each `None` when it takes writes, checked
@@ -142,7 +151,9 @@ async fn disk_faults(st: &ApiState) -> Vec<(&'static str, Option<String>)> {
         parts.push("store");
     }
     if let Some(d) = &st.disks {
-        parts.push("lease");
+        if d.lease_dir.is_some() {
+            parts.push("lease");
+        }
         if d.spool_dir.is_some() {
             parts.push("spool");
         }

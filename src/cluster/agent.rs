@@ -68,6 +68,7 @@ impl Agent {
 
     async fn step(&mut self) {
         self.drop_if_expired();
+        self.stand_down_if_fenced();
         if self.c.lock().session.is_none() {
             match tokio::time::timeout(self.c.cfg.ttl, self.join()).await {
                 Ok(Ok(())) => self.joined(),
@@ -90,7 +91,9 @@ impl Agent {
     fn drop_if_expired(&mut self) {
         let expired = self.c.lease_age().is_some_and(|a| a > self.c.cfg.ttl);
         let mut s = self.c.lock();
-        if !(expired || s.session.is_none()) {
+        let had = s.session.is_some();
+        // Still live; or never joined, or already dropped: nothing to give up.
+        if (had && !expired) || (!had && s.owned.is_empty()) {
             return;
         }
         if let Some(old) = s.session.take() {
@@ -98,17 +101,38 @@ impl Agent {
         }
         let dropped: Vec<String> = std::mem::take(&mut s.owned).into_iter().collect();
         drop(s);
-        if !dropped.is_empty() {
-            error!(self.c.log, "coordination lost: the etcd lease could not be renewed for the whole TTL; every target is dropped (another daemon may own them now) and no restart is made until this daemon joins again";
-                "event" => "cluster_targets_dropped", "targets" => dropped.len());
-            for t in dropped {
-                self.send(ClusterEvent::Lost {
-                    target: t,
-                    why: "coordination lost",
-                });
-            }
+        error!(self.c.log, "coordination lost: the etcd lease could not be renewed for the whole TTL; every target is dropped (another daemon may own them now) and no restart is made until this daemon joins again";
+            "event" => "cluster_targets_dropped", "targets" => dropped.len());
+        for t in dropped {
+            self.send(ClusterEvent::Lost {
+                target: t,
+                why: "coordination lost",
+            });
         }
         self.say_lost("the etcd lease could not be renewed within its TTL".into());
+    }
+
+    /// Fenced (the lease may expire before it is renewed): stop running our targets now,
+    /// before another daemon can own them, so two Monitors never act on one target. The keys
+    /// stay ours: if the lease is renewed in time, the next reading gives them back.
+    fn stand_down_if_fenced(&mut self) {
+        let Some(why) = self.c.fenced() else {
+            return;
+        };
+        let dropped: Vec<String> = std::mem::take(&mut self.c.lock().owned)
+            .into_iter()
+            .collect();
+        if dropped.is_empty() {
+            return;
+        }
+        warn!(self.c.log, "fenced: this daemon stops running its targets until its lease is renewed"; "event" => "cluster_fenced",
+            "targets" => dropped.len(), "why" => why);
+        for t in dropped {
+            self.send(ClusterEvent::Lost {
+                target: t,
+                why: "fenced",
+            });
+        }
     }
 
     fn say_lost(&mut self, reason: String) {
@@ -220,6 +244,15 @@ impl Agent {
                 handoffs: self.handoff_tokens as usize,
             };
             ownership::plan(&r, &mut self.free_since)
+        };
+        let plan = if self.c.fenced().is_some() {
+            // Nothing new while fenced: only what etcd already gave to others is let go.
+            Plan {
+                lost: plan.lost,
+                ..Plan::default()
+            }
+        } else {
+            plan
         };
         if plan != Plan::default() {
             self.carry_out(s, plan).await;

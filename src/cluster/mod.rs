@@ -50,6 +50,12 @@ pub enum ClusterEvent {
 /// Where the agent sends what the Supervisor must act on.
 pub type Events = futures::channel::mpsc::UnboundedSender<ClusterEvent>;
 
+/// A started cluster: the handle, and the events the Supervisor is to act on.
+pub type Started = (
+    Arc<Cluster>,
+    futures::channel::mpsc::UnboundedReceiver<ClusterEvent>,
+);
+
 /// A live etcd session: the client and our lease.
 #[derive(Clone)]
 struct Session {

@@ -30,6 +30,37 @@ pub fn rank(target: &str, members: &[String], member: &str) -> Option<usize> {
     ranked(target, members).iter().position(|m| *m == member)
 }
 
+/// Who should own each target: its first-ranked member that still has room, each member
+/// taking at most ceil(targets / members). Every daemon computes the same map from the same
+/// member and target lists, so shares are even (rendezvous alone leaves +-30 % on 30
+/// targets) while most targets still go to their first choice and stay there.
+pub fn balanced<'a>(
+    targets: impl IntoIterator<Item = &'a String>,
+    members: &[String],
+) -> std::collections::HashMap<String, String> {
+    let targets: Vec<&String> = targets.into_iter().collect();
+    let mut out = std::collections::HashMap::new();
+    if members.is_empty() {
+        return out;
+    }
+    let cap = targets.len().div_ceil(members.len());
+    let mut load: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    // First choices first: a target is moved off its first choice only by the cap.
+    let mut order: Vec<(&String, Vec<&str>)> =
+        targets.iter().map(|t| (*t, ranked(t, members))).collect();
+    order.sort_by(|a, b| a.0.cmp(b.0));
+    for (t, ranks) in order {
+        if let Some(m) = ranks
+            .iter()
+            .find(|m| load.get(**m).copied().unwrap_or(0) < cap)
+        {
+            *load.entry(m).or_insert(0) += 1;
+            out.insert(t.clone(), m.to_string());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +93,28 @@ mod tests {
                     "{t} moved although its owner stayed"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn balanced_shares_differ_by_at_most_one() {
+        for n in [1usize, 2, 3, 5] {
+            let ms = members(n);
+            let targets: Vec<String> = (0..30).map(|i| format!("db{i}")).collect();
+            let map = balanced(&targets, &ms);
+            assert_eq!(map.len(), 30);
+            let mut counts = std::collections::HashMap::new();
+            for m in map.values() {
+                *counts.entry(m.clone()).or_insert(0) += 1;
+            }
+            let (lo, hi) = (
+                counts.values().min().copied().unwrap_or(0),
+                counts.values().max().copied().unwrap_or(0),
+            );
+            assert!(
+                hi <= 30usize.div_ceil(n) && hi - lo <= 30 / n,
+                "{n}: {counts:?}"
+            );
         }
     }
 

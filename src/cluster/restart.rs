@@ -7,7 +7,7 @@
 use super::Cluster;
 use crate::lease::{LeaseBackend, LeaseRefusal, LeaseRequest};
 use chrono::{DateTime, Utc};
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Compare, CompareOp, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -67,26 +67,7 @@ async fn decide(c: &Cluster, req: &LeaseRequest) -> Result<(), LeaseRefusal> {
     let Some(s) = c.lock().session.clone() else {
         return Err(LeaseRefusal::Fenced("no etcd session".into()));
     };
-    let mut client = s.client.clone();
-    let (owner_key, restart_key) = (c.keys.owner(&req.target), c.keys.restart(&req.key));
-    let store = |e: etcd_client::Error| LeaseRefusal::Busy(e.to_string());
-    let read = client
-        .txn(Txn::new().and_then([
-            TxnOp::get(owner_key.clone(), None),
-            TxnOp::get(restart_key.clone(), None),
-        ]))
-        .await
-        .map_err(store)?;
-    let gets: Vec<_> = read
-        .op_responses()
-        .into_iter()
-        .filter_map(|o| match o {
-            TxnOpResponse::Get(g) => Some(g.kvs().first().cloned()),
-            _ => None,
-        })
-        .collect();
-    let owner_kv = gets.first().cloned().flatten();
-    let restart_kv = gets.get(1).cloned().flatten();
+    let (owner_kv, restart_kv) = read_keys(c, &s, req).await?;
     let owner_rev = match &owner_kv {
         Some(kv) if kv.value() == c.cfg.member.as_bytes() && kv.lease() == s.lease => {
             kv.mod_revision()
@@ -121,6 +102,39 @@ async fn decide(c: &Cluster, req: &LeaseRequest) -> Result<(), LeaseRefusal> {
             });
         }
     }
+    record_intent(c, &s, req, owner_rev, restart_rev).await
+}
+
+/// The target's owner key and the server's last restart intent, read at one revision.
+async fn read_keys(
+    c: &Cluster,
+    s: &super::Session,
+    req: &LeaseRequest,
+) -> Result<(Option<KeyValue>, Option<KeyValue>), LeaseRefusal> {
+    let mut client = s.client.clone();
+    let read = client
+        .txn(Txn::new().and_then([
+            TxnOp::get(c.keys.owner(&req.target), None),
+            TxnOp::get(c.keys.restart(&req.key), None),
+        ]))
+        .await
+        .map_err(|e| LeaseRefusal::Busy(e.to_string()))?;
+    let mut gets = read.op_responses().into_iter().filter_map(|o| match o {
+        TxnOpResponse::Get(g) => Some(g.kvs().first().cloned()),
+        _ => None,
+    });
+    Ok((gets.next().flatten(), gets.next().flatten()))
+}
+
+/// Records the restart intent, only if the owner key and the restart record are still as
+/// read: the fencing compare-and-swap.
+async fn record_intent(
+    c: &Cluster,
+    s: &super::Session,
+    req: &LeaseRequest,
+    owner_rev: i64,
+    restart_rev: i64,
+) -> Result<(), LeaseRefusal> {
     let intent = RestartIntent {
         owner: c.cfg.member.clone(),
         target: req.target.clone(),
@@ -129,6 +143,7 @@ async fn decide(c: &Cluster, req: &LeaseRequest) -> Result<(), LeaseRefusal> {
         owner_revision: owner_rev,
     };
     let json = serde_json::to_vec(&intent).map_err(|e| LeaseRefusal::Store(e.to_string()))?;
+    let (owner_key, restart_key) = (c.keys.owner(&req.target), c.keys.restart(&req.key));
     let txn = Txn::new()
         .when([
             Compare::value(owner_key.clone(), CompareOp::Equal, c.cfg.member.clone()),
@@ -136,7 +151,11 @@ async fn decide(c: &Cluster, req: &LeaseRequest) -> Result<(), LeaseRefusal> {
             Compare::mod_revision(restart_key.clone(), CompareOp::Equal, restart_rev),
         ])
         .and_then([TxnOp::put(restart_key, json, None::<PutOptions>)]);
-    let r = client.txn(txn).await.map_err(store)?;
+    let mut client = s.client.clone();
+    let r = client
+        .txn(txn)
+        .await
+        .map_err(|e| LeaseRefusal::Busy(e.to_string()))?;
     if r.succeeded() {
         Ok(())
     } else {

@@ -54,28 +54,7 @@ pub fn host_name() -> String {
 
 /// Validates `cluster:`; None when it cannot be used (the problems say why).
 pub(crate) fn build_cluster(c: RawCluster, problems: &mut Problems) -> Option<ClusterConfig> {
-    let mut ok = true;
-    if c.etcd.is_empty() {
-        ok = false;
-        problems.push(
-            "cluster.etcd",
-            "no etcd endpoint is given",
-            "list the etcd client URLs, e.g. [\"http://etcd1:2379\"], or remove `cluster:` to run one daemon alone",
-        );
-    }
-    for (i, e) in c.etcd.iter().enumerate() {
-        let good = url::Url::parse(e)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
-        if good.is_none() {
-            ok = false;
-            problems.push(
-                format!("cluster.etcd[{i}]"),
-                format!("'{e}' is not an etcd client URL"),
-                "use http://host:2379 (or https://)",
-            );
-        }
-    }
+    let mut ok = endpoints_ok(&c.etcd, problems);
     let prefix = c.prefix.unwrap_or_else(|| "sentinel-remedy".into());
     let prefix = prefix.trim_matches('/').to_string();
     if prefix.is_empty() || prefix.contains(char::is_whitespace) {
@@ -95,11 +74,68 @@ pub(crate) fn build_cluster(c: RawCluster, problems: &mut Problems) -> Option<Cl
             "use a name without '/' or spaces, unique per daemon (default: the host name)",
         );
     }
-    let ttl = c
-        .ttl
-        .as_ref()
+    let handoffs_per_second = c.handoffs_per_second.unwrap_or(2);
+    if handoffs_per_second == 0 {
+        ok = false;
+        problems.push(
+            "cluster.handoffs_per_second",
+            "0 would never give a joining daemon its share",
+            "use 1 or more (default 2)",
+        );
+    }
+    let (ttl, stagger) = timing(c.ttl.as_ref(), c.stagger.as_ref(), problems)?;
+    ok.then_some(ClusterConfig {
+        etcd: c.etcd,
+        prefix,
+        member,
+        ttl,
+        handoffs_per_second,
+        stagger,
+    })
+}
+
+/// At least one etcd URL, each http(s)://host[:port].
+fn endpoints_ok(etcd: &[String], problems: &mut Problems) -> bool {
+    if etcd.is_empty() {
+        problems.push(
+            "cluster.etcd",
+            "no etcd endpoint is given",
+            "list the etcd client URLs, e.g. [\"http://etcd1:2379\"], or remove `cluster:` to run one daemon alone",
+        );
+        return false;
+    }
+    let mut ok = true;
+    for (i, e) in etcd.iter().enumerate() {
+        let good = url::Url::parse(e)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+        if good.is_none() {
+            ok = false;
+            problems.push(
+                format!("cluster.etcd[{i}]"),
+                format!("'{e}' is not an etcd client URL"),
+                "use http://host:2379 (or https://)",
+            );
+        }
+    }
+    ok
+}
+
+/// The TTL (at least etcd's 2 s) and the claim stagger (a fraction of it).
+fn timing(
+    ttl: Option<&RawDuration>,
+    stagger: Option<&RawDuration>,
+    problems: &mut Problems,
+) -> Option<(Duration, Duration)> {
+    let ttl = ttl
         .and_then(|d| duration(d, "cluster.ttl", problems))
         .unwrap_or(Duration::from_secs(5));
+    let stagger = stagger
+        .and_then(|d| duration(d, "cluster.stagger", problems))
+        .unwrap_or(Duration::from_millis(250));
+    // etcd leases count whole seconds: fencing must use the lease etcd really grants.
+    let ttl = Duration::from_secs(ttl.as_secs());
+    let mut ok = true;
     if ttl < Duration::from_secs(2) {
         ok = false;
         problems.push(
@@ -111,20 +147,6 @@ pub(crate) fn build_cluster(c: RawCluster, problems: &mut Problems) -> Option<Cl
             "use at least 2s (default 5s)",
         );
     }
-    let handoffs_per_second = c.handoffs_per_second.unwrap_or(2);
-    if handoffs_per_second == 0 {
-        ok = false;
-        problems.push(
-            "cluster.handoffs_per_second",
-            "0 would never give a joining daemon its share",
-            "use 1 or more (default 2)",
-        );
-    }
-    let stagger = c
-        .stagger
-        .as_ref()
-        .and_then(|d| duration(d, "cluster.stagger", problems))
-        .unwrap_or(Duration::from_millis(250));
     if stagger > ttl {
         ok = false;
         problems.push(
@@ -137,12 +159,56 @@ pub(crate) fn build_cluster(c: RawCluster, problems: &mut Problems) -> Option<Cl
             "use a fraction of the ttl (default 250ms)",
         );
     }
-    ok.then(|| ClusterConfig {
-        etcd: c.etcd,
-        prefix,
-        member,
-        ttl,
-        handoffs_per_second,
-        stagger,
-    })
+    ok.then_some((ttl, stagger))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{load_str, Source, VarSource};
+
+    fn load(cluster: &str) -> Result<crate::config::Registry, Vec<String>> {
+        let text = format!(
+            "cluster:\n{cluster}\ntargets:\n  - name: db\n    dsn: postgres://u@127.0.0.1:5432/postgres\n"
+        );
+        load_str(
+            &text,
+            Source::Generated("test".into()),
+            &VarSource::fixed(Default::default()),
+        )
+        .map_err(|e| e.problems().iter().map(|p| p.path.clone()).collect())
+    }
+
+    #[test]
+    fn a_cluster_section_gets_its_defaults() {
+        let r = load("  etcd: [\"http://etcd1:2379\"]\n  member: node-a").expect("valid");
+        let c = r.cluster.expect("cluster");
+        assert_eq!(c.prefix, "sentinel-remedy");
+        assert_eq!(c.member, "node-a");
+        assert_eq!(c.ttl, std::time::Duration::from_secs(5));
+        assert_eq!(c.handoffs_per_second, 2);
+    }
+
+    #[test]
+    fn every_bad_key_is_named() {
+        let bad = load(
+            "  etcd: [\"etcd1:2379\", \"ftp://x\"]\n  ttl: 1s\n  member: \"a/b\"\n  handoffs_per_second: 0",
+        )
+        .expect_err("invalid");
+        for key in [
+            "cluster.etcd[0]",
+            "cluster.etcd[1]",
+            "cluster.ttl",
+            "cluster.member",
+            "cluster.handoffs_per_second",
+        ] {
+            assert!(bad.iter().any(|p| p == key), "{key} not named in {bad:?}");
+        }
+        assert!(load("  etcd: []").is_err());
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused() {
+        let bad = load("  etcd: [\"http://e:2379\"]\n  colour: blue").expect_err("invalid");
+        assert!(bad.iter().any(|p| p.starts_with("cluster")), "{bad:?}");
+    }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod docker;
+pub mod etcd;
 pub mod ha;
 pub mod hostile;
 pub mod http;

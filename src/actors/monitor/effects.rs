@@ -122,7 +122,7 @@ impl Monitor {
                 max_starts,
             } => self.heal(id, failed_at, max_starts, ctx),
             Action::HealDone { id } => self.peers.healer.do_send(HealDone { incident_id: id }),
-            Action::Notify(n) => self.peers.notifier.do_send(Notify(n)),
+            Action::Notify(n) => self.notify(n),
             Action::FleetAlert { failing, total } => self.fleet_alert(failing, total),
             Action::RetryHeal { id, after } => {
                 ctx.run_later(after, move |act, ctx| {
@@ -174,6 +174,18 @@ impl Monitor {
             };
             act.feed(obs, ctx);
         }));
+    }
+
+    /// Sends a notice, unless this daemon is fenced (cluster mode): the target may be another
+    /// daemon's by now, and that daemon announces the outage; two pages for one outage are
+    /// what the cluster exists to prevent.
+    fn notify(&self, n: Notice) {
+        if let Some(why) = self.peers.cluster.as_ref().and_then(|c| c.fenced()) {
+            warn!(self.log, "notice withheld: this daemon lost coordination, the target's owner announces it"; "event" => "notice_withheld",
+                "kind" => n.kind.label(), "incident" => &n.incident_id, "why" => why);
+            return;
+        }
+        self.peers.notifier.do_send(Notify(n));
     }
 
     fn fleet_alert(&self, failing: usize, total: usize) {

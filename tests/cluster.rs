@@ -1,0 +1,434 @@
+//! Several daemons sharing one fleet through a real etcd (bare processes on loopback; the
+//! Docker-based scenarios with hosts cut off for real are in tests/ha.rs). Every outcome is
+//! counted from outside the daemons: owner keys in etcd, the servers' own logs (one "ready to
+//! accept connections" per start), postmaster pids, and payloads at a real receiver.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+use support::etcd::{time_until, Etcd, Relay};
+use support::receiver::Receiver;
+use support::*;
+
+const TTL: Duration = Duration::from_secs(2);
+const LONG: Duration = Duration::from_secs(60);
+
+/// One daemon of the cluster.
+struct Node {
+    ws: Workspace,
+    d: Daemon,
+    member: String,
+    api: String,
+}
+
+impl Node {
+    fn start(member: &str, etcd_url: &str, notify: &str, targets: &[TargetSpec]) -> Self {
+        let ws = Workspace::new();
+        let port = sentinel_remedy::pgcluster::free_port().expect("port");
+        let api = format!("127.0.0.1:{port}");
+        Self::write(&ws, member, etcd_url, notify, targets, &api);
+        let d = Daemon::run(&ws, &[]);
+        Self {
+            ws,
+            d,
+            member: member.into(),
+            api,
+        }
+    }
+
+    fn write(
+        ws: &Workspace,
+        member: &str,
+        etcd_url: &str,
+        notify: &str,
+        targets: &[TargetSpec],
+        api: &str,
+    ) {
+        ws.write_registry(notify, targets);
+        let body = std::fs::read_to_string(ws.config()).expect("registry");
+        let head = format!(
+            "server:\n  listen: {api}\ncluster:\n  etcd: [\"{etcd_url}\"]\n  member: {member}\n  ttl: {}s\nfleet_guard:\n  min_failing: 100\n",
+            TTL.as_secs()
+        );
+        std::fs::write(ws.config(), head + &body).expect("write registry");
+    }
+
+    /// Starts this member again (same workspace, same registry).
+    fn restart(&mut self) {
+        self.d = Daemon::run(&self.ws, &[]);
+    }
+
+    fn get(&self, path: &str) -> Option<(u16, serde_json::Value)> {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-m", "3", "-w", "\n%{http_code}"])
+            .arg(format!("http://{}{path}", self.api))
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n')?;
+        Some((code.trim().parse().ok()?, serde_json::from_str(body).ok()?))
+    }
+
+    /// The targets this daemon says it runs.
+    fn running(&self) -> Vec<String> {
+        self.get("/status")
+            .map(|(_, v)| {
+                v["targets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Starts of a server since its log began: PostgreSQL logs one "ready" line per start.
+fn starts(pg: &Pg) -> usize {
+    files_under(&pg.cluster.root.join("log"))
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .map(|t| {
+            t.matches("database system is ready to accept connections")
+                .count()
+        })
+        .sum()
+}
+
+fn counts(owners: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
+    let mut c = BTreeMap::new();
+    for m in owners.values() {
+        *c.entry(m.clone()).or_insert(0) += 1;
+    }
+    c
+}
+
+fn spec<'a>(name: &'a str, pg: &'a Pg) -> TargetSpec<'a> {
+    let mut s = TargetSpec::new(name, pg);
+    s.recovery_timeout = "20s";
+    s
+}
+
+/// Webhook events of `kind` about `target` at the receiver.
+fn hook(r: &Receiver, kind: &str, target: &str) -> usize {
+    r.hook_events(kind)
+        .iter()
+        .filter(|h| h.body["target"] == target)
+        .count()
+}
+
+#[test]
+fn three_daemons_share_thirty_targets_each_owned_by_exactly_one() {
+    let etcd = Etcd::start();
+    let pgs: Vec<Pg> = (0..3).map(|_| Pg::start()).collect();
+    let names: Vec<String> = (0..30).map(|i| format!("db{i:02}")).collect();
+    let specs: Vec<TargetSpec> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut s = spec(n, &pgs[i % 3]);
+            s.interval = "1s";
+            s.pid_watch = false;
+            s
+        })
+        .collect();
+    let nodes: Vec<Node> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|m| Node::start(m, &etcd.url, "  console: false\n", &specs))
+        .collect();
+    // Hand-offs settle on an even share (each member takes at most its ceiling share).
+    let owners = wait_for(LONG, "30 targets shared evenly by 3 daemons", || {
+        let o = etcd.owners();
+        let c = counts(&o);
+        (o.len() == 30 && c.len() == 3 && c.values().all(|n| *n == 10)).then_some(o)
+    });
+    println!("shares: {:?}", counts(&owners));
+    // Each daemon runs exactly what etcd gives it; together, every target once.
+    let mut seen: Vec<String> = vec![];
+    for n in &nodes {
+        let mine: Vec<String> = owners
+            .iter()
+            .filter(|(_, m)| **m == n.member)
+            .map(|(t, _)| t.clone())
+            .collect();
+        let running = wait_for(LONG, "the daemon runs its share", || {
+            let mut r = n.running();
+            r.sort();
+            (r == mine).then_some(r)
+        });
+        seen.extend(running);
+    }
+    seen.sort();
+    assert_eq!(seen, names, "every target run by exactly one daemon");
+    let (code, health) = nodes[0].get("/healthz").expect("healthz");
+    assert_eq!(code, 200, "{health}");
+    assert_eq!(
+        health["checks"]["cluster"]["members"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+}
+
+#[test]
+fn a_killed_daemons_targets_are_taken_over_and_a_fault_in_the_gap_is_healed_once() {
+    let etcd = Etcd::start();
+    let r = Receiver::start();
+    let pgs: Vec<Pg> = (0..4).map(|_| Pg::start()).collect();
+    let names = ["a", "b", "c", "d"];
+    let specs: Vec<TargetSpec> = names.iter().zip(&pgs).map(|(n, pg)| spec(n, pg)).collect();
+    let notify = notify_all(&r);
+    let n1 = Node::start("n1", &etcd.url, &notify, &specs);
+    let n2 = Node::start("n2", &etcd.url, &notify, &specs);
+    let owners = wait_for(LONG, "both daemons own targets", || {
+        let o = etcd.owners();
+        (o.len() == 4 && counts(&o).len() == 2).then_some(o)
+    });
+    let (victim, _) = owners
+        .iter()
+        .find(|(_, m)| *m == "n1")
+        .expect("n1 owns a target");
+    let pg = &pgs[names.iter().position(|n| n == victim).expect("known")];
+    wait_for(LONG, "n1 runs its targets", || {
+        n1.running().contains(victim).then_some(())
+    });
+    let (starts_before, pid_before) = (starts(pg), pg.pid());
+
+    n1.d.signal(libc::SIGKILL);
+    pg.kill9();
+    let took = time_until(LONG, || {
+        etcd.owners().get(victim.as_str()).map(String::as_str) == Some("n2")
+    })
+    .expect("n2 takes the target over");
+    println!(
+        "takeover of {victim}: {:.2} s (ttl {} s)",
+        took.as_secs_f64(),
+        TTL.as_secs()
+    );
+    assert!(
+        took <= TTL * 2 + Duration::from_secs(2),
+        "takeover took {took:?} with a {TTL:?} ttl"
+    );
+    wait_for(LONG, "the server answers again", || {
+        pg.answers().then_some(())
+    });
+    wait_for(LONG, "the recovery notice", || {
+        (hook(&r, "recovery", victim) >= 1).then_some(())
+    });
+    // Time for a second restart or a duplicate page to show, if one were coming.
+    std::thread::sleep(TTL * 3);
+    assert_eq!(starts(pg) - starts_before, 1, "started exactly once");
+    assert_ne!(pg.pid(), pid_before);
+    assert_eq!(hook(&r, "failure", victim), 1, "one failure notice");
+    assert_eq!(hook(&r, "recovery", victim), 1, "one recovery notice");
+    r.assert_all_well_formed();
+    drop(n1);
+    drop(n2);
+}
+
+#[test]
+fn a_daemon_cut_off_from_etcd_stops_remediating_and_its_targets_are_healed_once_by_another() {
+    let etcd = Etcd::start();
+    let relay = Relay::to(&etcd.url);
+    let r = Receiver::start();
+    let pgs: Vec<Pg> = (0..4).map(|_| Pg::start()).collect();
+    let names = ["a", "b", "c", "d"];
+    let specs: Vec<TargetSpec> = names.iter().zip(&pgs).map(|(n, pg)| spec(n, pg)).collect();
+    let notify = notify_all(&r);
+    // n1 reaches etcd only through the relay; both reach the servers.
+    let n1 = Node::start("n1", &relay.url, &notify, &specs);
+    let n2 = Node::start("n2", &etcd.url, &notify, &specs);
+    let owners = wait_for(LONG, "both daemons own targets", || {
+        let o = etcd.owners();
+        (o.len() == 4 && counts(&o).len() == 2).then_some(o)
+    });
+    let victim = owners
+        .iter()
+        .find(|(_, m)| *m == "n1")
+        .map(|(t, _)| t.clone())
+        .expect("n1 owns a target");
+    let pg = &pgs[names.iter().position(|n| *n == victim).expect("known")];
+
+    relay.cut();
+    // n1 must give up its targets: /healthz says why, before its lease can be taken over.
+    wait_for(LONG, "n1 reports lost coordination", || {
+        n1.get("/healthz").filter(|(c, _)| *c == 503).map(|_| ())
+    });
+    wait_for(LONG, "n2 owns every target", || {
+        etcd.owners().values().all(|m| m == "n2").then_some(())
+    });
+    let starts_before = starts(pg);
+    pg.kill9();
+    wait_for(LONG, "the server answers again", || {
+        pg.answers().then_some(())
+    });
+    std::thread::sleep(TTL * 3);
+    assert_eq!(starts(pg) - starts_before, 1, "healed exactly once");
+    assert_eq!(
+        hook(&r, "failure", &victim),
+        1,
+        "one failure notice: {:#?}\nn1: {}",
+        r.hook_events("failure")
+            .iter()
+            .map(|h| &h.body)
+            .collect::<Vec<_>>(),
+        n1.d.log_text()
+    );
+    wait_for(LONG, "n1's coordination-lost alert", || {
+        r.hook_events("escalation")
+            .iter()
+            .any(|h| h.body["reason"] == "coordination_lost")
+            .then_some(())
+    });
+
+    relay.mend();
+    wait_for(LONG, "n1 joins again and gets its share back", || {
+        (counts(&etcd.owners()).get("n1").copied().unwrap_or(0) >= 1).then_some(())
+    });
+    wait_for(LONG, "n1 healthy again", || {
+        n1.get("/healthz").filter(|(c, _)| *c == 200).map(|_| ())
+    });
+    assert_eq!(
+        r.hook_events("escalation")
+            .iter()
+            .filter(|h| h.body["reason"] == "coordination_lost")
+            .count(),
+        1,
+        "coordination lost said once"
+    );
+    drop(n2);
+}
+
+#[test]
+fn a_daemon_paused_past_its_ttl_never_acts_on_stale_ownership() {
+    let etcd = Etcd::start();
+    let pgs: Vec<Pg> = (0..4).map(|_| Pg::start()).collect();
+    let names = ["a", "b", "c", "d"];
+    let specs: Vec<TargetSpec> = names.iter().zip(&pgs).map(|(n, pg)| spec(n, pg)).collect();
+    let n1 = Node::start("n1", &etcd.url, "  console: false\n", &specs);
+    let n2 = Node::start("n2", &etcd.url, "  console: false\n", &specs);
+    let owners = wait_for(LONG, "both daemons own targets", || {
+        let o = etcd.owners();
+        (o.len() == 4 && counts(&o).len() == 2).then_some(o)
+    });
+    let victim = owners
+        .iter()
+        .find(|(_, m)| *m == "n1")
+        .map(|(t, _)| t.clone())
+        .expect("n1 owns a target");
+    let pg = &pgs[names.iter().position(|n| *n == victim).expect("known")];
+    wait_for(LONG, "n1 runs its targets", || {
+        n1.running().contains(&victim).then_some(())
+    });
+    let starts_before = starts(pg);
+    n1.d.signal(libc::SIGSTOP);
+    pg.kill9();
+    wait_for(LONG, "n2 takes over and heals", || {
+        (etcd.owners().get(&victim).map(String::as_str) == Some("n2") && pg.answers()).then_some(())
+    });
+    n1.d.signal(libc::SIGCONT);
+    std::thread::sleep(TTL * 3);
+    assert_eq!(starts(pg) - starts_before, 1, "started once, by n2 only");
+    drop(n2);
+}
+
+#[test]
+fn with_etcd_unreachable_nothing_is_restarted_until_it_answers_again() {
+    let etcd = Etcd::start();
+    let r = Receiver::start();
+    let pgs: Vec<Pg> = (0..4).map(|_| Pg::start()).collect();
+    let names = ["a", "b", "c", "d"];
+    let specs: Vec<TargetSpec> = names.iter().zip(&pgs).map(|(n, pg)| spec(n, pg)).collect();
+    let notify = notify_all(&r);
+    let n1 = Node::start("n1", &etcd.url, &notify, &specs);
+    let n2 = Node::start("n2", &etcd.url, &notify, &specs);
+    wait_for(LONG, "both daemons own targets", || {
+        let o = etcd.owners();
+        (o.len() == 4 && counts(&o).len() == 2).then_some(())
+    });
+    let pg = &pgs[0];
+    let starts_before = starts(pg);
+    etcd.signal(libc::SIGSTOP);
+    pg.kill9();
+    std::thread::sleep(TTL * 4);
+    assert_eq!(
+        starts(pg),
+        starts_before,
+        "no restart without etcd (fail closed)"
+    );
+    for n in [&n1, &n2] {
+        let (code, body) = n.get("/healthz").expect("healthz");
+        assert_eq!(code, 503, "{body}");
+        assert!(body["problems"].to_string().contains("cluster"), "{body}");
+    }
+    let lost = r
+        .hook_events("escalation")
+        .iter()
+        .filter(|h| h.body["reason"] == "coordination_lost")
+        .count();
+    assert_eq!(lost, 2, "one coordination-lost alert per daemon");
+
+    etcd.signal(libc::SIGCONT);
+    wait_for(LONG, "the server is healed once etcd answers", || {
+        pg.answers().then_some(())
+    });
+    std::thread::sleep(TTL * 3);
+    assert_eq!(starts(pg) - starts_before, 1, "healed exactly once");
+    assert_eq!(hook(&r, "recovery", "a"), 1, "one recovery notice");
+}
+
+#[test]
+fn a_rolling_restart_of_every_daemon_misses_no_fault_and_pages_once() {
+    let etcd = Etcd::start();
+    let r = Receiver::start();
+    let pgs: Vec<Pg> = (0..4).map(|_| Pg::start()).collect();
+    let names = ["a", "b", "c", "d"];
+    let specs: Vec<TargetSpec> = names.iter().zip(&pgs).map(|(n, pg)| spec(n, pg)).collect();
+    let notify = notify_all(&r);
+    let mut nodes: Vec<Node> = ["n1", "n2"]
+        .iter()
+        .map(|m| Node::start(m, &etcd.url, &notify, &specs))
+        .collect();
+    let balanced = |etcd: &Etcd| {
+        let o = etcd.owners();
+        o.len() == 4 && counts(&o).values().all(|n| *n == 2)
+    };
+    wait_for(LONG, "an even share", || balanced(&etcd).then_some(()));
+    let before: Vec<usize> = pgs.iter().map(starts).collect();
+    for (i, node) in nodes.iter_mut().enumerate() {
+        // A graceful stop revokes the lease: the other daemon takes over at once.
+        node.d.signal(libc::SIGTERM);
+        node.d.wait_exit(LONG);
+        let pg = &pgs[i];
+        pg.kill9();
+        wait_for(LONG, "the fault is healed while one daemon is down", || {
+            pg.answers().then_some(())
+        });
+        node.restart();
+        wait_for(LONG, "an even share again", || {
+            balanced(&etcd).then_some(())
+        });
+    }
+    std::thread::sleep(TTL * 3);
+    for i in 0..2 {
+        assert_eq!(starts(&pgs[i]) - before[i], 1, "{} started once", names[i]);
+        assert_eq!(
+            hook(&r, "failure", names[i]),
+            1,
+            "{}: one failure page",
+            names[i]
+        );
+        assert_eq!(
+            hook(&r, "recovery", names[i]),
+            1,
+            "{}: one recovery",
+            names[i]
+        );
+    }
+    for (i, pg) in pgs.iter().enumerate().skip(2) {
+        assert_eq!(starts(pg), before[i], "{} untouched", names[i]);
+    }
+    r.assert_all_well_formed();
+}

@@ -1,0 +1,170 @@
+//! A real etcd (Debian's etcd-server) on free loopback ports in a temp dir, and a TCP relay in
+//! front of it that a test can cut, to take one daemon off etcd while the others still reach it.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct Etcd {
+    child: Child,
+    _dir: tempfile::TempDir,
+    pub url: String,
+}
+
+impl Etcd {
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("sentinel-etcd-")
+            .tempdir()
+            .expect("temp dir");
+        let port = sentinel_remedy::pgcluster::free_port().expect("port");
+        let peer = sentinel_remedy::pgcluster::free_port().expect("port");
+        let url = format!("http://127.0.0.1:{port}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("etcd")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--name", "t", "--listen-client-urls", &url])
+            .args(["--advertise-client-urls", &url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("t={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd (apt-get install etcd-server)");
+        let e = Self {
+            child,
+            _dir: dir,
+            url,
+        };
+        super::wait_for(Duration::from_secs(20), "etcd answers", || {
+            e.ctl(&["endpoint", "health"]).map(|_| ())
+        });
+        e
+    }
+
+    /// `etcdctl` against this server; None when it failed.
+    pub fn ctl(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.url, "--command-timeout=2s"])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Keys under `/{prefix}/{what}/` and their values, as etcd holds them now.
+    pub fn under(&self, prefix: &str, what: &str) -> BTreeMap<String, String> {
+        let root = format!("/{prefix}/{what}/");
+        let text = self.ctl(&["get", "--prefix", &root]).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines
+            .chunks(2)
+            .filter_map(|kv| match kv {
+                [k, v] => Some((k.strip_prefix(&root)?.to_string(), v.to_string())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// target → owner member.
+    pub fn owners(&self) -> BTreeMap<String, String> {
+        self.under("sentinel-remedy", "owner")
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP relay to `upstream` on a free loopback port; `cut()` drops every connection through
+/// it and refuses new ones until `mend()`.
+pub struct Relay {
+    pub url: String,
+    cut: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    pub fn to(upstream_url: &str) -> Self {
+        let upstream = upstream_url.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let cut = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (c, k) = (cut.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for inbound in listener.incoming().map_while(Result::ok) {
+                if c.load(Ordering::SeqCst) {
+                    let _ = inbound.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(outbound) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                for s in [&inbound, &outbound] {
+                    if let Ok(s) = s.try_clone() {
+                        k.lock().unwrap().push(s);
+                    }
+                }
+                pipe(&inbound, &outbound);
+                pipe(&outbound, &inbound);
+            }
+        });
+        Self { url, cut, conns }
+    }
+
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn mend(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+fn pipe(from: &TcpStream, to: &TcpStream) {
+    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+    });
+}
+
+/// Waits until `f` holds, returning how long it took; None past `limit`.
+pub fn time_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if f() {
+            return Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
