@@ -131,6 +131,16 @@ pub fn load_section(n: usize, window: Duration) {
         b
     };
     bed.wait_settled(&MEMBERS, Duration::from_secs(600));
+    // Steady state: no hand-off for 5 s (the last ones trickle in after the shares are near
+    // even), so the window counts the cost of watching, not of rebalancing.
+    let mut last = (bed.owners(), Instant::now());
+    bed.wait(Duration::from_secs(300), "no owner change for 5 s", || {
+        let now = bed.owners();
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        (last.1.elapsed() >= Duration::from_secs(5)).then_some(())
+    });
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let pids: Vec<i32> = bed
@@ -149,11 +159,21 @@ pub fn load_section(n: usize, window: Duration) {
         let v: serde_json::Value = serde_json::from_str(&out).expect("json");
         v[0]["Status"]["header"]["revision"].as_f64().unwrap_or(0.0)
     };
+    // Every gRPC call etcd handled (reads, writes, lease keep-alives), from its own metrics.
+    let etcd_addr = format!("{}:2379", bed.ip(&bed.etcd[0], &bed.coord));
+    let calls = || -> f64 {
+        let (_, text) = crate::support::ha::http_get(&etcd_addr, "/metrics").expect("etcd metrics");
+        text.lines()
+            .filter(|l| l.starts_with("grpc_server_handled_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
     let before: Vec<(u64, u64)> = pids.iter().map(|p| proc_usage(*p)).collect();
-    let (rev0, start) = (revision(), Instant::now());
+    let (rev0, calls0, start) = (revision(), calls(), Instant::now());
     std::thread::sleep(window);
     let secs = start.elapsed().as_secs_f64();
     let writes = (revision() - rev0) / secs;
+    let rate = (calls() - calls0) / secs;
     println!(
         "\n## Cluster load (3 daemons x {n} targets, probe interval 5 s, TTL 2 s, {} s window)\n",
         window.as_secs()
@@ -171,5 +191,5 @@ pub fn load_section(n: usize, window: Duration) {
             (t1 - t0) as f64 / hz / secs * 100.0
         );
     }
-    println!("\netcd writes: {writes:.1} per second (revision delta over the window).");
+    println!("\netcd: {writes:.1} writes per second (revision delta over the window), {rate:.1} gRPC calls per second (reads, writes, keep-alives; grpc_server_handled_total).");
 }

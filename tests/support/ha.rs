@@ -598,17 +598,26 @@ impl Bed {
 
     /// Waits until every target is owned by one of `live` and no owner key has changed for
     /// 1.5 s (three hand-offs at 2 per second), so a scenario never starts mid-rebalance.
+    /// With ten targets or more per member, each share must also be within ±30 % of even (a
+    /// large fleet's rebalancing can pause longer than 1.5 s).
     pub fn wait_settled(&self, live: &[&str], limit: Duration) -> BTreeMap<String, String> {
         let want = self.target_names();
+        let even = want.len() as f64 / live.len() as f64;
         let mut last: Option<(BTreeMap<String, String>, Instant)> = None;
         self.wait(
             limit,
             &format!("every target owned by one of {live:?}, unchanged for 1.5 s"),
             || {
                 let o = self.owners();
-                let all = want
-                    .iter()
-                    .all(|t| o.get(t).is_some_and(|m| live.contains(&m.as_str())));
+                let balanced = even < 10.0
+                    || live.iter().all(|m| {
+                        let n = o.values().filter(|v| v.as_str() == *m).count() as f64;
+                        (n - even).abs() <= 0.3 * even
+                    });
+                let all = balanced
+                    && want
+                        .iter()
+                        .all(|t| o.get(t).is_some_and(|m| live.contains(&m.as_str())));
                 match &last {
                     Some((prev, since)) if *prev == o => {
                         if all && since.elapsed() >= Duration::from_millis(1500) {
