@@ -148,7 +148,53 @@ pub fn status_table(v: &Value) -> String {
             out.push_str(&format!("{}: {}\n", s(&t["name"]), list.join(" ")));
         }
     }
+    if v["cluster"].is_object() {
+        out.push_str(&cluster_lines(&v["cluster"]));
+    }
     out
+}
+
+/// Cluster mode: this daemon, the members, whether it is fenced, and who owns the rest.
+fn cluster_lines(c: &Value) -> String {
+    let me = s(&c["member"]);
+    let members: Vec<String> = c["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| printable(&s(m)))
+        .collect();
+    let fenced = match c["fenced"].as_str() {
+        Some(why) => format!("FENCED, restarts nothing: {}", printable(why)),
+        None => format!(
+            "lease renewed {:.1} s ago",
+            c["lease_age_seconds"].as_f64().unwrap_or(f64::NAN)
+        ),
+    };
+    let mut elsewhere: std::collections::BTreeMap<String, usize> = Default::default();
+    for owner in c["owners"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(_, m)| s(m))
+    {
+        if owner != me {
+            *elsewhere.entry(owner).or_insert(0) += 1;
+        }
+    }
+    let others: Vec<String> = elsewhere
+        .iter()
+        .map(|(m, n)| format!("{n} by {}", printable(m)))
+        .collect();
+    format!(
+        "cluster: this daemon is {}; members: {}; {fenced}\nowned elsewhere: {}\n",
+        printable(&me),
+        members.join(", "),
+        if others.is_empty() {
+            "none".into()
+        } else {
+            others.join(", ")
+        }
+    )
 }
 
 /// The `incidents` table.

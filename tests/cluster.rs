@@ -432,3 +432,138 @@ fn a_rolling_restart_of_every_daemon_misses_no_fault_and_pages_once() {
     }
     r.assert_all_well_formed();
 }
+
+/// When the server accepted each connection of `app` (its log, with log_connections on).
+fn connections(pg: &Pg, app: &str) -> Vec<chrono::NaiveDateTime> {
+    let needle = format!("application_name={app}");
+    files_under(&pg.cluster.root.join("log"))
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| {
+            t.lines()
+                .filter(|l| l.contains("connection authorized") && l.ends_with(&needle))
+                .filter_map(|l| {
+                    chrono::NaiveDateTime::parse_from_str(l.get(..23)?, "%Y-%m-%d %H:%M:%S%.3f")
+                        .ok()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn a_joining_daemon_takes_its_share_gradually_and_no_target_goes_unprobed() {
+    let etcd = Etcd::start();
+    let pg = Pg::start();
+    pg.psql("ALTER SYSTEM SET log_connections = on");
+    pg.psql("SELECT pg_reload_conf()");
+    let names: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
+    // Each target logs in under its own application_name: the server's log shows who probed
+    // what and when, whichever daemon it was.
+    let dsns: Vec<String> = names
+        .iter()
+        .map(|n| format!("{}?application_name={n}", pg.cluster.dsn()))
+        .collect();
+    let specs: Vec<TargetSpec> = names
+        .iter()
+        .zip(&dsns)
+        .map(|(n, d)| {
+            let mut s = spec(n, &pg);
+            s.interval = "1s";
+            s.pid_watch = false;
+            s.dsn = Some(d);
+            s
+        })
+        .collect();
+    let _n1 = Node::start("n1", &etcd.url, "  console: false\n", &specs);
+    wait_for(LONG, "n1 owns all", || {
+        (etcd.owners().len() == 10).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let joined = chrono::Utc::now().naive_utc();
+    let _n2 = Node::start("n2", &etcd.url, "  console: false\n", &specs);
+    // 5 move to n2 at 2 a second: a few seconds, not at once.
+    let mut seen_partial = false;
+    wait_for(LONG, "an even share", || {
+        let c = counts(&etcd.owners());
+        let n2 = c.get("n2").copied().unwrap_or(0);
+        seen_partial |= (1..5).contains(&n2);
+        (n2 == 5).then_some(())
+    });
+    assert!(seen_partial, "targets moved one by one, not all at once");
+    std::thread::sleep(Duration::from_secs(3));
+    for n in &names {
+        let times: Vec<_> = connections(&pg, n)
+            .into_iter()
+            .filter(|t| *t >= joined - chrono::Duration::seconds(2))
+            .collect();
+        assert!(times.len() >= 5, "{n} probed {} times", times.len());
+        let worst = times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default();
+        // The interval, plus the hand-off: the old owner stops, the new one starts and probes.
+        assert!(
+            worst <= chrono::Duration::milliseconds(2000),
+            "{n} went unprobed for {worst} around the hand-off"
+        );
+    }
+}
+
+#[test]
+fn a_daemon_killed_mid_incident_is_followed_by_one_that_continues_the_same_incident() {
+    let etcd = Etcd::start();
+    let r = Receiver::start();
+    let pgs: Vec<Pg> = (0..4).map(|_| Pg::start()).collect();
+    let names = ["a", "b", "c", "d"];
+    let specs: Vec<TargetSpec> = names.iter().zip(&pgs).map(|(n, pg)| spec(n, pg)).collect();
+    let notify = notify_all(&r);
+    // n1 alone owns everything, and dies (SIGKILL, by itself) once a's evidence is archived.
+    let ws1 = Workspace::new();
+    let port = sentinel_remedy::pgcluster::free_port().expect("port");
+    Node::write(
+        &ws1,
+        "n1",
+        &etcd.url,
+        &notify,
+        &specs,
+        &format!("127.0.0.1:{port}"),
+    );
+    let mut n1 = Daemon::run(&ws1, &[("SENTINEL_FAULT_KILL", "a:archived")]);
+    wait_for(LONG, "n1 owns all", || {
+        (etcd.owners().len() == 4).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let before = starts(&pgs[0]);
+    pgs[0].kill9();
+    n1.wait_exit(LONG);
+    let bundle = ws1.bundles().pop().expect("n1 archived a's evidence");
+    let incident = bundle.file_name().unwrap().to_string_lossy().to_string();
+    assert!(!pgs[0].answers(), "nothing restarted a yet");
+
+    let _n2 = Node::start("n2", &etcd.url, &notify, &specs);
+    wait_for(LONG, "n2 heals a", || pgs[0].answers().then_some(()));
+    wait_for(LONG, "the recovery notice", || {
+        (hook(&r, "recovery", "a") >= 1).then_some(())
+    });
+    std::thread::sleep(TTL * 3);
+    assert_eq!(starts(&pgs[0]) - before, 1, "started exactly once");
+    let ids: Vec<String> = r
+        .accepted("/hook")
+        .iter()
+        .filter(|h| h.body["target"] == "a")
+        .map(|h| {
+            let f = |k: &str| h.body[k].as_str().unwrap_or_default().to_string();
+            format!("{}:{}", f("event"), f("incident_id"))
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            format!("failure:{incident}"),
+            format!("recovery:{incident}")
+        ],
+        "one incident, continued by the new owner"
+    );
+}

@@ -113,7 +113,10 @@ impl Supervisor {
             docker.clone(),
         )
         .start();
-        let healer = Healer::new(log.clone(), settings.state_dir.clone(), docker.clone()).start();
+        let (cluster, cluster_events) = cluster.unzip();
+        let healer = Healer::new(log.clone(), settings.state_dir.clone(), docker.clone())
+            .with_cluster(cluster.clone())
+            .start();
         let fleet = Arc::new(crate::fleet::FleetGuard::new(
             settings.registry.fleet_guard.clone(),
             settings.registry.targets.len(),
@@ -125,18 +128,14 @@ impl Supervisor {
             .clone()
             .unwrap_or_else(|| settings.state_dir.join("leases"));
         let lease_ttl = settings.registry.lease.ttl;
-        let (cluster, cluster_events) = cluster.unzip();
         let leases = restart_leases(&log, cluster.as_ref(), &lease_dir);
-        // The outage book lives beside the leases: daemons sharing one share the other. In
-        // cluster mode only a target's owner runs it, and the incident moves with the target.
-        let mut notifier = Notifier::new(log.clone(), &settings.registry.notify, store.clone());
-        if cluster.is_none() {
-            notifier = notifier.with_outages(
-                crate::outage::OutageBook::new(lease_dir.clone(), Default::default()),
-                crate::lease::owner_id(),
-            );
-        }
-        let notifier = notifier.start();
+        let notifier = notifier_for(
+            &log,
+            &settings.registry.notify,
+            store.clone(),
+            cluster.is_none(),
+            &lease_dir,
+        );
         let (tx, rx) = oneshot::channel();
         let sup = Supervisor {
             log: log.new(slog::o!("actor" => "supervisor")),
@@ -493,6 +492,26 @@ impl Supervisor {
         info!(self.log, "registry reloaded"; "event" => "reload_applied", "added" => added.join(","), "removed" => removed.join(","),
             "changed" => changed.join(","), "unchanged" => unchanged);
     }
+}
+
+/// The Notifier. The outage book lives beside the leases: daemons sharing one share the other.
+/// In cluster mode (`alone` false) only a target's owner runs it, and the incident moves with
+/// the target: no book.
+fn notifier_for(
+    log: &Logger,
+    notify: &crate::config::NotifyConfig,
+    store: Option<Store>,
+    alone: bool,
+    lease_dir: &std::path::Path,
+) -> Addr<Notifier> {
+    let mut notifier = Notifier::new(log.clone(), notify, store);
+    if alone {
+        notifier = notifier.with_outages(
+            crate::outage::OutageBook::new(lease_dir.to_path_buf(), Default::default()),
+            crate::lease::owner_id(),
+        );
+    }
+    notifier.start()
 }
 
 /// The restart lease backend: in cluster mode a compare-and-swap on the target's owner key

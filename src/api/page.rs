@@ -22,7 +22,11 @@ fn state_class(state: &str) -> &'static str {
 }
 
 /// Renders the page.
-pub fn render(targets: &[TargetStatus], incidents: &[IncidentRow]) -> String {
+pub fn render(
+    targets: &[TargetStatus],
+    incidents: &[IncidentRow],
+    cluster: Option<&crate::cluster::ClusterView>,
+) -> String {
     let mut h = String::with_capacity(8192);
     let down = targets.iter().filter(|t| t.state != "healthy").count();
     let _ = write!(
@@ -56,6 +60,9 @@ code{{font-size:12px}}
     );
     for t in targets {
         target_row(&mut h, t);
+    }
+    if let Some(c) = cluster {
+        cluster_section(&mut h, c);
     }
     h.push_str("</tbody></table>\n<h2>Recent incidents</h2>\n<table id=\"incidents\"><thead><tr><th>Incident</th><th>Target</th><th>Failure</th><th>State</th><th>Time to recovery</th><th>Archive</th></tr></thead><tbody>\n");
     if incidents.is_empty() {
@@ -119,4 +126,25 @@ fn incident_row(h: &mut String, i: &IncidentRow) {
         ttr = esc(&ttr),
         archive = esc(i.archive.as_deref().unwrap_or("")),
     );
+}
+
+/// Cluster mode: this daemon, the members and how many targets each owns.
+fn cluster_section(h: &mut String, c: &crate::cluster::ClusterView) {
+    let state = match &c.fenced {
+        Some(why) => format!("<span class=\"state bad\">fenced</span> {}", esc(why)),
+        None => "<span class=\"state ok\">member</span>".into(),
+    };
+    let _ = write!(
+        h,
+        "</tbody></table>\n<h2>Cluster</h2>\n<div class=\"sub\">This daemon: <b>{}</b> {state}</div>\n<table id=\"cluster\"><thead><tr><th>Member</th><th>Targets owned</th></tr></thead><tbody>\n",
+        esc(&c.member)
+    );
+    for m in &c.members {
+        let owned = c.owners.values().filter(|o| *o == m).count();
+        let _ = writeln!(h, "<tr><td>{}</td><td>{owned}</td></tr>", esc(m));
+    }
+    let free = c.owners.values().filter(|o| !c.members.contains(o)).count();
+    if free > 0 {
+        let _ = writeln!(h, "<tr><td>(departed members)</td><td>{free}</td></tr>");
+    }
 }

@@ -43,7 +43,11 @@ async fn index(st: web::Data<ApiState>) -> HttpResponse {
         .unwrap_or_default();
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .body(page::render(&targets, &recent))
+        .body(page::render(
+            &targets,
+            &recent,
+            st.cluster.as_ref().map(|c| c.view()).as_ref(),
+        ))
 }
 
 async fn healthz(st: web::Data<ApiState>) -> HttpResponse {

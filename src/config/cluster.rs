@@ -112,8 +112,8 @@ fn endpoints_ok(etcd: &[String], problems: &mut Problems) -> bool {
         if good.is_none() {
             ok = false;
             problems.push(
-                format!("cluster.etcd[{i}]"),
-                format!("'{e}' is not an etcd client URL"),
+                "cluster.etcd",
+                format!("entry {i}, '{e}', is not an etcd client URL"),
                 "use http://host:2379 (or https://)",
             );
         }
@@ -194,9 +194,8 @@ mod tests {
             "  etcd: [\"etcd1:2379\", \"ftp://x\"]\n  ttl: 1s\n  member: \"a/b\"\n  handoffs_per_second: 0",
         )
         .expect_err("invalid");
+        assert_eq!(bad.iter().filter(|p| *p == "cluster.etcd").count(), 2);
         for key in [
-            "cluster.etcd[0]",
-            "cluster.etcd[1]",
             "cluster.ttl",
             "cluster.member",
             "cluster.handoffs_per_second",

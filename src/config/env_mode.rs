@@ -479,6 +479,26 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_variables_make_a_cluster_section() {
+        let r = load_env(&env(&[
+            ("DB_HOST", "db"),
+            ("CLUSTER_ETCD", "http://e1:2379, http://e2:2379"),
+            ("CLUSTER_MEMBER", "node-b"),
+            ("CLUSTER_TTL", "3s"),
+        ]))
+        .expect("valid");
+        let c = r.cluster.expect("cluster");
+        assert_eq!(c.etcd, vec!["http://e1:2379", "http://e2:2379"]);
+        assert_eq!(c.member, "node-b");
+        assert_eq!(c.ttl, Duration::from_secs(3));
+        let none = load_env(&env(&[("DB_HOST", "db"), ("CLUSTER_MEMBER", "x")])).expect("valid");
+        assert!(none.cluster.is_none(), "no cluster without CLUSTER_ETCD");
+        let e = load_env(&env(&[("DB_HOST", "db"), ("CLUSTER_ETCD", "etcd1:2379")]))
+            .expect_err("bad URL");
+        assert!(e.to_string().contains("CLUSTER_ETCD"), "{e}");
+    }
+
+    #[test]
     fn a_problem_at_a_variables_key_names_the_variable() {
         let e = load_env(&env(&[
             ("DB_HOST", "db"),
