@@ -63,8 +63,34 @@ pub fn sentinel_image() -> &'static str {
             &image,
             &[("SENTINEL_BINARY", bin)],
         );
+        remove_stale_test_images(&image);
         image
     })
+}
+
+/// Test images of earlier builds, older than six hours (no run in progress still needs them),
+/// are removed; one that a container still uses is kept by the Engine.
+fn remove_stale_test_images(keep: &str) {
+    let list = docker(&[
+        "images",
+        "--filter",
+        "reference=sentinel-remedy:test-*",
+        "--format",
+        "{{.Repository}}:{{.Tag}}|{{.CreatedAt}}",
+    ]);
+    let cutoff = chrono::Utc::now() - chrono::Duration::hours(6);
+    for line in list.lines() {
+        let Some((tag, created)) = line.split_once('|') else {
+            continue;
+        };
+        // "2026-11-26 00:40:37 +0000 UTC"
+        let created = created.trim_end_matches(" UTC");
+        let old = chrono::DateTime::parse_from_str(created, "%Y-%m-%d %H:%M:%S %z")
+            .is_ok_and(|t| t < cutoff);
+        if tag != keep && old {
+            let _ = Command::new("docker").args(["rmi", tag]).output();
+        }
+    }
 }
 
 fn unique() -> String {
