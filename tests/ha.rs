@@ -312,6 +312,36 @@ fn a_daemon_cut_off_from_etcd_stops_its_targets_are_taken_over_and_a_fault_is_he
     );
 }
 
+/// A fault right after the owner is cut off from etcd, while its lease still runs: the cut
+/// daemon may see it first but cannot record a restart intent, so the database is started
+/// once in all (by whoever holds the owner key), with one failure and one recovery page.
+#[test]
+fn a_fault_in_the_moment_a_daemon_is_cut_off_is_restarted_once_and_paged_once() {
+    let (bed, owners) = clustered(Spec {
+        etcd_nodes: 3,
+        ..Spec::default()
+    });
+    let (cut, target, others) = victim(&owners);
+    docker(&[
+        "network",
+        "disconnect",
+        &bed.coord.name,
+        &bed.daemon(&cut).container,
+    ]);
+    let since = bed.kill_db(bed.db_of(&target));
+    bed.wait(
+        Duration::from_secs(bed.spec.ttl_secs + 10),
+        &format!("{target} owned by one of {others:?}"),
+        || {
+            bed.owners()
+                .get(&target)
+                .filter(|m| others.contains(&m.as_str()))
+                .map(|_| ())
+        },
+    );
+    assert_healed_once(&bed, &target, since, Duration::from_secs(3));
+}
+
 /// Pause the owner of a target past its TTL (docker pause: SIGSTOP to every process), kill
 /// the database meanwhile, let the new owner heal it, then resume the paused one: it must not
 /// act on the ownership it held (its buffered Engine events included).
