@@ -430,6 +430,8 @@ fn a_rolling_restart_of_every_daemon_misses_no_fault_and_pages_once() {
     for (i, pg) in pgs.iter().enumerate().skip(2) {
         assert_eq!(starts(pg), before[i], "{} untouched", names[i]);
     }
+    // A graceful stop is no loss of coordination.
+    assert_eq!(r.hook_events("escalation").len(), 0, "no escalation");
     r.assert_all_well_formed();
 }
 

@@ -67,6 +67,9 @@ impl Agent {
     }
 
     async fn step(&mut self) {
+        if self.c.leaving.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         self.drop_if_expired();
         self.stand_down_if_fenced();
         if self.c.lock().session.is_none() {

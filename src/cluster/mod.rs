@@ -110,6 +110,8 @@ pub struct Cluster {
     renewed_ms: AtomicU64,
     /// Serializes state writes, so a later state never lands before an earlier one.
     state_lock: tokio::sync::Mutex<()>,
+    /// Shutting down: the agent does nothing more (no claims, no "coordination lost").
+    leaving: std::sync::atomic::AtomicBool,
     log: Logger,
 }
 
@@ -140,6 +142,7 @@ impl Cluster {
                     epoch: Instant::now(),
                     renewed_ms: AtomicU64::new(0),
                     state_lock: tokio::sync::Mutex::new(()),
+                    leaving: std::sync::atomic::AtomicBool::new(false),
                     log,
                 });
                 let _ = tx.send(Ok(cluster.clone()));
@@ -291,7 +294,12 @@ impl Cluster {
     /// Ends our session at shutdown: revoking the lease frees our targets at once. Answers
     /// whether it was revoked, within 2 s.
     pub fn leave(&self) -> impl std::future::Future<Output = bool> {
-        let session = self.lock().session.take();
+        self.leaving.store(true, Ordering::SeqCst);
+        let session = {
+            let mut s = self.lock();
+            s.owned.clear();
+            s.session.take()
+        };
         let (tx, rx) = futures::channel::oneshot::channel();
         if let Some(s) = session {
             self.rt.spawn(async move {
