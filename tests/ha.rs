@@ -405,6 +405,7 @@ fn killing_the_etcd_leader_during_an_incident_causes_no_double_restart() {
 #[test]
 fn a_rolling_restart_of_all_daemons_misses_no_fault_and_pages_none_twice() {
     let (bed, _) = clustered(Spec::default());
+    let began = Instant::now();
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
     for (i, member) in MEMBERS.iter().enumerate() {
         let owners = bed.wait_settled(&MEMBERS, Duration::from_secs(60));
@@ -445,6 +446,9 @@ fn a_rolling_restart_of_all_daemons_misses_no_fault_and_pages_none_twice() {
             "{t}: one failure and one recovery page per fault"
         );
     }
+    // A graceful stop leaves quietly: no daemon pages a coordination loss.
+    let lost = bed.coordination_alerts(began);
+    assert!(lost.is_empty(), "no coordination-lost page: {lost:?}");
     bed.receiver.assert_all_well_formed();
 }
 
