@@ -8,11 +8,16 @@
 //! crash or the hung-server section), BENCH_DISCOVER (50: labelled containers found by
 //! discovery, its time and the daemon's memory; 0 skips it), BENCH_PROBE_TARGETS (targets of
 //! each probe cost row, "1000"; 0 skips the section), BENCH_ARCHIVE_MIB (4: the server log
-//! a killed container's archive copies), BENCH_ONLY (a comma list of sections: recovery, hang,
-//! containers, archive, resources, probe, discovery).
+//! a killed container's archive copies), BENCH_TAKEOVER_RUNS (10: daemon SIGKILLs per TTL in
+//! the cluster takeover section; 0 skips it), BENCH_CLUSTER_TARGETS (300: targets of the
+//! cluster load section; 0 skips it), BENCH_ONLY (a comma list of sections: recovery, hang,
+//! containers, archive, resources, probe, discovery, takeover, cluster-load).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+#[path = "recovery/cluster.rs"]
+mod cluster;
 
 use chrono::{DateTime, Utc};
 use sentinel_remedy::pgcluster::Cluster;
@@ -918,5 +923,13 @@ fn main() {
     }
     if run("discovery") && discover > 0 && env_num("BENCH_DOCKER", 1) == 1 {
         discovery_section(discover, window);
+    }
+    let takeovers = env_num("BENCH_TAKEOVER_RUNS", 10) as usize;
+    if run("takeover") && takeovers > 0 && env_num("BENCH_DOCKER", 1) == 1 {
+        cluster::takeover_section(takeovers);
+    }
+    let cluster_targets = env_num("BENCH_CLUSTER_TARGETS", 300) as usize;
+    if run("cluster-load") && cluster_targets > 0 && env_num("BENCH_DOCKER", 1) == 1 {
+        cluster::load_section(cluster_targets, window);
     }
 }

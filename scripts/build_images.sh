@@ -2,11 +2,12 @@
 # Builds the local images for a machine with a Docker Engine but no registry:
 #   base      debootstrapped Debian (minbase) imported with `docker import`
 #   postgres  PostgreSQL from Debian's packages on that base (compose/postgres)
+#   etcd      etcd 3.4 from Debian's etcd-server on that base (compose/etcd), for cluster mode
 #   sentinel  the daemon (Dockerfile), from a binary built here
 # An image whose recipe has not changed is reused (the recipe's hash is an image label).
 #
-# Usage: scripts/build_images.sh [base|postgres|sentinel|all]...   (default: all)
-# Variables: BASE_IMAGE, POSTGRES_IMAGE, SENTINEL_IMAGE (tags), DEBIAN_SUITE (bookworm),
+# Usage: scripts/build_images.sh [base|postgres|etcd|sentinel|all]...   (default: all)
+# Variables: BASE_IMAGE, POSTGRES_IMAGE, ETCD_IMAGE, SENTINEL_IMAGE (tags), DEBIAN_SUITE (bookworm),
 #   DEBIAN_MIRROR, PG_MAJOR (15), SENTINEL_BINARY (a built binary; default: a release build).
 set -euo pipefail
 
@@ -14,6 +15,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BASE_IMAGE="${BASE_IMAGE:-sentinel-remedy/debian:bookworm}"
 POSTGRES_IMAGE="${POSTGRES_IMAGE:-sentinel-remedy/postgres:15}"
 SENTINEL_IMAGE="${SENTINEL_IMAGE:-sentinel-remedy:local}"
+ETCD_IMAGE="${ETCD_IMAGE:-sentinel-remedy/etcd:3.4}"
 DEBIAN_SUITE="${DEBIAN_SUITE:-bookworm}"
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 PG_MAJOR="${PG_MAJOR:-15}"
@@ -63,6 +65,17 @@ build_postgres() {
         --label "$LABEL=$recipe" -t "$POSTGRES_IMAGE" "$ROOT/compose/postgres" >/dev/null
 }
 
+build_etcd() {
+    local recipe
+    recipe="$(recipe_of "$ROOT/compose/etcd/Dockerfile" <(echo "$BASE_IMAGE $(docker image inspect --format '{{.Id}}' "$BASE_IMAGE")"))"
+    if [ "$(current_recipe "$ETCD_IMAGE")" = "$recipe" ]; then
+        say "reusing $ETCD_IMAGE"; return
+    fi
+    say "building $ETCD_IMAGE"
+    docker build -q --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+        --label "$LABEL=$recipe" -t "$ETCD_IMAGE" "$ROOT/compose/etcd" >/dev/null
+}
+
 build_sentinel() {
     local bin="${SENTINEL_BINARY:-}"
     if [ -z "$bin" ]; then
@@ -95,13 +108,14 @@ for w in "${what[@]}"; do
     case "$w" in
         base) build_base ;;
         postgres) build_base; build_postgres ;;
+        etcd) build_base; build_etcd ;;
         sentinel) build_base; build_sentinel ;;
-        all) build_base; build_postgres; build_sentinel ;;
-        *) die "unknown image '$w' (use base, postgres, sentinel or all)" ;;
+        all) build_base; build_postgres; build_etcd; build_sentinel ;;
+        *) die "unknown image '$w' (use base, postgres, etcd, sentinel or all)" ;;
     esac
 done
 # Untagged leftovers of ours only: the build stage the classic builder keeps, and images a
 # rebuild replaced. `prune` never touches a tagged image.
 docker image prune -f --filter label=org.sentinel-remedy.stage=build >/dev/null
 docker image prune -f --filter "label=$LABEL" >/dev/null
-say "images: $BASE_IMAGE $POSTGRES_IMAGE $SENTINEL_IMAGE"
+say "images: $BASE_IMAGE $POSTGRES_IMAGE $ETCD_IMAGE $SENTINEL_IMAGE"

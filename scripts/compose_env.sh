@@ -1,11 +1,16 @@
 # Shared by quickstart.sh and test_system.sh (sourced, not run): which compose command to use,
 # which file, and the stack's .env.
 #   FLEET=1 selects compose/fleet.yml (three postgres containers), DISCOVER=1 compose/discover.yml
-#   (three labelled ones, no registry), else compose/docker-compose.yml.
+#   (three labelled ones, no registry), HA=1 compose/ha.yml (three daemons sharing the fleet
+#   through etcd; its .env is .env.ha), else compose/docker-compose.yml.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 COMPOSE_DIR="$ROOT/compose"
-if [ "${DISCOVER:-0}" = 1 ]; then
+if [ "${HA:-0}" = 1 ]; then
+    COMPOSE_FILE_PATH="$COMPOSE_DIR/ha.yml"
+    : "${COMPOSE_PROJECT_NAME:=sentinel-ha}"
+    : "${ENV_FILE:=$COMPOSE_DIR/.env.ha}"
+elif [ "${DISCOVER:-0}" = 1 ]; then
     COMPOSE_FILE_PATH="$COMPOSE_DIR/discover.yml"
     : "${COMPOSE_PROJECT_NAME:=sentinel-discover}"
 elif [ "${FLEET:-0}" = 1 ]; then

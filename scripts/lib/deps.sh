@@ -94,7 +94,7 @@ ensure_docker() {
     command -v debootstrap >/dev/null 2>&1 || { echo "== installing debootstrap"; apt_install debootstrap; }
     command -v flock >/dev/null 2>&1 || apt_install util-linux
     echo "== container images (built once, then reused)"
-    scripts/build_images.sh postgres
+    scripts/build_images.sh postgres etcd
 }
 
 # Cluster mode: the etcd-client crate compiles etcd's protobuf definitions with protoc.

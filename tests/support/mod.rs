@@ -5,6 +5,7 @@
 
 pub mod docker;
 pub mod etcd;
+pub mod ha;
 pub mod hostile;
 pub mod http;
 pub mod receiver;

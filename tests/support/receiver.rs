@@ -41,7 +41,12 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+        Self::start_on("127.0.0.1")
+    }
+
+    /// Listens on `ip` (e.g. a Docker network's gateway, which its containers reach).
+    pub fn start_on(ip: &str) -> Self {
+        let listener = TcpListener::bind((ip, 0)).expect("bind receiver");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let shared = Arc::new(Mutex::new(Shared::default()));
         let s = shared.clone();
@@ -64,7 +69,7 @@ impl Receiver {
         Self { base, shared }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://IP:PORT`.
     pub fn base(&self) -> &str {
         &self.base
     }
