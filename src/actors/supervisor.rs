@@ -483,6 +483,10 @@ impl Supervisor {
                 uploader: None,
             });
         }
+        if new.cluster != self.settings.registry.cluster {
+            // The membership, its lease and the owned targets belong to the running session.
+            warn!(self.log, "the cluster section changed: it applies when the daemon restarts; the running membership stays"; "event" => "reload_cluster_ignored");
+        }
         // Always: with the same channels the Notifier only revives dead or gone ones.
         self.peers.notifier.do_send(SetChannels(new.notify.clone()));
         self.settings.registry = new;

@@ -10,7 +10,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCluster {
-    /// etcd client URLs (`http://etcd1:2379`); one is enough, all are better.
+    /// etcd client URLs (`http://etcd1:2379`; no TLS yet); one is enough, all are better.
     pub etcd: Vec<String>,
     /// Key prefix shared by the daemons of one fleet (default `sentinel-remedy`).
     pub prefix: Option<String>,
@@ -106,16 +106,25 @@ fn endpoints_ok(etcd: &[String], problems: &mut Problems) -> bool {
     }
     let mut ok = true;
     for (i, e) in etcd.iter().enumerate() {
-        let good = url::Url::parse(e)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
-        if good.is_none() {
-            ok = false;
-            problems.push(
-                "cluster.etcd",
-                format!("entry {i}, '{e}', is not an etcd client URL"),
-                "use http://host:2379 (or https://)",
-            );
+        let good = url::Url::parse(e).ok().filter(|u| u.host_str().is_some());
+        match good.as_ref().map(url::Url::scheme) {
+            Some("http") => {}
+            Some("https") => {
+                ok = false;
+                problems.push(
+                    "cluster.etcd",
+                    format!("entry {i}, '{e}': TLS to etcd is not supported by this build"),
+                    "reach etcd over http on a private network (or a local TLS proxy)",
+                );
+            }
+            _ => {
+                ok = false;
+                problems.push(
+                    "cluster.etcd",
+                    format!("entry {i}, '{e}', is not an etcd client URL"),
+                    "use http://host:2379",
+                );
+            }
         }
     }
     ok
@@ -203,6 +212,10 @@ mod tests {
             assert!(bad.iter().any(|p| p == key), "{key} not named in {bad:?}");
         }
         assert!(load("  etcd: []").is_err());
+        assert!(
+            load("  etcd: [\"https://etcd1:2379\"]").is_err(),
+            "TLS is refused, not silently tried"
+        );
     }
 
     #[test]
