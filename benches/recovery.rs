@@ -9,15 +9,19 @@
 //! discovery, its time and the daemon's memory; 0 skips it), BENCH_PROBE_TARGETS (targets of
 //! each probe cost row, "1000"; 0 skips the section), BENCH_ARCHIVE_MIB (4: the server log
 //! a killed container's archive copies), BENCH_TAKEOVER_RUNS (10: daemon SIGKILLs per TTL in
-//! the cluster takeover section; 0 skips it), BENCH_CLUSTER_TARGETS (300: targets of the
-//! cluster load section; 0 skips it), BENCH_ONLY (a comma list of sections: recovery, hang,
-//! containers, archive, resources, probe, discovery, takeover, cluster-load).
+//! the containerized cluster takeover section; 0 skips it), BENCH_CLUSTER_TARGETS (300: targets
+//! of the cluster load sections; 0 skips them), BENCH_CLUSTER (1; 0 skips the bare-process
+//! cluster section), BENCH_CLUSTER_RUNS (10: its takeovers per TTL and postmaster kills during a
+//! takeover), BENCH_CLUSTER_WINDOW (20 s), BENCH_ONLY (a comma list of sections: recovery, hang,
+//! containers, archive, resources, probe, discovery, takeover, cluster-load, cluster).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 #[path = "recovery/cluster.rs"]
 mod cluster;
+#[path = "recovery/cluster_bare.rs"]
+mod cluster_bare;
 
 use chrono::{DateTime, Utc};
 use sentinel_remedy::pgcluster::Cluster;
@@ -931,5 +935,8 @@ fn main() {
     let cluster_targets = env_num("BENCH_CLUSTER_TARGETS", 300) as usize;
     if run("cluster-load") && cluster_targets > 0 && env_num("BENCH_DOCKER", 1) == 1 {
         cluster::load_section(cluster_targets, window);
+    }
+    if run("cluster") && env_num("BENCH_CLUSTER", 1) == 1 {
+        cluster_bare::section(env_num("BENCH_CLUSTER_RUNS", 10) as usize);
     }
 }

@@ -7,22 +7,26 @@
 # a hung (SIGSTOPped) server at the default probe settings and at 1 s / 1 s / 3, the probe
 # cost (1,000 healthy scram-sha-256 targets probed every second, each probe a new login: the
 # daemon's CPU, memory and probe lateness p50/p99, and the servers' CPU), and 50 labelled
-# containers found by discovery; in cluster mode (three daemons, etcd, in containers), the
-# takeover time after a daemon's SIGKILL at TTL 5 s and 2 s (median and max of 10, with a
+# containers found by discovery; in cluster mode, in containers (three daemons, a 3-node etcd):
+# the takeover time after a daemon's SIGKILL at TTL 5 s and 2 s (median and max of 10, with a
 # database killed in the gap: SQL back, double restarts, duplicate pages) and three daemons
-# watching 300 targets (CPU and memory per daemon, etcd's write rate).
+# watching 300 targets (CPU and memory per daemon, etcd's write rate); and the same on bare
+# processes on loopback with a release build (section `cluster`).
 # Knobs: BENCH_RUNS (5), BENCH_WINDOW (60 s per resource sample), BENCH_TARGETS (1,10,50),
 # BENCH_DOCKER (1; 0 skips the container and discovery sections), BENCH_RECOVERY and BENCH_HANG
 # (1; 0 skips the crash or the hung-server section), BENCH_PROBE_TARGETS (1000; a comma list
 # gives one row each, 0 skips), BENCH_DISCOVER (50 labelled containers discovered; 0 skips),
 # BENCH_ARCHIVE_MIB (4: server log in the archived container), BENCH_TAKEOVER_RUNS (10; 0
-# skips), BENCH_CLUSTER_TARGETS (300; 0 skips), BENCH_ONLY (a comma list: only these sections,
-# from recovery, hang, containers, archive, resources, probe, discovery, takeover, cluster-load).
+# skips), BENCH_CLUSTER_TARGETS (300; 0 skips), BENCH_CLUSTER (1; 0 skips the bare-process
+# cluster section), BENCH_CLUSTER_RUNS (10), BENCH_CLUSTER_WINDOW (20 s), BENCH_ONLY (a comma
+# list: only these sections, from recovery, hang, containers, archive, resources, probe,
+# discovery, takeover, cluster-load, cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/deps.sh
 ensure_postgres
 ensure_protoc
 [ "${BENCH_DOCKER:-1}" = 0 ] || { ensure_docker; ensure_etcd; }
+[ "${BENCH_CLUSTER:-1}" = 0 ] || ensure_etcd
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/sentinel-remedy-target}"
 cargo bench --locked --bench recovery 2>&1 | grep -v '^\s*\(Compiling\|Finished\|Running\)'

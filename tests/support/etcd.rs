@@ -80,6 +80,10 @@ impl Etcd {
         self.under("sentinel-remedy", "owner")
     }
 
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, sig) };
