@@ -297,7 +297,16 @@ impl Agent {
             if *claimed && state.as_ref().is_some_and(|st| st.written_by != me) {
                 takeovers += 1;
             }
-            self.c.lock().owned.insert(t.clone());
+            {
+                let mut sh = self.c.lock();
+                sh.owned.insert(t.clone());
+                // The status page shows it at once, not after the next reading.
+                let key = OwnerKey {
+                    member: me.clone(),
+                    lease: s.lease,
+                };
+                sh.owners.insert(t.clone(), key);
+            }
             self.send(ClusterEvent::Gained {
                 target: t.clone(),
                 state: state.clone().map(Box::new),
@@ -306,8 +315,21 @@ impl Agent {
         if takeovers > 0 {
             crate::metrics::global().inc_by("sentinel_cluster_takeovers_total", &[], takeovers);
         }
+        let handed = self.hand_off(s, plan.hand_off).await;
+        if !gained.is_empty() || !plan.lost.is_empty() || !handed.is_empty() {
+            let names: Vec<&str> = gained.iter().take(10).map(|(t, _, _)| t.as_str()).collect();
+            info!(self.c.log, "ownership changed"; "event" => "cluster_ownership",
+                "gained" => gained.len(), "takeovers" => takeovers, "lost" => plan.lost.len(), "handed_off" => handed.len(),
+                "gained_names" => names.join(","), "lost_names" => plan.lost.join(","), "handed" => handed.join(","));
+        }
+    }
+
+    /// Moves each target's owner key onto the lease of the member that should own it, while
+    /// it is still ours; returns "target→member" for each moved.
+    async fn hand_off(&mut self, s: &Session, list: Vec<(String, String, i64)>) -> Vec<String> {
+        let me = self.c.cfg.member.clone();
         let mut handed = vec![];
-        for (t, to, lease) in plan.hand_off {
+        for (t, to, lease) in list {
             let op = TxnOp::put(
                 self.c.keys.owner(&t),
                 to.clone(),
@@ -315,7 +337,14 @@ impl Agent {
             );
             if let Ok(true) = guarded(s, &self.c.keys.owner(&t), &me, vec![op]).await {
                 self.handoff_tokens -= 1.0;
-                self.c.lock().owned.remove(&t);
+                let mut sh = self.c.lock();
+                sh.owned.remove(&t);
+                let key = OwnerKey {
+                    member: to.clone(),
+                    lease,
+                };
+                sh.owners.insert(t.clone(), key);
+                drop(sh);
                 self.send(ClusterEvent::Lost {
                     target: t.clone(),
                     why: "handed off",
@@ -323,12 +352,7 @@ impl Agent {
                 handed.push(format!("{t}→{to}"));
             }
         }
-        if !gained.is_empty() || !plan.lost.is_empty() || !handed.is_empty() {
-            let names: Vec<&str> = gained.iter().take(10).map(|(t, _, _)| t.as_str()).collect();
-            info!(self.c.log, "ownership changed"; "event" => "cluster_ownership",
-                "gained" => gained.len(), "takeovers" => takeovers, "lost" => plan.lost.len(), "handed_off" => handed.len(),
-                "gained_names" => names.join(","), "lost_names" => plan.lost.join(","), "handed" => handed.join(","));
-        }
+        handed
     }
 
     fn publish_metrics(&self) {
