@@ -9,6 +9,11 @@ pub fn stamp(t: DateTime<Utc>) -> String {
     t.format("%Y%m%dT%H%M%S%.3fZ").to_string()
 }
 
+/// The wall-clock time that corresponds to a past monotonic instant.
+pub fn wall_at(i: Instant) -> DateTime<Utc> {
+    Utc::now() - chrono::Duration::from_std(i.elapsed()).unwrap_or_default()
+}
+
 /// The monotonic instant that corresponds to a past wall-clock time.
 pub fn instant_at(t: DateTime<Utc>) -> Instant {
     let ago = (Utc::now() - t).to_std().unwrap_or_default();

@@ -70,8 +70,8 @@ impl Agent {
         if self.c.leaving.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        self.drop_if_expired();
-        self.stand_down_if_fenced();
+        let dropped = self.stand_down_if_fenced();
+        self.end_session_if_expired(dropped);
         if self.c.lock().session.is_none() {
             match tokio::time::timeout(self.c.cfg.ttl, self.join()).await {
                 Ok(Ok(())) => self.joined(),
@@ -89,44 +89,19 @@ impl Agent {
         }
     }
 
-    /// A lease not renewed for the whole TTL is gone as far as the other daemons know: they
-    /// may own our targets already, so we stop running them.
-    fn drop_if_expired(&mut self) {
-        let expired = self.c.lease_age().is_some_and(|a| a > self.c.cfg.ttl);
-        let mut s = self.c.lock();
-        let had = s.session.is_some();
-        // Still live; or never joined, or already dropped: nothing to give up.
-        if (had && !expired) || (!had && s.owned.is_empty()) {
-            return;
-        }
-        if let Some(old) = s.session.take() {
-            self.last_lease = Some(old.lease);
-        }
-        let dropped: Vec<String> = std::mem::take(&mut s.owned).into_iter().collect();
-        drop(s);
-        error!(self.c.log, "coordination lost: the etcd lease could not be renewed for the whole TTL; every target is dropped (another daemon may own them now) and no restart is made until this daemon joins again";
-            "event" => "cluster_targets_dropped", "targets" => dropped.len());
-        for t in dropped {
-            self.send(ClusterEvent::Lost {
-                target: t,
-                why: "coordination lost",
-            });
-        }
-        self.say_lost("the etcd lease could not be renewed within its TTL".into());
-    }
-
-    /// Fenced (the lease may expire before it is renewed): stop running our targets now,
-    /// before another daemon can own them, so two Monitors never act on one target. The keys
-    /// stay ours: if the lease is renewed in time, the next reading gives them back.
-    fn stand_down_if_fenced(&mut self) {
+    /// Fenced (no session, or the lease may expire before it is renewed): stop running our
+    /// targets now, before another daemon can own them, so two Monitors never act on one
+    /// target. The keys stay ours: if the lease is renewed in time, the next reading gives
+    /// them back. Answers whether any target was dropped.
+    fn stand_down_if_fenced(&mut self) -> bool {
         let Some(why) = self.c.fenced() else {
-            return;
+            return false;
         };
         let dropped: Vec<String> = std::mem::take(&mut self.c.lock().owned)
             .into_iter()
             .collect();
         if dropped.is_empty() {
-            return;
+            return false;
         }
         warn!(self.c.log, "fenced: this daemon stops running its targets until its lease is renewed"; "event" => "cluster_fenced",
             "targets" => dropped.len(), "why" => why);
@@ -136,6 +111,28 @@ impl Agent {
                 why: "fenced",
             });
         }
+        true
+    }
+
+    /// A lease not renewed for the whole TTL is gone as far as the other daemons know: the
+    /// session ends (a new one is joined) and the loss is said once. So is a session etcd
+    /// ended while we ran targets (`dropped`: the lease expired there).
+    fn end_session_if_expired(&mut self, dropped: bool) {
+        let expired = self.c.lease_age().is_some_and(|a| a > self.c.cfg.ttl);
+        let (old, none_left) = {
+            let mut s = self.c.lock();
+            let old = s.session.take_if(|_| expired);
+            (old, s.session.is_none())
+        };
+        match old {
+            Some(old) => self.last_lease = Some(old.lease),
+            // Still live; or never joined, or already said.
+            None if !(dropped && none_left) => return,
+            None => {}
+        }
+        error!(self.c.log, "coordination lost: the etcd lease could not be renewed for the whole TTL; no target is run and no restart made until this daemon joins again";
+            "event" => "cluster_session_lost");
+        self.say_lost("the etcd lease could not be renewed within its TTL".into());
     }
 
     fn say_lost(&mut self, reason: String) {
@@ -272,13 +269,8 @@ impl Agent {
             });
         }
         for t in &plan.release {
-            let _ = guarded(
-                s,
-                &self.c.keys.owner(t),
-                &me,
-                vec![TxnOp::delete(self.c.keys.owner(t), None)],
-            )
-            .await;
+            let delete = TxnOp::delete(self.c.keys.owner(t), None);
+            let _ = s.while_owner(&self.c.keys, t, &me, vec![delete]).await;
         }
         let mut gained = vec![];
         for t in plan.gained {
@@ -335,7 +327,7 @@ impl Agent {
                 to.clone(),
                 Some(PutOptions::new().with_lease(lease)),
             );
-            if let Ok(true) = guarded(s, &self.c.keys.owner(&t), &me, vec![op]).await {
+            if let Ok(true) = s.while_owner(&self.c.keys, &t, &me, vec![op]).await {
                 self.handoff_tokens -= 1.0;
                 let mut sh = self.c.lock();
                 sh.owned.remove(&t);
@@ -496,26 +488,6 @@ async fn get_state(s: &Session, key: &str) -> Option<TargetState> {
         .ok()?
         .ok()?;
     serde_json::from_slice(r.kvs().first()?.value()).ok()
-}
-
-/// Runs `ops` only while `owner_key` is still ours (our id, our current lease).
-async fn guarded(
-    s: &Session,
-    owner_key: &str,
-    me: &str,
-    ops: Vec<TxnOp>,
-) -> Result<bool, etcd_client::Error> {
-    let txn = Txn::new()
-        .when([
-            Compare::value(owner_key, CompareOp::Equal, me),
-            Compare::lease(owner_key, CompareOp::Equal, s.lease),
-        ])
-        .and_then(ops);
-    let mut client = s.client.clone();
-    match tokio::time::timeout(CALL_LIMIT, client.txn(txn)).await {
-        Ok(r) => Ok(r?.succeeded()),
-        Err(_) => Ok(false),
-    }
 }
 
 fn first_kv_lease(r: &etcd_client::TxnResponse) -> Option<i64> {

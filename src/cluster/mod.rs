@@ -65,6 +65,32 @@ struct Session {
     generation: u64,
 }
 
+impl Session {
+    /// Runs `ops` only while `target`'s owner key is still ours (our id, our current lease);
+    /// answers whether they ran. Not answered within a second: not run.
+    async fn while_owner(
+        &self,
+        keys: &Keys,
+        target: &str,
+        me: &str,
+        ops: Vec<etcd_client::TxnOp>,
+    ) -> Result<bool, etcd_client::Error> {
+        use etcd_client::{Compare, CompareOp, Txn};
+        let owner = keys.owner(target);
+        let txn = Txn::new()
+            .when([
+                Compare::value(owner.clone(), CompareOp::Equal, me),
+                Compare::lease(owner, CompareOp::Equal, self.lease),
+            ])
+            .and_then(ops);
+        let mut client = self.client.clone();
+        match tokio::time::timeout(Duration::from_secs(1), client.txn(txn)).await {
+            Ok(r) => Ok(r?.succeeded()),
+            Err(_) => Ok(false),
+        }
+    }
+}
+
 /// What the status page shows of the cluster.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ClusterView {
@@ -262,26 +288,19 @@ impl Cluster {
     }
 
     async fn put_state(&self, target: &str, state: &TargetState) -> Result<(), String> {
-        use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
         let Some(s) = self.lock().session.clone() else {
             return Err("no etcd session".into());
         };
         let json = serde_json::to_vec(state).map_err(|e| e.to_string())?;
-        let owner = self.keys.owner(target);
-        let txn = Txn::new()
-            .when([
-                Compare::value(owner.clone(), CompareOp::Equal, self.cfg.member.clone()),
-                Compare::lease(owner, CompareOp::Equal, s.lease),
-            ])
-            .and_then([TxnOp::put(
-                self.keys.state(target),
-                json,
-                None::<PutOptions>,
-            )]);
-        let mut client = s.client;
-        match client.txn(txn).await {
-            Ok(r) if r.succeeded() => Ok(()),
-            Ok(_) => Err(format!("{target} is no longer owned by this daemon")),
+        let put = etcd_client::TxnOp::put(self.keys.state(target), json, None);
+        match s
+            .while_owner(&self.keys, target, &self.cfg.member, vec![put])
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "{target} is no longer owned by this daemon (or etcd did not answer)"
+            )),
             Err(e) => Err(e.to_string()),
         }
     }

@@ -32,13 +32,13 @@ pub struct IncidentState {
 impl TargetState {
     /// The record as it stands now.
     pub fn of(rec: &TargetRecord, member: &str) -> Self {
-        let now_i = std::time::Instant::now();
-        let now = Utc::now();
-        let wall = |i: std::time::Instant| {
-            now - chrono::Duration::from_std(now_i.saturating_duration_since(i)).unwrap_or_default()
-        };
         Self {
-            restarts: rec.restarts.iter().copied().map(wall).collect(),
+            restarts: rec
+                .restarts
+                .iter()
+                .copied()
+                .map(crate::stamp::wall_at)
+                .collect(),
             backoff_step: rec.backoff_step,
             maintenance_until: rec.maintenance_until,
             incident: rec.incident.as_ref().map(|inc| IncidentState {

@@ -143,9 +143,7 @@ fn make_private(state_dir: &Path, db: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn wall(i: std::time::Instant) -> DateTime<Utc> {
-    Utc::now() - chrono::Duration::from_std(i.elapsed()).unwrap_or_default()
-}
+use crate::stamp::wall_at as wall;
 
 impl IncidentRow {
     /// An open incident as it stands, in the stored form (etcd keeps it for a takeover).
