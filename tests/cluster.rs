@@ -5,9 +5,8 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
-use support::etcd::{time_until, Etcd, Relay};
+use support::etcd::{shares, time_until, write_cluster_registry, Etcd, Relay};
 use support::receiver::Receiver;
 use support::*;
 
@@ -25,9 +24,7 @@ struct Node {
 impl Node {
     fn start(member: &str, etcd_url: &str, notify: &str, targets: &[TargetSpec]) -> Self {
         let ws = Workspace::new();
-        let port = sentinel_remedy::pgcluster::free_port().expect("port");
-        let api = format!("127.0.0.1:{port}");
-        Self::write(&ws, member, etcd_url, notify, targets, &api);
+        let api = Self::write(&ws, member, etcd_url, notify, targets);
         let d = Daemon::run(&ws, &[]);
         Self {
             ws,
@@ -37,21 +34,16 @@ impl Node {
         }
     }
 
+    /// The registry of one daemon of the cluster; answers its API address.
     fn write(
         ws: &Workspace,
         member: &str,
         etcd_url: &str,
         notify: &str,
         targets: &[TargetSpec],
-        api: &str,
-    ) {
-        ws.write_registry(notify, targets);
-        let body = std::fs::read_to_string(ws.config()).expect("registry");
-        let head = format!(
-            "server:\n  listen: {api}\ncluster:\n  etcd: [\"{etcd_url}\"]\n  member: {member}\n  ttl: {}s\nfleet_guard:\n  min_failing: 100\n",
-            TTL.as_secs()
-        );
-        std::fs::write(ws.config(), head + &body).expect("write registry");
+    ) -> String {
+        let ttl = TTL.as_secs();
+        write_cluster_registry(ws, member, etcd_url, ttl, "", notify, targets)
     }
 
     /// Starts this member again (same workspace, same registry).
@@ -85,38 +77,10 @@ impl Node {
     }
 }
 
-/// Starts of a server since its log began: PostgreSQL logs one "ready" line per start.
-fn starts(pg: &Pg) -> usize {
-    files_under(&pg.cluster.root.join("log"))
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .map(|t| {
-            t.matches("database system is ready to accept connections")
-                .count()
-        })
-        .sum()
-}
-
-fn counts(owners: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
-    let mut c = BTreeMap::new();
-    for m in owners.values() {
-        *c.entry(m.clone()).or_insert(0) += 1;
-    }
-    c
-}
-
 fn spec<'a>(name: &'a str, pg: &'a Pg) -> TargetSpec<'a> {
     let mut s = TargetSpec::new(name, pg);
     s.recovery_timeout = "20s";
     s
-}
-
-/// Webhook events of `kind` about `target` at the receiver.
-fn hook(r: &Receiver, kind: &str, target: &str) -> usize {
-    r.hook_events(kind)
-        .iter()
-        .filter(|h| h.body["target"] == target)
-        .count()
 }
 
 #[test]
@@ -141,10 +105,10 @@ fn three_daemons_share_thirty_targets_each_owned_by_exactly_one() {
     // Hand-offs settle on an even share (each member takes at most its ceiling share).
     let owners = wait_for(LONG, "30 targets shared evenly by 3 daemons", || {
         let o = etcd.owners();
-        let c = counts(&o);
+        let c = shares(&o);
         (o.len() == 30 && c.len() == 3 && c.values().all(|n| *n == 10)).then_some(o)
     });
-    println!("shares: {:?}", counts(&owners));
+    println!("shares: {:?}", shares(&owners));
     // Each daemon runs exactly what etcd gives it; together, every target once.
     let mut seen: Vec<String> = vec![];
     for n in &nodes {
@@ -184,7 +148,7 @@ fn a_killed_daemons_targets_are_taken_over_and_a_fault_in_the_gap_is_healed_once
     let n2 = Node::start("n2", &etcd.url, &notify, &specs);
     let owners = wait_for(LONG, "both daemons own targets", || {
         let o = etcd.owners();
-        (o.len() == 4 && counts(&o).len() == 2).then_some(o)
+        (o.len() == 4 && shares(&o).len() == 2).then_some(o)
     });
     let (victim, _) = owners
         .iter()
@@ -194,7 +158,7 @@ fn a_killed_daemons_targets_are_taken_over_and_a_fault_in_the_gap_is_healed_once
     wait_for(LONG, "n1 runs its targets", || {
         n1.running().contains(victim).then_some(())
     });
-    let (starts_before, pid_before) = (starts(pg), pg.pid());
+    let (starts_before, pid_before) = (pg.starts(), pg.pid());
 
     n1.d.signal(libc::SIGKILL);
     pg.kill9();
@@ -215,14 +179,14 @@ fn a_killed_daemons_targets_are_taken_over_and_a_fault_in_the_gap_is_healed_once
         pg.answers().then_some(())
     });
     wait_for(LONG, "the recovery notice", || {
-        (hook(&r, "recovery", victim) >= 1).then_some(())
+        (r.hook_count("recovery", victim) >= 1).then_some(())
     });
     // Time for a second restart or a duplicate page to show, if one were coming.
     std::thread::sleep(TTL * 3);
-    assert_eq!(starts(pg) - starts_before, 1, "started exactly once");
+    assert_eq!(pg.starts() - starts_before, 1, "started exactly once");
     assert_ne!(pg.pid(), pid_before);
-    assert_eq!(hook(&r, "failure", victim), 1, "one failure notice");
-    assert_eq!(hook(&r, "recovery", victim), 1, "one recovery notice");
+    assert_eq!(r.hook_count("failure", victim), 1, "one failure notice");
+    assert_eq!(r.hook_count("recovery", victim), 1, "one recovery notice");
     r.assert_all_well_formed();
     drop(n1);
     drop(n2);
@@ -242,7 +206,7 @@ fn a_daemon_cut_off_from_etcd_stops_remediating_and_its_targets_are_healed_once_
     let n2 = Node::start("n2", &etcd.url, &notify, &specs);
     let owners = wait_for(LONG, "both daemons own targets", || {
         let o = etcd.owners();
-        (o.len() == 4 && counts(&o).len() == 2).then_some(o)
+        (o.len() == 4 && shares(&o).len() == 2).then_some(o)
     });
     let victim = owners
         .iter()
@@ -259,15 +223,15 @@ fn a_daemon_cut_off_from_etcd_stops_remediating_and_its_targets_are_healed_once_
     wait_for(LONG, "n2 owns every target", || {
         etcd.owners().values().all(|m| m == "n2").then_some(())
     });
-    let starts_before = starts(pg);
+    let starts_before = pg.starts();
     pg.kill9();
     wait_for(LONG, "the server answers again", || {
         pg.answers().then_some(())
     });
     std::thread::sleep(TTL * 3);
-    assert_eq!(starts(pg) - starts_before, 1, "healed exactly once");
+    assert_eq!(pg.starts() - starts_before, 1, "healed exactly once");
     assert_eq!(
-        hook(&r, "failure", &victim),
+        r.hook_count("failure", &victim),
         1,
         "one failure notice: {:#?}\nn1: {}",
         r.hook_events("failure")
@@ -285,7 +249,7 @@ fn a_daemon_cut_off_from_etcd_stops_remediating_and_its_targets_are_healed_once_
 
     relay.mend();
     wait_for(LONG, "n1 joins again and gets its share back", || {
-        (counts(&etcd.owners()).get("n1").copied().unwrap_or(0) >= 1).then_some(())
+        (shares(&etcd.owners()).get("n1").copied().unwrap_or(0) >= 1).then_some(())
     });
     wait_for(LONG, "n1 healthy again", || {
         n1.get("/healthz").filter(|(c, _)| *c == 200).map(|_| ())
@@ -311,7 +275,7 @@ fn a_daemon_paused_past_its_ttl_never_acts_on_stale_ownership() {
     let n2 = Node::start("n2", &etcd.url, "  console: false\n", &specs);
     let owners = wait_for(LONG, "both daemons own targets", || {
         let o = etcd.owners();
-        (o.len() == 4 && counts(&o).len() == 2).then_some(o)
+        (o.len() == 4 && shares(&o).len() == 2).then_some(o)
     });
     let victim = owners
         .iter()
@@ -322,7 +286,7 @@ fn a_daemon_paused_past_its_ttl_never_acts_on_stale_ownership() {
     wait_for(LONG, "n1 runs its targets", || {
         n1.running().contains(&victim).then_some(())
     });
-    let starts_before = starts(pg);
+    let starts_before = pg.starts();
     n1.d.signal(libc::SIGSTOP);
     pg.kill9();
     wait_for(LONG, "n2 takes over and heals", || {
@@ -330,7 +294,7 @@ fn a_daemon_paused_past_its_ttl_never_acts_on_stale_ownership() {
     });
     n1.d.signal(libc::SIGCONT);
     std::thread::sleep(TTL * 3);
-    assert_eq!(starts(pg) - starts_before, 1, "started once, by n2 only");
+    assert_eq!(pg.starts() - starts_before, 1, "started once, by n2 only");
     drop(n2);
 }
 
@@ -346,15 +310,15 @@ fn with_etcd_unreachable_nothing_is_restarted_until_it_answers_again() {
     let n2 = Node::start("n2", &etcd.url, &notify, &specs);
     wait_for(LONG, "both daemons own targets", || {
         let o = etcd.owners();
-        (o.len() == 4 && counts(&o).len() == 2).then_some(())
+        (o.len() == 4 && shares(&o).len() == 2).then_some(())
     });
     let pg = &pgs[0];
-    let starts_before = starts(pg);
+    let starts_before = pg.starts();
     etcd.signal(libc::SIGSTOP);
     pg.kill9();
     std::thread::sleep(TTL * 4);
     assert_eq!(
-        starts(pg),
+        pg.starts(),
         starts_before,
         "no restart without etcd (fail closed)"
     );
@@ -375,8 +339,8 @@ fn with_etcd_unreachable_nothing_is_restarted_until_it_answers_again() {
         pg.answers().then_some(())
     });
     std::thread::sleep(TTL * 3);
-    assert_eq!(starts(pg) - starts_before, 1, "healed exactly once");
-    assert_eq!(hook(&r, "recovery", "a"), 1, "one recovery notice");
+    assert_eq!(pg.starts() - starts_before, 1, "healed exactly once");
+    assert_eq!(r.hook_count("recovery", "a"), 1, "one recovery notice");
 }
 
 #[test]
@@ -393,10 +357,10 @@ fn a_rolling_restart_of_every_daemon_misses_no_fault_and_pages_once() {
         .collect();
     let balanced = |etcd: &Etcd| {
         let o = etcd.owners();
-        o.len() == 4 && counts(&o).values().all(|n| *n == 2)
+        o.len() == 4 && shares(&o).values().all(|n| *n == 2)
     };
     wait_for(LONG, "an even share", || balanced(&etcd).then_some(()));
-    let before: Vec<usize> = pgs.iter().map(starts).collect();
+    let before: Vec<usize> = pgs.iter().map(Pg::starts).collect();
     for (i, node) in nodes.iter_mut().enumerate() {
         // A graceful stop revokes the lease: the other daemon takes over at once.
         node.d.signal(libc::SIGTERM);
@@ -413,22 +377,22 @@ fn a_rolling_restart_of_every_daemon_misses_no_fault_and_pages_once() {
     }
     std::thread::sleep(TTL * 3);
     for i in 0..2 {
-        assert_eq!(starts(&pgs[i]) - before[i], 1, "{} started once", names[i]);
+        assert_eq!(pgs[i].starts() - before[i], 1, "{} started once", names[i]);
         assert_eq!(
-            hook(&r, "failure", names[i]),
+            r.hook_count("failure", names[i]),
             1,
             "{}: one failure page",
             names[i]
         );
         assert_eq!(
-            hook(&r, "recovery", names[i]),
+            r.hook_count("recovery", names[i]),
             1,
             "{}: one recovery",
             names[i]
         );
     }
     for (i, pg) in pgs.iter().enumerate().skip(2) {
-        assert_eq!(starts(pg), before[i], "{} untouched", names[i]);
+        assert_eq!(pg.starts(), before[i], "{} untouched", names[i]);
     }
     // A graceful stop is no loss of coordination.
     assert_eq!(r.hook_events("escalation").len(), 0, "no escalation");
@@ -487,7 +451,7 @@ fn a_joining_daemon_takes_its_share_gradually_and_no_target_goes_unprobed() {
     // 5 move to n2 at 2 a second: a few seconds, not at once.
     let mut seen_partial = false;
     wait_for(LONG, "an even share", || {
-        let c = counts(&etcd.owners());
+        let c = shares(&etcd.owners());
         let n2 = c.get("n2").copied().unwrap_or(0);
         seen_partial |= (1..5).contains(&n2);
         (n2 == 5).then_some(())
@@ -523,21 +487,13 @@ fn a_daemon_killed_mid_incident_is_followed_by_one_that_continues_the_same_incid
     let notify = notify_all(&r);
     // n1 alone owns everything, and dies (SIGKILL, by itself) once a's evidence is archived.
     let ws1 = Workspace::new();
-    let port = sentinel_remedy::pgcluster::free_port().expect("port");
-    Node::write(
-        &ws1,
-        "n1",
-        &etcd.url,
-        &notify,
-        &specs,
-        &format!("127.0.0.1:{port}"),
-    );
+    Node::write(&ws1, "n1", &etcd.url, &notify, &specs);
     let mut n1 = Daemon::run(&ws1, &[("SENTINEL_FAULT_KILL", "a:archived")]);
     wait_for(LONG, "n1 owns all", || {
         (etcd.owners().len() == 4).then_some(())
     });
     std::thread::sleep(Duration::from_secs(1));
-    let before = starts(&pgs[0]);
+    let before = pgs[0].starts();
     pgs[0].kill9();
     n1.wait_exit(LONG);
     let bundle = ws1.bundles().pop().expect("n1 archived a's evidence");
@@ -547,10 +503,10 @@ fn a_daemon_killed_mid_incident_is_followed_by_one_that_continues_the_same_incid
     let _n2 = Node::start("n2", &etcd.url, &notify, &specs);
     wait_for(LONG, "n2 heals a", || pgs[0].answers().then_some(()));
     wait_for(LONG, "the recovery notice", || {
-        (hook(&r, "recovery", "a") >= 1).then_some(())
+        (r.hook_count("recovery", "a") >= 1).then_some(())
     });
     std::thread::sleep(TTL * 3);
-    assert_eq!(starts(&pgs[0]) - before, 1, "started exactly once");
+    assert_eq!(pgs[0].starts() - before, 1, "started exactly once");
     let ids: Vec<String> = r
         .accepted("/hook")
         .iter()

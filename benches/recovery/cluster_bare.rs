@@ -11,7 +11,7 @@
 //! - 3 daemons × 300 targets: CPU and RSS per daemon, etcd's write and read rates.
 
 use super::{env_num, median, proc_usage, LONG};
-use crate::support::{self, etcd::Etcd, Daemon, Pg, Receiver, TargetSpec, Workspace};
+use crate::support::{self, etcd::shares, etcd::Etcd, Daemon, Pg, Receiver, TargetSpec, Workspace};
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -36,16 +36,9 @@ impl Node {
         specs: &[TargetSpec],
     ) -> Self {
         let ws = Workspace::new();
-        let port = sentinel_remedy::pgcluster::free_port().expect("port");
-        let api = format!("127.0.0.1:{port}");
-        ws.write_registry(notify, specs);
-        let body = std::fs::read_to_string(ws.config()).expect("registry");
-        // The fleet guard would hold restarts when several targets of one server fail.
-        let head = format!(
-            "server:\n  listen: {api}\ncluster:\n  etcd: [\"{}\"]\n  member: {member}\n  ttl: {ttl}s\n{extra}fleet_guard:\n  min_failing: 1000\n",
-            etcd.url
+        let api = support::etcd::write_cluster_registry(
+            &ws, member, &etcd.url, ttl, extra, notify, specs,
         );
-        std::fs::write(ws.config(), head + &body).expect("registry");
         let d = Self::spawn(&ws);
         Self {
             ws,
@@ -75,15 +68,6 @@ impl Node {
     fn restart(&mut self) {
         self.d = Self::spawn(&self.ws);
     }
-}
-
-/// Targets owned per member.
-fn shares(owners: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
-    let mut c = BTreeMap::new();
-    for m in owners.values() {
-        *c.entry(m.clone()).or_insert(0) += 1;
-    }
-    c
 }
 
 /// Waits until every one of `n` targets is owned and each of `members` owns `n / members`.
@@ -295,21 +279,6 @@ fn takeover_section(runs: usize) {
     }
 }
 
-/// Starts of a server so far: PostgreSQL logs one "ready" line per start.
-fn starts(pg: &Pg) -> usize {
-    log_since(pg, 0)
-        .matches("database system is ready to accept connections")
-        .count()
-}
-
-/// Webhook events of `kind` about `target` at the receiver.
-fn hook(r: &Receiver, kind: &str, target: &str) -> usize {
-    r.hook_events(kind)
-        .iter()
-        .filter(|h| h.body["target"] == target)
-        .count()
-}
-
 /// One run: SIGKILL of the member owning a target, then kill -9 of that target's postmaster.
 /// (seconds to `SELECT 1`, restarts, failure pages, recovery notices).
 fn kill9_run(
@@ -329,9 +298,9 @@ fn kill9_run(
     let i = fleet.names.iter().position(|n| n == target).expect("known");
     let pg = fleet.server(i);
     let before = (
-        starts(pg),
-        hook(r, "failure", target),
-        hook(r, "recovery", target),
+        pg.starts(),
+        r.hook_count("failure", target),
+        r.hook_count("recovery", target),
     );
     let t0 = Instant::now();
     victim.d.signal(libc::SIGKILL);
@@ -342,16 +311,16 @@ fn kill9_run(
     support::wait_for(LONG, "SELECT 1 again", || pg.answers().then_some(()));
     let back = t0.elapsed().as_secs_f64();
     support::wait_for(LONG, "the recovery notice", || {
-        (hook(r, "recovery", target) > before.2).then_some(())
+        (r.hook_count("recovery", target) > before.2).then_some(())
     });
     // Room for a second restart or a duplicate page to show, if one were coming.
     std::thread::sleep(Duration::from_secs(6));
     victim.restart();
     (
         back,
-        starts(pg) - before.0,
-        hook(r, "failure", target) - before.1,
-        hook(r, "recovery", target) - before.2,
+        pg.starts() - before.0,
+        r.hook_count("failure", target) - before.1,
+        r.hook_count("recovery", target) - before.2,
     )
 }
 

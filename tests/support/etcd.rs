@@ -161,6 +161,38 @@ fn pipe(from: &TcpStream, to: &TcpStream) {
     });
 }
 
+/// Targets owned per member, from `Etcd::owners`.
+pub fn shares(owners: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
+    let mut c = BTreeMap::new();
+    for m in owners.values() {
+        *c.entry(m.clone()).or_insert(0) += 1;
+    }
+    c
+}
+
+/// Writes `ws`'s registry for one daemon of a cluster: an API on a free port (returned), the
+/// `cluster:` section (`extra` lines go after it) and no fleet guard (several targets of one
+/// server failing together must not hold their restarts), on top of `specs`.
+pub fn write_cluster_registry(
+    ws: &super::Workspace,
+    member: &str,
+    etcd_url: &str,
+    ttl_s: u64,
+    extra: &str,
+    notify: &str,
+    specs: &[super::TargetSpec],
+) -> String {
+    let port = sentinel_remedy::pgcluster::free_port().expect("port");
+    let api = format!("127.0.0.1:{port}");
+    ws.write_registry(notify, specs);
+    let body = std::fs::read_to_string(ws.config()).expect("registry");
+    let head = format!(
+        "server:\n  listen: {api}\ncluster:\n  etcd: [\"{etcd_url}\"]\n  member: {member}\n  ttl: {ttl_s}s\n{extra}fleet_guard:\n  min_failing: 1000\n"
+    );
+    std::fs::write(ws.config(), head + &body).expect("write registry");
+    api
+}
+
 /// Waits until `f` holds, returning how long it took; None past `limit`.
 pub fn time_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
     let t0 = Instant::now();

@@ -79,6 +79,18 @@ impl Pg {
         panic!("pg_ctl start: {last:?}")
     }
 
+    /// Starts of this server since its log began: PostgreSQL logs one "ready" line per start.
+    pub fn starts(&self) -> usize {
+        files_under(&self.cluster.root.join("log"))
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .map(|t| {
+                t.matches("database system is ready to accept connections")
+                    .count()
+            })
+            .sum()
+    }
+
     pub fn pid(&self) -> i32 {
         self.cluster
             .postmaster_pid()

@@ -103,6 +103,14 @@ impl Receiver {
             .collect()
     }
 
+    /// How many accepted generic-webhook events of this kind are about `target`.
+    pub fn hook_count(&self, event: &str, target: &str) -> usize {
+        self.hook_events(event)
+            .iter()
+            .filter(|h| h.body["target"] == target)
+            .count()
+    }
+
     /// Panics if any payload was one the real service would reject.
     pub fn assert_all_well_formed(&self) {
         for h in self.hits() {
