@@ -34,9 +34,6 @@ pub struct Healer {
     stops: HashMap<String, Arc<AtomicBool>>,
     /// What heal backends share; each heal gets its backend from [`heal::backend`].
     clients: heal::Clients,
-    /// Cluster mode: a heal stops between attempts once this daemon is fenced or no longer
-    /// owns the target (another daemon may be restarting it).
-    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Healer {
@@ -48,38 +45,8 @@ impl Healer {
             pending: Arc::default(),
             stops: HashMap::new(),
             clients: heal::Clients { docker },
-            cluster: None,
         }
     }
-
-    /// Cluster mode: heals stop once the target may be another daemon's.
-    pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> Self {
-        self.cluster = cluster;
-        self
-    }
-}
-
-/// Cluster mode: raises `stop` as soon as this daemon is fenced or no longer owns `target`,
-/// so the heal's retry loop makes no further attempt another daemon could race.
-fn stop_when_not_ours(
-    cluster: Arc<crate::cluster::Cluster>,
-    target: String,
-    stop: Arc<AtomicBool>,
-    log: Logger,
-) -> tokio::task::JoinHandle<()> {
-    actix_rt::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            if stop.load(Ordering::SeqCst) {
-                return;
-            }
-            if cluster.fenced().is_some() || !cluster.owns(&target) {
-                warn!(log, "heal stopped: this daemon no longer owns the target for sure"; "event" => "heal_fenced");
-                stop.store(true, Ordering::SeqCst);
-                return;
-            }
-        }
-    })
 }
 
 impl Healer {
@@ -138,10 +105,6 @@ impl Handler<Heal> for Healer {
                     .map(|action| heal::backend(action, &self.clients));
                 let (target, failed_at, max_starts) =
                     (msg.target, msg.failed_at, msg.max_starts.max(1));
-                let fence = self
-                    .cluster
-                    .clone()
-                    .map(|c| stop_when_not_ours(c, target.name.clone(), stop.clone(), log.clone()));
                 ctx.spawn(
                     async move {
                         let Some(backend) = backend else {
@@ -153,11 +116,7 @@ impl Handler<Heal> for Healer {
                             failed_at,
                             log_path: &log_path,
                         };
-                        let report = heal(cx, backend, max_starts, stop).await;
-                        if let Some(f) = fence {
-                            f.abort();
-                        }
-                        report
+                        heal(cx, backend, max_starts, stop).await
                     }
                     .into_actor(self)
                     .map(move |report, act, _| act.finished(id, report)),

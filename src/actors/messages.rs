@@ -107,8 +107,9 @@ pub struct SetMaintenance {
     pub until: Option<DateTime<Utc>>,
 }
 
-/// The incident closed (a probe passes): a heal still retrying for it stops, so it never
-/// restarts a server that a later incident is handling.
+/// The incident closed (a probe passes), or its target became another daemon's (cluster
+/// mode): a heal still retrying for it stops, so it never restarts a server that a later
+/// incident, or another daemon, is handling.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct HealDone {

@@ -114,9 +114,7 @@ impl Supervisor {
         )
         .start();
         let (cluster, cluster_events) = cluster.unzip();
-        let healer = Healer::new(log.clone(), settings.state_dir.clone(), docker.clone())
-            .with_cluster(cluster.clone())
-            .start();
+        let healer = Healer::new(log.clone(), settings.state_dir.clone(), docker.clone()).start();
         let fleet = Arc::new(crate::fleet::FleetGuard::new(
             settings.registry.fleet_guard.clone(),
             settings.registry.targets.len(),

@@ -4,6 +4,7 @@
 //! new owner continues the incident from etcd).
 
 use super::Supervisor;
+use crate::actors::messages::HealDone;
 use crate::cluster::{ClusterEvent, TargetState};
 use crate::notify::{EscalationReason, Notice, NoticeKind};
 use actix::prelude::*;
@@ -27,9 +28,12 @@ impl StreamHandler<ClusterEvent> for Supervisor {
                 if let Some(slot) = self.slots.remove(&target) {
                     slot.addr.do_send(crate::actors::messages::Retire);
                     crate::metrics::global().forget_target(&target);
-                    if slot.record.lock().incident.is_some() {
+                    let open = slot.record.lock().incident.as_ref().map(|i| i.id.clone());
+                    if let Some(incident_id) = open {
                         info!(self.log, "target lost mid-incident: its new owner continues the incident";
                             "event" => "cluster_target_lost", "target" => &target, "why" => why);
+                        // A heal still retrying here would race the new owner's.
+                        self.peers.healer.do_send(HealDone { incident_id });
                     }
                 }
                 self.sync();
