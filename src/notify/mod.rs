@@ -70,22 +70,14 @@ pub async fn send_test(cfg: &NotifyConfig) -> Vec<(String, Result<u32, delivery:
         .expect("static bounds"),
         request_timeout: std::time::Duration::from_secs(10),
     };
-    let now = Utc::now();
-    let notice = Notice {
-        kind: NoticeKind::Test,
-        target: "notify-test".into(),
-        endpoint: "-".into(),
-        incident_id: format!("{}-notify-test", crate::stamp::stamp(now)),
-        timestamp: now,
-        failure: None,
-        archive: None,
-        reason: None,
-        downtime_seconds: None,
-        time_to_recovery_seconds: None,
-        summary: "This is a test message from sentinel-remedy notify-test: this channel works."
-            .into(),
-        outage: None,
-    };
+    let notice = Notice::about_daemon(
+        NoticeKind::Test,
+        None,
+        "notify-test".into(),
+        "-".into(),
+        format!("{}-notify-test", crate::stamp::stamp(Utc::now())),
+        "This is a test message from sentinel-remedy notify-test: this channel works.".into(),
+    );
     let mut out = Vec::new();
     for ch in channels(cfg).iter().filter(|c| !c.is_local()) {
         let r = ch.send(&client, &notice, policy).await;
@@ -186,6 +178,32 @@ pub struct OutageRef {
 }
 
 impl Notice {
+    /// A notice about the daemon or the fleet rather than one target's outage (a test
+    /// message, the fleet guard, lost coordination): no failure, archive, timing or outage.
+    pub fn about_daemon(
+        kind: NoticeKind,
+        reason: Option<EscalationReason>,
+        target: String,
+        endpoint: String,
+        incident_id: String,
+        summary: String,
+    ) -> Self {
+        Self {
+            kind,
+            target,
+            endpoint,
+            incident_id,
+            timestamp: Utc::now(),
+            failure: None,
+            archive: None,
+            reason,
+            downtime_seconds: None,
+            time_to_recovery_seconds: None,
+            outage: None,
+            summary,
+        }
+    }
+
     /// Deduplication key: one delivery per incident, kind and reason.
     pub fn key(&self) -> (String, NoticeKind, Option<EscalationReason>) {
         (self.incident_id.clone(), self.kind, self.reason)

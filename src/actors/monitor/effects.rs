@@ -348,19 +348,12 @@ impl slog::KV for Fields {
 
 /// The one fleet-wide alert of a fleet-guard trip (its own incident id, not a target's).
 fn fleet_notice(failing: usize, total: usize) -> Notice {
-    let now = Utc::now();
-    Notice {
-        kind: NoticeKind::Escalation,
-        target: "fleet".into(),
-        endpoint: format!("{failing} of {total} targets"),
-        incident_id: format!("{}-fleet", crate::stamp::stamp(now)),
-        timestamp: now,
-        failure: None,
-        archive: None,
-        reason: Some(EscalationReason::FleetGuard),
-        downtime_seconds: None,
-        time_to_recovery_seconds: None,
-        outage: None,
-        summary: format!("{failing} of {total} targets are failing at once. That points at the network or the daemon's own host, so every restart is held until fewer fail. Check connectivity first."),
-    }
+    Notice::about_daemon(
+        NoticeKind::Escalation,
+        Some(EscalationReason::FleetGuard),
+        "fleet".into(),
+        format!("{failing} of {total} targets"),
+        format!("{}-fleet", crate::stamp::stamp(Utc::now())),
+        format!("{failing} of {total} targets are failing at once. That points at the network or the daemon's own host, so every restart is held until fewer fail. Check connectivity first."),
+    )
 }

@@ -90,20 +90,14 @@ impl Supervisor {
                 ),
             )
         };
-        let notice = Notice {
+        let notice = Notice::about_daemon(
             kind,
-            target: format!("cluster member {}", cluster.member()),
+            lost.then_some(EscalationReason::CoordinationLost),
+            format!("cluster member {}", cluster.member()),
             endpoint,
-            incident_id: id,
-            timestamp: now,
-            failure: None,
-            archive: None,
-            reason: lost.then_some(EscalationReason::CoordinationLost),
-            downtime_seconds: None,
-            time_to_recovery_seconds: None,
-            outage: None,
+            id,
             summary,
-        };
+        );
         self.peers
             .notifier
             .do_send(crate::actors::messages::Notify(notice));
