@@ -244,12 +244,12 @@ impl Supervisor {
     /// stop (after their open incident), changed ones restart with the same record (an open
     /// incident and the budget carry over). Returns (added, removed, changed, unchanged).
     fn sync(&mut self) -> (Vec<String>, Vec<String>, Vec<String>, usize) {
-        let mut wanted: HashMap<String, (TargetConfig, Option<(String, DiscoveredFrom)>)> = self
-            .wanted()
+        let list = self.wanted();
+        let order: Vec<String> = list.iter().map(|(t, _)| t.name.clone()).collect();
+        let mut wanted: HashMap<String, (TargetConfig, Option<(String, DiscoveredFrom)>)> = list
             .into_iter()
             .map(|(t, d)| (t.name.clone(), (t, d)))
             .collect();
-        let order: Vec<String> = self.wanted().into_iter().map(|(t, _)| t.name).collect();
         let (mut added, mut removed, mut changed, mut unchanged) = (vec![], vec![], vec![], 0);
         let names: Vec<String> = self.slots.keys().cloned().collect();
         for name in names {
