@@ -241,11 +241,6 @@ impl Cluster {
         }
     }
 
-    /// Whether this daemon runs the target now.
-    pub fn owns(&self, target: &str) -> bool {
-        self.lock().owned.contains(target)
-    }
-
     /// Members, owners and lease health, for `status` and the status page.
     pub fn view(&self) -> ClusterView {
         let s = self.lock();
