@@ -99,11 +99,13 @@ ensure_docker() {
 
 # Cluster mode: the etcd-client crate compiles etcd's protobuf definitions with protoc.
 ensure_protoc() {
-    if command -v protoc >/dev/null 2>&1; then
+    # protoc alone is not enough: etcd's protos import google/protobuf/descriptor.proto, which
+    # Debian ships in libprotobuf-dev (only recommended by protobuf-compiler).
+    if command -v protoc >/dev/null 2>&1 && [ -f /usr/include/google/protobuf/descriptor.proto ]; then
         return
     fi
-    echo "== installing protobuf-compiler (protoc, to build the etcd client)"
-    apt_install protobuf-compiler
+    echo "== installing protobuf-compiler and libprotobuf-dev (protoc and its well-known protos, to build the etcd client)"
+    apt_install protobuf-compiler libprotobuf-dev
 }
 
 # Cluster mode's tests run a real etcd (and etcdctl to read its keys from outside).
