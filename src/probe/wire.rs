@@ -1,10 +1,11 @@
 //! One probe connection on the wire: a TCP or unix-socket stream, and backend messages read
 //! under a byte budget. A message's length is checked against what is left of the budget
 //! before its body is read, so a probe query answering 300 MB costs the daemon at most the
-//! budget, not the answer.
+//! budget, not the answer. A reader with a larger budget (the SQL snapshot) can also cap each
+//! message: a longer one is read and dropped in small chunks, never held whole.
 
 use super::{FailureClass, ProbeFailure};
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use postgres_protocol::message::backend::{Header, Message};
 use std::path::Path;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -16,6 +17,16 @@ pub const READ_BUDGET: usize = 1024 * 1024;
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// What [`Wire::read_within`] got.
+pub enum Incoming {
+    Message(Message),
+    /// A message longer than the reader's cap: read, charged to the budget, and dropped.
+    Skipped { tag: u8, len: usize },
+    /// A message longer than what is left of the budget: nothing of it was read, and the
+    /// connection is of no further use.
+    OverBudget { len: usize },
+}
 
 /// A connection to one server, before or after login.
 pub struct Wire {
@@ -93,8 +104,30 @@ impl Wire {
         String::from_utf8_lossy(&self.buf[..n]).into_owned()
     }
 
+    /// Sets the bytes still allowed to be read from here on (the login was read under
+    /// [`READ_BUDGET`]; the SQL snapshot then reads under its own).
+    pub fn set_budget(&mut self, budget: usize) {
+        self.budget = budget;
+    }
+
     /// Reads one backend message, charging it to the budget before its body is read.
     pub async fn read(&mut self) -> Result<Message, ProbeFailure> {
+        match self.read_within(READ_BUDGET).await? {
+            Incoming::Message(m) => Ok(m),
+            Incoming::Skipped { len, .. } | Incoming::OverBudget { len } => Err(ProbeFailure::new(
+                FailureClass::UnexpectedResult,
+                format!(
+                    "the server's answer exceeds the probe's {} KiB read limit (a message of {len} bytes); a probe query should return one small row",
+                    READ_BUDGET / 1024
+                ),
+            )),
+        }
+    }
+
+    /// Reads one backend message of at most `cap` bytes; a longer one is read and dropped.
+    /// Either way it is charged to the budget from its header, before its body is read, so
+    /// a length field of gigabytes allocates nothing.
+    pub async fn read_within(&mut self, cap: usize) -> Result<Incoming, ProbeFailure> {
         while self.buf.len() < 5 {
             self.fill().await?;
         }
@@ -103,22 +136,37 @@ impl Wire {
             .ok_or_else(|| malformed(&"short header"))?;
         let total = header.len() as usize + 1;
         if total > self.budget {
-            return Err(ProbeFailure::new(
-                FailureClass::UnexpectedResult,
-                format!(
-                    "the server's answer exceeds the probe's {} KiB read limit; a probe query should return one small row",
-                    READ_BUDGET / 1024
-                ),
-            ));
+            return Ok(Incoming::OverBudget { len: total });
         }
         self.budget -= total;
+        if total > cap {
+            self.discard(total).await?;
+            return Ok(Incoming::Skipped {
+                tag: header.tag(),
+                len: total,
+            });
+        }
         while self.buf.len() < total {
             self.buf.reserve(total - self.buf.len());
             self.fill().await?;
         }
         Message::parse(&mut self.buf)
             .map_err(|e| malformed(&e))?
+            .map(Incoming::Message)
             .ok_or_else(|| malformed(&"incomplete message"))
+    }
+
+    /// Reads `n` bytes and drops them, a buffer's worth at a time.
+    async fn discard(&mut self, mut n: usize) -> Result<(), ProbeFailure> {
+        loop {
+            let k = n.min(self.buf.len());
+            self.buf.advance(k);
+            n -= k;
+            if n == 0 {
+                return Ok(());
+            }
+            self.fill().await?;
+        }
     }
 }
 
