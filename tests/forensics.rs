@@ -194,7 +194,9 @@ fn a_hostile_servers_huge_answers_to_the_sql_snapshot_are_cut_and_the_bundle_say
         } else if q.sql.contains("pg_stat_activity") {
             filled(3, 2 << 20)
         } else if q.sql.contains("version()") {
-            vec![Field::Text(r#"{"version": "PostgreSQL 16 (hostile)"}"#.into())]
+            vec![Field::Text(
+                r#"{"version": "PostgreSQL 16 (hostile)"}"#.into(),
+            )]
         } else if q.sql.starts_with("SET") {
             vec![]
         } else {
@@ -215,7 +217,9 @@ fn a_hostile_servers_huge_answers_to_the_sql_snapshot_are_cut_and_the_bundle_say
     daemon.set(d.pid()).unwrap();
     d.wait_event("archive_written", Some("hostile"), LONG);
     let peak = peak_kib(d.pid());
-    let before = *before.get().expect("the snapshot's queries reached the server");
+    let before = *before
+        .get()
+        .expect("the snapshot's queries reached the server");
     eprintln!(
         "daemon peak RSS: {} KiB before the snapshot's answers, {peak} KiB after (+{} KiB)",
         before,

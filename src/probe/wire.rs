@@ -22,10 +22,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 pub enum Incoming {
     Message(Message),
     /// A message longer than the reader's cap: read, charged to the budget, and dropped.
-    Skipped { tag: u8, len: usize },
+    Skipped {
+        tag: u8,
+        len: usize,
+    },
     /// A message longer than what is left of the budget: nothing of it was read, and the
     /// connection is of no further use.
-    OverBudget { len: usize },
+    OverBudget {
+        len: usize,
+    },
 }
 
 /// A connection to one server, before or after login.

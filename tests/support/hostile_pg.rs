@@ -27,7 +27,10 @@ pub struct Query {
 pub enum Field {
     Text(String),
     /// `len` copies of `byte`, streamed.
-    Filled { len: usize, byte: u8 },
+    Filled {
+        len: usize,
+        byte: u8,
+    },
 }
 
 type Script = dyn Fn(&Query) -> Vec<Field> + Send + Sync;

@@ -166,7 +166,8 @@ mod tests {
 
     #[test]
     fn rows_within_the_bounds_parse_as_serde_json_would() {
-        let text = br#"{"pid": 7, "blocked_by": [1, 2], "ok": true, "x": null, "f": 1.5, "s": "q"}"#;
+        let text =
+            br#"{"pid": 7, "blocked_by": [1, 2], "ok": true, "x": null, "f": 1.5, "s": "q"}"#;
         let b = Budget::new(100);
         assert_eq!(
             b.parse(text).unwrap(),

@@ -109,7 +109,8 @@ impl<'w> Reader<'w> {
                     break;
                 }
                 Err(e) => {
-                    a.error.get_or_insert_with(|| format!("error: {}", e.detail));
+                    a.error
+                        .get_or_insert_with(|| format!("error: {}", e.detail));
                     self.ended = Some(Ended::Lost(e));
                     break;
                 }
@@ -118,7 +119,8 @@ impl<'w> Reader<'w> {
                 Message::DataRow(row) => self.row(&row, &mut a, &mut dropped),
                 Message::ErrorResponse(body) => {
                     let e = server_error(body.fields());
-                    a.error.get_or_insert_with(|| format!("error: {}", e.detail));
+                    a.error
+                        .get_or_insert_with(|| format!("error: {}", e.detail));
                 }
                 Message::ReadyForQuery(_) => break,
                 // RowDescription, CommandComplete, notices: nothing to keep.
@@ -135,8 +137,7 @@ impl<'w> Reader<'w> {
             Ok(Some(f)) => f,
             Ok(None) => return a.rows.push(Value::Null),
             Err(e) => {
-                a.error
-                    .get_or_insert_with(|| format!("unreadable: {e}"));
+                a.error.get_or_insert_with(|| format!("unreadable: {e}"));
                 return;
             }
         };
