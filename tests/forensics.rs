@@ -225,6 +225,11 @@ fn a_hostile_servers_huge_answers_to_the_sql_snapshot_are_cut_and_the_bundle_say
         before,
         peak - before
     );
+    assert!(
+        peak - before < 64 * 1024,
+        "the daemon's peak RSS grew by {} KiB while reading the snapshot",
+        peak - before
+    );
 
     let bundle = ws.bundles().pop().expect("bundle");
     let read = |name: &str| -> serde_json::Value {
@@ -245,9 +250,67 @@ fn a_hostile_servers_huge_answers_to_the_sql_snapshot_are_cut_and_the_bundle_say
         assert!(note(s).starts_with("not read"), "{s}: {cut}");
     }
     assert_eq!(read("manifest.json")["sql_snapshot"]["truncated"], *cut);
-    assert!(
-        peak - before < 64 * 1024,
-        "the daemon's peak RSS grew by {} KiB while reading the snapshot",
-        peak - before
+}
+
+/// A server that answers the snapshot's first sections and then never again: the sections
+/// answered are kept, the others are said to be cut by the probe timeout, and the bundle is
+/// written (before, a timeout anywhere lost every section).
+#[test]
+fn a_snapshot_cut_by_the_probe_timeout_keeps_the_sections_answered_before_it() {
+    use support::hostile_pg::{Field, HostilePg};
+    let server = HostilePg::start(|q| {
+        if q.sql.contains("pg_locks") {
+            loop {
+                std::thread::park(); // no answer, ever
+            }
+        } else if q.sql.contains("version()") {
+            vec![Field::Text(
+                r#"{"version": "PostgreSQL 16 (stalling)"}"#.into(),
+            )]
+        } else if q.sql.contains("pg_stat_activity") {
+            vec![Field::Text(r#"{"pid": 42, "query": "SELECT 1"}"#.into())]
+        } else if q.sql.starts_with("SET") {
+            vec![]
+        } else {
+            vec![Field::Filled {
+                len: 2 << 20,
+                byte: b'x',
+            }] // the probe's: over its limit
+        }
+    });
+    let ws = Workspace::new();
+    std::fs::write(
+        ws.config(),
+        format!(
+            "archive:\n{}notify:\n  console: false\ntargets:\n  - name: stalling\n    dsn: \"{}\"\n    probe: {{ interval: 300ms, timeout: 2s, failure_threshold: 3 }}\n",
+            ws.local_archive(),
+            server.dsn()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::run(&ws, &[]);
+    d.wait_event("archive_written", Some("stalling"), LONG);
+    let bundle = ws.bundles().pop().expect("bundle");
+    let snap: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("sql-snapshot.json")).unwrap()).unwrap();
+    assert_eq!(snap["answered"], true, "{snap}");
+    assert_eq!(
+        snap["sections"]["server"]["version"],
+        "PostgreSQL 16 (stalling)"
     );
+    assert_eq!(snap["sections"]["activity"][0]["pid"], 42, "{snap}");
+    for s in ["locks", "databases", "settings"] {
+        assert!(
+            snap["truncated"][s]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("not read: no answer within the probe timeout"),
+            "{s}: {snap}"
+        );
+        assert!(snap["sections"].get(s).is_none(), "{s}: {snap}");
+    }
+    assert!(snap["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("probe timeout"));
 }
