@@ -181,3 +181,64 @@ fn malformed(e: &dyn std::fmt::Display) -> ProbeFailure {
         format!("malformed message from the server: {e}"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A DataRow header announcing `len` body bytes, then the body streamed by a writer task.
+    fn serve_row(len: usize) -> Wire {
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        actix_rt::spawn(async move {
+            let mut head = vec![b'D'];
+            head.extend_from_slice(&(len as i32 + 4).to_be_bytes());
+            theirs.write_all(&head).await.unwrap();
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut left = len;
+            while left > 0 {
+                let k = left.min(chunk.len());
+                if theirs.write_all(&chunk[..k]).await.is_err() {
+                    return;
+                }
+                left -= k;
+            }
+            // ReadyForQuery after it: the reader is in step again.
+            let _ = theirs.write_all(&[b'Z', 0, 0, 0, 5, b'I']).await;
+        });
+        Wire::new(Box::new(ours))
+    }
+
+    #[actix_rt::test]
+    async fn a_message_over_the_cap_is_read_and_dropped_without_being_held() {
+        let mut w = serve_row(8 << 20);
+        w.set_budget(16 << 20);
+        match w.read_within(1 << 20).await.unwrap() {
+            Incoming::Skipped { tag: b'D', len } => assert_eq!(len, (8 << 20) + 5),
+            _ => panic!("the 8 MiB row is skipped"),
+        }
+        assert!(
+            w.buf.capacity() < 256 * 1024,
+            "buffer grew to {} bytes",
+            w.buf.capacity()
+        );
+        assert!(matches!(
+            w.read_within(1 << 20).await.unwrap(),
+            Incoming::Message(Message::ReadyForQuery(_))
+        ));
+    }
+
+    #[actix_rt::test]
+    async fn a_message_over_the_budget_is_not_read_at_all() {
+        let mut w = serve_row(32 << 20);
+        w.set_budget(16 << 20);
+        assert!(matches!(
+            w.read_within(1 << 20).await.unwrap(),
+            Incoming::OverBudget { len } if len == (32 << 20) + 5
+        ));
+        assert!(w.buf.capacity() < 256 * 1024);
+        // The probe's own reads keep failing as before.
+        let mut w = serve_row(2 << 20);
+        let e = w.read().await.err().expect("over the probe's budget");
+        assert!(e.detail.contains("read limit"), "{}", e.detail);
+    }
+}
