@@ -122,7 +122,7 @@ async fn fill(snap: &mut SqlSnapshot, target: &TargetConfig, limit: Duration) {
     };
     snap.answered = true;
     let mut reader = read::Reader::new(&mut wire);
-    reader.answer().await; // SET lock_timeout: nothing to keep, and it cannot fail
+    reader.answer().await; // SET lock_timeout: nothing to keep; its bytes count all the same
     for (name, shape, _) in SECTIONS {
         let a = reader.answer().await;
         if let Some(cut) = a.cut {
