@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// The captured evidence, stored as `sql-snapshot.json`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -16,6 +17,11 @@ pub struct SqlSnapshot {
     pub error: Option<String>,
     /// Section name → rows (JSON), or an error string for that section.
     pub sections: serde_json::Map<String, Value>,
+    /// Section name → what the snapshot's limits cut from it, naming the limit (rows over the
+    /// row limit dropped, the read limit reached, not answered within the probe timeout).
+    /// Absent when nothing was cut.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub truncated: BTreeMap<String, String>,
 }
 
 impl SqlSnapshot {
@@ -26,6 +32,7 @@ impl SqlSnapshot {
             answered: false,
             error: Some(reason.into()),
             sections: Default::default(),
+            truncated: BTreeMap::new(),
         }
     }
 }

@@ -159,3 +159,158 @@ fn a_log_over_the_cap_keeps_its_newest_bytes_and_the_manifest_says_so() {
     assert_eq!(entry["original_size"].as_u64(), Some(text.len() as u64));
     assert_eq!(entry["size"].as_u64(), Some(64 * 1024));
 }
+
+/// Peak resident memory (VmHWM) of process `pid`, in KiB.
+fn peak_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("/proc/<pid>/status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// Issue 21: a server fails the probe (its answer is over the probe's 1 MiB), then answers the
+/// SQL snapshot with 2 MiB session rows and 32 MB lock rows, 134 MB in all. The daemon keeps
+/// what fits its limits, says in `sql-snapshot.json` and the manifest which limit cut each
+/// section, and its peak memory grows by less than 64 MiB over the snapshot.
+#[test]
+fn a_hostile_servers_huge_answers_to_the_sql_snapshot_are_cut_and_the_bundle_says_so() {
+    use std::sync::{Arc, OnceLock};
+    use support::hostile_pg::{Field, HostilePg};
+    let daemon: Arc<OnceLock<i32>> = Arc::default();
+    // The daemon's peak memory when the snapshot's first query arrives, before any answer.
+    let before: Arc<OnceLock<u64>> = Arc::default();
+    let (pid, peak_before) = (daemon.clone(), before.clone());
+    let server = HostilePg::start(move |q| {
+        if q.app == "sentinel-remedy-forensics" {
+            peak_before.get_or_init(|| {
+                peak_kib(wait_for(LONG, "the daemon's pid", || pid.get().copied()))
+            });
+        }
+        let filled = |n, len| vec![Field::Filled { len, byte: b'x' }; n];
+        if q.sql.contains("pg_locks") {
+            filled(4, 32 << 20)
+        } else if q.sql.contains("pg_stat_activity") {
+            filled(3, 2 << 20)
+        } else if q.sql.contains("version()") {
+            vec![Field::Text(
+                r#"{"version": "PostgreSQL 16 (hostile)"}"#.into(),
+            )]
+        } else if q.sql.starts_with("SET") {
+            vec![]
+        } else {
+            filled(1, 2 << 20) // the probe's query, and databases and settings
+        }
+    });
+    let ws = Workspace::new();
+    std::fs::write(
+        ws.config(),
+        format!(
+            "archive:\n{}notify:\n  console: false\ntargets:\n  - name: hostile\n    dsn: \"{}\"\n    probe: {{ interval: 300ms, timeout: 10s, failure_threshold: 3 }}\n",
+            ws.local_archive(),
+            server.dsn()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::run(&ws, &[]);
+    daemon.set(d.pid()).unwrap();
+    d.wait_event("archive_written", Some("hostile"), LONG);
+    let peak = peak_kib(d.pid());
+    let before = *before
+        .get()
+        .expect("the snapshot's queries reached the server");
+    eprintln!(
+        "daemon peak RSS: {} KiB before the snapshot's answers, {peak} KiB after (+{} KiB)",
+        before,
+        peak - before
+    );
+    assert!(
+        peak - before < 64 * 1024,
+        "the daemon's peak RSS grew by {} KiB while reading the snapshot",
+        peak - before
+    );
+
+    let bundle = ws.bundles().pop().expect("bundle");
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(bundle.join(name)).expect(name)).unwrap()
+    };
+    let snap = read("sql-snapshot.json");
+    assert_eq!(snap["answered"], true, "{snap}");
+    assert_eq!(
+        snap["sections"]["server"]["version"], "PostgreSQL 16 (hostile)",
+        "what fits is kept: {snap}"
+    );
+    let cut = &snap["truncated"];
+    eprintln!("truncated: {cut:#}");
+    let note = |s: &str| cut[s].as_str().unwrap_or_default().to_string();
+    assert!(note("activity").contains("1 MiB row limit"), "{cut}");
+    assert!(note("locks").contains("16 MiB read limit"), "{cut}");
+    for s in ["databases", "settings"] {
+        assert!(note(s).starts_with("not read"), "{s}: {cut}");
+    }
+    assert_eq!(read("manifest.json")["sql_snapshot"]["truncated"], *cut);
+}
+
+/// A server that answers the snapshot's first sections and then never again: the sections
+/// answered are kept, the others are said to be cut by the probe timeout, and the bundle is
+/// written (before, a timeout anywhere lost every section).
+#[test]
+fn a_snapshot_cut_by_the_probe_timeout_keeps_the_sections_answered_before_it() {
+    use support::hostile_pg::{Field, HostilePg};
+    let server = HostilePg::start(|q| {
+        if q.sql.contains("pg_locks") {
+            loop {
+                std::thread::park(); // no answer, ever
+            }
+        } else if q.sql.contains("version()") {
+            vec![Field::Text(
+                r#"{"version": "PostgreSQL 16 (stalling)"}"#.into(),
+            )]
+        } else if q.sql.contains("pg_stat_activity") {
+            vec![Field::Text(r#"{"pid": 42, "query": "SELECT 1"}"#.into())]
+        } else if q.sql.starts_with("SET") {
+            vec![]
+        } else {
+            vec![Field::Filled {
+                len: 2 << 20,
+                byte: b'x',
+            }] // the probe's: over its limit
+        }
+    });
+    let ws = Workspace::new();
+    std::fs::write(
+        ws.config(),
+        format!(
+            "archive:\n{}notify:\n  console: false\ntargets:\n  - name: stalling\n    dsn: \"{}\"\n    probe: {{ interval: 300ms, timeout: 2s, failure_threshold: 3 }}\n",
+            ws.local_archive(),
+            server.dsn()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::run(&ws, &[]);
+    d.wait_event("archive_written", Some("stalling"), LONG);
+    let bundle = ws.bundles().pop().expect("bundle");
+    let snap: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("sql-snapshot.json")).unwrap()).unwrap();
+    assert_eq!(snap["answered"], true, "{snap}");
+    assert_eq!(
+        snap["sections"]["server"]["version"],
+        "PostgreSQL 16 (stalling)"
+    );
+    assert_eq!(snap["sections"]["activity"][0]["pid"], 42, "{snap}");
+    for s in ["locks", "databases", "settings"] {
+        assert!(
+            snap["truncated"][s]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("not read: no answer within the probe timeout"),
+            "{s}: {snap}"
+        );
+        assert!(snap["sections"].get(s).is_none(), "{s}: {snap}");
+    }
+    assert!(snap["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("probe timeout"));
+}

@@ -89,6 +89,7 @@ pub fn write_bundle(
             answered: snap.answered,
             captured_at: snap.captured_at,
             error: snap.error.clone(),
+            truncated: snap.truncated.clone(),
         });
     }
     let mut manifest = Manifest::new(facts, files.clone(), missing.clone());

@@ -35,6 +35,9 @@ pub struct SnapshotSummary {
     pub captured_at: DateTime<Utc>,
     /// Why the server could not answer.
     pub error: Option<String>,
+    /// Section → what the snapshot's limits cut from it (as in `sql-snapshot.json`).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub truncated: std::collections::BTreeMap<String, String>,
 }
 
 /// The manifest's content.

@@ -1,10 +1,11 @@
 //! One probe connection on the wire: a TCP or unix-socket stream, and backend messages read
 //! under a byte budget. A message's length is checked against what is left of the budget
 //! before its body is read, so a probe query answering 300 MB costs the daemon at most the
-//! budget, not the answer.
+//! budget, not the answer. A reader with a larger budget (the SQL snapshot) can also cap each
+//! message: a longer one is read and dropped in small chunks, never held whole.
 
 use super::{FailureClass, ProbeFailure};
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use postgres_protocol::message::backend::{Header, Message};
 use std::path::Path;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -16,6 +17,21 @@ pub const READ_BUDGET: usize = 1024 * 1024;
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// What [`Wire::read_within`] got.
+pub enum Incoming {
+    Message(Message),
+    /// A message longer than the reader's cap: read, charged to the budget, and dropped.
+    Skipped {
+        tag: u8,
+        len: usize,
+    },
+    /// A message longer than what is left of the budget: nothing of it was read, and the
+    /// connection is of no further use.
+    OverBudget {
+        len: usize,
+    },
+}
 
 /// A connection to one server, before or after login.
 pub struct Wire {
@@ -93,8 +109,30 @@ impl Wire {
         String::from_utf8_lossy(&self.buf[..n]).into_owned()
     }
 
+    /// Sets the bytes still allowed to be read from here on (the login was read under
+    /// [`READ_BUDGET`]; the SQL snapshot then reads under its own).
+    pub fn set_budget(&mut self, budget: usize) {
+        self.budget = budget;
+    }
+
     /// Reads one backend message, charging it to the budget before its body is read.
     pub async fn read(&mut self) -> Result<Message, ProbeFailure> {
+        match self.read_within(READ_BUDGET).await? {
+            Incoming::Message(m) => Ok(m),
+            Incoming::Skipped { len, .. } | Incoming::OverBudget { len } => Err(ProbeFailure::new(
+                FailureClass::UnexpectedResult,
+                format!(
+                    "the server's answer exceeds the probe's {} KiB read limit (a message of {len} bytes); a probe query should return one small row",
+                    READ_BUDGET / 1024
+                ),
+            )),
+        }
+    }
+
+    /// Reads one backend message of at most `cap` bytes; a longer one is read and dropped.
+    /// Either way it is charged to the budget from its header, before its body is read, so
+    /// a length field of gigabytes allocates nothing.
+    pub async fn read_within(&mut self, cap: usize) -> Result<Incoming, ProbeFailure> {
         while self.buf.len() < 5 {
             self.fill().await?;
         }
@@ -103,22 +141,37 @@ impl Wire {
             .ok_or_else(|| malformed(&"short header"))?;
         let total = header.len() as usize + 1;
         if total > self.budget {
-            return Err(ProbeFailure::new(
-                FailureClass::UnexpectedResult,
-                format!(
-                    "the server's answer exceeds the probe's {} KiB read limit; a probe query should return one small row",
-                    READ_BUDGET / 1024
-                ),
-            ));
+            return Ok(Incoming::OverBudget { len: total });
         }
         self.budget -= total;
+        if total > cap {
+            self.discard(total).await?;
+            return Ok(Incoming::Skipped {
+                tag: header.tag(),
+                len: total,
+            });
+        }
         while self.buf.len() < total {
             self.buf.reserve(total - self.buf.len());
             self.fill().await?;
         }
         Message::parse(&mut self.buf)
             .map_err(|e| malformed(&e))?
+            .map(Incoming::Message)
             .ok_or_else(|| malformed(&"incomplete message"))
+    }
+
+    /// Reads `n` bytes and drops them, a buffer's worth at a time.
+    async fn discard(&mut self, mut n: usize) -> Result<(), ProbeFailure> {
+        loop {
+            let k = n.min(self.buf.len());
+            self.buf.advance(k);
+            n -= k;
+            if n == 0 {
+                return Ok(());
+            }
+            self.fill().await?;
+        }
     }
 }
 
@@ -127,4 +180,65 @@ fn malformed(e: &dyn std::fmt::Display) -> ProbeFailure {
         FailureClass::ConnectionLost,
         format!("malformed message from the server: {e}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A DataRow header announcing `len` body bytes, then the body streamed by a writer task.
+    fn serve_row(len: usize) -> Wire {
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        actix_rt::spawn(async move {
+            let mut head = vec![b'D'];
+            head.extend_from_slice(&(len as i32 + 4).to_be_bytes());
+            theirs.write_all(&head).await.unwrap();
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut left = len;
+            while left > 0 {
+                let k = left.min(chunk.len());
+                if theirs.write_all(&chunk[..k]).await.is_err() {
+                    return;
+                }
+                left -= k;
+            }
+            // ReadyForQuery after it: the reader is in step again.
+            let _ = theirs.write_all(&[b'Z', 0, 0, 0, 5, b'I']).await;
+        });
+        Wire::new(Box::new(ours))
+    }
+
+    #[actix_rt::test]
+    async fn a_message_over_the_cap_is_read_and_dropped_without_being_held() {
+        let mut w = serve_row(8 << 20);
+        w.set_budget(16 << 20);
+        match w.read_within(1 << 20).await.unwrap() {
+            Incoming::Skipped { tag: b'D', len } => assert_eq!(len, (8 << 20) + 5),
+            _ => panic!("the 8 MiB row is skipped"),
+        }
+        assert!(
+            w.buf.capacity() < 256 * 1024,
+            "buffer grew to {} bytes",
+            w.buf.capacity()
+        );
+        assert!(matches!(
+            w.read_within(1 << 20).await.unwrap(),
+            Incoming::Message(Message::ReadyForQuery(_))
+        ));
+    }
+
+    #[actix_rt::test]
+    async fn a_message_over_the_budget_is_not_read_at_all() {
+        let mut w = serve_row(32 << 20);
+        w.set_budget(16 << 20);
+        assert!(matches!(
+            w.read_within(1 << 20).await.unwrap(),
+            Incoming::OverBudget { len } if len == (32 << 20) + 5
+        ));
+        assert!(w.buf.capacity() < 256 * 1024);
+        // The probe's own reads keep failing as before.
+        let mut w = serve_row(2 << 20);
+        let e = w.read().await.err().expect("over the probe's budget");
+        assert!(e.detail.contains("read limit"), "{}", e.detail);
+    }
 }

@@ -7,6 +7,7 @@ pub mod docker;
 pub mod etcd;
 pub mod ha;
 pub mod hostile;
+pub mod hostile_pg;
 pub mod http;
 pub mod receiver;
 pub mod s3server;
