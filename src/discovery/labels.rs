@@ -646,24 +646,35 @@ pub fn setting_of(cmd: &[String], name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::VarSource;
     use std::collections::HashMap;
 
-    fn cfg() -> DockerDiscovery {
-        DockerDiscovery {
-            namespace: "sr".into(),
-            mode: DiscoveryMode::Label,
-            network: None,
-        }
-    }
-
-    fn defaults() -> TargetDefaults {
+    /// The operator's discovery section (YAML under `docker:`) and defaults, with the daemon's
+    /// environment holding ORDERS_PW, PG_PW and AWS_SECRET_ACCESS_KEY.
+    fn registry(docker: &str) -> (DockerDiscovery, TargetDefaults) {
+        let vars = VarSource::fixed(HashMap::from([
+            ("ORDERS_PW".to_string(), "orders-s3cret".to_string()),
+            ("PG_PW".to_string(), "pg-s3cret".to_string()),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_string(),
+                "aws-s3cret".to_string(),
+            ),
+        ]));
         let r = crate::config::load_str(
-            "targets:\n  - name: x\n    dsn: postgres://h/db\n",
+            &format!(
+                "discovery:\n  docker:\n    namespace: sr\n{docker}\ndefaults:\n  probe: {{ query: SELECT 42, expect: '42' }}\n"
+            ),
             crate::config::Source::Generated("test".into()),
-            &VarSource::fixed(HashMap::new()),
+            &vars,
         )
         .expect("registry");
-        r.defaults
+        (r.discovery.expect("discovery"), r.defaults)
+    }
+
+    fn cfg() -> (DockerDiscovery, TargetDefaults) {
+        registry(
+            "    credentials:\n      default: { user: postgres, password_env: PG_PW }\n      orders: { user: orders, password_env: ORDERS_PW, containers: [orders-*] }\n",
+        )
     }
 
     fn facts(labels: &[(&str, &str)]) -> ContainerFacts {
@@ -683,31 +694,36 @@ mod tests {
             ],
             address: Some("172.18.0.5".into()),
             conf_log_directory: Some("ignored-the-command-line-wins".into()),
+            created: None,
         }
     }
 
-    fn vars(pairs: &[(&str, &str)]) -> VarSource {
-        VarSource::fixed(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+    fn build(labels: &[(&str, &str)]) -> Result<TargetConfig, Vec<Problem>> {
+        let (c, d) = cfg();
+        target(&facts(labels), &c, &d)
+    }
+
+    /// The problems' label paths.
+    fn paths(e: &[Problem]) -> Vec<&str> {
+        e.iter().map(|p| p.path.as_str()).collect()
     }
 
     #[test]
     fn labels_make_a_container_target_reached_over_its_network_address() {
         let f = facts(&[
             ("sr.enable", "true"),
-            ("sr.password_env", "ORDERS_PW"),
+            ("sr.credentials", "orders"),
             ("sr.database", "orders"),
             ("sr.probe.interval", "2s"),
             ("sr.policy.timeout", "alert"),
         ]);
-        assert!(selected(&f, &cfg()));
-        let t = target(&f, &cfg(), &defaults(), &vars(&[("ORDERS_PW", "s3cret")])).expect("target");
+        let (c, d) = cfg();
+        assert!(selected(&f, &c));
+        let t = target(&f, &c, &d).expect("target");
         assert_eq!(t.name, "orders-db");
         assert_eq!(t.dsn.endpoint(), "172.18.0.5:5432/orders");
+        assert_eq!(t.dsn.config().get_user(), Some("orders"));
+        assert_eq!(t.dsn.config().get_password(), Some(&b"orders-s3cret"[..]));
         assert_eq!(t.probe.interval, std::time::Duration::from_secs(2));
         assert!(
             matches!(&t.heal, Some(crate::config::HealAction::Docker { container: crate::config::ContainerRef::Name(n), .. }) if n == "orders-db")
@@ -725,30 +741,165 @@ mod tests {
     }
 
     #[test]
+    fn rule1_the_login_is_an_operator_credential_picked_by_name_never_a_label_secret() {
+        // No label: the operator's default credential.
+        let t = build(&[("sr.enable", "true")]).expect("default credential");
+        assert_eq!(t.dsn.config().get_user(), Some("postgres"));
+        assert_eq!(t.dsn.config().get_password(), Some(&b"pg-s3cret"[..]));
+        // An unknown credential, or one this container may not use: one problem each.
+        for (labels, says) in [
+            (
+                vec![("sr.credentials", "AWS_SECRET_ACCESS_KEY")],
+                "no credential named",
+            ),
+            (vec![("sr.credentials", "orders")], "may not use"),
+        ] {
+            let mut f = facts(&labels);
+            f.name = "evil".into();
+            let (c, d) = cfg();
+            let e = target(&f, &c, &d).unwrap_err();
+            assert_eq!(paths(&e), ["sr.credentials"], "{e:?}");
+            assert!(e[0].message.contains(says), "{e:?}");
+            assert!(e[0].fix.contains("discovery.docker.credentials"), "{e:?}");
+        }
+        // The labels that named a secret or a server are refused, saying what replaces them.
+        for removed in ["password_env", "password_file", "dsn", "user"] {
+            let key = format!("sr.{removed}");
+            let e = build(&[(&key, "AWS_SECRET_ACCESS_KEY")]).unwrap_err();
+            assert_eq!(paths(&e), [key.as_str()], "{e:?}");
+            assert!(
+                e[0].fix.contains("sr.credentials=<name>") || e[0].fix.contains("credentials"),
+                "{e:?}"
+            );
+        }
+        // No default credential and no label: a problem, not a login without a password.
+        let (c, d) =
+            registry("    credentials:\n      orders: { user: orders, password_env: ORDERS_PW }\n");
+        let e = target(&facts(&[]), &c, &d).unwrap_err();
+        assert_eq!(paths(&e), ["sr.credentials"]);
+        assert!(e[0].fix.contains("credentials.default"), "{e:?}");
+        // Nothing from the daemon's environment reaches the target but the credential's own.
+        let t = build(&[("sr.database", "${AWS_SECRET_ACCESS_KEY}")]).unwrap();
+        assert!(!format!("{:?}", t.dsn.config()).contains("aws-s3cret"));
+    }
+
+    #[test]
+    fn rule2_the_target_is_the_containers_own_address_and_labels_are_not_expanded() {
+        let t = build(&[
+            ("sr.port", "5433"),
+            ("sr.database", "${AWS_SECRET_ACCESS_KEY}"),
+        ])
+        .unwrap();
+        assert_eq!(t.dsn.endpoint(), "172.18.0.5:5433/${AWS_SECRET_ACCESS_KEY}");
+        // No address of its own (the host's network): skipped, not reached at 127.0.0.1.
+        let mut f = facts(&[]);
+        f.address = None;
+        let (c, d) = cfg();
+        let e = target(&f, &c, &d).unwrap_err();
+        assert_eq!(paths(&e), ["sr.network"]);
+    }
+
+    #[test]
+    fn rule3_no_label_runs_sql_the_operators_probe_applies() {
+        for key in ["sr.probe.query", "sr.probe.expect", "sr.probe.role"] {
+            let e = build(&[(key, "CREATE TABLE pwned()")]).unwrap_err();
+            assert_eq!(paths(&e), [key], "{e:?}");
+            assert!(e[0].fix.contains("defaults.probe"), "{e:?}");
+        }
+        let t = build(&[]).unwrap();
+        assert_eq!(t.probe.query, "SELECT 42");
+        assert_eq!(t.probe.expect.as_deref(), Some("42"));
+    }
+
+    #[test]
+    fn rule4_labels_inherited_from_the_image_do_not_count() {
+        let image = BTreeMap::from([
+            ("sr.enable".to_string(), "true".to_string()),
+            ("sr.credentials".to_string(), "orders".to_string()),
+            (
+                "org.opencontainers.image.title".to_string(),
+                "pg".to_string(),
+            ),
+        ]);
+        // Every label the container has is the image's: none is left.
+        let own = own_labels(image.clone(), &image);
+        assert!(own.is_empty(), "{own:?}");
+        let mut f = facts(&[]);
+        f.labels = own;
+        assert!(!selected(&f, &cfg().0), "an image's label opts nothing in");
+        // Given at `docker run` with another value: the container's own.
+        let mut given = image.clone();
+        given.insert("sr.credentials".into(), "default".into());
+        given.insert("sr.name".into(), "mine".into());
+        let own = own_labels(given, &image);
+        assert_eq!(
+            own.keys().collect::<Vec<_>>(),
+            ["sr.credentials", "sr.name"]
+        );
+    }
+
+    #[test]
+    fn rule5_every_number_a_label_sets_has_a_floor_and_a_cap() {
+        for (key, value, bound) in [
+            ("sr.probe.interval", "1ms", "min of 1s"),
+            ("sr.probe.timeout", "366d", "max of 30s"),
+            ("sr.restart_budget.max_restarts", "1000", "max of 3"),
+            ("sr.restart_budget.window", "1s", "min of 1h"),
+            ("sr.restart_budget.backoff", "0s", "min of 1s"),
+            ("sr.probe.failure_threshold", "1000", "max of 100"),
+            ("sr.recovery_timeout", "1s", "min of 5s"),
+            ("sr.heal.stop_timeout", "1h", "max of 5m"),
+            ("sr.forensics.log_tail", "100000000", "max of 10000"),
+        ] {
+            let e = build(&[(key, value)]).unwrap_err();
+            assert_eq!(paths(&e), [key], "{key}: {e:?}");
+            assert!(e[0].message.contains(bound), "{key}: {e:?}");
+            assert!(e[0].fix.contains("discovery.docker.limits"), "{key}: {e:?}");
+        }
+        // Within bounds: taken.
+        let t = build(&[
+            ("sr.probe.interval", "5s"),
+            ("sr.restart_budget.max_restarts", "2"),
+        ])
+        .unwrap();
+        assert_eq!(t.budget.max_restarts, 2);
+        // The operator moves a bound.
+        let (mut c, d) = cfg();
+        c.limits.probe_interval.min = Duration::from_millis(100);
+        let t = target(&facts(&[("sr.probe.interval", "200ms")]), &c, &d).unwrap();
+        assert_eq!(t.probe.interval, Duration::from_millis(200));
+        // ...also in YAML, where its own errors are reported.
+        let (c, _) = registry(
+            "    credentials:\n      default: { user: postgres, password_env: PG_PW }\n    limits:\n      probe_interval: { min: 10s }\n      max_restarts: { max: 5 }\n",
+        );
+        assert_eq!(c.limits.probe_interval.min, Duration::from_secs(10));
+        assert_eq!(c.limits.max_restarts.max, Some(5));
+    }
+
+    #[test]
     fn bad_labels_name_the_label_and_the_fix() {
-        let f = facts(&[
+        let e = build(&[
             ("sr.enable", "true"),
-            ("sr.password_env", "NOPE_PW"),
+            ("sr.credentials", "nope"),
             ("sr.probe.interval", "5 parsecs"),
             ("sr.heal", "maybe"),
             ("sr.probe.intervall", "1s"),
-        ]);
-        let e = target(&f, &cfg(), &defaults(), &vars(&[])).unwrap_err();
-        let paths: Vec<&str> = e.iter().map(|p| p.path.as_str()).collect();
+        ])
+        .unwrap_err();
         for want in [
-            "sr.password_env",
+            "sr.credentials",
             "sr.probe.interval",
             "sr.heal",
             "sr.probe.intervall",
         ] {
-            assert!(paths.contains(&want), "{want} missing from {e:?}");
+            assert!(paths(&e).contains(&want), "{want} missing from {e:?}");
         }
-        assert!(e.iter().any(|p| p.fix.contains("NOPE_PW")), "{e:?}");
+        assert!(e.iter().any(|p| p.fix.contains("default, orders")), "{e:?}");
     }
 
     #[test]
     fn opt_out_and_all_mode() {
-        let mut c = cfg();
+        let (mut c, d) = cfg();
         let plain = facts(&[]);
         assert!(!selected(&plain, &c));
         c.mode = DiscoveryMode::All;
@@ -758,22 +909,8 @@ mod tests {
         other.image = "redis:7".into();
         other.pgdata = None;
         assert!(!selected(&other, &c));
-        let t = target(&facts(&[("sr.heal", "false")]), &c, &defaults(), &vars(&[])).unwrap();
+        let t = target(&facts(&[("sr.heal", "false")]), &c, &d).unwrap();
         assert!(t.heal.is_none());
-    }
-
-    #[test]
-    fn a_dsn_label_expands_variables_and_the_container_address() {
-        let f = facts(&[(
-            "sr.dsn",
-            "postgres://app:${APP_PW}@${CONTAINER_ADDRESS}:5433/app",
-        )]);
-        let t = target(&f, &cfg(), &defaults(), &vars(&[("APP_PW", "x")])).unwrap();
-        assert_eq!(t.dsn.endpoint(), "172.18.0.5:5433/app");
-        assert_eq!(
-            shown_labels(&f, "sr")["sr.dsn"],
-            "postgres://app:***@${CONTAINER_ADDRESS}:5433/app"
-        );
     }
 
     #[test]

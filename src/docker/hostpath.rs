@@ -399,6 +399,7 @@ impl copy::Skip for Bounded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::CString;
     use std::os::unix::fs::symlink;
 
     fn mount(destination: &str, source: Option<&Path>) -> MountPoint {
