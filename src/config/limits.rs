@@ -141,93 +141,75 @@ impl LabelLimits {
 pub(crate) fn build_limits(raw: Option<RawLimits>, problems: &mut Problems) -> LabelLimits {
     let mut l = LabelLimits::default();
     let Some(r) = raw else { return l };
-    let at = |k: &str| format!("discovery.docker.limits.{k}");
-    let dur = |b: &Option<RawBound<RawDuration>>,
-               key: &str,
-               slot: &mut Bound<Duration>,
-               problems: &mut Problems| {
-        let Some(b) = b else { return };
-        if let Some(v) = b.min.as_ref().and_then(|v| duration(v, &at(key), problems)) {
-            slot.min = v;
-        }
-        if let Some(v) = b.max.as_ref().and_then(|v| duration(v, &at(key), problems)) {
-            slot.max = v;
-        }
+    let mut d = |b: &Option<RawBound<RawDuration>>, key: &str, slot: &mut Bound<Duration>| {
+        let (min, max) = durations(b, key, problems);
+        slot.min = min.unwrap_or(slot.min);
+        slot.max = max.unwrap_or(slot.max);
     };
-    dur(
-        &r.probe_interval,
-        "probe_interval",
-        &mut l.probe_interval,
-        problems,
-    );
-    dur(
-        &r.probe_timeout,
-        "probe_timeout",
-        &mut l.probe_timeout,
-        problems,
-    );
-    dur(&r.backoff, "backoff", &mut l.backoff, problems);
-    dur(&r.backoff_max, "backoff_max", &mut l.backoff_max, problems);
-    dur(
-        &r.backoff_reset,
-        "backoff_reset",
-        &mut l.backoff_reset,
-        problems,
-    );
-    dur(
+    d(&r.probe_interval, "probe_interval", &mut l.probe_interval);
+    d(&r.probe_timeout, "probe_timeout", &mut l.probe_timeout);
+    d(&r.backoff, "backoff", &mut l.backoff);
+    d(&r.backoff_max, "backoff_max", &mut l.backoff_max);
+    d(&r.backoff_reset, "backoff_reset", &mut l.backoff_reset);
+    d(
         &r.recovery_timeout,
         "recovery_timeout",
         &mut l.recovery_timeout,
-        problems,
     );
-    dur(
-        &r.stop_timeout,
-        "stop_timeout",
-        &mut l.stop_timeout,
-        problems,
-    );
-    if let Some(b) = &r.window {
-        let mut w = Bound {
-            min: Duration::ZERO,
-            max: l.window.max.unwrap_or_default(),
-        };
-        dur(&Some(b.clone()), "window", &mut w, problems);
-        l.window.min = b.min.as_ref().map(|_| w.min);
-        l.window.max = Some(w.max);
-    }
-    let num =
-        |b: &Option<RawBound<i64>>, key: &str, slot: &mut Bound<u32>, problems: &mut Problems| {
-            let Some(b) = b else { return };
-            for (v, s) in [(b.min, &mut slot.min), (b.max, &mut slot.max)] {
-                match v.map(u32::try_from) {
-                    None => {}
-                    Some(Ok(n)) => *s = n,
-                    Some(Err(_)) => problems.push(
-                        at(key),
-                        format!("{} is not a count", v.unwrap_or_default()),
-                        "give a whole number of 0 or more",
-                    ),
-                }
-            }
-        };
-    num(
+    d(&r.stop_timeout, "stop_timeout", &mut l.stop_timeout);
+    let (min, max) = durations(&r.window, "window", problems);
+    l.window.min = min.or(l.window.min);
+    l.window.max = max.or(l.window.max);
+    let mut n = |b: &Option<RawBound<i64>>, key: &str, slot: &mut Bound<u32>| {
+        let (min, max) = counts(b, key, problems);
+        slot.min = min.unwrap_or(slot.min);
+        slot.max = max.unwrap_or(slot.max);
+    };
+    n(
         &r.failure_threshold,
         "failure_threshold",
         &mut l.failure_threshold,
-        problems,
     );
-    num(&r.log_tail, "log_tail", &mut l.log_tail, problems);
-    if let Some(b) = &r.max_restarts {
-        let mut m = Bound {
-            min: l.max_restarts.min.unwrap_or(0),
-            max: 0,
-        };
-        num(&Some(b.clone()), "max_restarts", &mut m, problems);
-        l.max_restarts.min = Some(m.min);
-        l.max_restarts.max = b.max.map(|_| m.max);
-    }
+    n(&r.log_tail, "log_tail", &mut l.log_tail);
+    let (min, max) = counts(&r.max_restarts, "max_restarts", problems);
+    l.max_restarts.min = min.or(l.max_restarts.min);
+    l.max_restarts.max = max.or(l.max_restarts.max);
     check_order(&l, problems);
     l
+}
+
+/// A duration bound's `min` and `max` as written (None: not given, or reported).
+fn durations(
+    b: &Option<RawBound<RawDuration>>,
+    key: &str,
+    problems: &mut Problems,
+) -> (Option<Duration>, Option<Duration>) {
+    let at = format!("discovery.docker.limits.{key}");
+    let Some(b) = b else { return (None, None) };
+    let mut one = |v: &Option<RawDuration>| v.as_ref().and_then(|v| duration(v, &at, problems));
+    (one(&b.min), one(&b.max))
+}
+
+/// A count bound's `min` and `max` as written (None: not given, or reported).
+fn counts(
+    b: &Option<RawBound<i64>>,
+    key: &str,
+    problems: &mut Problems,
+) -> (Option<u32>, Option<u32>) {
+    let Some(b) = b else { return (None, None) };
+    let mut one = |v: Option<i64>| {
+        let v = v?;
+        u32::try_from(v)
+            .map_err(|_| {
+                problems.push(
+                    format!("discovery.docker.limits.{key}"),
+                    format!("{v} is not a count"),
+                    "give a whole number of 0 or more",
+                )
+            })
+            .ok()
+    };
+    (one(b.min), one(b.max))
 }
 
 /// A floor above its cap is a problem (no value could pass).
