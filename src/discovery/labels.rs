@@ -540,7 +540,7 @@ fn credential<'a>(
         None => problems.push(
             &label,
             "no credential is picked and the operator defines no default one",
-            format!("add the label {label}=<name> naming one of the operator's credentials ({names}), or have the operator define discovery.docker.credentials.default"),
+            format!("add the label {label}=<name> naming one of the operator's credentials ({names}), or have the operator define discovery.docker.credentials.default (the sidecar: DISCOVER_USER and DISCOVER_PASSWORD_ENV)"),
         ),
         Some(c) if !c.allows(&l.f.name) => problems.push(
             label,
