@@ -568,7 +568,7 @@ fn discovery_section(n: usize, window: Duration) {
             "--label",
             &format!("{ns}.enable=true"),
             "--label",
-            &format!("{ns}.password_env=BENCH_PW"),
+            &format!("{ns}.credentials=bench"),
             "-e",
             &format!("POSTGRES_PASSWORD={pw}"),
             postgres_image(),
@@ -626,7 +626,7 @@ fn discovery_section(n: usize, window: Duration) {
         sentinel_remedy::pgcluster::free_port().expect("port")
     );
     let text = format!(
-        "server: {{ listen: \"{addr}\" }}\ndiscovery:\n  docker: {{ namespace: {ns} }}\ndefaults:\n  probe: {{ interval: 1s, timeout: 2s, failure_threshold: 60 }}\narchive:\n{}notify:\n  console: false\n",
+        "server: {{ listen: \"{addr}\" }}\ndiscovery:\n  docker: {{ namespace: {ns}, credentials: {{ bench: {{ user: postgres, password_env: BENCH_PW }} }} }}\ndefaults:\n  probe: {{ interval: 1s, timeout: 2s, failure_threshold: 60 }}\narchive:\n{}notify:\n  console: false\n",
         ws.local_archive()
     );
     std::fs::write(ws.config(), text).expect("registry");

@@ -147,6 +147,19 @@ pub fn status_table(v: &Value) -> String {
                 .collect();
             out.push_str(&format!("{}: {}\n", s(&t["name"]), list.join(" ")));
         }
+        for other in t["discovered"]["contested_by"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            out.push_str(&printable(&format!(
+                "{}: also claimed by container {}: NOT WATCHED, the name stays with container {}",
+                s(&t["name"]),
+                s(other),
+                s(&t["discovered"]["container"])
+            )));
+            out.push('\n');
+        }
     }
     if v["cluster"].is_object() {
         out.push_str(&cluster_lines(&v["cluster"]));

@@ -34,4 +34,8 @@ pub struct TargetStatus {
 pub struct DiscoveredFrom {
     pub container: String,
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Later containers whose labels claim this target's name too: not watched, the name
+    /// stays with `container`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub contested_by: Vec<String>,
 }

@@ -673,4 +673,21 @@ fn discovery_needs_no_target_list_and_its_mistakes_name_key_or_variable() {
     );
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("DISCOVER_DOCKER"), "{err}");
+    // The sidecar's default credential for discovered containers: the password's variable
+    // is read at load, and a missing one is named by its variable.
+    let sidecar = [
+        ("DISCOVER_DOCKER", "true"),
+        ("DISCOVER_USER", "postgres"),
+        ("DISCOVER_PASSWORD_ENV", "DISC_CRED_PW"),
+    ];
+    let (code, _, err) = run_cli(&["check-config"], ws.path(), &sidecar);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("DISCOVER_PASSWORD_ENV: environment variable DISC_CRED_PW is not set"),
+        "{err}"
+    );
+    let mut with_pw = sidecar.to_vec();
+    with_pw.push(("DISC_CRED_PW", "x"));
+    let (code, out, err) = run_cli(&["check-config"], ws.path(), &with_pw);
+    assert_eq!(code, 0, "{out}{err}");
 }

@@ -40,6 +40,17 @@ impl Labelled {
         settings: &[&str],
         network: Option<&str>,
     ) -> Self {
+        Self::start_image(tag, password, labels, settings, network, postgres_image())
+    }
+
+    fn start_image(
+        tag: &str,
+        password: &str,
+        labels: &[(String, String)],
+        settings: &[&str],
+        network: Option<&str>,
+        image: &str,
+    ) -> Self {
         let name = format!(
             "sr-disc-{tag}-{}-{:06x}",
             std::process::id(),
@@ -60,7 +71,7 @@ impl Labelled {
         args.extend([
             "-e".into(),
             format!("POSTGRES_PASSWORD={password}"),
-            postgres_image().into(),
+            image.into(),
             "postgres".into(),
             "-c".into(),
             "logging_collector=on".into(),
@@ -131,11 +142,9 @@ fn namespace() -> String {
     format!("srt{:08x}", rand::random::<u32>())
 }
 
+/// Opted in; the login is the operator's default credential (see [`write_registry`]).
 fn opt_in(ns: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut v = vec![
-        (format!("{ns}.enable"), "true".to_string()),
-        (format!("{ns}.password_env"), "DISC_PW".to_string()),
-    ];
+    let mut v = vec![(format!("{ns}.enable"), "true".to_string())];
     v.extend(
         extra
             .iter()
@@ -144,14 +153,15 @@ fn opt_in(ns: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     v
 }
 
-/// A registry with no targets, only discovery; returns the API address.
+/// A registry with no targets, only discovery, whose default credential is postgres with the
+/// password in the daemon's DISC_PW; returns the API address.
 fn write_registry(ws: &Workspace, ns: &str, notify: &str) -> String {
     let addr = format!(
         "127.0.0.1:{}",
         sentinel_remedy::pgcluster::free_port().unwrap()
     );
     let text = format!(
-        "server: {{ listen: \"{addr}\" }}\ndiscovery:\n  docker: {{ namespace: {ns} }}\ndefaults:\n  probe: {{ interval: 1s, timeout: 1s, failure_threshold: 10 }}\n  restart_budget: {{ backoff: 0s }}\n  recovery_timeout: 60s\narchive:\n{}notify:\n{notify}\n",
+        "server: {{ listen: \"{addr}\" }}\ndiscovery:\n  docker: {{ namespace: {ns}, credentials: {{ default: {{ user: postgres, password_env: DISC_PW }} }} }}\ndefaults:\n  probe: {{ interval: 1s, timeout: 1s, failure_threshold: 10 }}\n  restart_budget: {{ backoff: 0s }}\n  recovery_timeout: 60s\narchive:\n{}notify:\n{notify}\n",
         ws.local_archive()
     );
     std::fs::write(ws.config(), text).expect("write registry");
@@ -384,14 +394,9 @@ fn a_container_with_bad_labels_is_skipped_with_one_error_and_the_others_are_watc
         &pw,
         &opt_in(&ns, &[("probe.interval", "5 parsecs")]),
     );
-    let no_password = Labelled::run(
-        "nopw",
-        &pw,
-        &[
-            (format!("{ns}.enable"), "true".into()),
-            (format!("{ns}.password_env"), "DISC_MISSING_PW".into()),
-        ],
-    );
+    let no_password = Labelled::run("nopw", &pw, &opt_in(&ns, &[("credentials", "nope")]));
+    // Probing every millisecond would cost the daemon more than any registry target.
+    let too_often = Labelled::run("often", &pw, &opt_in(&ns, &[("probe.interval", "1ms")]));
     // A server that never accepts connections from outside (as while the image's init runs
     // its temporary, local-only server): never a target, so never restarted half made.
     let local_only = Labelled::run_with(
@@ -445,8 +450,13 @@ fn a_container_with_bad_labels_is_skipped_with_one_error_and_the_others_are_watc
         (&bad_duration.name, format!("{ns}.probe.interval"), "250ms"),
         (
             &no_password.name,
-            format!("{ns}.password_env"),
-            "DISC_MISSING_PW",
+            format!("{ns}.credentials"),
+            "discovery.docker.credentials.nope",
+        ),
+        (
+            &too_often.name,
+            format!("{ns}.probe.interval"),
+            "discovery.docker.limits.probe_interval.min",
         ),
     ] {
         let e = skipped(c);
@@ -460,6 +470,16 @@ fn a_container_with_bad_labels_is_skipped_with_one_error_and_the_others_are_watc
         );
     }
     assert!(skipped(&good.name).is_empty());
+    let often = skipped(&too_often.name);
+    assert!(
+        often[0]["problem"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1ms is below the operator's min of 1s"),
+        "{:?}",
+        often[0]
+    );
+    assert!(!targets(&addr).contains_key(&too_often.name));
     // Longer than its threshold of 10 probes at 1 s: still no target, still not restarted.
     std::thread::sleep(Duration::from_secs(12));
     assert!(!targets(&addr).contains_key(&local_only.name));
@@ -507,9 +527,196 @@ fn a_container_with_bad_labels_is_skipped_with_one_error_and_the_others_are_watc
         )),
         "{out}"
     );
-    assert!(out.contains("DISC_MISSING_PW"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{ns}.credentials: the operator defines no credential named 'nope'"
+        )),
+        "{out}"
+    );
     assert!(out.contains("NOT WATCHED"), "the clash: {out}");
     assert!(!out.contains(&pw), "no password printed");
+}
+
+/// An image built at test time `FROM` the local postgres image, with labels of its own;
+/// removed on drop.
+struct LabelledImage(String);
+
+impl LabelledImage {
+    fn build(labels: &[(String, String)]) -> Self {
+        let tag = format!("sr-test-labelled:{:08x}", rand::random::<u32>());
+        let mut dockerfile = format!(
+            "FROM {}\nLABEL org.sentinel-remedy.test=1",
+            postgres_image()
+        );
+        for (k, v) in labels {
+            dockerfile.push_str(&format!(" \"{k}\"=\"{v}\""));
+        }
+        dockerfile.push('\n');
+        let mut child = std::process::Command::new("docker")
+            .args(["build", "-q", "-t", &tag, "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("docker build");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(dockerfile.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().expect("docker build");
+        assert!(
+            out.status.success(),
+            "docker build: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(tag)
+    }
+}
+
+impl Drop for LabelledImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn labels_an_image_carries_opt_no_container_in_and_count_for_nothing() {
+    let ns = namespace();
+    let pw = format!("pw-{:012x}", rand::random::<u64>());
+    // The image's author opts every container of it in, names it, and asks for a login.
+    let image = LabelledImage::build(&opt_in(
+        &ns,
+        &[("name", "from-the-image"), ("credentials", "default")],
+    ));
+    let (inherited, good) = std::thread::scope(|s| {
+        let i = s.spawn(|| {
+            Labelled::start_image("img", &pw, &[], &["log_directory=log"], None, &image.0)
+        });
+        let g = s.spawn(|| Labelled::run("own", &pw, &opt_in(&ns, &[])));
+        (i.join().unwrap(), g.join().unwrap())
+    });
+    // Its labels did reach the container (Docker copies them): only the daemon ignores them.
+    assert_eq!(
+        docker(&[
+            "inspect",
+            "-f",
+            &format!("{{{{index .Config.Labels \"{ns}.enable\"}}}}"),
+            &inherited.name
+        ]),
+        "true"
+    );
+    inherited.wait_sql(&pw);
+    good.wait_sql(&pw);
+    let ws = Workspace::new();
+    let addr = write_registry(&ws, &ns, "  console: false\n");
+    let d = daemon(&ws, &pw);
+    // Both existed before the daemon started, so its first listing saw both.
+    wait_for(LONG, "the labelled container's target answering", || {
+        targets(&addr)
+            .get(&good.name)
+            .is_some_and(|s| s["up"] == true)
+            .then_some(())
+    });
+    let t = targets(&addr);
+    assert_eq!(
+        t.len(),
+        1,
+        "only the container labelled itself: {:?}",
+        t.keys()
+    );
+    assert!(!t.contains_key("from-the-image") && !t.contains_key(&inherited.name));
+    // Not an error either: not opted in at all.
+    assert_eq!(d.count("discovery_skipped", None), 0);
+    let cfg = ws.config();
+    let (code, out, _) = run_cli(
+        &[
+            "check-config",
+            "--discover",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        ws.path(),
+        &[("DISC_PW", &pw)],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains(&inherited.name), "{out}");
+    drop(d);
+    drop(inherited);
+}
+
+#[test]
+fn a_later_container_claiming_a_watched_name_does_not_take_it_over() {
+    let ns = namespace();
+    let pw = format!("pw-{:012x}", rand::random::<u64>());
+    let first = Labelled::run("first", &pw, &opt_in(&ns, &[("name", "shared")]));
+    first.wait_sql(&pw);
+    let ws = Workspace::new();
+    let addr = write_registry(&ws, &ns, "  console: false\n");
+    let d = daemon(&ws, &pw);
+    let shared = |addr: &str| targets(addr).get("shared").cloned();
+    wait_for(LONG, "the first container's target answering", || {
+        shared(&addr).filter(|s| s["up"] == true).map(|_| ())
+    });
+    // A second container claims the name while the first is watched.
+    let squatter = Labelled::run("squat", &pw, &opt_in(&ns, &[("name", "shared")]));
+    squatter.wait_sql(&pw);
+    let e = d.wait_event("discovery_skipped", None, LONG);
+    assert_eq!(e["level"], "ERRO", "{e}");
+    assert_eq!(e["container"], squatter.name.as_str(), "{e}");
+    assert_eq!(e["other_container"], first.name.as_str(), "{e}");
+    assert_eq!(e["label"], format!("{ns}.name"), "{e}");
+    // The name stays where it was, and status says who else claims it.
+    wait_for(LONG, "status to show the claim", || {
+        shared(&addr).filter(|s| s["discovered"]["contested_by"][0] == squatter.name.as_str())
+    });
+    let s = shared(&addr).unwrap();
+    assert_eq!(s["discovered"]["container"], first.name.as_str(), "{s}");
+    assert_eq!(s["endpoint"], format!("{}:5432/postgres", first.ip()));
+    assert_eq!(d.count("discovery_skipped", None), 1, "said once");
+    let (code, out, err) = run_cli(
+        &["status", "--url", &format!("http://{addr}")],
+        ws.path(),
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "shared: also claimed by container {}: NOT WATCHED, the name stays with container {}",
+            squatter.name, first.name
+        )),
+        "{out}"
+    );
+    // A fresh look (as at start-up): the older container keeps it.
+    let cfg = ws.config();
+    let (code, out, _) = run_cli(
+        &[
+            "check-config",
+            "--discover",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        ws.path(),
+        &[("DISC_PW", &pw)],
+    );
+    assert_eq!(code, 64, "{out}");
+    assert!(
+        out.contains(&format!("shared (container {})", first.name)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("container {} skipped", squatter.name)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("is held by container {}", first.name)),
+        "{out}"
+    );
+    drop(d);
 }
 
 #[test]
@@ -518,18 +725,7 @@ fn a_container_removed_during_its_incident_is_retired_once_the_incident_is_over(
     let pw = format!("pw-{:012x}", rand::random::<u64>());
     // Its probe reads an unlogged table, which crash recovery empties: after the kill and our
     // restart it keeps failing, so the incident stays open until recovery_timeout escalates.
-    let c = Labelled::run(
-        "retire",
-        &pw,
-        &opt_in(
-            &ns,
-            &[
-                ("probe.query", "SELECT ok FROM probe_ok"),
-                ("probe.expect", "1"),
-                ("recovery_timeout", "8s"),
-            ],
-        ),
-    );
+    let c = Labelled::run("retire", &pw, &opt_in(&ns, &[("recovery_timeout", "8s")]));
     c.wait_sql(&pw);
     c.psql(
         &pw,
@@ -539,6 +735,12 @@ fn a_container_removed_during_its_incident_is_retired_once_the_incident_is_over(
     let rx = Receiver::start();
     let ws = Workspace::new();
     let addr = write_registry(&ws, &ns, &notify_all(&rx));
+    // The probe's query is the operator's (no label may give one).
+    let text = std::fs::read_to_string(ws.config()).unwrap().replace(
+        "probe: { interval: 1s,",
+        "probe: { query: SELECT ok FROM probe_ok, expect: '1', interval: 1s,",
+    );
+    std::fs::write(ws.config(), text).unwrap();
     let d = daemon(&ws, &pw);
     wait_for(LONG, "the target answering", || {
         targets(&addr)
@@ -592,13 +794,8 @@ fn all_mode_takes_every_postgres_container_on_the_network_except_those_opted_out
         }
     }
     let _net = Net(network.clone());
-    // No enable label at all, only the password's variable; and one opted out.
-    let plain = Labelled::run_on(
-        "all",
-        &pw,
-        &[(format!("{ns}.password_env"), "DISC_PW".into())],
-        &network,
-    );
+    // No label at all (the login is the operator's default credential); and one opted out.
+    let plain = Labelled::run_on("all", &pw, &[], &network);
     let out = Labelled::run_on(
         "out",
         &pw,
@@ -610,8 +807,8 @@ fn all_mode_takes_every_postgres_container_on_the_network_except_those_opted_out
     let ws = Workspace::new();
     let addr = write_registry(&ws, &ns, "  console: false\n");
     let text = std::fs::read_to_string(ws.config()).unwrap().replace(
-        &format!("docker: {{ namespace: {ns} }}"),
-        &format!("docker: {{ namespace: {ns}, mode: all, network: {network} }}"),
+        &format!("docker: {{ namespace: {ns},"),
+        &format!("docker: {{ namespace: {ns}, mode: all, network: {network},"),
     );
     std::fs::write(ws.config(), text).unwrap();
     let d = daemon(&ws, &pw);

@@ -229,6 +229,7 @@ impl Supervisor {
             let from = DiscoveredFrom {
                 container: d.container.clone(),
                 labels: d.labels.clone(),
+                contested_by: d.contested_by.clone(),
             };
             out.push((d.cfg.clone(), Some((d.container_id.clone(), from))));
         }

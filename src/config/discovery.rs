@@ -1,8 +1,14 @@
 //! `discovery:`: targets found at run time (containers on the Docker Engine) instead of listed.
+//! The operator's side of discovery: which containers, the logins they may use
+//! (`credentials`) and the bounds of what their labels may set (`limits`).
 
+use super::credentials::{build_credentials, secrets_dir, Credential, RawCredential};
 use super::error::Problems;
+use super::expand::VarSource;
 use super::heal::container_name;
+use super::limits::{build_limits, LabelLimits, RawLimits};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 /// `discovery:`: targets found at run time instead of listed.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -24,6 +30,16 @@ pub struct RawDockerDiscovery {
     /// Docker network to reach the containers over (default: one shared with the daemon's own
     /// container, else the container's first network).
     pub network: Option<String>,
+    /// The logins discovered targets use, by name: a `{namespace}.credentials=<name>` label
+    /// picks one; the one named `default` serves containers with no such label.
+    pub credentials: Option<BTreeMap<String, RawCredential>>,
+    /// The directory `password_file` names are read beneath (no link followed).
+    pub secrets_dir: Option<String>,
+    /// Whether labels a container inherits from its image count (default false: only labels
+    /// given when the container was created opt it in or tune it).
+    pub trust_image_labels: Option<bool>,
+    /// The floor and cap of every number or duration a label may set.
+    pub limits: Option<RawLimits>,
 }
 
 /// Which containers `discovery.docker` turns into targets.
@@ -44,10 +60,20 @@ pub struct DockerDiscovery {
     /// The Docker network to reach containers over; None: one the daemon shares with the
     /// container (in a container), else the container's first network.
     pub network: Option<String>,
+    /// The operator's logins, by name; labels pick one, never bring their own.
+    pub credentials: BTreeMap<String, Credential>,
+    /// Whether labels inherited from the image count.
+    pub trust_image_labels: bool,
+    /// The bounds of label values.
+    pub limits: LabelLimits,
 }
 
 /// `discovery.docker`: the label namespace, the mode and the network.
-pub(crate) fn build_discovery(d: RawDiscovery, problems: &mut Problems) -> Option<DockerDiscovery> {
+pub(crate) fn build_discovery(
+    d: RawDiscovery,
+    vars: &VarSource,
+    problems: &mut Problems,
+) -> Option<DockerDiscovery> {
     let Some(d) = d.docker else {
         problems.push(
             "discovery",
@@ -85,9 +111,20 @@ pub(crate) fn build_discovery(d: RawDiscovery, problems: &mut Problems) -> Optio
     if let Some(n) = &network {
         container_name(n, "discovery.docker.network", problems);
     }
+    let dir = secrets_dir(d.secrets_dir.as_deref(), problems);
+    let credentials = build_credentials(
+        d.credentials.unwrap_or_default(),
+        dir.as_deref(),
+        vars,
+        problems,
+    );
+    let limits = build_limits(d.limits, problems);
     (ns_ok && mode.is_some()).then(|| DockerDiscovery {
         namespace,
         mode: mode.unwrap_or(DiscoveryMode::Label),
         network,
+        credentials,
+        trust_image_labels: d.trust_image_labels.unwrap_or(false),
+        limits,
     })
 }

@@ -154,6 +154,27 @@ const VARS: &[Var] = &[
         Parse::Set,
     ),
     var("DISCOVER_NETWORK", "discovery.docker.network", Parse::Set),
+    // The login discovered containers get (labels cannot name one of their own).
+    var(
+        "DISCOVER_USER",
+        "discovery.docker.credentials.default.user",
+        Parse::Set,
+    ),
+    var(
+        "DISCOVER_PASSWORD_ENV",
+        "discovery.docker.credentials.default.password_env",
+        Parse::Set,
+    ),
+    var(
+        "DISCOVER_PASSWORD_FILE",
+        "discovery.docker.credentials.default.password_file",
+        Parse::Set,
+    ),
+    var(
+        "DISCOVER_SECRETS_DIR",
+        "discovery.docker.secrets_dir",
+        Parse::Set,
+    ),
 ];
 
 /// Keys no single variable sets, and the variables a problem there is reported under.
@@ -203,7 +224,7 @@ pub fn load_env(vars: &VarSource) -> Result<Registry, ConfigError> {
         }
     }
     settle(&mut tree, host_given);
-    let registry = from_tree(&tree, &mut problems);
+    let registry = from_tree(&tree, vars, &mut problems);
     for p in &mut problems.0 {
         if let Some(name) = variable_at(&p.path) {
             p.path = name.to_string();
@@ -382,11 +403,11 @@ fn settle_heal(tree: &mut Mapping) {
 }
 
 /// Builds the registry from the tree, through the sections a registry file goes through.
-fn from_tree(tree: &Mapping, problems: &mut Problems) -> Registry {
+fn from_tree(tree: &Mapping, vars: &VarSource, problems: &mut Problems) -> Registry {
     let server =
         section::<RawServer>(tree, "server", problems).and_then(|s| build_server(s, problems));
     let discovery = section::<RawDiscovery>(tree, "discovery", problems)
-        .and_then(|d| build_discovery(d, problems));
+        .and_then(|d| build_discovery(d, vars, problems));
     let targets: Vec<RawTarget> = section(tree, "targets", problems).unwrap_or_default();
     let defaults: RawDefaults = section(tree, "defaults", problems).unwrap_or_default();
     let archive: RawArchive = section(tree, "archive", problems).unwrap_or_default();

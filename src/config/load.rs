@@ -40,7 +40,7 @@ pub fn load_str(
     let file = source.to_string();
     let mut problems = Problems::default();
     let registry = document::parse(text, vars, &mut problems)
-        .map(|map| from_sections(&map, source, &mut problems));
+        .map(|map| from_sections(&map, source, vars, &mut problems));
     match registry {
         Some(r) if problems.0.is_empty() => Ok(r),
         _ => Err(ConfigError::Invalid {
@@ -51,12 +51,17 @@ pub fn load_str(
 }
 
 /// Builds the registry section by section; the order is the order problems are listed in.
-fn from_sections(map: &Mapping, source: Source, problems: &mut Problems) -> Registry {
+fn from_sections(
+    map: &Mapping,
+    source: Source,
+    vars: &VarSource,
+    problems: &mut Problems,
+) -> Registry {
     let defaults: RawDefaults = section(map, "defaults", problems).unwrap_or_default();
     let archive: RawArchive = section(map, "archive", problems).unwrap_or_default();
     let notify: RawNotify = section(map, "notify", problems).unwrap_or_default();
     let discovery = section::<RawDiscovery>(map, "discovery", problems)
-        .and_then(|d| build_discovery(d, problems));
+        .and_then(|d| build_discovery(d, vars, problems));
     let targets = read_targets(map, discovery.is_some(), problems);
     let server: Option<RawServer> = section(map, "server", problems);
     let mut registry = build(source, defaults, archive, notify, targets, problems);

@@ -3,12 +3,13 @@
 //! One file per section of the registry, each with its raw (as written) type, its validated
 //! type and the checks between them: `targets` (with `probe`, `budget`, `heal`, `forensics`),
 //! `defaults`, `archive`, `notify`, `heartbeat`, `server`, `lease`, `cluster`, `fleet_guard`,
-//! `docker`, `discovery`. `document` turns text into sections, `load` puts them together, `env_mode`
+//! `docker`, `discovery` (with `credentials` and `limits`). `document` turns text into sections, `load` puts them together, `env_mode`
 //! reads the sidecar variables instead.
 
 mod archive;
 mod budget;
 pub mod cluster;
+pub mod credentials;
 mod defaults;
 mod discovery;
 mod docker;
@@ -23,6 +24,7 @@ mod heal;
 mod heartbeat;
 mod keypath;
 mod lease;
+pub mod limits;
 mod load;
 mod notify;
 mod probe;

@@ -6,14 +6,13 @@
 use super::labels::{self, ContainerFacts};
 use super::DiscoveredTarget;
 use crate::backoff::Backoff;
-use crate::config::{
-    DiscoveryMode, DockerDiscovery, Problem, TargetConfig, TargetDefaults, VarSource,
-};
+use crate::config::{DiscoveryMode, DockerDiscovery, Problem, TargetConfig, TargetDefaults};
 use crate::docker::{DockerClient, DockerError};
 use actix::prelude::*;
 use bollard::container::{InspectContainerOptions, ListContainersOptions};
 use bollard::models::{ContainerSummary, EventMessage};
 use bollard::system::EventsOptions;
+use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt};
 use slog::{debug, error, info, warn, Logger};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -36,6 +35,9 @@ struct Inspected {
     cmd: Vec<String>,
     /// `log_directory` from postgresql.conf / postgresql.auto.conf in the container.
     conf_log_directory: Option<String>,
+    created: Option<DateTime<Utc>>,
+    /// The labels of the container's image, which every container of it inherits.
+    image_labels: BTreeMap<String, String>,
 }
 
 /// A container and its target, or the problems with its labels.
@@ -57,6 +59,9 @@ struct Watcher {
     last_address: HashMap<String, String>,
     /// The problem last reported per container, so each is said once, not at every resync.
     reported: HashMap<String, String>,
+    /// Which container (id) holds each discovered target name: a later container claiming
+    /// the name never takes it over.
+    holders: HashMap<String, String>,
     /// The networks of the daemon's own container; None: the daemon runs on the host.
     own_networks: Option<Vec<String>>,
     /// The last set sent.
@@ -183,6 +188,7 @@ impl Watcher {
             inspected: HashMap::new(),
             last_address: HashMap::new(),
             reported: HashMap::new(),
+            holders: HashMap::new(),
             own_networks: None,
             sent: None,
             running: HashSet::new(),
@@ -294,23 +300,14 @@ impl Watcher {
         self.running.retain(|id| present.contains(id));
         self.armed.retain(|id| present.contains(id));
 
-        let (cfg, defaults) = (self.cfg.clone(), self.defaults.clone());
-        // Reads .env and password files: off the actors' thread.
-        let built = tokio::task::spawn_blocking(move || {
-            // A .env made untrusted since start-up (refused then with exit 64) is not read:
-            // the labels then see the process environment only.
-            let vars = VarSource::from_env_and_dotenv(&std::env::current_dir().unwrap_or_default())
-                .unwrap_or_else(|_| VarSource::fixed(std::env::vars().collect()));
-            facts
-                .into_iter()
-                .map(|f| {
-                    let r = labels::target(&f, &cfg, &defaults, &vars);
-                    (f, r)
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
+        // Pure: the credentials were read at load, and labels are never expanded.
+        let built = facts
+            .into_iter()
+            .map(|f| {
+                let r = labels::target(&f, &self.cfg, &self.defaults);
+                (f, r)
+            })
+            .collect();
         Ok(built)
     }
 
@@ -362,8 +359,11 @@ impl Watcher {
             .and_then(|n| n.first())
             .map(|n| n.trim_start_matches('/').to_string())
             .unwrap_or_else(|| id.chars().take(12).collect());
-        let labels: BTreeMap<String, String> =
+        let mut labels: BTreeMap<String, String> =
             s.labels.clone().unwrap_or_default().into_iter().collect();
+        if !self.cfg.trust_image_labels {
+            labels = labels::own_labels(labels, &inspected.image_labels);
+        }
         let mut f = ContainerFacts {
             id: id.clone(),
             name,
@@ -373,6 +373,7 @@ impl Watcher {
             cmd: inspected.cmd,
             conf_log_directory: inspected.conf_log_directory,
             address: None,
+            created: inspected.created,
         };
         if !labels::selected(&f, &self.cfg) {
             return None;
@@ -392,28 +393,20 @@ impl Watcher {
     }
 
     /// Usable targets, and the containers skipped with why; each problem is logged once.
-    fn partition(&mut self, built: Vec<Built>) -> (Vec<DiscoveredTarget>, Vec<Skipped>) {
+    /// Of two containers claiming one target name, the one that holds it keeps it (at
+    /// start-up: the older); the other is skipped with an error naming both, and the holder's
+    /// target lists it (`status` shows it).
+    fn partition(&mut self, mut built: Vec<Built>) -> (Vec<DiscoveredTarget>, Vec<Skipped>) {
+        built.sort_by_cached_key(|b| claim_order(b, &self.holders));
         let mut skipped = Vec::new();
         let mut targets: Vec<DiscoveredTarget> = Vec::new();
         for (f, r) in built {
             match r {
                 Ok(cfg) => {
-                    if let Some(other) = targets.iter().find(|t| t.cfg.name == cfg.name) {
-                        let msg = format!("name {} is also {}'s", cfg.name, other.container);
-                        if self.reported.get(&f.id) != Some(&msg) {
-                            error!(self.log, "container skipped: its target name is taken by another discovered container"; "event" => "discovery_skipped",
-                                "container" => &f.name, "label" => format!("{}.name", self.cfg.namespace), "target" => &cfg.name, "other_container" => &other.container,
-                                "fix" => format!("give one of them another {}.name label", self.cfg.namespace));
-                            self.reported.insert(f.id.clone(), msg.clone());
-                        }
-                        skipped.push((
-                            f.name,
-                            vec![Problem::new(
-                                format!("{}.name", self.cfg.namespace),
-                                msg,
-                                "give one of them another name label",
-                            )],
-                        ));
+                    if let Some(holder) = targets.iter_mut().find(|t| t.cfg.name == cfg.name) {
+                        holder.contested_by.push(f.name.clone());
+                        let problem = self.clash(&f, &cfg.name, &holder.container);
+                        skipped.push((f.name, vec![problem]));
                         continue;
                     }
                     if self.reported.remove(&f.id).is_some() {
@@ -424,28 +417,51 @@ impl Watcher {
                         container_id: f.id,
                         container: f.name,
                         cfg,
+                        contested_by: Vec::new(),
                     });
                 }
                 Err(problems) => {
-                    let text = problems
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    if self.reported.get(&f.id) != Some(&text) {
-                        let first = problems.first();
-                        error!(self.log, "container skipped: its labels are not usable (the other containers are watched)"; "event" => "discovery_skipped",
-                            "container" => &f.name, "label" => first.map(|p| p.path.as_str()).unwrap_or(""),
-                            "problem" => first.map(|p| p.message.as_str()).unwrap_or(""),
-                            "fix" => first.map(|p| p.fix.as_str()).unwrap_or(""), "problems" => &text);
-                        self.reported.insert(f.id.clone(), text);
-                    }
+                    self.report(&f, &problems);
                     skipped.push((f.name, problems));
                 }
             }
         }
+        self.holders = targets
+            .iter()
+            .map(|t| (t.cfg.name.clone(), t.container_id.clone()))
+            .collect();
         targets.sort_by(|a, b| a.cfg.name.cmp(&b.cfg.name));
         (targets, skipped)
+    }
+
+    /// A container refused a target name another container holds: one ERROR naming both.
+    fn clash(&mut self, f: &ContainerFacts, name: &str, holder: &str) -> Problem {
+        let label = format!("{}.name", self.cfg.namespace);
+        let msg = format!("target name {name} is held by container {holder}; it stays with it");
+        if self.reported.get(&f.id) != Some(&msg) {
+            error!(self.log, "container skipped: its target name is held by another discovered container, which keeps it"; "event" => "discovery_skipped",
+                "container" => &f.name, "label" => &label, "target" => name, "other_container" => holder,
+                "fix" => format!("give one of them another {label} label"));
+            self.reported.insert(f.id.clone(), msg.clone());
+        }
+        Problem::new(label, msg, "give one of them another name label")
+    }
+
+    /// A container skipped for its labels: one ERROR, again only when the problems change.
+    fn report(&mut self, f: &ContainerFacts, problems: &[Problem]) {
+        let text = problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        if self.reported.get(&f.id) != Some(&text) {
+            let first = problems.first();
+            error!(self.log, "container skipped: its labels are not usable (the other containers are watched)"; "event" => "discovery_skipped",
+                "container" => &f.name, "label" => first.map(|p| p.path.as_str()).unwrap_or(""),
+                "problem" => first.map(|p| p.message.as_str()).unwrap_or(""),
+                "fix" => first.map(|p| p.fix.as_str()).unwrap_or(""), "problems" => &text);
+            self.reported.insert(f.id.clone(), text);
+        }
     }
 
     /// Keeps the containers that are targets already, or whose server now accepts a TCP
@@ -487,6 +503,15 @@ impl Watcher {
             })
             .await
             .ok()?;
+        let created = r
+            .created
+            .as_deref()
+            .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
+            .map(|c| c.with_timezone(&Utc));
+        let image_labels = match r.image.clone() {
+            Some(image) if !self.cfg.trust_image_labels => self.image_labels(&image).await?,
+            _ => BTreeMap::new(),
+        };
         let config = r.config.unwrap_or_default();
         let pgdata = config
             .env
@@ -514,7 +539,39 @@ impl Watcher {
             pgdata,
             cmd,
             conf_log_directory,
+            created,
+            image_labels,
         })
+    }
+
+    /// The labels of an image (by id), which its containers inherit; None when the Engine
+    /// cannot say (the container is then looked at again at the next listing, never taken
+    /// with labels that might be the image's).
+    async fn image_labels(&self, image: &str) -> Option<BTreeMap<String, String>> {
+        let image = image.to_string();
+        let r = self
+            .client
+            .call(|api, ep| async move {
+                api.inspect_image(&image)
+                    .await
+                    .map_err(|e| DockerError::from_bollard(e, &ep, &image))
+            })
+            .await;
+        match r {
+            Ok(i) => Some(
+                i.config
+                    .and_then(|c| c.labels)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            ),
+            // Fail closed: without the image's labels, the container's own cannot be told
+            // apart; it is looked at again at the next listing.
+            Err(e) => {
+                debug!(self.log, "cannot inspect a container's image"; "event" => "discovery_image_unknown", "error" => %e);
+                None
+            }
+        }
     }
 
     /// A small text file inside the container (through the Engine's archive endpoint; also
@@ -559,7 +616,9 @@ impl Watcher {
             .and_then(|h| h.network_mode.clone())
             .unwrap_or_default();
         if mode == "host" {
-            return Some("127.0.0.1".into());
+            // The host's network: no address of its own, and a port label would then reach
+            // whatever listens on the host.
+            return None;
         }
         let networks = s
             .network_settings
@@ -600,6 +659,18 @@ impl Watcher {
             ),
         }
     }
+}
+
+/// The order in which containers claim target names: those holding a name first, then the
+/// older, then by id (so the order never depends on how the Engine lists them).
+fn claim_order((f, r): &Built, holders: &HashMap<String, String>) -> (bool, DateTime<Utc>, String) {
+    let holds = matches!(r, Ok(t) if holders.get(&t.name) == Some(&f.id));
+    // Unknown creation times sort last.
+    (
+        !holds,
+        f.created.unwrap_or(DateTime::<Utc>::MAX_UTC),
+        f.id.clone(),
+    )
 }
 
 /// Whether the target's server accepts a TCP connection now (within half a second).

@@ -1,15 +1,29 @@
 //! Container labels → a target, validated by the same code as a target written in the
 //! registry, so a label has exactly the meaning of the key it is named after
-//! (`{ns}.probe.interval` is `targets[].probe.interval`). Pure apart from reading a password
-//! file; the caller runs it off the actors' threads.
+//! (`{ns}.probe.interval` is `targets[].probe.interval`). Pure: no I/O.
+//!
+//! Who writes a label: the image's author (labels an image carries are inherited by every
+//! container of it) or whoever starts the container. Neither is the operator, and the daemon
+//! runs as root, so a label never chooses what the daemon reveals, where it connects, or what
+//! SQL it runs:
+//! - the login is one of the operator's `discovery.docker.credentials`, picked by name
+//!   (`{ns}.credentials`), and only by the containers the credential allows;
+//! - the server is reached at the container's own address (only its port and database may be
+//!   labelled), and no label value is expanded (`${VAR}` stays text);
+//! - the probe runs the operator's query (`defaults.probe`), never one from a label;
+//! - every number a label sets lies within `discovery.docker.limits`.
+//!
+//! Labels inherited from the image are dropped before any of this unless the operator trusts
+//! them (`trust_image_labels`): see [`own_labels`].
 
-use crate::config::duration::RawDuration;
+use crate::config::credentials::{Credential, DEFAULT_CREDENTIAL};
+use crate::config::duration::{format_duration, RawDuration};
 use crate::config::error::Problems;
-use crate::config::expand::{expand, VarSource};
+use crate::config::limits::Bound;
 use crate::config::raw::*;
 use crate::config::{DiscoveryMode, DockerDiscovery, Problem, TargetConfig, TargetDefaults};
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::time::Duration;
 
 /// What discovery knows about one container, from the Engine.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +32,7 @@ pub struct ContainerFacts {
     /// Without the leading `/`.
     pub name: String,
     pub image: String,
+    /// The labels that count: without those inherited from the image unless trusted.
     pub labels: BTreeMap<String, String>,
     /// `PGDATA` from the container's environment.
     pub pgdata: Option<String>,
@@ -27,27 +42,23 @@ pub struct ContainerFacts {
     pub conf_log_directory: Option<String>,
     /// Host name or address the daemon reaches the server at; None: none found.
     pub address: Option<String>,
+    /// When the container was created: of two claiming one target name, the older keeps it.
+    pub created: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Labels this version understands after `{namespace}.`; `policy.<class>` also.
 pub const KNOWN: &[&str] = &[
     "enable",
     "name",
-    "dsn",
-    "user",
+    "credentials",
     "database",
     "port",
-    "password_env",
-    "password_file",
     "network",
     "heal",
     "heal.stop_timeout",
-    "probe.query",
     "probe.interval",
     "probe.timeout",
     "probe.failure_threshold",
-    "probe.expect",
-    "probe.role",
     "restart_budget.max_restarts",
     "restart_budget.window",
     "restart_budget.backoff",
@@ -58,11 +69,34 @@ pub const KNOWN: &[&str] = &[
     "forensics.log_tail",
 ];
 
+/// Labels earlier versions took and this one refuses, each with what replaces it: they let a
+/// label choose a secret, a server or SQL.
+const REMOVED: &[(&str, &str)] = &[
+    ("dsn", "the daemon reaches the container at its own address; use the port and database labels, and {ns}.credentials=<name> for the login"),
+    ("user", "the user comes from the operator's credential; pick one with {ns}.credentials=<name> (discovery.docker.credentials)"),
+    ("password_env", "passwords come from the operator's credentials; pick one with {ns}.credentials=<name> (discovery.docker.credentials.<name>.password_env)"),
+    ("password_file", "passwords come from the operator's credentials; pick one with {ns}.credentials=<name> (discovery.docker.credentials.<name>.password_file beneath secrets_dir)"),
+    ("probe.query", "the probe runs the operator's query (defaults.probe.query); remove the label"),
+    ("probe.expect", "the probe's expected answer is the operator's (defaults.probe.expect); remove the label"),
+    ("probe.role", "the role check is the operator's (defaults.probe.role); remove the label"),
+];
+
 /// The default data directory of the official image and of the project's image.
 const DEFAULT_PGDATA: &str = "/var/lib/postgresql/data";
 
-/// A password file bigger than this is not a password file.
-const MAX_PASSWORD_FILE: u64 = 4096;
+/// The container's own labels: those it inherits from its image unchanged (same key, same
+/// value) are dropped, since an image's author must not opt every container of it in nor
+/// tune it. A label given again at `docker run` with the image's value cannot be told apart
+/// and is dropped too (the operator's `trust_image_labels: true` keeps them all).
+pub fn own_labels(
+    container: BTreeMap<String, String>,
+    image: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    container
+        .into_iter()
+        .filter(|(k, v)| image.get(k) != Some(v))
+        .collect()
+}
 
 /// Whether the container is one discovery watches.
 pub fn selected(f: &ContainerFacts, cfg: &DockerDiscovery) -> bool {
@@ -76,7 +110,10 @@ pub fn selected(f: &ContainerFacts, cfg: &DockerDiscovery) -> bool {
     }
 }
 
-/// A PostgreSQL image: by its name, or by the PGDATA every postgres image sets.
+/// A PostgreSQL image: by its name, or by the PGDATA every postgres image sets. (An image's
+/// ENV alone may select a container in `all` mode: the operator asked for every PostgreSQL
+/// container, and being selected grants nothing a label could not: the operator's default
+/// credential, the container's own address, the operator's probe.)
 fn runs_postgres(f: &ContainerFacts) -> bool {
     f.image.to_ascii_lowercase().contains("postgres") || f.pgdata.is_some()
 }
@@ -134,23 +171,19 @@ impl Labels<'_> {
     }
 }
 
-/// A problem already pushed to the list; the caller gives up on the value.
-struct Reported;
-
 /// Builds the container's target; Err lists every problem, each naming its label and fix.
 pub fn target(
     f: &ContainerFacts,
     cfg: &DockerDiscovery,
     defaults: &TargetDefaults,
-    vars: &VarSource,
 ) -> Result<TargetConfig, Vec<Problem>> {
     let ns = cfg.namespace.as_str();
     let l = Labels { f, ns };
     let mut problems = Problems::default();
     // Problems are listed in the order of these steps: unknown labels, the DSN, the heal,
-    // then the numbers.
+    // then the numbers and their bounds.
     let policy = policy_labels(f, ns, &mut problems);
-    let dsn = dsn(&l, vars, &mut problems);
+    let dsn = dsn(&l, cfg, &mut problems);
     let heal = heal(&l, &mut problems);
     let forensics = forensics(&l, &mut problems);
     let raw = RawTarget {
@@ -167,14 +200,18 @@ pub fn target(
     let had = problems.0.len();
     let built = crate::config::build_target(&raw, ns, defaults, &mut problems);
     name_labels(&mut problems.0[had..], ns);
+    if let Some(t) = &built {
+        within_limits(&l, t, cfg, defaults, &mut problems);
+    }
     match built {
         Some(t) if problems.0.is_empty() => Ok(t),
         _ => Err(problems.0),
     }
 }
 
-/// The `policy.<class>` labels by class; any other label this version does not know is a
-/// problem (a misspelt label would otherwise be silently ignored).
+/// The `policy.<class>` labels by class; a removed label is a problem saying what replaces
+/// it, and any other label this version does not know is a problem (a misspelt label would
+/// otherwise be silently ignored).
 fn policy_labels(
     f: &ContainerFacts,
     ns: &str,
@@ -188,6 +225,12 @@ fn policy_labels(
         };
         if let Some(class) = key.strip_prefix("policy.") {
             policy.insert(class.to_string(), v.clone());
+        } else if let Some((_, instead)) = REMOVED.iter().find(|(r, _)| *r == key) {
+            problems.push(
+                k,
+                "this label is no longer taken: a label may not choose a login, a server or SQL",
+                instead.replace("{ns}", ns),
+            );
         } else if !KNOWN.contains(&key) {
             problems.push(
                 k,
@@ -230,7 +273,7 @@ fn heal(l: &Labels, problems: &mut Problems) -> Option<RawHeal> {
 }
 
 /// The evidence copied from the container: the server's own files, plus any the
-/// `forensics.paths` label adds.
+/// `forensics.paths` label adds (paths inside the container itself).
 fn forensics(l: &Labels, problems: &mut Problems) -> RawForensics {
     let mut paths = evidence_paths(l.f);
     if let Some(extra) = l.get("forensics.paths") {
@@ -244,7 +287,17 @@ fn forensics(l: &Labels, problems: &mut Problems) -> RawForensics {
     }
     let log_tail = l
         .int("forensics.log_tail", problems)
-        .map(|n| n.clamp(0, u32::MAX as i64) as u32);
+        .and_then(|n| match u32::try_from(n) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                problems.push(
+                    format!("{}.forensics.log_tail", l.ns),
+                    format!("{n} is not a number of lines"),
+                    "give 0 or more lines, e.g. 1000",
+                );
+                None
+            }
+        });
     RawForensics {
         files: vec![],
         docker: Some(RawDockerForensics {
@@ -257,15 +310,16 @@ fn forensics(l: &Labels, problems: &mut Problems) -> RawForensics {
     }
 }
 
-/// The `probe.*` labels.
+/// The `probe.*` labels: timing only; the query, its expected answer and the role check are
+/// the operator's.
 fn probe(l: &Labels, problems: &mut Problems) -> RawProbe {
     RawProbe {
-        query: l.get("probe.query"),
+        query: None,
         interval: l.dur("probe.interval"),
         timeout: l.dur("probe.timeout"),
         failure_threshold: l.int("probe.failure_threshold", problems),
-        expect: l.get("probe.expect"),
-        role: l.get("probe.role"),
+        expect: None,
+        role: None,
     }
 }
 
@@ -296,25 +350,149 @@ fn name_labels(problems: &mut [Problem], ns: &str) {
     }
 }
 
-/// The DSN: the `dsn` label (with `${VAR}` and `${CONTAINER_ADDRESS}`), or one built from
-/// the user, database, port and password labels and the container's address.
-fn dsn(l: &Labels, vars: &VarSource, problems: &mut Problems) -> Option<String> {
-    let (f, ns) = (l.f, l.ns);
-    if let Some(d) = l.get("dsn") {
-        return dsn_label(&d, f.address.as_deref(), ns, vars, problems);
+/// A value a label set and the bound it must lie in, shown the way the label is written.
+trait Shown: PartialOrd + Copy {
+    fn shown(self) -> String;
+}
+
+impl Shown for Duration {
+    fn shown(self) -> String {
+        format_duration(self)
     }
+}
+
+impl Shown for u32 {
+    fn shown(self) -> String {
+        self.to_string()
+    }
+}
+
+/// Every number a label set, held to the operator's `discovery.docker.limits`: out of
+/// bounds is a problem naming the label and the bound.
+fn within_limits(
+    l: &Labels,
+    t: &TargetConfig,
+    cfg: &DockerDiscovery,
+    defaults: &TargetDefaults,
+    problems: &mut Problems,
+) {
+    let lim = &cfg.limits;
+    let (p, b) = (&t.probe, &t.budget);
+    let mut d = |key: &str, limit: &str, v: Duration, bound: Bound<Duration>| {
+        bounded(l, key, limit, v, bound, problems)
+    };
+    d(
+        "probe.interval",
+        "probe_interval",
+        p.interval,
+        lim.probe_interval,
+    );
+    d(
+        "probe.timeout",
+        "probe_timeout",
+        p.timeout,
+        lim.probe_timeout,
+    );
+    d(
+        "restart_budget.window",
+        "window",
+        b.window,
+        lim.window(defaults),
+    );
+    d("restart_budget.backoff", "backoff", b.backoff, lim.backoff);
+    d(
+        "restart_budget.backoff_max",
+        "backoff_max",
+        b.backoff_max,
+        lim.backoff_max,
+    );
+    d(
+        "restart_budget.backoff_reset",
+        "backoff_reset",
+        b.backoff_reset,
+        lim.backoff_reset,
+    );
+    d(
+        "recovery_timeout",
+        "recovery_timeout",
+        t.recovery_timeout,
+        lim.recovery_timeout,
+    );
+    if let Some(crate::config::HealAction::Docker { stop_timeout, .. }) = &t.heal {
+        d(
+            "heal.stop_timeout",
+            "stop_timeout",
+            *stop_timeout,
+            lim.stop_timeout,
+        );
+    }
+    let mut n = |key: &str, limit: &str, v: u32, bound: Bound<u32>| {
+        bounded(l, key, limit, v, bound, problems)
+    };
+    n(
+        "probe.failure_threshold",
+        "failure_threshold",
+        p.failure_threshold,
+        lim.failure_threshold,
+    );
+    n(
+        "restart_budget.max_restarts",
+        "max_restarts",
+        b.max_restarts,
+        lim.max_restarts(defaults),
+    );
+    if let Some(fx) = &t.forensic_docker {
+        n("forensics.log_tail", "log_tail", fx.log_tail, lim.log_tail);
+    }
+}
+
+/// One label's value against its bound, when the label is given.
+fn bounded<T: Shown>(
+    l: &Labels,
+    key: &str,
+    limit: &str,
+    v: T,
+    bound: Bound<T>,
+    problems: &mut Problems,
+) {
+    if l.get(key).is_none() {
+        return;
+    }
+    let Some((below, at)) = bound.broken_by(v) else {
+        return;
+    };
+    let (side, word) = if below {
+        ("min", "below")
+    } else {
+        ("max", "above")
+    };
+    problems.push(
+        format!("{}.{key}", l.ns),
+        format!("{} is {word} the operator's {side} of {}", v.shown(), at.shown()),
+        format!(
+            "use a value from {} to {}, or have the operator change discovery.docker.limits.{limit}.{side}",
+            bound.min.shown(),
+            bound.max.shown()
+        ),
+    );
+}
+
+/// The DSN: the container's own address, the port and database labels, and the login of the
+/// operator's credential the container picked (or the default one).
+fn dsn(l: &Labels, cfg: &DockerDiscovery, problems: &mut Problems) -> Option<String> {
+    let (f, ns) = (l.f, l.ns);
+    let cred = credential(l, cfg, problems);
     let Some(host) = f.address.clone() else {
         problems.push(
             format!("{ns}.network"),
-            format!("container {} has no address on a network the daemon can reach", f.name),
-            "attach it to a network the daemon shares (or name one with this label), or give the whole DSN in the dsn label",
+            format!("container {} has no address of its own on a network the daemon can reach", f.name),
+            "attach it to a network the daemon shares (or name one with this label); a container on the host's network has no address of its own: list it in targets instead",
         );
         return None;
     };
     let port = port(l, problems)?;
-    let user = l.get("user").unwrap_or_else(|| "postgres".into());
-    let db = l.get("database").unwrap_or_else(|| user.clone());
-    let password = password(l, vars, problems).ok()?;
+    let cred = cred?;
+    let db = l.get("database").unwrap_or_else(|| cred.user.clone());
     let mut url = url::Url::parse("postgres://localhost").expect("static URL parses");
     if url.set_host(Some(&host)).is_err() {
         problems.push(
@@ -325,39 +503,53 @@ fn dsn(l: &Labels, vars: &VarSource, problems: &mut Problems) -> Option<String> 
         return None;
     }
     let _ = url.set_port(Some(port));
-    let _ = url.set_username(&user);
-    if let Some(pw) = password {
-        let _ = url.set_password(Some(&pw));
-    }
+    let _ = url.set_username(&cred.user);
+    let _ = url.set_password(Some(cred.password.expose()));
     url.set_path(&format!("/{db}"));
     Some(url.to_string())
 }
 
-/// The `dsn` label with the container's address and the daemon's variables put in; every
-/// variable not set is a problem.
-fn dsn_label(
-    dsn: &str,
-    address: Option<&str>,
-    ns: &str,
-    vars: &VarSource,
+/// The operator's credential the `credentials` label picks, or the `default` one without
+/// the label; one problem naming the label and the fix when there is none or the container
+/// may not use it.
+fn credential<'a>(
+    l: &Labels,
+    cfg: &'a DockerDiscovery,
     problems: &mut Problems,
-) -> Option<String> {
-    let with_address = dsn.replace("${CONTAINER_ADDRESS}", address.unwrap_or(""));
-    match expand(&with_address, vars) {
-        Ok(d) => Some(d),
-        Err(missing) => {
-            for name in missing {
-                problems.push(
-                    format!("{ns}.dsn"),
-                    format!("environment variable {name} is not set in the daemon's environment"),
-                    format!(
-                        "set {name} for the daemon (its environment or .env), or change the label"
-                    ),
-                );
-            }
-            None
-        }
+) -> Option<&'a Credential> {
+    let label = format!("{}.credentials", l.ns);
+    let picked = l.get("credentials");
+    let name = picked.clone().unwrap_or_else(|| DEFAULT_CREDENTIAL.into());
+    let names = cfg
+        .credentials
+        .keys()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let names = if names.is_empty() {
+        "none yet".into()
+    } else {
+        names
+    };
+    match cfg.credentials.get(&name) {
+        None if picked.is_some() => problems.push(
+            &label,
+            format!("the operator defines no credential named '{name}'"),
+            format!("name one of the operator's credentials ({names}), or have the operator add discovery.docker.credentials.{name}"),
+        ),
+        None => problems.push(
+            &label,
+            "no credential is picked and the operator defines no default one",
+            format!("add the label {label}=<name> naming one of the operator's credentials ({names}), or have the operator define discovery.docker.credentials.default (the sidecar: DISCOVER_USER and DISCOVER_PASSWORD_ENV)"),
+        ),
+        Some(c) if !c.allows(&l.f.name) => problems.push(
+            label,
+            format!("container {} may not use the credential '{name}'", l.f.name),
+            format!("pick a credential that allows this container, or have the operator add it to discovery.docker.credentials.{name}.containers"),
+        ),
+        Some(c) => return Some(c),
     }
+    None
 }
 
 /// The `port` label, 5432 without one.
@@ -372,70 +564,6 @@ fn port(l: &Labels, problems: &mut Problems) -> Option<u16> {
             }
         },
     }
-}
-
-/// The password, from the variable `password_env` names or the file `password_file` names
-/// (one of them at most); Ok(None) without either.
-fn password(
-    l: &Labels,
-    vars: &VarSource,
-    problems: &mut Problems,
-) -> Result<Option<String>, Reported> {
-    let ns = l.ns;
-    match (l.get("password_env"), l.get("password_file")) {
-        (Some(_), Some(_)) => {
-            problems.push(
-                format!("{ns}.password_env"),
-                "both password_env and password_file are set",
-                format!("keep one of {ns}.password_env and {ns}.password_file"),
-            );
-            Err(Reported)
-        }
-        (Some(var), None) => match vars.get(&var).filter(|v| !v.is_empty()) {
-            Some(pw) => Ok(Some(pw)),
-            None => {
-                problems.push(
-                    format!("{ns}.password_env"),
-                    format!("environment variable {var} is not set in the daemon's environment"),
-                    format!("set {var} for the daemon (its environment or .env), or name another variable in the label"),
-                );
-                Err(Reported)
-            }
-        },
-        (None, Some(path)) => match read_secret(&path) {
-            Ok(pw) => Ok(Some(pw)),
-            Err(e) => {
-                problems.push(
-                    format!("{ns}.password_file"),
-                    format!("cannot read the password file {path}: {e}"),
-                    "give a regular file (no symlink) the daemon can read, e.g. a mounted Docker secret under /run/secrets",
-                );
-                Err(Reported)
-            }
-        },
-        (None, None) => Ok(None),
-    }
-}
-
-/// Reads a password file without following a symlink, only if regular and small.
-fn read_secret(path: &str) -> std::io::Result<String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    if meta.len() > MAX_PASSWORD_FILE {
-        return Err(std::io::Error::other(format!(
-            "larger than {MAX_PASSWORD_FILE} bytes"
-        )));
-    }
-    let mut s = String::new();
-    file.take(MAX_PASSWORD_FILE).read_to_string(&mut s)?;
-    Ok(s.trim_end_matches(['\r', '\n']).to_string())
 }
 
 /// The server's evidence inside the container, from its PGDATA and the settings given on its
@@ -518,24 +646,35 @@ pub fn setting_of(cmd: &[String], name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::VarSource;
     use std::collections::HashMap;
 
-    fn cfg() -> DockerDiscovery {
-        DockerDiscovery {
-            namespace: "sr".into(),
-            mode: DiscoveryMode::Label,
-            network: None,
-        }
-    }
-
-    fn defaults() -> TargetDefaults {
+    /// The operator's discovery section (YAML under `docker:`) and defaults, with the daemon's
+    /// environment holding ORDERS_PW, PG_PW and AWS_SECRET_ACCESS_KEY.
+    fn registry(docker: &str) -> (DockerDiscovery, TargetDefaults) {
+        let vars = VarSource::fixed(HashMap::from([
+            ("ORDERS_PW".to_string(), "orders-s3cret".to_string()),
+            ("PG_PW".to_string(), "pg-s3cret".to_string()),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_string(),
+                "aws-s3cret".to_string(),
+            ),
+        ]));
         let r = crate::config::load_str(
-            "targets:\n  - name: x\n    dsn: postgres://h/db\n",
+            &format!(
+                "discovery:\n  docker:\n    namespace: sr\n{docker}\ndefaults:\n  probe: {{ query: SELECT 42, expect: '42' }}\n"
+            ),
             crate::config::Source::Generated("test".into()),
-            &VarSource::fixed(HashMap::new()),
+            &vars,
         )
         .expect("registry");
-        r.defaults
+        (r.discovery.expect("discovery"), r.defaults)
+    }
+
+    fn cfg() -> (DockerDiscovery, TargetDefaults) {
+        registry(
+            "    credentials:\n      default: { user: postgres, password_env: PG_PW }\n      orders: { user: orders, password_env: ORDERS_PW, containers: [orders-*] }\n",
+        )
     }
 
     fn facts(labels: &[(&str, &str)]) -> ContainerFacts {
@@ -555,31 +694,36 @@ mod tests {
             ],
             address: Some("172.18.0.5".into()),
             conf_log_directory: Some("ignored-the-command-line-wins".into()),
+            created: None,
         }
     }
 
-    fn vars(pairs: &[(&str, &str)]) -> VarSource {
-        VarSource::fixed(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+    fn build(labels: &[(&str, &str)]) -> Result<TargetConfig, Vec<Problem>> {
+        let (c, d) = cfg();
+        target(&facts(labels), &c, &d)
+    }
+
+    /// The problems' label paths.
+    fn paths(e: &[Problem]) -> Vec<&str> {
+        e.iter().map(|p| p.path.as_str()).collect()
     }
 
     #[test]
     fn labels_make_a_container_target_reached_over_its_network_address() {
         let f = facts(&[
             ("sr.enable", "true"),
-            ("sr.password_env", "ORDERS_PW"),
+            ("sr.credentials", "orders"),
             ("sr.database", "orders"),
             ("sr.probe.interval", "2s"),
             ("sr.policy.timeout", "alert"),
         ]);
-        assert!(selected(&f, &cfg()));
-        let t = target(&f, &cfg(), &defaults(), &vars(&[("ORDERS_PW", "s3cret")])).expect("target");
+        let (c, d) = cfg();
+        assert!(selected(&f, &c));
+        let t = target(&f, &c, &d).expect("target");
         assert_eq!(t.name, "orders-db");
         assert_eq!(t.dsn.endpoint(), "172.18.0.5:5432/orders");
+        assert_eq!(t.dsn.config().get_user(), Some("orders"));
+        assert_eq!(t.dsn.config().get_password(), Some(&b"orders-s3cret"[..]));
         assert_eq!(t.probe.interval, std::time::Duration::from_secs(2));
         assert!(
             matches!(&t.heal, Some(crate::config::HealAction::Docker { container: crate::config::ContainerRef::Name(n), .. }) if n == "orders-db")
@@ -597,30 +741,165 @@ mod tests {
     }
 
     #[test]
+    fn rule1_the_login_is_an_operator_credential_picked_by_name_never_a_label_secret() {
+        // No label: the operator's default credential.
+        let t = build(&[("sr.enable", "true")]).expect("default credential");
+        assert_eq!(t.dsn.config().get_user(), Some("postgres"));
+        assert_eq!(t.dsn.config().get_password(), Some(&b"pg-s3cret"[..]));
+        // An unknown credential, or one this container may not use: one problem each.
+        for (labels, says) in [
+            (
+                vec![("sr.credentials", "AWS_SECRET_ACCESS_KEY")],
+                "no credential named",
+            ),
+            (vec![("sr.credentials", "orders")], "may not use"),
+        ] {
+            let mut f = facts(&labels);
+            f.name = "evil".into();
+            let (c, d) = cfg();
+            let e = target(&f, &c, &d).unwrap_err();
+            assert_eq!(paths(&e), ["sr.credentials"], "{e:?}");
+            assert!(e[0].message.contains(says), "{e:?}");
+            assert!(e[0].fix.contains("discovery.docker.credentials"), "{e:?}");
+        }
+        // The labels that named a secret or a server are refused, saying what replaces them.
+        for removed in ["password_env", "password_file", "dsn", "user"] {
+            let key = format!("sr.{removed}");
+            let e = build(&[(&key, "AWS_SECRET_ACCESS_KEY")]).unwrap_err();
+            assert_eq!(paths(&e), [key.as_str()], "{e:?}");
+            assert!(
+                e[0].fix.contains("sr.credentials=<name>") || e[0].fix.contains("credentials"),
+                "{e:?}"
+            );
+        }
+        // No default credential and no label: a problem, not a login without a password.
+        let (c, d) =
+            registry("    credentials:\n      orders: { user: orders, password_env: ORDERS_PW }\n");
+        let e = target(&facts(&[]), &c, &d).unwrap_err();
+        assert_eq!(paths(&e), ["sr.credentials"]);
+        assert!(e[0].fix.contains("credentials.default"), "{e:?}");
+        // Nothing from the daemon's environment reaches the target but the credential's own.
+        let t = build(&[("sr.database", "${AWS_SECRET_ACCESS_KEY}")]).unwrap();
+        assert!(!format!("{:?}", t.dsn.config()).contains("aws-s3cret"));
+    }
+
+    #[test]
+    fn rule2_the_target_is_the_containers_own_address_and_labels_are_not_expanded() {
+        let t = build(&[
+            ("sr.port", "5433"),
+            ("sr.database", "${AWS_SECRET_ACCESS_KEY}"),
+        ])
+        .unwrap();
+        assert_eq!(t.dsn.endpoint(), "172.18.0.5:5433/${AWS_SECRET_ACCESS_KEY}");
+        // No address of its own (the host's network): skipped, not reached at 127.0.0.1.
+        let mut f = facts(&[]);
+        f.address = None;
+        let (c, d) = cfg();
+        let e = target(&f, &c, &d).unwrap_err();
+        assert_eq!(paths(&e), ["sr.network"]);
+    }
+
+    #[test]
+    fn rule3_no_label_runs_sql_the_operators_probe_applies() {
+        for key in ["sr.probe.query", "sr.probe.expect", "sr.probe.role"] {
+            let e = build(&[(key, "CREATE TABLE pwned()")]).unwrap_err();
+            assert_eq!(paths(&e), [key], "{e:?}");
+            assert!(e[0].fix.contains("defaults.probe"), "{e:?}");
+        }
+        let t = build(&[]).unwrap();
+        assert_eq!(t.probe.query, "SELECT 42");
+        assert_eq!(t.probe.expect.as_deref(), Some("42"));
+    }
+
+    #[test]
+    fn rule4_labels_inherited_from_the_image_do_not_count() {
+        let image = BTreeMap::from([
+            ("sr.enable".to_string(), "true".to_string()),
+            ("sr.credentials".to_string(), "orders".to_string()),
+            (
+                "org.opencontainers.image.title".to_string(),
+                "pg".to_string(),
+            ),
+        ]);
+        // Every label the container has is the image's: none is left.
+        let own = own_labels(image.clone(), &image);
+        assert!(own.is_empty(), "{own:?}");
+        let mut f = facts(&[]);
+        f.labels = own;
+        assert!(!selected(&f, &cfg().0), "an image's label opts nothing in");
+        // Given at `docker run` with another value: the container's own.
+        let mut given = image.clone();
+        given.insert("sr.credentials".into(), "default".into());
+        given.insert("sr.name".into(), "mine".into());
+        let own = own_labels(given, &image);
+        assert_eq!(
+            own.keys().collect::<Vec<_>>(),
+            ["sr.credentials", "sr.name"]
+        );
+    }
+
+    #[test]
+    fn rule5_every_number_a_label_sets_has_a_floor_and_a_cap() {
+        for (key, value, bound) in [
+            ("sr.probe.interval", "1ms", "min of 1s"),
+            ("sr.probe.timeout", "366d", "max of 30s"),
+            ("sr.restart_budget.max_restarts", "1000", "max of 3"),
+            ("sr.restart_budget.window", "1s", "min of 1h"),
+            ("sr.restart_budget.backoff", "0s", "min of 1s"),
+            ("sr.probe.failure_threshold", "1000", "max of 100"),
+            ("sr.recovery_timeout", "1s", "min of 5s"),
+            ("sr.heal.stop_timeout", "1h", "max of 5m"),
+            ("sr.forensics.log_tail", "100000000", "max of 10000"),
+        ] {
+            let e = build(&[(key, value)]).unwrap_err();
+            assert_eq!(paths(&e), [key], "{key}: {e:?}");
+            assert!(e[0].message.contains(bound), "{key}: {e:?}");
+            assert!(e[0].fix.contains("discovery.docker.limits"), "{key}: {e:?}");
+        }
+        // Within bounds: taken.
+        let t = build(&[
+            ("sr.probe.interval", "5s"),
+            ("sr.restart_budget.max_restarts", "2"),
+        ])
+        .unwrap();
+        assert_eq!(t.budget.max_restarts, 2);
+        // The operator moves a bound.
+        let (mut c, d) = cfg();
+        c.limits.probe_interval.min = Duration::from_millis(100);
+        let t = target(&facts(&[("sr.probe.interval", "200ms")]), &c, &d).unwrap();
+        assert_eq!(t.probe.interval, Duration::from_millis(200));
+        // ...also in YAML, where its own errors are reported.
+        let (c, _) = registry(
+            "    credentials:\n      default: { user: postgres, password_env: PG_PW }\n    limits:\n      probe_interval: { min: 10s }\n      max_restarts: { max: 5 }\n",
+        );
+        assert_eq!(c.limits.probe_interval.min, Duration::from_secs(10));
+        assert_eq!(c.limits.max_restarts.max, Some(5));
+    }
+
+    #[test]
     fn bad_labels_name_the_label_and_the_fix() {
-        let f = facts(&[
+        let e = build(&[
             ("sr.enable", "true"),
-            ("sr.password_env", "NOPE_PW"),
+            ("sr.credentials", "nope"),
             ("sr.probe.interval", "5 parsecs"),
             ("sr.heal", "maybe"),
             ("sr.probe.intervall", "1s"),
-        ]);
-        let e = target(&f, &cfg(), &defaults(), &vars(&[])).unwrap_err();
-        let paths: Vec<&str> = e.iter().map(|p| p.path.as_str()).collect();
+        ])
+        .unwrap_err();
         for want in [
-            "sr.password_env",
+            "sr.credentials",
             "sr.probe.interval",
             "sr.heal",
             "sr.probe.intervall",
         ] {
-            assert!(paths.contains(&want), "{want} missing from {e:?}");
+            assert!(paths(&e).contains(&want), "{want} missing from {e:?}");
         }
-        assert!(e.iter().any(|p| p.fix.contains("NOPE_PW")), "{e:?}");
+        assert!(e.iter().any(|p| p.fix.contains("default, orders")), "{e:?}");
     }
 
     #[test]
     fn opt_out_and_all_mode() {
-        let mut c = cfg();
+        let (mut c, d) = cfg();
         let plain = facts(&[]);
         assert!(!selected(&plain, &c));
         c.mode = DiscoveryMode::All;
@@ -630,22 +909,8 @@ mod tests {
         other.image = "redis:7".into();
         other.pgdata = None;
         assert!(!selected(&other, &c));
-        let t = target(&facts(&[("sr.heal", "false")]), &c, &defaults(), &vars(&[])).unwrap();
+        let t = target(&facts(&[("sr.heal", "false")]), &c, &d).unwrap();
         assert!(t.heal.is_none());
-    }
-
-    #[test]
-    fn a_dsn_label_expands_variables_and_the_container_address() {
-        let f = facts(&[(
-            "sr.dsn",
-            "postgres://app:${APP_PW}@${CONTAINER_ADDRESS}:5433/app",
-        )]);
-        let t = target(&f, &cfg(), &defaults(), &vars(&[("APP_PW", "x")])).unwrap();
-        assert_eq!(t.dsn.endpoint(), "172.18.0.5:5433/app");
-        assert_eq!(
-            shown_labels(&f, "sr")["sr.dsn"],
-            "postgres://app:***@${CONTAINER_ADDRESS}:5433/app"
-        );
     }
 
     #[test]

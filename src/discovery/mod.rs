@@ -17,4 +17,6 @@ pub struct DiscoveredTarget {
     pub container: String,
     /// The container's labels under the namespace, as `status` shows them (no secrets).
     pub labels: BTreeMap<String, String>,
+    /// Later containers that claim this target's name too and are not watched.
+    pub contested_by: Vec<String>,
 }

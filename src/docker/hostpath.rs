@@ -9,11 +9,12 @@
 use super::container::MountPoint;
 use super::unpack::{self as copy, Extracted, Limits};
 use crate::archive::Missing;
+use crate::fsutil::open_beneath;
 use std::collections::{HashMap, HashSet};
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::fs::{File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -395,49 +396,10 @@ impl copy::Skip for Bounded {
     }
 }
 
-/// openat2(2) of `rel` beneath `root`: no `..` out of it, no symlink (nor /proc magic link)
-/// followed anywhere on the way. ENOSYS on kernels before 5.6.
-fn open_beneath(root: &File, rel: &Path, flags: libc::c_int) -> io::Result<File> {
-    let rel = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
-    let c = CString::new(rel.as_os_str().as_bytes())?;
-    // SAFETY: `open_how` is plain integers, for which all zeroes is valid.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    // (openat2 refuses O_PATH with any flag but these three.)
-    let extra = match flags & libc::O_PATH {
-        0 => libc::O_CLOEXEC | libc::O_NOCTTY,
-        _ => libc::O_CLOEXEC,
-    };
-    how.flags = (flags | extra) as u64;
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-    loop {
-        // SAFETY: the path is NUL-terminated and `how` outlives the call, whose size is given.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                root.as_raw_fd(),
-                c.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: a new descriptor that nothing else owns.
-            return Ok(unsafe { File::from_raw_fd(fd as libc::c_int) });
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::CString;
     use std::os::unix::fs::symlink;
 
     fn mount(destination: &str, source: Option<&Path>) -> MountPoint {
