@@ -1,5 +1,6 @@
 //! Values that hold secrets and print redacted: webhook URLs, tokens and connection strings.
 
+use crate::require_auth::{RequireAuth, RequireAuthError};
 use std::fmt;
 use std::str::FromStr;
 
@@ -28,15 +29,41 @@ impl fmt::Debug for Secret {
 pub struct Dsn {
     raw: Secret,
     parsed: tokio_postgres::Config,
+    /// `require_auth` (which tokio-postgres does not know): what the probe may answer.
+    require: RequireAuth,
+}
+
+/// Why a DSN cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DsnError {
+    #[error("{0}")]
+    Malformed(#[from] tokio_postgres::Error),
+    #[error("{0}")]
+    RequireAuth(#[from] RequireAuthError),
 }
 
 impl Dsn {
-    pub fn parse(raw: &str) -> Result<Self, tokio_postgres::Error> {
-        let parsed = tokio_postgres::Config::from_str(raw)?;
+    pub fn parse(raw: &str) -> Result<Self, DsnError> {
+        let (rest, require) = crate::require_auth::split_dsn(raw);
+        let parsed = tokio_postgres::Config::from_str(&rest)?;
+        let require = match require {
+            Some(r) => RequireAuth::parse(&r)?,
+            None => RequireAuth::scram_or_trust(),
+        };
         Ok(Self {
             raw: Secret::new(raw),
             parsed,
+            require,
         })
+    }
+    /// The authentication requests a probe of this DSN answers.
+    pub fn require_auth(&self) -> &RequireAuth {
+        &self.require
+    }
+    /// The DSN of a discovered target: SCRAM only, whatever its `require_auth` said.
+    pub fn discovered(mut self) -> Self {
+        self.require = RequireAuth::discovered();
+        self
     }
     /// The connection settings for tokio-postgres.
     pub fn config(&self) -> &tokio_postgres::Config {

@@ -304,7 +304,8 @@ impl Watcher {
             facts
                 .into_iter()
                 .map(|f| {
-                    let r = labels::target(&f, &cfg, &defaults, &vars);
+                    let r =
+                        labels::target(&f, &cfg, &defaults, &vars).map(TargetConfig::discovered);
                     (f, r)
                 })
                 .collect::<Vec<_>>()

@@ -9,7 +9,6 @@ use crate::config::TargetConfig;
 use chrono::Utc;
 use serde_json::Value;
 use std::time::Duration;
-use tokio_postgres::NoTls;
 
 pub use crate::sql_snapshot::SqlSnapshot;
 
@@ -67,12 +66,12 @@ async fn capture_inner(target: &TargetConfig, limit: Duration) -> SqlSnapshot {
         error: None,
         sections: Default::default(),
     };
-    let (client, conn) = match cfg.connect(NoTls).await {
+    let (client, conn) = match super::guard::connect(&cfg, &target.dsn).await {
         Ok(c) => c,
-        Err(e) => {
+        Err(f) => {
             snap.error = Some(crate::redact::redact_text(&format!(
                 "could not connect: {}",
-                ProbeFailure::from_pg(&e).detail
+                f.detail
             )));
             return snap;
         }
