@@ -92,3 +92,46 @@ impl fmt::Display for Dsn {
         f.write_str(&crate::redact::redact_dsn(self.raw.expose()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::require_auth::AuthRequest;
+
+    #[test]
+    fn require_auth_is_read_from_the_dsn_and_a_discovered_target_cannot_loosen_it() {
+        let d = Dsn::parse("postgres://u:p@127.0.0.1:5/db?require_auth=password").unwrap();
+        assert!(d
+            .require_auth()
+            .check(AuthRequest::Cleartext, false)
+            .is_ok());
+        assert_eq!(d.config().get_dbname(), Some("db"), "the rest still parses");
+        let d = d.discovered();
+        assert!(d
+            .require_auth()
+            .check(AuthRequest::Cleartext, false)
+            .is_err());
+        assert!(d.require_auth().check(AuthRequest::Sasl, false).is_ok());
+        let d = Dsn::parse("host=127.0.0.1 dbname=db").unwrap();
+        assert!(
+            d.require_auth().check(AuthRequest::Md5, false).is_err(),
+            "the default"
+        );
+    }
+
+    #[test]
+    fn an_unusable_require_auth_is_a_problem_naming_the_dsn_key_and_the_method() {
+        let text = "notify: { console: true }\ntargets:\n  - name: db\n    dsn: \"postgres://u:s3cret@127.0.0.1:5/db?require_auth=gss\"\n";
+        let e = crate::config::load_str(
+            text,
+            crate::config::Source::Generated("test".into()),
+            &crate::config::VarSource::fixed(Default::default()),
+        )
+        .err()
+        .expect("refused")
+        .to_string();
+        assert!(e.contains("targets[0].dsn"), "{e}");
+        assert!(e.contains("'gss'") && e.contains("not supported"), "{e}");
+        assert!(!e.contains("s3cret"), "the password is redacted: {e}");
+    }
+}

@@ -160,11 +160,7 @@ async fn startup(
     then: &[u8],
 ) -> Result<Wire, ProbeFailure> {
     let mut out = BytesMut::new();
-    let params = std::iter::once(("user", ep.user.as_str()))
-        .chain(ep.params.iter().map(|(k, v)| (*k, v.as_str())));
-    frontend::startup_message(params, &mut out).map_err(|e| protocol(&e))?;
-    w.send(&out).await?;
-    refuse_old_style_error(&mut w).await?;
+    send_startup(&mut w, ep, &mut out).await?;
     let mut scram: Option<Exchange> = None;
     // Whether the server asked for any authentication before AuthenticationOk.
     let mut asked = false;
@@ -194,18 +190,7 @@ async fn startup(
             Message::AuthenticationSasl(body) => {
                 permit(ep, AuthRequest::Sasl)?;
                 asked = true;
-                offers_scram(&body)?;
-                password(ep)?;
-                let ex = Exchange::new("");
-                out.clear();
-                frontend::sasl_initial_response(
-                    "SCRAM-SHA-256",
-                    ex.client_first().as_bytes(),
-                    &mut out,
-                )
-                .map_err(|e| protocol(&e))?;
-                w.send(&out).await?;
-                scram = Some(ex);
+                scram = Some(sasl_start(&mut w, &mut out, ep, &body).await?);
             }
             Message::AuthenticationSaslContinue(body) => {
                 let pw = password(ep)?;
@@ -231,7 +216,7 @@ async fn startup(
             | Message::AuthenticationScmCredential
             | Message::AuthenticationSspi
             | Message::AuthenticationGssContinue(_) => {
-                return Err(auth("the server asks for GSSAPI, SSPI or Kerberos, which the probe does not speak; use scram-sha-256, md5 or trust in pg_hba.conf for the probe's role"));
+                return Err(auth("the server asks for GSSAPI, SSPI or Kerberos, which the probe does not speak; use scram-sha-256 in pg_hba.conf for the probe's role"));
             }
             Message::ErrorResponse(body) => return Err(server_error(body.fields())),
             Message::ReadyForQuery(_) => {
@@ -245,6 +230,32 @@ async fn startup(
             _ => {}
         }
     }
+}
+
+/// The startup message; a postmaster that cannot fork answers it the old way.
+async fn send_startup(w: &mut Wire, ep: &Endpoint, out: &mut BytesMut) -> Result<(), ProbeFailure> {
+    let params = std::iter::once(("user", ep.user.as_str()))
+        .chain(ep.params.iter().map(|(k, v)| (*k, v.as_str())));
+    frontend::startup_message(params, out).map_err(|e| protocol(&e))?;
+    w.send(out).await?;
+    refuse_old_style_error(w).await
+}
+
+/// Starts SCRAM-SHA-256 (already permitted): the client-first message.
+async fn sasl_start(
+    w: &mut Wire,
+    out: &mut BytesMut,
+    ep: &Endpoint,
+    body: &AuthenticationSaslBody,
+) -> Result<Exchange, ProbeFailure> {
+    offers_scram(body)?;
+    password(ep)?;
+    let ex = Exchange::new("");
+    out.clear();
+    frontend::sasl_initial_response("SCRAM-SHA-256", ex.client_first().as_bytes(), out)
+        .map_err(|e| protocol(&e))?;
+    w.send(out).await?;
+    Ok(ex)
 }
 
 /// Sends a password message with the probe's query right behind it (one round trip less).
