@@ -130,10 +130,11 @@ pub struct Refused {
 
 impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        let how = if self.encrypted {
-            ""
-        } else {
+        let in_clear = matches!(self.request, AuthRequest::Cleartext | AuthRequest::Md5);
+        let how = if in_clear && !self.encrypted {
             " over a connection without TLS"
+        } else {
+            ""
         };
         write!(
             f,
@@ -420,6 +421,12 @@ mod tests {
             .unwrap()
             .check(OkWithoutAuth, false);
         assert!(e.unwrap_err().to_string().contains("add none"));
+        let e = RequireAuth::parse("password").unwrap().check(Sasl, false);
+        let e = e.unwrap_err().to_string();
+        assert!(
+            !e.contains("TLS") && e.contains("allow scram-sha-256"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -165,3 +165,69 @@ pub async fn connect(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guarded(require: RequireAuth) -> Guarded {
+        let (a, _b) = tokio::io::duplex(64);
+        Guarded {
+            inner: Box::new(a),
+            require,
+            held: BytesMut::new(),
+            ready: BytesMut::new(),
+            asked: false,
+            open: false,
+            refusal: Refusal::default(),
+        }
+    }
+
+    /// An authentication message with this code and body.
+    fn auth(code: i32, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![b'R'];
+        m.extend_from_slice(&(8 + body.len() as u32).to_be_bytes());
+        m.extend_from_slice(&code.to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    /// Feeds `bytes` one at a time, as the slowest server would send them.
+    fn feed(g: &mut Guarded, bytes: &[u8]) -> Result<(), ProbeFailure> {
+        for b in bytes {
+            g.held.extend_from_slice(&[*b]);
+            g.sift()?;
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_cleartext_request_is_never_handed_on_however_it_is_split() {
+        let mut g = guarded(RequireAuth::scram_or_trust());
+        let f = feed(&mut g, &auth(3, b"")).unwrap_err();
+        assert_eq!(f.class, FailureClass::InsecureAuth);
+        assert!(g.ready.is_empty(), "tokio-postgres never saw the request");
+        let mut g = guarded(RequireAuth::scram_or_trust());
+        assert!(feed(&mut g, &auth(5, b"salt")).is_err());
+        assert!(g.ready.is_empty());
+    }
+
+    #[tokio::test]
+    async fn scram_passes_and_after_authentication_ok_everything_goes_through() {
+        let mut g = guarded(RequireAuth::parse("scram-sha-256").unwrap());
+        let mut stream = auth(10, b"SCRAM-SHA-256\0\0");
+        stream.extend(auth(11, b"r=abc,s=c2FsdA==,i=4096"));
+        stream.extend(auth(12, b"v=xyz"));
+        stream.extend(auth(0, b""));
+        stream.extend(b"S\0\0\0\x04Z\0\0\0\x05I"); // ParameterStatus, ReadyForQuery
+        feed(&mut g, &stream).unwrap();
+        assert!(g.open);
+        assert_eq!(&g.ready[..], &stream[..]);
+        // Without any request, AuthenticationOk is refused where 'none' is not listed.
+        let mut g = guarded(RequireAuth::parse("scram-sha-256").unwrap());
+        assert!(feed(&mut g, &auth(0, b"")).is_err());
+        let mut g = guarded(RequireAuth::scram_or_trust());
+        feed(&mut g, &auth(0, b"")).unwrap();
+        assert!(g.open, "trust is allowed by default");
+    }
+}
