@@ -40,6 +40,10 @@ pub enum FailureClass {
     ReadOnly,
     /// The target's container does not exist (removed, or never created).
     ContainerMissing,
+    /// The server asked for an authentication the target's `require_auth` does not permit
+    /// (by default a cleartext or md5 password without TLS): the probe refused and sent no
+    /// password. Alert only, declared at once, never restarted for.
+    InsecureAuth,
 }
 
 impl FailureClass {
@@ -60,11 +64,12 @@ impl FailureClass {
             FailureClass::DatabaseMissing => "database_missing",
             FailureClass::ReadOnly => "read_only",
             FailureClass::ContainerMissing => "container_missing",
+            FailureClass::InsecureAuth => "insecure_auth",
         }
     }
 
     /// Every class, for validation messages.
-    pub const ALL: [FailureClass; 14] = [
+    pub const ALL: [FailureClass; 15] = [
         FailureClass::ConnectionRefused,
         FailureClass::Timeout,
         FailureClass::Authentication,
@@ -79,6 +84,7 @@ impl FailureClass {
         FailureClass::DatabaseMissing,
         FailureClass::ReadOnly,
         FailureClass::ContainerMissing,
+        FailureClass::InsecureAuth,
     ];
 
     pub fn from_label(s: &str) -> Option<Self> {

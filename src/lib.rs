@@ -10,6 +10,8 @@
 //!   machine (`step(record, env, observation) -> actions`) that makes every incident decision.
 //! - `probe`: SQL probes; `failure`: how a probe failed (class, SQLSTATE), a leaf that config,
 //!   policy and probe all read.
+//! - `require_auth`: which authentication requests a probe answers (never a password in clear
+//!   unless the DSN allows it), a leaf that config and probe read.
 //! - `policy`: what each failure class calls for (restart or alert), with diagnoses.
 //! - `fleet`: the fleet guard (many targets failing at once holds every restart).
 //! - `fsutil`: the file trust boundary (target files read without symlinks, FIFOs or /proc, with
@@ -76,6 +78,7 @@ pub mod probe;
 pub mod procfs;
 pub mod reaper;
 pub mod redact;
+pub mod require_auth;
 pub mod signals;
 pub mod sql_snapshot;
 pub mod stamp;

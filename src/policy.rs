@@ -37,7 +37,8 @@ pub fn default_action(class: FailureClass) -> Action {
     match class {
         ConnectionRefused | Timeout | ConnectionLost | ProcessExited => Action::Restart,
         Authentication | TooManyConnections | DiskFull | OutOfMemory | DatabaseMissing
-        | ReadOnly | QueryError | UnexpectedResult | Recovering | ContainerMissing => Action::Alert,
+        | ReadOnly | QueryError | UnexpectedResult | Recovering | ContainerMissing
+        | InsecureAuth => Action::Alert,
     }
 }
 
@@ -59,6 +60,7 @@ pub fn diagnosis(class: FailureClass) -> &'static str {
         QueryError => "The probe query fails with an SQL error: check the query and the objects it uses. A restart would not change the answer.",
         UnexpectedResult => "The probe query answers something other than `expect`: the data or the server's role changed. A restart would not change the answer.",
         Recovering => "The server is starting up or in crash recovery (57P03): waiting, never restarting for it.",
+        InsecureAuth => "What answers on the target's port asked for the password in a form the probe will not send (cleartext or md5 without TLS, or a method require_auth does not list), so the probe sent nothing. Either pg_hba.conf asks for it (use scram-sha-256 there, or opt in with require_auth in the DSN) or something else holds the port (a local user squatting it while the server was down): check who listens. A restart cannot fix either.",
     }
 }
 
@@ -70,7 +72,7 @@ pub struct Policy {
 
 impl Policy {
     pub fn action(&self, class: FailureClass) -> Action {
-        if class == FailureClass::Recovering {
+        if matches!(class, FailureClass::Recovering | FailureClass::InsecureAuth) {
             return Action::Alert; // never a restart, whatever the registry says
         }
         self.overrides
@@ -107,6 +109,12 @@ mod tests {
             m.action(FailureClass::Recovering),
             Action::Alert,
             "57P03 is never restarted"
+        );
+        o.overrides.insert("insecure_auth".into(), Action::Restart);
+        assert_eq!(
+            p.merged(&o).action(FailureClass::InsecureAuth),
+            Action::Alert,
+            "a refused authentication is never restarted"
         );
     }
 }

@@ -145,6 +145,18 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "never restarted",
     ),
     (
+        "restart on a refused authentication",
+        "targets:\n{T}    policy: { insecure_auth: restart }\n",
+        "targets[0].policy.insecure_auth",
+        "never restarted",
+    ),
+    (
+        "gss in require_auth",
+        "targets:\n  - name: gss\n    dsn: \"host=127.0.0.1 require_auth=gss\"\n",
+        "targets[0].dsn",
+        "not supported by this build",
+    ),
+    (
         "bad policy action",
         "targets:\n{T}    policy: { timeout: reboot }\n",
         "targets[0].policy.timeout",

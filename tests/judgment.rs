@@ -138,6 +138,36 @@ fn a_wrong_password_is_alerted_not_restarted() {
     );
 }
 
+/// A server asking for the password in clear (pg_hba.conf says `password`, or a squatter on
+/// its port does): alerted once as insecure_auth, never restarted, and the probe goes on
+/// refusing without a second incident or alert.
+#[test]
+fn a_server_asking_for_a_cleartext_password_is_alerted_once_never_restarted() {
+    let pg = Pg::start();
+    pg.psql("ALTER SYSTEM SET log_connections = on");
+    pg.ask_tcp_logins_for("password");
+    let (d, rx, _ws) = alerted_not_restarted(&pg, &pg.cluster.dsn(), "insecure_auth", "", "");
+    // The probe goes on asking (and refusing): three more connections reach the server.
+    let received = || {
+        std::fs::read_to_string(&pg.cluster.log_file)
+            .unwrap_or_default()
+            .matches("connection received: host=127.0.0.1")
+            .count()
+    };
+    let before = received();
+    wait_for(LONG, "three more refused probes", || {
+        (received() >= before + 3).then_some(())
+    });
+    assert_eq!(
+        d.count("incident_declared", Some("orders")),
+        1,
+        "one incident"
+    );
+    assert_eq!(d.count("heal_issued", None), 0);
+    assert_eq!(rx.hook_events("failure").len(), 1, "one alert");
+    assert_eq!(pg.starts(), 1, "never restarted");
+}
+
 #[test]
 fn a_missing_database_is_alerted_not_restarted() {
     let pg = Pg::start();

@@ -1,6 +1,7 @@
 //! A probe sees what a new client sees: a stopped postmaster and connection slots that fill
 //! up after the daemon connected are failures, a scram-sha-256 login passes, and a probe
-//! query answering a huge result costs the daemon a bounded read.
+//! query answering a huge result costs the daemon a bounded read. A server asking for the
+//! password in clear or as md5 gets nothing unless the DSN's require_auth allows it.
 
 mod support;
 
@@ -253,4 +254,236 @@ fn a_probe_query_answering_100_mb_fails_without_the_daemon_reading_it() {
         peak < 64.0,
         "the daemon stayed small: {peak:.1} MiB resident"
     );
+}
+
+/// Makes the server ask TCP logins for `method` (`password`: cleartext, `md5`), and creates
+/// the role `app` with `password`, stored as md5 for `md5` (a SCRAM secret would make the
+/// server use SCRAM anyway).
+fn ask_for(pg: &Pg, method: &str, password: &str) {
+    let encryption = if method == "md5" {
+        "md5"
+    } else {
+        "scram-sha-256"
+    };
+    pg.psql(&format!(
+        "SET password_encryption = '{encryption}'; CREATE ROLE app LOGIN PASSWORD '{password}'"
+    ));
+    pg.ask_tcp_logins_for(method);
+}
+
+/// Server log lines of sessions received, and authorized, as `app` (any application).
+fn app_sessions(pg: &Pg) -> (usize, usize) {
+    let log = std::fs::read_to_string(&pg.cluster.log_file).unwrap_or_default();
+    let received = log.matches("connection received: host=127.0.0.1").count();
+    let authorized = log.matches("connection authorized: user=app ").count();
+    (received, authorized)
+}
+
+/// The daemon probes a server whose pg_hba.conf asks for `method`: without require_auth the
+/// probe fails as `insecure_auth`, naming the request and the fix, and no session of `app`
+/// is ever authorized (the archiver's SQL snapshot included); with `require_auth={method}`
+/// in the DSN the same server probes healthy.
+fn refused_unless_allowed(method: &str, request: &str) {
+    let pg = Pg::start();
+    log_connections(&pg);
+    let password = format!("app-{:x}", rand::random::<u64>());
+    ask_for(&pg, method, &password);
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    let dsn = format!(
+        "postgres://app:{password}@127.0.0.1:{}/postgres",
+        pg.cluster.port
+    );
+    ws.write_registry(
+        &notify_all(&rx),
+        &[TargetSpec {
+            pid_watch: false,
+            dsn: Some(&dsn),
+            ..TargetSpec::new("orders", &pg)
+        }],
+    );
+    let d = Daemon::run(&ws, &[]);
+    let alert = wait_for(LONG, "the failure alert", || {
+        rx.hook_events("failure").into_iter().next()
+    });
+    let failure = &alert.body["failure"];
+    assert_eq!(failure["class"], "insecure_auth", "{}", alert.body);
+    let detail = failure["detail"].as_str().unwrap_or("");
+    for said in [
+        request,
+        "without TLS",
+        "sent no password",
+        "scram-sha-256",
+        "pg_hba.conf",
+    ] {
+        assert!(detail.contains(said), "'{said}' in: {detail}");
+    }
+    assert!(
+        detail.contains(&format!("require_auth={method}")),
+        "{detail}"
+    );
+    // The evidence is archived (the bundle's SQL snapshot tried to log in too).
+    wait_for(LONG, "the bundle", || ws.bundles().pop());
+    let (received, authorized) = app_sessions(&pg);
+    assert!(received > 0, "the probe reached the server");
+    assert_eq!(authorized, 0, "no session of app was authorized");
+    let log = std::fs::read_to_string(&pg.cluster.log_file).unwrap_or_default();
+    assert!(
+        !log.contains("password authentication failed"),
+        "no password was sent to fail:\n{log}"
+    );
+    assert_eq!(pg.starts(), 1, "not restarted");
+    assert_secret_absent(&password, &d, Some(&rx), &ws);
+    drop(d);
+
+    // Opted in: the same server probes healthy.
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    let dsn = format!("{dsn}?require_auth={method}");
+    ws.write_registry(
+        &notify_all(&rx),
+        &[TargetSpec {
+            pid_watch: false,
+            dsn: Some(&dsn),
+            ..TargetSpec::new("orders", &pg)
+        }],
+    );
+    let d = Daemon::run(&ws, &[]);
+    wait_logins(&pg, &d, 3, "app");
+    assert!(rx.hook_events("failure").is_empty(), "no alert");
+    drop(d);
+}
+
+#[test]
+fn a_server_asking_for_a_cleartext_password_gets_none_unless_require_auth_allows_it() {
+    refused_unless_allowed("password", "AuthenticationCleartextPassword");
+}
+
+#[test]
+fn a_server_asking_for_an_md5_password_gets_none_unless_require_auth_allows_it() {
+    refused_unless_allowed("md5", "AuthenticationMD5Password");
+}
+
+/// A raw listener squatting a port: to each connection it sends
+/// AuthenticationCleartextPassword after the startup message, and records what comes back.
+struct Squatter {
+    port: u16,
+    received: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Squatter {
+    fn start() -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (rec, count) = (received.clone(), connections.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut c) = conn else { return };
+                let (rec, count) = (rec.clone(), count.clone());
+                std::thread::spawn(move || {
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(3)));
+                    let mut len = [0u8; 4];
+                    if c.read_exact(&mut len).is_err() {
+                        return;
+                    }
+                    let mut startup =
+                        vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+                    if c.read_exact(&mut startup).is_err() {
+                        return;
+                    }
+                    let _ = c.write_all(b"R\0\0\0\x08\0\0\0\x03");
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = c.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        rec.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            received,
+            connections,
+        }
+    }
+
+    fn received(&self) -> Vec<u8> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// An extra check beside the real servers above: on the wire, a listener asking for the
+/// password in clear receives no byte of it, from the probe or the SQL snapshot; opted in
+/// with require_auth=password, the same listener does receive it (so the check can fail).
+#[test]
+fn a_squatter_asking_for_the_password_in_clear_receives_no_byte_of_it() {
+    let pg = Pg::start(); // for the spec's paths only
+    let squatter = Squatter::start();
+    let password = format!("squat-{:x}", rand::random::<u64>());
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    let dsn = format!(
+        "postgres://app:{password}@127.0.0.1:{}/postgres",
+        squatter.port
+    );
+    ws.write_registry(
+        &notify_all(&rx),
+        &[TargetSpec {
+            pid_watch: false,
+            heal: false,
+            dsn: Some(&dsn),
+            ..TargetSpec::new("orders", &pg)
+        }],
+    );
+    let d = Daemon::run(&ws, &[]);
+    let alert = wait_for(LONG, "the failure alert", || {
+        rx.hook_events("failure").into_iter().next()
+    });
+    assert_eq!(
+        alert.body["failure"]["class"], "insecure_auth",
+        "{}",
+        alert.body
+    );
+    wait_for(LONG, "the bundle", || ws.bundles().pop());
+    wait_for(LONG, "three connections", || {
+        (squatter
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 3)
+            .then_some(())
+    });
+    drop(d);
+    let got = squatter.received();
+    assert!(
+        !String::from_utf8_lossy(&got).contains(&password),
+        "the password reached the squatter"
+    );
+    assert!(!got.contains(&b'p'), "no PasswordMessage at all: {got:?}");
+
+    // Opted in, the squatter gets it: the listener does see a password when one is sent.
+    let ws = Workspace::new();
+    let dsn = format!("{dsn}?require_auth=password");
+    ws.write_registry(
+        &notify_all(&rx),
+        &[TargetSpec {
+            pid_watch: false,
+            heal: false,
+            dsn: Some(&dsn),
+            ..TargetSpec::new("orders", &pg)
+        }],
+    );
+    let d = Daemon::run(&ws, &[]);
+    wait_for(LONG, "the password at the squatter", || {
+        String::from_utf8_lossy(&squatter.received())
+            .contains(&password)
+            .then_some(())
+    });
+    drop(d);
 }

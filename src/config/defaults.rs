@@ -89,6 +89,13 @@ pub(crate) fn policy(
                     "remove this key",
                 );
             }
+            Some(Action::Restart) if c == FailureClass::InsecureAuth => {
+                problems.push(
+                    key,
+                    "a server asking for a password the probe refuses to send is never restarted (a restart cannot change what pg_hba.conf asks, or who holds the port)",
+                    "remove this key",
+                );
+            }
             Some(a) => {
                 p.overrides.insert(class.clone(), a);
             }

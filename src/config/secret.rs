@@ -1,5 +1,6 @@
 //! Values that hold secrets and print redacted: webhook URLs, tokens and connection strings.
 
+use crate::require_auth::{RequireAuth, RequireAuthError};
 use std::fmt;
 use std::str::FromStr;
 
@@ -28,15 +29,41 @@ impl fmt::Debug for Secret {
 pub struct Dsn {
     raw: Secret,
     parsed: tokio_postgres::Config,
+    /// `require_auth` (which tokio-postgres does not know): what the probe may answer.
+    require: RequireAuth,
+}
+
+/// Why a DSN cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DsnError {
+    #[error("{0}")]
+    Malformed(#[from] tokio_postgres::Error),
+    #[error("{0}")]
+    RequireAuth(#[from] RequireAuthError),
 }
 
 impl Dsn {
-    pub fn parse(raw: &str) -> Result<Self, tokio_postgres::Error> {
-        let parsed = tokio_postgres::Config::from_str(raw)?;
+    pub fn parse(raw: &str) -> Result<Self, DsnError> {
+        let (rest, require) = crate::require_auth::split_dsn(raw);
+        let parsed = tokio_postgres::Config::from_str(&rest)?;
+        let require = match require {
+            Some(r) => RequireAuth::parse(&r)?,
+            None => RequireAuth::scram_or_trust(),
+        };
         Ok(Self {
             raw: Secret::new(raw),
             parsed,
+            require,
         })
+    }
+    /// The authentication requests a probe of this DSN answers.
+    pub fn require_auth(&self) -> &RequireAuth {
+        &self.require
+    }
+    /// The DSN of a discovered target: SCRAM only, whatever its `require_auth` said.
+    pub fn discovered(mut self) -> Self {
+        self.require = RequireAuth::discovered();
+        self
     }
     /// The connection settings for tokio-postgres.
     pub fn config(&self) -> &tokio_postgres::Config {
@@ -63,5 +90,49 @@ impl fmt::Debug for Dsn {
 impl fmt::Display for Dsn {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(&crate::redact::redact_dsn(self.raw.expose()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::require_auth::AuthRequest;
+
+    #[test]
+    fn require_auth_is_read_from_the_dsn_and_a_discovered_target_cannot_loosen_it() {
+        let d = Dsn::parse("postgres://u:p@127.0.0.1:5/db?require_auth=password").unwrap();
+        assert!(d
+            .require_auth()
+            .check(AuthRequest::Cleartext, false)
+            .is_ok());
+        assert_eq!(d.config().get_dbname(), Some("db"), "the rest still parses");
+        let d = d.discovered();
+        assert!(d
+            .require_auth()
+            .check(AuthRequest::Cleartext, false)
+            .is_err());
+        assert!(d.require_auth().check(AuthRequest::Sasl, false).is_ok());
+        let d = Dsn::parse("host=127.0.0.1 dbname=db").unwrap();
+        assert!(
+            d.require_auth().check(AuthRequest::Md5, false).is_err(),
+            "the default"
+        );
+    }
+
+    #[test]
+    fn an_unusable_require_auth_is_a_problem_naming_the_dsn_key_and_the_method() {
+        let text = "notify: { console: true }\ntargets:\n  - name: db\n    dsn: \"postgres://u:s3cret@127.0.0.1:5/db?require_auth=gss\"\n";
+        let loaded = crate::config::load_str(
+            text,
+            crate::config::Source::Generated("test".into()),
+            &crate::config::VarSource::fixed(Default::default()),
+        );
+        let Err(e) = loaded else {
+            panic!("require_auth=gss was accepted")
+        };
+        let e = e.to_string();
+        assert!(e.contains("targets[0].dsn"), "{e}");
+        assert!(e.contains("'gss'") && e.contains("not supported"), "{e}");
+        assert!(!e.contains("s3cret"), "the password is redacted: {e}");
     }
 }

@@ -68,6 +68,14 @@ pub struct TargetConfig {
 }
 
 impl TargetConfig {
+    /// A target built from container labels: its probe answers SCRAM only
+    /// (`require_auth=scram-sha-256`, whatever a label's DSN says), because whoever controls
+    /// the container controls its labels and its port.
+    pub fn discovered(mut self) -> Self {
+        self.dsn = self.dsn.discovered();
+        self
+    }
+
     /// The container this target runs in, if any: the one its heal restarts, else the one its
     /// forensics read.
     pub fn container(&self) -> Option<&ContainerRef> {
@@ -233,6 +241,14 @@ fn name_and_dsn(t: &RawTarget, at: &str, problems: &mut Problems) -> Option<Dsn>
     }
     match Dsn::parse(&t.dsn) {
         Ok(d) => Some(d),
+        Err(super::secret::DsnError::RequireAuth(e)) => {
+            problems.push(
+                format!("{at}.dsn"),
+                format!("require_auth in '{}': {e}", crate::redact::redact_dsn(&t.dsn)),
+                "list methods of password, md5, scram-sha-256, none (require_auth=scram-sha-256,none), or negate them all (require_auth=!password,!md5); GSSAPI and SSPI are not supported",
+            );
+            None
+        }
         Err(e) => {
             problems.push(
                 format!("{at}.dsn"),

@@ -304,7 +304,7 @@ impl Watcher {
         let built = facts
             .into_iter()
             .map(|f| {
-                let r = labels::target(&f, &self.cfg, &self.defaults);
+                let r = labels::target(&f, &self.cfg, &self.defaults).map(TargetConfig::discovered);
                 (f, r)
             })
             .collect();

@@ -15,7 +15,7 @@ pub async fn answering(
     let until = Instant::now() + wait;
     loop {
         let connect = target.probe.timeout.min(Duration::from_secs(2));
-        match accepts_connections(target.dsn.config(), connect).await {
+        match accepts_connections(&target.dsn, connect).await {
             Ok(()) => return Ok("accepting connections"),
             Err(f) if f.class == FailureClass::Recovering => return Ok("starting up (57P03)"),
             Err(f) if f.class == FailureClass::Authentication => {

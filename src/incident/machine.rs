@@ -292,7 +292,10 @@ impl Machine<'_, '_> {
         kv.push(("failures", failures.into()));
         kv.push(("threshold", threshold.into()));
         kv.push(("process_dead", dead.into()));
-        let due = dead || self.rec.failures >= threshold;
+        // A refused authentication is certain at once (probing again only asks the same), and
+        // is declared on its own so it never counts among the failures that call for a restart.
+        let refused = f.class == FailureClass::InsecureAuth;
+        let due = dead || refused || self.rec.failures >= threshold;
         if due && self.in_maintenance() {
             if !self.rec.maintenance_noted {
                 self.rec.maintenance_noted = true;

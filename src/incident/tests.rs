@@ -506,6 +506,49 @@ fn policy_classes_alert_without_restarting() {
 }
 
 #[test]
+fn a_refused_authentication_is_declared_at_once_alerted_once_and_never_restarted() {
+    let mut t = T::new("");
+    // Two refused connections, then what answers on the port asks for the password in
+    // clear: that one failure declares, as its own class, and does not restart.
+    t.fail(FailureClass::ConnectionRefused);
+    t.fail(FailureClass::ConnectionRefused);
+    let got = t.fail(FailureClass::InsecureAuth);
+    assert_eq!(t.rec.phase, Phase::Archiving);
+    assert_eq!(
+        t.rec.incident.as_ref().unwrap().failure.class,
+        FailureClass::InsecureAuth
+    );
+    assert!(
+        names(&got).contains(&"archive".to_string()),
+        "{:?}",
+        names(&got)
+    );
+    let got = t.archived();
+    assert!(
+        !names(&got).contains(&"lease".to_string()),
+        "{:?}",
+        names(&got)
+    );
+    assert_eq!(notices(&got).len(), 1, "alerted once");
+    // Later failures of any class change nothing: no lease, no heal, no second alert.
+    for class in [FailureClass::InsecureAuth, FailureClass::ConnectionRefused] {
+        for _ in 0..5 {
+            let got = t.at(Duration::from_secs(1)).fail(class);
+            assert!(
+                !names(&got).iter().any(|n| n == "lease" || n == "heal"),
+                "{:?}",
+                names(&got)
+            );
+            assert!(notices(&got).is_empty());
+        }
+    }
+    // A first failure of the class declares with no threshold at all.
+    let mut t = T::new("");
+    t.fail(FailureClass::InsecureAuth);
+    assert_eq!(t.rec.phase, Phase::Archiving);
+}
+
+#[test]
 fn a_container_restart_policy_is_waited_for_and_said() {
     let mut t = T::new("");
     t.step(Observation::RestartPolicy(Some("always".into())));

@@ -1,12 +1,16 @@
 //! A new client's login, as `psql` would do it: a fresh connection, the startup message, and
-//! authentication (trust, cleartext, md5 or SCRAM-SHA-256) through to ReadyForQuery. A
+//! authentication (trust, cleartext, md5 or SCRAM-SHA-256) through to ReadyForQuery. Each
+//! request of the server is checked against the target's `require_auth` before it is
+//! answered: by default a cleartext or md5 request is refused and nothing of the password is
+//! sent (see `crate::require_auth`). A
 //! postmaster that is stopped, cannot fork, has a full backlog or has no free slot fails
 //! here even while existing sessions still answer. A refusal with a SQLSTATE is classed by
 //! the same table as any other server error.
 
-use super::scram::{self, Exchange};
+use super::scram::{Exchange, KeyCache};
 use super::wire::Wire;
 use super::{FailureClass, ProbeFailure};
+use crate::require_auth::{AuthRequest, RequireAuth};
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::md5_hash;
@@ -25,6 +29,8 @@ pub struct Endpoint {
     password: Option<Vec<u8>>,
     /// Startup parameters besides `user`: database, application_name, options.
     params: Vec<(&'static str, String)>,
+    /// The authentication requests answered.
+    require: RequireAuth,
 }
 
 #[derive(Clone)]
@@ -36,7 +42,8 @@ enum Addr {
 impl Endpoint {
     /// Reads the DSN's hosts, ports, user, password, database and options, and adds
     /// `statement_timeout` so a query that hangs is cancelled by the server too.
-    pub fn new(pg: &tokio_postgres::Config, statement_timeout: Duration) -> Self {
+    pub fn new(dsn: &crate::config::Dsn, statement_timeout: Duration) -> Self {
+        let pg = dsn.config();
         let ports = pg.get_ports();
         let port_of = |i: usize| match ports {
             [] => 5432,
@@ -89,8 +96,28 @@ impl Endpoint {
             user,
             password: pg.get_password().map(<[u8]>::to_vec),
             params,
+            require: dsn.require_auth().clone(),
         }
     }
+
+    /// The same login under another `application_name`, so the server's own views and logs
+    /// tell this session (the SQL snapshot's) from the probe's.
+    pub fn with_application_name(mut self, name: &str) -> Self {
+        for (k, v) in &mut self.params {
+            if *k == "application_name" {
+                *v = name.to_string();
+            }
+        }
+        self
+    }
+}
+
+/// Refuses a request the target's `require_auth` does not permit, before anything is sent.
+/// The probe speaks no TLS yet: every connection is unencrypted.
+fn permit(ep: &Endpoint, request: AuthRequest) -> Result<(), ProbeFailure> {
+    ep.require
+        .check(request, false)
+        .map_err(|r| ProbeFailure::new(FailureClass::InsecureAuth, r.to_string()))
 }
 
 /// Longest old-style error text read (a postmaster that could not fork says so in one).
@@ -100,32 +127,54 @@ const OLD_ERROR_MAX: usize = 4096;
 /// out with the client's last authentication message, or at ReadyForQuery when the server
 /// asks for none: the server reads it once the session is ready, and the probe saves a round
 /// trip. An impostor failing the SCRAM check has then seen only the probe's own queries.
-pub async fn login(ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeFailure> {
+pub async fn login(ep: &Endpoint, keys: &mut KeyCache, then: &[u8]) -> Result<Wire, ProbeFailure> {
     let mut last = ProbeFailure::new(
         FailureClass::ConnectionRefused,
         "the DSN names no host (set host= or hostaddr=)",
     );
     for (addr, port) in &ep.addrs {
-        let wire = match addr {
-            Addr::Tcp(host) => Wire::tcp(host, *port).await,
-            Addr::Unix(dir) => Wire::unix(dir, *port).await,
-        };
-        match wire {
-            Ok(w) => return startup(w, ep, then).await,
+        match connect(addr, *port).await {
+            Ok(w) => return startup(w, ep, keys, then).await,
             Err(e) => last = e,
         }
     }
     Err(last)
 }
 
-async fn startup(mut w: Wire, ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeFailure> {
+async fn connect(addr: &Addr, port: u16) -> Result<Wire, ProbeFailure> {
+    match addr {
+        Addr::Tcp(host) => Wire::tcp(host, port).await,
+        Addr::Unix(dir) => Wire::unix(dir, port).await,
+    }
+}
+
+/// The first of the endpoint's addresses that accepts a connection, for a tokio-postgres
+/// session (see `guard`), with the target's `require_auth`.
+pub async fn open(ep: &Endpoint) -> Result<(Wire, RequireAuth), ProbeFailure> {
+    let mut last = ProbeFailure::new(
+        FailureClass::ConnectionRefused,
+        "the DSN names no host (set host= or hostaddr=)",
+    );
+    for (addr, port) in &ep.addrs {
+        match connect(addr, *port).await {
+            Ok(w) => return Ok((w, ep.require.clone())),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+async fn startup(
+    mut w: Wire,
+    ep: &Endpoint,
+    keys: &mut KeyCache,
+    then: &[u8],
+) -> Result<Wire, ProbeFailure> {
     let mut out = BytesMut::new();
-    let params = std::iter::once(("user", ep.user.as_str()))
-        .chain(ep.params.iter().map(|(k, v)| (*k, v.as_str())));
-    frontend::startup_message(params, &mut out).map_err(|e| protocol(&e))?;
-    w.send(&out).await?;
-    refuse_old_style_error(&mut w).await?;
+    send_startup(&mut w, ep, &mut out).await?;
     let mut scram: Option<Exchange> = None;
+    // Whether the server asked for any authentication before AuthenticationOk.
+    let mut asked = false;
     let mut sent_then = false;
     loop {
         match w.read().await? {
@@ -135,35 +184,31 @@ async fn startup(mut w: Wire, ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeF
                     "the server accepted the login without proving it knows the password",
                 ));
             }
+            Message::AuthenticationOk if !asked => permit(ep, AuthRequest::OkWithoutAuth)?,
             Message::AuthenticationCleartextPassword => {
+                permit(ep, AuthRequest::Cleartext)?;
+                asked = true;
                 send_password(&mut w, &mut out, password(ep)?, then).await?;
                 sent_then = true;
             }
             Message::AuthenticationMd5Password(body) => {
+                permit(ep, AuthRequest::Md5)?;
+                asked = true;
                 let hash = md5_hash(ep.user.as_bytes(), password(ep)?, body.salt());
                 send_password(&mut w, &mut out, hash.as_bytes(), then).await?;
                 sent_then = true;
             }
             Message::AuthenticationSasl(body) => {
-                offers_scram(&body)?;
-                password(ep)?;
-                let ex = Exchange::new("");
-                out.clear();
-                frontend::sasl_initial_response(
-                    "SCRAM-SHA-256",
-                    ex.client_first().as_bytes(),
-                    &mut out,
-                )
-                .map_err(|e| protocol(&e))?;
-                w.send(&out).await?;
-                scram = Some(ex);
+                permit(ep, AuthRequest::Sasl)?;
+                asked = true;
+                scram = Some(sasl_start(&mut w, &mut out, ep, &body).await?);
             }
             Message::AuthenticationSaslContinue(body) => {
                 let pw = password(ep)?;
                 let ex = scram
                     .as_mut()
                     .ok_or_else(|| protocol(&"SASL continue before SASL start"))?;
-                let fin = client_final(ex, body.data(), pw).await?;
+                let fin = client_final(ex, keys, body.data(), pw).await?;
                 out.clear();
                 frontend::sasl_response(fin.as_bytes(), &mut out).map_err(|e| protocol(&e))?;
                 out.extend_from_slice(then);
@@ -182,7 +227,7 @@ async fn startup(mut w: Wire, ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeF
             | Message::AuthenticationScmCredential
             | Message::AuthenticationSspi
             | Message::AuthenticationGssContinue(_) => {
-                return Err(auth("the server asks for GSSAPI, SSPI or Kerberos, which the probe does not speak; use scram-sha-256, md5 or trust in pg_hba.conf for the probe's role"));
+                return Err(auth("the server asks for GSSAPI, SSPI or Kerberos, which the probe does not speak; use scram-sha-256 in pg_hba.conf for the probe's role"));
             }
             Message::ErrorResponse(body) => return Err(server_error(body.fields())),
             Message::ReadyForQuery(_) => {
@@ -196,6 +241,32 @@ async fn startup(mut w: Wire, ep: &Endpoint, then: &[u8]) -> Result<Wire, ProbeF
             _ => {}
         }
     }
+}
+
+/// The startup message; a postmaster that cannot fork answers it the old way.
+async fn send_startup(w: &mut Wire, ep: &Endpoint, out: &mut BytesMut) -> Result<(), ProbeFailure> {
+    let params = std::iter::once(("user", ep.user.as_str()))
+        .chain(ep.params.iter().map(|(k, v)| (*k, v.as_str())));
+    frontend::startup_message(params, out).map_err(|e| protocol(&e))?;
+    w.send(out).await?;
+    refuse_old_style_error(w).await
+}
+
+/// Starts SCRAM-SHA-256 (already permitted): the client-first message.
+async fn sasl_start(
+    w: &mut Wire,
+    out: &mut BytesMut,
+    ep: &Endpoint,
+    body: &AuthenticationSaslBody,
+) -> Result<Exchange, ProbeFailure> {
+    offers_scram(body)?;
+    password(ep)?;
+    let ex = Exchange::new("");
+    out.clear();
+    frontend::sasl_initial_response("SCRAM-SHA-256", ex.client_first().as_bytes(), out)
+        .map_err(|e| protocol(&e))?;
+    w.send(out).await?;
+    Ok(ex)
 }
 
 /// Sends a password message with the probe's query right behind it (one round trip less).
@@ -212,9 +283,14 @@ async fn send_password(
 }
 
 /// The SCRAM client-final message answering the server-first one in `data`.
-async fn client_final(ex: &mut Exchange, data: &[u8], pw: &[u8]) -> Result<String, ProbeFailure> {
+async fn client_final(
+    ex: &mut Exchange,
+    cache: &mut KeyCache,
+    data: &[u8],
+    pw: &[u8],
+) -> Result<String, ProbeFailure> {
     let sf = ex.server_first(data).map_err(|e| auth(&e.to_string()))?;
-    let keys = scram::keys_for(pw, &sf.salt, sf.iterations).await;
+    let keys = cache.keys_for(pw, &sf.salt, sf.iterations).await;
     Ok(ex.client_final(&sf, &keys))
 }
 

@@ -1,10 +1,12 @@
 //! SQL probes. Each probe is what a new client sees: a fresh connection, a full login and the
 //! query, within the timeout; then Terminate. A kept connection would go on answering from a
 //! backend that exists while the postmaster is stopped, cannot fork or has no free slot, and
-//! so would hide exactly the outages clients suffer. The SCRAM keys are cached per process so
+//! so would hide exactly the outages clients suffer. The SCRAM keys are cached per target so
 //! a login costs a few HMACs, not PBKDF2 (see `scram`), and what a probe reads is capped
-//! (see `wire`).
+//! (see `wire`). No session, the probe's or tokio-postgres's (`guard`), answers an
+//! authentication request the target's `require_auth` does not permit.
 
+mod guard;
 mod login;
 pub mod progress;
 mod query;
@@ -18,7 +20,6 @@ pub use wire::READ_BUDGET;
 use crate::config::{ProbeConfig, TargetConfig};
 use login::Endpoint;
 use std::time::{Duration, Instant};
-use tokio_postgres::NoTls;
 
 /// The result of one probe.
 #[derive(Debug, Clone)]
@@ -43,6 +44,8 @@ const IN_RECOVERY: &str = "SELECT pg_is_in_recovery()";
 /// Probes one target: a new login per probe.
 pub struct Prober {
     endpoint: Endpoint,
+    /// This target's SCRAM keys (no other target's server can evict them).
+    keys: scram::KeyCache,
     probe: ProbeConfig,
     manager_checked: Option<Instant>,
     /// When the last probe ended, to measure how late the next one starts.
@@ -52,7 +55,8 @@ pub struct Prober {
 impl Prober {
     pub fn new(target: &TargetConfig) -> Self {
         Self {
-            endpoint: Endpoint::new(target.dsn.config(), target.probe.timeout),
+            endpoint: Endpoint::new(&target.dsn, target.probe.timeout),
+            keys: scram::KeyCache::default(),
             probe: target.probe.clone(),
             manager_checked: None,
             last_end: None,
@@ -126,7 +130,7 @@ impl Prober {
             query::push(MANAGER_QUERY, &mut then)?;
         }
         postgres_protocol::message::frontend::terminate(&mut then);
-        let w = conn.insert(login::login(&self.endpoint, &then).await?);
+        let w = conn.insert(login::login(&self.endpoint, &mut self.keys, &then).await?);
         let first = query::first_value(w).await?;
         if let Some(expect) = &self.probe.expect {
             match first {
@@ -157,16 +161,16 @@ impl Prober {
 /// One connection attempt with no query, used by the healer to tell "accepting connections"
 /// (or starting up) from "still refused".
 pub async fn accepts_connections(
-    pg: &tokio_postgres::Config,
+    dsn: &crate::config::Dsn,
     timeout: Duration,
 ) -> Result<(), ProbeFailure> {
-    match tokio::time::timeout(timeout, pg.connect(NoTls)).await {
+    match tokio::time::timeout(timeout, guard::connect(dsn.config(), dsn)).await {
         Ok(Ok((client, conn))) => {
             drop(client);
             drop(conn);
             Ok(())
         }
-        Ok(Err(e)) => Err(ProbeFailure::from_pg(&e)),
+        Ok(Err(f)) => Err(f),
         Err(_) => Err(ProbeFailure::new(
             FailureClass::Timeout,
             "connect timed out",

@@ -2,18 +2,17 @@
 //! probe speaks plain TCP or a unix socket). PBKDF2 with PostgreSQL's 4,096 rounds costs the
 //! client about a millisecond of CPU per login: a fleet probed every second would spend a core
 //! on it. The salt and round count are the role's and do not change between logins, so the
-//! derived keys are cached per (salt, rounds) and later logins cost a few HMACs. The server's
+//! derived keys are cached per target and (salt, rounds), and later logins cost a few HMACs. The server's
 //! signature is checked on every login, so a stale cache or a server that does not know the
-//! password is caught.
+//! password is caught. Each target keeps its own few entries (`KeyCache`), so no server can
+//! churn another's keys out, and no lock is shared between targets.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use rand::Rng;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
 
 /// Round counts above this are refused: the server chooses it, and an impostor could make
 /// the client spin (PostgreSQL uses 4,096; pgjdbc and rust-postgres cap at 100,000).
@@ -122,53 +121,61 @@ pub fn derive(password: &[u8], salt: &[u8], iterations: u32) -> Keys {
 /// cached entry is never stale; a changed password comes with a new salt.
 type CacheKey = ([u8; 32], Vec<u8>, u32);
 
-/// Entries kept at most (one per role and server in practice); past it the cache restarts.
-const CACHE_MAX: usize = 4096;
+/// Entries one target keeps: its role's (salt, rounds), plus room for a password change or
+/// a failover to a server whose role has another salt. A server that sends a new salt at
+/// every login (a broken or hostile one) only turns over its own few entries.
+pub const CACHE_PER_TARGET: usize = 4;
 
-fn cache() -> &'static Mutex<HashMap<CacheKey, Keys>> {
-    static C: OnceLock<Mutex<HashMap<CacheKey, Keys>>> = OnceLock::new();
-    C.get_or_init(Default::default)
+/// One target's SCRAM keys, owned by its prober. Nothing is shared between targets: a server
+/// churning salts evicts only its own entries, and derivations of different targets run side
+/// by side on the blocking pool, behind no common lock. (Replicas sharing a role each derive
+/// once; a millisecond each.)
+#[derive(Default)]
+pub struct KeyCache {
+    /// Most recently used last.
+    entries: VecDeque<(CacheKey, Keys)>,
+    /// PBKDF2 derivations this cache asked for.
+    derived: u64,
 }
 
-/// One derivation at a time: a fleet starting up derives each (password, salt) once while
-/// the other targets of the same role wait for it instead of repeating it.
-static DERIVING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// PBKDF2 derivations done by this process (for tests and the benchmark).
-pub static DERIVATIONS: AtomicU64 = AtomicU64::new(0);
-
-fn cached(id: &CacheKey) -> Option<Keys> {
-    cache()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(id)
-        .cloned()
-}
-
-/// The keys for this password and the server's salt and rounds: from the process-wide cache,
-/// else derived on the blocking pool (milliseconds of CPU that must not stall the actors).
-pub async fn keys_for(password: &[u8], salt: &[u8], iterations: u32) -> Keys {
-    let id: CacheKey = (Sha256::digest(password).into(), salt.to_vec(), iterations);
-    if let Some(k) = cached(&id) {
-        return k;
+impl KeyCache {
+    /// The keys for this password and the server's salt and rounds: from the cache, else
+    /// derived on the blocking pool (milliseconds of CPU that must not stall the actors).
+    pub async fn keys_for(&mut self, password: &[u8], salt: &[u8], iterations: u32) -> Keys {
+        let id: CacheKey = (Sha256::digest(password).into(), salt.to_vec(), iterations);
+        if let Some(i) = self.entries.iter().position(|(k, _)| *k == id) {
+            let hit = self.entries.remove(i).expect("found above");
+            let keys = hit.1.clone();
+            self.entries.push_back(hit);
+            return keys;
+        }
+        let (pw, s) = (password.to_vec(), salt.to_vec());
+        let keys = match tokio::task::spawn_blocking(move || derive(&pw, &s, iterations)).await {
+            Ok(k) => k,
+            // The blocking pool is shutting down: derive here rather than fail the probe.
+            Err(_) => derive(password, salt, iterations),
+        };
+        self.derived += 1;
+        if self.entries.len() >= CACHE_PER_TARGET {
+            self.entries.pop_front();
+        }
+        self.entries.push_back((id, keys.clone()));
+        keys
     }
-    let _one = DERIVING.lock().await;
-    if let Some(k) = cached(&id) {
-        return k;
+
+    /// PBKDF2 derivations this cache asked for.
+    pub fn derived(&self) -> u64 {
+        self.derived
     }
-    let (pw, s) = (password.to_vec(), salt.to_vec());
-    let keys = match tokio::task::spawn_blocking(move || derive(&pw, &s, iterations)).await {
-        Ok(k) => k,
-        // The blocking pool is shutting down: derive here rather than fail the probe.
-        Err(_) => derive(password, salt, iterations),
-    };
-    DERIVATIONS.fetch_add(1, Ordering::Relaxed);
-    let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
-    if c.len() >= CACHE_MAX {
-        c.clear();
+
+    /// Entries held (at most `CACHE_PER_TARGET`).
+    pub fn len(&self) -> usize {
+        self.entries.len()
     }
-    c.insert(id, keys.clone());
-    keys
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
 }
 
 /// The server-first-message, checked: its nonce extends ours, the role's salt and rounds.
@@ -338,22 +345,76 @@ mod tests {
 
     #[tokio::test]
     async fn logins_reuse_cached_keys_and_still_verify() {
-        let before = DERIVATIONS.load(Ordering::Relaxed);
+        let mut cache = KeyCache::default();
         for _ in 0..3 {
             let mut ex = Exchange::with_nonce("user", NONCE.into());
             let sf = ex.server_first(SERVER_FIRST.as_bytes()).unwrap();
-            let keys = keys_for(b"pencil", &sf.salt, sf.iterations).await;
+            let keys = cache.keys_for(b"pencil", &sf.salt, sf.iterations).await;
             assert_eq!(ex.client_final(&sf, &keys), CLIENT_FINAL);
             ex.verify_final(SERVER_FINAL.as_bytes()).unwrap();
         }
-        assert_eq!(
-            DERIVATIONS.load(Ordering::Relaxed) - before,
-            1,
-            "PBKDF2 ran once for three logins"
-        );
+        assert_eq!(cache.derived(), 1, "PBKDF2 ran once for three logins");
         // Another salt (the role's password was set again) derives again.
-        keys_for(b"pencil", b"another salt", 4096).await;
-        assert_eq!(DERIVATIONS.load(Ordering::Relaxed) - before, 2);
+        cache.keys_for(b"pencil", b"another salt", 4096).await;
+        assert_eq!(cache.derived(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_server_churning_salts_evicts_only_its_own_keys() {
+        let (mut steady, mut churning) = (KeyCache::default(), KeyCache::default());
+        steady.keys_for(b"pencil", b"the role's salt", 16).await;
+        for i in 0..50u32 {
+            churning
+                .keys_for(b"pencil", format!("salt {i}").as_bytes(), 16)
+                .await;
+        }
+        assert_eq!(churning.derived(), 50);
+        assert_eq!(churning.len(), CACHE_PER_TARGET, "bounded");
+        steady.keys_for(b"pencil", b"the role's salt", 16).await;
+        assert_eq!(
+            steady.derived(),
+            1,
+            "the steady target's keys are still cached"
+        );
+        // Within one target the least recently used entry goes first.
+        let mut c = KeyCache::default();
+        for salt in [b"a", b"b", b"c", b"d", b"a", b"e"] {
+            c.keys_for(b"pw", salt, 16).await;
+        }
+        assert_eq!(c.derived(), 5, "'a' was a hit");
+        c.keys_for(b"pw", b"a", 16).await;
+        assert_eq!(c.derived(), 5, "'a', used recently, outlived 'b'");
+        c.keys_for(b"pw", b"b", 16).await;
+        assert_eq!(c.derived(), 6, "'b' was evicted");
+    }
+
+    /// A derivation in flight for one target does not hold up another's: the first is left
+    /// pending (never polled again) while the second runs to its end. Behind one process-wide
+    /// lock the second would wait for the first forever.
+    #[tokio::test]
+    async fn a_derivation_in_flight_for_one_target_does_not_hold_up_another() {
+        use std::future::Future;
+        let (mut a, mut b) = (KeyCache::default(), KeyCache::default());
+        let mut first = Box::pin(a.keys_for(b"pencil", b"salt of a", MAX_ITERATIONS));
+        std::future::poll_fn(|cx| {
+            assert!(
+                first.as_mut().poll(cx).is_pending(),
+                "a's derivation is under way"
+            );
+            std::task::Poll::Ready(())
+        })
+        .await;
+        let second = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            b.keys_for(b"pencil", b"salt of b", 16),
+        )
+        .await;
+        assert!(
+            second.is_ok(),
+            "b's keys came while a's derivation was in flight"
+        );
+        first.await;
+        assert_eq!((a.derived(), b.derived()), (1, 1));
     }
 
     #[test]

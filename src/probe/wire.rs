@@ -15,7 +15,7 @@ use tokio::net::{TcpStream, UnixStream};
 /// small row; a megabyte is far more than any sensible probe query returns.
 pub const READ_BUDGET: usize = 1024 * 1024;
 
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// What [`Wire::read_within`] got.
@@ -57,6 +57,11 @@ impl Wire {
             .await
             .map_err(|e| ProbeFailure::from_io(&e))?;
         Ok(Self::new(Box::new(s)))
+    }
+
+    /// The connection itself, before anything was read from it (for a tokio-postgres session).
+    pub(super) fn into_stream(self) -> Box<dyn Stream> {
+        self.stream
     }
 
     fn new(stream: Box<dyn Stream>) -> Self {

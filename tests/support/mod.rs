@@ -131,6 +131,25 @@ impl Pg {
         &self.cluster.password
     }
 
+    /// Makes the server ask TCP logins for `method` (e.g. `password`, `md5`) instead of
+    /// scram-sha-256, from now on.
+    pub fn ask_tcp_logins_for(&self, method: &str) {
+        let path = self.cluster.data.join("pg_hba.conf");
+        let hba = std::fs::read_to_string(&path).expect("pg_hba.conf");
+        let hba: String = hba
+            .lines()
+            .map(|l| match l.strip_suffix("scram-sha-256") {
+                Some(head) if l.starts_with("host") => format!("{head}{method}\n"),
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        assert!(hba
+            .lines()
+            .any(|l| l.starts_with("host") && l.ends_with(method)));
+        std::fs::write(&path, hba).expect("pg_hba.conf written");
+        self.psql("SELECT pg_reload_conf()");
+    }
+
     /// A psql session as `user` over the cluster's socket that sleeps, holding its connection
     /// until the child is killed.
     pub fn hold_connection(&self, user: &str) -> Child {

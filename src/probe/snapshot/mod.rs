@@ -96,10 +96,8 @@ pub async fn capture(target: &TargetConfig) -> SqlSnapshot {
 /// Logs in with every query queued behind the login (one round trip, as the probe does),
 /// then reads the answers in order into `snap`, section by section.
 async fn fill(snap: &mut SqlSnapshot, target: &TargetConfig, limit: Duration) {
-    let mut pg = target.dsn.config().clone();
-    pg.application_name(APPLICATION);
     // statement_timeout comes with the login; lock_timeout is the first query.
-    let endpoint = Endpoint::new(&pg, limit);
+    let endpoint = Endpoint::new(&target.dsn, limit).with_application_name(APPLICATION);
     let mut then = BytesMut::new();
     let queries = std::iter::once(format!("SET lock_timeout = {}", limit.as_millis().max(1)))
         .chain(SECTIONS.iter().map(|(_, _, sql)| (*sql).to_string()));
@@ -110,7 +108,9 @@ async fn fill(snap: &mut SqlSnapshot, target: &TargetConfig, limit: Duration) {
         }
     }
     postgres_protocol::message::frontend::terminate(&mut then);
-    let mut wire = match login::login(&endpoint, &then).await {
+    // A key cache of its own: one derivation per snapshot, never the probe's cache.
+    let mut keys = super::scram::KeyCache::default();
+    let mut wire = match login::login(&endpoint, &mut keys, &then).await {
         Ok(w) => w,
         Err(e) => {
             snap.error = Some(crate::redact::redact_text(&format!(
