@@ -3,7 +3,13 @@
 # watching three PostgreSQL containers; with --discover, the same three found by their labels
 # with no registry file), and waits until monitoring has begun.
 #
-#   scripts/quickstart.sh [--fleet|--discover] [--no-build]
+#   scripts/quickstart.sh [--fleet|--discover] [--no-build] [--down]
+#
+# The stacks share the daemon's port (SENTINEL_PORT, 9187): starting one stops another of this
+# checkout's quickstart stacks that holds it (said, with the command that brings it back); a
+# port held by anything else stops here, naming the holder and the fix. --down removes this
+# stack's containers (its volumes, with the incident bundles, are kept; the command to remove
+# them too is printed).
 #
 # Creates compose/.env from .env.template on first run (with a random database password), the
 # network, and the images: POSTGRES_IMAGE / SENTINEL_IMAGE when they exist or can be pulled,
@@ -14,13 +20,15 @@ set -euo pipefail
 FLEET=0
 DISCOVER=0
 BUILD=1
+DOWN=0
 for arg in "$@"; do
     case "$arg" in
         --fleet) FLEET=1 ;;
         --discover) FLEET=1; DISCOVER=1 ;;
         --no-build) BUILD=0 ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
-        *) echo "quickstart: unknown argument '$arg' (use --fleet, --discover, --no-build)" >&2; exit 64 ;;
+        --down) DOWN=1 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        *) echo "quickstart: unknown argument '$arg' (use --fleet, --discover, --no-build, --down)" >&2; exit 64 ;;
     esac
 done
 export FLEET DISCOVER
@@ -31,6 +39,54 @@ say() { printf 'quickstart: %s\n' "$*"; }
 die() { printf 'quickstart: ERROR: %s\n' "$*" >&2; exit 1; }
 
 docker info >/dev/null 2>&1 || die "cannot reach the Docker Engine (is it running? are you in the docker group?)"
+
+# The flag that starts the stack of a compose file of ours.
+flag_of() {
+    case "$(basename "$1")" in
+        discover.yml) echo "scripts/quickstart.sh --discover" ;;
+        fleet.yml) echo "scripts/quickstart.sh --fleet" ;;
+        ha.yml) echo "scripts/test_ha.sh --up" ;;
+        *) echo "scripts/quickstart.sh" ;;
+    esac
+}
+
+if [ "$DOWN" = 1 ]; then
+    [ -f "$ENV_FILE" ] || die "$ENV_FILE is missing: no quickstart stack was started from this checkout"
+    compose down --timeout 10
+    NETWORK="$(env_value COMPOSE_NETWORK)"; NETWORK="${NETWORK:-sentinel-remedy}"
+    if [ -z "$(docker network inspect -f '{{range .Containers}}x{{end}}' "$NETWORK" 2>/dev/null)" ]; then
+        docker network rm "$NETWORK" >/dev/null 2>&1 && say "removed network $NETWORK"
+    fi
+    say "removed project $COMPOSE_PROJECT_NAME; its volumes (databases, incident bundles) are kept: remove them too with ${COMPOSE_BIN[*]} -p $COMPOSE_PROJECT_NAME -f $COMPOSE_FILE_PATH down -v"
+    exit 0
+fi
+
+# The daemon's port: another quickstart stack of this checkout that publishes it is stopped
+# (its containers and volumes stay; its own command brings it back); anything else holding it
+# stops this script with the holder's name and the fix, instead of compose's "port is already
+# allocated".
+free_port() {
+    local port="$1" id name proj files others own=0
+    for id in $(docker ps -q --filter "publish=$port"); do
+        name="$(docker inspect -f '{{.Name}}' "$id")"; name="${name#/}"
+        proj="$(docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' "$id")"
+        files="$(docker inspect -f '{{index .Config.Labels "com.docker.compose.project.config_files"}}' "$id")"
+        if [ "$proj" = "$COMPOSE_PROJECT_NAME" ]; then own=1; continue; fi # compose updates it
+        case "$files" in
+            "$COMPOSE_DIR"/*) ;;
+            *) die "port $port is published by container $name${proj:+ (compose project $proj)}, not a quickstart stack of this checkout: stop it (docker stop $name) or set SENTINEL_PORT to a free port in $ENV_FILE" ;;
+        esac
+        others="$(docker ps -q --filter "label=com.docker.compose.project=$proj")"
+        say "stopping quickstart stack $proj ($(basename "$files")), which holds port $port; bring it back later with: $(flag_of "$files") (after stopping this one: $(flag_of "$COMPOSE_FILE_PATH") --down)"
+        # shellcheck disable=SC2086
+        docker stop --time 10 $others >/dev/null
+    done
+    if [ "$own" = 0 ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        local holder
+        holder="$(ss -ltnpH "sport = :$port" 2>/dev/null | sed -n 's/.*users:((\(.*\)))/\1/p' | head -n1)"
+        die "port 127.0.0.1:$port is held by ${holder:-another process (run: ss -ltnp 'sport = :$port')}: stop it or set SENTINEL_PORT to a free port in $ENV_FILE"
+    fi
+}
 
 if [ ! -f "$ENV_FILE" ]; then
     umask 077
@@ -69,6 +125,8 @@ fi
 # The daemon refuses a registry its group or others can write (a checkout made under umask 002).
 if [ "$FLEET" = 1 ]; then chmod go-w "$ROOT/compose/targets.yaml"; fi
 
+free_port "$(env_value SENTINEL_PORT | grep . || echo 9187)"
+
 say "starting $(basename "$COMPOSE_FILE_PATH") as project $COMPOSE_PROJECT_NAME (postgres: $POSTGRES_IMAGE, daemon: $SENTINEL_IMAGE)"
 compose up -d
 
@@ -101,5 +159,5 @@ SentinelRemedy is watching $want database(s).
   Daemon log:    ${COMPOSE_BIN[*]} -p $COMPOSE_PROJECT_NAME -f $COMPOSE_FILE_PATH logs -f sentinel
   Incidents:     docker exec $sentinel ls /var/lib/sentinel/incidents
   Chaos test:    scripts/test_system.sh$( [ "$FLEET" = 1 ] && echo " --fleet")
-  Stop:          ${COMPOSE_BIN[*]} -p $COMPOSE_PROJECT_NAME -f $COMPOSE_FILE_PATH down
+  Stop:          scripts/quickstart.sh$( [ "$DISCOVER" = 1 ] && echo " --discover" || { [ "$FLEET" = 1 ] && echo " --fleet"; }) --down
 INFO

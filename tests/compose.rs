@@ -426,3 +426,96 @@ fn the_discovered_fleet_stack_has_no_registry_and_heals_each_database_once() {
         );
     }
 }
+
+/// The host port a stack publishes the daemon's API on (its override, else its .env).
+fn port_of(stack: &Stack) -> String {
+    if let Some((_, p)) = stack.overrides.iter().find(|(k, _)| k == "SENTINEL_PORT") {
+        return p.clone();
+    }
+    let env = std::fs::read_to_string(stack.env_file.path()).unwrap();
+    env.lines()
+        .find_map(|l| l.strip_prefix("SENTINEL_PORT="))
+        .unwrap()
+        .to_string()
+}
+
+fn running(container: &str) -> bool {
+    docker(&["inspect", "-f", "{{.State.Running}}", container]) == "true"
+}
+
+#[test]
+fn quickstarts_one_after_another_share_the_port_and_down_removes_a_stack() {
+    // The README lists `--discover` and the plain stack: a user runs one, then the other, on
+    // the same port (9187 as shipped; one free port here).
+    let mut first = Stack::new(true);
+    first.discover = true;
+    let up = first.script("quickstart.sh", &["--discover"]);
+    assert!(up.status.success(), "quickstart --discover:\n{}", text(&up));
+    let first_daemon = first.sentinel();
+    let port = port_of(&first);
+
+    let mut second = Stack::new(false);
+    second.overrides = vec![("SENTINEL_PORT".into(), port.clone())];
+    let up = second.script("quickstart.sh", &[]);
+    let out = text(&up);
+    assert!(up.status.success(), "the second quickstart:\n{out}");
+    assert!(
+        out.contains(&format!("stopping quickstart stack {}", first.project))
+            && out.contains("scripts/quickstart.sh --discover"),
+        "says which stack it stopped and how to bring it back:\n{out}"
+    );
+    assert!(
+        !running(&first_daemon),
+        "the first stack's daemon is stopped"
+    );
+    assert!(
+        running(&second.sentinel()),
+        "the second stack's daemon runs"
+    );
+
+    // The same quickstart again: its own stack holds the port, nothing is stopped.
+    let again = second.script("quickstart.sh", &[]);
+    let out = text(&again);
+    assert!(again.status.success(), "quickstart twice in a row:\n{out}");
+    assert!(!out.contains("stopping quickstart stack"), "{out}");
+
+    // A container that is not one of ours holding the port: named, with the fix, nothing
+    // started.
+    let squatter = docker(&[
+        "run",
+        "-d",
+        "--rm",
+        "-p",
+        &format!("127.0.0.1:{}:80", port_of(&Stack::new(false))),
+        "--name",
+        &format!("squat-{}", first.project),
+        &support::docker::postgres_image(),
+        "sleep",
+        "120",
+    ]);
+    let mut third = Stack::new(false);
+    let squat_port = docker(&["port", &squatter, "80"]);
+    let squat_port = squat_port.rsplit(':').next().unwrap().to_string();
+    third.overrides = vec![("SENTINEL_PORT".into(), squat_port)];
+    let refused = third.script("quickstart.sh", &[]);
+    let out = text(&refused);
+    let _ = Command::new("docker")
+        .args(["rm", "-f", &squatter])
+        .output();
+    assert!(!refused.status.success(), "{out}");
+    assert!(
+        out.contains(&format!("published by container squat-{}", first.project))
+            && out.contains("SENTINEL_PORT")
+            && !out.contains("port is already allocated"),
+        "names the holder and the fix:\n{out}"
+    );
+    assert!(third.compose(&["ps", "-q"]).is_empty(), "nothing started");
+
+    // --down removes the stack's containers.
+    let down = second.script("quickstart.sh", &["--down"]);
+    assert!(down.status.success(), "--down:\n{}", text(&down));
+    assert!(
+        second.compose(&["ps", "-q"]).is_empty(),
+        "no container left after --down"
+    );
+}
