@@ -159,3 +159,167 @@ fn a_log_over_the_cap_keeps_its_newest_bytes_and_the_manifest_says_so() {
     assert_eq!(entry["original_size"].as_u64(), Some(text.len() as u64));
     assert_eq!(entry["size"].as_u64(), Some(64 * 1024));
 }
+
+fn manifest(bundle: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// A postgres container with the host directories `binds` (`host:container`) mounted too.
+fn container_with(label: &str, binds: &[String]) -> support::docker::PgContainer {
+    use support::docker::{docker, postgres_image, PgContainer};
+    let c = PgContainer {
+        name: format!(
+            "sr-test-{label}-{}-{:06x}",
+            std::process::id(),
+            rand::random::<u32>() & 0xffffff
+        ),
+        password: format!("pw-{:016x}", rand::random::<u64>()),
+        port: sentinel_remedy::pgcluster::free_port().unwrap(),
+    };
+    let (env, publish) = (
+        format!("POSTGRES_PASSWORD={}", c.password),
+        format!("127.0.0.1:{}:5432", c.port),
+    );
+    let mut args = vec!["run", "-d", "--name", &c.name, "--restart=no"];
+    args.extend([
+        "--label",
+        "org.sentinel-remedy.test=1",
+        "-e",
+        &env,
+        "-p",
+        &publish,
+    ]);
+    for b in binds {
+        args.extend(["-v", b.as_str()]);
+    }
+    args.extend([postgres_image(), "postgres", "-c", "logging_collector=on"]);
+    docker(&args);
+    wait_for(LONG, "the container to answer SQL", || {
+        c.answers().then_some(())
+    });
+    c
+}
+
+#[test]
+fn a_bind_mount_source_the_container_swapped_for_a_link_to_a_root_only_directory_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    use support::docker::docker;
+    let ws = Workspace::new();
+    // The host: /srv/x mounted at /evidence, and /srv, its parent, writable too.
+    let srv = ws.path().join("srv");
+    std::fs::create_dir_all(srv.join("x")).unwrap();
+    std::fs::write(srv.join("x/app.log"), "the container's own log\n").unwrap();
+    // A root-only host directory the container cannot see.
+    let secret = format!("HOST-SECRET-{:016x}", rand::random::<u64>());
+    let private = ws.path().join("root-only");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::write(private.join("app.log"), &secret).unwrap();
+    std::fs::set_permissions(private.join("app.log"), PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&private, PermissionsExt::from_mode(0o700)).unwrap();
+    let c = container_with(
+        "swapped",
+        &[
+            format!("{}:/evidence", srv.join("x").display()),
+            format!("{}:/hostsrv", srv.display()),
+        ],
+    );
+    // Root in the container moves its mount's host directory away and links the private one
+    // in its place; in its data volume (read on the host too) a FIFO and a device node wait.
+    let log = "/var/lib/postgresql/data/log";
+    docker(&[
+        "exec",
+        &c.name,
+        "sh",
+        "-c",
+        &format!(
+            "mv /hostsrv/x /hostsrv/x.old && ln -s {} /hostsrv/x \
+             && mkfifo {log}/pipe && mknod {log}/null c 1 3",
+            private.display()
+        ),
+    ]);
+    assert!(std::fs::symlink_metadata(srv.join("x"))
+        .unwrap()
+        .is_symlink());
+    let text = format!(
+        r#"archive:
+  local: {{ dir: "{incidents}" }}
+  timeout: 10s
+notify:
+  console: false
+targets:
+  - name: swapped
+    dsn: "{dsn}"
+    probe: {{ interval: 1s, timeout: 1s, failure_threshold: 5 }}
+    restart_budget: {{ backoff: 0s }}
+    heal:
+      docker: {{ container: {name}, stop_timeout: 2s }}
+    forensics:
+      docker:
+        paths: [/evidence, {log}]
+"#,
+        incidents = ws.incidents().display(),
+        dsn = c.dsn(),
+        name = c.name,
+    );
+    std::fs::write(ws.config(), text).unwrap();
+    let d = Daemon::run(&ws, &[]);
+    d.wait_event("docker_ready", None, LONG);
+    d.wait_event("monitor_started", Some("swapped"), LONG);
+    docker(&["kill", &c.name]);
+    let timing = d.wait_event("archive_timing", None, LONG);
+    let bundle = wait_for(LONG, "the bundle with its heal report", || {
+        let b = ws.bundles().pop()?;
+        manifest(&b)["heal"].is_object().then_some(b)
+    });
+    let m = manifest(&bundle);
+    let all = serde_json::to_string(&m).unwrap();
+    for f in files_under(&bundle) {
+        let body = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        assert!(
+            !body.contains(&secret),
+            "{} holds the root-only file",
+            f.display()
+        );
+    }
+    assert!(!all.contains(&secret), "{all}");
+    let missing = m["missing"].as_array().unwrap();
+    let why = |pattern: &str| {
+        missing
+            .iter()
+            .find(|e| e["pattern"].as_str().unwrap().ends_with(pattern))
+            .map(|e| e["reason"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("{pattern} listed as missing: {all}"))
+    };
+    // Refused, not followed, and not left to the Engine (which would follow the link).
+    let refused = why(":/evidence");
+    assert!(refused.contains("symbolic link"), "{refused}");
+    assert!(
+        refused.contains(&srv.join("x").display().to_string()),
+        "{refused}"
+    );
+    // The special files are listed, not opened, and the copy did not wait on them.
+    assert!(
+        why("/log/pipe").contains("not a regular file (Fifo)"),
+        "{all}"
+    );
+    assert!(
+        why("/log/null").contains("not a regular file (Char)"),
+        "{all}"
+    );
+    assert_eq!(timing["container_source"], "host", "{timing}");
+    let ms = timing["container_ms"].as_u64().unwrap();
+    assert!(
+        ms < 5_000,
+        "the container's evidence took {ms} ms of the 10 s timeout"
+    );
+    let names: Vec<&str> = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with(".log")),
+        "the server log copied: {all}"
+    );
+}
