@@ -205,8 +205,10 @@ fn a_bind_mount_source_the_container_swapped_for_a_link_to_a_root_only_directory
     use std::os::unix::fs::PermissionsExt;
     use support::docker::docker;
     let ws = Workspace::new();
-    // The host: /srv/x mounted at /evidence, and /srv, its parent, writable too.
-    let srv = ws.path().join("srv");
+    // The host: /srv/x mounted at /top/evidence (inside another mount, which only the Engine
+    // copies whole), and /srv, its parent, writable too.
+    let (srv, top) = (ws.path().join("srv"), ws.path().join("top"));
+    std::fs::create_dir(&top).unwrap();
     std::fs::create_dir_all(srv.join("x")).unwrap();
     std::fs::write(srv.join("x/app.log"), "the container's own log\n").unwrap();
     // A root-only host directory the container cannot see.
@@ -219,7 +221,8 @@ fn a_bind_mount_source_the_container_swapped_for_a_link_to_a_root_only_directory
     let c = container_with(
         "swapped",
         &[
-            format!("{}:/evidence", srv.join("x").display()),
+            format!("{}:/top", top.display()),
+            format!("{}:/top/evidence", srv.join("x").display()),
             format!("{}:/hostsrv", srv.display()),
         ],
     );
@@ -255,7 +258,7 @@ targets:
       docker: {{ container: {name}, stop_timeout: 2s }}
     forensics:
       docker:
-        paths: [/evidence, {log}]
+        paths: [/top/evidence, /top, {log}]
 "#,
         incidents = ws.incidents().display(),
         dsn = c.dsn(),
@@ -290,13 +293,16 @@ targets:
             .map(|e| e["reason"].as_str().unwrap().to_string())
             .unwrap_or_else(|| panic!("{pattern} listed as missing: {all}"))
     };
-    // Refused, not followed, and not left to the Engine (which would follow the link).
-    let refused = why(":/evidence");
-    assert!(refused.contains("symbolic link"), "{refused}");
-    assert!(
-        refused.contains(&srv.join("x").display().to_string()),
-        "{refused}"
-    );
+    // Refused, not followed, and not left to the Engine (which would follow the link): the
+    // mount's own path, and the path the Engine would copy with the mount inside it.
+    for path in [":/top/evidence", ":/top"] {
+        let refused = why(path);
+        assert!(refused.contains("symbolic link"), "{path}: {refused}");
+        assert!(
+            refused.contains(&srv.join("x").display().to_string()),
+            "{refused}"
+        );
+    }
     // The special files are listed, not opened, and the copy did not wait on them.
     assert!(
         why("/log/pipe").contains("not a regular file (Fifo)"),

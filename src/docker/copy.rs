@@ -163,8 +163,13 @@ async fn collect_from(
             // Neither here nor through the Engine: the reason is the manifest's.
             HostCopy::Refused(m) => Err(m.reason),
             HostCopy::Engine => {
-                out.from_engine += 1;
-                copy_path(client, id, c, path, dir, limits, &mut budget, used).await
+                match hostpath::engine_refusal(&mounts, path, limits.deadline).await {
+                    Some(m) => Err(m.reason),
+                    None => {
+                        out.from_engine += 1;
+                        copy_path(client, id, c, path, dir, limits, &mut budget, used).await
+                    }
+                }
             }
         };
         out.add(c, pattern, copied);

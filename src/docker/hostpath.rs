@@ -8,7 +8,7 @@
 //! visible from this process, a symlink beneath the mount, a kernel without openat2) is left to
 //! the Engine, untouched; a host path the container may have redirected is refused outright.
 
-use super::container::MountPoint;
+use super::container::{MountPoint, Mounts};
 use super::mountroot::{open_beneath, open_regular, MountRoot, RootError};
 use super::unpack::{self as copy, Extracted, Limits};
 use crate::archive::Missing;
@@ -57,15 +57,66 @@ pub fn locate(mounts: &[MountPoint], path: &str) -> Option<HostPath> {
     let source = PathBuf::from(m.source.as_ref()?);
     source.is_absolute().then_some(())?;
     let beneath = want.strip_prefix(&dest).ok()?.to_path_buf();
-    let changeable = mounts.iter().any(|o| {
-        let within = |s: &String| source.starts_with(s) && source != Path::new(s);
-        o.writable && o.source.as_ref().is_some_and(within)
-    });
     Some(HostPath {
+        changeable: changeable(mounts, &source),
         source,
         beneath,
         destination: dest,
-        changeable,
+    })
+}
+
+/// Another writable mount of the container covers a parent of `source` (the Engine's host
+/// path, compared as written): the container can move or replace what `source` names.
+fn changeable(mounts: &[MountPoint], source: &Path) -> bool {
+    mounts.iter().any(|o| {
+        let within = |s: &String| source.starts_with(s) && source != Path::new(s);
+        o.writable && o.source.as_ref().is_some_and(within)
+    })
+}
+
+/// Why the Engine must not copy `path` either, if it must not. The Engine mounts each volume
+/// and bind mount from its host path as that path is now, links followed, so a mount that
+/// covers `path` or lies inside it, whose host directory the container redirected, would be
+/// copied from wherever it now points ([`MountRoot::open`] tells). Checked on a blocking
+/// thread until `until`; not knowing in time is a refusal too.
+pub(super) async fn engine_refusal(
+    mounts: &Mounts,
+    path: &str,
+    until: tokio::time::Instant,
+) -> Option<Missing> {
+    let (mounts, requested) = (mounts.clone(), path.to_string());
+    let check = tokio::task::spawn_blocking(move || {
+        let want = clean(&requested);
+        for m in &mounts.points {
+            let (Some(dest), Some(source)) = (clean(&m.destination), m.source.as_ref()) else {
+                continue;
+            };
+            let source = Path::new(source);
+            let involved = want
+                .as_ref()
+                .is_none_or(|w| dest.starts_with(w) || w.starts_with(&dest));
+            if !involved || !source.is_absolute() {
+                continue;
+            }
+            let root = MountRoot {
+                source,
+                destination: &dest,
+                changeable: changeable(&mounts.points, source),
+            };
+            if let Err(RootError::Refused(why)) = root.open(mounts.pid) {
+                return Some(why);
+            }
+        }
+        None
+    });
+    let reason = match tokio::time::timeout_at(until, check).await {
+        Ok(Ok(found)) => found?,
+        Ok(Err(e)) => format!("its mounts' host directories could not be checked: {e}"),
+        Err(_) => "archive.timeout reached while its mounts' host directories were checked".into(),
+    };
+    Some(Missing {
+        pattern: path.to_string(),
+        reason,
     })
 }
 
@@ -719,6 +770,25 @@ mod tests {
         };
         assert!(m.reason.contains("symbolic link"), "{m:?}");
         assert!(!bodies.contains("HOST-SECRET"), "{bodies}");
+        // Nor is a path the Engine would copy with that mount inside it (it mounts the host
+        // path as it is now); one without it is left to the Engine.
+        let upper = vol.path().join("upper");
+        std::fs::create_dir(&upper).unwrap();
+        let nested = Mounts {
+            points: vec![
+                mount("/top", Some(&upper)),
+                mount("/top/pgdata", Some(&srv.join("x"))),
+                both[1].clone(),
+            ],
+            pid: None,
+        };
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        assert_eq!(locate(&nested.points, "/top"), None, "the Engine's to copy");
+        let m = engine_refusal(&nested, "/top", until)
+            .await
+            .expect("refused");
+        assert!(m.reason.contains("symbolic link"), "{m:?}");
+        assert_eq!(engine_refusal(&nested, "/srv", until).await, None);
         // The parent mounted read-only cannot be changed: the link is the host's, the Engine's.
         let ro = MountPoint {
             writable: false,
