@@ -802,8 +802,12 @@ mod tests {
             &srv.join("x.old").display().to_string(),
             Some(&srv.join("x")),
         );
-        let (out, bodies) =
-            copy_in(&[seen.clone()], Some(std::process::id()), &seen.destination).await;
+        let (out, bodies) = copy_in(
+            std::slice::from_ref(&seen),
+            Some(std::process::id()),
+            &seen.destination,
+        )
+        .await;
         assert!(bodies.is_empty() || bodies == "mine", "{bodies}");
         let x = out
             .copied()
@@ -812,8 +816,12 @@ mod tests {
         // A real directory renamed into place is not the mounted one either.
         std::fs::remove_file(srv.join("x")).unwrap();
         std::fs::rename(&secret, srv.join("x")).unwrap();
-        let (out, bodies) =
-            copy_in(&[seen.clone()], Some(std::process::id()), &seen.destination).await;
+        let (out, bodies) = copy_in(
+            std::slice::from_ref(&seen),
+            Some(std::process::id()),
+            &seen.destination,
+        )
+        .await;
         let HostCopy::Refused(m) = out else {
             panic!("refused: {out:?}")
         };
