@@ -77,8 +77,8 @@ fn changeable(mounts: &[MountPoint], source: &Path) -> bool {
 /// Why the Engine must not copy `path` either, if it must not. The Engine mounts each volume
 /// and bind mount from its host path as that path is now, links followed, so a mount that
 /// covers `path` or lies inside it, whose host directory the container redirected, would be
-/// copied from wherever it now points ([`MountRoot::open`] tells). Checked on a blocking
-/// thread until `until`; not knowing in time is a refusal too.
+/// copied from wherever it now points ([`MountRoot::engine_may_mount`] tells). Checked on a
+/// blocking thread until `until`; not knowing in time is a refusal too.
 pub(super) async fn engine_refusal(
     mounts: &Mounts,
     path: &str,
@@ -103,7 +103,7 @@ pub(super) async fn engine_refusal(
                 destination: &dest,
                 changeable: changeable(&mounts.points, source),
             };
-            if let Err(RootError::Refused(why)) = root.open(mounts.pid) {
+            if let Err(why) = root.engine_may_mount(mounts.pid) {
                 return Some(why);
             }
         }
@@ -813,6 +813,16 @@ mod tests {
             .copied()
             .expect("the mounted directory, read in the container's view");
         assert_eq!(x.files.len(), 1, "{x:?}");
+        // The Engine, which would follow the link, may not copy through that mount.
+        let running = Mounts {
+            points: vec![seen.clone()],
+            pid: Some(std::process::id()),
+        };
+        let m = engine_refusal(&running, &srv.display().to_string(), until).await;
+        assert!(m
+            .expect("refused")
+            .reason
+            .contains("no longer the directory"));
         // A real directory renamed into place is not the mounted one either.
         std::fs::remove_file(srv.join("x")).unwrap();
         std::fs::rename(&secret, srv.join("x")).unwrap();

@@ -57,31 +57,65 @@ impl MountRoot<'_> {
         let seen = pid.and_then(|p| self.in_container(p).ok());
         match (host, seen) {
             (Ok(host), Some(seen)) => {
-                let (h, s) = (meta(&host)?, meta(&seen)?);
-                if (h.dev(), h.ino()) != (s.dev(), s.ino()) {
-                    return Err(RootError::Refused(format!(
-                        "its mount's host directory {} is no longer the directory mounted at \
-                         {} in the container (moved or replaced since): not read, nor copied \
-                         through the Engine, which would mount what is there now",
-                        self.source.display(),
-                        self.destination.display()
-                    )));
+                if !same(&host, &seen)? {
+                    return Err(RootError::Refused(self.replaced()));
                 }
                 Ok(host)
             }
             (Ok(host), None) => Ok(host),
             (Err(e), Some(seen)) if e.raw_os_error() == Some(libc::ELOOP) => Ok(seen),
             (Err(e), None) if e.raw_os_error() == Some(libc::ELOOP) && self.changeable => {
-                Err(RootError::Refused(format!(
-                    "its mount's host directory {} is reached through a symbolic link, in a \
-                     path this container can change through another of its mounts: not \
-                     followed (nor copied through the Engine, which would follow it); mount \
-                     the directory on its own, not beneath another mount of the container",
-                    self.source.display()
-                )))
+                Err(RootError::Refused(self.linked()))
             }
             (Err(_), _) => Err(RootError::Engine),
         }
+    }
+
+    /// Why the Engine must not copy through this mount, if it must not. The Engine mounts the
+    /// host path as it is, links followed: with the container's view (`pid`), the directory
+    /// that path leads to must be the one mounted (it is only looked up here, never read);
+    /// without it, a link in a host path the container can change is refused as in [`open`].
+    ///
+    /// [`open`]: MountRoot::open
+    pub fn engine_may_mount(&self, pid: Option<u32>) -> Result<(), String> {
+        let flags = libc::O_PATH | libc::O_DIRECTORY;
+        match pid.and_then(|p| self.in_container(p).ok()) {
+            Some(seen) => {
+                let resolve = libc::RESOLVE_NO_MAGICLINKS;
+                match open_how(None, self.source, flags, resolve) {
+                    Ok(there) if !same(&there, &seen).unwrap_or(false) => Err(self.replaced()),
+                    _ => Ok(()),
+                }
+            }
+            None => match open_how(None, self.source, flags, NO_LINKS) {
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) && self.changeable => {
+                    Err(self.linked())
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// The manifest's reason when the host path no longer leads to the mounted directory.
+    fn replaced(&self) -> String {
+        format!(
+            "its mount's host directory {} is no longer the directory mounted at {} in the \
+             container (moved or replaced since): not read, nor copied through the Engine, \
+             which would mount what is there now",
+            self.source.display(),
+            self.destination.display()
+        )
+    }
+
+    /// The manifest's reason when a link the container may have put stops the walk.
+    fn linked(&self) -> String {
+        format!(
+            "its mount's host directory {} is reached through a symbolic link, in a path this \
+             container can change through another of its mounts: not followed (nor copied \
+             through the Engine, which would follow it); mount the directory on its own, not \
+             beneath another mount of the container",
+            self.source.display()
+        )
     }
 
     /// The directory mounted at `destination`, as the container's process `pid` sees it:
@@ -102,9 +136,15 @@ impl MountRoot<'_> {
     }
 }
 
-/// `fstat` of an open directory; failing, the Engine reads it.
-fn meta(f: &File) -> Result<std::fs::Metadata, RootError> {
-    f.metadata().map_err(|_| RootError::Engine)
+/// Two descriptors name the same directory (device and inode); an `fstat` failing, the Engine
+/// reads it.
+fn same(a: &File, b: &File) -> Result<bool, RootError> {
+    let (a, b) = (a.metadata(), b.metadata());
+    let (a, b) = (
+        a.map_err(|_| RootError::Engine)?,
+        b.map_err(|_| RootError::Engine)?,
+    );
+    Ok((a.dev(), a.ino()) == (b.dev(), b.ino()))
 }
 
 /// No symlink, nor /proc magic link, followed anywhere on the way.
