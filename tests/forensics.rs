@@ -200,18 +200,25 @@ fn container_with(label: &str, binds: &[String]) -> support::docker::PgContainer
     c
 }
 
-#[test]
-fn a_bind_mount_source_the_container_swapped_for_a_link_to_a_root_only_directory_is_refused() {
+/// A container whose root swapped its mount's host directory for a link to a root-only one.
+struct Swapped {
+    c: support::docker::PgContainer,
+    /// The host's /srv: `x` (mounted at /top/evidence) is now the link, `x.old` the directory.
+    srv: std::path::PathBuf,
+    /// What the root-only host file holds.
+    secret: String,
+}
+
+/// The host: /srv/x mounted at /top/evidence (inside another mount, which only the Engine
+/// copies whole), and /srv, its parent, writable too; root in the container moves the
+/// mount's host directory away and links a root-only host directory in its place.
+fn swapped(ws: &Workspace, label: &str) -> Swapped {
     use std::os::unix::fs::PermissionsExt;
     use support::docker::docker;
-    let ws = Workspace::new();
-    // The host: /srv/x mounted at /top/evidence (inside another mount, which only the Engine
-    // copies whole), and /srv, its parent, writable too.
     let (srv, top) = (ws.path().join("srv"), ws.path().join("top"));
     std::fs::create_dir(&top).unwrap();
     std::fs::create_dir_all(srv.join("x")).unwrap();
     std::fs::write(srv.join("x/app.log"), "the container's own log\n").unwrap();
-    // A root-only host directory the container cannot see.
     let secret = format!("HOST-SECRET-{:016x}", rand::random::<u64>());
     let private = ws.path().join("root-only");
     std::fs::create_dir(&private).unwrap();
@@ -219,30 +226,32 @@ fn a_bind_mount_source_the_container_swapped_for_a_link_to_a_root_only_directory
     std::fs::set_permissions(private.join("app.log"), PermissionsExt::from_mode(0o600)).unwrap();
     std::fs::set_permissions(&private, PermissionsExt::from_mode(0o700)).unwrap();
     let c = container_with(
-        "swapped",
+        label,
         &[
             format!("{}:/top", top.display()),
             format!("{}:/top/evidence", srv.join("x").display()),
             format!("{}:/hostsrv", srv.display()),
         ],
     );
-    // Root in the container moves its mount's host directory away and links the private one
-    // in its place; in its data volume (read on the host too) a FIFO and a device node wait.
+    let swap = format!(
+        "mv /hostsrv/x /hostsrv/x.old && ln -s {} /hostsrv/x",
+        private.display()
+    );
+    docker(&["exec", &c.name, "sh", "-c", &swap]);
+    let link = std::fs::symlink_metadata(srv.join("x")).unwrap();
+    assert!(link.is_symlink());
+    Swapped { c, srv, secret }
+}
+
+#[test]
+fn a_bind_mount_source_the_container_swapped_for_a_link_to_a_root_only_directory_is_refused() {
+    use support::docker::docker;
+    let ws = Workspace::new();
+    let Swapped { c, srv, secret } = swapped(&ws, "swapped");
+    // In its data volume (read on the host too) a FIFO and a device node wait.
     let log = "/var/lib/postgresql/data/log";
-    docker(&[
-        "exec",
-        &c.name,
-        "sh",
-        "-c",
-        &format!(
-            "mv /hostsrv/x /hostsrv/x.old && ln -s {} /hostsrv/x \
-             && mkfifo {log}/pipe && mknod {log}/null c 1 3",
-            private.display()
-        ),
-    ]);
-    assert!(std::fs::symlink_metadata(srv.join("x"))
-        .unwrap()
-        .is_symlink());
+    let special = format!("mkfifo {log}/pipe && mknod {log}/null c 1 3");
+    docker(&["exec", &c.name, "sh", "-c", &special]);
     let text = format!(
         r#"archive:
   local: {{ dir: "{incidents}" }}
@@ -328,4 +337,64 @@ targets:
         names.iter().any(|n| n.ends_with(".log")),
         "the server log copied: {all}"
     );
+}
+
+#[test]
+fn a_running_containers_swapped_mount_is_read_as_mounted_and_never_through_the_link() {
+    use sentinel_remedy::config::{ContainerRef, DockerConfig, DockerForensics};
+    use sentinel_remedy::docker::copy::{collect, Limits};
+    use sentinel_remedy::docker::DockerClient;
+    let ws = Workspace::new();
+    let Swapped { c, srv, secret } = swapped(&ws, "swapped-running");
+    let spec = DockerForensics {
+        container: ContainerRef::Name(c.name.clone()),
+        paths: vec!["/top/evidence".into(), "/top".into()],
+        log_tail: 0,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let client = DockerClient::new(&DockerConfig::default());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let got = rt.block_on(async {
+        let limits = Limits {
+            per_file: 1 << 20,
+            per_bundle: 4 << 20,
+            max_entries: Limits::MAX_ENTRIES,
+            deadline: tokio::time::Instant::now() + Duration::from_secs(30),
+        };
+        let mut used = std::collections::HashSet::new();
+        collect(&client, &spec, dir.path(), &limits, &mut used).await
+    });
+    let all = format!("{:?} {:?}", got.files, got.missing);
+    for f in files_under(dir.path()) {
+        let body = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        assert!(
+            !body.contains(&secret),
+            "{} holds the root-only file",
+            f.display()
+        );
+    }
+    // Its own mount, read as the container has it mounted (its view through /proc).
+    let kept = std::fs::read_to_string(dir.path().join("app.log")).unwrap();
+    assert_eq!(kept, "the container's own log\n", "{all}");
+    assert_eq!(got.from_host, 1, "{all}");
+    // The Engine would mount the link's target for /top: refused, not copied.
+    let refused = got
+        .missing
+        .iter()
+        .find(|m| m.pattern.ends_with(":/top"))
+        .unwrap_or_else(|| panic!("/top refused: {all}"));
+    assert!(
+        refused.reason.contains("no longer the directory mounted"),
+        "{all}"
+    );
+    assert!(
+        refused
+            .reason
+            .contains(&srv.join("x").display().to_string()),
+        "{all}"
+    );
+    assert_eq!(got.from_engine, 0, "{all}");
 }
