@@ -489,7 +489,7 @@ fn quickstarts_one_after_another_share_the_port_and_down_removes_a_stack() {
         &format!("127.0.0.1:{}:80", port_of(&Stack::new(false))),
         "--name",
         &format!("squat-{}", first.project),
-        &support::docker::postgres_image(),
+        support::docker::postgres_image(),
         "sleep",
         "120",
     ]);

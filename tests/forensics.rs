@@ -314,3 +314,242 @@ fn a_snapshot_cut_by_the_probe_timeout_keeps_the_sections_answered_before_it() {
         .unwrap_or_default()
         .contains("probe timeout"));
 }
+
+fn manifest(bundle: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// A postgres container with the host directories `binds` (`host:container`) mounted too.
+fn container_with(label: &str, binds: &[String]) -> support::docker::PgContainer {
+    use support::docker::{docker, postgres_image, PgContainer};
+    let c = PgContainer {
+        name: format!(
+            "sr-test-{label}-{}-{:06x}",
+            std::process::id(),
+            rand::random::<u32>() & 0xffffff
+        ),
+        password: format!("pw-{:016x}", rand::random::<u64>()),
+        port: sentinel_remedy::pgcluster::free_port().unwrap(),
+    };
+    let (env, publish) = (
+        format!("POSTGRES_PASSWORD={}", c.password),
+        format!("127.0.0.1:{}:5432", c.port),
+    );
+    let mut args = vec!["run", "-d", "--name", &c.name, "--restart=no"];
+    args.extend([
+        "--label",
+        "org.sentinel-remedy.test=1",
+        "-e",
+        &env,
+        "-p",
+        &publish,
+    ]);
+    for b in binds {
+        args.extend(["-v", b.as_str()]);
+    }
+    args.extend([postgres_image(), "postgres", "-c", "logging_collector=on"]);
+    docker(&args);
+    wait_for(LONG, "the container to answer SQL", || {
+        c.answers().then_some(())
+    });
+    c
+}
+
+/// A container whose root swapped its mount's host directory for a link to a root-only one.
+struct Swapped {
+    c: support::docker::PgContainer,
+    /// The host's /srv: `x` (mounted at /top/evidence) is now the link, `x.old` the directory.
+    srv: std::path::PathBuf,
+    /// What the root-only host file holds.
+    secret: String,
+}
+
+/// The host: /srv/x mounted at /top/evidence (inside another mount, which only the Engine
+/// copies whole), and /srv, its parent, writable too; root in the container moves the
+/// mount's host directory away and links a root-only host directory in its place.
+fn swapped(ws: &Workspace, label: &str) -> Swapped {
+    use std::os::unix::fs::PermissionsExt;
+    use support::docker::docker;
+    let (srv, top) = (ws.path().join("srv"), ws.path().join("top"));
+    std::fs::create_dir(&top).unwrap();
+    std::fs::create_dir_all(srv.join("x")).unwrap();
+    std::fs::write(srv.join("x/app.log"), "the container's own log\n").unwrap();
+    let secret = format!("HOST-SECRET-{:016x}", rand::random::<u64>());
+    let private = ws.path().join("root-only");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::write(private.join("app.log"), &secret).unwrap();
+    std::fs::set_permissions(private.join("app.log"), PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&private, PermissionsExt::from_mode(0o700)).unwrap();
+    let c = container_with(
+        label,
+        &[
+            format!("{}:/top", top.display()),
+            format!("{}:/top/evidence", srv.join("x").display()),
+            format!("{}:/hostsrv", srv.display()),
+        ],
+    );
+    let swap = format!(
+        "mv /hostsrv/x /hostsrv/x.old && ln -s {} /hostsrv/x",
+        private.display()
+    );
+    docker(&["exec", &c.name, "sh", "-c", &swap]);
+    let link = std::fs::symlink_metadata(srv.join("x")).unwrap();
+    assert!(link.is_symlink());
+    Swapped { c, srv, secret }
+}
+
+#[test]
+fn a_bind_mount_source_the_container_swapped_for_a_link_to_a_root_only_directory_is_refused() {
+    use support::docker::docker;
+    let ws = Workspace::new();
+    let Swapped { c, srv, secret } = swapped(&ws, "swapped");
+    // In its data volume (read on the host too) a FIFO and a device node wait.
+    let log = "/var/lib/postgresql/data/log";
+    let special = format!("mkfifo {log}/pipe && mknod {log}/null c 1 3");
+    docker(&["exec", &c.name, "sh", "-c", &special]);
+    let text = format!(
+        r#"archive:
+  local: {{ dir: "{incidents}" }}
+  timeout: 10s
+notify:
+  console: false
+targets:
+  - name: swapped
+    dsn: "{dsn}"
+    probe: {{ interval: 1s, timeout: 1s, failure_threshold: 5 }}
+    restart_budget: {{ backoff: 0s }}
+    heal:
+      docker: {{ container: {name}, stop_timeout: 2s }}
+    forensics:
+      docker:
+        paths: [/top/evidence, /top, {log}]
+"#,
+        incidents = ws.incidents().display(),
+        dsn = c.dsn(),
+        name = c.name,
+    );
+    std::fs::write(ws.config(), text).unwrap();
+    let d = Daemon::run(&ws, &[]);
+    d.wait_event("docker_ready", None, LONG);
+    d.wait_event("monitor_started", Some("swapped"), LONG);
+    docker(&["kill", &c.name]);
+    let timing = d.wait_event("archive_timing", None, LONG);
+    let bundle = wait_for(LONG, "the bundle with its heal report", || {
+        let b = ws.bundles().pop()?;
+        manifest(&b)["heal"].is_object().then_some(b)
+    });
+    let m = manifest(&bundle);
+    let all = serde_json::to_string(&m).unwrap();
+    for f in files_under(&bundle) {
+        let body = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        assert!(
+            !body.contains(&secret),
+            "{} holds the root-only file",
+            f.display()
+        );
+    }
+    assert!(!all.contains(&secret), "{all}");
+    let missing = m["missing"].as_array().unwrap();
+    let why = |pattern: &str| {
+        missing
+            .iter()
+            .find(|e| e["pattern"].as_str().unwrap().ends_with(pattern))
+            .map(|e| e["reason"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("{pattern} listed as missing: {all}"))
+    };
+    // Refused, not followed, and not left to the Engine (which would follow the link): the
+    // mount's own path, and the path the Engine would copy with the mount inside it.
+    for path in [":/top/evidence", ":/top"] {
+        let refused = why(path);
+        assert!(refused.contains("symbolic link"), "{path}: {refused}");
+        assert!(
+            refused.contains(&srv.join("x").display().to_string()),
+            "{refused}"
+        );
+    }
+    // The special files are listed, not opened, and the copy did not wait on them.
+    assert!(
+        why("/log/pipe").contains("not a regular file (Fifo)"),
+        "{all}"
+    );
+    assert!(
+        why("/log/null").contains("not a regular file (Char)"),
+        "{all}"
+    );
+    assert_eq!(timing["container_source"], "host", "{timing}");
+    let ms = timing["container_ms"].as_u64().unwrap();
+    assert!(
+        ms < 5_000,
+        "the container's evidence took {ms} ms of the 10 s timeout"
+    );
+    let names: Vec<&str> = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with(".log")),
+        "the server log copied: {all}"
+    );
+}
+
+#[test]
+fn a_running_containers_swapped_mount_is_read_as_mounted_and_never_through_the_link() {
+    use sentinel_remedy::config::{ContainerRef, DockerConfig, DockerForensics};
+    use sentinel_remedy::docker::copy::{collect, Limits};
+    use sentinel_remedy::docker::DockerClient;
+    let ws = Workspace::new();
+    let Swapped { c, srv, secret } = swapped(&ws, "swapped-running");
+    let spec = DockerForensics {
+        container: ContainerRef::Name(c.name.clone()),
+        paths: vec!["/top/evidence".into(), "/top".into()],
+        log_tail: 0,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let client = DockerClient::new(&DockerConfig::default());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let got = rt.block_on(async {
+        let limits = Limits {
+            per_file: 1 << 20,
+            per_bundle: 4 << 20,
+            max_entries: Limits::MAX_ENTRIES,
+            deadline: tokio::time::Instant::now() + Duration::from_secs(30),
+        };
+        let mut used = std::collections::HashSet::new();
+        collect(&client, &spec, dir.path(), &limits, &mut used).await
+    });
+    let all = format!("{:?} {:?}", got.files, got.missing);
+    for f in files_under(dir.path()) {
+        let body = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        assert!(
+            !body.contains(&secret),
+            "{} holds the root-only file",
+            f.display()
+        );
+    }
+    // Its own mount, read as the container has it mounted (its view through /proc).
+    let kept = std::fs::read_to_string(dir.path().join("app.log")).unwrap();
+    assert_eq!(kept, "the container's own log\n", "{all}");
+    assert_eq!(got.from_host, 1, "{all}");
+    // The Engine would mount the link's target for /top: refused, not copied.
+    let refused = got
+        .missing
+        .iter()
+        .find(|m| m.pattern.ends_with(":/top"))
+        .unwrap_or_else(|| panic!("/top refused: {all}"));
+    assert!(
+        refused.reason.contains("no longer the directory mounted"),
+        "{all}"
+    );
+    assert!(
+        refused
+            .reason
+            .contains(&srv.join("x").display().to_string()),
+        "{all}"
+    );
+    assert_eq!(got.from_engine, 0, "{all}");
+}

@@ -131,14 +131,20 @@ pub struct MountPoint {
     pub destination: String,
     /// The directory (or file) on the Engine's host; `None` for tmpfs and the like.
     pub source: Option<String>,
+    /// The container can write it (and so rename what lies beneath its source on the host).
+    pub writable: bool,
 }
 
-/// The container's mounts (`inspect` → `Mounts`).
-pub async fn mounts(
-    api: &Docker,
-    endpoint: &str,
-    id: &str,
-) -> Result<Vec<MountPoint>, DockerError> {
+/// A container's mounts, and its main process while it runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Mounts {
+    pub points: Vec<MountPoint>,
+    /// The main process's pid on the Engine's host, for a running or paused container.
+    pub pid: Option<u32>,
+}
+
+/// The container's mounts (`inspect` → `Mounts`) and its main process (`State.Pid`).
+pub async fn mounts(api: &Docker, endpoint: &str, id: &str) -> Result<Mounts, DockerError> {
     use bollard::models::MountPointTypeEnum as T;
     let r = api
         .inspect_container(id, None::<InspectContainerOptions>)
@@ -149,9 +155,18 @@ pub async fn mounts(
         Some(MountPoint {
             destination: m.destination?,
             source: m.source.filter(|s| on_host && !s.is_empty()),
+            // Unsaid: assume the worst.
+            writable: m.rw.unwrap_or(true),
         })
     });
-    Ok(found.collect())
+    let pid = r
+        .state
+        .and_then(|s| s.pid)
+        .and_then(|p| u32::try_from(p).ok());
+    Ok(Mounts {
+        points: found.collect(),
+        pid: pid.filter(|&p| p > 0),
+    })
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! way; and the tail of the container's own stdout/stderr log. Works on stopped and paused
 //! containers too.
 
+use super::hostpath::{self, HostCopy};
 use super::{container, DockerClient, DockerError};
 use crate::archive::{FileEntry, Missing};
 use crate::config::DockerForensics;
@@ -134,7 +135,7 @@ async fn collect_from(
     }
     // Without its mounts (an error, the deadline), every path goes through the Engine.
     let mounts = if spec.paths.is_empty() {
-        Vec::new()
+        container::Mounts::default()
     } else {
         mounts(client, id, limits).await
     };
@@ -147,18 +148,28 @@ async fn collect_from(
             });
             continue;
         }
-        let on_host = match super::hostpath::locate(&mounts, path) {
-            Some(at) => super::hostpath::copy_path(at, path, dir, limits, &mut budget, used).await,
-            None => None,
+        let on_host = match hostpath::locate(&mounts.points, path) {
+            Some(at) => {
+                let pid = mounts.pid;
+                hostpath::copy_path(at, pid, path, dir, limits, &mut budget, used).await
+            }
+            None => HostCopy::Engine,
         };
         let copied = match on_host {
-            Some(x) => {
+            HostCopy::Copied(x) => {
                 out.from_host += 1;
                 Ok(x)
             }
-            None => {
-                out.from_engine += 1;
-                copy_path(client, id, c, path, dir, limits, &mut budget, used).await
+            // Neither here nor through the Engine: the reason is the manifest's.
+            HostCopy::Refused(m) => Err(m.reason),
+            HostCopy::Engine => {
+                match hostpath::engine_refusal(&mounts, path, limits.deadline).await {
+                    Some(m) => Err(m.reason),
+                    None => {
+                        out.from_engine += 1;
+                        copy_path(client, id, c, path, dir, limits, &mut budget, used).await
+                    }
+                }
             }
         };
         out.add(c, pattern, copied);
@@ -167,7 +178,7 @@ async fn collect_from(
 }
 
 /// The container's mounts, or none (every path then goes through the Engine).
-async fn mounts(client: &DockerClient, id: &str, limits: &Limits) -> Vec<container::MountPoint> {
+async fn mounts(client: &DockerClient, id: &str, limits: &Limits) -> container::Mounts {
     let found = tokio::time::timeout_at(
         limits.deadline,
         client.call(|api, ep| async move { container::mounts(&api, &ep, id).await }),

@@ -1,12 +1,15 @@
 //! A container's evidence read from the host side of its volume or bind mount: no Engine
 //! request and no mount of the stopped container's filesystem, so its log dir is copied in
-//! milliseconds. The files are the container's (a hostile one controls them): every open goes
-//! through openat2(2) beneath the mount's directory, no symlink followed at any depth, regular
-//! files only. Whatever cannot be read here exactly as the Engine's tar would give it (no
-//! mount covers the path, another mount lies inside it, its directory is not visible from this
-//! process, a symlink on the way, a kernel without openat2) is left to the Engine, untouched.
+//! milliseconds. The files are the container's (a hostile one controls them), and so may be
+//! the directories on the way to its mount's host directory: every component, from `/` on, is
+//! opened through openat2(2) with no symlink followed ([`super::mountroot`]), and only regular
+//! files are opened for reading. Whatever cannot be read here exactly as the Engine's tar would
+//! give it (no mount covers the path, another mount lies inside it, its directory is not
+//! visible from this process, a symlink beneath the mount, a kernel without openat2) is left to
+//! the Engine, untouched; a host path the container may have redirected is refused outright.
 
-use super::container::MountPoint;
+use super::container::{MountPoint, Mounts};
+use super::mountroot::{open_regular, MountRoot, RootError};
 use super::unpack::{self as copy, Extracted, Limits};
 use crate::archive::Missing;
 use crate::fsutil::open_beneath;
@@ -16,7 +19,7 @@ use std::fs::{File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,6 +32,11 @@ pub struct HostPath {
     pub source: PathBuf,
     /// The path beneath it, empty for the mount's own directory (the container's: untrusted).
     pub beneath: PathBuf,
+    /// Where the container sees the mount.
+    pub destination: PathBuf,
+    /// Another writable mount of the container covers a parent of `source`, so the container
+    /// can move or replace the directory `source` names.
+    pub changeable: bool,
 }
 
 /// Where `path` lies on the host: beneath the deepest volume or bind mount that covers it,
@@ -50,7 +58,78 @@ pub fn locate(mounts: &[MountPoint], path: &str) -> Option<HostPath> {
     let source = PathBuf::from(m.source.as_ref()?);
     source.is_absolute().then_some(())?;
     let beneath = want.strip_prefix(&dest).ok()?.to_path_buf();
-    Some(HostPath { source, beneath })
+    Some(HostPath {
+        changeable: changeable(mounts, &source),
+        source,
+        beneath,
+        destination: dest,
+    })
+}
+
+/// Another writable mount of the container covers a parent of `source` (the Engine's host
+/// path, compared as written): the container can move or replace what `source` names.
+fn changeable(mounts: &[MountPoint], source: &Path) -> bool {
+    mounts.iter().any(|o| {
+        let within = |s: &String| source.starts_with(s) && source != Path::new(s);
+        o.writable && o.source.as_ref().is_some_and(within)
+    })
+}
+
+/// Why the Engine must not copy `path` either, if it must not. The Engine mounts each volume
+/// and bind mount from its host path as that path is now, links followed, so a mount that
+/// covers `path` or lies inside it, whose host directory the container redirected, would be
+/// copied from wherever it now points ([`MountRoot::engine_may_mount`] tells). Checked on a
+/// blocking thread until `until`; not knowing in time is a refusal too.
+pub(super) async fn engine_refusal(
+    mounts: &Mounts,
+    path: &str,
+    until: tokio::time::Instant,
+) -> Option<Missing> {
+    let (mounts, requested) = (mounts.clone(), path.to_string());
+    let check = tokio::task::spawn_blocking(move || {
+        let want = clean(&requested);
+        for m in &mounts.points {
+            let (Some(dest), Some(source)) = (clean(&m.destination), m.source.as_ref()) else {
+                continue;
+            };
+            let source = Path::new(source);
+            let involved = want
+                .as_ref()
+                .is_none_or(|w| dest.starts_with(w) || w.starts_with(&dest));
+            if !involved || !source.is_absolute() {
+                continue;
+            }
+            let root = MountRoot {
+                source,
+                destination: &dest,
+                changeable: changeable(&mounts.points, source),
+            };
+            if let Err(why) = root.engine_may_mount(mounts.pid) {
+                return Some(why);
+            }
+        }
+        None
+    });
+    let reason = match tokio::time::timeout_at(until, check).await {
+        Ok(Ok(found)) => found?,
+        Ok(Err(e)) => format!("its mounts' host directories could not be checked: {e}"),
+        Err(_) => "archive.timeout reached while its mounts' host directories were checked".into(),
+    };
+    Some(Missing {
+        pattern: path.to_string(),
+        reason,
+    })
+}
+
+/// What [`copy_path`] did.
+#[derive(Debug)]
+pub(super) enum HostCopy {
+    /// Read on the host.
+    Copied(Extracted),
+    /// Not read, and not to be read through the Engine either: the reason, for the manifest.
+    Refused(Missing),
+    /// Left to the Engine (nothing was written).
+    Engine,
 }
 
 /// `path` when it is absolute and already in its plain form (no `.`, `..`, `//` or trailing
@@ -68,16 +147,19 @@ fn clean(path: &str) -> Option<PathBuf> {
 }
 
 /// Copies `path` from the host side of its mount into `dir`, as the Engine's copy would (same
-/// names, manifest entries and bounds); `None` when it must go through the Engine instead
-/// (nothing was written then).
+/// names, manifest entries and bounds), or says why it must go through the Engine or not at
+/// all. `pid` is the container's main process when it runs: its view of the mount is what the
+/// host directory is checked against ([`MountRoot::open`]).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn copy_path(
     at: HostPath,
+    pid: Option<u32>,
     path: &str,
     dir: &Path,
     limits: &Limits,
     budget: &mut u64,
     used: &mut HashSet<String>,
-) -> Option<Extracted> {
+) -> HostCopy {
     let abandoned = Arc::new(AtomicBool::new(false));
     let (requested, dir2, lim, mut names, mut left, gone) = (
         path.to_string(),
@@ -89,7 +171,14 @@ pub(super) async fn copy_path(
     );
     let work = tokio::task::spawn_blocking(move || {
         let until = lim.deadline.into_std();
-        let (root, entries) = plan(&at, &requested, lim.max_entries, until, MAX_LISTED)?;
+        let root = MountRoot {
+            source: &at.source,
+            destination: &at.destination,
+            changeable: at.changeable,
+        };
+        let root = root.open(pid)?;
+        let (root, entries) = plan(root, &at, &requested, lim.max_entries, until, MAX_LISTED)
+            .map_err(|_| RootError::Engine)?;
         let job = Job {
             root: &root,
             requested: &requested,
@@ -99,19 +188,23 @@ pub(super) async fn copy_path(
             abandoned: &gone,
         };
         let out = job.unpack(entries, &mut left, &mut names);
-        Ok::<_, io::Error>((out, names, left))
+        Ok::<_, RootError>((out, names, left))
     });
     match tokio::time::timeout_at(limits.deadline, work).await {
         Ok(Ok(Ok((out, names, left)))) => {
             *used = names;
             *budget = left;
-            Some(out)
+            HostCopy::Copied(out)
         }
-        Ok(_) => None,
+        Ok(Ok(Err(RootError::Refused(reason)))) => HostCopy::Refused(Missing {
+            pattern: path.to_string(),
+            reason,
+        }),
+        Ok(_) => HostCopy::Engine,
         Err(_) => {
             // A hung read on the host: the thread removes what it wrote when it returns.
             abandoned.store(true, Ordering::SeqCst);
-            Some(Extracted {
+            HostCopy::Copied(Extracted {
                 files: Vec::new(),
                 missing: vec![Missing {
                     pattern: format!("{path} (rest)"),
@@ -144,21 +237,17 @@ struct Entry {
     kind: Kind,
 }
 
-/// Opens the mount's directory and lists what the Engine's tar of `requested` would hold, in
-/// its order (names sorted bytewise, each directory before its contents), up to one entry past
-/// `max`, reading at most `max_listed` names. Any error means the Engine must do it.
+/// Lists what the Engine's tar of `requested` would hold beneath the mount's directory `root`,
+/// in its order (names sorted bytewise, each directory before its contents), up to one entry
+/// past `max`, reading at most `max_listed` names. Any error means the Engine must do it.
 fn plan(
+    root: File,
     at: &HostPath,
     requested: &str,
     max: usize,
     until: Instant,
     max_listed: usize,
 ) -> io::Result<(File, Vec<Entry>)> {
-    // A directory only (a file bind-mounted alone is left to the Engine); never waits on a FIFO.
-    let root = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NONBLOCK)
-        .open(&at.source)?;
     let top = open_beneath(&root, &at.beneath, libc::O_PATH)?;
     let meta = top.metadata()?;
     let name = PathBuf::from(Path::new(requested).file_name().unwrap_or_default());
@@ -361,16 +450,10 @@ impl Job<'_> {
         out
     }
 
-    /// Opens a planned regular file for reading (never blocking on a FIFO swapped in since),
-    /// with its length.
+    /// Opens a planned regular file for reading, with its length; a FIFO or a device swapped
+    /// in since it was listed is not opened ([`open_regular`]).
     fn open(&self, beneath: &Path) -> io::Result<(File, u64)> {
-        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW;
-        let file = open_beneath(self.root, beneath, flags)?;
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(io::Error::other("no longer a regular file"));
-        }
-        Ok((file, meta.len()))
+        open_regular(self.root, beneath)
     }
 }
 
@@ -399,21 +482,51 @@ impl copy::Skip for Bounded {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::CString;
     use std::os::unix::fs::symlink;
 
     fn mount(destination: &str, source: Option<&Path>) -> MountPoint {
         MountPoint {
             destination: destination.into(),
             source: source.map(|s| s.display().to_string()),
+            writable: true,
         }
     }
 
-    fn at(source: &str, beneath: &str) -> Option<HostPath> {
+    fn at(source: &str, beneath: &str, destination: &str) -> Option<HostPath> {
         Some(HostPath {
             source: source.into(),
             beneath: beneath.into(),
+            destination: destination.into(),
+            changeable: false,
         })
+    }
+
+    /// [`plan`] from the mount's host directory, opened as [`copy_path`] does.
+    fn plan_at(
+        at: &HostPath,
+        requested: &str,
+        max: usize,
+        until: Instant,
+        max_listed: usize,
+    ) -> io::Result<(File, Vec<Entry>)> {
+        let root = MountRoot {
+            source: &at.source,
+            destination: &at.destination,
+            changeable: at.changeable,
+        };
+        let root = root
+            .open(None)
+            .map_err(|e| io::Error::other(format!("{e:?}")))?;
+        plan(root, at, requested, max, until, max_listed)
+    }
+
+    impl HostCopy {
+        fn copied(self) -> Option<Extracted> {
+            match self {
+                HostCopy::Copied(x) => Some(x),
+                _ => None,
+            }
+        }
     }
 
     fn limits(per_file: u64, per_bundle: u64) -> Limits {
@@ -434,10 +547,13 @@ mod tests {
             mount("/cfg", Some(Path::new("/v/cfg"))),
         ];
         let l = |p| locate(&mounts, p);
-        assert_eq!(l("/data/log/x.log"), at("/v/log", "x.log"));
-        assert_eq!(l("/data/log"), at("/v/log", ""));
-        assert_eq!(l("/data/pg_hba.conf"), at("/v/data", "pg_hba.conf"));
-        assert_eq!(l("/cfg/a/b"), at("/v/cfg", "a/b"));
+        assert_eq!(l("/data/log/x.log"), at("/v/log", "x.log", "/data/log"));
+        assert_eq!(l("/data/log"), at("/v/log", "", "/data/log"));
+        assert_eq!(
+            l("/data/pg_hba.conf"),
+            at("/v/data", "pg_hba.conf", "/data")
+        );
+        assert_eq!(l("/cfg/a/b"), at("/v/cfg", "a/b", "/cfg"));
         // Another mount inside the path, a mount with no host directory, none at all.
         assert_eq!(l("/data"), None);
         assert_eq!(l("/run/x"), None);
@@ -473,7 +589,7 @@ mod tests {
         symlink("../../secret.txt", log.join("escape.log")).unwrap();
         symlink("/etc/shadow", log.join("shadow.log")).unwrap();
         symlink("../..", log.join("up")).unwrap();
-        let fifo = CString::new(log.join("pipe").as_os_str().as_bytes()).unwrap();
+        let fifo = std::ffi::CString::new(log.join("pipe").as_os_str().as_bytes()).unwrap();
         // SAFETY: a NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
         std::os::unix::net::UnixListener::bind(log.join("sock")).unwrap();
@@ -514,9 +630,18 @@ mod tests {
             let (mut used, mut budget) = (crate::archive::local::reserved_names(), 4_000);
             let lim = limits(1_000, 4_000);
             let place = locate(&mounts, path).unwrap();
-            let host = copy_path(place, path, host_dir.path(), &lim, &mut budget, &mut used)
-                .await
-                .expect("read on the host");
+            let host = copy_path(
+                place,
+                None,
+                path,
+                host_dir.path(),
+                &lim,
+                &mut budget,
+                &mut used,
+            )
+            .await
+            .copied()
+            .expect("read on the host");
             assert_eq!(host.files, engine.files, "{path}");
             assert_eq!(host.missing, engine.missing, "{path}");
             assert_eq!((budget, &used), (engine_left, &engine_used));
@@ -534,6 +659,7 @@ mod tests {
         let lim = limits(1_000, 4_000);
         let out = copy_path(
             place,
+            None,
             "/pgdata/log",
             dir.path(),
             &lim,
@@ -541,6 +667,7 @@ mod tests {
             &mut used,
         )
         .await
+        .copied()
         .unwrap();
         let names: Vec<&str> = out.files.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["_.hidden", "a.log", "log__manifest.json", "z.log"]);
@@ -583,8 +710,8 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let (mut used, mut budget) = (HashSet::new(), 4_000);
             let place = locate(&mounts, path).unwrap();
-            let out = copy_path(place, path, dir.path(), &lim, &mut budget, &mut used).await;
-            assert!(out.is_none(), "{path}: {out:?}");
+            let out = copy_path(place, None, path, dir.path(), &lim, &mut budget, &mut used).await;
+            assert!(matches!(out, HostCopy::Engine), "{path}: {out:?}");
             assert_eq!(
                 std::fs::read_dir(dir.path()).unwrap().count(),
                 0,
@@ -603,10 +730,200 @@ mod tests {
         }
         let place = locate(&[mount("/pgdata", Some(vol.path()))], "/pgdata/log").unwrap();
         let until = Instant::now() + std::time::Duration::from_secs(60);
-        assert!(plan(&place, "/pgdata/log", 1000, until, 50).is_err());
-        let (_, entries) = plan(&place, "/pgdata/log", 1000, until, 51).unwrap();
+        assert!(plan_at(&place, "/pgdata/log", 1000, until, 50).is_err());
+        let (_, entries) = plan_at(&place, "/pgdata/log", 1000, until, 51).unwrap();
         assert_eq!(entries.len(), 52, "the directory and its files");
-        let (_, entries) = plan(&place, "/pgdata/log", 10, until, 51).unwrap();
+        let (_, entries) = plan_at(&place, "/pgdata/log", 10, until, 51).unwrap();
         assert_eq!(entries.len(), 11, "one past the entry limit, which says so");
+    }
+
+    /// Copies `path` beneath `mounts` as the container with main process `pid` would have it.
+    async fn copy_in(mounts: &[MountPoint], pid: Option<u32>, path: &str) -> (HostCopy, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut used, mut budget) = (HashSet::new(), 4_000);
+        let place = locate(mounts, path).unwrap();
+        let lim = limits(1_000, 4_000);
+        let out = copy_path(place, pid, path, dir.path(), &lim, &mut budget, &mut used).await;
+        let mut bodies = String::new();
+        for f in std::fs::read_dir(dir.path()).unwrap() {
+            bodies += &String::from_utf8_lossy(&std::fs::read(f.unwrap().path()).unwrap());
+        }
+        (out, bodies)
+    }
+
+    #[tokio::test]
+    async fn a_mount_source_the_container_replaced_with_a_link_or_a_directory_is_not_read() {
+        // /srv/x is mounted at /pgdata, and /srv, its parent, writable at /srv: the container
+        // moved x away and put a link to a root-only host directory in its place.
+        let vol = tempfile::tempdir().unwrap();
+        let (srv, secret) = (vol.path().join("srv"), vol.path().join("root-only"));
+        std::fs::create_dir_all(srv.join("x/log")).unwrap();
+        std::fs::write(srv.join("x/log/a.log"), "mine").unwrap();
+        std::fs::create_dir_all(secret.join("log")).unwrap();
+        std::fs::write(secret.join("log/a.log"), "HOST-SECRET").unwrap();
+        std::fs::rename(srv.join("x"), srv.join("x.old")).unwrap();
+        symlink(&secret, srv.join("x")).unwrap();
+        let data = mount("/pgdata", Some(&srv.join("x")));
+        let both = [data.clone(), mount("/srv", Some(&srv))];
+        let (out, bodies) = copy_in(&both, None, "/pgdata/log").await;
+        let HostCopy::Refused(m) = out else {
+            panic!("refused: {out:?}")
+        };
+        assert!(m.reason.contains("symbolic link"), "{m:?}");
+        assert!(!bodies.contains("HOST-SECRET"), "{bodies}");
+        // Nor is a path the Engine would copy with that mount inside it (it mounts the host
+        // path as it is now); one without it is left to the Engine.
+        let upper = vol.path().join("upper");
+        std::fs::create_dir(&upper).unwrap();
+        let nested = Mounts {
+            points: vec![
+                mount("/top", Some(&upper)),
+                mount("/top/pgdata", Some(&srv.join("x"))),
+                both[1].clone(),
+            ],
+            pid: None,
+        };
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        assert_eq!(locate(&nested.points, "/top"), None, "the Engine's to copy");
+        let m = engine_refusal(&nested, "/top", until)
+            .await
+            .expect("refused");
+        assert!(m.reason.contains("symbolic link"), "{m:?}");
+        assert_eq!(engine_refusal(&nested, "/srv", until).await, None);
+        // The parent mounted read-only cannot be changed: the link is the host's, the Engine's.
+        let ro = MountPoint {
+            writable: false,
+            ..both[1].clone()
+        };
+        let (out, _) = copy_in(&[data.clone(), ro], None, "/pgdata/log").await;
+        assert!(matches!(out, HostCopy::Engine), "{out:?}");
+        // With the container's view (here this process's own root, where the mounted directory
+        // is at x.old): the host path must lead to the very directory mounted there.
+        let seen = mount(
+            &srv.join("x.old").display().to_string(),
+            Some(&srv.join("x")),
+        );
+        let (out, bodies) = copy_in(
+            std::slice::from_ref(&seen),
+            Some(std::process::id()),
+            &seen.destination,
+        )
+        .await;
+        assert!(bodies.is_empty() || bodies == "mine", "{bodies}");
+        let x = out
+            .copied()
+            .expect("the mounted directory, read in the container's view");
+        assert_eq!(x.files.len(), 1, "{x:?}");
+        // The Engine, which would follow the link, may not copy through that mount.
+        let running = Mounts {
+            points: vec![seen.clone()],
+            pid: Some(std::process::id()),
+        };
+        let m = engine_refusal(&running, &srv.display().to_string(), until).await;
+        assert!(m
+            .expect("refused")
+            .reason
+            .contains("no longer the directory"));
+        // A real directory renamed into place is not the mounted one either.
+        std::fs::remove_file(srv.join("x")).unwrap();
+        std::fs::rename(&secret, srv.join("x")).unwrap();
+        let (out, bodies) = copy_in(
+            std::slice::from_ref(&seen),
+            Some(std::process::id()),
+            &seen.destination,
+        )
+        .await;
+        let HostCopy::Refused(m) = out else {
+            panic!("refused: {out:?}")
+        };
+        assert!(
+            m.reason.contains("no longer the directory mounted"),
+            "{m:?}"
+        );
+        assert!(!bodies.contains("HOST-SECRET"), "{bodies}");
+    }
+
+    /// Names of the files in `dir` that were opened (for anything but `O_PATH`) while `f` ran.
+    fn opened_in(dir: &Path, f: impl FnOnce()) -> Vec<String> {
+        // SAFETY: plain syscalls on a descriptor this function owns.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        assert!(fd >= 0, "inotify_init1: {}", io::Error::last_os_error());
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert!(unsafe { libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_OPEN) } >= 0);
+        f();
+        let mut buf = vec![0u8; 64 * 1024];
+        // SAFETY: `buf` is writable for its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        // SAFETY: `fd` is ours.
+        unsafe { libc::close(fd) };
+        let mut names = Vec::new();
+        let (mut at, head) = (0, std::mem::size_of::<libc::inotify_event>());
+        while n > 0 && at + head <= n as usize {
+            let len = u32::from_ne_bytes(buf[at + 12..at + 16].try_into().unwrap()) as usize;
+            let name = &buf[at + head..at + head + len];
+            let name = name.split(|&b| b == 0).next().unwrap_or_default();
+            names.push(String::from_utf8_lossy(name).into_owned());
+            at += head + len;
+        }
+        names
+    }
+
+    #[test]
+    fn a_fifo_or_a_device_swapped_in_after_the_listing_is_never_opened() {
+        let vol = tempfile::tempdir().unwrap();
+        let log = vol.path().join("log");
+        std::fs::create_dir(&log).unwrap();
+        for n in ["a.log", "b.log", "c.log"] {
+            std::fs::write(log.join(n), n).unwrap();
+        }
+        let place = locate(&[mount("/pgdata", Some(vol.path()))], "/pgdata/log").unwrap();
+        let until = Instant::now() + std::time::Duration::from_secs(60);
+        let (root, entries) = plan_at(&place, "/pgdata/log", 1000, until, 100).unwrap();
+        // Listed as regular files; then a FIFO (whose open for reading would wake a writer, or
+        // block without O_NONBLOCK) and a device (here /dev/null's numbers) take two places.
+        std::fs::remove_file(log.join("a.log")).unwrap();
+        let fifo = std::ffi::CString::new(log.join("a.log").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        std::fs::remove_file(log.join("b.log")).unwrap();
+        let dev = std::ffi::CString::new(log.join("b.log").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path (mknod of a device needs root: else a second FIFO).
+        let made = unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o644, libc::makedev(1, 3)) };
+        if made != 0 {
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::mkfifo(dev.as_ptr(), 0o644) }, 0);
+        }
+        let (dir, lim) = (tempfile::tempdir().unwrap(), limits(1_000, 4_000));
+        let abandoned = AtomicBool::new(false);
+        let job = Job {
+            root: &root,
+            requested: "/pgdata/log",
+            dir: dir.path(),
+            limits: &lim,
+            until,
+            abandoned: &abandoned,
+        };
+        let mut out = None;
+        let started = Instant::now();
+        let opened = opened_in(&log, || {
+            let (mut budget, mut used) = (4_000, HashSet::new());
+            out = Some(job.unpack(entries, &mut budget, &mut used));
+        });
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(opened, ["c.log"], "only the regular file was opened");
+        let out = out.unwrap();
+        let names: Vec<&str> = out.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["c.log"]);
+        for n in ["a.log", "b.log"] {
+            assert!(
+                out.missing
+                    .iter()
+                    .any(|m| m.pattern == format!("/pgdata/log/{n}")
+                        && m.reason.contains("no longer a regular file")),
+                "{n}: {:?}",
+                out.missing
+            );
+        }
     }
 }

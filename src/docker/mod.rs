@@ -7,6 +7,7 @@ pub mod container;
 pub mod copy;
 pub mod events;
 pub mod hostpath;
+mod mountroot;
 pub mod unpack;
 
 use crate::config::DockerConfig;
