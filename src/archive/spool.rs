@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 /// One bundle waiting for S3.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PendingUpload {
-    pub incident_id: String,
+    /// Also the record's file name (a record whose id does not parse is not loaded).
+    pub incident_id: crate::ids::IncidentId,
     pub target: String,
     /// The bundle directory on disk (the local sink's, or a staging dir in the spool).
     pub bundle_dir: PathBuf,
@@ -42,7 +43,7 @@ impl Spool {
         self.root.join("bundles")
     }
 
-    fn record_path(&self, id: &str) -> PathBuf {
+    fn record_path(&self, id: &crate::ids::IncidentId) -> PathBuf {
         self.root.join("pending").join(format!("{id}.json"))
     }
 
@@ -60,7 +61,7 @@ impl Spool {
         std::fs::rename(&tmp, &path)
     }
 
-    pub fn load(&self, id: &str) -> Option<PendingUpload> {
+    pub fn load(&self, id: &crate::ids::IncidentId) -> Option<PendingUpload> {
         let text = std::fs::read(self.record_path(id)).ok()?;
         serde_json::from_slice(&text).ok()
     }

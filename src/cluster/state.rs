@@ -3,9 +3,17 @@
 //! was archived, healed and notified. The next owner resumes from it, so an outage stays one
 //! incident (one id, one PagerDuty `dedup_key`) and the budget counts every daemon's restarts.
 
+//!
+//! Who writes it: any client that can write etcd, not only our daemons. So a value is data,
+//! checked against the key it came from before anything of it is used ([`TargetState::decode`]):
+//! its incident must be that target's with an id that parses, its times in range. Such a
+//! client can make a target forget its budget and open incident (it could delete the key
+//! anyway); it cannot make a daemon write outside its directories or act for another target.
+
+use crate::ids::check_time;
 use crate::incident::TargetRecord;
 use crate::notify::Notice;
-use crate::store::{IncidentRow, StoredTarget};
+use crate::store::{IncidentRow, OpenIncident, StoredTarget, Untrusted};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -49,23 +57,60 @@ impl TargetState {
         }
     }
 
-    /// What a new owner resumes from.
-    pub fn into_stored(self) -> StoredTarget {
+    /// Reads the value of `key`, the state of `target` (a name the registry checked): what a
+    /// new owner resumes from, or why it is refused (then the target starts fresh: a value
+    /// with one field no daemon writes was not written by a daemon, so none of it is trusted).
+    pub fn decode(value: &[u8], key: &str, target: &str) -> Result<Decoded, Untrusted> {
+        let refuse = |what: String| Untrusted {
+            key: key.to_string(),
+            what,
+        };
+        let state: TargetState = serde_json::from_slice(value)
+            .map_err(|e| refuse(format!("not a target state: {e}")))?;
+        let written_by = state.written_by.clone();
+        state
+            .into_stored(target, Utc::now())
+            .map(|stored| Decoded { stored, written_by })
+            .map_err(refuse)
+    }
+
+    /// What a new owner resumes from, once every part is checked.
+    fn into_stored(self, target: &str, now: DateTime<Utc>) -> Result<StoredTarget, String> {
+        for t in &self.restarts {
+            check_time("a restart", *t, now)?;
+        }
+        if let Some(t) = self.maintenance_until {
+            // A window may be long, but not beyond what a person sets.
+            if t > now + chrono::Duration::days(3660) {
+                return Err(format!(
+                    "maintenance_until {} is out of range",
+                    t.to_rfc3339()
+                ));
+            }
+        }
+        crate::ids::MemberId::parse(&self.written_by).map_err(|e| e.to_string())?;
         let (open, heal_started) = match self.incident {
             Some(IncidentState { mut row, notices }) => {
                 row.notices = notices;
                 // A heal recorded as issued may have run: never restart twice.
                 let started = row.heal_issued_at.is_some();
-                (Some(row), started)
+                (Some(OpenIncident::check(row, target, now)?), started)
             }
             None => (None, false),
         };
-        StoredTarget {
+        Ok(StoredTarget {
             restarts: self.restarts,
             maintenance_until: self.maintenance_until,
             open,
             heal_started,
             backoff_step: self.backoff_step,
-        }
+        })
     }
+}
+
+/// A checked state, and the member that wrote it (a takeover when it is not us).
+#[derive(Debug)]
+pub struct Decoded {
+    pub stored: StoredTarget,
+    pub written_by: String,
 }
