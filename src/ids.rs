@@ -120,8 +120,8 @@ impl IncidentId {
         while name.contains("..") {
             name = name.replace("..", "._");
         }
-        if name.is_empty() {
-            name.push('_');
+        if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            name.insert(0, 'x');
         }
         Self(format!("{}-{name}", stamp.as_str()))
     }
@@ -139,6 +139,9 @@ impl IncidentId {
         let Some(name) = rest.strip_prefix('-').filter(|n| !n.is_empty()) else {
             return Err(bad("no '-{name}' follows the stamp"));
         };
+        if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return Err(bad("the name after the stamp must start with a letter or digit"));
+        }
         if let Some(c) = name
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c)))

@@ -113,7 +113,7 @@ mod tests {
         let staged = spool.staging_root().join("20260101T000000.000Z-a");
         std::fs::create_dir_all(&staged).unwrap();
         let mut rec = PendingUpload {
-            incident_id: "20260101T000000.000Z-a".into(),
+            incident_id: crate::ids::IncidentId::parse("20260101T000000.000Z-a").unwrap(),
             target: "a".into(),
             bundle_dir: staged.clone(),
             staged: true,

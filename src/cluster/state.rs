@@ -114,3 +114,105 @@ pub struct Decoded {
     pub stored: StoredTarget,
     pub written_by: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incident::{Incident, Phase};
+    use crate::probe::{FailureClass, ProbeFailure};
+    use std::time::Instant;
+
+    /// The state a daemon keeps for `target` with an open incident, as JSON.
+    fn kept(target: &str) -> serde_json::Value {
+        let now = (Utc::now(), Instant::now());
+        let failure = ProbeFailure {
+            class: FailureClass::ConnectionRefused,
+            sqlstate: None,
+            detail: "refused".into(),
+        };
+        let mut rec = TargetRecord::default();
+        let inc = Incident::new(target, failure, false, now, now);
+        rec.restarts.push_back(Instant::now());
+        rec.incident = Some(inc);
+        rec.phase = Phase::Archiving;
+        serde_json::to_value(TargetState::of(&rec, "n1")).unwrap()
+    }
+
+    fn decode(v: &serde_json::Value, target: &str) -> Result<Decoded, Untrusted> {
+        let bytes = serde_json::to_vec(v).unwrap();
+        TargetState::decode(&bytes, &format!("/sr/state/{target}"), target)
+    }
+
+    #[test]
+    fn a_daemons_state_decodes_for_its_own_target_only() {
+        let v = kept("orders");
+        let d = decode(&v, "orders").expect("a daemon's own state");
+        assert_eq!(d.written_by, "n1");
+        let open = d.stored.open.expect("the open incident");
+        assert_eq!(open.id().name(), "orders");
+        let e = decode(&v, "billing").unwrap_err();
+        assert_eq!(e.key, "/sr/state/billing");
+        assert!(e.what.contains("not \"billing\""), "{e}");
+    }
+
+    #[test]
+    fn a_state_no_daemon_writes_is_refused_with_what_is_wrong() {
+        let stamp = crate::ids::Stamp::of(Utc::now());
+        let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+            (
+                "id escapes",
+                Box::new(|v| v["incident"]["row"]["id"] = "../../escape".into()),
+                "incident id",
+            ),
+            (
+                "id with a NUL",
+                Box::new(|v| v["incident"]["row"]["id"] = "a\0b".into()),
+                "incident id",
+            ),
+            (
+                "another target's id",
+                Box::new(move |v| v["incident"]["row"]["id"] = format!("{stamp}-billing").into()),
+                "is not one of target",
+            ),
+            (
+                "another target",
+                Box::new(|v| v["incident"]["row"]["target"] = "../x".into()),
+                "is for target",
+            ),
+            (
+                "a time in 1970",
+                Box::new(|v| v["incident"]["row"]["declared_at"] = "1970-01-01T00:00:00Z".into()),
+                "declared_at",
+            ),
+            (
+                "a restart in 2999",
+                Box::new(|v| v["restarts"][0] = "2999-01-01T00:00:00Z".into()),
+                "a restart",
+            ),
+            (
+                "a writer with a slash",
+                Box::new(|v| v["written_by"] = "a/b".into()),
+                "member id",
+            ),
+            (
+                "a notice of another incident",
+                Box::new(|v| {
+                    v["incident"]["notices"] = serde_json::json!([{"kind": "failure", "target": "orders",
+                        "endpoint": "x", "incident_id": "../../x", "timestamp": Utc::now(), "failure": null,
+                        "archive": null, "reason": null, "downtime_seconds": null,
+                        "time_to_recovery_seconds": null, "summary": "s", "outage": null}])
+                }),
+                "a notice is for incident",
+            ),
+        ];
+        for (name, change, says) in cases {
+            let mut v = kept("orders");
+            change(&mut v);
+            let e = decode(&v, "orders").expect_err(name);
+            assert!(e.what.contains(says), "{name}: {e}");
+            assert_eq!(e.key, "/sr/state/orders");
+        }
+        let e = TargetState::decode(b"{", "/sr/state/orders", "orders").unwrap_err();
+        assert!(e.what.contains("not a target state"), "{e}");
+    }
+}

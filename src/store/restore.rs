@@ -201,3 +201,29 @@ fn incident_from_row(open: &OpenIncident) -> Incident {
         notices: row.notices.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_open_row_is_refused_and_the_target_starts_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let sql = "INSERT INTO incidents (id, target, class, hard, detail, phase, first_failure_at, declared_at)
+                   VALUES ('../../escape', 'orders', 'connection_refused', 0, 'x', 'archiving', ?1, ?1)";
+        store
+            .with(|c| c.execute(sql, rusqlite::params![Utc::now()]))
+            .unwrap();
+        let logs = dir.path().join("heal-logs");
+        let (rec, refused) = store.restore_record("orders", &BudgetConfig::default(), &logs);
+        assert!(rec.incident.is_none());
+        assert_eq!(rec.phase, Phase::Healthy);
+        let u = refused.expect("refused");
+        assert!(
+            u.key.contains("sentinel.db") && u.key.contains("../../escape"),
+            "{u}"
+        );
+        assert!(u.what.contains("incident id"), "{u}");
+    }
+}
