@@ -140,7 +140,9 @@ impl IncidentId {
             return Err(bad("no '-{name}' follows the stamp"));
         };
         if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-            return Err(bad("the name after the stamp must start with a letter or digit"));
+            return Err(bad(
+                "the name after the stamp must start with a letter or digit",
+            ));
         }
         if let Some(c) = name
             .chars()
