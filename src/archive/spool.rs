@@ -25,6 +25,20 @@ pub struct PendingUpload {
     pub uploaded: BTreeMap<String, String>,
 }
 
+impl PendingUpload {
+    /// The record's bundle directory is its incident's (`{root}/{incident id}`, no `..`): a
+    /// record that points elsewhere was not written by the daemon and is not loaded, so no
+    /// other directory is uploaded or removed on its word.
+    fn names_its_bundle(&self) -> bool {
+        use std::path::Component;
+        self.bundle_dir.file_name() == Some(std::ffi::OsStr::new(self.incident_id.as_str()))
+            && !self
+                .bundle_dir
+                .components()
+                .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    }
+}
+
 /// The spool directory.
 #[derive(Debug, Clone)]
 pub struct Spool {
@@ -63,7 +77,9 @@ impl Spool {
 
     pub fn load(&self, id: &crate::ids::IncidentId) -> Option<PendingUpload> {
         let text = std::fs::read(self.record_path(id)).ok()?;
-        serde_json::from_slice(&text).ok()
+        serde_json::from_slice(&text)
+            .ok()
+            .filter(PendingUpload::names_its_bundle)
     }
 
     /// Every pending record, oldest incident first.
@@ -75,6 +91,7 @@ impl Spool {
             .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
             .filter_map(|e| std::fs::read(e.path()).ok())
             .filter_map(|b| serde_json::from_slice(&b).ok())
+            .filter(PendingUpload::names_its_bundle)
             .collect();
         out.sort_by(|a, b| a.incident_id.cmp(&b.incident_id));
         out
@@ -132,5 +149,32 @@ mod tests {
         spool.finish(&rec).unwrap();
         assert!(!staged.exists());
         assert!(spool.is_empty());
+    }
+
+    #[test]
+    fn a_record_pointing_outside_its_bundle_is_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path());
+        let id = crate::ids::IncidentId::parse("20260101T000000.000Z-a").unwrap();
+        for bundle_dir in [
+            spool.staging_root().join("../../elsewhere"),
+            spool.staging_root().join("..").join(id.as_str()),
+            dir.path().join("20260101T000000.000Z-b"),
+        ] {
+            let rec = PendingUpload {
+                incident_id: id.clone(),
+                target: "a".into(),
+                bundle_dir,
+                staged: true,
+                complete: true,
+                uploaded: BTreeMap::new(),
+            };
+            spool.save(&rec).unwrap();
+            assert_eq!(spool.load(&id), None, "{rec:?}");
+            assert!(spool.load_all().is_empty(), "{rec:?}");
+        }
+        let hostile = r#"{"incident_id": "../../x", "target": "a", "bundle_dir": "/x", "staged": true, "complete": true}"#;
+        std::fs::write(spool.root().join("pending").join("h.json"), hostile).unwrap();
+        assert!(spool.load_all().is_empty());
     }
 }
