@@ -138,6 +138,9 @@ mod tests {
         serde_json::to_value(TargetState::of(&rec, "n1")).unwrap()
     }
 
+    /// One change to a kept state, making it one no daemon writes.
+    type Change = Box<dyn Fn(&mut serde_json::Value)>;
+
     fn decode(v: &serde_json::Value, target: &str) -> Result<Decoded, Untrusted> {
         let bytes = serde_json::to_vec(v).unwrap();
         TargetState::decode(&bytes, &format!("/sr/state/{target}"), target)
@@ -158,7 +161,7 @@ mod tests {
     #[test]
     fn a_state_no_daemon_writes_is_refused_with_what_is_wrong() {
         let stamp = crate::ids::Stamp::of(Utc::now());
-        let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+        let cases: Vec<(&str, Change, &str)> = vec![
             (
                 "id escapes",
                 Box::new(|v| v["incident"]["row"]["id"] = "../../escape".into()),
