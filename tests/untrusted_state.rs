@@ -10,6 +10,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::etcd::{write_cluster_registry, Etcd};
+use support::receiver::Receiver;
 use support::*;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -83,6 +84,20 @@ fn assert_fresh_incident_handled(ws: &Workspace, target: &str) {
     }
 }
 
+/// The user was told: an escalation for `target` that names the refusal.
+fn assert_alerted(r: &Receiver, target: &str) {
+    let hook = wait_for(LONG, "the refusal's alert", || {
+        r.hook_events("escalation")
+            .into_iter()
+            .find(|h| h.body["target"] == target && h.body.to_string().contains("refused"))
+    });
+    assert!(
+        hook.body.to_string().contains("incident id"),
+        "{}",
+        hook.body
+    );
+}
+
 fn spec<'a>(name: &'a str, pg: &'a Pg) -> TargetSpec<'a> {
     let mut s = TargetSpec::new(name, pg);
     s.recovery_timeout = "20s";
@@ -96,6 +111,7 @@ fn take_over_planted(
     pg: &Pg,
     target: &str,
     value: &serde_json::Value,
+    notify: &str,
 ) -> (Daemon, Workspace) {
     let key = format!("/sentinel-remedy/state/{target}");
     etcd.ctl(&["put", &key, &value.to_string()])
@@ -103,7 +119,7 @@ fn take_over_planted(
     pg.kill9();
     let ws = Workspace::new();
     let specs = [spec(target, pg)];
-    write_cluster_registry(&ws, "n1", &etcd.url, 2, "", "  console: false\n", &specs);
+    write_cluster_registry(&ws, "n1", &etcd.url, 2, "", notify, &specs);
     (Daemon::run(&ws, &[]), ws)
 }
 
@@ -125,7 +141,8 @@ fn an_incident_planted_in_etcd_with_a_climbing_id_writes_nothing_outside_and_the
     let pg = Pg::start();
     let target = format!("t{}", std::process::id());
     let planted = open_incident("../../escape", &target);
-    let (d, ws) = take_over_planted(&etcd, &pg, &target, &planted);
+    let r = Receiver::start();
+    let (d, ws) = take_over_planted(&etcd, &pg, &target, &planted, &notify_all(&r));
     wait_for(LONG, "the server is healed", || pg.answers().then_some(()));
     assert_nothing_escaped(&ws, &target);
     assert_fresh_incident_handled(&ws, &target);
@@ -134,6 +151,7 @@ fn an_incident_planted_in_etcd_with_a_climbing_id_writes_nothing_outside_and_the
         &format!("/sentinel-remedy/state/{target}"),
         "incident id",
     );
+    assert_alerted(&r, &target);
 }
 
 #[test]
@@ -144,7 +162,8 @@ fn an_incident_of_another_target_planted_in_etcd_is_refused_and_the_outage_is_ha
     // A well-formed incident, but of target `other`, kept under this target's key.
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
     let planted = open_incident(&format!("{stamp}-other"), "other");
-    let (d, ws) = take_over_planted(&etcd, &pg, &target, &planted);
+    let notify = "  console: false\n";
+    let (d, ws) = take_over_planted(&etcd, &pg, &target, &planted, notify);
     wait_for(LONG, "the server is healed", || pg.answers().then_some(()));
     assert_fresh_incident_handled(&ws, &target);
     assert_refused(
@@ -160,7 +179,8 @@ fn an_incident_planted_in_the_store_with_a_climbing_id_writes_nothing_outside_an
     let pg = Pg::start();
     let target = format!("s{}", std::process::id());
     let ws = Workspace::new();
-    ws.write_registry("  console: false\n", &[spec(&target, &pg)]);
+    let r = Receiver::start();
+    ws.write_registry(&notify_all(&r), &[spec(&target, &pg)]);
     // The store as a previous run left it, plus the planted row.
     drop(sentinel_remedy::store::Store::open(&ws.state()).expect("store"));
     let db = ws.state().join("sentinel.db");
@@ -182,4 +202,5 @@ fn an_incident_planted_in_the_store_with_a_climbing_id_writes_nothing_outside_an
         "sentinel.db incidents row \"../../escape\"",
         "incident id",
     );
+    assert_alerted(&r, &target);
 }

@@ -390,6 +390,7 @@ impl Supervisor {
                 let (rec, refused) = store.restore_record(&t.name, &t.budget, &heal_logs);
                 if let Some(u) = refused {
                     u.report(&self.log, "store");
+                    self.say_untrusted(t, &u);
                 }
                 SharedRecord::new(rec)
             }

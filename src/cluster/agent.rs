@@ -305,7 +305,7 @@ impl Agent {
         let mut takeovers = 0;
         let mut names = vec![];
         for (t, value, claimed) in gained {
-            let state = value.and_then(|v| self.decode_state(&t, &v));
+            let state = value.map(|v| self.decode_state(&t, &v));
             if claimed && state.as_ref().is_some_and(|st| st.written_by != me) {
                 takeovers += 1;
             }
@@ -339,17 +339,22 @@ impl Agent {
     }
 
     /// The state kept for `target`, checked against its key; a refused one is said (ERROR,
-    /// counted) and the target starts fresh: none of a value no daemon wrote is trusted, and
-    /// the first state the new Monitor saves replaces it.
-    fn decode_state(&self, target: &str, value: &[u8]) -> Option<Decoded> {
+    /// counted) and the target starts fresh (with only the refusal, for the alert): none of
+    /// a value no daemon wrote is trusted, and the first state the new Monitor saves
+    /// replaces it.
+    fn decode_state(&self, target: &str, value: &[u8]) -> Decoded {
         let key = self.c.keys.state(target);
-        match TargetState::decode(value, &key, target) {
-            Ok(d) => Some(d),
-            Err(u) => {
-                u.report(&self.c.log, "etcd");
-                None
+        TargetState::decode(value, &key, target).unwrap_or_else(|u| {
+            u.report(&self.c.log, "etcd");
+            Decoded {
+                stored: crate::store::StoredTarget {
+                    refused: Some(u),
+                    ..Default::default()
+                },
+                // Unknown: not counted as a takeover.
+                written_by: self.c.cfg.member.clone(),
             }
-        }
+        })
     }
 
     /// Moves each target's owner key onto the lease of the member that should own it, while

@@ -104,6 +104,7 @@ impl TargetState {
             open,
             heal_started,
             backoff_step: self.backoff_step,
+            refused: None,
         })
     }
 }

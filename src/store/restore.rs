@@ -102,6 +102,8 @@ pub struct StoredTarget {
     /// The open incident's heal already ran: it resumes as recovering, never restarted twice.
     pub heal_started: bool,
     pub backoff_step: u32,
+    /// What was kept was refused (the target starts without it): for the alert.
+    pub refused: Option<Untrusted>,
 }
 
 impl Store {
@@ -120,7 +122,8 @@ impl Store {
         let (open, refused) = match self.open_incident(target) {
             None => (None, None),
             Some(row) => {
-                let key = format!("{} incidents row {:?}", self.path, row.id);
+                let id: String = row.id.chars().take(80).collect();
+                let key = format!("{} incidents row {id:?}", self.path);
                 match OpenIncident::check(row, target, Utc::now()) {
                     Ok(open) => (Some(open), None),
                     Err(what) => (None, Some(Untrusted { key, what })),
@@ -136,6 +139,7 @@ impl Store {
             open,
             heal_started,
             backoff_step: 0,
+            refused: None,
         };
         (record_from(stored, budget), refused)
     }
