@@ -10,6 +10,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::etcd::{write_cluster_registry, Etcd};
+use support::http::{self, metric, parse_metrics};
 use support::receiver::Receiver;
 use support::*;
 
@@ -203,4 +204,45 @@ fn an_incident_planted_in_the_store_with_a_climbing_id_writes_nothing_outside_an
         "incident id",
     );
     assert_alerted(&r, &target);
+}
+
+#[test]
+fn member_and_owner_keys_no_daemon_writes_are_ignored_said_once_and_counted() {
+    let etcd = Etcd::start();
+    let pg = Pg::start();
+    let target = format!("m{}", std::process::id());
+    // A member id with a slash; an owner key whose member has a space; one whose target
+    // name is no target name. None may rank, own or be shown.
+    let planted = [
+        ("/sentinel-remedy/members/../x", "{}"),
+        ("/sentinel-remedy/owner/elsewhere", "a b"),
+        ("/sentinel-remedy/owner/..", "n9"),
+    ];
+    for (k, v) in planted {
+        etcd.ctl(&["put", k, v]).expect("etcdctl put");
+    }
+    let ws = Workspace::new();
+    let specs = [spec(&target, &pg)];
+    let api = write_cluster_registry(&ws, "n1", &etcd.url, 2, "", "  console: false\n", &specs);
+    let d = Daemon::run(&ws, &[]);
+    wait_for(LONG, "n1 owns its target", || {
+        (etcd.owners().get(&target).map(String::as_str) == Some("n1")).then_some(())
+    });
+    d.wait_events("untrusted_state_refused", None, planted.len(), LONG);
+    // Etcd is read 4 times a second: after 8 more readings each key was still said once
+    // (a window for an absence, as in tests/cluster.rs).
+    std::thread::sleep(Duration::from_secs(2));
+    let refused = d.events("untrusted_state_refused", None);
+    let mut keys: Vec<&str> = refused.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    keys.sort();
+    let mut want: Vec<&str> = planted.iter().map(|(k, _)| *k).collect();
+    want.sort();
+    assert_eq!(keys, want, "{refused:?}");
+    let m = parse_metrics(&http::get(&api, "/metrics").body);
+    let n = metric(
+        &m,
+        "sentinel_untrusted_state_rejected_total",
+        &[("source", "etcd")],
+    );
+    assert_eq!(n, Some(planted.len() as f64));
 }
