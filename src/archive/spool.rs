@@ -26,16 +26,12 @@ pub struct PendingUpload {
 }
 
 impl PendingUpload {
-    /// The record's bundle directory is its incident's (`{root}/{incident id}`, no `..`): a
-    /// record that points elsewhere was not written by the daemon and is not loaded, so no
-    /// other directory is uploaded or removed on its word.
+    /// The record's bundle directory is named after its incident (`{root}/{incident id}`, the
+    /// root being the local sink's or the staging one): a record that points at another
+    /// directory was not written by the daemon and is not loaded, so no other directory is
+    /// uploaded on its word (and only the staging copy itself is ever removed, see `finish`).
     fn names_its_bundle(&self) -> bool {
-        use std::path::Component;
         self.bundle_dir.file_name() == Some(std::ffi::OsStr::new(self.incident_id.as_str()))
-            && !self
-                .bundle_dir
-                .components()
-                .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
     }
 }
 
@@ -99,7 +95,8 @@ impl Spool {
 
     /// The bundle is fully uploaded: forget it, and drop the staging copy if it is ours.
     pub fn finish(&self, rec: &PendingUpload) -> std::io::Result<()> {
-        if rec.staged && rec.complete && rec.bundle_dir.starts_with(self.staging_root()) {
+        let staging = crate::archive::local::bundle_dir(&self.staging_root(), &rec.incident_id);
+        if rec.staged && rec.complete && rec.bundle_dir == staging {
             let _ = std::fs::remove_dir_all(&rec.bundle_dir);
         }
         match std::fs::remove_file(self.record_path(&rec.incident_id)) {
@@ -158,7 +155,7 @@ mod tests {
         let id = crate::ids::IncidentId::parse("20260101T000000.000Z-a").unwrap();
         for bundle_dir in [
             spool.staging_root().join("../../elsewhere"),
-            spool.staging_root().join("..").join(id.as_str()),
+            spool.staging_root().join(id.as_str()).join(".."),
             dir.path().join("20260101T000000.000Z-b"),
         ] {
             let rec = PendingUpload {
@@ -173,6 +170,20 @@ mod tests {
             assert_eq!(spool.load(&id), None, "{rec:?}");
             assert!(spool.load_all().is_empty(), "{rec:?}");
         }
+        // Named like its incident but not the staging copy: uploaded, never removed.
+        let outside = dir.path().join(id.as_str());
+        std::fs::create_dir_all(&outside).unwrap();
+        let rec = PendingUpload {
+            incident_id: id.clone(),
+            target: "a".into(),
+            bundle_dir: spool.staging_root().join("..").join("..").join(id.as_str()),
+            staged: true,
+            complete: true,
+            uploaded: BTreeMap::new(),
+        };
+        spool.save(&rec).unwrap();
+        spool.finish(&spool.load(&id).expect("loaded")).unwrap();
+        assert!(outside.exists(), "only the staging copy is removed");
         let hostile = r#"{"incident_id": "../../x", "target": "a", "bundle_dir": "/x", "staged": true, "complete": true}"#;
         std::fs::write(spool.root().join("pending").join("h.json"), hostile).unwrap();
         assert!(spool.load_all().is_empty());
