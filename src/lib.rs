@@ -41,6 +41,8 @@
 //!   Engine's events.
 //! - `notify`: notices and the Slack, Discord, PagerDuty, webhook and console channels behind
 //!   `Channel`, made by `notify::channels`; delivery retries.
+//! - `ids`: names that become paths (target names, stamps, incident and member ids), each a
+//!   type whose only constructor checks its grammar; what etcd or the store hands back is one.
 //! - `backoff`, `redact`, `logging`, `signals`, `stamp`: small shared pieces.
 //! - `pgcluster`, `demo`: throwaway local clusters for the demo, tests and benchmarks.
 //! - `faults`: test-only fault injection (a Monitor panic or a daemon SIGKILL at a chosen point).
@@ -64,6 +66,7 @@ pub mod heal;
 pub mod heal_report;
 pub mod health;
 pub mod heartbeat;
+pub mod ids;
 pub mod incident;
 pub mod lease;
 pub mod logging;

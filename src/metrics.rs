@@ -152,6 +152,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Targets this daemon took over after another daemon's lease ended.",
     ),
+    (
+        "sentinel_untrusted_state_rejected_total",
+        Kind::Counter,
+        "Values read back from etcd or the local store that no daemon writes (an id that is not one, another target's incident, a time out of range), refused; by source.",
+    ),
 ];
 
 /// One series' labels, in the order the call site gives them.

@@ -100,7 +100,7 @@ impl Handler<Archive> for Archiver {
     type Result = ResponseFuture<Outcome>;
 
     fn handle(&mut self, msg: Archive, ctx: &mut Self::Context) -> Self::Result {
-        let id = msg.incident.incident_id.clone();
+        let id = msg.incident.incident_id.to_string();
         let (tx, rx) = oneshot::channel();
         match self.slots.get_mut(&id) {
             Some(Slot::Done(outcome, _)) => {
@@ -161,13 +161,13 @@ impl Archiver {
                 "event" => "archive_failed", "target" => &facts.target, "incident" => &facts.incident_id, "error" => e,
                 "duration_ms" => duration_ms);
         }
-        if let Some(Slot::InFlight(waiters)) = self.slots.remove(&facts.incident_id) {
+        if let Some(Slot::InFlight(waiters)) = self.slots.remove(facts.incident_id.as_str()) {
             for w in waiters {
                 let _ = w.send(outcome.clone());
             }
         }
         self.slots.insert(
-            facts.incident_id.clone(),
+            facts.incident_id.to_string(),
             Slot::Done(outcome, Box::new(facts)),
         );
         self.prune();
@@ -261,7 +261,7 @@ impl Job {
         let Some(spec) = &target.forensic_docker else {
             return Ok((local::Extra::default(), "none"));
         };
-        let dir = local::bundle_dir(&self.root, facts);
+        let dir = local::bundle_dir(&self.root, &facts.incident_id);
         let (r, d) = (self.root.clone(), dir.clone());
         tokio::task::spawn_blocking(move || local::create_bundle_dir(&r, &d))
             .await
@@ -299,7 +299,7 @@ impl Handler<AttachHeal> for Archiver {
             act.pending.fetch_sub(1, Ordering::SeqCst);
             if let (Some(up), Some(Slot::Done(Ok(report), _))) = (&act.uploader, act.slots.get(&id)) {
                 // The heal log and the new manifest follow the bundle to S3 (in the background).
-                let rec = PendingUpload { incident_id: id.clone(), target: facts.target.clone(), bundle_dir: report.dir.clone(), staged, complete: true, uploaded: Default::default() };
+                let rec = PendingUpload { incident_id: facts.incident_id.clone(), target: facts.target.clone(), bundle_dir: report.dir.clone(), staged, complete: true, uploaded: Default::default() };
                 let (up, log, id) = (up.clone(), act.log.clone(), id.clone());
                 actix_rt::spawn(async move {
                     if let Err(e) = up.submit(rec).await {

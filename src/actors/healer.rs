@@ -82,7 +82,7 @@ impl Handler<Heal> for Healer {
 
     fn handle(&mut self, msg: Heal, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        match self.slots.get_mut(&msg.incident_id) {
+        match self.slots.get_mut(msg.incident_id.as_str()) {
             Some(Slot::Done(r)) => {
                 let r = r.clone();
                 return Box::pin(async move { r });
@@ -90,12 +90,12 @@ impl Handler<Heal> for Healer {
             Some(Slot::InFlight(w)) => w.push(tx),
             None => {
                 self.slots
-                    .insert(msg.incident_id.clone(), Slot::InFlight(vec![tx]));
+                    .insert(msg.incident_id.to_string(), Slot::InFlight(vec![tx]));
                 self.pending.fetch_add(1, Ordering::SeqCst);
                 let log = self.log.new(slog::o!("target" => msg.target.name.clone(), "incident" => msg.incident_id.clone()));
-                let log_path = self.log_dir.join(format!("{}.log", msg.incident_id));
+                let log_path = msg.incident_id.heal_log_in(&self.log_dir);
                 let _ = crate::fsutil::private_dir(&self.log_dir);
-                let id = msg.incident_id.clone();
+                let id = msg.incident_id.to_string();
                 let stop = Arc::new(AtomicBool::new(false));
                 self.stops.insert(id.clone(), stop.clone());
                 let backend = msg

@@ -35,7 +35,8 @@ pub struct Archive {
 #[derive(Message, Clone)]
 #[rtype(result = "HealReport")]
 pub struct Heal {
-    pub incident_id: String,
+    /// Also the heal log's name.
+    pub incident_id: crate::ids::IncidentId,
     pub target: Arc<TargetConfig>,
     /// The earliest the failure can have begun (the last passing probe's start, else the
     /// incident's first failure): a container started after it was already restarted (by its

@@ -68,7 +68,7 @@ pub struct Supervisor {
     /// Cluster mode: the targets this daemon owns (only these run here).
     owned: std::collections::BTreeSet<String>,
     /// Cluster mode: the state the last owner kept for a target just gained.
-    handed_state: HashMap<String, crate::cluster::TargetState>,
+    handed_state: HashMap<String, crate::store::StoredTarget>,
     /// Cluster mode: the notices about lost coordination share this id until it comes back.
     coordination_incident: Option<String>,
 }
@@ -386,11 +386,15 @@ impl Supervisor {
             return self.record_from_cluster(t);
         }
         match &self.peers.store {
-            Some(store) => SharedRecord::new(store.restore_record(
-                &t.name,
-                &t.budget,
-                &self.settings.state_dir.join("heal-logs"),
-            )),
+            Some(store) => {
+                let heal_logs = self.settings.state_dir.join("heal-logs");
+                let (rec, refused) = store.restore_record(&t.name, &t.budget, &heal_logs);
+                if let Some(u) = refused {
+                    u.report(&self.log, "store");
+                    self.say_untrusted(t, &u);
+                }
+                SharedRecord::new(rec)
+            }
             None => SharedRecord::default(),
         }
     }
@@ -751,7 +755,7 @@ impl Handler<GetStatus> for Supervisor {
                     consecutive_failures: rec.failures,
                     restarts_in_window: in_window,
                     max_restarts: slot.cfg.budget.max_restarts,
-                    open_incident: rec.incident.as_ref().map(|i| i.id.clone()),
+                    open_incident: rec.incident.as_ref().map(|i| i.id.to_string()),
                     maintenance_until,
                     monitor_alive: slot.addr.connected(),
                     discovered: slot.discovered.as_ref().map(|(_, d)| d.clone()),

@@ -23,9 +23,10 @@ pub enum LocalArchiveError {
     Write { file: String, source: io::Error },
 }
 
-/// The bundle directory for an incident.
-pub fn bundle_dir(root: &Path, facts: &IncidentFacts) -> PathBuf {
-    root.join(format!("{}-{}", facts.stamp, facts.target))
+/// The bundle directory for an incident: `{root}/{incident id}` (`{stamp}-{target}`). Only
+/// a parsed id is accepted, so the directory is always one component below `root`.
+pub fn bundle_dir(root: &Path, id: &crate::ids::IncidentId) -> PathBuf {
+    root.join(id.as_str())
 }
 
 /// Files already written into the bundle directory by another collector (a container's).
@@ -59,7 +60,7 @@ pub fn write_bundle(
     snapshot: Option<&SqlSnapshot>,
     extra: Extra,
 ) -> Result<ArchiveReport, LocalArchiveError> {
-    let dir = bundle_dir(root, facts);
+    let dir = bundle_dir(root, &facts.incident_id);
     create_bundle_dir(root, &dir)?;
     let mut used = reserved_names();
     used.extend(extra.files.iter().map(|f| f.name.clone()));

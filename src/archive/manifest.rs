@@ -12,7 +12,8 @@ use std::path::Path;
 /// What the manifest says about an incident.
 #[derive(Debug, Clone, Serialize)]
 pub struct IncidentFacts {
-    pub incident_id: String,
+    /// Also the bundle's directory name.
+    pub incident_id: crate::ids::IncidentId,
     pub target: String,
     /// The sortable UTC stamp shared by every file of the bundle.
     pub stamp: String,
@@ -67,7 +68,7 @@ pub struct Manifest {
 impl Manifest {
     pub fn new(facts: &IncidentFacts, files: Vec<FileEntry>, missing: Vec<Missing>) -> Self {
         Self {
-            incident_id: facts.incident_id.clone(),
+            incident_id: facts.incident_id.to_string(),
             target: facts.target.clone(),
             endpoint: facts.endpoint.clone(),
             failure: facts.failure.clone(),

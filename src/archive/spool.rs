@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 /// One bundle waiting for S3.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PendingUpload {
-    pub incident_id: String,
+    /// Also the record's file name (a record whose id does not parse is not loaded).
+    pub incident_id: crate::ids::IncidentId,
     pub target: String,
     /// The bundle directory on disk (the local sink's, or a staging dir in the spool).
     pub bundle_dir: PathBuf,
@@ -22,6 +23,16 @@ pub struct PendingUpload {
     /// file changed since (the manifest, after the heal) goes up again.
     #[serde(default)]
     pub uploaded: BTreeMap<String, String>,
+}
+
+impl PendingUpload {
+    /// The record's bundle directory is named after its incident (`{root}/{incident id}`, the
+    /// root being the local sink's or the staging one): a record that points at another
+    /// directory was not written by the daemon and is not loaded, so no other directory is
+    /// uploaded on its word (and only the staging copy itself is ever removed, see `finish`).
+    fn names_its_bundle(&self) -> bool {
+        self.bundle_dir.file_name() == Some(std::ffi::OsStr::new(self.incident_id.as_str()))
+    }
 }
 
 /// The spool directory.
@@ -42,7 +53,7 @@ impl Spool {
         self.root.join("bundles")
     }
 
-    fn record_path(&self, id: &str) -> PathBuf {
+    fn record_path(&self, id: &crate::ids::IncidentId) -> PathBuf {
         self.root.join("pending").join(format!("{id}.json"))
     }
 
@@ -60,9 +71,11 @@ impl Spool {
         std::fs::rename(&tmp, &path)
     }
 
-    pub fn load(&self, id: &str) -> Option<PendingUpload> {
+    pub fn load(&self, id: &crate::ids::IncidentId) -> Option<PendingUpload> {
         let text = std::fs::read(self.record_path(id)).ok()?;
-        serde_json::from_slice(&text).ok()
+        serde_json::from_slice(&text)
+            .ok()
+            .filter(PendingUpload::names_its_bundle)
     }
 
     /// Every pending record, oldest incident first.
@@ -74,6 +87,7 @@ impl Spool {
             .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
             .filter_map(|e| std::fs::read(e.path()).ok())
             .filter_map(|b| serde_json::from_slice(&b).ok())
+            .filter(PendingUpload::names_its_bundle)
             .collect();
         out.sort_by(|a, b| a.incident_id.cmp(&b.incident_id));
         out
@@ -81,7 +95,8 @@ impl Spool {
 
     /// The bundle is fully uploaded: forget it, and drop the staging copy if it is ours.
     pub fn finish(&self, rec: &PendingUpload) -> std::io::Result<()> {
-        if rec.staged && rec.complete && rec.bundle_dir.starts_with(self.staging_root()) {
+        let staging = crate::archive::local::bundle_dir(&self.staging_root(), &rec.incident_id);
+        if rec.staged && rec.complete && rec.bundle_dir == staging {
             let _ = std::fs::remove_dir_all(&rec.bundle_dir);
         }
         match std::fs::remove_file(self.record_path(&rec.incident_id)) {
@@ -112,7 +127,7 @@ mod tests {
         let staged = spool.staging_root().join("20260101T000000.000Z-a");
         std::fs::create_dir_all(&staged).unwrap();
         let mut rec = PendingUpload {
-            incident_id: "20260101T000000.000Z-a".into(),
+            incident_id: crate::ids::IncidentId::parse("20260101T000000.000Z-a").unwrap(),
             target: "a".into(),
             bundle_dir: staged.clone(),
             staged: true,
@@ -131,5 +146,46 @@ mod tests {
         spool.finish(&rec).unwrap();
         assert!(!staged.exists());
         assert!(spool.is_empty());
+    }
+
+    #[test]
+    fn a_record_pointing_outside_its_bundle_is_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path());
+        let id = crate::ids::IncidentId::parse("20260101T000000.000Z-a").unwrap();
+        for bundle_dir in [
+            spool.staging_root().join("../../elsewhere"),
+            spool.staging_root().join(id.as_str()).join(".."),
+            dir.path().join("20260101T000000.000Z-b"),
+        ] {
+            let rec = PendingUpload {
+                incident_id: id.clone(),
+                target: "a".into(),
+                bundle_dir,
+                staged: true,
+                complete: true,
+                uploaded: BTreeMap::new(),
+            };
+            spool.save(&rec).unwrap();
+            assert_eq!(spool.load(&id), None, "{rec:?}");
+            assert!(spool.load_all().is_empty(), "{rec:?}");
+        }
+        // Named like its incident but not the staging copy: uploaded, never removed.
+        let outside = dir.path().join(id.as_str());
+        std::fs::create_dir_all(&outside).unwrap();
+        let rec = PendingUpload {
+            incident_id: id.clone(),
+            target: "a".into(),
+            bundle_dir: spool.staging_root().join("..").join("..").join(id.as_str()),
+            staged: true,
+            complete: true,
+            uploaded: BTreeMap::new(),
+        };
+        spool.save(&rec).unwrap();
+        spool.finish(&spool.load(&id).expect("loaded")).unwrap();
+        assert!(outside.exists(), "only the staging copy is removed");
+        let hostile = r#"{"incident_id": "../../x", "target": "a", "bundle_dir": "/x", "staged": true, "complete": true}"#;
+        std::fs::write(spool.root().join("pending").join("h.json"), hostile).unwrap();
+        assert!(spool.load_all().is_empty());
     }
 }

@@ -6,6 +6,7 @@
 use super::s3::{upload_order, S3ErrorKind, S3Sink};
 use super::spool::{PendingUpload, Spool};
 use crate::backoff::Backoff;
+use crate::ids::IncidentId;
 use sha2::{Digest, Sha256};
 use slog::{debug, error, info, warn, Logger};
 use std::collections::{HashMap, HashSet};
@@ -99,7 +100,7 @@ impl Uploader {
     fn submit_blocking(
         &self,
         rec: PendingUpload,
-    ) -> std::io::Result<(watch::Receiver<UploadState>, Option<String>)> {
+    ) -> std::io::Result<(watch::Receiver<UploadState>, Option<IncidentId>)> {
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         // Keep what earlier attempts uploaded.
         let mut rec = rec;
@@ -107,14 +108,14 @@ impl Uploader {
             rec.uploaded = old.uploaded;
         }
         self.save(&rec)?;
-        if let Some(job) = jobs.get_mut(&rec.incident_id) {
+        if let Some(job) = jobs.get_mut(rec.incident_id.as_str()) {
             job.again = true;
             let _ = job.state.send(UploadState::Pending);
             return Ok((job.state.subscribe(), None));
         }
         let (tx, rx) = watch::channel(UploadState::Pending);
         jobs.insert(
-            rec.incident_id.clone(),
+            rec.incident_id.to_string(),
             Job {
                 state: tx,
                 again: false,
@@ -162,7 +163,7 @@ impl Uploader {
         self.jobs.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    async fn run(self: Arc<Self>, id: String) {
+    async fn run(self: Arc<Self>, id: IncidentId) {
         let backoff =
             Backoff::new(Duration::from_secs(1), Duration::from_secs(300)).expect("static bounds");
         let mut reported: HashSet<S3ErrorKind> = HashSet::new();
@@ -173,7 +174,7 @@ impl Uploader {
                 self.jobs
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
+                    .remove(id.as_str());
                 break;
             };
             attempts += 1;
@@ -213,7 +214,11 @@ impl Uploader {
                     } else {
                         debug!(self.log, "upload retry failed"; "incident" => &id, "error_kind" => e.kind.label(), "attempt" => attempts);
                     }
-                    if let Some(job) = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).get(&id)
+                    if let Some(job) = self
+                        .jobs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(id.as_str())
                     {
                         let _ = job.state.send(UploadState::Failing(e.kind, e.to_string()));
                     }
@@ -229,10 +234,10 @@ impl Uploader {
     /// rather than the upload dropped. None: record and bundle are gone (said at ERROR).
     async fn record_for(
         self: &Arc<Self>,
-        id: &str,
+        id: &IncidentId,
         known: Option<PendingUpload>,
     ) -> Option<PendingUpload> {
-        let (me, i) = (self.clone(), id.to_string());
+        let (me, i) = (self.clone(), id.clone());
         let stored = tokio::task::spawn_blocking(move || me.spool.load(&i))
             .await
             .ok()
@@ -262,10 +267,10 @@ impl Uploader {
     /// Under the jobs lock, which `submit` also holds while it records new files: either they
     /// arrived (go round again) or the record is finished and the job removed with no submit
     /// in between. Blocks (the spool's files): call it on a blocking thread.
-    fn finish(&self, id: &str, rec: PendingUpload) -> Finish {
+    fn finish(&self, id: &IncidentId, rec: PendingUpload) -> Finish {
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         if jobs
-            .get_mut(id)
+            .get_mut(id.as_str())
             .is_some_and(|job| std::mem::take(&mut job.again))
         {
             return Finish::Again(rec);
@@ -275,7 +280,7 @@ impl Uploader {
         if let Err(e) = self.spool.finish(&latest) {
             warn!(self.log, "uploaded, but the spool record could not be removed"; "incident" => id, "error" => %e);
         }
-        if let Some(job) = jobs.remove(id) {
+        if let Some(job) = jobs.remove(id.as_str()) {
             let _ = job.state.send(UploadState::Done(self.url_for(id)));
         }
         Finish::Done(latest)
@@ -291,7 +296,7 @@ impl Uploader {
             kind: S3ErrorKind::LocalFile,
             op: "spool",
             bucket: bucket.clone(),
-            key: id.clone(),
+            key: id.to_string(),
             message: m,
         };
         let files = upload_order(&rec.bundle_dir)

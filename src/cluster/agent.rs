@@ -4,7 +4,10 @@
 //! TTL drops every target (another daemon may own them by now) and says so once.
 
 use super::ownership::{self, Member, OwnerKey, Plan, Reading};
+use super::state::Decoded;
 use super::{Cluster, ClusterEvent, Session, TargetState};
+use crate::ids::{MemberId, TargetName};
+use crate::store::Untrusted;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
 };
@@ -29,6 +32,8 @@ pub(super) struct Agent {
     said_join_error: Option<String>,
     handoff_tokens: f64,
     last_tick: Instant,
+    /// Member and owner keys refused (key, value), said once each: they are read every tick.
+    refused: std::collections::HashSet<(String, String)>,
 }
 
 type Snapshot = (Vec<Member>, BTreeMap<String, OwnerKey>);
@@ -46,6 +51,7 @@ impl Agent {
             said_join_error: None,
             handoff_tokens: 0.0,
             last_tick: Instant::now(),
+            refused: Default::default(),
         }
     }
 
@@ -83,7 +89,10 @@ impl Agent {
             return;
         };
         match tokio::time::timeout(CALL_LIMIT, read(&self.c, s.client.clone())).await {
-            Ok(Ok(snap)) => self.reconcile(&s, snap).await,
+            Ok(Ok((snap, refused))) => {
+                self.say_refused(refused);
+                self.reconcile(&s, snap).await
+            }
             Ok(Err(e)) => debug!(self.c.log, "cluster read failed"; "error" => %e),
             Err(_) => debug!(self.c.log, "cluster read timed out"),
         }
@@ -133,6 +142,15 @@ impl Agent {
         error!(self.c.log, "coordination lost: the etcd lease could not be renewed for the whole TTL; no target is run and no restart made until this daemon joins again";
             "event" => "cluster_session_lost");
         self.say_lost("the etcd lease could not be renewed within its TTL".into());
+    }
+
+    /// Reports each refused member or owner key once (while it stays as it is).
+    fn say_refused(&mut self, refused: Vec<(Untrusted, String)>) {
+        for (u, value) in refused {
+            if self.refused.insert((u.key.clone(), value)) {
+                u.report(&self.c.log, "etcd");
+            }
+        }
     }
 
     fn say_lost(&mut self, reason: String) {
@@ -285,8 +303,10 @@ impl Agent {
             }
         }
         let mut takeovers = 0;
-        for (t, state, claimed) in &gained {
-            if *claimed && state.as_ref().is_some_and(|st| st.written_by != me) {
+        let mut names = vec![];
+        for (t, value, claimed) in gained {
+            let state = value.map(|v| self.decode_state(&t, &v));
+            if claimed && state.as_ref().is_some_and(|st| st.written_by != me) {
                 takeovers += 1;
             }
             {
@@ -299,21 +319,42 @@ impl Agent {
                 };
                 sh.owners.insert(t.clone(), key);
             }
+            names.push(t.clone());
             self.send(ClusterEvent::Gained {
-                target: t.clone(),
-                state: state.clone().map(Box::new),
+                target: t,
+                state: state.map(|d| Box::new(d.stored)),
             });
         }
         if takeovers > 0 {
             crate::metrics::global().inc_by("sentinel_cluster_takeovers_total", &[], takeovers);
         }
         let handed = self.hand_off(s, plan.hand_off).await;
-        if !gained.is_empty() || !plan.lost.is_empty() || !handed.is_empty() {
-            let names: Vec<&str> = gained.iter().take(10).map(|(t, _, _)| t.as_str()).collect();
+        if !names.is_empty() || !plan.lost.is_empty() || !handed.is_empty() {
+            let gained = names.len();
+            names.truncate(10);
             info!(self.c.log, "ownership changed"; "event" => "cluster_ownership",
-                "gained" => gained.len(), "takeovers" => takeovers, "lost" => plan.lost.len(), "handed_off" => handed.len(),
+                "gained" => gained, "takeovers" => takeovers, "lost" => plan.lost.len(), "handed_off" => handed.len(),
                 "gained_names" => names.join(","), "lost_names" => plan.lost.join(","), "handed" => handed.join(","));
         }
+    }
+
+    /// The state kept for `target`, checked against its key; a refused one is said (ERROR,
+    /// counted) and the target starts fresh (with only the refusal, for the alert): none of
+    /// a value no daemon wrote is trusted, and the first state the new Monitor saves
+    /// replaces it.
+    fn decode_state(&self, target: &str, value: &[u8]) -> Decoded {
+        let key = self.c.keys.state(target);
+        TargetState::decode(value, &key, target).unwrap_or_else(|u| {
+            u.report(&self.c.log, "etcd");
+            Decoded {
+                stored: crate::store::StoredTarget {
+                    refused: Some(u),
+                    ..Default::default()
+                },
+                // Unknown: not counted as a takeover.
+                written_by: self.c.cfg.member.clone(),
+            }
+        })
     }
 
     /// Moves each target's owner key onto the lease of the member that should own it, while
@@ -410,8 +451,13 @@ async fn keep_alive(c: Arc<Cluster>, mut client: Client, lease: i64, generation:
     }
 }
 
-/// Members and owners, read at one revision.
-async fn read(c: &Cluster, mut client: Client) -> Result<Snapshot, etcd_client::Error> {
+/// Members and owners, read at one revision; with the keys refused (and their values): a
+/// member id or owner value that is not a member id, an owner key whose target is not a
+/// target name. A refused key is left out of the reading, as if it were not there.
+async fn read(
+    c: &Cluster,
+    mut client: Client,
+) -> Result<(Snapshot, Vec<(Untrusted, String)>), etcd_client::Error> {
     let txn = Txn::new().and_then([
         TxnOp::get(c.keys.members(), Some(GetOptions::new().with_prefix())),
         TxnOp::get(c.keys.owners(), Some(GetOptions::new().with_prefix())),
@@ -419,31 +465,49 @@ async fn read(c: &Cluster, mut client: Client) -> Result<Snapshot, etcd_client::
     let r = client.txn(txn).await?;
     let mut members = vec![];
     let mut owners = BTreeMap::new();
+    let mut refused = vec![];
     let (mp, op) = (c.keys.members(), c.keys.owners());
     for resp in r.op_responses() {
         let TxnOpResponse::Get(g) = resp else {
             continue;
         };
         for kv in g.kvs() {
-            let Ok(key) = kv.key_str() else { continue };
-            if let Some(id) = super::keys::Keys::strip(key, &mp) {
-                members.push(Member {
-                    id: id.to_string(),
-                    lease: kv.lease(),
-                });
-            } else if let Some(t) = super::keys::Keys::strip(key, &op) {
-                owners.insert(
-                    t.to_string(),
-                    OwnerKey {
-                        member: kv.value_str().unwrap_or_default().to_string(),
-                        lease: kv.lease(),
+            let key = String::from_utf8_lossy(kv.key()).to_string();
+            let value = String::from_utf8_lossy(kv.value()).to_string();
+            let refuse = |what: String| {
+                (
+                    Untrusted {
+                        key: key.clone(),
+                        what,
                     },
-                );
+                    value.clone(),
+                )
+            };
+            if let Some(id) = super::keys::Keys::strip(&key, &mp) {
+                match MemberId::parse(id) {
+                    Ok(_) => members.push(Member {
+                        id: id.to_string(),
+                        lease: kv.lease(),
+                    }),
+                    Err(e) => refused.push(refuse(e.to_string())),
+                }
+            } else if let Some(t) = super::keys::Keys::strip(&key, &op) {
+                let checked = TargetName::parse(t).and_then(|_| MemberId::parse(&value));
+                match checked {
+                    Ok(m) => {
+                        let key = OwnerKey {
+                            member: m.to_string(),
+                            lease: kv.lease(),
+                        };
+                        owners.insert(t.to_string(), key);
+                    }
+                    Err(e) => refused.push(refuse(e.to_string())),
+                }
             }
         }
     }
     members.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok((members, owners))
+    Ok(((members, owners), refused))
 }
 
 /// Claims a free target: creates its owner key on our lease if nobody has. Some(state kept
@@ -452,7 +516,7 @@ async fn claim(
     s: &Session,
     c: &Cluster,
     target: &str,
-) -> Result<Option<Option<TargetState>>, etcd_client::Error> {
+) -> Result<Option<Option<Vec<u8>>>, etcd_client::Error> {
     let key = c.keys.owner(target);
     let txn = Txn::new()
         .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -472,22 +536,20 @@ async fn claim(
         return Ok(None);
     }
     let state = r.op_responses().into_iter().find_map(|o| match o {
-        TxnOpResponse::Get(g) => g
-            .kvs()
-            .first()
-            .and_then(|kv| serde_json::from_slice::<TargetState>(kv.value()).ok()),
+        TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
         _ => None,
     });
     Ok(Some(state))
 }
 
-async fn get_state(s: &Session, key: &str) -> Option<TargetState> {
+/// The value kept under `key` (decoded by the caller, which knows the target).
+async fn get_state(s: &Session, key: &str) -> Option<Vec<u8>> {
     let mut client = s.client.clone();
     let r = tokio::time::timeout(CALL_LIMIT, client.get(key, None))
         .await
         .ok()?
         .ok()?;
-    serde_json::from_slice(r.kvs().first()?.value()).ok()
+    Some(r.kvs().first()?.value().to_vec())
 }
 
 fn first_kv_lease(r: &etcd_client::TxnResponse) -> Option<i64> {

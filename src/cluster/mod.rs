@@ -38,7 +38,7 @@ pub enum ClusterEvent {
     /// Ours now: start its Monitor from the state the last owner kept (None: none kept).
     Gained {
         target: String,
-        state: Option<Box<TargetState>>,
+        state: Option<Box<crate::store::StoredTarget>>,
     },
     /// Another daemon's now (or nobody's): stop its Monitor at once, whatever it was doing.
     Lost { target: String, why: &'static str },

@@ -87,10 +87,7 @@ async fn decide(c: &Cluster, req: &LeaseRequest) -> Result<(), LeaseRefusal> {
         }
     };
     let (last, restart_rev) = match &restart_kv {
-        Some(kv) => (
-            serde_json::from_slice::<RestartIntent>(kv.value()).ok(),
-            kv.mod_revision(),
-        ),
+        Some(kv) => (intent_of(c, kv), kv.mod_revision()),
         None => (None, 0),
     };
     if let Some(last) = last.filter(|l| l.incident != req.incident) {
@@ -103,6 +100,30 @@ async fn decide(c: &Cluster, req: &LeaseRequest) -> Result<(), LeaseRefusal> {
         }
     }
     record_intent(c, &s, req, owner_rev, restart_rev).await
+}
+
+/// The intent kept in `kv`, if a daemon can have written it: the owner a member id, the
+/// target a target name, the incident an incident id, the time in range. Anything else was
+/// written by another etcd client and is refused (said, and counted): no restart of ours is
+/// recorded in it, so it holds none back.
+fn intent_of(c: &Cluster, kv: &KeyValue) -> Option<RestartIntent> {
+    let check = |i: &RestartIntent| -> Result<(), String> {
+        crate::ids::MemberId::parse(&i.owner).map_err(|e| e.to_string())?;
+        crate::ids::TargetName::parse(&i.target).map_err(|e| e.to_string())?;
+        crate::ids::IncidentId::parse(&i.incident).map_err(|e| e.to_string())?;
+        crate::ids::check_time("at", i.at, Utc::now())
+    };
+    let read = serde_json::from_slice::<RestartIntent>(kv.value())
+        .map_err(|e| format!("not a restart intent: {e}"))
+        .and_then(|i| check(&i).map(|()| i));
+    match read {
+        Ok(i) => Some(i),
+        Err(what) => {
+            let key = String::from_utf8_lossy(kv.key()).to_string();
+            crate::store::Untrusted { key, what }.report(&c.log, "etcd");
+            None
+        }
+    }
 }
 
 /// The target's owner key and the server's last restart intent, read at one revision.

@@ -66,12 +66,12 @@ pub(crate) fn build_cluster(c: RawCluster, problems: &mut Problems) -> Option<Cl
         );
     }
     let member = c.member.unwrap_or_else(host_name);
-    if member.is_empty() || member.contains(['/', ' ']) {
+    if crate::ids::MemberId::parse(&member).is_err() {
         ok = false;
         problems.push(
             "cluster.member",
             format!("'{member}' is not a usable member id"),
-            "use a name without '/' or spaces, unique per daemon (default: the host name)",
+            "use 1 to 253 characters without '/', spaces or control characters, unique per daemon (default: the host name)",
         );
     }
     let handoffs_per_second = c.handoffs_per_second.unwrap_or(2);

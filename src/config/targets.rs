@@ -138,28 +138,14 @@ fn duplicate_names(seq: &[Value], problems: &mut Problems) {
     }
 }
 
-/// Longest target name: bundle directories are `{timestamp}-{name}` (255 bytes at most on
-/// most filesystems) and S3 keys `{prefix}/{timestamp}-{name}/{file}` (1024 bytes at most).
-const MAX_NAME: usize = 63;
-
-/// A target name that every archive path and key can hold.
+/// A target name that every archive path and key can hold (the grammar is `ids::TargetName`'s).
 fn target_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("it is empty".into());
-    }
-    if name.len() > MAX_NAME {
-        return Err(format!("it has {} characters", name.len()));
-    }
-    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        return Err("it must start with a letter or digit".into());
-    }
-    match name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c)))
-    {
-        Some(c) => Err(format!("'{}' is not allowed", c.escape_default())),
-        None => Ok(()),
-    }
+    crate::ids::TargetName::parse(name)
+        .map(|_| ())
+        .map_err(|e| match e {
+            crate::ids::IdError::Target(_, why) => why,
+            other => other.to_string(),
+        })
 }
 
 /// Validates one target against the defaults; `at` prefixes every problem's key path
@@ -236,7 +222,7 @@ fn name_and_dsn(t: &RawTarget, at: &str, problems: &mut Problems) -> Option<Dsn>
         problems.push(
             format!("{at}.name"),
             format!("'{}' is not a usable target name: {why}", t.name),
-            format!("use 1 to {MAX_NAME} letters, digits, '-', '_' or '.', starting with a letter or digit (it becomes part of file names and S3 keys)"),
+            format!("use 1 to {} letters, digits, '-', '_' or '.', starting with a letter or digit, without '..' (it becomes part of file names and S3 keys)", crate::ids::MAX_TARGET),
         );
     }
     match Dsn::parse(&t.dsn) {

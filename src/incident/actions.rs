@@ -81,7 +81,8 @@ pub enum Action {
     /// Run the heal. `failed_at`: a start of the container after it was already a restart
     /// for this outage. `max_starts`: how many starts the budget leaves this heal.
     Heal {
-        id: String,
+        /// Also the heal log's name.
+        id: crate::ids::IncidentId,
         failed_at: DateTime<Utc>,
         max_starts: u32,
     },

@@ -224,7 +224,9 @@ impl Machine<'_, '_> {
         kv.push(("restarted", inc.heal_started.is_some().into()));
         self.out.push(Action::Count(Metric::RecoverySeconds(ttr)));
         if inc.heal_started.is_some() {
-            self.out.push(Action::HealDone { id: inc.id.clone() });
+            self.out.push(Action::HealDone {
+                id: inc.id.to_string(),
+            });
         }
         self.persist_as(
             &inc,
@@ -355,7 +357,7 @@ impl Machine<'_, '_> {
                 "escalated and the quiet window passed".into(),
             );
         }
-        let id = closed.map(|i| i.id).unwrap_or_default();
+        let id = closed.map(|i| i.id.to_string()).unwrap_or_default();
         self.log(
             Level::Warn,
             "incident_closed_unrecovered",
@@ -429,7 +431,7 @@ impl Machine<'_, '_> {
     /// Archive finished (or failed): decide about the restart.
     fn on_archived(&mut self, id: &str, outcome: Result<String, String>) {
         let phase = self.rec.phase;
-        let Some(inc) = self.rec.incident.as_mut().filter(|i| i.id == id) else {
+        let Some(inc) = self.rec.incident.as_mut().filter(|i| i.id == *id) else {
             self.log(
                 Level::Info,
                 "recovered_before_heal",
@@ -521,7 +523,7 @@ impl Machine<'_, '_> {
                     })
                     .unwrap_or_default();
                 self.out.push(Action::RecoveryTimer {
-                    id: id.clone(),
+                    id: id.to_string(),
                     after: left,
                 });
                 if self.rec.phase == Phase::Healing {
@@ -531,7 +533,7 @@ impl Machine<'_, '_> {
             }
             // A lease answer went with the previous Monitor: ask again.
             Phase::Held if lease_lost.is_some() => self.out.push(Action::RetryHeal {
-                id: id.clone(),
+                id: id.to_string(),
                 after: Duration::ZERO,
             }),
             _ => {}
@@ -542,7 +544,7 @@ impl Machine<'_, '_> {
 
     /// Whether `id` is the open incident.
     pub(super) fn is_open(&self, id: &str) -> bool {
-        self.rec.incident.as_ref().is_some_and(|i| i.id == id)
+        self.rec.incident.as_ref().is_some_and(|i| i.id == *id)
     }
 
     /// Starts a log line and returns its fields to extend.
@@ -596,7 +598,7 @@ impl Machine<'_, '_> {
             kind,
             target: t.name.clone(),
             endpoint: t.dsn.endpoint(),
-            incident_id: inc.id.clone(),
+            incident_id: inc.id.to_string(),
             timestamp: self.env.now_utc,
             failure: None,
             archive: inc.archive_text(),
@@ -626,7 +628,7 @@ pub fn facts(t: &TargetConfig, inc: &Incident) -> IncidentFacts {
     IncidentFacts {
         incident_id: inc.id.clone(),
         target: inc.target.clone(),
-        stamp: inc.stamp.clone(),
+        stamp: inc.id.stamp().to_string(),
         endpoint: t.dsn.endpoint(),
         failure: inc.failure.clone(),
         hard_failure: inc.hard,

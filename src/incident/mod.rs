@@ -78,10 +78,9 @@ impl Phase {
 /// One incident: from declaration to recovery or escalation.
 #[derive(Debug, Clone)]
 pub struct Incident {
-    /// `{stamp}-{target}`: also the bundle's directory name.
-    pub id: String,
+    /// `{stamp}-{target}`: also the bundle's directory, heal log and spool record name.
+    pub id: crate::ids::IncidentId,
     pub target: String,
-    pub stamp: String,
     pub first_failure_at: DateTime<Utc>,
     pub first_failure_instant: Instant,
     pub declared_at: DateTime<Utc>,
@@ -111,11 +110,10 @@ impl Incident {
         first_failure: (DateTime<Utc>, Instant),
         (now_utc, now): (DateTime<Utc>, Instant),
     ) -> Self {
-        let stamp = crate::stamp::stamp(now_utc);
+        let stamp = crate::ids::Stamp::of(now_utc);
         Self {
-            id: format!("{stamp}-{target}"),
+            id: crate::ids::IncidentId::new(&stamp, target),
             target: target.to_string(),
-            stamp,
             first_failure_at: first_failure.0,
             first_failure_instant: first_failure.1,
             declared_at: now_utc,

@@ -101,7 +101,7 @@ impl T {
             .as_ref()
             .expect("an open incident")
             .id
-            .clone()
+            .to_string()
     }
 
     /// Declares an incident (threshold failures) and returns its id.

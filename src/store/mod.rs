@@ -8,7 +8,7 @@
 //! own (WAL lets them run beside the writer). `restore.rs` rebuilds a target's record.
 
 mod restore;
-pub use restore::{record_from, StoredTarget};
+pub use restore::{record_from, OpenIncident, StoredTarget, Untrusted};
 mod writer;
 
 pub use writer::Written;
@@ -149,7 +149,7 @@ impl IncidentRow {
     /// An open incident as it stands, in the stored form (etcd keeps it for a takeover).
     pub fn of(inc: &Incident, phase: Phase) -> Self {
         Self {
-            id: inc.id.clone(),
+            id: inc.id.to_string(),
             target: inc.target.clone(),
             class: inc.failure.class.label().to_string(),
             hard: inc.hard,
@@ -260,7 +260,7 @@ impl Store {
                     recovered_at = coalesce(recovered_at, ?13), escalated_at = coalesce(escalated_at, ?14), closed = ?15,
                     downtime_seconds = coalesce(?16, downtime_seconds), ttr_seconds = coalesce(?17, ttr_seconds), alerted = ?18, notices = ?19",
                 params![
-                    inc.id, inc.target, inc.failure.class.label(), inc.hard, inc.failure.detail, inc.failure.sqlstate, phase.label(),
+                    inc.id.as_str(), inc.target, inc.failure.class.label(), inc.hard, inc.failure.detail, inc.failure.sqlstate, phase.label(),
                     inc.first_failure_at, inc.declared_at, archive, inc.heal_started.map(wall), inc.heal_succeeded,
                     recovered.map(|_| Utc::now()), inc.escalated_at.map(wall), closed, recovered.map(|r| r.0), recovered.map(|r| r.1),
                     inc.alerted, notices

@@ -249,13 +249,19 @@ impl Monitor {
                 Ok(Err(e)) => Err(e),
                 Err(e) => Err(format!("archiver unavailable: {e}")),
             };
-            act.feed(Observation::Archived { id, outcome }, ctx);
+            act.feed(
+                Observation::Archived {
+                    id: id.to_string(),
+                    outcome,
+                },
+                ctx,
+            );
         }));
     }
 
     fn heal(
         &mut self,
-        id: String,
+        id: crate::ids::IncidentId,
         failed_at: chrono::DateTime<Utc>,
         max_starts: u32,
         ctx: &mut Context<Self>,
@@ -271,10 +277,16 @@ impl Monitor {
             Ok(report) => {
                 act.release_lease(ctx);
                 act.peers.archiver.do_send(AttachHeal {
-                    incident_id: id.clone(),
+                    incident_id: id.to_string(),
                     report: report.clone(),
                 });
-                act.feed(Observation::Healed { id, report }, ctx);
+                act.feed(
+                    Observation::Healed {
+                        id: id.to_string(),
+                        report,
+                    },
+                    ctx,
+                );
             }
             Err(e) => error!(act.log, "healer unavailable"; "incident" => &id, "error" => %e),
         }));

@@ -5,7 +5,7 @@
 
 use super::Supervisor;
 use crate::actors::messages::HealDone;
-use crate::cluster::{ClusterEvent, TargetState};
+use crate::cluster::ClusterEvent;
 use crate::notify::{EscalationReason, Notice, NoticeKind};
 use actix::prelude::*;
 use slog::{error, info};
@@ -28,7 +28,12 @@ impl StreamHandler<ClusterEvent> for Supervisor {
                 if let Some(slot) = self.slots.remove(&target) {
                     slot.addr.do_send(crate::actors::messages::Retire);
                     crate::metrics::global().forget_target(&target);
-                    let open = slot.record.lock().incident.as_ref().map(|i| i.id.clone());
+                    let open = slot
+                        .record
+                        .lock()
+                        .incident
+                        .as_ref()
+                        .map(|i| i.id.to_string());
                     if let Some(incident_id) = open {
                         info!(self.log, "target lost mid-incident: its new owner continues the incident";
                             "event" => "cluster_target_lost", "target" => &target, "why" => why);
@@ -52,14 +57,40 @@ impl Supervisor {
         &mut self,
         t: &crate::config::TargetConfig,
     ) -> crate::incident::SharedRecord {
-        let state: TargetState = self.handed_state.remove(&t.name).unwrap_or_default();
-        let resumed = state.incident.as_ref().map(|i| i.row.id.clone());
-        let rec = crate::store::record_from(state.into_stored(), &t.budget);
+        let mut state = self.handed_state.remove(&t.name).unwrap_or_default();
+        if let Some(u) = state.refused.take() {
+            self.say_untrusted(t, &u);
+        }
+        let resumed = state.open.as_ref().map(|o| o.id().to_string());
+        let rec = crate::store::record_from(state, &t.budget);
         if let Some(id) = resumed {
             info!(self.log, "took over an open incident: continuing it"; "event" => "incident_taken_over",
                 "target" => &t.name, "incident" => id, "phase" => rec.phase.label());
         }
         crate::incident::SharedRecord::new(rec)
+    }
+
+    /// Tells the user that the state kept for `t` was refused (logged and counted where it
+    /// was read): someone who is not a daemon wrote to etcd or the state directory.
+    pub(super) fn say_untrusted(
+        &mut self,
+        t: &crate::config::TargetConfig,
+        u: &crate::store::Untrusted,
+    ) {
+        let now = chrono::Utc::now();
+        let id = crate::ids::IncidentId::new(&crate::ids::Stamp::of(now), &t.name);
+        let summary = format!("The state kept for {} ({}) was refused: {}. The target starts without it. No daemon writes such a value: check who else can write etcd or this daemon's state directory.", t.name, u.key, u.what);
+        let notice = Notice::about_daemon(
+            NoticeKind::Escalation,
+            None,
+            t.name.clone(),
+            t.dsn.endpoint(),
+            format!("{id}-untrusted"),
+            summary,
+        );
+        self.peers
+            .notifier
+            .do_send(crate::actors::messages::Notify(notice));
     }
 
     /// Says once that coordination was lost (every target dropped, no restarts anywhere from

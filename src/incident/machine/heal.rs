@@ -78,7 +78,7 @@ impl Machine<'_, '_> {
         let Some(inc) = &self.rec.incident else {
             return;
         };
-        let (id, outage_started) = (inc.id.clone(), inc.first_failure_at);
+        let (id, outage_started) = (inc.id.to_string(), inc.first_failure_at);
         self.rec.lease_pending = Some(id.clone());
         self.out.push(Action::AcquireLease { id, outage_started });
     }
@@ -97,7 +97,7 @@ impl Machine<'_, '_> {
             return;
         };
         inc.alerted = true;
-        let (id, class) = (inc.id.clone(), inc.failure.class.label());
+        let (id, class) = (inc.id.to_string(), inc.failure.class.label());
         let failure = inc.failure.clone();
         let kv = self.log(Level::Warn, event, msg);
         kv.push(("incident", id.into()));
@@ -141,7 +141,7 @@ impl Machine<'_, '_> {
             return;
         }
         inc.alerted = true;
-        let (id, failure) = (inc.id.clone(), inc.failure.clone());
+        let (id, failure) = (inc.id.to_string(), inc.failure.clone());
         let kv = self.log(
             Level::Error,
             "budget_exhausted",
@@ -261,14 +261,14 @@ impl Machine<'_, '_> {
         self.out.push(heal);
         self.out.push(Action::Notify(n));
         self.out.push(Action::RecoveryTimer {
-            id,
+            id: id.to_string(),
             after: self.env.target.recovery_timeout,
         });
     }
 
     /// The heal for `id`: since when a container start counts as this outage's restart, and
     /// how many starts the budget leaves it (its first is already in the window).
-    pub(super) fn heal_action(&mut self, id: &str) -> Action {
+    pub(super) fn heal_action(&mut self, id: &crate::ids::IncidentId) -> Action {
         let budget = &self.env.target.budget;
         self.rec.budget_allows(budget, self.env.now);
         let left = budget
@@ -277,7 +277,7 @@ impl Machine<'_, '_> {
         let at = self.rec.incident.as_ref().map(|i| i.first_failure_at);
         let at = at.unwrap_or(self.env.now_utc);
         Action::Heal {
-            id: id.into(),
+            id: id.clone(),
             failed_at: self.rec.last_ok_at.filter(|ok| *ok < at).unwrap_or(at),
             max_starts: left + 1,
         }
@@ -291,7 +291,7 @@ impl Machine<'_, '_> {
         let Some(inc) = self.rec.incident.as_mut() else {
             return;
         };
-        let id = inc.id.clone();
+        let id = inc.id.to_string();
         self.out.push(Action::RetryHeal {
             id: id.clone(),
             after: wait.max(Duration::from_millis(100)),
@@ -387,7 +387,7 @@ impl Machine<'_, '_> {
         }
         inc.escalated_at = Some(now);
         inc.alerted = true;
-        let (id, failure) = (inc.id.clone(), inc.failure.clone());
+        let (id, failure) = (inc.id.to_string(), inc.failure.clone());
         let kv = self.log(Level::Error, "escalation", "not recovered; escalating");
         kv.push(("incident", id.into()));
         kv.push(("why", why.into()));
