@@ -86,10 +86,6 @@ fn a_target_whose_state_writes_stall_never_delays_another_targets_probes() {
         "the steady target was probed throughout: {gaps:?}"
     );
     assert!(
-        pct(0.95) <= 250,
-        "the steady target kept its 200 ms cadence within 50 ms: {gaps:?}"
-    );
-    assert!(
         pct(1.0) < STALL_MS as i64 / 2,
         "no probe of the steady target waited behind a stalled write: {gaps:?}"
     );
