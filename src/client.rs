@@ -147,6 +147,21 @@ pub fn status_table(v: &Value) -> String {
                 .collect();
             out.push_str(&format!("{}: {}\n", s(&t["name"]), list.join(" ")));
         }
+        if t["state"] == "unreachable" {
+            let networks: Vec<String> = t["discovered"]["networks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(s)
+                .collect();
+            out.push_str(&printable(&format!(
+                "{}: UNREACHABLE, NOT WATCHED: the daemon cannot connect to container {} (networks: {}); put the daemon on one of them, or set discovery.docker.network",
+                s(&t["name"]),
+                s(&t["discovered"]["container"]),
+                networks.join(", ")
+            )));
+            out.push('\n');
+        }
         for other in t["discovered"]["contested_by"]
             .as_array()
             .into_iter()
