@@ -387,13 +387,14 @@ impl Watcher {
                 return Err(e);
             }
         };
+        // Every container listed, selected or not: what the Engine no longer has is forgotten.
+        let present: HashSet<String> = listed.iter().filter_map(|s| s.id.clone()).collect();
         let mut facts = Vec::new();
         for s in listed {
             if let Some(f) = self.facts_of(s).await {
                 facts.push(f);
             }
         }
-        let present: HashSet<String> = facts.iter().map(|f| f.id.clone()).collect();
         self.inspected.retain(|id, _| present.contains(id));
         self.last_address.retain(|id, _| present.contains(id));
         self.reported.retain(|id, _| present.contains(id));
