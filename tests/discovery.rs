@@ -1275,13 +1275,17 @@ fn a_container_moved_to_another_network_is_probed_there_and_healed_after_a_kill(
     ]);
     squatter.wait_sql(&pw);
     let moved = Instant::now();
-    wait_for(LONG, "the target to follow the container to its new address", || {
-        let t = targets(&addr);
-        t.get(&a.name)?["endpoint"]
-            .as_str()?
-            .starts_with(&format!("{new_ip}:"))
-            .then_some(())
-    });
+    wait_for(
+        LONG,
+        "the target to follow the container to its new address",
+        || {
+            let t = targets(&addr);
+            t.get(&a.name)?["endpoint"]
+                .as_str()?
+                .starts_with(&format!("{new_ip}:"))
+                .then_some(())
+        },
+    );
     let followed_in = moved.elapsed();
 
     // Killed: started again by the daemon, with an alert.
@@ -1377,7 +1381,11 @@ fn a_recreated_container_is_a_new_container_with_a_fresh_budget() {
             .into_iter()
             .find(|h| h.body["incident_id"] == incident.as_str())
     });
-    assert!(replaced.body["downtime_seconds"].is_null(), "{}", replaced.body);
+    assert!(
+        replaced.body["downtime_seconds"].is_null(),
+        "{}",
+        replaced.body
+    );
     assert!(
         rx.hook_events("recovery")
             .iter()
@@ -1388,10 +1396,15 @@ fn a_recreated_container_is_a_new_container_with_a_fresh_budget() {
     // The new container's first crash is healed.
     let since = chrono::Utc::now().timestamp();
     docker(&["kill", &name]);
-    wait_for(LONG, "the new container started again by the daemon", || {
-        (!engine_events(&new_id, since, "start").is_empty() && new.state().starts_with("running"))
+    wait_for(
+        LONG,
+        "the new container started again by the daemon",
+        || {
+            (!engine_events(&new_id, since, "start").is_empty()
+                && new.state().starts_with("running"))
             .then_some(())
-    });
+        },
+    );
     d.wait_event("target_recovered", Some(&name), LONG);
     // The leftover was never a target, at no moment.
     assert!(
@@ -1444,9 +1457,15 @@ fn a_container_the_daemon_cannot_connect_to_is_one_error_and_unreachable_in_stat
     let e = d.wait_event("discovery_unreachable", None, LONG);
     assert_eq!(e["level"], "ERRO", "{e}");
     assert_eq!(e["container"], c.name.as_str(), "{e}");
-    assert!(e["networks"].as_str().unwrap_or("").contains(&net.name), "{e}");
     assert!(
-        e["fix"].as_str().unwrap_or("").contains("discovery.docker.network"),
+        e["networks"].as_str().unwrap_or("").contains(&net.name),
+        "{e}"
+    );
+    assert!(
+        e["fix"]
+            .as_str()
+            .unwrap_or("")
+            .contains("discovery.docker.network"),
         "{e}"
     );
     // Said once, though discovery keeps looking every half second.

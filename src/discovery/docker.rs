@@ -347,7 +347,8 @@ impl Watcher {
                 .is_some_and(|id| self.networks_of.contains_key(id)),
             _ => {
                 self.cfg.mode == DiscoveryMode::All
-                    || attrs.is_some_and(|a| a.contains_key(&format!("{}.enable", self.cfg.namespace)))
+                    || attrs
+                        .is_some_and(|a| a.contains_key(&format!("{}.enable", self.cfg.namespace)))
             }
         }
     }
@@ -875,4 +876,32 @@ async fn accepts(t: &TargetConfig) -> bool {
         .await,
         Ok(Ok(_))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compose_leftover_is_named_with_its_own_id_prefix() {
+        let id = "0123456789abcdef0123";
+        assert!(leftover_name(id, "0123456789ab_db"));
+        assert!(
+            !leftover_name(id, "0123456789ab_"),
+            "no name after the prefix"
+        );
+        assert!(!leftover_name(id, "db"));
+        assert!(
+            !leftover_name(id, "ffffffffffff_db"),
+            "another container's id prefix"
+        );
+        assert!(!leftover_name("0123", "0123_db"), "an id too short");
+        let labels: BTreeMap<String, String> = [
+            (COMPOSE_PROJECT.to_string(), "shop".to_string()),
+            (COMPOSE_SERVICE.to_string(), "db".to_string()),
+        ]
+        .into();
+        assert_eq!(compose_pair(&labels), Some(("shop".into(), "db".into())));
+        assert_eq!(compose_pair(&BTreeMap::new()), None);
+    }
 }

@@ -62,7 +62,10 @@ pub enum Observation {
     /// The target's container was re-created (a new container id under the same target
     /// name): the open incident closes as replaced, not recovered (nothing came back; a new
     /// container took its place), and this record is done with.
-    Replaced { container: String, container_id: String },
+    Replaced {
+        container: String,
+        container_id: String,
+    },
 }
 
 /// Something for the Monitor to do, in order.

@@ -272,14 +272,19 @@ impl Machine<'_, '_> {
                 Phase::Healthy,
                 Some(None),
                 "replaced",
-                format!("container {container} re-created (new id {short}); closed without recovery"),
+                format!(
+                    "container {container} re-created (new id {short}); closed without recovery"
+                ),
             );
             if inc.alerted {
                 let summary = format!(
                     "Container {container} was re-created (new container {short}): this incident is closed as replaced, not recovered. The new container is watched with a fresh restart budget."
                 );
-                self.out
-                    .push(Action::Notify(self.notice(NoticeKind::Replaced, &inc, summary)));
+                self.out.push(Action::Notify(self.notice(
+                    NoticeKind::Replaced,
+                    &inc,
+                    summary,
+                )));
             }
         }
         let maintenance_until = self.rec.maintenance_until;
