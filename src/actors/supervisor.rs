@@ -262,8 +262,6 @@ impl Supervisor {
     /// (compose after a label change): a new container, so a fresh record (budget, backoff),
     /// and the old Monitor closes its open incident as replaced. Returns (added, removed,
     /// changed, unchanged); a replaced target counts as changed.
-    // Over 80 lines: one match over the four outcomes, each a few lines; split, the
-    // outcomes would no longer read side by side.
     fn sync(&mut self) -> (Vec<String>, Vec<String>, Vec<String>, usize) {
         let list = self.wanted();
         let order: Vec<String> = list.iter().map(|(t, _)| t.name.clone()).collect();
