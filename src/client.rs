@@ -147,6 +147,10 @@ pub fn status_table(v: &Value) -> String {
                 .collect();
             out.push_str(&format!("{}: {}\n", s(&t["name"]), list.join(" ")));
         }
+        if let Some(line) = unreachable_line(t) {
+            out.push_str(&line);
+            out.push('\n');
+        }
         for other in t["discovered"]["contested_by"]
             .as_array()
             .into_iter()
@@ -165,6 +169,26 @@ pub fn status_table(v: &Value) -> String {
         out.push_str(&cluster_lines(&v["cluster"]));
     }
     out
+}
+
+/// For a discovered container the daemon cannot connect to: a line saying so, with its
+/// networks and the fix.
+fn unreachable_line(t: &Value) -> Option<String> {
+    if t["state"] != "unreachable" {
+        return None;
+    }
+    let networks: Vec<String> = t["discovered"]["networks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(s)
+        .collect();
+    Some(printable(&format!(
+        "{}: UNREACHABLE, NOT WATCHED: the daemon cannot connect to container {} (networks: {}); put the daemon on one of them, or set discovery.docker.network",
+        s(&t["name"]),
+        s(&t["discovered"]["container"]),
+        networks.join(", ")
+    )))
 }
 
 /// Cluster mode: this daemon, the members, whether it is fenced, and who owns the rest.
@@ -259,4 +283,24 @@ pub fn incidents_table(v: &Value) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_table_says_which_containers_are_unreachable_and_the_fix() {
+        let v = serde_json::json!({ "targets": [{
+            "name": "db", "state": "unreachable", "endpoint": "pg:5432/postgres",
+            "consecutive_failures": 0, "restarts_in_window": 0, "max_restarts": 3,
+            "discovered": { "container": "pg", "container_id": "0123", "networks": ["backend"], "labels": {} }
+        }]});
+        let out = status_table(&v);
+        assert!(out.contains("unreachable"), "{out}");
+        assert!(
+            out.contains("db: UNREACHABLE, NOT WATCHED: the daemon cannot connect to container pg (networks: backend); put the daemon on one of them, or set discovery.docker.network\n"),
+            "{out}"
+        );
+    }
 }

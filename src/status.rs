@@ -10,7 +10,8 @@ pub struct TargetStatus {
     pub name: String,
     /// `host:port/db`.
     pub endpoint: String,
-    /// healthy, suspect, archiving, healing, recovering, held, escalated, unhealed.
+    /// healthy, suspect, archiving, healing, recovering, held, escalated, unhealed; for a
+    /// discovered container the daemon cannot connect to, unreachable (no Monitor runs).
     pub state: String,
     pub up: Option<bool>,
     pub last_probe_at: Option<DateTime<Utc>>,
@@ -33,6 +34,11 @@ pub struct TargetStatus {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DiscoveredFrom {
     pub container: String,
+    /// The container's id: a new id under the same target name is a re-created container.
+    pub container_id: String,
+    /// The networks the container is on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
     pub labels: std::collections::BTreeMap<String, String>,
     /// Later containers whose labels claim this target's name too: not watched, the name
     /// stays with `container`.

@@ -87,12 +87,23 @@ pub struct Shutdown {
 /// The whole set of targets discovery finds now; it replaces the previous set.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Discovered(pub Vec<crate::discovery::DiscoveredTarget>);
+pub struct Discovered(pub crate::discovery::DiscoveredSet);
 
-impl From<Vec<crate::discovery::DiscoveredTarget>> for Discovered {
-    fn from(targets: Vec<crate::discovery::DiscoveredTarget>) -> Self {
-        Self(targets)
+impl From<crate::discovery::DiscoveredSet> for Discovered {
+    fn from(set: crate::discovery::DiscoveredSet) -> Self {
+        Self(set)
     }
+}
+
+/// The target's container was re-created (same target name, new container id): the Monitor
+/// closes the open incident as replaced, then stops; the new container gets a new Monitor
+/// with a fresh record.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Replaced {
+    /// The new container's name and id.
+    pub container: String,
+    pub container_id: String,
 }
 
 /// Every target's status, in registry order.

@@ -12,7 +12,7 @@ mod watch;
 
 use super::archiver::Archiver;
 use super::healer::Healer;
-use super::messages::Retire;
+use super::messages::{Replaced, Retire};
 use super::notifier::Notifier;
 use crate::config::TargetConfig;
 use crate::docker::events::ContainerEvent;
@@ -254,6 +254,27 @@ impl actix::Supervised for Monitor {
 impl Handler<Retire> for Monitor {
     type Result = ();
     fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        self.retired = true;
+        ctx.stop();
+    }
+}
+
+impl Handler<Replaced> for Monitor {
+    type Result = ();
+    /// The container was re-created: close the open incident as replaced, then stop for good
+    /// (the new container has a Monitor of its own). The store and the Notifier take the
+    /// writes and the notice before this actor is gone.
+    fn handle(&mut self, msg: Replaced, ctx: &mut Context<Self>) {
+        if self.retired {
+            return;
+        }
+        self.feed(
+            Observation::Replaced {
+                container: msg.container,
+                container_id: msg.container_id,
+            },
+            ctx,
+        );
         self.retired = true;
         ctx.stop();
     }

@@ -5,7 +5,9 @@
 
 use super::archiver::{Archiver, SetArchive};
 use super::healer::Healer;
-use super::messages::{Discovered, Drain, GetStatus, Reload, Retire, SetMaintenance, Shutdown};
+use super::messages::{
+    Discovered, Drain, GetStatus, Reload, Replaced, Retire, SetMaintenance, Shutdown,
+};
 use super::monitor::{Monitor, Peers};
 use super::notifier::{Notifier, SetChannels};
 use crate::archive::s3::S3Sink;
@@ -63,6 +65,11 @@ pub struct Supervisor {
     discovery: Option<(SpawnHandle, DockerDiscovery, TargetDefaults)>,
     /// The targets discovery found last, by target name.
     discovered: BTreeMap<String, DiscoveredTarget>,
+    /// The containers discovery gave up connecting to (`status` lists them as unreachable).
+    unreachable: Vec<DiscoveredTarget>,
+    /// The container (id) each discovered target name last ran in: a new id is a new
+    /// container, with a fresh record (see [`Supervisor::sync`]).
+    container_of: HashMap<String, String>,
     /// Name clashes already reported (target name, container).
     clashes: HashSet<(String, String)>,
     /// Cluster mode: the targets this daemon owns (only these run here).
@@ -158,6 +165,8 @@ impl Supervisor {
             following_events: false,
             discovery: None,
             discovered: BTreeMap::new(),
+            unreachable: Vec::new(),
+            container_of: HashMap::new(),
             clashes: HashSet::new(),
             owned: Default::default(),
             handed_state: HashMap::new(),
@@ -185,6 +194,9 @@ impl Supervisor {
         discovered: Option<(String, DiscoveredFrom)>,
     ) {
         let cfg = Arc::new(cfg);
+        if let Some((id, _)) = &discovered {
+            self.container_of.insert(cfg.name.clone(), id.clone());
+        }
         let addr = self.spawn_monitor(cfg.clone(), record.clone());
         self.slots.insert(
             cfg.name.clone(),
@@ -228,6 +240,8 @@ impl Supervisor {
             }
             let from = DiscoveredFrom {
                 container: d.container.clone(),
+                container_id: d.container_id.clone(),
+                networks: d.networks.clone(),
                 labels: d.labels.clone(),
                 contested_by: d.contested_by.clone(),
             };
@@ -243,7 +257,11 @@ impl Supervisor {
 
     /// Brings the running monitors in line with `wanted()`: added targets start, removed ones
     /// stop (after their open incident), changed ones restart with the same record (an open
-    /// incident and the budget carry over). Returns (added, removed, changed, unchanged).
+    /// incident and the budget carry over: a new address, name or label is the same
+    /// container). A discovered target whose container id changed is a re-created container
+    /// (compose after a label change): a new container, so a fresh record (budget, backoff),
+    /// and the old Monitor closes its open incident as replaced. Returns (added, removed,
+    /// changed, unchanged); a replaced target counts as changed.
     fn sync(&mut self) -> (Vec<String>, Vec<String>, Vec<String>, usize) {
         let list = self.wanted();
         let order: Vec<String> = list.iter().map(|(t, _)| t.name.clone()).collect();
@@ -273,6 +291,19 @@ impl Supervisor {
                     }
                     removed.push(name);
                 }
+                Some((cfg, Some((id, from)))) if self.replaced(&name, &id) => {
+                    let slot = self.slots.remove(&name).expect("present");
+                    info!(self.log, "container re-created: a new container (fresh restart budget); the old one's incident closes as replaced";
+                        "event" => "target_replaced", "target" => &name, "container" => &from.container, "container_id" => short(&id),
+                        "old_container_id" => slot.discovered.as_ref().map(|(old, _)| short(old)).unwrap_or_default());
+                    slot.addr.do_send(Replaced {
+                        container: from.container.clone(),
+                        container_id: id.clone(),
+                    });
+                    let record = fresh_record(&slot.record);
+                    self.add(cfg, record, Some((id, from)));
+                    changed.push(name);
+                }
                 Some((cfg, from)) if *self.slots[&name].cfg != cfg => {
                     let slot = self.slots.remove(&name).expect("present");
                     slot.addr.do_send(Retire);
@@ -292,7 +323,12 @@ impl Supervisor {
         for name in order {
             if let Some((t, from)) = wanted.remove(&name) {
                 added.push(t.name.clone());
-                let record = self.record_for(&t);
+                // A target name seen before in another container: that one's budget is not
+                // this one's.
+                let record = match (&from, self.container_of.get(&name)) {
+                    (Some((id, _)), Some(old)) if old != id => SharedRecord::default(),
+                    _ => self.record_for(&t),
+                };
                 self.add(t, record, from);
             }
         }
@@ -619,7 +655,31 @@ impl Handler<ContainerEvent> for Supervisor {
     }
 }
 
+/// The first 12 characters of a container id, as `docker ps` shows it.
+fn short(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+/// The record of a new container under a known target name: nothing of the old container's
+/// (incident, budget, backoff, failures), but the operator's maintenance window, which is
+/// about the target.
+fn fresh_record(old: &SharedRecord) -> SharedRecord {
+    let maintenance_until = old.lock().maintenance_until;
+    SharedRecord::new(crate::incident::TargetRecord {
+        maintenance_until,
+        ..Default::default()
+    })
+}
+
 impl Supervisor {
+    /// Whether the discovered target `name` now runs in another container than its Monitor's.
+    fn replaced(&self, name: &str, id: &str) -> bool {
+        self.slots
+            .get(name)
+            .and_then(|s| s.discovered.as_ref())
+            .is_some_and(|(old, _)| old != id)
+    }
+
     fn route(&self, ev: &ContainerEvent) {
         for slot in self.slots.values() {
             if slot.cfg.container().is_some_and(|c| ev.concerns(c)) {
@@ -636,7 +696,13 @@ impl Handler<Discovered> for Supervisor {
         if self.stopping {
             return;
         }
-        self.discovered = msg.0.into_iter().map(|d| (d.cfg.name.clone(), d)).collect();
+        self.unreachable = msg.0.unreachable;
+        self.discovered = msg
+            .0
+            .targets
+            .into_iter()
+            .map(|d| (d.cfg.name.clone(), d))
+            .collect();
         let (added, removed, changed, unchanged) = self.sync();
         if !(added.is_empty() && removed.is_empty() && changed.is_empty()) {
             info!(self.log, "discovered targets applied"; "event" => "discovery_applied", "added" => added.join(","), "removed" => removed.join(","),
@@ -762,8 +828,42 @@ impl Handler<GetStatus> for Supervisor {
                     owner: self.peers.cluster.as_ref().map(|c| c.member().to_string()),
                 }
             })
-            .collect();
-        MessageResult(out)
+            .collect::<Vec<_>>();
+        let unreachable = self.unreachable_status(&out);
+        MessageResult(out.into_iter().chain(unreachable).collect())
+    }
+}
+
+impl Supervisor {
+    /// The containers discovery gave up connecting to, for `status`: state `unreachable`,
+    /// no Monitor, nothing probed (unless a target of that name is listed already).
+    fn unreachable_status(&self, listed: &[TargetStatus]) -> Vec<TargetStatus> {
+        self.unreachable
+            .iter()
+            .filter(|d| !listed.iter().any(|t| t.name == d.cfg.name))
+            .map(|d| TargetStatus {
+                name: d.cfg.name.clone(),
+                endpoint: d.cfg.dsn.endpoint(),
+                state: "unreachable".into(),
+                up: None,
+                last_probe_at: None,
+                last_probe_latency_ms: None,
+                consecutive_failures: 0,
+                restarts_in_window: 0,
+                max_restarts: d.cfg.budget.max_restarts,
+                open_incident: None,
+                maintenance_until: None,
+                monitor_alive: false,
+                discovered: Some(DiscoveredFrom {
+                    container: d.container.clone(),
+                    container_id: d.container_id.clone(),
+                    networks: d.networks.clone(),
+                    labels: d.labels.clone(),
+                    contested_by: d.contested_by.clone(),
+                }),
+                owner: None,
+            })
+            .collect()
     }
 }
 

@@ -1,10 +1,23 @@
 //! Watches the Docker Engine for containers to discover: lists them once, then again after
-//! every container event that can change the set (create, start, rename, destroy) and after
-//! every reconnect, and sends the whole set to the Supervisor, which applies the difference
-//! through its reload path.
+//! every event that can change the set or an address (container create, start, rename, die,
+//! destroy; network connect and disconnect) and after every reconnect, and sends the whole
+//! set to the Supervisor, which applies the difference through its reload path.
+//!
+//! Three cases are decided here (README, "Discovery"):
+//! - moves: a container moved to another network (`docker network connect` then `disconnect`)
+//!   or given another address by a restart gets a target with the new address at the next
+//!   listing; the Supervisor applies it as a changed target (same incident, same budget).
+//! - re-creation: compose renames the old container `<its id[..12]>_<name>` before creating
+//!   the new one. Such a leftover (that name pattern, with the compose project and service of
+//!   a target) is never a target of its own: it keeps the target it had, unchanged, until a
+//!   new container claims the name. The target carries its container id, so the Supervisor
+//!   tells the new container (a new id) from a changed one.
+//! - unreachable: a running container whose server accepts no connection from the daemon
+//!   within `defaults.recovery_timeout` is reported once at ERROR (its networks and the fix)
+//!   and listed as `unreachable` by `status`, until it answers.
 
 use super::labels::{self, ContainerFacts};
-use super::DiscoveredTarget;
+use super::{DiscoveredSet, DiscoveredTarget};
 use crate::backoff::Backoff;
 use crate::config::{DiscoveryMode, DockerDiscovery, Problem, TargetConfig, TargetDefaults};
 use crate::docker::{DockerClient, DockerError};
@@ -19,9 +32,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Events after which the set may have changed. `die` does not change it: a stopped
-/// container stays a target (and is healed).
-const RESYNC_ON: [&str; 4] = ["create", "start", "rename", "destroy"];
+/// Container events after which the set or an address may have changed. A stopped container
+/// stays a target (and is healed); `die` is here so that the address is read again at once.
+const RESYNC_ON: [&str; 5] = ["create", "start", "rename", "die", "destroy"];
+
+/// Network events that change a container's addresses (the event names the container).
+const NETWORK_EVENTS: [&str; 2] = ["connect", "disconnect"];
+
+/// The compose labels naming a container's project and service.
+const COMPOSE_PROJECT: &str = "com.docker.compose.project";
+const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 
 /// Waits between attempts to reach the Engine again: from 1 s up to 2 s. Short: an attempt
 /// costs one connection, while each second spent waiting after the Engine is back (a restart
@@ -65,7 +85,23 @@ struct Watcher {
     /// The networks of the daemon's own container; None: the daemon runs on the host.
     own_networks: Option<Vec<String>>,
     /// The last set sent.
-    sent: Option<Vec<DiscoveredTarget>>,
+    sent: Option<DiscoveredSet>,
+    /// The networks of each container seen (sorted).
+    networks_of: HashMap<String, Vec<String>>,
+    /// Compose (project, service) of every container that was a target in this run: a
+    /// `<id>_<name>` leftover of one of them is a re-creation in progress.
+    compose_targets: HashSet<(String, String)>,
+    /// Compose leftovers (the old container, renamed during a re-creation): never targets.
+    leftovers: HashSet<String>,
+    /// A leftover's target as it was before the rename, kept until a new container takes
+    /// the name (so the Supervisor sees the new id replace the old one).
+    frozen: HashMap<String, DiscoveredTarget>,
+    /// Running containers whose server has not accepted a connection yet, since when.
+    waiting_since: HashMap<String, std::time::Instant>,
+    /// Those reported unreachable (one ERROR each, until they answer).
+    unreachable_said: HashSet<String>,
+    /// Those past the deadline at the last listing.
+    unreachable: Vec<DiscoveredTarget>,
     /// Containers whose main process runs now.
     running: HashSet<String>,
     /// Containers that are targets: their server accepted a connection once, or they were
@@ -77,7 +113,7 @@ struct Watcher {
 }
 
 /// Sends the whole set of targets found now, replacing the previous set.
-type SendTargets = Box<dyn Fn(Vec<DiscoveredTarget>)>;
+type SendTargets = Box<dyn Fn(DiscoveredSet)>;
 
 /// Follows the Engine until the daemon stops (its receiver is gone), sending each changed set
 /// of targets as an `M` (the Supervisor's `Discovered`: the protocol stays in the actors).
@@ -88,7 +124,7 @@ pub async fn follow<M>(
     sink: Recipient<M>,
     log: Logger,
 ) where
-    M: Message<Result = ()> + From<Vec<DiscoveredTarget>> + Send + 'static,
+    M: Message<Result = ()> + From<DiscoveredSet> + Send + 'static,
 {
     let send: SendTargets = {
         let sink = sink.clone();
@@ -117,7 +153,7 @@ pub async fn follow<M>(
                 continue;
             }
         };
-        let stream = api.events(Some(events_options(&w.cfg)));
+        let stream = api.events(Some(events_options()));
         // Whatever happened while the stream was closed is found by listing again.
         if w.resync().await.is_err() {
             tokio::time::sleep(RECONNECT.delay(attempt)).await;
@@ -138,23 +174,45 @@ pub async fn follow<M>(
     }
 }
 
-/// The events that call for a new listing, under this discovery's label filter.
-fn events_options(cfg: &DockerDiscovery) -> EventsOptions<String> {
-    let mut filters = HashMap::from([
-        ("type".to_string(), vec!["container".to_string()]),
+/// The events that may call for a new listing. No label filter: a network event carries the
+/// network's labels, not the container's; [`Watcher::concerns`] picks the relevant ones.
+fn events_options() -> EventsOptions<String> {
+    let filters = HashMap::from([
+        (
+            "type".to_string(),
+            vec!["container".to_string(), "network".to_string()],
+        ),
         (
             "event".to_string(),
-            RESYNC_ON.iter().map(|s| s.to_string()).collect(),
+            RESYNC_ON
+                .iter()
+                .chain(NETWORK_EVENTS.iter())
+                .map(|s| s.to_string())
+                .collect(),
         ),
     ]);
-    if cfg.mode == DiscoveryMode::Label {
-        filters.insert("label".into(), vec![format!("{}.enable", cfg.namespace)]);
-    }
     EventsOptions::<String> {
         since: None,
         until: None,
         filters,
     }
+}
+
+/// Whether `name` is what compose calls a container it is replacing: `<id[..12]>_<name>`,
+/// with its own id.
+fn leftover_name(id: &str, name: &str) -> bool {
+    id.get(..12)
+        .and_then(|prefix| name.strip_prefix(prefix))
+        .and_then(|rest| rest.strip_prefix('_'))
+        .is_some_and(|rest| !rest.is_empty())
+}
+
+/// The container's compose project and service, when it has both labels.
+fn compose_pair(labels: &BTreeMap<String, String>) -> Option<(String, String)> {
+    Some((
+        labels.get(COMPOSE_PROJECT)?.clone(),
+        labels.get(COMPOSE_SERVICE)?.clone(),
+    ))
 }
 
 /// One look at the Engine, for `check-config --discover`: what would be discovered now, and
@@ -191,6 +249,13 @@ impl Watcher {
             holders: HashMap::new(),
             own_networks: None,
             sent: None,
+            networks_of: HashMap::new(),
+            compose_targets: HashSet::new(),
+            leftovers: HashSet::new(),
+            frozen: HashMap::new(),
+            waiting_since: HashMap::new(),
+            unreachable_said: HashSet::new(),
+            unreachable: Vec::new(),
             running: HashSet::new(),
             armed: HashSet::new(),
             waiting: false,
@@ -248,12 +313,20 @@ impl Watcher {
                 stream.next().await
             };
             let Some(item) = item else { return true };
-            if let Err(e) = item {
-                warn!(self.log, "Docker events stream broke; reopening"; "event" => "discovery_events_broken", "error" => %e);
-                return true;
-            }
+            let mut relevant = match item {
+                Ok(m) => self.concerns(&m),
+                Err(e) => {
+                    warn!(self.log, "Docker events stream broke; reopening"; "event" => "discovery_events_broken", "error" => %e);
+                    return true;
+                }
+            };
             // A burst (a compose stack coming up) costs one listing.
-            while let Some(Some(Ok(_))) = stream.next().now_or_never() {}
+            while let Some(Some(Ok(m))) = stream.next().now_or_never() {
+                relevant |= self.concerns(&m);
+            }
+            if !relevant {
+                continue;
+            }
             if self.resync().await.is_err() {
                 return true;
             }
@@ -263,16 +336,44 @@ impl Watcher {
         }
     }
 
+    /// Whether an event may change the set: a container event of a container the mode
+    /// selects (in `label` mode, one with the enable label), or a network event about a
+    /// container seen before.
+    fn concerns(&self, m: &EventMessage) -> bool {
+        let attrs = m.actor.as_ref().and_then(|a| a.attributes.as_ref());
+        match m.typ {
+            Some(bollard::models::EventMessageTypeEnum::NETWORK) => attrs
+                .and_then(|a| a.get("container"))
+                .is_some_and(|id| self.networks_of.contains_key(id)),
+            _ => {
+                self.cfg.mode == DiscoveryMode::All
+                    || attrs
+                        .is_some_and(|a| a.contains_key(&format!("{}.enable", self.cfg.namespace)))
+            }
+        }
+    }
+
     /// Lists the containers, builds their targets, and sends the set if it changed.
     async fn resync(&mut self) -> Result<(), DockerError> {
         let built = self.scan().await?;
         let built = self.armed_only(built).await;
-        let (targets, _) = self.partition(built);
-        if self.sent.as_ref() != Some(&targets) {
-            debug!(self.log, "discovered"; "targets" => targets.len());
-            self.sent = Some(targets.clone());
+        let (mut targets, _) = self.partition(built);
+        // A leftover of a re-creation keeps its target until a new container takes the name.
+        for t in self.frozen.values() {
+            if !targets.iter().any(|x| x.cfg.name == t.cfg.name) {
+                targets.push(t.clone());
+            }
+        }
+        targets.sort_by(|a, b| a.cfg.name.cmp(&b.cfg.name));
+        let set = DiscoveredSet {
+            targets,
+            unreachable: self.unreachable.clone(),
+        };
+        if self.sent.as_ref() != Some(&set) {
+            debug!(self.log, "discovered"; "targets" => set.targets.len(), "unreachable" => set.unreachable.len());
+            self.sent = Some(set.clone());
             if let Some(send) = &self.sink {
-                send(targets);
+                send(set);
             }
         }
         Ok(())
@@ -287,18 +388,24 @@ impl Watcher {
                 return Err(e);
             }
         };
+        // Every container listed, selected or not: what the Engine no longer has is forgotten.
+        let present: HashSet<String> = listed.iter().filter_map(|s| s.id.clone()).collect();
         let mut facts = Vec::new();
         for s in listed {
             if let Some(f) = self.facts_of(s).await {
                 facts.push(f);
             }
         }
-        let present: HashSet<String> = facts.iter().map(|f| f.id.clone()).collect();
         self.inspected.retain(|id, _| present.contains(id));
         self.last_address.retain(|id, _| present.contains(id));
         self.reported.retain(|id, _| present.contains(id));
         self.running.retain(|id| present.contains(id));
         self.armed.retain(|id| present.contains(id));
+        self.networks_of.retain(|id, _| present.contains(id));
+        self.leftovers.retain(|id| present.contains(id));
+        self.frozen.retain(|id, _| present.contains(id));
+        self.waiting_since.retain(|id, _| present.contains(id));
+        self.unreachable_said.retain(|id| present.contains(id));
 
         // Pure: the credentials were read at load, and labels are never expanded.
         let built = facts
@@ -364,6 +471,9 @@ impl Watcher {
         if !self.cfg.trust_image_labels {
             labels = labels::own_labels(labels, &inspected.image_labels);
         }
+        if self.is_leftover(&id, &name, &labels) {
+            return None;
+        }
         let mut f = ContainerFacts {
             id: id.clone(),
             name,
@@ -378,6 +488,14 @@ impl Watcher {
         if !labels::selected(&f, &self.cfg) {
             return None;
         }
+        let mut networks: Vec<String> = s
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+            .map(|n| n.keys().cloned().collect())
+            .unwrap_or_default();
+        networks.sort();
+        self.networks_of.insert(f.id.clone(), networks);
         f.address = self.address(&s, &f);
         // In `all` mode a PostgreSQL container the daemon shares no network with is
         // someone else's, not a mistake to report.
@@ -412,13 +530,10 @@ impl Watcher {
                     if self.reported.remove(&f.id).is_some() {
                         info!(self.log, "container's labels are usable again"; "event" => "discovery_fixed", "container" => &f.name);
                     }
-                    targets.push(DiscoveredTarget {
-                        labels: labels::shown_labels(&f, &self.cfg.namespace),
-                        container_id: f.id,
-                        container: f.name,
-                        cfg,
-                        contested_by: Vec::new(),
-                    });
+                    if let Some(pair) = compose_pair(&f.labels) {
+                        self.compose_targets.insert(pair);
+                    }
+                    targets.push(self.discovered(f, cfg));
                 }
                 Err(problems) => {
                     self.report(&f, &problems);
@@ -466,10 +581,12 @@ impl Watcher {
 
     /// Keeps the containers that are targets already, or whose server now accepts a TCP
     /// connection, or that are stopped; a running one whose server does not answer yet is
-    /// initialising and waits. Containers with bad labels pass, to be reported.
+    /// initialising and waits, up to `defaults.recovery_timeout`: then it is unreachable
+    /// (one ERROR, and `status` lists it). Containers with bad labels pass, to be reported.
     async fn armed_only(&mut self, built: Vec<Built>) -> Vec<Built> {
         let mut out = Vec::with_capacity(built.len());
         self.waiting = false;
+        self.unreachable.clear();
         for (f, r) in built {
             let ready = match &r {
                 _ if self.armed.contains(&f.id) => true,
@@ -481,14 +598,84 @@ impl Watcher {
                 Ok(t) => accepts(t).await,
             };
             if ready {
+                self.waiting_since.remove(&f.id);
+                if self.unreachable_said.remove(&f.id) {
+                    info!(self.log, "container's server accepts connections now: watched"; "event" => "discovery_reachable", "container" => &f.name);
+                }
                 self.armed.insert(f.id.clone());
                 out.push((f, r));
-            } else {
-                debug!(self.log, "container initialising: a target once its server accepts connections"; "event" => "discovery_waiting", "container" => &f.name);
+            } else if let Ok(t) = r {
                 self.waiting = true;
+                self.not_yet(f, t);
             }
         }
         out
+    }
+
+    /// A running container whose server does not accept a connection yet: initialising
+    /// until the deadline, unreachable after it.
+    fn not_yet(&mut self, f: ContainerFacts, t: TargetConfig) {
+        let since = *self
+            .waiting_since
+            .entry(f.id.clone())
+            .or_insert_with(std::time::Instant::now);
+        let deadline = self.defaults.recovery_timeout;
+        if since.elapsed() < deadline {
+            debug!(self.log, "container initialising: a target once its server accepts connections"; "event" => "discovery_waiting", "container" => &f.name);
+            return;
+        }
+        let d = self.discovered(f, t);
+        if self.unreachable_said.insert(d.container_id.clone()) {
+            let ns = &self.cfg.namespace;
+            error!(self.log, "labelled container not watched: the daemon cannot connect to its server (a network it cannot reach?)"; "event" => "discovery_unreachable",
+                "container" => &d.container, "target" => &d.cfg.name, "endpoint" => d.cfg.dsn.endpoint(), "networks" => d.networks.join(","),
+                "waited_s" => deadline.as_secs(),
+                "fix" => format!("put the daemon on one of the container's networks ({}), or set discovery.docker.network (or the {ns}.network label) to a network both are on", d.networks.join(", ")));
+        }
+        self.unreachable.push(d);
+    }
+
+    /// The target of a usable container, as sent to the Supervisor.
+    fn discovered(&self, f: ContainerFacts, cfg: TargetConfig) -> DiscoveredTarget {
+        DiscoveredTarget {
+            labels: labels::shown_labels(&f, &self.cfg.namespace),
+            networks: self.networks_of.get(&f.id).cloned().unwrap_or_default(),
+            container_id: f.id,
+            container: f.name,
+            cfg,
+            contested_by: Vec::new(),
+        }
+    }
+
+    /// Whether the container is the old one of a compose re-creation: named `<its
+    /// id[..12]>_<name>` and carrying the compose project and service of a target (or being
+    /// a target itself). Never a target of its own; its target, if it had one, is kept as it
+    /// was until a new container claims the name.
+    fn is_leftover(&mut self, id: &str, name: &str, labels: &BTreeMap<String, String>) -> bool {
+        if self.leftovers.contains(id) {
+            return true;
+        }
+        if !leftover_name(id, name) {
+            return false;
+        }
+        let Some(pair) = compose_pair(labels) else {
+            return false;
+        };
+        let had = self
+            .sent
+            .as_ref()
+            .and_then(|s| s.targets.iter().find(|t| t.container_id == id))
+            .cloned();
+        if had.is_none() && !self.compose_targets.contains(&pair) {
+            return false;
+        }
+        info!(self.log, "compose is re-creating a container: the old one is not a target of its own"; "event" => "discovery_recreating",
+            "container" => name, "project" => &pair.0, "service" => &pair.1);
+        self.leftovers.insert(id.to_string());
+        if let Some(t) = had {
+            self.frozen.insert(id.to_string(), t);
+        }
+        true
     }
 
     async fn inspect(&self, id: &str) -> Option<Inspected> {
@@ -689,4 +876,32 @@ async fn accepts(t: &TargetConfig) -> bool {
         .await,
         Ok(Ok(_))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compose_leftover_is_named_with_its_own_id_prefix() {
+        let id = "0123456789abcdef0123";
+        assert!(leftover_name(id, "0123456789ab_db"));
+        assert!(
+            !leftover_name(id, "0123456789ab_"),
+            "no name after the prefix"
+        );
+        assert!(!leftover_name(id, "db"));
+        assert!(
+            !leftover_name(id, "ffffffffffff_db"),
+            "another container's id prefix"
+        );
+        assert!(!leftover_name("0123", "0123_db"), "an id too short");
+        let labels: BTreeMap<String, String> = [
+            (COMPOSE_PROJECT.to_string(), "shop".to_string()),
+            (COMPOSE_SERVICE.to_string(), "db".to_string()),
+        ]
+        .into();
+        assert_eq!(compose_pair(&labels), Some(("shop".into(), "db".into())));
+        assert_eq!(compose_pair(&BTreeMap::new()), None);
+    }
 }

@@ -59,6 +59,13 @@ pub enum Observation {
     },
     /// A new Monitor took over the record (after a panic or a daemon restart).
     Resume,
+    /// The target's container was re-created (a new container id under the same target
+    /// name): the open incident closes as replaced, not recovered (nothing came back; a new
+    /// container took its place), and this record is done with.
+    Replaced {
+        container: String,
+        container_id: String,
+    },
 }
 
 /// Something for the Monitor to do, in order.

@@ -93,6 +93,10 @@ impl Machine<'_, '_> {
             }
             Observation::RedoProgress { id, lsn } => self.on_redo_progress(&id, lsn),
             Observation::Resume => self.resume(),
+            Observation::Replaced {
+                container,
+                container_id,
+            } => self.on_replaced(&container, &container_id),
         }
     }
 
@@ -245,6 +249,51 @@ impl Machine<'_, '_> {
             n.time_to_recovery_seconds = Some(ttr);
             self.out.push(Action::Notify(n));
         }
+    }
+
+    /// The container was re-created: the open incident closes as replaced (no downtime is
+    /// measured: nothing recovered, a new container took the old one's place), with a notice
+    /// when the failure was alerted, and the record starts over (the new container's budget
+    /// is its own; the Supervisor gives it a fresh record anyway).
+    fn on_replaced(&mut self, container: &str, container_id: &str) {
+        let short: String = container_id.chars().take(12).collect();
+        if let Some(inc) = self.rec.incident.take() {
+            let kv = self.log(
+                Level::Info,
+                "incident_replaced",
+                "container re-created: incident closed as replaced",
+            );
+            kv.push(("incident", inc.id.as_str().into()));
+            kv.push(("container", container.into()));
+            kv.push(("container_id", short.as_str().into()));
+            if inc.heal_started.is_some() {
+                self.out.push(Action::HealDone { id: inc.id.clone() });
+            }
+            self.persist_as(
+                &inc,
+                Phase::Healthy,
+                Some(None),
+                "replaced",
+                format!(
+                    "container {container} re-created (new id {short}); closed without recovery"
+                ),
+            );
+            if inc.alerted {
+                let summary = format!(
+                    "Container {container} was re-created (new container {short}): this incident is closed as replaced, not recovered. The new container is watched with a fresh restart budget."
+                );
+                self.out.push(Action::Notify(self.notice(
+                    NoticeKind::Replaced,
+                    &inc,
+                    summary,
+                )));
+            }
+        }
+        let maintenance_until = self.rec.maintenance_until;
+        *self.rec = TargetRecord {
+            maintenance_until,
+            ..Default::default()
+        };
     }
 
     fn on_failure(&mut self, f: ProbeFailure) {

@@ -783,3 +783,34 @@ fn notice(id: &str) -> crate::notify::Notice {
         outage: None,
     }
 }
+
+#[test]
+fn a_replaced_container_closes_the_incident_as_replaced_and_the_record_starts_over() {
+    let mut t = T::new("");
+    t.rec.restarts.extend([t.now, t.now]);
+    t.declare(FailureClass::ConnectionRefused);
+    t.archived();
+    assert_eq!(t.rec.phase, Phase::Held);
+    let id = t.id();
+    t.at(Duration::from_secs(30));
+    let got = t.step(Observation::Replaced {
+        container: "db".into(),
+        container_id: "0123456789abcdef".into(),
+    });
+    assert_eq!(names(&got), ["persist:replaced", "notify:replaced"]);
+    assert!(events(&got).contains(&"incident_replaced".to_string()));
+    let n = notices(&got)[0];
+    assert_eq!(n.incident_id, id);
+    assert_eq!(n.kind, NoticeKind::Replaced);
+    assert_eq!(n.downtime_seconds, None, "not a recovery: no downtime");
+    assert!(n.summary.contains("0123456789ab"), "{}", n.summary);
+    assert!(t.rec.incident.is_none());
+    assert!(t.rec.restarts.is_empty(), "a fresh budget");
+    assert_eq!(t.rec.phase, Phase::Healthy);
+    // No incident open: nothing to close, nothing said.
+    let got = t.step(Observation::Replaced {
+        container: "db".into(),
+        container_id: "fedcba9876543210".into(),
+    });
+    assert!(names(&got).is_empty(), "{:?}", names(&got));
+}

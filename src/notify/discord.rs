@@ -44,7 +44,7 @@ impl Discord {
             return delivery::deliver(client, ep, &payload(n), policy).await;
         };
         let mut messages = self.messages.lock().await;
-        let closing = n.kind == NoticeKind::Recovery;
+        let closing = n.kind.closes();
         if let Some((id, history)) = messages.get_mut(&n.incident_id) {
             history.push(n.clone());
             let mut url = base.clone();
@@ -122,12 +122,15 @@ impl Channel for Discord {
 pub const RED: u32 = 0xE7_4C_3C;
 pub const GREEN: u32 = 0x2E_CC_71;
 pub const ORANGE: u32 = 0xE6_7E_22;
+/// A closed incident that did not recover (its container was replaced).
+pub const GREY: u32 = 0x95_A5_A6;
 
 /// Discord's limits: content 2000, title 256, description 4096, field name 256, value 1024.
 pub fn payload(n: &Notice) -> Value {
     let color = match n.kind {
         NoticeKind::Failure => RED,
         NoticeKind::Recovery => GREEN,
+        NoticeKind::Replaced => GREY,
         NoticeKind::Escalation => ORANGE,
         NoticeKind::Test => GREEN,
     };

@@ -4,7 +4,7 @@
 //! recovery comes. A follower whose announcer never comes or dies sends what it held (fail
 //! open). Every file access runs off the actor threads, bounded in time.
 
-use super::{Notice, NoticeKind};
+use super::Notice;
 use crate::outage::{OutageBook, Role};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -103,7 +103,7 @@ impl Gate {
             self.release(n, None);
             return;
         };
-        let recovery = n.kind == NoticeKind::Recovery;
+        let recovery = n.kind.closes();
         let known = self.open.get(&n.incident_id).map(|t| t.announce);
         if known == Some(false) && (o.may_lead || recovery) {
             // A follower that now acts, or recovers: it announces unless another daemon did

@@ -94,6 +94,9 @@ pub enum NoticeKind {
     Failure,
     /// A probe passes again.
     Recovery,
+    /// The target's container was re-created (new id, same target name): the incident is
+    /// closed, not recovered.
+    Replaced,
     /// A person must act: recovery timed out, or the restart budget is spent.
     Escalation,
     /// `sentinel-remedy notify-test`: proves a channel works.
@@ -101,10 +104,16 @@ pub enum NoticeKind {
 }
 
 impl NoticeKind {
+    /// Whether the notice ends the incident's outage (a recovery, or the container replaced).
+    pub fn closes(self) -> bool {
+        matches!(self, NoticeKind::Recovery | NoticeKind::Replaced)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             NoticeKind::Failure => "failure",
             NoticeKind::Recovery => "recovery",
+            NoticeKind::Replaced => "replaced",
             NoticeKind::Escalation => "escalation",
             NoticeKind::Test => "test",
         }
@@ -221,6 +230,10 @@ impl Notice {
                     .unwrap_or("unknown")
             ),
             NoticeKind::Recovery => format!("🟢 {} recovered", self.target),
+            NoticeKind::Replaced => format!(
+                "🔁 {}: container re-created, incident closed as replaced",
+                self.target
+            ),
             NoticeKind::Escalation => format!("🚨 {} needs manual intervention", self.target),
             NoticeKind::Test => "✅ SentinelRemedy test message".to_string(),
         }

@@ -26,7 +26,7 @@ impl JsonPost for PagerDuty {
 /// The Events v2 body for `n`, with the integration's routing key.
 pub fn payload(n: &Notice, routing_key: &str) -> Value {
     let dedup_key = dedup_key(n);
-    if n.kind == NoticeKind::Recovery {
+    if n.kind.closes() {
         return json!({ "routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key });
     }
     let severity = match n.kind {
