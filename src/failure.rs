@@ -40,6 +40,9 @@ pub enum FailureClass {
     ReadOnly,
     /// The target's container does not exist (removed, or never created).
     ContainerMissing,
+    /// Another server answered on the target's address: its `system_identifier` is not the
+    /// one learned for the target (see `probe::identity`). Never restarted, never a recovery.
+    WrongServer,
 }
 
 impl FailureClass {
@@ -60,11 +63,12 @@ impl FailureClass {
             FailureClass::DatabaseMissing => "database_missing",
             FailureClass::ReadOnly => "read_only",
             FailureClass::ContainerMissing => "container_missing",
+            FailureClass::WrongServer => "wrong_server",
         }
     }
 
     /// Every class, for validation messages.
-    pub const ALL: [FailureClass; 14] = [
+    pub const ALL: [FailureClass; 15] = [
         FailureClass::ConnectionRefused,
         FailureClass::Timeout,
         FailureClass::Authentication,
@@ -79,6 +83,7 @@ impl FailureClass {
         FailureClass::DatabaseMissing,
         FailureClass::ReadOnly,
         FailureClass::ContainerMissing,
+        FailureClass::WrongServer,
     ];
 
     pub fn from_label(s: &str) -> Option<Self> {

@@ -37,7 +37,9 @@ pub fn default_action(class: FailureClass) -> Action {
     match class {
         ConnectionRefused | Timeout | ConnectionLost | ProcessExited => Action::Restart,
         Authentication | TooManyConnections | DiskFull | OutOfMemory | DatabaseMissing
-        | ReadOnly | QueryError | UnexpectedResult | Recovering | ContainerMissing => Action::Alert,
+        | ReadOnly | QueryError | UnexpectedResult | Recovering | ContainerMissing | WrongServer => {
+            Action::Alert
+        }
     }
 }
 
@@ -59,6 +61,7 @@ pub fn diagnosis(class: FailureClass) -> &'static str {
         QueryError => "The probe query fails with an SQL error: check the query and the objects it uses. A restart would not change the answer.",
         UnexpectedResult => "The probe query answers something other than `expect`: the data or the server's role changed. A restart would not change the answer.",
         Recovering => "The server is starting up or in crash recovery (57P03): waiting, never restarting for it.",
+        WrongServer => "Another server answers on the target's address: its system_identifier is not the one learned for this target. The target's own server is not there (stopped, moved, or its address taken by another container or cluster). A restart of the target cannot fix this and none is made. If the move is intended, open a maintenance window (POST /targets/NAME/maintenance) until a probe passes, or change the target's DSN: the new identity is then learned.",
     }
 }
 
@@ -70,8 +73,10 @@ pub struct Policy {
 
 impl Policy {
     pub fn action(&self, class: FailureClass) -> Action {
-        if class == FailureClass::Recovering {
-            return Action::Alert; // never a restart, whatever the registry says
+        if matches!(class, FailureClass::Recovering | FailureClass::WrongServer) {
+            // Never a restart, whatever the registry says: 57P03 is a server recovering, and
+            // restarting our own server cannot fix another one answering on its address.
+            return Action::Alert;
         }
         self.overrides
             .get(class.label())

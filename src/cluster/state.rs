@@ -20,6 +20,9 @@ pub struct TargetState {
     pub incident: Option<IncidentState>,
     /// Who wrote this, for the status page and the logs.
     pub written_by: String,
+    /// Which server is the target's own (`probe::identity`); absent in older states.
+    #[serde(default)]
+    pub identity: Option<crate::probe::identity::LearnedIdentity>,
 }
 
 /// An open incident, with the notices sent so far (the row leaves them out of its JSON).
@@ -46,6 +49,7 @@ impl TargetState {
                 notices: inc.notices.clone(),
             }),
             written_by: member.to_string(),
+            identity: rec.identity.clone(),
         }
     }
 
@@ -66,6 +70,7 @@ impl TargetState {
             open,
             heal_started,
             backoff_step: self.backoff_step,
+            identity: self.identity,
         }
     }
 }

@@ -18,6 +18,8 @@ pub struct StoredTarget {
     /// The open incident's heal already ran: it resumes as recovering, never restarted twice.
     pub heal_started: bool,
     pub backoff_step: u32,
+    /// Which server is the target's own (`probe::identity`).
+    pub identity: Option<crate::probe::identity::LearnedIdentity>,
 }
 
 impl Store {
@@ -42,6 +44,7 @@ impl Store {
             open,
             heal_started,
             backoff_step: 0,
+            identity: self.identity(target),
         };
         record_from(stored, budget)
     }
@@ -59,6 +62,7 @@ pub fn record_from(stored: StoredTarget, budget: &BudgetConfig) -> TargetRecord 
         .collect();
     rec.backoff_step = stored.backoff_step;
     rec.maintenance_until = stored.maintenance_until;
+    rec.identity = stored.identity;
     if let Some(row) = stored.open {
         let inc = incident_from_row(&row);
         let phase = match Phase::from_label(&row.phase) {
