@@ -37,9 +37,8 @@ pub fn default_action(class: FailureClass) -> Action {
     match class {
         ConnectionRefused | Timeout | ConnectionLost | ProcessExited => Action::Restart,
         Authentication | TooManyConnections | DiskFull | OutOfMemory | DatabaseMissing
-        | ReadOnly | QueryError | UnexpectedResult | Recovering | ContainerMissing | WrongServer => {
-            Action::Alert
-        }
+        | ReadOnly | QueryError | UnexpectedResult | Recovering | ContainerMissing
+        | WrongServer => Action::Alert,
     }
 }
 

@@ -1188,13 +1188,28 @@ fn a_stopped_container_is_never_healthy_through_the_container_that_took_its_addr
     }
     let _net = Net(network.clone());
     let run = |tag: &str, labels: &[(String, String)]| -> Labelled {
-        let name = format!("sr-disc-{tag}-{}-{:06x}", std::process::id(), rand::random::<u32>() & 0xffffff);
-        let mut args = vec!["run", "-d", "--name", &name, "--restart=no", "--label", "org.sentinel-remedy.test=1"];
+        let name = format!(
+            "sr-disc-{tag}-{}-{:06x}",
+            std::process::id(),
+            rand::random::<u32>() & 0xffffff
+        );
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--restart=no",
+            "--label",
+            "org.sentinel-remedy.test=1",
+        ];
         let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         for l in &labels {
             args.extend(["--label", l]);
         }
-        let (net, env) = (format!("--network={network}"), format!("POSTGRES_PASSWORD={pw}"));
+        let (net, env) = (
+            format!("--network={network}"),
+            format!("POSTGRES_PASSWORD={pw}"),
+        );
         args.extend([net.as_str(), "--ip", &ip, "-e", &env, postgres_image()]);
         args.extend(["postgres", "-c", "shared_buffers=16MB"]);
         docker(&args);
@@ -1206,8 +1221,15 @@ fn a_stopped_container_is_never_healthy_through_the_container_that_took_its_addr
     let ws = Workspace::new();
     let addr = write_registry(&ws, &ns, &notify_all(&rx));
     let d = daemon(&ws, &pw);
-    let learned = d.wait_event("server_identity_learned", Some(&a.name), LONG);
-    let a_id = learned["system_identifier"].as_str().unwrap().to_string();
+    wait_for(LONG, "A's target answering", || {
+        targets(&addr)
+            .get(&a.name)
+            .is_some_and(|s| s["up"] == true)
+            .then_some(())
+    });
+    let a_id = a
+        .psql(&pw, "SELECT system_identifier FROM pg_control_system()")
+        .unwrap();
 
     docker(&["stop", "-t", "5", &a.name]);
     wait_for(LONG, "the stopped container's notice", || {
@@ -1226,7 +1248,10 @@ fn a_stopped_container_is_never_healthy_through_the_container_that_took_its_addr
             .find(|h| h.body["reason"] == "wrong_server")
     });
     assert_eq!(alert.body["target"], a.name.as_str());
-    let detail = alert.body["failure"]["detail"].as_str().unwrap().to_string();
+    let detail = alert.body["failure"]["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(detail.contains(&a_id) && detail.contains(&b_id), "{detail}");
     // B goes on answering A's probes: A stays down, with no recovery notice.
     let answered_by_b = || {
@@ -1240,7 +1265,11 @@ fn a_stopped_container_is_never_healthy_through_the_container_that_took_its_addr
         (answered_by_b() >= seen + 5).then_some(())
     });
     assert_eq!(targets(&addr)[&a.name]["up"], false);
-    assert_eq!(rx.hook_count("recovery", &a.name), 0, "no recovery through B");
+    assert_eq!(
+        rx.hook_count("recovery", &a.name),
+        0,
+        "no recovery through B"
+    );
     assert_eq!(d.count("target_recovered", Some(&a.name)), 0);
     assert_eq!(d.count("heal_issued", None), 0, "nothing restarted");
     assert!(a.state().starts_with("exited"), "{}", a.state());

@@ -561,7 +561,11 @@ fn with_api(ws: &Workspace) -> String {
     let port = sentinel_remedy::pgcluster::free_port().expect("free port");
     let addr = format!("127.0.0.1:{port}");
     let text = std::fs::read_to_string(ws.config()).unwrap();
-    std::fs::write(ws.config(), format!("server: {{ listen: \"{addr}\" }}\n{text}")).unwrap();
+    std::fs::write(
+        ws.config(),
+        format!("server: {{ listen: \"{addr}\" }}\n{text}"),
+    )
+    .unwrap();
     addr
 }
 
@@ -592,8 +596,8 @@ fn another_cluster_on_the_targets_port_is_wrong_server_until_its_own_server_is_b
     );
     let api = with_api(&ws);
     let d = Daemon::run(&ws, &[]);
-    let learned = d.wait_event("server_identity_learned", Some("orders"), LONG);
-    assert_eq!(learned["system_identifier"], x_id.as_str());
+    // Healthy on X (its identity learned at the first passing probe).
+    d.wait_event("probe_ok", Some("orders"), LONG);
 
     x.cluster.stop("fast").unwrap();
     y.cluster.start().unwrap();
@@ -606,6 +610,9 @@ fn another_cluster_on_the_targets_port_is_wrong_server_until_its_own_server_is_b
     assert_eq!(failure["class"], "wrong_server", "{}", alert.body);
     let detail = failure["detail"].as_str().unwrap();
     assert!(detail.contains(&x_id) && detail.contains(&y_id), "{detail}");
+    let learned = d.events("server_identity_learned", Some("orders"));
+    assert_eq!(learned.len(), 1, "learned once, from X");
+    assert_eq!(learned[0]["system_identifier"], x_id.as_str());
     let status = http::get(&api, "/status").json();
     assert_eq!(status["targets"][0]["up"], false, "{status}");
     assert_ne!(status["targets"][0]["state"], "healthy", "{status}");

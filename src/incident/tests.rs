@@ -775,7 +775,11 @@ fn another_server_on_the_address_is_wrong_server_alerted_never_restarted_nor_a_r
     assert_eq!(t.rec.phase, Phase::Archiving);
     let f = &t.rec.incident.as_ref().unwrap().failure;
     assert_eq!(f.class, FailureClass::WrongServer);
-    assert!(f.detail.contains("expected system_identifier 7"), "{}", f.detail);
+    assert!(
+        f.detail.contains("expected system_identifier 7"),
+        "{}",
+        f.detail
+    );
     assert!(f.detail.contains("found 8"), "{}", f.detail);
     let got = t.archived();
     assert_eq!(t.rec.phase, Phase::Unhealed, "never a restart");
@@ -811,9 +815,15 @@ fn another_server_during_an_open_incident_alerts_once_and_never_closes_it() {
     assert_eq!(n.len(), 1);
     assert_eq!(n[0].reason, Some(EscalationReason::WrongServer));
     let detail = &n[0].failure.as_ref().unwrap().detail;
-    assert!(detail.contains("7") && detail.contains("found 8"), "{detail}");
+    assert!(
+        detail.contains("7") && detail.contains("found 8"),
+        "{detail}"
+    );
     assert!(t.rec.incident.is_some(), "not a recovery");
-    assert!(notices(&t.ok_from("8")).is_empty(), "one alert per incident");
+    assert!(
+        notices(&t.ok_from("8")).is_empty(),
+        "one alert per incident"
+    );
     assert!(t.rec.incident.is_some());
     let got = t.ok_from("7");
     assert_eq!(t.rec.phase, Phase::Healthy);

@@ -103,7 +103,8 @@ pub async fn read(w: &mut Wire) -> Result<IdentityRead, ProbeFailure> {
 
 fn parse(row: FirstRow) -> IdentityRead {
     let first = row.and_then(|cols| cols.into_iter().next().flatten());
-    let text = first.ok_or_else(|| "pg_control_system() returned no system_identifier".to_string())?;
+    let text =
+        first.ok_or_else(|| "pg_control_system() returned no system_identifier".to_string())?;
     Ok(ServerIdentity {
         system_identifier: SystemIdentifier::parse(&text)?,
     })
@@ -195,7 +196,11 @@ mod tests {
         match judge(Some(&k), "h:5432/db", &id("8"), now) {
             Verdict::Other(f) => {
                 assert_eq!(f.class, FailureClass::WrongServer);
-                assert!(f.detail.contains("expected system_identifier 7"), "{}", f.detail);
+                assert!(
+                    f.detail.contains("expected system_identifier 7"),
+                    "{}",
+                    f.detail
+                );
                 assert!(f.detail.contains("found 8"), "{}", f.detail);
             }
             v => panic!("{v:?}"),
