@@ -116,3 +116,32 @@ fn incident_from_row(row: &IncidentRow) -> Incident {
         notices: row.notices.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::identity::{LearnedIdentity, SystemIdentifier};
+
+    #[test]
+    fn the_learned_identity_survives_a_daemon_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let learned = LearnedIdentity {
+            endpoint: "127.0.0.1:5432/postgres".into(),
+            system_identifier: SystemIdentifier::parse("7716395630755388239").unwrap(),
+            learned_at: Utc::now(),
+        };
+        let store = Store::open(dir.path()).unwrap();
+        let path = store.path().to_string();
+        store
+            .save_identity("orders", &learned)
+            .blocking(&path)
+            .unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let rec = store.restore_record("orders", &BudgetConfig::default(), dir.path());
+        let got = rec.identity.expect("restored");
+        assert_eq!(got.endpoint, learned.endpoint);
+        assert_eq!(got.system_identifier, learned.system_identifier);
+        assert!(store.identity("other").is_none());
+    }
+}
