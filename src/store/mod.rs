@@ -388,6 +388,16 @@ impl Store {
         })
     }
 
+    /// Forgets the identity learned for a target (a re-created container is a new server: its
+    /// first passing probe is learned again).
+    pub fn forget_identity(&self, target: &str) -> Written {
+        let t = target.to_string();
+        self.writer.submit(target, "identity", move |c| {
+            c.execute("DELETE FROM identities WHERE target = ?1", params![t])
+                .map(|_| ())
+        })
+    }
+
     /// The identity learned for a target's server by a previous run; one that does not
     /// parse is forgotten (learned again).
     pub fn identity(&self, target: &str) -> Option<LearnedIdentity> {

@@ -143,5 +143,7 @@ mod tests {
         assert_eq!(got.endpoint, learned.endpoint);
         assert_eq!(got.system_identifier, learned.system_identifier);
         assert!(store.identity("other").is_none());
+        store.forget_identity("orders").blocking(&path).unwrap();
+        assert!(store.identity("orders").is_none());
     }
 }
