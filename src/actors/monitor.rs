@@ -183,7 +183,8 @@ impl Monitor {
         }
     }
 
-    /// Reports the probe (metrics, fleet guard) and hands it to the machine.
+    /// Judges the probe by the server that answered it, reports it (metrics, fleet guard) and
+    /// hands it to the machine.
     fn on_probe(&mut self, mut out: ProbeOutcome, ctx: &mut Context<Self>) {
         // A pass counts only from the target's own server: judged once, before anything sees it.
         let judged = {
@@ -198,6 +199,9 @@ impl Monitor {
         };
         let actions;
         (out.result, actions) = judged;
+        if out.result.is_err() {
+            out.manager = None; // another server's sessions say nothing about ours
+        }
         self.perform(actions, ctx);
         let m = crate::metrics::global();
         let t = self.target.name.as_str();
