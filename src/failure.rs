@@ -44,6 +44,9 @@ pub enum FailureClass {
     /// (by default a cleartext or md5 password without TLS): the probe refused and sent no
     /// password. Alert only, declared at once, never restarted for.
     InsecureAuth,
+    /// Another server answered on the target's address: its `system_identifier` is not the
+    /// one learned for the target (see `probe::identity`). Never restarted, never a recovery.
+    WrongServer,
 }
 
 impl FailureClass {
@@ -65,11 +68,12 @@ impl FailureClass {
             FailureClass::ReadOnly => "read_only",
             FailureClass::ContainerMissing => "container_missing",
             FailureClass::InsecureAuth => "insecure_auth",
+            FailureClass::WrongServer => "wrong_server",
         }
     }
 
     /// Every class, for validation messages.
-    pub const ALL: [FailureClass; 15] = [
+    pub const ALL: [FailureClass; 16] = [
         FailureClass::ConnectionRefused,
         FailureClass::Timeout,
         FailureClass::Authentication,
@@ -85,6 +89,7 @@ impl FailureClass {
         FailureClass::ReadOnly,
         FailureClass::ContainerMissing,
         FailureClass::InsecureAuth,
+        FailureClass::WrongServer,
     ];
 
     pub fn from_label(s: &str) -> Option<Self> {

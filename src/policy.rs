@@ -38,7 +38,7 @@ pub fn default_action(class: FailureClass) -> Action {
         ConnectionRefused | Timeout | ConnectionLost | ProcessExited => Action::Restart,
         Authentication | TooManyConnections | DiskFull | OutOfMemory | DatabaseMissing
         | ReadOnly | QueryError | UnexpectedResult | Recovering | ContainerMissing
-        | InsecureAuth => Action::Alert,
+        | InsecureAuth | WrongServer => Action::Alert,
     }
 }
 
@@ -61,6 +61,7 @@ pub fn diagnosis(class: FailureClass) -> &'static str {
         UnexpectedResult => "The probe query answers something other than `expect`: the data or the server's role changed. A restart would not change the answer.",
         Recovering => "The server is starting up or in crash recovery (57P03): waiting, never restarting for it.",
         InsecureAuth => "What answers on the target's port asked for the password in a form the probe will not send (cleartext or md5 without TLS, or a method require_auth does not list), so the probe sent nothing. Either pg_hba.conf asks for it (use scram-sha-256 there, or opt in with require_auth in the DSN) or something else holds the port (a local user squatting it while the server was down): check who listens. A restart cannot fix either.",
+        WrongServer => "Another server answers on the target's address: its system_identifier is not the one learned for this target. The target's own server is not there (stopped, moved, or its address taken by another container or cluster). A restart of the target cannot fix this and none is made. If the move is intended, open a maintenance window (POST /targets/NAME/maintenance) until a probe passes, or change the target's DSN: the new identity is then learned.",
     }
 }
 
@@ -72,8 +73,14 @@ pub struct Policy {
 
 impl Policy {
     pub fn action(&self, class: FailureClass) -> Action {
-        if matches!(class, FailureClass::Recovering | FailureClass::InsecureAuth) {
-            return Action::Alert; // never a restart, whatever the registry says
+        if matches!(
+            class,
+            FailureClass::Recovering | FailureClass::InsecureAuth | FailureClass::WrongServer
+        ) {
+            // Never a restart, whatever the registry says: 57P03 is a server recovering; a
+            // restart cannot change what pg_hba.conf asks or who holds the port; and
+            // restarting our own server cannot fix another one answering on its address.
+            return Action::Alert;
         }
         self.overrides
             .get(class.label())

@@ -382,9 +382,23 @@ fn a_stopped_container_is_started_once_unless_its_label_turns_healing_off() {
     let notices: Vec<_> = rx
         .hook_events("escalation")
         .into_iter()
-        .filter(|h| h.body.to_string().contains(&off.name))
+        .filter(|h| h.body["target"] == off.name.as_str())
+        .collect();
+    eprintln!(
+        "escalations for the opted-out container: {:?}",
+        notices
+            .iter()
+            .map(|h| &h.body["reason"])
+            .collect::<Vec<_>>()
+    );
+    // The restarted container may be given the stopped one's address: that is another
+    // server (`wrong_server`, alerted once), never the opted-out container's recovery.
+    let notices: Vec<_> = notices
+        .into_iter()
+        .filter(|h| h.body["reason"] != "wrong_server")
         .collect();
     assert_eq!(notices.len(), 1, "one notice for the opted-out container");
+    assert_eq!(rx.hook_count("recovery", &off.name), 0, "never recovered");
     assert!(
         notices[0].body.to_string().contains("no heal action"),
         "{}",
@@ -1478,4 +1492,124 @@ fn a_container_the_daemon_cannot_connect_to_is_one_error_and_unreachable_in_stat
     assert!(listed_in >= Duration::from_secs(4), "{listed_in:?}");
     drop(d);
     drop(c);
+}
+
+#[test]
+fn a_stopped_container_is_never_healthy_through_the_container_that_took_its_address() {
+    let ns = namespace();
+    let pw = format!("pw-{:012x}", rand::random::<u64>());
+    // A network of the test's own whose addresses the test picks: B gets A's old one.
+    let (network, ip) = (0..5)
+        .find_map(|_| {
+            let (n, x) = (format!("sr-disc-net-{ns}"), rand::random::<u8>());
+            let subnet = format!("10.213.{x}.0/24");
+            let made = std::process::Command::new("docker")
+                .args(["network", "create", "--subnet", &subnet, &n])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            made.then(|| (n, format!("10.213.{x}.10")))
+        })
+        .expect("a docker network with a free subnet");
+    struct Net(String);
+    impl Drop for Net {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["network", "rm", &self.0])
+                .output();
+        }
+    }
+    let _net = Net(network.clone());
+    let run = |tag: &str, labels: &[(String, String)]| -> Labelled {
+        let name = format!(
+            "sr-disc-{tag}-{}-{:06x}",
+            std::process::id(),
+            rand::random::<u32>() & 0xffffff
+        );
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--restart=no",
+            "--label",
+            "org.sentinel-remedy.test=1",
+        ];
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        for l in &labels {
+            args.extend(["--label", l]);
+        }
+        let (net, env) = (
+            format!("--network={network}"),
+            format!("POSTGRES_PASSWORD={pw}"),
+        );
+        args.extend([net.as_str(), "--ip", &ip, "-e", &env, postgres_image()]);
+        args.extend(["postgres", "-c", "shared_buffers=16MB"]);
+        docker(&args);
+        Labelled { name }
+    };
+    let a = run("own", &opt_in(&ns, &[("heal", "false")]));
+    a.wait_sql(&pw);
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    let addr = write_registry(&ws, &ns, &notify_all(&rx));
+    let d = daemon(&ws, &pw);
+    wait_for(LONG, "A's target answering", || {
+        targets(&addr)
+            .get(&a.name)
+            .is_some_and(|s| s["up"] == true)
+            .then_some(())
+    });
+    let a_id = a
+        .psql(&pw, "SELECT system_identifier FROM pg_control_system()")
+        .unwrap();
+
+    docker(&["stop", "-t", "5", &a.name]);
+    wait_for(LONG, "the stopped container's notice", || {
+        (rx.hook_count("escalation", &a.name) == 1).then_some(())
+    });
+    // B, not a target of the daemon, takes A's address (same image, same password).
+    let b = run("other", &[]);
+    b.wait_sql(&pw);
+    assert_eq!(b.ip(), ip, "B has A's old address");
+    let b_id = b
+        .psql(&pw, "SELECT system_identifier FROM pg_control_system()")
+        .unwrap();
+    let alert = wait_for(LONG, "the wrong_server alert", || {
+        rx.hook_events("escalation")
+            .into_iter()
+            .find(|h| h.body["reason"] == "wrong_server")
+    });
+    assert_eq!(alert.body["target"], a.name.as_str());
+    let detail = alert.body["failure"]["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(detail.contains(&a_id) && detail.contains(&b_id), "{detail}");
+    // B goes on answering A's probes: A stays down, with no recovery notice.
+    let answered_by_b = || {
+        d.records()
+            .iter()
+            .filter(|r| r["target"] == a.name.as_str() && r["class"] == "wrong_server")
+            .count()
+    };
+    let seen = answered_by_b();
+    wait_for(LONG, "five more probes answered by B", || {
+        (answered_by_b() >= seen + 5).then_some(())
+    });
+    assert_eq!(targets(&addr)[&a.name]["up"], false);
+    assert_eq!(
+        rx.hook_count("recovery", &a.name),
+        0,
+        "no recovery through B"
+    );
+    assert_eq!(d.count("target_recovered", Some(&a.name)), 0);
+    assert_eq!(d.count("heal_issued", None), 0, "nothing restarted");
+    assert!(a.state().starts_with("exited"), "{}", a.state());
+    let wrong: Vec<_> = rx
+        .hook_events("escalation")
+        .into_iter()
+        .filter(|h| h.body["reason"] == "wrong_server")
+        .collect();
+    assert_eq!(wrong.len(), 1, "one alert");
+    rx.assert_all_well_formed();
 }

@@ -580,3 +580,96 @@ fn a_crash_recovery_that_advances_is_waited_on_past_recovery_timeout() {
         "waited past recovery_timeout"
     );
 }
+
+/// The `system_identifier` of a running cluster, as SQL shows it.
+fn system_identifier(pg: &Pg) -> String {
+    pg.psql("SELECT system_identifier FROM pg_control_system()")
+}
+
+/// `server: { listen }` added to the workspace's registry; the API's address.
+fn with_api(ws: &Workspace) -> String {
+    let port = sentinel_remedy::pgcluster::free_port().expect("free port");
+    let addr = format!("127.0.0.1:{port}");
+    let text = std::fs::read_to_string(ws.config()).unwrap();
+    std::fs::write(
+        ws.config(),
+        format!("server: {{ listen: \"{addr}\" }}\n{text}"),
+    )
+    .unwrap();
+    addr
+}
+
+#[test]
+fn another_cluster_on_the_targets_port_is_wrong_server_until_its_own_server_is_back() {
+    let x = Pg::start();
+    // Y: a cluster of its own (separate initdb) that accepts X's credentials, made to listen
+    // on X's port once X is stopped.
+    let mut y = Pg::start();
+    y.psql(&format!("ALTER ROLE postgres PASSWORD '{}'", x.password()));
+    y.cluster.stop("fast").unwrap();
+    let conf = y.cluster.data.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str(&format!("port = {}\n", x.cluster.port));
+    std::fs::write(&conf, text).unwrap();
+    y.cluster.port = x.cluster.port;
+    let (x_id, rx, ws) = (system_identifier(&x), Receiver::start(), Workspace::new());
+    let marker = ws.path().join("restarted");
+    ws.write_registry(
+        &notify_all(&rx),
+        &[TargetSpec {
+            // Room for the swap below (refused probes) before the threshold is reached.
+            threshold: 25,
+            pid_watch: false,
+            heal_argv: Some(vec!["touch".into(), marker.display().to_string()]),
+            ..TargetSpec::new("orders", &x)
+        }],
+    );
+    let api = with_api(&ws);
+    let d = Daemon::run(&ws, &[]);
+    // Healthy on X (its identity learned at the first passing probe).
+    d.wait_event("probe_ok", Some("orders"), LONG);
+
+    x.cluster.stop("fast").unwrap();
+    y.cluster.start().unwrap();
+    let y_id = system_identifier(&y);
+    assert_ne!(x_id, y_id, "two initdbs, two identities");
+    let alert = wait_for(LONG, "the wrong_server alert", || {
+        rx.hook_events("failure").into_iter().next()
+    });
+    let failure = &alert.body["failure"];
+    assert_eq!(failure["class"], "wrong_server", "{}", alert.body);
+    let detail = failure["detail"].as_str().unwrap();
+    assert!(detail.contains(&x_id) && detail.contains(&y_id), "{detail}");
+    let learned = d.events("server_identity_learned", Some("orders"));
+    assert_eq!(learned.len(), 1, "learned once, from X");
+    assert_eq!(learned[0]["system_identifier"], x_id.as_str());
+    let status = http::get(&api, "/status").json();
+    assert_eq!(status["targets"][0]["up"], false, "{status}");
+    assert_ne!(status["targets"][0]["state"], "healthy", "{status}");
+    // Y goes on answering the probe query: ten more probes, still no recovery nor second alert.
+    let answered_by_y = || {
+        d.records()
+            .iter()
+            .filter(|r| r["msg"] == "probe failed during incident" && r["class"] == "wrong_server")
+            .count()
+    };
+    let seen = answered_by_y();
+    wait_for(LONG, "ten more probes answered by Y", || {
+        (answered_by_y() >= seen + 10).then_some(())
+    });
+    assert!(rx.hook_events("recovery").is_empty(), "no recovery from Y");
+    assert_eq!(rx.hook_events("failure").len(), 1, "one alert");
+    assert_eq!(d.count("heal_issued", None), 0, "no restart");
+    assert!(!marker.exists(), "the heal command never ran");
+
+    // X back on its port: the target's own server, a recovery.
+    y.cluster.stop("fast").unwrap();
+    x.cluster.start().unwrap();
+    d.wait_event("target_recovered", Some("orders"), LONG);
+    wait_for(LONG, "the recovery notice", || {
+        (rx.hook_events("recovery").len() == 1).then_some(())
+    });
+    assert_eq!(rx.hook_events("failure").len(), 1);
+    assert!(!marker.exists(), "the heal command never ran");
+    rx.assert_all_well_formed();
+}

@@ -183,8 +183,26 @@ impl Monitor {
         }
     }
 
-    /// Reports the probe (metrics, fleet guard) and hands it to the machine.
-    fn on_probe(&mut self, out: ProbeOutcome, ctx: &mut Context<Self>) {
+    /// Judges the probe by the server that answered it, reports it (metrics, fleet guard) and
+    /// hands it to the machine.
+    fn on_probe(&mut self, mut out: ProbeOutcome, ctx: &mut Context<Self>) {
+        // A pass counts only from the target's own server: judged once, before anything sees it.
+        let judged = {
+            let mut rec = self.record.lock();
+            let env = Env {
+                target: &self.target,
+                now: Instant::now(),
+                now_utc: Utc::now(),
+                fleet_tripped: None,
+            };
+            incident::machine::judge(&mut rec, &env, out.result, out.identity.take())
+        };
+        let actions;
+        (out.result, actions) = judged;
+        if out.result.is_err() {
+            out.manager = None; // another server's sessions say nothing about ours
+        }
+        self.perform(actions, ctx);
         let m = crate::metrics::global();
         let t = self.target.name.as_str();
         let labels = [("target", t)];

@@ -292,16 +292,7 @@ impl Supervisor {
                     removed.push(name);
                 }
                 Some((cfg, Some((id, from)))) if self.replaced(&name, &id) => {
-                    let slot = self.slots.remove(&name).expect("present");
-                    info!(self.log, "container re-created: a new container (fresh restart budget); the old one's incident closes as replaced";
-                        "event" => "target_replaced", "target" => &name, "container" => &from.container, "container_id" => short(&id),
-                        "old_container_id" => slot.discovered.as_ref().map(|(old, _)| short(old)).unwrap_or_default());
-                    slot.addr.do_send(Replaced {
-                        container: from.container.clone(),
-                        container_id: id.clone(),
-                    });
-                    let record = fresh_record(&slot.record);
-                    self.add(cfg, record, Some((id, from)));
+                    self.replace(&name, cfg, id, from);
                     changed.push(name);
                 }
                 Some((cfg, from)) if *self.slots[&name].cfg != cfg => {
@@ -326,7 +317,10 @@ impl Supervisor {
                 // A target name seen before in another container: that one's budget is not
                 // this one's.
                 let record = match (&from, self.container_of.get(&name)) {
-                    (Some((id, _)), Some(old)) if old != id => SharedRecord::default(),
+                    (Some((id, _)), Some(old)) if old != id => {
+                        self.forget_identity(&name);
+                        SharedRecord::default()
+                    }
                     _ => self.record_for(&t),
                 };
                 self.add(t, record, from);
@@ -672,6 +666,31 @@ fn fresh_record(old: &SharedRecord) -> SharedRecord {
 }
 
 impl Supervisor {
+    /// A new container under a known name is a new server: the identity stored for the old
+    /// one is dropped, so a restart of the daemon before the new one's first passing probe
+    /// does not judge it `wrong_server` (its first pass is learned, as for any new target).
+    fn forget_identity(&self, name: &str) {
+        if let Some(store) = &self.peers.store {
+            drop(store.forget_identity(name)); // failures are logged by the writer
+        }
+    }
+
+    /// A re-created container: the old Monitor closes its incident as replaced, and a new one
+    /// starts with a fresh record (only a maintenance window carries over).
+    fn replace(&mut self, name: &str, cfg: TargetConfig, id: String, from: DiscoveredFrom) {
+        let slot = self.slots.remove(name).expect("present");
+        info!(self.log, "container re-created: a new container (fresh restart budget); the old one's incident closes as replaced";
+            "event" => "target_replaced", "target" => name, "container" => &from.container, "container_id" => short(&id),
+            "old_container_id" => slot.discovered.as_ref().map(|(old, _)| short(old)).unwrap_or_default());
+        slot.addr.do_send(Replaced {
+            container: from.container.clone(),
+            container_id: id.clone(),
+        });
+        let record = fresh_record(&slot.record);
+        self.forget_identity(name);
+        self.add(cfg, record, Some((id, from)));
+    }
+
     /// Whether the discovered target `name` now runs in another container than its Monitor's.
     fn replaced(&self, name: &str, id: &str) -> bool {
         self.slots

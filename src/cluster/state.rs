@@ -28,6 +28,9 @@ pub struct TargetState {
     pub incident: Option<IncidentState>,
     /// Who wrote this, for the status page and the logs.
     pub written_by: String,
+    /// Which server is the target's own (`probe::identity`); absent in older states.
+    #[serde(default)]
+    pub identity: Option<crate::probe::identity::LearnedIdentity>,
 }
 
 /// An open incident, with the notices sent so far (the row leaves them out of its JSON).
@@ -54,6 +57,7 @@ impl TargetState {
                 notices: inc.notices.clone(),
             }),
             written_by: member.to_string(),
+            identity: rec.identity.clone(),
         }
     }
 
@@ -105,6 +109,7 @@ impl TargetState {
             heal_started,
             backoff_step: self.backoff_step,
             refused: None,
+            identity: self.identity,
         })
     }
 }

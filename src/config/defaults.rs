@@ -96,6 +96,13 @@ pub(crate) fn policy(
                     "remove this key",
                 );
             }
+            Some(Action::Restart) if c == FailureClass::WrongServer => {
+                problems.push(
+                    key,
+                    "another server answering on the target's address is not fixed by restarting the target",
+                    "remove this key",
+                );
+            }
             Some(a) => {
                 p.overrides.insert(class.clone(), a);
             }

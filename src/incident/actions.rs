@@ -140,6 +140,8 @@ pub enum Action {
     },
     /// Record a restart against the budget, durably, before the heal runs.
     RecordRestart,
+    /// Keep the identity learned for the target's server (store, cluster state).
+    SaveIdentity(crate::probe::identity::LearnedIdentity),
     /// A point where the test suite may crash the daemon or the Monitor: everything persisted
     /// before it is durable when it is reached.
     Checkpoint(&'static str),

@@ -7,6 +7,9 @@
 //! and is tested by tables in `tests.rs`.
 
 mod heal;
+mod identity;
+
+pub use identity::judge;
 
 use super::actions::{Action, Level, LogLine, Metric, Observation};
 use super::{Incident, Phase, TargetRecord};
@@ -267,7 +270,9 @@ impl Machine<'_, '_> {
             kv.push(("container", container.into()));
             kv.push(("container_id", short.as_str().into()));
             if inc.heal_started.is_some() {
-                self.out.push(Action::HealDone { id: inc.id.clone() });
+                self.out.push(Action::HealDone {
+                    id: inc.id.to_string(),
+                });
             }
             self.persist_as(
                 &inc,
@@ -302,6 +307,7 @@ impl Machine<'_, '_> {
             self.rec.first_failure = Some((now_utc, now));
         }
         self.rec.failures += 1;
+        self.wrong_server_during_incident(&f);
         match self.rec.phase {
             Phase::Healthy | Phase::Suspect => self.on_failure_while_up(f),
             Phase::Held => {
@@ -371,9 +377,14 @@ impl Machine<'_, '_> {
         }
     }
 
-    /// The failure as the user should read it: what Docker or the pid watch saw first.
+    /// The failure as the user should read it: what Docker or the pid watch saw first. Another
+    /// server on the address stays `wrong_server`: restarting ours would not remove it.
     fn explain(&self, f: ProbeFailure) -> ProbeFailure {
         match (&self.rec.container_event, self.rec.process_dead) {
+            (Some((ev, _)), true) if f.class == FailureClass::WrongServer => ProbeFailure {
+                detail: format!("{ev}; {}", f.detail),
+                ..f
+            },
             (Some((ev, class)), true) => ProbeFailure {
                 class: class.unwrap_or(f.class),
                 detail: format!("{ev}; {}", f.detail),

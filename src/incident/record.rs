@@ -64,6 +64,11 @@ pub struct TargetRecord {
     pub recovering: bool,
     /// A restart lease was asked for this incident and has not answered yet.
     pub lease_pending: Option<String>,
+    /// Which server is the target's own (`probe::identity`): learned at the first passing
+    /// probe, kept in the store, learned again for a new endpoint or in a maintenance window.
+    pub identity: Option<crate::probe::identity::LearnedIdentity>,
+    /// Said once that the server's identity cannot be read (the check is off meanwhile).
+    pub identity_unchecked_said: bool,
 }
 
 impl Default for TargetRecord {
@@ -91,6 +96,8 @@ impl Default for TargetRecord {
             redo_lsn: None,
             recovering: false,
             lease_pending: None,
+            identity: None,
+            identity_unchecked_said: false,
         }
     }
 }

@@ -91,6 +91,23 @@ impl T {
         self.probe(Ok(()))
     }
 
+    /// A passing probe answered by the server with this `system_identifier`, judged as the
+    /// Monitor does (identity first, then the machine); the judge's actions come first.
+    fn ok_from(&mut self, sysid: &str) -> Vec<Action> {
+        let read = Ok(crate::probe::identity::ServerIdentity {
+            system_identifier: crate::probe::identity::SystemIdentifier::parse(sysid).unwrap(),
+        });
+        let env = Env {
+            target: &self.cfg,
+            now: self.now,
+            now_utc: self.utc,
+            fleet_tripped: self.fleet,
+        };
+        let (result, mut out) = super::machine::judge(&mut self.rec, &env, Ok(()), Some(read));
+        out.extend(self.probe(result));
+        out
+    }
+
     fn fail(&mut self, class: FailureClass) -> Vec<Action> {
         self.probe(Err(ProbeFailure::new(class, "test failure")))
     }
@@ -169,6 +186,7 @@ fn names(actions: &[Action]) -> Vec<String> {
                 Action::Persist { event, .. } => format!("persist:{event}"),
                 Action::Timeline { event, .. } => format!("timeline:{event}"),
                 Action::RecordRestart => "record_restart".into(),
+                Action::SaveIdentity(_) => "save_identity".into(),
                 Action::Checkpoint(p) => format!("checkpoint:{p}"),
                 Action::Count(_) | Action::Log(_) => return None,
             })
@@ -813,4 +831,93 @@ fn a_replaced_container_closes_the_incident_as_replaced_and_the_record_starts_ov
         container_id: "fedcba9876543210".into(),
     });
     assert!(names(&got).is_empty(), "{:?}", names(&got));
+}
+
+#[test]
+fn another_server_on_the_address_is_wrong_server_alerted_never_restarted_nor_a_recovery() {
+    let mut t = T::new("");
+    let got = t.ok_from("7");
+    assert_eq!(names(&got), ["save_identity"]);
+    assert_eq!(events(&got), ["server_identity_learned", "probe_ok"]);
+    assert!(names(&t.ok_from("7")).is_empty(), "learned once");
+    // Another cluster on the port: its passes are failures, declared at the threshold.
+    t.ok_from("8");
+    t.ok_from("8");
+    assert_eq!(t.rec.phase, Phase::Suspect);
+    assert_eq!(t.rec.last_ok, Some(false), "/status shows it down");
+    t.ok_from("8");
+    assert_eq!(t.rec.phase, Phase::Archiving);
+    let f = &t.rec.incident.as_ref().unwrap().failure;
+    assert_eq!(f.class, FailureClass::WrongServer);
+    assert!(
+        f.detail.contains("expected system_identifier 7"),
+        "{}",
+        f.detail
+    );
+    assert!(f.detail.contains("found 8"), "{}", f.detail);
+    let got = t.archived();
+    assert_eq!(t.rec.phase, Phase::Unhealed, "never a restart");
+    assert!(!names(&got).iter().any(|n| n == "lease" || n == "heal"));
+    assert_eq!(notices(&got).len(), 1);
+    assert_eq!(notices(&got)[0].kind, NoticeKind::Failure);
+    // Still the other server: nothing more; the own server back: recovered.
+    assert!(notices(&t.ok_from("8")).is_empty());
+    assert_eq!(t.rec.phase, Phase::Unhealed);
+    let got = t.ok_from("7");
+    assert_eq!(t.rec.phase, Phase::Healthy);
+    assert_eq!(names(&got), ["persist:recovered", "notify:recovery"]);
+    // A registry override cannot make it a restart.
+    let mut o = crate::policy::Policy::default();
+    o.overrides
+        .insert("wrong_server".into(), crate::policy::Action::Restart);
+    assert_eq!(
+        o.action(FailureClass::WrongServer),
+        crate::policy::Action::Alert
+    );
+}
+
+#[test]
+fn another_server_during_an_open_incident_alerts_once_and_never_closes_it() {
+    let mut t = T::new("");
+    t.cfg.heal = None;
+    t.ok_from("7");
+    t.declare(FailureClass::ConnectionRefused);
+    t.archived();
+    assert_eq!(t.rec.phase, Phase::Unhealed);
+    let got = t.ok_from("8");
+    let n = notices(&got);
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].reason, Some(EscalationReason::WrongServer));
+    let detail = &n[0].failure.as_ref().unwrap().detail;
+    assert!(
+        detail.contains("7") && detail.contains("found 8"),
+        "{detail}"
+    );
+    assert!(t.rec.incident.is_some(), "not a recovery");
+    assert!(
+        notices(&t.ok_from("8")).is_empty(),
+        "one alert per incident"
+    );
+    assert!(t.rec.incident.is_some());
+    let got = t.ok_from("7");
+    assert_eq!(t.rec.phase, Phase::Healthy);
+    assert_eq!(notices(&got)[0].kind, NoticeKind::Recovery);
+}
+
+#[test]
+fn a_maintenance_window_or_a_new_endpoint_learns_the_new_identity() {
+    let mut t = T::new("");
+    t.ok_from("7");
+    t.rec.maintenance_until = Some(t.utc + chrono::Duration::minutes(10));
+    let got = t.ok_from("8");
+    assert_eq!(events(&got)[0], "server_identity_accepted");
+    assert_eq!(names(&got), ["save_identity"]);
+    t.rec.maintenance_until = None;
+    assert!(names(&t.ok_from("8")).is_empty());
+    assert_eq!(t.rec.phase, Phase::Healthy);
+    // Learned at another endpoint (the DSN changed since): learned again, no failure.
+    t.rec.identity.as_mut().unwrap().endpoint = "10.0.0.1:5432/db".into();
+    let got = t.ok_from("9");
+    assert_eq!(events(&got)[0], "server_identity_relearned");
+    assert_eq!(t.rec.phase, Phase::Healthy);
 }

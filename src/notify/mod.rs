@@ -134,6 +134,8 @@ pub enum EscalationReason {
     HealRefused,
     /// Cluster mode: this daemon lost etcd and restarts nothing.
     CoordinationLost,
+    /// Another server answers on the address of a target already down (`wrong_server`).
+    WrongServer,
 }
 
 impl EscalationReason {
@@ -145,6 +147,7 @@ impl EscalationReason {
             EscalationReason::FleetGuard => "fleet_guard",
             EscalationReason::HealRefused => "heal_refused",
             EscalationReason::CoordinationLost => "coordination_lost",
+            EscalationReason::WrongServer => "wrong_server",
         }
     }
 }

@@ -7,6 +7,7 @@
 //! authentication request the target's `require_auth` does not permit.
 
 mod guard;
+pub mod identity;
 mod login;
 pub mod progress;
 mod query;
@@ -29,6 +30,8 @@ pub struct ProbeOutcome {
     /// When this probe also looked for another manager of the server (every minute while
     /// healthy): `Some(None)` none, `Some(Some(name))` found one.
     pub manager: Option<Option<String>>,
+    /// Which server answered (`identity`), read by every probe that passed; None otherwise.
+    pub identity: Option<identity::IdentityRead>,
 }
 
 /// How often a healthy target is checked for another manager (Patroni).
@@ -83,7 +86,7 @@ impl Prober {
             .is_none_or(|t| t.elapsed() >= MANAGER_CHECK_EVERY);
         let mut conn = None;
         let result = match tokio::time::timeout(timeout, self.run(&mut conn, check_manager)).await {
-            Ok(r) => r,
+            Ok(r) => r.map(Some),
             Err(_) => Err(ProbeFailure::new(
                 FailureClass::Timeout,
                 format!(
@@ -93,6 +96,10 @@ impl Prober {
             )),
         };
         let latency = start.elapsed();
+        let (result, identity) = match result {
+            Ok(id) => (Ok(()), id),
+            Err(f) => (Err(f), None),
+        };
         let mut manager = None;
         if let (Ok(()), Some(w), true) = (&result, conn.as_mut(), check_manager) {
             // Sent with the login after the probe's own queries; its answer comes next.
@@ -108,6 +115,7 @@ impl Prober {
             latency,
             result,
             manager,
+            identity,
         }
     }
 
@@ -115,17 +123,20 @@ impl Prober {
     pub fn reset(&mut self) {}
 
     /// Logs in with every query of this probe and Terminate queued behind the login, then
-    /// reads the answers in order (the manager check's is left for the caller).
+    /// reads the answers in order (the manager check's is left for the caller). Passing, it
+    /// returns which server answered: the operator's query runs as configured, and the
+    /// identity check comes on top of it.
     async fn run(
         &mut self,
         conn: &mut Option<wire::Wire>,
         check_manager: bool,
-    ) -> Result<(), ProbeFailure> {
+    ) -> Result<identity::IdentityRead, ProbeFailure> {
         let mut then = bytes::BytesMut::new();
         query::push(&self.probe.query, &mut then)?;
         if self.probe.primary {
             query::push(IN_RECOVERY, &mut then)?;
         }
+        identity::push(&mut then)?;
         if check_manager {
             query::push(MANAGER_QUERY, &mut then)?;
         }
@@ -154,7 +165,7 @@ impl Prober {
                 return Err(ProbeFailure::new(FailureClass::ReadOnly, "expected a primary, but pg_is_in_recovery() is true (a standby, or a primary demoted by a failover)"));
             }
         }
-        Ok(())
+        identity::read(w).await
     }
 }
 

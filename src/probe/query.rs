@@ -1,5 +1,6 @@
-//! The probe query over the probe's own connection (simple query protocol), keeping only the
-//! first column of the first row; every byte read counts against the connection's budget.
+//! The probe's queries over its own connection (simple query protocol), keeping only the
+//! first row (of the probe query, its first column); every byte read counts against the
+//! connection's budget.
 
 use super::login::server_error;
 use super::wire::Wire;
@@ -11,6 +12,9 @@ use postgres_protocol::message::frontend;
 
 /// The first row's first column: `None` no row, `Some(None)` NULL.
 pub type FirstValue = Option<Option<String>>;
+
+/// The first row's columns (`None` a NULL), or `None` when no row came.
+pub type FirstRow = Option<Vec<Option<String>>>;
 
 /// Appends a Query message for `sql` to `out` (sent with the login).
 pub fn push(sql: &str, out: &mut BytesMut) -> Result<(), ProbeFailure> {
@@ -24,20 +28,27 @@ pub fn push(sql: &str, out: &mut BytesMut) -> Result<(), ProbeFailure> {
 
 /// Reads the answer to one query already sent, through to ReadyForQuery.
 pub async fn first_value(w: &mut Wire) -> Result<FirstValue, ProbeFailure> {
+    Ok(first_row(w)
+        .await?
+        .map(|cols| cols.into_iter().next().flatten()))
+}
+
+/// Reads the answer to one query already sent, through to ReadyForQuery, keeping the first
+/// row's columns.
+pub async fn first_row(w: &mut Wire) -> Result<FirstRow, ProbeFailure> {
     let mut out = BytesMut::new();
-    let mut first: FirstValue = None;
+    let mut first: FirstRow = None;
     let mut failed: Option<ProbeFailure> = None;
     loop {
         match w.read().await? {
             Message::DataRow(row) if first.is_none() => {
                 let buf = row.buffer();
-                let v = row
-                    .ranges()
-                    .next()
-                    .ok()
-                    .flatten()
-                    .map(|r| r.map(|r| String::from_utf8_lossy(&buf[r]).into_owned()));
-                first = Some(v.flatten());
+                let mut cols = Vec::new();
+                let mut ranges = row.ranges();
+                while let Ok(Some(r)) = ranges.next() {
+                    cols.push(r.map(|r| String::from_utf8_lossy(&buf[r]).into_owned()));
+                }
+                first = Some(cols);
             }
             Message::ErrorResponse(body) => {
                 failed.get_or_insert(server_error(body.fields()));

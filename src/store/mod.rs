@@ -15,6 +15,7 @@ pub use writer::Written;
 
 use crate::incident::{Incident, Phase};
 use crate::notify::Notice;
+use crate::probe::identity::{LearnedIdentity, SystemIdentifier};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
@@ -118,6 +119,8 @@ CREATE INDEX IF NOT EXISTS notifications_incident ON notifications(incident_id);
 CREATE TABLE IF NOT EXISTS restarts (target TEXT NOT NULL, at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS maintenance (target TEXT PRIMARY KEY, until TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS health (k TEXT PRIMARY KEY, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS identities (target TEXT PRIMARY KEY, endpoint TEXT NOT NULL,
+    system_identifier TEXT NOT NULL, learned_at TEXT NOT NULL);
 PRAGMA user_version = 1;
 ";
 
@@ -371,6 +374,50 @@ impl Store {
         .ok()
         .flatten()
         .filter(|u: &DateTime<Utc>| *u > Utc::now())
+    }
+
+    /// Keeps the identity learned for a target's server (one row per target).
+    pub fn save_identity(&self, target: &str, id: &LearnedIdentity) -> Written {
+        let (t, id) = (target.to_string(), id.clone());
+        self.writer.submit(target, "identity", move |c| {
+            c.execute(
+                "INSERT INTO identities VALUES (?1, ?2, ?3, ?4) ON CONFLICT(target) DO UPDATE SET endpoint = ?2, system_identifier = ?3, learned_at = ?4",
+                params![t, id.endpoint, id.system_identifier.to_string(), id.learned_at],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Forgets the identity learned for a target (a re-created container is a new server: its
+    /// first passing probe is learned again).
+    pub fn forget_identity(&self, target: &str) -> Written {
+        let t = target.to_string();
+        self.writer.submit(target, "identity", move |c| {
+            c.execute("DELETE FROM identities WHERE target = ?1", params![t])
+                .map(|_| ())
+        })
+    }
+
+    /// The identity learned for a target's server by a previous run; one that does not
+    /// parse is forgotten (learned again).
+    pub fn identity(&self, target: &str) -> Option<LearnedIdentity> {
+        let row: Option<(String, String, DateTime<Utc>)> = self
+            .with(|c| {
+                c.query_row(
+                    "SELECT endpoint, system_identifier, learned_at FROM identities WHERE target = ?1",
+                    params![target],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+            })
+            .ok()
+            .flatten();
+        let (endpoint, sysid, learned_at) = row?;
+        Some(LearnedIdentity {
+            endpoint,
+            system_identifier: SystemIdentifier::parse(&sysid).ok()?,
+            learned_at,
+        })
     }
 
     /// The open incident of a target, if any (for a restarted daemon to resume).

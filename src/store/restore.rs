@@ -102,6 +102,8 @@ pub struct StoredTarget {
     /// The open incident's heal already ran: it resumes as recovering, never restarted twice.
     pub heal_started: bool,
     pub backoff_step: u32,
+    /// Which server is the target's own (`probe::identity`).
+    pub identity: Option<crate::probe::identity::LearnedIdentity>,
     /// What was kept was refused (the target starts without it): for the alert.
     pub refused: Option<Untrusted>,
 }
@@ -140,6 +142,7 @@ impl Store {
             heal_started,
             backoff_step: 0,
             refused: None,
+            identity: self.identity(target),
         };
         (record_from(stored, budget), refused)
     }
@@ -157,6 +160,7 @@ pub fn record_from(stored: StoredTarget, budget: &BudgetConfig) -> TargetRecord 
         .collect();
     rec.backoff_step = stored.backoff_step;
     rec.maintenance_until = stored.maintenance_until;
+    rec.identity = stored.identity;
     if let Some(open) = stored.open {
         let (inc, row) = (incident_from_row(&open), open.row);
         let phase = match Phase::from_label(&row.phase) {
@@ -229,5 +233,31 @@ mod tests {
             "{u}"
         );
         assert!(u.what.contains("incident id"), "{u}");
+    }
+
+    #[test]
+    fn the_learned_identity_survives_a_daemon_restart() {
+        use crate::probe::identity::{LearnedIdentity, SystemIdentifier};
+        let dir = tempfile::tempdir().unwrap();
+        let learned = LearnedIdentity {
+            endpoint: "127.0.0.1:5432/postgres".into(),
+            system_identifier: SystemIdentifier::parse("7716395630755388239").unwrap(),
+            learned_at: Utc::now(),
+        };
+        let store = Store::open(dir.path()).unwrap();
+        let path = store.path().to_string();
+        store
+            .save_identity("orders", &learned)
+            .blocking(&path)
+            .unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let (rec, _) = store.restore_record("orders", &BudgetConfig::default(), dir.path());
+        let got = rec.identity.expect("restored");
+        assert_eq!(got.endpoint, learned.endpoint);
+        assert_eq!(got.system_identifier, learned.system_identifier);
+        assert!(store.identity("other").is_none());
+        store.forget_identity("orders").blocking(&path).unwrap();
+        assert!(store.identity("orders").is_none());
     }
 }

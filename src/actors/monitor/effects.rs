@@ -142,9 +142,10 @@ impl Monitor {
             }
             Action::InspectContainer => self.inspect_container(ctx),
             Action::ProbeSoon => self.schedule_probe(ctx, Duration::ZERO),
-            a @ (Action::Persist { .. } | Action::Timeline { .. } | Action::RecordRestart) => {
-                self.write(a)
-            }
+            a @ (Action::Persist { .. }
+            | Action::Timeline { .. }
+            | Action::RecordRestart
+            | Action::SaveIdentity(_)) => self.write(a),
             Action::Checkpoint(point) => self.checkpoint(point),
             Action::Count(m) => self.count(m),
             Action::Log(line) => self.write_log(line),
@@ -200,7 +201,10 @@ impl Monitor {
     /// Queues a store write; the ones a checkpoint depends on are kept to await there.
     fn write(&mut self, action: Action) {
         if let Some(c) = &self.peers.cluster {
-            if matches!(action, Action::Persist { .. } | Action::RecordRestart) {
+            if matches!(
+                action,
+                Action::Persist { .. } | Action::RecordRestart | Action::SaveIdentity(_)
+            ) {
                 // After the machine's step: the record already holds what the action says.
                 let state = crate::cluster::TargetState::of(&self.record.lock(), c.member());
                 self.unsynced_cluster
@@ -227,6 +231,8 @@ impl Monitor {
                 drop(store.event(target, &id, event, &detail));
             }
             Action::RecordRestart => self.unsynced.push(store.restart(target)),
+            // Not awaited: learned again from the next probe if lost.
+            Action::SaveIdentity(id) => drop(store.save_identity(target, &id)),
             _ => {}
         }
     }

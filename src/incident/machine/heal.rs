@@ -403,7 +403,7 @@ impl Machine<'_, '_> {
         self.announce(n, "escalated", why.into());
     }
 
-    fn failure_notice(
+    pub(super) fn failure_notice(
         &self,
         kind: NoticeKind,
         summary: String,
@@ -423,7 +423,12 @@ impl Machine<'_, '_> {
 
     /// Records the notice in the incident (a replacement Monitor re-sends it), writes the
     /// incident with a timeline step, then sends the notice.
-    fn announce(&mut self, n: crate::notify::Notice, event: &'static str, detail: String) {
+    pub(super) fn announce(
+        &mut self,
+        n: crate::notify::Notice,
+        event: &'static str,
+        detail: String,
+    ) {
         if let Some(inc) = self.rec.incident.as_mut() {
             inc.queue_notice(n.clone());
         }
