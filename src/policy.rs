@@ -38,7 +38,8 @@ pub fn default_action(class: FailureClass) -> Action {
         ConnectionRefused | Timeout | ConnectionLost | ProcessExited => Action::Restart,
         Authentication | TooManyConnections | DiskFull | OutOfMemory | DatabaseMissing
         | ReadOnly | QueryError | UnexpectedResult | Recovering | ContainerMissing
-        | InsecureAuth => Action::Alert,
+        | InsecureAuth | TlsRefused | TlsUntrusted | TlsExpired | TlsNameMismatch
+        | TlsHandshake => Action::Alert,
     }
 }
 
@@ -61,6 +62,11 @@ pub fn diagnosis(class: FailureClass) -> &'static str {
         UnexpectedResult => "The probe query answers something other than `expect`: the data or the server's role changed. A restart would not change the answer.",
         Recovering => "The server is starting up or in crash recovery (57P03): waiting, never restarting for it.",
         InsecureAuth => "What answers on the target's port asked for the password in a form the probe will not send (cleartext or md5 without TLS, or a method require_auth does not list), so the probe sent nothing. Either pg_hba.conf asks for it (use scram-sha-256 there, or opt in with require_auth in the DSN) or something else holds the port (a local user squatting it while the server was down): check who listens. A restart cannot fix either.",
+        TlsRefused => "The target's sslmode requires TLS and the server answered the SSLRequest with 'N' (no TLS): set ssl = on (with ssl_cert_file and ssl_key_file) in postgresql.conf, or check who holds the port; or lower sslmode in targets[].dsn if TLS is not wanted. A restart serves the same settings.",
+        TlsUntrusted => "The server's certificate does not verify against the target's sslrootcert (signed by another CA, self-signed, or revoked by sslcrl): give sslrootcert the CA that signed the server's certificate, or install a certificate that CA signed; if neither changed, something else answers on the port. A restart serves the same certificate.",
+        TlsExpired => "The server's certificate has expired (or is not valid yet): renew ssl_cert_file on the server and reload it (SELECT pg_reload_conf()). A restart serves the same certificate.",
+        TlsNameMismatch => "The server's certificate does not name the host in the DSN (sslmode=verify-full): put that name or address in the certificate's subjectAltName, or connect by a name it holds (for a discovered container: discovery.docker.tls.server_name). A restart serves the same certificate.",
+        TlsHandshake => "The TLS handshake failed: the server refused the client certificate (check sslcert/sslkey and the server's ssl_ca_file), or no common TLS version or cipher, or channel_binding=require cannot be met. The detail says which. A restart cannot fix it.",
     }
 }
 
@@ -72,7 +78,7 @@ pub struct Policy {
 
 impl Policy {
     pub fn action(&self, class: FailureClass) -> Action {
-        if matches!(class, FailureClass::Recovering | FailureClass::InsecureAuth) {
+        if class == FailureClass::Recovering || class.is_refusal() {
             return Action::Alert; // never a restart, whatever the registry says
         }
         self.overrides

@@ -2,8 +2,10 @@
 //! under a byte budget. A message's length is checked against what is left of the budget
 //! before its body is read, so a probe query answering 300 MB costs the daemon at most the
 //! budget, not the answer. A reader with a larger budget (the SQL snapshot) can also cap each
-//! message: a longer one is read and dropped in small chunks, never held whole.
+//! message: a longer one is read and dropped in small chunks, never held whole. Over TLS the
+//! stream is rustls's (see `tls`), and the same reads apply to the decrypted bytes.
 
+use super::tls::TlsInfo;
 use super::{FailureClass, ProbeFailure};
 use bytes::{Buf, BytesMut};
 use postgres_protocol::message::backend::{Header, Message};
@@ -39,6 +41,8 @@ pub struct Wire {
     buf: BytesMut,
     /// Bytes still allowed to be read.
     budget: usize,
+    /// Set once the connection runs over TLS.
+    tls: Option<TlsInfo>,
 }
 
 impl Wire {
@@ -69,15 +73,52 @@ impl Wire {
             stream,
             buf: BytesMut::with_capacity(512),
             budget: READ_BUDGET,
+            tls: None,
         }
     }
 
-    /// Writes a whole frontend message (or several).
+    /// A connection over TLS, after the handshake.
+    pub(super) fn over_tls(stream: Box<dyn Stream>, info: TlsInfo) -> Self {
+        Self {
+            tls: Some(info),
+            ..Self::new(stream)
+        }
+    }
+
+    /// What TLS proved, when the connection runs over it.
+    pub(super) fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.as_ref()
+    }
+
+    /// The server's one-byte answer to SSLRequest, consumed. After an 'S' nothing else may
+    /// have come: bytes sent before the handshake are unencrypted, and taking them as the
+    /// session's first would let a man in the middle inject them (CVE-2021-23222).
+    pub(super) async fn ssl_answer(&mut self) -> Result<u8, ProbeFailure> {
+        if self.buf.is_empty() {
+            self.fill().await?;
+        }
+        let b = self.buf[0];
+        if b == b'S' && self.buf.len() > 1 {
+            return Err(ProbeFailure::new(
+                FailureClass::ConnectionLost,
+                format!("protocol error with the server: {} unencrypted bytes followed its 'S' to SSLRequest before the TLS handshake (refused: they could be injected by a man in the middle)", self.buf.len() - 1),
+            ));
+        }
+        // An 'E' is an error the server sent instead (a postmaster that cannot fork): it
+        // stays to be read as the startup's answer would be.
+        if b != b'E' {
+            self.buf.advance(1);
+        }
+        Ok(b)
+    }
+
+    /// Writes a whole frontend message (or several), flushed (TLS holds records until then).
     pub async fn send(&mut self, msg: &[u8]) -> Result<(), ProbeFailure> {
-        self.stream
-            .write_all(msg)
-            .await
-            .map_err(|e| ProbeFailure::from_io(&e))
+        let io = async {
+            self.stream.write_all(msg).await?;
+            self.stream.flush().await
+        };
+        io.await.map_err(|e| ProbeFailure::from_io(&e))
     }
 
     /// Reads more bytes into the buffer; the peer closing is `connection_lost`.
