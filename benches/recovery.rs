@@ -932,7 +932,10 @@ fn main() {
     // TLS's cost per probe next to libpq's (BENCH_TLS_TARGETS, 50; 0 skips).
     let tls_targets = env_num("BENCH_TLS_TARGETS", 50) as usize;
     if (run("probe") || run("tls")) && tls_targets > 0 {
-        tls::section(tls_targets, Duration::from_secs(env_num("BENCH_TLS_WINDOW", 20)));
+        tls::section(
+            tls_targets,
+            Duration::from_secs(env_num("BENCH_TLS_WINDOW", 20)),
+        );
     }
     if run("discovery") && discover > 0 && env_num("BENCH_DOCKER", 1) == 1 {
         discovery_section(discover, window);

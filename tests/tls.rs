@@ -76,7 +76,11 @@ fn each_sslmode_against_servers_that_require_allow_and_refuse_tls() {
         for (j, pg) in [&required, &allowed, &off].into_iter().enumerate() {
             let got = outcome(pg, &format!("{i}-{j}"), params);
             if got != expect[j] {
-                wrong.push(format!("{params} against {}: {got}, expected {}", ["required", "allowed", "off"][j], expect[j]));
+                wrong.push(format!(
+                    "{params} against {}: {got}, expected {}",
+                    ["required", "allowed", "off"][j],
+                    expect[j]
+                ));
             }
         }
     }
@@ -97,7 +101,11 @@ fn certificates_that_do_not_verify_expired_or_name_another_host_each_have_their_
     let e = login(&pg, &full).unwrap_err();
     assert_eq!(e.class.label(), "tls_untrusted", "{e}");
     assert!(e.detail.contains("sslrootcert"), "names the fix: {e}");
-    assert_eq!(outcome(&pg, "require-other", "sslmode=require"), "tls", "require verifies nothing");
+    assert_eq!(
+        outcome(&pg, "require-other", "sslmode=require"),
+        "tls",
+        "require verifies nothing"
+    );
     // libpq's quirk: require with a root file verifies the chain.
     let e = login(&pg, &format!("sslmode=require&sslrootcert={ca}")).unwrap_err();
     assert_eq!(e.class.label(), "tls_untrusted", "{e}");
@@ -111,7 +119,11 @@ fn certificates_that_do_not_verify_expired_or_name_another_host_each_have_their_
     let e = login(&pg, &full).unwrap_err();
     assert_eq!(e.class.label(), "tls_name_mismatch", "{e}");
     assert!(e.detail.contains("127.0.0.1"), "{e}");
-    assert_eq!(outcome(&pg, "ca-wrongname", &verify_ca), "tls", "verify-ca checks no name");
+    assert_eq!(
+        outcome(&pg, "ca-wrongname", &verify_ca),
+        "tls",
+        "verify-ca checks no name"
+    );
     // hostaddr connects, host names what the certificate must hold (libpq's rule).
     let named = format!(
         "host=elsewhere.example hostaddr=127.0.0.1 port={} user=postgres password={} dbname=postgres sslmode=verify-full sslrootcert={ca}",
@@ -190,9 +202,15 @@ fn the_probe_and_the_sql_snapshot_of_a_tls_only_server_run_over_tls() {
     .unwrap();
     assert_eq!(snap["answered"], true, "{snap}");
     let (probes, probes_tls) = sessions(&pg, "sentinel-remedy");
-    assert!(probes >= 2 && probes == probes_tls, "{probes} probes, {probes_tls} over TLS");
+    assert!(
+        probes >= 2 && probes == probes_tls,
+        "{probes} probes, {probes_tls} over TLS"
+    );
     let (snaps, snaps_tls) = sessions(&pg, "sentinel-remedy-forensics");
-    assert!(snaps >= 1 && snaps == snaps_tls, "{snaps} snapshots, {snaps_tls} over TLS");
+    assert!(
+        snaps >= 1 && snaps == snaps_tls,
+        "{snaps} snapshots, {snaps_tls} over TLS"
+    );
 }
 
 #[test]
@@ -270,12 +288,24 @@ fn check_config_refuses_tls_settings_it_cannot_honour_naming_the_key() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644)).unwrap();
     for (params, key, says) in [
-        ("sslmode=verify-full".to_string(), "sslrootcert", "needs the roots"),
-        ("sslmode=require&sslcompression=1".into(), "sslcompression", "not supported"),
+        (
+            "sslmode=verify-full".to_string(),
+            "sslrootcert",
+            "needs the roots",
+        ),
+        (
+            "sslmode=require&sslcompression=1".into(),
+            "sslcompression",
+            "not supported",
+        ),
         ("gssencmode=require".into(), "gssencmode", "GSSAPI"),
         ("sslnegotiation=direct".into(), "sslnegotiation", "direct"),
         (
-            format!("sslmode=require&sslcert={}&sslkey={}", pki.file("client.crt"), open_key.display()),
+            format!(
+                "sslmode=require&sslcert={}&sslkey={}",
+                pki.file("client.crt"),
+                open_key.display()
+            ),
             "sslkey",
             "chmod 600",
         ),
@@ -288,7 +318,10 @@ fn check_config_refuses_tls_settings_it_cannot_honour_naming_the_key() {
         let (code, out, err) = run_cli(&["check-config", "-c", &path], ws.path(), &[]);
         let text = format!("{out}{err}");
         assert_eq!(code, 64, "{params}: {text}");
-        assert!(text.contains(key) && text.contains(says), "{params}: {text}");
+        assert!(
+            text.contains(key) && text.contains(says),
+            "{params}: {text}"
+        );
         assert!(!text.contains("s3cret"), "{text}");
     }
 }

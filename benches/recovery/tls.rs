@@ -45,7 +45,12 @@ fn children_cpu() -> f64 {
 }
 
 /// pgbench -C for `secs`: (logins, client CPU per login in µs).
-fn pgbench(pg: &Pg, env: &[(&'static str, String)], script: &std::path::Path, secs: u64) -> (u64, f64) {
+fn pgbench(
+    pg: &Pg,
+    env: &[(&'static str, String)],
+    script: &std::path::Path,
+    secs: u64,
+) -> (u64, f64) {
     let bin = sentinel_remedy::pgcluster::find_bin_dir()
         .map(|d| d.join("pgbench"))
         .ok()
@@ -53,9 +58,27 @@ fn pgbench(pg: &Pg, env: &[(&'static str, String)], script: &std::path::Path, se
         .unwrap_or_else(|| "pgbench".into());
     let before = children_cpu();
     let out = Command::new(bin)
-        .args(["-n", "-C", "-c", "1", "-j", "1", "-T", &secs.to_string(), "-f"])
+        .args([
+            "-n",
+            "-C",
+            "-c",
+            "1",
+            "-j",
+            "1",
+            "-T",
+            &secs.to_string(),
+            "-f",
+        ])
         .arg(script)
-        .args(["-h", "127.0.0.1", "-p", &pg.cluster.port.to_string(), "-U", "postgres", "postgres"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.cluster.port.to_string(),
+            "-U",
+            "postgres",
+            "postgres",
+        ])
         .env("PGPASSWORD", pg.password())
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
@@ -74,7 +97,12 @@ fn pgbench(pg: &Pg, env: &[(&'static str, String)], script: &std::path::Path, se
 /// (probes, daemon CPU per probe in µs, probes failed).
 fn daemon(pg: &Pg, params: &str, n: usize, window: Duration) -> (f64, f64, usize) {
     let dsns: Vec<String> = (0..n)
-        .map(|i| format!("{}?{params}&application_name=bench-{i:03}", pg.cluster.dsn()))
+        .map(|i| {
+            format!(
+                "{}?{params}&application_name=bench-{i:03}",
+                pg.cluster.dsn()
+            )
+        })
         .collect();
     let names: Vec<String> = (0..n).map(|i| format!("t{i:03}")).collect();
     let specs: Vec<TargetSpec> = (0..n)
@@ -89,9 +117,16 @@ fn daemon(pg: &Pg, params: &str, n: usize, window: Duration) -> (f64, f64, usize
         .collect();
     let ws = Workspace::new();
     ws.write_registry("  console: false\n", &specs);
-    let addr = format!("127.0.0.1:{}", sentinel_remedy::pgcluster::free_port().expect("port"));
+    let addr = format!(
+        "127.0.0.1:{}",
+        sentinel_remedy::pgcluster::free_port().expect("port")
+    );
     let text = std::fs::read_to_string(ws.config()).expect("registry");
-    std::fs::write(ws.config(), format!("server: {{ listen: \"{addr}\" }}\n{text}")).expect("registry");
+    std::fs::write(
+        ws.config(),
+        format!("server: {{ listen: \"{addr}\" }}\n{text}"),
+    )
+    .expect("registry");
     let mut cmd = Command::new(super::support::bin());
     cmd.args(["--log-format", "json", "run", "--config"])
         .arg(ws.config())
@@ -100,7 +135,7 @@ fn daemon(pg: &Pg, params: &str, n: usize, window: Duration) -> (f64, f64, usize
     let d = Daemon::spawn(cmd, &[("SENTINEL_LOG_LEVEL", "info")]);
     d.wait_events("probe_ok", None, n, LONG);
     std::thread::sleep(Duration::from_secs(3)); // every target past its first login
-    // SAFETY: sysconf has no preconditions.
+                                                // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let (t0, _) = proc_usage(d.pid());
     let l0 = lateness_buckets(&addr);

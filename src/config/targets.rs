@@ -252,7 +252,11 @@ fn name_and_dsn(t: &RawTarget, at: &str, problems: &mut Problems) -> Option<Dsn>
         Err(super::secret::DsnError::Tls(e)) => {
             problems.push(
                 format!("{at}.dsn"),
-                format!("TLS setting {} in '{}' cannot be used", e.key, crate::redact::redact_dsn(&t.dsn)),
+                format!(
+                    "TLS setting {} in '{}' cannot be used",
+                    e.key,
+                    crate::redact::redact_dsn(&t.dsn)
+                ),
                 e.reason,
             );
             None

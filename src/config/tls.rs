@@ -19,7 +19,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{
     CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
 };
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -191,20 +193,7 @@ impl Tls {
                 reason: format!("sslmode={} verifies the server's certificate, so it needs the roots to verify it with: set sslrootcert to the CA's certificate file, or to system for the public roots (the daemon reads no ~/.postgresql/root.crt)", mode.name()),
             });
         }
-        let channel_binding = match get("channel_binding") {
-            None => ChannelBinding::Prefer,
-            Some(f) => match f.value.as_str() {
-                "disable" => ChannelBinding::Disable,
-                "prefer" => ChannelBinding::Prefer,
-                "require" => ChannelBinding::Require,
-                v => {
-                    return Err(TlsError {
-                        key: f.from,
-                        reason: format!("'{v}' is not a channel_binding value; use disable, prefer or require"),
-                    })
-                }
-            },
-        };
+        let channel_binding = channel_binding(&get)?;
         if channel_binding == ChannelBinding::Require && mode <= SslMode::Allow {
             return Err(TlsError {
                 key: "channel_binding".into(),
@@ -239,6 +228,22 @@ impl Tls {
     }
 }
 
+/// `channel_binding`, default `prefer`.
+fn channel_binding(get: &dyn Fn(&str) -> Option<Found>) -> Result<ChannelBinding, TlsError> {
+    let Some(f) = get("channel_binding") else {
+        return Ok(ChannelBinding::Prefer);
+    };
+    match f.value.as_str() {
+        "disable" => Ok(ChannelBinding::Disable),
+        "prefer" => Ok(ChannelBinding::Prefer),
+        "require" => Ok(ChannelBinding::Require),
+        v => Err(TlsError {
+            reason: format!("'{v}' is not a channel_binding value; use disable, prefer or require"),
+            key: f.from,
+        }),
+    }
+}
+
 /// Settings with a value this build cannot honour, each refused with its reason.
 fn refuse_unsupported(get: &dyn Fn(&str) -> Option<Found>) -> Result<(), TlsError> {
     let refuse = |f: Found, reason: &str| -> Result<(), TlsError> {
@@ -267,7 +272,10 @@ fn refuse_unsupported(get: &dyn Fn(&str) -> Option<Found>) -> Result<(), TlsErro
             }
         }
     }
-    if let (Some(min), Some(max)) = (get("ssl_min_protocol_version"), get("ssl_max_protocol_version")) {
+    if let (Some(min), Some(max)) = (
+        get("ssl_min_protocol_version"),
+        get("ssl_max_protocol_version"),
+    ) {
         if min.value == "TLSv1.3" && max.value == "TLSv1.2" {
             return refuse(max, "below ssl_min_protocol_version=TLSv1.3");
         }
@@ -357,7 +365,10 @@ fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     for c in read_certs(path, "sslrootcert")? {
         store.add(c).map_err(|e| TlsError {
             key: "sslrootcert".into(),
-            reason: format!("{}: a certificate there is not a usable root: {e}", path.display()),
+            reason: format!(
+                "{}: a certificate there is not a usable root: {e}",
+                path.display()
+            ),
         })?;
     }
     Ok(store)
@@ -373,7 +384,10 @@ fn read_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, Tl
     Ok(certs)
 }
 
-fn read_crls(path: &Path, key: &str) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+fn read_crls(
+    path: &Path,
+    key: &str,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
     let crls = CertificateRevocationListDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| unreadable(key, path, "PEM CRLs", e))?;
@@ -533,19 +547,79 @@ mod tests {
     #[test]
     fn what_cannot_be_honoured_is_refused_with_the_key_and_the_reason() {
         for (keys, env, key, says) in [
-            (vec![("sslmode", "verify-full")], vec![], "sslrootcert", "needs the roots"),
-            (vec![("sslmode", "required")], vec![], "sslmode", "not an sslmode"),
-            (vec![], vec![("PGSSLMODE", "bogus")], "sslmode (from PGSSLMODE)", "not an sslmode"),
-            (vec![("sslmode", "require"), ("sslrootcert", "system")], vec![], "sslmode", "verify-full"),
-            (vec![("sslcompression", "1")], vec![], "sslcompression", "not supported"),
-            (vec![("gssencmode", "require")], vec![], "gssencmode", "GSSAPI"),
-            (vec![("sslnegotiation", "direct")], vec![], "sslnegotiation", "direct"),
-            (vec![("sslcertmode", "require")], vec![], "sslcertmode", "require is not"),
-            (vec![("channel_binding", "require"), ("sslmode", "disable")], vec![], "channel_binding", "without TLS"),
-            (vec![("sslrootcert", "/nonexistent/ca.crt"), ("sslmode", "verify-ca")], vec![], "sslrootcert", "/nonexistent/ca.crt"),
-            (vec![("sslcert", "/nonexistent/c.crt")], vec![], "sslcert", "needs its key"),
+            (
+                vec![("sslmode", "verify-full")],
+                vec![],
+                "sslrootcert",
+                "needs the roots",
+            ),
+            (
+                vec![("sslmode", "required")],
+                vec![],
+                "sslmode",
+                "not an sslmode",
+            ),
+            (
+                vec![],
+                vec![("PGSSLMODE", "bogus")],
+                "sslmode (from PGSSLMODE)",
+                "not an sslmode",
+            ),
+            (
+                vec![("sslmode", "require"), ("sslrootcert", "system")],
+                vec![],
+                "sslmode",
+                "verify-full",
+            ),
+            (
+                vec![("sslcompression", "1")],
+                vec![],
+                "sslcompression",
+                "not supported",
+            ),
+            (
+                vec![("gssencmode", "require")],
+                vec![],
+                "gssencmode",
+                "GSSAPI",
+            ),
+            (
+                vec![("sslnegotiation", "direct")],
+                vec![],
+                "sslnegotiation",
+                "direct",
+            ),
+            (
+                vec![("sslcertmode", "require")],
+                vec![],
+                "sslcertmode",
+                "require is not",
+            ),
+            (
+                vec![("channel_binding", "require"), ("sslmode", "disable")],
+                vec![],
+                "channel_binding",
+                "without TLS",
+            ),
+            (
+                vec![
+                    ("sslrootcert", "/nonexistent/ca.crt"),
+                    ("sslmode", "verify-ca"),
+                ],
+                vec![],
+                "sslrootcert",
+                "/nonexistent/ca.crt",
+            ),
+            (
+                vec![("sslcert", "/nonexistent/c.crt")],
+                vec![],
+                "sslcert",
+                "needs its key",
+            ),
         ] {
-            let e = parse(&keys, &env).err().unwrap_or_else(|| panic!("{keys:?} {env:?} accepted"));
+            let e = parse(&keys, &env)
+                .err()
+                .unwrap_or_else(|| panic!("{keys:?} {env:?} accepted"));
             assert_eq!(e.key, key, "{e}");
             assert!(e.reason.contains(says), "{e}");
         }

@@ -731,7 +731,11 @@ mod tests {
             crate::config::tls::ChannelBinding::Require
         );
         let pg = t.dsn.config();
-        assert_eq!(pg.get_hostaddrs()[0].to_string(), "172.18.0.5", "connects here");
+        assert_eq!(
+            pg.get_hostaddrs()[0].to_string(),
+            "172.18.0.5",
+            "connects here"
+        );
         assert!(
             matches!(&pg.get_hosts()[0], tokio_postgres::config::Host::Tcp(h) if h == "db.internal"),
             "verifies this name"

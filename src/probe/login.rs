@@ -15,9 +15,10 @@
 //! `channel_binding`.
 
 use super::scram::{Binding, Exchange, KeyCache};
+use super::tls::Negotiated;
 use super::wire::Wire;
-use crate::config::tls::{ChannelBinding, SslMode, Tls};
 use super::{FailureClass, ProbeFailure};
+use crate::config::tls::{ChannelBinding, SslMode, Tls};
 use crate::require_auth::{AuthRequest, RequireAuth};
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
@@ -182,12 +183,12 @@ async fn session(
         SslMode::Allow => match startup(w, ep, keys, then).await {
             // pg_hba.conf refused the plain connection (hostssl only): again over TLS.
             Err(f) if f.sqlstate.as_deref().is_some_and(|c| c.starts_with("28")) => {
-                let w = super::tls::negotiate(connect(addr, port).await?, &ep.tls, name, false).await?;
+                let w = secure(connect(addr, port).await?, ep, name, false).await?;
                 startup(w, ep, keys, then).await
             }
             r => r,
         },
-        SslMode::Prefer => match super::tls::negotiate(w, &ep.tls, name, false).await {
+        SslMode::Prefer => match secure(w, ep, name, false).await {
             Ok(w) => startup(w, ep, keys, then).await,
             // The handshake failed: libpq tries again without TLS.
             Err(f) if f.class.is_refusal() => {
@@ -196,8 +197,23 @@ async fn session(
             Err(f) => Err(f),
         },
         SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
-            let w = super::tls::negotiate(w, &ep.tls, name, true).await?;
+            let w = secure(w, ep, name, true).await?;
             startup(w, ep, keys, then).await
+        }
+    }
+}
+
+/// SSLRequest and the handshake (see `tls`); an error the server sent instead of answering
+/// is read and classed as the startup's answer would be.
+async fn secure(w: Wire, ep: &Endpoint, name: &str, required: bool) -> Result<Wire, ProbeFailure> {
+    match super::tls::negotiate(w, &ep.tls, name, required).await? {
+        Negotiated::Ready(w) => Ok(w),
+        Negotiated::ServerError(mut w) => {
+            refuse_old_style_error(&mut w).await?;
+            Err(match w.read().await? {
+                Message::ErrorResponse(body) => server_error(body.fields()),
+                _ => protocol(&"an unexpected message in answer to SSLRequest"),
+            })
         }
     }
 }
@@ -382,7 +398,7 @@ async fn client_final(
 
 /// A postmaster that cannot fork answers with a bare 'E' and text, the pre-3.0 way (libpq
 /// tells it by an implausible length, as here): that is an out-of-memory failure.
-pub(super) async fn refuse_old_style_error(w: &mut Wire) -> Result<(), ProbeFailure> {
+async fn refuse_old_style_error(w: &mut Wire) -> Result<(), ProbeFailure> {
     let (tag, len) = w.peek_header().await?;
     if tag == b'E' && !(8..=30_000).contains(&len) {
         let text = w.read_to_close(OLD_ERROR_MAX).await;

@@ -12,26 +12,23 @@
 //! the only binding type PostgreSQL supports: a hash of the server's certificate, with the
 //! hash of the certificate's signature algorithm (SHA-256 for MD5 and SHA-1).
 
-use super::wire::Wire;
+use super::wire::{TlsInfo, Wire};
 use super::{FailureClass, ProbeFailure};
 use crate::config::tls::{SslMode, Tls};
-use postgres_protocol::message::backend::Message;
 use rustls::pki_types::ServerName;
 use rustls::{AlertDescription, CertificateError};
 use sha2::Digest;
 
-/// What a TLS connection proved, for the login.
-#[derive(Debug, Clone)]
-pub struct TlsInfo {
-    /// The server's certificate was verified (chain, and name with verify-full).
-    pub verified: bool,
-    /// tls-server-end-point data; None when the certificate's signature algorithm has no
-    /// defined hash (Ed25519, RSA-PSS): no channel binding is possible then.
-    pub end_point: Option<Vec<u8>>,
-}
-
 /// The SSLRequest code (1234.5679).
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
+/// What the server made of SSLRequest.
+pub enum Negotiated {
+    /// The connection to log in on: over TLS, or plain after an 'N' where that is allowed.
+    Ready(Wire),
+    /// The server sent an error instead of an answer; it waits in the wire to be read.
+    ServerError(Wire),
+}
 
 /// Asks the server for TLS and, when it agrees, runs the handshake. `required`: an 'N' is a
 /// failure (`tls_refused`) rather than the plain connection handed back.
@@ -40,9 +37,9 @@ pub async fn negotiate(
     tls: &Tls,
     host: &str,
     required: bool,
-) -> Result<Wire, ProbeFailure> {
+) -> Result<Negotiated, ProbeFailure> {
     let Some(config) = tls.config.clone() else {
-        return Ok(w);
+        return Ok(Negotiated::Ready(w));
     };
     w.send(&SSL_REQUEST).await?;
     match w.ssl_answer().await? {
@@ -56,19 +53,10 @@ pub async fn negotiate(
                 ),
             ))
         }
-        b'N' => return Ok(w),
+        b'N' => return Ok(Negotiated::Ready(w)),
         // Not an answer to SSLRequest: an error sent to any client (a postmaster that cannot
-        // fork, a server out of slots), classed as the startup's would be.
-        b'E' => {
-            super::login::refuse_old_style_error(&mut w).await?;
-            return Err(match w.read().await? {
-                Message::ErrorResponse(body) => super::login::server_error(body.fields()),
-                _ => ProbeFailure::new(
-                    FailureClass::ConnectionLost,
-                    "protocol error with the server: an unexpected message in answer to SSLRequest",
-                ),
-            });
-        }
+        // fork, a server out of slots), for the login to read as the startup's answer.
+        b'E' => return Ok(Negotiated::ServerError(w)),
         other => {
             return Err(ProbeFailure::new(
                 FailureClass::ConnectionLost,
@@ -94,21 +82,18 @@ pub async fn negotiate(
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(|c| end_point(c.as_ref()));
-    Ok(Wire::over_tls(
+    Ok(Negotiated::Ready(Wire::over_tls(
         Box::new(s),
         TlsInfo {
             verified: tls.verified,
             end_point,
         },
-    ))
+    )))
 }
 
 /// A failed handshake, classed by what must be fixed.
 fn classify(e: &std::io::Error, mode: SslMode, host: &str) -> ProbeFailure {
-    let Some(err) = e
-        .get_ref()
-        .and_then(|i| i.downcast_ref::<rustls::Error>())
-    else {
+    let Some(err) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
         return ProbeFailure::from_io(e);
     };
     use CertificateError as C;

@@ -5,7 +5,6 @@
 //! message: a longer one is read and dropped in small chunks, never held whole. Over TLS the
 //! stream is rustls's (see `tls`), and the same reads apply to the decrypted bytes.
 
-use super::tls::TlsInfo;
 use super::{FailureClass, ProbeFailure};
 use bytes::{Buf, BytesMut};
 use postgres_protocol::message::backend::{Header, Message};
@@ -33,6 +32,16 @@ pub enum Incoming {
     OverBudget {
         len: usize,
     },
+}
+
+/// What a TLS connection proved, for the login.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    /// The server's certificate was verified (chain, and name with verify-full).
+    pub verified: bool,
+    /// tls-server-end-point data; None when the certificate's signature algorithm has no
+    /// defined hash (Ed25519, RSA-PSS): no channel binding is possible then.
+    pub end_point: Option<Vec<u8>>,
 }
 
 /// A connection to one server, before or after login.

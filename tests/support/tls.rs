@@ -36,17 +36,46 @@ impl Pki {
             openssl(
                 d,
                 &[
-                    "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", &format!("{ca}.key"),
-                    "-out", &format!("{ca}.crt"), "-subj", &format!("/CN=sentinel {ca}"),
-                    "-days", "2",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-nodes",
+                    "-keyout",
+                    &format!("{ca}.key"),
+                    "-out",
+                    &format!("{ca}.crt"),
+                    "-subj",
+                    &format!("/CN=sentinel {ca}"),
+                    "-days",
+                    "2",
                 ],
             );
         }
         let pki = Self { dir };
-        pki.leaf("server", "ca", "localhost", "DNS:localhost,IP:127.0.0.1", None);
-        pki.leaf("other", "other-ca", "localhost", "DNS:localhost,IP:127.0.0.1", None);
-        pki.leaf("wrongname", "ca", "elsewhere.example", "DNS:elsewhere.example", None);
+        pki.leaf(
+            "server",
+            "ca",
+            "localhost",
+            "DNS:localhost,IP:127.0.0.1",
+            None,
+        );
+        pki.leaf(
+            "other",
+            "other-ca",
+            "localhost",
+            "DNS:localhost,IP:127.0.0.1",
+            None,
+        );
+        pki.leaf(
+            "wrongname",
+            "ca",
+            "elsewhere.example",
+            "DNS:elsewhere.example",
+            None,
+        );
         pki.leaf(
             "expired",
             "ca",
@@ -70,8 +99,19 @@ impl Pki {
         openssl(
             d,
             &[
-                "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                "-nodes", "-keyout", &key, "-out", &csr, "-subj", &format!("/CN={cn}"),
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN={cn}"),
             ],
         );
         let ext = format!("{name}.ext");
@@ -86,9 +126,22 @@ impl Pki {
             None => openssl(
                 d,
                 &[
-                    "x509", "-req", "-in", &csr, "-CA", &cacrt, "-CAkey", &cakey,
-                    "-set_serial", &rand::random::<u32>().to_string(), "-days", "2",
-                    "-extfile", &ext, "-out", &crt,
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    &cacrt,
+                    "-CAkey",
+                    &cakey,
+                    "-set_serial",
+                    &rand::random::<u32>().to_string(),
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &ext,
+                    "-out",
+                    &crt,
                 ],
             ),
             Some((start, end)) => {
@@ -102,9 +155,25 @@ impl Pki {
                 openssl(
                     d,
                     &[
-                        "ca", "-batch", "-config", "ca.cnf", "-cert", &cacrt, "-keyfile",
-                        &cakey, "-in", &csr, "-out", &crt, "-startdate", start, "-enddate",
-                        end, "-extfile", &ext, "-notext",
+                        "ca",
+                        "-batch",
+                        "-config",
+                        "ca.cnf",
+                        "-cert",
+                        &cacrt,
+                        "-keyfile",
+                        &cakey,
+                        "-in",
+                        &csr,
+                        "-out",
+                        &crt,
+                        "-startdate",
+                        start,
+                        "-enddate",
+                        end,
+                        "-extfile",
+                        &ext,
+                        "-notext",
                     ],
                 );
             }
@@ -165,13 +234,20 @@ pub fn enable_tls(pg: &Pg, pki: &Pki, server: &str, hba: Hba) {
         std::fs::write(&conf, text).expect("postgresql.conf");
     }
     let tcp = match hba {
-        Hba::RequireTls => "hostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 127.0.0.1/32 reject\n",
+        Hba::RequireTls => {
+            "hostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 127.0.0.1/32 reject\n"
+        }
         Hba::AllowTls => "host all all 127.0.0.1/32 scram-sha-256\n",
         Hba::Cert => "hostssl all all 127.0.0.1/32 cert\nhostnossl all all 127.0.0.1/32 reject\n",
-        Hba::TrustTls => "hostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        Hba::TrustTls => {
+            "hostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n"
+        }
     };
-    std::fs::write(data.join("pg_hba.conf"), format!("local all all trust\n{tcp}"))
-        .expect("pg_hba.conf");
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        format!("local all all trust\n{tcp}"),
+    )
+    .expect("pg_hba.conf");
     pg.cluster.stop("fast").expect("stop");
     pg.cluster.start().expect("the server starts with TLS");
 }
