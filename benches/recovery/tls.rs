@@ -10,8 +10,11 @@ use super::{lateness_buckets, proc_usage, LONG};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// libpq's environment for pgbench.
+type Env = Vec<(&'static str, String)>;
+
 /// (label, DSN parameters, libpq environment) of each row.
-fn modes(pki: &Pki) -> Vec<(&'static str, String, Vec<(&'static str, String)>)> {
+fn modes(pki: &Pki) -> Vec<(&'static str, String, Env)> {
     let ca = pki.file("ca.crt");
     vec![
         (
