@@ -283,6 +283,25 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn bytes_after_the_s_to_sslrequest_are_refused_not_taken_as_the_session() {
+        // CVE-2021-23222: a man in the middle appends an AuthenticationOk to the 'S'.
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        theirs.write_all(b"SR\0\0\0\x08\0\0\0\0").await.unwrap();
+        let mut w = Wire::new(Box::new(ours));
+        let e = w.ssl_answer().await.unwrap_err();
+        assert!(e.detail.contains("unencrypted bytes"), "{}", e.detail);
+        // A lone 'S' is the answer; after an 'N' the plain session goes on.
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        theirs.write_all(b"S").await.unwrap();
+        assert_eq!(Wire::new(Box::new(ours)).ssl_answer().await.unwrap(), b'S');
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        theirs.write_all(b"NZ\0\0\0\x05I").await.unwrap();
+        let mut w = Wire::new(Box::new(ours));
+        assert_eq!(w.ssl_answer().await.unwrap(), b'N');
+        assert!(matches!(w.read().await.unwrap(), Message::ReadyForQuery(_)));
+    }
+
+    #[actix_rt::test]
     async fn a_message_over_the_budget_is_not_read_at_all() {
         let mut w = serve_row(32 << 20);
         w.set_budget(16 << 20);
