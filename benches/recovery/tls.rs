@@ -136,8 +136,8 @@ fn daemon(pg: &Pg, params: &str, n: usize, window: Duration) -> (f64, f64, usize
         .arg("--state-dir")
         .arg(ws.state());
     let d = Daemon::spawn(cmd, &[("SENTINEL_LOG_LEVEL", "info")]);
-    d.wait_events("probe_ok", None, n, LONG);
-    std::thread::sleep(Duration::from_secs(3)); // every target past its first login
+    d.wait_events("monitor_started", None, n, LONG);
+    std::thread::sleep(Duration::from_secs(5)); // every target past its first login
                                                 // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let (t0, _) = proc_usage(d.pid());
