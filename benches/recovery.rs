@@ -12,8 +12,10 @@
 //! the containerized cluster takeover section; 0 skips it), BENCH_CLUSTER_TARGETS (300: targets
 //! of the cluster load sections; 0 skips them), BENCH_CLUSTER (1; 0 skips the bare-process
 //! cluster section), BENCH_CLUSTER_RUNS (10: its takeovers per TTL and postmaster kills during a
-//! takeover), BENCH_CLUSTER_WINDOW (20 s), BENCH_ONLY (a comma list of sections: recovery, hang,
-//! containers, archive, resources, probe, discovery, takeover, cluster-load, cluster).
+//! takeover), BENCH_CLUSTER_WINDOW (20 s), BENCH_TLS_TARGETS (50: targets of the TLS cost
+//! rows, run with `probe` or alone as `tls`; 0 skips), BENCH_TLS_WINDOW (20 s), BENCH_ONLY (a
+//! comma list of sections: recovery, hang, containers, archive, resources, probe, tls,
+//! discovery, takeover, cluster-load, cluster).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -22,6 +24,8 @@ mod support;
 mod cluster;
 #[path = "recovery/cluster_bare.rs"]
 mod cluster_bare;
+#[path = "recovery/tls.rs"]
+mod tls;
 
 use chrono::{DateTime, Utc};
 use sentinel_remedy::pgcluster::Cluster;
@@ -924,6 +928,14 @@ fn main() {
         for n in probe_targets {
             probe_cost_section(n, window);
         }
+    }
+    // TLS's cost per probe next to libpq's (BENCH_TLS_TARGETS, 50; 0 skips).
+    let tls_targets = env_num("BENCH_TLS_TARGETS", 50) as usize;
+    if (run("probe") || run("tls")) && tls_targets > 0 {
+        tls::section(
+            tls_targets,
+            Duration::from_secs(env_num("BENCH_TLS_WINDOW", 20)),
+        );
     }
     if run("discovery") && discover > 0 && env_num("BENCH_DOCKER", 1) == 1 {
         discovery_section(discover, window);

@@ -18,9 +18,11 @@
 # gives one row each, 0 skips), BENCH_DISCOVER (50 labelled containers discovered; 0 skips),
 # BENCH_ARCHIVE_MIB (4: server log in the archived container), BENCH_TAKEOVER_RUNS (10; 0
 # skips), BENCH_CLUSTER_TARGETS (300; 0 skips), BENCH_CLUSTER (1; 0 skips the bare-process
-# cluster section), BENCH_CLUSTER_RUNS (10), BENCH_CLUSTER_WINDOW (20 s), BENCH_ONLY (a comma
-# list: only these sections, from recovery, hang, containers, archive, resources, probe,
-# discovery, takeover, cluster-load, cluster).
+# cluster section), BENCH_CLUSTER_RUNS (10), BENCH_CLUSTER_WINDOW (20 s), BENCH_TLS_TARGETS
+# (50: the TLS cost rows, plain / sslmode=require / verify-full next to pgbench -C, run with
+# `probe` or alone as `tls`; 0 skips), BENCH_TLS_WINDOW (20 s), BENCH_ONLY (a comma list: only
+# these sections, from recovery, hang, containers, archive, resources, probe, tls, discovery,
+# takeover, cluster-load, cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/deps.sh

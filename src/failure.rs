@@ -47,6 +47,19 @@ pub enum FailureClass {
     /// Another server answered on the target's address: its `system_identifier` is not the
     /// one learned for the target (see `probe::identity`). Never restarted, never a recovery.
     WrongServer,
+    /// TLS is required (sslmode=require or stricter) and the server answered the SSLRequest
+    /// with 'N': it has `ssl = off`, or something else holds the port. Alert only.
+    TlsRefused,
+    /// The server's certificate does not verify against `sslrootcert` (unknown CA, bad
+    /// signature, revoked). Alert only: a configuration or an impostor, never a restart.
+    TlsUntrusted,
+    /// The server's certificate has expired (or is not valid yet). Alert only.
+    TlsExpired,
+    /// The certificate is not valid for the host name in the DSN (verify-full). Alert only.
+    TlsNameMismatch,
+    /// The TLS handshake failed otherwise (the server refused the client certificate, no
+    /// common protocol version or cipher, channel binding impossible). Alert only.
+    TlsHandshake,
 }
 
 impl FailureClass {
@@ -69,11 +82,16 @@ impl FailureClass {
             FailureClass::ContainerMissing => "container_missing",
             FailureClass::InsecureAuth => "insecure_auth",
             FailureClass::WrongServer => "wrong_server",
+            FailureClass::TlsRefused => "tls_refused",
+            FailureClass::TlsUntrusted => "tls_untrusted",
+            FailureClass::TlsExpired => "tls_expired",
+            FailureClass::TlsNameMismatch => "tls_name_mismatch",
+            FailureClass::TlsHandshake => "tls_handshake",
         }
     }
 
     /// Every class, for validation messages.
-    pub const ALL: [FailureClass; 16] = [
+    pub const ALL: [FailureClass; 21] = [
         FailureClass::ConnectionRefused,
         FailureClass::Timeout,
         FailureClass::Authentication,
@@ -90,7 +108,27 @@ impl FailureClass {
         FailureClass::ContainerMissing,
         FailureClass::InsecureAuth,
         FailureClass::WrongServer,
+        FailureClass::TlsRefused,
+        FailureClass::TlsUntrusted,
+        FailureClass::TlsExpired,
+        FailureClass::TlsNameMismatch,
+        FailureClass::TlsHandshake,
     ];
+
+    /// A refusal by the probe or of the secure channel: certain at the first probe (probing
+    /// again only meets the same server or certificate), declared at once, and never
+    /// restarted for whatever the policy says (a restart serves the same certificate).
+    pub fn is_refusal(self) -> bool {
+        matches!(
+            self,
+            FailureClass::InsecureAuth
+                | FailureClass::TlsRefused
+                | FailureClass::TlsUntrusted
+                | FailureClass::TlsExpired
+                | FailureClass::TlsNameMismatch
+                | FailureClass::TlsHandshake
+        )
+    }
 
     pub fn from_label(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.label() == s)

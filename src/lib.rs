@@ -8,8 +8,9 @@
 //!   `actors::messages` is the protocol between them.
 //! - `incident`: incidents, the per-target record that outlives a Monitor, and the pure state
 //!   machine (`step(record, env, observation) -> actions`) that makes every incident decision.
-//! - `probe`: SQL probes; `failure`: how a probe failed (class, SQLSTATE), a leaf that config,
-//!   policy and probe all read.
+//! - `probe`: SQL probes, and every login to a database (TLS with libpq's `sslmode` in
+//!   `probe::tls`, settings in `config::tls`); `failure`: how a probe failed (class,
+//!   SQLSTATE), a leaf that config, policy and probe all read.
 //! - `require_auth`: which authentication requests a probe answers (never a password in clear
 //!   unless the DSN allows it), a leaf that config and probe read.
 //! - `policy`: what each failure class calls for (restart or alert), with diagnoses.

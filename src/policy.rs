@@ -38,7 +38,8 @@ pub fn default_action(class: FailureClass) -> Action {
         ConnectionRefused | Timeout | ConnectionLost | ProcessExited => Action::Restart,
         Authentication | TooManyConnections | DiskFull | OutOfMemory | DatabaseMissing
         | ReadOnly | QueryError | UnexpectedResult | Recovering | ContainerMissing
-        | InsecureAuth | WrongServer => Action::Alert,
+        | InsecureAuth | WrongServer | TlsRefused | TlsUntrusted | TlsExpired | TlsNameMismatch
+        | TlsHandshake => Action::Alert,
     }
 }
 
@@ -62,6 +63,11 @@ pub fn diagnosis(class: FailureClass) -> &'static str {
         Recovering => "The server is starting up or in crash recovery (57P03): waiting, never restarting for it.",
         InsecureAuth => "What answers on the target's port asked for the password in a form the probe will not send (cleartext or md5 without TLS, or a method require_auth does not list), so the probe sent nothing. Either pg_hba.conf asks for it (use scram-sha-256 there, or opt in with require_auth in the DSN) or something else holds the port (a local user squatting it while the server was down): check who listens. A restart cannot fix either.",
         WrongServer => "Another server answers on the target's address: its system_identifier is not the one learned for this target. The target's own server is not there (stopped, moved, or its address taken by another container or cluster). A restart of the target cannot fix this and none is made. If the move is intended, open a maintenance window (POST /targets/NAME/maintenance) until a probe passes, or change the target's DSN: the new identity is then learned.",
+        TlsRefused => "The target's sslmode requires TLS and the server answered the SSLRequest with 'N' (no TLS): set ssl = on (with ssl_cert_file and ssl_key_file) in postgresql.conf, or check who holds the port; or lower sslmode in targets[].dsn if TLS is not wanted. A restart serves the same settings.",
+        TlsUntrusted => "The server's certificate does not verify against the target's sslrootcert (signed by another CA, self-signed, or revoked by sslcrl): give sslrootcert the CA that signed the server's certificate, or install a certificate that CA signed; if neither changed, something else answers on the port. A restart serves the same certificate.",
+        TlsExpired => "The server's certificate has expired (or is not valid yet): renew ssl_cert_file on the server and reload it (SELECT pg_reload_conf()). A restart serves the same certificate.",
+        TlsNameMismatch => "The server's certificate does not name the host in the DSN (sslmode=verify-full): put that name or address in the certificate's subjectAltName, or connect by a name it holds (for a discovered container: discovery.docker.tls.server_name). A restart serves the same certificate.",
+        TlsHandshake => "The TLS handshake failed: the server refused the client certificate (check sslcert/sslkey and the server's ssl_ca_file), or no common TLS version or cipher, or channel_binding=require cannot be met. The detail says which. A restart cannot fix it.",
     }
 }
 
@@ -73,13 +79,13 @@ pub struct Policy {
 
 impl Policy {
     pub fn action(&self, class: FailureClass) -> Action {
-        if matches!(
-            class,
-            FailureClass::Recovering | FailureClass::InsecureAuth | FailureClass::WrongServer
-        ) {
+        if matches!(class, FailureClass::Recovering | FailureClass::WrongServer)
+            || class.is_refusal()
+        {
             // Never a restart, whatever the registry says: 57P03 is a server recovering; a
-            // restart cannot change what pg_hba.conf asks or who holds the port; and
-            // restarting our own server cannot fix another one answering on its address.
+            // restart cannot change what pg_hba.conf asks, who holds the port or the
+            // certificate served; and restarting our own server cannot fix another one
+            // answering on its address.
             return Action::Alert;
         }
         self.overrides

@@ -132,7 +132,7 @@ impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         let in_clear = matches!(self.request, AuthRequest::Cleartext | AuthRequest::Md5);
         let how = if in_clear && !self.encrypted {
-            " over a connection without TLS"
+            " over a connection without TLS verified against sslrootcert"
         } else {
             ""
         };
@@ -224,8 +224,11 @@ impl RequireAuth {
 
     /// Whether the probe may answer `request` on this connection. The one place the rule is
     /// applied: the probe's own login and every tokio-postgres session go through it.
-    /// `encrypted`: the connection runs over verified TLS. Nothing sets it yet; when TLS comes,
-    /// the default may then allow a cleartext password over it (the server is proven).
+    /// `encrypted`: the connection runs over TLS with the server's certificate verified
+    /// (verify-ca, verify-full, or a root file with prefer/require). Then the default also
+    /// answers a cleartext or md5 request: the password goes encrypted to a server proven to
+    /// hold a certificate the operator's CA signed. Unverified TLS (`require`) proves nothing
+    /// about who answers, so it stays refused there.
     pub fn check(&self, request: AuthRequest, encrypted: bool) -> Result<(), Refused> {
         let method = request.method();
         let by_default = self.source == Source::Default
@@ -243,34 +246,41 @@ impl RequireAuth {
 }
 
 /// The `require_auth` value of a DSN (the last one, as libpq takes it), and the DSN without
-/// it for tokio-postgres, which does not know the key. A URL's parameters follow its first
-/// `?` after the host; a key/value DSN is tokenized as tokio-postgres and libpq do.
+/// it for tokio-postgres, which does not know the key.
 pub fn split_dsn(dsn: &str) -> (String, Option<String>) {
+    let (rest, found) = split_dsn_keys(dsn, &|k| k == KEY);
+    (rest, found.into_iter().last().map(|(_, v)| v))
+}
+
+/// The `(key, value)` pairs of a DSN whose key `take` accepts, in order, and the DSN without
+/// them. A URL's parameters follow its first `?` after the host; a key/value DSN is tokenized
+/// as tokio-postgres and libpq do.
+pub fn split_dsn_keys(dsn: &str, take: &dyn Fn(&str) -> bool) -> (String, Vec<(String, String)>) {
     let url = ["postgres://", "postgresql://"]
         .iter()
         .any(|p| dsn.starts_with(p));
     if url {
-        split_url(dsn)
+        split_url(dsn, take)
     } else {
-        split_key_values(dsn)
+        split_key_values(dsn, take)
     }
 }
 
 const KEY: &str = "require_auth";
 
-fn split_url(dsn: &str) -> (String, Option<String>) {
+fn split_url(dsn: &str, take: &dyn Fn(&str) -> bool) -> (String, Vec<(String, String)>) {
     // As tokio-postgres reads a URL: credentials up to the first '@', then the host up to
     // '/' or '?', then the path up to '?'.
     let after_creds = dsn.find('@').map_or(0, |i| i + 1);
     let Some(q) = dsn[after_creds..].find('?').map(|i| i + after_creds) else {
-        return (dsn.to_string(), None);
+        return (dsn.to_string(), Vec::new());
     };
-    let (mut kept, mut found) = (Vec::new(), None);
+    let (mut kept, mut found) = (Vec::new(), Vec::new());
     for pair in dsn[q + 1..].split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let k = percent_decode(k);
-        if k == KEY {
-            found = Some(percent_decode(v));
+        if take(&k) {
+            found.push((k, percent_decode(v)));
         } else {
             kept.push(pair);
         }
@@ -310,9 +320,9 @@ fn percent_decode(s: &str) -> String {
 /// `key = value` pairs separated by white space; a value quoted in '' or bare, `\` escaping
 /// the next character in both. Text that does not tokenize is left whole for tokio-postgres
 /// to refuse with its own message.
-fn split_key_values(dsn: &str) -> (String, Option<String>) {
+fn split_key_values(dsn: &str, take: &dyn Fn(&str) -> bool) -> (String, Vec<(String, String)>) {
     let mut it = dsn.char_indices().peekable();
-    let (mut out, mut found, mut copied) = (String::new(), None, 0);
+    let (mut out, mut found, mut copied) = (String::new(), Vec::new(), 0);
     loop {
         while it.next_if(|(_, c)| c.is_whitespace()).is_some() {}
         let Some(&(start, _)) = it.peek() else { break };
@@ -322,7 +332,7 @@ fn split_key_values(dsn: &str) -> (String, Option<String>) {
         }
         while it.next_if(|(_, c)| c.is_whitespace()).is_some() {}
         if it.next_if(|(_, c)| *c == '=').is_none() {
-            return (dsn.to_string(), None);
+            return (dsn.to_string(), Vec::new());
         }
         while it.next_if(|(_, c)| c.is_whitespace()).is_some() {}
         let quoted = it.next_if(|(_, c)| *c == '\'').is_some();
@@ -345,13 +355,13 @@ fn split_key_values(dsn: &str) -> (String, Option<String>) {
             closed = it.next_if(|(_, c)| *c == '\'').is_some();
         }
         if !closed {
-            return (dsn.to_string(), None);
+            return (dsn.to_string(), Vec::new());
         }
         let end = it.peek().map_or(dsn.len(), |&(i, _)| i);
-        if key == KEY {
+        if take(&key) {
             out.push_str(&dsn[copied..start]);
             copied = end;
-            found = Some(value);
+            found.push((key, value));
         }
     }
     out.push_str(&dsn[copied..]);
@@ -393,7 +403,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("require_auth=md5"));
-        // Over verified TLS (not built yet) the default may answer them.
+        // Over verified TLS the default answers them.
         assert!(d.check(Cleartext, true).is_ok());
     }
 

@@ -386,15 +386,26 @@ impl Squatter {
                 let (rec, count) = (rec.clone(), count.clone());
                 std::thread::spawn(move || {
                     let _ = c.set_read_timeout(Some(Duration::from_secs(3)));
-                    let mut len = [0u8; 4];
-                    if c.read_exact(&mut len).is_err() {
+                    let read_startup = |c: &mut std::net::TcpStream| {
+                        let mut len = [0u8; 4];
+                        c.read_exact(&mut len).ok()?;
+                        let mut startup =
+                            vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+                        c.read_exact(&mut startup).ok().map(|_| startup)
+                    };
+                    let Some(mut startup) = read_startup(&mut c) else {
                         return;
+                    };
+                    // An SSLRequest (sslmode=prefer, the default) gets 'N', as from a server
+                    // without TLS: the squatter wants the plain connection.
+                    if startup == [0x04, 0xd2, 0x16, 0x2f] {
+                        let _ = c.write_all(b"N");
+                        let Some(next) = read_startup(&mut c) else {
+                            return;
+                        };
+                        startup = next;
                     }
-                    let mut startup =
-                        vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
-                    if c.read_exact(&mut startup).is_err() {
-                        return;
-                    }
+                    let _ = startup;
                     let _ = c.write_all(b"R\0\0\0\x08\0\0\0\x03");
                     count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let mut buf = [0u8; 4096];

@@ -103,6 +103,13 @@ pub(crate) fn policy(
                     "remove this key",
                 );
             }
+            Some(Action::Restart) if c.is_refusal() => {
+                problems.push(
+                    key,
+                    "a TLS failure (refused, untrusted, expired or mismatched certificate, failed handshake) is never restarted: a restart serves the same certificate and settings",
+                    "remove this key",
+                );
+            }
             Some(a) => {
                 p.overrides.insert(class.clone(), a);
             }

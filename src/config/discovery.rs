@@ -40,6 +40,30 @@ pub struct RawDockerDiscovery {
     pub trust_image_labels: Option<bool>,
     /// The floor and cap of every number or duration a label may set.
     pub limits: Option<RawLimits>,
+    /// TLS to every discovered container, chosen by the operator (labels never choose trust
+    /// roots or certificates).
+    pub tls: Option<RawDiscoveryTls>,
+}
+
+/// `discovery.docker.tls`: libpq's settings, applied to every discovered target's DSN.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscoveryTls {
+    /// disable, allow, prefer (libpq's default), require, verify-ca or verify-full.
+    pub sslmode: Option<String>,
+    /// The CA certificate file the servers' certificates are verified with, or `system`.
+    pub sslrootcert: Option<String>,
+    /// Client certificate (for pg_hba `cert`), with `sslkey`.
+    pub sslcert: Option<String>,
+    /// The client certificate's key (mode 0600).
+    pub sslkey: Option<String>,
+    /// A PEM file of CRLs checked with the chain.
+    pub sslcrl: Option<String>,
+    /// disable, prefer (default) or require (SCRAM-SHA-256-PLUS only).
+    pub channel_binding: Option<String>,
+    /// The name every server's certificate must hold under verify-full (default: the
+    /// container's address, which the certificate must then list as an IP subjectAltName).
+    pub server_name: Option<String>,
 }
 
 /// Which containers `discovery.docker` turns into targets.
@@ -66,6 +90,12 @@ pub struct DockerDiscovery {
     pub trust_image_labels: bool,
     /// The bounds of label values.
     pub limits: LabelLimits,
+    /// `discovery.docker.tls` as DSN parameters (checked at load), added to every discovered
+    /// target's DSN.
+    pub tls: Vec<(String, String)>,
+    /// `discovery.docker.tls.server_name`: the DSN's host (what verify-full checks), the
+    /// container's address then going into `hostaddr`.
+    pub server_name: Option<String>,
 }
 
 /// `discovery.docker`: the label namespace, the mode and the network.
@@ -119,6 +149,7 @@ pub(crate) fn build_discovery(
         problems,
     );
     let limits = build_limits(d.limits, problems);
+    let (tls, server_name) = build_tls(d.tls.unwrap_or_default(), problems);
     (ns_ok && mode.is_some()).then(|| DockerDiscovery {
         namespace,
         mode: mode.unwrap_or(DiscoveryMode::Label),
@@ -126,5 +157,45 @@ pub(crate) fn build_discovery(
         credentials,
         trust_image_labels: d.trust_image_labels.unwrap_or(false),
         limits,
+        tls,
+        server_name,
     })
+}
+
+/// `discovery.docker.tls` as DSN parameters, checked as a target's DSN would be (files read,
+/// unsupported values refused) so a mistake shows at load, not at the first container.
+fn build_tls(
+    t: RawDiscoveryTls,
+    problems: &mut Problems,
+) -> (Vec<(String, String)>, Option<String>) {
+    let params: Vec<(String, String)> = [
+        ("sslmode", t.sslmode),
+        ("sslrootcert", t.sslrootcert),
+        ("sslcert", t.sslcert),
+        ("sslkey", t.sslkey),
+        ("sslcrl", t.sslcrl),
+        ("channel_binding", t.channel_binding),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k.to_string(), v.filter(|v| !v.trim().is_empty())?)))
+    .collect();
+    if let Err(e) = super::tls::Tls::parse(&params, &|k| std::env::var(k).ok()) {
+        let key = e.key.split(' ').next().unwrap_or("").to_string();
+        problems.push(
+            format!("discovery.docker.tls.{key}"),
+            format!("TLS setting {} cannot be used", e.key),
+            e.reason,
+        );
+    }
+    let name = t.server_name.filter(|n| !n.trim().is_empty());
+    if let Some(n) = &name {
+        if rustls::pki_types::ServerName::try_from(n.as_str()).is_err() {
+            problems.push(
+                "discovery.docker.tls.server_name",
+                format!("'{n}' is not a host name or address"),
+                "give the DNS name (or address) the servers' certificates hold",
+            );
+        }
+    }
+    (params, name)
 }

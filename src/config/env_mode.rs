@@ -175,6 +175,28 @@ const VARS: &[Var] = &[
         "discovery.docker.secrets_dir",
         Parse::Set,
     ),
+    // TLS to every discovered container (the operator's, never a label's).
+    var(
+        "DISCOVER_SSLMODE",
+        "discovery.docker.tls.sslmode",
+        Parse::Set,
+    ),
+    var(
+        "DISCOVER_SSLROOTCERT",
+        "discovery.docker.tls.sslrootcert",
+        Parse::Set,
+    ),
+    var(
+        "DISCOVER_SSLCERT",
+        "discovery.docker.tls.sslcert",
+        Parse::Set,
+    ),
+    var("DISCOVER_SSLKEY", "discovery.docker.tls.sslkey", Parse::Set),
+    var(
+        "DISCOVER_SSL_SERVER_NAME",
+        "discovery.docker.tls.server_name",
+        Parse::Set,
+    ),
 ];
 
 /// Keys no single variable sets, and the variables a problem there is reported under.

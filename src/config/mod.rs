@@ -34,6 +34,7 @@ mod secret;
 mod server;
 pub mod size;
 mod targets;
+pub mod tls;
 pub mod trust;
 mod yaml_guard;
 

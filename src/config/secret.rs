@@ -1,5 +1,6 @@
 //! Values that hold secrets and print redacted: webhook URLs, tokens and connection strings.
 
+use super::tls::{Tls, TlsError};
 use crate::require_auth::{RequireAuth, RequireAuthError};
 use std::fmt;
 use std::str::FromStr;
@@ -31,6 +32,8 @@ pub struct Dsn {
     parsed: tokio_postgres::Config,
     /// `require_auth` (which tokio-postgres does not know): what the probe may answer.
     require: RequireAuth,
+    /// `sslmode`, `sslrootcert`, ... (libpq's meaning), built once for every connection.
+    tls: Tls,
 }
 
 /// Why a DSN cannot be used.
@@ -40,21 +43,42 @@ pub enum DsnError {
     Malformed(#[from] tokio_postgres::Error),
     #[error("{0}")]
     RequireAuth(#[from] RequireAuthError),
+    #[error("{0}")]
+    Tls(#[from] TlsError),
 }
 
 impl Dsn {
+    /// Parses a DSN; `require_auth` and the TLS keys fall back to libpq's environment
+    /// variables (`PGREQUIREAUTH`, `PGSSLMODE`, ...) of the daemon's process.
     pub fn parse(raw: &str) -> Result<Self, DsnError> {
+        Self::parse_with_env(raw, &|k| std::env::var(k).ok())
+    }
+
+    /// As [`Dsn::parse`], with the variables from `env`.
+    pub fn parse_with_env(
+        raw: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, DsnError> {
         let (rest, require) = crate::require_auth::split_dsn(raw);
+        let (rest, tls_keys) = crate::require_auth::split_dsn_keys(&rest, &|k| {
+            super::tls::KEYS.iter().any(|(key, _)| *key == k)
+        });
         let parsed = tokio_postgres::Config::from_str(&rest)?;
-        let require = match require {
+        let require = match require.or_else(|| env("PGREQUIREAUTH").filter(|v| !v.is_empty())) {
             Some(r) => RequireAuth::parse(&r)?,
             None => RequireAuth::scram_or_trust(),
         };
+        let tls = Tls::parse(&tls_keys, env)?;
         Ok(Self {
             raw: Secret::new(raw),
             parsed,
             require,
+            tls,
         })
+    }
+    /// The target's TLS settings and client configuration.
+    pub fn tls(&self) -> &Tls {
+        &self.tls
     }
     /// The authentication requests a probe of this DSN answers.
     pub fn require_auth(&self) -> &RequireAuth {

@@ -235,6 +235,18 @@ fn name_and_dsn(t: &RawTarget, at: &str, problems: &mut Problems) -> Option<Dsn>
             );
             None
         }
+        Err(super::secret::DsnError::Tls(e)) => {
+            problems.push(
+                format!("{at}.dsn"),
+                format!(
+                    "TLS setting {} in '{}' cannot be used",
+                    e.key,
+                    crate::redact::redact_dsn(&t.dsn)
+                ),
+                e.reason,
+            );
+            None
+        }
         Err(e) => {
             problems.push(
                 format!("{at}.dsn"),

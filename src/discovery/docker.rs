@@ -865,8 +865,11 @@ async fn accepts(t: &TargetConfig) -> bool {
     use tokio_postgres::config::Host;
     let cfg = t.dsn.config();
     let port = cfg.get_ports().first().copied().unwrap_or(5432);
-    let Some(Host::Tcp(host)) = cfg.get_hosts().first().cloned() else {
-        return true; // a unix socket: nothing to wait for from here
+    // The container's address (hostaddr when discovery.docker.tls.server_name names the host).
+    let host = match (cfg.get_hostaddrs().first(), cfg.get_hosts().first()) {
+        (Some(ip), _) => ip.to_string(),
+        (None, Some(Host::Tcp(h))) => h.clone(),
+        _ => return true, // a unix socket: nothing to wait for from here
     };
     matches!(
         tokio::time::timeout(

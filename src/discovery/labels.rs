@@ -506,6 +506,16 @@ fn dsn(l: &Labels, cfg: &DockerDiscovery, problems: &mut Problems) -> Option<Str
     let _ = url.set_username(&cred.user);
     let _ = url.set_password(Some(cred.password.expose()));
     url.set_path(&format!("/{db}"));
+    // The operator's TLS settings; with a server_name, the certificate is checked against it
+    // while the connection goes to the container's address (libpq's host and hostaddr).
+    if let Some(name) = &cfg.server_name {
+        if url.set_host(Some(name)).is_ok() {
+            url.query_pairs_mut().append_pair("hostaddr", &host);
+        }
+    }
+    for (k, v) in &cfg.tls {
+        url.query_pairs_mut().append_pair(k, v);
+    }
     Some(url.to_string())
 }
 
@@ -706,6 +716,30 @@ mod tests {
     /// The problems' label paths.
     fn paths(e: &[Problem]) -> Vec<&str> {
         e.iter().map(|p| p.path.as_str()).collect()
+    }
+
+    #[test]
+    fn the_operators_tls_settings_reach_every_discovered_target() {
+        let (c, d) = registry(
+            "    credentials:\n      default: { user: postgres, password_env: PG_PW }\n    tls: { sslmode: require, channel_binding: require, server_name: db.internal }\n",
+        );
+        let t = target(&facts(&[("sr.enable", "true")]), &c, &d).unwrap();
+        let tls = t.dsn.tls();
+        assert_eq!(tls.mode, crate::config::tls::SslMode::Require);
+        assert_eq!(
+            tls.channel_binding,
+            crate::config::tls::ChannelBinding::Require
+        );
+        let pg = t.dsn.config();
+        assert_eq!(
+            pg.get_hostaddrs()[0].to_string(),
+            "172.18.0.5",
+            "connects here"
+        );
+        assert!(
+            matches!(&pg.get_hosts()[0], tokio_postgres::config::Host::Tcp(h) if h == "db.internal"),
+            "verifies this name"
+        );
     }
 
     #[test]

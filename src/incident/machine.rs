@@ -351,7 +351,7 @@ impl Machine<'_, '_> {
         kv.push(("process_dead", dead.into()));
         // A refused authentication is certain at once (probing again only asks the same), and
         // is declared on its own so it never counts among the failures that call for a restart.
-        let refused = f.class == FailureClass::InsecureAuth;
+        let refused = f.class.is_refusal();
         let due = dead || refused || self.rec.failures >= threshold;
         if due && self.in_maintenance() {
             if !self.rec.maintenance_noted {

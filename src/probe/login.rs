@@ -6,10 +6,19 @@
 //! postmaster that is stopped, cannot fork, has a full backlog or has no free slot fails
 //! here even while existing sessions still answer. A refusal with a SQLSTATE is classed by
 //! the same table as any other server error.
+//!
+//! TLS follows the target's `sslmode` as libpq does (see `tls`): SSLRequest first unless
+//! `disable` (or a unix socket, where libpq uses none), the plain connection kept on 'N' under
+//! `prefer`, a new plain connection after a failed handshake under `prefer`, and under
+//! `allow` a plain login first and one over TLS when the server refuses that. SCRAM binds the
+//! login to the TLS channel (SCRAM-SHA-256-PLUS) when the server offers it, per
+//! `channel_binding`.
 
-use super::scram::{Exchange, KeyCache};
+use super::scram::{Binding, Exchange, KeyCache};
+use super::tls::Negotiated;
 use super::wire::Wire;
 use super::{FailureClass, ProbeFailure};
+use crate::config::tls::{ChannelBinding, SslMode, Tls};
 use crate::require_auth::{AuthRequest, RequireAuth};
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
@@ -23,14 +32,16 @@ use tokio_postgres::config::Host;
 /// Where and as whom a probe logs in, taken from the target's DSN.
 #[derive(Clone)]
 pub struct Endpoint {
-    /// (host, port) pairs tried in order, as libpq does.
-    addrs: Vec<(Addr, u16)>,
+    /// (host, port, name for TLS) tried in order, as libpq does.
+    addrs: Vec<(Addr, u16, String)>,
     user: String,
     password: Option<Vec<u8>>,
     /// Startup parameters besides `user`: database, application_name, options.
     params: Vec<(&'static str, String)>,
     /// The authentication requests answered.
     require: RequireAuth,
+    /// sslmode and the client configuration, shared with every connection to the target.
+    tls: Tls,
 }
 
 #[derive(Clone)]
@@ -50,23 +61,29 @@ impl Endpoint {
             [one] => *one,
             many => many.get(i).copied().unwrap_or(5432),
         };
-        let mut addrs: Vec<(Addr, u16)> = pg
+        // With hostaddr, the certificate is checked against the host of the same position
+        // (libpq's rule), else against the address itself.
+        let hosts = pg.get_hosts();
+        let mut addrs: Vec<(Addr, u16, String)> = pg
             .get_hostaddrs()
             .iter()
             .enumerate()
-            .map(|(i, ip)| (Addr::Tcp(ip.to_string()), port_of(i)))
+            .map(|(i, ip)| {
+                let name = match hosts.get(i) {
+                    Some(Host::Tcp(h)) => h.clone(),
+                    _ => ip.to_string(),
+                };
+                (Addr::Tcp(ip.to_string()), port_of(i), name)
+            })
             .collect();
         if addrs.is_empty() {
             addrs = pg
                 .get_hosts()
                 .iter()
                 .enumerate()
-                .map(|(i, h)| {
-                    let a = match h {
-                        Host::Tcp(name) => Addr::Tcp(name.clone()),
-                        Host::Unix(dir) => Addr::Unix(dir.clone()),
-                    };
-                    (a, port_of(i))
+                .map(|(i, h)| match h {
+                    Host::Tcp(name) => (Addr::Tcp(name.clone()), port_of(i), name.clone()),
+                    Host::Unix(dir) => (Addr::Unix(dir.clone()), port_of(i), String::new()),
                 })
                 .collect();
         }
@@ -97,6 +114,7 @@ impl Endpoint {
             password: pg.get_password().map(<[u8]>::to_vec),
             params,
             require: dsn.require_auth().clone(),
+            tls: dsn.tls().clone(),
         }
     }
 
@@ -112,11 +130,19 @@ impl Endpoint {
     }
 }
 
-/// Refuses a request the target's `require_auth` does not permit, before anything is sent.
-/// The probe speaks no TLS yet: every connection is unencrypted.
-fn permit(ep: &Endpoint, request: AuthRequest) -> Result<(), ProbeFailure> {
+/// Refuses a request the target's `require_auth` (or `channel_binding=require`) does not
+/// permit, before anything is sent. A cleartext or md5 answer counts as protected only over
+/// TLS with the server's certificate verified.
+fn permit(ep: &Endpoint, w: &Wire, request: AuthRequest) -> Result<(), ProbeFailure> {
+    if ep.tls.channel_binding == ChannelBinding::Require && request != AuthRequest::Sasl {
+        return Err(ProbeFailure::new(
+            FailureClass::InsecureAuth,
+            format!("the target's channel_binding=require allows only SCRAM-SHA-256-PLUS, and the server asked for {request:?} instead; the probe refused and sent nothing. Use scram-sha-256 for the probe's role on a hostssl line of pg_hba.conf, or remove channel_binding=require"),
+        ));
+    }
+    let verified = w.tls().is_some_and(|t| t.verified);
     ep.require
-        .check(request, false)
+        .check(request, verified)
         .map_err(|r| ProbeFailure::new(FailureClass::InsecureAuth, r.to_string()))
 }
 
@@ -132,13 +158,64 @@ pub async fn login(ep: &Endpoint, keys: &mut KeyCache, then: &[u8]) -> Result<Wi
         FailureClass::ConnectionRefused,
         "the DSN names no host (set host= or hostaddr=)",
     );
-    for (addr, port) in &ep.addrs {
+    for (addr, port, name) in &ep.addrs {
         match connect(addr, *port).await {
-            Ok(w) => return startup(w, ep, keys, then).await,
+            Ok(w) => return session(w, ep, (addr, *port, name), keys, then).await,
             Err(e) => last = e,
         }
     }
     Err(last)
+}
+
+/// TLS per the target's sslmode on a fresh connection, then the startup.
+async fn session(
+    w: Wire,
+    ep: &Endpoint,
+    (addr, port, name): (&Addr, u16, &str),
+    keys: &mut KeyCache,
+    then: &[u8],
+) -> Result<Wire, ProbeFailure> {
+    if matches!(addr, Addr::Unix(_)) {
+        return startup(w, ep, keys, then).await; // libpq uses no TLS on unix sockets
+    }
+    match ep.tls.mode {
+        SslMode::Disable => startup(w, ep, keys, then).await,
+        SslMode::Allow => match startup(w, ep, keys, then).await {
+            // pg_hba.conf refused the plain connection (hostssl only): again over TLS.
+            Err(f) if f.sqlstate.as_deref().is_some_and(|c| c.starts_with("28")) => {
+                let w = secure(connect(addr, port).await?, ep, name, false).await?;
+                startup(w, ep, keys, then).await
+            }
+            r => r,
+        },
+        SslMode::Prefer => match secure(w, ep, name, false).await {
+            Ok(w) => startup(w, ep, keys, then).await,
+            // The handshake failed: libpq tries again without TLS.
+            Err(f) if f.class.is_refusal() => {
+                startup(connect(addr, port).await?, ep, keys, then).await
+            }
+            Err(f) => Err(f),
+        },
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+            let w = secure(w, ep, name, true).await?;
+            startup(w, ep, keys, then).await
+        }
+    }
+}
+
+/// SSLRequest and the handshake (see `tls`); an error the server sent instead of answering
+/// is read and classed as the startup's answer would be.
+async fn secure(w: Wire, ep: &Endpoint, name: &str, required: bool) -> Result<Wire, ProbeFailure> {
+    match super::tls::negotiate(w, &ep.tls, name, required).await? {
+        Negotiated::Ready(w) => Ok(w),
+        Negotiated::ServerError(mut w) => {
+            refuse_old_style_error(&mut w).await?;
+            Err(match w.read().await? {
+                Message::ErrorResponse(body) => server_error(body.fields()),
+                _ => protocol(&"an unexpected message in answer to SSLRequest"),
+            })
+        }
+    }
 }
 
 async fn connect(addr: &Addr, port: u16) -> Result<Wire, ProbeFailure> {
@@ -146,22 +223,6 @@ async fn connect(addr: &Addr, port: u16) -> Result<Wire, ProbeFailure> {
         Addr::Tcp(host) => Wire::tcp(host, port).await,
         Addr::Unix(dir) => Wire::unix(dir, port).await,
     }
-}
-
-/// The first of the endpoint's addresses that accepts a connection, for a tokio-postgres
-/// session (see `guard`), with the target's `require_auth`.
-pub async fn open(ep: &Endpoint) -> Result<(Wire, RequireAuth), ProbeFailure> {
-    let mut last = ProbeFailure::new(
-        FailureClass::ConnectionRefused,
-        "the DSN names no host (set host= or hostaddr=)",
-    );
-    for (addr, port) in &ep.addrs {
-        match connect(addr, *port).await {
-            Ok(w) => return Ok((w, ep.require.clone())),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
 }
 
 async fn startup(
@@ -184,22 +245,22 @@ async fn startup(
                     "the server accepted the login without proving it knows the password",
                 ));
             }
-            Message::AuthenticationOk if !asked => permit(ep, AuthRequest::OkWithoutAuth)?,
+            Message::AuthenticationOk if !asked => permit(ep, &w, AuthRequest::OkWithoutAuth)?,
             Message::AuthenticationCleartextPassword => {
-                permit(ep, AuthRequest::Cleartext)?;
+                permit(ep, &w, AuthRequest::Cleartext)?;
                 asked = true;
                 send_password(&mut w, &mut out, password(ep)?, then).await?;
                 sent_then = true;
             }
             Message::AuthenticationMd5Password(body) => {
-                permit(ep, AuthRequest::Md5)?;
+                permit(ep, &w, AuthRequest::Md5)?;
                 asked = true;
                 let hash = md5_hash(ep.user.as_bytes(), password(ep)?, body.salt());
                 send_password(&mut w, &mut out, hash.as_bytes(), then).await?;
                 sent_then = true;
             }
             Message::AuthenticationSasl(body) => {
-                permit(ep, AuthRequest::Sasl)?;
+                permit(ep, &w, AuthRequest::Sasl)?;
                 asked = true;
                 scram = Some(sasl_start(&mut w, &mut out, ep, &body).await?);
             }
@@ -252,21 +313,62 @@ async fn send_startup(w: &mut Wire, ep: &Endpoint, out: &mut BytesMut) -> Result
     refuse_old_style_error(w).await
 }
 
-/// Starts SCRAM-SHA-256 (already permitted): the client-first message.
+/// Starts SCRAM-SHA-256 (already permitted): the client-first message, bound to the TLS
+/// channel (SCRAM-SHA-256-PLUS) when the server offers it, per `channel_binding`.
 async fn sasl_start(
     w: &mut Wire,
     out: &mut BytesMut,
     ep: &Endpoint,
     body: &AuthenticationSaslBody,
 ) -> Result<Exchange, ProbeFailure> {
-    offers_scram(body)?;
+    let binding = binding(w, ep, body)?;
     password(ep)?;
-    let ex = Exchange::new("");
+    let ex = Exchange::bound("", binding);
     out.clear();
-    frontend::sasl_initial_response("SCRAM-SHA-256", ex.client_first().as_bytes(), out)
+    frontend::sasl_initial_response(ex.mechanism(), ex.client_first().as_bytes(), out)
         .map_err(|e| protocol(&e))?;
     w.send(out).await?;
     Ok(ex)
+}
+
+/// The channel binding for this connection and the mechanisms the server offers.
+fn binding(
+    w: &Wire,
+    ep: &Endpoint,
+    body: &AuthenticationSaslBody,
+) -> Result<Binding, ProbeFailure> {
+    let (scram, plus) = offered(body)?;
+    let tls = w.tls();
+    let end_point = tls.and_then(|t| t.end_point.clone());
+    let cb = ep.tls.channel_binding;
+    if cb != ChannelBinding::Disable && plus {
+        if let Some(data) = end_point {
+            return Ok(Binding::EndPoint(data));
+        }
+    }
+    if cb == ChannelBinding::Require {
+        let why = match (tls, plus) {
+            (None, _) => "the connection is not TLS",
+            (Some(_), false) => "the server does not offer SCRAM-SHA-256-PLUS",
+            (Some(_), true) => "the server's certificate is signed with an algorithm that defines no tls-server-end-point hash (Ed25519 or RSA-PSS)",
+        };
+        return Err(ProbeFailure::new(
+            FailureClass::InsecureAuth,
+            format!("the target's channel_binding=require cannot be met: {why}; the probe sent nothing. Use scram-sha-256 on a hostssl line of pg_hba.conf with an RSA or ECDSA certificate, or remove channel_binding=require"),
+        ));
+    }
+    if !scram {
+        return Err(auth(
+            "the server offers no SASL mechanism but SCRAM-SHA-256-PLUS, which needs TLS with channel binding (set sslmode=require and channel_binding=prefer)",
+        ));
+    }
+    // 'y': the daemon could bind but the server offered no -PLUS; a server that does offer it
+    // then knows its offer was stripped on the way.
+    Ok(if tls.is_some() && cb != ChannelBinding::Disable {
+        Binding::ClientOnly
+    } else {
+        Binding::None
+    })
 }
 
 /// Sends a password message with the probe's query right behind it (one round trip less).
@@ -309,19 +411,15 @@ async fn refuse_old_style_error(w: &mut Wire) -> Result<(), ProbeFailure> {
     Ok(())
 }
 
-/// SCRAM-SHA-256 is among the SASL mechanisms offered (the -PLUS variant alone needs TLS).
-fn offers_scram(body: &AuthenticationSaslBody) -> Result<(), ProbeFailure> {
+/// Whether SCRAM-SHA-256 and SCRAM-SHA-256-PLUS are among the SASL mechanisms offered.
+fn offered(body: &AuthenticationSaslBody) -> Result<(bool, bool), ProbeFailure> {
     let mut mechs = body.mechanisms();
-    let mut has = false;
+    let (mut scram, mut plus) = (false, false);
     while let Some(m) = mechs.next().map_err(|e| protocol(&e))? {
-        has |= m == "SCRAM-SHA-256";
+        scram |= m == "SCRAM-SHA-256";
+        plus |= m == "SCRAM-SHA-256-PLUS";
     }
-    if has {
-        return Ok(());
-    }
-    Err(auth(
-        "the server offers no SASL mechanism but SCRAM-SHA-256-PLUS, which needs TLS",
-    ))
+    Ok((scram, plus))
 }
 
 fn password(ep: &Endpoint) -> Result<&[u8], ProbeFailure> {

@@ -3,16 +3,18 @@
 //! backend that exists while the postmaster is stopped, cannot fork or has no free slot, and
 //! so would hide exactly the outages clients suffer. The SCRAM keys are cached per target so
 //! a login costs a few HMACs, not PBKDF2 (see `scram`), and what a probe reads is capped
-//! (see `wire`). No session, the probe's or tokio-postgres's (`guard`), answers an
-//! authentication request the target's `require_auth` does not permit.
+//! (see `wire`). No session answers an authentication request the target's `require_auth`
+//! does not permit. Every connection the daemon makes to a database (probe, SQL snapshot,
+//! the healer's "accepting connections" check) logs in here, so TLS (`tls`, with libpq's
+//! `sslmode` and `channel_binding`) and `require_auth` are applied in one place.
 
-mod guard;
 pub mod identity;
 mod login;
 pub mod progress;
 mod query;
 pub mod scram;
 pub mod snapshot;
+mod tls;
 mod wire;
 
 pub use crate::failure::{FailureClass, ProbeFailure};
@@ -169,18 +171,19 @@ impl Prober {
     }
 }
 
-/// One connection attempt with no query, used by the healer to tell "accepting connections"
-/// (or starting up) from "still refused".
+/// One login with no query, used by the healer to tell "accepting connections" (or starting
+/// up) from "still refused": the probe's own login (TLS, channel binding, `require_auth`),
+/// then Terminate.
 pub async fn accepts_connections(
     dsn: &crate::config::Dsn,
     timeout: Duration,
 ) -> Result<(), ProbeFailure> {
-    match tokio::time::timeout(timeout, guard::connect(dsn.config(), dsn)).await {
-        Ok(Ok((client, conn))) => {
-            drop(client);
-            drop(conn);
-            Ok(())
-        }
+    let ep = Endpoint::new(dsn, Duration::ZERO);
+    let mut keys = scram::KeyCache::default();
+    let mut bye = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::terminate(&mut bye);
+    match tokio::time::timeout(timeout, login::login(&ep, &mut keys, &bye)).await {
+        Ok(Ok(_)) => Ok(()),
         Ok(Err(f)) => Err(f),
         Err(_) => Err(ProbeFailure::new(
             FailureClass::Timeout,

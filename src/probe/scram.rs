@@ -186,8 +186,31 @@ pub struct ServerFirst {
     pub iterations: u32,
 }
 
+/// The channel binding of one exchange (RFC 5802's gs2 header).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// "n": the client does not bind (no TLS, or channel_binding=disable).
+    None,
+    /// "y": the client could bind but the server offered no SCRAM-SHA-256-PLUS.
+    ClientOnly,
+    /// "p=tls-server-end-point": SCRAM-SHA-256-PLUS, bound to this hash of the server's
+    /// certificate.
+    EndPoint(Vec<u8>),
+}
+
+impl Binding {
+    fn gs2_header(&self) -> &'static str {
+        match self {
+            Binding::None => "n,,",
+            Binding::ClientOnly => "y,,",
+            Binding::EndPoint(_) => "p=tls-server-end-point,,",
+        }
+    }
+}
+
 /// One SCRAM exchange, client side.
 pub struct Exchange {
+    binding: Binding,
     client_first_bare: String,
     nonce: String,
     /// The server signature we expect in server-final, once client-final is made.
@@ -198,22 +221,38 @@ impl Exchange {
     /// Starts an exchange with a fresh random nonce. PostgreSQL takes the user from the
     /// startup message, so `user` is empty there.
     pub fn new(user: &str) -> Self {
+        Self::bound(user, Binding::None)
+    }
+
+    /// An exchange with this channel binding.
+    pub fn bound(user: &str, binding: Binding) -> Self {
         let mut raw = [0u8; 18];
         rand::thread_rng().fill(&mut raw[..]);
-        Self::with_nonce(user, STANDARD.encode(raw))
+        let mut ex = Self::with_nonce(user, STANDARD.encode(raw));
+        ex.binding = binding;
+        ex
     }
 
     fn with_nonce(user: &str, nonce: String) -> Self {
         Self {
+            binding: Binding::None,
             client_first_bare: format!("n={user},r={nonce}"),
             nonce,
             expect: None,
         }
     }
 
-    /// client-first-message: gs2 header "n,," (no channel binding) and the bare part.
+    /// The SASL mechanism this exchange speaks.
+    pub fn mechanism(&self) -> &'static str {
+        match self.binding {
+            Binding::EndPoint(_) => "SCRAM-SHA-256-PLUS",
+            _ => "SCRAM-SHA-256",
+        }
+    }
+
+    /// client-first-message: the gs2 header (channel binding) and the bare part.
     pub fn client_first(&self) -> String {
-        format!("n,,{}", self.client_first_bare)
+        format!("{}{}", self.binding.gs2_header(), self.client_first_bare)
     }
 
     /// Parses and checks the server-first-message.
@@ -258,8 +297,12 @@ impl Exchange {
     /// client-final-message, with the proof made from `keys`.
     pub fn client_final(&mut self, sf: &ServerFirst, keys: &Keys) -> String {
         let (server_first, nonce) = (&sf.text, &sf.nonce);
-        // "biws" is base64("n,,"): no channel binding.
-        let without_proof = format!("c=biws,r={nonce}");
+        // c=: the gs2 header and, when bound, the channel binding data ("biws" for "n,,").
+        let mut cbind = self.binding.gs2_header().as_bytes().to_vec();
+        if let Binding::EndPoint(data) = &self.binding {
+            cbind.extend_from_slice(data);
+        }
+        let without_proof = format!("c={},r={nonce}", STANDARD.encode(cbind));
         let auth_message = format!("{},{server_first},{without_proof}", self.client_first_bare);
         let signature = hmac(&keys.stored_key, &[auth_message.as_bytes()]);
         let mut proof = keys.client_key;

@@ -2,7 +2,8 @@
 //! under a byte budget. A message's length is checked against what is left of the budget
 //! before its body is read, so a probe query answering 300 MB costs the daemon at most the
 //! budget, not the answer. A reader with a larger budget (the SQL snapshot) can also cap each
-//! message: a longer one is read and dropped in small chunks, never held whole.
+//! message: a longer one is read and dropped in small chunks, never held whole. Over TLS the
+//! stream is rustls's (see `tls`), and the same reads apply to the decrypted bytes.
 
 use super::{FailureClass, ProbeFailure};
 use bytes::{Buf, BytesMut};
@@ -33,12 +34,24 @@ pub enum Incoming {
     },
 }
 
+/// What a TLS connection proved, for the login.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    /// The server's certificate was verified (chain, and name with verify-full).
+    pub verified: bool,
+    /// tls-server-end-point data; None when the certificate's signature algorithm has no
+    /// defined hash (Ed25519, RSA-PSS): no channel binding is possible then.
+    pub end_point: Option<Vec<u8>>,
+}
+
 /// A connection to one server, before or after login.
 pub struct Wire {
     stream: Box<dyn Stream>,
     buf: BytesMut,
     /// Bytes still allowed to be read.
     budget: usize,
+    /// Set once the connection runs over TLS.
+    tls: Option<TlsInfo>,
 }
 
 impl Wire {
@@ -69,15 +82,52 @@ impl Wire {
             stream,
             buf: BytesMut::with_capacity(512),
             budget: READ_BUDGET,
+            tls: None,
         }
     }
 
-    /// Writes a whole frontend message (or several).
+    /// A connection over TLS, after the handshake.
+    pub(super) fn over_tls(stream: Box<dyn Stream>, info: TlsInfo) -> Self {
+        Self {
+            tls: Some(info),
+            ..Self::new(stream)
+        }
+    }
+
+    /// What TLS proved, when the connection runs over it.
+    pub(super) fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.as_ref()
+    }
+
+    /// The server's one-byte answer to SSLRequest, consumed. After an 'S' nothing else may
+    /// have come: bytes sent before the handshake are unencrypted, and taking them as the
+    /// session's first would let a man in the middle inject them (CVE-2021-23222).
+    pub(super) async fn ssl_answer(&mut self) -> Result<u8, ProbeFailure> {
+        if self.buf.is_empty() {
+            self.fill().await?;
+        }
+        let b = self.buf[0];
+        if b == b'S' && self.buf.len() > 1 {
+            return Err(ProbeFailure::new(
+                FailureClass::ConnectionLost,
+                format!("protocol error with the server: {} unencrypted bytes followed its 'S' to SSLRequest before the TLS handshake (refused: they could be injected by a man in the middle)", self.buf.len() - 1),
+            ));
+        }
+        // An 'E' is an error the server sent instead (a postmaster that cannot fork): it
+        // stays to be read as the startup's answer would be.
+        if b != b'E' {
+            self.buf.advance(1);
+        }
+        Ok(b)
+    }
+
+    /// Writes a whole frontend message (or several), flushed (TLS holds records until then).
     pub async fn send(&mut self, msg: &[u8]) -> Result<(), ProbeFailure> {
-        self.stream
-            .write_all(msg)
-            .await
-            .map_err(|e| ProbeFailure::from_io(&e))
+        let io = async {
+            self.stream.write_all(msg).await?;
+            self.stream.flush().await
+        };
+        io.await.map_err(|e| ProbeFailure::from_io(&e))
     }
 
     /// Reads more bytes into the buffer; the peer closing is `connection_lost`.
@@ -230,6 +280,25 @@ mod tests {
             w.read_within(1 << 20).await.unwrap(),
             Incoming::Message(Message::ReadyForQuery(_))
         ));
+    }
+
+    #[actix_rt::test]
+    async fn bytes_after_the_s_to_sslrequest_are_refused_not_taken_as_the_session() {
+        // CVE-2021-23222: a man in the middle appends an AuthenticationOk to the 'S'.
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        theirs.write_all(b"SR\0\0\0\x08\0\0\0\0").await.unwrap();
+        let mut w = Wire::new(Box::new(ours));
+        let e = w.ssl_answer().await.unwrap_err();
+        assert!(e.detail.contains("unencrypted bytes"), "{}", e.detail);
+        // A lone 'S' is the answer; after an 'N' the plain session goes on.
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        theirs.write_all(b"S").await.unwrap();
+        assert_eq!(Wire::new(Box::new(ours)).ssl_answer().await.unwrap(), b'S');
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        theirs.write_all(b"NZ\0\0\0\x05I").await.unwrap();
+        let mut w = Wire::new(Box::new(ours));
+        assert_eq!(w.ssl_answer().await.unwrap(), b'N');
+        assert!(matches!(w.read().await.unwrap(), Message::ReadyForQuery(_)));
     }
 
     #[actix_rt::test]

@@ -11,6 +11,7 @@ pub mod hostile_pg;
 pub mod http;
 pub mod receiver;
 pub mod s3server;
+pub mod tls;
 
 use sentinel_remedy::pgcluster::Cluster;
 use serde_json::Value;
