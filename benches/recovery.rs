@@ -13,7 +13,8 @@
 //! of the cluster load sections; 0 skips them), BENCH_CLUSTER (1; 0 skips the bare-process
 //! cluster section), BENCH_CLUSTER_RUNS (10: its takeovers per TTL and postmaster kills during a
 //! takeover), BENCH_CLUSTER_WINDOW (20 s), BENCH_ONLY (a comma list of sections: recovery, hang,
-//! containers, archive, resources, probe, discovery, takeover, cluster-load, cluster).
+//! containers, archive, floor, resources, probe, discovery, takeover, cluster-load, cluster),
+//! BENCH_FLOOR_RUNS (10: kills per way in the floor section).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -22,6 +23,8 @@ mod support;
 mod cluster;
 #[path = "recovery/cluster_bare.rs"]
 mod cluster_bare;
+#[path = "recovery/floor.rs"]
+mod floor;
 
 use chrono::{DateTime, Utc};
 use sentinel_remedy::pgcluster::Cluster;
@@ -915,6 +918,9 @@ fn main() {
     }
     if run("archive") && env_num("BENCH_DOCKER", 1) == 1 {
         archive_section(runs);
+    }
+    if run("floor") && env_num("BENCH_DOCKER", 1) == 1 {
+        floor::section(env_num("BENCH_FLOOR_RUNS", 10) as usize);
     }
     if run("resources") && !counts.is_empty() {
         resource_section(&counts, window);
