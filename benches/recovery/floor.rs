@@ -41,11 +41,12 @@ enum Way {
 }
 
 impl Way {
-
     fn label(self) -> &'static str {
         match self {
             Way::Script => "script: `docker kill`; `docker start`",
-            Way::ScriptProbed => "script, with a new connection every 100 ms (as the daemon's probes)",
+            Way::ScriptProbed => {
+                "script, with a new connection every 100 ms (as the daemon's probes)"
+            }
             Way::Policy => "Docker's restart policy (`always`; main process SIGKILLed)",
             Way::Daemon => "sentinel-remedy (events on, evidence archived first, backoff 1 s)",
             Way::Baseline => "sentinel-remedy, BENCH_FLOOR_BASELINE binary (same settings)",
@@ -75,7 +76,13 @@ struct EngineEvents {
 impl EngineEvents {
     fn follow(names: &[&str]) -> Self {
         let mut cmd = Command::new("docker");
-        cmd.args(["events", "--format", "{{json .}}", "--filter", "type=container"]);
+        cmd.args([
+            "events",
+            "--format",
+            "{{json .}}",
+            "--filter",
+            "type=container",
+        ]);
         for a in ["die", "start"] {
             cmd.args(["--filter", &format!("event={a}")]);
         }
@@ -110,9 +117,12 @@ impl EngineEvents {
     fn first(&self, name: &str, action: &str, since: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let end = Instant::now() + Duration::from_secs(10);
         loop {
-            let found = self.seen.lock().unwrap().iter().find_map(|(n, a, t)| {
-                (n == name && a == action && *t >= since).then_some(*t)
-            });
+            let found = self
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|(n, a, t)| (n == name && a == action && *t >= since).then_some(*t));
             if found.is_some() || Instant::now() > end {
                 return found;
             }
@@ -149,7 +159,11 @@ fn pg_config(c: &PgContainer) -> tokio_postgres::Config {
 }
 
 /// When `SELECT 1` first answers, trying every `every` from now on (each try its own task).
-fn first_answer(c: &PgContainer, every: Duration, stop: Option<&std::sync::atomic::AtomicBool>) -> Instant {
+fn first_answer(
+    c: &PgContainer,
+    every: Duration,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) -> Instant {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -269,7 +283,10 @@ fn daemon_steps(d: &Daemon, at: DateTime<Utc>, steps: &mut Steps) {
         .iter()
         .all(|r| ts(r) < at)
     {
-        assert!(Instant::now() < deadline, "no recovery logged after the kill");
+        assert!(
+            Instant::now() < deadline,
+            "no recovery logged after the kill"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     for (event, _) in STEPS {
@@ -297,11 +314,18 @@ fn watch(c: &PgContainer, bin: &str) -> (Workspace, Daemon) {
     let ws = Workspace::new();
     std::fs::write(ws.config(), registry(&ws, c)).expect("registry");
     let mut cmd = Command::new(bin);
-    cmd.args(["--log-format", "json", "--log-level", "debug", "run", "--config"])
-        .arg(ws.config())
-        .arg("--state-dir")
-        .arg(ws.state())
-        .current_dir(ws.path());
+    cmd.args([
+        "--log-format",
+        "json",
+        "--log-level",
+        "debug",
+        "run",
+        "--config",
+    ])
+    .arg(ws.config())
+    .arg("--state-dir")
+    .arg(ws.state())
+    .current_dir(ws.path());
     let d = Daemon::spawn(cmd, &[]);
     d.wait_event("probe_ok", Some("bench"), LONG);
     (ws, d)
@@ -326,7 +350,10 @@ pub fn section(runs: usize) {
     let old = baseline_bin
         .as_ref()
         .map(|_| PgContainer::start("floor-baseline", None));
-    let baseline = baseline_bin.as_deref().zip(old.as_ref()).map(|(bin, c)| watch(c, bin));
+    let baseline = baseline_bin
+        .as_deref()
+        .zip(old.as_ref())
+        .map(|(bin, c)| watch(c, bin));
     if let Some((c, (_, d))) = old.as_ref().zip(baseline.as_ref()) {
         ways.push((Way::Baseline, c, Some(d)));
     }
@@ -349,7 +376,10 @@ pub fn section(runs: usize) {
             let (total, s) = run.unwrap_or_else(|e| {
                 if let Some(d) = d {
                     let log = d.log_text();
-                    eprintln!("daemon log (tail):\n{}", &log[log.len().saturating_sub(20_000)..]);
+                    eprintln!(
+                        "daemon log (tail):\n{}",
+                        &log[log.len().saturating_sub(20_000)..]
+                    );
                 }
                 std::panic::resume_unwind(e)
             });
@@ -370,15 +400,26 @@ pub fn section(runs: usize) {
             m - floor
         );
     }
-    println!("\nWhere the time goes (median seconds from the kill; — where the step does not apply):\n");
-    let heads = ["script", "script + 100 ms probes", "restart policy", "sentinel-remedy", "baseline binary"];
+    println!(
+        "\nWhere the time goes (median seconds from the kill; — where the step does not apply):\n"
+    );
+    let heads = [
+        "script",
+        "script + 100 ms probes",
+        "restart policy",
+        "sentinel-remedy",
+        "baseline binary",
+    ];
     println!("| step | {} |", heads[..ways.len()].join(" | "));
     println!("|---|{}", "---|".repeat(ways.len()));
     for (key, label) in STEPS {
         let cells: Vec<String> = ways
             .iter()
             .map(|(w, _, _)| {
-                let mut v: Vec<f64> = steps[w].iter().filter_map(|s| s.get(key).copied()).collect();
+                let mut v: Vec<f64> = steps[w]
+                    .iter()
+                    .filter_map(|s| s.get(key).copied())
+                    .collect();
                 if v.is_empty() {
                     "—".to_string()
                 } else {
