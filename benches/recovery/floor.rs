@@ -67,10 +67,13 @@ const STEPS: [(&str, &str); 9] = [
     ("heal_attempt", "daemon: heal reports it answering"),
 ];
 
-/// `docker events` for some containers: (name, action, time) of each `die` and `start`.
+/// An Engine event: container name, action, time.
+type Seen = (String, String, DateTime<Utc>);
+
+/// `docker events` for some containers: each `die` and `start`.
 struct EngineEvents {
     child: Child,
-    seen: Arc<Mutex<Vec<(String, String, DateTime<Utc>)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl EngineEvents {
