@@ -19,8 +19,11 @@
 # BENCH_ARCHIVE_MIB (4: server log in the archived container), BENCH_TAKEOVER_RUNS (10; 0
 # skips), BENCH_CLUSTER_TARGETS (300; 0 skips), BENCH_CLUSTER (1; 0 skips the bare-process
 # cluster section), BENCH_CLUSTER_RUNS (10), BENCH_CLUSTER_WINDOW (20 s), BENCH_ONLY (a comma
-# list: only these sections, from recovery, hang, containers, archive, resources, probe,
-# discovery, takeover, cluster-load, cluster).
+# list: only these sections, from recovery, hang, containers, archive, floor, resources, probe,
+# discovery, takeover, cluster-load, cluster), BENCH_FLOOR_RUNS (10: kills per way in section
+# `floor`: kill → `SELECT 1` for the script floor, Docker's restart policy and the daemon, with
+# the same outside poll, median and max, and where the time goes), BENCH_FLOOR_BASELINE (another
+# daemon binary measured beside it in the same session).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/deps.sh
