@@ -25,6 +25,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -161,11 +162,14 @@ fn pg_config(c: &PgContainer) -> tokio_postgres::Config {
     cfg
 }
 
-/// When `SELECT 1` first answers, trying every `every` from now on (each try its own task).
+/// When `SELECT 1` first answers, trying every `every` from now on (each try its own task), on
+/// a connection attempted once `down` was set (the server gone: an attempt made before the kill
+/// took effect would time the old server); until `stop` is set, when given.
 fn first_answer(
     c: &PgContainer,
     every: Duration,
-    stop: Option<&std::sync::atomic::AtomicBool>,
+    down: &AtomicBool,
+    stop: Option<&AtomicBool>,
 ) -> Instant {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -182,7 +186,7 @@ fn first_answer(
             tokio::select! {
                 Some(at) = rx.recv() => return at,
                 _ = tick.tick() => {
-                    if stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
+                    if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
                         return Instant::now();
                     }
                     assert!(
@@ -192,8 +196,9 @@ fn first_answer(
                         c.inspect("{{.State.Status}} {{.State.StartedAt}} {{.RestartCount}}")
                     );
                     let (cfg, tx) = (cfg.clone(), tx.clone());
+                    let after_kill = down.load(Ordering::SeqCst);
                     tries.spawn(async move {
-                        if select1(cfg).await {
+                        if select1(cfg).await && after_kill {
                             let _ = tx.send(Instant::now());
                         }
                     });
@@ -235,11 +240,15 @@ type Steps = BTreeMap<&'static str, f64>;
 /// Kills the container the way `way` needs, brings it back that way (the daemon: on its own),
 /// and times it from outside: (kill → first answer, steps).
 fn once(way: Way, c: &PgContainer, ev: &EngineEvents) -> (f64, Steps) {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let at = Utc::now();
     let t0 = Instant::now();
-    let done = AtomicBool::new(false);
+    let (done, down) = (AtomicBool::new(false), AtomicBool::new(false));
     let answer = std::thread::scope(|s| {
+        // The server is gone once the Engine says the container died.
+        s.spawn(|| {
+            ev.first(&c.name, "die", at);
+            down.store(true, Ordering::SeqCst);
+        });
         match way {
             Way::Script | Way::ScriptProbed => {
                 s.spawn(|| {
@@ -257,9 +266,9 @@ fn once(way: Way, c: &PgContainer, ev: &EngineEvents) -> (f64, Steps) {
             }
         }
         if way == Way::ScriptProbed {
-            s.spawn(|| first_answer(c, Duration::from_millis(100), Some(&done)));
+            s.spawn(|| first_answer(c, Duration::from_millis(100), &done, Some(&done)));
         }
-        let answer = first_answer(c, Duration::from_millis(20), None);
+        let answer = first_answer(c, Duration::from_millis(20), &down, None);
         done.store(true, Ordering::SeqCst);
         answer
     });
