@@ -14,8 +14,9 @@
 //! cluster section), BENCH_CLUSTER_RUNS (10: its takeovers per TTL and postmaster kills during a
 //! takeover), BENCH_CLUSTER_WINDOW (20 s), BENCH_TLS_TARGETS (50: targets of the TLS cost
 //! rows, run with `probe` or alone as `tls`; 0 skips), BENCH_TLS_WINDOW (20 s), BENCH_ONLY (a
-//! comma list of sections: recovery, hang, containers, archive, resources, probe, tls,
-//! discovery, takeover, cluster-load, cluster).
+//! comma list of sections: recovery, hang, containers, archive, floor, resources, probe, tls,
+//! discovery, takeover, cluster-load, cluster), BENCH_FLOOR_RUNS (10: kills per way in the
+//! floor section).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -24,6 +25,8 @@ mod support;
 mod cluster;
 #[path = "recovery/cluster_bare.rs"]
 mod cluster_bare;
+#[path = "recovery/floor.rs"]
+mod floor;
 #[path = "recovery/tls.rs"]
 mod tls;
 
@@ -919,6 +922,9 @@ fn main() {
     }
     if run("archive") && env_num("BENCH_DOCKER", 1) == 1 {
         archive_section(runs);
+    }
+    if run("floor") && env_num("BENCH_DOCKER", 1) == 1 {
+        floor::section(env_num("BENCH_FLOOR_RUNS", 10) as usize);
     }
     if run("resources") && !counts.is_empty() {
         resource_section(&counts, window);

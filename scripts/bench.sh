@@ -21,8 +21,11 @@
 # cluster section), BENCH_CLUSTER_RUNS (10), BENCH_CLUSTER_WINDOW (20 s), BENCH_TLS_TARGETS
 # (50: the TLS cost rows, plain / sslmode=require / verify-full next to pgbench -C, run with
 # `probe` or alone as `tls`; 0 skips), BENCH_TLS_WINDOW (20 s), BENCH_ONLY (a comma list: only
-# these sections, from recovery, hang, containers, archive, resources, probe, tls, discovery,
-# takeover, cluster-load, cluster).
+# these sections, from recovery, hang, containers, archive, floor, resources, probe, tls,
+# discovery, takeover, cluster-load, cluster), BENCH_FLOOR_RUNS (10: kills per way in section
+# `floor`: kill → `SELECT 1` for the script floor, Docker's restart policy and the daemon, with
+# the same outside poll, median and max, and where the time goes), BENCH_FLOOR_BASELINE (another
+# daemon binary measured beside it in the same session).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/deps.sh
