@@ -1,11 +1,12 @@
-//! SCRAM-SHA-256 (RFC 5802, RFC 7677) for the probe's login, without channel binding (the
-//! probe speaks plain TCP or a unix socket). PBKDF2 with PostgreSQL's 4,096 rounds costs the
-//! client about a millisecond of CPU per login: a fleet probed every second would spend a core
-//! on it. The salt and round count are the role's and do not change between logins, so the
-//! derived keys are cached per target and (salt, rounds), and later logins cost a few HMACs. The server's
+//! SCRAM-SHA-256 (RFC 5802, RFC 7677) for the probe's login, with channel binding over TLS
+//! (SCRAM-SHA-256-PLUS). PBKDF2 with PostgreSQL's 4,096 rounds costs the client about a
+//! millisecond of CPU per login: a fleet probed every second would spend a core on it. The
+//! salt and round count are the role's and do not change between logins, so the derived keys
+//! are cached per target and (salt, rounds), and later logins cost a few HMACs. The server's
 //! signature is checked on every login, so a stale cache or a server that does not know the
 //! password is caught. Each target keeps its own few entries (`KeyCache`), so no server can
-//! churn another's keys out, and no lock is shared between targets.
+//! churn another's keys out; behind them a bounded map shared by all targets lets targets of
+//! one role derive once (see `shared`), holding its lock only to find an entry.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -149,12 +150,18 @@ impl KeyCache {
             self.entries.push_back(hit);
             return keys;
         }
+        let cell = shared::cell(&id);
         let (pw, s) = (password.to_vec(), salt.to_vec());
-        let keys = match tokio::task::spawn_blocking(move || derive(&pw, &s, iterations)).await {
-            Ok(k) => k,
-            // The blocking pool is shutting down: derive here rather than fail the probe.
-            Err(_) => derive(password, salt, iterations),
-        };
+        let keys = cell
+            .get_or_init(|| async move {
+                match tokio::task::spawn_blocking(move || derive(&pw, &s, iterations)).await {
+                    Ok(k) => k,
+                    // The blocking pool is shutting down: derive here rather than fail.
+                    Err(_) => derive(password, salt, iterations),
+                }
+            })
+            .await
+            .clone();
         self.derived += 1;
         if self.entries.len() >= CACHE_PER_TARGET {
             self.entries.pop_front();
@@ -175,6 +182,53 @@ impl KeyCache {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+/// Keys derived for any target, so that targets sharing a role (many databases of one
+/// server, or a daemon taking over a share of the fleet at once) derive each (password,
+/// salt, rounds) once, and concurrent logins for the same one wait on one derivation instead
+/// of each spending PBKDF2's CPU. Only a target that knows the password reaches an entry (the
+/// key holds its hash). Bounded: a server churning salts turns over entries here, which costs
+/// other targets nothing, since their own `KeyCache` keeps their keys; the lock is held only
+/// to find or add an entry, never across a derivation.
+mod shared {
+    use super::{CacheKey, Keys};
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::{Arc, Mutex, OnceLock};
+    use tokio::sync::OnceCell;
+
+    /// Entries kept for all targets.
+    const MAX: usize = 1024;
+
+    type Cell = Arc<OnceCell<Keys>>;
+
+    #[derive(Default)]
+    struct Shared {
+        cells: HashMap<CacheKey, Cell>,
+        /// Insertion order, oldest first, for the bound.
+        order: VecDeque<CacheKey>,
+    }
+
+    /// The one cell for this key: found, or added (evicting the oldest past `MAX`).
+    pub(super) fn cell(id: &CacheKey) -> Cell {
+        static SHARED: OnceLock<Mutex<Shared>> = OnceLock::new();
+        let mut s = SHARED
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = s.cells.get(id) {
+            return c.clone();
+        }
+        if s.order.len() >= MAX {
+            if let Some(old) = s.order.pop_front() {
+                s.cells.remove(&old);
+            }
+        }
+        let c = Cell::default();
+        s.cells.insert(id.clone(), c.clone());
+        s.order.push_back(id.clone());
+        c
     }
 }
 
@@ -458,6 +512,29 @@ mod tests {
         );
         first.await;
         assert_eq!((a.derived(), b.derived()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn targets_sharing_a_role_are_served_by_one_derivation() {
+        let (mut a, mut b) = (KeyCache::default(), KeyCache::default());
+        let ka = a.keys_for(b"shared", b"one role's salt", 4096).await;
+        let id: CacheKey = (
+            Sha256::digest(b"shared").into(),
+            b"one role's salt".to_vec(),
+            4096,
+        );
+        let kept = shared::cell(&id);
+        let kept = kept.get().expect("a's derivation is kept for the others");
+        assert_eq!(kept.stored_key, ka.stored_key);
+        let kb = b.keys_for(b"shared", b"one role's salt", 4096).await;
+        assert_eq!(kb.stored_key, ka.stored_key);
+        // Another password never reaches that entry.
+        let other: CacheKey = (
+            Sha256::digest(b"guess").into(),
+            b"one role's salt".to_vec(),
+            4096,
+        );
+        assert!(shared::cell(&other).get().is_none());
     }
 
     #[test]
