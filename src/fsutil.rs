@@ -368,7 +368,19 @@ pub fn open_beneath(root: &File, rel: &Path, flags: libc::c_int) -> io::Result<F
     } else {
         rel
     };
-    let c = CString::new(rel.as_os_str().as_bytes())?;
+    let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    openat2(Some(root), rel, flags, resolve)
+}
+
+/// openat2(2) of `path`, relative to `dir` (the working directory for `None`), with the
+/// `resolve` flags; retried when interrupted.
+pub fn openat2(
+    dir: Option<&File>,
+    path: &Path,
+    flags: libc::c_int,
+    resolve: u64,
+) -> io::Result<File> {
+    let c = CString::new(path.as_os_str().as_bytes())?;
     // SAFETY: `open_how` is plain integers, for which all zeroes is valid.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     // (openat2 refuses O_PATH with any flag but these three.)
@@ -377,13 +389,14 @@ pub fn open_beneath(root: &File, rel: &Path, flags: libc::c_int) -> io::Result<F
         _ => libc::O_CLOEXEC,
     };
     how.flags = (flags | extra) as u64;
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    how.resolve = resolve;
+    let dirfd = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
     loop {
         // SAFETY: the path is NUL-terminated and `how` outlives the call, whose size is given.
         let fd = unsafe {
             libc::syscall(
                 libc::SYS_openat2,
-                root.as_raw_fd(),
+                dirfd,
                 c.as_ptr(),
                 &how as *const libc::open_how,
                 std::mem::size_of::<libc::open_how>(),

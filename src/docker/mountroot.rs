@@ -10,12 +10,10 @@
 //! file is opened for reading only once an `O_PATH` descriptor showed it is regular: opening a
 //! FIFO or a device (a watchdog, a tape) has effects of its own.
 
-use crate::fsutil::open_beneath;
-use std::ffi::CString;
+use crate::fsutil::{open_beneath, openat2};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -54,7 +52,7 @@ impl MountRoot<'_> {
     /// no such view: a link in a host path it can change is then refused.
     pub fn open(&self, pid: Option<u32>) -> Result<File, RootError> {
         let flags = libc::O_PATH | libc::O_DIRECTORY;
-        let host = open_how(None, self.source, flags, NO_LINKS);
+        let host = openat2(None, self.source, flags, NO_LINKS);
         let seen = pid.and_then(|p| self.in_container(p).ok());
         match (host, seen) {
             (Ok(host), Some(seen)) => {
@@ -83,12 +81,12 @@ impl MountRoot<'_> {
         match pid.and_then(|p| self.in_container(p).ok()) {
             Some(seen) => {
                 let resolve = libc::RESOLVE_NO_MAGICLINKS;
-                match open_how(None, self.source, flags, resolve) {
+                match openat2(None, self.source, flags, resolve) {
                     Ok(there) if !same(&there, &seen).unwrap_or(false) => Err(self.replaced()),
                     _ => Ok(()),
                 }
             }
-            None => match open_how(None, self.source, flags, NO_LINKS) {
+            None => match openat2(None, self.source, flags, NO_LINKS) {
                 Err(e) if e.raw_os_error() == Some(libc::ELOOP) && self.changeable => {
                     Err(self.linked())
                 }
@@ -133,7 +131,7 @@ impl MountRoot<'_> {
             .strip_prefix("/")
             .unwrap_or(self.destination);
         let resolve = NO_LINKS | libc::RESOLVE_IN_ROOT;
-        open_how(Some(&root), rel, libc::O_PATH | libc::O_DIRECTORY, resolve)
+        openat2(Some(&root), rel, libc::O_PATH | libc::O_DIRECTORY, resolve)
     }
 }
 
@@ -167,40 +165,4 @@ pub fn open_regular(root: &File, rel: &Path) -> io::Result<(File, u64)> {
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(format!("/proc/self/fd/{}", found.as_raw_fd()))?;
     Ok((file, meta.len()))
-}
-
-/// openat2(2) of `path`, relative to `dir` (the working directory for `None`), with the
-/// `resolve` flags; retried when interrupted.
-fn open_how(dir: Option<&File>, path: &Path, flags: libc::c_int, resolve: u64) -> io::Result<File> {
-    let c = CString::new(path.as_os_str().as_bytes())?;
-    // SAFETY: `open_how` is plain integers, for which all zeroes is valid.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    // (openat2 refuses O_PATH with any flag but these three.)
-    let extra = match flags & libc::O_PATH {
-        0 => libc::O_CLOEXEC | libc::O_NOCTTY,
-        _ => libc::O_CLOEXEC,
-    };
-    how.flags = (flags | extra) as u64;
-    how.resolve = resolve;
-    let dirfd = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
-    loop {
-        // SAFETY: the path is NUL-terminated and `how` outlives the call, whose size is given.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                dirfd,
-                c.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: a new descriptor that nothing else owns.
-            return Ok(unsafe { File::from_raw_fd(fd as libc::c_int) });
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
 }
