@@ -1195,6 +1195,8 @@ fn a_maintenance_window_keeps_a_discovered_container_down_until_it_ends() {
 /// it before them).
 struct Network {
     name: String,
+    /// The first three octets of a `with_subnet` network's /24.
+    prefix: Option<String>,
 }
 
 impl Network {
@@ -1209,18 +1211,19 @@ impl Network {
         all.extend_from_slice(args);
         all.push(&name);
         docker(&all);
-        Self { name }
+        Self { name, prefix: None }
     }
 
     /// A network with a subnet of its own (so that `--ip` may pick an address on it); tries
     /// a few random /24s under 10.0.0.0/8 until one is free.
     fn with_subnet(tag: &str) -> Self {
         for _ in 0..10 {
-            let subnet = format!(
-                "10.{}.{}.0/24",
+            let prefix = format!(
+                "10.{}.{}",
                 150 + rand::random::<u8>() % 100,
                 rand::random::<u8>()
             );
+            let subnet = format!("{prefix}.0/24");
             let name = format!(
                 "sr-net-{tag}-{}-{:06x}",
                 std::process::id(),
@@ -1232,10 +1235,19 @@ impl Network {
                 .map(|o| o.status.success())
                 .unwrap_or(false);
             if ok {
-                return Self { name };
+                return Self {
+                    name,
+                    prefix: Some(prefix),
+                };
             }
         }
         panic!("no free subnet for a test network");
+    }
+
+    /// The address `.host` on a `with_subnet` network, for `--ip`.
+    fn host(&self, host: u8) -> String {
+        let prefix = self.prefix.as_deref().expect("a network made with_subnet");
+        format!("{prefix}.{host}")
     }
 }
 
@@ -1499,26 +1511,8 @@ fn a_stopped_container_is_never_healthy_through_the_container_that_took_its_addr
     let ns = namespace();
     let pw = format!("pw-{:012x}", rand::random::<u64>());
     // A network of the test's own whose addresses the test picks: B gets A's old one.
-    let (network, ip) = (0..5)
-        .find_map(|_| {
-            let (n, x) = (format!("sr-disc-net-{ns}"), rand::random::<u8>());
-            let subnet = format!("10.213.{x}.0/24");
-            let made = std::process::Command::new("docker")
-                .args(["network", "create", "--subnet", &subnet, &n])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            made.then(|| (n, format!("10.213.{x}.10")))
-        })
-        .expect("a docker network with a free subnet");
-    struct Net(String);
-    impl Drop for Net {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("docker")
-                .args(["network", "rm", &self.0])
-                .output();
-        }
-    }
-    let _net = Net(network.clone());
+    let net = Network::with_subnet("own");
+    let (network, ip) = (net.name.clone(), net.host(10));
     let run = |tag: &str, labels: &[(String, String)]| -> Labelled {
         let name = format!(
             "sr-disc-{tag}-{}-{:06x}",
