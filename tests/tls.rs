@@ -169,14 +169,8 @@ fn channel_binding_require_logs_in_only_through_scram_sha_256_plus() {
 
 #[test]
 fn the_probe_and_the_sql_snapshot_of_a_tls_only_server_run_over_tls() {
-    let pki = Pki::new();
-    let pg = Pg::start();
-    enable_tls(&pg, &pki, "server", Hba::RequireTls);
-    let dsn = format!(
-        "{}?sslmode=verify-full&sslrootcert={}",
-        pg.cluster.dsn(),
-        pki.file("ca.crt")
-    );
+    let (pki, pg) = (Pki::new(), Pg::start());
+    let dsn = tls_only(&pg, &pki);
     let ws = Workspace::new();
     ws.write_registry(
         "  console: false\n",
@@ -215,14 +209,8 @@ fn the_probe_and_the_sql_snapshot_of_a_tls_only_server_run_over_tls() {
 
 #[test]
 fn a_tls_only_server_killed_with_kill_9_is_healed_with_one_failure_and_one_recovery_notice() {
-    let pki = Pki::new();
-    let pg = Pg::start();
-    enable_tls(&pg, &pki, "server", Hba::RequireTls);
-    let dsn = format!(
-        "{}?sslmode=verify-full&sslrootcert={}",
-        pg.cluster.dsn(),
-        pki.file("ca.crt")
-    );
+    let (pki, pg) = (Pki::new(), Pg::start());
+    let dsn = tls_only(&pg, &pki);
     let rx = Receiver::start();
     let ws = Workspace::new();
     ws.write_registry(
@@ -324,4 +312,14 @@ fn check_config_refuses_tls_settings_it_cannot_honour_naming_the_key() {
         );
         assert!(!text.contains("s3cret"), "{text}");
     }
+}
+
+/// A server that takes TLS logins only, and a DSN that verifies it fully.
+fn tls_only(pg: &Pg, pki: &Pki) -> String {
+    enable_tls(pg, pki, "server", Hba::RequireTls);
+    format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.cluster.dsn(),
+        pki.file("ca.crt")
+    )
 }
