@@ -421,26 +421,9 @@ fn connections(pg: &Pg, app: &str) -> Vec<chrono::NaiveDateTime> {
 fn a_joining_daemon_takes_its_share_gradually_and_no_target_goes_unprobed() {
     let etcd = Etcd::start();
     let pg = Pg::start();
-    pg.psql("ALTER SYSTEM SET log_connections = on");
-    pg.psql("SELECT pg_reload_conf()");
     let names: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
-    // Each target logs in under its own application_name: the server's log shows who probed
-    // what and when, whichever daemon it was.
-    let dsns: Vec<String> = names
-        .iter()
-        .map(|n| format!("{}?application_name={n}", pg.cluster.dsn()))
-        .collect();
-    let specs: Vec<TargetSpec> = names
-        .iter()
-        .zip(&dsns)
-        .map(|(n, d)| {
-            let mut s = spec(n, &pg);
-            s.interval = "1s";
-            s.pid_watch = false;
-            s.dsn = Some(d);
-            s
-        })
-        .collect();
+    let mut dsns = vec![];
+    let specs = logged_specs(&pg, &names, &mut dsns);
     let _n1 = Node::start("n1", &etcd.url, "  console: false\n", &specs);
     wait_for(LONG, "n1 owns all", || {
         (etcd.owners().len() == 10).then_some(())
@@ -524,4 +507,93 @@ fn a_daemon_killed_mid_incident_is_followed_by_one_that_continues_the_same_incid
         ],
         "one incident, continued by the new owner"
     );
+}
+
+/// Targets logging in under their own `application_name`, probed every second, on `pg` (its
+/// log shows who probed what, whichever daemon it was).
+fn logged_specs<'a>(
+    pg: &'a Pg,
+    names: &'a [String],
+    dsns: &'a mut Vec<String>,
+) -> Vec<TargetSpec<'a>> {
+    pg.psql("ALTER SYSTEM SET log_connections = on");
+    pg.psql("SELECT pg_reload_conf()");
+    *dsns = names
+        .iter()
+        .map(|n| format!("{}?application_name={n}", pg.cluster.dsn()))
+        .collect();
+    names
+        .iter()
+        .zip(dsns.iter())
+        .map(|(n, d)| {
+            let mut s = spec(n, pg);
+            s.interval = "1s";
+            s.pid_watch = false;
+            s.dsn = Some(d);
+            s
+        })
+        .collect()
+}
+
+#[test]
+fn an_owner_key_naming_no_live_member_is_taken_over_and_its_target_probed() {
+    let etcd = Etcd::start();
+    let pg = Pg::start();
+    // Ghosts, written by hand before any daemon runs: a's key on no lease, b's on a live lease
+    // of etcdctl's whose member never registered, c's for a target no daemon lists.
+    let granted = etcd.ctl(&["lease", "grant", "600"]).expect("lease grant");
+    let lease = granted
+        .split_whitespace()
+        .nth(1)
+        .expect("lease id")
+        .to_string();
+    for (t, m, l) in [
+        ("a", "ghost", None),
+        ("b", "gone", Some(&lease)),
+        ("c", "ghost", None),
+    ] {
+        let key = format!("/sentinel-remedy/owner/{t}");
+        let mut args = vec!["put", key.as_str(), m];
+        if let Some(l) = l {
+            args.extend(["--lease", l.as_str()]);
+        }
+        etcd.ctl(&args).expect("put a ghost owner key");
+    }
+    let names: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+    let mut dsns = vec![];
+    let specs = logged_specs(&pg, &names, &mut dsns);
+    let n1 = Node::start("n1", &etcd.url, "  console: false\n", &specs);
+    wait_for(LONG, "n1 registered", || {
+        etcd.under("sentinel-remedy", "members")
+            .contains_key("n1")
+            .then_some(())
+    });
+    let took = time_until(LONG, || {
+        let o = etcd.owners();
+        o.get("a").map(String::as_str) == Some("n1") && o.get("b").map(String::as_str) == Some("n1")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "n1 never took the ghosts' targets over: {:?}",
+            etcd.owners()
+        )
+    });
+    println!(
+        "ghost owners taken over {:.2} s after n1 joined (ttl {} s)",
+        took.as_secs_f64(),
+        TTL.as_secs()
+    );
+    assert!(took <= TTL * 2 + Duration::from_secs(2), "took {took:?}");
+    for t in &names {
+        wait_for(LONG, "the new owner probes the target", || {
+            (!connections(&pg, t).is_empty()).then_some(())
+        });
+    }
+    // A ghost nobody can take over (no daemon lists c) stays, and the status says so.
+    let ghosts = wait_for(LONG, "the status shows c's ghost owner", || {
+        let (_, v) = n1.get("/status")?;
+        let g = v["cluster"]["ghost_owners"].clone();
+        (g == serde_json::json!({"c": "ghost"})).then_some(g)
+    });
+    println!("status ghost_owners: {ghosts}");
 }

@@ -3,7 +3,7 @@
 //! release, and tell the Supervisor what it gained and lost. Losing etcd for longer than the
 //! TTL drops every target (another daemon may own them by now) and says so once.
 
-use super::ownership::{self, Member, OwnerKey, Plan, Reading};
+use super::ownership::{self, Claim, Member, OwnerKey, Plan, Reading};
 use super::state::Decoded;
 use super::{Cluster, ClusterEvent, Session, TargetState};
 use crate::ids::{MemberId, TargetName};
@@ -293,20 +293,20 @@ impl Agent {
         let mut gained = vec![];
         for t in plan.gained {
             let state = get_state(s, &self.c.keys.state(&t)).await;
-            gained.push((t, state, false));
+            gained.push((t, state, None));
         }
-        for t in plan.claim {
-            match claim(s, &self.c, &t).await {
-                Ok(Some(state)) => gained.push((t, state, true)),
+        for cl in plan.claim {
+            match claim(s, &self.c, &cl).await {
+                Ok(Some((state, revision))) => gained.push((cl.target, state, Some(revision))),
                 Ok(None) => {}
-                Err(e) => debug!(self.c.log, "claim failed"; "target" => &t, "error" => %e),
+                Err(e) => debug!(self.c.log, "claim failed"; "target" => &cl.target, "error" => %e),
             }
         }
         let mut takeovers = 0;
         let mut names = vec![];
         for (t, value, claimed) in gained {
             let state = value.map(|v| self.decode_state(&t, &v));
-            if claimed && state.as_ref().is_some_and(|st| st.written_by != me) {
+            if claimed.is_some() && state.as_ref().is_some_and(|st| st.written_by != me) {
                 takeovers += 1;
             }
             {
@@ -316,6 +316,7 @@ impl Agent {
                 let key = OwnerKey {
                     member: me.clone(),
                     lease: s.lease,
+                    revision: claimed.unwrap_or_default(),
                 };
                 sh.owners.insert(t.clone(), key);
             }
@@ -375,6 +376,7 @@ impl Agent {
                 let key = OwnerKey {
                     member: to.clone(),
                     lease,
+                    revision: 0,
                 };
                 sh.owners.insert(t.clone(), key);
                 drop(sh);
@@ -498,6 +500,7 @@ async fn read(
                         let key = OwnerKey {
                             member: m.to_string(),
                             lease: kv.lease(),
+                            revision: kv.mod_revision(),
                         };
                         owners.insert(t.to_string(), key);
                     }
@@ -510,24 +513,27 @@ async fn read(
     Ok(((members, owners), refused))
 }
 
-/// Claims a free target: creates its owner key on our lease if nobody has. Some(state kept
-/// for it) when we own it now.
+/// Claims a free target: creates its owner key on our lease if nobody has, or takes a ghost's
+/// key over if it is unchanged since it was read. Some((state kept for it, the claim's
+/// revision)) when we own it now.
 async fn claim(
     s: &Session,
     c: &Cluster,
-    target: &str,
-) -> Result<Option<Option<Vec<u8>>>, etcd_client::Error> {
-    let key = c.keys.owner(target);
-    let txn = Txn::new()
-        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-        .and_then([
-            TxnOp::put(
-                key,
-                c.cfg.member.clone(),
-                Some(PutOptions::new().with_lease(s.lease)),
-            ),
-            TxnOp::get(c.keys.state(target), None),
-        ]);
+    cl: &Claim,
+) -> Result<Option<(Option<Vec<u8>>, i64)>, etcd_client::Error> {
+    let (target, key) = (&cl.target, c.keys.owner(&cl.target));
+    let unchanged = match cl.over {
+        None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+        Some(rev) => Compare::mod_revision(key.clone(), CompareOp::Equal, rev),
+    };
+    let txn = Txn::new().when([unchanged]).and_then([
+        TxnOp::put(
+            key,
+            c.cfg.member.clone(),
+            Some(PutOptions::new().with_lease(s.lease)),
+        ),
+        TxnOp::get(c.keys.state(target), None),
+    ]);
     let mut client = s.client.clone();
     let r = tokio::time::timeout(CALL_LIMIT, client.txn(txn))
         .await
@@ -535,11 +541,12 @@ async fn claim(
     if !r.succeeded() {
         return Ok(None);
     }
+    let revision = r.header().map_or(0, |h| h.revision());
     let state = r.op_responses().into_iter().find_map(|o| match o {
         TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
         _ => None,
     });
-    Ok(Some(state))
+    Ok(Some((state, revision)))
 }
 
 /// The value kept under `key` (decoded by the caller, which knows the target).

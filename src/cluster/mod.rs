@@ -98,6 +98,9 @@ pub struct ClusterView {
     pub members: Vec<String>,
     /// target → member.
     pub owners: BTreeMap<String, String>,
+    /// Owner keys naming no live member (target → the member named): free, taken over by a
+    /// member that lists the target within the TTL; one that stays names a target nobody lists.
+    pub ghost_owners: BTreeMap<String, String>,
     pub fenced: Option<String>,
     pub lease_age_seconds: Option<f64>,
 }
@@ -108,6 +111,7 @@ impl ClusterView {
         let owned = self.owners.values().filter(|m| **m == self.member).count();
         serde_json::json!({
             "member": self.member, "members": self.members, "owned_targets": owned,
+            "ghost_owners": self.ghost_owners.len(),
             "fenced": self.fenced, "lease_age_seconds": self.lease_age_seconds,
         })
     }
@@ -250,6 +254,12 @@ impl Cluster {
             owners: s
                 .owners
                 .iter()
+                .map(|(t, k)| (t.clone(), k.member.clone()))
+                .collect(),
+            ghost_owners: s
+                .owners
+                .iter()
+                .filter(|(_, k)| !k.is_live(&s.members))
                 .map(|(t, k)| (t.clone(), k.member.clone()))
                 .collect(),
             fenced: None,

@@ -19,6 +19,26 @@ pub struct Member {
 pub struct OwnerKey {
     pub member: String,
     pub lease: i64,
+    /// The key's mod revision: a claim over a ghost (below) is a compare-and-swap on it.
+    pub revision: i64,
+}
+
+impl OwnerKey {
+    /// Held by a live member: one registered under that id on the same lease. Any other owner
+    /// key is a ghost (written by hand, or left on a lease whose member is gone or joined
+    /// again on a new one): nobody runs its target, so it is as free as no key at all.
+    pub fn is_live(&self, members: &[Member]) -> bool {
+        members
+            .iter()
+            .any(|m| m.id == self.member && m.lease == self.lease)
+    }
+}
+
+/// A free target to claim: no owner key (`over` None), or a ghost's key at that revision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    pub target: String,
+    pub over: Option<i64>,
 }
 
 /// What one reading of etcd shows, and what this daemon knows.
@@ -43,7 +63,7 @@ pub struct Reading<'a> {
 #[derive(Debug, Default, PartialEq)]
 pub struct Plan {
     /// Free targets to try to claim now (compare-and-swap on the owner key).
-    pub claim: Vec<String>,
+    pub claim: Vec<Claim>,
     /// Owned targets to hand to the member ranked first for them: (target, member, its lease).
     pub hand_off: Vec<(String, String, i64)>,
     /// Targets run here that etcd gives to another (or to nobody): stop at once.
@@ -70,7 +90,8 @@ pub fn plan(r: &Reading, free_since: &mut HashMap<String, Instant>) -> Plan {
             p.release.push(t.clone());
         }
     }
-    free_since.retain(|t, _| r.targets.contains(t) && !r.owners.contains_key(t));
+    let held = |t: &String| r.owners.get(t).is_some_and(|k| k.is_live(r.members));
+    free_since.retain(|t, _| r.targets.contains(t) && !held(t));
     let desired = rendezvous::balanced(r.targets, &ids);
     // The desired owner tries first, then the others in rendezvous order.
     let turn = |t: &str| -> Option<usize> {
@@ -91,15 +112,18 @@ pub fn plan(r: &Reading, free_since: &mut HashMap<String, Instant>) -> Plan {
                     p.gained.push(t.clone());
                 }
             }
-            Some(_) => {}
-            None => {
+            Some(k) if k.is_live(r.members) => {}
+            ghost => {
                 let since = *free_since.entry(t.clone()).or_insert(r.now);
                 // Not yet registered as a member: nobody's turn is ours.
                 let Some(rank) = turn(t) else {
                     continue;
                 };
                 if r.now.duration_since(since) >= r.stagger * rank as u32 {
-                    p.claim.push(t.clone());
+                    p.claim.push(Claim {
+                        target: t.clone(),
+                        over: ghost.map(|k| k.revision),
+                    });
                 }
             }
         }
@@ -167,6 +191,7 @@ mod tests {
                 OwnerKey {
                     member: m.into(),
                     lease,
+                    revision: 1,
                 },
             );
         }
@@ -206,7 +231,11 @@ mod tests {
         let ids: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
         // One target: its first choice has room.
         let order = rendezvous::ranked("db1", &ids);
-        assert_eq!(c.plan(order[0], Duration::ZERO, 0).claim, vec!["db1"]);
+        let free = |t: &str| Claim {
+            target: t.into(),
+            over: None,
+        };
+        assert_eq!(c.plan(order[0], Duration::ZERO, 0).claim, vec![free("db1")]);
         assert!(c.plan(order[2], Duration::ZERO, 0).claim.is_empty());
         assert!(c
             .plan(order[2], Duration::from_millis(400), 0)
@@ -214,7 +243,7 @@ mod tests {
             .is_empty());
         assert_eq!(
             c.plan(order[2], Duration::from_millis(500), 0).claim,
-            vec!["db1"]
+            vec![free("db1")]
         );
     }
 
@@ -237,6 +266,7 @@ mod tests {
             OwnerKey {
                 member: "a".into(),
                 lease: 7,
+                revision: 1,
             },
         );
         assert_eq!(c.plan("a", Duration::ZERO, 0).lost, vec!["db1"]);
@@ -279,5 +309,36 @@ mod tests {
         let c = Case::new(&["b"], &["db1"]);
         let p = c.plan("a", Duration::from_secs(10), 0);
         assert!(p.claim.is_empty());
+    }
+
+    #[test]
+    fn an_owner_key_without_a_live_member_is_claimed_over_its_revision() {
+        let mut c = Case::new(&["a"], &["db1", "db2", "db3"]);
+        // A member that never registered; our own id on a lease that is not our session's.
+        c.owners.insert(
+            "db1".into(),
+            OwnerKey {
+                member: "ghost".into(),
+                lease: 0,
+                revision: 41,
+            },
+        );
+        c.owners.insert(
+            "db2".into(),
+            OwnerKey {
+                member: "a".into(),
+                lease: 7,
+                revision: 42,
+            },
+        );
+        c.own("db3", "a");
+        c.owned = set(&["db3"]);
+        let p = c.plan("a", Duration::ZERO, 0);
+        let over = |t: &str, rev| Claim {
+            target: t.into(),
+            over: Some(rev),
+        };
+        assert_eq!(p.claim, vec![over("db1", 41), over("db2", 42)]);
+        assert!(p.lost.is_empty());
     }
 }

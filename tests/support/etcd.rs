@@ -80,6 +80,28 @@ impl Etcd {
         self.under("sentinel-remedy", "owner")
     }
 
+    /// Follows every owner-key change from now on, as an operator would (`etcdctl watch`).
+    pub fn watch_owners(&self) -> OwnerWatch {
+        OwnerWatch::start(&self.url, "/sentinel-remedy/owner/")
+    }
+
+    /// The sum of one metric's series whose labels contain `labels` (e.g. `grpc_method="Txn"`),
+    /// from etcd's own `/metrics`.
+    pub fn metric(&self, name: &str, labels: &str) -> f64 {
+        let out = Command::new("curl")
+            .args(["-s", "-m", "3", &format!("{}/metrics", self.url)])
+            .output()
+            .expect("curl etcd metrics");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']) && rest.contains(labels))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -91,6 +113,72 @@ impl Etcd {
 }
 
 impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `etcdctl watch --prefix` on a key prefix as a child process: every change with when it was
+/// seen, for counting owner changes from outside the daemons.
+pub struct OwnerWatch {
+    child: Child,
+    prefix: String,
+    seen: Arc<Mutex<Vec<(Instant, String, String)>>>,
+}
+
+impl OwnerWatch {
+    fn start(url: &str, prefix: &str) -> Self {
+        let mut child = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", url, "watch", "--prefix", prefix])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcdctl watch");
+        let out = child.stdout.take().expect("stdout");
+        let seen: Arc<Mutex<Vec<(Instant, String, String)>>> = Arc::default();
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            // PUT|DELETE, the key, then the value (empty for a delete).
+            let mut lines = std::io::BufReader::new(out).lines().map_while(Result::ok);
+            while let Some(kind) = lines.next() {
+                if kind != "PUT" && kind != "DELETE" {
+                    continue;
+                }
+                let Some(key) = lines.next() else { break };
+                let value = if kind == "PUT" {
+                    lines.next().unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                s.lock().unwrap().push((Instant::now(), key, value));
+            }
+        });
+        // The watch is in place once etcdctl has connected: give it a moment.
+        std::thread::sleep(Duration::from_millis(500));
+        Self {
+            child,
+            prefix: prefix.into(),
+            seen,
+        }
+    }
+
+    /// Changes to `target`'s key seen since `since`: (when, new owner; empty when deleted).
+    pub fn changes(&self, target: &str, since: Instant) -> Vec<(Instant, String)> {
+        let key = format!("{}{target}", self.prefix);
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, k, _)| *t >= since && *k == key)
+            .map(|(t, _, v)| (*t, v.clone()))
+            .collect()
+    }
+}
+
+impl Drop for OwnerWatch {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
