@@ -148,6 +148,21 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "1 while this daemon may not restart anything (its lease is not known to be live).",
     ),
     (
+        "sentinel_cluster_targets_disputed",
+        Kind::Gauge,
+        "Targets only some live members list (their registries differ); each is run only by a member that lists it.",
+    ),
+    (
+        "sentinel_cluster_ghost_owners",
+        Kind::Gauge,
+        "Owner keys naming no live member: free, taken over by a member that lists the target.",
+    ),
+    (
+        "sentinel_cluster_full_reads_total",
+        Kind::Counter,
+        "Full reads of the cluster's keys: one per session, then only after a watch fell behind a compaction.",
+    ),
+    (
         "sentinel_cluster_takeovers_total",
         Kind::Counter,
         "Targets this daemon took over after another daemon's lease ended.",

@@ -46,6 +46,31 @@ impl Node {
         write_cluster_registry(ws, member, etcd_url, ttl, "", notify, targets)
     }
 
+    /// Like `start`, with another TTL (seconds).
+    fn start_with_ttl(member: &str, etcd_url: &str, ttl_s: u64, targets: &[TargetSpec]) -> Self {
+        let ws = Workspace::new();
+        let quiet = "  console: false\n";
+        let api = write_cluster_registry(&ws, member, etcd_url, ttl_s, "", quiet, targets);
+        let d = Daemon::run(&ws, &[]);
+        Self {
+            ws,
+            d,
+            member: member.into(),
+            api,
+        }
+    }
+
+    /// Gives this daemon another list of targets, the rest of its registry as it was, and
+    /// reloads it (SIGHUP).
+    fn relist(&self, targets: &[TargetSpec]) {
+        let text = std::fs::read_to_string(self.ws.config()).expect("registry");
+        let head = &text[..text.rfind("targets:").expect("a targets section")];
+        let body: String = targets.iter().map(TargetSpec::yaml).collect();
+        std::fs::write(self.ws.config(), format!("{head}targets:{body}")).expect("registry");
+        self.d.signal(libc::SIGHUP);
+        self.d.wait_event("reload_applied", None, LONG);
+    }
+
     /// Starts this member again (same workspace, same registry).
     fn restart(&mut self) {
         self.d = Daemon::run(&self.ws, &[]);
@@ -596,4 +621,254 @@ fn an_owner_key_naming_no_live_member_is_taken_over_and_its_target_probed() {
         (g == serde_json::json!({"c": "ghost"})).then_some(g)
     });
     println!("status ghost_owners: {ghosts}");
+}
+
+fn strings(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn daemons_listing_different_targets_run_only_what_they_list_and_the_keys_stay_put() {
+    let etcd = Etcd::start();
+    let pg = Pg::start();
+    // a lists only-a and the shared ones, b the shared ones and only-b.
+    let (a_names, b_names) = (
+        strings(&["only-a", "s1", "s2", "s3", "s4"]),
+        strings(&["s1", "s2", "s3", "s4", "only-b"]),
+    );
+    let (mut da, mut db) = (vec![], vec![]);
+    let a_specs = logged_specs(&pg, &a_names, &mut da);
+    let b_specs = logged_specs(&pg, &b_names, &mut db);
+    let watch = etcd.watch_owners();
+    let quiet = "  console: false\n";
+    let a = Node::start("a", &etcd.url, quiet, &a_specs);
+    let b = Node::start("b", &etcd.url, quiet, &b_specs);
+    wait_for(
+        LONG,
+        "every target owned, only-a by a and only-b by b",
+        || {
+            let o = etcd.owners();
+            let by = |t: &str| o.get(t).map(String::as_str);
+            (o.len() == 6 && by("only-a") == Some("a") && by("only-b") == Some("b")).then_some(())
+        },
+    );
+    let settled = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(12));
+    let owners = etcd.owners();
+    for (t, m) in [("only-a", "a"), ("only-b", "b")] {
+        let changes = watch.changes(t, settled);
+        println!(
+            "{t}: {} owner-key changes in the 12 s after settling",
+            changes.len()
+        );
+        let seq: Vec<&str> = changes.iter().map(|(_, m)| m.as_str()).collect();
+        assert!(changes.len() <= 1, "{t}'s owner key moved: {seq:?}");
+        assert_eq!(owners.get(t).map(String::as_str), Some(m), "{owners:?}");
+    }
+    assert!(
+        !a.running().contains(&"only-b".to_string()),
+        "a runs only-b"
+    );
+    assert!(
+        !b.running().contains(&"only-a".to_string()),
+        "b runs only-a"
+    );
+    // The disagreement is visible: /status, the metric, one WARN per daemon naming both.
+    let disputed = serde_json::json!({"only-a": ["a"], "only-b": ["b"]});
+    for n in [&a, &b] {
+        let (_, st) = n.get("/status").expect("status");
+        assert_eq!(st["cluster"]["disputed"], disputed, "{}", st["cluster"]);
+        let warns = n.d.events("cluster_targets_disputed", None);
+        assert_eq!(warns.len(), 1, "{warns:?}");
+        let named = warns[0]["targets"].as_str().unwrap_or_default();
+        assert!(
+            named.contains("only-a") && named.contains("only-b"),
+            "{named}"
+        );
+        let metrics = std::process::Command::new("curl")
+            .args(["-s", "-m", "3", &format!("http://{}/metrics", n.api)])
+            .output()
+            .expect("curl metrics");
+        let text = String::from_utf8_lossy(&metrics.stdout).to_string();
+        let gauge = text
+            .lines()
+            .find_map(|l| l.strip_prefix("sentinel_cluster_targets_disputed "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        assert_eq!(gauge, Some(2.0), "sentinel_cluster_targets_disputed");
+    }
+}
+
+#[test]
+fn a_target_reloaded_away_from_its_owner_moves_once_to_a_daemon_that_lists_it() {
+    let etcd = Etcd::start();
+    let pg = Pg::start();
+    let names = strings(&["s1", "s2", "s3", "s4"]);
+    let (mut da, mut db) = (vec![], vec![]);
+    let a_specs = logged_specs(&pg, &names, &mut da);
+    let b_specs = logged_specs(&pg, &names, &mut db);
+    let quiet = "  console: false\n";
+    let a = Node::start("a", &etcd.url, quiet, &a_specs);
+    let _b = Node::start("b", &etcd.url, quiet, &b_specs);
+    let owners = wait_for(LONG, "an even share", || {
+        let o = etcd.owners();
+        (o.len() == 4 && shares(&o).values().all(|n| *n == 2)).then_some(o)
+    });
+    let (moved, _) = owners.iter().find(|(_, m)| *m == "a").expect("a owns one");
+    let moved = moved.clone();
+    let watch = etcd.watch_owners();
+    let sighup = std::time::Instant::now();
+    let mut dk = vec![];
+    let kept: Vec<TargetSpec> = logged_specs(&pg, &names, &mut dk)
+        .into_iter()
+        .filter(|s| s.name != moved)
+        .collect();
+    a.relist(&kept);
+    let took = time_until(LONG, || {
+        etcd.owners().get(&moved).map(String::as_str) == Some("b")
+    })
+    .unwrap_or_else(|| panic!("b never took {moved}: {:?}", etcd.owners()));
+    let taken = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(12));
+    let all = watch.changes(&moved, sighup);
+    let after = watch.changes(&moved, taken);
+    println!(
+        "{moved}: owned by b {:.2} s after a's reload; {} owner-key changes in all, {} in the 12 s after",
+        took.as_secs_f64(),
+        all.len(),
+        after.len()
+    );
+    let seq: Vec<&str> = all.iter().map(|(_, m)| m.as_str()).collect();
+    assert!(
+        after.is_empty(),
+        "{moved} moved on after b took it: {seq:?}"
+    );
+    assert!(all.len() <= 2, "{moved}: {seq:?}");
+    assert_eq!(etcd.owners().get(&moved).map(String::as_str), Some("b"));
+    assert!(!a.running().contains(&moved), "a still runs {moved}");
+}
+
+/// The revision etcd is at now.
+fn etcd_revision(etcd: &Etcd) -> i64 {
+    let out = etcd
+        .ctl(&[
+            "get",
+            "/",
+            "--prefix",
+            "--keys-only",
+            "--limit=1",
+            "-w",
+            "json",
+        ])
+        .expect("get");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    v["header"]["revision"].as_i64().expect("revision")
+}
+
+#[test]
+fn a_daemon_whose_watch_fell_behind_a_compaction_reads_the_cluster_again_and_loses_nothing() {
+    let etcd = Etcd::start();
+    let relay = Relay::to(&etcd.url);
+    let pg = Pg::start();
+    let names = strings(&["x", "y"]);
+    let mut dsns = vec![];
+    let specs = logged_specs(&pg, &names, &mut dsns);
+    // A long TTL, so the cut below ends well before the daemon would stand down.
+    let n1 = Node::start_with_ttl("n1", &relay.url, 10, &specs);
+    wait_for(LONG, "n1 owns and runs both", || {
+        let o = etcd.owners();
+        let mut r = n1.running();
+        r.sort();
+        (o.len() == 2 && o.values().all(|m| m == "n1") && r == names).then_some(())
+    });
+    relay.cut();
+    // While n1 cannot see it: x's key is overwritten by a ghost's, and the history compacted
+    // past it, so n1's watch cannot resume where it was.
+    etcd.ctl(&["put", "/sentinel-remedy/owner/x", "ghost"])
+        .expect("put");
+    etcd.ctl(&["put", "/elsewhere/k", "v"]).expect("put");
+    let rev = etcd_revision(&etcd);
+    etcd.ctl(&["compact", &rev.to_string()]).expect("compact");
+    std::thread::sleep(Duration::from_secs(1));
+    relay.mend();
+    let reread = n1.d.wait_event("cluster_watch_reread", None, LONG);
+    println!("watch canceled: {reread}");
+    assert!(
+        reread["compact_revision"].as_i64().unwrap_or(0) >= rev,
+        "{reread}"
+    );
+    wait_for(LONG, "n1 takes x back from the ghost", || {
+        (etcd.owners().get("x").map(String::as_str) == Some("n1")).then_some(())
+    });
+    let since = chrono::Utc::now().naive_utc();
+    wait_for(LONG, "x probed again", || {
+        connections(&pg, "x")
+            .iter()
+            .any(|t| *t >= since - chrono::Duration::seconds(1))
+            .then_some(())
+    });
+    assert_eq!(etcd.owners().get("y").map(String::as_str), Some("n1"));
+}
+
+/// etcd's reads (ranges, in plain reads and in transactions) and gRPC calls over `span`.
+fn etcd_load(etcd: &Etcd, span: Duration) -> (f64, f64, f64) {
+    let sample = || {
+        (
+            etcd.metric("etcd_debugging_mvcc_range_total", ""),
+            etcd.metric("grpc_server_handled_total", "grpc_type=\"unary\""),
+            etcd.metric("etcd_network_client_grpc_sent_bytes_total", ""),
+        )
+    };
+    let before = sample();
+    std::thread::sleep(span);
+    let after = sample();
+    (after.0 - before.0, after.1 - before.1, after.2 - before.2)
+}
+
+#[test]
+fn etcd_serves_no_reads_in_the_steady_state_however_many_targets() {
+    let pg = Pg::start();
+    let mut figures = vec![];
+    for n in [50usize, 500] {
+        let etcd = Etcd::start();
+        let names: Vec<String> = (0..n).map(|i| format!("t{i:03}")).collect();
+        // Alert only, probed rarely: the daemons' own work stays small.
+        let specs: Vec<TargetSpec> = names
+            .iter()
+            .map(|t| {
+                let mut s = spec(t, &pg);
+                s.interval = "30s";
+                s.pid_watch = false;
+                s.heal = false;
+                s
+            })
+            .collect();
+        let quiet = "  console: false\n";
+        let nodes: Vec<Node> = ["n1", "n2"]
+            .iter()
+            .map(|m| Node::start(m, &etcd.url, quiet, &specs))
+            .collect();
+        wait_for(Duration::from_secs(120), "an even share", || {
+            let o = etcd.owners();
+            (o.len() == n && shares(&o).values().all(|c| *c == n / 2)).then_some(())
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        let (ranges, unary, sent) = etcd_load(&etcd, Duration::from_secs(10));
+        println!(
+            "{n} targets, 2 daemons, 10 s of steady state: {ranges} range reads, {unary} unary gRPC calls, {sent} bytes sent by etcd"
+        );
+        figures.push((n, ranges, unary, sent));
+        drop(nodes);
+    }
+    for (n, ranges, unary, _) in &figures {
+        // The keep-alives are a stream, not unary calls; a stray call or two is tolerated.
+        assert!(
+            *ranges <= 4.0 && *unary <= 4.0,
+            "{n} targets: {ranges} ranges, {unary} calls"
+        );
+    }
+    let (small, large) = (figures[0].3, figures[1].3);
+    assert!(
+        large <= small * 2.0 + 20_000.0,
+        "etcd sent {large} bytes at 500 targets, {small} at 50"
+    );
 }

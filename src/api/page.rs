@@ -143,8 +143,15 @@ fn cluster_section(h: &mut String, c: &crate::cluster::ClusterView) {
         let owned = c.owners.values().filter(|o| *o == m).count();
         let _ = writeln!(h, "<tr><td>{}</td><td>{owned}</td></tr>", esc(m));
     }
-    let free = c.owners.values().filter(|o| !c.members.contains(o)).count();
+    let free = c.ghost_owners.len();
     if free > 0 {
-        let _ = writeln!(h, "<tr><td>(departed members)</td><td>{free}</td></tr>");
+        let _ = writeln!(h, "<tr><td>(no live member: free)</td><td>{free}</td></tr>");
+    }
+    if !c.disputed.is_empty() {
+        let _ = writeln!(
+            h,
+            "<tr><td>(listed by only some members)</td><td>{}</td></tr>",
+            c.disputed.len()
+        );
     }
 }

@@ -1,15 +1,15 @@
 //! The cluster thread's loop: join (lease + member key), keep the lease alive on its own task,
-//! read members and owners every tick, and carry out `ownership::plan`: claim, hand off,
-//! release, and tell the Supervisor what it gained and lost. Losing etcd for longer than the
-//! TTL drops every target (another daemon may own them by now) and says so once.
+//! follow etcd with a watch (`watch.rs`), publish what we list, and carry out
+//! `ownership::plan` on every change and every tick: claim, hand off, release, and tell the
+//! Supervisor what it gained and lost. Losing etcd for longer than the TTL drops every target
+//! (another daemon may own them by now) and says so once.
 
-use super::ownership::{self, Claim, Member, OwnerKey, Plan, Reading};
+use super::ownership::{self, Claim, OwnerKey, Plan, Reading};
 use super::state::Decoded;
+use super::view::Listing;
 use super::{Cluster, ClusterEvent, Session, TargetState};
-use crate::ids::{MemberId, TargetName};
-use crate::store::Untrusted;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
 };
 use slog::{debug, error, info, warn};
 use std::collections::{BTreeMap, HashMap};
@@ -32,11 +32,15 @@ pub(super) struct Agent {
     said_join_error: Option<String>,
     handoff_tokens: f64,
     last_tick: Instant,
-    /// Member and owner keys refused (key, value), said once each: they are read every tick.
-    refused: std::collections::HashSet<(String, String)>,
+    /// Notified by the watch after every change it applied.
+    wake: Arc<tokio::sync::Notify>,
+    /// The session generation a watch was started for.
+    following: u64,
+    /// (session generation, targets generation) of the listing last published.
+    published: Option<(u64, u64)>,
+    /// Who should own what, and for which (view placement, targets) generations.
+    placement: Option<((u64, u64), HashMap<String, String>)>,
 }
-
-type Snapshot = (Vec<Member>, BTreeMap<String, OwnerKey>);
 
 impl Agent {
     pub(super) fn new(c: Arc<Cluster>, events: super::Events) -> Self {
@@ -51,7 +55,10 @@ impl Agent {
             said_join_error: None,
             handoff_tokens: 0.0,
             last_tick: Instant::now(),
-            refused: Default::default(),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            following: 0,
+            published: None,
+            placement: None,
         }
     }
 
@@ -66,7 +73,11 @@ impl Agent {
         let mut every = tokio::time::interval(tick);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            every.tick().await;
+            // A watched change is acted on at once; the tick paces turns and hand-offs.
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = self.wake.notified() => {}
+            }
             self.step().await;
             self.publish_metrics();
         }
@@ -88,13 +99,51 @@ impl Agent {
         let Some(s) = self.c.lock().session.clone() else {
             return;
         };
-        match tokio::time::timeout(CALL_LIMIT, read(&self.c, s.client.clone())).await {
-            Ok(Ok((snap, refused))) => {
-                self.say_refused(refused);
-                self.reconcile(&s, snap).await
+        if self.following != s.generation {
+            self.following = s.generation;
+            tokio::spawn(super::watch::follow(
+                self.c.clone(),
+                s.clone(),
+                self.wake.clone(),
+            ));
+        }
+        // Nothing is planned before our listing is out and the first full read is in.
+        if !self.publish(&s).await || self.c.lock().view_ready != Some(s.generation) {
+            return;
+        }
+        self.reconcile(&s).await
+    }
+
+    /// Publishes what we list (`targets/{me}` and its hash, on our lease) once the
+    /// Supervisor has said it, and again after each change; answers whether it is out.
+    async fn publish(&mut self, s: &Session) -> bool {
+        let (gen, targets) = {
+            let sh = self.c.lock();
+            let current = Some((s.generation, sh.targets_gen));
+            if sh.targets_gen == 0 || self.published == current {
+                return sh.targets_gen != 0;
             }
-            Ok(Err(e)) => debug!(self.c.log, "cluster read failed"; "error" => %e),
-            Err(_) => debug!(self.c.log, "cluster read timed out"),
+            (sh.targets_gen, sh.targets.clone())
+        };
+        let (value, hash) = Listing::encode(&targets);
+        let me = &self.c.cfg.member;
+        let on_lease = || Some(PutOptions::new().with_lease(s.lease));
+        let txn = Txn::new().and_then([
+            TxnOp::put(self.c.keys.listing(me), value, on_lease()),
+            TxnOp::put(self.c.keys.listed(me), hash, on_lease()),
+        ]);
+        let mut client = s.client.clone();
+        match tokio::time::timeout(CALL_LIMIT, client.txn(txn)).await {
+            Ok(Ok(_)) => {
+                self.published = Some((s.generation, gen));
+                info!(self.c.log, "published the targets this daemon lists"; "event" => "cluster_listing_published", "targets" => targets.len());
+                true
+            }
+            Ok(Err(e)) => {
+                debug!(self.c.log, "cluster listing not published"; "error" => %e);
+                false
+            }
+            Err(_) => false,
         }
     }
 
@@ -142,15 +191,6 @@ impl Agent {
         error!(self.c.log, "coordination lost: the etcd lease could not be renewed for the whole TTL; no target is run and no restart made until this daemon joins again";
             "event" => "cluster_session_lost");
         self.say_lost("the etcd lease could not be renewed within its TTL".into());
-    }
-
-    /// Reports each refused member or owner key once (while it stays as it is).
-    fn say_refused(&mut self, refused: Vec<(Untrusted, String)>) {
-        for (u, value) in refused {
-            if self.refused.insert((u.key.clone(), value)) {
-                u.report(&self.c.log, "etcd");
-            }
-        }
     }
 
     fn say_lost(&mut self, reason: String) {
@@ -239,30 +279,46 @@ impl Agent {
         Ok(())
     }
 
-    async fn reconcile(&mut self, s: &Session, (members, owners): Snapshot) {
+    async fn reconcile(&mut self, s: &Session) {
         let now = Instant::now();
         let rate = self.c.cfg.handoffs_per_second as f64;
         let dt = now.duration_since(self.last_tick).as_secs_f64();
         self.last_tick = now;
         self.handoff_tokens = (self.handoff_tokens + rate * dt).min(rate.max(1.0));
-        let plan = {
-            let mut sh = self.c.lock();
-            sh.members = members.clone();
-            sh.owners = owners.clone();
+        let me = self.c.cfg.member.clone();
+        let (plan, disputed) = {
+            let sh = self.c.lock();
+            let mut listings = sh.view.live_listings();
+            listings.insert(me.as_str(), &sh.targets);
+            // Placement changes only with the members or a listing: not computed every tick.
+            let key = (sh.view.placement_gen, sh.targets_gen);
+            let mut disputed = None;
+            if self.placement.as_ref().map(|p| p.0) != Some(key) {
+                self.placement = Some((key, super::rendezvous::place(&listings)));
+                disputed = Some(ownership::disputed(&listings));
+            }
+            let Some((_, desired)) = &self.placement else {
+                return;
+            };
             let r = Reading {
-                me: &self.c.cfg.member,
+                me: &me,
                 my_lease: s.lease,
-                members: &members,
-                owners: &owners,
+                members: &sh.view.members,
+                owners: &sh.view.owners,
                 targets: &sh.targets,
+                listings: &listings,
+                desired,
                 owned: &sh.owned,
                 busy: &sh.busy,
                 now,
                 stagger: self.c.cfg.stagger,
                 handoffs: self.handoff_tokens as usize,
             };
-            ownership::plan(&r, &mut self.free_since)
+            (ownership::plan(&r, &mut self.free_since), disputed)
         };
+        if let Some(d) = disputed {
+            self.say_disputed(d);
+        }
         let plan = if self.c.fenced().is_some() {
             // Nothing new while fenced: only what etcd already gave to others is let go.
             Plan {
@@ -277,6 +333,32 @@ impl Agent {
         }
     }
 
+    /// Registries that differ are said once per change (WARN, naming the targets and who
+    /// lists them) and shown in `/status` and the metrics until they agree again.
+    fn say_disputed(&self, now: BTreeMap<String, Vec<String>>) {
+        let mut sh = self.c.lock();
+        let same = sh.disputed.len() == now.len() && sh.disputed.keys().eq(now.keys());
+        let before = std::mem::replace(&mut sh.disputed, now);
+        drop(sh);
+        if same {
+            return;
+        }
+        let sh = self.c.lock();
+        if sh.disputed.is_empty() {
+            info!(self.c.log, "every member lists the same targets again"; "event" => "cluster_targets_agreed", "were_disputed" => before.len());
+            return;
+        }
+        let named: Vec<String> = sh
+            .disputed
+            .iter()
+            .take(20)
+            .map(|(t, ms)| format!("{t} (listed by {})", ms.join(" ")))
+            .collect();
+        warn!(self.c.log, "the daemons' registries differ: some targets are listed by only some members (each is run only by a member that lists it)";
+            "event" => "cluster_targets_disputed", "disputed" => sh.disputed.len(), "targets" => named.join(", "),
+            "fix" => "give every daemon the same registry once the change is rolled out");
+    }
+
     async fn carry_out(&mut self, s: &Session, plan: Plan) {
         let me = self.c.cfg.member.clone();
         for t in &plan.lost {
@@ -286,9 +368,13 @@ impl Agent {
                 why: "owned by another daemon",
             });
         }
+        let mut released = vec![];
         for t in &plan.release {
             let delete = TxnOp::delete(self.c.keys.owner(t), None);
-            let _ = s.while_owner(&self.c.keys, t, &me, vec![delete]).await;
+            if let Ok(Some(rev)) = s.while_owner_at(&self.c.keys, t, &me, vec![delete]).await {
+                self.c.lock().view.wrote_owner(t, None, rev);
+                released.push(t.as_str());
+            }
         }
         let mut gained = vec![];
         for t in plan.gained {
@@ -312,13 +398,15 @@ impl Agent {
             {
                 let mut sh = self.c.lock();
                 sh.owned.insert(t.clone());
-                // The status page shows it at once, not after the next reading.
-                let key = OwnerKey {
-                    member: me.clone(),
-                    lease: s.lease,
-                    revision: claimed.unwrap_or_default(),
-                };
-                sh.owners.insert(t.clone(), key);
+                // The plan and the status page see a claim at once, before its echo.
+                if let Some(revision) = claimed {
+                    let key = OwnerKey {
+                        member: me.clone(),
+                        lease: s.lease,
+                        revision,
+                    };
+                    sh.view.wrote_owner(&t, Some(key), revision);
+                }
             }
             names.push(t.clone());
             self.send(ClusterEvent::Gained {
@@ -330,12 +418,14 @@ impl Agent {
             crate::metrics::global().inc_by("sentinel_cluster_takeovers_total", &[], takeovers);
         }
         let handed = self.hand_off(s, plan.hand_off).await;
-        if !names.is_empty() || !plan.lost.is_empty() || !handed.is_empty() {
+        if !names.is_empty() || !plan.lost.is_empty() || !handed.is_empty() || !released.is_empty()
+        {
             let gained = names.len();
             names.truncate(10);
             info!(self.c.log, "ownership changed"; "event" => "cluster_ownership",
                 "gained" => gained, "takeovers" => takeovers, "lost" => plan.lost.len(), "handed_off" => handed.len(),
-                "gained_names" => names.join(","), "lost_names" => plan.lost.join(","), "handed" => handed.join(","));
+                "gained_names" => names.join(","), "lost_names" => plan.lost.join(","), "handed" => handed.join(","),
+                "released" => released.join(","));
         }
     }
 
@@ -369,16 +459,16 @@ impl Agent {
                 to.clone(),
                 Some(PutOptions::new().with_lease(lease)),
             );
-            if let Ok(true) = s.while_owner(&self.c.keys, &t, &me, vec![op]).await {
+            if let Ok(Some(revision)) = s.while_owner_at(&self.c.keys, &t, &me, vec![op]).await {
                 self.handoff_tokens -= 1.0;
                 let mut sh = self.c.lock();
                 sh.owned.remove(&t);
                 let key = OwnerKey {
                     member: to.clone(),
                     lease,
-                    revision: 0,
+                    revision,
                 };
-                sh.owners.insert(t.clone(), key);
+                sh.view.wrote_owner(&t, Some(key), revision);
                 drop(sh);
                 self.send(ClusterEvent::Lost {
                     target: t.clone(),
@@ -392,12 +482,16 @@ impl Agent {
 
     fn publish_metrics(&self) {
         let m = crate::metrics::global();
-        let (owned, members) = {
+        let (owned, members, disputed, ghosts) = {
             let s = self.c.lock();
-            (s.owned.len(), s.members.len())
+            let v = &s.view;
+            let ghosts = v.owners.values().filter(|k| !k.is_live(&v.members)).count();
+            (s.owned.len(), v.members.len(), s.disputed.len(), ghosts)
         };
         m.set("sentinel_cluster_owned_targets", &[], owned as f64);
         m.set("sentinel_cluster_members", &[], members as f64);
+        m.set("sentinel_cluster_targets_disputed", &[], disputed as f64);
+        m.set("sentinel_cluster_ghost_owners", &[], ghosts as f64);
         m.set(
             "sentinel_cluster_lease_age_seconds",
             &[],
@@ -451,66 +545,6 @@ async fn keep_alive(c: Arc<Cluster>, mut client: Client, lease: i64, generation:
             tokio::time::sleep(every.saturating_sub(sent.elapsed())).await;
         }
     }
-}
-
-/// Members and owners, read at one revision; with the keys refused (and their values): a
-/// member id or owner value that is not a member id, an owner key whose target is not a
-/// target name. A refused key is left out of the reading, as if it were not there.
-async fn read(
-    c: &Cluster,
-    mut client: Client,
-) -> Result<(Snapshot, Vec<(Untrusted, String)>), etcd_client::Error> {
-    let txn = Txn::new().and_then([
-        TxnOp::get(c.keys.members(), Some(GetOptions::new().with_prefix())),
-        TxnOp::get(c.keys.owners(), Some(GetOptions::new().with_prefix())),
-    ]);
-    let r = client.txn(txn).await?;
-    let mut members = vec![];
-    let mut owners = BTreeMap::new();
-    let mut refused = vec![];
-    let (mp, op) = (c.keys.members(), c.keys.owners());
-    for resp in r.op_responses() {
-        let TxnOpResponse::Get(g) = resp else {
-            continue;
-        };
-        for kv in g.kvs() {
-            let key = String::from_utf8_lossy(kv.key()).to_string();
-            let value = String::from_utf8_lossy(kv.value()).to_string();
-            let refuse = |what: String| {
-                (
-                    Untrusted {
-                        key: key.clone(),
-                        what,
-                    },
-                    value.clone(),
-                )
-            };
-            if let Some(id) = super::keys::Keys::strip(&key, &mp) {
-                match MemberId::parse(id) {
-                    Ok(_) => members.push(Member {
-                        id: id.to_string(),
-                        lease: kv.lease(),
-                    }),
-                    Err(e) => refused.push(refuse(e.to_string())),
-                }
-            } else if let Some(t) = super::keys::Keys::strip(&key, &op) {
-                let checked = TargetName::parse(t).and_then(|_| MemberId::parse(&value));
-                match checked {
-                    Ok(m) => {
-                        let key = OwnerKey {
-                            member: m.to_string(),
-                            lease: kv.lease(),
-                            revision: kv.mod_revision(),
-                        };
-                        owners.insert(t.to_string(), key);
-                    }
-                    Err(e) => refused.push(refuse(e.to_string())),
-                }
-            }
-        }
-    }
-    members.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(((members, owners), refused))
 }
 
 /// Claims a free target: creates its owner key on our lease if nobody has, or takes a ghost's

@@ -3,9 +3,13 @@
 //! - Membership: each daemon holds one etcd lease and registers `members/{id}` on it; the
 //!   keep-alives run on this module's own thread and runtime, so probe work can never starve
 //!   them.
+//! - Listings: each daemon publishes the target names it lists (`targets/{id}`, with their hash
+//!   under `listed/{id}`) on its lease; a target is placed on, handed to and claimed by only a
+//!   daemon that lists it.
 //! - Ownership: `owner/{target}` is created by compare-and-swap on the daemon's lease, so a dead
 //!   daemon's keys vanish with its lease. Rendezvous ranking only says who tries first
-//!   (`rendezvous.rs`); the rules are pure (`ownership.rs`); the agent (`agent.rs`) reads etcd,
+//!   (`rendezvous.rs`); the rules are pure (`ownership.rs`); what the daemon knows of etcd is
+//!   kept by one full read and then a watch (`view.rs`, `watch.rs`); the agent (`agent.rs`)
 //!   claims, hands off and tells the Supervisor what it gained and lost.
 //! - Fencing: a daemon whose last renewal is older than the TTL minus a margin stops every
 //!   remediation ([`Cluster::fenced`]), and every restart is a compare-and-swap on the owner
@@ -19,6 +23,8 @@ mod ownership;
 pub mod rendezvous;
 mod restart;
 pub mod state;
+mod view;
+mod watch;
 
 pub use ownership::{Member, OwnerKey};
 pub use state::TargetState;
@@ -75,6 +81,17 @@ impl Session {
         me: &str,
         ops: Vec<etcd_client::TxnOp>,
     ) -> Result<bool, etcd_client::Error> {
+        Ok(self.while_owner_at(keys, target, me, ops).await?.is_some())
+    }
+
+    /// [`Session::while_owner`], answering the revision they ran at.
+    async fn while_owner_at(
+        &self,
+        keys: &Keys,
+        target: &str,
+        me: &str,
+        ops: Vec<etcd_client::TxnOp>,
+    ) -> Result<Option<i64>, etcd_client::Error> {
         use etcd_client::{Compare, CompareOp, Txn};
         let owner = keys.owner(target);
         let txn = Txn::new()
@@ -85,8 +102,12 @@ impl Session {
             .and_then(ops);
         let mut client = self.client.clone();
         match tokio::time::timeout(Duration::from_secs(1), client.txn(txn)).await {
-            Ok(r) => Ok(r?.succeeded()),
-            Err(_) => Ok(false),
+            Ok(r) => {
+                let r = r?;
+                Ok(r.succeeded()
+                    .then(|| r.header().map_or(0, |h| h.revision())))
+            }
+            Err(_) => Ok(None),
         }
     }
 }
@@ -101,6 +122,9 @@ pub struct ClusterView {
     /// Owner keys naming no live member (target → the member named): free, taken over by a
     /// member that lists the target within the TTL; one that stays names a target nobody lists.
     pub ghost_owners: BTreeMap<String, String>,
+    /// Targets only some live members list (target → the members that list it): their
+    /// registries differ (a rolling config change, one daemon's reload).
+    pub disputed: BTreeMap<String, Vec<String>>,
     pub fenced: Option<String>,
     pub lease_age_seconds: Option<f64>,
 }
@@ -111,7 +135,7 @@ impl ClusterView {
         let owned = self.owners.values().filter(|m| **m == self.member).count();
         serde_json::json!({
             "member": self.member, "members": self.members, "owned_targets": owned,
-            "ghost_owners": self.ghost_owners.len(),
+            "ghost_owners": self.ghost_owners.len(), "disputed_targets": self.disputed.len(),
             "fenced": self.fenced, "lease_age_seconds": self.lease_age_seconds,
         })
     }
@@ -120,9 +144,15 @@ impl ClusterView {
 #[derive(Default)]
 struct Shared {
     session: Option<Session>,
-    members: Vec<Member>,
-    owners: BTreeMap<String, OwnerKey>,
+    /// Members, owners and listings as followed in etcd.
+    view: view::View,
+    /// The session generation whose full read `view` holds (None: none yet).
+    view_ready: Option<u64>,
+    /// What we list; `targets_gen` counts its changes (0: the Supervisor has not said yet).
     targets: BTreeSet<String>,
+    targets_gen: u64,
+    /// Targets only some live members list, with who lists each.
+    disputed: BTreeMap<String, Vec<String>>,
     busy: BTreeSet<String>,
     owned: BTreeSet<String>,
 }
@@ -232,7 +262,12 @@ impl Cluster {
 
     /// The fleet's targets (registry and discovered): what the daemons share out.
     pub fn set_targets(&self, names: impl IntoIterator<Item = String>) {
-        self.lock().targets = names.into_iter().collect();
+        let names: BTreeSet<String> = names.into_iter().collect();
+        let mut s = self.lock();
+        if s.targets_gen == 0 || s.targets != names {
+            s.targets = names;
+            s.targets_gen += 1;
+        }
     }
 
     /// Marks a target as mid-incident (never handed off) or not.
@@ -250,18 +285,21 @@ impl Cluster {
         let s = self.lock();
         let view = ClusterView {
             member: self.cfg.member.clone(),
-            members: s.members.iter().map(|m| m.id.clone()).collect(),
+            members: s.view.members.iter().map(|m| m.id.clone()).collect(),
             owners: s
+                .view
                 .owners
                 .iter()
                 .map(|(t, k)| (t.clone(), k.member.clone()))
                 .collect(),
             ghost_owners: s
+                .view
                 .owners
                 .iter()
-                .filter(|(_, k)| !k.is_live(&s.members))
+                .filter(|(_, k)| !k.is_live(&s.view.members))
                 .map(|(t, k)| (t.clone(), k.member.clone()))
                 .collect(),
+            disputed: s.disputed.clone(),
             fenced: None,
             lease_age_seconds: self.lease_age().map(|a| a.as_secs_f64()),
         };

@@ -1,7 +1,8 @@
-//! Who should own what, decided from one reading of etcd: the pure half of the agent, so the
-//! rules (claim a free target after rank x stagger, hand a target to the member that ranks
-//! first for it at a bounded pace, give up what etcd says is no longer ours) are tested by
-//! tables, without etcd.
+//! Who should own what, decided from what this daemon knows of etcd: the pure half of the
+//! agent, so the rules (only a member that lists a target may own it; claim a free target
+//! after rank x stagger; hand a target to the member placed first for it at a bounded pace;
+//! give up what etcd says is no longer ours, and what we no longer list) are tested by tables,
+//! without etcd.
 
 use super::rendezvous;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -47,8 +48,13 @@ pub struct Reading<'a> {
     pub my_lease: i64,
     pub members: &'a [Member],
     pub owners: &'a BTreeMap<String, OwnerKey>,
-    /// Every target of the fleet (the registry's and the discovered ones).
+    /// The targets this daemon lists (its registry's and the discovered ones).
     pub targets: &'a BTreeSet<String>,
+    /// Every live member's listing, ours being `targets`: only a member that lists a target
+    /// may be handed it or claim it.
+    pub listings: &'a BTreeMap<&'a str, &'a BTreeSet<String>>,
+    /// Who should own each target: `rendezvous::place` over `listings`.
+    pub desired: &'a HashMap<String, String>,
     /// What this daemon runs Monitors for.
     pub owned: &'a BTreeSet<String>,
     /// Targets with an open incident or failing probes: never handed off mid-incident.
@@ -70,7 +76,8 @@ pub struct Plan {
     pub lost: Vec<String>,
     /// Targets etcd gives to us (a hand-off from another daemon) not yet run here.
     pub gained: Vec<String>,
-    /// Owner keys of ours for targets no longer in the fleet: delete them.
+    /// Owner keys of ours for targets we no longer list (and no incident is open on): delete
+    /// them, for a member that lists them to claim.
     pub release: Vec<String>,
 }
 
@@ -78,7 +85,6 @@ pub struct Plan {
 /// stagger counts from then) and is updated here.
 pub fn plan(r: &Reading, free_since: &mut HashMap<String, Instant>) -> Plan {
     let mut p = Plan::default();
-    let ids: Vec<String> = r.members.iter().map(|m| m.id.clone()).collect();
     let mine = |k: &OwnerKey| k.member == r.me && k.lease == r.my_lease;
     for t in r.owned {
         if !r.owners.get(t).is_some_and(mine) {
@@ -86,20 +92,25 @@ pub fn plan(r: &Reading, free_since: &mut HashMap<String, Instant>) -> Plan {
         }
     }
     for (t, k) in r.owners {
-        if mine(k) && !r.targets.contains(t) {
+        if mine(k) && !r.targets.contains(t) && !r.busy.contains(t) {
             p.release.push(t.clone());
         }
     }
     let held = |t: &String| r.owners.get(t).is_some_and(|k| k.is_live(r.members));
     free_since.retain(|t, _| r.targets.contains(t) && !held(t));
-    let desired = rendezvous::balanced(r.targets, &ids);
-    // The desired owner tries first, then the others in rendezvous order.
+    // The desired owner tries first, then the others that list it in rendezvous order.
     let turn = |t: &str| -> Option<usize> {
-        let want = desired.get(t).map(String::as_str);
+        let want = r.desired.get(t).map(String::as_str);
         if want == Some(r.me) {
             return Some(0);
         }
-        rendezvous::ranked(t, &ids)
+        let listers: Vec<String> = r
+            .listings
+            .iter()
+            .filter(|(_, ts)| ts.contains(t))
+            .map(|(m, _)| m.to_string())
+            .collect();
+        rendezvous::ranked(t, &listers)
             .into_iter()
             .filter(|m| Some(*m) != want)
             .position(|m| m == r.me)
@@ -135,13 +146,30 @@ pub fn plan(r: &Reading, free_since: &mut HashMap<String, Instant>) -> Plan {
         if p.lost.contains(t) || r.busy.contains(t) || !r.targets.contains(t) {
             continue;
         }
-        if let Some(first) = desired.get(t).filter(|f| *f != r.me) {
+        if let Some(first) = r.desired.get(t).filter(|f| *f != r.me) {
             if let Some(m) = r.members.iter().find(|m| m.id == *first) {
                 p.hand_off.push((t.clone(), m.id.clone(), m.lease));
             }
         }
     }
     p
+}
+
+/// Targets some live members list and others do not (registries that differ: a rolling
+/// config change, one daemon's reload), each with the members that list it. Empty while
+/// fewer than two members have published a listing.
+pub fn disputed(listings: &BTreeMap<&str, &BTreeSet<String>>) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if listings.len() < 2 {
+        return out;
+    }
+    for (m, targets) in listings {
+        for t in targets.iter() {
+            out.entry(t.clone()).or_default().push(m.to_string());
+        }
+    }
+    out.retain(|_, ms| ms.len() < listings.len());
+    out
 }
 
 #[cfg(test)]
@@ -168,6 +196,8 @@ mod tests {
         targets: BTreeSet<String>,
         owned: BTreeSet<String>,
         busy: BTreeSet<String>,
+        /// What each member lists when not `targets`.
+        lists: BTreeMap<String, BTreeSet<String>>,
     }
 
     impl Case {
@@ -178,6 +208,7 @@ mod tests {
                 targets: set(targets),
                 owned: BTreeSet::new(),
                 busy: BTreeSet::new(),
+                lists: BTreeMap::new(),
             }
         }
         fn own(&mut self, t: &str, m: &str) {
@@ -203,12 +234,26 @@ mod tests {
                 .iter()
                 .find(|x| x.id == me)
                 .map_or(0, |x| x.lease);
+            let mine = self.lists.get(me).unwrap_or(&self.targets);
+            let listings: BTreeMap<&str, &BTreeSet<String>> = self
+                .members
+                .iter()
+                .map(|m| {
+                    (
+                        m.id.as_str(),
+                        self.lists.get(&m.id).unwrap_or(&self.targets),
+                    )
+                })
+                .collect();
+            let desired = rendezvous::place(&listings);
             let mut r = Reading {
                 me,
                 my_lease: lease,
                 members: &self.members,
                 owners: &self.owners,
-                targets: &self.targets,
+                targets: mine,
+                listings: &listings,
+                desired: &desired,
                 owned: &self.owned,
                 busy: &self.busy,
                 now: t0,
@@ -340,5 +385,56 @@ mod tests {
         };
         assert_eq!(p.claim, vec![over("db1", 41), over("db2", 42)]);
         assert!(p.lost.is_empty());
+    }
+
+    #[test]
+    fn only_a_member_that_lists_a_target_claims_it_or_is_handed_it() {
+        let mut c = Case::new(&["a", "b"], &[]);
+        c.lists.insert("a".into(), set(&["only-a", "s1", "s2"]));
+        c.lists.insert("b".into(), set(&["s1", "s2", "only-b"]));
+        // Long after every turn: b never claims only-a, a never only-b.
+        let pa = c.plan("a", Duration::from_secs(60), 0);
+        let pb = c.plan("b", Duration::from_secs(60), 0);
+        let claimed =
+            |p: &Plan| -> Vec<String> { p.claim.iter().map(|c| c.target.clone()).collect() };
+        assert!(claimed(&pa).contains(&"only-a".to_string()));
+        assert!(!claimed(&pa).contains(&"only-b".to_string()));
+        assert!(!claimed(&pb).contains(&"only-a".to_string()));
+        // a owns everything it lists: only the shared ones may move to b, never only-a.
+        for t in ["only-a", "s1", "s2"] {
+            c.own(t, "a");
+        }
+        c.owned = set(&["only-a", "s1", "s2"]);
+        let p = c.plan("a", Duration::ZERO, 100);
+        assert!(p
+            .hand_off
+            .iter()
+            .all(|(t, to, _)| t != "only-a" && to == "b"));
+    }
+
+    #[test]
+    fn a_target_we_no_longer_list_is_released_once_its_incident_is_over() {
+        let mut c = Case::new(&["a", "b"], &["db1"]);
+        c.lists.insert("b".into(), set(&["db1", "db2"]));
+        c.own("db2", "a");
+        c.owned = set(&["db2"]);
+        c.busy = set(&["db2"]);
+        assert!(c.plan("a", Duration::ZERO, 10).release.is_empty());
+        c.busy.clear();
+        let p = c.plan("a", Duration::ZERO, 10);
+        assert_eq!(p.release, vec!["db2"]);
+        assert!(
+            p.hand_off.is_empty(),
+            "released, not handed off: b claims it"
+        );
+    }
+
+    #[test]
+    fn targets_only_some_members_list_are_disputed() {
+        let (a, b) = (set(&["only-a", "s1"]), set(&["s1", "only-b"]));
+        let d = disputed(&[("a", &a), ("b", &b)].into_iter().collect());
+        assert_eq!(d.keys().collect::<Vec<_>>(), vec!["only-a", "only-b"]);
+        assert_eq!(d["only-a"], vec!["a"]);
+        assert!(disputed(&[("a", &a)].into_iter().collect()).is_empty());
     }
 }

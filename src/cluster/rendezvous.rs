@@ -30,35 +30,51 @@ pub fn rank(target: &str, members: &[String], member: &str) -> Option<usize> {
     ranked(target, members).iter().position(|m| *m == member)
 }
 
-/// Who should own each target: its first-ranked member that still has room, each member
-/// taking at most ceil(targets / members). Every daemon computes the same map from the same
-/// member and target lists, so shares are even (rendezvous alone leaves +-30 % on 30
-/// targets) while most targets still go to their first choice and stay there.
-pub fn balanced<'a>(
-    targets: impl IntoIterator<Item = &'a String>,
-    members: &[String],
+/// Who should own each target, among only the members that list it: its first-ranked such
+/// member that still has room, each member taking at most ceil(targets / members listing
+/// any); a target whose every lister is full goes to its first choice anyway. Every daemon
+/// computes the same map from the same listings, so shares are even (rendezvous alone leaves
+/// +-30 % on 30 targets) while most targets still go to their first choice and stay there,
+/// and no target is ever placed on a daemon that does not list it.
+pub fn place(
+    listings: &std::collections::BTreeMap<&str, &std::collections::BTreeSet<String>>,
 ) -> std::collections::HashMap<String, String> {
-    let targets: Vec<&String> = targets.into_iter().collect();
-    let mut out = std::collections::HashMap::new();
-    if members.is_empty() {
+    use std::collections::{BTreeMap, HashMap};
+    let mut out = HashMap::new();
+    let mut listers: BTreeMap<&String, Vec<String>> = BTreeMap::new();
+    for (m, targets) in listings {
+        for t in targets.iter() {
+            listers.entry(t).or_default().push(m.to_string());
+        }
+    }
+    let busy = listings.values().filter(|t| !t.is_empty()).count();
+    if busy == 0 {
         return out;
     }
-    let cap = targets.len().div_ceil(members.len());
-    let mut load: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    // First choices first: a target is moved off its first choice only by the cap.
-    let mut order: Vec<(&String, Vec<&str>)> =
-        targets.iter().map(|t| (*t, ranked(t, members))).collect();
-    order.sort_by(|a, b| a.0.cmp(b.0));
-    for (t, ranks) in order {
-        if let Some(m) = ranks
+    let cap = listers.len().div_ceil(busy);
+    let mut load: HashMap<String, usize> = HashMap::new();
+    // In name order, so every daemon fills the same members first.
+    for (t, ms) in listers {
+        let ranks = ranked(t, &ms);
+        let room = ranks
             .iter()
-            .find(|m| load.get(**m).copied().unwrap_or(0) < cap)
-        {
-            *load.entry(m).or_insert(0) += 1;
+            .find(|m| load.get(**m).copied().unwrap_or(0) < cap);
+        if let Some(m) = room.or(ranks.first()) {
+            *load.entry(m.to_string()).or_insert(0) += 1;
             out.insert(t.clone(), m.to_string());
         }
     }
     out
+}
+
+/// `place` when every member lists every target.
+#[cfg(test)]
+pub fn balanced<'a>(
+    targets: impl IntoIterator<Item = &'a String>,
+    members: &[String],
+) -> std::collections::HashMap<String, String> {
+    let all: std::collections::BTreeSet<String> = targets.into_iter().cloned().collect();
+    place(&members.iter().map(|m| (m.as_str(), &all)).collect())
 }
 
 #[cfg(test)]
@@ -126,5 +142,25 @@ mod tests {
             assert_eq!(rank("db7", &ms, m), Some(i));
         }
         assert_eq!(rank("db7", &ms, "stranger"), None);
+    }
+
+    #[test]
+    fn a_target_is_placed_only_on_a_member_that_lists_it() {
+        let set = |ts: &[&str]| -> std::collections::BTreeSet<String> {
+            ts.iter().map(|s| s.to_string()).collect()
+        };
+        let (a, b) = (
+            set(&["only-a", "s1", "s2", "s3"]),
+            set(&["s1", "s2", "s3", "only-b"]),
+        );
+        let map = place(&[("a", &a), ("b", &b)].into_iter().collect());
+        assert_eq!(map.len(), 5);
+        assert_eq!(map["only-a"], "a");
+        assert_eq!(map["only-b"], "b");
+        // Nobody lists it: placed nowhere.
+        assert!(!map.contains_key("gone"));
+        let lone = place(&[("a", &a), ("b", &set(&[]))].into_iter().collect());
+        assert!(lone.values().all(|m| m == "a"));
+        assert_eq!(lone.len(), 4);
     }
 }
