@@ -286,6 +286,7 @@ impl Agent {
         self.last_tick = now;
         self.handoff_tokens = (self.handoff_tokens + rate * dt).min(rate.max(1.0));
         let me = self.c.cfg.member.clone();
+        let held = self.c.held();
         let (plan, disputed) = {
             let sh = self.c.lock();
             let mut listings = sh.view.live_listings();
@@ -309,7 +310,7 @@ impl Agent {
                 listings: &listings,
                 desired,
                 owned: &sh.owned,
-                busy: &sh.busy,
+                busy: &held,
                 now,
                 stagger: self.c.cfg.stagger,
                 handoffs: self.handoff_tokens as usize,
@@ -417,7 +418,14 @@ impl Agent {
         if takeovers > 0 {
             crate::metrics::global().inc_by("sentinel_cluster_takeovers_total", &[], takeovers);
         }
-        let handed = self.hand_off(s, plan.hand_off).await;
+        let handed = if plan.hand_off.is_empty() {
+            vec![]
+        } else {
+            // State writes already queued (a closing incident's) land before the key moves.
+            let c = self.c.clone();
+            let _order = c.state_lock.lock().await;
+            self.hand_off(s, plan.hand_off).await
+        };
         if !names.is_empty() || !plan.lost.is_empty() || !handed.is_empty() || !released.is_empty()
         {
             let gained = names.len();

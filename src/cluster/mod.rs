@@ -38,6 +38,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// How long a target stays unmovable after its incident closed: the Monitor queues the
+/// closing state right after it says so, and a hand-off in between would leave the next owner
+/// the incident as still open (a second recovery notice).
+const SETTLE: Duration = Duration::from_secs(2);
+
 /// What the agent tells the Supervisor.
 #[derive(Debug)]
 pub enum ClusterEvent {
@@ -154,6 +159,9 @@ struct Shared {
     /// Targets only some live members list, with who lists each.
     disputed: BTreeMap<String, Vec<String>>,
     busy: BTreeSet<String>,
+    /// When each target stopped being busy: it is kept a moment longer (`SETTLE`), so the
+    /// state its Monitor writes on closing the incident lands before a hand-off.
+    settling: std::collections::HashMap<String, Instant>,
     owned: BTreeSet<String>,
 }
 
@@ -275,9 +283,19 @@ impl Cluster {
         let mut s = self.lock();
         if busy {
             s.busy.insert(target.to_string());
-        } else {
-            s.busy.remove(target);
+            s.settling.remove(target);
+        } else if s.busy.remove(target) {
+            s.settling.insert(target.to_string(), Instant::now());
         }
+    }
+
+    /// Targets not to be handed off or released now: mid-incident, or just out of one.
+    fn held(&self) -> BTreeSet<String> {
+        let mut s = self.lock();
+        s.settling.retain(|_, at| at.elapsed() < SETTLE);
+        let mut held = s.busy.clone();
+        held.extend(s.settling.keys().cloned());
+        held
     }
 
     /// Members, owners and lease health, for `status` and the status page.
