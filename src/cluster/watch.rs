@@ -179,6 +179,10 @@ async fn watch_from(
                 info!(c.log, "the cluster watch was canceled: reading the cluster again";
                     "event" => "cluster_watch_reread", "compact_revision" => resp.compact_revision(),
                     "resume_revision" => revision + 1, "reason" => resp.cancel_reason());
+                if resp.compact_revision() == 0 {
+                    // Not a compaction (a permission, a server limit): not at full speed.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
                 return Break::Reread;
             }
             let refused = apply(c, s, &resp, &mut revision);
