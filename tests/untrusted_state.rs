@@ -229,8 +229,8 @@ fn member_and_owner_keys_no_daemon_writes_are_ignored_said_once_and_counted() {
         (etcd.owners().get(&target).map(String::as_str) == Some("n1")).then_some(())
     });
     d.wait_events("untrusted_state_refused", None, planted.len(), LONG);
-    // Etcd is read 4 times a second: after 8 more readings each key was still said once
-    // (a window for an absence, as in tests/cluster.rs).
+    // The daemon plans from what it read and watched many times a second: 2 s later each
+    // key was still said once (a window for an absence, as in tests/cluster.rs).
     std::thread::sleep(Duration::from_secs(2));
     let refused = d.events("untrusted_state_refused", None);
     let mut keys: Vec<&str> = refused.iter().map(|r| r["key"].as_str().unwrap()).collect();
