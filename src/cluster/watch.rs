@@ -20,6 +20,9 @@ use std::time::Duration;
 
 /// Longest a full read may take (at 10,000 targets the owner keys are about half a megabyte).
 const READ_LIMIT: Duration = Duration::from_secs(5);
+/// Largest answer taken from etcd (the client's default is 4 MiB: about 40,000 owner keys in
+/// one full read). etcd's own request limit (1.5 MiB by default) bounds a listing anyway.
+const MAX_ANSWER: usize = 64 << 20;
 /// Pause before watching again after a broken stream.
 const RETRY: Duration = Duration::from_millis(200);
 
@@ -82,7 +85,7 @@ fn locked_if_current<'a>(
 /// Reads members, announced listing hashes and owner keys at one revision, then the
 /// listings whose hash changed, at that same revision; replaces the view with them.
 async fn full_read(c: &Cluster, s: &Session) -> Result<(i64, Vec<Refused>), etcd_client::Error> {
-    let mut client = s.client.clone();
+    let mut client = s.client.kv_client().max_decoding_message_size(MAX_ANSWER);
     let prefix = || Some(GetOptions::new().with_prefix());
     let k = &c.keys;
     let txn = Txn::new().and_then([
@@ -151,7 +154,7 @@ async fn watch_from(
             .with_prefix()
             .with_start_revision(revision + 1)
             .with_progress_notify();
-        let mut client = s.client.clone();
+        let mut client = s.client.watch_client().max_decoding_message_size(MAX_ANSWER);
         let mut stream = match client.watch(c.keys.root(), Some(opts)).await {
             Ok(st) => st,
             Err(e) => {
