@@ -34,6 +34,15 @@ impl Keys {
         format!("{}state/{target}", self.root)
     }
 
+    /// Outages announced while coordination was lost, for the target's next owner:
+    /// `announced/{target}` ([`super::announce`]).
+    pub fn announcements(&self) -> String {
+        format!("{}announced/", self.root)
+    }
+    pub fn announced(&self, target: &str) -> String {
+        format!("{}{target}", self.announcements())
+    }
+
     /// The last restart intent for a server: `restart/{host:port}`.
     pub fn restart(&self, server: &str) -> String {
         format!("{}restart/{server}", self.root)
