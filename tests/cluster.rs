@@ -811,3 +811,71 @@ fn with_every_daemon_cut_off_from_etcd_a_down_target_is_paged_once_never_restart
     );
     assert_eq!(r.hook_count("failure", "b"), 0, "b was never down");
 }
+
+#[test]
+fn a_page_withheld_during_a_short_fence_is_sent_when_the_fence_lifts_with_the_outage_on() {
+    let etcd = Etcd::start();
+    let relay = Relay::to(&etcd.url);
+    let r = Receiver::start();
+    let pg = Pg::start();
+    let mut s = spec("a", &pg);
+    s.heal = false; // alert only: the page is the only notice of this outage
+    let ws = Workspace::new();
+    let ttl = 8;
+    let api = write_cluster_registry(&ws, "n1", &relay.url, ttl, "", &notify_all(&r), &[s]);
+    // The agent stands down 10 s into a fence: a fence shorter than its reaction, during which
+    // the Monitor runs on and withholds its notices.
+    let d = Daemon::run(&ws, &[("SENTINEL_FAULT_STANDDOWN_DELAY", "10")]);
+    wait_for(LONG, "n1 owns a", || {
+        (etcd.owners().get("a").map(String::as_str) == Some("n1")).then_some(())
+    });
+    let (_, lease) = member_key(&etcd, "n1").expect("member key");
+    std::thread::sleep(Duration::from_secs(1));
+
+    let cut = std::time::Instant::now();
+    relay.cut();
+    let node = Node {
+        ws,
+        d,
+        member: "n1".into(),
+        api,
+    };
+    wait_for(LONG, "n1 is fenced", || {
+        node.get("/healthz").filter(|(c, _)| *c == 503).map(|_| ())
+    });
+    pg.kill9();
+    let withheld = node.d.wait_event("notice_withheld", Some("a"), LONG);
+    relay.mend();
+    println!(
+        "relay cut for {:.1} s (ttl {ttl} s); withheld: {withheld}",
+        cut.elapsed().as_secs_f64()
+    );
+    let incident = withheld["incident"].as_str().expect("incident").to_string();
+    wait_for(LONG, "the page once the fence lifts", || {
+        r.hook_events("escalation")
+            .into_iter()
+            .find(|h| h.body["target"] == "a")
+    });
+    std::thread::sleep(TTL * 3);
+    assert_eq!(
+        member_key(&etcd, "n1").map(|(_, l)| l),
+        Some(lease),
+        "the lease survived the fence"
+    );
+    let pages: Vec<String> = r
+        .accepted("/hook")
+        .iter()
+        .filter(|h| h.body["target"] == "a")
+        .map(|h| {
+            let f = |k: &str| h.body[k].as_str().unwrap_or_default().to_string();
+            format!("{}:{}:{}", f("event"), f("reason"), f("incident_id"))
+        })
+        .collect();
+    assert_eq!(
+        pages,
+        vec![format!("escalation:no_heal_action:{incident}")],
+        "the withheld page, once\n{}",
+        node.d.log_text()
+    );
+    assert!(!pg.answers(), "alert only: nothing restarted");
+}

@@ -34,6 +34,8 @@ pub(super) struct Agent {
     last_tick: Instant,
     /// Member and owner keys refused (key, value), said once each: they are read every tick.
     refused: std::collections::HashSet<(String, String)>,
+    /// When the current fence began.
+    fenced_since: Option<Instant>,
 }
 
 type Snapshot = (Vec<Member>, BTreeMap<String, OwnerKey>);
@@ -52,6 +54,7 @@ impl Agent {
             handoff_tokens: 0.0,
             last_tick: Instant::now(),
             refused: Default::default(),
+            fenced_since: None,
         }
     }
 
@@ -106,8 +109,13 @@ impl Agent {
     /// them back. Answers whether any target was dropped.
     fn stand_down_if_fenced(&mut self) -> bool {
         let Some(why) = self.c.fenced() else {
+            self.fenced_since = None;
             return false;
         };
+        let since = *self.fenced_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < crate::faults::standdown_delay() {
+            return false;
+        }
         let dropped: Vec<String> = std::mem::take(&mut self.c.lock().owned)
             .into_iter()
             .collect();

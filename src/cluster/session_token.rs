@@ -7,7 +7,9 @@
 //! still refused: only who can read this daemon's state directory can prove to be it.
 //!
 //! The member key holds the hash, not the token: any etcd reader sees the key, and the
-//! token is what proves. (An etcd writer could delete the key anyway.)
+//! token is what proves. (An etcd writer could delete the key anyway.) The running daemon
+//! holds an exclusive lock on the file: a second daemon started on the same state directory
+//! gets no token (it would take the first one's session over, and be taken over in turn).
 
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -19,6 +21,8 @@ pub const FILE: &str = "cluster-session";
 #[derive(Clone)]
 pub struct SessionToken {
     secret: String,
+    /// The locked file, held for the daemon's lifetime (released when it dies, however).
+    _lock: Option<std::sync::Arc<std::fs::File>>,
 }
 
 impl std::fmt::Debug for SessionToken {
@@ -31,18 +35,48 @@ impl SessionToken {
     /// The token kept in `state_dir`, or a new one written there (0600). Err when it can be
     /// neither read nor written: the caller then runs with [`SessionToken::ephemeral`].
     pub fn load_or_create(state_dir: &Path) -> std::io::Result<Self> {
+        use std::io::{Read, Seek, Write};
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let path = state_dir.join(FILE);
-        if let Ok(bytes) = crate::fsutil::read_untrusted(&path, 256) {
-            let text = String::from_utf8_lossy(&bytes).trim().to_string();
-            if Self::well_formed(&text) {
-                return Ok(Self { secret: text });
-            }
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        // SAFETY: flock on a descriptor we own.
+        let r = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::other(format!(
+                "{} is locked by another running daemon using this state directory",
+                path.display()
+            )));
         }
-        let token = Self::ephemeral();
-        let mut f = crate::fsutil::create_private(&path)?;
-        std::io::Write::write_all(&mut f, token.secret.as_bytes())?;
-        f.sync_all()?;
-        Ok(token)
+        let mut text = String::new();
+        (&mut f).take(256).read_to_string(&mut text).ok();
+        let text = text.trim().to_string();
+        let secret = if Self::well_formed(&text) {
+            text
+        } else {
+            let secret = Self::ephemeral().secret;
+            f.set_len(0)?;
+            f.rewind()?;
+            f.write_all(secret.as_bytes())?;
+            f.sync_all()?;
+            secret
+        };
+        Ok(Self {
+            secret,
+            _lock: Some(std::sync::Arc::new(f)),
+        })
     }
 
     /// A token for this run only (no state directory to keep it in).
@@ -50,6 +84,7 @@ impl SessionToken {
         let raw: [u8; 32] = rand::random();
         Self {
             secret: hex::encode(raw),
+            _lock: None,
         }
     }
 
@@ -86,7 +121,21 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+        let e = SessionToken::load_or_create(dir.path()).unwrap_err();
+        assert!(
+            e.to_string().contains("locked by another running daemon"),
+            "{e}"
+        );
+        drop(a.clone());
+        let proof = a.proof();
+        drop(a);
         let again = SessionToken::load_or_create(dir.path()).unwrap();
+        assert_eq!(
+            again.proof(),
+            proof,
+            "the same token after the first one ended"
+        );
+        let a = again.clone();
         let value = serde_json::json!({"member": "n1", "session": a.proof()}).to_string();
         assert!(again.proves(value.as_bytes()), "the same state dir proves");
         assert!(!SessionToken::ephemeral().proves(value.as_bytes()));
