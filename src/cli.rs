@@ -494,7 +494,7 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
             crate::heartbeat::spawn(hb, log.clone());
         }
         let docker = std::sync::Arc::new(crate::docker::DockerClient::new(&settings.registry.docker));
-        let Ok(cluster) = start_cluster(&settings.registry, &log) else {
+        let Ok(cluster) = start_cluster(&settings.registry, &settings.state_dir, &log) else {
             return false;
         };
         let cluster_handle = cluster.as_ref().map(|(c, _)| c.clone());
@@ -544,13 +544,20 @@ fn disks_of(settings: &SupervisorSettings) -> crate::health::Disks {
 /// Cluster mode: starts the cluster thread, with the channel its events come back on.
 fn start_cluster(
     registry: &Registry,
+    state_dir: &std::path::Path,
     log: &slog::Logger,
 ) -> Result<Option<crate::cluster::Started>, ()> {
+    use crate::cluster::SessionToken;
     let Some(cfg) = registry.cluster.clone() else {
         return Ok(None);
     };
+    let token = SessionToken::load_or_create(state_dir).unwrap_or_else(|e| {
+        slog::warn!(log, "cannot keep the cluster session token in the state directory: a quick restart of this daemon waits for its previous session to expire"; "event" => "cluster_token_unavailable",
+            "file" => %state_dir.join(crate::cluster::session_token::FILE).display(), "error" => %e);
+        SessionToken::ephemeral()
+    });
     let (tx, rx) = futures::channel::mpsc::unbounded();
-    match crate::cluster::Cluster::start(cfg, log, tx) {
+    match crate::cluster::Cluster::start(cfg, log, tx, token) {
         Ok(c) => Ok(Some((c, rx))),
         Err(e) => {
             slog::error!(log, "cannot start the cluster thread; stopping"; "event" => "cluster_start_failed", "error" => %e);

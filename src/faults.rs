@@ -17,6 +17,18 @@ pub fn maybe_panic(target: &str, point: &str) {
     }
 }
 
+/// How long a fenced cluster agent waits before it stands down, when
+/// `SENTINEL_FAULT_STANDDOWN_DELAY=<seconds>` asks for it: a fence shorter than the agent's
+/// reaction (its tick blocked on a slow etcd call), during which Monitors still run and
+/// withhold their notices. Zero otherwise.
+pub fn standdown_delay() -> std::time::Duration {
+    std::env::var("SENTINEL_FAULT_STANDDOWN_DELAY")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(std::time::Duration::from_secs)
+        .unwrap_or_default()
+}
+
 /// Kills the whole daemon with SIGKILL at `point` when `SENTINEL_FAULT_KILL=<target>:<point>`
 /// asks for it: a crash between two steps of an incident, which the store must survive.
 pub fn maybe_kill(target: &str, point: &str) {

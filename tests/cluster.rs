@@ -907,3 +907,357 @@ fn etcd_serves_no_reads_in_the_steady_state_however_many_targets() {
         "etcd sent {large} bytes at 500 targets, {small} at 50"
     );
 }
+
+/// Two daemons; the owner of `a` is killed during a slow heal, after its failure page went
+/// out: the other takes the incident over and sends only what was not delivered.
+#[test]
+fn an_owner_killed_mid_heal_after_its_page_went_out_is_followed_by_no_second_page() {
+    let etcd = Etcd::start();
+    let r = Receiver::start();
+    let pg = Pg::start();
+    let mut s = spec("a", &pg);
+    // The heal takes a while: the owner is killed while it runs (its child lives on and
+    // starts the server, as a service manager's would).
+    let start = pg.cluster.start_argv().join(" ");
+    s.heal_argv = Some(vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!("sleep 10; exec {start}"),
+    ]);
+    s.recovery_timeout = "40s";
+    let specs = [s];
+    let notify = notify_all(&r);
+    let mut nodes: Vec<Node> = ["n1", "n2"]
+        .iter()
+        .map(|m| Node::start(m, &etcd.url, &notify, &specs))
+        .collect();
+    let owner = wait_for(LONG, "a is owned and run", || {
+        let o = etcd.owners().get("a").cloned()?;
+        let n = nodes.iter().find(|n| n.member == o)?;
+        n.running().contains(&"a".to_string()).then_some(o)
+    });
+    let starts_before = pg.starts();
+    pg.kill9();
+    let page = wait_for(LONG, "the failure page", || {
+        r.hook_events("failure").into_iter().next()
+    });
+    let incident = page.body["incident_id"].as_str().expect("id").to_string();
+    // The owner records the delivery in the target's state in etcd right after the receiver
+    // accepted it.
+    let state_key = "/sentinel-remedy/state/a";
+    let recorded = time_until(Duration::from_secs(3), || {
+        etcd.ctl(&["get", state_key, "--print-value-only"])
+            .is_some_and(|v| v.contains("\"delivered\""))
+    });
+    println!(
+        "delivery recorded in etcd after {recorded:?}: {}",
+        etcd.ctl(&["get", state_key, "--print-value-only"])
+            .unwrap_or_default()
+    );
+    let victim = nodes.iter().position(|n| n.member == owner).expect("owner");
+    assert!(
+        !pg.answers(),
+        "the slow heal has not started the server yet: {}",
+        nodes[victim].d.log_text()
+    );
+    nodes[victim].d.signal(libc::SIGKILL);
+    nodes[victim].d.wait_exit(LONG);
+    let other = &nodes[1 - victim];
+    wait_for(LONG, "the other daemon takes a over", || {
+        (etcd.owners().get("a") == Some(&other.member)).then_some(())
+    });
+    wait_for(LONG, "the recovery notice", || {
+        (r.hook_count("recovery", "a") >= 1).then_some(())
+    });
+    std::thread::sleep(TTL * 3);
+    let seen: Vec<String> = r
+        .accepted("/hook")
+        .iter()
+        .filter(|h| h.body["target"] == "a")
+        .map(|h| {
+            let f = |k: &str| h.body[k].as_str().unwrap_or_default().to_string();
+            format!("{}:{}", f("event"), f("incident_id"))
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            format!("failure:{incident}"),
+            format!("recovery:{incident}")
+        ],
+        "one failure page and one recovery, whichever daemon sent them\n{}",
+        other.d.log_text()
+    );
+    let slack_pages = r
+        .accepted("/slack")
+        .iter()
+        .filter(|h| {
+            h.body["text"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("a failed:")
+        })
+        .count();
+    assert_eq!(slack_pages, 1, "one failure message on Slack");
+    assert_eq!(pg.starts() - starts_before, 1, "started exactly once");
+}
+
+/// `members/{member}`'s value and lease, as etcdctl shows them.
+fn member_key(etcd: &Etcd, member: &str) -> Option<(serde_json::Value, String)> {
+    let key = format!("/sentinel-remedy/members/{member}");
+    let value = etcd.ctl(&["get", &key, "--print-value-only"])?;
+    let value: serde_json::Value = serde_json::from_str(value.trim()).ok()?;
+    let lease = value["lease"].to_string();
+    Some((value, lease))
+}
+
+#[test]
+fn a_daemon_restarted_quickly_takes_its_old_session_over_and_another_of_its_name_is_refused() {
+    let etcd = Etcd::start();
+    let r = Receiver::start();
+    let pg = Pg::start();
+    let specs = [spec("a", &pg)];
+    let notify = notify_all(&r);
+    // A long TTL: the killed daemon's lease outlives its restart by seconds.
+    let ttl = 8;
+    let ws = Workspace::new();
+    write_cluster_registry(&ws, "n1", &etcd.url, ttl, "", &notify, &specs);
+    let mut d = Daemon::run(&ws, &[]);
+    wait_for(LONG, "n1 owns a", || {
+        (etcd.owners().get("a").map(String::as_str) == Some("n1")).then_some(())
+    });
+    let (before, old_lease) = member_key(&etcd, "n1").expect("n1's member key");
+
+    // A service manager's restart: killed, started again at once, same state directory.
+    d.signal(libc::SIGKILL);
+    d.wait_exit(LONG);
+    let restarted = std::time::Instant::now();
+    let d = Daemon::run(&ws, &[]);
+    let (after, new_lease) = wait_for(LONG, "n1 registered again", || {
+        member_key(&etcd, "n1").filter(|(_, l)| *l != old_lease)
+    });
+    let took = restarted.elapsed();
+    wait_for(LONG, "n1 owns a again", || {
+        (etcd.owners().get("a").map(String::as_str) == Some("n1")).then_some(())
+    });
+    println!(
+        "rejoined {:.2} s after the restart (ttl {ttl} s); member key before {before}, after {after}",
+        took.as_secs_f64()
+    );
+    assert!(
+        took < Duration::from_secs(ttl),
+        "the old session was taken over, not waited out: {took:?}"
+    );
+    assert_eq!(
+        before["session"], after["session"],
+        "the same session proof"
+    );
+    assert_ne!(old_lease, new_lease);
+    assert_eq!(d.count("cluster_join_failed", None), 0, "{}", d.log_text());
+    let errors: Vec<_> = d
+        .records()
+        .into_iter()
+        .filter(|l| l["level"] == "ERRO")
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "no ERROR on a quick restart: {errors:#?}"
+    );
+    d.wait_event("cluster_session_resumed", None, LONG);
+    let token = ws.state().join("cluster-session");
+    let mode = std::fs::metadata(&token)
+        .expect("the session token file")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let lost = r
+        .hook_events("escalation")
+        .iter()
+        .filter(|h| h.body["reason"] == "coordination_lost")
+        .count();
+    assert_eq!(lost, 0, "no coordination-lost page with etcd healthy");
+
+    // Another daemon under the same member name (its own state directory: no token) is
+    // refused, and n1's session stays.
+    let ws2 = Workspace::new();
+    write_cluster_registry(&ws2, "n1", &etcd.url, ttl, "", &notify, &specs);
+    let impostor = Daemon::run(&ws2, &[]);
+    let refused = impostor.wait_event("cluster_join_failed", None, LONG);
+    println!("the other daemon named n1: {refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("another live daemon is registered as member 'n1'"),
+        "{refused}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        member_key(&etcd, "n1").map(|(_, l)| l),
+        Some(new_lease),
+        "the running n1 keeps its member key"
+    );
+    assert_eq!(impostor.count("cluster_session_resumed", None), 0);
+}
+
+#[test]
+fn with_every_daemon_cut_off_from_etcd_a_down_target_is_paged_once_never_restarted_then_healed_once(
+) {
+    let etcd = Etcd::start();
+    let r = Receiver::start();
+    let pgs: Vec<Pg> = (0..2).map(|_| Pg::start()).collect();
+    let names = ["a", "b"];
+    let specs: Vec<TargetSpec> = names.iter().zip(&pgs).map(|(n, pg)| spec(n, pg)).collect();
+    let notify = notify_all(&r);
+    let relays = [Relay::to(&etcd.url), Relay::to(&etcd.url)];
+    let nodes: Vec<Node> = ["n1", "n2"]
+        .iter()
+        .zip(&relays)
+        .map(|(m, relay)| Node::start(m, &relay.url, &notify, &specs))
+        .collect();
+    let owner = wait_for(LONG, "each daemon owns a target", || {
+        let o = etcd.owners();
+        (o.len() == 2 && shares(&o).len() == 2).then(|| o["a"].clone())
+    });
+    let at = nodes.iter().position(|n| n.member == owner).expect("owner");
+    wait_for(LONG, "a's owner runs it", || {
+        nodes[at].running().contains(&"a".to_string()).then_some(())
+    });
+    let pg = &pgs[0];
+
+    for relay in &relays {
+        relay.cut();
+    }
+    for n in &nodes {
+        wait_for(LONG, "the daemon reports lost coordination", || {
+            n.get("/healthz").filter(|(c, _)| *c == 503).map(|_| ())
+        });
+    }
+    let (starts_before, pid_before) = (pg.starts(), pg.pid());
+    let killed = std::time::Instant::now();
+    pg.kill9();
+    let alerted = time_until(LONG, || r.hook_count("failure", "a") > 0);
+    assert!(
+        alerted.is_some(),
+        "no alert that a is down: {}",
+        nodes[at].d.log_text()
+    );
+    let page = r.hook_events("failure").remove(0);
+    println!(
+        "alerted {:.1} s after the kill: {}",
+        killed.elapsed().as_secs_f64(),
+        page.body
+    );
+    let summary = page.body["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("not restarting: coordination lost"),
+        "{summary}"
+    );
+    std::thread::sleep(TTL * 3);
+    assert_eq!(pg.starts(), starts_before, "no restart without etcd");
+    assert!(!pg.answers(), "the postmaster was not started");
+    assert_eq!(r.hook_count("failure", "a"), 1, "said once");
+
+    // etcd answers again (a's last owner first): the incident continues, restarted once.
+    relays[at].mend();
+    wait_for(LONG, "a is healed once etcd answers", || {
+        pg.answers().then_some(())
+    });
+    relays[1 - at].mend();
+    wait_for(LONG, "the recovery notice", || {
+        (r.hook_count("recovery", "a") >= 1).then_some(())
+    });
+    std::thread::sleep(TTL * 3);
+    assert_eq!(pg.starts() - starts_before, 1, "started exactly once");
+    assert_ne!(pg.pid(), pid_before);
+    let incident = page.body["incident_id"].as_str().expect("id").to_string();
+    let seen: Vec<String> = r
+        .accepted("/hook")
+        .iter()
+        .filter(|h| h.body["target"] == "a")
+        .map(|h| {
+            let f = |k: &str| h.body[k].as_str().unwrap_or_default().to_string();
+            format!("{}:{}", f("event"), f("incident_id"))
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            format!("failure:{incident}"),
+            format!("recovery:{incident}")
+        ],
+        "one incident: paged once, recovered once\n{}",
+        nodes[at].d.log_text()
+    );
+    assert_eq!(r.hook_count("failure", "b"), 0, "b was never down");
+}
+
+#[test]
+fn a_page_withheld_during_a_short_fence_is_sent_when_the_fence_lifts_with_the_outage_on() {
+    let etcd = Etcd::start();
+    let relay = Relay::to(&etcd.url);
+    let r = Receiver::start();
+    let pg = Pg::start();
+    let mut s = spec("a", &pg);
+    s.heal = false; // alert only: the page is the only notice of this outage
+    let ws = Workspace::new();
+    let ttl = 8;
+    let api = write_cluster_registry(&ws, "n1", &relay.url, ttl, "", &notify_all(&r), &[s]);
+    // The agent stands down 10 s into a fence: a fence shorter than its reaction, during which
+    // the Monitor runs on and withholds its notices.
+    let d = Daemon::run(&ws, &[("SENTINEL_FAULT_STANDDOWN_DELAY", "10")]);
+    wait_for(LONG, "n1 owns a", || {
+        (etcd.owners().get("a").map(String::as_str) == Some("n1")).then_some(())
+    });
+    let (_, lease) = member_key(&etcd, "n1").expect("member key");
+    std::thread::sleep(Duration::from_secs(1));
+
+    let cut = std::time::Instant::now();
+    relay.cut();
+    let node = Node {
+        ws,
+        d,
+        member: "n1".into(),
+        api,
+    };
+    wait_for(LONG, "n1 is fenced", || {
+        node.get("/healthz").filter(|(c, _)| *c == 503).map(|_| ())
+    });
+    pg.kill9();
+    let withheld = node.d.wait_event("notice_withheld", Some("a"), LONG);
+    relay.mend();
+    println!(
+        "relay cut for {:.1} s (ttl {ttl} s); withheld: {withheld}",
+        cut.elapsed().as_secs_f64()
+    );
+    let incident = withheld["incident"].as_str().expect("incident").to_string();
+    wait_for(LONG, "the page once the fence lifts", || {
+        r.hook_events("escalation")
+            .into_iter()
+            .find(|h| h.body["target"] == "a")
+    });
+    std::thread::sleep(TTL * 3);
+    assert_eq!(
+        member_key(&etcd, "n1").map(|(_, l)| l),
+        Some(lease),
+        "the lease survived the fence"
+    );
+    let pages: Vec<String> = r
+        .accepted("/hook")
+        .iter()
+        .filter(|h| h.body["target"] == "a")
+        .map(|h| {
+            let f = |k: &str| h.body[k].as_str().unwrap_or_default().to_string();
+            format!("{}:{}:{}", f("event"), f("reason"), f("incident_id"))
+        })
+        .collect();
+    assert_eq!(
+        pages,
+        vec![format!("escalation:no_heal_action:{incident}")],
+        "the withheld page, once\n{}",
+        node.d.log_text()
+    );
+    assert!(!pg.answers(), "alert only: nothing restarted");
+}

@@ -228,6 +228,7 @@ impl Monitor {
             manager: out.manager,
         };
         self.feed(obs, ctx);
+        self.send_withheld();
         if !self.record.lock().process_dead {
             self.arm_watch(ctx);
         }

@@ -7,6 +7,7 @@ use super::messages::{Drain, Notify};
 use crate::backoff::Backoff;
 use crate::config::NotifyConfig;
 use crate::notify::delivery::Policy;
+use crate::notify::ledger::{self, Decision, DeliveryLedger, Mark};
 use crate::notify::{Channel, EscalationReason, Notice, NoticeKind};
 use actix::prelude::*;
 use futures::FutureExt;
@@ -50,15 +51,12 @@ pub struct Notifier {
     outages: Option<(crate::outage::OutageBook, String)>,
     /// Notices about a server outage pass the gate first (one incident per outage).
     gate: Option<mpsc::UnboundedSender<Notice>>,
+    /// Cluster mode: deliveries recorded where the target's next owner reads them.
+    ledger: Option<Arc<dyn DeliveryLedger>>,
 }
 
-/// The key a delivery is recorded under: the kind, and the escalation reason if any.
-fn store_kind(n: &Notice) -> String {
-    match n.reason {
-        Some(r) => format!("{}:{}", n.kind.label(), r.label()),
-        None => n.kind.label().to_string(),
-    }
-}
+/// Longest a worker waits for the delivery ledger before it sends anyway (fail open).
+const LEDGER_WAIT: Duration = Duration::from_secs(3);
 
 impl Notifier {
     pub fn new(log: Logger, cfg: &NotifyConfig, store: Option<crate::store::Store>) -> Self {
@@ -74,6 +72,7 @@ impl Notifier {
             store,
             outages: None,
             gate: None,
+            ledger: None,
         };
         n.configure(cfg);
         n
@@ -82,6 +81,15 @@ impl Notifier {
     /// Shares outages with the daemons using `book`: only one of them announces each.
     pub fn with_outages(mut self, book: crate::outage::OutageBook, owner: String) -> Self {
         self.outages = Some((book, owner));
+        self
+    }
+
+    /// Records deliveries in `ledger` too, and skips what it says was delivered (cluster mode:
+    /// a new owner resuming an incident sends only what was not delivered).
+    pub fn with_ledger(mut self, ledger: Arc<dyn DeliveryLedger>) -> Self {
+        self.ledger = Some(ledger);
+        let cfg = self.cfg.clone();
+        self.configure(&cfg);
         self
     }
 
@@ -169,6 +177,7 @@ impl Notifier {
             policy,
             pending: self.pending.clone(),
             store: self.store.clone(),
+            ledger: self.ledger.clone(),
             gone: gone.clone(),
             queue: tokio::sync::Mutex::new(rx),
             current: std::sync::Mutex::new(None),
@@ -186,6 +195,7 @@ struct Worker {
     policy: Policy,
     pending: Arc<AtomicUsize>,
     store: Option<crate::store::Store>,
+    ledger: Option<Arc<dyn DeliveryLedger>>,
     gone: Arc<AtomicBool>,
     /// Held by the running worker; a dying one releases it as it unwinds.
     queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<Notice>>,
@@ -213,13 +223,65 @@ impl Worker {
             // Queued, not awaited: the store's writer logs a failure itself.
             drop(s.notification(
                 &n.incident_id,
-                &store_kind(n),
+                &ledger::kind_key(n),
                 self.channel.name(),
                 result,
                 attempts,
             ));
         }
         self.pending.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Asks the ledger (cluster mode, a target's notice) what was delivered of `n` here and
+    /// records the send as started: None when it was delivered already, else the notice to
+    /// send (a repeat says so where the channel does not fold repeats).
+    async fn check_ledger(&self, mut n: Notice) -> Option<Notice> {
+        let Some(book) = self.ledger.as_ref().filter(|_| n.outage.is_some()) else {
+            return Some(n);
+        };
+        let prior = tokio::time::timeout(LEDGER_WAIT, book.begin(&n, self.channel.name()))
+            .await
+            .unwrap_or_else(|_| Err("the delivery record did not answer in time".into()));
+        match ledger::decide(&prior, self.channel.dedups_by_key()) {
+            Decision::Skip => {
+                info!(self.log, "notice already delivered by this incident's previous owner; not sent again"; "event" => "notification_skipped",
+                    "kind" => n.kind.label(), "target" => &n.target, "incident" => &n.incident_id);
+                return None;
+            }
+            Decision::Repeat { say_so } => {
+                warn!(self.log, "the previous owner's send of this notice has no known outcome: sent again"; "event" => "notification_repeated",
+                    "kind" => n.kind.label(), "target" => &n.target, "incident" => &n.incident_id, "noted" => say_so);
+                if say_so {
+                    n.summary = format!("{} {}", n.summary, ledger::REPEAT_NOTE);
+                }
+            }
+            Decision::Send => {
+                if let Err(e) = &prior {
+                    warn!(self.log, "delivery record unavailable: sending anyway (fail open)"; "event" => "delivery_record_failed",
+                        "incident" => &n.incident_id, "error" => e);
+                }
+            }
+        }
+        Some(n)
+    }
+
+    /// Records how the send ended, for the target's next owner.
+    async fn record(&self, n: &Notice, delivered: bool) {
+        let Some(book) = self.ledger.as_ref().filter(|_| n.outage.is_some()) else {
+            return;
+        };
+        let mark = if delivered {
+            Mark::Delivered
+        } else {
+            Mark::Failed
+        };
+        let r = tokio::time::timeout(LEDGER_WAIT, book.finish(n, self.channel.name(), mark))
+            .await
+            .unwrap_or_else(|_| Err("the delivery record did not answer in time".into()));
+        if let Err(e) = r {
+            warn!(self.log, "delivery not recorded: a new owner of the target may send this notice again"; "event" => "delivery_record_failed",
+                "kind" => n.kind.label(), "incident" => &n.incident_id, "error" => e);
+        }
     }
 }
 
@@ -251,7 +313,7 @@ async fn run_worker(w: Arc<Worker>) {
     let mut rx = w.queue.lock().await;
     let (log, channel, policy) = (&w.log, &w.channel, w.policy);
     while let Some(n) = rx.recv().await {
-        let kind = store_kind(&n);
+        let kind = ledger::kind_key(&n);
         if w.gone.load(Ordering::SeqCst) {
             warn!(log, "channel disabled (the webhook answered 404/410); notice not sent"; "event" => "notification_skipped_gone",
                 "kind" => n.kind.label(), "target" => &n.target, "incident" => &n.incident_id);
@@ -275,6 +337,10 @@ async fn run_worker(w: Arc<Worker>) {
             w.pending.fetch_sub(1, Ordering::SeqCst);
             continue;
         }
+        let Some(n) = w.check_ledger(n).await else {
+            w.pending.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        };
         w.set_current(Some(n.clone()));
         // Tests make a worker die here (`SENTINEL_FAULT_PANIC=<target>:notify_worker`).
         crate::faults::maybe_panic(&n.target, "notify_worker");
@@ -296,6 +362,7 @@ async fn run_worker(w: Arc<Worker>) {
             }
         };
         w.set_current(None);
+        w.record(&n, result == "sent").await;
         w.finish(&n, result, attempts);
     }
 }

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+mod orphans;
 mod ownership;
 
 /// How the Supervisor was started.
@@ -78,6 +79,8 @@ pub struct Supervisor {
     handed_state: HashMap<String, crate::store::StoredTarget>,
     /// Cluster mode: the notices about lost coordination share this id until it comes back.
     coordination_incident: Option<String>,
+    /// Cluster mode, fenced: the targets last owned here, still probed (never restarted).
+    orphans: orphans::Orphans,
 }
 
 impl Supervisor {
@@ -138,7 +141,7 @@ impl Supervisor {
             &log,
             &settings.registry.notify,
             store.clone(),
-            cluster.is_none(),
+            cluster.as_ref(),
             &lease_dir,
         );
         let (tx, rx) = oneshot::channel();
@@ -171,6 +174,7 @@ impl Supervisor {
             owned: Default::default(),
             handed_state: HashMap::new(),
             coordination_incident: None,
+            orphans: Default::default(),
         };
         let addr = Supervisor::create(move |ctx| {
             if let Some(events) = cluster_events {
@@ -435,6 +439,7 @@ impl Supervisor {
             return;
         }
         self.retire_finished();
+        self.prune_orphans();
         let dead: Vec<String> = self
             .slots
             .iter()
@@ -532,22 +537,23 @@ impl Supervisor {
 }
 
 /// The Notifier. The outage book lives beside the leases: daemons sharing one share the other.
-/// In cluster mode (`alone` false) only a target's owner runs it, and the incident moves with
-/// the target: no book.
+/// In cluster mode only a target's owner runs it, and the incident moves with the target: no
+/// book, but the deliveries are recorded in the target's state for its next owner.
 fn notifier_for(
     log: &Logger,
     notify: &crate::config::NotifyConfig,
     store: Option<Store>,
-    alone: bool,
+    cluster: Option<&Arc<crate::cluster::Cluster>>,
     lease_dir: &std::path::Path,
 ) -> Addr<Notifier> {
-    let mut notifier = Notifier::new(log.clone(), notify, store);
-    if alone {
-        notifier = notifier.with_outages(
+    let notifier = Notifier::new(log.clone(), notify, store);
+    let notifier = match cluster {
+        Some(c) => notifier.with_ledger(c.ledger()),
+        None => notifier.with_outages(
             crate::outage::OutageBook::new(lease_dir.to_path_buf(), Default::default()),
             crate::lease::owner_id(),
-        );
-    }
+        ),
+    };
     notifier.start()
 }
 

@@ -40,6 +40,8 @@ pub(super) struct Agent {
     published: Option<(u64, u64)>,
     /// Who should own what, and for which (view placement, targets) generations.
     placement: Option<((u64, u64), HashMap<String, String>)>,
+    /// When the current fence began.
+    fenced_since: Option<Instant>,
 }
 
 impl Agent {
@@ -59,6 +61,7 @@ impl Agent {
             following: 0,
             published: None,
             placement: None,
+            fenced_since: None,
         }
     }
 
@@ -111,6 +114,8 @@ impl Agent {
         if !self.publish(&s).await || self.c.lock().view_ready != Some(s.generation) {
             return;
         }
+        // Before any claim: whoever gains those targets continues their outages.
+        self.c.publish_announcements(&s).await;
         self.reconcile(&s).await
     }
 
@@ -153,8 +158,13 @@ impl Agent {
     /// them back. Answers whether any target was dropped.
     fn stand_down_if_fenced(&mut self) -> bool {
         let Some(why) = self.c.fenced() else {
+            self.fenced_since = None;
             return false;
         };
+        let since = *self.fenced_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < crate::faults::standdown_delay() {
+            return false;
+        }
         let dropped: Vec<String> = std::mem::take(&mut self.c.lock().owned)
             .into_iter()
             .collect();
@@ -223,7 +233,8 @@ impl Agent {
     }
 
     /// Connects, takes a lease and registers `members/{id}` on it (only if no live daemon
-    /// has that id), then starts the keep-alive task.
+    /// has that id, or the one that has it is our own previous session: this process's, or
+    /// the previous run's, proved by the session token), then starts the keep-alive task.
     async fn join(&mut self) -> Result<(), String> {
         let opts = ConnectOptions::new()
             .with_connect_timeout(CALL_LIMIT)
@@ -238,32 +249,9 @@ impl Agent {
             .await
             .map_err(|e| e.to_string())?
             .id();
-        let key = self.c.keys.member(&self.c.cfg.member);
-        let value = serde_json::json!({
-            "member": self.c.cfg.member, "lease": lease, "since": chrono::Utc::now(),
-        })
-        .to_string();
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key.clone(),
-                value,
-                Some(PutOptions::new().with_lease(lease)),
-            )])
-            .or_else([TxnOp::get(key.clone(), None)]);
-        let r = client.txn(txn).await.map_err(|e| e.to_string())?;
-        if !r.succeeded() {
-            let held_by = first_kv_lease(&r);
+        if let Err(e) = self.register(&mut client, lease).await {
             let _ = client.lease_revoke(lease).await;
-            if held_by.is_some() && held_by == self.last_lease {
-                // Our own previous session, not yet expired: end it and join next tick.
-                let _ = client.lease_revoke(held_by.unwrap_or_default()).await;
-                return Err("ending this daemon's previous session".into());
-            }
-            return Err(format!(
-                "another live daemon is registered as member '{}' (give each daemon its own cluster.member)",
-                self.c.cfg.member
-            ));
+            return Err(e);
         }
         self.generation += 1;
         let session = Session {
@@ -277,6 +265,48 @@ impl Agent {
         let generation = self.generation;
         tokio::spawn(keep_alive(c, client, lease, generation));
         Ok(())
+    }
+
+    /// Creates our member key on `lease`. A live key of our name that is our own previous
+    /// session is ended first (its lease revoked: its owner keys go with it, and are claimed
+    /// again), quietly; any other refuses the join.
+    async fn register(&mut self, client: &mut Client, lease: i64) -> Result<(), String> {
+        let key = self.c.keys.member(&self.c.cfg.member);
+        let value = serde_json::json!({
+            "member": self.c.cfg.member, "lease": lease, "since": chrono::Utc::now(),
+            "session": self.c.token.proof(),
+        })
+        .to_string();
+        for attempt in 0..2 {
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(
+                    key.clone(),
+                    value.clone(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )])
+                .or_else([TxnOp::get(key.clone(), None)]);
+            let r = client.txn(txn).await.map_err(|e| e.to_string())?;
+            if r.succeeded() {
+                return Ok(());
+            }
+            let (held_lease, held_value) = first_kv(&r).unwrap_or_default();
+            let ours = (held_lease != 0 && Some(held_lease) == self.last_lease)
+                || self.c.token.proves(&held_value);
+            if !ours || attempt > 0 {
+                break;
+            }
+            info!(self.c.log, "this daemon's previous session still holds its member key: ending it and taking its place"; "event" => "cluster_session_resumed",
+                "old_lease" => held_lease);
+            client
+                .lease_revoke(held_lease)
+                .await
+                .map_err(|e| format!("cannot end this daemon's previous session: {e}"))?;
+        }
+        Err(format!(
+            "another live daemon is registered as member '{}' (give each daemon its own cluster.member)",
+            self.c.cfg.member
+        ))
     }
 
     async fn reconcile(&mut self, s: &Session) {
@@ -389,6 +419,7 @@ impl Agent {
                 Err(e) => debug!(self.c.log, "claim failed"; "target" => &cl.target, "error" => %e),
             }
         }
+        self.c.adopt_announcements(s, &mut gained).await;
         let mut takeovers = 0;
         let mut names = vec![];
         for (t, value, claimed) in gained {
@@ -601,9 +632,10 @@ async fn get_state(s: &Session, key: &str) -> Option<Vec<u8>> {
     Some(r.kvs().first()?.value().to_vec())
 }
 
-fn first_kv_lease(r: &etcd_client::TxnResponse) -> Option<i64> {
+/// The lease and value of the first key a transaction's reads found.
+fn first_kv(r: &etcd_client::TxnResponse) -> Option<(i64, Vec<u8>)> {
     r.op_responses().into_iter().find_map(|o| match o {
-        TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.lease()),
+        TxnOpResponse::Get(g) => g.kvs().first().map(|kv| (kv.lease(), kv.value().to_vec())),
         _ => None,
     })
 }

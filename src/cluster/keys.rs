@@ -11,7 +11,7 @@ pub enum Family {
     /// `targets/{member}`: the target names a member lists.
     Listing,
     /// `listed/{member}`: the hash of that listing.
-    Announced,
+    Listed,
 }
 
 /// The key names of one fleet.
@@ -71,7 +71,7 @@ impl Keys {
             "members" => Family::Member,
             "owner" => Family::Owner,
             "targets" => Family::Listing,
-            "listed" => Family::Announced,
+            "listed" => Family::Listed,
             _ => return None,
         };
         (!name.is_empty()).then_some((family, name))
@@ -82,8 +82,22 @@ impl Keys {
         format!("{}state/{target}", self.root)
     }
 
+    /// Outages announced while coordination was lost, for the target's next owner:
+    /// `announced/{target}` ([`super::announce`]).
+    pub fn announcements(&self) -> String {
+        format!("{}announced/", self.root)
+    }
+    pub fn announced(&self, target: &str) -> String {
+        format!("{}{target}", self.announcements())
+    }
+
     /// The last restart intent for a server: `restart/{host:port}`.
     pub fn restart(&self, server: &str) -> String {
         format!("{}restart/{server}", self.root)
+    }
+
+    /// The part of `key` after `prefix`, when it starts with it.
+    pub fn strip<'a>(key: &'a str, prefix: &str) -> Option<&'a str> {
+        key.strip_prefix(prefix).filter(|rest| !rest.is_empty())
     }
 }

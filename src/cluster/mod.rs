@@ -15,18 +15,23 @@
 //!   remediation ([`Cluster::fenced`]), and every restart is a compare-and-swap on the owner
 //!   key (`restart.rs`, the [`crate::lease::LeaseBackend`] of cluster mode).
 //! - State that must survive a takeover (budget, backoff, the open incident) is kept in etcd
-//!   by the owner (`state.rs`).
+//!   by the owner (`state.rs`), with how each notice of the open incident was delivered
+//!   (`deliveries.rs`), so a new owner sends only what was not.
 
 mod agent;
+pub mod announce;
+mod deliveries;
 mod keys;
 mod ownership;
 pub mod rendezvous;
 mod restart;
+pub mod session_token;
 pub mod state;
 mod view;
 mod watch;
 
 pub use ownership::{Member, OwnerKey};
+pub use session_token::SessionToken;
 pub use state::TargetState;
 
 use crate::config::ClusterConfig;
@@ -163,6 +168,8 @@ struct Shared {
     /// state its Monitor writes on closing the incident lands before a hand-off.
     settling: std::collections::HashMap<String, Instant>,
     owned: BTreeSet<String>,
+    /// Outages announced while coordination was lost, not yet written to etcd.
+    announced: BTreeMap<String, state::IncidentState>,
 }
 
 /// The handle every part of the daemon shares. Cheap to query from an actor's thread; every
@@ -180,13 +187,21 @@ pub struct Cluster {
     state_lock: tokio::sync::Mutex<()>,
     /// Shutting down: the agent does nothing more (no claims, no "coordination lost").
     leaving: std::sync::atomic::AtomicBool,
+    /// Proves at join that a live member key of our name is this daemon's previous session.
+    token: SessionToken,
     log: Logger,
 }
 
 impl Cluster {
     /// Starts the cluster thread (its own runtime: keep-alives, reads, claims) and returns
-    /// the shared handle; `events` receives what the Supervisor must act on.
-    pub fn start(cfg: ClusterConfig, log: &Logger, events: Events) -> std::io::Result<Arc<Self>> {
+    /// the shared handle; `events` receives what the Supervisor must act on; `token` proves
+    /// this daemon's previous session ([`session_token`]).
+    pub fn start(
+        cfg: ClusterConfig,
+        log: &Logger,
+        events: Events,
+        token: SessionToken,
+    ) -> std::io::Result<Arc<Self>> {
         let log = log.new(slog::o!("actor" => "cluster", "member" => cfg.member.clone()));
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -211,6 +226,7 @@ impl Cluster {
                     renewed_ms: AtomicU64::new(0),
                     state_lock: tokio::sync::Mutex::new(()),
                     leaving: std::sync::atomic::AtomicBool::new(false),
+                    token,
                     log,
                 });
                 let _ = tx.send(Ok(cluster.clone()));
@@ -348,10 +364,29 @@ impl Cluster {
         rx
     }
 
+    /// Writes the record's state, with the delivery marks already kept for the same
+    /// incident (the record does not hold them: the Notifier writes them).
     async fn put_state(&self, target: &str, state: &TargetState) -> Result<(), String> {
         let Some(s) = self.lock().session.clone() else {
             return Err("no etcd session".into());
         };
+        let mut state = state.clone();
+        if let Some(inc) = state.incident.as_mut() {
+            let kept = self.read_state(&s, target).await?.and_then(|k| k.incident);
+            if let Some(k) = kept.filter(|k| k.row.id == inc.row.id) {
+                inc.deliveries = k.deliveries;
+            }
+        }
+        self.write_state(&s, target, &state).await
+    }
+
+    /// Writes `state` as `target`'s while we own it.
+    async fn write_state(
+        &self,
+        s: &Session,
+        target: &str,
+        state: &TargetState,
+    ) -> Result<(), String> {
         let json = serde_json::to_vec(state).map_err(|e| e.to_string())?;
         let put = etcd_client::TxnOp::put(self.keys.state(target), json, None);
         match s
@@ -364,6 +399,11 @@ impl Cluster {
             )),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// Where the Notifier records deliveries: the target's state in etcd.
+    pub fn ledger(self: &Arc<Self>) -> Arc<dyn crate::notify::ledger::DeliveryLedger> {
+        Arc::new(deliveries::EtcdLedger(self.clone()))
     }
 
     /// The restart lease backend of cluster mode.

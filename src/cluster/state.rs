@@ -2,16 +2,21 @@
 //! the restart budget and backoff, the maintenance window, and the open incident with what
 //! was archived, healed and notified. The next owner resumes from it, so an outage stays one
 //! incident (one id, one PagerDuty `dedup_key`) and the budget counts every daemon's restarts.
-
+//! Beside the incident, how each of its notices went on each channel (`deliveries`, written
+//! by the Notifier through `deliveries.rs`): the next owner sends only what was not delivered.
 //!
 //! Who writes it: any client that can write etcd, not only our daemons. So a value is data,
 //! checked against the key it came from before anything of it is used ([`TargetState::decode`]):
 //! its incident must be that target's with an id that parses, its times in range. Such a
 //! client can make a target forget its budget and open incident (it could delete the key
 //! anyway); it cannot make a daemon write outside its directories or act for another target.
+//! It can mark a notice delivered, so that a new owner does not send it: no more than
+//! deleting the incident does. Marks past [`MAX_MARKS`], or with names longer than a
+//! channel's or a kind's, refuse the whole value.
 
 use crate::ids::check_time;
 use crate::incident::TargetRecord;
+use crate::notify::ledger::Mark;
 use crate::notify::Notice;
 use crate::store::{IncidentRow, OpenIncident, StoredTarget, Untrusted};
 use chrono::{DateTime, Utc};
@@ -38,6 +43,77 @@ pub struct TargetState {
 pub struct IncidentState {
     pub row: IncidentRow,
     pub notices: Vec<Notice>,
+    /// How each notice went on each channel; absent in older states.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deliveries: Vec<DeliveryMark>,
+}
+
+/// One notice on one channel (`notify::ledger`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryMark {
+    /// `failure`, `escalation:recovery_timeout`, ... ([`crate::notify::ledger::kind_key`]).
+    pub kind: String,
+    /// `slack`, `pagerduty`, `webhook[0]`, ...
+    pub channel: String,
+    pub mark: Mark,
+}
+
+/// The channel name of a mark for every channel (an outage announced while coordination was
+/// lost, `announce.rs`).
+pub const EVERY_CHANNEL: &str = "*";
+
+/// More marks than an incident's notices on every channel a registry can hold: not a daemon's.
+pub const MAX_MARKS: usize = 512;
+
+impl IncidentState {
+    /// What was recorded of notice `kind` on `channel` (or on every channel: an outage
+    /// announced while coordination was lost, `announce.rs`).
+    pub fn mark(&self, kind: &str, channel: &str) -> Option<Mark> {
+        let on = |c: &str| {
+            self.deliveries
+                .iter()
+                .find(|d| d.kind == kind && d.channel == c)
+        };
+        on(channel).or_else(|| on(EVERY_CHANNEL)).map(|d| d.mark)
+    }
+
+    pub fn set_mark(&mut self, kind: &str, channel: &str, mark: Mark) {
+        match self
+            .deliveries
+            .iter_mut()
+            .find(|d| d.kind == kind && d.channel == channel)
+        {
+            Some(d) => d.mark = mark,
+            None => self.deliveries.push(DeliveryMark {
+                kind: kind.into(),
+                channel: channel.into(),
+                mark,
+            }),
+        }
+    }
+
+    /// Why the marks are not a daemon's, if they are not.
+    pub fn check_marks(&self) -> Result<(), String> {
+        if self.deliveries.len() > MAX_MARKS {
+            return Err(format!(
+                "{} delivery marks (at most {MAX_MARKS})",
+                self.deliveries.len()
+            ));
+        }
+        let bad = |s: &str| s.is_empty() || s.len() > 64 || s.chars().any(char::is_control);
+        match self
+            .deliveries
+            .iter()
+            .find(|d| bad(&d.kind) || bad(&d.channel))
+        {
+            Some(d) => Err(format!(
+                "a delivery mark names kind {:?} on channel {:?}",
+                crate::notify::clip(&d.kind, 80),
+                crate::notify::clip(&d.channel, 80)
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 impl TargetState {
@@ -55,6 +131,7 @@ impl TargetState {
             incident: rec.incident.as_ref().map(|inc| IncidentState {
                 row: IncidentRow::of(inc, rec.phase),
                 notices: inc.notices.clone(),
+                deliveries: Vec::new(),
             }),
             written_by: member.to_string(),
             identity: rec.identity.clone(),
@@ -94,7 +171,11 @@ impl TargetState {
         }
         crate::ids::MemberId::parse(&self.written_by).map_err(|e| e.to_string())?;
         let (open, heal_started) = match self.incident {
-            Some(IncidentState { mut row, notices }) => {
+            Some(inc) => {
+                inc.check_marks()?;
+                let IncidentState {
+                    mut row, notices, ..
+                } = inc;
                 row.notices = notices;
                 // A heal recorded as issued may have run: never restart twice.
                 let started = row.heal_issued_at.is_some();

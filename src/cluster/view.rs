@@ -84,7 +84,7 @@ impl View {
     pub fn listings_to_read(&self, keys: &Keys, kvs: &[Kv]) -> Vec<String> {
         kvs.iter()
             .filter_map(|kv| match keys.family(kv.key) {
-                Some((Family::Announced, m)) => Some((m, kv.value)),
+                Some((Family::Listed, m)) => Some((m, kv.value)),
                 _ => None,
             })
             .filter(|(m, h)| {
@@ -159,12 +159,12 @@ impl View {
                     }
                 }
             }
-            Family::Listing | Family::Announced => {
+            Family::Listing | Family::Listed => {
                 if let Err(e) = MemberId::parse(&name) {
                     return refuse(e.to_string());
                 }
                 self.placement_gen = self.placement_gen.wrapping_add(1);
-                if family == Family::Announced {
+                if family == Family::Listed {
                     self.announced.insert(name, value);
                     return None;
                 }
@@ -198,7 +198,7 @@ impl View {
                 self.listings.remove(name);
                 self.placement_gen = self.placement_gen.wrapping_add(1);
             }
-            Family::Announced => {
+            Family::Listed => {
                 self.announced.remove(name);
             }
         }

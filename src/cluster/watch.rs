@@ -154,7 +154,10 @@ async fn watch_from(
             .with_prefix()
             .with_start_revision(revision + 1)
             .with_progress_notify();
-        let mut client = s.client.watch_client().max_decoding_message_size(MAX_ANSWER);
+        let mut client = s
+            .client
+            .watch_client()
+            .max_decoding_message_size(MAX_ANSWER);
         let mut stream = match client.watch(c.keys.root(), Some(opts)).await {
             Ok(st) => st,
             Err(e) => {

@@ -6,10 +6,12 @@
 //! - `record.rs`: [`TargetRecord`], the machine's state, shared with the Supervisor.
 //! - `machine.rs`: `step(record, env, observation) -> actions`, the whole incident policy.
 //! - `machine/heal.rs`: the restart gates (manager, policy, fleet guard, budget, backoff, lease).
+//! - `orphan.rs`: a target watched without its owner's powers while coordination is lost.
 //! - `actions.rs`: what the machine asks for ([`Action`]) and what it is told ([`Observation`]).
 
 pub mod actions;
 pub mod machine;
+pub mod orphan;
 pub mod record;
 #[cfg(test)]
 mod tests;

@@ -69,6 +69,9 @@ pub struct TargetRecord {
     pub identity: Option<crate::probe::identity::LearnedIdentity>,
     /// Said once that the server's identity cannot be read (the check is off meanwhile).
     pub identity_unchecked_said: bool,
+    /// Cluster mode: notices the Monitor withheld while this daemon was fenced, sent when
+    /// the fence lifts if their incident is still open (else dropped).
+    pub withheld: Vec<crate::notify::Notice>,
 }
 
 impl Default for TargetRecord {
@@ -98,6 +101,7 @@ impl Default for TargetRecord {
             lease_pending: None,
             identity: None,
             identity_unchecked_said: false,
+            withheld: Vec::new(),
         }
     }
 }

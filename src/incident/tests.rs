@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 /// One target: threshold 3, budget 2 per hour, backoff 10 s, recovery_timeout 60 s, a heal
 /// command; `extra` is YAML appended to the target's entry.
-fn target(extra: &str) -> TargetConfig {
+pub(super) fn target(extra: &str) -> TargetConfig {
     let text = format!(
         r#"
 defaults:

@@ -27,6 +27,13 @@ pub trait Channel: Send + Sync {
         false
     }
 
+    /// True when the service folds two sends of one notice into one alert (PagerDuty's
+    /// `dedup_key`): a send whose outcome is unknown is then repeated without a note
+    /// ([`super::ledger`]).
+    fn dedups_by_key(&self) -> bool {
+        false
+    }
+
     /// Delivers one notice with `client` under the retry `policy`; returns the attempts used.
     fn send<'a>(
         &'a self,
@@ -46,6 +53,10 @@ pub(crate) fn host_of(ep: &Endpoint) -> String {
 pub(crate) trait JsonPost: Send + Sync {
     fn endpoint(&self) -> &Endpoint;
     fn body(&self, n: &Notice) -> serde_json::Value;
+    /// [`Channel::dedups_by_key`].
+    fn dedups_by_key(&self) -> bool {
+        false
+    }
 }
 
 impl<T: JsonPost> Channel for T {
@@ -54,6 +65,9 @@ impl<T: JsonPost> Channel for T {
     }
     fn host(&self) -> String {
         host_of(self.endpoint())
+    }
+    fn dedups_by_key(&self) -> bool {
+        JsonPost::dedups_by_key(self)
     }
     fn send<'a>(
         &'a self,

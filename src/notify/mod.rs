@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod discord;
 pub mod gate;
 pub mod http;
+pub mod ledger;
 pub mod pagerduty;
 pub mod slack;
 pub mod webhook;

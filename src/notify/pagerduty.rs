@@ -21,6 +21,10 @@ impl JsonPost for PagerDuty {
     fn body(&self, n: &Notice) -> Value {
         payload(n, self.routing_key.expose())
     }
+    /// The same outage has the same `dedup_key` whichever daemon sends it.
+    fn dedups_by_key(&self) -> bool {
+        true
+    }
 }
 
 /// The Events v2 body for `n`, with the integration's routing key.

@@ -179,14 +179,46 @@ impl Monitor {
 
     /// Sends a notice, unless this daemon is fenced (cluster mode): the target may be another
     /// daemon's by now, and that daemon announces the outage; two pages for one outage are
-    /// what the cluster exists to prevent.
+    /// what the cluster exists to prevent. A withheld notice is kept: sent when the fence
+    /// lifts with the outage still on ([`Monitor::send_withheld`]), or, once the target is
+    /// dropped, announced by the orphan watch if nobody heals it (`supervisor/orphans.rs`).
     fn notify(&self, n: Notice) {
         if let Some(why) = self.peers.cluster.as_ref().and_then(|c| c.fenced()) {
-            warn!(self.log, "notice withheld: this daemon lost coordination, the target's owner announces it"; "event" => "notice_withheld",
+            warn!(self.log, "notice withheld while this daemon is fenced: sent when the fence lifts if the outage is still on"; "event" => "notice_withheld",
                 "kind" => n.kind.label(), "incident" => &n.incident_id, "why" => why);
+            self.record.lock().withheld.push(n);
             return;
         }
         self.peers.notifier.do_send(Notify(n));
+    }
+
+    /// The fence lifted (the lease was renewed in time): sends the notices withheld during it
+    /// whose incident is still open; the others are over and dropped.
+    pub(super) fn send_withheld(&self) {
+        if self
+            .peers
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.fenced().is_some())
+        {
+            return;
+        }
+        let due: Vec<Notice> = {
+            let mut rec = self.record.lock();
+            if rec.withheld.is_empty() {
+                return;
+            }
+            let open = rec.incident.as_ref().map(|i| i.id.to_string());
+            std::mem::take(&mut rec.withheld)
+                .into_iter()
+                .filter(|n| open.as_deref() == Some(n.incident_id.as_str()))
+                .collect()
+        };
+        for n in due {
+            info!(self.log, "fence lifted with the outage still on: sending the notice withheld during it"; "event" => "notice_released",
+                "kind" => n.kind.label(), "incident" => &n.incident_id);
+            self.peers.notifier.do_send(Notify(n));
+        }
     }
 
     fn fleet_alert(&self, failing: usize, total: usize) {

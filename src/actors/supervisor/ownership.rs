@@ -11,12 +11,13 @@ use actix::prelude::*;
 use slog::{error, info};
 
 impl StreamHandler<ClusterEvent> for Supervisor {
-    fn handle(&mut self, ev: ClusterEvent, _: &mut Context<Self>) {
+    fn handle(&mut self, ev: ClusterEvent, ctx: &mut Context<Self>) {
         if self.stopping {
             return;
         }
         match ev {
             ClusterEvent::Gained { target, state } => {
+                self.regain_orphan(&target);
                 self.owned.insert(target.clone());
                 self.handed_state
                     .insert(target, state.map(|s| *s).unwrap_or_default());
@@ -25,15 +26,19 @@ impl StreamHandler<ClusterEvent> for Supervisor {
             ClusterEvent::Lost { target, why } => {
                 self.owned.remove(&target);
                 self.handed_state.remove(&target);
+                drop(self.end_orphan(&target));
                 if let Some(slot) = self.slots.remove(&target) {
                     slot.addr.do_send(crate::actors::messages::Retire);
                     crate::metrics::global().forget_target(&target);
-                    let open = slot
-                        .record
-                        .lock()
-                        .incident
-                        .as_ref()
-                        .map(|i| i.id.to_string());
+                    let (incident, withheld) = {
+                        let mut rec = slot.record.lock();
+                        (rec.incident.clone(), std::mem::take(&mut rec.withheld))
+                    };
+                    if why == "fenced" {
+                        // Still probed from here, never restarted (`orphans.rs`).
+                        self.watch_orphan(slot.cfg.clone(), incident.clone(), withheld, ctx);
+                    }
+                    let open = incident.as_ref().map(|i| i.id.to_string());
                     if let Some(incident_id) = open {
                         info!(self.log, "target lost mid-incident: its new owner continues the incident";
                             "event" => "cluster_target_lost", "target" => &target, "why" => why);
@@ -62,7 +67,8 @@ impl Supervisor {
             self.say_untrusted(t, &u);
         }
         let resumed = state.open.as_ref().map(|o| o.id().to_string());
-        let rec = crate::store::record_from(state, &t.budget);
+        let mut rec = crate::store::record_from(state, &t.budget);
+        rec.withheld = self.withheld_for(&t.name);
         if let Some(id) = resumed {
             info!(self.log, "took over an open incident: continuing it"; "event" => "incident_taken_over",
                 "target" => &t.name, "incident" => id, "phase" => rec.phase.label());
@@ -108,8 +114,8 @@ impl Supervisor {
             })
             .clone();
         let (kind, summary) = if lost {
-            error!(self.log, "coordination lost: this daemon runs no target and restarts nothing until etcd answers again"; "event" => "coordination_lost", "reason" => &reason);
-            (NoticeKind::Escalation, format!("Daemon {} lost coordination ({reason}). It restarts nothing and has dropped its targets; the other daemons take them over if they still reach etcd. Check etcd ({endpoint}) and this host's network.", cluster.member()))
+            error!(self.log, "coordination lost: this daemon restarts nothing until etcd answers again; it still probes the targets it owned"; "event" => "coordination_lost", "reason" => &reason);
+            (NoticeKind::Escalation, format!("Daemon {} lost coordination ({reason}). It restarts nothing; the other daemons take its targets over if they still reach etcd, and it still probes them and says if one stays down. Check etcd ({endpoint}) and this host's network.", cluster.member()))
         } else {
             info!(self.log, "coordination restored"; "event" => "coordination_restored");
             self.coordination_incident = None;
