@@ -11,24 +11,6 @@ use support::*;
 const LONG: Duration = Duration::from_secs(90);
 const TOKEN: &str = "test-token-0123456789abcdef";
 
-/// Adds `server:` to the registry just written; returns the listen address.
-fn with_server(ws: &Workspace, token: Option<&str>) -> String {
-    let addr = format!(
-        "127.0.0.1:{}",
-        sentinel_remedy::pgcluster::free_port().unwrap()
-    );
-    let token = token
-        .map(|t| format!(", token: \"{t}\""))
-        .unwrap_or_default();
-    let text = std::fs::read_to_string(ws.config()).unwrap();
-    std::fs::write(
-        ws.config(),
-        format!("server: {{ listen: \"{addr}\"{token} }}\n{text}"),
-    )
-    .unwrap();
-    addr
-}
-
 fn hook_only(rx: &Receiver) -> String {
     format!("  webhooks: [ {{ url: \"{}/hook\" }} ]\n", rx.base())
 }

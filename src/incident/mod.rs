@@ -100,6 +100,9 @@ pub struct Incident {
     /// Every notice issued for this incident, recorded before it is sent: a replacement
     /// Monitor re-sends them all and the Notifier drops the ones it already has.
     pub notices: Vec<crate::notify::Notice>,
+    /// What the flight recorder saw move most before the failure (`flight::movers`), for
+    /// the failure alert.
+    pub before: Option<String>,
 }
 
 impl Incident {
@@ -126,6 +129,7 @@ impl Incident {
             alerted: false,
             escalated_at: None,
             notices: Vec::new(),
+            before: None,
         }
     }
 

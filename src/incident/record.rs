@@ -69,6 +69,16 @@ pub struct TargetRecord {
     pub identity: Option<crate::probe::identity::LearnedIdentity>,
     /// Said once that the server's identity cannot be read (the check is off meanwhile).
     pub identity_unchecked_said: bool,
+    /// The postmaster's start time the last passing probe read, and at which endpoint: a
+    /// later one that differs is a restart nobody announced.
+    pub server_started: Option<(String, DateTime<Utc>)>,
+    /// The incident of a restart nobody announced, while its bundle is written (it closes
+    /// with its one notice then). Apart from `incident`: the server is up, nothing waits on it.
+    pub unannounced: Option<Incident>,
+    /// The flight recorder's samples of this target (`crate::flight`).
+    pub flight: crate::flight::Ring,
+    /// Early warnings raised and not cleared yet, each with the id its notices share.
+    pub warnings: std::collections::BTreeMap<crate::flight::warn::Condition, String>,
 }
 
 impl Default for TargetRecord {
@@ -98,6 +108,10 @@ impl Default for TargetRecord {
             lease_pending: None,
             identity: None,
             identity_unchecked_said: false,
+            server_started: None,
+            unannounced: None,
+            flight: Default::default(),
+            warnings: Default::default(),
         }
     }
 }

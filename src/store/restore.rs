@@ -207,6 +207,8 @@ fn incident_from_row(open: &OpenIncident) -> Incident {
         alerted: row.alerted,
         escalated_at: row.escalated_at.map(instant_at),
         notices: row.notices.clone(),
+        // Its notices, recorded with the line, are what a restored incident re-sends.
+        before: None,
     }
 }
 

@@ -385,6 +385,27 @@ impl Workspace {
     }
 }
 
+/// Adds `server:` to the registry just written; returns the listen address.
+pub fn with_server(ws: &Workspace, token: Option<&str>) -> String {
+    let addr = format!(
+        "127.0.0.1:{}",
+        sentinel_remedy::pgcluster::free_port().unwrap()
+    );
+    let token = token
+        .map(|t| format!(", token: \"{t}\""))
+        .unwrap_or_default();
+    ws.prepend_registry(&format!("server: {{ listen: \"{addr}\"{token} }}\n"));
+    addr
+}
+
+impl Workspace {
+    /// Puts `lines` (whole top-level sections) before the registry just written.
+    pub fn prepend_registry(&self, lines: &str) {
+        let text = std::fs::read_to_string(self.config()).expect("registry");
+        std::fs::write(self.config(), format!("{lines}{text}")).expect("registry");
+    }
+}
+
 /// `notify:` lines pointing Slack, Discord and a generic webhook at one receiver.
 pub fn notify_all(r: &Receiver) -> String {
     format!(
