@@ -278,3 +278,39 @@ fn connections_nearly_exhausted_warn_once_and_clear_once() {
     assert_eq!(rx.accepted("/slack").len(), 2);
     rx.assert_all_well_formed();
 }
+
+/// A container under a 256 MiB memory limit: each sample carries its cgroup's memory use and
+/// limit, read through the Engine, and `/status` shows them.
+#[test]
+fn a_container_sample_carries_its_cgroup_memory_and_limit() {
+    let c = support::docker::PgContainer::start("flight", None);
+    support::docker::docker(&[
+        "update",
+        "--memory",
+        "256m",
+        "--memory-swap",
+        "256m",
+        &c.name,
+    ]);
+    let ws = Workspace::new();
+    let text = format!(
+        "{RECORDER_EVERY_SECOND}notify:\n  console: false\ntargets:\n  - name: box\n    dsn: \"{}\"\n    probe: {{ interval: 1s, timeout: 2s }}\n    heal:\n      docker: {{ container: {} }}\n",
+        c.dsn(),
+        c.name
+    );
+    std::fs::write(ws.config(), text).unwrap();
+    let addr = with_server(&ws, None);
+    let d = Daemon::run(&ws, &[]);
+    d.wait_event("api_listening", None, LONG);
+    let v = wait_for(LONG, "the container's memory in /status", || {
+        vitals(&addr, "box").filter(|v| v["container_memory_bytes"].as_f64().is_some())
+    });
+    println!("vitals: {v}");
+    assert_eq!(v["container_memory_limit_bytes"], 256.0 * 1024.0 * 1024.0);
+    let used = v["container_memory_bytes"].as_f64().unwrap();
+    assert!(used > 1e6 && used < 256.0 * 1024.0 * 1024.0, "{used}");
+    assert!(
+        v.get("postmaster_rss_bytes").is_none(),
+        "no pid file: no host process"
+    );
+}

@@ -168,3 +168,46 @@ pub(crate) fn merge_recorder(
     );
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{load_str, Source, VarSource};
+
+    fn load(recorder: &str) -> Result<crate::config::Registry, String> {
+        let text = format!(
+            "defaults:\n  recorder: {recorder}\ntargets:\n  - name: db\n    dsn: postgres://u@h/db\n    recorder: {{ xid_age: 0 }}\n"
+        );
+        load_str(
+            &text,
+            Source::Generated("test".into()),
+            &VarSource::fixed(Default::default()),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_apply_targets_override_and_bad_values_are_named_with_the_fix() {
+        let r = load("{ every: 5s, window: 1m, connections_percent: 80 }").unwrap();
+        let c = &r.targets[0].recorder;
+        assert_eq!((c.every.as_secs(), c.window.as_secs()), (5, 60));
+        assert_eq!(c.samples(), 13);
+        assert_eq!(c.warn.connections_percent, Some(80.0));
+        assert_eq!(c.warn.xid_age, None, "0 turns it off on the target");
+        assert_eq!(c.warn.disk_percent, Some(90.0));
+        let e = load("{ every: 100ms, window: 2h, disk_percent: 120, bogus: 1 }").unwrap_err();
+        for want in ["defaults.recorder", "bogus"] {
+            assert!(e.contains(want), "{want} in {e}");
+        }
+        let e = load("{ every: 100ms, window: 2h, disk_percent: 120 }").unwrap_err();
+        for want in [
+            "defaults.recorder.every",
+            "use 1s or more",
+            "defaults.recorder.window",
+            "between 1 and 360",
+            "defaults.recorder.disk_percent",
+            "0 to turn the warning off",
+        ] {
+            assert!(e.contains(want), "{want} in {e}");
+        }
+    }
+}

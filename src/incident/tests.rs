@@ -978,3 +978,35 @@ fn a_restart_nobody_announced_is_archived_and_told_once() {
     assert!(events(&out).contains(&"server_start_moved".to_string()));
     assert_eq!(t.rec.phase, Phase::Healthy);
 }
+
+/// Samples over the connections threshold raise one warning; more samples over it say
+/// nothing; one well under it clears it once, under the same id.
+#[test]
+fn an_early_warning_is_raised_once_and_cleared_once() {
+    use crate::flight::{Sample, Vital};
+    let mut t = T::new("");
+    let sample = |t: &T, conns: f64| {
+        let mut values = [f64::NAN; Vital::COUNT];
+        values[Vital::Connections as usize] = conns;
+        values[Vital::MaxConnections as usize] = 100.0;
+        Sample {
+            at_ms: t.utc.timestamp_millis(),
+            values,
+        }
+    };
+    let s = sample(&t, 95.0);
+    let out = t.step(Observation::Sample(s));
+    assert_eq!(names(&out), ["notify:warning"]);
+    let id = notices(&out)[0].incident_id.clone();
+    assert!(id.ends_with("-db-connections_nearly_exhausted"), "{id}");
+    t.at(Duration::from_secs(10));
+    let s = sample(&t, 99.0);
+    assert!(names(&t.step(Observation::Sample(s))).is_empty());
+    t.at(Duration::from_secs(10));
+    let s = sample(&t, 50.0);
+    let out = t.step(Observation::Sample(s));
+    assert_eq!(names(&out), ["notify:warning_cleared"]);
+    assert_eq!(notices(&out)[0].incident_id, id);
+    assert_eq!(t.rec.flight.samples().len(), 3);
+    assert!(t.rec.warnings.is_empty());
+}

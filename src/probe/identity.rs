@@ -21,10 +21,9 @@
 //! text): a start time that moves between two passing probes is a restart nobody announced
 //! (a crash and a restart by another manager inside one interval), which the incident machine
 //! turns into an incident of its own. Read on every probe, not at a cadence: it is one more
-//! column of a row already sent for, in the same round trip (measured in `scripts/bench.sh`,
-//! section `identity`: no difference in the probe's latency or the daemon's CPU within
-//! the noise), and a cadence would let a restart slip through whenever two restarts fell in
-//! one period. A crash of one backend with crash recovery does not move it (the postmaster
+//! column of a row already sent for, in the same round trip (its cost on the server is
+//! measured in `scripts/bench.sh`, section `recorder`), and a cadence would let a restart slip
+//! through whenever two restarts fell in one period. A crash of one backend with crash recovery does not move it (the postmaster
 //! lives on); that outage is the log reader's to see.
 
 use super::query::{self, FirstRow};

@@ -67,18 +67,23 @@ impl Machine<'_, '_> {
         self.out.push(Action::Notify(n));
     }
 
+    /// A warning's notice: no failure, archive or outage (nothing is down).
     fn warning(&self, kind: NoticeKind, id: &str, summary: String) -> Notice {
         let t = self.env.target;
-        let mut n = Notice::about_daemon(
+        Notice {
             kind,
-            None,
-            t.name.clone(),
-            t.dsn.endpoint(),
-            id.to_string(),
+            target: t.name.clone(),
+            endpoint: t.dsn.endpoint(),
+            incident_id: id.to_string(),
+            timestamp: self.env.now_utc,
+            failure: None,
+            archive: None,
+            reason: None,
+            downtime_seconds: None,
+            time_to_recovery_seconds: None,
             summary,
-        );
-        n.timestamp = self.env.now_utc;
-        n
+            outage: None,
+        }
     }
 
     /// The ring for the bundle, when the recorder is on.
