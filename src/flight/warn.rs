@@ -165,4 +165,27 @@ mod tests {
         };
         assert!(changes(&conns(20.0), &off, &BTreeSet::new()).is_empty());
     }
+
+    #[test]
+    fn the_fuller_filesystem_and_the_xid_age_are_judged_too() {
+        let th = crate::config::RecorderConfig::default().warn;
+        let mut values = [f64::NAN; Vital::COUNT];
+        let gib = 1024.0 * 1024.0 * 1024.0;
+        values[Vital::DataDiskFree as usize] = 5.0 * gib;
+        values[Vital::DataDiskSize as usize] = 10.0 * gib;
+        values[Vital::WalDiskFree as usize] = 0.5 * gib;
+        values[Vital::WalDiskSize as usize] = 10.0 * gib;
+        values[Vital::XidAge as usize] = 1.6e9;
+        let s = Sample { at_ms: 0, values };
+        let c = changes(&s, &th, &BTreeSet::new());
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert!(
+            matches!(&c[0], Change::Raise(Condition::DiskNearlyFull, t) if t.starts_with("pg_wal's filesystem is 95.0 % full (512 MiB free of 10.0 GiB")),
+            "{c:?}"
+        );
+        assert!(matches!(
+            &c[1],
+            Change::Raise(Condition::XidWraparoundNear, _)
+        ));
+    }
 }
