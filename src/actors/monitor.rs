@@ -239,9 +239,7 @@ impl Monitor {
             self.arm_watch(ctx);
         }
     }
-}
 
-impl Monitor {
     /// Completes a flight recorder sample with the host's numbers (off this thread, bounded)
     /// and hands it to the machine. One host read at a time: a hung filesystem skips samples'
     /// host halves rather than piling up threads.

@@ -1,7 +1,8 @@
 //! Which vitals moved most before a failure, as one line for the alert: the newest sample
 //! against the oldest in the ring, each change weighed against the larger of the two values
 //! (and a floor per vital, so 0 → 1 waiting lock is no headline), the one to three largest
-//! named: "connections 100/100, up from 41 10 minutes before". Pure: samples in, text out.
+//! named: "connections 100/100, up from 41 over the 10 minutes before". Pure: samples in,
+//! text out.
 
 use super::{wal_rate, Ring, Sample, Vital};
 
@@ -154,7 +155,7 @@ pub fn line(ring: &Ring) -> Option<String> {
         .map(|(_, c)| {
             let dir = if c.last >= c.first { "up" } else { "down" };
             format!(
-                "{} {}{}, {dir} from {} {when} before",
+                "{} {}{}, {dir} from {} over the {when} before",
                 c.name,
                 (c.show)(c.last),
                 c.of.unwrap_or_default(),
@@ -219,7 +220,7 @@ mod tests {
         let l = line(&r).unwrap();
         assert_eq!(
             l,
-            "Before the failure: connections 100/100, up from 41 10 minutes before."
+            "Before the failure: connections 100/100, up from 41 over the 10 minutes before."
         );
         let mut quiet = Ring::default();
         quiet.push(sample(0, &base), 10);

@@ -437,13 +437,15 @@ impl Machine<'_, '_> {
             .rec
             .first_failure
             .unwrap_or((self.env.now_utc, self.env.now));
-        let inc = Incident::new(
+        let mut inc = Incident::new(
             &self.env.target.name,
             f,
             hard,
             first,
             (self.env.now_utc, self.env.now),
         );
+        // What moved before it, for the failure alert.
+        inc.before = crate::flight::movers::line(&self.rec.flight);
         let detect_ms = self
             .env
             .now
@@ -460,8 +462,6 @@ impl Machine<'_, '_> {
             class: inc.failure.class.label(),
         }));
         let detail = format!("{}: {}", inc.failure.class.label(), inc.failure.detail);
-        let mut inc = inc;
-        inc.before = crate::flight::movers::line(&self.rec.flight);
         self.rec.incident = Some(inc);
         self.rec.phase = Phase::Archiving;
         self.persist("declared", detail);
