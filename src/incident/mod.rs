@@ -6,6 +6,9 @@
 //! - `record.rs`: [`TargetRecord`], the machine's state, shared with the Supervisor.
 //! - `machine.rs`: `step(record, env, observation) -> actions`, the whole incident policy.
 //! - `machine/heal.rs`: the restart gates (manager, policy, fleet guard, budget, backoff, lease).
+//! - `machine/identity.rs`: whether a passing probe came from the target's own server.
+//! - `machine/unannounced.rs`: a restart nobody announced (the postmaster's start time moved).
+//! - `machine/recorder.rs`: flight recorder samples and the early warnings they raise.
 //! - `actions.rs`: what the machine asks for ([`Action`]) and what it is told ([`Observation`]).
 
 pub mod actions;
