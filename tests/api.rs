@@ -576,37 +576,6 @@ fn probes(addr: &str, target: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
-/// A tmpfs mounted for one test and unmounted (lazily, so a daemon still holding files does
-/// not keep it) when dropped.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &std::path::Path, size: &str) -> Option<Self> {
-        std::fs::create_dir_all(at).ok()?;
-        let ok = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(at)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Self(at.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// Item 7: with the state directory on a full filesystem, /healthz answers 503 naming the
 /// store, where it used to say `store: ok`.
 #[test]

@@ -314,3 +314,75 @@ fn a_container_sample_carries_its_cgroup_memory_and_limit() {
         "no pid file: no host process"
     );
 }
+
+/// (free, size) bytes of the filesystem holding `path`.
+fn statvfs(path: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statvfs fills the struct we pass for a NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+    let f = st.f_frsize as u64;
+    (st.f_bavail as u64 * f, st.f_blocks as u64 * f)
+}
+
+/// The data directory on a 128 MiB tmpfs that a file fills to 95 %: exactly one early warning
+/// (disk nearly full) naming the filesystem; the file removed: one clearing notice. The server
+/// is never declared failing.
+#[test]
+fn a_data_disk_filling_up_warns_once_and_clears_once() {
+    let ws = Workspace::new();
+    let mnt = ws.path().join("pgfs");
+    let Some(_fs) = Tmpfs::mount(&mnt, "128m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+        return;
+    };
+    // The server runs as nobody when the tests run as root: it must get through.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&mnt, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pg = Pg::start_in(&mnt);
+    let rx = Receiver::start();
+    ws.write_registry(
+        &notify_every_channel(&rx),
+        &[TargetSpec::new("orders", &pg)],
+    );
+    ws.prepend_registry(RECORDER_EVERY_SECOND);
+    let addr = with_server(&ws, None);
+    let d = Daemon::run(&ws, &[]);
+    d.wait_event("api_listening", None, LONG);
+    wait_connections(&addr, "orders", 2.0, false);
+    let (free, size) = statvfs(&mnt);
+    let fill = free - size / 20; // leaves 5 % free
+    println!("tmpfs: {free} free of {size}; writing {fill} bytes");
+    let filler = mnt.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![1u8; 1 << 20];
+    let mut left = fill;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        std::io::Write::write_all(&mut f, &chunk[..n]).unwrap();
+        left -= n as u64;
+    }
+    drop(f);
+    let warning = wait_for(LONG, "the disk warning", || {
+        hooks(&rx, "warning", "orders").pop()
+    });
+    let summary = warning["summary"].as_str().unwrap();
+    println!("warning: {summary}");
+    assert!(
+        summary.starts_with("Disk nearly full: ") && summary.contains("% full"),
+        "{summary}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(hooks(&rx, "warning", "orders").len(), 1);
+    std::fs::remove_file(&filler).unwrap();
+    let cleared = wait_for(LONG, "the clearing notice", || {
+        hooks(&rx, "warning_cleared", "orders").pop()
+    });
+    println!("cleared: {}", cleared["summary"]);
+    assert_eq!(cleared["incident_id"], warning["incident_id"]);
+    assert_eq!(d.count("incident_declared", None), 0);
+    rx.assert_all_well_formed();
+    drop(d);
+    drop(pg);
+}

@@ -73,7 +73,8 @@ fn reading(c: Condition, s: &Sample, th: &WarnThresholds) -> Option<(f64, f64, S
             ]
             .into_iter()
             .flatten()
-            .max_by(|a, b| a.0.total_cmp(&b.0))?;
+            // The data directory's on a tie (pg_wal on the same filesystem).
+            .reduce(|a, b| if b.0 > a.0 { b } else { a })?;
             let (pct, name, free, size) = worst;
             Some((
                 pct,

@@ -65,11 +65,17 @@ impl Pg {
     /// The free port is picked before the server binds it, so a test running beside this one
     /// can take it first: the fixture then starts a new cluster on another port (3 tries).
     pub fn start() -> Self {
+        Self::start_in(&std::env::temp_dir())
+    }
+
+    /// [`Pg::start`] with the cluster's directory (data, log, socket) under `parent`, e.g. a
+    /// small tmpfs.
+    pub fn start_in(parent: &Path) -> Self {
         let mut last = None;
         for _ in 0..3 {
             let dir = tempfile::Builder::new()
                 .prefix("sentinel-pg-")
-                .tempdir()
+                .tempdir_in(parent)
                 .expect("temp dir");
             let password = format!("pw-{:016x}", rand::random::<u64>());
             let cluster = Cluster::init(dir.path(), &password).expect("initdb");
@@ -227,6 +233,38 @@ pub fn as_env<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str
 impl Drop for Pg {
     fn drop(&mut self) {
         self.cluster.stop_quietly();
+    }
+}
+
+/// A tmpfs mounted for one test and unmounted (lazily, so a daemon still holding files does
+/// not keep it) when dropped.
+pub struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// None when no tmpfs can be mounted here (mounting needs CAP_SYS_ADMIN).
+    pub fn mount(at: &std::path::Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(at).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
     }
 }
 
