@@ -170,6 +170,14 @@ impl Ring {
         self.samples.push_back(s);
     }
 
+    /// Drops the samples taken before `at_ms` (the window's far end: with probes sparser than
+    /// `recorder.every` the count alone would reach further back).
+    pub fn forget_before(&mut self, at_ms: i64) {
+        while self.samples.front().is_some_and(|s| s.at_ms < at_ms) {
+            self.samples.pop_front();
+        }
+    }
+
     pub fn samples(&self) -> &VecDeque<Sample> {
         &self.samples
     }

@@ -1009,4 +1009,9 @@ fn an_early_warning_is_raised_once_and_cleared_once() {
     assert_eq!(notices(&out)[0].incident_id, id);
     assert_eq!(t.rec.flight.samples().len(), 3);
     assert!(t.rec.warnings.is_empty());
+    // Past the window (10 minutes by default) the oldest samples go, whatever their count.
+    t.at(Duration::from_secs(600));
+    let s = sample(&t, 50.0);
+    t.step(Observation::Sample(s));
+    assert_eq!(t.rec.flight.samples().len(), 2, "the one 600 s old stays");
 }

@@ -12,6 +12,12 @@ use crate::notify::{Notice, NoticeKind};
 impl Machine<'_, '_> {
     pub(super) fn on_sample(&mut self, s: Sample) {
         let cfg = &self.env.target.recorder;
+        // The window's far end, with half a period of slack for a late probe.
+        let reach = cfg.window + cfg.every / 2;
+        let reach_ms = i64::try_from(reach.as_millis()).unwrap_or(i64::MAX);
+        self.rec
+            .flight
+            .forget_before(s.at_ms.saturating_sub(reach_ms));
         self.rec.flight.push(s, cfg.samples());
         let raised = self.rec.warnings.keys().copied().collect();
         for change in warn::changes(&s, &cfg.warn, &raised) {
