@@ -15,8 +15,9 @@
 //! takeover), BENCH_CLUSTER_WINDOW (20 s), BENCH_TLS_TARGETS (50: targets of the TLS cost
 //! rows, run with `probe` or alone as `tls`; 0 skips), BENCH_TLS_WINDOW (20 s), BENCH_ONLY (a
 //! comma list of sections: recovery, hang, containers, archive, floor, resources, probe, tls,
-//! discovery, takeover, cluster-load, cluster), BENCH_FLOOR_RUNS (10: kills per way in the
-//! floor section).
+//! discovery, takeover, cluster-load, cluster, recorder), BENCH_FLOOR_RUNS (10: kills per way
+//! in the floor section), BENCH_RECORDER_TARGETS (1000: targets of the flight recorder's cost
+//! rows, section `recorder`; 0 skips).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -27,6 +28,8 @@ mod cluster;
 mod cluster_bare;
 #[path = "recovery/floor.rs"]
 mod floor;
+#[path = "recovery/recorder.rs"]
+mod recorder;
 #[path = "recovery/tls.rs"]
 mod tls;
 
@@ -956,5 +959,9 @@ fn main() {
     }
     if run("cluster") && env_num("BENCH_CLUSTER", 1) == 1 {
         cluster_bare::section(env_num("BENCH_CLUSTER_RUNS", 10) as usize);
+    }
+    let recorder_targets = env_num("BENCH_RECORDER_TARGETS", 1000) as usize;
+    if run("recorder") && recorder_targets > 0 {
+        recorder::section(recorder_targets, window);
     }
 }

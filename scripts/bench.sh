@@ -22,10 +22,13 @@
 # (50: the TLS cost rows, plain / sslmode=require / verify-full next to pgbench -C, run with
 # `probe` or alone as `tls`; 0 skips), BENCH_TLS_WINDOW (20 s), BENCH_ONLY (a comma list: only
 # these sections, from recovery, hang, containers, archive, floor, resources, probe, tls,
-# discovery, takeover, cluster-load, cluster), BENCH_FLOOR_RUNS (10: kills per way in section
+# discovery, takeover, cluster-load, cluster, recorder), BENCH_FLOOR_RUNS (10: kills per way in section
 # `floor`: kill → `SELECT 1` for the script floor, Docker's restart policy and the daemon, with
 # the same outside poll, median and max, and where the time goes), BENCH_FLOOR_BASELINE (another
-# daemon binary measured beside it in the same session).
+# daemon binary measured beside it in the same session), BENCH_RECORDER_TARGETS (1000: the flight
+# recorder's cost, section `recorder`: the daemon's CPU and memory per target with the recorder
+# off, at its default cadence and with full rings, and pgbench's cost of the identity query with
+# pg_postmaster_start_time() and of the vitals query; 0 skips).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/deps.sh

@@ -60,6 +60,10 @@ pub enum FailureClass {
     /// The TLS handshake failed otherwise (the server refused the client certificate, no
     /// common protocol version or cipher, channel binding impossible). Alert only.
     TlsHandshake,
+    /// Not a failed probe: two passing probes saw different postmaster start times, so the
+    /// server was restarted between them by something else (a crash and another manager's
+    /// restart within one interval). Alert only: the server is up again.
+    UnannouncedRestart,
 }
 
 impl FailureClass {
@@ -87,11 +91,12 @@ impl FailureClass {
             FailureClass::TlsExpired => "tls_expired",
             FailureClass::TlsNameMismatch => "tls_name_mismatch",
             FailureClass::TlsHandshake => "tls_handshake",
+            FailureClass::UnannouncedRestart => "unannounced_restart",
         }
     }
 
     /// Every class, for validation messages.
-    pub const ALL: [FailureClass; 21] = [
+    pub const ALL: [FailureClass; 22] = [
         FailureClass::ConnectionRefused,
         FailureClass::Timeout,
         FailureClass::Authentication,
@@ -113,6 +118,7 @@ impl FailureClass {
         FailureClass::TlsExpired,
         FailureClass::TlsNameMismatch,
         FailureClass::TlsHandshake,
+        FailureClass::UnannouncedRestart,
     ];
 
     /// A refusal by the probe or of the secure channel: certain at the first probe (probing

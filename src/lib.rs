@@ -14,6 +14,8 @@
 //! - `require_auth`: which authentication requests a probe answers (never a password in clear
 //!   unless the DSN allows it), a leaf that config and probe read.
 //! - `policy`: what each failure class calls for (restart or alert), with diagnoses.
+//! - `flight`: the flight recorder (a ring of vitals per target for the bundle, the alert and
+//!   `/status`) and the early warnings judged from it.
 //! - `fleet`: the fleet guard (many targets failing at once holds every restart).
 //! - `fsutil`: the file trust boundary (target files read without symlinks, FIFOs or /proc, with
 //!   caps and deadlines; the daemon's own files 0600 in 0700 directories).
@@ -62,6 +64,7 @@ pub mod docker;
 pub mod failure;
 pub mod faults;
 pub mod fleet;
+pub mod flight;
 pub mod fsutil;
 pub mod heal;
 pub mod heal_report;

@@ -39,7 +39,7 @@ pub fn default_action(class: FailureClass) -> Action {
         Authentication | TooManyConnections | DiskFull | OutOfMemory | DatabaseMissing
         | ReadOnly | QueryError | UnexpectedResult | Recovering | ContainerMissing
         | InsecureAuth | WrongServer | TlsRefused | TlsUntrusted | TlsExpired | TlsNameMismatch
-        | TlsHandshake => Action::Alert,
+        | TlsHandshake | UnannouncedRestart => Action::Alert,
     }
 }
 
@@ -67,6 +67,7 @@ pub fn diagnosis(class: FailureClass) -> &'static str {
         TlsUntrusted => "The server's certificate does not verify against the target's sslrootcert (signed by another CA, self-signed, or revoked by sslcrl): give sslrootcert the CA that signed the server's certificate, or install a certificate that CA signed; if neither changed, something else answers on the port. A restart serves the same certificate.",
         TlsExpired => "The server's certificate has expired (or is not valid yet): renew ssl_cert_file on the server and reload it (SELECT pg_reload_conf()). A restart serves the same certificate.",
         TlsNameMismatch => "The server's certificate does not name the host in the DSN (sslmode=verify-full): put that name or address in the certificate's subjectAltName, or connect by a name it holds (for a discovered container: discovery.docker.tls.server_name). A restart serves the same certificate.",
+        UnannouncedRestart => "The server was restarted by something other than sentinel-remedy (a crash followed by a restart from another manager, a container restart policy, or a person) between two passing probes: pg_postmaster_start_time() moved. It is up again, so nothing is restarted; the bundle holds the server log around the restart.",
         TlsHandshake => "The TLS handshake failed: the server refused the client certificate (check sslcert/sslkey and the server's ssl_ca_file), or no common TLS version or cipher, or channel_binding=require cannot be met. The detail says which. A restart cannot fix it.",
     }
 }
@@ -79,8 +80,10 @@ pub struct Policy {
 
 impl Policy {
     pub fn action(&self, class: FailureClass) -> Action {
-        if matches!(class, FailureClass::Recovering | FailureClass::WrongServer)
-            || class.is_refusal()
+        if matches!(
+            class,
+            FailureClass::Recovering | FailureClass::WrongServer | FailureClass::UnannouncedRestart
+        ) || class.is_refusal()
         {
             // Never a restart, whatever the registry says: 57P03 is a server recovering; a
             // restart cannot change what pg_hba.conf asks, who holds the port or the

@@ -23,6 +23,15 @@ pub fn stat(pid: i32) -> Option<Stat> {
     })
 }
 
+/// The process's resident memory in bytes (`/proc/<pid>/statm`), or None when it is gone.
+pub fn rss_bytes(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
 /// Every process whose parent is `parent`, with its stat (a scan of /proc: the per-task
 /// `children` lists are not in every kernel).
 pub fn children_of(parent: i32) -> Vec<(i32, Stat)> {

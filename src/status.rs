@@ -28,6 +28,10 @@ pub struct TargetStatus {
     /// Cluster mode: the member (daemon) that owns the target.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The flight recorder's newest sample (`flight`): the time and the known vitals.
+    pub vitals: Option<crate::flight::Latest>,
+    /// Early warnings raised and not cleared (`disk_nearly_full`, ...).
+    pub warnings: Vec<String>,
 }
 
 /// Where a discovered target came from, for `status`.

@@ -11,24 +11,6 @@ use support::*;
 const LONG: Duration = Duration::from_secs(90);
 const TOKEN: &str = "test-token-0123456789abcdef";
 
-/// Adds `server:` to the registry just written; returns the listen address.
-fn with_server(ws: &Workspace, token: Option<&str>) -> String {
-    let addr = format!(
-        "127.0.0.1:{}",
-        sentinel_remedy::pgcluster::free_port().unwrap()
-    );
-    let token = token
-        .map(|t| format!(", token: \"{t}\""))
-        .unwrap_or_default();
-    let text = std::fs::read_to_string(ws.config()).unwrap();
-    std::fs::write(
-        ws.config(),
-        format!("server: {{ listen: \"{addr}\"{token} }}\n{text}"),
-    )
-    .unwrap();
-    addr
-}
-
 fn hook_only(rx: &Receiver) -> String {
     format!("  webhooks: [ {{ url: \"{}/hook\" }} ]\n", rx.base())
 }
@@ -592,37 +574,6 @@ fn probes(addr: &str, target: &str) -> f64 {
         &[("target", target)],
     )
     .unwrap_or(0.0)
-}
-
-/// A tmpfs mounted for one test and unmounted (lazily, so a daemon still holding files does
-/// not keep it) when dropped.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &std::path::Path, size: &str) -> Option<Self> {
-        std::fs::create_dir_all(at).ok()?;
-        let ok = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(at)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Self(at.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
 }
 
 /// Item 7: with the state directory on a full filesystem, /healthz answers 503 naming the

@@ -47,12 +47,14 @@ fn children_cpu() -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
-/// pgbench -C for `secs`: (logins, client CPU per login in µs).
-fn pgbench(
+/// pgbench for `secs` (`-C`, a login per transaction, when `connect` is set): (transactions,
+/// client CPU per transaction in µs).
+pub(super) fn pgbench(
     pg: &Pg,
     env: &[(&'static str, String)],
     script: &std::path::Path,
     secs: u64,
+    connect: bool,
 ) -> (u64, f64) {
     let bin = sentinel_remedy::pgcluster::find_bin_dir()
         .map(|d| d.join("pgbench"))
@@ -61,17 +63,9 @@ fn pgbench(
         .unwrap_or_else(|| "pgbench".into());
     let before = children_cpu();
     let out = Command::new(bin)
-        .args([
-            "-n",
-            "-C",
-            "-c",
-            "1",
-            "-j",
-            "1",
-            "-T",
-            &secs.to_string(),
-            "-f",
-        ])
+        .args(["-n"])
+        .args(connect.then_some("-C"))
+        .args(["-c", "1", "-j", "1", "-T", &secs.to_string(), "-f"])
         .arg(script)
         .args([
             "-h",
@@ -168,7 +162,7 @@ pub fn section(n: usize, window: Duration) {
     println!("|---|---|---|---|---|");
     for (label, params, env) in modes(&pki) {
         let (probes, per, failed) = daemon(&pg, &params, n, window);
-        let (logins, lib) = pgbench(&pg, &env, &script, window.as_secs().min(10));
+        let (logins, lib) = pgbench(&pg, &env, &script, window.as_secs().min(10), true);
         println!(
             "| {label} | {per:.0} µs | {probes:.0} ({failed}) | {lib:.0} µs | {:.0} |",
             logins as f64 / window.as_secs().min(10) as f64

@@ -123,7 +123,7 @@ impl Handler<Archive> for Archiver {
                 };
                 let facts = msg.incident.clone();
                 let started = std::time::Instant::now();
-                let work = job.run(msg.incident, msg.target, msg.snapshot);
+                let work = job.run(msg.incident, msg.target, msg.snapshot, msg.flight);
                 ctx.spawn(work.into_actor(self).map(move |res, act, _| {
                     act.finish(facts, res, started.elapsed());
                 }));
@@ -196,6 +196,7 @@ impl Job {
         facts: IncidentFacts,
         target: Arc<crate::config::TargetConfig>,
         snapshot: Option<crate::probe::snapshot::SqlSnapshot>,
+        flight: Option<Box<crate::flight::Recording>>,
     ) -> Outcome {
         // A container's evidence gets archive.timeout from now; the upload has what is left of
         // archive.timeout past the SQL snapshot (bounded by the probe timeout). Local files
@@ -222,7 +223,11 @@ impl Job {
         let (root, cap, f) = (self.root.clone(), self.cap, facts.clone());
         let patterns = target.forensic_files.clone();
         let write = tokio::task::spawn_blocking(move || {
-            local::write_bundle(&root, &f, &patterns, cap, Some(&snapshot), from_container)
+            let extra = local::Extra {
+                flight: flight.and_then(|f| serde_json::to_value(f).ok()),
+                ..from_container
+            };
+            local::write_bundle(&root, &f, &patterns, cap, Some(&snapshot), extra)
         });
         // A hung filesystem under the target's logs must not hold the heal. (Its own
         // timeout, not what the container left: the manifest must always be written.)
@@ -276,7 +281,12 @@ impl Job {
         let got = crate::docker::copy::collect(&self.docker, spec, &dir, &limits, &mut used).await;
         let source = got.source();
         let (files, missing) = (got.files, got.missing);
-        Ok((local::Extra { files, missing }, source))
+        let extra = local::Extra {
+            files,
+            missing,
+            flight: None,
+        };
+        Ok((extra, source))
     }
 }
 

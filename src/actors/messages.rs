@@ -29,6 +29,8 @@ pub struct Archive {
     /// What SQL could still tell while the target was suspect (None: not captured yet; the
     /// Archiver then tries itself unless the postmaster is known dead).
     pub snapshot: Option<crate::sql_snapshot::SqlSnapshot>,
+    /// The flight recorder's ring when the incident was declared (`flight.json`).
+    pub flight: Option<Box<crate::flight::Recording>>,
 }
 
 /// Restart a target (once per incident id), retrying a failed start until recovery_timeout.

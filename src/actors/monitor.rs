@@ -68,6 +68,8 @@ pub struct Monitor {
     /// Cluster mode: what the cluster was last told (an open incident or failing probes:
     /// never handed to another daemon meanwhile).
     busy: bool,
+    /// A flight recorder sample's host half is being read.
+    host_reading: bool,
 }
 
 /// While an incident is open, probe this often to see recovery quickly.
@@ -99,6 +101,7 @@ impl Monitor {
             unsynced: Vec::new(),
             unsynced_cluster: Vec::new(),
             busy: false,
+            host_reading: false,
         }
     }
 
@@ -222,6 +225,7 @@ impl Monitor {
         self.peers
             .fleet
             .report(t, incident::machine::failing(&out.result));
+        let sampled = out.vitals.take().filter(|_| out.result.is_ok());
         let obs = Observation::Probe {
             result: out.result,
             latency: out.latency,
@@ -229,9 +233,30 @@ impl Monitor {
         };
         self.feed(obs, ctx);
         self.send_withheld();
+        if let Some(sql) = sampled {
+            self.sample(sql, ctx);
+        }
         if !self.record.lock().process_dead {
             self.arm_watch(ctx);
         }
+    }
+
+    /// Completes a flight recorder sample with the host's numbers (off this thread, bounded)
+    /// and hands it to the machine. One host read at a time: a hung filesystem skips samples'
+    /// host halves rather than piling up threads.
+    fn sample(&mut self, sql: crate::probe::vitals::SqlVitals, ctx: &mut Context<Self>) {
+        let at = Utc::now();
+        if std::mem::replace(&mut self.host_reading, true) {
+            let s = crate::flight::Sample::new(at, &sql, &Default::default());
+            return self.feed(Observation::Sample(s), ctx);
+        }
+        let (target, docker) = (self.target.clone(), self.peers.docker.clone());
+        let fut = async move { crate::flight::host::read(&target, &docker).await };
+        ctx.spawn(fut.into_actor(self).map(move |host, act, ctx| {
+            act.host_reading = false;
+            let s = crate::flight::Sample::new(at, &sql, &host);
+            act.feed(Observation::Sample(s), ctx);
+        }));
     }
 }
 
@@ -266,6 +291,7 @@ impl actix::Supervised for Monitor {
         self.next_probe = None;
         self.watch = None;
         self.probe_again = false;
+        self.host_reading = false;
         self.unsynced.clear();
     }
 }

@@ -851,6 +851,8 @@ impl Handler<GetStatus> for Supervisor {
                     monitor_alive: slot.addr.connected(),
                     discovered: slot.discovered.as_ref().map(|(_, d)| d.clone()),
                     owner: self.peers.cluster.as_ref().map(|c| c.member().to_string()),
+                    vitals: rec.flight.latest(),
+                    warnings: rec.warnings.keys().map(|c| c.label().to_string()).collect(),
                 }
             })
             .collect::<Vec<_>>();
@@ -887,6 +889,8 @@ impl Supervisor {
                     contested_by: d.contested_by.clone(),
                 }),
                 owner: None,
+                vitals: None,
+                warnings: Vec::new(),
             })
             .collect()
     }

@@ -49,7 +49,7 @@ code{{font-size:12px}}
 <h1>SentinelRemedy</h1>
 <div class="sub">{n} target(s), {down} not healthy &middot; refreshed every 5 s &middot; <a href="/status">status JSON</a> &middot; <a href="/metrics">metrics</a> &middot; <a href="/incidents">incidents JSON</a></div>
 <h2>Targets</h2>
-<table id="targets"><thead><tr><th>Target</th><th>State</th><th>Endpoint</th><th>Last probe</th><th>Failures</th><th>Restarts in window</th><th>Open incident</th></tr></thead><tbody>
+<table id="targets"><thead><tr><th>Target</th><th>State</th><th>Endpoint</th><th>Last probe</th><th>Failures</th><th>Restarts in window</th><th>Open incident</th><th>Vitals</th></tr></thead><tbody>
 "#,
         title = if down > 0 {
             format!("{down} down - SentinelRemedy")
@@ -87,7 +87,7 @@ fn target_row(h: &mut String, t: &TargetStatus) {
         .unwrap_or_default();
     let _ = writeln!(
         h,
-        r#"<tr data-target="{name}" data-state="{state}"><td>{name}</td><td><span class="state {cls}">{state}</span>{maint}</td><td><code>{ep}</code></td><td>{last}</td><td>{f}</td><td>{r} / {max}</td><td>{inc}</td></tr>"#,
+        r#"<tr data-target="{name}" data-state="{state}"><td>{name}</td><td><span class="state {cls}">{state}</span>{maint}</td><td><code>{ep}</code></td><td>{last}</td><td>{f}</td><td>{r} / {max}</td><td>{inc}</td><td>{vitals}</td></tr>"#,
         name = esc(&t.name),
         state = esc(&t.state),
         cls = state_class(&t.state),
@@ -102,7 +102,50 @@ fn target_row(h: &mut String, t: &TargetStatus) {
             .as_deref()
             .map(|i| format!("<a href=\"/incidents/{0}\">{0}</a>", esc(i)))
             .unwrap_or_else(|| "&ndash;".into()),
+        vitals = vitals_cell(t),
     );
+}
+
+/// The flight recorder's newest numbers and any early warning, short.
+fn vitals_cell(t: &TargetStatus) -> String {
+    use crate::flight::movers::bytes;
+    let Some(v) = &t.vitals else {
+        return "&ndash;".into();
+    };
+    let get = |k: &str| v.values.get(k).copied();
+    let mut parts = Vec::new();
+    if let (Some(n), Some(m)) = (get("connections"), get("max_connections")) {
+        parts.push(format!("connections {n:.0}/{m:.0}"));
+    }
+    if let Some(x) = get("idle_in_transaction").filter(|x| *x > 0.0) {
+        parts.push(format!("idle in transaction {x:.0}"));
+    }
+    if let Some(x) = get("oldest_transaction_seconds") {
+        parts.push(format!("oldest transaction {x:.0} s"));
+    }
+    if let Some(x) = get("waiting_locks").filter(|x| *x > 0.0) {
+        parts.push(format!("waiting locks {x:.0}"));
+    }
+    if let Some(x) = get("xid_age") {
+        parts.push(format!("xid age {x:.0}"));
+    }
+    if let Some(x) = get("replay_lag_seconds") {
+        parts.push(format!("replay lag {x:.0} s"));
+    }
+    if let Some(x) = get("data_disk_free_bytes") {
+        parts.push(format!("data disk free {}", bytes(x)));
+    }
+    if let Some(x) = get("postmaster_rss_bytes") {
+        parts.push(format!("postmaster {}", bytes(x)));
+    }
+    if let Some(x) = get("container_memory_bytes") {
+        parts.push(format!("container memory {}", bytes(x)));
+    }
+    let mut cell = esc(&parts.join(" · "));
+    for w in &t.warnings {
+        cell.push_str(&format!(" <span class=\"state warn\">{}</span>", esc(w)));
+    }
+    cell
 }
 
 /// One row of the recent incidents table.

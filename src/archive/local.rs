@@ -29,12 +29,18 @@ pub fn bundle_dir(root: &Path, id: &crate::ids::IncidentId) -> PathBuf {
     root.join(id.as_str())
 }
 
-/// Files already written into the bundle directory by another collector (a container's).
+/// Files already written into the bundle directory by another collector (a container's),
+/// and the flight recorder's ring to write as `flight.json` (already JSON: the archive knows
+/// no recorder).
 #[derive(Debug, Default)]
 pub struct Extra {
     pub files: Vec<FileEntry>,
     pub missing: Vec<Missing>,
+    pub flight: Option<serde_json::Value>,
 }
+
+/// Name of the flight recorder's samples in a bundle.
+pub const FLIGHT: &str = "flight.json";
 
 /// Name of the container's own stdout/stderr log in a bundle.
 pub const CONTAINER_LOG: &str = "container.log";
@@ -46,6 +52,7 @@ pub fn reserved_names() -> HashSet<String> {
         "manifest.json".to_string(),
         "heal.log".to_string(),
         "sql-snapshot.json".to_string(),
+        FLIGHT.to_string(),
         CONTAINER_LOG.to_string(),
     ])
 }
@@ -67,6 +74,9 @@ pub fn write_bundle(
     let mut files = extra.files;
     let mut missing = extra.missing;
     copy_matches(patterns, &dir, cap, &mut used, &mut files, &mut missing);
+    if let Some(flight) = &extra.flight {
+        files.push(write_json(&dir, FLIGHT, "flight recorder", flight)?);
+    }
     let mut sql = None;
     if let Some(snap) = snapshot {
         let path = dir.join("sql-snapshot.json");
@@ -110,6 +120,31 @@ pub fn write_bundle(
         files,
         missing,
         sql_snapshot: sql,
+    })
+}
+
+/// Writes `value` as `dir/name` (private), listed as coming from `source`.
+fn write_json(
+    dir: &Path,
+    name: &str,
+    source: &str,
+    value: &impl serde::Serialize,
+) -> Result<FileEntry, LocalArchiveError> {
+    let path = dir.join(name);
+    let body = serde_json::to_vec_pretty(value).expect("plain data serializes");
+    crate::fsutil::create_private(&path)
+        .and_then(|mut f| f.write_all(&body))
+        .map_err(|source| LocalArchiveError::Write {
+            file: path.display().to_string(),
+            source,
+        })?;
+    Ok(FileEntry {
+        name: name.into(),
+        source: source.into(),
+        size: body.len() as u64,
+        sha256: hex::encode(Sha256::digest(&body)),
+        truncated: false,
+        original_size: None,
     })
 }
 

@@ -5,6 +5,7 @@ use super::budget::{merge_budget, BudgetConfig, RawBudget};
 use super::duration::{checked as duration, RawDuration};
 use super::error::Problems;
 use super::probe::{merge_probe, ProbeConfig, RawProbe};
+use super::recorder::{merge_recorder, RawRecorder, RecorderConfig};
 use crate::failure::FailureClass;
 use crate::policy::{Action, Policy};
 use serde::Deserialize;
@@ -23,6 +24,8 @@ pub struct RawDefaults {
     pub recovery_timeout: Option<RawDuration>,
     /// Action per failure class (`restart` or `alert`), e.g. `{ timeout: alert }`.
     pub policy: Option<BTreeMap<String, String>>,
+    /// The flight recorder and its early warnings, shared by every target.
+    pub recorder: Option<RawRecorder>,
 }
 
 /// What a target inherits unless it overrides it: the resolved `defaults:` section, kept so
@@ -33,6 +36,7 @@ pub struct TargetDefaults {
     pub budget: BudgetConfig,
     pub recovery_timeout: Duration,
     pub policy: Policy,
+    pub recorder: RecorderConfig,
 }
 
 /// Resolves `defaults:` over the built-in defaults.
@@ -55,11 +59,18 @@ pub(crate) fn build_defaults(raw: &RawDefaults, problems: &mut Problems) -> Targ
         .and_then(|d| duration(d, "defaults.recovery_timeout", problems))
         .unwrap_or(Duration::from_secs(120));
     let policy = policy(raw.policy.as_ref(), "defaults.policy", problems);
+    let recorder = merge_recorder(
+        &RecorderConfig::default(),
+        raw.recorder.as_ref(),
+        "defaults.recorder",
+        problems,
+    );
     TargetDefaults {
         probe,
         budget,
         recovery_timeout,
         policy,
+        recorder,
     }
 }
 
@@ -100,6 +111,13 @@ pub(crate) fn policy(
                 problems.push(
                     key,
                     "another server answering on the target's address is not fixed by restarting the target",
+                    "remove this key",
+                );
+            }
+            Some(Action::Restart) if c == FailureClass::UnannouncedRestart => {
+                problems.push(
+                    key,
+                    "a server restarted by someone else is already up again: there is nothing to restart",
                     "remove this key",
                 );
             }

@@ -8,6 +8,7 @@ use super::error::Problems;
 use super::forensics::{check_globs, docker_forensics, DockerForensics, RawForensics};
 use super::heal::{heal_action, ContainerRef, HealAction, RawHeal};
 use super::probe::{merge_probe, ProbeConfig, RawProbe};
+use super::recorder::{merge_recorder, RawRecorder, RecorderConfig};
 use super::secret::Dsn;
 use serde::Deserialize;
 use serde_yaml::Value;
@@ -37,6 +38,8 @@ pub struct RawTarget {
     pub process: Option<RawProcess>,
     /// Action per failure class, over the defaults' policy.
     pub policy: Option<BTreeMap<String, String>>,
+    /// Overrides of `defaults.recorder`, key by key.
+    pub recorder: Option<RawRecorder>,
 }
 
 /// `process:`
@@ -65,6 +68,8 @@ pub struct TargetConfig {
     pub pid_file: Option<PathBuf>,
     /// What each failure class calls for.
     pub policy: crate::policy::Policy,
+    /// The flight recorder and its early warnings.
+    pub recorder: RecorderConfig,
 }
 
 impl TargetConfig {
@@ -202,6 +207,12 @@ pub(crate) fn build_target(
         });
     check_globs(&forensic_files, at, problems);
     let pid_file = pid_file(t, at, problems);
+    let recorder = merge_recorder(
+        &base.recorder,
+        t.recorder.as_ref(),
+        &format!("{at}.recorder"),
+        problems,
+    );
     dsn.map(|dsn| TargetConfig {
         name: t.name.clone(),
         dsn,
@@ -213,6 +224,7 @@ pub(crate) fn build_target(
         heal,
         pid_file,
         policy: target_policy,
+        recorder,
     })
 }
 

@@ -196,6 +196,7 @@ pub fn target(
         heal,
         process: None,
         policy: (!policy.is_empty()).then_some(policy),
+        recorder: None,
     };
     let had = problems.0.len();
     let built = crate::config::build_target(&raw, ns, defaults, &mut problems);

@@ -123,6 +123,26 @@ pub async fn inspect(
     })
 }
 
+/// The container's cgroup memory use and limit in bytes (the Engine's one-shot stats).
+pub async fn memory(
+    api: &Docker,
+    endpoint: &str,
+    c: &ContainerRef,
+) -> Result<(Option<u64>, Option<u64>), DockerError> {
+    use futures::StreamExt;
+    let id = resolve(api, endpoint, c).await?;
+    let opts = bollard::container::StatsOptions {
+        stream: false,
+        one_shot: true,
+    };
+    let mut stats = api.stats(&id, Some(opts));
+    match stats.next().await {
+        Some(Ok(s)) => Ok((s.memory_stats.usage, s.memory_stats.limit)),
+        Some(Err(e)) => Err(DockerError::from_bollard(e, endpoint, &c.to_string())),
+        None => Ok((None, None)),
+    }
+}
+
 /// A mount of a container: where the container sees it, and for a volume or bind mount where
 /// its files are on the Engine's host (which may not be this process's view of the host).
 #[derive(Debug, Clone, PartialEq)]

@@ -35,6 +35,8 @@ pub enum Observation {
     RestartPolicy(Option<String>),
     /// The SQL snapshot taken while the target was suspect.
     Snapshot(SqlSnapshot),
+    /// A flight recorder sample (a probe's SQL numbers and the host's).
+    Sample(crate::flight::Sample),
     /// The bundle was written (its location) or could not be (why).
     Archived {
         id: String,
@@ -77,6 +79,8 @@ pub enum Action {
     Archive {
         facts: IncidentFacts,
         snapshot: Option<SqlSnapshot>,
+        /// The flight recorder's ring when the incident was declared (`flight.json`).
+        flight: Option<Box<crate::flight::Recording>>,
     },
     /// Ask for the restart lease on the server; the answer comes back as an observation.
     AcquireLease {

@@ -8,6 +8,8 @@
 
 mod heal;
 mod identity;
+mod recorder;
+mod unannounced;
 
 pub use identity::judge;
 
@@ -79,6 +81,7 @@ impl Machine<'_, '_> {
                     self.rec.snapshot = Some(snap);
                 }
             }
+            Observation::Sample(s) => self.on_sample(s),
             Observation::Archived { id, outcome } => self.on_archived(&id, outcome),
             Observation::LeaseGranted { id } => self.on_lease_granted(&id),
             Observation::LeaseRefused { id, refusal } => self.on_lease_refused(&id, refusal),
@@ -434,13 +437,15 @@ impl Machine<'_, '_> {
             .rec
             .first_failure
             .unwrap_or((self.env.now_utc, self.env.now));
-        let inc = Incident::new(
+        let mut inc = Incident::new(
             &self.env.target.name,
             f,
             hard,
             first,
             (self.env.now_utc, self.env.now),
         );
+        // What moved before it, for the failure alert.
+        inc.before = crate::flight::movers::line(&self.rec.flight);
         let detect_ms = self
             .env
             .now
@@ -473,7 +478,12 @@ impl Machine<'_, '_> {
             inc.hard
                 .then(|| SqlSnapshot::not_taken("the postmaster had exited: no server left to ask"))
         });
-        self.out.push(Action::Archive { facts, snapshot });
+        let flight = self.recording();
+        self.out.push(Action::Archive {
+            facts,
+            snapshot,
+            flight,
+        });
     }
 
     fn on_container_down(&mut self, detail: String, class: Option<FailureClass>) {
@@ -490,6 +500,9 @@ impl Machine<'_, '_> {
 
     /// Archive finished (or failed): decide about the restart.
     fn on_archived(&mut self, id: &str, outcome: Result<String, String>) {
+        if self.rec.unannounced.as_ref().is_some_and(|i| i.id == *id) {
+            return self.unannounced_archived(outcome);
+        }
         let phase = self.rec.phase;
         let Some(inc) = self.rec.incident.as_mut().filter(|i| i.id == *id) else {
             self.log(
@@ -555,6 +568,16 @@ impl Machine<'_, '_> {
     /// shared actors answer repeats from their first result, so nothing happens twice.
     fn resume(&mut self) {
         let lease_lost = self.rec.lease_pending.take();
+        if let Some(inc) = &self.rec.unannounced {
+            // Its bundle may not have been asked for: the archiver answers a repeat once.
+            let facts = facts(self.env.target, inc);
+            let flight = self.recording();
+            self.out.push(Action::Archive {
+                facts,
+                snapshot: None,
+                flight,
+            });
+        }
         let Some(inc) = &self.rec.incident else {
             return;
         };

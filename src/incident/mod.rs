@@ -7,6 +7,9 @@
 //! - `machine.rs`: `step(record, env, observation) -> actions`, the whole incident policy.
 //! - `machine/heal.rs`: the restart gates (manager, policy, fleet guard, budget, backoff, lease).
 //! - `orphan.rs`: a target watched without its owner's powers while coordination is lost.
+//! - `machine/identity.rs`: whether a passing probe came from the target's own server.
+//! - `machine/unannounced.rs`: a restart nobody announced (the postmaster's start time moved).
+//! - `machine/recorder.rs`: flight recorder samples and the early warnings they raise.
 //! - `actions.rs`: what the machine asks for ([`Action`]) and what it is told ([`Observation`]).
 
 pub mod actions;
@@ -102,6 +105,9 @@ pub struct Incident {
     /// Every notice issued for this incident, recorded before it is sent: a replacement
     /// Monitor re-sends them all and the Notifier drops the ones it already has.
     pub notices: Vec<crate::notify::Notice>,
+    /// What the flight recorder saw move most before the failure (`flight::movers`), for
+    /// the failure alert.
+    pub before: Option<String>,
 }
 
 impl Incident {
@@ -128,6 +134,7 @@ impl Incident {
             alerted: false,
             escalated_at: None,
             notices: Vec::new(),
+            before: None,
         }
     }
 

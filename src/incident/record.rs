@@ -72,6 +72,16 @@ pub struct TargetRecord {
     /// Cluster mode: notices the Monitor withheld while this daemon was fenced, sent when
     /// the fence lifts if their incident is still open (else dropped).
     pub withheld: Vec<crate::notify::Notice>,
+    /// The postmaster's start time the last passing probe read, and at which endpoint: a
+    /// later one that differs is a restart nobody announced.
+    pub server_started: Option<(String, DateTime<Utc>)>,
+    /// The incident of a restart nobody announced, while its bundle is written (it closes
+    /// with its one notice then). Apart from `incident`: the server is up, nothing waits on it.
+    pub unannounced: Option<Incident>,
+    /// The flight recorder's samples of this target (`crate::flight`).
+    pub flight: crate::flight::Ring,
+    /// Early warnings raised and not cleared yet, each with the id its notices share.
+    pub warnings: std::collections::BTreeMap<crate::flight::warn::Condition, String>,
 }
 
 impl Default for TargetRecord {
@@ -102,6 +112,10 @@ impl Default for TargetRecord {
             identity: None,
             identity_unchecked_said: false,
             withheld: Vec::new(),
+            server_started: None,
+            unannounced: None,
+            flight: Default::default(),
+            warnings: Default::default(),
         }
     }
 }

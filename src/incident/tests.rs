@@ -94,8 +94,14 @@ impl T {
     /// A passing probe answered by the server with this `system_identifier`, judged as the
     /// Monitor does (identity first, then the machine); the judge's actions come first.
     fn ok_from(&mut self, sysid: &str) -> Vec<Action> {
+        self.ok_started(sysid, None)
+    }
+
+    /// A passing probe from `sysid` whose postmaster started at `started`.
+    fn ok_started(&mut self, sysid: &str, started: Option<DateTime<Utc>>) -> Vec<Action> {
         let read = Ok(crate::probe::identity::ServerIdentity {
             system_identifier: crate::probe::identity::SystemIdentifier::parse(sysid).unwrap(),
+            started_at: started,
         });
         let env = Env {
             target: &self.cfg,
@@ -920,4 +926,92 @@ fn a_maintenance_window_or_a_new_endpoint_learns_the_new_identity() {
     let got = t.ok_from("9");
     assert_eq!(events(&got)[0], "server_identity_relearned");
     assert_eq!(t.rec.phase, Phase::Healthy);
+}
+
+/// A start time that moves between two passing probes opens an incident of its own: archived,
+/// one notice naming both start times, closed at once; no restart, and the target stays
+/// healthy. Our own restart moves it too, inside an incident: nothing more then.
+#[test]
+fn a_restart_nobody_announced_is_archived_and_told_once() {
+    let mut t = T::new("");
+    let t0 = t.utc - chrono::Duration::hours(1);
+    t.ok_started("7", Some(t0));
+    t.at(Duration::from_secs(5));
+    assert!(names(&t.ok_started("7", Some(t0))).is_empty());
+    t.at(Duration::from_secs(5));
+    let t1 = t.utc - chrono::Duration::seconds(2);
+    let out = t.ok_started("7", Some(t1));
+    assert_eq!(names(&out), ["persist:declared", "archive"]);
+    assert!(events(&out).contains(&"unannounced_restart".to_string()));
+    assert_eq!(t.rec.phase, Phase::Healthy);
+    assert!(t.rec.incident.is_none());
+    let id = t.rec.unannounced.as_ref().unwrap().id.to_string();
+    let out = t.step(Observation::Archived {
+        id,
+        outcome: Ok("/incidents/x".into()),
+    });
+    assert_eq!(
+        names(&out),
+        ["persist:closed", "notify:unannounced_restart"]
+    );
+    let n = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Notify(n) => Some(n.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(n.summary.contains("start time moved from"), "{}", n.summary);
+    let down = n.downtime_seconds.unwrap();
+    assert!((4.9..=5.1).contains(&down), "{down}");
+    assert!(t.rec.unannounced.is_none());
+    // Our own restart: the start time moves inside the incident, which the probe closes.
+    t.restarting();
+    t.at(Duration::from_secs(1));
+    let t2 = t.utc;
+    let out = t.ok_started("7", Some(t2));
+    assert!(
+        !names(&out).contains(&"archive".to_string()),
+        "{:?}",
+        names(&out)
+    );
+    assert!(events(&out).contains(&"server_start_moved".to_string()));
+    assert_eq!(t.rec.phase, Phase::Healthy);
+}
+
+/// Samples over the connections threshold raise one warning; more samples over it say
+/// nothing; one well under it clears it once, under the same id.
+#[test]
+fn an_early_warning_is_raised_once_and_cleared_once() {
+    use crate::flight::{Sample, Vital};
+    let mut t = T::new("");
+    let sample = |t: &T, conns: f64| {
+        let mut values = [f64::NAN; Vital::COUNT];
+        values[Vital::Connections as usize] = conns;
+        values[Vital::MaxConnections as usize] = 100.0;
+        Sample {
+            at_ms: t.utc.timestamp_millis(),
+            values,
+        }
+    };
+    let s = sample(&t, 95.0);
+    let out = t.step(Observation::Sample(s));
+    assert_eq!(names(&out), ["notify:warning"]);
+    let id = notices(&out)[0].incident_id.clone();
+    assert!(id.ends_with("-db-connections_nearly_exhausted"), "{id}");
+    t.at(Duration::from_secs(10));
+    let s = sample(&t, 99.0);
+    assert!(names(&t.step(Observation::Sample(s))).is_empty());
+    t.at(Duration::from_secs(10));
+    let s = sample(&t, 50.0);
+    let out = t.step(Observation::Sample(s));
+    assert_eq!(names(&out), ["notify:warning_cleared"]);
+    assert_eq!(notices(&out)[0].incident_id, id);
+    assert_eq!(t.rec.flight.samples().len(), 3);
+    assert!(t.rec.warnings.is_empty());
+    // Past the window (10 minutes by default) the oldest samples go, whatever their count.
+    t.at(Duration::from_secs(600));
+    let s = sample(&t, 50.0);
+    t.step(Observation::Sample(s));
+    assert_eq!(t.rec.flight.samples().len(), 2, "the one 600 s old stays");
 }

@@ -131,8 +131,8 @@ pub fn payload(n: &Notice) -> Value {
         NoticeKind::Failure => RED,
         NoticeKind::Recovery => GREEN,
         NoticeKind::Replaced => GREY,
-        NoticeKind::Escalation => ORANGE,
-        NoticeKind::Test => GREEN,
+        NoticeKind::Escalation | NoticeKind::UnannouncedRestart | NoticeKind::Warning => ORANGE,
+        NoticeKind::Test | NoticeKind::WarningCleared => GREEN,
     };
     let fields: Vec<Value> = n
         .facts()

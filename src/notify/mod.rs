@@ -102,12 +102,23 @@ pub enum NoticeKind {
     Escalation,
     /// `sentinel-remedy notify-test`: proves a channel works.
     Test,
+    /// The server was restarted by something else between two passing probes: one notice,
+    /// over when sent (the server is up; nothing follows it).
+    UnannouncedRestart,
+    /// Early warning: the target is heading for a failure no restart fixes (disk, connections,
+    /// transaction ID wraparound). One per condition while it lasts.
+    Warning,
+    /// The condition of an early warning ended (same incident id as the warning).
+    WarningCleared,
 }
 
 impl NoticeKind {
     /// Whether the notice ends the incident's outage (a recovery, or the container replaced).
     pub fn closes(self) -> bool {
-        matches!(self, NoticeKind::Recovery | NoticeKind::Replaced)
+        matches!(
+            self,
+            NoticeKind::Recovery | NoticeKind::Replaced | NoticeKind::WarningCleared
+        )
     }
 
     pub fn label(self) -> &'static str {
@@ -117,6 +128,9 @@ impl NoticeKind {
             NoticeKind::Replaced => "replaced",
             NoticeKind::Escalation => "escalation",
             NoticeKind::Test => "test",
+            NoticeKind::UnannouncedRestart => "unannounced_restart",
+            NoticeKind::Warning => "warning",
+            NoticeKind::WarningCleared => "warning_cleared",
         }
     }
 }
@@ -240,6 +254,11 @@ impl Notice {
             ),
             NoticeKind::Escalation => format!("🚨 {} needs manual intervention", self.target),
             NoticeKind::Test => "✅ SentinelRemedy test message".to_string(),
+            NoticeKind::UnannouncedRestart => {
+                format!("🟠 {} restarted without sentinel-remedy", self.target)
+            }
+            NoticeKind::Warning => format!("⚠️ {}: early warning", self.target),
+            NoticeKind::WarningCleared => format!("✅ {}: warning cleared", self.target),
         }
     }
 

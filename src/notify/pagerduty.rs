@@ -36,6 +36,8 @@ pub fn payload(n: &Notice, routing_key: &str) -> Value {
     let severity = match n.kind {
         NoticeKind::Escalation => "critical",
         NoticeKind::Test => "info",
+        // Over already: a person should look, nobody need wake.
+        NoticeKind::UnannouncedRestart | NoticeKind::Warning => "warning",
         _ => "error",
     };
     json!({

@@ -15,6 +15,16 @@
 //! changed) learns again, and so does a passing probe during a maintenance window: the way to
 //! move a target to a new cluster on purpose. What a server says about itself is the server's
 //! word: it can only make a probe fail (`wrong_server`), never restart anything.
+//!
+//! The same query reads when the postmaster started (`pg_postmaster_start_time()`, in
+//! microseconds since the epoch, so no DateStyle or TimeZone of the session can change its
+//! text): a start time that moves between two passing probes is a restart nobody announced
+//! (a crash and a restart by another manager inside one interval), which the incident machine
+//! turns into an incident of its own. Read on every probe, not at a cadence: it is one more
+//! column of a row already sent for, in the same round trip (its cost on the server is
+//! measured in `scripts/bench.sh`, section `recorder`), and a cadence would let a restart slip
+//! through whenever two restarts fell in one period. A crash of one backend with crash recovery does not move it (the postmaster
+//! lives on); that outage is the log reader's to see.
 
 use super::query::{self, FirstRow};
 use super::wire::Wire;
@@ -24,9 +34,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// Sent with every probe. More columns can follow (issue 25 wants
-/// `pg_postmaster_start_time()` to see unannounced restarts): [`ServerIdentity`] grows a field.
-pub const QUERY: &str = "SELECT system_identifier FROM pg_control_system()";
+/// Sent with every probe: who the server is, and when its postmaster started.
+pub const QUERY: &str = "SELECT system_identifier, (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint FROM pg_control_system()";
 
 /// A cluster's `system_identifier`, shown as `pg_controldata` prints it (unsigned; SQL shows
 /// the same 64 bits as a signed bigint).
@@ -68,6 +77,8 @@ impl From<SystemIdentifier> for String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerIdentity {
     pub system_identifier: SystemIdentifier,
+    /// When the postmaster started; None when the server's answer is not a number.
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 /// What a probe got: the identity, or why none could be read (the server refused the query,
@@ -102,11 +113,20 @@ pub async fn read(w: &mut Wire) -> Result<IdentityRead, ProbeFailure> {
 }
 
 fn parse(row: FirstRow) -> IdentityRead {
-    let first = row.and_then(|cols| cols.into_iter().next().flatten());
-    let text =
-        first.ok_or_else(|| "pg_control_system() returned no system_identifier".to_string())?;
+    let mut cols = row.unwrap_or_default().into_iter();
+    let text = cols
+        .next()
+        .flatten()
+        .ok_or_else(|| "pg_control_system() returned no system_identifier".to_string())?;
+    // The server's word, parsed as a number or ignored.
+    let started_at = cols
+        .next()
+        .flatten()
+        .and_then(|m| m.trim().parse::<i64>().ok())
+        .and_then(DateTime::from_timestamp_micros);
     Ok(ServerIdentity {
         system_identifier: SystemIdentifier::parse(&text)?,
+        started_at,
     })
 }
 
@@ -166,7 +186,24 @@ mod tests {
     fn id(n: &str) -> IdentityRead {
         Ok(ServerIdentity {
             system_identifier: SystemIdentifier::parse(n).unwrap(),
+            started_at: None,
         })
+    }
+
+    #[test]
+    fn the_start_time_is_read_as_microseconds_or_ignored() {
+        let row = |v: Option<&str>| Some(vec![Some("7".to_string()), v.map(str::to_string)]);
+        let got = parse(row(Some("1796622813224019"))).unwrap();
+        assert_eq!(
+            got.started_at.unwrap().to_rfc3339(),
+            "2026-12-07T05:53:33.224019+00:00"
+        );
+        assert_eq!(parse(row(Some("x"))).unwrap().started_at, None);
+        assert_eq!(parse(row(None)).unwrap().started_at, None);
+        assert_eq!(
+            parse(Some(vec![Some("7".into())])).unwrap().started_at,
+            None
+        );
     }
 
     #[test]

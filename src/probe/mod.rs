@@ -15,6 +15,7 @@ mod query;
 pub mod scram;
 pub mod snapshot;
 mod tls;
+pub mod vitals;
 mod wire;
 
 pub use crate::failure::{FailureClass, ProbeFailure};
@@ -34,6 +35,8 @@ pub struct ProbeOutcome {
     pub manager: Option<Option<String>>,
     /// Which server answered (`identity`), read by every probe that passed; None otherwise.
     pub identity: Option<identity::IdentityRead>,
+    /// The flight recorder's numbers, when this probe took a sample (`vitals`).
+    pub vitals: Option<vitals::SqlVitals>,
 }
 
 /// How often a healthy target is checked for another manager (Patroni).
@@ -55,6 +58,9 @@ pub struct Prober {
     manager_checked: Option<Instant>,
     /// When the last probe ended, to measure how late the next one starts.
     last_end: Option<Instant>,
+    /// The flight recorder's cadence (None: off), and when it last got a sample.
+    vitals_every: Option<Duration>,
+    vitals_at: Option<Instant>,
 }
 
 impl Prober {
@@ -65,6 +71,8 @@ impl Prober {
             probe: target.probe.clone(),
             manager_checked: None,
             last_end: None,
+            vitals_every: target.recorder.enabled.then_some(target.recorder.every),
+            vitals_at: None,
         }
     }
 
@@ -86,8 +94,12 @@ impl Prober {
         let check_manager = self
             .manager_checked
             .is_none_or(|t| t.elapsed() >= MANAGER_CHECK_EVERY);
+        let sample = self
+            .vitals_every
+            .is_some_and(|every| self.vitals_at.is_none_or(|t| t.elapsed() >= every));
         let mut conn = None;
-        let result = match tokio::time::timeout(timeout, self.run(&mut conn, check_manager)).await {
+        let run = self.run(&mut conn, sample, check_manager);
+        let result = match tokio::time::timeout(timeout, run).await {
             Ok(r) => r.map(Some),
             Err(_) => Err(ProbeFailure::new(
                 FailureClass::Timeout,
@@ -102,6 +114,17 @@ impl Prober {
             Ok(id) => (Ok(()), id),
             Err(f) => (Err(f), None),
         };
+        let mut vitals = None;
+        if let (Ok(()), Some(w), true) = (&result, conn.as_mut(), sample) {
+            // Queued after the identity query; read before the manager check's answer.
+            match tokio::time::timeout(timeout, vitals::read(w)).await {
+                Ok(Ok(v)) => {
+                    self.vitals_at = Some(Instant::now());
+                    vitals = v;
+                }
+                _ => conn = None, // the manager's answer cannot be reached past a broken read
+            }
+        }
         let mut manager = None;
         if let (Ok(()), Some(w), true) = (&result, conn.as_mut(), check_manager) {
             // Sent with the login after the probe's own queries; its answer comes next.
@@ -118,6 +141,7 @@ impl Prober {
             result,
             manager,
             identity,
+            vitals,
         }
     }
 
@@ -125,12 +149,14 @@ impl Prober {
     pub fn reset(&mut self) {}
 
     /// Logs in with every query of this probe and Terminate queued behind the login, then
-    /// reads the answers in order (the manager check's is left for the caller). Passing, it
+    /// reads the answers in order (the vitals' and the manager check's are left for the
+    /// caller). Passing, it
     /// returns which server answered: the operator's query runs as configured, and the
     /// identity check comes on top of it.
     async fn run(
         &mut self,
         conn: &mut Option<wire::Wire>,
+        sample: bool,
         check_manager: bool,
     ) -> Result<identity::IdentityRead, ProbeFailure> {
         let mut then = bytes::BytesMut::new();
@@ -139,6 +165,9 @@ impl Prober {
             query::push(IN_RECOVERY, &mut then)?;
         }
         identity::push(&mut then)?;
+        if sample {
+            vitals::push(&mut then)?;
+        }
         if check_manager {
             query::push(MANAGER_QUERY, &mut then)?;
         }

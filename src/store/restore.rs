@@ -163,6 +163,11 @@ pub fn record_from(stored: StoredTarget, budget: &BudgetConfig) -> TargetRecord 
     rec.identity = stored.identity;
     if let Some(open) = stored.open {
         let (inc, row) = (incident_from_row(&open), open.row);
+        if inc.failure.class == FailureClass::UnannouncedRestart {
+            // Over already (the server was up): only its bundle and its one notice are due.
+            rec.unannounced = Some(inc);
+            return rec;
+        }
         let phase = match Phase::from_label(&row.phase) {
             Some(Phase::Healing) if stored.heal_started => Phase::Recovering,
             Some(Phase::Healthy | Phase::Suspect) | None => Phase::Archiving,
@@ -207,6 +212,8 @@ fn incident_from_row(open: &OpenIncident) -> Incident {
         alerted: row.alerted,
         escalated_at: row.escalated_at.map(instant_at),
         notices: row.notices.clone(),
+        // Its notices, recorded with the line, are what a restored incident re-sends.
+        before: None,
     }
 }
 
@@ -259,5 +266,26 @@ mod tests {
         assert!(store.identity("other").is_none());
         store.forget_identity("orders").blocking(&path).unwrap();
         assert!(store.identity("orders").is_none());
+    }
+
+    /// An unannounced restart's incident left open by a killed daemon comes back as one still
+    /// to archive and tell, never as an outage to restart or recover from.
+    #[test]
+    fn an_open_unannounced_restart_resumes_as_one_not_as_an_outage() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let sql = "INSERT INTO incidents (id, target, class, hard, detail, phase, first_failure_at, declared_at)
+                   VALUES ('20261207T060000.000Z-orders', 'orders', 'unannounced_restart', 0, 'x', 'archiving', ?1, ?1)";
+        store
+            .with(|c| c.execute(sql, rusqlite::params![Utc::now()]))
+            .unwrap();
+        let (rec, refused) = store.restore_record("orders", &BudgetConfig::default(), dir.path());
+        assert!(refused.is_none());
+        assert!(rec.incident.is_none());
+        assert_eq!(rec.phase, Phase::Healthy);
+        assert_eq!(
+            rec.unannounced.expect("kept to finish").failure.class,
+            FailureClass::UnannouncedRestart
+        );
     }
 }

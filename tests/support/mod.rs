@@ -65,11 +65,17 @@ impl Pg {
     /// The free port is picked before the server binds it, so a test running beside this one
     /// can take it first: the fixture then starts a new cluster on another port (3 tries).
     pub fn start() -> Self {
+        Self::start_in(&std::env::temp_dir())
+    }
+
+    /// [`Pg::start`] with the cluster's directory (data, log, socket) under `parent`, e.g. a
+    /// small tmpfs.
+    pub fn start_in(parent: &Path) -> Self {
         let mut last = None;
         for _ in 0..3 {
             let dir = tempfile::Builder::new()
                 .prefix("sentinel-pg-")
-                .tempdir()
+                .tempdir_in(parent)
                 .expect("temp dir");
             let password = format!("pw-{:016x}", rand::random::<u64>());
             let cluster = Cluster::init(dir.path(), &password).expect("initdb");
@@ -230,6 +236,38 @@ impl Drop for Pg {
     }
 }
 
+/// A tmpfs mounted for one test and unmounted (lazily, so a daemon still holding files does
+/// not keep it) when dropped.
+pub struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// None when no tmpfs can be mounted here (mounting needs CAP_SYS_ADMIN).
+    pub fn mount(at: &std::path::Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(at).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
 /// How one target of a test registry is written.
 pub struct TargetSpec<'a> {
     pub name: &'a str,
@@ -382,6 +420,27 @@ impl Workspace {
             .unwrap_or_default();
         v.sort();
         v
+    }
+}
+
+/// Adds `server:` to the registry just written; returns the listen address.
+pub fn with_server(ws: &Workspace, token: Option<&str>) -> String {
+    let addr = format!(
+        "127.0.0.1:{}",
+        sentinel_remedy::pgcluster::free_port().unwrap()
+    );
+    let token = token
+        .map(|t| format!(", token: \"{t}\""))
+        .unwrap_or_default();
+    ws.prepend_registry(&format!("server: {{ listen: \"{addr}\"{token} }}\n"));
+    addr
+}
+
+impl Workspace {
+    /// Puts `lines` (whole top-level sections) before the registry just written.
+    pub fn prepend_registry(&self, lines: &str) {
+        let text = std::fs::read_to_string(self.config()).expect("registry");
+        std::fs::write(self.config(), format!("{lines}{text}")).expect("registry");
     }
 }
 

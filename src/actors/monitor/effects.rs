@@ -111,7 +111,11 @@ impl Monitor {
                         .map(|snap, act, ctx| act.feed(Observation::Snapshot(snap), ctx)),
                 );
             }
-            Action::Archive { facts, snapshot } => self.archive(facts, snapshot, ctx),
+            Action::Archive {
+                facts,
+                snapshot,
+                flight,
+            } => self.archive(facts, snapshot, flight, ctx),
             Action::AcquireLease { id, outage_started } => {
                 self.acquire_lease(id, outage_started, ctx)
             }
@@ -273,6 +277,7 @@ impl Monitor {
         &mut self,
         facts: crate::archive::manifest::IncidentFacts,
         snapshot: Option<crate::probe::snapshot::SqlSnapshot>,
+        flight: Option<Box<crate::flight::Recording>>,
         ctx: &mut Context<Self>,
     ) {
         let id = facts.incident_id.clone();
@@ -280,6 +285,7 @@ impl Monitor {
             incident: facts,
             target: self.target.clone(),
             snapshot,
+            flight,
         });
         ctx.spawn(req.into_actor(self).map(move |res, act, ctx| {
             let outcome = match res {

@@ -418,6 +418,7 @@ impl Machine<'_, '_> {
         let mut n = self.notice(kind, inc, summary);
         n.reason = reason;
         n.failure = failure;
+        n.summary = crate::flight::movers::with_line(n.summary, inc.before.as_deref());
         n
     }
 

@@ -25,10 +25,13 @@ pub fn judge(
         env,
         out: Vec::new(),
     };
-    let result = match (result, read) {
-        (Ok(()), Some(read)) => m.judge_identity(&read),
+    let result = match (result, &read) {
+        (Ok(()), Some(read)) => m.judge_identity(read),
         (result, _) => result,
     };
+    if let (Ok(()), Some(Ok(found))) = (&result, &read) {
+        m.note_start(found.started_at);
+    }
     (result, m.out)
 }
 
