@@ -29,6 +29,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 mod ownership;
+mod rejoin;
 
 /// How the Supervisor was started.
 pub struct SupervisorSettings {
@@ -78,6 +79,10 @@ pub struct Supervisor {
     handed_state: HashMap<String, crate::store::StoredTarget>,
     /// Cluster mode: the notices about lost coordination share this id until it comes back.
     coordination_incident: Option<String>,
+    /// Cluster mode: the cluster the API shows, and the stream of its agent's events (both
+    /// replaced when a reload changes `cluster:`).
+    current: crate::cluster::Current,
+    cluster_stream: Option<SpawnHandle>,
 }
 
 impl Supervisor {
@@ -108,7 +113,7 @@ impl Supervisor {
         uploader: Option<Arc<Uploader>>,
         store: Option<Store>,
         docker: Arc<DockerClient>,
-        cluster: Option<crate::cluster::Started>,
+        (cluster, current): (Option<crate::cluster::Started>, crate::cluster::Current),
     ) -> (Addr<Supervisor>, oneshot::Receiver<()>) {
         crate::metrics::set_logger(log.new(slog::o!("actor" => "metrics")));
         let spool = Spool::new(&settings.state_dir);
@@ -171,11 +176,12 @@ impl Supervisor {
             owned: Default::default(),
             handed_state: HashMap::new(),
             coordination_incident: None,
+            current,
+            cluster_stream: None,
         };
         let addr = Supervisor::create(move |ctx| {
-            if let Some(events) = cluster_events {
-                ctx.add_stream(events);
-            }
+            let mut sup = sup;
+            sup.cluster_stream = cluster_events.map(|events| ctx.add_stream(events));
             sup
         });
         (addr, rx)
@@ -517,8 +523,11 @@ impl Supervisor {
             });
         }
         if new.cluster != self.settings.registry.cluster {
-            // The membership, its lease and the owned targets belong to the running session.
-            warn!(self.log, "the cluster section changed: it applies when the daemon restarts; the running membership stays"; "event" => "reload_cluster_ignored");
+            // All or nothing: a refused cluster change refuses the whole reload.
+            if let Err(why) = self.rejoin(new.cluster.clone(), ctx) {
+                error!(self.log, "reload rejected; the previous registry keeps running"; "event" => "reload_rejected", "error" => &why);
+                return;
+            }
         }
         // Always: with the same channels the Notifier only revives dead or gone ones.
         self.peers.notifier.do_send(SetChannels(new.notify.clone()));

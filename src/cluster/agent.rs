@@ -8,9 +8,7 @@ use super::state::Decoded;
 use super::{Cluster, ClusterEvent, Session, TargetState};
 use crate::ids::{MemberId, TargetName};
 use crate::store::Untrusted;
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
-};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use slog::{debug, error, info, warn};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -185,12 +183,7 @@ impl Agent {
     /// Connects, takes a lease and registers `members/{id}` on it (only if no live daemon
     /// has that id), then starts the keep-alive task.
     async fn join(&mut self) -> Result<(), String> {
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(CALL_LIMIT)
-            .with_timeout(Duration::from_secs(2));
-        let mut client = Client::connect(&self.c.cfg.etcd, Some(opts))
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut client = self.c.connect().await?;
         let sent = Instant::now();
         let ttl = self.c.cfg.ttl.as_secs().max(2) as i64;
         let lease = client

@@ -14,6 +14,7 @@
 //!   by the owner (`state.rs`).
 
 mod agent;
+pub mod connect;
 mod keys;
 mod ownership;
 pub mod rendezvous;
@@ -138,13 +139,46 @@ pub struct Cluster {
     state_lock: tokio::sync::Mutex<()>,
     /// Shutting down: the agent does nothing more (no claims, no "coordination lost").
     leaving: std::sync::atomic::AtomicBool,
+    /// etcd's last refusal of our TLS or login (`connect.rs`).
+    refusals: Mutex<connect::Refusals>,
+    /// Fired when a reload replaced this cluster: its thread ends.
+    ended: tokio::sync::Notify,
     log: Logger,
+}
+
+/// The cluster running now, shared by the Supervisor and the API: a reload that changes
+/// `cluster:` replaces it. Empty when the daemon runs alone.
+#[derive(Clone, Default)]
+pub struct Current(Arc<std::sync::RwLock<Option<Arc<Cluster>>>>);
+
+impl Current {
+    pub fn new(c: Option<Arc<Cluster>>) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(c)))
+    }
+    pub fn get(&self) -> Option<Arc<Cluster>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    pub fn set(&self, c: Arc<Cluster>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(c);
+    }
 }
 
 impl Cluster {
     /// Starts the cluster thread (its own runtime: keep-alives, reads, claims) and returns
     /// the shared handle; `events` receives what the Supervisor must act on.
     pub fn start(cfg: ClusterConfig, log: &Logger, events: Events) -> std::io::Result<Arc<Self>> {
+        Self::start_after(cfg, log, events, None)
+    }
+
+    /// As [`Cluster::start`], but the agent joins only once `gate` fires (or is dropped): a
+    /// reload starts the new cluster first, so a failure leaves the old one untouched, and
+    /// lets it join once the old session has left.
+    pub fn start_after(
+        cfg: ClusterConfig,
+        log: &Logger,
+        events: Events,
+        gate: Option<futures::channel::oneshot::Receiver<()>>,
+    ) -> std::io::Result<Arc<Self>> {
         let log = log.new(slog::o!("actor" => "cluster", "member" => cfg.member.clone()));
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -169,13 +203,29 @@ impl Cluster {
                     renewed_ms: AtomicU64::new(0),
                     state_lock: tokio::sync::Mutex::new(()),
                     leaving: std::sync::atomic::AtomicBool::new(false),
+                    refusals: Mutex::default(),
+                    ended: tokio::sync::Notify::new(),
                     log,
                 });
                 let _ = tx.send(Ok(cluster.clone()));
-                rt.block_on(agent::Agent::new(cluster, events).run());
+                rt.block_on(async move {
+                    if let Some(gate) = gate {
+                        let _ = gate.await;
+                    }
+                    let ended = cluster.clone();
+                    tokio::select! {
+                        _ = agent::Agent::new(cluster, events).run() => {}
+                        _ = ended.ended.notified() => {}
+                    }
+                });
             })?;
         rx.recv()
             .map_err(|_| std::io::Error::other("the cluster thread ended at start"))?
+    }
+
+    /// Ends the cluster thread (after [`Cluster::leave`]: a reload replaced this cluster).
+    pub fn end(&self) {
+        self.ended.notify_one();
     }
 
     pub fn member(&self) -> &str {
