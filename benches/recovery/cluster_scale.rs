@@ -1,0 +1,251 @@
+//! The scale section (`BENCH_ONLY=cluster-scale`): three daemons sharing one large fleet
+//! through a real etcd, bare processes on loopback, counted from outside: /proc for each
+//! daemon's and etcd's CPU and RSS, etcd's own /metrics for its reads, the servers' logs
+//! (`log_connections`: every probe logs in as `application_name=<member>.<target>`) for who
+//! probes what and when, their "ready to accept connections" lines for restarts, and a real
+//! webhook receiver for pages.
+//!
+//! - Steady state: each daemon's CPU and RSS, etcd's CPU, reads (ranges and range calls),
+//!   transactions and bytes sent to clients per second, over a window after the shares
+//!   settled. With watches instead of polling, etcd's reads stay flat in the number of
+//!   targets; with polling they grow with it (each read returns every owner key).
+//! - Takeover: SIGKILL of one daemon → the first login of each of its targets by another
+//!   member (the slowest is the takeover time; the goal is TTL + 2 s), then restarts of the
+//!   (healthy) servers and pages, both of which should be 0.
+//!
+//! Knobs: BENCH_SCALE_TARGETS (10000; 0 skips), BENCH_SCALE_SERVERS (3), BENCH_SCALE_INTERVAL
+//! (10 s), BENCH_SCALE_TTL (5 s), BENCH_SCALE_WINDOW (30 s).
+
+use super::cluster_bare::{
+    counter, epoch_now, etcd_version, log_connections, log_len, log_since, max, read_load, Fleet,
+    Node, ETCD_RATES, MEMBERS,
+};
+use super::{env_num, median, LONG};
+use crate::support::{self, etcd::shares, etcd::Etcd, Pg, Receiver};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The probe interval every target of the section uses (`Fleet::tune` is a plain fn).
+static INTERVAL: OnceLock<String> = OnceLock::new();
+
+/// The section's knobs.
+struct Scale {
+    targets: usize,
+    servers: usize,
+    interval: u64,
+    ttl: u64,
+    window: Duration,
+}
+
+pub fn section() {
+    let s = Scale {
+        targets: env_num("BENCH_SCALE_TARGETS", 10_000) as usize,
+        servers: env_num("BENCH_SCALE_SERVERS", 3).max(1) as usize,
+        interval: env_num("BENCH_SCALE_INTERVAL", 10).max(1),
+        ttl: env_num("BENCH_SCALE_TTL", 5).max(2),
+        window: Duration::from_secs(env_num("BENCH_SCALE_WINDOW", 30)),
+    };
+    if s.targets == 0 {
+        return;
+    }
+    let _ = INTERVAL.set(format!("{}s", s.interval));
+    let build = if cfg!(debug_assertions) {
+        "debug build"
+    } else {
+        "release build"
+    };
+    println!(
+        "\n## Cluster at scale: 3 daemons × {} targets ({} in all) on {} servers, interval {} s, TTL {} s (etcd {}, {build}, {} cores)\n",
+        s.targets.div_ceil(3),
+        s.targets,
+        s.servers,
+        s.interval,
+        s.ttl,
+        etcd_version(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let etcd = Etcd::start();
+    let r = Receiver::start();
+    let pgs: Vec<Pg> = (0..s.servers).map(|_| Pg::start()).collect();
+    // A takeover starts a third of the fleet's first probes at once.
+    let per_server = s.targets.div_ceil(s.servers) as u32;
+    for pg in &pgs {
+        log_connections(pg, (per_server + 100).min(5000));
+    }
+    let fleet = Fleet {
+        pgs: &pgs,
+        names: (0..s.targets).map(|i| format!("t{i:05}")).collect(),
+        named_logins: true,
+        tune: |t| {
+            t.interval = INTERVAL.get().map_or("10s", String::as_str);
+            t.timeout = "5s";
+            t.pid_watch = false;
+        },
+    };
+    let t0 = Instant::now();
+    let handoffs = (s.targets / 30).max(20);
+    let mut nodes = fleet.start(
+        &etcd,
+        s.ttl,
+        &support::notify_all(&r),
+        &format!("  handoffs_per_second: {handoffs}\n"),
+    );
+    let owners = wait_even(&etcd, s.targets);
+    println!(
+        "Shares settled in {:.1} s from the daemons' start (hand-offs at {handoffs}/s): {:?}.\n",
+        t0.elapsed().as_secs_f64(),
+        shares(&owners)
+    );
+    // Every owner through at least one full interval of probes.
+    std::thread::sleep(Duration::from_secs(s.interval + 5));
+    let starts: usize = pgs.iter().map(Pg::starts).sum();
+    steady_state(&s, &etcd, &nodes, &pgs, &owners);
+    takeover(&s, &etcd, &mut nodes, &pgs, &owners);
+    // Room for a restart or a page to show, if one were coming.
+    std::thread::sleep(Duration::from_secs(s.interval * 2));
+    let restarts = pgs.iter().map(Pg::starts).sum::<usize>() - starts;
+    let pages = r.hook_events("failure").len();
+    let failed: usize = nodes.iter().map(|n| n.d.count("probe_failed", None)).sum();
+    println!(
+        "\nRestarts of the (healthy) servers from the steady state to {} s after the takeover: {restarts}; failure pages at the receiver: {pages}; every notification received: {}; probes failed (a loaded host): {failed}.",
+        s.interval * 2,
+        r.hits().len()
+    );
+    drop(nodes);
+}
+
+/// Waits until every target is owned and the three shares differ by at most one.
+fn wait_even(etcd: &Etcd, n: usize) -> BTreeMap<String, String> {
+    support::wait_for(LONG * 10, "an even share", || {
+        let o = etcd.owners();
+        let c = shares(&o);
+        let (lo, hi) = (c.values().min()?, c.values().max()?);
+        (o.len() == n && c.len() == 3 && hi - lo <= 1).then_some(o)
+    })
+}
+
+fn steady_state(
+    s: &Scale,
+    etcd: &Etcd,
+    nodes: &[Node],
+    pgs: &[Pg],
+    owners: &BTreeMap<String, String>,
+) {
+    let a = read_load(etcd, nodes, pgs);
+    std::thread::sleep(s.window);
+    let b = read_load(etcd, nodes, pgs);
+    let secs = b.at.duration_since(a.at).as_secs_f64();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let pct = |t0: u64, t1: u64| (t1 - t0) as f64 / hz / secs * 100.0;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("Steady state over {:.0} s: probes {:.0}/s in all (the daemons' lateness histograms), the servers' CPU {:.1} % of one core, etcd's CPU {:.2} % and RSS {:.1} MiB, host load {}.\n",
+        secs, (b.probes - a.probes) / secs, pct(a.servers, b.servers), pct(a.etcd_ticks, b.etcd_ticks),
+        super::proc_usage(etcd.pid()).1 as f64 / 1024.0, load.split_whitespace().next().unwrap_or("?"));
+    println!("| daemon | targets owned | CPU (% of one core) | RSS |");
+    println!("|---|---|---|---|");
+    let owned = shares(owners);
+    for (i, node) in nodes.iter().enumerate() {
+        let ((t0, _), (t1, rss)) = (a.daemons[i], b.daemons[i]);
+        println!(
+            "| {} | {} | {:.2} % | {:.1} MiB |",
+            node.member,
+            owned.get(&node.member).copied().unwrap_or(0),
+            pct(t0, t1),
+            rss as f64 / 1024.0
+        );
+    }
+    let mut rates: Vec<(&str, &str, Option<&str>)> = ETCD_RATES.to_vec();
+    rates.push((
+        "gRPC Range calls",
+        "grpc_server_handled_total",
+        Some("grpc_method=\"Range\""),
+    ));
+    rates.push((
+        "bytes sent to clients",
+        "etcd_network_client_grpc_sent_bytes_total",
+        None,
+    ));
+    let head: Vec<&str> = rates.iter().map(|r| r.0).collect();
+    println!("\n| etcd, per second | {} |", head.join(" | "));
+    println!("|---|{}", "---|".repeat(rates.len()));
+    let cells: Vec<String> = rates
+        .iter()
+        .map(|(_, name, label)| {
+            let d = counter(&b.etcd, name, *label) - counter(&a.etcd, name, *label);
+            format!("{:.1}", d / secs)
+        })
+        .collect();
+    println!("| rate | {} |", cells.join(" | "));
+}
+
+/// SIGKILL of the first daemon; seconds from the kill to each of its targets' first login
+/// by another member, read from every server's log.
+fn takeover(
+    s: &Scale,
+    etcd: &Etcd,
+    nodes: &mut [Node],
+    pgs: &[Pg],
+    owners: &BTreeMap<String, String>,
+) {
+    let victim = &mut nodes[0];
+    let mine: BTreeSet<&str> = owners
+        .iter()
+        .filter(|(_, m)| **m == victim.member)
+        .map(|(t, _)| t.as_str())
+        .collect();
+    let mut from: Vec<u64> = pgs.iter().map(log_len).collect();
+    let (epoch0, t0) = (epoch_now(), Instant::now());
+    victim.kill();
+    let limit = Duration::from_secs(s.ttl + s.interval * 3) + LONG;
+    let mut seen: BTreeMap<String, f64> = BTreeMap::new();
+    while seen.len() < mine.len() && t0.elapsed() < limit {
+        for (i, pg) in pgs.iter().enumerate() {
+            let text = log_since(pg, from[i]);
+            // Whole lines only: a line still being written is read next time.
+            let done = text.rfind('\n').map_or(0, |p| p + 1);
+            from[i] += done as u64;
+            for (at, member, target) in logins(&text[..done]) {
+                if member != victim.member && mine.contains(target) {
+                    let e = seen.entry(target.to_string()).or_insert(at - epoch0);
+                    *e = e.min(at - epoch0);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let keys = etcd.owners();
+    let moved = mine
+        .iter()
+        .filter(|t| keys.get(**t).is_some_and(|m| *m != victim.member))
+        .count();
+    let mut times: Vec<f64> = seen.into_values().collect();
+    let goal = s.ttl as f64 + 2.0;
+    let slowest = max(&times);
+    println!(
+        "\nTakeover after SIGKILL of {} ({} targets): probed by a new owner {} of {}; from the kill, median {:.2} s, slowest {:.2} s (goal TTL + 2 s = {goal:.0} s: {}); owner keys moved afterwards: {moved} of {}.",
+        victim.member,
+        mine.len(),
+        times.len(),
+        mine.len(),
+        median(&mut times),
+        slowest,
+        if times.len() == mine.len() && slowest <= goal { "met" } else { "MISSED" },
+        mine.len(),
+    );
+}
+
+/// (epoch seconds, member, target) of each "connection authorized" line with an
+/// `application_name=<member>.<target>` (lines start with `%n`).
+fn logins(text: &str) -> impl Iterator<Item = (f64, &str, &str)> {
+    text.lines().filter_map(|l| {
+        if !l.contains("connection authorized") {
+            return None;
+        }
+        let at = l.split_whitespace().next()?.parse().ok()?;
+        let app = l.split("application_name=").nth(1)?.trim();
+        let (member, target) = app.split_once('.')?;
+        MEMBERS.contains(&member).then_some((at, member, target))
+    })
+}
