@@ -776,3 +776,39 @@ fn a_sighup_moving_the_cluster_prefix_leaves_and_rejoins_without_a_page_or_a_res
     );
     assert_eq!(n.d.count("reload_applied", None), 1);
 }
+
+#[test]
+fn a_sighup_fixing_the_etcd_endpoints_joins_and_closes_the_coordination_alert_once() {
+    let etcd = Etcd::start();
+    let r = Receiver::start();
+    let pg = Pg::start();
+    let specs = [spec("a", &pg)];
+    let notify = notify_all(&r);
+    // A wrong endpoint: nothing listens there.
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        sentinel_remedy::pgcluster::free_port().expect("port")
+    );
+    let n = Node::start("n1", &dead, &notify, &specs);
+    wait_for(LONG, "the coordination-lost page", || {
+        (!r.hook_events("escalation").is_empty()).then_some(())
+    });
+    let text = std::fs::read_to_string(n.ws.config()).expect("registry");
+    std::fs::write(n.ws.config(), text.replace(&dead, &etcd.url)).expect("write registry");
+    n.d.signal(libc::SIGHUP);
+    wait_for(
+        LONG,
+        "n1 joins with the fixed endpoint and owns the target",
+        || (etcd.owners().get("a").map(String::as_str) == Some("n1")).then_some(()),
+    );
+    wait_for(LONG, "the coordination alert closed", || {
+        (!r.hook_events("recovery").is_empty()).then_some(())
+    });
+    std::thread::sleep(TTL * 2);
+    let (lost, back) = (r.hook_events("escalation"), r.hook_events("recovery"));
+    println!("escalations: {}, recoveries: {}", lost.len(), back.len());
+    assert_eq!(lost.len(), 1, "coordination lost said once");
+    assert_eq!(back.len(), 1, "and closed once");
+    assert_eq!(lost[0].body["incident_id"], back[0].body["incident_id"]);
+    assert_eq!(pg.starts(), 1, "the server was never restarted");
+}

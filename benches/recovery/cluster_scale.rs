@@ -14,7 +14,8 @@
 //!   (healthy) servers and pages, both of which should be 0.
 //!
 //! Knobs: BENCH_SCALE_TARGETS (10000; 0 skips), BENCH_SCALE_SERVERS (3), BENCH_SCALE_INTERVAL
-//! (10 s), BENCH_SCALE_TTL (5 s), BENCH_SCALE_WINDOW (30 s).
+//! (10 s), BENCH_SCALE_TTL (5 s), BENCH_SCALE_WINDOW (30 s), BENCH_SCALE_SETTLE (300 s: how
+//! long the shares may take to even out).
 
 use super::cluster_bare::{
     counter, epoch_now, etcd_version, log_connections, log_len, log_since, max, read_load, Fleet,
@@ -36,6 +37,8 @@ struct Scale {
     interval: u64,
     ttl: u64,
     window: Duration,
+    /// How long the shares may take to even out before the section goes on without.
+    settle: Duration,
 }
 
 pub fn section() {
@@ -45,6 +48,7 @@ pub fn section() {
         interval: env_num("BENCH_SCALE_INTERVAL", 10).max(1),
         ttl: env_num("BENCH_SCALE_TTL", 5).max(2),
         window: Duration::from_secs(env_num("BENCH_SCALE_WINDOW", 30)),
+        settle: Duration::from_secs(env_num("BENCH_SCALE_SETTLE", 300)),
     };
     if s.targets == 0 {
         return;
@@ -91,7 +95,7 @@ pub fn section() {
         &support::notify_all(&r),
         &format!("  handoffs_per_second: {handoffs}\n"),
     );
-    let owners = wait_even(&etcd, s.targets);
+    let owners = wait_even(&etcd, &nodes, s.targets, s.settle);
     println!(
         "Shares settled in {:.1} s from the daemons' start (hand-offs at {handoffs}/s): {:?}.\n",
         t0.elapsed().as_secs_f64(),
@@ -115,14 +119,37 @@ pub fn section() {
     drop(nodes);
 }
 
-/// Waits until every target is owned and the three shares differ by at most one.
-fn wait_even(etcd: &Etcd, n: usize) -> BTreeMap<String, String> {
-    support::wait_for(LONG * 10, "an even share", || {
+/// Waits until every target is owned and the three shares differ by at most one; past
+/// `limit`, says so with what the daemons logged, and goes on with the shares as they are.
+fn wait_even(etcd: &Etcd, nodes: &[Node], n: usize, limit: Duration) -> BTreeMap<String, String> {
+    let t0 = Instant::now();
+    loop {
         let o = etcd.owners();
         let c = shares(&o);
-        let (lo, hi) = (c.values().min()?, c.values().max()?);
-        (o.len() == n && c.len() == 3 && hi - lo <= 1).then_some(o)
-    })
+        let even = c
+            .values()
+            .max()
+            .zip(c.values().min())
+            .is_some_and(|(hi, lo)| hi - lo <= 1);
+        if o.len() == n && c.len() == 3 && even {
+            return o;
+        }
+        if t0.elapsed() > limit {
+            println!(
+                "**Not settled after {} s**: {} of {n} targets owned, shares {c:?}.",
+                limit.as_secs(),
+                o.len()
+            );
+            for node in nodes {
+                let count = |e: &str| node.d.count(e, None);
+                println!("- {}: cluster_fenced {}, cluster_lease_expired {}, cluster_session_lost {}, cluster_join_failed {}, probe_failed {}, heal_attempt {}",
+                    node.member, count("cluster_fenced"), count("cluster_lease_expired"), count("cluster_session_lost"),
+                    count("cluster_join_failed"), count("probe_failed"), count("heal_attempt"));
+            }
+            return o;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 fn steady_state(
@@ -200,7 +227,20 @@ fn takeover(
     victim.kill();
     let limit = Duration::from_secs(s.ttl + s.interval * 3) + LONG;
     let mut seen: BTreeMap<String, f64> = BTreeMap::new();
-    while seen.len() < mine.len() && t0.elapsed() < limit {
+    let mut claimed: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut polled = Instant::now() - Duration::from_secs(1);
+    while (seen.len() < mine.len() || claimed.len() < mine.len()) && t0.elapsed() < limit {
+        // The owner keys, about once a second (each read returns every key).
+        if polled.elapsed() >= Duration::from_secs(1) {
+            polled = Instant::now();
+            let keys = etcd.owners();
+            let at = t0.elapsed().as_secs_f64();
+            for t in &mine {
+                if keys.get(*t).is_some_and(|m| *m != victim.member) {
+                    claimed.entry(t).or_insert(at);
+                }
+            }
+        }
         for (i, pg) in pgs.iter().enumerate() {
             let text = log_since(pg, from[i]);
             // Whole lines only: a line still being written is read next time.
@@ -215,16 +255,12 @@ fn takeover(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let keys = etcd.owners();
-    let moved = mine
-        .iter()
-        .filter(|t| keys.get(**t).is_some_and(|m| *m != victim.member))
-        .count();
+    let mut keys: Vec<f64> = claimed.into_values().collect();
     let mut times: Vec<f64> = seen.into_values().collect();
     let goal = s.ttl as f64 + 2.0;
     let slowest = max(&times);
     println!(
-        "\nTakeover after SIGKILL of {} ({} targets): probed by a new owner {} of {}; from the kill, median {:.2} s, slowest {:.2} s (goal TTL + 2 s = {goal:.0} s: {}); owner keys moved afterwards: {moved} of {}.",
+        "\nTakeover after SIGKILL of {} ({} targets): probed by a new owner {} of {}; from the kill, median {:.2} s, slowest {:.2} s (goal TTL + 2 s = {goal:.0} s: {}). Owner keys naming a new owner (polled about once a second): {} of {}, median {:.1} s, slowest {:.1} s.",
         victim.member,
         mine.len(),
         times.len(),
@@ -232,7 +268,10 @@ fn takeover(
         median(&mut times),
         slowest,
         if times.len() == mine.len() && slowest <= goal { "met" } else { "MISSED" },
+        keys.len(),
         mine.len(),
+        median(&mut keys),
+        max(&keys),
     );
 }
 

@@ -95,7 +95,7 @@ impl Supervisor {
 
     /// Says once that coordination was lost (every target dropped, no restarts anywhere from
     /// here), and once that it came back.
-    fn coordination(&mut self, lost: bool, reason: String) {
+    pub(super) fn coordination(&mut self, lost: bool, reason: String) {
         let Some(cluster) = self.peers.cluster.clone() else {
             return;
         };

@@ -18,6 +18,8 @@ use crate::cluster::{Cluster, ClusterEvent};
 use crate::config::ClusterConfig;
 use actix::prelude::*;
 use slog::info;
+use std::sync::Arc;
+use std::time::Duration;
 
 impl Supervisor {
     /// Leaves the running cluster and joins `new`'s, or says why not (nothing changed then).
@@ -63,7 +65,10 @@ impl Supervisor {
         self.cluster_stream = Some(ctx.add_stream(events));
         self.peers.leases = new.leases();
         self.peers.cluster = Some(new.clone());
-        self.current.set(new);
+        self.current.set(new.clone());
+        if self.coordination_incident.is_some() {
+            self.close_coordination_on_join(new, ctx);
+        }
         let leave = old.leave();
         actix_rt::spawn(async move {
             leave.await;
@@ -71,5 +76,26 @@ impl Supervisor {
             let _ = go.send(());
         });
         Ok(())
+    }
+
+    /// The old session's "coordination lost" (a reload is often how wrong endpoints are
+    /// fixed) is closed once the new session has joined: the new agent never said it.
+    fn close_coordination_on_join(&mut self, new: Arc<Cluster>, ctx: &mut Context<Self>) {
+        let joined = new.clone();
+        let wait = async move {
+            while joined.lease_age().is_none() {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        };
+        ctx.spawn(wait.into_actor(self).map(move |_, act, _| {
+            let current = act
+                .peers
+                .cluster
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, &new));
+            if current && act.coordination_incident.is_some() {
+                act.coordination(false, "joined the cluster with the new settings".into());
+            }
+        }));
     }
 }
