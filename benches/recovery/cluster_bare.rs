@@ -39,7 +39,13 @@ impl Node {
         let api = support::etcd::write_cluster_registry(
             &ws, member, &etcd.url, ttl, extra, notify, specs,
         );
-        let d = Self::spawn(&ws);
+        Self::run(member, ws, api, &[])
+    }
+
+    /// Starts a member whose registry `ws` holds already (its API at `api`), with `env` for
+    /// the registry's `${VAR}`s.
+    pub(super) fn run(member: &str, ws: Workspace, api: String, env: &[(&str, &str)]) -> Self {
+        let d = Self::spawn(&ws, env);
         Self {
             ws,
             d,
@@ -48,14 +54,16 @@ impl Node {
         }
     }
 
-    fn spawn(ws: &Workspace) -> Daemon {
+    fn spawn(ws: &Workspace, env: &[(&str, &str)]) -> Daemon {
         let mut cmd = Command::new(support::bin());
         cmd.args(["--log-format", "json", "run", "--config"])
             .arg(ws.config())
             .arg("--state-dir")
             .arg(ws.state())
             .current_dir(ws.path());
-        Daemon::spawn(cmd, &[("SENTINEL_LOG_LEVEL", "info")])
+        let mut env = env.to_vec();
+        env.push(("SENTINEL_LOG_LEVEL", "info"));
+        Daemon::spawn(cmd, &env)
     }
 
     /// SIGKILL, reaped at once.
@@ -66,7 +74,7 @@ impl Node {
 
     /// Starts this member again from the same workspace.
     fn restart(&mut self) {
-        self.d = Self::spawn(&self.ws);
+        self.d = Self::spawn(&self.ws, &[]);
     }
 }
 

@@ -18,17 +18,13 @@
 //! long the shares may take to even out).
 
 use super::cluster_bare::{
-    counter, epoch_now, etcd_version, log_connections, log_len, log_since, max, read_load, Fleet,
-    Node, ETCD_RATES, MEMBERS,
+    counter, epoch_now, etcd_version, log_connections, log_len, log_since, max, read_load, Node,
+    ETCD_RATES, MEMBERS,
 };
 use super::{env_num, median, LONG};
-use crate::support::{self, etcd::shares, etcd::Etcd, Pg, Receiver};
+use crate::support::{self, etcd::shares, etcd::Etcd, Pg, Receiver, Workspace};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-/// The probe interval every target of the section uses (`Fleet::tune` is a plain fn).
-static INTERVAL: OnceLock<String> = OnceLock::new();
 
 /// The section's knobs.
 struct Scale {
@@ -53,7 +49,6 @@ pub fn section() {
     if s.targets == 0 {
         return;
     }
-    let _ = INTERVAL.set(format!("{}s", s.interval));
     let build = if cfg!(debug_assertions) {
         "debug build"
     } else {
@@ -77,28 +72,17 @@ pub fn section() {
     for pg in &pgs {
         log_connections(pg, (per_server + 100).min(5000));
     }
-    let fleet = Fleet {
-        pgs: &pgs,
-        names: (0..s.targets).map(|i| format!("t{i:05}")).collect(),
-        named_logins: true,
-        tune: |t| {
-            t.interval = INTERVAL.get().map_or("10s", String::as_str);
-            t.timeout = "5s";
-            t.pid_watch = false;
-        },
-    };
+    let names: Vec<String> = (0..s.targets).map(|i| format!("t{i:05}")).collect();
     let t0 = Instant::now();
-    let handoffs = (s.targets / 30).max(20);
-    let mut nodes = fleet.start(
-        &etcd,
-        s.ttl,
-        &support::notify_all(&r),
-        &format!("  handoffs_per_second: {handoffs}\n"),
-    );
+    let mut nodes: Vec<Node> = MEMBERS
+        .iter()
+        .map(|m| start_member(&s, m, &etcd, &pgs, &names, &support::notify_all(&r)))
+        .collect();
     let owners = wait_even(&etcd, &nodes, s.targets, s.settle);
     println!(
-        "Shares settled in {:.1} s from the daemons' start (hand-offs at {handoffs}/s): {:?}.\n",
+        "Shares settled in {:.1} s from the daemons' start (hand-offs at {}/s): {:?}.\n",
         t0.elapsed().as_secs_f64(),
+        handoffs(&s),
         shares(&owners)
     );
     // Every owner through at least one full interval of probes.
@@ -117,6 +101,61 @@ pub fn section() {
         r.hits().len()
     );
     drop(nodes);
+}
+
+/// Hand-offs per second: the first daemon up claims everything, the others get their share
+/// within about 30 s.
+fn handoffs(s: &Scale) -> usize {
+    (s.targets / 30).max(20)
+}
+
+/// Writes `member`'s registry and starts it. The registry is compact (a registry file is at
+/// most 1 MiB): probe settings in `defaults:`, each server's heal command once as a YAML
+/// anchor, and each DSN as `${DBi}<member>.<target>` with `DBi` (the server's URL up to
+/// `application_name=`) in the daemon's environment.
+fn start_member(
+    s: &Scale,
+    member: &str,
+    etcd: &Etcd,
+    pgs: &[Pg],
+    names: &[String],
+    notify: &str,
+) -> Node {
+    let ws = Workspace::new();
+    let extra = format!(
+        "  handoffs_per_second: {}\ndefaults:\n  probe: {{ interval: {}s, timeout: 5s, failure_threshold: 3 }}\n  recovery_timeout: 60s\n",
+        handoffs(s),
+        s.interval
+    );
+    let api =
+        support::etcd::write_cluster_registry(&ws, member, &etcd.url, s.ttl, &extra, notify, &[]);
+    let mut text = std::fs::read_to_string(ws.config()).expect("registry");
+    for (i, name) in names.iter().enumerate() {
+        let server = i % pgs.len();
+        let heal = if i < pgs.len() {
+            let argv = serde_json::to_string(&pgs[server].cluster.start_argv()).expect("argv");
+            format!("&h{server} {{ command: {argv} }}")
+        } else {
+            format!("*h{server}")
+        };
+        text += &format!(
+            "\n  - {{ name: {name}, dsn: \"${{DB{server}}}{member}.{name}\", heal: {heal} }}"
+        );
+    }
+    text.push('\n');
+    std::fs::write(ws.config(), text).expect("write registry");
+    let vars: Vec<(String, String)> = pgs
+        .iter()
+        .enumerate()
+        .map(|(i, pg)| {
+            (
+                format!("DB{i}"),
+                format!("{}?application_name=", pg.cluster.dsn()),
+            )
+        })
+        .collect();
+    let env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Node::run(member, ws, api, &env)
 }
 
 /// Waits until every target is owned and the three shares differ by at most one; past
