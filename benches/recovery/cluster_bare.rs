@@ -21,7 +21,7 @@ pub(super) struct Node {
     ws: Workspace,
     pub(super) d: Daemon,
     pub(super) member: String,
-    api: String,
+    pub(super) api: String,
 }
 
 impl Node {

@@ -96,6 +96,10 @@ pub fn section() {
     let pages = r.hook_events("failure").len();
     let failed: usize = nodes.iter().map(|n| n.d.count("probe_failed", None)).sum();
     println!(
+        "\nFailed probes by class, all daemons: {}.",
+        failure_classes(&nodes)
+    );
+    println!(
         "\nRestarts of the (healthy) servers from the steady state to {} s after the takeover: {restarts}; failure pages at the receiver: {pages}; every notification received: {}; probes failed (a loaded host): {failed}.",
         s.interval * 2,
         r.hits().len()
@@ -267,6 +271,7 @@ fn takeover(
     let limit = Duration::from_secs(s.ttl + s.interval * 3) + LONG;
     let mut seen: BTreeMap<String, f64> = BTreeMap::new();
     let mut claimed: BTreeMap<&str, f64> = BTreeMap::new();
+    let (mut fatal, mut first_fatal) = (0, None::<String>);
     let mut polled = Instant::now() - Duration::from_secs(1);
     while (seen.len() < mine.len() || claimed.len() < mine.len()) && t0.elapsed() < limit {
         // The owner keys, about once a second (each read returns every key).
@@ -285,6 +290,10 @@ fn takeover(
             // Whole lines only: a line still being written is read next time.
             let done = text.rfind('\n').map_or(0, |p| p + 1);
             from[i] += done as u64;
+            for l in text[..done].lines().filter(|l| l.contains("FATAL")) {
+                fatal += 1;
+                first_fatal.get_or_insert_with(|| l.to_string());
+            }
             for (at, member, target) in logins(&text[..done]) {
                 if member != victim.member && mine.contains(target) {
                     let e = seen.entry(target.to_string()).or_insert(at - epoch0);
@@ -293,6 +302,9 @@ fn takeover(
             }
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+    if let Some(l) = first_fatal {
+        println!("\nThe servers logged {fatal} FATAL lines during the takeover, the first: `{l}`.");
     }
     let mut keys: Vec<f64> = claimed.into_values().collect();
     let mut times: Vec<f64> = seen.into_values().collect();
@@ -326,4 +338,28 @@ fn logins(text: &str) -> impl Iterator<Item = (f64, &str, &str)> {
         let (member, target) = app.split_once('.')?;
         MEMBERS.contains(&member).then_some((at, member, target))
     })
+}
+
+/// `class=count` of `sentinel_probe_failures_total` summed over the daemons still running.
+fn failure_classes(nodes: &[Node]) -> String {
+    let mut by: BTreeMap<String, f64> = BTreeMap::new();
+    for n in nodes.iter().skip(1) {
+        let text = support::http::get(&n.api, "/metrics").body;
+        for l in text
+            .lines()
+            .filter(|l| l.starts_with("sentinel_probe_failures_total{"))
+        {
+            let class = l.split("class=\"").nth(1).and_then(|c| c.split('"').next());
+            let value = l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+            if let (Some(c), Some(v)) = (class, value) {
+                *by.entry(c.to_string()).or_default() += v;
+            }
+        }
+    }
+    let parts: Vec<String> = by.iter().map(|(c, v)| format!("{c} {v:.0}")).collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
 }
