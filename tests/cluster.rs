@@ -812,3 +812,53 @@ fn a_sighup_fixing_the_etcd_endpoints_joins_and_closes_the_coordination_alert_on
     assert_eq!(lost[0].body["incident_id"], back[0].body["incident_id"]);
     assert_eq!(pg.starts(), 1, "the server was never restarted");
 }
+
+#[test]
+fn a_cluster_change_during_an_open_incident_is_refused_whole_and_applies_once_it_closes() {
+    let etcd = Etcd::start();
+    let pg = Pg::start();
+    let r = Receiver::start();
+    // A heal that does nothing: the incident stays open until the server is back.
+    let mut s = spec("a", &pg);
+    s.heal_argv = Some(vec!["/bin/true".into()]);
+    s.pid_watch = false;
+    let n = Node::start("n1", &etcd.url, &notify_all(&r), &[s]);
+    wait_for(LONG, "n1 owns and runs the target", || {
+        (etcd.owners().len() == 1 && n.running().len() == 1).then_some(())
+    });
+    pg.kill9();
+    wait_for(LONG, "the failure page", || {
+        (r.hook_count("failure", "a") == 1).then_some(())
+    });
+    let text = std::fs::read_to_string(n.ws.config()).expect("registry");
+    let moved = text.replacen("  ttl: 2s\n", "  ttl: 2s\n  prefix: fleet-b\n", 1);
+    std::fs::write(n.ws.config(), &moved).expect("write registry");
+    n.d.signal(libc::SIGHUP);
+    let rejected = n.d.wait_event("reload_rejected", None, LONG);
+    println!("refused: {}", rejected["error"]);
+    assert!(rejected["error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("a has an open incident"));
+    assert!(
+        etcd.under("fleet-b", "members").is_empty(),
+        "nothing of it applied"
+    );
+    assert_eq!(etcd.owners().get("a").map(String::as_str), Some("n1"));
+    // The server back, the incident closed: the same reload applies.
+    wait_for(
+        LONG,
+        "the server starts again (its killed backends gone)",
+        || pg.cluster.start().ok(),
+    );
+    wait_for(LONG, "the recovery notice", || {
+        (r.hook_count("recovery", "a") == 1).then_some(())
+    });
+    n.d.signal(libc::SIGHUP);
+    wait_for(LONG, "n1 owns the target under the new prefix", || {
+        (etcd.under("fleet-b", "owner").get("a").map(String::as_str) == Some("n1")).then_some(())
+    });
+    assert!(etcd.owners().is_empty(), "the old owner key is released");
+    assert_eq!(r.hook_count("failure", "a"), 1, "one failure page");
+    assert_eq!(r.hook_count("recovery", "a"), 1, "one recovery notice");
+}
