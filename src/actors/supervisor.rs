@@ -83,6 +83,8 @@ pub struct Supervisor {
     /// replaced when a reload changes `cluster:`).
     current: crate::cluster::Current,
     cluster_stream: Option<SpawnHandle>,
+    /// Cluster mode: a sync is due once the events queued now are handled.
+    sync_pending: bool,
 }
 
 impl Supervisor {
@@ -178,6 +180,7 @@ impl Supervisor {
             coordination_incident: None,
             current,
             cluster_stream: None,
+            sync_pending: false,
         };
         let addr = Supervisor::create(move |ctx| {
             let mut sup = sup;

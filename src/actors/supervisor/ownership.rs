@@ -11,7 +11,7 @@ use actix::prelude::*;
 use slog::{error, info};
 
 impl StreamHandler<ClusterEvent> for Supervisor {
-    fn handle(&mut self, ev: ClusterEvent, _: &mut Context<Self>) {
+    fn handle(&mut self, ev: ClusterEvent, ctx: &mut Context<Self>) {
         if self.stopping {
             return;
         }
@@ -20,7 +20,7 @@ impl StreamHandler<ClusterEvent> for Supervisor {
                 self.owned.insert(target.clone());
                 self.handed_state
                     .insert(target, state.map(|s| *s).unwrap_or_default());
-                self.sync();
+                self.sync_soon(ctx);
             }
             ClusterEvent::Lost { target, why } => {
                 self.owned.remove(&target);
@@ -41,7 +41,7 @@ impl StreamHandler<ClusterEvent> for Supervisor {
                         self.peers.healer.do_send(HealDone { incident_id });
                     }
                 }
-                self.sync();
+                self.sync_soon(ctx);
             }
             ClusterEvent::Coordination { lost, reason } => self.coordination(lost, reason),
         }
@@ -52,6 +52,22 @@ impl StreamHandler<ClusterEvent> for Supervisor {
 }
 
 impl Supervisor {
+    /// Brings the Monitors in line with what is owned once the events queued now are
+    /// handled: a takeover gains thousands of targets in one burst, and each sync walks the
+    /// whole fleet, so one sync per event would cost the burst times the fleet. (A lost
+    /// target's Monitor is stopped at once, before this.)
+    fn sync_soon(&mut self, ctx: &mut Context<Self>) {
+        if std::mem::replace(&mut self.sync_pending, true) {
+            return;
+        }
+        ctx.run_later(std::time::Duration::ZERO, |act, _| {
+            act.sync_pending = false;
+            if !act.stopping {
+                act.sync();
+            }
+        });
+    }
+
     /// A target's record in cluster mode: what its last owner kept in etcd.
     pub(super) fn record_from_cluster(
         &mut self,
