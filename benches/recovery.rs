@@ -15,9 +15,12 @@
 //! takeover), BENCH_CLUSTER_WINDOW (20 s), BENCH_TLS_TARGETS (50: targets of the TLS cost
 //! rows, run with `probe` or alone as `tls`; 0 skips), BENCH_TLS_WINDOW (20 s), BENCH_ONLY (a
 //! comma list of sections: recovery, hang, containers, archive, floor, resources, probe, tls,
-//! discovery, takeover, cluster-load, cluster, recorder), BENCH_FLOOR_RUNS (10: kills per way
-//! in the floor section), BENCH_RECORDER_TARGETS (1000: targets of the flight recorder's cost
-//! rows, section `recorder`; 0 skips).
+//! discovery, takeover, cluster-load, cluster, cluster-scale, recorder), BENCH_FLOOR_RUNS (10:
+//! kills per way in the floor section), BENCH_SCALE_TARGETS (10000: targets shared by the 3
+//! daemons of the cluster-scale section, 0 skips it), BENCH_SCALE_SERVERS (3),
+//! BENCH_SCALE_INTERVAL (10 s), BENCH_SCALE_TTL (5 s), BENCH_SCALE_WINDOW (30 s),
+//! BENCH_RECORDER_TARGETS (1000: targets of the flight recorder's cost rows, section
+//! `recorder`; 0 skips).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -26,6 +29,8 @@ mod support;
 mod cluster;
 #[path = "recovery/cluster_bare.rs"]
 mod cluster_bare;
+#[path = "recovery/cluster_scale.rs"]
+mod cluster_scale;
 #[path = "recovery/floor.rs"]
 mod floor;
 #[path = "recovery/recorder.rs"]
@@ -959,6 +964,9 @@ fn main() {
     }
     if run("cluster") && env_num("BENCH_CLUSTER", 1) == 1 {
         cluster_bare::section(env_num("BENCH_CLUSTER_RUNS", 10) as usize);
+    }
+    if run("cluster-scale") {
+        cluster_scale::section();
     }
     let recorder_targets = env_num("BENCH_RECORDER_TARGETS", 1000) as usize;
     if run("recorder") && recorder_targets > 0 {

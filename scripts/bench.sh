@@ -22,7 +22,11 @@
 # (50: the TLS cost rows, plain / sslmode=require / verify-full next to pgbench -C, run with
 # `probe` or alone as `tls`; 0 skips), BENCH_TLS_WINDOW (20 s), BENCH_ONLY (a comma list: only
 # these sections, from recovery, hang, containers, archive, floor, resources, probe, tls,
-# discovery, takeover, cluster-load, cluster, recorder), BENCH_FLOOR_RUNS (10: kills per way in section
+# discovery, takeover, cluster-load, cluster, cluster-scale, recorder), BENCH_SCALE_TARGETS (10000 targets
+# shared by 3 daemons at BENCH_SCALE_INTERVAL, 10 s, on BENCH_SCALE_SERVERS, 3, servers, TTL
+# BENCH_SCALE_TTL, 5 s: per-daemon CPU and RSS, etcd's CPU and reads per second over
+# BENCH_SCALE_WINDOW, 30 s, and the takeover of one daemon's targets after SIGKILL; 0 skips),
+# BENCH_FLOOR_RUNS (10: kills per way in section
 # `floor`: kill → `SELECT 1` for the script floor, Docker's restart policy and the daemon, with
 # the same outside poll, median and max, and where the time goes), BENCH_FLOOR_BASELINE (another
 # daemon binary measured beside it in the same session), BENCH_RECORDER_TARGETS (1000: the flight

@@ -497,8 +497,8 @@ pub fn run(log: slog::Logger, settings: SupervisorSettings) -> ExitCode {
         let Ok(cluster) = start_cluster(&settings.registry, &settings.state_dir, &log) else {
             return false;
         };
-        let cluster_handle = cluster.as_ref().map(|(c, _)| c.clone());
-        let (sup, done) = Supervisor::launch(log.clone(), settings, uploader.clone(), Some(store.clone()), docker.clone(), cluster);
+        let cluster_handle = crate::cluster::Current::new(cluster.as_ref().map(|(c, _)| c.clone()));
+        let (sup, done) = Supervisor::launch(log.clone(), settings, uploader.clone(), Some(store.clone()), docker.clone(), (cluster, cluster_handle.clone()));
         if let Some(server) = server {
             let state = crate::api::ApiState { supervisor: sup.clone(), store: Some(store), uploader, token: server.token.clone(),
                 registry_source: source, started_at: chrono::Utc::now(), docker: Some(docker), disks: Some(disks), archive_dir,

@@ -8,6 +8,7 @@ mod support;
 use std::time::Duration;
 use support::etcd::{shares, time_until, write_cluster_registry, Etcd, Relay};
 use support::receiver::Receiver;
+use support::tls::Pki;
 use support::*;
 
 const TTL: Duration = Duration::from_secs(2);
@@ -23,9 +24,22 @@ struct Node {
 
 impl Node {
     fn start(member: &str, etcd_url: &str, notify: &str, targets: &[TargetSpec]) -> Self {
+        Self::start_with(member, etcd_url, "", &[], notify, targets)
+    }
+
+    /// As `start`, with `extra` lines in `cluster:` (tls, auth) and `env` for the daemon.
+    fn start_with(
+        member: &str,
+        etcd_url: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+        notify: &str,
+        targets: &[TargetSpec],
+    ) -> Self {
         let ws = Workspace::new();
-        let api = Self::write(&ws, member, etcd_url, notify, targets);
-        let d = Daemon::run(&ws, &[]);
+        let ttl = TTL.as_secs();
+        let api = write_cluster_registry(&ws, member, etcd_url, ttl, extra, notify, targets);
+        let d = Daemon::run(&ws, env);
         Self {
             ws,
             d,
@@ -1260,4 +1274,327 @@ fn a_page_withheld_during_a_short_fence_is_sent_when_the_fence_lifts_with_the_ou
         node.d.log_text()
     );
     assert!(!pg.answers(), "alert only: nothing restarted");
+}
+
+/// `cluster.tls` lines for `write_cluster_registry`: the CA file, and a client pair if given.
+fn tls_lines(pki: &Pki, ca: &str, client: Option<&str>) -> String {
+    let mut s = format!("  tls:\n    ca_file: {}\n", pki.file(&format!("{ca}.crt")));
+    if let Some(c) = client {
+        s += &format!(
+            "    cert_file: {}\n    key_file: {}\n",
+            pki.file(&format!("{c}.crt")),
+            pki.file(&format!("{c}.key"))
+        );
+    }
+    s
+}
+
+/// The `cluster_access_refused` lines a daemon logged: the keys they name.
+fn refused_keys(n: &Node) -> Vec<String> {
+    n.d.events("cluster_access_refused", None)
+        .iter()
+        .filter_map(|e| e["key"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn over_mutual_tls_a_daemon_owns_its_targets_and_a_wrong_ca_or_client_certificate_is_named() {
+    let pki = Pki::new();
+    let etcd = Etcd::start_mtls(&pki);
+    let pg = Pg::start();
+    let specs = [spec("a", &pg), spec("b", &pg)];
+    let none = "  console: false\n";
+    let good = Node::start_with(
+        "good",
+        &etcd.url,
+        &tls_lines(&pki, "ca", Some("client")),
+        &[],
+        none,
+        &specs,
+    );
+    let owners = wait_for(LONG, "the daemon owns both targets over mTLS", || {
+        let o = etcd.owners();
+        (o.len() == 2 && o.values().all(|m| m == "good")).then_some(o)
+    });
+    println!("owners: {owners:?}");
+    wait_for(LONG, "it runs them", || {
+        (good.running().len() == 2).then_some(())
+    });
+    let bad = [
+        (
+            "wrong-ca",
+            tls_lines(&pki, "other-ca", Some("client")),
+            "cluster.tls.ca_file",
+        ),
+        (
+            "no-cert",
+            tls_lines(&pki, "ca", None),
+            "cluster.tls.cert_file",
+        ),
+        (
+            "wrong-cert",
+            tls_lines(&pki, "ca", Some("other")),
+            "cluster.tls.cert_file",
+        ),
+    ];
+    for (member, lines, key) in bad {
+        let n = Node::start_with(member, &etcd.url, &lines, &[], none, &specs);
+        let keys = wait_for(LONG, "the refusal is logged", || {
+            Some(refused_keys(&n)).filter(|k| !k.is_empty())
+        });
+        println!(
+            "{member}: {keys:?}: {}",
+            n.d.events("cluster_access_refused", None)[0]
+        );
+        assert_eq!(keys, [key], "{member}: said once, naming the key to fix");
+        assert!(
+            !etcd
+                .under("sentinel-remedy", "members")
+                .contains_key(member),
+            "{member} never joined"
+        );
+        assert!(n.running().is_empty(), "{member} runs nothing");
+    }
+    assert_eq!(etcd.owners(), owners, "the good daemon kept its targets");
+}
+
+#[test]
+fn with_etcd_authentication_a_daemon_logs_in_and_a_wrong_or_missing_password_is_named() {
+    let mut etcd = Etcd::start();
+    etcd.enable_auth("r00t-pw", "sentinel", "g00d-pw");
+    let pg = Pg::start();
+    let specs = [spec("a", &pg)];
+    let none = "  console: false\n";
+    let auth = "  auth:\n    user: sentinel\n    password_env: ETCD_PASSWORD\n";
+    let good = Node::start_with(
+        "good",
+        &etcd.url,
+        auth,
+        &[("ETCD_PASSWORD", "g00d-pw")],
+        none,
+        &specs,
+    );
+    wait_for(LONG, "the daemon logs in and owns the target", || {
+        (etcd.owners().get("a").map(String::as_str) == Some("good")).then_some(())
+    });
+    let wrong = Node::start_with(
+        "wrong",
+        &etcd.url,
+        auth,
+        &[("ETCD_PASSWORD", "b4d-pw")],
+        none,
+        &specs,
+    );
+    let anonymous = Node::start_with("anonymous", &etcd.url, "", &[], none, &specs);
+    for (n, key) in [
+        (&wrong, "cluster.auth.password_env"),
+        (&anonymous, "cluster.auth"),
+    ] {
+        let keys = wait_for(LONG, "the refusal is logged", || {
+            Some(refused_keys(n)).filter(|k| !k.is_empty())
+        });
+        println!(
+            "{}: {}",
+            n.member,
+            n.d.events("cluster_access_refused", None)[0]
+        );
+        assert_eq!(keys, [key], "{}", n.member);
+        assert!(!etcd
+            .under("sentinel-remedy", "members")
+            .contains_key(&n.member));
+    }
+    for (n, pw) in [(&good, "g00d-pw"), (&wrong, "b4d-pw")] {
+        assert_secret_absent(pw, &n.d, None, &n.ws);
+    }
+}
+
+#[test]
+fn check_config_names_each_unusable_etcd_tls_or_auth_setting_and_exits_64() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let loose = dir.path().join("loose.key");
+    std::fs::copy(pki.path("client.key"), &loose).expect("copy key");
+    let write = |cluster: &str| {
+        let text = format!(
+            "cluster:\n  etcd: [\"https://127.0.0.1:2379\"]\n  member: m\n{cluster}targets:\n  - name: db\n    dsn: postgres://u@127.0.0.1:5432/postgres\n"
+        );
+        let path = dir.path().join("registry.yaml");
+        std::fs::write(&path, text).expect("write registry");
+        path.display().to_string()
+    };
+    let cases = [
+        // A key that is not the certificate's.
+        (format!("  tls:\n    ca_file: {}\n    cert_file: {}\n    key_file: {}\n", pki.file("ca.crt"), pki.file("client.crt"), pki.file("other.key")), "cluster.tls.key_file"),
+        // A CA file that is not there.
+        (format!("  tls:\n    ca_file: {}\n", pki.file("nowhere.crt")), "cluster.tls.ca_file"),
+        // A password variable that is not set.
+        (format!("  tls:\n    ca_file: {}\n  auth:\n    user: s\n    password_env: NOT_SET_ANYWHERE\n", pki.file("ca.crt")), "cluster.auth.password_env"),
+    ];
+    for (cluster, key) in cases {
+        let config = write(&cluster);
+        let (code, out, err) = run_cli(&["check-config", "--config", &config], dir.path(), &[]);
+        println!("{key}: {out}{err}");
+        assert_eq!(code, 64, "{key}");
+        assert!(err.contains(key) || out.contains(key), "{key} named");
+    }
+    // A key others may read: refused, as libpq refuses it.
+    std::fs::set_permissions(&loose, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("chmod");
+    let config = write(&format!(
+        "  tls:\n    ca_file: {}\n    cert_file: {}\n    key_file: {}\n",
+        pki.file("ca.crt"),
+        pki.file("client.crt"),
+        loose.display()
+    ));
+    let (code, out, err) = run_cli(&["check-config", "--config", &config], dir.path(), &[]);
+    assert_eq!(code, 64, "{out}{err}");
+    assert!(format!("{out}{err}").contains("chmod 600"));
+}
+
+/// `text` without its `cluster:` section (the lines up to `fleet_guard:`, as
+/// `write_cluster_registry` writes them).
+fn without_cluster(text: &str) -> String {
+    let start = text.find("cluster:\n").expect("cluster section");
+    let end = text.find("fleet_guard:").expect("fleet_guard section");
+    format!("{}{}", &text[..start], &text[end..])
+}
+
+#[test]
+fn a_sighup_moving_the_cluster_prefix_leaves_and_rejoins_without_a_page_or_a_restart() {
+    let etcd = Etcd::start();
+    let r = Receiver::start();
+    let pg = Pg::start();
+    let specs = [spec("a", &pg), spec("b", &pg)];
+    let notify = notify_all(&r);
+    let n = Node::start("n1", &etcd.url, &notify, &specs);
+    wait_for(LONG, "n1 owns and runs both targets", || {
+        (etcd.owners().len() == 2 && n.running().len() == 2).then_some(())
+    });
+    let text = std::fs::read_to_string(n.ws.config()).expect("registry");
+    let moved = text.replacen("  ttl: 2s\n", "  ttl: 2s\n  prefix: fleet-b\n", 1);
+    assert_ne!(moved, text);
+    std::fs::write(n.ws.config(), &moved).expect("write registry");
+    n.d.signal(libc::SIGHUP);
+    let took = time_until(LONG, || {
+        let o = etcd.under("fleet-b", "owner");
+        o.len() == 2
+            && o.values().all(|m| m == "n1")
+            && etcd.under("fleet-b", "members").contains_key("n1")
+    })
+    .expect("n1 owns both targets under the new prefix");
+    println!(
+        "rejoined under fleet-b and owns both in {:.2} s",
+        took.as_secs_f64()
+    );
+    assert!(
+        etcd.under("sentinel-remedy", "members").is_empty(),
+        "the old member key is gone"
+    );
+    assert!(etcd.owners().is_empty(), "the old owner keys are released");
+    wait_for(LONG, "n1 runs both again", || {
+        (n.running().len() == 2).then_some(())
+    });
+    // Turning cluster mode off is refused whole: still a member, still running both.
+    std::fs::write(n.ws.config(), without_cluster(&moved)).expect("write registry");
+    n.d.signal(libc::SIGHUP);
+    let rejected = n.d.wait_event("reload_rejected", None, LONG);
+    println!("refused: {}", rejected["error"]);
+    assert!(rejected["error"].as_str().unwrap_or("").contains("cluster"));
+    std::thread::sleep(TTL * 2);
+    assert!(etcd.under("fleet-b", "members").contains_key("n1"));
+    assert_eq!(etcd.under("fleet-b", "owner").len(), 2);
+    assert_eq!(n.running().len(), 2);
+    assert_eq!(pg.starts(), 1, "the server was never restarted");
+    assert!(
+        r.hits().is_empty(),
+        "no notification: {:?}",
+        r.hits().iter().map(|h| &h.raw).collect::<Vec<_>>()
+    );
+    assert_eq!(n.d.count("reload_applied", None), 1);
+}
+
+#[test]
+fn a_sighup_fixing_the_etcd_endpoints_joins_and_closes_the_coordination_alert_once() {
+    let etcd = Etcd::start();
+    let r = Receiver::start();
+    let pg = Pg::start();
+    let specs = [spec("a", &pg)];
+    let notify = notify_all(&r);
+    // A wrong endpoint: nothing listens there.
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        sentinel_remedy::pgcluster::free_port().expect("port")
+    );
+    let n = Node::start("n1", &dead, &notify, &specs);
+    wait_for(LONG, "the coordination-lost page", || {
+        (!r.hook_events("escalation").is_empty()).then_some(())
+    });
+    let text = std::fs::read_to_string(n.ws.config()).expect("registry");
+    std::fs::write(n.ws.config(), text.replace(&dead, &etcd.url)).expect("write registry");
+    n.d.signal(libc::SIGHUP);
+    wait_for(
+        LONG,
+        "n1 joins with the fixed endpoint and owns the target",
+        || (etcd.owners().get("a").map(String::as_str) == Some("n1")).then_some(()),
+    );
+    wait_for(LONG, "the coordination alert closed", || {
+        (!r.hook_events("recovery").is_empty()).then_some(())
+    });
+    std::thread::sleep(TTL * 2);
+    let (lost, back) = (r.hook_events("escalation"), r.hook_events("recovery"));
+    println!("escalations: {}, recoveries: {}", lost.len(), back.len());
+    assert_eq!(lost.len(), 1, "coordination lost said once");
+    assert_eq!(back.len(), 1, "and closed once");
+    assert_eq!(lost[0].body["incident_id"], back[0].body["incident_id"]);
+    assert_eq!(pg.starts(), 1, "the server was never restarted");
+}
+
+#[test]
+fn a_cluster_change_during_an_open_incident_is_refused_whole_and_applies_once_it_closes() {
+    let etcd = Etcd::start();
+    let pg = Pg::start();
+    let r = Receiver::start();
+    // A heal that does nothing: the incident stays open until the server is back.
+    let mut s = spec("a", &pg);
+    s.heal_argv = Some(vec!["/bin/true".into()]);
+    s.pid_watch = false;
+    let n = Node::start("n1", &etcd.url, &notify_all(&r), &[s]);
+    wait_for(LONG, "n1 owns and runs the target", || {
+        (etcd.owners().len() == 1 && n.running().len() == 1).then_some(())
+    });
+    pg.kill9();
+    wait_for(LONG, "the failure page", || {
+        (r.hook_count("failure", "a") == 1).then_some(())
+    });
+    let text = std::fs::read_to_string(n.ws.config()).expect("registry");
+    let moved = text.replacen("  ttl: 2s\n", "  ttl: 2s\n  prefix: fleet-b\n", 1);
+    std::fs::write(n.ws.config(), &moved).expect("write registry");
+    n.d.signal(libc::SIGHUP);
+    let rejected = n.d.wait_event("reload_rejected", None, LONG);
+    println!("refused: {}", rejected["error"]);
+    assert!(rejected["error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("a has an open incident"));
+    assert!(
+        etcd.under("fleet-b", "members").is_empty(),
+        "nothing of it applied"
+    );
+    assert_eq!(etcd.owners().get("a").map(String::as_str), Some("n1"));
+    // The server back, the incident closed: the same reload applies.
+    wait_for(
+        LONG,
+        "the server starts again (its killed backends gone)",
+        || pg.cluster.start().ok(),
+    );
+    wait_for(LONG, "the recovery notice", || {
+        (r.hook_count("recovery", "a") == 1).then_some(())
+    });
+    n.d.signal(libc::SIGHUP);
+    wait_for(LONG, "n1 owns the target under the new prefix", || {
+        (etcd.under("fleet-b", "owner").get("a").map(String::as_str) == Some("n1")).then_some(())
+    });
+    assert!(etcd.owners().is_empty(), "the old owner key is released");
+    assert_eq!(r.hook_count("failure", "a"), 1, "one failure page");
+    assert_eq!(r.hook_count("recovery", "a"), 1, "one recovery notice");
 }

@@ -17,11 +17,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// One daemon of the cluster, run from its own workspace.
-struct Node {
+pub(super) struct Node {
     ws: Workspace,
-    d: Daemon,
-    member: String,
-    api: String,
+    pub(super) d: Daemon,
+    pub(super) member: String,
+    pub(super) api: String,
 }
 
 impl Node {
@@ -39,7 +39,13 @@ impl Node {
         let api = support::etcd::write_cluster_registry(
             &ws, member, &etcd.url, ttl, extra, notify, specs,
         );
-        let d = Self::spawn(&ws);
+        Self::run(member, ws, api, &[])
+    }
+
+    /// Starts a member whose registry `ws` holds already (its API at `api`), with `env` for
+    /// the registry's `${VAR}`s.
+    pub(super) fn run(member: &str, ws: Workspace, api: String, env: &[(&str, &str)]) -> Self {
+        let d = Self::spawn(&ws, env);
         Self {
             ws,
             d,
@@ -48,25 +54,27 @@ impl Node {
         }
     }
 
-    fn spawn(ws: &Workspace) -> Daemon {
+    fn spawn(ws: &Workspace, env: &[(&str, &str)]) -> Daemon {
         let mut cmd = Command::new(support::bin());
         cmd.args(["--log-format", "json", "run", "--config"])
             .arg(ws.config())
             .arg("--state-dir")
             .arg(ws.state())
             .current_dir(ws.path());
-        Daemon::spawn(cmd, &[("SENTINEL_LOG_LEVEL", "info")])
+        let mut env = env.to_vec();
+        env.push(("SENTINEL_LOG_LEVEL", "info"));
+        Daemon::spawn(cmd, &env)
     }
 
     /// SIGKILL, reaped at once.
-    fn kill(&mut self) {
+    pub(super) fn kill(&mut self) {
         self.d.signal(libc::SIGKILL);
         self.d.wait_exit(LONG);
     }
 
     /// Starts this member again from the same workspace.
     fn restart(&mut self) {
-        self.d = Self::spawn(&self.ws);
+        self.d = Self::spawn(&self.ws, &[]);
     }
 }
 
@@ -81,7 +89,7 @@ fn wait_balanced(etcd: &Etcd, n: usize, members: usize) -> BTreeMap<String, Stri
 
 /// Turns on what the figures are read from: one log line per connection, stamped with the
 /// Unix epoch in milliseconds (`%n`), and room for the probes' logins.
-fn log_connections(pg: &Pg, max_connections: u32) {
+pub(super) fn log_connections(pg: &Pg, max_connections: u32) {
     pg.psql("ALTER SYSTEM SET log_connections = on");
     pg.psql("ALTER SYSTEM SET log_line_prefix = '%n [%p] '");
     pg.psql(&format!(
@@ -92,7 +100,7 @@ fn log_connections(pg: &Pg, max_connections: u32) {
 }
 
 /// The server log from byte `from` on.
-fn log_since(pg: &Pg, from: u64) -> String {
+pub(super) fn log_since(pg: &Pg, from: u64) -> String {
     use std::io::{Read, Seek, SeekFrom};
     let mut text = String::new();
     if let Ok(mut f) = std::fs::File::open(&pg.cluster.log_file) {
@@ -102,7 +110,7 @@ fn log_since(pg: &Pg, from: u64) -> String {
     text
 }
 
-fn log_len(pg: &Pg) -> u64 {
+pub(super) fn log_len(pg: &Pg) -> u64 {
     std::fs::metadata(&pg.cluster.log_file).map_or(0, |m| m.len())
 }
 
@@ -115,22 +123,22 @@ fn first_login(text: &str, app: &str) -> Option<f64> {
         .find_map(|l| l.split_whitespace().next()?.parse().ok())
 }
 
-fn epoch_now() -> f64 {
+pub(super) fn epoch_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-const MEMBERS: [&str; 3] = ["n1", "n2", "n3"];
+pub(super) const MEMBERS: [&str; 3] = ["n1", "n2", "n3"];
 
 /// The fleet of one sub-section: target names, the server each is on, and how its targets
 /// are probed and healed.
-struct Fleet<'a> {
-    pgs: &'a [Pg],
-    names: Vec<String>,
+pub(super) struct Fleet<'a> {
+    pub(super) pgs: &'a [Pg],
+    pub(super) names: Vec<String>,
     /// Give each member its own `application_name` per target.
-    named_logins: bool,
-    tune: fn(&mut TargetSpec),
+    pub(super) named_logins: bool,
+    pub(super) tune: fn(&mut TargetSpec),
 }
 
 impl Fleet<'_> {
@@ -139,7 +147,7 @@ impl Fleet<'_> {
     }
 
     /// Starts the three members on `etcd`, each from its own registry.
-    fn start(&self, etcd: &Etcd, ttl: u64, notify: &str, extra: &str) -> Vec<Node> {
+    pub(super) fn start(&self, etcd: &Etcd, ttl: u64, notify: &str, extra: &str) -> Vec<Node> {
         MEMBERS
             .iter()
             .map(|m| {
@@ -201,7 +209,7 @@ fn takeover_times(
     (login.into_values().collect(), key.into_values().collect())
 }
 
-fn max(v: &[f64]) -> f64 {
+pub(super) fn max(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::NAN, f64::max)
 }
 
@@ -367,7 +375,7 @@ fn kill9_section(runs: usize) {
 
 /// The sum of every sample of a counter in Prometheus text (`label`: only samples whose
 /// labels contain it).
-fn counter(text: &str, name: &str, label: Option<&str>) -> f64 {
+pub(super) fn counter(text: &str, name: &str, label: Option<&str>) -> f64 {
     text.lines()
         .filter(|l| {
             l.strip_prefix(name)
@@ -389,7 +397,7 @@ fn etcd_metrics(etcd: &Etcd) -> String {
 }
 
 /// What the etcd table shows: (label, counter, label filter).
-const ETCD_RATES: [(&str, &str, Option<&str>); 8] = [
+pub(super) const ETCD_RATES: [(&str, &str, Option<&str>); 8] = [
     ("puts", "etcd_mvcc_put_total", None),
     ("deletes", "etcd_mvcc_delete_total", None),
     ("txns (read or write)", "etcd_mvcc_txn_total", None),
@@ -417,16 +425,16 @@ const ETCD_RATES: [(&str, &str, Option<&str>); 8] = [
 ];
 
 /// One reading of everything the load figures are differences of.
-struct Reading {
-    at: Instant,
-    daemons: Vec<(u64, u64)>,
-    etcd_ticks: u64,
-    servers: u64,
-    etcd: String,
-    probes: f64,
+pub(super) struct Reading {
+    pub(super) at: Instant,
+    pub(super) daemons: Vec<(u64, u64)>,
+    pub(super) etcd_ticks: u64,
+    pub(super) servers: u64,
+    pub(super) etcd: String,
+    pub(super) probes: f64,
 }
 
-fn read_load(etcd: &Etcd, nodes: &[Node], pgs: &[Pg]) -> Reading {
+pub(super) fn read_load(etcd: &Etcd, nodes: &[Node], pgs: &[Pg]) -> Reading {
     Reading {
         at: Instant::now(),
         daemons: nodes.iter().map(|n| proc_usage(n.d.pid())).collect(),
@@ -545,7 +553,7 @@ pub fn section(runs: usize) {
     }
 }
 
-fn etcd_version() -> String {
+pub(super) fn etcd_version() -> String {
     Command::new("etcd")
         .arg("--version")
         .output()

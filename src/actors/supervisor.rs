@@ -30,6 +30,7 @@ use tokio::sync::oneshot;
 
 mod orphans;
 mod ownership;
+mod rejoin;
 
 /// How the Supervisor was started.
 pub struct SupervisorSettings {
@@ -81,6 +82,12 @@ pub struct Supervisor {
     coordination_incident: Option<String>,
     /// Cluster mode, fenced: the targets last owned here, still probed (never restarted).
     orphans: orphans::Orphans,
+    /// Cluster mode: the cluster the API shows, and the stream of its agent's events (both
+    /// replaced when a reload changes `cluster:`).
+    current: crate::cluster::Current,
+    cluster_stream: Option<SpawnHandle>,
+    /// Cluster mode: a sync is due once the events queued now are handled.
+    sync_pending: bool,
 }
 
 impl Supervisor {
@@ -111,7 +118,7 @@ impl Supervisor {
         uploader: Option<Arc<Uploader>>,
         store: Option<Store>,
         docker: Arc<DockerClient>,
-        cluster: Option<crate::cluster::Started>,
+        (cluster, current): (Option<crate::cluster::Started>, crate::cluster::Current),
     ) -> (Addr<Supervisor>, oneshot::Receiver<()>) {
         crate::metrics::set_logger(log.new(slog::o!("actor" => "metrics")));
         let spool = Spool::new(&settings.state_dir);
@@ -129,12 +136,7 @@ impl Supervisor {
             settings.registry.fleet_guard.clone(),
             settings.registry.targets.len(),
         ));
-        let lease_dir = settings
-            .registry
-            .lease
-            .dir
-            .clone()
-            .unwrap_or_else(|| settings.state_dir.join("leases"));
+        let lease_dir = lease_dir_of(&settings);
         let lease_ttl = settings.registry.lease.ttl;
         let leases = restart_leases(&log, cluster.as_ref(), &lease_dir);
         let notifier = notifier_for(
@@ -175,11 +177,13 @@ impl Supervisor {
             handed_state: HashMap::new(),
             coordination_incident: None,
             orphans: Default::default(),
+            current,
+            cluster_stream: None,
+            sync_pending: false,
         };
         let addr = Supervisor::create(move |ctx| {
-            if let Some(events) = cluster_events {
-                ctx.add_stream(events);
-            }
+            let mut sup = sup;
+            sup.cluster_stream = cluster_events.map(|events| ctx.add_stream(events));
             sup
         });
         (addr, rx)
@@ -522,8 +526,11 @@ impl Supervisor {
             });
         }
         if new.cluster != self.settings.registry.cluster {
-            // The membership, its lease and the owned targets belong to the running session.
-            warn!(self.log, "the cluster section changed: it applies when the daemon restarts; the running membership stays"; "event" => "reload_cluster_ignored");
+            // All or nothing: a refused cluster change refuses the whole reload.
+            if let Err(why) = self.rejoin(new.cluster.clone(), ctx) {
+                error!(self.log, "reload rejected; the previous registry keeps running"; "event" => "reload_rejected", "error" => &why);
+                return;
+            }
         }
         // Always: with the same channels the Notifier only revives dead or gone ones.
         self.peers.notifier.do_send(SetChannels(new.notify.clone()));
@@ -939,4 +946,14 @@ impl Handler<SetMaintenance> for Supervisor {
             }
         })
     }
+}
+
+/// Where restart leases are kept: `lease.dir`, or `leases/` in the state directory.
+fn lease_dir_of(settings: &SupervisorSettings) -> std::path::PathBuf {
+    settings
+        .registry
+        .lease
+        .dir
+        .clone()
+        .unwrap_or_else(|| settings.state_dir.join("leases"))
 }

@@ -28,8 +28,9 @@ pub struct ApiState {
     pub disks: Option<crate::health::Disks>,
     /// The local archive directory; /healthz checks it can be written.
     pub archive_dir: Option<std::path::PathBuf>,
-    /// Cluster mode: /healthz reports lost coordination, status the owners and members.
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Cluster mode: /healthz reports lost coordination, status the owners and members; a
+    /// reload of `cluster:` replaces it.
+    pub cluster: crate::cluster::Current,
 }
 
 /// Binds the listen address and serves until the system stops. A bind error is returned so

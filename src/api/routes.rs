@@ -46,7 +46,7 @@ async fn index(st: web::Data<ApiState>) -> HttpResponse {
         .body(page::render(
             &targets,
             &recent,
-            st.cluster.as_ref().map(|c| c.view()).as_ref(),
+            st.cluster.get().map(|c| c.view()).as_ref(),
         ))
 }
 
@@ -71,7 +71,7 @@ async fn healthz(st: web::Data<ApiState>) -> HttpResponse {
         Err(_) => problems.push("the supervisor does not answer".into()),
     }
     checks.insert("registry".into(), json!(st.registry_source));
-    if let Some(c) = &st.cluster {
+    if let Some(c) = st.cluster.get() {
         let view = c.view();
         if let Some(why) = &view.fenced {
             problems.push(format!("cluster: no restarts from this daemon: {why}"));
@@ -198,7 +198,7 @@ async fn disk_faults(st: &ApiState) -> Vec<(&'static str, Option<String>)> {
 
 async fn status(st: web::Data<ApiState>) -> HttpResponse {
     match statuses(&st).await {
-        Ok(t) => match &st.cluster {
+        Ok(t) => match st.cluster.get() {
             Some(c) => HttpResponse::Ok().json(json!({"targets": t, "cluster": c.view()})),
             None => HttpResponse::Ok().json(json!({"targets": t})),
         },

@@ -8,9 +8,7 @@ use super::ownership::{self, Claim, OwnerKey, Plan, Reading};
 use super::state::Decoded;
 use super::view::Listing;
 use super::{Cluster, ClusterEvent, Session, TargetState};
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
-};
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use slog::{debug, error, info, warn};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -236,12 +234,7 @@ impl Agent {
     /// has that id, or the one that has it is our own previous session: this process's, or
     /// the previous run's, proved by the session token), then starts the keep-alive task.
     async fn join(&mut self) -> Result<(), String> {
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(CALL_LIMIT)
-            .with_timeout(Duration::from_secs(2));
-        let mut client = Client::connect(&self.c.cfg.etcd, Some(opts))
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut client = self.c.connect().await?;
         let sent = Instant::now();
         let ttl = self.c.cfg.ttl.as_secs().max(2) as i64;
         let lease = client

@@ -20,6 +20,7 @@
 
 mod agent;
 pub mod announce;
+pub mod connect;
 mod deliveries;
 mod keys;
 mod ownership;
@@ -189,7 +190,28 @@ pub struct Cluster {
     leaving: std::sync::atomic::AtomicBool,
     /// Proves at join that a live member key of our name is this daemon's previous session.
     token: SessionToken,
+    /// etcd's last refusal of our TLS or login (`connect.rs`).
+    refusals: Mutex<connect::Refusals>,
+    /// Fired when a reload replaced this cluster: its thread ends.
+    ended: tokio::sync::Notify,
     log: Logger,
+}
+
+/// The cluster running now, shared by the Supervisor and the API: a reload that changes
+/// `cluster:` replaces it. Empty when the daemon runs alone.
+#[derive(Clone, Default)]
+pub struct Current(Arc<std::sync::RwLock<Option<Arc<Cluster>>>>);
+
+impl Current {
+    pub fn new(c: Option<Arc<Cluster>>) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(c)))
+    }
+    pub fn get(&self) -> Option<Arc<Cluster>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    pub fn set(&self, c: Arc<Cluster>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(c);
+    }
 }
 
 impl Cluster {
@@ -201,6 +223,19 @@ impl Cluster {
         log: &Logger,
         events: Events,
         token: SessionToken,
+    ) -> std::io::Result<Arc<Self>> {
+        Self::start_after(cfg, log, events, token, None)
+    }
+
+    /// As [`Cluster::start`], but the agent joins only once `gate` fires (or is dropped): a
+    /// reload starts the new cluster first, so a failure leaves the old one untouched, and
+    /// lets it join once the old session has left.
+    pub fn start_after(
+        cfg: ClusterConfig,
+        log: &Logger,
+        events: Events,
+        token: SessionToken,
+        gate: Option<futures::channel::oneshot::Receiver<()>>,
     ) -> std::io::Result<Arc<Self>> {
         let log = log.new(slog::o!("actor" => "cluster", "member" => cfg.member.clone()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -227,13 +262,34 @@ impl Cluster {
                     state_lock: tokio::sync::Mutex::new(()),
                     leaving: std::sync::atomic::AtomicBool::new(false),
                     token,
+                    refusals: Mutex::default(),
+                    ended: tokio::sync::Notify::new(),
                     log,
                 });
                 let _ = tx.send(Ok(cluster.clone()));
-                rt.block_on(agent::Agent::new(cluster, events).run());
+                rt.block_on(async move {
+                    if let Some(gate) = gate {
+                        let _ = gate.await;
+                    }
+                    let ended = cluster.clone();
+                    tokio::select! {
+                        _ = agent::Agent::new(cluster, events).run() => {}
+                        _ = ended.ended.notified() => {}
+                    }
+                });
             })?;
         rx.recv()
             .map_err(|_| std::io::Error::other("the cluster thread ended at start"))?
+    }
+
+    /// Ends the cluster thread (after [`Cluster::leave`]: a reload replaced this cluster).
+    pub fn end(&self) {
+        self.ended.notify_one();
+    }
+
+    /// The token this daemon proves its sessions with: a reload's new session keeps it.
+    pub fn token(&self) -> SessionToken {
+        self.token.clone()
     }
 
     pub fn member(&self) -> &str {

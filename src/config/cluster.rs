@@ -3,6 +3,9 @@
 
 use super::duration::{checked as duration, format_duration, RawDuration};
 use super::error::Problems;
+pub use super::etcd_access::{ClientIdentity, EtcdAuth, EtcdTls};
+use super::etcd_access::{RawEtcdAuth, RawEtcdTls};
+use super::expand::VarSource;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -10,7 +13,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCluster {
-    /// etcd client URLs (`http://etcd1:2379`; no TLS yet); one is enough, all are better.
+    /// etcd client URLs (`http://etcd1:2379`, or `https://` with `tls`); one is enough, all
+    /// are better.
     pub etcd: Vec<String>,
     /// Key prefix shared by the daemons of one fleet (default `sentinel-remedy`).
     pub prefix: Option<String>,
@@ -22,6 +26,10 @@ pub struct RawCluster {
     pub handoffs_per_second: Option<u32>,
     /// A free target is claimed after the claimant's rank times this (default 250ms).
     pub stagger: Option<RawDuration>,
+    /// TLS to etcd (https endpoints): the CA, and a client certificate if etcd asks for one.
+    pub tls: Option<RawEtcdTls>,
+    /// etcd user/password authentication (`etcdctl auth enable`).
+    pub auth: Option<RawEtcdAuth>,
 }
 
 /// Validated `cluster:`.
@@ -33,6 +41,8 @@ pub struct ClusterConfig {
     pub ttl: Duration,
     pub handoffs_per_second: u32,
     pub stagger: Duration,
+    pub tls: Option<EtcdTls>,
+    pub auth: Option<EtcdAuth>,
 }
 
 impl ClusterConfig {
@@ -53,8 +63,22 @@ pub fn host_name() -> String {
 }
 
 /// Validates `cluster:`; None when it cannot be used (the problems say why).
-pub(crate) fn build_cluster(c: RawCluster, problems: &mut Problems) -> Option<ClusterConfig> {
-    let mut ok = endpoints_ok(&c.etcd, problems);
+pub(crate) fn build_cluster(
+    c: RawCluster,
+    vars: &VarSource,
+    problems: &mut Problems,
+) -> Option<ClusterConfig> {
+    let mut ok = endpoints_ok(&c.etcd, c.tls.is_some(), problems);
+    let tls = c.tls.and_then(|t| {
+        let built = super::etcd_access::build_tls(t, problems);
+        ok &= built.is_some();
+        built
+    });
+    let auth = c.auth.and_then(|a| {
+        let built = super::etcd_access::build_auth(a, vars, problems);
+        ok &= built.is_some();
+        built
+    });
     let prefix = c.prefix.unwrap_or_else(|| "sentinel-remedy".into());
     let prefix = prefix.trim_matches('/').to_string();
     if prefix.is_empty() || prefix.contains(char::is_whitespace) {
@@ -91,11 +115,14 @@ pub(crate) fn build_cluster(c: RawCluster, problems: &mut Problems) -> Option<Cl
         ttl,
         handoffs_per_second,
         stagger,
+        tls,
+        auth,
     })
 }
 
-/// At least one etcd URL, each http(s)://host[:port].
-fn endpoints_ok(etcd: &[String], problems: &mut Problems) -> bool {
+/// At least one etcd URL, each http(s)://host[:port]: https exactly when `cluster.tls` is
+/// given (etcd-client would refuse the mix, or talk TLS to nobody).
+fn endpoints_ok(etcd: &[String], tls: bool, problems: &mut Problems) -> bool {
     if etcd.is_empty() {
         problems.push(
             "cluster.etcd",
@@ -108,15 +135,23 @@ fn endpoints_ok(etcd: &[String], problems: &mut Problems) -> bool {
     for (i, e) in etcd.iter().enumerate() {
         let good = url::Url::parse(e).ok().filter(|u| u.host_str().is_some());
         match good.as_ref().map(url::Url::scheme) {
-            Some("http") => {}
-            Some("https") => {
+            Some("http") if tls => {
                 ok = false;
                 problems.push(
                     "cluster.etcd",
-                    format!("entry {i}, '{e}': TLS to etcd is not supported by this build"),
-                    "reach etcd over http on a private network (or a local TLS proxy)",
+                    format!("entry {i}, '{e}', is plain http while cluster.tls is given"),
+                    "use https://host:2379 for every endpoint (or remove cluster.tls)",
                 );
             }
+            Some("https") if !tls => {
+                ok = false;
+                problems.push(
+                    "cluster.etcd",
+                    format!("entry {i}, '{e}', is https but cluster.tls is not given"),
+                    "add cluster.tls with ca_file: the CA that signed etcd's certificate",
+                );
+            }
+            Some("http" | "https") => {}
             _ => {
                 ok = false;
                 problems.push(
@@ -214,8 +249,30 @@ mod tests {
         assert!(load("  etcd: []").is_err());
         assert!(
             load("  etcd: [\"https://etcd1:2379\"]").is_err(),
-            "TLS is refused, not silently tried"
+            "https without cluster.tls is refused, not tried without a CA"
         );
+    }
+
+    #[test]
+    fn tls_and_auth_settings_are_checked_at_load_and_each_problem_names_its_key() {
+        let bad = load(
+            "  etcd: [\"https://e:2379\", \"http://f:2379\"]\n  tls:\n    cert_file: /c.pem\n    server_name: \"not a name\"\n  auth:\n    user: s\n    password_env: A\n    password_file: /p",
+        )
+        .expect_err("invalid");
+        for key in [
+            "cluster.etcd",
+            "cluster.tls.ca_file",
+            "cluster.tls",
+            "cluster.tls.server_name",
+            "cluster.auth",
+        ] {
+            assert!(bad.iter().any(|p| p == key), "{key} not named in {bad:?}");
+        }
+        let bad = load(
+            "  etcd: [\"http://e:2379\"]\n  auth:\n    user: s\n    password_file: relative/pw",
+        )
+        .expect_err("invalid");
+        assert_eq!(bad, ["cluster.auth.password_file"]);
     }
 
     #[test]

@@ -199,6 +199,11 @@ fn read_beneath(dir: &Path, rel: &Path) -> std::io::Result<String> {
             Some(libc::EXDEV) => std::io::Error::other("it leads out of secrets_dir"),
             _ => e,
         })?;
+    read_password(file)
+}
+
+/// A password file's content: a regular file of at most 4 KiB, its last line break dropped.
+pub(crate) fn read_password(file: std::fs::File) -> std::io::Result<String> {
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::other("not a regular file"));

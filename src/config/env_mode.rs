@@ -147,6 +147,25 @@ const VARS: &[Var] = &[
     var("CLUSTER_PREFIX", "cluster.prefix", Parse::Set),
     var("CLUSTER_MEMBER", "cluster.member", Parse::Set),
     var("CLUSTER_TTL", "cluster.ttl", Parse::Set),
+    var("CLUSTER_TLS_CA_FILE", "cluster.tls.ca_file", Parse::Set),
+    var("CLUSTER_TLS_CERT_FILE", "cluster.tls.cert_file", Parse::Set),
+    var("CLUSTER_TLS_KEY_FILE", "cluster.tls.key_file", Parse::Set),
+    var(
+        "CLUSTER_TLS_SERVER_NAME",
+        "cluster.tls.server_name",
+        Parse::Set,
+    ),
+    var("CLUSTER_AUTH_USER", "cluster.auth.user", Parse::Set),
+    var(
+        "CLUSTER_AUTH_PASSWORD_ENV",
+        "cluster.auth.password_env",
+        Parse::Set,
+    ),
+    var(
+        "CLUSTER_AUTH_PASSWORD_FILE",
+        "cluster.auth.password_file",
+        Parse::Set,
+    ),
     var("DISCOVER_DOCKER", "discovery.docker.mode", Parse::Mode),
     var(
         "DISCOVER_NAMESPACE",
@@ -448,8 +467,8 @@ fn from_tree(tree: &Mapping, vars: &VarSource, problems: &mut Problems) -> Regis
     if let Some(l) = section::<RawLease>(tree, "lease", problems) {
         registry.lease = build_lease(l, problems);
     }
-    registry.cluster =
-        section::<RawCluster>(tree, "cluster", problems).and_then(|c| build_cluster(c, problems));
+    registry.cluster = section::<RawCluster>(tree, "cluster", problems)
+        .and_then(|c| build_cluster(c, vars, problems));
     registry
 }
 
@@ -536,6 +555,19 @@ mod tests {
         assert_eq!(c.ttl, Duration::from_secs(3));
         let none = load_env(&env(&[("DB_HOST", "db"), ("CLUSTER_MEMBER", "x")])).expect("valid");
         assert!(none.cluster.is_none(), "no cluster without CLUSTER_ETCD");
+        let r = load_env(&env(&[
+            ("DB_HOST", "db"),
+            ("CLUSTER_ETCD", "http://e1:2379"),
+            ("CLUSTER_AUTH_USER", "sentinel"),
+            ("CLUSTER_AUTH_PASSWORD_ENV", "ETCD_PW"),
+            ("ETCD_PW", "pw"),
+        ]))
+        .expect("valid");
+        let auth = r.cluster.and_then(|c| c.auth).expect("auth");
+        assert_eq!(
+            (auth.user.as_str(), auth.password.expose()),
+            ("sentinel", "pw")
+        );
         let e = load_env(&env(&[("DB_HOST", "db"), ("CLUSTER_ETCD", "etcd1:2379")]))
             .expect_err("bad URL");
         assert!(e.to_string().contains("CLUSTER_ETCD"), "{e}");

@@ -75,8 +75,8 @@ fn from_sections(
     if let Some(l) = section::<RawLease>(map, "lease", problems) {
         registry.lease = build_lease(l, problems);
     }
-    registry.cluster =
-        section::<RawCluster>(map, "cluster", problems).and_then(|c| build_cluster(c, problems));
+    registry.cluster = section::<RawCluster>(map, "cluster", problems)
+        .and_then(|c| build_cluster(c, vars, problems));
     if let Some(g) = section::<RawFleetGuard>(map, "fleet_guard", problems) {
         registry.fleet_guard = build_fleet_guard(g, problems);
     }

@@ -17,6 +17,7 @@ mod document;
 pub mod duration;
 mod env_mode;
 pub mod error;
+mod etcd_access;
 pub mod expand;
 mod fleet_guard;
 mod forensics;

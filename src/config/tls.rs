@@ -400,6 +400,13 @@ fn read_crls(
 /// The client key, refused when others may read it (libpq's rule: 0600 or less, or 0640 and
 /// owned by root).
 fn read_key(path: &Path, key: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    key_file_private(path, key)?;
+    PrivateKeyDer::from_pem_file(path).map_err(|e| unreadable(key, path, "a PEM private key", e))
+}
+
+/// Refuses a private key file others may read (libpq's rule, kept for every client key the
+/// daemon reads: 0600 or less, or 0640 and owned by root).
+pub(crate) fn key_file_private(path: &Path, key: &str) -> Result<(), TlsError> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).map_err(|e| unreadable(key, path, "the client key", e))?;
     let mode = meta.mode() & 0o777;
@@ -410,7 +417,7 @@ fn read_key(path: &Path, key: &str) -> Result<PrivateKeyDer<'static>, TlsError> 
             reason: format!("{} has group or world access (mode {mode:o}); chmod 600 it (or 640 owned by root), as libpq requires", path.display()),
         });
     }
-    PrivateKeyDer::from_pem_file(path).map_err(|e| unreadable(key, path, "a PEM private key", e))
+    Ok(())
 }
 
 /// libpq's verification per mode: none (prefer/require without roots: any certificate, but

@@ -13,26 +13,54 @@ pub struct Etcd {
     child: Child,
     _dir: tempfile::TempDir,
     pub url: String,
+    /// etcdctl's TLS flags (CA, client certificate, key) when etcd serves https only.
+    tls: Vec<String>,
+    /// etcdctl's `--user root:PW` once authentication is on.
+    root: Option<String>,
 }
 
 impl Etcd {
     pub fn start() -> Self {
+        Self::launch(None)
+    }
+
+    /// etcd serving https only with `pki`'s `server` certificate, and requiring a client
+    /// certificate signed by `pki`'s `ca` (`--client-cert-auth`).
+    pub fn start_mtls(pki: &super::tls::Pki) -> Self {
+        Self::launch(Some(pki))
+    }
+
+    fn launch(pki: Option<&super::tls::Pki>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("sentinel-etcd-")
             .tempdir()
             .expect("temp dir");
         let port = sentinel_remedy::pgcluster::free_port().expect("port");
         let peer = sentinel_remedy::pgcluster::free_port().expect("port");
-        let url = format!("http://127.0.0.1:{port}");
+        let scheme = if pki.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{port}");
         let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new("etcd")
-            .arg("--data-dir")
+        let mut cmd = Command::new("etcd");
+        cmd.arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--name", "t", "--listen-client-urls", &url])
             .args(["--advertise-client-urls", &url])
             .args(["--listen-peer-urls", &peer_url])
             .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("t={peer_url}")])
+            .args(["--initial-cluster", &format!("t={peer_url}")]);
+        let mut tls = vec![];
+        if let Some(pki) = pki {
+            cmd.args(["--cert-file", &pki.file("server.crt")])
+                .args(["--key-file", &pki.file("server.key")])
+                .args(["--trusted-ca-file", &pki.file("ca.crt")])
+                .arg("--client-cert-auth");
+            tls = vec![
+                format!("--cacert={}", pki.file("ca.crt")),
+                format!("--cert={}", pki.file("client.crt")),
+                format!("--key={}", pki.file("client.key")),
+            ];
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -41,6 +69,8 @@ impl Etcd {
             child,
             _dir: dir,
             url,
+            tls,
+            root: None,
         };
         super::wait_for(Duration::from_secs(20), "etcd answers", || {
             e.ctl(&["endpoint", "health"]).map(|_| ())
@@ -48,14 +78,41 @@ impl Etcd {
         e
     }
 
-    /// `etcdctl` against this server; None when it failed.
+    /// Turns authentication on: `root` with `root_pw`, and `user` with `pw`, whose role may
+    /// read and write the daemons' keys (`/sentinel-remedy/`) and nothing else.
+    pub fn enable_auth(&mut self, root_pw: &str, user: &str, pw: &str) {
+        let role = format!("{user}-role");
+        for args in [
+            vec!["user", "add", &format!("root:{root_pw}")],
+            vec!["role", "add", &role],
+            vec![
+                "role",
+                "grant-permission",
+                &role,
+                "--prefix=true",
+                "readwrite",
+                "/sentinel-remedy/",
+            ],
+            vec!["user", "add", &format!("{user}:{pw}")],
+            vec!["user", "grant-role", user, &role],
+            vec!["auth", "enable"],
+        ] {
+            assert!(self.ctl(&args).is_some(), "etcdctl {args:?}");
+        }
+        self.root = Some(format!("root:{root_pw}"));
+    }
+
+    /// `etcdctl` against this server (as root once authentication is on); None when it
+    /// failed.
     pub fn ctl(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.url, "--command-timeout=2s"])
-            .args(args)
-            .output()
-            .ok()?;
+            .args(&self.tls);
+        if let Some(root) = &self.root {
+            cmd.arg(format!("--user={root}"));
+        }
+        let out = cmd.args(args).output().ok()?;
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())

@@ -21,7 +21,7 @@ impl StreamHandler<ClusterEvent> for Supervisor {
                 self.owned.insert(target.clone());
                 self.handed_state
                     .insert(target, state.map(|s| *s).unwrap_or_default());
-                self.sync();
+                self.sync_soon(ctx);
             }
             ClusterEvent::Lost { target, why } => {
                 self.owned.remove(&target);
@@ -46,7 +46,7 @@ impl StreamHandler<ClusterEvent> for Supervisor {
                         self.peers.healer.do_send(HealDone { incident_id });
                     }
                 }
-                self.sync();
+                self.sync_soon(ctx);
             }
             ClusterEvent::Coordination { lost, reason } => self.coordination(lost, reason),
         }
@@ -57,6 +57,22 @@ impl StreamHandler<ClusterEvent> for Supervisor {
 }
 
 impl Supervisor {
+    /// Brings the Monitors in line with what is owned once the events queued now are
+    /// handled: a takeover gains thousands of targets in one burst, and each sync walks the
+    /// whole fleet, so one sync per event would cost the burst times the fleet. (A lost
+    /// target's Monitor is stopped at once, before this.)
+    fn sync_soon(&mut self, ctx: &mut Context<Self>) {
+        if std::mem::replace(&mut self.sync_pending, true) {
+            return;
+        }
+        ctx.run_later(std::time::Duration::ZERO, |act, _| {
+            act.sync_pending = false;
+            if !act.stopping {
+                act.sync();
+            }
+        });
+    }
+
     /// A target's record in cluster mode: what its last owner kept in etcd.
     pub(super) fn record_from_cluster(
         &mut self,
@@ -101,7 +117,7 @@ impl Supervisor {
 
     /// Says once that coordination was lost (every target dropped, no restarts anywhere from
     /// here), and once that it came back.
-    fn coordination(&mut self, lost: bool, reason: String) {
+    pub(super) fn coordination(&mut self, lost: bool, reason: String) {
         let Some(cluster) = self.peers.cluster.clone() else {
             return;
         };
