@@ -9,6 +9,7 @@ use super::state::Decoded;
 use super::view::Listing;
 use super::{Cluster, ClusterEvent, Session, TargetState};
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use futures::stream::{self, StreamExt};
 use slog::{debug, error, info, warn};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -16,6 +17,9 @@ use std::time::{Duration, Instant};
 
 /// Longest one read or write to etcd may take before the tick gives up on it.
 const CALL_LIMIT: Duration = Duration::from_secs(1);
+/// Claims (and state reads of targets handed to us) kept in flight at once: enough to cover
+/// etcd's round trip during a takeover of thousands, few enough not to queue past CALL_LIMIT.
+const CLAIMS_IN_FLIGHT: usize = 64;
 
 pub(super) struct Agent {
     c: Arc<Cluster>,
@@ -383,6 +387,39 @@ impl Agent {
             "fix" => "give every daemon the same registry once the change is rolled out");
     }
 
+    /// The targets handed to us with their kept state, and the claims that won with theirs.
+    /// Many at once: a takeover of thousands of targets is bound by etcd's round trips, not by
+    /// its work, so they are kept in flight together (CLAIMS_IN_FLIGHT at most).
+    async fn gather(
+        &self,
+        s: &Session,
+        handed: Vec<String>,
+        claims: Vec<Claim>,
+    ) -> Vec<super::announce::Gain> {
+        let c = &self.c;
+        let mut gained: Vec<super::announce::Gain> = stream::iter(handed)
+            .map(|t| async move {
+                let state = get_state(s, &c.keys.state(&t)).await;
+                (t, state, None)
+            })
+            .buffer_unordered(CLAIMS_IN_FLIGHT)
+            .collect()
+            .await;
+        let claims: Vec<_> = stream::iter(claims)
+            .map(|cl| async move { (claim(s, c, &cl).await, cl.target) })
+            .buffer_unordered(CLAIMS_IN_FLIGHT)
+            .collect()
+            .await;
+        for (result, target) in claims {
+            match result {
+                Ok(Some((state, revision))) => gained.push((target, state, Some(revision))),
+                Ok(None) => {}
+                Err(e) => debug!(self.c.log, "claim failed"; "target" => &target, "error" => %e),
+            }
+        }
+        gained
+    }
+
     async fn carry_out(&mut self, s: &Session, plan: Plan) {
         let me = self.c.cfg.member.clone();
         for t in &plan.lost {
@@ -400,18 +437,7 @@ impl Agent {
                 released.push(t.as_str());
             }
         }
-        let mut gained = vec![];
-        for t in plan.gained {
-            let state = get_state(s, &self.c.keys.state(&t)).await;
-            gained.push((t, state, None));
-        }
-        for cl in plan.claim {
-            match claim(s, &self.c, &cl).await {
-                Ok(Some((state, revision))) => gained.push((cl.target, state, Some(revision))),
-                Ok(None) => {}
-                Err(e) => debug!(self.c.log, "claim failed"; "target" => &cl.target, "error" => %e),
-            }
-        }
+        let mut gained = self.gather(s, plan.gained, plan.claim).await;
         self.c.adopt_announcements(s, &mut gained).await;
         let mut takeovers = 0;
         let mut names = vec![];
