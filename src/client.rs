@@ -258,11 +258,21 @@ pub fn incidents_table(v: &Value) -> String {
                 s(&i["phase"]),
                 ttr,
                 s(&i["archive"]),
+                // Quoted from a server log: it never drives the terminal.
+                printable(&crate::notify::clip(&s(&i["cause"]["sentence"]), 120)),
             ]
         })
         .collect();
     let mut out = table(
-        &["INCIDENT", "TARGET", "FAILURE", "STATE", "TTR", "ARCHIVE"],
+        &[
+            "INCIDENT",
+            "TARGET",
+            "FAILURE",
+            "STATE",
+            "TTR",
+            "ARCHIVE",
+            "LIKELY CAUSE",
+        ],
         &rows,
     );
     let ttrs: Vec<f64> = v["incidents"]
@@ -302,5 +312,21 @@ mod tests {
             out.contains("db: UNREACHABLE, NOT WATCHED: the daemon cannot connect to container pg (networks: backend); put the daemon on one of them, or set discovery.docker.network\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn the_incidents_table_shows_the_likely_cause_with_control_characters_escaped() {
+        let v = serde_json::json!({ "incidents": [{
+            "id": "20261207T000000.000Z-db", "target": "db", "class": "backend_crash",
+            "phase": "healthy", "closed": true, "time_to_recovery_seconds": 1.5, "archive": "/x",
+            "cause": { "class": "backend_crash", "sentence": "Backend crash: server process 9 was terminated by signal 11 (SIGSEGV)\u{1b}[2J." }
+        }]});
+        let out = incidents_table(&v);
+        assert!(out.contains("LIKELY CAUSE"), "{out}");
+        assert!(
+            out.contains("Backend crash: server process 9 was terminated by signal 11"),
+            "{out}"
+        );
+        assert!(!out.contains('\u{1b}'), "{out}");
     }
 }

@@ -64,6 +64,10 @@ pub enum FailureClass {
     /// server was restarted between them by something else (a crash and another manager's
     /// restart within one interval). Alert only: the server is up again.
     UnannouncedRestart,
+    /// A server process crashed and the postmaster, still alive, dropped every connection and
+    /// ran crash recovery (its checkpointer was replaced, or the Engine reported an OOM kill
+    /// in a container whose postmaster lives). Alert only: it came back by itself.
+    BackendCrash,
 }
 
 impl FailureClass {
@@ -92,11 +96,12 @@ impl FailureClass {
             FailureClass::TlsNameMismatch => "tls_name_mismatch",
             FailureClass::TlsHandshake => "tls_handshake",
             FailureClass::UnannouncedRestart => "unannounced_restart",
+            FailureClass::BackendCrash => "backend_crash",
         }
     }
 
     /// Every class, for validation messages.
-    pub const ALL: [FailureClass; 22] = [
+    pub const ALL: [FailureClass; 23] = [
         FailureClass::ConnectionRefused,
         FailureClass::Timeout,
         FailureClass::Authentication,
@@ -119,6 +124,7 @@ impl FailureClass {
         FailureClass::TlsNameMismatch,
         FailureClass::TlsHandshake,
         FailureClass::UnannouncedRestart,
+        FailureClass::BackendCrash,
     ];
 
     /// A refusal by the probe or of the secure channel: certain at the first probe (probing

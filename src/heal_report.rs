@@ -49,6 +49,10 @@ pub struct HealFailure {
     /// What the incident turns out to be, when the heal learnt it (a missing container).
     #[serde(skip)]
     pub class: Option<crate::failure::FailureClass>,
+    /// Why the start failed, from its own output and the server log (a configuration error
+    /// with its file and line, a port held by another process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<crate::cause::Cause>,
 }
 
 /// One run of the heal action.

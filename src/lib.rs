@@ -13,6 +13,9 @@
 //!   SQLSTATE), a leaf that config, policy and probe all read.
 //! - `require_auth`: which authentication requests a probe answers (never a password in clear
 //!   unless the DSN allows it), a leaf that config and probe read.
+//! - `cause`: the likely cause of an incident (class, sentence, quoted evidence, fix) from the
+//!   archived log tail, exit status, kernel log, Engine state and free space, and what it
+//!   calls for (restart, hold for space, escalate, leave alone).
 //! - `policy`: what each failure class calls for (restart or alert), with diagnoses.
 //! - `flight`: the flight recorder (a ring of vitals per target for the bundle, the alert and
 //!   `/status`) and the early warnings judged from it.
@@ -54,6 +57,7 @@ pub mod actors;
 pub mod api;
 pub mod archive;
 pub mod backoff;
+pub mod cause;
 pub mod cli;
 pub mod client;
 pub mod cluster;

@@ -96,23 +96,61 @@ impl PidWatch {
         }
     }
 
-    /// Resolves when the process exits or is found stopped (SIGSTOP, state `T`), checked
-    /// every `every`. A stopped postmaster keeps its pid and its old backends answering on
-    /// their connections, but accepts no new client: only its state tells it apart at once.
+    /// Resolves when the process exits, is found stopped (SIGSTOP, state `T`), or replaced
+    /// its checkpointer (crash recovery), checked every `every`. A stopped postmaster keeps
+    /// its pid and its old backends answering on their connections, but accepts no new
+    /// client: only its state tells it apart at once. A postmaster whose server process
+    /// crashed kills every other one and starts them again, the checkpointer too: its new pid
+    /// under the same postmaster is the one trace a crash recovery of a fraction of a second
+    /// leaves between two probes.
     pub async fn exited_or_stopped(&self, every: Duration) -> WatchEnd {
-        let stopped = async {
-            loop {
+        let changed = async {
+            // Found at once: a crash right after the watch starts is not missed.
+            let mut checkpointer = checkpointer_of(self.pid);
+            for tick in 1u64.. {
                 tokio::time::sleep(every).await;
                 if is_stopped(self.pid) {
-                    return;
+                    return WatchEnd::Stopped;
+                }
+                match checkpointer {
+                    // Not found yet (starting up, or not a postmaster): a scan of /proc
+                    // every tenth tick only.
+                    None if tick % 10 == 0 => checkpointer = checkpointer_of(self.pid),
+                    None => {}
+                    Some(c) if still_child(self.pid, c) => {}
+                    // Gone: a new one under the same postmaster is a crash recovery; none
+                    // yet (a shutdown, or a recovery under way), look again next tick.
+                    Some((old, _)) => {
+                        if let Some((new, _)) = checkpointer_of(self.pid) {
+                            return WatchEnd::Reinitialized { old, new };
+                        }
+                    }
                 }
             }
+            unreachable!("the loop returns")
         };
         tokio::select! {
             _ = self.exited() => WatchEnd::Exited,
-            _ = stopped => WatchEnd::Stopped,
+            end = changed => end,
         }
     }
+}
+
+/// Whether `(pid, start time)` still runs under `parent`.
+fn still_child(parent: i32, (pid, start): (i32, u64)) -> bool {
+    crate::procfs::stat(pid).is_some_and(|s| s.ppid == parent && s.start == start && s.state != 'Z')
+}
+
+/// The postmaster's checkpointer (pid, start time), found by its process title.
+fn checkpointer_of(postmaster: i32) -> Option<(i32, u64)> {
+    crate::procfs::children_of(postmaster)
+        .into_iter()
+        .filter(|(_, s)| s.state != 'Z')
+        .find(|(pid, _)| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("checkpointer"))
+        })
+        .map(|(pid, s)| (pid, s.start))
 }
 
 /// How a watch ended.
@@ -120,6 +158,12 @@ impl PidWatch {
 pub enum WatchEnd {
     Exited,
     Stopped,
+    /// The postmaster lives and replaced its checkpointer `old` with `new`: a server
+    /// process crashed and it ran crash recovery.
+    Reinitialized {
+        old: i32,
+        new: i32,
+    },
 }
 
 /// Whether `pid` is stopped by a signal (`T` in `/proc/<pid>/stat`; the kernel's own text,
@@ -131,6 +175,28 @@ pub fn is_stopped(pid: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replaced_checkpointer_is_found_by_its_title() {
+        let spawn = || {
+            std::process::Command::new("bash")
+                .args(["-c", "exec -a 'postgres: checkpointer' sleep 30"])
+                .spawn()
+                .unwrap()
+        };
+        let me = std::process::id() as i32;
+        let mut first = spawn();
+        let found = (0..50).find_map(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            checkpointer_of(me)
+        });
+        let (pid, start) = found.expect("the checkpointer found");
+        assert_eq!(pid, first.id() as i32);
+        assert!(still_child(me, (pid, start)));
+        first.kill().unwrap();
+        first.wait().unwrap();
+        assert!(!still_child(me, (pid, start)));
+    }
 
     #[test]
     fn a_sigstopped_child_is_seen_stopped_and_a_continued_one_is_not() {

@@ -39,7 +39,7 @@ pub fn default_action(class: FailureClass) -> Action {
         Authentication | TooManyConnections | DiskFull | OutOfMemory | DatabaseMissing
         | ReadOnly | QueryError | UnexpectedResult | Recovering | ContainerMissing
         | InsecureAuth | WrongServer | TlsRefused | TlsUntrusted | TlsExpired | TlsNameMismatch
-        | TlsHandshake | UnannouncedRestart => Action::Alert,
+        | TlsHandshake | UnannouncedRestart | BackendCrash => Action::Alert,
     }
 }
 
@@ -68,6 +68,7 @@ pub fn diagnosis(class: FailureClass) -> &'static str {
         TlsExpired => "The server's certificate has expired (or is not valid yet): renew ssl_cert_file on the server and reload it (SELECT pg_reload_conf()). A restart serves the same certificate.",
         TlsNameMismatch => "The server's certificate does not name the host in the DSN (sslmode=verify-full): put that name or address in the certificate's subjectAltName, or connect by a name it holds (for a discovered container: discovery.docker.tls.server_name). A restart serves the same certificate.",
         UnannouncedRestart => "The server was restarted by something other than sentinel-remedy (a crash followed by a restart from another manager, a container restart policy, or a person) between two passing probes: pg_postmaster_start_time() moved. It is up again, so nothing is restarted; the bundle holds the server log around the restart.",
+        BackendCrash => "A server process crashed and the postmaster ran crash recovery: every connection was dropped, and the server came back by itself. A restart would only drop every connection a second time, so none is made: find what crashed (the query in the alert, an extension, the memory limit).",
         TlsHandshake => "The TLS handshake failed: the server refused the client certificate (check sslcert/sslkey and the server's ssl_ca_file), or no common TLS version or cipher, or channel_binding=require cannot be met. The detail says which. A restart cannot fix it.",
     }
 }
@@ -82,7 +83,10 @@ impl Policy {
     pub fn action(&self, class: FailureClass) -> Action {
         if matches!(
             class,
-            FailureClass::Recovering | FailureClass::WrongServer | FailureClass::UnannouncedRestart
+            FailureClass::Recovering
+                | FailureClass::WrongServer
+                | FailureClass::UnannouncedRestart
+                | FailureClass::BackendCrash
         ) || class.is_refusal()
         {
             // Never a restart, whatever the registry says: 57P03 is a server recovering; a

@@ -13,6 +13,25 @@ use std::sync::Mutex;
 
 static OWNED: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 
+/// The raw wait statuses of the last processes reaped, newest last: how an adopted postmaster
+/// ended is evidence of why (`cause`). Bounded: the oldest go first.
+static REAPED: Mutex<std::collections::VecDeque<(i32, i32)>> =
+    Mutex::new(std::collections::VecDeque::new());
+
+/// How many reaped statuses are kept.
+const REAPED_KEPT: usize = 64;
+
+/// How `pid` ended, if the sweep reaped it: killed by a signal, or its exit code.
+pub fn exit_of(pid: i32) -> Option<crate::cause::Exit> {
+    let reaped = REAPED.lock().unwrap_or_else(|e| e.into_inner());
+    let (_, status) = reaped.iter().rev().find(|(p, _)| *p == pid)?;
+    Some(if libc::WIFSIGNALED(*status) {
+        crate::cause::Exit::Signal(libc::WTERMSIG(*status))
+    } else {
+        crate::cause::Exit::Code(libc::WEXITSTATUS(*status).into())
+    })
+}
+
 /// Makes this process the reaper of its orphaned descendants (Linux).
 pub fn become_subreaper() -> io::Result<()> {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
@@ -55,9 +74,15 @@ pub fn sweep() -> usize {
         if owned.contains(&pid) {
             continue;
         }
+        let mut status = 0;
         // SAFETY: waitpid on one specific pid that /proc says is our exited child; WNOHANG.
-        if unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } == pid {
+        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
             reaped += 1;
+            let mut kept = REAPED.lock().unwrap_or_else(|e| e.into_inner());
+            if kept.len() >= REAPED_KEPT {
+                kept.pop_front();
+            }
+            kept.push_back((pid, status));
         }
     }
     reaped

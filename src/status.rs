@@ -20,6 +20,9 @@ pub struct TargetStatus {
     pub restarts_in_window: usize,
     pub max_restarts: u32,
     pub open_incident: Option<String>,
+    /// The open incident's likely cause (its sentence), once classified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
     pub maintenance_until: Option<DateTime<Utc>>,
     pub monitor_alive: bool,
     /// For a discovered target: its container and the container's labels under the namespace.

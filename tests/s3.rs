@@ -54,6 +54,7 @@ fn a_crash_puts_the_bundle_in_s3_with_exact_keys_and_identical_bytes() {
     let objects = s3.objects("forensics");
     let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
     let expected: Vec<String> = [
+        "cause.json",
         "flight.json",
         "heal.log",
         "manifest.json",
@@ -239,12 +240,12 @@ fn s3_hanging_during_an_incident_does_not_hold_the_restart_and_the_bundle_lands_
 
     s3.resume();
     d.wait_events("archive_uploaded", Some("orders"), 1, LONG);
-    wait_for(LONG, "all seven objects", || {
-        (s3.objects("slow").len() == 7).then_some(())
+    wait_for(LONG, "all eight objects", || {
+        (s3.objects("slow").len() == 8).then_some(())
     });
     std::thread::sleep(Duration::from_secs(2));
     let keys: Vec<String> = s3.objects("slow").into_iter().map(|o| o.key).collect();
-    assert_eq!(keys.len(), 7, "no duplicates or strays: {keys:?}");
+    assert_eq!(keys.len(), 8, "no duplicates or strays: {keys:?}");
     assert_eq!(s3.open_multipart_uploads("slow"), 0);
 }
 
@@ -297,7 +298,7 @@ fn a_daemon_killed_with_a_pending_upload_finishes_it_after_restart() {
             && names.contains(&"postgresql.log"),
         "{names:?}"
     );
-    assert_eq!(objects.len(), 7, "{names:?}");
+    assert_eq!(objects.len(), 8, "{names:?}");
     wait_for(LONG, "spool emptied", || {
         files_under(&ws.state().join("spool"))
             .is_empty()

@@ -123,7 +123,13 @@ impl Handler<Archive> for Archiver {
                 };
                 let facts = msg.incident.clone();
                 let started = std::time::Instant::now();
-                let work = job.run(msg.incident, msg.target, msg.snapshot, msg.flight);
+                let work = job.run(
+                    msg.incident,
+                    msg.target,
+                    msg.snapshot,
+                    msg.flight,
+                    msg.clues,
+                );
                 ctx.spawn(work.into_actor(self).map(move |res, act, _| {
                     act.finish(facts, res, started.elapsed());
                 }));
@@ -197,6 +203,7 @@ impl Job {
         target: Arc<crate::config::TargetConfig>,
         snapshot: Option<crate::probe::snapshot::SqlSnapshot>,
         flight: Option<Box<crate::flight::Recording>>,
+        clues: crate::cause::Evidence,
     ) -> Outcome {
         // A container's evidence gets archive.timeout from now; the upload has what is left of
         // archive.timeout past the SQL snapshot (bounded by the probe timeout). Local files
@@ -241,6 +248,7 @@ impl Job {
             })?
             .map_err(|e| format!("archive task failed: {e}"))?
             .map_err(|e| e.to_string())?;
+        self.explain(&facts, &target, &mut report, clues).await;
         let ms = |a: tokio::time::Instant, b: tokio::time::Instant| (b - a).as_millis() as u64;
         debug!(self.log, "bundle written locally"; "event" => "archive_timing", "incident" => &facts.incident_id,
             "snapshot_ms" => ms(t0, snapshot_done), "container_ms" => ms(t0, container_done),
@@ -252,6 +260,79 @@ impl Job {
             report.location = upload(up, &facts, &report, self.staged, left, &self.log).await;
         }
         Ok(report)
+    }
+
+    /// Classifies the likely cause from the bundle's logs and what the Monitor knows, and adds
+    /// `cause.json` to the bundle; within archive.timeout (a cause is evidence, not control).
+    async fn explain(
+        &self,
+        facts: &IncidentFacts,
+        target: &crate::config::TargetConfig,
+        report: &mut ArchiveReport,
+        mut clues: crate::cause::Evidence,
+    ) {
+        if let Some(c) = target.container().cloned() {
+            self.engine_clues(c, &mut clues).await;
+        }
+        let data_dir = target
+            .pid_file
+            .as_deref()
+            .and_then(crate::cause::gather::data_dir_of);
+        let container_pid = clues.container_pid;
+        let (mut r, f) = (report.clone(), facts.clone());
+        let work = tokio::task::spawn_blocking(move || {
+            let names: Vec<String> = r.files.iter().map(|f| f.name.clone()).collect();
+            let cause = crate::cause::gather::death(
+                &r.dir,
+                &names,
+                data_dir.as_deref(),
+                container_pid,
+                clues,
+            );
+            local::attach_cause(&f, &mut r, &cause).map(|_| r)
+        });
+        match tokio::time::timeout(self.wait, work).await {
+            Ok(Ok(Ok(r))) => {
+                let c = r.cause.as_ref();
+                info!(self.log, "likely cause classified"; "event" => "cause_found", "incident" => &facts.incident_id,
+                    "cause" => c.map(|c| c.class.label()).unwrap_or(""), "sentence" => c.map(|c| c.sentence.as_str()).unwrap_or(""));
+                *report = r;
+            }
+            Ok(Ok(Err(e))) => {
+                warn!(self.log, "cause.json not written"; "incident" => &facts.incident_id, "error" => %e)
+            }
+            Ok(Err(e)) => {
+                warn!(self.log, "cause task failed"; "incident" => &facts.incident_id, "error" => %e)
+            }
+            Err(_) => {
+                warn!(self.log, "the cause was not classified within archive.timeout"; "incident" => &facts.incident_id)
+            }
+        }
+    }
+
+    /// The Engine's word on the container: `OOMKilled` and the exit code of a dead one, and
+    /// the main process's pid (whose cgroup counts OOM kills). Best effort, within 5 s.
+    async fn engine_clues(
+        &self,
+        c: crate::config::ContainerRef,
+        clues: &mut crate::cause::Evidence,
+    ) {
+        let call = self
+            .docker
+            .call(|api, ep| async move { crate::docker::container::inspect(&api, &ep, &c).await });
+        let Ok(Ok(state)) = tokio::time::timeout(std::time::Duration::from_secs(5), call).await
+        else {
+            return;
+        };
+        if !clues.postmaster_alive && state.status != "running" {
+            clues.engine_oom_killed = Some(state.oom_killed);
+            clues.exit = Some(crate::cause::Exit::Code(state.exit_code));
+            clues.exit_source = "Docker Engine State.ExitCode".into();
+            clues.postmaster_dead = true;
+        }
+        if state.pid > 0 {
+            clues.container_pid = u32::try_from(state.pid).ok();
+        }
     }
 
     /// Copies the container's evidence (`forensics.docker`) into the bundle directory, which

@@ -197,6 +197,10 @@ async fn attempt_once(
         };
     }
     let (success, verdict) = check(cx, backend, &ran, verdict, deadline, verify_for).await;
+    let mut terminal = ran.terminal;
+    if !success && started && terminal.is_none() {
+        terminal = backend.failed_start(cx).await;
+    }
     Judged {
         attempt: HealAttempt {
             started_at,
@@ -207,7 +211,7 @@ async fn attempt_once(
         success,
         started,
         held_before,
-        terminal: ran.terminal,
+        terminal,
     }
 }
 
@@ -261,6 +265,7 @@ fn spent(
             kind: "restart_budget_exhausted",
             detail,
             class: None,
+            cause: None,
         });
     }
     if idle >= MAX_IDLE_ATTEMPTS {
@@ -275,6 +280,7 @@ fn spent(
             kind: "start_blocked",
             detail,
             class: None,
+            cause: None,
         });
     }
     None
@@ -431,6 +437,7 @@ mod tests {
                 kind: "forbidden",
                 detail: "no".into(),
                 class: None,
+                cause: None,
             }),
             started: Started::Known(false),
         };

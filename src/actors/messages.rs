@@ -31,6 +31,9 @@ pub struct Archive {
     pub snapshot: Option<crate::sql_snapshot::SqlSnapshot>,
     /// The flight recorder's ring when the incident was declared (`flight.json`).
     pub flight: Option<Box<crate::flight::Recording>>,
+    /// What the Monitor knows of the postmaster's end (its pid, exit status, whether it
+    /// lives): the Archiver adds the logs, the kernel's word and the free space.
+    pub clues: crate::cause::Evidence,
 }
 
 /// Restart a target (once per incident id), retrying a failed start until recovery_timeout.

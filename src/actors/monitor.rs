@@ -7,6 +7,7 @@
 //! Nothing here blocks the actor thread: probes, the pid watch, container reads, leases and
 //! store writes are futures or other threads that report back.
 
+mod cause;
 mod effects;
 mod watch;
 
@@ -70,6 +71,13 @@ pub struct Monitor {
     busy: bool,
     /// A flight recorder sample's host half is being read.
     host_reading: bool,
+    /// The last postmaster seen to exit, and how (when this daemon reaped it): evidence for
+    /// the cause of the incident its death opens.
+    ended: Option<(i32, Option<crate::cause::Exit>)>,
+    /// A full disk's free-space watch is running.
+    space_watch: Option<SpawnHandle>,
+    /// The Engine reported an OOM kill in the container while its postmaster lived.
+    oom_event: bool,
 }
 
 /// While an incident is open, probe this often to see recovery quickly.
@@ -102,6 +110,9 @@ impl Monitor {
             unsynced_cluster: Vec::new(),
             busy: false,
             host_reading: false,
+            ended: None,
+            space_watch: None,
+            oom_event: false,
         }
     }
 
@@ -335,6 +346,12 @@ impl Handler<ContainerEvent> for Monitor {
             return;
         }
         let phase = self.record.lock().phase;
+        if ev.action == "oom" {
+            // A process of the container was OOM-killed: the postmaster, or only a backend.
+            warn!(self.log, "Docker reports an OOM kill in the container; looking whether its postmaster lives"; "event" => "container_oom",
+                "container" => &ev.name);
+            return self.on_oom_event(&ev, ctx);
+        }
         if matches!(phase, Phase::Healthy | Phase::Suspect) {
             warn!(self.log, "Docker reports the container down; confirming with a probe"; "event" => "container_event",
                 "action" => &ev.action, "container" => &ev.name, "exit_code" => ev.exit_code.map(|c| c.to_string()).unwrap_or_default());

@@ -854,6 +854,11 @@ impl Handler<GetStatus> for Supervisor {
                     restarts_in_window: in_window,
                     max_restarts: slot.cfg.budget.max_restarts,
                     open_incident: rec.incident.as_ref().map(|i| i.id.to_string()),
+                    cause: rec
+                        .incident
+                        .as_ref()
+                        .and_then(|i| i.cause.as_ref())
+                        .map(|c| c.sentence.clone()),
                     maintenance_until,
                     monitor_alive: slot.addr.connected(),
                     discovered: slot.discovered.as_ref().map(|(_, d)| d.clone()),
@@ -886,6 +891,7 @@ impl Supervisor {
                 restarts_in_window: 0,
                 max_restarts: d.cfg.budget.max_restarts,
                 open_incident: None,
+                cause: None,
                 maintenance_until: None,
                 monitor_alive: false,
                 discovered: Some(DiscoveredFrom {

@@ -64,9 +64,9 @@ code{{font-size:12px}}
     if let Some(c) = cluster {
         cluster_section(&mut h, c);
     }
-    h.push_str("</tbody></table>\n<h2>Recent incidents</h2>\n<table id=\"incidents\"><thead><tr><th>Incident</th><th>Target</th><th>Failure</th><th>State</th><th>Time to recovery</th><th>Archive</th></tr></thead><tbody>\n");
+    h.push_str("</tbody></table>\n<h2>Recent incidents</h2>\n<table id=\"incidents\"><thead><tr><th>Incident</th><th>Target</th><th>Failure</th><th>State</th><th>Time to recovery</th><th>Likely cause</th><th>Archive</th></tr></thead><tbody>\n");
     if incidents.is_empty() {
-        h.push_str("<tr><td colspan=\"6\">No incidents recorded.</td></tr>\n");
+        h.push_str("<tr><td colspan=\"7\">No incidents recorded.</td></tr>\n");
     }
     for i in incidents {
         incident_row(&mut h, i);
@@ -157,7 +157,11 @@ fn incident_row(h: &mut String, i: &IncidentRow) {
     };
     let _ = writeln!(
         h,
-        r#"<tr><td><a href="/incidents/{id}">{id}</a></td><td>{target}</td><td>{class}</td><td>{phase}</td><td>{ttr}</td><td><code>{archive}</code></td></tr>"#,
+        r#"<tr><td><a href="/incidents/{id}">{id}</a></td><td>{target}</td><td>{class}</td><td>{phase}</td><td>{ttr}</td><td class="cause">{cause}</td><td><code>{archive}</code></td></tr>"#,
+        cause = esc(i
+            .cause
+            .as_ref()
+            .map_or("not classified", |c| c.sentence.as_str())),
         id = esc(&i.id),
         target = esc(&i.target),
         class = esc(&i.class),

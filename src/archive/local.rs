@@ -53,6 +53,7 @@ pub fn reserved_names() -> HashSet<String> {
         "heal.log".to_string(),
         "sql-snapshot.json".to_string(),
         FLIGHT.to_string(),
+        CAUSE_FILE.to_string(),
         CONTAINER_LOG.to_string(),
     ])
 }
@@ -120,6 +121,7 @@ pub fn write_bundle(
         files,
         missing,
         sql_snapshot: sql,
+        cause: None,
     })
 }
 
@@ -146,6 +148,46 @@ fn write_json(
         truncated: false,
         original_size: None,
     })
+}
+
+/// Name of the cause in a bundle.
+pub const CAUSE_FILE: &str = "cause.json";
+
+/// Adds `cause.json` to a written bundle and lists it in the manifest (which then carries the
+/// cause too).
+pub fn attach_cause(
+    facts: &IncidentFacts,
+    report: &mut ArchiveReport,
+    cause: &crate::cause::Cause,
+) -> Result<(), LocalArchiveError> {
+    let path = report.dir.join(CAUSE_FILE);
+    let body = serde_json::to_vec_pretty(cause).expect("a cause serializes");
+    let fail = |source| LocalArchiveError::Write {
+        file: path.display().to_string(),
+        source,
+    };
+    crate::fsutil::create_private(&path)
+        .and_then(|mut f| f.write_all(&body).and_then(|_| f.sync_all()))
+        .map_err(fail)?;
+    report.files.retain(|f| f.name != CAUSE_FILE);
+    report.files.push(FileEntry {
+        name: CAUSE_FILE.into(),
+        source: "sentinel-remedy".into(),
+        size: body.len() as u64,
+        sha256: hex::encode(Sha256::digest(&body)),
+        truncated: false,
+        original_size: None,
+    });
+    report.cause = Some(Box::new(cause.clone()));
+    let mut manifest = Manifest::new(facts, report.files.clone(), report.missing.clone());
+    manifest.sql_snapshot = report.sql_snapshot.clone();
+    manifest.cause = report.cause.as_deref().cloned();
+    manifest
+        .write(&report.dir)
+        .map_err(|source| LocalArchiveError::Write {
+            file: report.dir.join("manifest.json").display().to_string(),
+            source,
+        })
 }
 
 /// Copies every file matched by `patterns` into `dir` (each cut to its newest `cap` bytes),
@@ -249,6 +291,7 @@ pub fn attach_heal(
     let mut manifest = Manifest::new(facts, files, report.missing.clone());
     manifest.heal = Some(heal.clone());
     manifest.sql_snapshot = report.sql_snapshot.clone();
+    manifest.cause = report.cause.as_deref().cloned();
     manifest
         .write(bundle)
         .map_err(|source| LocalArchiveError::Write {

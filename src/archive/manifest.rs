@@ -62,6 +62,9 @@ pub struct Manifest {
     pub heal: Option<HealReport>,
     /// Whether the server could still answer SQL while suspect (`sql-snapshot.json`).
     pub sql_snapshot: Option<SnapshotSummary>,
+    /// The likely cause (also `cause.json`), once classified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<crate::cause::Cause>,
     pub sentinel_version: &'static str,
 }
 
@@ -83,6 +86,7 @@ impl Manifest {
             missing,
             heal: None,
             sql_snapshot: None,
+            cause: None,
             sentinel_version: env!("CARGO_PKG_VERSION"),
         }
     }

@@ -22,6 +22,8 @@ pub struct ArchiveReport {
     pub missing: Vec<Missing>,
     /// Whether the SQL snapshot was taken and answered.
     pub sql_snapshot: Option<manifest::SnapshotSummary>,
+    /// The likely cause, once classified (`cause.json`).
+    pub cause: Option<Box<crate::cause::Cause>>,
 }
 
 /// A file in a bundle.

@@ -19,6 +19,8 @@ pub struct ContainerState {
     pub restart_policy: String,
     /// When the main process last started.
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The main process's pid in the Engine's pid namespace (0: not running).
+    pub pid: i64,
 }
 
 impl ContainerState {
@@ -120,6 +122,7 @@ pub async fn inspect(
         exit_code: state.exit_code.unwrap_or_default(),
         oom_killed: state.oom_killed.unwrap_or_default(),
         restart_policy: policy,
+        pid: state.pid.unwrap_or_default(),
     })
 }
 
@@ -141,6 +144,36 @@ pub async fn memory(
         Some(Err(e)) => Err(DockerError::from_bollard(e, endpoint, &c.to_string())),
         None => Ok((None, None)),
     }
+}
+
+/// The newest `lines` lines of the container's own output (stdout and stderr), at most
+/// 64 KiB: what a server that failed to start said.
+pub async fn log_tail(
+    api: &Docker,
+    endpoint: &str,
+    c: &ContainerRef,
+    lines: usize,
+) -> Result<String, DockerError> {
+    use futures::StreamExt;
+    let id = resolve(api, endpoint, c).await?;
+    let mut stream = api.logs(
+        &id,
+        Some(bollard::container::LogsOptions::<String> {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        }),
+    );
+    let mut out = Vec::new();
+    while let Some(item) = stream.next().await {
+        let item = item.map_err(|e| DockerError::from_bollard(e, endpoint, &c.to_string()))?;
+        out.extend_from_slice(&item.into_bytes());
+        if out.len() > 64 * 1024 {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// A mount of a container: where the container sees it, and for a volume or bind mount where
@@ -201,6 +234,7 @@ mod tests {
             exit_code: exit,
             oom_killed: false,
             restart_policy: policy.into(),
+            pid: 0,
             started_at: None,
         }
     }

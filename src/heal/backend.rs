@@ -65,6 +65,13 @@ pub trait HealBackend: Send + Sync {
     /// One attempt; `budget_left` is what recovery_timeout leaves of the heal.
     fn attempt<'a>(&'a self, cx: &'a HealCx<'a>, budget_left: Duration) -> BoxFuture<'a, Outcome>;
 
+    /// Why an attempt that started a server did not give one that answers, when retrying
+    /// cannot help (a container whose server stops on a configuration error): the heal then
+    /// stops at this first failure.
+    fn failed_start<'a>(&'a self, _cx: &'a HealCx<'a>) -> BoxFuture<'a, Option<HealFailure>> {
+        Box::pin(async { None })
+    }
+
     /// The verdict of a done attempt once the server was found answering (`state`).
     fn confirmed(&self, verdict: String, state: &str) -> String {
         format!("{verdict}; {state}")

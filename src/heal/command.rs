@@ -38,12 +38,17 @@ impl HealBackend for CommandHeal {
         Box::pin(async move {
             let env = environment(std::env::vars(), &self.env);
             let timeout = self.timeout.min(budget_left);
+            let before = std::fs::metadata(cx.log_path).map_or(0, |m| m.len());
             let result = run(&self.argv, &env, timeout, cx.log_path).await;
             let (exit_code, verdict) = match &result {
                 CommandResult::Exited(c) => (Some(*c), format!("exit {c}")),
                 CommandResult::Signalled => (None, "killed by a signal".to_string()),
                 CommandResult::TimedOut => (None, "timed out".to_string()),
                 CommandResult::SpawnFailed(e) => (None, format!("could not start: {e}")),
+            };
+            let terminal = match result {
+                CommandResult::Exited(c) if c != 0 => start_failed(cx, before).await,
+                _ => None,
             };
             Outcome {
                 done: result == CommandResult::Exited(0),
@@ -52,7 +57,7 @@ impl HealBackend for CommandHeal {
                 },
                 exit_code,
                 verdict,
-                terminal: None,
+                terminal,
             }
         })
     }
@@ -61,4 +66,27 @@ impl HealBackend for CommandHeal {
     fn confirmed(&self, _verdict: String, state: &str) -> String {
         state.to_string()
     }
+}
+
+/// Why a start command failed, from its output since `from` and the server log: a start that
+/// cannot work (a configuration error, the port taken, the data directory's permissions) ends
+/// the heal at this first failure, with the file and line or the port's holder.
+async fn start_failed(cx: &HealCx<'_>, from: u64) -> Option<crate::heal::HealFailure> {
+    let (out, patterns) = (cx.log_path.to_path_buf(), cx.target.forensic_files.clone());
+    let port = cx.target.dsn.config().get_ports().first().copied();
+    let work = tokio::task::spawn_blocking(move || {
+        crate::cause::gather::start_failure(&out, from, &patterns, port)
+    });
+    let cause = tokio::time::timeout(Duration::from_secs(5), work)
+        .await
+        .ok()?
+        .ok()?;
+    slog::warn!(cx.log, "the start failed"; "event" => "start_failed", "cause" => cause.class.label(),
+        "sentence" => &cause.sentence);
+    (cause.class.judgment() == crate::cause::Judgment::Escalate).then(|| crate::heal::HealFailure {
+        kind: "start_failed",
+        detail: cause.sentence.clone(),
+        class: None,
+        cause: Some(cause),
+    })
 }

@@ -22,6 +22,10 @@ pub struct DockerHeal {
 }
 
 impl HealBackend for DockerHeal {
+    fn failed_start<'a>(&'a self, cx: &'a HealCx<'a>) -> BoxFuture<'a, Option<HealFailure>> {
+        Box::pin(self.why_not_up(cx))
+    }
+
     /// One [`restart`]; the Engine's own restart policy is waited for at most `budget_left`.
     fn attempt<'a>(&'a self, cx: &'a HealCx<'a>, budget_left: Duration) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
@@ -58,10 +62,37 @@ impl HealBackend for DockerHeal {
                         kind: e.kind(),
                         detail: e.to_string(),
                         class: e.failure_class(),
+                        cause: None,
                     }),
                     started: Started::Known(false),
                 },
             }
+        })
+    }
+}
+
+impl DockerHeal {
+    /// Why the restarted container's server did not come up: its own output, classified. A
+    /// start that cannot work (a configuration error, permissions) ends the heal here.
+    async fn why_not_up(&self, cx: &HealCx<'_>) -> Option<HealFailure> {
+        let c = &self.container;
+        let text = self
+            .client
+            .call(|api, ep| async move { container::log_tail(&api, &ep, c, 100).await })
+            .await
+            .ok()?;
+        let ev = crate::cause::Evidence {
+            start_output: Some(crate::cause::LogTail::of_text("container log", &text)),
+            ..Default::default()
+        };
+        let cause = crate::cause::classify_start(&ev);
+        slog::warn!(cx.log, "the restarted container's server is not up"; "event" => "start_failed",
+            "cause" => cause.class.label(), "sentence" => &cause.sentence);
+        (cause.class.judgment() == crate::cause::Judgment::Escalate).then(|| HealFailure {
+            kind: "start_failed",
+            detail: cause.sentence.clone(),
+            class: None,
+            cause: Some(cause),
         })
     }
 }

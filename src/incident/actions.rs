@@ -41,7 +41,14 @@ pub enum Observation {
     Archived {
         id: String,
         outcome: Result<String, String>,
+        /// The likely cause, classified from the bundle's evidence (None: not classified).
+        cause: Option<crate::cause::Cause>,
     },
+    /// A server process crashed and the postmaster, alive, ran crash recovery (its
+    /// checkpointer was replaced; the Engine reported an OOM kill while it runs).
+    BackendCrash { detail: String },
+    /// The filesystems a full disk held the restart for have room again.
+    SpaceFreed { id: String },
     /// The restart lease for this incident was granted.
     LeaseGranted { id: String },
     /// The restart lease for this incident was refused.
@@ -125,6 +132,11 @@ pub enum Action {
     },
     /// Read the container's state (restart policy, existence).
     InspectContainer,
+    /// Watch the free space of the data directory's and pg_wal's filesystems until they have
+    /// room again, then observe [`Observation::SpaceFreed`].
+    WatchSpace {
+        id: String,
+    },
     /// Probe again now.
     ProbeSoon,
     /// Write the incident and a timeline step. `closed`: `Some(Some((downtime, ttr)))` when a

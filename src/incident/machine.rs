@@ -6,6 +6,7 @@
 //! declare, hold, heal, recovered, escalate, maintenance) reads in this file and `heal.rs`,
 //! and is tested by tables in `tests.rs`.
 
+mod cause;
 mod heal;
 mod identity;
 mod recorder;
@@ -61,7 +62,9 @@ impl Machine<'_, '_> {
                 manager,
             } => self.on_probe(result, latency, manager),
             Observation::ProcessExited => {
-                self.rec.process_dead = true;
+                if !self.died_after_backend_crash("the postmaster exited") {
+                    self.rec.process_dead = true;
+                }
                 self.out.push(Action::ProbeSoon);
             }
             Observation::ProcessStopped { pid } => {
@@ -82,7 +85,9 @@ impl Machine<'_, '_> {
                 }
             }
             Observation::Sample(s) => self.on_sample(s),
-            Observation::Archived { id, outcome } => self.on_archived(&id, outcome),
+            Observation::Archived { id, outcome, cause } => self.on_archived(&id, outcome, cause),
+            Observation::BackendCrash { detail } => self.on_backend_crash(detail),
+            Observation::SpaceFreed { id } => self.on_space_freed(&id),
             Observation::LeaseGranted { id } => self.on_lease_granted(&id),
             Observation::LeaseRefused { id, refusal } => self.on_lease_refused(&id, refusal),
             Observation::Healed { id, report } => self.on_healed(&id, report),
@@ -193,6 +198,10 @@ impl Machine<'_, '_> {
     }
 
     fn on_success(&mut self) {
+        if self.awaits_its_alert() {
+            self.rec.failures = 0;
+            return;
+        }
         self.rec.failures = 0;
         self.rec.first_failure = None;
         self.rec.quiet_until = None;
@@ -401,7 +410,7 @@ impl Machine<'_, '_> {
         }
     }
 
-    fn in_maintenance(&self) -> bool {
+    pub(super) fn in_maintenance(&self) -> bool {
         self.rec
             .maintenance_until
             .is_some_and(|u| u > self.env.now_utc)
@@ -487,6 +496,10 @@ impl Machine<'_, '_> {
     }
 
     fn on_container_down(&mut self, detail: String, class: Option<FailureClass>) {
+        if class.is_some() && self.died_after_backend_crash(&detail) {
+            self.out.push(Action::ProbeSoon);
+            return;
+        }
         // During an incident our own restart emits the same events: they change nothing.
         if !matches!(self.rec.phase, Phase::Healthy | Phase::Suspect) {
             return;
@@ -499,7 +512,12 @@ impl Machine<'_, '_> {
     }
 
     /// Archive finished (or failed): decide about the restart.
-    fn on_archived(&mut self, id: &str, outcome: Result<String, String>) {
+    fn on_archived(
+        &mut self,
+        id: &str,
+        outcome: Result<String, String>,
+        cause: Option<crate::cause::Cause>,
+    ) {
         if self.rec.unannounced.as_ref().is_some_and(|i| i.id == *id) {
             return self.unannounced_archived(outcome);
         }
@@ -518,6 +536,9 @@ impl Machine<'_, '_> {
             Err(e) => format!("archive failed: {e}"),
         };
         inc.archive = Some(outcome);
+        if cause.is_some() {
+            inc.cause = cause;
+        }
         // A repeat reply while the lease is being asked for changes nothing.
         if phase == Phase::Archiving && self.rec.lease_pending.is_none() {
             self.persist("archived", detail);
@@ -695,6 +716,7 @@ impl Machine<'_, '_> {
                 may_lead: true,
                 id: None,
             }),
+            cause: inc.cause.clone(),
         }
     }
 }

@@ -108,6 +108,12 @@ pub struct Incident {
     /// What the flight recorder saw move most before the failure (`flight::movers`), for
     /// the failure alert.
     pub before: Option<String>,
+    /// The likely cause, once the bundle's evidence is classified.
+    pub cause: Option<crate::cause::Cause>,
+    /// A full disk holds the restart until the filesystem has room again.
+    pub held_for_space: bool,
+    /// The space came back: the one restart a full disk allows is due (never held again).
+    pub space_freed: bool,
 }
 
 impl Incident {
@@ -135,6 +141,9 @@ impl Incident {
             escalated_at: None,
             notices: Vec::new(),
             before: None,
+            cause: None,
+            held_for_space: false,
+            space_freed: false,
         }
     }
 

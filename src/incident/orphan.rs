@@ -139,6 +139,7 @@ fn notice(
             may_lead: true,
             id: None,
         }),
+        cause: None,
     }
 }
 

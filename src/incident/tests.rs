@@ -149,6 +149,7 @@ impl T {
         self.step(Observation::Archived {
             id,
             outcome: Ok("/incidents/x".into()),
+            cause: None,
         })
     }
 
@@ -188,6 +189,7 @@ fn names(actions: &[Action]) -> Vec<String> {
                 Action::BaselineRedo => "baseline_redo".into(),
                 Action::CheckRedo { .. } => "check_redo".into(),
                 Action::InspectContainer => "inspect".into(),
+                Action::WatchSpace { .. } => "watch_space".into(),
                 Action::ProbeSoon => "probe_soon".into(),
                 Action::Persist { event, .. } => format!("persist:{event}"),
                 Action::Timeline { event, .. } => format!("timeline:{event}"),
@@ -614,6 +616,7 @@ fn a_failed_heal_escalates_with_its_reason() {
                 kind: "restart_budget_exhausted",
                 detail: "3 starts".into(),
                 class: None,
+                cause: None,
             }),
             EscalationReason::RestartBudgetExhausted,
             None,
@@ -623,6 +626,7 @@ fn a_failed_heal_escalates_with_its_reason() {
                 kind: "container_missing",
                 detail: "no such container".into(),
                 class: Some(FailureClass::ContainerMissing),
+                cause: None,
             }),
             EscalationReason::HealRefused,
             Some(FailureClass::ContainerMissing),
@@ -805,6 +809,7 @@ fn notice(id: &str) -> crate::notify::Notice {
         time_to_recovery_seconds: None,
         summary: "down".into(),
         outage: None,
+        cause: None,
     }
 }
 
@@ -949,6 +954,7 @@ fn a_restart_nobody_announced_is_archived_and_told_once() {
     let out = t.step(Observation::Archived {
         id,
         outcome: Ok("/incidents/x".into()),
+        cause: None,
     });
     assert_eq!(
         names(&out),
@@ -1015,3 +1021,6 @@ fn an_early_warning_is_raised_once_and_cleared_once() {
     t.step(Observation::Sample(s));
     assert_eq!(t.rec.flight.samples().len(), 2, "the one 600 s old stays");
 }
+
+#[path = "tests_cause.rs"]
+mod cause;

@@ -72,6 +72,7 @@ mod tests {
             time_to_recovery_seconds: None,
             summary: "s".into(),
             outage: None,
+            cause: None,
         };
         let client = super::super::http::client(None);
         let policy = Policy {

@@ -143,7 +143,7 @@ pub fn payload(n: &Notice) -> Value {
     json!({
         "content": clip(&escape(&n.title()), 2000),
         "embeds": [{
-            "title": clip(&n.title(), 256),
+            "title": clip(&escape(&n.title()), 256),
             "description": clip(&escape(&n.summary), 4096),
             "color": color,
             "fields": fields,

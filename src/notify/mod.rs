@@ -188,6 +188,9 @@ pub struct Notice {
     /// incident per outage ([`gate`]); None for fleet and test notices.
     #[serde(default)]
     pub outage: Option<OutageRef>,
+    /// The likely cause: its sentence is the notice's first line (see [`Notice::title`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<crate::cause::Cause>,
 }
 
 /// Which outage of which server a notice belongs to.
@@ -228,6 +231,7 @@ impl Notice {
             time_to_recovery_seconds: None,
             outage: None,
             summary,
+            cause: None,
         }
     }
 
@@ -236,8 +240,20 @@ impl Notice {
         (self.incident_id.clone(), self.kind, self.reason)
     }
 
-    /// A short title, e.g. "🔴 orders failed: connection_refused".
+    /// The first line of every channel's message: the title, then the likely cause's sentence
+    /// when one is known ("🔴 orders failed: process_exited — Killed by signal 9 ...").
     pub fn title(&self) -> String {
+        let title = self.short_title();
+        match (&self.cause, self.kind) {
+            (Some(c), NoticeKind::Failure | NoticeKind::Escalation) => {
+                format!("{title} — {}", printable(&c.sentence))
+            }
+            _ => title,
+        }
+    }
+
+    /// A short title, e.g. "🔴 orders failed: connection_refused".
+    pub fn short_title(&self) -> String {
         match self.kind {
             NoticeKind::Failure => format!(
                 "🔴 {} failed: {}",
@@ -273,6 +289,15 @@ impl Notice {
         }
         if let Some(r) = self.reason {
             v.push(("Reason", r.label().to_string()));
+        }
+        if let Some(c) = &self.cause {
+            v.push(("Cause", format!("{} ({})", c.sentence, c.class.label())));
+            if !c.evidence.is_empty() {
+                v.push(("Evidence", c.evidence_text()));
+            }
+            if let Some(fix) = &c.fix {
+                v.push(("Fix", fix.clone()));
+            }
         }
         if let Some(a) = &self.archive {
             v.push(("Archive", a.clone()));

@@ -59,6 +59,7 @@ pub fn payload(n: &Notice, routing_key: &str) -> Value {
                 "failure": n.failure.as_ref().map(|f| json!({"class": f.class.label(), "sqlstate": f.sqlstate, "detail": f.detail})),
                 "archive": n.archive,
                 "reason": n.reason.map(|r| r.label()),
+                "cause": n.cause,
             }
         }
     })

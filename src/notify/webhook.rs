@@ -30,6 +30,11 @@ pub fn payload(n: &Notice) -> Value {
         "archive": n.archive,
         "summary": n.summary,
     });
+    if let Some(c) = &n.cause {
+        // The first line a person reads, and the cause itself for any receiver's rules.
+        v["title"] = json!(n.title());
+        v["cause"] = json!(c);
+    }
     if let Some(r) = n.reason {
         v["reason"] = json!(r.label());
     }

@@ -73,6 +73,9 @@ pub struct IncidentRow {
     pub alerted: bool,
     #[serde(skip)]
     pub notices: Vec<Notice>,
+    /// The likely cause (as in the bundle's `cause.json`), once classified.
+    #[serde(default)]
+    pub cause: Option<crate::cause::Cause>,
 }
 
 /// One step of an incident's timeline.
@@ -171,6 +174,7 @@ impl IncidentRow {
             time_to_recovery_seconds: None,
             alerted: inc.alerted,
             notices: inc.notices.clone(),
+            cause: inc.cause.clone(),
         }
     }
 }
@@ -197,6 +201,7 @@ impl Store {
         };
         let conn = open().map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        add_cause_column(&conn).map_err(err)?;
         let writer = writer::Writer::start(open().map_err(err)?, &p)
             .map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         Ok(Self {
@@ -252,21 +257,26 @@ impl Store {
         recovered: Option<(f64, f64)>,
     ) -> Written {
         let notices = serde_json::to_string(&inc.notices).unwrap_or_else(|_| "[]".into());
+        let cause = inc
+            .cause
+            .as_ref()
+            .and_then(|c| serde_json::to_string(c).ok());
         let archive = inc.archive_text();
         let inc = inc.clone();
         self.writer.submit(&inc.target.clone(), "incident", move |c| {
             c.execute(
                 "INSERT INTO incidents (id, target, class, hard, detail, sqlstate, phase, first_failure_at, declared_at, archive,
-                    heal_issued_at, heal_succeeded, recovered_at, escalated_at, closed, downtime_seconds, ttr_seconds, alerted, notices)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+                    heal_issued_at, heal_succeeded, recovered_at, escalated_at, closed, downtime_seconds, ttr_seconds, alerted, notices, cause)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
                  ON CONFLICT(id) DO UPDATE SET phase = ?7, archive = ?10, heal_issued_at = ?11, heal_succeeded = ?12,
                     recovered_at = coalesce(recovered_at, ?13), escalated_at = coalesce(escalated_at, ?14), closed = ?15,
-                    downtime_seconds = coalesce(?16, downtime_seconds), ttr_seconds = coalesce(?17, ttr_seconds), alerted = ?18, notices = ?19",
+                    downtime_seconds = coalesce(?16, downtime_seconds), ttr_seconds = coalesce(?17, ttr_seconds), alerted = ?18, notices = ?19,
+                    cause = coalesce(?20, cause)",
                 params![
                     inc.id.as_str(), inc.target, inc.failure.class.label(), inc.hard, inc.failure.detail, inc.failure.sqlstate, phase.label(),
                     inc.first_failure_at, inc.declared_at, archive, inc.heal_started.map(wall), inc.heal_succeeded,
                     recovered.map(|_| Utc::now()), inc.escalated_at.map(wall), closed, recovered.map(|r| r.0), recovered.map(|r| r.1),
-                    inc.alerted, notices
+                    inc.alerted, notices, cause
                 ],
             )
             .map(|_| ())
@@ -438,7 +448,7 @@ impl Store {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT id, target, class, hard, detail, sqlstate, phase, first_failure_at, declared_at, archive, heal_issued_at,
-                    heal_succeeded, recovered_at, escalated_at, closed, downtime_seconds, ttr_seconds, alerted, notices
+                    heal_succeeded, recovered_at, escalated_at, closed, downtime_seconds, ttr_seconds, alerted, notices, cause
                  FROM incidents WHERE (?1 IS NULL OR target = ?1) AND (?2 IS NULL OR declared_at >= ?2)
                  ORDER BY declared_at DESC LIMIT ?3",
             )?;
@@ -452,7 +462,7 @@ impl Store {
             let Some(incident) = c
                 .query_row(
                     "SELECT id, target, class, hard, detail, sqlstate, phase, first_failure_at, declared_at, archive, heal_issued_at,
-                        heal_succeeded, recovered_at, escalated_at, closed, downtime_seconds, ttr_seconds, alerted, notices
+                        heal_succeeded, recovered_at, escalated_at, closed, downtime_seconds, ttr_seconds, alerted, notices, cause
                      FROM incidents WHERE id = ?1",
                     params![id],
                     row,
@@ -494,5 +504,19 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<IncidentRow> {
         time_to_recovery_seconds: r.get(16)?,
         alerted: r.get(17)?,
         notices: serde_json::from_str(&notices).unwrap_or_default(),
+        cause: r
+            .get::<_, Option<String>>(19)?
+            .and_then(|c| serde_json::from_str(&c).ok()),
     })
+}
+
+/// Stores written before causes existed get the column (NULL: not classified).
+fn add_cause_column(c: &Connection) -> rusqlite::Result<()> {
+    let has = c
+        .prepare("SELECT 1 FROM pragma_table_info('incidents') WHERE name = 'cause'")?
+        .exists([])?;
+    if !has {
+        c.execute_batch("ALTER TABLE incidents ADD COLUMN cause TEXT")?;
+    }
+    Ok(())
 }

@@ -214,6 +214,9 @@ fn incident_from_row(open: &OpenIncident) -> Incident {
         notices: row.notices.clone(),
         // Its notices, recorded with the line, are what a restored incident re-sends.
         before: None,
+        cause: row.cause.clone(),
+        held_for_space: false,
+        space_freed: false,
     }
 }
 

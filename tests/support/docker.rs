@@ -74,6 +74,17 @@ pub struct PgContainer {
 impl PgContainer {
     /// Starts a container (with a restart policy if given) and waits until it answers SQL.
     pub fn start(label: &str, restart_policy: Option<&str>) -> Self {
+        Self::start_with(label, restart_policy, &[], &[])
+    }
+
+    /// [`PgContainer::start`] with more `docker run` options (`--memory=128m`) and more
+    /// server settings (`-c shared_buffers=16MB`).
+    pub fn start_with(
+        label: &str,
+        restart_policy: Option<&str>,
+        run_options: &[&str],
+        settings: &[&str],
+    ) -> Self {
         let name = format!(
             "sr-test-{label}-{}-{:06x}",
             std::process::id(),
@@ -87,7 +98,11 @@ impl PgContainer {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        docker(&[
+        let (env, publish) = (
+            format!("POSTGRES_PASSWORD={password}"),
+            format!("127.0.0.1:{port}:5432"),
+        );
+        let mut args = vec![
             "run",
             "-d",
             "--name",
@@ -96,9 +111,12 @@ impl PgContainer {
             "--label",
             "org.sentinel-remedy.test=1",
             "-e",
-            &format!("POSTGRES_PASSWORD={password}"),
+            &env,
             "-p",
-            &format!("127.0.0.1:{port}:5432"),
+            &publish,
+        ];
+        args.extend_from_slice(run_options);
+        args.extend([
             postgres_image(),
             "postgres",
             "-c",
@@ -108,6 +126,10 @@ impl PgContainer {
             "-c",
             "log_filename=postgresql.log",
         ]);
+        for s in settings {
+            args.extend(["-c", s]);
+        }
+        docker(&args);
         let c = Self {
             name,
             password,

@@ -65,18 +65,25 @@ impl Pg {
     /// The free port is picked before the server binds it, so a test running beside this one
     /// can take it first: the fixture then starts a new cluster on another port (3 tries).
     pub fn start() -> Self {
-        Self::start_in(&std::env::temp_dir())
+        Self::start_prepared(&std::env::temp_dir(), |_| {})
     }
 
     /// [`Pg::start`] with the cluster's directory (data, log, socket) under `parent`, e.g. a
     /// small tmpfs.
     pub fn start_in(parent: &Path) -> Self {
+        Self::start_prepared(parent, |_| {})
+    }
+
+    /// [`Pg::start`] under `parent`, with `prepare` run on the cluster's root before initdb
+    /// (e.g. to mount a small filesystem on `root/data`).
+    pub fn start_prepared(parent: &Path, prepare: impl Fn(&Path)) -> Self {
         let mut last = None;
         for _ in 0..3 {
             let dir = tempfile::Builder::new()
                 .prefix("sentinel-pg-")
                 .tempdir_in(parent)
                 .expect("temp dir");
+            prepare(dir.path());
             let password = format!("pw-{:016x}", rand::random::<u64>());
             let cluster = Cluster::init(dir.path(), &password).expect("initdb");
             match cluster.start() {

@@ -116,6 +116,7 @@ impl Monitor {
                 snapshot,
                 flight,
             } => self.archive(facts, snapshot, flight, ctx),
+            Action::WatchSpace { id } => self.watch_space(id, ctx),
             Action::AcquireLease { id, outage_started } => {
                 self.acquire_lease(id, outage_started, ctx)
             }
@@ -281,22 +282,25 @@ impl Monitor {
         ctx: &mut Context<Self>,
     ) {
         let id = facts.incident_id.clone();
+        let clues = self.clues(&facts);
         let req = self.peers.archiver.send(Archive {
             incident: facts,
             target: self.target.clone(),
             snapshot,
             flight,
+            clues,
         });
         ctx.spawn(req.into_actor(self).map(move |res, act, ctx| {
-            let outcome = match res {
-                Ok(Ok(report)) => Ok(report.location),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(format!("archiver unavailable: {e}")),
+            let (outcome, cause) = match res {
+                Ok(Ok(report)) => (Ok(report.location), report.cause.map(|c| *c)),
+                Ok(Err(e)) => (Err(e), None),
+                Err(e) => (Err(format!("archiver unavailable: {e}")), None),
             };
             act.feed(
                 Observation::Archived {
                     id: id.to_string(),
                     outcome,
+                    cause,
                 },
                 ctx,
             );

@@ -32,7 +32,7 @@ impl Monitor {
                 }
             };
             let pid = watch.pid();
-            debug!(log, "watching postmaster"; "pid" => pid);
+            debug!(log, "watching postmaster"; "event" => "process_watched", "pid" => pid);
             let end = watch.exited_or_stopped(STOPPED_CHECK_EVERY).await;
             Ok((pid, end))
         };
@@ -53,13 +53,24 @@ impl Monitor {
 
     fn on_watch_end(&mut self, pid: i32, end: WatchEnd, ctx: &mut Context<Self>) {
         self.said_pid_file = false;
-        if end == WatchEnd::Stopped {
-            warn!(self.log, "postmaster stopped (SIGSTOP): it accepts no new client; confirming with a probe";
-                "event" => "process_stopped", "pid" => pid);
-            return self.feed(Observation::ProcessStopped { pid }, ctx);
+        match end {
+            WatchEnd::Stopped => {
+                warn!(self.log, "postmaster stopped (SIGSTOP): it accepts no new client; confirming with a probe";
+                    "event" => "process_stopped", "pid" => pid);
+                return self.feed(Observation::ProcessStopped { pid }, ctx);
+            }
+            WatchEnd::Reinitialized { old, new } => {
+                warn!(self.log, "the postmaster replaced its checkpointer: a server process crashed and it ran crash recovery";
+                    "event" => "postmaster_reinitialized", "pid" => pid, "old_checkpointer" => old, "new_checkpointer" => new);
+                self.arm_watch(ctx);
+                let detail = format!("postmaster {pid} lives but replaced its checkpointer (pid {old} → {new}): a server process crashed and every connection was dropped for crash recovery");
+                return self.feed(Observation::BackendCrash { detail }, ctx);
+            }
+            WatchEnd::Exited => {}
         }
         // If we adopted it (we started it), reap it now: its zombie would block the restart.
         crate::reaper::sweep();
+        self.ended = Some((pid, crate::reaper::exit_of(pid)));
         warn!(self.log, "postmaster exited"; "event" => "process_exited", "pid" => pid);
         self.feed(Observation::ProcessExited, ctx);
     }

@@ -26,6 +26,9 @@ impl Machine<'_, '_> {
             return;
         };
         let t = self.env.target;
+        if self.held_for_space() {
+            return;
+        }
         if let Some(manager) = self.rec.managed_by.clone() {
             // One manager at a time: restarting under Patroni would race its own failover.
             return self.alert_only(
@@ -363,9 +366,10 @@ impl Machine<'_, '_> {
                 &format!("{}.", f.detail),
                 EscalationReason::RestartBudgetExhausted,
             ),
-            Some(f) => self.escalate(
+            Some(f) => self.escalate_because(
                 &format!("The restart cannot work: {}", f.detail),
                 EscalationReason::HealRefused,
+                f.cause.clone(),
             ),
             None => self.escalate(
                 "The heal action kept failing until recovery_timeout.",
@@ -377,6 +381,17 @@ impl Machine<'_, '_> {
     /// Pages once for this incident and stops restarting it; probing goes on, and the quiet
     /// window keeps a new incident from opening until it passes.
     pub(super) fn escalate(&mut self, why: &str, reason: EscalationReason) {
+        self.escalate_because(why, reason, None)
+    }
+
+    /// [`Self::escalate`], with the cause of this escalation when it is not the incident's
+    /// own (a start that failed on a configuration error): the page's first line says it.
+    pub(super) fn escalate_because(
+        &mut self,
+        why: &str,
+        reason: EscalationReason,
+        cause: Option<crate::cause::Cause>,
+    ) {
         let window = self.env.target.budget.window;
         let now = self.env.now;
         let Some(inc) = self.rec.incident.as_mut() else {
@@ -392,12 +407,15 @@ impl Machine<'_, '_> {
         kv.push(("incident", id.into()));
         kv.push(("why", why.into()));
         self.rec.phase = Phase::Escalated;
-        let n = self.failure_notice(
+        let mut n = self.failure_notice(
             NoticeKind::Escalation,
             format!("Manual intervention needed: {why} No further restart for this incident."),
             Some(reason),
             Some(failure),
         );
+        if cause.is_some() {
+            n.cause = cause;
+        }
         self.rec.quiet_until = Some(now + window);
         self.out.push(Action::Count(Metric::Escalation));
         self.announce(n, "escalated", why.into());

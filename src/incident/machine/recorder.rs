@@ -89,6 +89,7 @@ impl Machine<'_, '_> {
             time_to_recovery_seconds: None,
             summary,
             outage: None,
+            cause: None,
         }
     }
 
