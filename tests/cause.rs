@@ -2,7 +2,8 @@
 //! alert and in the bundle's `cause.json`, and the judgment that follows from it: each fault
 //! injected for real (SIGKILL, a fast stop, a SIGSEGV'd backend, a bad postgresql.conf line, a
 //! port taken by another process, a full tmpfs, a backend OOM-killed under a container's
-//! memory limit).
+//! memory limit, a missing control file's PANIC, a data directory opened to everyone, a lock
+//! file naming a live process).
 
 mod support;
 
@@ -449,5 +450,96 @@ fn a_container_whose_server_stops_on_a_bad_config_line_is_restarted_once_and_esc
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(d.count("heal_attempt", Some("boxed")), 1, "no retry loop");
     assert_eq!(c.inspect("{{.State.Running}}"), "false");
+    rx.assert_all_well_formed();
+}
+
+#[test]
+fn a_panic_before_death_is_quoted_with_its_log_line() {
+    let pg = Pg::start();
+    let (d, rx, ws) = run_daemon(TargetSpec::new("orders", &pg));
+    // A missing control file: the checkpointer PANICs writing it, then the postmaster PANICs
+    // reading it while it reinitializes, and dies.
+    std::fs::remove_file(pg.cluster.data.join("global/pg_control")).unwrap();
+    let _ = pg.cluster.psql("CHECKPOINT");
+    FirstLines::of(&d, &rx, "failure").all_say("PANIC");
+    let (bundle, cause) = cause_json(&ws);
+    assert_eq!(cause["class"], "panic", "{cause}");
+    assert!(
+        cause["evidence"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("PANIC:  could not open file \"global/pg_control\""),
+        "{cause}"
+    );
+    quotes_match_the_bundle(&bundle, &cause);
+    // No start can succeed without the control file: escalated, not retried in a loop.
+    FirstLines::of(&d, &rx, "escalation").all_say("pg_control");
+    std::thread::sleep(Duration::from_secs(3));
+    println!("heal attempts: {}", d.count("heal_attempt", Some("orders")));
+    assert_eq!(d.count("heal_attempt", Some("orders")), 1, "no retry loop");
+    rx.assert_all_well_formed();
+}
+
+#[test]
+fn a_data_directory_opened_to_everyone_stops_the_restart_at_the_first_failed_start() {
+    let pg = Pg::start();
+    let (d, rx, _ws) = run_daemon(TargetSpec::new("orders", &pg));
+    // A running server never looks again; the next start refuses the directory.
+    std::fs::set_permissions(
+        &pg.cluster.data,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    pg.kill9();
+    let lines = FirstLines::of(&d, &rx, "escalation");
+    lines.all_say("data directory's permissions");
+    lines.all_say(&pg.cluster.data.display().to_string());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(d.count("heal_attempt", Some("orders")), 1, "no retry loop");
+    rx.assert_all_well_formed();
+}
+
+#[test]
+fn a_lock_file_naming_a_live_process_is_retried_briefly_then_escalated_naming_the_pid() {
+    let pg = Pg::start();
+    let (d, rx, _ws) = run_daemon(TargetSpec::new("orders", &pg));
+    // A live process of the server's own user, named by the pid file the killed server left.
+    let mut squatter = Command::new("sleep");
+    squatter.arg("300").stdin(Stdio::null());
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::process::CommandExt::uid(&mut squatter, 65534);
+    }
+    let mut squatter = squatter.spawn().expect("sleep");
+    let pid_file = pg.cluster.data.join("postmaster.pid");
+    let postmaster = pg.pid();
+    let text = std::fs::read_to_string(&pid_file).unwrap();
+    let rest: Vec<&str> = text.lines().skip(1).collect();
+    std::fs::write(
+        &pid_file,
+        format!("{}\n{}\n", squatter.id(), rest.join("\n")),
+    )
+    .unwrap();
+    // SAFETY: kill with the pid the cluster's own pid file named before we rewrote it.
+    unsafe { libc::kill(postmaster, libc::SIGKILL) };
+    let lines = FirstLines::of(&d, &rx, "escalation");
+    lines.all_say("postmaster.pid");
+    lines.all_say(&format!("PID {}", squatter.id()));
+    // A lock file a dying server still holds clears by itself: a few quick retries, bounded.
+    let attempts = d.count("heal_attempt", Some("orders"));
+    println!("heal attempts before the escalation: {attempts}");
+    assert!((1..=10).contains(&attempts), "{attempts} attempts");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        d.count("heal_attempt", Some("orders")),
+        attempts,
+        "none after it"
+    );
+    assert!(
+        squatter.try_wait().unwrap().is_none(),
+        "the process the lock file names is not the daemon's to kill"
+    );
+    let _ = squatter.kill();
+    let _ = squatter.wait();
     rx.assert_all_well_formed();
 }

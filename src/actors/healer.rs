@@ -156,6 +156,8 @@ struct Judged {
     /// The pid the pid file named before the attempt.
     held_before: Option<i32>,
     terminal: Option<HealFailure>,
+    /// Why the start failed, when its output says (see [`Outcome::start_cause`]).
+    start_cause: Option<crate::cause::Cause>,
 }
 
 /// Makes one attempt through the backend and judges it: did it start a server, does the
@@ -212,6 +214,7 @@ async fn attempt_once(
         started,
         held_before,
         terminal,
+        start_cause: ran.start_cause.clone(),
     }
 }
 
@@ -252,7 +255,7 @@ fn spent(
     target: &TargetConfig,
     max_starts: u32,
     (starts, idle): (u32, u32),
-    held_before: Option<i32>,
+    (held_before, start_cause): (Option<i32>, Option<crate::cause::Cause>),
 ) -> Option<HealFailure> {
     if starts >= max_starts {
         let detail = format!(
@@ -265,7 +268,7 @@ fn spent(
             kind: "restart_budget_exhausted",
             detail,
             class: None,
-            cause: None,
+            cause: start_cause,
         });
     }
     if idle >= MAX_IDLE_ATTEMPTS {
@@ -280,7 +283,7 @@ fn spent(
             kind: "start_blocked",
             detail,
             class: None,
-            cause: None,
+            cause: start_cause,
         });
     }
     None
@@ -337,7 +340,13 @@ async fn heal(
             error!(log, "heal cannot succeed by retrying; stopped"; "event" => "heal_refused", "kind" => failure.kind, "error" => &failure.detail);
             return report(false, attempts, Some(failure), starts);
         }
-        if let Some(failure) = spent(log, target, max_starts, (starts, idle), j.held_before) {
+        if let Some(failure) = spent(
+            log,
+            target,
+            max_starts,
+            (starts, idle),
+            (j.held_before, j.start_cause),
+        ) {
             return report(false, attempts, Some(failure), starts);
         }
         // After a start that did not stay up, the budget's backoff; after a start that could
@@ -417,6 +426,7 @@ mod tests {
             exit_code: None,
             verdict: "refused".into(),
             terminal: None,
+            start_cause: None,
             started: Started::Known(true),
         };
         let (report, tries) = run(failed, 1).await;
@@ -439,6 +449,7 @@ mod tests {
                 class: None,
                 cause: None,
             }),
+            start_cause: None,
             started: Started::Known(false),
         };
         let (report, tries) = run(refused, 3).await;

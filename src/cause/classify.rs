@@ -104,10 +104,28 @@ fn start(ev: &Evidence) -> Cause {
     if let Some(c) = disk_full(ev, &lines) {
         return c;
     }
-    if let Some(c) = severe(&lines, "FATAL").or_else(|| severe(&lines, "PANIC")) {
+    let own = this_start(&lines);
+    if let Some(c) = severe(&own, "FATAL").or_else(|| severe(&own, "PANIC")) {
         return c;
     }
     Cause::unknown("the start's output and the server log's last lines")
+}
+
+/// The lines each source wrote since its last `starting PostgreSQL`: a PANIC or FATAL of the
+/// run that died is not the start's reason (a start that failed on its own PANIC, such as a
+/// missing control file, is escalated at once, see [`CauseClass::start_is_futile`]).
+fn this_start<'a>(lines: &[(&'a str, usize, &'a str)]) -> Vec<(&'a str, usize, &'a str)> {
+    let last_start = |src: &str| {
+        lines
+            .iter()
+            .rposition(|(s, _, l)| *s == src && l.contains("starting PostgreSQL"))
+    };
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(i, (src, _, _))| last_start(src).is_none_or(|k| *i >= k))
+        .map(|(_, l)| *l)
+        .collect()
 }
 
 /// `(source, line number, text)` of the newest `n` lines of a tail.

@@ -232,3 +232,23 @@ fn a_sentence_never_carries_a_control_character_from_the_log() {
         c.sentence
     );
 }
+
+#[test]
+fn a_start_is_judged_by_its_own_panic_not_by_the_one_the_dead_run_left() {
+    let old = "2026-12-07 05:01:00.000 UTC [100] PANIC:  could not write to file \"pg_wal/xlogtemp.100\": Input/output error";
+    let start =
+        "2026-12-07 05:02:00.000 UTC [200] LOG:  starting PostgreSQL 15.18 on x86_64-pc-linux-gnu";
+    let own = "2026-12-07 05:02:00.100 UTC [200] PANIC:  could not open file \"global/pg_control\": No such file or directory";
+    let c = classify_start(&ev(&lines(&[READY, old, start])));
+    assert_eq!(c.class, CauseClass::Unknown, "the dead run's PANIC: {c:?}");
+    assert!(!c.class.start_is_futile());
+    let c = classify_start(&ev(&lines(&[READY, old, start, own])));
+    assert_eq!(c.class, CauseClass::Panic);
+    assert!(c.sentence.contains("global/pg_control"), "{}", c.sentence);
+    assert!(
+        c.class.start_is_futile(),
+        "another start meets the same PANIC"
+    );
+    assert!(!CauseClass::StaleLockFile.start_is_futile());
+    assert!(CauseClass::ConfigError.start_is_futile());
+}

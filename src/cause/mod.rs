@@ -91,6 +91,17 @@ impl CauseClass {
     }
 }
 
+impl CauseClass {
+    /// Whether a start that failed of this cause would fail the same way again: the judgment
+    /// says so, or the start itself PANICked or died on a FATAL (a missing control file, a
+    /// WAL record that cannot be read), which a later start meets again. A lock file or
+    /// shared memory a dying server still holds is retried (the heal's own limit applies).
+    pub fn start_is_futile(self) -> bool {
+        self.judgment() == Judgment::Escalate
+            || matches!(self, CauseClass::Panic | CauseClass::Fatal)
+    }
+}
+
 /// What a cause calls for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Judgment {

@@ -46,6 +46,9 @@ pub struct Outcome {
     pub verdict: String,
     /// Retrying cannot help (a missing container, a forbidden Engine): the heal stops here.
     pub terminal: Option<HealFailure>,
+    /// Why a start failed, from its own output, also when a retry may help (a lock file a
+    /// dying server still holds): an escalation after the last retry names it first.
+    pub start_cause: Option<crate::cause::Cause>,
     pub started: Started,
 }
 

@@ -46,10 +46,11 @@ impl HealBackend for CommandHeal {
                 CommandResult::TimedOut => (None, "timed out".to_string()),
                 CommandResult::SpawnFailed(e) => (None, format!("could not start: {e}")),
             };
-            let terminal = match result {
+            let start_cause = match result {
                 CommandResult::Exited(c) if c != 0 => start_failed(cx, before).await,
                 _ => None,
             };
+            let terminal = start_cause.as_ref().and_then(futile);
             Outcome {
                 done: result == CommandResult::Exited(0),
                 started: Started::Program {
@@ -58,6 +59,7 @@ impl HealBackend for CommandHeal {
                 exit_code,
                 verdict,
                 terminal,
+                start_cause,
             }
         })
     }
@@ -68,10 +70,8 @@ impl HealBackend for CommandHeal {
     }
 }
 
-/// Why a start command failed, from its output since `from` and the server log: a start that
-/// cannot work (a configuration error, the port taken, the data directory's permissions) ends
-/// the heal at this first failure, with the file and line or the port's holder.
-async fn start_failed(cx: &HealCx<'_>, from: u64) -> Option<crate::heal::HealFailure> {
+/// Why a start command failed, from its output since `from` and the server log.
+async fn start_failed(cx: &HealCx<'_>, from: u64) -> Option<crate::cause::Cause> {
     let (out, patterns) = (cx.log_path.to_path_buf(), cx.target.forensic_files.clone());
     let port = cx.target.dsn.config().get_ports().first().copied();
     let work = tokio::task::spawn_blocking(move || {
@@ -83,10 +83,20 @@ async fn start_failed(cx: &HealCx<'_>, from: u64) -> Option<crate::heal::HealFai
         .ok()?;
     slog::warn!(cx.log, "the start failed"; "event" => "start_failed", "cause" => cause.class.label(),
         "sentence" => &cause.sentence);
-    (cause.class.judgment() == crate::cause::Judgment::Escalate).then(|| crate::heal::HealFailure {
-        kind: "start_failed",
-        detail: cause.sentence.clone(),
-        class: None,
-        cause: Some(cause),
-    })
+    Some(cause)
+}
+
+/// A start that cannot work (a configuration error, the port taken, the data directory's
+/// permissions, a PANIC or FATAL of the start itself) ends the heal at this first failure,
+/// with the file and line or the port's holder.
+fn futile(cause: &crate::cause::Cause) -> Option<crate::heal::HealFailure> {
+    cause
+        .class
+        .start_is_futile()
+        .then(|| crate::heal::HealFailure {
+            kind: "start_failed",
+            detail: cause.sentence.clone(),
+            class: None,
+            cause: Some(cause.clone()),
+        })
 }

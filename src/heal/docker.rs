@@ -52,6 +52,7 @@ impl HealBackend for DockerHeal {
                     exit_code: None,
                     verdict,
                     terminal: None,
+                    start_cause: None,
                     started: Started::Known(true),
                 },
                 Err(e) => Outcome {
@@ -64,6 +65,7 @@ impl HealBackend for DockerHeal {
                         class: e.failure_class(),
                         cause: None,
                     }),
+                    start_cause: None,
                     started: Started::Known(false),
                 },
             }
