@@ -421,6 +421,51 @@ fn a_backend_oom_killed_under_a_containers_memory_limit_is_alerted_not_restarted
 }
 
 #[test]
+fn a_postmaster_oom_killed_under_a_containers_memory_limit_is_named_and_restarted_once() {
+    let c = PgContainer::start_with(
+        "pmoom",
+        None,
+        &["--memory=160m", "--memory-swap=160m"],
+        &["shared_buffers=16MB"],
+    );
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    let text = format!(
+        "archive:\n{}notify:\n{}\ntargets:\n  - name: boxed\n    dsn: \"{}\"\n    probe: {{ interval: 500ms, timeout: 2s, failure_threshold: 3 }}\n    heal:\n      docker: {{ container: {}, stop_timeout: 2s }}\n",
+        ws.local_archive(),
+        notify_everywhere(&rx),
+        c.dsn(),
+        c.name
+    );
+    std::fs::write(ws.config(), text).unwrap();
+    let d = Daemon::run(&ws, &[]);
+    d.wait_event("probe_ok", Some("boxed"), LONG);
+    // The OOM killer picks the postmaster (PID 1) once its score is raised, which its owner
+    // may do; the backend that grows was forked before, so it keeps its own score of 0.
+    let hog = "SELECT length(string_agg(repeat(chr(120), 1000000), chr(32))) FROM generate_series(1, 2000)";
+    let script = format!(
+        "psql -c 'SELECT pg_sleep(2)' -c \"{hog}\" & sleep 1; echo 1000 > /proc/1/oom_score_adj; wait"
+    );
+    let _ = Command::new("docker")
+        .args(["exec", "-u", "postgres", &c.name, "sh", "-c", &script])
+        .output();
+    wait_for(LONG, "the container to die", || {
+        (c.inspect("{{.State.Running}}") == "false"
+            || d.count("incident_declared", Some("boxed")) > 0)
+            .then_some(())
+    });
+    let lines = FirstLines::of(&d, &rx, "failure");
+    lines.all_say("OOM killer");
+    let (bundle, cause) = cause_json(&ws);
+    assert_eq!(cause["class"], "oom_killed", "{cause}");
+    quotes_match_the_bundle(&bundle, &cause);
+    d.wait_event("target_recovered", Some("boxed"), LONG);
+    assert_eq!(d.count("heal_issued", Some("boxed")), 1, "restarted once");
+    assert!(c.answers());
+    rx.assert_all_well_formed();
+}
+
+#[test]
 fn a_container_whose_server_stops_on_a_bad_config_line_is_restarted_once_and_escalated() {
     let c = PgContainer::start("badconf", None);
     let rx = Receiver::start();
