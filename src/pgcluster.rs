@@ -143,6 +143,44 @@ impl Cluster {
         Ok(c)
     }
 
+    /// A streaming standby of this (running) cluster in `root/data`, from `pg_basebackup -R`
+    /// over the unix socket, on a port of its own; not started.
+    pub fn standby_of(&self, root: &Path) -> Result<Self, ClusterError> {
+        let port = free_port()?;
+        let (logdir, sock) = (root.join("log"), root.join("sock"));
+        for d in [root, &logdir, &sock] {
+            std::fs::create_dir_all(d)?;
+            if is_root() {
+                give_to_nobody(d)?;
+            }
+        }
+        let c = Self {
+            root: root.to_path_buf(),
+            data: root.join("data"),
+            log_file: logdir.join("postgresql.log"),
+            port,
+            password: self.password.clone(),
+            bin: self.bin.clone(),
+            prefix: self.prefix.clone(),
+        };
+        let primary_sock = self.root.join("sock").display().to_string();
+        let (data, primary_port) = (c.data.display().to_string(), self.port.to_string());
+        let args = ["-h", &primary_sock, "-p", &primary_port, "-U", "postgres"];
+        c.run(
+            "pg_basebackup",
+            &[&args[..], &["-D", &data, "-R", "-X", "stream", "--no-sync"]].concat(),
+        )?;
+        let conf = format!(
+            "\n# standby\nport = {port}\nunix_socket_directories = '{}'\n",
+            sock.display()
+        );
+        let mut pc = std::fs::OpenOptions::new()
+            .append(true)
+            .open(c.data.join("postgresql.conf"))?;
+        io::Write::write_all(&mut pc, conf.as_bytes())?;
+        Ok(c)
+    }
+
     /// `postgres --version` of the binaries in use.
     pub fn version() -> Result<String, ClusterError> {
         let out = Command::new(find_bin_dir()?.join("postgres"))

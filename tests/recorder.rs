@@ -386,3 +386,149 @@ fn a_data_disk_filling_up_warns_once_and_clears_once() {
     drop(d);
     drop(pg);
 }
+
+/// Runs a PostgreSQL program of the cluster's owner (nobody when the tests run as root).
+fn as_owner(program: &str, args: &[&str]) {
+    let bin = sentinel_remedy::pgcluster::find_bin_dir().expect("postgres binaries");
+    let path = bin.join(program);
+    // SAFETY: geteuid has no preconditions.
+    let mut cmd = if unsafe { libc::geteuid() } == 0 {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "nobody", "--"]).arg(&path);
+        c
+    } else {
+        std::process::Command::new(&path)
+    };
+    let out = cmd.args(args).output().expect(program);
+    assert!(
+        out.status.success(),
+        "{program}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A cluster 1.6 billion transactions old (pg_resetwal moves the next XID on, with the commit
+/// log segment it needs), autovacuum held back: one early warning (wraparound near, at the
+/// default threshold of 1.5 billion); autovacuum let go freezes every database: one clearing
+/// notice.
+#[test]
+fn transaction_id_wraparound_near_warns_once_and_clears_once_after_a_freeze() {
+    let pg = Pg::start();
+    // Not `autovacuum = off`: past the wraparound limit that starts a freezing worker at
+    // once. A one-hour nap holds autovacuum's first round back instead.
+    pg.psql("ALTER SYSTEM SET autovacuum_naptime = '1h'");
+    pg.cluster.stop("fast").expect("stop");
+    let next_xid: u64 = 1_600_000_000;
+    let data = pg.cluster.data.display().to_string();
+    as_owner("pg_resetwal", &["-x", &next_xid.to_string(), "-D", &data]);
+    // One pg_xact segment holds 32 pages of 32768 transactions' status.
+    let segment = pg
+        .cluster
+        .data
+        .join(format!("pg_xact/{:04X}", next_xid / (32 * 32768)));
+    std::fs::write(&segment, vec![0u8; 32 * 8192]).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let nobody = std::ffi::CString::new(segment.display().to_string()).unwrap();
+        // SAFETY: chown on a NUL-terminated path we just wrote.
+        assert_eq!(unsafe { libc::chown(nobody.as_ptr(), 65534, 65534) }, 0);
+    }
+    pg.cluster.start().expect("start");
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    ws.write_registry(
+        &notify_every_channel(&rx),
+        &[TargetSpec::new("orders", &pg)],
+    );
+    ws.prepend_registry(RECORDER_EVERY_SECOND);
+    let addr = with_server(&ws, None);
+    let d = Daemon::run(&ws, &[]);
+    d.wait_event("api_listening", None, LONG);
+    let warning = wait_for(LONG, "the wraparound warning", || {
+        hooks(&rx, "warning", "orders").pop()
+    });
+    let summary = warning["summary"].as_str().unwrap();
+    println!("warning: {summary}");
+    assert!(summary.contains("transaction ID age 1599"), "{summary}");
+    let shown = vitals(&addr, "orders").expect("vitals");
+    println!("vitals: {shown}");
+    assert!(shown["xid_age"].as_f64().unwrap() > 1.5e9, "{shown}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(hooks(&rx, "warning", "orders").len(), 1, "one warning");
+    pg.psql("ALTER SYSTEM SET autovacuum_naptime = '1s'");
+    pg.psql("SELECT pg_reload_conf()");
+    let cleared = wait_for(Duration::from_secs(180), "the clearing notice", || {
+        hooks(&rx, "warning_cleared", "orders").pop()
+    });
+    println!("cleared: {}", cleared["summary"]);
+    assert!(
+        cleared["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("No longer transaction ID wraparound near"),
+        "{cleared}"
+    );
+    assert_eq!(cleared["incident_id"], warning["incident_id"]);
+    assert_eq!(hooks(&rx, "warning", "orders").len(), 1);
+    assert!(hooks(&rx, "failure", "orders").is_empty());
+    assert_eq!(d.count("incident_declared", None), 0);
+    rx.assert_all_well_formed();
+}
+
+/// A streaming standby whose replay is paused while its primary commits: `/status` shows
+/// its replay lag, growing by the seconds that pass.
+#[test]
+fn a_standbys_replay_lag_is_recorded_and_grows_while_replay_is_paused() {
+    let primary = Pg::start();
+    let dir = tempfile::tempdir().unwrap();
+    let standby = primary
+        .cluster
+        .standby_of(&dir.path().join("standby"))
+        .expect("pg_basebackup");
+    standby.start().expect("standby starts");
+    assert_eq!(standby.psql("SELECT pg_is_in_recovery()").unwrap(), "t");
+    primary.psql("CREATE TABLE replayed AS SELECT 1 AS one");
+    wait_for(LONG, "the standby to replay a commit", || {
+        (standby
+            .psql("SELECT pg_last_xact_replay_timestamp() IS NOT NULL")
+            .ok()?
+            == "t")
+            .then_some(())
+    });
+    standby.psql("SELECT pg_wal_replay_pause()").unwrap();
+    primary.psql("INSERT INTO replayed VALUES (2)");
+    let rx = Receiver::start();
+    let ws = Workspace::new();
+    let standby_dsn = standby.dsn();
+    // Watched by its DSN only: the fixture's heal command and pid file are the primary's.
+    let spec = TargetSpec {
+        dsn: Some(&standby_dsn),
+        heal: false,
+        pid_watch: false,
+        ..TargetSpec::new("replica", &primary)
+    };
+    ws.write_registry(&notify_every_channel(&rx), &[spec]);
+    ws.prepend_registry(RECORDER_EVERY_SECOND);
+    let addr = with_server(&ws, None);
+    let d = Daemon::run(&ws, &[]);
+    d.wait_event("api_listening", None, LONG);
+    let lag = |v: &Value| v["replay_lag_seconds"].as_f64();
+    let first = wait_for(LONG, "a replay lag in /status", || {
+        vitals(&addr, "replica").filter(|v| lag(v).is_some())
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let later = vitals(&addr, "replica").unwrap();
+    let (a, b) = (lag(&first).unwrap(), lag(&later).unwrap());
+    println!("replay lag while paused: {a:.1} s, then {b:.1} s");
+    assert!(
+        b >= a + 2.0,
+        "the lag grows with time: {first} then {later}"
+    );
+    assert_eq!(
+        d.count("incident_declared", None),
+        0,
+        "a standby is not a failure"
+    );
+    standby.stop_quietly();
+    rx.assert_all_well_formed();
+}

@@ -68,7 +68,7 @@ impl Machine<'_, '_> {
         );
         kv.push(("condition", c.label().into()));
         kv.push(("detail", text.as_str().into()));
-        let summary = format!("No longer {}: {text}.", sentence(c).to_lowercase());
+        let summary = format!("No longer {}: {text}.", lower_first(sentence(c)));
         let n = self.warning(NoticeKind::WarningCleared, &id, summary);
         self.out.push(Action::Notify(n));
     }
@@ -102,6 +102,14 @@ impl Machine<'_, '_> {
 }
 
 /// The condition as the start of a sentence.
+/// `Transaction ID wraparound near` → `transaction ID wraparound near` (an acronym stays).
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_lowercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
 fn sentence(c: Condition) -> &'static str {
     match c {
         Condition::DiskNearlyFull => "Disk nearly full",
