@@ -20,7 +20,7 @@
 //! daemons of the cluster-scale section, 0 skips it), BENCH_SCALE_SERVERS (3),
 //! BENCH_SCALE_INTERVAL (10 s), BENCH_SCALE_TTL (5 s), BENCH_SCALE_WINDOW (30 s),
 //! BENCH_RECORDER_TARGETS (1000: targets of the flight recorder's cost rows, section
-//! `recorder`; 0 skips).
+//! `recorder`; 0 skips), BENCH_RECORDER_INTERVAL (1s: their probe interval).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -970,6 +970,7 @@ fn main() {
     }
     let recorder_targets = env_num("BENCH_RECORDER_TARGETS", 1000) as usize;
     if run("recorder") && recorder_targets > 0 {
-        recorder::section(recorder_targets, window);
+        let interval = std::env::var("BENCH_RECORDER_INTERVAL").unwrap_or_else(|_| "1s".into());
+        recorder::section(recorder_targets, &interval, window);
     }
 }

@@ -32,7 +32,8 @@
 # daemon binary measured beside it in the same session), BENCH_RECORDER_TARGETS (1000: the flight
 # recorder's cost, section `recorder`: the daemon's CPU and memory per target with the recorder
 # off, at its default cadence and with full rings, and pgbench's cost of the identity query with
-# pg_postmaster_start_time() and of the vitals query; 0 skips).
+# pg_postmaster_start_time() and of the vitals query; 0 skips), BENCH_RECORDER_INTERVAL (1s: their
+# probe interval; a longer one where the servers cannot take that many logins a second).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/deps.sh

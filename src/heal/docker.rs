@@ -75,7 +75,8 @@ impl HealBackend for DockerHeal {
 
 impl DockerHeal {
     /// Why the restarted container's server did not come up: its own output, classified. A
-    /// start that cannot work (a configuration error, permissions) ends the heal here.
+    /// start that cannot work (a configuration error, permissions, a PANIC of its own) ends
+    /// the heal here.
     async fn why_not_up(&self, cx: &HealCx<'_>) -> Option<HealFailure> {
         let c = &self.container;
         let text = self
@@ -90,7 +91,7 @@ impl DockerHeal {
         let cause = crate::cause::classify_start(&ev);
         slog::warn!(cx.log, "the restarted container's server is not up"; "event" => "start_failed",
             "cause" => cause.class.label(), "sentence" => &cause.sentence);
-        (cause.class.judgment() == crate::cause::Judgment::Escalate).then(|| HealFailure {
+        cause.class.start_is_futile().then(|| HealFailure {
             kind: "start_failed",
             detail: cause.sentence.clone(),
             class: None,
