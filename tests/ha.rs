@@ -140,17 +140,20 @@ fn three_daemons_share_thirty_targets_each_owned_and_probed_by_exactly_one() {
         assert!(fenced == false || fenced.is_null(), "not fenced: {v}");
         let listed = v["cluster"]["members"].as_array().map_or(0, Vec::len);
         assert_eq!(listed, 3, "{}: members in its status: {v}", d.member);
-        let (code, text) = bed.api(i, "/metrics").expect("/metrics answers");
-        assert_eq!(code, 200, "{text}");
-        let samples = support::http::parse_metrics(&text);
-        let m = |name| support::http::metric(&samples, name, &[]);
-        let mine = n.get(&d.member).copied().unwrap_or(0) as f64;
-        assert_eq!(
-            m("sentinel_cluster_owned_targets"),
-            Some(mine),
-            "{}",
-            d.member
+        // A hand-off may still land after the shares settled: the gauge is compared with the
+        // owner keys read at the same time, until they agree.
+        let samples = bed.wait(
+            Duration::from_secs(15),
+            &format!("{}'s owned-targets gauge to match its owner keys", d.member),
+            || {
+                let (code, text) = bed.api(i, "/metrics")?;
+                let samples = support::http::parse_metrics(&text);
+                let gauge = support::http::metric(&samples, "sentinel_cluster_owned_targets", &[]);
+                let keys = shares(&bed.owners()).get(&d.member).copied().unwrap_or(0) as f64;
+                (code == 200 && gauge == Some(keys)).then_some(samples)
+            },
         );
+        let m = |name| support::http::metric(&samples, name, &[]);
         assert_eq!(m("sentinel_cluster_members"), Some(3.0), "{}", d.member);
         assert_eq!(m("sentinel_cluster_fenced"), Some(0.0), "{}", d.member);
         assert!(
