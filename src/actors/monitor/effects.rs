@@ -70,12 +70,18 @@ impl Monitor {
     }
 
     /// Drops the restart and its failure alert when the incident closed while its writes
-    /// were awaited (a probe passed meanwhile): a recovered server is never restarted.
+    /// were awaited (a probe passed meanwhile): a recovered server is never restarted. An
+    /// alert with no restart beside it (a backend crash: the server is back at once) is
+    /// still sent: its recovery notice went out, and a recovery with no failure before it
+    /// would be the only word of an outage that dropped every connection.
     fn still_due(&self, rest: Vec<Action>) -> Vec<Action> {
         let rec = self.record.lock();
         let open = rec.incident.as_ref().map(|i| i.id.clone());
         let healing = rec.phase == crate::incident::Phase::Healing;
         drop(rec);
+        let restart_dropped = rest.iter().any(|a| {
+            matches!(a, Action::Heal { id, .. } if !(healing && open.as_deref() == Some(id.as_str())))
+        });
         rest.into_iter()
             .filter_map(|a| match &a {
                 Action::Heal { id, .. } if !(healing && open.as_deref() == Some(id.as_str())) => {
@@ -83,7 +89,8 @@ impl Monitor {
                     Some(Action::ReleaseLease)
                 }
                 Action::Notify(n)
-                    if n.kind == NoticeKind::Failure
+                    if restart_dropped
+                        && n.kind == NoticeKind::Failure
                         && open.as_deref() != Some(n.incident_id.as_str()) =>
                 {
                     None
