@@ -413,6 +413,20 @@ pub fn openat2(
     }
 }
 
+/// `(free for unprivileged users, total)` bytes of the filesystem holding `path`: the flight
+/// recorder's disk vitals and the disk-full cause read it.
+pub fn statvfs(path: &Path) -> Option<(u64, u64)> {
+    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let frsize = st.f_frsize as u64;
+    Some((st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,7 +66,7 @@ pub fn space(data_dir: &Path) -> Vec<Space> {
         ("pg_wal", data_dir.join("pg_wal")),
     ]
     .into_iter()
-    .filter_map(|(what, p)| statvfs(&p).map(|(free, total)| (what, p, free, total)))
+    .filter_map(|(what, p)| crate::fsutil::statvfs(&p).map(|(free, total)| (what, p, free, total)))
     .map(|(what, p, free_bytes, total_bytes)| Space {
         what,
         path: p.display().to_string(),
@@ -74,20 +74,6 @@ pub fn space(data_dir: &Path) -> Vec<Space> {
         total_bytes,
     })
     .collect()
-}
-
-/// `(free for unprivileged users, total)` bytes of the filesystem holding `path`.
-fn statvfs(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    let frsize = st.f_frsize as u64;
-    Some((st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize))
 }
 
 /// The data directory a target's pid file lives in (`{data}/postmaster.pid`).

@@ -56,25 +56,12 @@ impl HostVitals {
     }
 }
 
-/// (free for unprivileged users, size) of the filesystem holding `path`.
-fn statvfs(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs fills the struct we pass for a NUL-terminated path.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    let frsize = st.f_frsize as u64;
-    Some((st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize))
-}
-
 /// The disks and the postmaster of a server on this host, named by its pid file (blocking).
 fn bare(pid_file: &Path) -> HostVitals {
     let data = pid_file.parent().unwrap_or(Path::new("/"));
     HostVitals {
-        data_disk: statvfs(data),
-        wal_disk: statvfs(&data.join("pg_wal")),
+        data_disk: crate::fsutil::statvfs(data),
+        wal_disk: crate::fsutil::statvfs(&data.join("pg_wal")),
         postmaster_rss: crate::pidwatch::read_pid_file(pid_file)
             .ok()
             .and_then(crate::procfs::rss_bytes),
